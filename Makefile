@@ -1,0 +1,24 @@
+# The two commands of the README: `make demo` and `make test`. Both set up first (idempotent).
+.PHONY: setup demo test test-slow lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@.venv/bin/wirecheck demo
+
+test: setup
+	@.venv/bin/python -m pytest -m "not slow"
+
+test-slow: setup
+	@.venv/bin/python -m pytest -m slow; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+
+lint: setup
+	@.venv/bin/ruff check wrappers harness tests benchmarks
+	@.venv/bin/mypy
+
+bench: setup
+	@.venv/bin/python -m benchmarks.transport
+
+clean:
+	rm -rf .venv results
