@@ -1,0 +1,281 @@
+"""A classic-pcap writer that many processes and threads can append to at once.
+
+One capture file per run collects the packets of every wrapped process (Python ones through this
+module, C ones through cwrap's libsocket_wrapper, which writes the same format).  That works
+because of three rules, all kept here:
+
+* **The file never exists without its header.**  The 24-byte header is written to a temporary
+  file in the same directory, which is then ``os.link()``-ed to the target name: the name appears
+  atomically *with* its header.  Whoever loses the race gets EEXIST and just appends.  (cwrap
+  creates the file with O_EXCL and writes the header afterwards, so another process can slip a
+  record in before the header.)  An existing file is appended to, never truncated, and refused
+  with a ValueError if it is not a pcap we can extend.
+* **One record = one ``writev()`` on an ``O_APPEND`` descriptor.**  The kernel then places each
+  record at the end of the file as a unit, so records from different processes interleave but are
+  never torn.
+* **Causal order is the caller's to keep, with** ``writer.locked()``.  Appends are atomic but a
+  process can be descheduled between its ``send()`` and the record of it, and the peer's reply
+  could then be logged first.  The socket wrapper therefore holds ``writer.locked()`` around
+  "send syscall + record write", and the receiver takes the same lock before logging, so a reply
+  can never appear in the capture before the request that caused it.  The lock is a
+  ``threading.Lock`` (threads share the descriptor) plus ``flock(LOCK_EX)`` (processes).
+
+fork: the child inherits the append descriptor, which stays safe thanks to O_APPEND.  The
+threading lock is replaced in the child (another thread may have held it at fork time), and the
+flock is taken on a descriptor the child opens for itself, because flock locks belong to an open
+file description and a parent and child sharing one would not exclude each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import struct
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+
+from .packets import Buffer
+
+__all__ = ["LINKTYPE_RAW", "PCAP_MAGIC", "SNAPLEN", "PcapWriter", "get_writer", "pcap_header"]
+
+PCAP_MAGIC = 0xA1B2C3D4  # microsecond timestamps; written in host byte order like libpcap
+VERSION = (2, 4)
+#: Records are never truncated; our largest packet (IPv6, 40 + 65535 bytes) fits in 262144,
+#: Wireshark's own maximum for ordinary link types.
+SNAPLEN = 262144
+LINKTYPE_RAW = 101  # raw IPv4/IPv6, no link-layer header (cwrap uses the same)
+
+_FILE_HEADER = struct.Struct("=IHHiIII")  # "=": host byte order, no padding
+_RECORD_HEADER = struct.Struct("=IIII")
+
+#: How long an empty existing file may stay empty before we write its header ourselves: another
+#: writer (cwrap creates, then writes the header) may be between those two steps.
+_EMPTY_FILE_GRACE = 0.2
+
+
+def pcap_header(snaplen: int = SNAPLEN, linktype: int = LINKTYPE_RAW) -> bytes:
+    """The 24-byte classic pcap file header, host byte order."""
+    return _FILE_HEADER.pack(PCAP_MAGIC, *VERSION, 0, 0, snaplen, linktype)
+
+
+def _describe_header(head: bytes) -> str | None:
+    """None if ``head`` (24 bytes) starts a file we can append to, else what it is instead."""
+    magic_le = int.from_bytes(head[:4], "little")
+    magic = int.from_bytes(head[:4], sys.byteorder)
+    if head[:4] == b"\x0a\x0d\x0d\x0a":
+        return "a pcapng file"
+    if magic == 0xA1B23C4D:
+        return "a pcap with nanosecond timestamps"
+    if magic_le in (0xA1B2C3D4, 0xD4C3B2A1, 0xA1B23C4D, 0x4D3CB2A1) and magic != PCAP_MAGIC:
+        return "a pcap in the other byte order"
+    if magic != PCAP_MAGIC:
+        return f"magic bytes {head[:4].hex()}"
+    _, major, minor, _, _, _, linktype = _FILE_HEADER.unpack(head)
+    if (major, minor) != VERSION:
+        return f"a pcap of version {major}.{minor}"
+    if linktype != LINKTYPE_RAW:
+        return f"a pcap with link type {linktype}"
+    return None
+
+
+def _refuse(path: str, found: str) -> ValueError:
+    return ValueError(
+        f"{path}: cannot append packets: found {found}; expected a classic pcap "
+        f"(magic a1b2c3d4 in host byte order, microseconds, version 2.4) "
+        f"with link type {LINKTYPE_RAW} (LINKTYPE_RAW). Delete the file or choose another path."
+    )
+
+
+def _writev_all(fd: int, buffers: Sequence[Buffer]) -> None:
+    """writev() everything.  On a regular file a single call writes it all; the loop is only there
+    so that a short write (disk full, signal) resumes rather than silently dropping bytes."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+
+
+class PcapWriter:
+    """Appends LINKTYPE_RAW records to one pcap file; safe across threads and processes."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._fd: int | None = _open_for_append(self.path)
+        self._thread_lock = threading.Lock()
+        self._lock_fd: int | None = None  # this process's own description for flock
+        _live_writers.add(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        return self._fd
+
+    def write_packet(self, buffers: Sequence[Buffer], ts: float | None = None) -> None:
+        """Append one record holding the concatenation of ``buffers`` (from build_tcp/build_udp).
+
+        ``ts`` is seconds since the epoch; by default the time of this call, so that under
+        ``locked()`` the timestamps follow the order of the records.
+        """
+        fd = self.fileno()
+        length = sum(memoryview(b).nbytes for b in buffers)
+        if length > SNAPLEN:
+            raise ValueError(f"packet of {length} bytes exceeds the snaplen {SNAPLEN}")
+        if ts is None:
+            sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
+        else:
+            sec, usec = divmod(round(ts * 1_000_000), 1_000_000)
+        header = _RECORD_HEADER.pack(sec, usec, length, length)
+        _writev_all(fd, [header, *buffers])
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive access to the capture across threads and processes (not reentrant).
+
+        Hold it around "send syscall + write_packet" so that the capture's order is causal.
+        """
+        with self._thread_lock:
+            fd = self._lock_descriptor()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_descriptor(self) -> int:
+        if self._lock_fd is None:
+            fd = self.fileno()
+            try:
+                # A new open file description of the same inode, even if the name was unlinked.
+                self._lock_fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                self._lock_fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        return self._lock_fd
+
+    def _after_fork_in_child(self) -> None:
+        self._thread_lock = threading.Lock()
+        if self._lock_fd is not None:
+            # Shared with the parent: closing our copy does not release the parent's lock.
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def close(self) -> None:
+        """Close the descriptors.  Do not close a writer obtained from get_writer(): it is shared."""
+        for fd in (self._lock_fd, self._fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._lock_fd = None
+
+    def __enter__(self) -> PcapWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"<PcapWriter {self.path!r}{' closed' if self.closed else ''}>"
+
+
+def _open_for_append(path: str) -> int:
+    """Return an O_APPEND descriptor on ``path``, creating it atomically with its header."""
+    if not os.path.lexists(path):
+        _create_with_header(path)  # may lose the race to another process: fine
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        _check_or_init_header(path, fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _create_with_header(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp_fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pcap-", suffix=".tmp")
+    try:
+        os.fchmod(tmp_fd, 0o644)  # mkstemp's 0600 would hide the capture from other users
+        _writev_all(tmp_fd, [pcap_header()])
+        os.close(tmp_fd)
+        tmp_fd = -1
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        if tmp_fd >= 0:
+            os.close(tmp_fd)
+        os.unlink(tmp)
+
+
+def _check_or_init_header(path: str, fd: int) -> None:
+    """Validate the header of an existing file; write it if the file is (still) empty."""
+    deadline = time.monotonic() + _EMPTY_FILE_GRACE
+    while True:
+        with open(path, "rb") as f:
+            head = f.read(_FILE_HEADER.size)
+        if head or time.monotonic() >= deadline:
+            break
+        time.sleep(0.01)
+    if not head:
+        # A file somebody pre-created empty (mkstemp, touch).  Write the header under flock so
+        # that two of our writers cannot both do it; re-check once we hold the lock.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(fd).st_size == 0:
+                _writev_all(fd, [pcap_header()])
+                return
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        with open(path, "rb") as f:
+            head = f.read(_FILE_HEADER.size)
+    if len(head) < _FILE_HEADER.size:
+        raise _refuse(path, f"a truncated file of {len(head)} bytes (a pcap header is {_FILE_HEADER.size})")
+    problem = _describe_header(head)
+    if problem is not None:
+        raise _refuse(path, problem)
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per file per process
+
+_live_writers: weakref.WeakSet[PcapWriter] = weakref.WeakSet()
+_shared: dict[str, PcapWriter] = {}
+_shared_lock = threading.Lock()
+
+
+def get_writer(path: str | os.PathLike[str]) -> PcapWriter:
+    """The process-wide writer for ``path`` (keyed by realpath), created on first use.
+
+    Every emulated socket of a process logs through the same writer, so they share one descriptor
+    and one lock.  Survives fork (the child keeps using the inherited descriptor).
+    """
+    key = os.path.realpath(path)
+    with _shared_lock:
+        writer = _shared.get(key)
+        if writer is None or writer.closed:
+            writer = _shared[key] = PcapWriter(key)
+        return writer
+
+
+def _after_fork_in_child() -> None:
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    for writer in list(_live_writers):
+        writer._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,123 @@
+"""The pcap view of one emulated TCP connection: sequence numbers that add up.
+
+An emulated TCP connection is a unix stream socket; nothing on it has sequence numbers.  To make
+the capture read like real TCP (no "previous segment not captured", no "ACKed unseen segment",
+reassembly of application messages across segments), the logger invents them with one simple,
+deterministic rule taken from cwrap's socket_wrapper:
+
+* each direction starts at sequence number 0 (the ISN is 0 both ways, so Wireshark's relative
+  and absolute numbers coincide);
+* a SYN and a FIN count one byte, data counts its length, nothing else counts;
+* every segment carries ``seq`` = its sender's counter and ``ack`` = the other direction's counter,
+  i.e. it acknowledges everything the other side has sent so far.
+
+Because the rule depends only on the byte stream, the two endpoints of a connection — possibly
+two processes logging into one file — can each keep a ``TcpFlow`` and compute the same numbers
+without talking to each other.
+
+Model, in the spirit of h11: a ``TcpFlow`` holds the two counters and turns named events
+(``handshake``, ``data``, ``fin``, ``rst``) into packets, each packet being a buffer list ready
+for ``PcapWriter.write_packet``.  It does no I/O and does not decide *who* logs *what*: that is
+the socket wrapper's policy (e.g. "the sender logs data, the closer logs the FIN exchange").  When
+the caller learns of bytes it did not log — the peer process logged them — it tells the flow with
+``note_received``/``note_sent`` so that later acks stay right.
+
+Directions are from the point of view of the local endpoint: ``"out"`` is local -> remote,
+``"in"`` is remote -> local.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from .packets import ACK, FIN, MAX_SEGMENT_PAYLOAD, PSH, RST, SYN, Address, Buffer, address_family, build_tcp
+
+__all__ = ["Direction", "Packet", "TcpFlow"]
+
+Direction = Literal["out", "in"]
+Packet = list[Buffer]
+
+_MOD = 1 << 32  # sequence numbers wrap
+
+
+class TcpFlow:
+    """Sequence/ack bookkeeping for one connection between ``local`` and ``remote``.
+
+    ``local_seq`` / ``remote_seq`` are the next sequence number each side will use (both start
+    at 0).  They are public so a caller can inspect or correct them.
+    """
+
+    def __init__(self, local: Address, remote: Address, *, window: int = 65535) -> None:
+        if address_family(local) != address_family(remote):
+            raise ValueError(f"mixed address families: {local!r} -> {remote!r}")
+        self.local = local
+        self.remote = remote
+        self.family = address_family(local)
+        self.window = window
+        self.local_seq = 0
+        self.remote_seq = 0
+
+    # -- the numbers -------------------------------------------------------------------------
+
+    def advance(self, direction: Direction, nbytes: int) -> None:
+        """Count ``nbytes`` of sequence space sent in ``direction`` without producing a packet."""
+        if nbytes < 0:
+            raise ValueError("cannot un-send bytes")
+        if direction == "out":
+            self.local_seq = (self.local_seq + nbytes) % _MOD
+        elif direction == "in":
+            self.remote_seq = (self.remote_seq + nbytes) % _MOD
+        else:
+            raise ValueError(f"direction must be 'out' or 'in', not {direction!r}")
+
+    def note_received(self, nbytes: int) -> None:
+        """The peer sent ``nbytes`` that somebody else logged (or nobody): keep our acks right."""
+        self.advance("in", nbytes)
+
+    def note_sent(self, nbytes: int) -> None:
+        """We sent ``nbytes`` that were not logged through this flow."""
+        self.advance("out", nbytes)
+
+    # -- events -> packets -------------------------------------------------------------------
+
+    def _segment(self, direction: Direction, flags: int, payload: Buffer = b"") -> Packet:
+        """One segment with the current numbers, then advance the sender's counter."""
+        if direction == "out":
+            src, dst, seq, ack = self.local, self.remote, self.local_seq, self.remote_seq
+        elif direction == "in":
+            src, dst, seq, ack = self.remote, self.local, self.remote_seq, self.local_seq
+        else:
+            raise ValueError(f"direction must be 'out' or 'in', not {direction!r}")
+        if not flags & ACK:
+            ack = 0  # only the very first SYN; a nonzero ack without ACK is an expert warning
+        packet = build_tcp(src, dst, seq=seq, ack=ack, flags=flags, payload=payload, window=self.window)
+        self.advance(direction, memoryview(payload).nbytes + bool(flags & SYN) + bool(flags & FIN))
+        return packet
+
+    def handshake(self, initiator: Literal["local", "remote"] = "local") -> list[Packet]:
+        """SYN, SYN/ACK, ACK, with ``initiator`` sending the SYN."""
+        if initiator not in ("local", "remote"):
+            raise ValueError(f"initiator must be 'local' or 'remote', not {initiator!r}")
+        first: Direction = "out" if initiator == "local" else "in"
+        second: Direction = "in" if first == "out" else "out"
+        return [self._segment(first, SYN), self._segment(second, SYN | ACK), self._segment(first, ACK)]
+
+    def data(self, direction: Direction, payload: Buffer) -> list[Packet]:
+        """PSH/ACK segments carrying ``payload``, split to fit in IP packets (no copies)."""
+        view = memoryview(payload).cast("B")
+        step = MAX_SEGMENT_PAYLOAD[self.family]
+        return [self._segment(direction, PSH | ACK, view[i : i + step]) for i in range(0, len(view), step)]
+
+    def fin(self, direction: Direction, acked: bool = True) -> list[Packet]:
+        """FIN/ACK from ``direction``'s sender, then, if ``acked``, the other side's pure ACK."""
+        packets = [self._segment(direction, FIN | ACK)]
+        if acked:
+            packets.append(self._segment("in" if direction == "out" else "out", ACK))
+        return packets
+
+    def rst(self, direction: Direction) -> list[Packet]:
+        """RST/ACK from ``direction``'s sender (an abort, or cwrap's way of showing EOF)."""
+        return [self._segment(direction, RST | ACK)]
+
+    def __repr__(self) -> str:
+        return f"<TcpFlow {self.local!r} <-> {self.remote!r} local_seq={self.local_seq} remote_seq={self.remote_seq}>"
