@@ -1,0 +1,73 @@
+"""The environment that puts a child process on the emulated network (used by `wirecheck exec`).
+
+Python children get ``wrappers/preload`` on PYTHONPATH, whose sitecustomize activates the wrapper;
+native children get Debian's libsocket_wrapper.so in LD_PRELOAD. Both read the same
+SOCKET_WRAPPER_* variables, so they share one socket directory and one pcap.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+
+import wrappers
+
+from .config import parse_iface
+from .sockdir import check_socket_dir
+
+PRELOAD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(wrappers.__file__)))
+
+_LIB_GLOBS = (
+    "/usr/lib/*-linux-gnu/libsocket_wrapper.so*",
+    "/usr/lib64/libsocket_wrapper.so*",
+    "/usr/lib/libsocket_wrapper.so*",
+    "/usr/local/lib/libsocket_wrapper.so*",
+)
+
+
+def find_libsocket_wrapper() -> str | None:
+    """Path of cwrap's library: $WIRECHECK_LIBSOCKET_WRAPPER, else the distribution's."""
+    explicit = os.environ.get("WIRECHECK_LIBSOCKET_WRAPPER")
+    if explicit:
+        return explicit if os.path.exists(explicit) else None
+    for pattern in _LIB_GLOBS:
+        hits = sorted(p for p in glob.glob(pattern) if "noop" not in p)
+        if hits:
+            return hits[0]
+    if shutil.which("ldconfig"):
+        out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
+        for line in out.splitlines():
+            if "libsocket_wrapper.so" in line and "noop" not in line and "=>" in line:
+                return line.split("=>", 1)[1].strip()
+    return None
+
+
+def child_environ(
+    socket_dir: str,
+    *,
+    iface: int | str | None = None,
+    pcap: str | None = None,
+    ipv4_network: str | None = None,
+    native: bool = True,
+    base: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """A copy of the environment (or of base) that runs a child on the emulated network."""
+    env = dict(os.environ if base is None else base)
+    env["SOCKET_WRAPPER_DIR"] = check_socket_dir(socket_dir)
+    if iface is not None:
+        env["SOCKET_WRAPPER_DEFAULT_IFACE"] = str(parse_iface(str(iface)))
+    if pcap is not None:
+        env["SOCKET_WRAPPER_PCAP_FILE"] = os.path.abspath(pcap)
+    if ipv4_network is not None:
+        env["SOCKET_WRAPPER_IPV4_NETWORK"] = ipv4_network
+    paths = [PRELOAD_DIR, PACKAGE_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    if native:
+        lib = find_libsocket_wrapper()
+        if lib is not None:
+            preload = [p for p in env.get("LD_PRELOAD", "").split() if "socket_wrapper" not in p]
+            env["LD_PRELOAD"] = " ".join([lib] + preload)
+    return env
