@@ -1,0 +1,32 @@
+"""pcap assertions for SMB2/3 over TCP, QUIC and SMB Direct, backed by one tshark pass per batch.
+
+    from harness.pcap import Capture, Count, Before
+    cap = Capture("run.pcap", keylog="run.keys", smb_keys="run.smbkeys")
+    cap.expect(Count("smb2.cmd == 9", min=1), Before("smb2.cmd == 0", "smb2.cmd == 1")).verify()
+    assert cap.count({"smb2.cmd": 13}) == 2
+
+Modules: tshark (running tshark), table (the frame table), query (filters, predicates, grouping),
+assertions (assertion kinds + failure text), capture (Capture), keys (decryption material),
+checks_yaml (declarative checks), catalogue (named checks), cli (`wirecheck pcap`).
+"""
+from .assertions import (
+           Absent,
+           Assertion,
+           Before,
+           Count,
+           Custom,
+           First,
+           FollowedBy,
+           InOrder,
+           Last,
+           Result,
+           Values,
+)
+from .capture import Capture
+from .keys import SmbKey, inject_secrets
+from .query import Query
+from .tshark import BadCapture, BadFilter, PcapError, TsharkNotFound, UnknownField
+
+__all__ = ["Absent", "Assertion", "BadCapture", "BadFilter", "Before", "Capture", "Count", "Custom", "First",
+           "FollowedBy", "InOrder", "Last", "PcapError", "Query", "Result", "SmbKey", "TsharkNotFound",
+           "UnknownField", "Values", "inject_secrets"]

@@ -1,0 +1,280 @@
+"""`Capture`: one capture file, read by tshark once per batch, asserted on from the frame table.
+
+Why this shape: tshark costs ~0.4 s to start and seconds to dissect a big capture, and pyshark's
+per-packet path is 50-70x slower (pcap-facts 5). So assertions are collected (`expect`), their
+fields unioned, the capture read in ONE `-T fields` pass, and all of them answered from the table
+(`verify`). Immediate helpers (`count`, `first`, ...) read on demand and keep the table; a later
+question that needs new fields reads only those. pyshark stays available for deep per-packet
+looks (`pyshark()`), with the same decryption options.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import tshark as ts
+from .assertions import Assertion, Context, Count, Result, excerpt_frames, format_failure
+from .keys import SmbKey, embedded_secrets, keylog_randoms, load_smb_keys
+from .query import Query, as_query, group_field, groups
+from .table import BASE_FIELDS, Frame, Table
+
+# Read in every pass: they tell whether traffic stayed encrypted, so a failure can say which keys
+# are missing instead of looking like "no SMB2 traffic".
+DIAG_FIELDS = ("quic.remaining_payload", "quic.connection.number", "tls.handshake.type", "tls.handshake.random",
+               "smb2.header.transform.msg_size", "smb2.sesid", "smb2.cmd")
+
+
+class Capture:
+    """A pcap/pcapng file plus the keys that decrypt it.
+
+    keylog:     NSS key log for QUIC/TLS (or use a pcapng with embedded secrets).
+    smb_keys:   SMB3 keys: a file (see keys.load_smb_keys) or SmbKey objects.
+    smb_ports:  TCP ports other than 445/139 that carry SMB2 (decode-as NBSS; pcap-facts: messages
+                of 128 KiB or more are mis-framed there).
+    decode_as:  raw tshark `-d` specs; prefs: extra `-o` preferences.
+    """
+
+    def __init__(self, path: str | os.PathLike, keylog: str | os.PathLike | None = None, smb_keys: Any = None,
+                 *, smb_ports: Iterable[int] = (), decode_as: Sequence[str] = (), prefs: dict | None = None,
+                 timeout: float = ts.DEFAULT_TIMEOUT):
+        self.path = Path(path)
+        ts.check_capture_file(self.path)
+        self.keylog = Path(keylog) if keylog else None
+        self._keylog_randoms = keylog_randoms(self.keylog) if self.keylog else {}
+        self.smb_keys: list[SmbKey] = load_smb_keys(smb_keys)
+        self.timeout = timeout
+        self.options = ts.Options(
+            keylog=str(self.keylog) if self.keylog else None,
+            smb_keys=[k.uat_row() for k in self.smb_keys],
+            decode_as=[*decode_as, *(f"tcp.port=={int(p)},nbss" for p in smb_ports)],
+            prefs=dict(prefs or {}))
+        self._table: Table | None = None
+        self._tshark_frames: dict[str, set[int]] = {}
+        self._valid_filters: set[str] = set()
+        self._pending: list[Assertion] = []
+        self.passes = 0  # tshark field passes run so far (the one-pass promise is tested)
+
+    def __repr__(self) -> str:
+        return f"Capture({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ reading
+
+    def _check_names(self, queries: Iterable[Query], fields: Iterable[str]) -> None:
+        unknown = set(ts.unknown_fields(fields))
+        for q in queries:
+            unknown |= q.unknown_fields()
+        if unknown:
+            raise ts.UnknownField(unknown)
+
+    def load(self, fields: Iterable[str] = (), queries: Iterable[Query] = ()) -> Table:
+        """Make sure the table holds `fields` and every field the queries use; read only what is
+        missing, in one pass. Filters are validated by tshark, folded into that pass when there is one."""
+        queries = list(queries)
+        fields = set(fields)
+        for q in queries:
+            fields |= q.fields()
+        self._check_names(queries, fields)
+        filters = {q.filter for q in queries if q.filter and q.filter not in self._valid_filters}
+        have = set(self._table.columns) if self._table else set()
+        missing = [f for f in dict.fromkeys([*BASE_FIELDS, *DIAG_FIELDS, *sorted(fields)]) if f not in have]
+        if missing:
+            if "frame.number" not in missing:
+                missing.insert(0, "frame.number")
+            flt = ("frame or " + " or ".join(f"({f})" for f in sorted(filters))) if filters else None
+            try:
+                rows = ts.fields_pass(self.path, missing, self.options, display_filter=flt, timeout=self.timeout)
+            except ts.TsharkFailed:
+                self._diagnose_filters(filters)
+                raise
+            self.passes += 1
+            table = Table.from_rows(missing, rows)
+            if self._table is None:
+                self._table = table
+            else:
+                self._table.merge(table)
+            self._valid_filters |= filters
+        elif filters:
+            self._diagnose_filters(filters)
+            self._valid_filters |= filters
+        for q in queries:
+            if q.needs_tshark and q.filter not in self._tshark_frames:
+                rows = ts.fields_pass(self.path, ["frame.number"], self.options, display_filter=q.filter,
+                                      timeout=self.timeout)
+                self._tshark_frames[q.filter] = {int(r[0]) for r in rows}
+        assert self._table is not None
+        return self._table
+
+    def _diagnose_filters(self, filters: Iterable[str]) -> None:
+        filters = sorted(filters)
+        if not filters:
+            return
+        if len(filters) > 1 and ts.filter_error(" or ".join(f"({f})" for f in filters)) is None:
+            return
+        for f in filters:
+            err = ts.filter_error(f)
+            if err:
+                raise ts.BadFilter(f, err)
+
+    @property
+    def table(self) -> Table:
+        return self.load()
+
+    def _ctx(self) -> Context:
+        return Context(self.table, self._tshark_frames)
+
+    # ------------------------------------------------------------------ immediate questions
+
+    def frames(self, q: Any = None, fields: Iterable[str] = ()) -> list[Frame]:
+        """Frames matching a display filter string, a {field: spec} dict, or a Query."""
+        q = as_query(q)
+        t = self.load(fields, [q])
+        return [t.frame(r) for r in q.rows(t, self._tshark_frames)]
+
+    def count(self, q: Any = None) -> int:
+        return len(self.frames(q))
+
+    def first(self, q: Any = None, fields: Iterable[str] = ()) -> Frame | None:
+        f = self.frames(q, fields)
+        return f[0] if f else None
+
+    def last(self, q: Any = None, fields: Iterable[str] = ()) -> Frame | None:
+        f = self.frames(q, fields)
+        return f[-1] if f else None
+
+    def values(self, field: str, q: Any = None) -> list:
+        """All occurrences of `field` in the frames matching `q`, in frame order."""
+        return [v for fr in self.frames(q, [field]) for v in fr.all(field)]
+
+    def groups(self, key: str, q: Any = None) -> dict[Any, list[Frame]]:
+        """Frames matching `q` per TCP stream / QUIC connection / SMB session / tree (or any field)."""
+        q = as_query(q)
+        t = self.load([group_field(key)], [q])
+        return {k: [t.frame(r) for r in rows]
+                for k, rows in groups(t, key, q.rows(t, self._tshark_frames)).items()}
+
+    def check(self, *assertions: Assertion) -> None:
+        """Evaluate now and raise AssertionError on failure (pytest style)."""
+        for a in assertions:
+            self.expect(a)
+        self.verify()
+
+    def assert_count(self, q: Any, eq: int | None = None, min: int | None = None, max: int | None = None) -> None:
+        self.check(Count(q, eq=eq, min=min, max=max))
+
+    # ------------------------------------------------------------------ batch
+
+    def expect(self, *assertions: Assertion) -> Capture:
+        """Collect assertions for `verify()` (chainable)."""
+        for a in assertions:
+            if not isinstance(a, Assertion):
+                raise TypeError(f"expect() takes assertion objects, got {a!r}")
+            self._pending.append(a)
+        return self
+
+    def results(self, assertions: Sequence[Assertion] | None = None) -> list[Result]:
+        """Evaluate (pending or given) assertions after one pass; no raising on failure."""
+        todo = list(self._pending if assertions is None else assertions)
+        if assertions is None:
+            self._pending = []
+        fields: set[str] = set()
+        queries: list[Query] = []
+        for a in todo:
+            fields |= a.fields()
+            queries += a.queries()
+        self.load(fields, queries)
+        ctx = self._ctx()
+        return [a.evaluate(ctx) for a in todo]
+
+    def verify(self) -> None:
+        """Run every collected assertion in one pass; raise one AssertionError listing all failures."""
+        results = self.results()
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise AssertionError(self.report(failed, total=len(results)))
+
+    def report(self, failed: Sequence[Result], total: int | None = None) -> str:
+        """Failure text: each failure with expected/actual, frames and a decoded excerpt, then notices."""
+        t = self.table
+        want: set[int] = set()
+        for r in failed:
+            want |= set(excerpt_frames(r, t))
+        try:
+            summaries = ts.summary_lines(self.path, want, self.options, timeout=self.timeout)
+        except ts.PcapError:
+            summaries = {}
+        head = f"{len(failed)} of {total if total is not None else len(failed)} pcap assertion(s) failed on {self.path}"
+        blocks = [f"{i}) " + format_failure(r, summaries, t) for i, r in enumerate(failed, 1)]
+        notes = self.notices()
+        tail = ["notice: " + n for n in notes]
+        return "\n\n".join([head, *blocks, *tail])
+
+    # ------------------------------------------------------------------ encryption notices
+
+    def notices(self) -> list[str]:
+        """What stayed encrypted and which keys would decrypt it (empty when everything decrypted)."""
+        t = self.load()
+        out = []
+        enc_quic = [r for r in range(len(t)) if t.values("quic.remaining_payload", r)]
+        if enc_quic:
+            conns = sorted({c for r in enc_quic for c in t.values("quic.connection.number", r)})
+            hello = [r for r in range(len(t)) if 1 in t.values("tls.handshake.type", r)]
+            randoms = []
+            for r in hello:
+                types, rnds = t.values("tls.handshake.type", r), t.values("tls.handshake.random", r)
+                randoms += [str(x).lower() for ty, x in zip(types, rnds, strict=False) if ty == 1]
+            missing = [x for x in dict.fromkeys(randoms) if x not in self._keylog_randoms]
+            source = (f"the key log {self.keylog} has no secrets for them" if self.keylog
+                      else "no key log was given" + ("" if not embedded_secrets(self.path)
+                                                     else " (the secrets embedded in the file do not match)"))
+            need = ("needed: an NSS key log (keylog= / --keylog, or a pcapng from `editcap --inject-secrets "
+                    "tls,KEYLOG`) with CLIENT_HANDSHAKE_TRAFFIC_SECRET, SERVER_HANDSHAKE_TRAFFIC_SECRET, "
+                    "CLIENT_TRAFFIC_SECRET_0 and SERVER_TRAFFIC_SECRET_0")
+            if missing:
+                need += " for client random " + ", ".join(missing)
+            out.append(f"QUIC traffic stayed encrypted: {len(enc_quic)} packet(s) in connection(s) "
+                       f"{', '.join(map(str, conns)) or '?'} could not be decrypted ({frame_span(t, enc_quic)}); "
+                       f"{source}; {need}")
+        enc_smb = [r for r in range(len(t))
+                   if t.values("smb2.header.transform.msg_size", r) and not t.values("smb2.cmd", r)]
+        if enc_smb:
+            sids = sorted({s for r in enc_smb for s in t.values("smb2.sesid", r)})
+            have = {k.session_id for k in self.smb_keys}
+            lacking = [s for s in sids if s not in have]
+            why = ("no SMB keys were given" if not self.smb_keys else
+                   "keys were given for " + ", ".join(f"0x{s:016x}" for s in sorted(have))
+                   + ("" if lacking else " but they do not decrypt it (wrong keys, or NEGOTIATE missing with CCM)"))
+            out.append(f"SMB3 traffic stayed encrypted: {len(enc_smb)} message(s) ({frame_span(t, enc_smb)}) of "
+                       f"session(s) {', '.join(f'0x{s:016x}' for s in sids)}; {why}; needed: the S2C and C2S keys "
+                       f"of session(s) {', '.join(f'0x{s:016x}' for s in (lacking or sids))} "
+                       "(smb_keys= / --smb-keys, lines `SESID S2C C2S`)")
+        return out
+
+    # ------------------------------------------------------------------ deep access
+
+    def pyshark(self, display_filter: str | None = None, **kwargs):
+        """A pyshark FileCapture over the same file with the same decryption and decode-as options."""
+        import pyshark
+
+        prefs = dict(self.options.prefs)
+        if self.options.keylog:
+            prefs["tls.keylog_file"] = self.options.keylog
+        if self.options.smb_keys:
+            prefs["uat:smb2_seskey_list"] = self.options.smb_keys[0]
+            if len(self.options.smb_keys) > 1:
+                extra = [x for row in self.options.smb_keys[1:] for x in ("-o", f"uat:smb2_seskey_list:{row}")]
+                kwargs["custom_parameters"] = [*kwargs.get("custom_parameters", []), *extra]
+        decode = {}
+        for d in self.options.decode_as:
+            k, _, v = d.rpartition(",")
+            decode[k] = v
+        return pyshark.FileCapture(str(self.path), display_filter=display_filter, override_prefs=prefs or None,
+                                   decode_as=decode or None, **kwargs)
+
+
+def frame_span(t: Table, rows: Sequence[int]) -> str:
+    nums = [t.numbers[r] for r in rows]
+    if len(nums) <= 6:
+        return "frames " + ", ".join(map(str, nums))
+    return f"frames {nums[0]}–{nums[-1]}"

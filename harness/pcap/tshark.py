@@ -1,0 +1,280 @@
+"""Everything that talks to the tshark binary: locate it, build its options, run it, explain its errors.
+
+Why one module: tshark's failure modes are easy to misread (an invalid `-e` field aborts the run with
+no rows and the reason on stderr; a truncated file still prints rows and exits 2), so every call goes
+through `run()` which turns stderr into a typed, readable exception.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Field and record separators for `-T fields`. Control characters, because Info columns, expert
+# messages and file names contain commas and tabs.
+SEP = "\x1f"
+AGG = "\x1e"
+DEFAULT_TIMEOUT = 300.0
+_NOISE = re.compile(r'^Running as user "[^"]*" and group "[^"]*"\. This could be dangerous\.\s*$')
+
+
+class PcapError(Exception):
+    """Base class of every error the pcap library raises about its input or environment."""
+
+
+class TsharkNotFound(PcapError):
+    pass
+
+
+class BadCapture(PcapError):
+    """The capture file is missing, not a pcap/pcapng, or damaged (e.g. truncated)."""
+
+
+class UnknownField(PcapError):
+    def __init__(self, fields: Iterable[str], where: str = ""):
+        self.fields = sorted(set(fields))
+        super().__init__(f"{where}unknown tshark field(s): {', '.join(self.fields)}"
+                         f" (not in `tshark -G fields` of tshark {version_string()})")
+
+
+class BadFilter(PcapError):
+    def __init__(self, flt: str, reason: str, where: str = ""):
+        self.filter = flt
+        self.reason = reason
+        super().__init__(f"{where}invalid display filter {flt!r}: {reason}")
+
+
+class TsharkFailed(PcapError):
+    pass
+
+
+def find_tshark() -> str:
+    """The tshark to use: $WIRECHECK_TSHARK, else the first on PATH."""
+    exe = os.environ.get("WIRECHECK_TSHARK") or shutil.which("tshark")
+    if not exe or not os.access(exe, os.X_OK):
+        raise TsharkNotFound("tshark not found: install it (Debian: apt-get install tshark) "
+                             "or set WIRECHECK_TSHARK=/path/to/tshark")
+    return exe
+
+
+def find_tool(name: str) -> str:
+    """A sibling tool of tshark (editcap, capinfos)."""
+    here = Path(find_tshark()).with_name(name)
+    exe = str(here) if here.exists() else shutil.which(name)
+    if not exe:
+        raise TsharkNotFound(f"{name} not found (it ships with tshark: apt-get install tshark)")
+    return exe
+
+
+def clean_stderr(text: str) -> str:
+    return "\n".join(ln for ln in text.splitlines() if ln.strip() and not _NOISE.match(ln)).strip()
+
+
+@functools.cache
+def version_string() -> str:
+    try:
+        out = subprocess.run([find_tshark(), "--version"], capture_output=True, text=True, timeout=60).stdout
+    except PcapError:
+        return "?"
+    m = re.search(r"TShark \(Wireshark\) (\S+)", out)
+    return m.group(1) if m else "?"
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    abbrev: str
+    ftype: str  # FT_UINT16, FT_STRING, ... or "PROTOCOL"
+    base: str = ""  # BASE_DEC, BASE_HEX, ... (how Wireshark shows the value; used in messages)
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "wirecheck"
+
+
+@functools.cache
+def field_catalogue() -> dict[str, FieldInfo]:
+    """All field and protocol names of this tshark (`tshark -G fields`), cached on disk per version
+    because it is 236k lines and the same for every run of one tshark build."""
+    ver = version_string()
+    cache = _cache_dir() / f"tshark-{ver}-fields-v2.tsv"
+    text = None
+    if ver != "?" and cache.exists():
+        text = cache.read_text()
+    if text is None:
+        res = subprocess.run([find_tshark(), "-G", "fields"], capture_output=True, text=True, timeout=120)
+        lines = []
+        for ln in res.stdout.splitlines():
+            parts = ln.split("\t")
+            if parts[0] == "F" and len(parts) > 3:
+                lines.append(f"{parts[2]}\t{parts[3]}\t{parts[6] if len(parts) > 6 else ''}")
+            elif parts[0] == "P" and len(parts) > 2:
+                lines.append(f"{parts[2]}\tPROTOCOL")
+        text = "\n".join(lines)
+        if ver != "?":
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(text)
+                tmp.replace(cache)
+            except OSError:
+                pass  # a read-only home only costs a re-run of -G fields next time
+    out: dict[str, FieldInfo] = {}
+    for ln in text.splitlines():
+        name, ftype, base = (ln.split("\t") + ["", ""])[:3]
+        out.setdefault(name, FieldInfo(name, ftype, base))
+    # column pseudo-fields work with -e but are not listed by -G fields (pcap-facts 4)
+    for col in ("_ws.col.Info", "_ws.col.Protocol", "_ws.col.Source", "_ws.col.Destination",
+                "_ws.col.No.", "_ws.col.Time", "_ws.col.Length"):
+        out[col] = FieldInfo(col, "FT_STRING")
+    return out
+
+
+def unknown_fields(names: Iterable[str]) -> list[str]:
+    cat = field_catalogue()
+    return sorted({n for n in names if n not in cat})
+
+
+# --------------------------------------------------------------------------- options
+
+@dataclass
+class Options:
+    """The -o / -d options that every run on one capture shares (decryption, decode-as)."""
+
+    keylog: str | None = None
+    smb_keys: Sequence[str] = ()  # uat:smb2_seskey_list rows, already formatted
+    decode_as: Sequence[str] = ()  # "tcp.port==8445,nbss"
+    prefs: dict[str, str] = field(default_factory=dict)
+    extra: Sequence[str] = ()
+
+    def args(self) -> list[str]:
+        a: list[str] = []
+        if self.keylog:
+            a += ["-o", f"tls.keylog_file:{self.keylog}"]
+        for row in self.smb_keys:
+            a += ["-o", f"uat:smb2_seskey_list:{row}"]
+        for d in self.decode_as:
+            a += ["-d", d]
+        for k, v in self.prefs.items():
+            a += ["-o", f"{k}:{v}"]
+        return a + list(self.extra)
+
+
+# --------------------------------------------------------------------------- running
+
+_MAGICS = {b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d", b"\x0a\x0d\x0d\x0a"}
+
+
+def check_capture_file(path: str | os.PathLike) -> None:
+    """Reject what is not a pcap/pcapng before tshark sees it: tshark happily 'reads' a text file
+    as some other format and returns a nonsense frame with exit status 0."""
+    p = Path(path)
+    if not p.exists():
+        raise BadCapture(f"{p}: no such capture file")
+    if p.is_dir():
+        raise BadCapture(f"{p}: is a directory, not a capture file")
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if len(head) == 0:
+        raise BadCapture(f"{p}: empty file (not a pcap or pcapng)")
+    if head not in _MAGICS:
+        raise BadCapture(f"{p}: not a pcap or pcapng file (starts with {head.hex()})")
+
+
+def explain(stderr: str, path: str | os.PathLike = "") -> PcapError | None:
+    """Map tshark's stderr to the exception it means, or None when stderr is only noise."""
+    msg = clean_stderr(stderr)
+    if not msg:
+        return None
+    if "Some fields aren't valid" in msg:
+        names = [ln.strip() for ln in msg.splitlines()[1:] if ln.startswith(("\t", " "))]
+        return UnknownField(names)
+    if "cut short in the middle of a packet" in msg:
+        return BadCapture(f"{path}: the capture is truncated (its last packet is cut short): {msg}")
+    if "isn't a capture file" in msg or "unknown or unsupported" in msg or "appears to be damaged" in msg:
+        return BadCapture(f"{path}: tshark cannot read it: {msg}")
+    if "doesn't exist" in msg:
+        return BadCapture(f"{path}: no such capture file")
+    return TsharkFailed(msg)
+
+
+def run(args: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, path: str | os.PathLike = "",
+        tool: str = "tshark") -> str:
+    """Run tshark (or a sibling tool) and return stdout; raise a typed error on any failure."""
+    exe = find_tshark() if tool == "tshark" else find_tool(tool)
+    try:
+        res = subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout,
+                             errors="replace")
+    except subprocess.TimeoutExpired as e:
+        raise TsharkFailed(f"{tool} did not finish within {timeout:.0f} s on {path}") from e
+    err = explain(res.stderr, path)
+    if res.returncode != 0 or isinstance(err, BadCapture | UnknownField):
+        if err is None:
+            err = TsharkFailed(f"{tool} exited with status {res.returncode} and no message")
+        raise err
+    return res.stdout
+
+
+def fields_pass(path: str | os.PathLike, fields: Sequence[str], options: Options, *,
+                display_filter: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[list[str]]:
+    """One `-T fields` pass: a list of rows, one string per requested field (multi-values joined by AGG)."""
+    args = ["-r", str(path), "-n", *options.args(), "-T", "fields", "-E", f"separator={SEP}",
+            "-E", f"aggregator={AGG}", "-E", "occurrence=a", "-E", "quote=n"]
+    if display_filter:
+        args += ["-Y", display_filter]
+    for f in fields:
+        args += ["-e", f]
+    out = run(args, timeout=timeout, path=path)
+    n = len(fields)
+    rows = []
+    for ln in out.split("\n"):
+        if not ln:
+            continue
+        parts = ln.split(SEP)
+        if len(parts) != n:  # a value holding a newline: rejoin conservatively
+            parts = (parts + [""] * n)[:n]
+        rows.append(parts)
+    return rows
+
+
+@functools.lru_cache(maxsize=512)
+def filter_error(flt: str) -> str | None:
+    """Why tshark rejects display filter `flt`, or None if it compiles. Uses `dftest` when present,
+    otherwise a run on an empty capture (cheap: no packets to dissect)."""
+    dftest = shutil.which("dftest")
+    if dftest:
+        res = subprocess.run([dftest, flt], capture_output=True, text=True, timeout=60)
+        return None if res.returncode == 0 else (clean_stderr(res.stderr) or "rejected by dftest")
+    with tempfile.NamedTemporaryFile(suffix=".pcap") as f:
+        # an empty Raw-IP pcap: global header only
+        f.write(bytes.fromhex("d4c3b2a1020004000000000000000000ffff000065000000"))
+        f.flush()
+        res = subprocess.run([find_tshark(), "-r", f.name, "-Y", flt], capture_output=True, text=True,
+                             timeout=60)
+    if res.returncode == 0:
+        return None
+    return clean_stderr(res.stderr).removeprefix("tshark: ") or f"exit status {res.returncode}"
+
+
+def summary_lines(path: str | os.PathLike, frames: Iterable[int], options: Options,
+                  timeout: float = DEFAULT_TIMEOUT) -> dict[int, str]:
+    """One-line summaries of the given frames (for failure excerpts), decrypted like the main pass."""
+    frames = sorted(set(frames))
+    if not frames:
+        return {}
+    flt = "frame.number in {" + ",".join(map(str, frames)) + "}"  # 4.0 wants commas
+    out = run(["-r", str(path), "-n", *options.args(), "-Y", flt, "-T", "fields", "-E", f"separator={SEP}",
+               "-e", "frame.number", "-e", "frame.time_relative", "-e", "_ws.col.Source", "-e",
+               "_ws.col.Destination", "-e", "_ws.col.Protocol", "-e", "_ws.col.Info"], timeout=timeout, path=path)
+    lines = {}
+    for ln in out.splitlines():
+        p = ln.split(SEP)
+        if len(p) >= 6 and p[0].isdigit():
+            lines[int(p[0])] = f"{int(p[0]):>6} {float(p[1] or 0):10.6f} {p[2]} → {p[3]} {p[4]} {p[5]}"
+    return lines
