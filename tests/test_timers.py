@@ -163,3 +163,7 @@ def test_fork_child_gets_fresh_scheduler(sched: Scheduler) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert sched.cancel(parent_pending) is True  # the parent's timer is untouched
+
+
+def test_get_scheduler_is_the_default() -> None:
+    assert timers.get_scheduler() is timers.default_scheduler

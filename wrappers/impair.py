@@ -130,7 +130,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 __all__ = [
     "ENV_SPEC",
@@ -159,6 +159,7 @@ __all__ = [
     "flow_key",
     "flows",
     "release",
+    "rebound",
     "reset",
 ]
 
@@ -1057,7 +1058,18 @@ class StreamImpairer:
             return None
         return self.epoch + c.at
 
+    def cut_pending(self, now: float) -> CutKind | None:
+        """The cut to apply now, without offering bytes: the connection's cut if one was decided, or
+        the timed cut once it is due (then it is decided, and recorded in the history)."""
+        if self.cut is None:
+            deadline = self.cut_deadline
+            if deadline is None or now < deadline:
+                return None
+            self.on_send(now, 0)
+        return self.cut
+
     def on_send(self, now: float, nbytes: int) -> StreamFate:
+        """Offer ``nbytes`` passing in this direction at ``now``; see :class:`StreamFate`."""
         with self._lock:
             fate = self._on_send(now, nbytes)
             self.history.append(StreamRecord(now, nbytes, fate))
@@ -1100,6 +1112,8 @@ class _State:
         self.lock = threading.RLock()
         self.override_set = False
         self.override: ImpairConfig | None = None
+        self.env_checked_at = -math.inf
+        self.env_pair: tuple[str | None, str | None] = (None, None)
         self.env_text: str | None = None
         self.env_config: ImpairConfig | None = None
         self.file_path: str | None = None
@@ -1143,13 +1157,19 @@ def _check_file(path: str, now: float) -> None:
 
 def current() -> ImpairConfig | None:
     """The active impairments: :func:`configure` override, else ``WIRECHECK_IMPAIR``, else
-    ``WIRECHECK_IMPAIR_FILE`` (stat-ed at most every 100 ms). None when nothing is configured."""
+    ``WIRECHECK_IMPAIR_FILE`` (stat-ed at most every 100 ms). None when nothing is configured.
+
+    The environment itself is looked at most every 100 ms too (:func:`reset` forces a look)."""
     s = _state
     if s.override_set:
         return s.override
-    environ = os.environ
-    text = environ.get(ENV_SPEC)
-    path = environ.get(ENV_FILE)
+    now = time.monotonic()
+    if now - s.env_checked_at >= RELOAD_INTERVAL:
+        # os.environ.get of a missing name costs microseconds (it raises KeyError inside): look at most
+        # every 100 ms, so that the hot path with nothing configured is a clock read and a compare.
+        s.env_pair = (os.environ.get(ENV_SPEC), os.environ.get(ENV_FILE))
+        s.env_checked_at = now
+    text, path = s.env_pair
     if not text and not path:
         return None
     with s.lock:
@@ -1161,7 +1181,6 @@ def current() -> ImpairConfig | None:
                 s.env_text = text
             return s.env_config
         assert path is not None
-        now = time.monotonic()
         if path != s.file_path or now - s.file_checked_at >= RELOAD_INTERVAL:
             _check_file(path, now)
         return s.file_config
@@ -1196,6 +1215,16 @@ def flow_key(proto: str, local: Address, remote: Address) -> str:
     return f"{proto} {_host_port(local)}>{_host_port(remote)}"
 
 
+@overload
+def impairer_for(
+    proto: Literal["udp"], local: Address, remote: Address, direction: str
+) -> DatagramImpairer | None: ...
+@overload
+def impairer_for(
+    proto: Literal["tcp"], local: Address, remote: Address, direction: str
+) -> StreamImpairer | None: ...
+@overload
+def impairer_for(proto: str, local: Address, remote: Address, direction: str) -> Impairer | None: ...
 def impairer_for(proto: str, local: Address, remote: Address, direction: str) -> Impairer | None:
     """The impairer of a flow (``proto`` "udp" -> DatagramImpairer, "tcp" -> StreamImpairer) in
     ``direction`` ("out" or "in"), or None when no impairment applies. Cached per flow: call it on every
@@ -1238,7 +1267,16 @@ def release(proto: str, local: Address, remote: Address, direction: str | None =
         _state.flows.pop((proto, local, remote, d), None)
 
 
+def rebound(proto: str, old_local: Address, new_local: Address) -> None:
+    """The emulated source of ``old_local`` flows moved to ``new_local`` (a rebind was carried out):
+    their impairers move with them, so :func:`impairer_for` with the new address continues the same flow
+    (same counters and random streams; ``rebind=port@100`` does not fire again at the new flow's #100)."""
+    with _state.lock:
+        for key in [k for k in _state.flows if k[0] == proto and k[1] == old_local]:
+            _state.flows[(proto, new_local, key[2], key[3])] = _state.flows.pop(key)
+
+
 def reset() -> None:
-    """Forget every cache and override (tests; a fresh process state)."""
+    """Forget every cache and override and look at the environment again (tests; a fresh state)."""
     global _state
     _state = _State()

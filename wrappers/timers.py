@@ -38,7 +38,16 @@ import traceback
 import weakref
 from collections.abc import Callable
 
-__all__ = ["Scheduler", "TimerHandle", "schedule", "call_later", "cancel", "now", "default_scheduler"]
+__all__ = [
+    "Scheduler",
+    "TimerHandle",
+    "schedule",
+    "call_later",
+    "cancel",
+    "now",
+    "default_scheduler",
+    "get_scheduler",
+]
 
 Clock = Callable[[], float]
 
@@ -184,6 +193,11 @@ default_scheduler = Scheduler()
 
 #: The clock every wrapper component uses for timers and impairment decisions.
 now: Clock = time.monotonic
+
+
+def get_scheduler() -> Scheduler:
+    """The process's scheduler (the same object after a fork, with fresh state in the child)."""
+    return default_scheduler
 
 
 def schedule(at: float, callback: Callable[[], object]) -> TimerHandle:
