@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 from .constants import (
     PROTOCOL_ID_COMPRESSION,
     PROTOCOL_ID_SMB2,
+    UNSOLICITED_MESSAGE_ID,
     Cipher,
     Command,
     Dialect,
@@ -233,6 +234,17 @@ def sign_compound(chain: bytes, key: bytes, algorithm: int) -> bytes:
     return b"".join(sign_message(element.raw, key, algorithm) for element in split_compound(chain))
 
 
+def must_verify_signature(header: Header) -> bool:
+    """Whether a received message's signature is checked (§3.2.5.1.3): not for unsolicited
+    notifications (MessageId 0xFFFFFFFFFFFFFFFF, pitfall 14), interim STATUS_PENDING responses, or
+    unsigned messages (whether an unsigned one is acceptable is the session's decision)."""
+    if header.message_id == UNSOLICITED_MESSAGE_ID:
+        return False
+    if header.is_response and header.is_async and header.status == NtStatus.PENDING:
+        return False
+    return header.is_signed
+
+
 def verify_signature(message: bytes, key: bytes, algorithm: int) -> None:
     """Raise :class:`SMBSignatureError` (STATUS_ACCESS_DENIED) unless the Signature is correct."""
     expected = compute_signature(message, key, algorithm)
@@ -286,6 +298,20 @@ class NonceGenerator:
         return nonce
 
 
+def refuse_to_encrypt(message: bytes) -> None:
+    """NEGOTIATE and a binding SESSION_SETUP request are never encrypted (§3.2.4.1.8, §3.3.4.1.4,
+    pitfall 13): raise ValueError for them."""
+    if bytes(message[:4]) != PROTOCOL_ID_SMB2:
+        return
+    header = Header.unpack(message)
+    if header.command == Command.NEGOTIATE:
+        raise ValueError("NEGOTIATE is never encrypted (§3.2.4.1.8)")
+    is_binding = (header.command == Command.SESSION_SETUP and not header.is_response
+                  and len(message) > HEADER_SIZE + 2 and message[HEADER_SIZE + 2] & 0x01)
+    if is_binding:
+        raise ValueError("a binding SESSION_SETUP request is never encrypted (§3.2.4.1.8)")
+
+
 def encrypt_message(message: bytes, key: bytes, cipher: int, session_id: int, nonce: bytes) -> bytes:
     """Wrap ``message`` (one SMB2 message or a whole compound) in a TRANSFORM_HEADER.
 
@@ -293,6 +319,7 @@ def encrypt_message(message: bytes, key: bytes, cipher: int, session_id: int, no
     bytes from Nonce through SessionId (pitfall 7); Flags/EncryptionAlgorithm is 0x0001."""
     if len(nonce) != nonce_length(cipher):
         raise ValueError(f"{Cipher(cipher).name} needs a {nonce_length(cipher)}-byte nonce")
+    refuse_to_encrypt(message)
     transform = TransformHeader(nonce=nonce.ljust(16, b"\x00"), original_message_size=len(message), flags=1,
                                 session_id=session_id)
     sealed = _aead(cipher, key).encrypt(nonce, bytes(message), transform.aad())
