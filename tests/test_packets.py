@@ -228,6 +228,12 @@ def test_tcp_accepts_memoryview_and_wraps_sequence_numbers() -> None:
     assert (tcp.seq, tcp.ack, bytes(tcp.payload)) == (5, 7, b"world")
 
 
+def test_bytearray_payload_is_wrapped_not_copied() -> None:
+    data = bytearray(b"mutable")
+    bufs = build_udp(("127.0.0.1", 1), ("127.0.0.2", 2), data)
+    assert isinstance(bufs[1], memoryview) and bufs[1].obj is data
+
+
 def test_ipv4_identification_increments() -> None:
     def ident() -> int:
         return IP(packet_bytes(build_tcp(("127.0.0.1", 1), ("127.0.0.2", 2), seq=0, ack=0, flags=SYN))).id

@@ -14,8 +14,8 @@ does not count the 40-byte IPv6 header, the UDP checksum is never 0, and an ICMP
 original packet unchanged (cwrap rewrites the inner next-header to 58).
 
 Builders that carry a payload return ``[headers, payload]``: the payload object is passed through
-untouched (no copy of a 64 KiB send), ready for ``os.writev``.  The list always has two elements;
-the payload may be empty.
+untouched (no copy of a 64 KiB send; a bytearray is wrapped in a memoryview), ready for
+``os.writev``.  The list always has two elements; the payload may be empty.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "URG",
     "Address",
     "Buffer",
+    "Packet",
     "address_family",
     "build_icmp_unreachable",
     "build_tcp",
@@ -88,6 +89,8 @@ _ICMP6_QUOTE_MAX = 1280 - IPV6_HEADER_LEN - ICMP_HEADER_LEN
 
 #: What the builders accept as packet data (``collections.abc.Buffer`` needs Python 3.12).
 Buffer = bytes | bytearray | memoryview
+#: What they return: a packet as a list of buffers for ``os.writev``/``PcapWriter.write_packet``.
+Packet = list[bytes | memoryview]
 
 #: An address as the socket module gives it: ``(host, port)`` or IPv6 ``(host, port, flow, scope)``.
 Address = tuple[str, int] | tuple[str, int, int, int]
@@ -221,6 +224,11 @@ def _pseudo_header(family: int, src_ip: bytes, dst_ip: bytes, proto: int, length
 # Transport packets
 
 _TCP = struct.Struct("!HHIIBBHHH")
+
+
+def _no_copy(payload: Buffer) -> bytes | memoryview:
+    """bytes and memoryview pass through as they are; a bytearray is wrapped, not copied."""
+    return memoryview(payload) if isinstance(payload, bytearray) else payload
 _UDP = struct.Struct("!HHHH")
 
 
@@ -233,10 +241,11 @@ def build_tcp(
     flags: int,
     payload: Buffer = b"",
     window: int = 65535,
-) -> list[Buffer]:
+) -> Packet:
     """One TCP segment in an IPv4 or IPv6 packet (family taken from the addresses).
 
-    Returns ``[ip_and_tcp_headers, payload]``; ``payload`` is the caller's object, not a copy.
+    Returns ``[ip_and_tcp_headers, payload]``; ``payload`` is the caller's object (a bytearray
+    comes back as a memoryview of it), not a copy.
     ``seq`` and ``ack`` are taken modulo 2**32 (sequence space wraps).  No TCP options: data
     offset 5.  The ack number is written as given, also without the ACK flag, so that the caller
     stays in control of what the capture shows.
@@ -253,10 +262,10 @@ def build_tcp(
     tcp = _TCP.pack(sport, dport, seq, ack, 5 << 4, flags, window, 0, 0)
     csum = internet_checksum(_pseudo_header(family, src_ip, dst_ip, IPPROTO_TCP, length), tcp, payload)
     tcp = _TCP.pack(sport, dport, seq, ack, 5 << 4, flags, window, csum, 0)
-    return [ip + tcp, payload]
+    return [ip + tcp, _no_copy(payload)]
 
 
-def build_udp(src: Address, dst: Address, payload: Buffer = b"") -> list[Buffer]:
+def build_udp(src: Address, dst: Address, payload: Buffer = b"") -> Packet:
     """One UDP datagram in an IPv4 or IPv6 packet; returns ``[ip_and_udp_headers, payload]``.
 
     The checksum is always computed.  A computed 0 is sent as 0xFFFF (RFC 768): 0 means "no
@@ -268,7 +277,7 @@ def build_udp(src: Address, dst: Address, payload: Buffer = b"") -> list[Buffer]
     udp = _UDP.pack(sport, dport, length, 0)
     csum = internet_checksum(_pseudo_header(family, src_ip, dst_ip, IPPROTO_UDP, length), udp, payload)
     udp = _UDP.pack(sport, dport, length, csum or 0xFFFF)
-    return [ip + udp, payload]
+    return [ip + udp, _no_copy(payload)]
 
 
 def build_icmp_unreachable(original_packet: Buffer | Iterable[Buffer], family: int) -> bytes:

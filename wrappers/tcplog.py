@@ -30,12 +30,23 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .packets import ACK, FIN, MAX_SEGMENT_PAYLOAD, PSH, RST, SYN, Address, Buffer, address_family, build_tcp
+from .packets import (
+    ACK,
+    FIN,
+    MAX_SEGMENT_PAYLOAD,
+    PSH,
+    RST,
+    SYN,
+    Address,
+    Buffer,
+    Packet,
+    address_family,
+    build_tcp,
+)
 
 __all__ = ["Direction", "Packet", "TcpFlow"]
 
 Direction = Literal["out", "in"]
-Packet = list[Buffer]
 
 _MOD = 1 << 32  # sequence numbers wrap
 
