@@ -9,7 +9,7 @@ Why this module looks the way it does:
   tests drive the same code with a fake clock.
 - **Reproducible.** The same seed gives the same fate sequence, run after run. Every flow (stream_key)
   and direction has its own random streams, derived from ``(seed, direction, stream_key, aspect)`` with
-  ``random.Random(str)`` (SHA-512 based, independent of ``PYTHONHASHSEED``), so two sockets never share a
+  SHA-512 into ``random.Random`` (independent of ``PYTHONHASHSEED``), so two sockets never share a
   stream and their interleaving cannot change each other's fates. Each *aspect* (loss, dup, reorder,
   delay, corrupt) has its own stream too, and draws a fixed amount per datagram whether or not it is
   dropped: adding ``dup=1%`` to a spec does not change which datagrams are lost.
@@ -120,6 +120,7 @@ file was re-read, or when :func:`configure` was called.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import random
@@ -842,8 +843,11 @@ class Fate:
 
 
 def _rng(seed: int, direction: str, stream_key: str, aspect: str) -> random.Random:
-    # random.Random(str) hashes the string with SHA-512: stable across processes and Python runs.
-    return random.Random(f"wirecheck-impair/{seed}/{direction}/{stream_key}/{aspect}")
+    # Our own SHA-512 of the name, so the stream is stable across processes, Python versions and
+    # PYTHONHASHSEED, and any stream_key (even one with lone surrogates) is accepted.
+    name = f"wirecheck-impair/{seed}/{direction}/{stream_key}/{aspect}"
+    digest = hashlib.sha512(name.encode("utf-8", "surrogatepass")).digest()
+    return random.Random(int.from_bytes(digest, "big"))
 
 
 class DatagramImpairer:
