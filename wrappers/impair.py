@@ -110,8 +110,12 @@ Python API
 - :func:`impairer_for` ``(proto, local, remote, direction)`` -- the impairer of a flow, or None when
   nothing applies (the hot path: with nothing configured it is two dict look-ups). Impairers are cached
   per flow and keep their counters and random streams when the rules change mid-run; call it on every
-  send/receive. Pass the flow's *original* addresses (before any rebind), so that a rebind does not start
-  a new flow (whose index counter would restart).
+  send/receive (holding on to one misses mid-run changes).
+- :func:`rebound` ``(proto, old_local, new_local)`` -- after carrying out a rebind, so that the flow keeps
+  its impairer under the new address (otherwise it is a new flow: counters restart and ``rebind=port@100``
+  would fire again). :func:`release` forgets a closed socket's flows; :func:`flows` lists them (fate logs).
+- ``DatagramImpairer.decide(now, payload) -> Fate``; ``StreamImpairer.on_send(now, nbytes) ->
+  StreamFate`` and ``.cut_pending(now)`` / ``.cut_deadline`` for timed cuts of idle connections.
 
 Blackhole windows and time-based rebinds/cuts count from ``ImpairConfig.activated_at``: when the spec was
 first read in this process (the wrapper's ``activate()`` should call :func:`current` to pin it), when the
