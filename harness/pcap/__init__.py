@@ -7,26 +7,30 @@
 
 Modules: tshark (running tshark), table (the frame table), query (filters, predicates, grouping),
 assertions (assertion kinds + failure text), capture (Capture), keys (decryption material),
-checks_yaml (declarative checks), catalogue (named checks), cli (`wirecheck pcap`).
+checks_yaml (declarative checks), catalogue (named checks), ladder (`show`), cli (`wirecheck pcap`).
 """
+from . import catalogue
 from .assertions import (
-           Absent,
-           Assertion,
-           Before,
-           Count,
-           Custom,
-           First,
-           FollowedBy,
-           InOrder,
-           Last,
-           Result,
-           Values,
+    Absent,
+    AllOf,
+    Assertion,
+    Before,
+    Count,
+    Custom,
+    First,
+    FollowedBy,
+    InOrder,
+    Last,
+    Result,
+    Values,
 )
 from .capture import Capture
-from .keys import SmbKey, inject_secrets
+from .checks_yaml import ChecksError, load_checks, parse_checks
+from .keys import KeyFileError, SmbKey, inject_secrets
 from .query import Query
 from .tshark import BadCapture, BadFilter, PcapError, TsharkNotFound, UnknownField
 
-__all__ = ["Absent", "Assertion", "BadCapture", "BadFilter", "Before", "Capture", "Count", "Custom", "First",
-           "FollowedBy", "InOrder", "Last", "PcapError", "Query", "Result", "SmbKey", "TsharkNotFound",
-           "UnknownField", "Values", "inject_secrets"]
+__all__ = ["Absent", "AllOf", "Assertion", "BadCapture", "BadFilter", "Before", "Capture", "ChecksError", "Count",
+           "Custom", "First", "FollowedBy", "InOrder", "KeyFileError", "Last", "PcapError", "Query", "Result",
+           "SmbKey", "TsharkNotFound", "UnknownField", "Values", "catalogue", "inject_secrets", "load_checks",
+           "parse_checks"]

@@ -465,3 +465,25 @@ def format_failure(res: Result, summaries: dict[int, str], table: Table) -> str:
             lines.append(f"    {'>' if n in marked else ' '} {summaries.get(n, f'{n:>6} (no summary)')}")
             prev = n
     return "\n".join(lines)
+
+
+class AllOf(Assertion):
+    """Several assertions reported as one (for catalogue checks built from primitives)."""
+
+    kind = "all_of"
+
+    def __init__(self, name: str, *parts: Assertion):
+        self.name, self.parts = name, list(parts)
+
+    def queries(self):
+        return [q for p in self.parts for q in p.queries()]
+
+    def fields(self):
+        return set().union(*(p.fields() for p in self.parts)) if self.parts else set()
+
+    def evaluate(self, ctx):
+        results = [p.evaluate(ctx) for p in self.parts]
+        bad = [r for r in results if not r.ok]
+        shown = bad or results
+        return Result(self, not bad, "; ".join(r.expected for r in results),
+                      "; ".join(r.actual for r in shown), sorted({n for r in shown for n in r.frames}))
