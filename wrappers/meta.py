@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,9 +51,8 @@ class SocketMeta:
     closed: bool = False
     refs: int = 0  # open Python objects (dups) in this process
     # impairments
-    impair_out: Any = None
-    impair_in: Any = None
-    impair_checked: bool = False
+    shaper: Any = None  # stream_shaper.StreamShaper once a connection is impaired
+    inbox: deque = field(default_factory=deque)  # duplicated incoming datagrams
     cut: str | None = None  # "rst" or "blackhole" once a stream was cut
     lock: threading.RLock = field(default_factory=threading.RLock)
 

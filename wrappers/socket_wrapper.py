@@ -34,7 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import addressing, impair, meta as metamod
+from . import addressing, impair
+from . import meta as metamod
 from .addressing import AddressError, Network, parse_socket_name, sockaddr, socket_name
 from .config import Config, from_environ
 from .meta import SocketMeta
@@ -528,6 +529,7 @@ class WrappedSocket(_orig_socket):
             m.peer_logs = rec.peer_logs(m.peer_pid)
             m.flow = TcpFlow(m.local[:2], peer[:2])  # type: ignore[index]
             rec.write(m.flow.handshake("local"))
+        self._arm_timed_cut()
 
     def _log_failed_connect(self, peer: tuple) -> None:
         rec = self._sw_rec
@@ -594,6 +596,7 @@ class WrappedSocket(_orig_socket):
             if not cm.peer_logs:
                 with rec.locked():
                     rec.write(handshake)
+        child._arm_timed_cut()
         return child, peer
 
     # -- stream data ----------------------------------------------------------------------------
@@ -607,16 +610,17 @@ class WrappedSocket(_orig_socket):
         if m.fin_sent:
             raise _oserror(errno.EPIPE)
 
-    def _impairers(self) -> None:
+    def _impairer(self, direction: str, peer: tuple | None = None) -> Any:
+        """This flow's impairer in a direction, or None (cheap when nothing is configured).
+
+        Keyed by the addresses the application sees, so a NAT rebinding does not start a new flow.
+        """
         m = self._sw
         assert m is not None
-        if not m.impair_checked:
-            m.impair_checked = True
-            proto = "tcp" if m.sotype == SOCK_STREAM else "udp"
-            local, peer = m.local, m.peer
-            if local is not None and peer is not None:
-                m.impair_out = impair.impairer_for(proto, local[:2], peer[:2], "out")
-                m.impair_in = impair.impairer_for(proto, local[:2], peer[:2], "in")
+        peer = peer or m.peer
+        if m.local is None or peer is None:
+            return None
+        return impair.impairer_for("tcp" if m.sotype == SOCK_STREAM else "udp", m.local[:2], peer[:2], direction)
 
     def send(self, data: Any, flags: int = 0) -> int:
         if self._sw is None:
@@ -627,13 +631,12 @@ class WrappedSocket(_orig_socket):
                 raise _oserror(errno.EDESTADDRREQ)
             return self._sendto_dgram(data, flags, m.peer_path, m.peer)  # type: ignore[arg-type]
         self._stream_check_send()
-        view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
-        self._impairers()
-        if m.impair_out is not None:
-            limited = self._stream_impair(len(view))
-            if limited is None:
-                return len(view)  # blackholed: the bytes vanish
-            view = view[:limited]
+        view = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        if m.shaper is not None or m.cut is not None:
+            return self._send_shaped(view, flags, self._impairer("out"))
+        imp = self._impairer("out")
+        if imp is not None:
+            return self._send_shaped(view, flags, imp)
         rec = self._sw_rec
         if rec is None:
             return self._io(lambda: _orig_socket.send(self, view, flags | _MSG_DONTWAIT), _POLLOUT, flags)
@@ -645,36 +648,82 @@ class WrappedSocket(_orig_socket):
                     rec.write(m.flow.data("out", view[:n]))
                 return n
 
-        n = self._io(attempt, _POLLOUT, flags)
-        self._after_stream_impair(n)
-        return n
+        return self._io(attempt, _POLLOUT, flags)
 
-    def _stream_impair(self, nbytes: int) -> int | None:
-        """Apply a stream cut: how many of nbytes may go (None = blackholed)."""
+    def _push(self, view: memoryview) -> int:
+        """Send what the socket takes now, log it; 0 when full. (The shaper's way out.)"""
+        m = self._sw
+        assert m is not None
+        rec = self._sw_rec
+        try:
+            if rec is None:
+                return _orig_socket.send(self, view, _MSG_DONTWAIT)
+            with rec.locked():
+                n = _orig_socket.send(self, view, _MSG_DONTWAIT)
+                if m.flow is not None and n:
+                    rec.write(m.flow.data("out", view[:n]))
+                return n
+        except BlockingIOError:
+            return 0
+
+    def _send_shaped(self, view: Any, flags: int, imp: Any) -> int:
+        """send() on an impaired connection: through the shaper's queue (stream_shaper.py)."""
+        from .impair import StreamFate
+        from .stream_shaper import StreamShaper
+
         m = self._sw
         assert m is not None
         if m.cut == "blackhole":
-            return None
-        fate = m.impair_out.on_send(time.monotonic(), nbytes)
-        if fate.cut is not None and fate.allowed == 0:
-            self._cut(fate.cut)
-            if fate.cut == "blackhole":
-                return None
+            return len(view)
+        if m.cut == "rst" or m.reset:
             raise _oserror(errno.ECONNRESET)
-        return fate.allowed if fate.allowed < nbytes else nbytes
+        if m.shaper is None:
+            m.shaper = StreamShaper(self._push, self._cut)
+        shaper = m.shaper
+        if shaper.failed is not None:
+            raise shaper.failed
+        if shaper.room() == 0:
+            if self._sw_timeout == 0.0 or flags & _MSG_DONTWAIT:
+                raise _oserror(errno.EAGAIN)
+            if not shaper.wait_for_room(self._deadline()):
+                raise TimeoutError("timed out")
+        chunk = view[: shaper.room()]
+        now = time.monotonic()
+        fate = imp.on_send(now, len(chunk)) if imp is not None else StreamFate(len(chunk))
+        if fate.allowed == 0 and fate.cut is not None and m.cut is not None:
+            if m.cut == "rst":
+                raise _oserror(errno.ECONNRESET)
+            return len(chunk)
+        shaper.enqueue(now + fate.delay, bytes(chunk[: fate.allowed]), fate.cut)
+        return len(chunk)
 
-    def _after_stream_impair(self, sent: int) -> None:
-        m = self._sw
-        assert m is not None
-        if m.impair_out is not None and m.cut is None:
-            pending = getattr(m.impair_out, "cut_pending", None)
-            if pending is not None and pending(time.monotonic()):
-                self._cut(pending(time.monotonic()))
+    def _arm_timed_cut(self) -> None:
+        """A cut at a time must happen even on an idle connection: a timer carries it out."""
+        imp = self._impairer("out")
+        deadline = getattr(imp, "cut_deadline", None)
+        if deadline is None:
+            return
+
+        def fire() -> None:
+            m = self._sw
+            if m is None or m.closed or m.cut is not None:
+                return
+            kind = imp.cut_pending(time.monotonic())
+            if kind is not None:
+                from .stream_shaper import StreamShaper
+
+                if m.shaper is None:
+                    m.shaper = StreamShaper(self._push, self._cut)
+                m.shaper.enqueue(time.monotonic(), None, kind)
+
+        _schedule(deadline, fire)
 
     def _cut(self, how: str) -> None:
         """Cut the connection: "rst" resets both ends, "blackhole" silently stops all traffic."""
         m = self._sw
         assert m is not None
+        if m.cut is not None:
+            return
         m.cut = how
         if how == "rst":
             rec = self._sw_rec
@@ -756,6 +805,17 @@ class WrappedSocket(_orig_socket):
             return n
         if n == 0 and nbytes:
             self._on_eof()
+            return 0
+        imp = self._impairer("in")
+        if imp is not None:
+            fate = imp.on_send(time.monotonic(), n)
+            if fate.cut is not None:
+                n = fate.allowed
+                self._cut(fate.cut)
+                if n == 0:
+                    if fate.cut == "rst":
+                        raise _oserror(errno.ECONNRESET)
+                    return self._recv_stream_into(view, nbytes, flags)
         elif rec is not None and m.flow is not None:
             if m.peer_logs:
                 m.flow.note_received(n)
@@ -880,8 +940,7 @@ class WrappedSocket(_orig_socket):
         assert m is not None
         self._autobind()
         payload = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
-        self._impairers_for(peer)
-        imp = m.impair_out if m.peer is not None else impair.impairer_for("udp", m.local[:2], peer[:2], "out")  # type: ignore[index]
+        imp = self._impairer("out", peer)
         if imp is None:
             self._deliver_dgram(payload, flags, path, peer, blocking=True)
             return len(payload)
@@ -895,12 +954,6 @@ class WrappedSocket(_orig_socket):
             else:
                 _schedule(d.at, lambda p=d.payload: self._deliver_dgram(p, flags, path, peer, blocking=False))
         return len(payload)
-
-    def _impairers_for(self, peer: tuple) -> None:
-        m = self._sw
-        assert m is not None
-        if m.peer is not None:
-            self._impairers()
 
     def _deliver_dgram(self, payload: bytes, flags: int, path: str, peer: tuple, *, blocking: bool) -> None:
         m = self._sw
@@ -1006,7 +1059,6 @@ class WrappedSocket(_orig_socket):
                     os.unlink(old)
                 except OSError:
                     pass
-            m.impair_checked = False
             return
         fresh.close()
 
@@ -1015,6 +1067,9 @@ class WrappedSocket(_orig_socket):
         assert m is not None
         if m.bound_path is None:
             self._autobind()
+        if m.inbox and not flags & _MSG_PEEK:
+            data, src = m.inbox.popleft()
+            return data[:bufsize], src
         rec = self._sw_rec
         anc = _socket_mod.CMSG_SPACE(_UCRED.size) if rec is not None else 0
         while True:
@@ -1024,14 +1079,15 @@ class WrappedSocket(_orig_socket):
             src = self._addr_of(src_path)
             if flags & _MSG_PEEK:
                 return data, src
-            imp = m.impair_in if m.peer is not None else None
-            if m.peer is None:
-                imp = impair.impairer_for("udp", m.local[:2], src[:2], "in")  # type: ignore[index]
+            imp = self._impairer("in", src)
             if imp is not None:
+                # Incoming impairments drop, corrupt and duplicate; delays belong on the sender's
+                # side (the README says why): a held datagram could not make the fd readable.
                 fate = imp.decide(time.monotonic(), data)
                 if not fate.deliveries:
                     continue
                 data = fate.deliveries[0].payload
+                m.inbox.extend((d.payload, src) for d in fate.deliveries[1:])
             if rec is not None and not rec.peer_logs(_cred_pid(ancdata)):
                 with rec.locked():
                     rec.udp(src, m.local, data)  # type: ignore[arg-type]
@@ -1135,6 +1191,8 @@ class WrappedSocket(_orig_socket):
             ino = None
         if m.shared and ino is not None and metamod.others_hold(ino):
             return
+        if m.shaper is not None:
+            m.shaper.drain()
         m.closed = True
         if m.sotype == SOCK_STREAM and m.unix_connected and not m.fin_sent and not m.reset and m.cut is None:
             self._log_fin_out()
