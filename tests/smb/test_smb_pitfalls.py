@@ -6,6 +6,7 @@ import hashlib
 import struct
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 
 from harness.smb.compound import decode_message, pack_message
@@ -156,7 +157,7 @@ def test_smb_pitfall07_transform_aad_is_nonce_to_session_id():
     aad = sealed[20:52]
     assert len(aad) == 32 and aad[:12] == nonce
     assert AESGCM(v.C2S_KEY).decrypt(nonce, sealed[52:] + sealed[4:20], aad) == plain
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidTag):  # the full 52-byte header is NOT the AAD
         AESGCM(v.C2S_KEY).decrypt(nonce, sealed[52:] + sealed[4:20], sealed[:52])
     tampered = bytearray(sealed)
     tampered[40] ^= 1  # Reserved, inside the AAD
