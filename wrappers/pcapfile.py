@@ -193,10 +193,14 @@ class PcapWriter:
 
 
 def _open_for_append(path: str) -> int:
-    """Return an O_APPEND descriptor on ``path``, creating it atomically with its header."""
+    """Return an O_APPEND descriptor on ``path``, creating it atomically with its header.
+
+    The descriptor is opened read-write so that the header we validate is read through it: the
+    file we check is the file we will append to, even if the name is replaced meanwhile.
+    """
     if not os.path.lexists(path):
         _create_with_header(path)  # may lose the race to another process: fine
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
     try:
         _check_or_init_header(path, fd)
     except BaseException:
@@ -224,11 +228,7 @@ def _create_with_header(path: str) -> None:
 def _check_or_init_header(path: str, fd: int) -> None:
     """Validate the header of an existing file; write it if the file is (still) empty."""
     deadline = time.monotonic() + _EMPTY_FILE_GRACE
-    while True:
-        with open(path, "rb") as f:
-            head = f.read(_FILE_HEADER.size)
-        if head or time.monotonic() >= deadline:
-            break
+    while not (head := os.pread(fd, _FILE_HEADER.size, 0)) and time.monotonic() < deadline:
         time.sleep(0.01)
     if not head:
         # A file somebody pre-created empty (mkstemp, touch).  Write the header under flock so
@@ -240,8 +240,7 @@ def _check_or_init_header(path: str, fd: int) -> None:
                 return
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-        with open(path, "rb") as f:
-            head = f.read(_FILE_HEADER.size)
+        head = os.pread(fd, _FILE_HEADER.size, 0)
     if len(head) < _FILE_HEADER.size:
         raise _refuse(path, f"a truncated file of {len(head)} bytes (a pcap header is {_FILE_HEADER.size})")
     problem = _describe_header(head)
