@@ -313,6 +313,28 @@ def test_concurrent_capture_read_by_tshark(concurrent_capture: Path) -> None:
     assert tsharkutil.problems(concurrent_capture) == []
 
 
+def test_threads_share_one_writer_without_tearing(tmp_path: Path) -> None:
+    path = tmp_path / "threads.pcap"
+    writer = PcapWriter(path)
+
+    def worker(t: int) -> None:
+        for i in range(200):
+            writer.write_packet(build_udp(SRC, DST, struct.pack("!HH", t, i) + bytes([t]) * (i * 37 % 3000)))
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    seen: dict[int, list[int]] = {t: [] for t in range(4)}
+    for data, _, _ in records(path):
+        t, i = struct.unpack("!HH", data[28:32])
+        assert data[32:] == bytes([t]) * (i * 37 % 3000)
+        seen[t].append(i)
+    assert seen == {t: list(range(200)) for t in range(4)}
+
+
 def _pairs_under_lock(writer: PcapWriter, proc: int) -> None:
     for i in range(20):
         with writer.locked():
