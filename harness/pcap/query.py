@@ -201,6 +201,8 @@ class _Parser:
             raise Unsupported(f"{v!r} where a field was expected")
         self.take()
         fname = v
+        if self.peek()[1] == "(":
+            raise Unsupported(f"function {fname}()")
         if fname not in field_catalogue():
             self.unknown.add(fname)
             return lambda t, r: False

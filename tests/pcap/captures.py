@@ -222,9 +222,11 @@ class TcpFlow:
 
 def smb_tcp_capture(path: str | os.PathLike, *, port: int = 445, signed: bool = False, echoes: int = 1,
                     retransmit: bool = False, malformed: bool = False, write_size: int = 1000,
-                    streams: int = 1) -> Path:
+                    streams: int = 1, pipelined: bool = False) -> Path:
     """SMB 3.1.1 over TCP: NEGOTIATE, SESSION_SETUP, TREE_CONNECT, WRITE, ECHO x `echoes`, per stream.
 
+    `pipelined` adds two ECHO requests in one TCP segment and their two responses in one segment
+    (frames with two SMB2 PDUs: smb2.cmd = (13, 13)).
     `retransmit` repeats the first segment of the WRITE request; `malformed` appends a truncated
     SMB2 message (a header cut short) so tshark flags `_ws.malformed`; `streams` opens several TCP
     connections, each with its own session id (SESSION_ID + stream index)."""
@@ -236,6 +238,9 @@ def smb_tcp_capture(path: str | os.PathLike, *, port: int = 445, signed: bool = 
         for d, msg in smb_session(signed=signed, echoes=echoes, write_size=write_size, sesid=SESSION_ID + s):
             is_write_req = d == "c" and msg[12:14] == struct.pack("<H", WRITE)
             flow.send(d, direct_tcp(msg), retransmit_first=retransmit and is_write_req)
+        if pipelined:
+            flow.send("c", direct_tcp(echo(50, sesid=SESSION_ID + s)) + direct_tcp(echo(51, sesid=SESSION_ID + s)))
+            flow.send("s", direct_tcp(echo(50, True, sesid=SESSION_ID + s)) + direct_tcp(echo(51, True, sesid=SESSION_ID + s)))
         if malformed:
             bad = echo(99, sesid=SESSION_ID + s)[:40]
             flow.send("c", struct.pack(">I", len(bad)) + bad)  # a complete frame holding half a header
