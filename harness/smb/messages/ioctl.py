@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 import struct
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -175,10 +175,10 @@ class NetworkInterfaceInfo:
     def _sockaddr(self) -> bytes:
         if self.is_ipv6:
             raw = struct.pack("<H", AF_INET6_WIRE) + struct.pack(">HI", self.port, self.flow_info)
-            raw += socket.inet_pton(socket.AF_INET6, self.address) + struct.pack(">I", self.scope_id)
+            raw += ipaddress.IPv6Address(self.address).packed + struct.pack(">I", self.scope_id)
         else:
             raw = struct.pack("<H", AF_INET_WIRE) + struct.pack(">H", self.port)
-            raw += socket.inet_pton(socket.AF_INET, self.address) + bytes(8)
+            raw += ipaddress.IPv4Address(self.address).packed + bytes(8)
         return raw.ljust(128, b"\x00")
 
     @staticmethod
@@ -202,12 +202,12 @@ class NetworkInterfaceInfo:
             if family == AF_INET_WIRE:
                 (port,) = struct.unpack_from(">H", storage, 2)
                 entry = NetworkInterfaceInfo(if_index, capability, speed,
-                                             socket.inet_ntop(socket.AF_INET, storage[4:8]), port)
+                                             str(ipaddress.IPv4Address(storage[4:8])), port)
             elif family == AF_INET6_WIRE:
                 port, flow = struct.unpack_from(">HI", storage, 2)
                 (scope,) = struct.unpack_from(">I", storage, 24)
                 entry = NetworkInterfaceInfo(if_index, capability, speed,
-                                             socket.inet_ntop(socket.AF_INET6, storage[8:24]), port, flow, scope)
+                                             str(ipaddress.IPv6Address(storage[8:24])), port, flow, scope)
             else:
                 raise malformed(f"NETWORK_INTERFACE_INFO: unknown address family 0x{family:04x}")
             entries.append(entry)
