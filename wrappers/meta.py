@@ -53,6 +53,7 @@ class SocketMeta:
     # impairments
     shaper: Any = None  # stream_shaper.StreamShaper once a connection is impaired
     inbox: deque = field(default_factory=deque)  # duplicated incoming datagrams
+    receiver_drops: int = 0  # datagrams dropped because the receiver's queue stayed full
     cut: str | None = None  # "rst" or "blackhole" once a stream was cut
     lock: threading.RLock = field(default_factory=threading.RLock)
 

@@ -55,6 +55,8 @@ _SIOCINQ = 0x541B
 _UNIX_BUF = 4 * 1024 * 1024  # emulated TCP needs large unix buffers to keep up with real TCP
 _IPPROTO_TCP, _IPPROTO_UDP = _socket_mod.IPPROTO_TCP, _socket_mod.IPPROTO_UDP
 _UCRED = struct.Struct("iII")
+_DGRAM_PATIENCE = 1.0  # seconds a blocking UDP send waits for room at the receiver before dropping
+_DGRAM_PATIENCE_NONBLOCKING = 0.002
 
 # Options below SOL_SOCKET are stored and echoed: a unix socket has no IP or TCP layer.
 _OPTION_DEFAULTS: dict[tuple[int, int], int] = {
@@ -581,7 +583,8 @@ class WrappedSocket(_orig_socket):
         if local is not None and self._net.is_wildcard(m.family, local[0]):
             local = sockaddr(m.family, self._net.iface_address(m.family, m.local_iface), local[1])
         cm = SocketMeta(m.family, m.sotype, m.proto, m.socket_dir, local=local, local_iface=m.local_iface,
-                        peer=peer, peer_path=unix_addr, unix_connected=True, accepted=True)
+                        peer=peer, peer_path=unix_addr, unix_connected=True, accepted=True,
+                        bound_path=m.bound_path)  # the listener's name: never unlinked by a child
         cm.options = {k: v for k, v in m.options.items() if k[0] != _SOL_SOCKET}
         child._emulate(self._sw_cfg, cm)
         child._sw_timeout = _socket_mod.getdefaulttimeout()  # as CPython: the default, not the listener's
@@ -999,20 +1002,27 @@ class WrappedSocket(_orig_socket):
             except OSError:
                 pass  # a delayed datagram that finds no room or no receiver is lost, as on a wire
             return
-        # A unix datagram receiver with a full queue makes the sender wait; poll() on an
-        # unconnected sender cannot tell when, so back off briefly (blocking mode only).
-        deadline = self._deadline()
-        delay = 0.0002
+        # A unix datagram receiver holds only net.unix.max_dgram_qlen (10) datagrams. Real UDP
+        # never blocks the sender: it drops at the receiver. We wait a little for room (so a
+        # reader that is merely slow loses nothing), then drop the datagram as UDP would.
+        # A connected socket in non-blocking mode gets EAGAIN: poll() does see its peer's queue.
+        nonblocking = self._sw_timeout == 0.0 or bool(flags & _MSG_DONTWAIT)
+        if nonblocking and connected:
+            return locked_attempt()
+        patience = _DGRAM_PATIENCE_NONBLOCKING if nonblocking else _DGRAM_PATIENCE
+        if self._sw_timeout:
+            patience = min(patience, self._sw_timeout)
+        deadline = time.monotonic() + patience
+        delay = 0.0001
         while True:
             try:
                 return locked_attempt()
             except BlockingIOError:
-                if self._sw_timeout == 0.0 or flags & _MSG_DONTWAIT:
-                    raise
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError("timed out") from None
+                if time.monotonic() >= deadline:
+                    m.receiver_drops += 1
+                    return None
                 time.sleep(delay)
-                delay = min(delay * 2, 0.01)
+                delay = min(delay * 2, 0.005)
 
     def _rebind(self, change: str) -> None:
         """NAT rebinding: the peer starts seeing this socket from a new port and/or address.
@@ -1247,7 +1257,8 @@ def _export_fds(payload: bytes) -> None:
     import array
 
     fds = array.array("i")
-    fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    raw = bytes(memoryview(payload).cast("B"))
+    fds.frombytes(raw[: len(raw) - len(raw) % fds.itemsize])
     for fd in fds:
         try:
             metamod.export_for_passing(fd)
