@@ -103,7 +103,7 @@ def field_catalogue() -> dict[str, FieldInfo]:
     """All field and protocol names of this tshark (`tshark -G fields`), cached on disk per version
     because it is 236k lines and the same for every run of one tshark build."""
     ver = version_string()
-    cache = _cache_dir() / f"tshark-{ver}-fields-v2.tsv"
+    cache = _cache_dir() / f"tshark-{ver}-fields-v3.tsv"
     text = None
     if ver != "?" and cache.exists():
         text = cache.read_text()
@@ -113,7 +113,7 @@ def field_catalogue() -> dict[str, FieldInfo]:
         for ln in res.stdout.splitlines():
             parts = ln.split("\t")
             if parts[0] == "F" and len(parts) > 3:
-                lines.append(f"{parts[2]}\t{parts[3]}\t{parts[6] if len(parts) > 6 else ''}")
+                lines.append(f"{parts[2]}\t{parts[3]}\t{parts[5] if len(parts) > 5 else ''}")
             elif parts[0] == "P" and len(parts) > 2:
                 lines.append(f"{parts[2]}\tPROTOCOL")
         text = "\n".join(lines)
