@@ -316,9 +316,12 @@ def _udp_sender(kind: str, workdir: str, conn: Any, n: int, size: int) -> dict[s
         s.sendto(payload, addr)
     elapsed = time.perf_counter() - start
     # End markers (empty datagrams) until the parent says the receiver saw one: a marker can be
-    # dropped like any UDP datagram.
+    # dropped like any UDP datagram, and once the receiver has closed, sending fails.
     while True:
-        s.sendto(b"", addr)
+        try:
+            s.sendto(b"", addr)
+        except OSError:
+            pass
         if conn.poll(0.005):
             break
     s.close()
