@@ -621,9 +621,14 @@ class WrappedSocket(_orig_socket):
         m = self._sw
         assert m is not None
         peer = peer or m.peer
-        if m.local is None or peer is None:
+        if m.local is None or peer is None or impair.current() is None:
             return None
-        return impair.impairer_for("tcp" if m.sotype == SOCK_STREAM else "udp", m.local[:2], peer[:2], direction)
+        proto = "tcp" if m.sotype == SOCK_STREAM else "udp"
+        local = _stable(proto, m.local[:2]) if m.autobound else m.local[:2]
+        remote = peer[:2]
+        if (m.accepted or m.peer is None) and addressing.AUTOBIND_FIRST <= remote[1] <= addressing.AUTOBIND_LAST + 1023:
+            remote = _stable(proto, remote)
+        return impair.impairer_for(proto, local, remote, direction)
 
     def send(self, data: Any, flags: int = 0) -> int:
         if self._sw is None:
@@ -1294,6 +1299,23 @@ def _remove_reset_marker(m: SocketMeta) -> None:
             os.unlink(os.path.join(m.socket_dir, ".wirecheck", "reset", key))
         except OSError:
             pass
+
+
+_stable_ports: dict[tuple[str, tuple], tuple] = {}
+
+
+def _stable(proto: str, addr: tuple) -> tuple:
+    """An ephemeral (host, port) as (host, "ephN"), N in order of first use in this process.
+
+    Autobound ports derive from the pid, so they differ from run to run; impairment fates are
+    drawn per flow, and a flow named by its ephemeral port would get a different fate sequence
+    every run. Naming it by its order of appearance keeps "same seed, same fates" across runs.
+    """
+    key = (proto, addr)
+    stable = _stable_ports.get(key)
+    if stable is None:
+        stable = _stable_ports[key] = (addr[0], f"eph{sum(1 for k in _stable_ports if k[0] == proto)}")
+    return stable
 
 
 def _schedule(at: float, callback: Callable[[], object]) -> None:
