@@ -153,7 +153,9 @@ def _fmt_key(k) -> str:
 
 def Absent(q: Any, name: str | None = None) -> Count:
     """No frame matches `q`."""
-    return Count(q, eq=0, name=name)
+    c = Count(q, eq=0, name=name)
+    c.kind = "absent"
+    return c
 
 
 class _Edge(Assertion):
