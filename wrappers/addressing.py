@@ -32,7 +32,7 @@ AUTOBIND_FIRST, AUTOBIND_LAST = 10000, 60000
 PORT0_FIRST, PORT0_LAST = 5001, 9999
 """Ports an explicit bind to port 0 scans, first free file wins."""
 
-LETTERS = {
+LETTERS: dict[tuple[int, int], str] = {
     (socket.AF_INET, socket.SOCK_STREAM): "T",
     (socket.AF_INET, socket.SOCK_DGRAM): "U",
     (socket.AF_INET6, socket.SOCK_STREAM): "X",

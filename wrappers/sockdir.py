@@ -20,7 +20,7 @@ MAX_DIR_LEN = 99
 PRIVATE_SUBDIR = ".wirecheck"
 """Our own bookkeeping (logger markers, reset markers) lives here; cwrap never looks at it."""
 
-_UNIX_TYPE = {socket.SOCK_STREAM: 1, socket.SOCK_DGRAM: 2, socket.SOCK_SEQPACKET: 5}
+_UNIX_TYPE: dict[int, int] = {socket.SOCK_STREAM: 1, socket.SOCK_DGRAM: 2, socket.SOCK_SEQPACKET: 5}
 _SO_ACCEPTCON = 0x10000
 _SS_UNCONNECTED = 1
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import _socket
 import errno
+import functools
 import os
 import select
 import socket as _socket_mod
@@ -42,7 +43,7 @@ from .meta import SocketMeta
 from .recorder import Recorder, recorder_for
 from .sockdir import is_in_use, private_dir
 
-_orig_socket: type[_socket_mod.socket] = _socket_mod.socket
+_orig_socket = _socket_mod.socket
 AF_INET, AF_INET6, AF_UNIX = _socket_mod.AF_INET, _socket_mod.AF_INET6, _socket_mod.AF_UNIX
 SOCK_STREAM, SOCK_DGRAM = _socket_mod.SOCK_STREAM, _socket_mod.SOCK_DGRAM
 _TYPE_MASK = ~(_socket_mod.SOCK_NONBLOCK | _socket_mod.SOCK_CLOEXEC)
@@ -105,7 +106,7 @@ class _AutobindCounter:
 _autobind = _AutobindCounter()
 
 
-class WrappedSocket(_orig_socket):
+class WrappedSocket(_socket_mod.socket):
     """socket.socket while the wrapper is active (see the module docstring)."""
 
     __slots__ = ["_sw", "_sw_cfg", "_sw_timeout", "_sw_rec", "_sw_closed"]
@@ -115,7 +116,7 @@ class WrappedSocket(_orig_socket):
         if fileno is None and proto in _protocol_hooks and family in (AF_INET, AF_INET6) \
                 and _active_config() is not None:
             return _protocol_hooks[proto](family, type, proto)
-        return super().__new__(cls, family, type, proto, fileno)
+        return super().__new__(cls, family, type, proto, fileno)  # type: ignore[call-arg]
 
     def __init__(self, family: int = -1, type: int = -1, proto: int = -1, fileno: int | None = None):
         self._sw: SocketMeta | None = None
@@ -136,7 +137,7 @@ class WrappedSocket(_orig_socket):
             type = SOCK_STREAM
         base_type = type & _TYPE_MASK
         proto = 0 if proto == -1 else proto
-        allowed = {SOCK_STREAM: (0, _IPPROTO_TCP), SOCK_DGRAM: (0, _IPPROTO_UDP)}
+        allowed: dict[int, tuple[int, int]] = {SOCK_STREAM: (0, _IPPROTO_TCP), SOCK_DGRAM: (0, _IPPROTO_UDP)}
         if base_type not in allowed or proto not in allowed[base_type]:
             raise _oserror(errno.EPROTONOSUPPORT, "socket_wrapper emulates TCP and UDP only")
         _orig_socket.__init__(self, AF_UNIX, type & ~_socket_mod.SOCK_NONBLOCK, 0)
@@ -302,7 +303,7 @@ class WrappedSocket(_orig_socket):
         try:
             iface = self._net.bind_iface(m.family, m.sotype, host)
         except AddressError as e:
-            raise _oserror(e.errno, e.strerror) from None
+            raise _oserror(e.errno or errno.EINVAL, e.strerror or "") from None
         if port == 0:
             for candidate in range(addressing.PORT0_FIRST, addressing.PORT0_LAST + 1):
                 path = self._path(m.family, iface, candidate)
@@ -383,7 +384,7 @@ class WrappedSocket(_orig_socket):
         try:
             iface = self._net.remote_iface(m.family, host)
         except AddressError as e:
-            raise _oserror(e.errno, e.strerror) from None
+            raise _oserror(e.errno or errno.EINVAL, e.strerror or "") from None
         return self._path(m.family, iface, port), sockaddr(m.family, host, port) if m.family == AF_INET else full
 
     def getsockname(self) -> Any:
@@ -569,7 +570,7 @@ class WrappedSocket(_orig_socket):
         m = self._sw
         if not m.listening:
             raise _oserror(errno.EINVAL)
-        fd, unix_addr = self._io(lambda: self._accept(), _POLLIN)
+        fd, unix_addr = self._io(lambda: self._accept(), _POLLIN)  # type: ignore[attr-defined]
         parsed = parse_socket_name(unix_addr) if isinstance(unix_addr, str) and unix_addr else None
         if parsed is None:
             # cwrap cannot name an unbound client either; it fails accept() and the client sees a reset.
@@ -960,7 +961,7 @@ class WrappedSocket(_orig_socket):
             if d.at <= now:
                 self._deliver_dgram(d.payload, flags, path, peer, blocking=True)
             else:
-                _schedule(d.at, lambda p=d.payload: self._deliver_dgram(p, flags, path, peer, blocking=False))
+                _schedule(d.at, functools.partial(self._deliver_dgram, d.payload, flags, path, peer, blocking=False))
         return len(payload)
 
     def _deliver_dgram(self, payload: bytes, flags: int, path: str, peer: tuple, *, blocking: bool) -> None:
