@@ -110,7 +110,11 @@ def write_request(msg_id: int, data: bytes, offset: int = 0, sesid: int = SESSIO
             + data)
 
 
-def write_response(msg_id: int, count: int, sesid: int = SESSION_ID, tid: int = TREE_ID, signed: bool = False) -> bytes:
+def write_response(msg_id: int, count: int, sesid: int = SESSION_ID, tid: int = TREE_ID, signed: bool = False,
+                   status: int = 0) -> bytes:
+    if status:  # an error response has the ERROR body (MS-SMB2 2.2.2)
+        return (smb2_header(WRITE, msg_id=msg_id, response=True, sesid=sesid, tid=tid, signed=signed, status=status)
+                + struct.pack("<HBBI", 9, 0, 0, 0) + b"\0")
     return (smb2_header(WRITE, msg_id=msg_id, response=True, sesid=sesid, tid=tid, signed=signed)
             + struct.pack("<HHIIHH", 17, 0, count, 0, 0, 0) + b"\0")
 
@@ -125,7 +129,7 @@ def direct_tcp(msg: bytes) -> bytes:
 
 
 def smb_session(*, signed: bool = False, echoes: int = 1, write_size: int = 1000,
-                sesid: int = SESSION_ID) -> list[tuple[str, bytes]]:
+                sesid: int = SESSION_ID, write_status: int = 0) -> list[tuple[str, bytes]]:
     """A typical SMB 3.1.1 exchange as (direction, message) pairs, direction 'c' (client to server)
     or 's'. Messages after SESSION_SETUP carry the signed flag when `signed`."""
     msgs = [("c", negotiate_request(0)), ("s", negotiate_response(0)),
@@ -133,7 +137,7 @@ def smb_session(*, signed: bool = False, echoes: int = 1, write_size: int = 1000
             ("c", tree_connect_request(2, sesid=sesid, signed=signed)),
             ("s", tree_connect_response(2, sesid=sesid, signed=signed)),
             ("c", write_request(3, b"w" * write_size, sesid=sesid, signed=signed)),
-            ("s", write_response(3, write_size, sesid=sesid, signed=signed))]
+            ("s", write_response(3, write_size, sesid=sesid, signed=signed, status=write_status))]
     for i in range(echoes):
         msgs += [("c", echo(4 + i, sesid=sesid, signed=signed)),
                  ("s", echo(4 + i, response=True, sesid=sesid, signed=signed))]
@@ -222,9 +226,10 @@ class TcpFlow:
 
 def smb_tcp_capture(path: str | os.PathLike, *, port: int = 445, signed: bool = False, echoes: int = 1,
                     retransmit: bool = False, malformed: bool = False, write_size: int = 1000,
-                    streams: int = 1, pipelined: bool = False) -> Path:
+                    streams: int = 1, pipelined: bool = False, write_status: int = 0) -> Path:
     """SMB 3.1.1 over TCP: NEGOTIATE, SESSION_SETUP, TREE_CONNECT, WRITE, ECHO x `echoes`, per stream.
 
+    `write_status` makes the WRITE response an error (e.g. 0xC0000022, STATUS_ACCESS_DENIED).
     `pipelined` adds two ECHO requests in one TCP segment and their two responses in one segment
     (frames with two SMB2 PDUs: smb2.cmd = (13, 13)).
     `retransmit` repeats the first segment of the WRITE request; `malformed` appends a truncated
@@ -235,7 +240,8 @@ def smb_tcp_capture(path: str | os.PathLike, *, port: int = 445, signed: bool = 
     for s in range(streams):
         flow = TcpFlow(w, cport=50000 + s, sport=port)
         flow.handshake()
-        for d, msg in smb_session(signed=signed, echoes=echoes, write_size=write_size, sesid=SESSION_ID + s):
+        for d, msg in smb_session(signed=signed, echoes=echoes, write_size=write_size, sesid=SESSION_ID + s,
+                                  write_status=write_status):
             is_write_req = d == "c" and msg[12:14] == struct.pack("<H", WRITE)
             flow.send(d, direct_tcp(msg), retransmit_first=retransmit and is_write_req)
         if pipelined:

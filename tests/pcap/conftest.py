@@ -65,3 +65,9 @@ def quic_features(capdir):
 @pytest.fixture(scope="session")
 def rdma_pcap(capdir):
     return gen.smbdirect_capture(capdir / "rdma.pcap")
+
+
+@pytest.fixture(scope="session")
+def denied_pcap(capdir):
+    """SMB2 over TCP/445 whose WRITE fails with STATUS_ACCESS_DENIED."""
+    return gen.smb_tcp_capture(capdir / "denied.pcap", write_status=0xC0000022)
