@@ -479,3 +479,46 @@ def smbdirect_capture(path: str | os.PathLike) -> Path:
         send(d, _smbd_data(msg))
     w.close()
     return path
+
+
+# --------------------------------------------------------------------------- reference set
+
+REFERENCE = {
+    # file name: (what it shows, how to read it)
+    "smb2-tcp445.pcap": "SMB 3.1.1 over TCP/445: negotiate, session setup, tree connect, write, echoes; one "
+                        "retransmitted WRITE segment (frame 17), two pipelined ECHOs per segment (frames 29, 31), "
+                        "one malformed SMB2 frame (33), no response to it",
+    "smb2-tcp8445.pcap": "the clean SMB exchange on TCP port 8445 (needs decode-as: smb_ports=[8445])",
+    "smb3-encrypted-gcm.pcap": "SMB 3.1.1, AES-128-GCM: clear NEGOTIATE/SESSION_SETUP, then 6 encrypted messages; "
+                               "keys in smb3-encrypted-gcm.smbkeys",
+    "quic-smb.pcap": "SMB2 over QUIC (ALPN smb), one connection, full handshake; keys in quic-smb.keys",
+    "quic-smb.pcapng": "quic-smb.pcap with quic-smb.keys injected (Decryption Secrets Block): opens decrypted",
+    "quic-features.pcap": "two QUIC connections: key update + migration (path validation) in the first, "
+                          "session resumption with 0-RTT in the second; keys in quic-features.keys",
+    "smbdirect-rocev2.pcap": "SMB Direct over RoCEv2 (UDP 4791): SMBD negotiate, SMB2 NEGOTIATE and ECHO",
+}
+
+
+def write_reference_captures(outdir: str | os.PathLike) -> list[Path]:
+    """(Re)generate the reference captures of `captures/`. QUIC files get fresh random keys and
+    connection ids on every run, so regenerate them together with their key files."""
+    from harness.pcap.keys import inject_secrets
+
+    d = Path(outdir)
+    d.mkdir(parents=True, exist_ok=True)
+    smb_tcp_capture(d / "smb2-tcp445.pcap", retransmit=True, malformed=True, echoes=2, pipelined=True)
+    smb_tcp_capture(d / "smb2-tcp8445.pcap", port=8445)
+    _, keys = smb_encrypted_capture(d / "smb3-encrypted-gcm.pcap")
+    (d / "smb3-encrypted-gcm.smbkeys").write_text("# SESID S2C C2S (harness/pcap/keys.py)\n" + keys.line())
+    quic_smb_capture(d / "quic-smb.pcap", d / "quic-smb.keys")
+    inject_secrets(d / "quic-smb.pcap", d / "quic-smb.keys", d / "quic-smb.pcapng")
+    quic_smb_capture(d / "quic-features.pcap", d / "quic-features.keys", zero_rtt=True, key_update=True, migrate=True)
+    smbdirect_capture(d / "smbdirect-rocev2.pcap")
+    return sorted(d.iterdir())
+
+
+if __name__ == "__main__":  # python -m tests.pcap.captures captures/
+    import sys
+
+    for p in write_reference_captures(sys.argv[1] if len(sys.argv) > 1 else "captures"):
+        print(f"{p}  {p.stat().st_size} bytes")
