@@ -104,8 +104,9 @@ def _in_bounds(n: int, eq, min_, max_) -> bool:
 
 
 class Count(Assertion):
-    """The number of frames matching `q` is `eq` (0 = absent) / at least `min` / at most `max`;
-    with `per` (tcp, quic, smb_session, smb_tree or a field), in every group of that key."""
+    """The number of frames matching `q` is `eq` (0 = absent) / at least `min` / at most `max`
+    (no bound given: at least 1); with `per` (tcp, quic, smb_session, smb_tree or a field), in
+    every group of that key found anywhere in the capture (session/tree id 0 excluded)."""
 
     kind = "count"
 

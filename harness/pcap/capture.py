@@ -22,7 +22,8 @@ from .table import BASE_FIELDS, Frame, Table
 
 # Read in every pass: they tell whether traffic stayed encrypted, so a failure can say which keys
 # are missing instead of looking like "no SMB2 traffic".
-DIAG_FIELDS = ("quic.remaining_payload", "quic.connection.number", "tls.handshake.type", "tls.handshake.random",
+DIAG_FIELDS = ("quic.remaining_payload", "quic.connection.number", "quic.long.packet_type", "tls.handshake.type",
+               "tls.handshake.random",
                "smb2.header.transform.msg_size", "smb2.sesid", "smb2.cmd")
 
 
@@ -231,6 +232,8 @@ class Capture:
             need = ("needed: an NSS key log (keylog= / --keylog, or a pcapng from `editcap --inject-secrets "
                     "tls,KEYLOG`) with CLIENT_HANDSHAKE_TRAFFIC_SECRET, SERVER_HANDSHAKE_TRAFFIC_SECRET, "
                     "CLIENT_TRAFFIC_SECRET_0 and SERVER_TRAFFIC_SECRET_0")
+            if any(1 in t.values("quic.long.packet_type", r) for r in enc_quic):
+                need += " (and CLIENT_EARLY_TRAFFIC_SECRET for the 0-RTT packets)"
             if missing:
                 need += " for client random " + ", ".join(missing)
             out.append(f"QUIC traffic stayed encrypted: {len(enc_quic)} packet(s) in connection(s) "
