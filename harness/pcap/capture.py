@@ -27,6 +27,9 @@ DIAG_FIELDS = ("quic.remaining_payload", "quic.connection.number", "quic.long.pa
                "smb2.header.transform.msg_size", "smb2.sesid", "smb2.cmd")
 
 
+NBSS_TYPES = {0x00, 0x81, 0x82, 0x83, 0x84, 0x85}  # RFC 1002 4.3.1: anything else is mis-framed data
+
+
 class Capture:
     """A pcap/pcapng file plus the keys that decrypt it.
 
@@ -51,6 +54,9 @@ class Capture:
             smb_keys=[k.uat_row() for k in self.smb_keys],
             decode_as=[*decode_as, *(f"tcp.port=={int(p)},nbss" for p in smb_ports)],
             prefs=dict(prefs or {}))
+        self.smb_ports = [int(p) for p in smb_ports]
+        self._diag = DIAG_FIELDS + (("nbss.continuation_data", "nbss.type", "tcp.srcport", "tcp.dstport")
+                                    if self.smb_ports else ())
         self._table: Table | None = None
         self._tshark_frames: dict[str, set[int]] = {}
         self._valid_filters: set[str] = set()
@@ -79,7 +85,7 @@ class Capture:
         self._check_names(queries, fields)
         filters = {q.filter for q in queries if q.filter and q.filter not in self._valid_filters}
         have = set(self._table.columns) if self._table else set()
-        missing = [f for f in dict.fromkeys([*BASE_FIELDS, *DIAG_FIELDS, *sorted(fields)]) if f not in have]
+        missing = [f for f in dict.fromkeys([*BASE_FIELDS, *self._diag, *sorted(fields)]) if f not in have]
         if missing:
             if "frame.number" not in missing:
                 missing.insert(0, "frame.number")
@@ -252,6 +258,16 @@ class Capture:
                        f"session(s) {', '.join(f'0x{s:016x}' for s in sids)}; {why}; needed: the S2C and C2S keys "
                        f"of session(s) {', '.join(f'0x{s:016x}' for s in (lacking or sids))} "
                        "(smb_keys= / --smb-keys, lines `SESID S2C C2S`)")
+        if self.smb_ports:
+            ports = set(self.smb_ports)
+            lost = [r for r in range(len(t))
+                    if (t.values("nbss.continuation_data", r) or set(t.values("nbss.type", r)) - NBSS_TYPES)
+                    and ports & {*t.values("tcp.srcport", r), *t.values("tcp.dstport", r)}]
+            if lost:
+                out.append(f"SMB2 on TCP port(s) {', '.join(map(str, sorted(ports)))} was mis-framed: {len(lost)} "
+                           f"frame(s) show NBSS continuation data or bogus NBSS types ({frame_span(t, lost)}). Off port 445, tshark 4.0 "
+                           "reads 17-bit NBSS lengths, so an SMB2 message of 128 KiB or more breaks the framing and "
+                           "the PDUs after it are lost (pcap-facts 2); capture SMB on port 445 for big messages")
         return out
 
     # ------------------------------------------------------------------ deep access

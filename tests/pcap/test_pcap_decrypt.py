@@ -93,3 +93,14 @@ def test_pcap_smb_on_other_port_needs_decode_as(port8445_pcap):
 def test_pcap_smb_direct_over_rocev2(rdma_pcap):
     cap = Capture(rdma_pcap)
     cap.check(catalogue.smbdirect_negotiated(), Count("smb_direct.data_message && smb2.cmd == 13", eq=2))
+
+
+def test_pcap_big_pdu_on_other_port_gets_a_notice(tmp_path):
+    from . import captures as gen
+
+    path = gen.smb_tcp_capture(tmp_path / "big8445.pcap", port=8445, write_size=140_000)
+    cap = Capture(path, smb_ports=[8445])
+    assert cap.count("smb2.cmd == 13") < 2  # the ECHOs after the big WRITE are lost
+    (note,) = cap.notices()
+    assert "SMB2 on TCP port(s) 8445 was mis-framed" in note and "128 KiB" in note
+    assert Capture(gen.smb_tcp_capture(tmp_path / "big445.pcap", write_size=140_000)).count("smb2.cmd == 13") == 2
