@@ -1,0 +1,197 @@
+"""One cell in its own process: `python -m harness.scenario.cellproc ARGS-JSON`.
+
+Why a process per cell: isolation that holds. A cell's operations may activate the socket wrapper
+in-process (process-wide), block forever in a socket call, or leave children behind. In its own
+session (process group) a cell can be killed whole at its timeout or on Ctrl-C, and the socket
+directory removed after, without touching other cells running in parallel.
+
+:func:`run_isolated` is the API the runner and the pytest plugin share.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from .model import Cell
+from .pcapcheck import run_checks, write_ladder
+
+_ACTIVE: dict[int, subprocess.Popen] = {}
+_ACTIVE_LOCK = threading.Lock()
+KILL_MARGIN = 10.0
+
+
+def _killpg(popen: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(popen.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_all() -> None:
+    """Kill every running cell process group (Ctrl-C). Their runners then remove the socket dirs."""
+    with _ACTIVE_LOCK:
+        procs = list(_ACTIVE.values())
+    for p in procs:
+        _killpg(p, signal.SIGTERM)
+    time.sleep(0.2)
+    for p in procs:
+        _killpg(p, signal.SIGKILL)
+
+
+def run_isolated(cell: Cell, outdir: str | Path, *, section_vars: dict[str, str] | None = None,
+                 timeout: float | None = None, ladder: bool = True) -> dict[str, Any]:
+    """Run one cell in a child process with its own socket directory, then its pcap checks here.
+
+    Returns the result record: status (pass/fail), reason, details (failure lines), step, duration,
+    checks (number of pcap checks). Leaves `<stem>.full`, `.pcap`, `.keys`, `.ladder`, `.json` in outdir.
+    """
+    stem = cell.file_stem
+    timeout = cell.scenario.timeout if timeout is None else timeout
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    for old in outdir.glob(f"{glob_escape(stem)}.*"):
+        if old.is_file() and old.name[len(stem):].count(".") == 1:
+            old.unlink()
+    full = outdir / f"{stem}.full"
+    result_path = outdir / f"{stem}.json"
+    socket_dir = tempfile.mkdtemp(prefix="wc-")
+    args = {"scenario": str(cell.scenario.path), "cell": cell.label, "outdir": str(outdir), "stem": stem,
+            "socket_dir": socket_dir, "vars": section_vars or {}}
+    t0 = time.monotonic()
+    hung = False
+    try:
+        with open(full, "ab") as log:
+            popen = subprocess.Popen([sys.executable, "-m", "harness.scenario.cellproc", json.dumps(args)],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                     cwd=os.getcwd())
+        with _ACTIVE_LOCK:
+            _ACTIVE[popen.pid] = popen
+        try:
+            popen.wait(timeout=timeout + KILL_MARGIN)
+        except subprocess.TimeoutExpired:
+            hung = True
+        _killpg(popen)  # the cell and anything it left behind
+        popen.wait()
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.pop(popen.pid, None) if "popen" in locals() else None
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        shutil.rmtree(socket_dir + ".work", ignore_errors=True)
+    duration = time.monotonic() - t0
+    if hung:
+        step = last_step(full)
+        return {"status": "fail", "reason": f"{step or 'cell'}: timed out after {timeout:g}s (cell killed)",
+                "details": [], "step": step, "duration": duration}
+    try:
+        result = json.loads(result_path.read_text())
+    except (OSError, ValueError):
+        step = last_step(full)
+        reason = f"cell process exited with status {popen.returncode} without a result"
+        if popen.returncode and popen.returncode < 0:
+            reason = f"cell process killed by signal {-popen.returncode}"
+        return {"status": "fail", "reason": reason + (f" (in {step})" if step else ""), "details": [tail(full)],
+                "step": step, "duration": duration}
+    variables = cell.variables(section_vars)
+    variables.update(result.get("results") or {})
+    pcap = outdir / f"{stem}.pcap"
+    if result["status"] == "pass":
+        result["checks"], failures = run_checks(cell, pcap, variables, outdir / f"{stem}.keys",
+                                                outdir / f"{stem}.smbkeys")
+        if failures:
+            result.update(status="fail", reason=failures[0], details=failures)
+    if ladder and pcap.exists():
+        write_ladder(pcap, outdir / f"{stem}.ladder", outdir / f"{stem}.keys")
+    result["duration"] = time.monotonic() - t0
+    with open(full, "a") as log:
+        log.write(f"[{time.strftime('%H:%M:%S')}] pcap checks: {result.get('checks', 0)}; "
+                  f"final outcome: {result['status']} {result.get('reason', '')}\n")
+        for line in result.get("details") or []:
+            log.write(f"    {line}\n")
+    return result
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def last_step(full: Path) -> str:
+    step = ""
+    try:
+        for line in full.read_text(errors="replace").splitlines():
+            m = re.match(r"^(step \S+ \S+ \([^)]*\)): start", line)
+            if m:
+                step = m.group(1)
+    except OSError:
+        pass
+    return step
+
+
+def tail(path: Path, n: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def main(argv: list[str]) -> int:
+    from .context import Context
+    from .execute import Hung, Outcome, run
+    from .loader import load_file
+    from .marks import ScenarioError
+
+    a = json.loads(argv[0])
+    outdir = Path(a["outdir"])
+    result_path = outdir / f"{a['stem']}.json"
+
+    def log(line: str) -> None:
+        sys.stdout.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
+        sys.stdout.flush()
+
+    def finish(outcome: Outcome) -> None:
+        record = {"status": outcome.status, "reason": outcome.reason, "details": outcome.details,
+                  "step": outcome.step, "results": ctx.results if ctx else {}}
+        tmp = result_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1, default=str))
+        os.replace(tmp, result_path)
+
+    ctx = None
+    try:
+        scen = load_file(a["scenario"], check_pcap=False)
+    except ScenarioError as e:
+        finish(Outcome("fail", e.problems[0], e.problems))
+        return 1
+    cell = next((c for c in scen.cells() if c.label == a["cell"]), None)
+    if cell is None:
+        finish(Outcome("fail", f"{scen.id}: no cell {a['cell']!r}"))
+        return 1
+    log(f"{cell.id}: {scen.description}")
+    log(f"socket directory {a['socket_dir']}, pcap {outdir / (a['stem'] + '.pcap')}")
+    ctx = Context(cell, socket_dir=a["socket_dir"], outdir=outdir, stem=a["stem"], section_vars=a["vars"], log=log)
+    try:
+        outcome = run(ctx)
+    except Hung as e:  # pragma: no cover - run() turns Hung into an outcome
+        outcome = Outcome("fail", str(e), [str(e)])
+    except Exception as e:  # noqa: BLE001 - any crash is this cell's failure
+        import traceback
+        log(traceback.format_exc())
+        outcome = Outcome("fail", f"{ctx.current_step or 'cell'}: {type(e).__name__}: {e}", [str(e)])
+    ctx.teardown()
+    log(f"outcome: {outcome.status} {outcome.reason}")
+    finish(outcome)
+    sys.stdout.flush()
+    # a step that hung still has its thread blocked: leave without waiting for it
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
