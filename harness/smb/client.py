@@ -1,0 +1,336 @@
+"""Sans-IO SMB2/3 client connection: the caller asks for request PDUs and feeds back response PDUs.
+
+Rules this model keeps (MS-SMB2 §3.2):
+
+1. NEGOTIATE first (§3.2.4.2.2.2): dialects 2.0.2..3.1.1 (3.1.1 only over QUIC, never over NBT),
+   contexts PREAUTH (SHA-512, 32-byte salt), ENCRYPTION (our cipher preference), SIGNING, NETNAME,
+   and TRANSPORT_CAPABILITIES only on QUIC with AcceptTransportSecurity wanted.
+2. The response is checked (§3.2.5.2): exactly one PREAUTH, at most one of each known context, the
+   chosen cipher/signing algorithm must be one we offered; unknown contexts are ignored.
+3. Credits: every request spends CreditCharge credits (multi-credit only with LARGE_MTU) from what
+   the server granted, and MessageIds advance by the charge; responses add their CreditResponse.
+   Interim STATUS_PENDING responses grant credits too; MessageId 0xFFFF... notifications do not.
+4. Session setup hashes every request and each MORE_PROCESSING_REQUIRED response into the session
+   preauth hash (3.1.1), derives the keys on success and requires the final response to be signed.
+5. Requests are signed when the session requires signing and they are not encrypted; they are
+   encrypted (C2S key) when the session or tree asks for it.  Responses are verified except interim
+   and unsolicited ones (§3.2.5.1.3).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from . import messages as m
+from .auth import Initiator
+from .compound import build_compound, split_compound
+from .constants import (
+    PROTOCOL_ID_TRANSFORM,
+    UNSOLICITED_MESSAGE_ID,
+    Capabilities,
+    Cipher,
+    Command,
+    Dialect,
+    HeaderFlags,
+    NegotiateContextType,
+    NtStatus,
+    SecurityMode,
+    SessionFlags,
+    ShareFlags,
+    SigningAlgorithm,
+    TransportCapabilityFlags,
+)
+from .crypto import (
+    NonceGenerator,
+    PreauthIntegrity,
+    SessionKeys,
+    decrypt_message,
+    derive_session_keys,
+    encrypt_message,
+    must_verify_signature,
+    sign_message,
+    signing_algorithm_for,
+    verify_signature,
+)
+from .errors import SMBProtocolError
+from .header import HEADER_SIZE, Header
+from .keys import SessionKeyRecord
+
+CIPHER_NAMES = {"aes-128-ccm": Cipher.AES_128_CCM, "aes-128-gcm": Cipher.AES_128_GCM,
+                "aes-256-ccm": Cipher.AES_256_CCM, "aes-256-gcm": Cipher.AES_256_GCM}
+DEFAULT_CIPHERS = (Cipher.AES_128_GCM, Cipher.AES_128_CCM, Cipher.AES_256_GCM, Cipher.AES_256_CCM)
+
+
+class SMBError(Exception):
+    """A request failed with an NTSTATUS."""
+
+    def __init__(self, status: int, command: int, message: str = "") -> None:
+        try:
+            name = NtStatus(status).name
+        except ValueError:
+            name = "?"
+        super().__init__(f"{Command(command).name} failed: 0x{status:08X} ({name}){': ' + message if message else ''}")
+        self.status = status
+        self.command = command
+
+
+@dataclass
+class Response:
+    header: Header
+    body: m.Message
+    raw: bytes
+
+
+@dataclass
+class ClientSession:
+    session_id: int = 0
+    keys: SessionKeys | None = None
+    preauth: PreauthIntegrity | None = None
+    signing_required: bool = False
+    encrypt: bool = False
+    nonces: NonceGenerator | None = None
+    initiator: Initiator | None = None
+    trees: dict[int, bool] = field(default_factory=dict)  # tree id -> encrypt
+
+
+class ClientConnection:
+    def __init__(self, transport: str = "tcp", server_name: str = "", ciphers: tuple[int, ...] = DEFAULT_CIPHERS,
+                 signing_algorithms: tuple[int, ...] = (SigningAlgorithm.AES_GMAC, SigningAlgorithm.AES_CMAC,
+                                                        SigningAlgorithm.HMAC_SHA256),
+                 require_signing: bool = False, encrypt: bool = False, accept_transport_security: bool = False,
+                 dialects: tuple[int, ...] | None = None) -> None:
+        self.transport = transport
+        self.server_name = server_name
+        self.ciphers = ciphers
+        self.signing_algorithms = signing_algorithms
+        self.require_signing = require_signing
+        self.want_encrypt = encrypt
+        self.want_transport_security = accept_transport_security and transport == "quic"
+        if dialects is None:
+            dialects = (Dialect.SMB_2_0_2, Dialect.SMB_2_1, Dialect.SMB_3_0, Dialect.SMB_3_0_2, Dialect.SMB_3_1_1)
+            if transport == "nbt":
+                dialects = tuple(d for d in dialects if d <= Dialect.SMB_3_0_2)
+            if transport == "quic":
+                dialects = (Dialect.SMB_3_1_1,)
+        self.dialects = dialects
+        self.client_guid = os.urandom(16)
+        self.preauth = PreauthIntegrity()
+        self.next_message_id = 0
+        self.credits = 1
+        self.dialect = 0
+        self.cipher = Cipher.NONE
+        self.signing_algorithm = SigningAlgorithm.AES_CMAC
+        self.multicredit = False
+        self.max_read = self.max_write = self.max_transact = 65536
+        self.server_guid = b""
+        self.server_capabilities = 0
+        self.server_security_mode = 0
+        self.accept_transport_security = False
+        self.key_records: list[SessionKeyRecord] = []
+        self._negotiate_raw = b""
+        self._offered: dict[int, object] = {}
+
+    # ------------------------------------------------------------------ NEGOTIATE
+
+    def negotiate_request(self) -> bytes:
+        capabilities = Capabilities.LEASING | Capabilities.LARGE_MTU | Capabilities.ENCRYPTION
+        contexts: list = []
+        if Dialect.SMB_3_1_1 in self.dialects:
+            contexts = [m.PreauthIntegrityCapabilities([1], os.urandom(32)),
+                        m.EncryptionCapabilities(list(self.ciphers)),
+                        m.SigningCapabilities(list(self.signing_algorithms))]
+            if self.server_name:
+                contexts.append(m.NetnameContext(self.server_name))
+            if self.want_transport_security:
+                contexts.append(m.TransportCapabilities(TransportCapabilityFlags.ACCEPT_TRANSPORT_LEVEL_SECURITY))
+        mode = SecurityMode.SIGNING_ENABLED | (SecurityMode.SIGNING_REQUIRED if self.require_signing else 0)
+        body = m.NegotiateRequest(list(self.dialects), mode, capabilities, self.client_guid, contexts)
+        self._offered = {c.context_type: c for c in contexts}
+        self._negotiate_body = body
+        raw, _ = self.build(Command.NEGOTIATE, body)
+        self._negotiate_raw = raw
+        return raw
+
+    def receive_negotiate(self, pdu: bytes) -> m.NegotiateResponse:
+        (response,) = self.receive(pdu)
+        if response.header.status != NtStatus.SUCCESS:
+            raise SMBError(response.header.status, Command.NEGOTIATE)
+        body: m.NegotiateResponse = response.body
+        if body.dialect_revision not in self.dialects:
+            raise SMBProtocolError(NtStatus.INVALID_NETWORK_RESPONSE, f"dialect 0x{body.dialect_revision:04x} not offered")
+        self.dialect = body.dialect_revision
+        self.server_guid = body.server_guid
+        self.server_capabilities = body.capabilities
+        self.server_security_mode = body.security_mode
+        self.multicredit = bool(body.capabilities & Capabilities.LARGE_MTU) and self.dialect >= Dialect.SMB_2_1
+        self.max_read, self.max_write, self.max_transact = body.max_read_size, body.max_write_size, body.max_transact_size
+        if self.dialect in (Dialect.SMB_3_0, Dialect.SMB_3_0_2) and body.capabilities & Capabilities.ENCRYPTION:
+            self.cipher = Cipher.AES_128_CCM
+        if self.dialect == Dialect.SMB_3_1_1:
+            self._check_contexts(body.contexts)
+            self.preauth.add(self._negotiate_raw)
+            self.preauth.add(response.raw)
+        self.signing_algorithm = signing_algorithm_for(self.dialect, self._signing if self._signing else None)
+        return body
+
+    _signing = 0
+
+    def _check_contexts(self, contexts: list) -> None:
+        seen: dict[int, object] = {}
+        for context in contexts:
+            if context.context_type in seen and context.context_type in (1, 2, 3, 6, 7, 8):
+                raise SMBProtocolError(NtStatus.INVALID_NETWORK_RESPONSE, f"duplicate context {context.context_type}")
+            seen[context.context_type] = context
+        bad = NtStatus.INVALID_NETWORK_RESPONSE
+        preauth = seen.get(NegotiateContextType.PREAUTH_INTEGRITY_CAPABILITIES)
+        if preauth is None or preauth.hash_algorithms != [1]:
+            raise SMBProtocolError(bad, "PREAUTH context missing or not SHA-512")
+        for kind in (3, 6, 7, 8):
+            if kind in seen and kind not in self._offered:
+                raise SMBProtocolError(bad, f"context {kind} was not requested")
+        encryption = seen.get(NegotiateContextType.ENCRYPTION_CAPABILITIES)
+        if encryption is not None:
+            if len(encryption.ciphers) != 1 or (encryption.ciphers[0] and encryption.ciphers[0] not in self.ciphers):
+                raise SMBProtocolError(bad, "cipher not offered")
+            self.cipher = encryption.ciphers[0]
+        signing = seen.get(NegotiateContextType.SIGNING_CAPABILITIES)
+        if signing is not None:
+            if len(signing.algorithms) != 1 or signing.algorithms[0] not in self.signing_algorithms:
+                raise SMBProtocolError(bad, "signing algorithm not offered")
+            self._signing = signing.algorithms[0]
+        transport = seen.get(NegotiateContextType.TRANSPORT_CAPABILITIES)
+        if transport is not None and self.transport == "quic":
+            self.accept_transport_security = bool(transport.flags & TransportCapabilityFlags.ACCEPT_TRANSPORT_LEVEL_SECURITY)
+
+    # ------------------------------------------------------------------ SESSION_SETUP
+
+    def session_setup_request(self, session: ClientSession, token: bytes | None) -> bytes:
+        mode = SecurityMode.SIGNING_ENABLED | (SecurityMode.SIGNING_REQUIRED if self.require_signing else 0)
+        body = m.SessionSetupRequest(0, mode, Capabilities.DFS if False else 0, 0, 0, token or b"")
+        raw, _ = self.build(Command.SESSION_SETUP, body, session)
+        if self.dialect == Dialect.SMB_3_1_1:
+            if session.preauth is None:
+                session.preauth = self.preauth.for_session()
+            session.preauth.add(raw)
+        return raw
+
+    def session_setup_response(self, session: ClientSession, response: Response) -> bytes | None:
+        """Process one SESSION_SETUP response; return the next token to send, or None when done."""
+        status = response.header.status
+        body = response.body
+        if status == NtStatus.MORE_PROCESSING_REQUIRED:
+            session.session_id = response.header.session_id
+            if session.preauth is not None:
+                session.preauth.add(response.raw)
+            return session.initiator.step(body.security_buffer) or b""
+        if status != NtStatus.SUCCESS:
+            raise SMBError(status, Command.SESSION_SETUP)
+        session.session_id = response.header.session_id
+        if body.security_buffer:
+            session.initiator.step(body.security_buffer)
+        key = session.initiator.session_key
+        cipher = self.cipher if self.dialect >= Dialect.SMB_3_0 else Cipher.NONE
+        session.keys = derive_session_keys(self.dialect, key, session.preauth.value if session.preauth else None,
+                                           cipher)
+        flags = body.session_flags
+        session.encrypt = bool(flags & SessionFlags.ENCRYPT_DATA) or (self.want_encrypt and cipher != Cipher.NONE)
+        if self.want_encrypt and cipher == Cipher.NONE and not self.accept_transport_security:
+            raise SMBError(NtStatus.ACCESS_DENIED, Command.SESSION_SETUP, "server offers no common cipher")
+        if self.accept_transport_security:
+            session.encrypt = False
+        session.signing_required = not flags & (SessionFlags.IS_GUEST | SessionFlags.IS_NULL) and (
+            self.require_signing or bool(self.server_security_mode & SecurityMode.SIGNING_REQUIRED)
+            or self.dialect >= Dialect.SMB_3_1_1)
+        if flags & SessionFlags.ENCRYPT_DATA:
+            session.signing_required = True if not session.encrypt else session.signing_required
+        if self.dialect >= Dialect.SMB_3_1_1 or response.header.is_signed:
+            if not response.header.is_signed:
+                raise SMBProtocolError(NtStatus.ACCESS_DENIED, "final SESSION_SETUP response is not signed")
+            verify_signature(response.raw, session.keys.signing, self.signing_algorithm)
+        if session.keys.c2s:
+            self.key_records.append(SessionKeyRecord(session.session_id, session.keys.session_key,
+                                                     session.keys.s2c, session.keys.c2s))
+        session.initiator = None
+        return None
+
+    # ------------------------------------------------------------------ generic requests
+
+    def charge_for(self, payload: int) -> int:
+        if not self.multicredit:
+            return 1
+        return max(1, (payload - 1) // 65536 + 1) if payload else 1
+
+    def build(self, command: int, body: m.Message, session: ClientSession | None = None, tree_id: int = 0,
+              payload: int = 0, credits_wanted: int = 0) -> tuple[bytes, int]:
+        """An unsigned, unencrypted request message and its MessageId; spends credits."""
+        charge = self.charge_for(payload)
+        if command != Command.CANCEL:
+            if charge > self.credits:
+                raise SMBProtocolError(NtStatus.INSUFFICIENT_RESOURCES,
+                                       f"{charge} credits needed, {self.credits} available")
+            self.credits -= charge
+        message_id = self.next_message_id
+        if command != Command.CANCEL:
+            self.next_message_id += charge
+        want = max(credits_wanted, charge + (8 if self.multicredit else 1))
+        header = Header(command=command, credit_charge=charge if self.dialect >= Dialect.SMB_2_1 else 0,
+                        credits=min(want, 512), message_id=message_id, tree_id=tree_id,
+                        session_id=session.session_id if session else 0)
+        if self.dialect == Dialect.SMB_3_1_1:
+            header.flags |= 0x10  # priority 1, as smbclient does
+        return header.pack() + body.pack(), message_id
+
+    def seal(self, raws: list[bytes], session: ClientSession | None, tree_id: int = 0,
+             related: bool = False) -> bytes:
+        """Chain, sign and (when required) encrypt requests into one PDU."""
+        chain = build_compound(raws, related) if len(raws) > 1 else raws[0]
+        if session is None or session.keys is None:
+            return chain
+        encrypt = (session.encrypt or session.trees.get(tree_id, False)) and not self.accept_transport_security
+        if encrypt and session.keys.c2s:
+            if session.nonces is None:
+                session.nonces = NonceGenerator(self.cipher)
+            return encrypt_message(chain, session.keys.c2s, self.cipher, session.session_id, session.nonces.next())
+        if session.signing_required:
+            return b"".join(sign_message(e.raw, session.keys.signing, self.signing_algorithm)
+                            for e in split_compound(chain))
+        return chain
+
+    def receive(self, pdu: bytes, sessions: dict[int, ClientSession] | None = None) -> list[Response]:
+        """Open one response PDU: decrypt, split, verify, account credits."""
+        encrypted = bytes(pdu[:4]) == PROTOCOL_ID_TRANSFORM
+        if encrypted:
+            session_id = int.from_bytes(pdu[44:52], "little")
+            session = (sessions or {}).get(session_id)
+            if session is None or session.keys is None:
+                raise SMBProtocolError(NtStatus.INVALID_NETWORK_RESPONSE, "encrypted response for an unknown session")
+            _, pdu = decrypt_message(pdu, session.keys.s2c, self.cipher)
+        responses = []
+        for element in split_compound(pdu):
+            header = element.header
+            if not header.is_response:
+                raise SMBProtocolError(NtStatus.INVALID_NETWORK_RESPONSE, "request received by the client")
+            if header.message_id != UNSOLICITED_MESSAGE_ID:
+                self.credits += header.credits
+            end = header.next_command or len(element.raw)
+            body = m.decode_body(header.command, True, element.raw[HEADER_SIZE:end], header.status)
+            if not encrypted and must_verify_signature(header) and sessions:
+                session = sessions.get(header.session_id)
+                if session is not None and session.keys is not None and header.command != Command.SESSION_SETUP:
+                    verify_signature(element.raw, session.keys.signing, self.signing_algorithm)
+            elif (not encrypted and sessions and header.message_id != UNSOLICITED_MESSAGE_ID
+                  and header.status != NtStatus.PENDING):
+                session = sessions.get(header.session_id)
+                if session is not None and session.signing_required and session.keys is not None \
+                        and header.command != Command.SESSION_SETUP:
+                    raise SMBProtocolError(NtStatus.ACCESS_DENIED, "unsigned response on a signed session")
+            responses.append(Response(header, body, element.raw))
+        return responses
+
+    def tree_encrypts(self, response: m.TreeConnectResponse) -> bool:
+        return bool(response.share_flags & ShareFlags.ENCRYPT_DATA)
+
+    @property
+    def is_async_interim(self):
+        return lambda r: r.header.status == NtStatus.PENDING and bool(r.header.flags & HeaderFlags.ASYNC_COMMAND)

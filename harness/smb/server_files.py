@@ -1,0 +1,756 @@
+"""The file commands of the server: CREATE, CLOSE, READ, WRITE, FLUSH, LOCK, QUERY_DIRECTORY,
+QUERY_INFO, SET_INFO, IOCTL, CHANGE_NOTIFY and the break acknowledgments.
+
+Why apart from :mod:`.server`: the connection module owns the protocol rules (credits, signing,
+encryption, sessions); this one maps requests onto a :class:`~.vfs.LocalShare`.  Rules kept here:
+
+- Generic access bits are mapped to file rights at CREATE (MS-SMB2 §3.3.5.9 via MS-FSCC); READ needs
+  FILE_READ_DATA, WRITE needs FILE_WRITE_DATA or FILE_APPEND_DATA, else STATUS_ACCESS_DENIED.
+- Share modes are checked against the other opens of the same path (STATUS_SHARING_VIOLATION).
+- Oplocks are granted at most at level II and leases at most READ caching, so that a break to NONE
+  never needs an acknowledgment (§3.3.4.6, §3.3.4.7); a WRITE through another open sends the break.
+- CHANGE_NOTIFY goes asynchronous (interim STATUS_PENDING) and completes with
+  STATUS_NOTIFY_ENUM_DIR on a change made through this server, STATUS_NOTIFY_CLEANUP on CLOSE and
+  STATUS_CANCELLED on CANCEL.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import struct
+from dataclasses import dataclass, fields
+
+from . import fscc
+from . import messages as m
+from .constants import (
+    UNSOLICITED_MESSAGE_ID,
+    AccessMask,
+    CloseFlags,
+    Command,
+    CreateAction,
+    CreateDisposition,
+    CreateOptions,
+    Dialect,
+    FileAttributes,
+    Fsctl,
+    HeaderFlags,
+    InfoType,
+    LeaseState,
+    NtStatus,
+    OplockLevel,
+    QueryDirectoryFlags,
+    ShareAccess,
+)
+from .errors import SMBProtocolError
+from .header import Header
+from .messages.create_contexts import (
+    MXAC,
+    QFID,
+    RQLS,
+    LeaseV1,
+    LeaseV2,
+    MaximalAccessResponse,
+    QueryOnDiskIdResponse,
+    find_context,
+)
+from .server import FULL_ACCESS, Disconnect, Fail, Reply
+from .vfs import ShareError, meta_from_stat
+
+GENERIC_MAP = {
+    AccessMask.GENERIC_READ: 0x00120089,
+    AccessMask.GENERIC_WRITE: 0x00120116,
+    AccessMask.GENERIC_EXECUTE: 0x001200A0,
+    AccessMask.GENERIC_ALL: FULL_ACCESS,
+    AccessMask.MAXIMUM_ALLOWED: FULL_ACCESS,
+}
+READ_RIGHTS = AccessMask.FILE_READ_DATA | AccessMask.FILE_EXECUTE
+WRITE_RIGHTS = AccessMask.FILE_WRITE_DATA | AccessMask.FILE_APPEND_DATA
+ALL_FF = b"\xff" * 16
+
+
+@dataclass
+class Open:
+    persistent: int
+    volatile: int
+    path: str
+    fd: int | None
+    is_dir: bool
+    access: int
+    share_access: int
+    session: object
+    tree: object
+    connection: object
+    delete_on_close: bool = False
+    dir_entries: list | None = None
+    dir_pos: int = 0
+    dir_pattern: str = "*"
+    oplock: int = 0
+    lease_key: bytes | None = None
+    lease_state: int = 0
+    lease_epoch: int = 0
+    position: int = 0
+
+    @property
+    def file_id(self) -> bytes:
+        return struct.pack("<QQ", self.persistent, self.volatile)
+
+
+def _map_access(desired: int) -> int:
+    granted = desired & 0x01FF01FF
+    for bit, rights in GENERIC_MAP.items():
+        if desired & bit:
+            granted |= rights
+    return granted
+
+
+def _os_error(exc: OSError) -> Fail:
+    table = {errno.ENOENT: NtStatus.OBJECT_NAME_NOT_FOUND, errno.EEXIST: NtStatus.OBJECT_NAME_COLLISION,
+             errno.EACCES: NtStatus.ACCESS_DENIED, errno.EPERM: NtStatus.ACCESS_DENIED,
+             errno.ENOTEMPTY: NtStatus.DIRECTORY_NOT_EMPTY, errno.ENOTDIR: NtStatus.OBJECT_PATH_NOT_FOUND,
+             errno.EISDIR: NtStatus.FILE_IS_A_DIRECTORY, errno.ENOSPC: NtStatus.DISK_FULL,
+             errno.ENAMETOOLONG: NtStatus.OBJECT_NAME_INVALID, errno.ELOOP: NtStatus.ACCESS_DENIED}
+    return Fail(table.get(exc.errno, NtStatus.ACCESS_DENIED), str(exc))
+
+
+def dispatch(conn, session, tree, header: Header, request, related, encrypted: bool) -> Reply:
+    handler = _HANDLERS.get(header.command)
+    if handler is None:
+        raise Fail(NtStatus.NOT_SUPPORTED, f"command 0x{header.command:x}")
+    if tree.fs is None and header.command not in (Command.IOCTL, Command.ECHO, Command.CLOSE):
+        if header.command == Command.CREATE:
+            raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "no pipes on IPC$")
+        raise Fail(NtStatus.NOT_SUPPORTED, "IPC$ has no files")
+    return handler(conn, session, tree, header, request, related, encrypted)
+
+
+def _open_for(session, request_file_id: bytes, related) -> Open:
+    file_id = related.file_id if request_file_id == ALL_FF else request_file_id
+    persistent, volatile = struct.unpack("<QQ", file_id)
+    found = session.opens.get(volatile)
+    if found is None or found.persistent != persistent:
+        raise Fail(NtStatus.FILE_CLOSED, "unknown FileId")
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- CREATE
+
+
+def _sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) -> bool:
+    def one_way(access: int, share: int) -> bool:
+        return bool((access & READ_RIGHTS and not share & ShareAccess.READ)
+                    or (access & WRITE_RIGHTS and not share & ShareAccess.WRITE)
+                    or (access & AccessMask.DELETE and not share & ShareAccess.DELETE))
+
+    return one_way(a_access, b_share) or one_way(b_access, a_share)
+
+
+def _create(conn, session, tree, header, request: m.CreateRequest, related, encrypted) -> Reply:
+    state = conn.state
+    options = request.create_options
+    if options & CreateOptions.DIRECTORY_FILE and options & CreateOptions.NON_DIRECTORY_FILE:
+        raise Fail(NtStatus.INVALID_PARAMETER, "both DIRECTORY_FILE and NON_DIRECTORY_FILE")
+    if request.create_disposition > CreateDisposition.OVERWRITE_IF:
+        raise Fail(NtStatus.INVALID_PARAMETER, "bad CreateDisposition")
+    if request.impersonation_level > 3:
+        raise Fail(NtStatus.BAD_IMPERSONATION_LEVEL if hasattr(NtStatus, "BAD_IMPERSONATION_LEVEL")
+                   else NtStatus.INVALID_PARAMETER, "bad ImpersonationLevel")
+    if request.name.startswith("\\"):
+        raise Fail(NtStatus.INVALID_PARAMETER, "CREATE name must be relative to the share")
+    try:
+        path = tree.fs.resolve(request.name)
+    except ShareError as exc:
+        raise Fail(exc.status, str(exc)) from exc
+    granted = _map_access(request.desired_access)
+    if not granted and not request.desired_access:
+        raise Fail(NtStatus.ACCESS_DENIED, "DesiredAccess 0")
+    disposition = request.create_disposition
+    exists = os.path.exists(path)
+    action = CreateAction.OPENED
+    want_dir = bool(options & CreateOptions.DIRECTORY_FILE)
+    try:
+        if exists:
+            st = os.stat(path)
+            is_dir = os.path.isdir(path)
+            if disposition == CreateDisposition.CREATE:
+                raise Fail(NtStatus.OBJECT_NAME_COLLISION, "exists")
+            if is_dir and options & CreateOptions.NON_DIRECTORY_FILE:
+                raise Fail(NtStatus.FILE_IS_A_DIRECTORY, "is a directory")
+            if not is_dir and want_dir:
+                raise Fail(NtStatus.NOT_A_DIRECTORY, "not a directory")
+            _check_sharing(state, path, granted, request.share_access)
+            if disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
+                               CreateDisposition.SUPERSEDE):
+                if is_dir:
+                    raise Fail(NtStatus.INVALID_PARAMETER, "cannot overwrite a directory")
+                os.truncate(path, 0)
+                action = CreateAction.SUPERSEDED if disposition == CreateDisposition.SUPERSEDE else CreateAction.OVERWRITTEN
+        else:
+            if disposition in (CreateDisposition.OPEN, CreateDisposition.OVERWRITE):
+                raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "no such file")
+            if want_dir:
+                if disposition not in (CreateDisposition.CREATE, CreateDisposition.OPEN_IF):
+                    raise Fail(NtStatus.INVALID_PARAMETER, "directory with overwrite disposition")
+                os.mkdir(path)
+            else:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            is_dir = want_dir
+            action = CreateAction.CREATED
+            _notify_change(conn, os.path.dirname(path))
+        if options & CreateOptions.DELETE_ON_CLOSE and not granted & AccessMask.DELETE:
+            raise Fail(NtStatus.ACCESS_DENIED, "DELETE_ON_CLOSE without DELETE access")
+        fd = None
+        if not is_dir:
+            flags = os.O_RDWR if granted & (WRITE_RIGHTS | AccessMask.DELETE) else os.O_RDONLY
+            try:
+                fd = os.open(path, flags)
+            except OSError:
+                fd = os.open(path, os.O_RDONLY)
+        st = os.fstat(fd) if fd is not None else os.stat(path)
+    except OSError as exc:
+        raise _os_error(exc) from exc
+    state.next_file_id += 1
+    opened = Open(state.next_file_id, state.next_file_id, path, fd, is_dir, granted, request.share_access,
+                  session, tree, conn, delete_on_close=bool(options & CreateOptions.DELETE_ON_CLOSE))
+    session.opens[opened.volatile] = opened
+    state.opens_by_path.setdefault(path, []).append(opened)
+    contexts = []
+    if find_context(request.contexts, MXAC):
+        contexts.append(MaximalAccessResponse(0, FULL_ACCESS).to_context())
+    if find_context(request.contexts, QFID):
+        contexts.append(QueryOnDiskIdResponse(st.st_ino, st.st_dev).to_context())
+    oplock = OplockLevel.NONE
+    lease_request = find_context(request.contexts, RQLS)
+    if request.requested_oplock_level == OplockLevel.LEASE and lease_request and conn.dialect >= Dialect.SMB_2_1 \
+            and not is_dir:
+        lease_cls = LeaseV2 if len(lease_request.data) == 52 else LeaseV1
+        try:
+            lease = lease_cls.from_context(lease_request)
+        except SMBProtocolError as exc:
+            raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
+        granted_state = lease.lease_state & LeaseState.READ_CACHING
+        opened.lease_key, opened.lease_state = lease.lease_key, granted_state
+        lease.lease_state, lease.lease_flags, lease.lease_duration = granted_state, 0, 0
+        if lease_cls is LeaseV2:
+            opened.lease_epoch = lease.epoch + 1
+            lease.epoch = opened.lease_epoch
+        contexts.append(lease.to_context())
+        oplock = OplockLevel.LEASE
+    elif request.requested_oplock_level in (OplockLevel.II, OplockLevel.EXCLUSIVE, OplockLevel.BATCH) and not is_dir:
+        oplock = OplockLevel.II
+        opened.oplock = oplock
+    meta = meta_from_stat(st)
+    response = m.CreateResponse(file_id=opened.file_id, oplock_level=oplock, create_action=action,
+                                creation_time=meta.creation_time, last_access_time=meta.last_access_time,
+                                last_write_time=meta.last_write_time, change_time=meta.change_time,
+                                allocation_size=meta.allocation_size, end_of_file=meta.end_of_file,
+                                file_attributes=meta.attributes, contexts=contexts)
+    return Reply(NtStatus.SUCCESS, response, file_id=opened.file_id)
+
+
+def _check_sharing(state, path: str, access: int, share: int) -> None:
+    for other in state.opens_by_path.get(path, []):
+        if _sharing_conflict(access, share, other.access, other.share_access):
+            raise Fail(NtStatus.SHARING_VIOLATION, "share mode conflict")
+        if other.delete_on_close:
+            raise Fail(NtStatus.DELETE_PENDING, "delete pending")
+
+
+# ---------------------------------------------------------------------------------------------- CLOSE
+
+
+def _forget(conn, opened: Open) -> None:
+    state = conn.state
+    opened.session.opens.pop(opened.volatile, None)
+    others = state.opens_by_path.get(opened.path, [])
+    if opened in others:
+        others.remove(opened)
+    if not others:
+        state.opens_by_path.pop(opened.path, None)
+    if opened.fd is not None:
+        os.close(opened.fd)
+        opened.fd = None
+    for pending in list(opened.connection.pending.values()):
+        if pending.open is opened:
+            state.watchers = [w for w in state.watchers if w is not pending]
+            opened.connection.complete_async(pending, NtStatus.NOTIFY_CLEANUP, m.ChangeNotifyResponse(b""))
+    if opened.delete_on_close and not others:
+        try:
+            if opened.is_dir:
+                os.rmdir(opened.path)
+            else:
+                os.unlink(opened.path)
+        except OSError:
+            pass
+        _notify_change(conn, os.path.dirname(opened.path))
+
+
+def close_session_opens(conn, session) -> None:
+    for opened in list(session.opens.values()):
+        _forget(conn, opened)
+
+
+def close_tree_opens(conn, session, tree) -> None:
+    for opened in list(session.opens.values()):
+        if opened.tree is tree:
+            _forget(conn, opened)
+
+
+def _close(conn, session, tree, header, request: m.CloseRequest, related, encrypted) -> Reply:
+    opened = _open_for(session, request.file_id, related)
+    response = m.CloseResponse()
+    if request.flags & CloseFlags.POSTQUERY_ATTRIB:
+        try:
+            meta = meta_from_stat(os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path))
+            response = m.CloseResponse(flags=CloseFlags.POSTQUERY_ATTRIB, creation_time=meta.creation_time,
+                                       last_access_time=meta.last_access_time, last_write_time=meta.last_write_time,
+                                       change_time=meta.change_time, allocation_size=meta.allocation_size,
+                                       end_of_file=meta.end_of_file, file_attributes=meta.attributes)
+        except OSError:
+            pass
+    _forget(conn, opened)
+    return Reply(NtStatus.SUCCESS, response)
+
+
+# ---------------------------------------------------------------------------------------------- READ / WRITE
+
+
+def _read(conn, session, tree, header, request: m.ReadRequest, related, encrypted) -> Reply:
+    opened = _open_for(session, request.file_id, related)
+    if opened.is_dir:
+        raise Fail(NtStatus.INVALID_DEVICE_REQUEST, "READ on a directory")
+    if not opened.access & READ_RIGHTS:
+        raise Fail(NtStatus.ACCESS_DENIED, "no read access")
+    if request.length > conn.max_size:
+        raise Fail(NtStatus.INVALID_PARAMETER, "READ longer than MaxReadSize")
+    _check_charge(conn, header, request.length)
+    data = os.pread(opened.fd, request.length, request.offset)
+    if (not data and request.length) or len(data) < request.minimum_count:
+        raise Fail(NtStatus.END_OF_FILE, "end of file")
+    return Reply(NtStatus.SUCCESS, m.ReadResponse(data=data))
+
+
+def _check_charge(conn, header: Header, length: int) -> None:
+    """§3.3.5.2.5: a multi-credit request must be charged ceil(length / 64 KiB) credits."""
+    if conn.supports_multicredit and length > 65536:
+        needed = (length - 1) // 65536 + 1
+        if header.credit_charge < needed:
+            raise Fail(NtStatus.INVALID_PARAMETER, f"CreditCharge {header.credit_charge} < {needed}")
+
+
+def _write(conn, session, tree, header, request: m.WriteRequest, related, encrypted) -> Reply:
+    opened = _open_for(session, request.file_id, related)
+    if opened.is_dir:
+        raise Fail(NtStatus.INVALID_DEVICE_REQUEST, "WRITE on a directory")
+    if not opened.access & WRITE_RIGHTS:
+        raise Fail(NtStatus.ACCESS_DENIED, "no write access")
+    if len(request.data) > conn.max_size:
+        raise Fail(NtStatus.INVALID_PARAMETER, "WRITE longer than MaxWriteSize")
+    _check_charge(conn, header, len(request.data))
+    offset = request.offset
+    if offset == 0xFFFFFFFFFFFFFFFF:
+        offset = os.fstat(opened.fd).st_size
+    try:
+        written = os.pwrite(opened.fd, request.data, offset)
+    except OSError as exc:
+        raise _os_error(exc) from exc
+    _break_others(conn, opened)
+    _notify_change(conn, os.path.dirname(opened.path))
+    return Reply(NtStatus.SUCCESS, m.WriteResponse(count=written))
+
+
+def _flush(conn, session, tree, header, request: m.FlushRequest, related, encrypted) -> Reply:
+    opened = _open_for(session, request.file_id, related)
+    if not opened.is_dir and not opened.access & (WRITE_RIGHTS):
+        raise Fail(NtStatus.ACCESS_DENIED, "FLUSH needs write access")
+    return Reply(NtStatus.SUCCESS, m.FlushResponse())
+
+
+def _lock(conn, session, tree, header, request: m.LockRequest, related, encrypted) -> Reply:
+    _open_for(session, request.file_id, related)
+    if not request.locks:
+        raise Fail(NtStatus.INVALID_PARAMETER, "LOCK without elements")
+    return Reply(NtStatus.SUCCESS, m.LockResponse())
+
+
+# ---------------------------------------------------------------------------------------------- breaks
+
+
+def _break_others(conn, writer: Open) -> None:
+    """A write invalidates other clients' read caches: break level II oplocks and READ leases to NONE.
+    Neither break needs an acknowledgment (§3.3.4.6, §3.3.4.7), so nothing waits here."""
+    for other in list(conn.state.opens_by_path.get(writer.path, [])):
+        if other is writer:
+            continue
+        target = other.connection
+        if other.oplock == OplockLevel.II:
+            other.oplock = OplockLevel.NONE
+            header = Header(command=Command.OPLOCK_BREAK, flags=HeaderFlags.SERVER_TO_REDIR,
+                            message_id=UNSOLICITED_MESSAGE_ID, session_id=other.session.session_id)
+            body = m.OplockBreakNotification(file_id=other.file_id, oplock_level=OplockLevel.NONE)
+            encrypt = other.session.encrypt_data or other.tree.encrypt
+            target.send_unsolicited(header, body, other.session, encrypt)
+        elif other.lease_state and other.lease_key != writer.lease_key:
+            current, other.lease_state = other.lease_state, 0
+            header = Header(command=Command.OPLOCK_BREAK, flags=HeaderFlags.SERVER_TO_REDIR,
+                            message_id=UNSOLICITED_MESSAGE_ID, session_id=0)
+            body = m.LeaseBreakNotification(lease_key=other.lease_key, current_lease_state=current,
+                                            new_lease_state=0, new_epoch=other.lease_epoch)
+            target.send_unsolicited(header, body, None, False)
+
+
+def _notify_change(conn, directory: str) -> None:
+    state = conn.state
+    for pending in list(state.watchers):
+        if pending.open is not None and pending.open.path == directory:
+            state.watchers.remove(pending)
+            pending.session.connection.complete_async(pending, NtStatus.NOTIFY_ENUM_DIR, m.ChangeNotifyResponse(b""))
+
+
+def _change_notify(conn, session, tree, header, request: m.ChangeNotifyRequest, related, encrypted) -> Reply:
+    opened = _open_for(session, request.file_id, related)
+    if not opened.is_dir:
+        raise Fail(NtStatus.INVALID_PARAMETER, "CHANGE_NOTIFY on a file")
+    reply = conn.go_async(header, session, tree.tree_id, encrypted, opened)
+    conn.state.watchers.append(conn.pending[reply.async_id])
+    return reply
+
+
+def _oplock_break_ack(conn, session, tree, header, request, related, encrypted) -> Reply:
+    if isinstance(request, m.LeaseBreakAcknowledgment):
+        return Reply(NtStatus.SUCCESS, m.LeaseBreakResponse(lease_key=request.lease_key,
+                                                            lease_state=request.lease_state))
+    opened = _open_for(session, request.file_id, related)
+    opened.oplock = OplockLevel.NONE
+    return Reply(NtStatus.SUCCESS, m.OplockBreakResponse(file_id=opened.file_id, oplock_level=0))
+
+
+# ---------------------------------------------------------------------------------------------- QUERY_DIRECTORY
+
+
+def _match(pattern: str, name: str) -> bool:
+    if pattern in ("*", "", "*.*"):
+        return True
+    translated = pattern.replace("<", "*").replace(">", "?").replace('"', ".")
+    return fnmatch.fnmatchcase(name.lower(), translated.lower())
+
+
+def _entry(info_class: int, name: str, st: os.stat_result, index: int):
+    cls = fscc.DIRECTORY_CLASSES.get(info_class)
+    if cls is None:
+        raise Fail(NtStatus.INVALID_INFO_CLASS, f"directory class {info_class}")
+    meta = meta_from_stat(st)
+    values = dict(file_name=name, file_index=0, creation_time=meta.creation_time,
+                  last_access_time=meta.last_access_time, last_write_time=meta.last_write_time,
+                  change_time=meta.change_time, end_of_file=meta.end_of_file, allocation_size=meta.allocation_size,
+                  file_attributes=meta.attributes, ea_size=0, short_name="", file_id=st.st_ino)
+    names = {f.name for f in fields(cls)}
+    return cls(**{key: value for key, value in values.items() if key in names})
+
+
+def _query_directory(conn, session, tree, header, request: m.QueryDirectoryRequest, related, encrypted) -> Reply:
+    opened = _open_for(session, request.file_id, related)
+    if not opened.is_dir:
+        raise Fail(NtStatus.INVALID_PARAMETER, "QUERY_DIRECTORY on a file")
+    if request.file_information_class not in fscc.DIRECTORY_CLASSES:
+        raise Fail(NtStatus.INVALID_INFO_CLASS, "directory class")
+    if request.output_buffer_length > conn.max_size:
+        raise Fail(NtStatus.INVALID_PARAMETER, "OutputBufferLength > MaxTransactSize")
+    restart = request.flags & (QueryDirectoryFlags.RESTART_SCANS | QueryDirectoryFlags.REOPEN)
+    first = opened.dir_entries is None or restart
+    if first:
+        pattern = request.file_name or "*"
+        opened.dir_pattern = pattern
+        try:
+            names = [".", ".."] + sorted(os.listdir(opened.path))
+        except OSError as exc:
+            raise _os_error(exc) from exc
+        opened.dir_entries = [n for n in names if _match(pattern, n)]
+        opened.dir_pos = 0
+    entries = []
+    size = 0
+    limit = request.output_buffer_length
+    while opened.dir_pos < len(opened.dir_entries):
+        name = opened.dir_entries[opened.dir_pos]
+        full = opened.path if name == "." else (
+            os.path.dirname(opened.path) if name == ".." and opened.path != tree.fs.root else
+            (tree.fs.root if name == ".." else os.path.join(opened.path, name)))
+        try:
+            st = os.stat(full)
+            tree.fs.check_inside(os.path.realpath(full))
+        except (OSError, ShareError):
+            opened.dir_pos += 1
+            continue
+        entry = _entry(request.file_information_class, name, st, opened.dir_pos)
+        packed = len(entry.pack_entry(0))
+        aligned = size + (-size % 8)
+        if aligned + packed > limit:
+            if not entries:
+                raise Fail(NtStatus.INFO_LENGTH_MISMATCH if first else NtStatus.BUFFER_OVERFLOW, "buffer too small")
+            break
+        entries.append(entry)
+        size = aligned + packed
+        opened.dir_pos += 1
+        if request.flags & QueryDirectoryFlags.RETURN_SINGLE_ENTRY:
+            break
+    if not entries:
+        raise Fail(NtStatus.NO_SUCH_FILE if first else NtStatus.NO_MORE_FILES, "no more entries")
+    return Reply(NtStatus.SUCCESS, m.QueryDirectoryResponse(fscc.pack_directory_entries(entries)))
+
+
+# ---------------------------------------------------------------------------------------------- QUERY_INFO / SET_INFO
+
+
+def _security_descriptor() -> bytes:
+    """A self-relative descriptor: owner and group S-1-1-0 (Everyone), DACL granting Everyone all."""
+    everyone = bytes([1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0])
+    ace = struct.pack("<BBHI", 0, 0, 8 + len(everyone), FULL_ACCESS) + everyone
+    acl = struct.pack("<BBHHH", 2, 0, 8 + len(ace), 1, 0) + ace
+    owner_at = 20
+    group_at = owner_at + len(everyone)
+    dacl_at = group_at + len(everyone)
+    header = struct.pack("<BBHIIII", 1, 0, 0x8004, owner_at, group_at, 0, dacl_at)
+    return header + everyone + everyone + acl
+
+
+def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
+    """(packed info, variable-length?)"""
+    st = os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path)
+    meta = meta_from_stat(st)
+    basic = fscc.FileBasicInformation(meta.creation_time, meta.last_access_time, meta.last_write_time,
+                                      meta.change_time, meta.attributes)
+    standard = fscc.FileStandardInformation(meta.allocation_size, meta.end_of_file, meta.nlink,
+                                            int(opened.delete_on_close), int(meta.is_dir))
+    name = "\\" + tree.fs.relative(opened.path)
+    if info_class == 4:
+        return basic.pack(), False
+    if info_class == 5:
+        return standard.pack(), False
+    if info_class == 6:
+        return fscc.FileInternalInformation(st.st_ino).pack(), False
+    if info_class == 7:
+        return fscc.FileEaInformation(0).pack(), False
+    if info_class == 8:
+        return fscc.FileAccessInformation(opened.access).pack(), False
+    if info_class == 9:
+        return fscc.FileNameInformation(name).pack(), True
+    if info_class == 14:
+        return fscc.FilePositionInformation(opened.position).pack(), False
+    if info_class == 16:
+        return fscc.FileModeInformation(0).pack(), False
+    if info_class == 17:
+        return fscc.FileAlignmentInformation(0).pack(), False
+    if info_class == 18:
+        return fscc.FileAllInformation(basic, standard, fscc.FileInternalInformation(st.st_ino),
+                                       fscc.FileEaInformation(0), fscc.FileAccessInformation(opened.access),
+                                       fscc.FilePositionInformation(opened.position), fscc.FileModeInformation(0),
+                                       fscc.FileAlignmentInformation(0), fscc.FileNameInformation(name)).pack(), True
+    if info_class == 22:
+        if meta.is_dir:
+            return b"", True
+        stream = "::$DATA".encode("utf-16-le")
+        return struct.pack("<IIQQ", 0, len(stream), meta.end_of_file, meta.allocation_size) + stream, True
+    if info_class == 34:
+        return fscc.FileNetworkOpenInformation(meta.creation_time, meta.last_access_time, meta.last_write_time,
+                                               meta.change_time, meta.allocation_size, meta.end_of_file,
+                                               meta.attributes).pack(), False
+    if info_class == 35:
+        return fscc.FileAttributeTagInformation(meta.attributes, 0).pack(), False
+    if info_class == 28:  # FileCompressionInformation: size, format, shifts, reserved
+        return struct.pack("<QHBBB3x", meta.end_of_file, 0, 0, 0, 0), False
+    raise Fail(NtStatus.INVALID_INFO_CLASS if info_class in (1, 2, 3, 12, 37, 38) or info_class > 75
+               else NtStatus.NOT_SUPPORTED, f"file info class {info_class}")
+
+
+def _fs_info(tree, info_class: int) -> tuple[bytes, bool]:
+    vfs = tree.fs.statvfs()
+    if info_class == 1:
+        return fscc.FileFsVolumeInformation(0, 0x57495245, 0, "wirecheck").pack(), True
+    if info_class == 3:
+        return fscc.FileFsSizeInformation(vfs.f_blocks, vfs.f_bavail, 1, vfs.f_frsize).pack(), False
+    if info_class == 7:
+        return fscc.FileFsFullSizeInformation(vfs.f_blocks, vfs.f_bavail, vfs.f_bfree, 1, vfs.f_frsize).pack(), False
+    if info_class == 5:
+        return fscc.FileFsAttributeInformation(0x0000000F, 255, "NTFS").pack(), True
+    if info_class == 4:
+        return fscc.FileFsDeviceInformation(7, 0x20).pack(), False
+    if info_class == 11:  # FileFsSectorSizeInformation (MS-FSCC §2.5.8)
+        return struct.pack("<IIIIIIII", 512, 512, 512, 512, 0x0000000B, 0, 0, 0)[:28], False
+    if info_class == 6:  # FileFsControlInformation
+        return struct.pack("<QQQQII", 0, 0, 0, 2**64 - 1 if False else 0, 0, 0)[:48], False
+    if info_class == 8:  # FileFsObjectIdInformation
+        return bytes(64), False
+    raise Fail(NtStatus.INVALID_INFO_CLASS, f"fs info class {info_class}")
+
+
+def _query_info(conn, session, tree, header, request: m.QueryInfoRequest, related, encrypted) -> Reply:
+    opened = _open_for(session, request.file_id, related)
+    if request.output_buffer_length > conn.max_size:
+        raise Fail(NtStatus.INVALID_PARAMETER, "OutputBufferLength > MaxTransactSize")
+    try:
+        if request.info_type == InfoType.FILE:
+            data, variable = _file_info(conn, tree, opened, request.file_info_class)
+        elif request.info_type == InfoType.FILESYSTEM:
+            data, variable = _fs_info(tree, request.file_info_class)
+        elif request.info_type == InfoType.SECURITY:
+            data = _security_descriptor()
+            if len(data) > request.output_buffer_length:
+                return Reply(NtStatus.BUFFER_TOO_SMALL, m.ErrorResponse(struct.pack("<I", len(data))))
+            return Reply(NtStatus.SUCCESS, m.QueryInfoResponse(data))
+        elif request.info_type == InfoType.QUOTA:
+            raise Fail(NtStatus.NOT_SUPPORTED, "quotas")
+        else:
+            raise Fail(NtStatus.INVALID_PARAMETER, "InfoType")
+    except OSError as exc:
+        raise _os_error(exc) from exc
+    if len(data) > request.output_buffer_length:
+        if not variable:
+            raise Fail(NtStatus.INFO_LENGTH_MISMATCH, "buffer too small")
+        return Reply(NtStatus.BUFFER_OVERFLOW, m.QueryInfoResponse(data[: request.output_buffer_length]))
+    return Reply(NtStatus.SUCCESS, m.QueryInfoResponse(data))
+
+
+def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, encrypted) -> Reply:
+    opened = _open_for(session, request.file_id, related)
+    if request.info_type == InfoType.SECURITY:
+        return Reply(NtStatus.SUCCESS, m.SetInfoResponse())
+    if request.info_type != InfoType.FILE:
+        raise Fail(NtStatus.NOT_SUPPORTED if request.info_type == InfoType.FILESYSTEM else NtStatus.INVALID_PARAMETER,
+                   "SET_INFO type")
+    cls = request.file_info_class
+    buf = request.buffer
+    try:
+        if cls == 4:
+            basic = _unpack(fscc.FileBasicInformation, buf)
+            st = os.stat(opened.path)
+            atime = _ns(basic.last_access_time, st.st_atime_ns)
+            mtime = _ns(basic.last_write_time, st.st_mtime_ns)
+            if (atime, mtime) != (st.st_atime_ns, st.st_mtime_ns):
+                os.utime(opened.path, ns=(atime, mtime))
+        elif cls == 20:
+            if opened.is_dir or not opened.access & WRITE_RIGHTS:
+                raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "EOF")
+            os.ftruncate(opened.fd, _unpack(fscc.FileEndOfFileInformation, buf).end_of_file)
+        elif cls == 19:
+            _need(buf, 8)
+        elif cls in (13, 64):
+            _need(buf, 1 if cls == 13 else 4)
+            delete = bool(buf[0] & 1)
+            if delete and not opened.access & AccessMask.DELETE:
+                raise Fail(NtStatus.ACCESS_DENIED, "no DELETE access")
+            if delete and opened.is_dir and os.listdir(opened.path):
+                raise Fail(NtStatus.DIRECTORY_NOT_EMPTY, "directory not empty")
+            if delete and opened.path == tree.fs.root:
+                raise Fail(NtStatus.CANNOT_DELETE, "share root")
+            opened.delete_on_close = delete
+        elif cls == 10:
+            _rename(conn, tree, opened, buf)
+        elif cls == 14:
+            opened.position = _unpack(fscc.FilePositionInformation, buf).current_byte_offset
+        elif cls == 16:
+            _need(buf, 4)
+        else:
+            raise Fail(NtStatus.INVALID_INFO_CLASS, f"SET_INFO class {cls}")
+    except OSError as exc:
+        raise _os_error(exc) from exc
+    return Reply(NtStatus.SUCCESS, m.SetInfoResponse())
+
+
+def _need(buf: bytes, size: int) -> None:
+    if len(buf) < size:
+        raise Fail(NtStatus.INFO_LENGTH_MISMATCH, "SET_INFO buffer too small")
+
+
+def _unpack(cls, buf: bytes):
+    try:
+        return cls.unpack(buf)
+    except SMBProtocolError as exc:
+        raise Fail(NtStatus.INFO_LENGTH_MISMATCH, str(exc)) from exc
+
+
+def _ns(filetime: int, current: int) -> int:
+    if filetime in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
+        return current
+    return fscc.filetime_to_unix_ns(filetime)
+
+
+def _rename(conn, tree, opened: Open, buf: bytes) -> None:
+    info = _unpack(fscc.FileRenameInformation, buf)
+    if not opened.access & AccessMask.DELETE:
+        raise Fail(NtStatus.ACCESS_DENIED, "rename needs DELETE access")
+    try:
+        target = tree.fs.resolve(info.file_name.lstrip("\\"))
+    except ShareError as exc:
+        raise Fail(exc.status, str(exc)) from exc
+    if os.path.exists(target) and os.path.realpath(target) != os.path.realpath(opened.path):
+        if not info.replace_if_exists:
+            raise Fail(NtStatus.OBJECT_NAME_COLLISION, "rename target exists")
+        if os.path.isdir(target):
+            raise Fail(NtStatus.ACCESS_DENIED, "cannot replace a directory")
+    old = opened.path
+    os.rename(old, target)
+    state = conn.state
+    for other in state.opens_by_path.pop(old, []):
+        other.path = target
+        state.opens_by_path.setdefault(target, []).append(other)
+    _notify_change(conn, os.path.dirname(old))
+    _notify_change(conn, os.path.dirname(target))
+
+
+# ---------------------------------------------------------------------------------------------- IOCTL
+
+
+def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encrypted) -> Reply:
+    code = request.ctl_code
+    if code == Fsctl.VALIDATE_NEGOTIATE_INFO:
+        return _validate_negotiate(conn, request)
+    if code == Fsctl.QUERY_NETWORK_INTERFACE_INFO:
+        entries = conn.config.interfaces or [m.NetworkInterfaceInfo(1, 0, 1_000_000_000, "127.0.0.1")]
+        output = m.NetworkInterfaceInfo.pack_list(entries)
+        if len(output) > request.max_output_response:
+            raise Fail(NtStatus.BUFFER_TOO_SMALL, "output buffer too small")
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, ALL_FF, output, b"", 0))
+    if code == Fsctl.SRV_REQUEST_RESUME_KEY and tree.fs is not None:
+        opened = _open_for(session, request.file_id, related)
+        output = opened.file_id + opened.file_id[:8] + struct.pack("<I", 0) + bytes(4)
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, output[:32], b"", 0))
+    if code == Fsctl.PIPE_TRANSCEIVE or code == Fsctl.DFS_GET_REFERRALS or code == Fsctl.DFS_GET_REFERRALS_EX:
+        raise Fail(NtStatus.NOT_FOUND if code != Fsctl.PIPE_TRANSCEIVE else NtStatus.NOT_SUPPORTED, "unsupported")
+    raise Fail(NtStatus.INVALID_DEVICE_REQUEST, f"FSCTL 0x{code:08x}")
+
+
+def _validate_negotiate(conn, request: m.IoctlRequest) -> Reply:
+    """§3.3.5.15.12: any mismatch with what NEGOTIATE saw means a downgrade attack: disconnect."""
+    if request.file_id != ALL_FF or request.flags != 1:
+        raise Fail(NtStatus.INVALID_PARAMETER, "VALIDATE_NEGOTIATE_INFO needs FileId -1 and FSCTL")
+    try:
+        info = m.ValidateNegotiateInfoRequest.unpack(request.input)
+    except SMBProtocolError as exc:
+        raise Disconnect(str(exc)) from exc
+    if request.max_output_response < 24:
+        raise Fail(NtStatus.INVALID_PARAMETER, "MaxOutputResponse < 24")
+    if (info.capabilities != conn.client_capabilities or info.guid != conn.client_guid
+            or info.security_mode != conn.client_security_mode or sorted(info.dialects) != sorted(conn.client_dialects)):
+        raise Disconnect("VALIDATE_NEGOTIATE_INFO mismatch")
+    output = m.ValidateNegotiateInfoResponse(conn.server_capabilities, conn.config.server_guid,
+                                             conn.server_security_mode, conn.dialect).pack()
+    return Reply(NtStatus.SUCCESS, m.IoctlResponse(Fsctl.VALIDATE_NEGOTIATE_INFO, ALL_FF, output, b"", 0))
+
+
+_HANDLERS = {
+    Command.CREATE: _create,
+    Command.CLOSE: _close,
+    Command.READ: _read,
+    Command.WRITE: _write,
+    Command.FLUSH: _flush,
+    Command.LOCK: _lock,
+    Command.QUERY_DIRECTORY: _query_directory,
+    Command.QUERY_INFO: _query_info,
+    Command.SET_INFO: _set_info,
+    Command.IOCTL: _ioctl,
+    Command.CHANGE_NOTIFY: _change_notify,
+    Command.OPLOCK_BREAK: _oplock_break_ack,
+}
+
+__all__ = ["Open", "close_session_opens", "close_tree_opens", "dispatch", "FileAttributes"]
