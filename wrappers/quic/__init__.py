@@ -1,0 +1,84 @@
+"""IPPROTO_QUIC for wirecheck: Linux quic.ko's socket API in user space, on an aioquic engine.
+
+Under ``wrappers.activate()`` / ``wirecheck exec``, ``socket.socket(AF_INET|AF_INET6, SOCK_DGRAM|
+SOCK_STREAM, IPPROTO_QUIC)`` returns a :class:`QuicSocket`. Without the wrapper, construct
+``QuicSocket(family, type)`` directly: it then runs over real UDP (a user-space quic.ko).
+
+    from wrappers.quic import *
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+    s.connect(("127.0.0.2", 443))
+    client_handshake(s, psk=(b"id", key))
+    s.sendmsg([b"hello"], [stream_info_cmsg(-1, MSG_STREAM_NEW | MSG_STREAM_FIN)])
+    data, anc, flags, _ = s.recvmsg(4096, STREAM_INFO_SPACE)
+
+Modules: constants (UAPI numbers), uapi (struct pack/unpack), sock (the socket), options
+(SOL_QUIC options), core (sans-IO connection state), aioconn (aioquic adjustments), loop (engine
+thread), carriers (SEQPACKET / UDP / real UDP), handshake, tlsext (PSK, key log).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .constants import *  # noqa: F403
+from .constants import IPPROTO_QUIC
+from .handshake import client_handshake, server_handshake
+from .sock import QuicSocket
+from .uapi import (
+    STREAM_INFO_SPACE,
+    Config,
+    ConnectionClose,
+    ConnectionIdInfo,
+    CryptoSecret,
+    ErrInfo,
+    Event,
+    EventOption,
+    StreamInfo,
+    StreamMaxData,
+    StreamUpdate,
+    TransportParam,
+    parse_sockaddr,
+    sockaddr_in,
+    stream_info_cmsg,
+)
+
+
+def quic_sendmsg(sock: QuicSocket, data: bytes, sid: int, flags: int) -> int:
+    """libquic's quic_sendmsg: stream flags go into the cmsg, the others into the send flags."""
+    from .constants import STREAM_FLAGS
+
+    return sock.sendmsg([data], [stream_info_cmsg(sid, flags & STREAM_FLAGS)], flags & ~STREAM_FLAGS)
+
+
+def quic_recvmsg(sock: QuicSocket, bufsize: int, flags: int = 0) -> tuple[bytes, int, int]:
+    """libquic's quic_recvmsg: (data, sid, msg_flags | stream_flags)."""
+    data, anc, mflags, _ = sock.recvmsg(bufsize, STREAM_INFO_SPACE, flags)
+    sid = 0
+    for level, ctype, cdata in anc:
+        if level == SOL_QUIC and ctype == QUIC_STREAM_INFO:  # noqa: F405
+            info = StreamInfo.unpack(cdata)
+            sid = info.stream_id
+            mflags |= info.stream_flags
+    return data, sid, mflags
+
+
+def _factory(family: int, type: int, proto: int) -> Any:
+    return QuicSocket(family, type, proto)
+
+
+def _register() -> None:
+    try:
+        from ..socket_wrapper import register_protocol
+    except ImportError:  # pragma: no cover
+        return
+    register_protocol(IPPROTO_QUIC, _factory)
+
+
+_register()
+
+__all__ = [
+    "QuicSocket", "client_handshake", "server_handshake", "quic_sendmsg", "quic_recvmsg", "stream_info_cmsg",
+    "STREAM_INFO_SPACE", "StreamInfo", "TransportParam", "Config", "CryptoSecret", "ErrInfo", "ConnectionIdInfo",
+    "EventOption", "ConnectionClose", "StreamUpdate", "StreamMaxData", "Event", "sockaddr_in", "parse_sockaddr",
+]
+__all__ += [_n for _n in dir(__import__(__name__ + ".constants", fromlist=["x"])) if _n.isupper()]

@@ -1,0 +1,89 @@
+"""aioquic's QuicConnection, adjusted at the few points where quic.ko's stream rules differ.
+
+Theory. aioquic does the transport (packet protection, loss recovery, flow control); ``core.py`` keeps
+quic.ko's view of streams (which IDs are open, released, active) and decides every errno *before*
+aioquic sees a call. Three aioquic behaviours would contradict that view, so this subclass changes
+exactly them, through overriding, never by editing aioquic:
+
+1. MAX_STREAMS batching. aioquic raises the peer's stream limit by one per released stream (as
+   quic.ko does) but holds the frame back until the peer is nearly blocked. quic.ko announces every
+   increase at once, and func_test's numbers (424, 436, 488, ...) depend on it:
+   ``_write_connection_limits`` sends the stream limits as soon as they change.
+2. Sender-side implicit opening. quic.ko opens every lower local stream of the same type when a
+   stream is opened; aioquic creates a local stream only when data is first written, and afterwards
+   treats every lower ID it has not created as finished. ``create_local_stream`` makes the stream
+   object the way aioquic would, so a later send on an implicitly opened stream works.
+3. The initial stream limits are quic.ko's (100, configurable), not aioquic's fixed 128:
+   ``set_local_stream_limits``.
+
+External PSK binders need ``tlsext.external_psk`` around every call that runs TLS code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aioquic.quic.connection import Limit, QuicConnection
+from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.stream import QuicStream
+
+from .tlsext import external_psk
+
+
+class KoQuicConnection(QuicConnection):
+    external_psk = False
+    request_client_cert = False
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if self.request_client_cert:
+            # aioquic's server can ask for a client certificate only through this private switch
+            self.tls._request_client_certificate = True
+
+    # -- TLS-running entry points --------------------------------------------------------------
+    def connect(self, addr: Any, now: float) -> None:
+        with external_psk(self.external_psk):
+            super().connect(addr, now)
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        with external_psk(self.external_psk):
+            super().receive_datagram(data, addr, now)
+
+    # -- stream limits -------------------------------------------------------------------------
+    def set_local_stream_limits(self, bidi: int, uni: int) -> None:
+        self._local_max_streams_bidi = Limit(QuicFrameType.MAX_STREAMS_BIDI, "max_streams_bidi", bidi)
+        self._local_max_streams_uni = Limit(QuicFrameType.MAX_STREAMS_UNI, "max_streams_uni", uni)
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        # aioquic's batching test (sent - used >= value - sent) is false once used has reached
+        # sent; pretend so for the duration of the call whenever a stream limit changed.
+        saved = [(lim, lim.used) for lim in (self._local_max_streams_bidi, self._local_max_streams_uni)]
+        for lim, _ in saved:
+            if lim.value != lim.sent:
+                lim.used = max(lim.used, lim.sent)
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            for lim, used in saved:
+                lim.used = used
+
+    def stream_limits_pending(self) -> bool:
+        return any(lim.value != lim.sent for lim in (self._local_max_streams_bidi, self._local_max_streams_uni))
+
+    # -- sender-side implicit opening ------------------------------------------------------------
+    def create_local_stream(self, stream_id: int) -> QuicStream:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream
+        uni = bool(stream_id & 2)
+        if uni:
+            stream = QuicStream(stream_id=stream_id, max_stream_data_local=0,
+                                max_stream_data_remote=self._remote_max_stream_data_uni, readable=False)
+            self._local_next_stream_id_uni = max(self._local_next_stream_id_uni, stream_id + 4)
+        else:
+            stream = QuicStream(stream_id=stream_id, max_stream_data_local=self._local_max_stream_data_bidi_local,
+                                max_stream_data_remote=self._remote_max_stream_data_bidi_remote)
+            self._local_next_stream_id_bidi = max(self._local_next_stream_id_bidi, stream_id + 4)
+        self._streams[stream_id] = stream
+        self._streams_queue.append(stream)
+        return stream

@@ -1,0 +1,573 @@
+"""The engine's sans-IO core: one quic.ko socket's connection state around an aioquic QuicConnection.
+
+No file descriptors, threads or clocks here (aioquic style): the I/O adapter (``loop.py``) feeds
+datagrams and timer ticks in, takes datagrams and receive-queue items out, and calls the socket
+operations below while holding the engine lock. Every operation either succeeds, raises ``OSError``
+with quic.ko's errno, or raises ``Blocked`` so the caller can wait (blocking socket) or give EAGAIN.
+
+Rules (specs/quic-socket-api.md sections 3, 5, 8):
+
+* Streams. ``streams`` holds quic.ko's stream objects: every stream opened by us or the peer and not
+  yet *released*. Opening a local stream also opens every lower unopened local stream of its type
+  (state READY). A local ID below ``next_id[type]`` that is no longer in ``streams`` was released,
+  and using it gives ENOSTR; an ID at or above it needs MSG_QUIC_STREAM_NEW (EINVAL otherwise).
+  Release: bidi when both directions are final (send RECVD/RESET_RECVD and receive RECVD/RESET_RECVD),
+  uni when its one direction is final.
+* Active stream: the stream most recently created by a local open, or the bidi stream the peer most
+  recently opened; sid -1 and plain send() use it; it is cleared by FIN or reset.
+* Stream limits: a local open of ID n needs n//4 < the peer's current MAX_STREAMS and (streams this
+  open creates + local streams open) <= the peer's *initial* limit; otherwise Blocked("streams")
+  (EAGAIN with MSG_QUIC_STREAM_DONTWAIT). The peer's limit grows one for one as its streams are
+  released (aioconn.py).
+* Receive queue items are produced in quic.ko's order within one input: events first, then data.
+  The app side (sock.py) keeps the final queue and moves later events ahead of earlier data.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from aioquic.quic import events as qe
+from aioquic.quic.configuration import QuicConfiguration
+
+from . import constants as C
+from . import uapi
+from .aioconn import KoQuicConnection
+
+ITEM = struct.Struct("<BxxxIq")
+K_DATA, K_EVENT, K_DGRAM, K_WAKE, K_ACCEPT, K_PURGE = 1, 2, 3, 4, 5, 6
+MAX_ITEM = 65536
+SNDBUF = 4 * 1024 * 1024
+
+
+def item(kind: int, sid: int = 0, flags: int = 0, payload: bytes = b"") -> bytes:
+    return ITEM.pack(kind, flags, sid) + payload
+
+
+class Blocked(Exception):
+    """The operation has to wait: ``kind`` is "streams" (stream limit) or "space" (send buffer)."""
+
+    def __init__(self, kind: str, enospc: bool = False):
+        super().__init__(kind)
+        self.kind = kind
+        self.enospc = enospc
+
+
+def err(code: int, what: str = "") -> OSError:
+    import os
+
+    return OSError(code, f"{os.strerror(code)}{': ' + what if what else ''}")
+
+
+@dataclass
+class Options:
+    """Per-socket settings, copied from a listener to the sockets it accepts."""
+
+    tp: uapi.TransportParam = field(default_factory=uapi.default_transport_param)
+    cfg: uapi.Config = field(default_factory=uapi.default_config)
+    alpn: list[str] = field(default_factory=list)
+    events: set[int] = field(default_factory=set)
+    close_errcode: int = 0
+    close_phrase: bytes = b""
+    token: bytes = b""
+    ticket: bytes = b""
+
+    def copy(self) -> Options:
+        return Options(uapi.TransportParam(**{k: getattr(self.tp, k) for k in uapi._TP_FIELDS}),
+                       uapi.Config(**{k: getattr(self.cfg, k) for k in uapi._CFG_FIELDS}), list(self.alpn),
+                       set(self.events), self.close_errcode, self.close_phrase, self.token, self.ticket)
+
+
+@dataclass
+class Stream:
+    sid: int
+    send: int | None  # send state, None when we cannot send (peer uni)
+    recv: int | None  # receive state, None before data / when we cannot receive (local uni)
+    sent: int = 0
+    reset_code: int = 0
+    stop_sent: bool = False
+    in_quic: bool = False
+    recv_seen: bool = False
+
+
+def _final(state: int | None, finals: tuple[int, int]) -> bool:
+    return state is None or state in finals
+
+
+SEND_FINAL = (C.QUIC_STREAM_SEND_STATE_RECVD, C.QUIC_STREAM_SEND_STATE_RESET_RECVD)
+RECV_FINAL = (C.QUIC_STREAM_RECV_STATE_RECVD, C.QUIC_STREAM_RECV_STATE_RESET_RECVD)
+
+
+class Connection:
+    """quic.ko's per-connection state (see the module docstring)."""
+
+    def __init__(self, is_client: bool, opts: Options):
+        self.is_client = is_client
+        self.opts = opts
+        self.state = C.ESTABLISHING
+        self.quic: KoQuicConnection | None = None
+        self.addr: Any = None
+        self.streams: dict[int, Stream] = {}
+        mine = 0 if is_client else 1
+        self.next_id = {t: t for t in range(4)}
+        self.local_types = (mine, mine | 2)
+        self.active: int | None = None
+        self.items: list[bytes] = []
+        self.peer_close: uapi.ConnectionClose | None = None
+        self.closed = False
+        self.handshake_done = False
+        self.handshake_error: str | None = None
+        self.peer_init = {0: 0, 2: 0}
+        self.watch: set[int] = set()
+        self.dropped = 0
+        self.received = 0
+        self.alpn: str | None = None
+        self.ku_pending = False
+        self.buffered: list[tuple[bytes, Any]] = []
+        self.last_send = 0.0
+        self.keepalive_at: float | None = None
+        self.request_client_cert = False
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def start(self, configuration: QuicConfiguration, now: float, *, psk: bool, odcid: bytes | None = None,
+              ticket_fetcher: Any = None) -> None:
+        if self.is_client:
+            q = KoQuicConnection(configuration=configuration)
+        else:
+            q = KoQuicConnection(configuration=configuration, original_destination_connection_id=odcid,
+                                 session_ticket_fetcher=ticket_fetcher)
+        q.external_psk = psk
+        q.request_client_cert = self.request_client_cert
+        tp = self.opts.tp
+        q.set_local_stream_limits(tp.max_streams_bidi, tp.max_streams_uni)
+        self.quic = q
+        if self.is_client:
+            q.connect(self.addr, now)
+        else:
+            for data, addr in self.buffered:
+                self.receive(data, addr, now)
+            self.buffered.clear()
+        self._pump(now)
+
+    def receive(self, data: bytes, addr: Any, now: float) -> None:
+        q = self.quic
+        if q is None:
+            self.buffered.append((data, addr))
+            return
+        before = self._fingerprint()
+        remote = (q._remote_max_streams_bidi, q._remote_max_streams_uni)
+        send_phase = self._send_phase()
+        try:
+            q.receive_datagram(data, addr, now)
+        except Exception:  # aioquic should not raise on bad input; if it does, drop the datagram
+            self.dropped += 1
+            return
+        if self._fingerprint() == before:
+            self.dropped += 1
+        else:
+            self.received += 1
+        if self._send_phase() != send_phase and send_phase is not None:
+            if self.ku_pending:
+                self.ku_pending = False
+            else:
+                self._event(C.QUIC_EVENT_KEY_UPDATE, bytes([self._send_phase() or 0]))
+        self._pump(now, remote)
+
+    def _send_phase(self) -> int | None:
+        q = self.quic
+        if q is None:
+            return None
+        from aioquic import tls
+
+        pair = q._cryptos.get(tls.Epoch.ONE_RTT)
+        if pair is None or not pair.send.is_valid():
+            return None
+        return pair.send.key_phase
+
+    def _fingerprint(self) -> tuple:
+        q = self.quic
+        assert q is not None
+        return (tuple((s.largest_received_packet, len(s.ack_queue)) for s in q._spaces.values()),
+                q._close_event is not None, q._state)
+
+    def timer(self, now: float) -> None:
+        q = self.quic
+        if q is None:
+            return
+        t = q.get_timer()
+        if t is not None and now >= t:
+            q.handle_timer(now)
+        ka = self.opts.cfg.keepalive_probe_interval
+        if ka and self.handshake_done and not self.closed and now - self.last_send >= ka / 1e6:
+            q.send_ping(0)
+        self._pump(now)
+
+    def next_timer(self) -> float | None:
+        q = self.quic
+        if q is None or self.closed and q._state.name == "TERMINATED":
+            return None
+        t = q.get_timer()
+        ka = self.opts.cfg.keepalive_probe_interval
+        if ka and self.handshake_done and not self.closed:
+            k = self.last_send + ka / 1e6
+            t = k if t is None else min(t, k)
+        return t
+
+    def datagrams(self, now: float) -> list[bytes]:
+        q = self.quic
+        if q is None:
+            return []
+        out = [d for d, _ in q.datagrams_to_send(now)]
+        if q.stream_limits_pending():
+            out += [d for d, _ in q.datagrams_to_send(now)]
+        if out:
+            self.last_send = now
+        self._poll_streams()
+        return out
+
+    # -- aioquic events -> quic.ko state, events and data ---------------------------------------
+    def _pump(self, now: float, remote: tuple[int, int] | None = None) -> None:
+        q = self.quic
+        assert q is not None
+        evs: list[bytes] = []
+        data: list[bytes] = []
+        self._poll_streams(evs)
+        while True:
+            ev = q.next_event()
+            if ev is None:
+                break
+            if isinstance(ev, qe.StreamDataReceived):
+                self._on_data(ev, evs, data)
+            elif isinstance(ev, qe.DatagramFrameReceived):
+                data.append(item(K_DGRAM, 0, C.MSG_QUIC_DATAGRAM, ev.data))
+            elif isinstance(ev, qe.StreamReset):
+                self._on_reset(ev, evs, data)
+            elif isinstance(ev, qe.StopSendingReceived):
+                st = self.streams.get(ev.stream_id)
+                if st is not None and st.send not in SEND_FINAL and st.send != C.QUIC_STREAM_SEND_STATE_RESET_SENT:
+                    st.send = C.QUIC_STREAM_SEND_STATE_RESET_SENT
+                    st.reset_code = ev.error_code
+                    self.watch.add(st.sid)
+                    if self.active == st.sid:
+                        self.active = None
+                    self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(
+                        st.sid, C.QUIC_STREAM_SEND_STATE_RESET_SENT, ev.error_code, st.sent).pack(), evs)
+            elif isinstance(ev, qe.HandshakeCompleted):
+                self.handshake_done = True
+                self.state = C.ESTABLISHED
+                self.alpn = ev.alpn_protocol
+                self.peer_init = {0: q._remote_max_streams_bidi, 2: q._remote_max_streams_uni}
+            elif isinstance(ev, qe.ConnectionTerminated):
+                self._on_terminated(ev, evs)
+        if remote is not None:
+            for t, old, new in ((0, remote[0], q._remote_max_streams_bidi), (2, remote[1], q._remote_max_streams_uni)):
+                if new > old and self.handshake_done and self.peer_init[t]:
+                    typ = self.local_types[0] | t
+                    self._event(C.QUIC_EVENT_STREAM_MAX_STREAM, struct.pack("<Q", (new - 1) * 4 + typ), evs)
+        self.items += evs
+        self.items += data
+
+    def _peer_stream(self, sid: int) -> Stream | None:
+        st = self.streams.get(sid)
+        if st is not None or (sid & 3) in self.local_types:
+            return st
+        t = sid & 3
+        if sid < self.next_id[t]:
+            return None  # released
+        uni = bool(sid & 2)
+        for s in range(self.next_id[t], sid + 4, 4):
+            self.streams[s] = Stream(s, None if uni else C.QUIC_STREAM_SEND_STATE_READY, None, in_quic=True)
+        self.next_id[t] = sid + 4
+        if not uni:
+            self.active = sid
+        return self.streams[sid]
+
+    def _on_data(self, ev: qe.StreamDataReceived, evs: list[bytes], data: list[bytes]) -> None:
+        st = self._peer_stream(ev.stream_id)
+        if st is None:
+            return
+        if not st.recv_seen:
+            st.recv_seen = True
+            st.recv = C.QUIC_STREAM_RECV_STATE_RECV
+            self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(st.sid, C.QUIC_STREAM_RECV_STATE_RECV).pack(), evs)
+        if ev.end_stream:
+            st.recv = C.QUIC_STREAM_RECV_STATE_RECVD
+            q = self.quic
+            assert q is not None
+            stream = q._streams.get(st.sid)
+            final = stream.receiver._final_size if stream is not None else 0
+            self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(
+                st.sid, C.QUIC_STREAM_RECV_STATE_RECVD, 0, final or 0).pack(), evs)
+            self.watch.add(st.sid)
+        if st.stop_sent:
+            return
+        payload = ev.data
+        for off in range(0, max(len(payload), 1), MAX_ITEM):
+            chunk = payload[off:off + MAX_ITEM]
+            last = off + MAX_ITEM >= len(payload)
+            fin = C.MSG_QUIC_STREAM_FIN if (ev.end_stream and last) else 0
+            if chunk or fin:
+                data.append(item(K_DATA, st.sid, fin, chunk))
+
+    def _on_reset(self, ev: qe.StreamReset, evs: list[bytes], data: list[bytes]) -> None:
+        st = self._peer_stream(ev.stream_id)
+        if st is None:
+            return
+        st.recv = C.QUIC_STREAM_RECV_STATE_RESET_RECVD
+        q = self.quic
+        assert q is not None
+        stream = q._streams.get(st.sid)
+        final = (stream.receiver._final_size or 0) if stream is not None else 0
+        self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(
+            st.sid, C.QUIC_STREAM_RECV_STATE_RESET_RECVD, ev.error_code, final).pack(), evs)
+        # unread data of a reset stream is dropped, in our list and in the app's queue
+        data[:] = [d for d in data if not (d[0] == K_DATA and ITEM.unpack_from(d)[2] == st.sid)]
+        self.items = [d for d in self.items if not (d[0] == K_DATA and ITEM.unpack_from(d)[2] == st.sid)]
+        data.append(item(K_PURGE, st.sid))
+        self.watch.add(st.sid)
+
+    def _on_terminated(self, ev: qe.ConnectionTerminated, evs: list[bytes]) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.state = C.CLOSED
+        if not self.handshake_done:
+            self.handshake_error = ev.reason_phrase or f"error {ev.error_code:#x}"
+        idle = ev.reason_phrase == "Idle timeout" and ev.error_code == 0
+        if not getattr(self, "_local_close", False):
+            cc = uapi.ConnectionClose(0, 0, b"") if idle else uapi.ConnectionClose(
+                ev.error_code, ev.frame_type or 0, ev.reason_phrase.encode()[:63])
+            self.peer_close = cc
+            self._event(C.QUIC_EVENT_CONNECTION_CLOSE, cc.pack(), evs)
+
+    def _event(self, etype: int, payload: bytes, into: list[bytes] | None = None) -> None:
+        if etype not in self.opts.events:
+            return
+        it = item(K_EVENT, 0, C.MSG_QUIC_NOTIFICATION, bytes([etype]) + payload)
+        (self.items if into is None else into).append(it)
+
+    def _poll_streams(self, into: list[bytes] | None = None) -> None:
+        """Notice acked FINs and resets (SEND_RECVD / RESET_RECVD) and release finished streams."""
+        q = self.quic
+        if q is None or not self.watch:
+            return
+        for sid in list(self.watch):
+            st = self.streams.get(sid)
+            if st is None:
+                self.watch.discard(sid)
+                continue
+            if st.send in (C.QUIC_STREAM_SEND_STATE_SENT, C.QUIC_STREAM_SEND_STATE_RESET_SENT):
+                stream = q._streams.get(sid)
+                if stream is None or stream.sender.is_finished:
+                    reset = st.send == C.QUIC_STREAM_SEND_STATE_RESET_SENT
+                    st.send = C.QUIC_STREAM_SEND_STATE_RESET_RECVD if reset else C.QUIC_STREAM_SEND_STATE_RECVD
+                    self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(
+                        sid, st.send, st.reset_code if reset else 0, st.sent if reset else 0).pack(), into)
+            send_ok = st.send is None or st.send in SEND_FINAL
+            recv_ok = (self.is_local(sid) and bool(sid & 2)) or st.recv in RECV_FINAL
+            if send_ok and recv_ok:
+                del self.streams[sid]
+                self.watch.discard(sid)
+                if self.active == sid:
+                    self.active = None
+
+    # -- streams: opening and sending ------------------------------------------------------------
+    def is_local(self, sid: int) -> bool:
+        return (sid & 3) in self.local_types
+
+    def _open_count(self, t: int) -> int:
+        return sum(1 for s in self.streams if s & 3 == t)
+
+    def open_local(self, sid: int, sflags: int) -> Stream:
+        """Open local stream ``sid`` and the lower unopened ones (Blocked/EAGAIN over the limit)."""
+        q = self.quic
+        assert q is not None
+        t = sid & 3
+        nxt = self.next_id[t]
+        uni = bool(sid & 2)
+        limit = q._remote_max_streams_uni if uni else q._remote_max_streams_bidi
+        create = (sid - nxt) // 4 + 1
+        if sid // 4 >= limit or create + self._open_count(t) > self.peer_init[t & 2]:
+            if sflags & C.MSG_QUIC_STREAM_DONTWAIT:
+                raise err(errno.EAGAIN, f"stream {sid} is over the peer's stream limit")
+            raise Blocked("streams")
+        for s in range(nxt, sid + 4, 4):
+            self.streams[s] = Stream(s, C.QUIC_STREAM_SEND_STATE_READY, None)
+        self.next_id[t] = sid + 4
+        self.active = sid
+        return self.streams[sid]
+
+    def resolve(self, sid: int, sflags: int) -> int:
+        if sid >= 0:
+            return sid
+        if self.active is not None:
+            return self.active
+        t = self.local_types[1] if sflags & C.MSG_QUIC_STREAM_UNI else self.local_types[0]
+        return self.next_id[t]
+
+    def stream_for_send(self, sid: int, sflags: int) -> Stream:
+        st = self.streams.get(sid)
+        if st is None:
+            if self.is_local(sid):
+                if sid < self.next_id[sid & 3]:
+                    raise err(errno.ENOSTR, f"stream {sid} was released")
+                if not sflags & C.MSG_QUIC_STREAM_NEW:
+                    raise err(errno.EINVAL, f"stream {sid} is not open (MSG_QUIC_STREAM_NEW missing)")
+                return self.open_local(sid, sflags)
+            raise err(errno.EINVAL, f"peer stream {sid} is not open")
+        if st.send is None:
+            raise err(errno.EINVAL, f"stream {sid} is receive-only")
+        if sflags & C.MSG_QUIC_STREAM_NEW and st.send != C.QUIC_STREAM_SEND_STATE_READY:
+            raise err(errno.EINVAL, f"stream {sid} is already open")
+        if st.send >= C.QUIC_STREAM_SEND_STATE_SENT:
+            raise err(errno.EINVAL, f"stream {sid} is finished or reset")
+        return st
+
+    def buffered_bytes(self) -> int:
+        q = self.quic
+        assert q is not None
+        return sum(len(s.sender._buffer) for s in q._streams.values())
+
+    def send_stream(self, sid: int, sflags: int, data: bytes, has_cmsg: bool, nonblock: bool) -> int:
+        if self.state in (C.CLOSED, C.LISTENING) or self.closed:
+            raise err(errno.EPIPE)
+        if not self.handshake_done:
+            raise err(errno.EINVAL, "the handshake has not finished (0-RTT is not emulated)")
+        fin = bool(sflags & C.MSG_QUIC_STREAM_FIN)
+        sid = self.resolve(sid, sflags)
+        st = self.stream_for_send(sid, sflags)
+        if not data and not fin:
+            raise err(errno.EMSGSIZE, "zero-length send without FIN")
+        q = self.quic
+        assert q is not None
+        if data and self.buffered_bytes() + len(data) > SNDBUF:
+            if self.buffered_bytes() > 0:
+                raise Blocked("space", enospc=has_cmsg)
+        stream = q.create_local_stream(sid) if self.is_local(sid) else q._streams[sid]
+        st.in_quic = True
+        q.send_stream_data(sid, bytes(data), end_stream=fin)
+        del stream
+        st.sent += len(data)
+        st.send = C.QUIC_STREAM_SEND_STATE_SENT if fin else C.QUIC_STREAM_SEND_STATE_SEND
+        if fin:
+            self.watch.add(sid)
+            if self.active == sid:
+                self.active = None
+        return len(data)
+
+    def send_datagram(self, data: bytes) -> int:
+        if self.state in (C.CLOSED, C.LISTENING) or self.closed:
+            raise err(errno.EPIPE)
+        q = self.quic
+        if q is None or not self.handshake_done:
+            raise err(errno.EINVAL, "no datagram support negotiated yet")
+        peer_max = q._remote_max_datagram_frame_size or 0
+        if not peer_max:
+            raise err(errno.EINVAL, "the peer's max_datagram_frame_size is 0")
+        if not data or len(data) > min(peer_max, q._max_datagram_size) - 64:
+            raise err(errno.EMSGSIZE, "datagram does not fit one packet")
+        q.send_datagram_frame(bytes(data))
+        return len(data)
+
+    # -- stream options ----------------------------------------------------------------------------
+    def stream_open(self, info: uapi.StreamInfo) -> int:
+        if self.state in (C.CLOSED, C.LISTENING) or self.closed:
+            raise err(errno.EPIPE)
+        allowed = C.STREAM_FLAGS
+        if info.stream_flags & ~allowed:
+            raise err(errno.EINVAL, "bad stream flags")
+        sid = info.stream_id
+        if sid < 0:
+            t = self.local_types[1] if info.stream_flags & C.MSG_QUIC_STREAM_UNI else self.local_types[0]
+            sid = self.next_id[t]
+        if not self.is_local(sid):
+            raise err(errno.EINVAL, "STREAM_OPEN of a peer stream")
+        st = self.streams.get(sid)
+        if st is not None:
+            if st.send != C.QUIC_STREAM_SEND_STATE_READY:
+                raise err(errno.EINVAL, f"stream {sid} has already sent data")
+            return sid
+        if sid < self.next_id[sid & 3]:
+            raise err(errno.ENOSTR, f"stream {sid} was released")
+        if not self.handshake_done:
+            raise err(errno.EINVAL, "the handshake has not finished")
+        self.open_local(sid, info.stream_flags)
+        return sid
+
+    def stream_reset(self, ei: uapi.ErrInfo) -> None:
+        if not self.handshake_done or self.closed:
+            raise err(errno.EINVAL, "not established")
+        sid = ei.stream_id
+        st = self.streams.get(sid)
+        if st is None:
+            if self.is_local(sid) and sid < self.next_id[sid & 3] or not self.is_local(sid) and sid < self.next_id[sid & 3]:
+                raise err(errno.ENOSTR, f"stream {sid} was released")
+            raise err(errno.EINVAL, f"stream {sid} is not open")
+        if st.send is None:
+            raise err(errno.EINVAL, f"stream {sid} is receive-only")
+        if st.send in SEND_FINAL or st.send == C.QUIC_STREAM_SEND_STATE_RESET_SENT:
+            raise err(errno.EINVAL, f"stream {sid} is finished or already reset")
+        q = self.quic
+        assert q is not None
+        if self.is_local(sid):
+            q.create_local_stream(sid)
+        st.in_quic = True
+        q.reset_stream(sid, ei.errcode)
+        st.send = C.QUIC_STREAM_SEND_STATE_RESET_SENT
+        st.reset_code = ei.errcode
+        self.watch.add(sid)
+        if self.active == sid:
+            self.active = None
+
+    def stop_sending(self, ei: uapi.ErrInfo) -> None:
+        if not self.handshake_done or self.closed:
+            raise err(errno.EINVAL, "not established")
+        sid = ei.stream_id
+        if self.is_local(sid) and sid & 2:
+            raise err(errno.EINVAL, f"stream {sid} is send-only")
+        st = self.streams.get(sid)
+        if st is None:
+            if sid < self.next_id[sid & 3]:
+                raise err(errno.ENOSTR, f"stream {sid} was released")
+            raise err(errno.EINVAL, f"stream {sid} is not open")
+        if st.recv in RECV_FINAL:
+            raise err(errno.EINVAL, f"stream {sid} has received everything")
+        if st.stop_sent:
+            raise err(errno.EAGAIN, "STOP_SENDING already sent")
+        q = self.quic
+        assert q is not None
+        if sid not in q._streams:
+            raise err(errno.EINVAL, f"stream {sid} is not open")
+        q.stop_stream(sid, ei.errcode)
+        st.stop_sent = True
+        self.items = [d for d in self.items if not (d[0] == K_DATA and ITEM.unpack_from(d)[2] == sid)]
+
+    # -- connection -------------------------------------------------------------------------------
+    def key_update(self) -> None:
+        if not self.handshake_done or self.closed:
+            raise err(errno.EPIPE)
+        if self.ku_pending:
+            raise err(errno.EINVAL, "a key update is still pending")
+        q = self.quic
+        assert q is not None
+        self.ku_pending = True
+        q.request_key_update()
+
+    def close(self, now: float) -> None:
+        """close()/shutdown(SHUT_WR): application close with the CONNECTION_CLOSE option's values."""
+        if self.closed or self.quic is None:
+            self.closed = True
+            self.state = C.CLOSED
+            return
+        self._local_close = True
+        if self.handshake_done:
+            self.quic.close(error_code=self.opts.close_errcode, frame_type=None,
+                            reason_phrase=self.opts.close_phrase.decode(errors="replace"))
+        else:
+            self.quic.close(error_code=C.QUIC_TRANSPORT_ERROR_APPLICATION, frame_type=0,
+                            reason_phrase="")
+        self.closed = True
+        self.state = C.CLOSED

@@ -1,0 +1,122 @@
+"""client_handshake / server_handshake: libquic's quic_client_handshake / quic_server_handshake.
+
+With quic.ko the TLS library runs in the application and feeds handshake bytes and secrets to the
+socket. Here TLS 1.3 runs inside the engine (aioquic), so these calls hand the TLS settings to the
+engine and block until the handshake completes (or the timeout passes: ETIMEDOUT; a TLS or transport
+failure: ECONNREFUSED with the reason). Two modes, as in libquic:
+
+* certificate: the server presents ``cert_file``/``pkey_file``; the client verifies it only when given
+  a CA (``cafile``/``cadata``, libquic asks GnuTLS for no verification), sends ``hostname`` as SNI and
+  may present its own certificate when the server asks (``require_client_cert``);
+* external PSK: ``psk_file`` (GnuTLS ``identity:hexkey`` lines; the client uses the first) or
+  ``psk=(identity, key)``. See tlsext.py for how aioquic is taught external PSK.
+
+The socket's options become the QUIC configuration: TRANSPORT_PARAM (idle timeout, stream and data
+limits, datagrams), ALPN (when ``alpns`` is not given), TOKEN, CONFIG (keepalive, run by the engine).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import ssl
+from typing import Any
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.tls import CipherSuite
+
+from . import tlsext
+from .core import err
+from .sock import QuicSocket
+
+DEFAULT_TIMEOUT = 30.0
+MAX_DATAGRAM = int(os.environ.get("WIRECHECK_QUIC_MTU", "1452") or 1452)
+
+
+def _configuration(sock: QuicSocket, is_client: bool, alpns: str | list[str] | None) -> QuicConfiguration:
+    o = sock._opts
+    tp = o.tp
+    if isinstance(alpns, str):
+        alpn_list = [a.strip() for a in alpns.split(",") if a.strip()]
+    else:
+        alpn_list = list(alpns) if alpns else list(o.alpn)
+    cfg = QuicConfiguration(is_client=is_client, alpn_protocols=alpn_list or None, max_datagram_size=MAX_DATAGRAM)
+    cfg.idle_timeout = tp.max_idle_timeout / 1e6
+    cfg.max_data = tp.max_data
+    cfg.max_stream_data = max(tp.max_stream_data_bidi_local, tp.max_stream_data_bidi_remote, tp.max_stream_data_uni)
+    cfg.max_datagram_frame_size = tp.max_datagram_frame_size or None
+    if is_client and o.token:
+        cfg.token = o.token
+    cfg.secrets_log_file = tlsext.secrets_log(sock._cfg.pcap_file if sock._cfg is not None else None)
+    qlogdir = os.environ.get("QLOGDIR")
+    if qlogdir:
+        from aioquic.quic.logger import QuicFileLogger
+
+        os.makedirs(qlogdir, exist_ok=True)
+        cfg.quic_logger = QuicFileLogger(qlogdir)
+    return cfg
+
+
+def _psk_from(psk_file: str | os.PathLike[str] | None, psk: tuple[bytes, bytes] | None) -> list[tuple[bytes, bytes]]:
+    if psk is not None:
+        ident, key = psk
+        return [(ident.encode() if isinstance(ident, str) else bytes(ident), bytes(key))]
+    if psk_file is not None:
+        return tlsext.read_psk_file(psk_file)
+    return []
+
+
+def client_handshake(sock: QuicSocket, psk_file: str | os.PathLike[str] | None = None, hostname: str | None = None,
+                     alpns: str | list[str] | None = None, *, psk: tuple[bytes, bytes] | None = None,
+                     cafile: str | None = None, cadata: bytes | None = None, certfile: str | None = None,
+                     keyfile: str | None = None, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    if not isinstance(sock, QuicSocket):
+        raise err(errno.ENOTSOCK, "not a QUIC socket")
+    cfg = _configuration(sock, True, alpns)
+    cfg.server_name = hostname
+    psks = _psk_from(psk_file, psk)
+    if psks:
+        ident, key = psks[0]
+        cfg.session_ticket = tlsext.psk_ticket(ident, key, hostname or "")
+        cfg.cipher_suites = [tlsext.PSK_CIPHER, CipherSuite.AES_256_GCM_SHA384, CipherSuite.CHACHA20_POLY1305_SHA256]
+        cfg.verify_mode = ssl.CERT_NONE
+    elif cafile or cadata:
+        cfg.verify_mode = ssl.CERT_REQUIRED
+        if cafile:
+            cfg.load_verify_locations(cafile=cafile)
+        if cadata:
+            cfg.load_verify_locations(cadata=cadata)
+    else:
+        cfg.verify_mode = ssl.CERT_NONE
+    if certfile:
+        cfg.load_cert_chain(certfile, keyfile)
+    sock._handshake(cfg, bool(psks), timeout)
+
+
+def server_handshake(sock: QuicSocket, pkey_file: str | os.PathLike[str] | None = None,
+                     cert_file: str | os.PathLike[str] | None = None, alpns: str | list[str] | None = None, *,
+                     psk: tuple[bytes, bytes] | None = None, cafile: str | None = None,
+                     require_client_cert: bool = False, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    """``cert_file`` None means PSK mode with ``pkey_file`` a PSK file (libquic's convention)."""
+    if not isinstance(sock, QuicSocket):
+        raise err(errno.ENOTSOCK, "not a QUIC socket")
+    if sock.quic_state == 10:
+        raise err(errno.EINVAL, "handshake on a listening socket")
+    cfg = _configuration(sock, False, alpns)
+    fetcher: Any = None
+    psks = _psk_from(pkey_file if cert_file is None else None, psk)
+    if psks:
+        tickets = {ident: tlsext.psk_ticket(ident, key) for ident, key in psks}
+        fetcher = tickets.get
+        cfg.cipher_suites = [tlsext.PSK_CIPHER, CipherSuite.AES_256_GCM_SHA384, CipherSuite.CHACHA20_POLY1305_SHA256]
+        cert, key = tlsext.throwaway_certificate()
+        cfg.certificate, cfg.private_key = cert, key
+    elif cert_file is not None:
+        cfg.load_cert_chain(cert_file, pkey_file)
+    else:
+        raise err(errno.EINVAL, "need a certificate or a PSK")
+    if cafile:
+        cfg.load_verify_locations(cafile=cafile)
+        cfg.verify_mode = ssl.CERT_REQUIRED
+    sock._request_client_cert = require_client_cert or sock._opts.cfg.certificate_request > 0
+    sock._handshake(cfg, bool(psks), timeout, fetcher)

@@ -1,0 +1,316 @@
+"""The engine's I/O adapter: one thread per process that owns carriers, app-pipe ends and timers.
+
+Theory of operation. Each QUIC socket the application holds is one end of a unix SOCK_SEQPACKET
+pair; the engine holds the other end (``Link.app``). Everything the application may read (stream
+data, datagrams, events, "a connection is ready to accept") is written to that end as one message
+per item, so blocking, timeouts, non-blocking mode, select/poll/epoll and asyncio work on the app's
+fd with no special cases, and the pair's buffer gives back-pressure (items wait in ``Link.outq``).
+When a connection ends, the engine shuts its end down after the last item: the app then reads EOF,
+which is exactly "closed, queue empty" (ENOTCONN) and keeps the fd readable, as quic.ko's POLLHUP.
+
+Calls from the application (send, options, handshake) run in the caller's thread under
+``Engine.lock`` and flush datagrams inline; the engine thread runs the rest: datagrams arriving on
+carriers, loss-recovery/ACK/idle/keepalive timers, and delayed (impaired) deliveries, whether or not
+the application calls in. ``Engine.cond`` wakes callers blocked on stream limits, send space or the
+handshake after every pass.
+"""
+
+from __future__ import annotations
+
+import _socket
+import heapq
+import itertools
+import os
+import selectors
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from . import core
+from .core import K_ACCEPT, K_WAKE, Connection, item
+
+PIPE_BUF = 4 * 1024 * 1024
+
+
+class Link:
+    """One connection inside the engine: its core, its app-pipe end and its path."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, conn: Connection, app: Any, path: Any = None, peer: tuple | None = None):
+        self.id = next(self._ids)
+        self.core = conn
+        self.app = app
+        self.path = path
+        self.peer = peer
+        self.outq: deque[bytes] = deque()
+        self.app_shut = False
+        self.gone = False
+        self.endpoint: Any = None
+
+
+class Listener:
+    def __init__(self, app: Any, opts: core.Options, backlog: int):
+        self.app = app
+        self.opts = opts
+        self.backlog = backlog
+        self.queue: deque[Link] = deque()
+        self.carrier: Any = None
+        self.local: tuple = ()
+        self.family = 0
+        self.cfg: Any = None
+        self.outq: deque[bytes] = deque()
+
+
+def make_pair() -> tuple[Any, Any]:
+    """(app end, engine end) of a SEQPACKET pair with room for a burst of 64 KiB items."""
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
+    for s in (a, b):
+        for opt in (_socket.SO_SNDBUF, _socket.SO_RCVBUF):
+            try:
+                s.setsockopt(_socket.SOL_SOCKET, opt, PIPE_BUF)
+            except OSError:
+                pass
+    b.setblocking(False)
+    return a, b
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.cond = threading.Condition(self.lock)
+        self.sel = selectors.DefaultSelector()
+        self._rd, self._wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sel.register(self._rd, selectors.EVENT_READ, (self._drain_kick, None))
+        self.links: dict[int, Link] = {}
+        self._timers: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._planned = 0.0
+        self._thread = threading.Thread(target=self._run, name="wirecheck-quic", daemon=True)
+        self._thread.start()
+
+    # -- selector bookkeeping ---------------------------------------------------------------------
+    def watch(self, fd: int, reader: Callable[[], None] | None, writer: Callable[[], None] | None = None) -> None:
+        mask = (selectors.EVENT_READ if reader else 0) | (selectors.EVENT_WRITE if writer else 0)
+        try:
+            self.sel.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+        if mask:
+            self.sel.register(fd, mask, (reader, writer))
+        self.kick()
+
+    def unwatch(self, fd: int) -> None:
+        try:
+            self.sel.unregister(fd)
+        except (KeyError, ValueError, OSError):
+            pass
+
+    def kick(self) -> None:
+        if threading.current_thread() is self._thread:
+            return
+        try:
+            os.write(self._wr, b"x")
+        except BlockingIOError:
+            pass
+
+    def _drain_kick(self) -> None:
+        try:
+            while os.read(self._rd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def schedule(self, at: float, cb: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (at, next(self._seq), cb))
+        if at < self._planned:
+            self.kick()
+
+    # -- connections ------------------------------------------------------------------------------
+    def add_link(self, link: Link) -> None:
+        self.links[link.id] = link
+        self.watch(link.app.fileno(), lambda: self._app_readable(link))
+
+    def flush(self, link: Link, now: float | None = None) -> None:
+        """Send what the core has for the wire, queue what it has for the app (caller holds lock)."""
+        now = time.monotonic() if now is None else now
+        c = link.core
+        if link.path is not None and c.quic is not None:
+            for d in c.datagrams(now):
+                link.path.send(d, now)
+        if c.items:
+            link.outq.extend(c.items)
+            c.items = []
+        self.push(link)
+        t = c.next_timer()
+        if t is not None and t < self._planned:
+            self.kick()
+        self.cond.notify_all()
+
+    def push(self, link: Link) -> None:
+        q = link.outq
+        while q:
+            try:
+                link.app.send(q[0])
+            except BlockingIOError:
+                self.watch(link.app.fileno(), lambda: self._app_readable(link), lambda: self._app_writable(link))
+                return
+            except OSError:
+                q.clear()
+                break
+            q.popleft()
+        if link.core.closed and not link.app_shut:
+            link.app_shut = True
+            try:
+                link.app.shutdown(_socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def wake(self, link: Link) -> None:
+        link.outq.append(item(K_WAKE))
+        self.push(link)
+
+    def _app_writable(self, link: Link) -> None:
+        self.watch(link.app.fileno(), lambda: self._app_readable(link))
+        self.push(link)
+
+    def _app_readable(self, link: Link) -> None:
+        # The app never writes; readable means its end was closed (close() or garbage collection).
+        try:
+            data = link.app.recv(16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.drop_link(link)
+
+    def drop_link(self, link: Link, *, send_close: bool = True) -> None:
+        if link.gone:
+            return
+        link.gone = True
+        if send_close and not link.core.closed:
+            link.core.close(time.monotonic())
+            if link.path is not None and link.core.quic is not None:
+                now = time.monotonic()
+                for d in link.core.datagrams(now):
+                    link.path.send(d, now)
+        self.unwatch(link.app.fileno())
+        try:
+            link.app.close()
+        except OSError:
+            pass
+        self.links.pop(link.id, None)
+        if link.path is not None:
+            if hasattr(link.path, "sock"):
+                self.unwatch(link.path.fileno())
+            link.path.close()
+        ep = link.endpoint
+        if ep is not None:
+            ep.links.pop(link.peer, None)
+            ep.refs -= 1
+            if ep.refs <= 0 and ep.listener is None:
+                self.unwatch(ep.fileno())
+                ep.close()
+                release_endpoint(ep)
+        self.cond.notify_all()
+
+    # -- inbound ----------------------------------------------------------------------------------
+    def path_readable(self, link: Link) -> None:
+        assert link.path is not None
+        now = time.monotonic()
+        for d in link.path.read():
+            if not d:
+                self.unwatch(link.path.fileno())
+                break
+            link.core.receive(d, link.peer, now)
+        self.flush(link, now)
+
+    def deliver(self, link: Link, data: bytes) -> None:
+        now = time.monotonic()
+        link.core.receive(data, link.peer, now)
+        self.flush(link, now)
+
+    def offer(self, lst: Listener, link: Link) -> None:
+        """A new incoming connection: queue it and tell the listener's app fd."""
+        if len(lst.queue) >= max(lst.backlog, 1):
+            link.path.close() if link.path is not None else None
+            return
+        lst.queue.append(link)
+        try:
+            lst.app.send(item(K_ACCEPT, link.id))
+        except OSError:
+            pass
+        self.cond.notify_all()
+
+    # -- the thread -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                due = [t for t in (lk.core.next_timer() for lk in list(self.links.values())) if t is not None]
+                if self._timers:
+                    due.append(self._timers[0][0])
+                nxt = min(due) if due else now + 3600
+                self._planned = nxt
+            timeout = max(0.0, nxt - now)
+            try:
+                events = self.sel.select(timeout)
+            except OSError:
+                events = []
+            with self.lock:
+                for key, mask in events:
+                    reader, writer = key.data
+                    try:
+                        if mask & selectors.EVENT_WRITE and writer:
+                            writer()
+                        if mask & selectors.EVENT_READ and reader:
+                            reader()
+                    except Exception:  # one bad connection must not stop the engine
+                        import traceback
+
+                        traceback.print_exc()
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    _, _, cb = heapq.heappop(self._timers)
+                    try:
+                        cb()
+                    except Exception:
+                        pass
+                for lk in list(self.links.values()):
+                    t = lk.core.next_timer()
+                    if t is not None and t <= now:
+                        try:
+                            lk.core.timer(now)
+                            self.flush(lk, now)
+                        except Exception:
+                            import traceback
+
+                            traceback.print_exc()
+                self.cond.notify_all()
+
+
+_endpoints: dict[tuple, Any] = {}
+
+
+def release_endpoint(ep: Any) -> None:
+    for k, v in list(_endpoints.items()):
+        if v is ep:
+            del _endpoints[k]
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+_engine_pid = 0
+
+
+def get_engine() -> Engine:
+    global _engine, _engine_pid
+    with _engine_lock:
+        if _engine is None or _engine_pid != os.getpid():
+            _engine = Engine()
+            _engine_pid = os.getpid()
+            _endpoints.clear()
+        return _engine

@@ -1,0 +1,827 @@
+"""The application's IPPROTO_QUIC socket: quic.ko's socket calls on top of the engine.
+
+A ``QuicSocket`` is a real ``socket.socket`` whose fd is the app end of a SEQPACKET pair (see
+``loop.py``). Reads come from that fd; everything else (send, options, handshake) calls the
+engine under its lock. The receive queue is kept here, in quic.ko's order: items arrive from the
+engine in order, and an event that arrives while stream data is queued moves ahead of that data
+(specs section 3.2). A partial read keeps the rest at the head; when items remain queued here after
+a call, the engine is asked for a WAKE item so the fd stays readable for select/poll/asyncio.
+
+State machine (quic.ko's sk_state): CLOSED --listen--> LISTENING --listen(0)--> CLOSED;
+CLOSED --connect--> ESTABLISHING --handshake--> ESTABLISHED --close/shutdown/peer/idle--> CLOSED;
+an accepted socket starts in ESTABLISHING. Errnos follow the spec's table; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import os
+import select
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aioquic.buffer import Buffer
+from aioquic.quic.packet import pull_quic_header
+
+from . import carriers as CR
+from . import constants as C
+from . import options as O
+from . import uapi
+from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
+from .loop import Engine, Link, Listener, _endpoints, get_engine, make_pair
+
+from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before any wrapping
+
+SOL_SOCKET = socket.SOL_SOCKET
+
+
+def _active_config() -> Any:
+    from ..socket_wrapper import _active_config as ac
+
+    return ac()
+
+
+class QuicSocket(_OrigSocket):
+    """socket(AF_INET|AF_INET6, SOCK_DGRAM|SOCK_STREAM, IPPROTO_QUIC) with quic.ko semantics."""
+
+    def __init__(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = C.IPPROTO_QUIC,
+                 *, _app: Any = None, _cfg: Any = "auto"):
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            raise err(errno.EAFNOSUPPORT)
+        base = type & ~(socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+        if base not in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            raise err(errno.EPROTONOSUPPORT)
+        self._engine: Engine = get_engine()
+        if _app is None:
+            app, eng_end = make_pair()
+        else:
+            app, eng_end = _app, None
+        _OrigSocket.__init__(self, socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, app.detach())
+        _socket.socket.settimeout(self, 0.0)
+        self._eng_end = eng_end
+        self._qfamily = family
+        self._qtype = base
+        self._timeout: float | None = 0.0 if type & socket.SOCK_NONBLOCK else socket.getdefaulttimeout()
+        self._sndtimeo: float | None = None
+        self._cfg = _active_config() if _cfg == "auto" else _cfg
+        self._carrier = CR.carrier_kind(self._cfg)
+        self._opts = Options()
+        self._state = C.CLOSED
+        self._local: tuple | None = None
+        self._peer: tuple | None = None
+        self._link: Link | None = None
+        self._listener: Listener | None = None
+        self._is_client: bool | None = None
+        self._q: deque[list[Any]] = deque()
+        self._nev = 0
+        self._eof = False
+        self._wake_out = False
+        self._remote_tp: uapi.TransportParam | None = None
+        self._cids = O.ConnectionIds()
+        self._ticket_secret = os.urandom(32)
+        self.dropped = 0
+
+    # -- identity -----------------------------------------------------------------------------
+    @property
+    def family(self) -> socket.AddressFamily:  # type: ignore[override]
+        return socket.AddressFamily(self._qfamily)
+
+    @property
+    def type(self) -> socket.SocketKind:  # type: ignore[override]
+        return socket.SocketKind(self._qtype)
+
+    @property
+    def proto(self) -> int:  # type: ignore[override]
+        return C.IPPROTO_QUIC
+
+    @property
+    def _conn(self) -> Connection | None:
+        return self._link.core if self._link is not None else None
+
+    @property
+    def quic_state(self) -> int:
+        c = self._conn
+        if c is not None:
+            return c.state
+        return self._state
+
+    def __repr__(self) -> str:
+        return f"<QuicSocket fd={self.fileno()} state={self.quic_state} local={self._local} peer={self._peer}>"
+
+    # -- timeouts -----------------------------------------------------------------------------
+    def settimeout(self, value: float | None) -> None:
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else time.monotonic() + timeout
+
+    # -- addresses ------------------------------------------------------------------------------
+    def _parse(self, address: Any) -> tuple:
+        if not isinstance(address, tuple) or len(address) < 2:
+            raise err(errno.EINVAL, "bad address")
+        host, port = address[0], int(address[1])
+        if not 0 <= port <= 0xFFFF:
+            raise err(errno.EINVAL, "bad port")
+        if host in ("", "localhost"):
+            host = "0.0.0.0" if self._qfamily == socket.AF_INET and host == "" else host
+        try:
+            if self._qfamily == socket.AF_INET:
+                socket.inet_aton(host)
+                return (host, port)
+            socket.inet_pton(socket.AF_INET6, host.split("%")[0])
+            return (host, port, 0, 0)
+        except OSError:
+            raise err(errno.EINVAL, f"bad address {host!r}") from None
+
+    def _wildcard(self, addr: tuple) -> bool:
+        return addr[0] in ("0.0.0.0", "::", "")
+
+    def bind(self, address: Any) -> None:
+        if self._local is not None:
+            raise err(errno.EINVAL, "already bound")
+        addr = self._parse(address)
+        if self._cfg is not None and not self._wildcard(addr):
+            if self._cfg.network.iface_of(self._qfamily, addr[0]) is None:
+                raise err(errno.EADDRNOTAVAIL)
+        self._local = addr
+
+    def getsockname(self) -> Any:
+        if self._local is None:
+            return ("0.0.0.0", 0) if self._qfamily == socket.AF_INET else ("::", 0, 0, 0)
+        return self._local
+
+    def getpeername(self) -> Any:
+        if self._peer is None:
+            raise err(errno.ENOTCONN)
+        return self._peer
+
+    def _local_host(self) -> str:
+        host = self._local[0] if self._local else ""
+        if self._cfg is not None and (not host or self._wildcard(self._local or ("",))):
+            return str(self._cfg.network.my_address(self._qfamily))
+        if not host or self._wildcard(self._local or ("",)):
+            return "127.0.0.1" if self._qfamily == socket.AF_INET else "::1"
+        return host
+
+    def _tuple(self, host: str, port: int) -> tuple:
+        return (host, port) if self._qfamily == socket.AF_INET else (host, port, 0, 0)
+
+    # -- listen / accept -----------------------------------------------------------------------
+    def listen(self, backlog: int = 128) -> None:
+        if backlog == 0:
+            if self._state != C.LISTENING:
+                raise err(errno.EINVAL, "not listening")
+            self._stop_listening()
+            return
+        if self._state == C.LISTENING:
+            assert self._listener is not None
+            self._listener.backlog = backlog
+            return
+        if self._state != C.CLOSED or self._link is not None:
+            raise err(errno.EINVAL)
+        eng = self._engine
+        assert self._eng_end is not None
+        lst = Listener(self._eng_end, self._opts, backlog)
+        lst.family = self._qfamily
+        lst.cfg = self._cfg
+        host = self._local[0] if self._local else ("0.0.0.0" if self._qfamily == socket.AF_INET else "::")
+        port = self._local[1] if self._local else 0
+        with eng.lock:
+            if self._carrier == "seqpacket":
+                addressing = CR.Addressing(self._cfg)
+                s = CR._unix(_socket.SOCK_SEQPACKET)
+                try:
+                    port = CR.bind_unix(s, addressing, self._qfamily, host, port)
+                    s.listen(max(backlog, 16))
+                except OSError:
+                    s.close()
+                    raise
+                lst.carrier = s
+                lst.local = addressing.addr_of(s.getsockname()) or self._tuple(host, port)
+                eng.watch(s.fileno(), lambda: _accept_seqpacket(eng, lst, addressing))
+            else:
+                ep = _endpoint(self, host, port)
+                if getattr(ep, "listener", None) is not None:
+                    raise err(errno.EADDRINUSE)
+                ep.listener = lst
+                ep.refs += 1
+                lst.carrier = ep
+                lst.local = ep.local
+                port = ep.local[1]
+        self._local = self._tuple(host, port)
+        self._listener = lst
+        self._state = C.LISTENING
+
+    def _stop_listening(self) -> None:
+        lst = self._listener
+        if lst is None:
+            return
+        eng = self._engine
+        with eng.lock:
+            if isinstance(lst.carrier, CR.DatagramEndpoint):
+                lst.carrier.listener = None
+                lst.carrier.refs -= 1
+                if lst.carrier.refs <= 0:
+                    eng.unwatch(lst.carrier.fileno())
+                    lst.carrier.close()
+                    from .loop import release_endpoint
+
+                    release_endpoint(lst.carrier)
+            elif lst.carrier is not None:
+                eng.unwatch(lst.carrier.fileno())
+                try:
+                    name = lst.carrier.getsockname()
+                    lst.carrier.close()
+                    if name:
+                        os.unlink(name)
+                except OSError:
+                    pass
+            for link in lst.queue:
+                eng.drop_link(link, send_close=False)
+            lst.queue.clear()
+        self._listener = None
+        self._state = C.CLOSED
+
+    def accept(self) -> tuple[QuicSocket, Any]:
+        if self._state != C.LISTENING or self._listener is None:
+            raise err(errno.EINVAL, "not listening")
+        deadline = self._deadline(self._timeout)
+        while True:
+            try:
+                m = _socket.socket.recv(self, 64)
+            except BlockingIOError:
+                self._wait_readable(deadline)
+                continue
+            if not m:
+                raise err(errno.EINVAL, "not listening")
+            kind, _, lid = ITEM.unpack_from(m)
+            if kind != K_ACCEPT:
+                continue
+            with self._engine.lock:
+                lst = self._listener
+                link = None
+                if lst is not None:
+                    for lk in lst.queue:
+                        if lk.id == lid:
+                            link = lk
+                            break
+                    if link is not None:
+                        lst.queue.remove(link)
+                if link is None:
+                    continue
+                new = QuicSocket(self._qfamily, self._qtype, _app=link.app_end, _cfg=self._cfg)
+                link.app_end = None
+                new._opts = self._opts.copy()
+                link.core.opts = new._opts
+                new._timeout = self._timeout
+                new._sndtimeo = self._sndtimeo
+                new._local = lst.local if lst is not None else None
+                new._peer = link.peer
+                new._is_client = False
+                new._state = C.ESTABLISHING
+                new._link = link
+                new._ticket_secret = self._ticket_secret
+                self._engine.add_link(link)
+                self._engine.flush(link)
+            return new, link.peer
+
+    # -- connect ---------------------------------------------------------------------------------
+    def connect(self, address: Any) -> None:
+        if isinstance(address, tuple) and len(address) >= 1 and address[0] is None:
+            raise err(errno.EOPNOTSUPP)
+        if self._state == C.LISTENING or self._link is not None:
+            raise err(errno.EINVAL, "already connected or listening")
+        peer = self._parse(address)
+        if self._wildcard(peer) or peer[1] == 0:
+            raise err(errno.EINVAL, "cannot connect to a wildcard address")
+        eng = self._engine
+        conn = Connection(True, self._opts)
+        conn.addr = peer
+        with eng.lock:
+            path, local, ep = self._client_path(peer)
+        assert self._eng_end is not None
+        link = Link(conn, self._eng_end, path, peer)
+        link.endpoint = ep
+        self._eng_end = None
+        self._local, self._peer, self._link = local, peer, link
+        self._is_client = True
+        self._state = C.ESTABLISHING
+        with eng.lock:
+            eng.add_link(link)
+            if isinstance(path, CR.SeqpacketPath):
+                eng.watch(path.fileno(), lambda: eng.path_readable(link))
+            elif ep is not None:
+                ep.links[peer] = link
+
+    def connect_ex(self, address: Any) -> int:
+        try:
+            self.connect(address)
+        except OSError as e:
+            return e.errno or errno.EINVAL
+        return 0
+
+    def _client_path(self, peer: tuple) -> tuple[Any, tuple, Any]:
+        eng = self._engine
+        host = self._local[0] if self._local and not self._wildcard(self._local) else self._local_host()
+        port = self._local[1] if self._local else 0
+        if self._carrier == "seqpacket":
+            addressing = CR.Addressing(self._cfg)
+            s = CR._unix(_socket.SOCK_SEQPACKET)
+            try:
+                port = CR.bind_unix(s, addressing, self._qfamily, host, port)
+                local = addressing.addr_of(s.getsockname()) or self._tuple(host, port)
+                remote_path = addressing.path(self._qfamily, peer[0], peer[1], local=False)
+            except OSError:
+                s.close()
+                raise
+            try:
+                s.connect(remote_path)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                pass  # no listener: the handshake times out, as an unanswered Initial does
+            wire = CR.Wire(self._cfg, local, peer, eng.schedule)
+            return CR.SeqpacketPath(s, wire), self._tuple(local[0], local[1]), None
+        ep = _endpoint(self, host, port)
+        ep.refs += 1
+        wire = CR.Wire(self._cfg, ep.local, peer, eng.schedule)
+        return CR.DatagramPath(ep, peer, wire), ep.local, ep
+
+    # -- handshake (called by handshake.py) --------------------------------------------------------
+    def _handshake(self, configuration: Any, psk: bool, timeout: float | None, fetcher: Any = None) -> None:
+        if self._state == C.LISTENING:
+            raise err(errno.EINVAL, "handshake on a listening socket")
+        link = self._link
+        if link is None:
+            raise err(errno.ENOTCONN, "connect() or accept() first")
+        c = link.core
+        if c.quic is not None:
+            raise err(errno.EINVAL, "handshake already started")
+        eng = self._engine
+        deadline = self._deadline(timeout)
+        with eng.lock:
+            odcid = None
+            if not c.is_client:
+                odcid = getattr(link, "odcid", None)
+            c.request_client_cert = getattr(self, "_request_client_cert", False)
+            c.start(configuration, time.monotonic(), psk=psk, odcid=odcid, ticket_fetcher=fetcher)
+            eng.flush(link)
+            eng.kick()
+            while not c.handshake_done:
+                if c.closed:
+                    raise err(errno.ECONNREFUSED, f"handshake failed: {c.handshake_error}")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise err(errno.ETIMEDOUT, "handshake timed out")
+                eng.cond.wait(remaining if remaining is not None else 1.0)
+        self._state = C.ESTABLISHED
+        self._cids = O.ConnectionIds(max(2, min(8, c.quic._remote_active_connection_id_limit or 7))
+                                     if c.quic is not None else 7)
+
+    # -- engine calls -----------------------------------------------------------------------------
+    def _engine_call(self, fn: Callable[[], Any]) -> Any:
+        eng = self._engine
+        with eng.lock:
+            r = fn()
+            if self._link is not None:
+                eng.flush(self._link)
+            return r
+
+    def _blocking(self, fn: Callable[[], Any], nonblock: bool, timeout: float | None) -> Any:
+        """Run ``fn`` under the engine lock, waiting on Blocked until the timeout (EAGAIN)."""
+        eng = self._engine
+        deadline = self._deadline(timeout)
+        with eng.lock:
+            while True:
+                try:
+                    r = fn()
+                except Blocked as b:
+                    if b.kind == "space" and nonblock:
+                        raise err(errno.ENOSPC if b.enospc else errno.EAGAIN) from None
+                    c = self._conn
+                    if c is not None and c.closed:
+                        raise err(errno.EPIPE) from None
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise err(errno.EAGAIN, "timed out") from None
+                    eng.cond.wait(remaining if remaining is not None else 1.0)
+                    continue
+                if self._link is not None:
+                    eng.flush(self._link)
+                return r
+
+    def _send_timeout(self) -> float | None:
+        return self._sndtimeo if self._sndtimeo is not None else self._timeout
+
+    def _stream_open(self, info: uapi.StreamInfo) -> int:
+        if self._state == C.LISTENING or self._conn is None:
+            raise err(errno.EPIPE)
+        c = self._conn
+        return int(self._blocking(lambda: c.stream_open(info), False, self._send_timeout()))
+
+    def _local_event(self, etype: int, payload: bytes) -> None:
+        c = self._conn
+        if c is None:
+            return
+        with self._engine.lock:
+            c._event(etype, payload)
+            assert self._link is not None
+            self._engine.flush(self._link)
+
+    def _peer_tp(self) -> uapi.TransportParam:
+        c = self._conn
+        q = c.quic if c is not None else None
+        if q is None or not c.handshake_done:  # type: ignore[union-attr]
+            return self._remote_tp or uapi.TransportParam(remote=1)
+        idle = q._remote_max_idle_timeout or 0
+        return uapi.TransportParam(
+            remote=1, active_connection_id_limit=q._remote_active_connection_id_limit or 0,
+            max_datagram_frame_size=q._remote_max_datagram_frame_size or 0,
+            max_idle_timeout=int(idle * 1e6), max_ack_delay=int((q._remote_max_ack_delay or 0) * 1e6) if hasattr(q, "_remote_max_ack_delay") else 0,
+            max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),  # type: ignore[union-attr]
+            max_data=q._remote_max_data, max_stream_data_bidi_local=q._remote_max_stream_data_bidi_local,
+            max_stream_data_bidi_remote=q._remote_max_stream_data_bidi_remote,
+            max_stream_data_uni=q._remote_max_stream_data_uni)
+
+    # -- options ----------------------------------------------------------------------------------
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:  # type: ignore[override]
+        if level == C.SOL_QUIC:
+            if value is None:
+                data = b""
+            elif isinstance(value, int):
+                data = value.to_bytes(4, "little", signed=True)
+            else:
+                data = bytes(value)
+            if optlen is not None and value is not None:
+                data = data[:optlen]
+            O.setopt(self, optname, data)
+            return
+        if level == SOL_SOCKET and optname == socket.SO_RCVTIMEO:
+            self._timeout = O.timeval(bytes(value))
+            return
+        if level == SOL_SOCKET and optname == socket.SO_SNDTIMEO:
+            self._sndtimeo = O.timeval(bytes(value))
+            return
+        if level == SOL_SOCKET:
+            return  # SO_REUSEPORT, buffers, ...: accepted
+        raise err(errno.ENOPROTOOPT)
+
+    def getsockopt(self, level: int, optname: int, buflen: Any = None) -> Any:  # type: ignore[override]
+        if level == C.SOL_QUIC:
+            if isinstance(buflen, (bytes, bytearray, memoryview)):
+                arg = bytes(buflen)
+                optlen = len(arg)
+            else:
+                arg = b""
+                optlen = 4096 if buflen is None else int(buflen)
+            return O.getopt(self, optname, arg, optlen)
+        if level == SOL_SOCKET:
+            if optname == socket.SO_TYPE:
+                return self._qtype
+            if optname == socket.SO_PROTOCOL:
+                return C.IPPROTO_QUIC
+            if optname == socket.SO_DOMAIN:
+                return self._qfamily
+            if optname == socket.SO_ERROR:
+                return 0
+        if buflen is None:
+            return 0
+        return bytes(int(buflen))
+
+    # -- sending ---------------------------------------------------------------------------------
+    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:  # type: ignore[override]
+        if flags & ~C.SEND_FLAGS:
+            raise err(errno.EINVAL, f"send flags {flags & ~C.SEND_FLAGS:#x} are not allowed")
+        c = self._conn
+        if self._state in (C.CLOSED, C.LISTENING) and c is None or c is not None and c.closed:
+            raise err(errno.EPIPE)
+        info: uapi.StreamInfo | None = None
+        for level, ctype, cdata in ancdata or ():
+            if level != C.SOL_QUIC:
+                continue
+            if ctype == C.QUIC_STREAM_INFO:
+                info = uapi.StreamInfo.unpack(cdata)
+                if info.stream_flags & ~C.STREAM_FLAGS:
+                    raise err(errno.EINVAL, "bad stream_flags")
+            elif ctype == C.QUIC_HANDSHAKE_INFO:
+                raise err(errno.EINVAL, "raw handshake messages: TLS runs inside the engine")
+            else:
+                raise err(errno.EINVAL, f"unknown SOL_QUIC cmsg {ctype}")
+        data = b"".join(bytes(b) for b in buffers) if not isinstance(buffers, (bytes, bytearray)) else bytes(buffers)
+        assert c is not None
+        nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
+        if flags & C.MSG_QUIC_DATAGRAM:
+            return int(self._engine_call(lambda: c.send_datagram(data)))
+        if info is None:
+            sid, sflags, has = -1, flags & C.STREAM_FLAGS, False
+        else:
+            sid, sflags, has = info.stream_id, info.stream_flags, True
+        return int(self._blocking(lambda: c.send_stream(sid, sflags, data, has, nonblock), nonblock,
+                                  self._send_timeout()))
+
+    def send(self, data: Any, flags: int = 0) -> int:  # type: ignore[override]
+        return self.sendmsg([data], (), flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:  # type: ignore[override]
+        self.sendmsg([data], (), flags)
+
+    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:  # type: ignore[override]
+        flags = flags_or_addr if isinstance(flags_or_addr, int) else 0
+        return self.sendmsg([data], (), flags)
+
+    # -- receiving -------------------------------------------------------------------------------
+    def _wait_readable(self, deadline: float | None) -> None:
+        if deadline is not None and deadline - time.monotonic() <= 0 or self._timeout == 0.0:
+            raise err(errno.EAGAIN)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        r, _, _ = select.select([self], [], [], remaining)
+        if not r and deadline is not None and time.monotonic() >= deadline:
+            raise err(errno.EAGAIN, "timed out")
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                m = _socket.socket.recv(self, 1 << 17)
+            except BlockingIOError:
+                return
+            except OSError:
+                self._eof = True
+                return
+            if not m:
+                self._eof = True
+                return
+            kind, flags, sid = ITEM.unpack_from(m)
+            if kind == K_WAKE:
+                self._wake_out = False
+                continue
+            if kind == K_PURGE:
+                keep = [e for i, e in enumerate(self._q) if i < self._nev or not (e[0] == K_DATA and e[1] == sid)]
+                self._q = deque(keep)
+                continue
+            entry = [kind, sid, flags, memoryview(m)[ITEM.size:]]
+            if kind == K_EVENT:
+                self._q.insert(self._nev, entry)
+                self._nev += 1
+            else:
+                self._q.append(entry)
+
+    def recvmsg(self, bufsize: int = 65536, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list, int, Any]:  # type: ignore[override]
+        if self._state == C.LISTENING:
+            raise err(errno.ENOTCONN)
+        if self._link is None and not self._q:
+            raise err(errno.ENOTCONN)
+        nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
+        deadline = None if nonblock else self._deadline(self._timeout)
+        while True:
+            self._drain()
+            if self._q:
+                break
+            if self._eof:
+                raise err(errno.ENOTCONN)
+            if nonblock:
+                raise err(errno.EAGAIN)
+            self._wait_readable(deadline)
+        peek = bool(flags & C.MSG_PEEK)
+        head = self._q[0]
+        kind = head[0]
+        msg_flags = 0
+        anc: list = []
+        if kind in (K_EVENT, K_DGRAM):
+            payload = head[3]
+            out = bytes(payload[:bufsize])
+            whole = len(payload) <= bufsize
+            msg_flags |= C.MSG_QUIC_NOTIFICATION if kind == K_EVENT else C.MSG_QUIC_DATAGRAM
+            if whole:
+                msg_flags |= C.MSG_EOR
+            if not peek:
+                if whole:
+                    self._q.popleft()
+                    if kind == K_EVENT:
+                        self._nev -= 1
+                else:
+                    head[3] = payload[bufsize:]
+        else:
+            sid = head[1]
+            parts: list[bytes] = []
+            room = bufsize
+            fin = 0
+            i = 0
+            consumed: list[tuple[int, int]] = []
+            while i < len(self._q) and room >= 0:
+                e = self._q[i]
+                if e[0] != K_DATA or e[1] != sid:
+                    break
+                take = e[3][:room]
+                parts.append(bytes(take))
+                room -= len(take)
+                whole = len(take) == len(e[3])
+                consumed.append((i, len(take)))
+                if not whole:
+                    break
+                if e[2] & C.MSG_QUIC_STREAM_FIN:
+                    fin = C.MSG_QUIC_STREAM_FIN
+                    break
+                i += 1
+                if room == 0:
+                    break
+            out = b"".join(parts)
+            if not peek:
+                for idx, n in reversed(consumed):
+                    e = self._q[idx]
+                    if n == len(e[3]):
+                        del self._q[idx]
+                    else:
+                        e[3] = e[3][n:]
+            if ancbufsize >= uapi.STREAM_INFO_SPACE:
+                anc = [(C.SOL_QUIC, C.QUIC_STREAM_INFO, uapi.StreamInfo(sid, fin).pack())]
+            else:
+                msg_flags |= C.MSG_CTRUNC | fin
+            if fin:
+                msg_flags |= C.MSG_EOR
+        if self._q and not self._wake_out and self._link is not None:
+            with self._engine.lock:
+                self._wake_out = True
+                self._engine.wake(self._link)
+        return out, anc, msg_flags, self._peer
+
+    def recv(self, bufsize: int = 65536, flags: int = 0) -> bytes:  # type: ignore[override]
+        return self.recvmsg(bufsize, 0, flags)[0]
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        data = self.recvmsg(nbytes or len(view), 0, flags)[0]
+        view[:len(data)] = data
+        return len(data)
+
+    def recvfrom(self, bufsize: int = 65536, flags: int = 0) -> tuple[bytes, Any]:  # type: ignore[override]
+        d, _, _, a = self.recvmsg(bufsize, 0, flags)
+        return d, a
+
+    # -- closing ---------------------------------------------------------------------------------
+    def shutdown(self, how: int) -> None:
+        link = self._link
+        if self._state == C.LISTENING:
+            self._stop_listening()
+            return
+        if link is None:
+            raise err(errno.ENOTCONN)
+        if how in (socket.SHUT_WR, socket.SHUT_RDWR):
+            with self._engine.lock:
+                link.core.close(time.monotonic())
+                self._engine.flush(link)
+        else:
+            with self._engine.lock:
+                link.core.closed = True
+                link.core.state = C.CLOSED
+                self._engine.flush(link)
+
+    def close(self) -> None:
+        if getattr(self, "_listener", None) is not None:
+            self._stop_listening()
+        link = getattr(self, "_link", None)
+        if link is not None:
+            with self._engine.lock:
+                self._engine.drop_link(link)
+            self._link = None
+        eng_end = getattr(self, "_eng_end", None)
+        if eng_end is not None:
+            eng_end.close()
+            self._eng_end = None
+        super().close()
+
+    def detach(self) -> int:
+        raise err(errno.EOPNOTSUPP, "a QUIC socket cannot be detached")
+
+    def dup(self) -> socket.socket:
+        raise err(errno.EOPNOTSUPP, "a QUIC socket cannot be duplicated")
+
+
+# -- server side: new connections arriving on carriers ------------------------------------------------
+
+def is_initial(data: bytes) -> tuple[bytes, bytes] | None:
+    """(DCID, SCID) of a client Initial, None for anything else (garbage, short header, other types)."""
+    if len(data) < 1200 or not data[0] & 0x80:
+        return None
+    try:
+        h = pull_quic_header(Buffer(data=data), host_cid_length=8)
+    except Exception:
+        return None
+    if h.packet_type is None or h.packet_type.name != "INITIAL":
+        return None
+    return h.destination_cid, h.source_cid
+
+
+def _new_server_link(eng: Engine, lst: Listener, path: Any, peer: tuple, first: bytes, cids: tuple[bytes, bytes]) -> Link:
+    conn = Connection(False, lst.opts.copy())
+    conn.addr = peer
+    app, eng_end = make_pair()
+    link = Link(conn, eng_end, path, peer)
+    link.app_end = app  # type: ignore[attr-defined]
+    link.odcid = cids[0]  # type: ignore[attr-defined]
+    conn.receive(first, peer, time.monotonic())
+    return link
+
+
+def _accept_seqpacket(eng: Engine, lst: Listener, addressing: CR.Addressing) -> None:
+    while True:
+        try:
+            fd, addr = lst.carrier._accept()
+        except (BlockingIOError, OSError):
+            return
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
+        s.setblocking(False)
+        peer = addressing.addr_of(addr) if isinstance(addr, str) and addr else None
+        if peer is None:
+            peer = lst.local
+        wire = CR.Wire(lst.cfg, lst.local, peer, eng.schedule)
+        path = CR.SeqpacketPath(s, wire)
+        state: dict[str, Link] = {}
+
+        def readable(path: CR.SeqpacketPath = path, peer: tuple = peer, state: dict[str, Link] = state) -> None:
+            link = state.get("link")
+            if link is not None:
+                eng.path_readable(link)
+                return
+            for d in path.read():
+                if not d:
+                    eng.unwatch(path.fileno())
+                    path.close()
+                    return
+                link = state.get("link")
+                if link is not None:
+                    eng.deliver(link, d)
+                    continue
+                cids = is_initial(d)
+                if cids is None:
+                    lst.dropped = getattr(lst, "dropped", 0) + 1
+                    continue
+                link = _new_server_link(eng, lst, path, peer, d, cids)
+                state["link"] = link
+                eng.offer(lst, link)
+                eng.watch(path.fileno(), lambda link=link: eng.path_readable(link))
+
+        eng.watch(s.fileno(), readable)
+
+
+def _endpoint(sock: QuicSocket, host: str, port: int) -> CR.DatagramEndpoint:
+    """The shared datagram endpoint for (family, host, port): emulated DGRAM or real UDP."""
+    key = (sock._carrier, sock._qfamily, host, port, sock._cfg.socket_dir if sock._cfg else None)
+    ep = _endpoints.get(key) if port else None
+    if ep is not None:
+        return ep
+    eng = sock._engine
+    if sock._carrier == "udp":
+        addressing = CR.Addressing(sock._cfg)
+        s = CR._unix(_socket.SOCK_DGRAM)
+        port = CR.bind_unix(s, addressing, sock._qfamily, host, port)
+        local = addressing.addr_of(s.getsockname()) or sock._tuple(host, port)
+        ep = CR.DatagramEndpoint(s, local, addressing)
+    else:
+        s = _socket.socket(sock._qfamily, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC, 0)
+        s.setblocking(False)
+        for opt in (_socket.SO_SNDBUF, _socket.SO_RCVBUF):
+            try:
+                s.setsockopt(_socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+            except OSError:
+                pass
+        s.bind((host, port) if sock._qfamily == socket.AF_INET else (host, port, 0, 0))
+        local = s.getsockname()
+        ep = CR.DatagramEndpoint(s, local, None)
+    ep.links = {}  # type: ignore[attr-defined]
+    ep.listener = None  # type: ignore[attr-defined]
+    _endpoints[(sock._carrier, sock._qfamily, host, local[1], sock._cfg.socket_dir if sock._cfg else None)] = ep
+    eng.watch(ep.fileno(), lambda: _endpoint_readable(eng, ep))
+    return ep
+
+
+def _endpoint_readable(eng: Engine, ep: Any) -> None:
+    for d, src in ep.read():
+        link = ep.links.get(src)
+        if link is not None:
+            eng.deliver(link, d)
+            continue
+        lst = ep.listener
+        cids = is_initial(d) if lst is not None else None
+        if lst is None or cids is None:
+            ep.dropped = getattr(ep, "dropped", 0) + 1
+            continue
+        wire = CR.Wire(lst.cfg, ep.local, src, eng.schedule)
+        path = CR.DatagramPath(ep, src, wire)
+        link = _new_server_link(eng, lst, path, src, d, cids)
+        link.endpoint = ep
+        ep.refs += 1
+        ep.links[src] = link
+        eng.offer(lst, link)
