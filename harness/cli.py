@@ -75,7 +75,7 @@ def demo(out: str) -> None:
 
 def _add_optional_commands() -> None:
     """Sub-commands of parts that may not be installed yet register themselves here."""
-    for module, attr in (("harness.pcap.cli", "pcap"),):
+    for module, attr in (("harness.pcap.cli", "pcap"), ("harness.smbcli", "serve"), ("harness.smbcli", "smb")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ImportError:
