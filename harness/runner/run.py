@@ -1,0 +1,269 @@
+"""The run loop: sections, selection, requirements, cells on -j N workers, verdicts, reports, Ctrl-C.
+
+Each cell runs in its own process and socket directory (harness.scenario.cellproc), so workers are
+threads that wait on those processes. On Ctrl-C (or SIGTERM) every cell process group is killed, their
+socket directories removed, `Interrupted!` and the partial summary printed.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.scenario import Cell, ScenarioError, load_tree, unmet
+from harness.scenario.cellproc import run_isolated, stop_all
+from harness.scenario.model import substitute
+
+from . import config, lists, matrix, report
+from .console import Output, cell_line, header_lines
+from .outcome import CellReport, verdict
+from .selection import read_exclude_file, select
+
+
+@dataclass
+class Options:
+    tests: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    exclude_groups: list[str] = field(default_factory=list)
+    exclude_tests: list[str] = field(default_factory=list)
+    exclude_file: str | None = None
+    sections: list[str] = field(default_factory=list)
+    skip_sections: list[str] = field(default_factory=list)
+    jobs: int = 1
+    scenarios: str = "scenarios"
+    results: str = "results"
+    config: str | None = None               # default <scenarios>/sections.conf
+    knownfail: list[str] | None = None      # default <scenarios>/knownfail(.d)
+    flapping: list[str] | None = None       # default <scenarios>/flapping(.d)
+    list_only: bool = False
+    brief: bool = False
+    progress: bool | None = None
+    xunit_quiet: bool = False
+
+
+class UsageError(Exception):
+    pass
+
+
+def _defaults(opts: Options) -> None:
+    base = Path(opts.scenarios)
+    if opts.config is None:
+        opts.config = str(base / "sections.conf")
+    if opts.knownfail is None:
+        opts.knownfail = [str(base / "knownfail"), str(base / "knownfail.d")]
+    if opts.flapping is None:
+        opts.flapping = [str(base / "flapping"), str(base / "flapping.d")]
+
+
+def _needs_tshark(cell: Cell) -> bool:
+    return any("pcap" in item for item in (cell.scenario.data.get("expect") or []))
+
+
+class Runner:
+    def __init__(self, opts: Options, out: Output):
+        self.opts = opts
+        self.out = out
+        self.started = time.time()
+        self.all_reports: list[CellReport] = []
+        self.section_reports: list[tuple[config.Section, list[CellReport]]] = []
+        self.interrupted = False
+
+    # -- setup (every problem here is exit 2, before anything runs)
+
+    def prepare(self) -> None:
+        opts = self.opts
+        _defaults(opts)
+        try:
+            self.scenarios = load_tree(opts.scenarios)
+        except ScenarioError as e:
+            raise UsageError("\n".join(e.problems)) from None
+        try:
+            self.sections = config.choose(config.load(opts.config), opts.sections, opts.skip_sections)
+        except config.ConfigError as e:
+            raise UsageError(str(e)) from None
+        try:
+            self.knownfail = lists.load("knownfail", opts.knownfail or [])
+            self.flapping = lists.load("flapping", opts.flapping or [])
+        except lists.ListError as e:
+            raise UsageError(str(e)) from None
+        self.excluded = list(opts.exclude_tests)
+        if opts.exclude_file:
+            try:
+                self.excluded += read_exclude_file(opts.exclude_file)
+            except OSError as e:
+                raise UsageError(f"{opts.exclude_file}: {e.strerror}") from None
+
+    # -- one section
+
+    def report_dir(self, section: config.Section) -> Path:
+        base = Path(self.opts.results)
+        return base / section.name if section.name else base
+
+    def run_section(self, section: config.Section) -> list[CellReport]:
+        opts = self.opts
+        sel = select(self.scenarios, opts.tests, opts.groups, opts.exclude_groups, self.excluded, section.areas)
+        rdir = self.report_dir(section)
+        rdir.mkdir(parents=True, exist_ok=True)
+        for line in header_lines(section.name, {k: v for k, v in section.vars.items() if k != "AREAS"}):
+            self.out.line(line)
+        width = max([len(c.id) for c, _ in sel.cells] + [7])
+        prev = report.read_times(rdir / "check.time")
+        reports: list[CellReport] = []
+        self.current = (section, reports)
+        props = {"SECTION": section.label, "CHECK_OPTIONS": " ".join(sys.argv[1:]),
+                 "SCENARIOS": str(Path(opts.scenarios).resolve()), "JOBS": str(opts.jobs),
+                 **{k: v for k, v in section.vars.items()}}
+
+        def finish(cell: Cell, raw: dict) -> None:
+            v, why = verdict(raw["status"], cell.id, section.label, self.knownfail, self.flapping)
+            r = CellReport(cell.id, cell.scenario.id, cell.scenario.area, cell.file_stem, cell.labels,
+                           section.label, v, raw.get("reason", ""), list(raw.get("details") or []),
+                           float(raw.get("duration", 0.0)), why)
+            reports.append(r)
+            report.write_cell_files(rdir, r)
+            bad = rdir / r.area / f"{r.stem}.out.bad"
+            self.out.line(cell_line(r, width, prev.get(r.id), bad))
+            report.write_xunit(rdir / "result.xml", reports, section.label, self.started, props, rdir,
+                               opts.xunit_quiet)
+            self.out.advance()
+
+        todo: list[Cell] = []
+        for cell, expunged in sel.cells:
+            if expunged:
+                r = CellReport(cell.id, cell.scenario.id, cell.scenario.area, cell.file_stem, cell.labels,
+                               section.label, "expunged")
+                reports.append(r)
+                self.out.line(cell_line(r, width, None))
+                continue
+            if opts.list_only:
+                self.out.line(cell.id)
+                continue
+            reason = unmet(substitute(cell.scenario.requires, section.vars), section=section.name,
+                           needs_tshark=_needs_tshark(cell))
+            if reason:
+                finish(cell, {"status": "notrun", "reason": reason})
+                continue
+            todo.append(cell)
+        if opts.list_only:
+            return reports
+        self.out.start(len(todo), f"section {section.label}")
+        try:
+            self._run_cells(todo, rdir, section, finish)
+        finally:
+            self.out.stop()
+        return reports
+
+    def _run_cells(self, todo: list[Cell], rdir: Path, section: config.Section, finish) -> None:
+        running: dict[Future, Cell] = {}
+        pool = ThreadPoolExecutor(max_workers=max(1, self.opts.jobs))
+        queue = list(todo)
+        try:
+            while queue or running:
+                while queue and len(running) < max(1, self.opts.jobs):
+                    cell = queue.pop(0)
+                    fut = pool.submit(run_isolated, cell, rdir / cell.scenario.area, section_vars=section.vars)
+                    running[fut] = cell
+                self.out.running([c.id for c in running.values()])
+                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    cell = running.pop(fut)
+                    try:
+                        raw = fut.result()
+                    except Exception as e:  # noqa: BLE001 - an infrastructure error fails the cell
+                        raw = {"status": "fail", "reason": f"runner error: {type(e).__name__}: {e}"}
+                    finish(cell, raw)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            stop_all()
+            for fut in running:
+                try:
+                    fut.result(timeout=30)   # run_isolated removes its socket directory on the way out
+                except Exception:  # noqa: BLE001, S110
+                    pass
+            raise
+        finally:
+            pool.shutdown(wait=not self.interrupted, cancel_futures=True)
+
+    # -- everything
+
+    def run(self) -> int:
+        self.prepare()
+        sel_unknown = select(self.scenarios, self.opts.tests, self.opts.groups, [], [], None).unknown
+        for t in sel_unknown:
+            self.out.line(f"{t} - unknown test, ignored")
+        try:
+            for section in self.sections:
+                reports = self.run_section(section)
+                self.section_reports.append((section, reports))
+                self.all_reports += reports
+                if not self.opts.list_only:
+                    self.finish_section(section, reports)
+        except KeyboardInterrupt:
+            section, reports = self.current
+            if (section, reports) not in self.section_reports:
+                self.section_reports.append((section, reports))
+                self.all_reports += reports
+                self.finish_section(section, reports, interrupted=True)
+            self.out.line("Interrupted!")
+        if self.opts.list_only:
+            return 0
+        self.final_summary()
+        failed = any(r.failed for r in self.all_reports)
+        return 1 if failed or self.interrupted else 0
+
+    def finish_section(self, section: config.Section, reports: list[CellReport], interrupted: bool = False) -> None:
+        rdir = self.report_dir(section)
+        for line in report.summary_lines(reports, self.opts.brief):
+            self.out.line(line)
+        self.out.line()
+        report.append_log(rdir / "check.log", reports, self.started, interrupted)
+        report.update_times(rdir / "check.time", reports)
+        if section.name:
+            report.append_log(Path(self.opts.results) / "check.log", reports, self.started, interrupted)
+            report.update_times(Path(self.opts.results) / "check.time", reports)
+
+    def final_summary(self) -> None:
+        if len(self.section_reports) > 1:
+            for section, reports in self.section_reports:
+                self.out.line(f"{'SECTION':<14}-- {section.label}")
+                self.out.line("=========================")
+                for line in report.summary_lines(reports, self.opts.brief):
+                    self.out.line(line)
+                self.out.line()
+        tables = matrix.build(self.all_reports)
+        base = Path(self.opts.results)
+        base.mkdir(parents=True, exist_ok=True)
+        (base / "matrix.md").write_text(matrix.markdown(tables))
+        (base / "matrix.json").write_text(matrix.as_json(tables, self.started, time.time(), str(base)) + "\n")
+        if tables:
+            if self.out.progress_on:
+                matrix.print_rich(tables, self.out.stream)
+            else:
+                for line in matrix.text_lines(tables):
+                    self.out.line(line)
+        for section, _ in self.section_reports:
+            self.out.line(f"Xunit report: {self.report_dir(section) / 'result.xml'}")
+        self.out.line(f"Matrix: {base / 'matrix.md'} {base / 'matrix.json'}")
+
+
+def run_check(opts: Options, out: Output | None = None) -> int:
+    """The whole `wirecheck check`; returns the exit status (0 ok, 1 failures/interrupted, 2 bad input)."""
+    out = out or Output(progress=opts.progress)
+    runner = Runner(opts, out)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_term(_sig: int, _frame: object) -> None:
+            raise KeyboardInterrupt
+        previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return runner.run()
+    except UsageError as e:
+        sys.stderr.write(f"{e}\n")
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

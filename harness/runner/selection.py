@@ -1,0 +1,78 @@
+"""Which cells run: TESTS (ids, cell ids, globs), -g/-x groups, -e/-E exclusions (xfstests semantics).
+
+No TESTS and no -g means `-g quick` (wirecheck's default job). `-g area/group` takes the group from
+one area only. Tests named by -e/-E are shown as `[expunged]` and not counted; those left out by -x
+are simply not selected.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.scenario import Cell, Scenario
+
+
+@dataclass
+class Selection:
+    cells: list[tuple[Cell, bool]]          # (cell, expunged)
+    unknown: list[str]
+
+
+def _split(values: tuple[str, ...] | list[str]) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        out += [x for x in v.replace(",", " ").split() if x]
+    return out
+
+
+def read_exclude_file(path: str) -> list[str]:
+    out = []
+    for raw in Path(path).read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            out.append(line)
+    return out
+
+
+def _in_groups(scen: Scenario, groups: list[str]) -> bool:
+    for g in groups:
+        area, _, name = g.rpartition("/")
+        if (not area or area == scen.area) and (name == "all" or name in scen.groups):
+            return True
+    return False
+
+
+def _matches(pattern: str, cell: Cell) -> bool:
+    if pattern in (cell.id, cell.scenario.id):
+        return True
+    if "[" in pattern and pattern.split("[", 1)[0] == cell.scenario.id:
+        return False  # a cell id of this scenario that is not this cell
+    return fnmatch.fnmatchcase(cell.scenario.id, pattern)
+
+
+def select(scenarios: list[Scenario], tests: list[str], groups: list[str], exclude_groups: list[str],
+           exclude_tests: list[str], areas: list[str] | None = None) -> Selection:
+    tests, groups, exclude_groups = _split(tests), _split(groups), _split(exclude_groups)
+    excluded = _split(exclude_tests)
+    if not tests and not groups:
+        groups = ["quick"]
+    all_cells = [c for s in scenarios for c in s.cells()]
+    chosen: list[Cell] = []
+    unknown = []
+    if tests:
+        for t in tests:
+            hits = [c for c in all_cells if _matches(t, c)]
+            if not hits:
+                unknown.append(t)
+            chosen += [c for c in hits if c not in chosen]
+    if groups:
+        chosen += [c for c in all_cells if _in_groups(c.scenario, groups) and c not in chosen]
+    if exclude_groups:
+        chosen = [c for c in chosen if not _in_groups(c.scenario, exclude_groups)]
+    if areas is not None:
+        chosen = [c for c in chosen if c.scenario.area in areas]
+    order = {id(c): i for i, c in enumerate(all_cells)}
+    chosen.sort(key=lambda c: (c.scenario.id, order[id(c)]))
+    out = [(c, any(_matches(x, c) for x in excluded)) for c in chosen]
+    return Selection(out, unknown)
