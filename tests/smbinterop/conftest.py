@@ -1,0 +1,46 @@
+"""Fixtures for the SMB interop tests: smbd (one per module) and our own server (one per test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+from peers_smb import PASSWORD, USER, Smbd, free_port  # noqa: E402
+
+from harness.smb.server import ServerConfig, ShareConfig  # noqa: E402
+from harness.smb_server import SMBServer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def smbd(tmp_path_factory):
+    server = Smbd(tmp_path_factory.mktemp("smbd"))
+    yield server
+    server.stop()
+
+
+class OurServer:
+    def __init__(self, root: Path, encrypt: bool = False, sign: bool = False, transport: str = "tcp") -> None:
+        self.share_dir = root / "share"
+        self.enc_dir = root / "enc"
+        self.share_dir.mkdir()
+        self.enc_dir.mkdir()
+        self.keys = root / "keys.txt"
+        config = ServerConfig(shares={"share": ShareConfig("share", str(self.share_dir)),
+                                      "enc": ShareConfig("enc", str(self.enc_dir), encrypt=True)},
+                              users={USER: PASSWORD}, encrypt=encrypt, sign=sign)
+        self.server = SMBServer(config, "127.0.0.1", free_port(), transport=transport, keys_out=str(self.keys))
+        self.port = self.server.port
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+        assert not self.server.errors, self.server.errors
+
+
+@pytest.fixture
+def our_server(tmp_path):
+    server = OurServer(tmp_path)
+    yield server
+    server.stop()
