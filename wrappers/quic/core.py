@@ -126,6 +126,7 @@ class Connection:
         self.received = 0
         self.alpn: str | None = None
         self.ku_pending = False
+        self.ku_sent = False
         self.buffered: list[tuple[bytes, Any]] = []
         self.last_send = 0.0
         self.keepalive_at: float | None = None
@@ -159,7 +160,7 @@ class Connection:
             return
         before = self._fingerprint()
         remote = (q._remote_max_streams_bidi, q._remote_max_streams_uni)
-        send_phase = self._send_phase()
+        phase = self._recv_phase()
         try:
             q.receive_datagram(data, addr, now)
         except Exception:  # aioquic should not raise on bad input; if it does, drop the datagram
@@ -169,23 +170,32 @@ class Connection:
             self.dropped += 1
         else:
             self.received += 1
-        if self._send_phase() != send_phase and send_phase is not None:
-            if self.ku_pending:
-                self.ku_pending = False
-            else:
-                self._event(C.QUIC_EVENT_KEY_UPDATE, bytes([self._send_phase() or 0]))
+            self._key_phase_changes(phase)
         self._pump(now, remote)
 
-    def _send_phase(self) -> int | None:
-        q = self.quic
-        if q is None:
-            return None
+    def _one_rtt(self) -> Any:
         from aioquic import tls
 
-        pair = q._cryptos.get(tls.Epoch.ONE_RTT)
-        if pair is None or not pair.send.is_valid():
-            return None
-        return pair.send.key_phase
+        q = self.quic
+        pair = q._cryptos.get(tls.Epoch.ONE_RTT) if q is not None else None
+        return pair if pair is not None and pair.recv.is_valid() else None
+
+    def _recv_phase(self) -> int | None:
+        pair = self._one_rtt()
+        return None if pair is None else pair.recv.key_phase
+
+    def _key_phase_changes(self, before: int | None) -> None:
+        """aioquic flips both directions at once: a flip during receive is the peer's key update
+        (quic.ko reports it, on the passive side only); our own update is confirmed by the first
+        packet received after it went out."""
+        pair = self._one_rtt()
+        if pair is None:
+            return
+        if before is not None and pair.recv.key_phase != before:
+            self.ku_pending = False
+            self._event(C.QUIC_EVENT_KEY_UPDATE, bytes([pair.recv.key_phase]))
+        elif self.ku_pending and not pair._update_key_requested and self.ku_sent:
+            self.ku_pending = False
 
     def _fingerprint(self) -> tuple:
         q = self.quic
@@ -225,6 +235,7 @@ class Connection:
             out += [d for d, _ in q.datagrams_to_send(now)]
         if out:
             self.last_send = now
+            self.ku_sent = True
         self._poll_streams()
         return out
 
@@ -554,6 +565,7 @@ class Connection:
         q = self.quic
         assert q is not None
         self.ku_pending = True
+        self.ku_sent = False
         q.request_key_update()
 
     def close(self, now: float) -> None:

@@ -1,0 +1,107 @@
+"""Engine, socket API, handshakes and one-stream data on the default carrier."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+import pytest
+
+from wrappers.quic import (
+    MSG_STREAM_FIN,
+    MSG_STREAM_NEW,
+    QuicSocket,
+    quic_recvmsg,
+    quic_sendmsg,
+)
+
+from .conftest import close_all, open_pair, quic_socket
+
+
+def test_factory_returns_quic_socket(net):
+    s = quic_socket()
+    assert s.family == socket.AF_INET and s.type == socket.SOCK_DGRAM and s.proto == 261
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_PROTOCOL) == 261
+    s.close()
+
+
+def test_echo_one_stream(net, pki, mode):
+    c, s, ls = open_pair(mode, pki)
+    try:
+        assert quic_sendmsg(c, b"hello quic server!", -1, MSG_STREAM_NEW | MSG_STREAM_FIN) == 18
+        data, sid, flags = quic_recvmsg(s, 100)
+        assert (data, sid) == (b"hello quic server!", 0) and flags & MSG_STREAM_FIN
+        quic_sendmsg(s, b"hello quic client!", sid, MSG_STREAM_FIN)
+        data, sid, flags = quic_recvmsg(c, 100)
+        assert (data, sid) == (b"hello quic client!", 0) and flags & MSG_STREAM_FIN
+    finally:
+        close_all(c, s, ls)
+
+
+def test_smb_style_plain_send_recv(net, pki):
+    c, s, ls = open_pair("psk", pki)
+    try:
+        c.send(b"negotiate", MSG_STREAM_NEW)
+        assert s.recv(100) == b"negotiate"
+        s.send(b"response")
+        assert c.recv(100) == b"response"
+        for i in range(20):
+            c.send(b"x" * 1000)
+            got = b""
+            while len(got) < 1000:
+                got += s.recv(4096)
+            assert got == b"x" * 1000
+    finally:
+        close_all(c, s, ls)
+
+
+def test_large_transfer(net, pki):
+    c, s, ls = open_pair("psk", pki)
+    blob = bytes(range(256)) * 4096  # 1 MiB
+    try:
+        import threading
+
+        def send():
+            for off in range(0, len(blob), 65536):
+                quic_sendmsg(c, blob[off:off + 65536], 0 if off else -1,
+                             (MSG_STREAM_NEW if off == 0 else 0) | (MSG_STREAM_FIN if off + 65536 >= len(blob) else 0))
+
+        t = threading.Thread(target=send)
+        t.start()
+        got = bytearray()
+        s.settimeout(10)
+        while True:
+            data, sid, flags = quic_recvmsg(s, 65536)
+            got += data
+            if flags & MSG_STREAM_FIN:
+                break
+        t.join(10)
+        assert bytes(got) == blob
+    finally:
+        close_all(c, s, ls)
+
+
+def test_recv_on_listener_and_unconnected(net):
+    ls = quic_socket()
+    ls.bind(("127.0.0.11", 0))
+    ls.listen(1)
+    with pytest.raises(OSError) as e:
+        ls.recv(10)
+    assert e.value.errno == errno.ENOTCONN
+    u = quic_socket()
+    with pytest.raises(OSError) as e:
+        u.send(b"x")
+    assert e.value.errno == errno.EPIPE
+    close_all(ls, u)
+
+
+def test_real_udp_without_socket_dir(pki):
+    def make() -> QuicSocket:
+        return QuicSocket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    c, s, ls = open_pair("cert", pki, addr=("127.0.0.1", 0), make=make)
+    try:
+        quic_sendmsg(c, b"over real udp", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+        assert quic_recvmsg(s, 100)[0] == b"over real udp"
+    finally:
+        close_all(c, s, ls)
