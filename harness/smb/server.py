@@ -669,8 +669,8 @@ class ServerConnection:
             needs = share.encrypt and not self.accept_transport_security
             if needs and (session.keys is None or session.keys.c2s is None):
                 raise Fail(NtStatus.ACCESS_DENIED, "share requires encryption; session cannot encrypt")
-            if needs and not encrypted and not session.encrypt_data:
-                raise Fail(NtStatus.ACCESS_DENIED, "share requires encryption; request was not encrypted")
+            # The TREE_CONNECT itself may travel unencrypted: its response carries ENCRYPT_DATA and
+            # every later request on the tree must then be encrypted (§3.3.5.7, checked in _handle).
             tree = Tree(session.next_tree_id, share, fs, needs)
         session.next_tree_id += 1
         session.trees[tree.tree_id] = tree

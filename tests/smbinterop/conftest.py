@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-
 from peers_smb import PASSWORD, USER, Smbd, free_port  # noqa: E402
 
 from harness.smb.server import ServerConfig, ShareConfig  # noqa: E402

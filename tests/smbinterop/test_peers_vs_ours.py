@@ -1,0 +1,128 @@
+"""Other clients against our server: smbclient 4.17 (signed, encrypted; real loopback and the emulated
+network) and smbprotocol 1.17 (encrypted)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from peers_smb import PASSWORD, USER, free_port, need, wait_port
+from procutil import WIRECHECK, clean_env, native_env, wirecheck_exec
+
+from harness.smb.keys import parse_keys_file
+
+
+def _smbclient(port: int, protection: str, commands: str, cwd, host: str = "127.0.0.1", env=None, share="share"):
+    program = need("smbclient", "smbclient")
+    argv = [program, f"//{host}/{share}", "-p", str(port), "-m", "SMB3", "-U", f"{USER}%{PASSWORD}", "-s", "/dev/null",
+            f"--client-protection={protection}", "-c", commands]
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("protection", ["sign", "encrypt"])
+def test_smbclient_put_get_ls(our_server, tmp_path, protection):
+    data = os.urandom(2 * 1024 * 1024 + 3)
+    (tmp_path / "up.bin").write_bytes(data)
+    result = _smbclient(our_server.port, protection, "put up.bin r.bin; get r.bin down.bin; ls", tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (our_server.share_dir / "r.bin").read_bytes() == data
+    assert (tmp_path / "down.bin").read_bytes() == data
+    assert "r.bin" in result.stdout
+    if protection == "encrypt":
+        assert parse_keys_file(our_server.keys.read_text())
+
+
+def test_smbclient_encrypted_share(our_server, tmp_path):
+    (tmp_path / "a").write_bytes(b"x" * 1000)
+    result = _smbclient(our_server.port, "encrypt", "put a b; ls", tmp_path, share="enc")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (our_server.enc_dir / "b").read_bytes() == b"x" * 1000
+
+
+def test_smbclient_signed_cannot_use_encrypted_share_unencrypted(our_server, tmp_path):
+    """A share that requires encryption: smbclient with sign-only still connects encrypted (the
+    share flag ENCRYPT_DATA makes it encrypt), so the put succeeds and the server saw only
+    encrypted traffic on that tree."""
+    (tmp_path / "a").write_bytes(b"y" * 10)
+    result = _smbclient(our_server.port, "sign", "put a c", tmp_path, share="enc")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_smbclient_emulated_network(tmp_path, sockdir):
+    """smbclient under Debian's libsocket_wrapper.so, our server under our wrapper, one socket dir."""
+    need("smbclient", "smbclient")
+    share = tmp_path / "share"
+    share.mkdir()
+    pcap = tmp_path / "run.pcap"
+    keys = tmp_path / "keys.txt"
+    server = subprocess.Popen(
+        wirecheck_exec(sockdir, WIRECHECK, "serve", "--listen", "127.0.0.10:445", "--share", f"share={share}",
+                       "--user", f"{USER}:{PASSWORD}", "--keys-out", str(keys), iface=10, pcap=pcap),
+        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline_ok = _wait_socket(sockdir, server)
+        assert deadline_ok, server.stdout.read1().decode() if server.stdout else ""
+        data = os.urandom(300_000)
+        (tmp_path / "up.bin").write_bytes(data)
+        env = native_env(sockdir, iface=11, pcap=pcap)
+        for protection in ("sign", "encrypt"):
+            result = _smbclient(445, protection, f"put up.bin {protection}.bin; get {protection}.bin d-{protection}; ls",
+                                tmp_path, host="127.0.0.10", env=env)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert (share / f"{protection}.bin").read_bytes() == data
+            assert (tmp_path / f"d-{protection}").read_bytes() == data
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(10)
+    assert pcap.exists() and pcap.stat().st_size > 600_000
+    assert parse_keys_file(keys.read_text())
+
+
+def _wait_socket(sockdir, proc, timeout: float = 20.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if any(name.upper().startswith("T0A") for name in os.listdir(sockdir)):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+SMBPROTOCOL_SCRIPT = r"""
+import os, sys, uuid
+import smbclient
+host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+smbclient.register_session(host, username=user, password=password, port=port, encrypt=True)
+data = os.urandom(3 * 1024 * 1024 + 11)
+path = rf"\\{host}\share\sp.bin"
+with smbclient.open_file(path, mode="wb", port=port) as f:
+    f.write(data)
+with smbclient.open_file(path, mode="rb", port=port) as f:
+    assert f.read() == data
+names = smbclient.listdir(rf"\\{host}\share", port=port)
+assert "sp.bin" in names, names
+smbclient.mkdir(rf"\\{host}\share\dir1", port=port)
+smbclient.rmdir(rf"\\{host}\share\dir1", port=port)
+smbclient.remove(path, port=port)
+print("OK", sorted(names))
+"""
+
+
+def test_smbprotocol_encrypted(our_server):
+    result = subprocess.run([sys.executable, "-c", SMBPROTOCOL_SCRIPT, "127.0.0.1", str(our_server.port), USER,
+                             PASSWORD], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("OK")
+    assert not (our_server.share_dir / "sp.bin").exists()
+
+
+def test_port_helpers():
+    port = free_port()
+    assert port > 20000
+    with pytest.raises(TimeoutError):
+        wait_port(port, timeout=0.3)
