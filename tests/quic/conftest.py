@@ -126,3 +126,28 @@ def serve_thread(fn: Callable[[], None]) -> threading.Thread:
     t = threading.Thread(target=fn, daemon=True)
     t.start()
     return t
+
+
+@pytest.fixture(scope="session", params=MODES)
+def func(request: pytest.FixtureRequest, pki: dict[str, str]) -> Iterator[Any]:
+    """The func_test connection for one mode, shared by test_func_1..4 in order (STREAM, CONNECTION,
+    NOTIFICATION, CLOSE), as tests/func_test.c runs its groups on one connection. Both ends set
+    max_datagram_frame_size = 1400 and keep every other default."""
+    from wrappers.quic import QUIC_SOCKOPT_TRANSPORT_PARAM, SOL_QUIC, TransportParam
+
+    from .funcserver import FuncServer, Session
+
+    def tp(s: QuicSocket) -> None:
+        s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_TRANSPORT_PARAM, TransportParam(max_datagram_frame_size=1400).pack())
+
+    with emulated() as n:
+        c, s, ls = open_pair(str(request.param), pki, setup_listener=tp, setup_client=tp)
+        c.settimeout(5)
+        srv = FuncServer(s)
+        srv.start()
+        sess = Session(c, srv, [s, ls])
+        sess.memo["net"] = n
+        yield sess
+        srv.stop = True
+        srv.join(2)
+        close_all(c, s, ls)

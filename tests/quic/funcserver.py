@@ -1,0 +1,125 @@
+"""The server half of lxin/quic tests/func_test.c, on wirecheck's IPPROTO_QUIC, and the client session.
+
+The echo loop (specs/quic-socket-api.md section 11.1): data read with FIN is echoed on the same
+stream with FIN (a client uni stream: on the matching server uni stream ``sid | 1`` with NEW|FIN),
+datagrams as datagrams. Keywords make it act: "client reset" (with FIN: after 1 s send the text and
+reset that stream, errcode 1), "client stop_sending" (STOP_SENDING errcode 1, no echo),
+"client migration" (migrate to port+1), "client key_update", "client new_token", "client close"
+(close info 10 / "this is app err", echo, shutdown(SHUT_WR)).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from wrappers.quic import (
+    MSG_DATAGRAM,
+    MSG_NOTIFICATION,
+    MSG_STREAM_FIN,
+    MSG_STREAM_NEW,
+    QUIC_SOCKOPT_CONNECTION_CLOSE,
+    QUIC_SOCKOPT_CONNECTION_MIGRATION,
+    QUIC_SOCKOPT_KEY_UPDATE,
+    QUIC_SOCKOPT_STREAM_RESET,
+    QUIC_SOCKOPT_STREAM_STOP_SENDING,
+    QUIC_SOCKOPT_TOKEN,
+    SOL_QUIC,
+    ConnectionClose,
+    ErrInfo,
+    QuicSocket,
+    quic_recvmsg,
+    quic_sendmsg,
+    sockaddr_in,
+)
+
+
+class FuncServer(threading.Thread):
+    def __init__(self, sock: QuicSocket):
+        super().__init__(daemon=True, name="func-server")
+        self.s = sock
+        self.stop = False
+        self.errors: list[BaseException] = []
+
+    def run(self) -> None:
+        s = self.s
+        s.settimeout(0.2)
+        text: dict[int, bytes] = {}
+        while not self.stop:
+            try:
+                data, sid, flags = quic_recvmsg(s, 65536)
+            except OSError as e:
+                if e.errno == errno.EAGAIN:
+                    continue
+                return
+            try:
+                self._handle(s, text, data, sid, flags)
+            except OSError as e:
+                self.errors.append(e)
+
+    def _handle(self, s: QuicSocket, text: dict[int, bytes], data: bytes, sid: int, flags: int) -> None:
+        if flags & MSG_NOTIFICATION:
+            return
+        if flags & MSG_DATAGRAM:
+            s.sendmsg([data], [], MSG_DATAGRAM)
+            return
+        acc = text.get(sid, b"") + data
+        text[sid] = acc
+        if b"client stop_sending" in acc:
+            text.pop(sid, None)
+            s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_STREAM_STOP_SENDING, ErrInfo(sid, 1).pack())
+            return
+        if not flags & MSG_STREAM_FIN:
+            return
+        text.pop(sid, None)
+        out_sid = sid | 1 if sid & 2 else sid
+        out_flags = MSG_STREAM_FIN | (MSG_STREAM_NEW if sid & 2 else 0)
+        if b"client reset" in acc:
+            def later() -> None:
+                time.sleep(1)
+                with contextlib.suppress(OSError):
+                    quic_sendmsg(s, acc, out_sid, MSG_STREAM_NEW if sid & 2 else 0)
+                    s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_STREAM_RESET, ErrInfo(out_sid, 1).pack())
+            threading.Thread(target=later, daemon=True).start()
+            return
+        if b"client migration" in acc:
+            host, port = s.getsockname()[:2]
+            with contextlib.suppress(OSError):
+                s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_MIGRATION, sockaddr_in(host, port + 1))
+        elif b"client key_update" in acc:
+            with contextlib.suppress(OSError):
+                s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_KEY_UPDATE, None, 0)
+        elif b"client new_token" in acc:
+            with contextlib.suppress(OSError):
+                s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_TOKEN, None, 0)
+        elif b"client close" in acc:
+            s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_CLOSE, ConnectionClose(10, 0, b"this is app err").pack())
+            quic_sendmsg(s, data, out_sid, out_flags)
+            time.sleep(0.1)
+            s.shutdown(socket.SHUT_WR)
+            return
+        quic_sendmsg(s, data, out_sid, out_flags)
+
+
+@dataclass
+class Session:
+    """One func_test connection: the client socket (tests drive it), the server thread, state."""
+
+    c: QuicSocket
+    server: FuncServer
+    others: list = field(default_factory=list)
+    memo: dict = field(default_factory=dict)
+
+
+def expect_errno(fn, *codes: int) -> int:
+    """Run ``fn``; it must fail with one of ``codes`` (any errno when none given)."""
+    try:
+        fn()
+    except OSError as e:
+        assert not codes or e.errno in codes, f"errno {e.errno} ({e}), expected {codes}"
+        return int(e.errno or 0)
+    raise AssertionError(f"call succeeded, expected errno {codes}")
