@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import tsharkutil
 from peers_smb import PASSWORD, USER, free_port, need, wait_port
 from procutil import WIRECHECK, clean_env, native_env, wirecheck_exec
 
@@ -73,11 +74,48 @@ def test_smbclient_emulated_network(tmp_path, sockdir):
             assert result.returncode == 0, result.stdout + result.stderr
             assert (share / f"{protection}.bin").read_bytes() == data
             assert (tmp_path / f"d-{protection}").read_bytes() == data
+        # Our own client on the same emulated network, AES-256-GCM, writing its own keys file.
+        client_keys = tmp_path / "client-keys.txt"
+        ours = subprocess.run(
+            wirecheck_exec(sockdir, WIRECHECK, "smb", "//127.0.0.10/share", "--user", f"{USER}:{PASSWORD}",
+                           "--encrypt", "--cipher", "aes-256-gcm", "--keys-out", str(client_keys), "put",
+                           str(tmp_path / "up.bin"), "ours.bin", iface=12, pcap=pcap),
+            env=clean_env(), capture_output=True, text=True, timeout=60)
+        assert ours.returncode == 0, ours.stdout + ours.stderr
+        assert (share / "ours.bin").read_bytes() == data
     finally:
         os.killpg(server.pid, 15)
         server.wait(10)
-    assert pcap.exists() and pcap.stat().st_size > 600_000
-    assert parse_keys_file(keys.read_text())
+    assert pcap.exists() and pcap.stat().st_size > 900_000
+    records = parse_keys_file(keys.read_text())
+    assert len(records) == 3  # smbclient sign (still gets cipher keys), smbclient encrypt, ours
+    client_records = parse_keys_file(client_keys.read_text())
+    assert client_records[0] in records  # both ends derived the same keys
+    _check_capture(pcap, records)
+
+
+def _check_capture(pcap, records) -> None:
+    """tshark dissects everything without malformed packets and decrypts the encrypted sessions with
+    our keys.  The connection between our client and our server (both under our wrapper: the last
+    TCP stream) must also be free of any TCP or checksum complaint; the smbclient streams are logged
+    by cwrap and ours together, whose TCP bookkeeping differs (wrapper matter, not SMB)."""
+    last_stream = max(int(row[0]) for row in tsharkutil.fields(pcap, ["tcp.stream"]) if row[0])
+    ours = tsharkutil.fields(pcap, ["frame.number", "_ws.col.Info"], options=tsharkutil.CHECKSUM_OPTS,
+                             display_filter=f"({tsharkutil.PROBLEM_FILTER}) && tcp.stream == {last_stream}")
+    assert ours == []
+    options = []
+    for record in records:
+        options += ["-o", f"uat:smb2_seskey_list:{record.line()}"]
+    encrypted = tsharkutil.count_frames(pcap, display_filter="smb2.header.transform.flags.encrypted == 1")
+    assert encrypted > 0
+    rows = tsharkutil.fields(pcap, ["_ws.col.Info"], display_filter="smb2", options=options)
+    infos = [row[0] for row in rows]
+    assert not any("Encrypted SMB3" in info for info in infos), [i for i in infos if "Encrypted" in i][:5]
+    assert any("Decrypted SMB3" in info and "Write Request" in info for info in infos)
+    assert any("Decrypted SMB3" in info and "Read Request" in info for info in infos)
+    assert any("Decrypted SMB3" in info and "Write Response" in info for info in infos)
+    malformed = tsharkutil.count_frames(pcap, display_filter="_ws.malformed || _ws.expert.severity >= error")
+    assert malformed == 0
 
 
 def _wait_socket(sockdir, proc, timeout: float = 20.0) -> bool:
