@@ -24,7 +24,8 @@ def header_lines(section: str | None, variables: dict[str, str]) -> list[str]:
         lines.append(f"{'SECTION':<{LABEL_WIDTH}}-- {section}")
     lines.append(f"{'PLATFORM':<{LABEL_WIDTH}}-- Linux/{platform.machine()} {socket.gethostname()} {platform.release()}")
     for k, v in variables.items():
-        lines.append(f"{k:<{LABEL_WIDTH}}-- {v}")
+        if v:
+            lines.append(f"{k:<{LABEL_WIDTH - 1}} -- {v}")
     return lines + [""]
 
 

@@ -31,6 +31,7 @@ class CellReport:
     details: list[str] = field(default_factory=list)
     duration: float = 0.0
     list_reason: str = ""           # the knownfail/flapping line that applied
+    order: int = 0                  # position in the selection (reports are listed in this order)
 
     @property
     def failed(self) -> bool:

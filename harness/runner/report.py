@@ -31,7 +31,7 @@ def iso(ts: float) -> str:
 
 def summary_lines(reports: list[CellReport], brief: bool = False) -> list[str]:
     """Ran:/Not run:/Failures:/Failed N of M tests|Passed all N tests (expunged cells not counted)."""
-    ran = [r for r in reports if r.verdict != "expunged"]
+    ran = sorted((r for r in reports if r.verdict != "expunged"), key=lambda r: r.order)
     notrun = [r.id for r in ran if r.verdict == "notrun"]
     failures = [r.id for r in ran if r.failed]
     known = [r.id for r in ran if r.verdict in ("xfail", "flapping")]
@@ -114,7 +114,7 @@ def _clean(text: str) -> str:
 def write_xunit(path: Path, reports: list[CellReport], section: str, started: float, properties: dict[str, str],
                 report_dir: Path, quiet: bool = False) -> None:
     """xfstests' result.xml: <testsuite> with sorted <property>s and a <testcase> per cell (atomic rewrite)."""
-    ran = [r for r in reports if r.verdict != "expunged"]
+    ran = sorted((r for r in reports if r.verdict != "expunged"), key=lambda r: r.order)
     failures = sum(r.failed for r in ran)
     skipped = sum(r.verdict == "notrun" for r in ran)
     now = time.time()

@@ -111,6 +111,7 @@ class Runner:
         for line in header_lines(section.name, {k: v for k, v in section.vars.items() if k != "AREAS"}):
             self.out.line(line)
         width = max([len(c.id) for c, _ in sel.cells] + [7])
+        order = {c.id: i for i, (c, _) in enumerate(sel.cells)}
         prev = report.read_times(rdir / "check.time")
         reports: list[CellReport] = []
         self.current = (section, reports)
@@ -122,7 +123,7 @@ class Runner:
             v, why = verdict(raw["status"], cell.id, section.label, self.knownfail, self.flapping)
             r = CellReport(cell.id, cell.scenario.id, cell.scenario.area, cell.file_stem, cell.labels,
                            section.label, v, raw.get("reason", ""), list(raw.get("details") or []),
-                           float(raw.get("duration", 0.0)), why)
+                           float(raw.get("duration", 0.0)), why, order[cell.id])
             reports.append(r)
             report.write_cell_files(rdir, r)
             bad = rdir / r.area / f"{r.stem}.out.bad"
@@ -135,7 +136,7 @@ class Runner:
         for cell, expunged in sel.cells:
             if expunged:
                 r = CellReport(cell.id, cell.scenario.id, cell.scenario.area, cell.file_stem, cell.labels,
-                               section.label, "expunged")
+                               section.label, "expunged", order=order[cell.id])
                 reports.append(r)
                 self.out.line(cell_line(r, width, None))
                 continue
@@ -143,7 +144,7 @@ class Runner:
                 self.out.line(cell.id)
                 continue
             reason = unmet(substitute(cell.scenario.requires, section.vars), section=section.name,
-                           needs_tshark=_needs_tshark(cell))
+                           needs_tshark=_needs_tshark(cell), missing_ops=cell.scenario.missing_ops)
             if reason:
                 finish(cell, {"status": "notrun", "reason": reason})
                 continue

@@ -26,10 +26,12 @@ from .model import Cell
 class OpError(Exception):
     """An operation's outcome that a step may expect: an errno name or an NTSTATUS name."""
 
-    def __init__(self, message: str, *, errno: str | None = None, ntstatus: str | None = None):
+    def __init__(self, message: str, *, errno: str | None = None, ntstatus: str | None = None,
+                 result: dict | None = None):
         super().__init__(message)
         self.errno = errno
         self.ntstatus = ntstatus
+        self.result = dict(result or {})   # what the operation got before the error (bytes sent, ...)
 
 
 class StepFailed(Exception):

@@ -87,7 +87,7 @@ class _Runner:
             except OpError as e:
                 self.check_outcome(label, expect, e)
                 ctx.log(f"{label}: expected error {e.errno or e.ntstatus}: {e}")
-                result = {"error": str(e), "errno": e.errno, "ntstatus": e.ntstatus}
+                result = {**e.result, "error": str(e), "errno": e.errno, "ntstatus": e.ntstatus}
             else:
                 self.check_outcome(label, expect, None)
             if common.get("as") and result is not None:

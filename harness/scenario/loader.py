@@ -57,7 +57,7 @@ def _schema_errors(instance: Any, schema: dict, root: Any, prefix: list, probs: 
 
 
 def _check_steps(steps: list, path: list, root: Any, scen_dir: Path, probs: _Problems, gated: str | None,
-                 env: dict) -> None:
+                 env: dict, missing: set[str]) -> None:
     for i, step in enumerate(steps):
         if not isinstance(step, dict) or len(step) != 1:
             continue  # reported by the file schema
@@ -69,12 +69,13 @@ def _check_steps(steps: list, path: list, root: Any, scen_dir: Path, probs: _Pro
             if not isinstance(args, list) or not args:
                 probs.add(mark, f"{_label(spath)}: parallel takes a non-empty list of steps")
             else:
-                _check_steps(args, spath, root, scen_dir, probs, gated, env)
+                _check_steps(args, spath, root, scen_dir, probs, gated, env, missing)
             continue
         op = registry.get(name)
         if op is None:
-            if gated is None:
+            if gated is None and not registry.pending(name):
                 probs.add(mark, f"unknown operation {name!r} (known: {', '.join(registry.known())})")
+            missing.add(name)
             continue
         if not isinstance(args, dict):
             probs.add(mark, f"{_label(spath)}: arguments must be a mapping")
@@ -189,7 +190,7 @@ def _build(data: Any, path: Path, probs: _Problems, check_pcap: bool = True) -> 
     for cell in cells:
         env = cell.variables()
         n = len(probs.items)
-        _check_steps(data["steps"], ["steps"], data, path.parent, probs, gated, env)
+        _check_steps(data["steps"], ["steps"], data, path.parent, probs, gated, env, scen.missing_ops)
         if check_pcap:
             _check_expect(data.get("expect") or [], data, path.parent, probs, env)
         # the same mistake in every cell is reported once

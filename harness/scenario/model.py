@@ -30,6 +30,7 @@ class Scenario:
     timeout: float = 120.0
     step_timeout: float = 30.0
     line: int = 1
+    missing_ops: set[str] = field(default_factory=set)   # operations of capabilities not landed yet
 
     @property
     def area(self) -> str:

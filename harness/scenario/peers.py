@@ -33,7 +33,9 @@ def data_of(size: int, seed: int) -> bytes:
 
 
 def _err(e: OSError) -> str:
-    return errno.errorcode.get(e.errno or 0, str(e)) if isinstance(e, OSError) and e.errno else type(e).__name__
+    if isinstance(e, TimeoutError) and not e.errno:
+        return "ETIMEDOUT"  # socket.timeout carries no errno; the kernel would say ETIMEDOUT
+    return errno.errorcode.get(e.errno or 0, str(e)) if e.errno else type(e).__name__
 
 
 def _emit(obj: dict) -> None:
@@ -118,7 +120,9 @@ def tcp_client(a: argparse.Namespace) -> int:
         reader()
     s.close()
     out["received_sha256"] = digest.hexdigest()
-    out["errno"] = out["errno"] or (read_error[0] if read_error else None)
+    # After a reset the writer often sees EPIPE while the reader saw the ECONNRESET: report the cause.
+    if read_error and out["errno"] in (None, "EPIPE"):
+        out["errno"] = read_error[0]
     _emit(out)
     return 3 if out["errno"] else 0
 

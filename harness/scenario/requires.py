@@ -27,7 +27,8 @@ def _module_present(name: str) -> bool:
         return False
 
 
-def unmet(requires: dict[str, Any], *, section: str | None = None, needs_tshark: bool = False) -> str | None:
+def unmet(requires: dict[str, Any], *, section: str | None = None, needs_tshark: bool = False,
+          missing_ops: set[str] | None = None) -> str | None:
     """The first unmet requirement as a not-run reason, or None. Placeholders count as unmet."""
     for t in requires.get("transports", []):
         if has_placeholder(t):
@@ -43,6 +44,8 @@ def unmet(requires: dict[str, Any], *, section: str | None = None, needs_tshark:
     for mod in requires.get("modules", []):
         if not _module_present(mod):
             return f"requires Python module {mod} (not installed)"
+    if missing_ops:
+        return f"operation {', '.join(sorted(missing_ops))} not available yet (its capability has not registered it)"
     sections = requires.get("sections")
     if sections and section is not None and section not in sections:
         return f"not for section {section} (runs in {', '.join(sections)})"

@@ -68,7 +68,7 @@ def _client(ctx: Context, args: dict, proto: str) -> dict:
         raise StepFailed(f"{name} exited with status {rc} and printed no result: {proc.err_path.read_text()[-500:]}")
     if result.get("errno"):
         raise OpError(f"{name}: {result['errno']} after {result.get('sent', 0)} bytes sent, "
-                      f"{result.get('received', 0)} received", errno=result["errno"])
+                      f"{result.get('received', 0)} received", errno=result["errno"], result=result)
     return result
 
 
