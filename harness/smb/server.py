@@ -116,6 +116,7 @@ class ServerConfig:
     clock: Callable[[], int] = lambda: 0  # unix nanoseconds; injected by the I/O adapter
     interfaces: list = field(default_factory=list)  # NetworkInterfaceInfo for QUERY_NETWORK_INTERFACE_INFO
     key_sink: Callable[[SessionKeyRecord], None] | None = None
+    trace: Callable[[str], None] | None = None  # told why each request failed (debugging aid)
 
 
 @dataclass
@@ -182,6 +183,7 @@ class ServerState:
         self.next_async = 1
         self.opens_by_path: dict[str, list] = {}
         self.watchers: list[Pending] = []
+        self.meta_overrides: dict[tuple[int, int], dict] = {}
         self.on_output: Callable[[ServerConnection], None] = lambda connection: None
         self.shares = {name.lower(): (share, LocalShare(share.path)) for name, share in config.shares.items()}
 
@@ -363,6 +365,8 @@ class ServerConnection:
                     if reply.sign_session is None:
                         reply.sign_session = session
         except Fail as exc:
+            if self.config.trace:
+                self.config.trace(f"{Command(header.command).name} mid={header.message_id}: 0x{exc.status:08X} {exc}")
             reply = self._error(exc.status)
             session = self.state.sessions.get(header.session_id)
             if session is not None and session.valid and exc.status != NtStatus.USER_SESSION_DELETED:

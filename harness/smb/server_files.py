@@ -68,6 +68,7 @@ GENERIC_MAP = {
 READ_RIGHTS = AccessMask.FILE_READ_DATA | AccessMask.FILE_EXECUTE
 WRITE_RIGHTS = AccessMask.FILE_WRITE_DATA | AccessMask.FILE_APPEND_DATA
 ALL_FF = b"\xff" * 16
+MAX_FILE_SIZE = 0xFFFFFFF0000
 
 
 @dataclass
@@ -97,6 +98,17 @@ class Open:
         return struct.pack("<QQ", self.persistent, self.volatile)
 
 
+def _meta(conn, st: os.stat_result):
+    """Stat in SMB terms, with what SET_INFO stored that POSIX cannot keep (creation time, change
+    time, DOS attributes); Samba keeps these in an xattr, we keep them for the server's lifetime."""
+    meta = meta_from_stat(st)
+    override = conn.state.meta_overrides.get((st.st_dev, st.st_ino))
+    if override:
+        for name, value in override.items():
+            setattr(meta, name, value)
+    return meta
+
+
 def _map_access(desired: int) -> int:
     granted = desired & 0x01FF01FF
     for bit, rights in GENERIC_MAP.items():
@@ -110,7 +122,8 @@ def _os_error(exc: OSError) -> Fail:
              errno.EACCES: NtStatus.ACCESS_DENIED, errno.EPERM: NtStatus.ACCESS_DENIED,
              errno.ENOTEMPTY: NtStatus.DIRECTORY_NOT_EMPTY, errno.ENOTDIR: NtStatus.OBJECT_PATH_NOT_FOUND,
              errno.EISDIR: NtStatus.FILE_IS_A_DIRECTORY, errno.ENOSPC: NtStatus.DISK_FULL,
-             errno.ENAMETOOLONG: NtStatus.OBJECT_NAME_INVALID, errno.ELOOP: NtStatus.ACCESS_DENIED}
+             errno.ENAMETOOLONG: NtStatus.OBJECT_NAME_INVALID, errno.EINVAL: NtStatus.INVALID_PARAMETER,
+             errno.EFBIG: NtStatus.INVALID_PARAMETER, errno.ELOOP: NtStatus.ACCESS_DENIED}
     return Fail(table.get(exc.errno, NtStatus.ACCESS_DENIED), str(exc))
 
 
@@ -210,6 +223,14 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         st = os.fstat(fd) if fd is not None else os.stat(path)
     except OSError as exc:
         raise _os_error(exc) from exc
+    if action != CreateAction.OPENED and request.file_attributes:
+        attributes = request.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
+        if is_dir:
+            attributes |= FileAttributes.DIRECTORY
+        state.meta_overrides[(st.st_dev, st.st_ino)] = {"attributes": int(attributes or FileAttributes.NORMAL)}
+    else:
+        if action != CreateAction.OPENED:
+            state.meta_overrides.pop((st.st_dev, st.st_ino), None)
     state.next_file_id += 1
     opened = Open(state.next_file_id, state.next_file_id, path, fd, is_dir, granted, request.share_access,
                   session, tree, conn, delete_on_close=bool(options & CreateOptions.DELETE_ON_CLOSE))
@@ -240,7 +261,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     elif request.requested_oplock_level in (OplockLevel.II, OplockLevel.EXCLUSIVE, OplockLevel.BATCH) and not is_dir:
         oplock = OplockLevel.II
         opened.oplock = oplock
-    meta = meta_from_stat(st)
+    meta = _meta(conn, st)
     response = m.CreateResponse(file_id=opened.file_id, oplock_level=oplock, create_action=action,
                                 creation_time=meta.creation_time, last_access_time=meta.last_access_time,
                                 last_write_time=meta.last_write_time, change_time=meta.change_time,
@@ -277,6 +298,8 @@ def _forget(conn, opened: Open) -> None:
             opened.connection.complete_async(pending, NtStatus.NOTIFY_CLEANUP, m.ChangeNotifyResponse(b""))
     if opened.delete_on_close and not others:
         try:
+            st = os.lstat(opened.path)
+            state.meta_overrides.pop((st.st_dev, st.st_ino), None)
             if opened.is_dir:
                 os.rmdir(opened.path)
             else:
@@ -302,7 +325,7 @@ def _close(conn, session, tree, header, request: m.CloseRequest, related, encryp
     response = m.CloseResponse()
     if request.flags & CloseFlags.POSTQUERY_ATTRIB:
         try:
-            meta = meta_from_stat(os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path))
+            meta = _meta(conn, os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path))
             response = m.CloseResponse(flags=CloseFlags.POSTQUERY_ATTRIB, creation_time=meta.creation_time,
                                        last_access_time=meta.last_access_time, last_write_time=meta.last_write_time,
                                        change_time=meta.change_time, allocation_size=meta.allocation_size,
@@ -325,7 +348,13 @@ def _read(conn, session, tree, header, request: m.ReadRequest, related, encrypte
     if request.length > conn.max_size:
         raise Fail(NtStatus.INVALID_PARAMETER, "READ longer than MaxReadSize")
     _check_charge(conn, header, request.length)
-    data = os.pread(opened.fd, request.length, request.offset)
+    if request.offset > 0x7FFFFFFFFFFFFFFF or request.offset + request.length > 0x7FFFFFFFFFFFFFFF:
+        raise Fail(NtStatus.INVALID_PARAMETER, "READ beyond the largest file offset")
+    try:
+        data = os.pread(opened.fd, request.length, request.offset)
+    except OSError as exc:
+        raise _os_error(exc) from exc
+    opened.position = request.offset + len(data)
     if (not data and request.length) or len(data) < request.minimum_count:
         raise Fail(NtStatus.END_OF_FILE, "end of file")
     return Reply(NtStatus.SUCCESS, m.ReadResponse(data=data))
@@ -349,12 +378,17 @@ def _write(conn, session, tree, header, request: m.WriteRequest, related, encryp
         raise Fail(NtStatus.INVALID_PARAMETER, "WRITE longer than MaxWriteSize")
     _check_charge(conn, header, len(request.data))
     offset = request.offset
-    if offset == 0xFFFFFFFFFFFFFFFF:
-        offset = os.fstat(opened.fd).st_size
+    # Samba's limits (smbtorture smb2.rw.invalid): offsets above INT64_MAX are invalid, and no byte may
+    # land at or past MAXFILESIZE (0xfffffff0000); an empty write is a no-op that succeeds.
+    if offset > 0x7FFFFFFFFFFFFFFF or (request.data and offset + len(request.data) > MAX_FILE_SIZE):
+        raise Fail(NtStatus.INVALID_PARAMETER, "WRITE outside the file size limits")
+    if not request.data:
+        return Reply(NtStatus.SUCCESS, m.WriteResponse(count=0))
     try:
         written = os.pwrite(opened.fd, request.data, offset)
     except OSError as exc:
         raise _os_error(exc) from exc
+    opened.position = offset + written
     _break_others(conn, opened)
     _notify_change(conn, os.path.dirname(opened.path))
     return Reply(NtStatus.SUCCESS, m.WriteResponse(count=written))
@@ -436,11 +470,11 @@ def _match(pattern: str, name: str) -> bool:
     return fnmatch.fnmatchcase(name.lower(), translated.lower())
 
 
-def _entry(info_class: int, name: str, st: os.stat_result, index: int):
+def _entry(conn, info_class: int, name: str, st: os.stat_result, index: int):
     cls = fscc.DIRECTORY_CLASSES.get(info_class)
     if cls is None:
         raise Fail(NtStatus.INVALID_INFO_CLASS, f"directory class {info_class}")
-    meta = meta_from_stat(st)
+    meta = _meta(conn, st)
     values = dict(file_name=name, file_index=0, creation_time=meta.creation_time,
                   last_access_time=meta.last_access_time, last_write_time=meta.last_write_time,
                   change_time=meta.change_time, end_of_file=meta.end_of_file, allocation_size=meta.allocation_size,
@@ -482,7 +516,7 @@ def _query_directory(conn, session, tree, header, request: m.QueryDirectoryReque
         except (OSError, ShareError):
             opened.dir_pos += 1
             continue
-        entry = _entry(request.file_information_class, name, st, opened.dir_pos)
+        entry = _entry(conn, request.file_information_class, name, st, opened.dir_pos)
         packed = len(entry.pack_entry(0))
         aligned = size + (-size % 8)
         if aligned + packed > limit:
@@ -517,7 +551,7 @@ def _security_descriptor() -> bytes:
 def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
     """(packed info, variable-length?)"""
     st = os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path)
-    meta = meta_from_stat(st)
+    meta = _meta(conn, st)
     basic = fscc.FileBasicInformation(meta.creation_time, meta.last_access_time, meta.last_write_time,
                                       meta.change_time, meta.attributes)
     standard = fscc.FileStandardInformation(meta.allocation_size, meta.end_of_file, meta.nlink,
@@ -535,6 +569,10 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
         return fscc.FileAccessInformation(opened.access).pack(), False
     if info_class == 9:
         return fscc.FileNameInformation(name).pack(), True
+    if info_class == 21:  # FileAlternateNameInformation: we keep no 8.3 names (as QUERY_DIRECTORY)
+        return fscc.FileNameInformation("").pack(), True
+    if info_class == 48:  # FileNormalizedNameInformation: share-relative, no leading separator
+        return fscc.FileNameInformation(tree.fs.relative(opened.path)).pack(), True
     if info_class == 14:
         return fscc.FilePositionInformation(opened.position).pack(), False
     if info_class == 16:
@@ -578,7 +616,7 @@ def _fs_info(tree, info_class: int) -> tuple[bytes, bool]:
     if info_class == 11:  # FileFsSectorSizeInformation (MS-FSCC §2.5.8)
         return struct.pack("<IIIIIIII", 512, 512, 512, 512, 0x0000000B, 0, 0, 0)[:28], False
     if info_class == 6:  # FileFsControlInformation
-        return struct.pack("<QQQQII", 0, 0, 0, 2**64 - 1 if False else 0, 0, 0)[:48], False
+        return struct.pack("<QQQQQI4x", 0, 0, 0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF, 0), False
     if info_class == 8:  # FileFsObjectIdInformation
         return bytes(64), False
     raise Fail(NtStatus.INVALID_INFO_CLASS, f"fs info class {info_class}")
@@ -604,11 +642,20 @@ def _query_info(conn, session, tree, header, request: m.QueryInfoRequest, relate
             raise Fail(NtStatus.INVALID_PARAMETER, "InfoType")
     except OSError as exc:
         raise _os_error(exc) from exc
+    minimum = _MIN_SIZES.get((request.info_type, request.file_info_class), 0 if variable else len(data))
+    if request.output_buffer_length < minimum:
+        raise Fail(NtStatus.INFO_LENGTH_MISMATCH, "buffer smaller than the fixed part")
     if len(data) > request.output_buffer_length:
-        if not variable:
-            raise Fail(NtStatus.INFO_LENGTH_MISMATCH, "buffer too small")
         return Reply(NtStatus.BUFFER_OVERFLOW, m.QueryInfoResponse(data[: request.output_buffer_length]))
     return Reply(NtStatus.SUCCESS, m.QueryInfoResponse(data))
+
+
+# Fixed parts of the variable-length classes: a buffer smaller than these is INFO_LENGTH_MISMATCH,
+# a larger one that still cannot hold the name gets BUFFER_OVERFLOW and truncated data (MS-FSCC §2.4).
+# The sizes are Windows' (as smbtorture smb2.getinfo.q*_buffercheck expects them), a little above
+# the structures' fixed parts.
+_MIN_SIZES = {(InfoType.FILE, 9): 8, (InfoType.FILE, 18): 104, (InfoType.FILE, 21): 8, (InfoType.FILE, 22): 32,
+              (InfoType.FILE, 48): 8, (InfoType.FILESYSTEM, 1): 24, (InfoType.FILESYSTEM, 5): 16}
 
 
 def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, encrypted) -> Reply:
@@ -628,6 +675,16 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             mtime = _ns(basic.last_write_time, st.st_mtime_ns)
             if (atime, mtime) != (st.st_atime_ns, st.st_mtime_ns):
                 os.utime(opened.path, ns=(atime, mtime))
+            override = conn.state.meta_overrides.setdefault((st.st_dev, st.st_ino), {})
+            if basic.creation_time not in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
+                override["creation_time"] = basic.creation_time
+            if basic.change_time not in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
+                override["change_time"] = basic.change_time
+            if basic.file_attributes:
+                attributes = basic.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
+                if opened.is_dir:
+                    attributes |= FileAttributes.DIRECTORY
+                override["attributes"] = int(attributes or FileAttributes.NORMAL)
         elif cls == 20:
             if opened.is_dir or not opened.access & WRITE_RIGHTS:
                 raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "EOF")
