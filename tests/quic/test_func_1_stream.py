@@ -51,7 +51,7 @@ def test01(func):
 def test02(func):
     """use send(MSG_SYN) to open one stream"""
     c = func.c
-    time.sleep(0.1)
+    time.sleep(0.1)  # the server echoes what it reads with FIN; let it read test1's data first
     c.send(b"quic test2", MSG_FIN)
     data, sid, _ = quic_recvmsg(c, 4096)
     assert (data, sid) == (b"quic test2", 0)
@@ -117,6 +117,7 @@ def test10(func):
 
 def test11(func):
     """sendmsg with a specific stream normally"""
+    time.sleep(0.1)  # let the server read test10's data first
     echo(func.c, 12, MSG_FIN, b"quic test11", 12)
 
 
@@ -129,6 +130,7 @@ def test12(func):
 
 def test13(func):
     """open next uni stream with sendmsg(sid == -1)"""
+    time.sleep(0.1)  # the server echoes what it reads with FIN; let it read test12's data first
     echo(func.c, -1, MSG_FIN, b"quic test13", 15)
 
 

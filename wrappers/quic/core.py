@@ -144,6 +144,7 @@ class Connection:
         q.request_client_cert = self.request_client_cert
         tp = self.opts.tp
         q.set_local_stream_limits(tp.max_streams_bidi, tp.max_streams_uni)
+        q._local_active_connection_id_limit = tp.active_connection_id_limit or 7
         self.quic = q
         if self.is_client:
             q.connect(self.addr, now)
@@ -460,6 +461,7 @@ class Connection:
         stream = q.create_local_stream(sid) if self.is_local(sid) else q._streams[sid]
         st.in_quic = True
         q.send_stream_data(sid, bytes(data), end_stream=fin)
+        self._piggyback_ack(q)
         del stream
         st.sent += len(data)
         st.send = C.QUIC_STREAM_SEND_STATE_SENT if fin else C.QUIC_STREAM_SEND_STATE_SEND
@@ -468,6 +470,14 @@ class Connection:
             if self.active == sid:
                 self.active = None
         return len(data)
+
+    @staticmethod
+    def _piggyback_ack(q: KoQuicConnection) -> None:
+        """Data we send carries the pending ACK at once, as quic.ko's packets do; aioquic would hold
+        it back for the ACK delay and send it separately (events would then come out of order)."""
+        for space in q._spaces.values():
+            if space.ack_at is not None:
+                space.ack_at = 0.0
 
     def send_datagram(self, data: bytes) -> int:
         if self.state in (C.CLOSED, C.LISTENING) or self.closed:

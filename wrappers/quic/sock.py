@@ -27,14 +27,13 @@ from typing import Any
 from aioquic.buffer import Buffer
 from aioquic.quic.packet import pull_quic_header
 
+from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before any wrapping
 from . import carriers as CR
 from . import constants as C
 from . import options as O
 from . import uapi
 from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
 from .loop import Engine, Link, Listener, _endpoints, get_engine, make_pair
-
-from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before any wrapping
 
 SOL_SOCKET = socket.SOL_SOCKET
 
