@@ -167,8 +167,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     if request.create_disposition > CreateDisposition.OVERWRITE_IF:
         raise Fail(NtStatus.INVALID_PARAMETER, "bad CreateDisposition")
     if request.impersonation_level > 3:
-        raise Fail(NtStatus.BAD_IMPERSONATION_LEVEL if hasattr(NtStatus, "BAD_IMPERSONATION_LEVEL")
-                   else NtStatus.INVALID_PARAMETER, "bad ImpersonationLevel")
+        raise Fail(NtStatus.BAD_IMPERSONATION_LEVEL, "bad ImpersonationLevel")
     if request.name.startswith("\\"):
         raise Fail(NtStatus.INVALID_PARAMETER, "CREATE name must be relative to the share")
     try:
@@ -772,9 +771,76 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
         opened = _open_for(session, request.file_id, related)
         output = opened.file_id + opened.file_id[:8] + struct.pack("<I", 0) + bytes(4)
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, output[:32], b"", 0))
+    if code == FSCTL_GET_COMPRESSION and tree.fs is not None:
+        _open_for(session, request.file_id, related)
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<H", 0), b"", 0))
+    if code == FSCTL_SET_COMPRESSION and tree.fs is not None:
+        _open_for(session, request.file_id, related)
+        if len(request.input) < 2:
+            raise Fail(NtStatus.INVALID_PARAMETER, "SET_COMPRESSION input")
+        if struct.unpack_from("<H", request.input)[0] != 0:  # only COMPRESSION_FORMAT_NONE
+            raise Fail(NtStatus.NOT_SUPPORTED, "no compression on this file system")
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, b"", b"", 0))
+    if code == Fsctl.FILE_LEVEL_TRIM and tree.fs is not None:
+        _open_for(session, request.file_id, related)  # a hint; nothing to trim on a plain file system
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<I", 0), b"", 0))
+    if code in (Fsctl.SRV_COPYCHUNK, Fsctl.SRV_COPYCHUNK_WRITE) and tree.fs is not None:
+        return _copychunk(conn, session, request, related)
     if code == Fsctl.PIPE_TRANSCEIVE or code == Fsctl.DFS_GET_REFERRALS or code == Fsctl.DFS_GET_REFERRALS_EX:
         raise Fail(NtStatus.NOT_FOUND if code != Fsctl.PIPE_TRANSCEIVE else NtStatus.NOT_SUPPORTED, "unsupported")
     raise Fail(NtStatus.INVALID_DEVICE_REQUEST, f"FSCTL 0x{code:08x}")
+
+
+FSCTL_GET_COMPRESSION = 0x0009003C
+FSCTL_SET_COMPRESSION = 0x0009C040
+COPYCHUNK_MAX_CHUNKS = 256
+COPYCHUNK_MAX_CHUNK = 1024 * 1024
+COPYCHUNK_MAX_TOTAL = 16 * 1024 * 1024
+INVALID_VIEW_SIZE = 0xC000001F
+
+
+def _copychunk(conn, session, request: m.IoctlRequest, related) -> Reply:
+    """FSCTL_SRV_COPYCHUNK(_WRITE) (§3.3.5.15.6): server-side copy between two opens of the session.
+    Limit violations answer INVALID_PARAMETER *with* an IOCTL response carrying the limits."""
+    target = _open_for(session, request.file_id, related)
+    if request.max_output_response < 12:
+        raise Fail(NtStatus.INVALID_PARAMETER, "MaxOutputResponse < 12")
+    data = request.input
+    if len(data) < 32:
+        raise Fail(NtStatus.INVALID_PARAMETER, "short SRV_COPYCHUNK_COPY")
+    key = data[:24]
+    (count,) = struct.unpack_from("<I", data, 24)
+    if len(data) < 32 + 24 * count:
+        raise Fail(NtStatus.INVALID_PARAMETER, "chunk array truncated")
+    chunks = [struct.unpack_from("<QQI", data, 32 + 24 * i) for i in range(count)]
+    total = sum(length for _, _, length in chunks)
+    if (count > COPYCHUNK_MAX_CHUNKS or any(length > COPYCHUNK_MAX_CHUNK or length == 0 for _, _, length in chunks)
+            or total > COPYCHUNK_MAX_TOTAL):
+        limits = struct.pack("<III", COPYCHUNK_MAX_CHUNKS, COPYCHUNK_MAX_CHUNK, COPYCHUNK_MAX_TOTAL)
+        return Reply(NtStatus.INVALID_PARAMETER, m.IoctlResponse(request.ctl_code, target.file_id, limits, b"", 0))
+    source = next((o for o in session.opens.values() if o.file_id == key[:16]), None)
+    if source is None:
+        raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "unknown resume key")
+    if source.is_dir or target.is_dir:
+        raise Fail(NtStatus.INVALID_PARAMETER, "copychunk on a directory")
+    if not source.access & AccessMask.FILE_READ_DATA:
+        raise Fail(NtStatus.ACCESS_DENIED, "source not readable")
+    if not target.access & WRITE_RIGHTS or (request.ctl_code == Fsctl.SRV_COPYCHUNK
+                                            and not target.access & AccessMask.FILE_READ_DATA):
+        raise Fail(NtStatus.ACCESS_DENIED, "target access")
+    size = os.fstat(source.fd).st_size
+    written = bytes_written = 0
+    for source_offset, target_offset, length in chunks:
+        if source_offset + length > size:
+            raise Fail(INVALID_VIEW_SIZE, "chunk beyond the source's end")
+        block = os.pread(source.fd, length, source_offset)
+        os.pwrite(target.fd, block, target_offset)
+        written += 1
+        bytes_written += len(block)
+    if chunks:
+        _break_others(conn, target)
+    output = struct.pack("<III", written, 0, bytes_written)
+    return Reply(NtStatus.SUCCESS, m.IoctlResponse(request.ctl_code, target.file_id, output, b"", 0))
 
 
 def _validate_negotiate(conn, request: m.IoctlRequest) -> Reply:
