@@ -1,0 +1,245 @@
+"""pytest plugin: scenario files as test items (one per matrix cell), and fixtures for users' tests.
+
+Enable with the entry point ``[project.entry-points.pytest11] wirecheck = "harness.pytest_plugin"`` (or
+``-p harness.pytest_plugin``). Then ``pytest scenarios/`` collects every ``<area>/<NNN>.yaml`` under a
+directory named ``scenarios`` (or holding a ``sections.conf``) as items named like ``tcp/001[ipv6]``.
+
+Why items run through the same cell process as ``wirecheck check``: one behaviour, one set of results
+files (``<results>/<area>/<stem>.full/.pcap/.ladder``), and isolation that makes ``pytest -n auto``
+(pytest-xdist) safe: every cell has its own process group and socket directory. For suites that outgrow
+one machine, xdist's remote executors work the same way, e.g.
+``pytest -d --tx ssh=ci@host2//python=/srv/wirecheck/.venv/bin/python --tx popen scenarios/`` with the
+checkout present on every host (xdist's ``--rsyncdir`` is deprecated: sync it yourself).
+
+Options: ``--wirecheck-group quick`` (like ``wirecheck check -g``), ``--wirecheck-section NAME`` (variables from sections.conf, default its first section),
+``--wirecheck-results DIR`` (default: pytest's basetemp).
+
+Fixtures for users' own tests:
+
+- ``wirecheck_net``: a private emulated network (socket directory, pcap, processes stopped at teardown)::
+
+      def test_echo(wirecheck_net):
+          srv = wirecheck_net.start(["python", "-m", "harness.scenario.peers", "udp-echo-server",
+                                     "--addr", wirecheck_net.address(10), "--port", "7"], host=10)
+          ...
+          cap = wirecheck_net.capture()      # stops the processes, returns a harness.pcap.Capture
+          cap.check(Count("udp.port == 7", min=2))
+
+- ``wirecheck_run``: run a scenario file (or one cell id of it) in-test and get its result record.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SCENARIO_NAME = re.compile(r"^[0-9]{3}(-[A-Za-z0-9-]+)?\.ya?ml$")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("wirecheck")
+    group.addoption("--wirecheck-section", default=None, metavar="NAME",
+                    help="sections.conf section whose variables scenarios see (default: the first)")
+    group.addoption("--wirecheck-group", action="append", default=None, metavar="GROUP[,GROUP]",
+                    help="collect only scenario cells in these groups (like `wirecheck check -g`)")
+    group.addoption("--wirecheck-results", default=None, metavar="DIR",
+                    help="where cells leave .full/.pcap/.ladder (default: pytest's basetemp)")
+
+
+def _scenario_root(path: Path) -> Path | None:
+    root = path.parent.parent
+    if root.name == "scenarios" or (root / "sections.conf").exists():
+        return root
+    return None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    if SCENARIO_NAME.match(file_path.name) and _scenario_root(file_path) is not None:
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioLoadError(Exception):
+    pass
+
+
+class ScenarioFile(pytest.File):
+    def collect(self):
+        from harness.scenario import ScenarioError, load_file, registry
+
+        registry.discover()
+        try:
+            scen = load_file(self.path)
+        except ScenarioError as e:
+            raise self.CollectError("\n".join(e.problems)) from None
+        for cell in scen.cells():
+            yield ScenarioItem.from_parent(self, name=cell.id, cell=cell)
+
+
+class CellFailed(Exception):
+    def __init__(self, result: dict, outdir: Path, stem: str):
+        super().__init__(result.get("reason", "failed"))
+        self.result, self.outdir, self.stem = result, outdir, stem
+
+
+def _section_vars(config: pytest.Config, root: Path) -> tuple[str | None, dict[str, str], list[str] | None]:
+    from harness.runner import config as sections
+
+    secs = sections.load(root / "sections.conf")
+    want = config.getoption("--wirecheck-section")
+    for s in secs:
+        if want is None or s.name == want:
+            return s.name, dict(s.vars), s.areas
+    raise pytest.UsageError(f"--wirecheck-section {want}: not in {root / 'sections.conf'}")
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, cell, **kwargs):
+        super().__init__(**kwargs)
+        self.cell = cell
+        self.add_marker(pytest.mark.wirecheck(*cell.scenario.groups))
+
+    def runtest(self) -> None:
+        from harness.scenario import unmet
+        from harness.scenario.cellproc import run_isolated
+        from harness.scenario.model import substitute
+
+        cell = self.cell
+        section, svars, areas = _section_vars(self.config, _scenario_root(Path(cell.scenario.path)) or Path("."))
+        if areas is not None and cell.scenario.area not in areas:
+            pytest.skip(f"area {cell.scenario.area} is not in section {section} (AREAS={' '.join(areas)})")
+        needs_tshark = any("pcap" in i for i in (cell.scenario.data.get("expect") or []))
+        reason = unmet(substitute(cell.scenario.requires, svars), section=section, needs_tshark=needs_tshark,
+                       missing_ops=cell.scenario.missing_ops)
+        if reason:
+            pytest.skip(reason)
+        base = self.config.getoption("--wirecheck-results")
+        base = Path(base) if base else self.config._tmp_path_factory.getbasetemp() / "wirecheck"  # type: ignore[attr-defined]
+        outdir = base / (section or "global") / cell.scenario.area
+        result = run_isolated(cell, outdir, section_vars=svars)
+        self.user_properties.append(("pcap", str(outdir / f"{cell.file_stem}.pcap")))
+        self.user_properties.append(("duration", f"{result.get('duration', 0):.2f}"))
+        if result["status"] != "pass":
+            raise CellFailed(result, outdir, cell.file_stem)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, CellFailed):
+            e = excinfo.value
+            lines = [f"{self.cell.id} failed: {e.result.get('reason', '')}"]
+            lines += ["  " + d for d in (e.result.get("details") or [])[1:]]
+            for suffix in ("full", "pcap", "ladder"):
+                p = e.outdir / f"{e.stem}.{suffix}"
+                if p.exists():
+                    lines.append(f"  {suffix}: {p}")
+            return "\n".join(lines)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self):
+        return self.path, self.cell.scenario.line - 1, f"scenario {self.cell.id}"
+
+
+# ------------------------------------------------------------------------------------------ fixtures
+
+class EmulatedNetwork:
+    """A private emulated network for one test: socket directory, pcap, processes on hosts."""
+
+    def __init__(self, pcap: Path):
+        self.socket_dir = tempfile.mkdtemp(prefix="wc-")   # short: sun_path limits the directory length
+        self.pcap = pcap
+        self.procs: list[subprocess.Popen] = []
+
+    def env(self, host: int | None = None, **extra: str) -> dict[str, str]:
+        from wrappers.launch import child_environ
+
+        env = child_environ(self.socket_dir, iface=host, pcap=str(self.pcap))
+        env.update(extra)
+        return env
+
+    def address(self, host: int, family: str = "ipv4") -> str:
+        from wrappers.addressing import Network
+
+        return Network().iface_address(socket.AF_INET6 if family == "ipv6" else socket.AF_INET, host)
+
+    def start(self, argv: list[str], host: int, **kwargs: Any) -> subprocess.Popen:
+        argv = [sys.executable if i == 0 and a == "python" else a for i, a in enumerate(argv)]
+        p = subprocess.Popen(argv, env=self.env(host), start_new_session=True, **kwargs)
+        self.procs.append(p)
+        return p
+
+    def run(self, argv: list[str], host: int, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess:
+        argv = [sys.executable if i == 0 and a == "python" else a for i, a in enumerate(argv)]
+        return subprocess.run(argv, env=self.env(host), timeout=timeout, **kwargs)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(timeout=3)
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    try:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    p.wait()
+
+    def capture(self, **kwargs: Any):
+        """Stop the processes (so every packet is written) and open the pcap with harness.pcap."""
+        from harness.pcap import Capture
+
+        self.stop()
+        return Capture(self.pcap, **kwargs)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def wirecheck_net(tmp_path: Path):
+    net = EmulatedNetwork(tmp_path / "run.pcap")
+    yield net
+    net.close()
+
+
+@pytest.fixture
+def wirecheck_run(tmp_path: Path):
+    """run(path, cell=None, section_vars=None) -> result record (status, reason, details, duration)."""
+    from harness.scenario import load_file, registry
+    from harness.scenario.cellproc import run_isolated
+
+    def run(path: str | os.PathLike, cell: str | None = None, section_vars: dict | None = None) -> dict:
+        registry.discover()
+        scen = load_file(path)
+        cells = [c for c in scen.cells() if cell in (None, c.id, c.label)]
+        if not cells:
+            raise LookupError(f"{scen.id} has no cell {cell!r}")
+        return run_isolated(cells[0], tmp_path / scen.area, section_vars=section_vars)
+    return run
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "wirecheck(*groups): a scenario cell and its groups (--wirecheck-group)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--wirecheck-group G[,G]: keep only scenario cells in one of these groups (other tests stay)."""
+    wanted = [g for v in config.getoption("--wirecheck-group") or [] for g in v.split(",") if g]
+    if not wanted:
+        return
+    keep, drop = [], []
+    for item in items:
+        groups = getattr(item, "cell", None) and item.cell.scenario.groups
+        (keep if groups is None or groups is False or set(groups) & set(wanted) else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
