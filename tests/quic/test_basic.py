@@ -45,7 +45,7 @@ def test_smb_style_plain_send_recv(net, pki):
         assert s.recv(100) == b"negotiate"
         s.send(b"response")
         assert c.recv(100) == b"response"
-        for i in range(20):
+        for _ in range(20):
             c.send(b"x" * 1000)
             got = b""
             while len(got) < 1000:

@@ -348,7 +348,7 @@ class Connection:
         self.state = C.CLOSED
         if not self.handshake_done:
             self.handshake_error = ev.reason_phrase or f"error {ev.error_code:#x}"
-        idle = ev.reason_phrase == "Idle timeout" and ev.error_code == 0
+        idle = ev.reason_phrase == "Idle timeout"
         if not getattr(self, "_local_close", False):
             cc = uapi.ConnectionClose(0, 0, b"") if idle else uapi.ConnectionClose(
                 ev.error_code, ev.frame_type or 0, ev.reason_phrase.encode()[:63])
