@@ -244,10 +244,6 @@ def test_accepts_99_char_dir(procs: Procs, tmp_path: Path) -> None:
     assert p.lines == ["['T0A01BD']"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `wirecheck exec` does not check SOCKET_WRAPPER_IPV4_NETWORK from the environment: a native "
-    "child runs (and would abort at its first socket()), a Python child dies in site import with "
-    "'Fatal Python error: init_import_site' and exit 1"))
 @pytest.mark.parametrize("command", ["python", "native"])
 def test_refuses_unknown_ipv4_network(procs: Procs, sockdir: Path, tmp_path: Path, command: str) -> None:
     """cwrap aborts the process on SOCKET_WRAPPER_IPV4_NETWORK=192.168.0.0; we refuse with exit 2."""

@@ -135,14 +135,12 @@ def _listener_scenario(procs: Procs, sockdir: Path, tmp_path: Path, pcap: Path) 
     child.finish()
 
 
-@pytest.mark.xfail(reason=LISTENER_DUP, strict=True)
 def test_pass_listening_socket_pcap_is_clean(procs: Procs, sockdir: Path, tmp_path: Path, pcaps) -> None:
     pcap = pcaps.new()
     _listener_scenario(procs, sockdir, tmp_path, pcap)
     pcaps.assert_clean(pcap)
 
 
-@pytest.mark.xfail(reason=CONN_MISSING, strict=True)
 def test_pass_connected_socket_pcap_is_clean(procs: Procs, sockdir: Path, tmp_path: Path, pcaps) -> None:
     pcap = pcaps.new()
     channel = str(tmp_path / "chan")

@@ -14,7 +14,7 @@ import subprocess
 
 import wrappers
 
-from .config import parse_iface
+from .config import from_environ, parse_iface
 from .sockdir import check_socket_dir
 
 PRELOAD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
@@ -63,6 +63,8 @@ def child_environ(
         env["SOCKET_WRAPPER_PCAP_FILE"] = os.path.abspath(pcap)
     if ipv4_network is not None:
         env["SOCKET_WRAPPER_IPV4_NETWORK"] = ipv4_network
+    # Refuse here what a child would die of (cwrap aborts on these at its first socket()).
+    from_environ(env)
     paths = [PRELOAD_DIR, PACKAGE_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     if native:

@@ -40,10 +40,12 @@ class SocketMeta:
     listening: bool = False
     accepted: bool = False
     shared: bool = False  # crossed a fork() or SCM_RIGHTS: another process may hold it
+    passed: bool = False  # sent away in SCM_RIGHTS: the receiver owns its FIN and its file now
     options: dict[tuple[int, int], Any] = field(default_factory=dict)
     # pcap state (streams): the flow model, whether the peer logs its own sends
     flow: Any = None
-    peer_logs: bool = False
+    peer_logs: bool | None = False  # None: not known yet (socket_wrapper._peer_logs)
+    passed_seq: tuple[int, int] | None = None  # TcpFlow counters carried across fd passing
     peer_pid: int | None = None
     fin_sent: bool = False
     fin_seen: bool = False
@@ -71,6 +73,10 @@ class SocketMeta:
             "unix_connected": self.unix_connected,
             "listening": self.listening,
             "accepted": self.accepted,
+            "peer_pid": self.peer_pid,
+            "fin_sent": self.fin_sent,
+            "fin_seen": self.fin_seen,
+            "seq": [self.flow.local_seq, self.flow.remote_seq] if self.flow is not None else None,
         }
 
 
@@ -122,6 +128,7 @@ def export_for_passing(fd: int) -> None:
     if meta is None:
         return
     meta.shared = True
+    meta.passed = True
     ino = inode_of(fd)
     path = _sidecar_path(meta.socket_dir, ino)
     tmp = f"{path}.{os.getpid()}.tmp"
@@ -163,7 +170,12 @@ def import_passed(fd: int, socket_dir: str) -> SocketMeta | None:
             bound_path=data["bound_path"], autobound=data["autobound"],
             peer=tuple(data["peer"]) if data["peer"] else None, peer_path=data["peer_path"],
             unix_connected=data["unix_connected"], listening=data["listening"], accepted=data["accepted"],
+            peer_pid=data.get("peer_pid"), fin_sent=data.get("fin_sent", False),
+            fin_seen=data.get("fin_seen", False),
+            passed_seq=tuple(data["seq"]) if data.get("seq") else None,  # type: ignore[arg-type]
         )
+        if not meta.accepted:
+            meta.peer_logs = None
     else:
         if not isinstance(local_path, str) or os.path.dirname(local_path) != socket_dir:
             return None

@@ -156,6 +156,15 @@ class WrappedSocket(_socket_mod.socket):
         _orig_socket.__init__(self, AF_UNIX, meta.sotype, 0, fileno)
         self._emulate(cfg, meta)
         self._sw_timeout = _socket_mod.getdefaulttimeout()
+        if self._sw_rec is not None and meta.sotype == SOCK_STREAM and meta.unix_connected \
+                and meta.flow is None and meta.local and meta.peer:
+            from .tcplog import TcpFlow
+
+            # A connection that arrived by fd passing: carry on with the sender's numbers.
+            meta.flow = TcpFlow(meta.local[:2], meta.peer[:2])
+            meta.flow.local_seq, meta.flow.remote_seq = meta.passed_seq or (1, 1)
+            if meta.accepted:
+                meta.peer_logs = self._sw_rec.peer_logs(meta.peer_pid)
 
     def _emulate(self, cfg: Config, meta: SocketMeta) -> None:
         self._sw = meta
@@ -528,8 +537,7 @@ class WrappedSocket(_socket_mod.socket):
         if rec is not None:
             from .tcplog import TcpFlow
 
-            m.peer_pid = self._peer_pid()
-            m.peer_logs = rec.peer_logs(m.peer_pid)
+            m.peer_logs = None  # decided at the first receive: the acceptor may not be the listener's creator
             m.flow = TcpFlow(m.local[:2], peer[:2])  # type: ignore[index]
             rec.write(m.flow.handshake("local"))
         self._arm_timed_cut()
@@ -544,6 +552,21 @@ class WrappedSocket(_socket_mod.socket):
         syn = TcpFlow(m.local[:2], peer[:2]).handshake("local")[0]
         rec.write([syn])
         rec.icmp_unreachable(syn, m.family)
+
+    def _peer_logs(self) -> bool:
+        """Does the process at the other end log its own sends? (recorder.py)
+
+        A client learns it lazily: SO_PEERCRED names the process that called listen(), which need
+        not be the one that accepted (a listener passed to a worker), so the acceptor leaves its
+        pid in .wirecheck/accepted/<client name> and the client reads it at its first receive.
+        """
+        m = self._sw
+        assert m is not None
+        if m.peer_logs is None:
+            pid = _acceptor_of(m)
+            m.peer_pid = pid if pid is not None else self._peer_pid()
+            m.peer_logs = bool(self._sw_rec and self._sw_rec.peer_logs(m.peer_pid))
+        return bool(m.peer_logs)
 
     def _peer_pid(self) -> int | None:
         try:
@@ -595,6 +618,7 @@ class WrappedSocket(_socket_mod.socket):
 
             cm.peer_pid = child._peer_pid()
             cm.peer_logs = rec.peer_logs(cm.peer_pid)
+            _note_acceptor(cm)
             cm.flow = TcpFlow(local[:2], peer[:2])  # type: ignore[index]
             handshake = cm.flow.handshake("remote")  # counts the SYNs even when the client logs them
             if not cm.peer_logs:
@@ -826,7 +850,7 @@ class WrappedSocket(_socket_mod.socket):
                         raise _oserror(errno.ECONNRESET)
                     return self._recv_stream_into(view, nbytes, flags)
         elif rec is not None and m.flow is not None:
-            if m.peer_logs:
+            if self._peer_logs():
                 m.flow.note_received(n)
             else:
                 with rec.locked():
@@ -838,7 +862,7 @@ class WrappedSocket(_socket_mod.socket):
         assert m is not None
         if _reset_marker_exists(m):
             m.reset = True
-            if self._sw_rec is not None and m.flow is not None and not m.peer_logs:
+            if self._sw_rec is not None and m.flow is not None and not self._peer_logs():
                 with self._sw_rec.locked():
                     self._sw_rec.write(m.flow.rst("in"))
             raise _oserror(errno.ECONNRESET)
@@ -847,7 +871,7 @@ class WrappedSocket(_socket_mod.socket):
         m.fin_seen = True
         rec = self._sw_rec
         if rec is not None and m.flow is not None:
-            if m.peer_logs:
+            if self._peer_logs():
                 m.flow.note_received(1)
             else:
                 with rec.locked():
@@ -858,7 +882,7 @@ class WrappedSocket(_socket_mod.socket):
         assert m is not None
         m.reset = True
         rec = self._sw_rec
-        if rec is not None and m.flow is not None and not m.peer_logs:
+        if rec is not None and m.flow is not None and not self._peer_logs():
             with rec.locked():
                 rec.write(m.flow.rst("in"))
 
@@ -1205,7 +1229,10 @@ class WrappedSocket(_socket_mod.socket):
             ino = metamod.inode_of(self.fileno())
         except OSError:
             ino = None
-        if m.shared and ino is not None and metamod.others_hold(ino):
+        if m.passed or (m.shared and ino is not None and metamod.others_hold(ino)):
+            # Still alive elsewhere (an fd in flight in SCM_RIGHTS is held by no process yet, so a
+            # passed socket never counts as closed here, as with cwrap).
+            metamod.forget(m)
             return
         if m.shaper is not None:
             m.shaper.drain()
@@ -1215,6 +1242,7 @@ class WrappedSocket(_socket_mod.socket):
             m.fin_sent = True
         if m.autobound and m.accepted is False and m.peer_path:
             _remove_reset_marker(m)
+            _forget_acceptor(m)
         if m.bound_path and not m.accepted and m.owner_pid == os.getpid():
             try:
                 if m.bound_ino is None or os.stat(m.bound_path).st_ino == m.bound_ino:
@@ -1268,6 +1296,34 @@ def _export_fds(payload: bytes) -> None:
     for fd in fds:
         try:
             metamod.export_for_passing(fd)
+        except OSError:
+            pass
+
+
+def _note_acceptor(m: SocketMeta) -> None:
+    """Leave this (accepting) process's pid where the client will look for it."""
+    if m.peer_path:
+        path = os.path.join(private_dir(m.socket_dir, "accepted"), os.path.basename(m.peer_path))
+        tmp = f"{path}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(tmp, path)
+
+
+def _acceptor_of(m: SocketMeta) -> int | None:
+    if not m.bound_path:
+        return None
+    try:
+        with open(os.path.join(m.socket_dir, ".wirecheck", "accepted", os.path.basename(m.bound_path))) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _forget_acceptor(m: SocketMeta) -> None:
+    if m.bound_path:
+        try:
+            os.unlink(os.path.join(m.socket_dir, ".wirecheck", "accepted", os.path.basename(m.bound_path)))
         except OSError:
             pass
 

@@ -18,7 +18,8 @@ if os.environ.get("SOCKET_WRAPPER_DIR"):
         _wrappers.activate()
     except Exception as _e:  # noqa: BLE001 - a broken environment must say why, then stop
         sys.stderr.write(f"wirecheck: cannot emulate sockets: {_e}\n")
-        raise SystemExit(2) from None
+        sys.stderr.flush()
+        os._exit(2)  # SystemExit during site import would become "Fatal Python error"
 
 _others = [p for p in sys.path if os.path.abspath(p or ".") != _here]
 _spec = importlib.machinery.PathFinder.find_spec("sitecustomize", _others)
