@@ -226,7 +226,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         attributes = request.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
         if is_dir:
             attributes |= FileAttributes.DIRECTORY
-        state.meta_overrides[(st.st_dev, st.st_ino)] = {"attributes": int(attributes or FileAttributes.NORMAL)}
+        state.meta_overrides[(st.st_dev, st.st_ino)] = {"attributes": int(attributes or FileAttributes.ARCHIVE)}
     else:
         if action != CreateAction.OPENED:
             state.meta_overrides.pop((st.st_dev, st.st_ino), None)
@@ -625,6 +625,9 @@ def _query_info(conn, session, tree, header, request: m.QueryInfoRequest, relate
     opened = _open_for(session, request.file_id, related)
     if request.output_buffer_length > conn.max_size:
         raise Fail(NtStatus.INVALID_PARAMETER, "OutputBufferLength > MaxTransactSize")
+    if (request.info_type == InfoType.FILE and request.file_info_class in (4, 18, 34, 35)
+            and not opened.access & AccessMask.FILE_READ_ATTRIBUTES):
+        raise Fail(NtStatus.ACCESS_DENIED, "needs FILE_READ_ATTRIBUTES")
     try:
         if request.info_type == InfoType.FILE:
             data, variable = _file_info(conn, tree, opened, request.file_info_class)
@@ -683,7 +686,7 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
                 attributes = basic.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
                 if opened.is_dir:
                     attributes |= FileAttributes.DIRECTORY
-                override["attributes"] = int(attributes or FileAttributes.NORMAL)
+                override["attributes"] = int(attributes or FileAttributes.ARCHIVE)
         elif cls == 20:
             if opened.is_dir or not opened.access & WRITE_RIGHTS:
                 raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "EOF")
@@ -783,7 +786,10 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, b"", b"", 0))
     if code == Fsctl.FILE_LEVEL_TRIM and tree.fs is not None:
         _open_for(session, request.file_id, related)  # a hint; nothing to trim on a plain file system
-        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<I", 0), b"", 0))
+        if len(request.input) < 8:
+            raise Fail(NtStatus.INVALID_PARAMETER, "FILE_LEVEL_TRIM input")
+        ranges = struct.unpack_from("<I", request.input, 4)[0]
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<I", ranges), b"", 0))
     if code in (Fsctl.SRV_COPYCHUNK, Fsctl.SRV_COPYCHUNK_WRITE) and tree.fs is not None:
         return _copychunk(conn, session, request, related)
     if code == Fsctl.PIPE_TRANSCEIVE or code == Fsctl.DFS_GET_REFERRALS or code == Fsctl.DFS_GET_REFERRALS_EX:
