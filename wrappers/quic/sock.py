@@ -111,6 +111,16 @@ class QuicSocket(_OrigSocket):
     def __repr__(self) -> str:
         return f"<QuicSocket fd={self.fileno()} state={self.quic_state} local={self._local} peer={self._peer}>"
 
+    def quic_stats(self) -> dict[str, int]:
+        """Datagrams this socket's connection (or listener) took in and dropped as undecodable."""
+        c = self._conn
+        if c is not None:
+            return {"received": c.received, "dropped": c.dropped}
+        lst = self._listener
+        carrier = lst.carrier if lst is not None else None
+        dropped = getattr(lst, "dropped", 0) + getattr(carrier, "dropped", 0)
+        return {"received": 0, "dropped": dropped}
+
     # -- timeouts -----------------------------------------------------------------------------
     def settimeout(self, value: float | None) -> None:
         self._timeout = value
