@@ -16,6 +16,7 @@ Nothing here touches the file system; the socket code turns these answers into `
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ class Network:
                 f"SOCKET_WRAPPER_DEFAULT_IFACE: {self.default_iface} is outside 1..{MAX_IFACE}"
             )
 
-    @property
+    @functools.cached_property
     def _v4_base(self) -> int:
         return int(ipaddress.IPv4Address(self.ipv4_network))
 
@@ -75,6 +76,9 @@ class Network:
         return self.ipv4_network.split(".")[0] + ".255.255.255"
 
     def iface_address(self, family: int, iface: int) -> str:
+        return _iface_address(self.ipv4_network, family, iface)
+
+    def _iface_address_uncached(self, family: int, iface: int) -> str:
         if family == socket.AF_INET:
             return str(ipaddress.IPv4Address(self._v4_base + iface))
         if family == socket.AF_INET6:
@@ -133,6 +137,11 @@ class Network:
         if iface is None:
             raise AddressError(errno.ENETUNREACH, f"{host} is outside the emulated network")
         return iface
+
+
+@functools.lru_cache(maxsize=1024)
+def _iface_address(ipv4_network: str, family: int, iface: int) -> str:
+    return Network(ipv4_network=ipv4_network)._iface_address_uncached(family, iface)
 
 
 def _is_v6_unspecified(host: str) -> bool:

@@ -52,6 +52,7 @@ class SocketMeta:
     reset: bool = False
     closed: bool = False
     refs: int = 0  # open Python objects (dups) in this process
+    inodes: set[int] = field(default_factory=set)  # registry keys (a rebind adds one)
     # impairments
     shaper: Any = None  # stream_shaper.StreamShaper once a connection is impaired
     inbox: deque = field(default_factory=deque)  # duplicated incoming datagrams
@@ -89,8 +90,10 @@ def inode_of(fd: int) -> int:
 
 
 def register(fd: int, meta: SocketMeta) -> None:
+    ino = inode_of(fd)
     with _registry_lock:
-        _registry[inode_of(fd)] = meta
+        _registry[ino] = meta
+        meta.inodes.add(ino)
 
 
 def lookup(fd: int) -> SocketMeta | None:
@@ -102,9 +105,10 @@ def lookup(fd: int) -> SocketMeta | None:
 
 def forget(meta: SocketMeta) -> None:
     with _registry_lock:
-        for ino, m in list(_registry.items()):
-            if m is meta:
+        for ino in meta.inodes:
+            if _registry.get(ino) is meta:
                 del _registry[ino]
+        meta.inodes.clear()
 
 
 def mark_all_shared() -> None:

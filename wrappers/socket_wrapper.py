@@ -47,8 +47,8 @@ _orig_socket = _socket_mod.socket
 AF_INET, AF_INET6, AF_UNIX = _socket_mod.AF_INET, _socket_mod.AF_INET6, _socket_mod.AF_UNIX
 SOCK_STREAM, SOCK_DGRAM = _socket_mod.SOCK_STREAM, _socket_mod.SOCK_DGRAM
 _TYPE_MASK = ~(_socket_mod.SOCK_NONBLOCK | _socket_mod.SOCK_CLOEXEC)
-_MSG_DONTWAIT = _socket_mod.MSG_DONTWAIT
-_MSG_PEEK = _socket_mod.MSG_PEEK
+_MSG_DONTWAIT = int(_socket_mod.MSG_DONTWAIT)  # int, not MsgFlag: enum | and & run Python code
+_MSG_PEEK = int(_socket_mod.MSG_PEEK)
 _SOL_SOCKET = _socket_mod.SOL_SOCKET
 _POLLIN, _POLLOUT = select.POLLIN, select.POLLOUT
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0x2000)
@@ -94,16 +94,18 @@ class _AutobindCounter:
     def _reset(self) -> None:
         self.next = None
 
-    def candidates(self) -> list[int]:
+    def candidates(self) -> range:
         if self.next is None:
             self.next = os.getpid() % 50000 + 10000
         if self.next > addressing.AUTOBIND_LAST:
             self.next = addressing.AUTOBIND_FIRST
         start = self.next
-        return [start + i for i in range(1024) if start + i <= 0xFFFF]
+        return range(start, min(start + 1024, 0x10000))
 
 
 _autobind = _AutobindCounter()
+_remote_cache: dict[tuple, tuple[str, tuple]] = {}
+_orig_send, _orig_recv, _orig_recv_into = _orig_socket.send, _orig_socket.recv, _orig_socket.recv_into
 
 
 class WrappedSocket(_socket_mod.socket):
@@ -142,7 +144,7 @@ class WrappedSocket(_socket_mod.socket):
             raise _oserror(errno.EPROTONOSUPPORT, "socket_wrapper emulates TCP and UDP only")
         _orig_socket.__init__(self, AF_UNIX, type & ~_socket_mod.SOCK_NONBLOCK, 0)
         self._emulate(cfg, SocketMeta(family, base_type, proto, cfg.socket_dir))
-        self._sw_timeout = 0.0 if type & _socket_mod.SOCK_NONBLOCK else _socket_mod.getdefaulttimeout()
+        self._set_timeout(0.0 if type & _socket_mod.SOCK_NONBLOCK else _socket_mod.getdefaulttimeout())
         if base_type == SOCK_STREAM:
             self._set_buffers()
 
@@ -155,7 +157,7 @@ class WrappedSocket(_socket_mod.socket):
             return
         _orig_socket.__init__(self, AF_UNIX, meta.sotype, 0, fileno)
         self._emulate(cfg, meta)
-        self._sw_timeout = _socket_mod.getdefaulttimeout()
+        self._set_timeout(_socket_mod.getdefaulttimeout())
         if self._sw_rec is not None and meta.sotype == SOCK_STREAM and meta.unix_connected \
                 and meta.flow is None and meta.local and meta.peer:
             from .tcplog import TcpFlow
@@ -210,7 +212,7 @@ class WrappedSocket(_socket_mod.socket):
             value = float(value)
             if value < 0:
                 raise ValueError("Timeout value out of range")
-        self._sw_timeout = value
+        self._set_timeout(value)
 
     def gettimeout(self) -> float | None:
         if self._sw is None:
@@ -220,12 +222,22 @@ class WrappedSocket(_socket_mod.socket):
     def setblocking(self, flag: bool) -> None:
         if self._sw is None:
             return super().setblocking(flag)
-        self._sw_timeout = None if flag else 0.0
+        self._set_timeout(None if flag else 0.0)
 
     def getblocking(self) -> bool:
         if self._sw is None:
             return super().getblocking()
         return self._sw_timeout != 0.0
+
+    def _set_timeout(self, value: float | None) -> None:
+        """Keep the application's timeout; make the fd blocking only for a blocking socket.
+
+        A blocking socket's fast path then sleeps in the kernel (fewer, fuller send() calls);
+        a timeout is emulated over a non-blocking fd with poll(), because CPython would poll
+        before each call otherwise. Paths that must not block pass MSG_DONTWAIT explicitly.
+        """
+        self._sw_timeout = value
+        _orig_socket.settimeout(self, None if value is None else 0.0)
 
     def _deadline(self) -> float | None:
         t = self._sw_timeout
@@ -387,6 +399,20 @@ class WrappedSocket(_socket_mod.socket):
         """The unix path and the emulated tuple of a destination, or the errno cwrap gives."""
         m = self._sw
         assert m is not None
+        key = (self._sw_cfg, m.family, m.sotype, address) if type(address) is tuple else None
+        hit = _remote_cache.get(key) if key is not None else None
+        if hit is not None:
+            return hit
+        result = self._remote_uncached(address, what)
+        if key is not None and result[1][0] == address[0]:  # a literal address: no DNS answer to go stale
+            if len(_remote_cache) >= 4096:
+                _remote_cache.clear()
+            _remote_cache[key] = result
+        return result
+
+    def _remote_uncached(self, address: Any, what: str) -> tuple[str, tuple]:
+        m = self._sw
+        assert m is not None
         host, port, full = self._parse_addr(address, what)
         if port == 0:
             raise _oserror(errno.EINVAL, "port 0")
@@ -493,7 +519,15 @@ class WrappedSocket(_socket_mod.socket):
                     _orig_socket.connect(self, path)
                 else:
                     with rec.locked():
-                        _orig_socket.connect(self, path)
+                        # never wait for a listener's backlog while holding the pcap lock
+                        blocking = self._sw_timeout is None
+                        if blocking:
+                            _orig_socket.settimeout(self, 0.0)
+                        try:
+                            _orig_socket.connect(self, path)
+                        finally:
+                            if blocking:
+                                _orig_socket.settimeout(self, None)
                         self._connected(peer, path)
                         return
             except FileNotFoundError:
@@ -611,7 +645,9 @@ class WrappedSocket(_socket_mod.socket):
                         bound_path=m.bound_path)  # the listener's name: never unlinked by a child
         cm.options = {k: v for k, v in m.options.items() if k[0] != _SOL_SOCKET}
         child._emulate(self._sw_cfg, cm)
-        child._sw_timeout = _socket_mod.getdefaulttimeout()  # as CPython: the default, not the listener's
+        child._set_timeout(_socket_mod.getdefaulttimeout())  # as CPython: the default, not the listener's
+        if m.sotype == SOCK_STREAM:
+            child._set_buffers()
         rec = child._sw_rec
         if rec is not None:
             from .tcplog import TcpFlow
@@ -620,10 +656,12 @@ class WrappedSocket(_socket_mod.socket):
             cm.peer_logs = rec.peer_logs(cm.peer_pid)
             _note_acceptor(cm)
             cm.flow = TcpFlow(local[:2], peer[:2])  # type: ignore[index]
-            handshake = cm.flow.handshake("remote")  # counts the SYNs even when the client logs them
-            if not cm.peer_logs:
+            if cm.peer_logs:
+                cm.flow.advance("in", 1)  # the client logged SYN, SYN/ACK, ACK: count the SYNs only
+                cm.flow.advance("out", 1)
+            else:
                 with rec.locked():
-                    rec.write(handshake)
+                    rec.write(cm.flow.handshake("remote"))
         child._arm_timed_cut()
         return child, peer
 
@@ -655,10 +693,29 @@ class WrappedSocket(_socket_mod.socket):
             remote = _stable(proto, remote)
         return impair.impairer_for(proto, local, remote, direction)
 
+    def _plain_stream(self, m: SocketMeta) -> bool:
+        """Nothing to log, impair or refuse: the fast paths may go straight to the kernel."""
+        return (m.sotype == SOCK_STREAM and self._sw_rec is None and m.unix_connected and not m.fin_sent
+                and not m.reset and m.cut is None and m.shaper is None and not m.listening
+                and impair.current() is None)
+
     def send(self, data: Any, flags: int = 0) -> int:
-        if self._sw is None:
-            return super().send(data, flags)
         m = self._sw
+        if m is None:
+            return super().send(data, flags)
+        if self._plain_stream(m):
+            if self._sw_timeout is None:
+                try:
+                    return _orig_send(self, data, flags)  # blocks in the kernel
+                except BlockingIOError:
+                    pass  # a dup of this socket made the fd non-blocking: poll below
+            else:
+                try:
+                    return _orig_send(self, data, flags | _MSG_DONTWAIT)
+                except BlockingIOError:
+                    if self._sw_timeout == 0.0 or flags & _MSG_DONTWAIT:
+                        raise
+            return self._io(lambda: _orig_send(self, data, flags | _MSG_DONTWAIT), _POLLOUT, flags)
         if m.sotype == SOCK_DGRAM:
             if m.peer is None:
                 raise _oserror(errno.EDESTADDRREQ)
@@ -794,8 +851,17 @@ class WrappedSocket(_socket_mod.socket):
         return self._sendfile_use_send(file, offset, count)  # type: ignore[attr-defined]
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        if self._sw is None:
+        m = self._sw
+        if m is None:
             return super().recv(bufsize, flags)
+        if self._plain_stream(m):
+            try:
+                data = _orig_recv(self, bufsize, flags if self._sw_timeout is None else flags | _MSG_DONTWAIT)
+                if data or not bufsize:
+                    return data  # EOF and errors take the full path below
+            except BlockingIOError:
+                if self._sw_timeout == 0.0 or flags & _MSG_DONTWAIT:
+                    raise
         if self._sw.sotype == SOCK_DGRAM:
             return self._recv_dgram(bufsize, flags)[0]
         buf = bytearray(bufsize)
@@ -803,8 +869,18 @@ class WrappedSocket(_socket_mod.socket):
         return bytes(buf[:n])
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        if self._sw is None:
+        m = self._sw
+        if m is None:
             return super().recv_into(buffer, nbytes, flags)
+        if self._plain_stream(m):
+            try:
+                n = _orig_recv_into(self, buffer, nbytes,
+                                    flags if self._sw_timeout is None else flags | _MSG_DONTWAIT)
+                if n:
+                    return n  # EOF and errors take the full path below
+            except BlockingIOError:
+                if self._sw_timeout == 0.0 or flags & _MSG_DONTWAIT:
+                    raise
         view = memoryview(buffer).cast("B")
         nbytes = nbytes or len(view)
         if self._sw.sotype == SOCK_DGRAM:
@@ -1044,6 +1120,7 @@ class WrappedSocket(_socket_mod.socket):
             patience = min(patience, self._sw_timeout)
         deadline = time.monotonic() + patience
         delay = 0.0001
+        spins = 0
         while True:
             try:
                 return locked_attempt()
@@ -1051,6 +1128,12 @@ class WrappedSocket(_socket_mod.socket):
                 if time.monotonic() >= deadline:
                     m.receiver_drops += 1
                     return None
+                if spins < 200:
+                    # The reader usually makes room within microseconds: yield the CPU first;
+                    # sleeping at once leaves reader and writer idle in turn.
+                    spins += 1
+                    os.sched_yield()
+                    continue
                 time.sleep(delay)
                 delay = min(delay * 2, 0.005)
 
