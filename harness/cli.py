@@ -7,13 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 
 import click
 
 from wrappers.config import WrapperConfigError
 from wrappers.launch import child_environ
-from wrappers.sockdir import check_socket_dir, sweep_stale
+from wrappers.sockdir import check_socket_dir, make_socket_dir, sweep_stale
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,7 +39,7 @@ def exec_(socket_dir: str | None, iface: str | None, pcap: str | None, network: 
     temp = None
     socket_dir = socket_dir or os.environ.get("SOCKET_WRAPPER_DIR") or None
     if socket_dir is None:
-        temp = socket_dir = tempfile.mkdtemp(prefix="wirecheck-sw-")
+        temp = socket_dir = make_socket_dir("wirecheck-sw-")
         click.echo(f"wirecheck exec: socket directory {socket_dir}", err=True)
     try:
         try:

@@ -12,11 +12,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 from wrappers.addressing import Network, socket_name
 from wrappers.launch import child_environ
+from wrappers.sockdir import make_socket_dir
 
 TSHARK_CHECKS = ["-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE"]
 
@@ -37,7 +37,7 @@ def run_demo(out: str) -> int:
     pcap = os.path.join(out, "demo.pcap")
     if os.path.exists(pcap):
         os.unlink(pcap)
-    socket_dir = tempfile.mkdtemp(prefix="wirecheck-demo-")
+    socket_dir = make_socket_dir("wirecheck-demo-")
     py = sys.executable
     net = Network()
     servers: list[subprocess.Popen] = []

@@ -654,7 +654,9 @@ class WrappedSocket(_socket_mod.socket):
 
             cm.peer_pid = child._peer_pid()
             cm.peer_logs = rec.peer_logs(cm.peer_pid)
-            _note_acceptor(cm)
+            if m.shared:
+                # The client's SO_PEERCRED names whoever called listen(): tell it who accepted.
+                _note_acceptor(cm)
             cm.flow = TcpFlow(local[:2], peer[:2])  # type: ignore[index]
             if cm.peer_logs:
                 cm.flow.advance("in", 1)  # the client logged SYN, SYN/ACK, ACK: count the SYNs only
