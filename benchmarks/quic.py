@@ -1,0 +1,378 @@
+"""wirecheck's IPPROTO_QUIC against plain aioquic, measured in one run.
+
+    python -m benchmarks.quic [--quick] [--size 128MiB] [--handshakes 50] [--idle 200] [--repeat 3] [--json FILE]
+
+* **bulk** - one stream, ``--size`` bytes in 64 KiB messages (sendmsg with the stream-info cmsg; for
+  aioquic: ``writer.write`` + ``drain`` on one stream), FIN on the last; timed by the receiver from the
+  first byte to the FIN.
+* **handshakes** - ``--handshakes`` complete handshakes (certificate, P-256; and PSK for us), each on
+  a fresh socket, lock-step; the client sums the time from socket creation to handshake completion
+  (closing is not timed: aioquic's ``connect`` waits out the closing period on exit).
+* **idle memory** - the engine's memory per idle connection: ``--idle`` connections (client and server
+  end in one process), traced Python allocations and RSS growth divided by the count.
+
+Kinds: ``aioquic`` (its asyncio API over real loopback UDP, the baseline), ``real`` (our QuicSocket
+over real loopback UDP: a user-space quic.ko), ``emu`` (under ``wrappers.activate``: SEQPACKET
+carrier), ``emu-pcap`` (the same plus the pcap and key log). Client and server run in two fresh
+processes (spawned), as in benchmarks/transport.py, so the GIL does not serialise them. Each
+measurement is repeated, kinds interleaved, and the median reported with ratios against aioquic.
+Timing is printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+KINDS = ("aioquic", "real", "emu", "emu-pcap")
+CHUNK = 64 * 1024
+
+
+def _size(text: str) -> int:
+    units = {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "K": 1000, "M": 1000**2}
+    t = text.upper()
+    for u, m in units.items():
+        if t.endswith(u):
+            return int(float(t[: -len(u)]) * m)
+    return int(t)
+
+
+def _pki(directory: str) -> dict[str, str]:
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from quic.certs import make_pki  # tests/quic/certs.py
+
+    return make_pki(directory)
+
+
+# -- wirecheck side (runs in a child process) ---------------------------------------------------
+
+def _activate(kind: str, sockdir: str, pcap: str | None) -> None:
+    if kind.startswith("emu"):
+        import wrappers
+
+        wrappers.activate(sockdir, iface=11, pcap=pcap if kind == "emu-pcap" else None)
+
+
+def _qsocket(kind: str) -> Any:
+    from wrappers.quic import QuicSocket
+
+    if kind.startswith("emu"):
+        return socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 261)
+    return QuicSocket(socket.AF_INET, socket.SOCK_DGRAM)
+
+
+def _wc_server(kind: str, task: str, n: int, pki: dict[str, str], sockdir: str, pcap: str | None,
+               port_q: Any, out_q: Any, psk: bool) -> None:
+    from wrappers.quic import MSG_STREAM_FIN, quic_recvmsg, server_handshake
+
+    _activate(kind, sockdir, pcap)
+    ls = _qsocket(kind)
+    ls.bind(("127.0.0.11" if kind.startswith("emu") else "127.0.0.1", 0))
+    ls.listen(64)
+    port_q.put(ls.getsockname()[1])
+    for _ in range(n if task == "handshakes" else 1):
+        s, _ = ls.accept()
+        if psk:
+            server_handshake(s, pki["psk"], None, timeout=30)
+        else:
+            server_handshake(s, pki["server_key"], pki["server"], timeout=30)
+        if task == "bulk":
+            total, t0 = 0, None
+            while True:
+                data, _, flags = quic_recvmsg(s, CHUNK * 4)
+                if t0 is None:
+                    t0 = time.perf_counter()
+                total += len(data)
+                if flags & MSG_STREAM_FIN:
+                    break
+            out_q.put((total, time.perf_counter() - t0))
+            s.send(b"done", MSG_STREAM_FIN)
+            time.sleep(0.2)
+        s.close()
+    ls.close()
+
+
+def _wc_client(kind: str, task: str, n: int, size: int, pki: dict[str, str], sockdir: str, port: int,
+               out_q: Any, psk: bool) -> None:
+    from wrappers.quic import MSG_STREAM_FIN, MSG_STREAM_NEW, client_handshake, quic_sendmsg
+
+    _activate(kind, sockdir, None)
+    host = "127.0.0.11" if kind.startswith("emu") else "127.0.0.1"
+
+    def handshake() -> Any:
+        c = _qsocket(kind)
+        c.connect((host, port))
+        if psk:
+            client_handshake(c, pki["psk"], timeout=30)
+        else:
+            client_handshake(c, None, "server.test", cafile=pki["ca"], timeout=30)
+        return c
+
+    if task == "handshakes":
+        spent = 0.0
+        for _ in range(n):
+            t0 = time.perf_counter()
+            c = handshake()
+            spent += time.perf_counter() - t0
+            c.close()
+        out_q.put(spent)
+        return
+    c = handshake()
+    block = os.urandom(CHUNK)
+    sent = 0
+    while sent < size:
+        last = sent + CHUNK >= size
+        quic_sendmsg(c, block, 0 if sent else -1, (0 if sent else MSG_STREAM_NEW) | (MSG_STREAM_FIN if last else 0))
+        sent += CHUNK
+    c.settimeout(60)
+    c.recv(100)
+    c.close()
+
+
+# -- aioquic baseline -------------------------------------------------------------------------------
+
+def _aio_config(is_client: bool, pki: dict[str, str]) -> Any:
+    import ssl
+
+    from aioquic.quic.configuration import QuicConfiguration
+
+    cfg = QuicConfiguration(is_client=is_client, alpn_protocols=["bench"], max_datagram_size=1452)
+    if is_client:
+        cfg.load_verify_locations(cafile=pki["ca"])
+        cfg.server_name = "server.test"
+        cfg.verify_mode = ssl.CERT_REQUIRED
+    else:
+        cfg.load_cert_chain(pki["server"], pki["server_key"])
+    return cfg
+
+
+def _aio_server(task: str, n: int, pki: dict[str, str], port_q: Any, out_q: Any) -> None:
+    from aioquic.asyncio import serve
+
+    async def main() -> None:
+        done = asyncio.Event()
+        count = {"n": 0}
+
+        def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            async def run() -> None:
+                total, t0 = 0, None
+                while True:
+                    data = await reader.read(CHUNK * 4)
+                    if not data:
+                        break
+                    if t0 is None:
+                        t0 = time.perf_counter()
+                    total += len(data)
+                out_q.put((total, time.perf_counter() - (t0 or time.perf_counter())))
+                writer.write(b"done")
+                writer.write_eof()
+                await asyncio.sleep(0.2)
+                done.set()
+            asyncio.ensure_future(run())
+
+        server = await serve("127.0.0.1", 0, configuration=_aio_config(False, pki), stream_handler=handler)
+        port_q.put(server._transport.get_extra_info("sockname")[1])
+        if task == "bulk":
+            await done.wait()
+        else:
+            while count["n"] < n:
+                await asyncio.sleep(0.05)
+                if not multiprocessing.parent_process().is_alive():  # type: ignore[union-attr]
+                    break
+        server.close()
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 600 if task == "bulk" else 2.0 + n))
+    except (TimeoutError, asyncio.TimeoutError):
+        pass
+
+
+def _aio_client(task: str, n: int, size: int, pki: dict[str, str], port: int, out_q: Any) -> None:
+    from aioquic.asyncio import connect
+
+    async def main() -> None:
+        cfg = _aio_config(True, pki)
+        if task == "handshakes":
+            # time the handshake only: leaving ``connect`` waits out aioquic's closing period
+            spent = 0.0
+            for _ in range(n):
+                t0 = time.perf_counter()
+                async with connect("127.0.0.1", port, configuration=cfg, wait_connected=True) as client:
+                    spent += time.perf_counter() - t0
+                    client.close()
+            out_q.put(spent)
+            return
+        async with connect("127.0.0.1", port, configuration=cfg) as client:
+            reader, writer = await client.create_stream()
+            block = os.urandom(CHUNK)
+            sent = 0
+            while sent < size:
+                writer.write(block)
+                sent += CHUNK
+                await writer.drain()
+            writer.write_eof()
+            await reader.read()
+
+    asyncio.run(main())
+
+
+# -- trials -----------------------------------------------------------------------------------------
+
+def _trial(kind: str, task: str, s: argparse.Namespace, pki: dict[str, str], tmp: str, psk: bool = False) -> dict:
+    ctx = multiprocessing.get_context("spawn")
+    port_q, out_q = ctx.Queue(), ctx.Queue()
+    sockdir = tempfile.mkdtemp(prefix="wqb-", dir="/tmp")
+    pcap = os.path.join(tmp, f"{kind}-{task}.pcap")
+    n = s.handshakes
+    try:
+        if kind == "aioquic":
+            srv = ctx.Process(target=_aio_server, args=(task, n, pki, port_q, out_q))
+        else:
+            srv = ctx.Process(target=_wc_server, args=(kind, task, n, pki, sockdir, pcap, port_q, out_q, psk))
+        srv.start()
+        port = port_q.get(timeout=60)
+        if kind == "aioquic":
+            cli = ctx.Process(target=_aio_client, args=(task, n, s.size, pki, port, out_q))
+        else:
+            cli = ctx.Process(target=_wc_client, args=(kind, task, n, s.size, pki, sockdir, port, out_q, psk))
+        cli.start()
+        result = out_q.get(timeout=s.timeout)
+        cli.join(30)
+        srv.join(10)
+        for p in (cli, srv):
+            if p.is_alive():
+                p.kill()
+        if task == "bulk":
+            total, secs = result
+            return {"rate": total / secs / 1e6, "bytes": total, "seconds": secs}
+        return {"rate": n / result, "seconds": result}
+    finally:
+        shutil.rmtree(sockdir, ignore_errors=True)
+
+
+def idle_memory(count: int, pki: dict[str, str]) -> dict:
+    """Per idle connection (client end + server end in this process), after a settled handshake."""
+    import gc
+    import threading
+    import tracemalloc
+
+    import wrappers
+    from wrappers.quic import client_handshake, server_handshake
+
+    sockdir = tempfile.mkdtemp(prefix="wqm-", dir="/tmp")
+    wrappers.activate(sockdir, iface=11)
+    ls = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 261)
+    ls.bind(("127.0.0.11", 0))
+    ls.listen(count + 8)
+    keep: list[Any] = []
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def one() -> None:
+        box: dict[str, Any] = {}
+
+        def serve() -> None:
+            s, _ = ls.accept()
+            server_handshake(s, pki["psk"], None, timeout=10)
+            box["s"] = s
+
+        t = threading.Thread(target=serve)
+        t.start()
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 261)
+        c.connect(ls.getsockname())
+        client_handshake(c, pki["psk"], timeout=10)
+        t.join()
+        keep.extend([c, box["s"]])
+
+    one()  # warm-up: imports, engine thread, certificate
+    gc.collect()
+    time.sleep(0.3)
+    tracemalloc.start()
+    r0, m0 = rss(), tracemalloc.get_traced_memory()[0]
+    for _ in range(count):
+        one()
+    time.sleep(0.5)
+    gc.collect()
+    r1, m1 = rss(), tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    for s in keep:
+        s.close()
+    ls.close()
+    wrappers.deactivate()
+    shutil.rmtree(sockdir, ignore_errors=True)
+    return {"connections": count, "python_kib": (m1 - m0) / count / 1024, "rss_kib": (r1 - r0) / count / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quic", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="16 MiB, 20 handshakes, 50 idle connections, 1 repeat")
+    p.add_argument("--size", type=_size, help="bulk bytes (default 128MiB)")
+    p.add_argument("--handshakes", type=int, help="handshakes per run (default 50)")
+    p.add_argument("--idle", type=int, help="idle connections for the memory figure (default 200)")
+    p.add_argument("--repeat", type=int, help="runs per measurement, median reported (default 3)")
+    p.add_argument("--only", help="comma-separated subset of: bulk,handshakes,memory")
+    p.add_argument("--kinds", help="comma-separated subset of: " + ",".join(KINDS))
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--json", metavar="FILE")
+    a = p.parse_args(argv)
+    a.size = a.size or (16 * 1024**2 if a.quick else 128 * 1024**2)
+    a.handshakes = a.handshakes or (20 if a.quick else 50)
+    a.idle = a.idle or (50 if a.quick else 200)
+    a.repeat = a.repeat or (1 if a.quick else 3)
+    only = set((a.only or "bulk,handshakes,memory").split(","))
+    kinds = [k for k in (a.kinds or ",".join(KINDS)).split(",") if k]
+    tmp = tempfile.mkdtemp(prefix="wqbench-")
+    pki = _pki(tmp)
+    results: dict[str, Any] = {"settings": {"size": a.size, "handshakes": a.handshakes, "repeat": a.repeat}}
+    try:
+        tasks = [t for t in ("bulk", "handshakes") if t in only]
+        for task in tasks:
+            samples: dict[str, list[float]] = {k: [] for k in kinds}
+            if task == "handshakes" and "real" in kinds:
+                samples["real-psk"] = []
+            for _ in range(a.repeat):
+                for k in list(samples):
+                    kind, psk = (k[:-4], True) if k.endswith("-psk") else (k, False)
+                    r = _trial(kind, task, a, pki, tmp, psk=psk)
+                    samples[k].append(r["rate"])
+                    print(f"  {task:10s} {k:9s} {r['rate']:10.2f} {'MB/s' if task == 'bulk' else 'handshakes/s'}",
+                          file=sys.stderr)
+            med = {k: statistics.median(v) for k, v in samples.items() if v}
+            base = med.get("aioquic")
+            results[task] = {k: {"median": v, "samples": samples[k], "ratio": (v / base) if base else None}
+                             for k, v in med.items()}
+        if "memory" in only:
+            results["memory"] = idle_memory(a.idle, pki)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    unit = {"bulk": "MB/s", "handshakes": "handshakes/s"}
+    for task in ("bulk", "handshakes"):
+        if task in results:
+            print(f"{task} ({unit[task]}; ratio vs aioquic asyncio over loopback UDP, target >= 1.0x):")
+            for k, v in results[task].items():
+                ratio = f"{v['ratio']:.2f}x" if v["ratio"] is not None else "-"
+                print(f"  {k:9s} {v['median']:10.2f}  {ratio}")
+    if "memory" in results:
+        m = results["memory"]
+        print(f"idle memory per connection ({m['connections']} connections, both ends, target <= 200 KiB): "
+              f"python {m['python_kib']:.1f} KiB, rss {m['rss_kib']:.1f} KiB")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
