@@ -171,10 +171,10 @@ class ClientConnection:
             self._check_contexts(body.contexts)
             self.preauth.add(self._negotiate_raw)
             self.preauth.add(response.raw)
-        self.signing_algorithm = signing_algorithm_for(self.dialect, self._signing if self._signing else None)
+        self.signing_algorithm = signing_algorithm_for(self.dialect, self._signing)
         return body
 
-    _signing = 0
+    _signing: int | None = None  # set by a SIGNING context (HMAC-SHA256 is 0, so None means absent)
 
     def _check_contexts(self, contexts: list) -> None:
         seen: dict[int, object] = {}
@@ -240,8 +240,7 @@ class ClientConnection:
         if self.accept_transport_security:
             session.encrypt = False
         session.signing_required = not flags & (SessionFlags.IS_GUEST | SessionFlags.IS_NULL) and (
-            self.require_signing or bool(self.server_security_mode & SecurityMode.SIGNING_REQUIRED)
-            or self.dialect >= Dialect.SMB_3_1_1)
+            self.require_signing or bool(self.server_security_mode & SecurityMode.SIGNING_REQUIRED))
         if flags & SessionFlags.ENCRYPT_DATA:
             session.signing_required = True if not session.encrypt else session.signing_required
         if self.dialect >= Dialect.SMB_3_1_1 or response.header.is_signed:

@@ -170,6 +170,7 @@ class Pending:
     command: int
     encrypted: bool
     open: object = None
+    signed: bool = False
 
 
 class ServerState:
@@ -341,8 +342,13 @@ class ServerConnection:
                 if header.command == Command.SESSION_SETUP:
                     reply = self._session_setup(header, request, element.raw, encrypted)
                 elif header.command == Command.ECHO:
-                    reply = Reply(NtStatus.SUCCESS, m.EchoResponse())
                     session = self.state.sessions.get(header.session_id)
+                    if session is not None and session.valid and header.is_signed and not encrypted:
+                        try:
+                            verify_signature(element.raw, session.keys.signing, self.signing_algorithm)
+                        except SMBProtocolError as exc:
+                            raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
+                    reply = Reply(NtStatus.SUCCESS, m.EchoResponse())
                     reply.sign_session = session if session and session.valid else None
                 else:
                     session = self._session_for(header, element.raw, encrypted)
@@ -689,7 +695,7 @@ class ServerConnection:
 
     def go_async(self, header: Header, session: Session, tree_id: int, encrypted: bool, open_=None) -> Reply:
         pending = Pending(self.state.next_async, header.message_id, session, tree_id, header.command, encrypted,
-                          open_)
+                          open_, header.is_signed)
         self.state.next_async += 1
         self.pending[pending.async_id] = pending
         return Reply(NtStatus.PENDING, m.ErrorResponse(), async_id=pending.async_id, tree_id=tree_id)
@@ -699,7 +705,7 @@ class ServerConnection:
         header = Header(command=pending.command, status=status, credits=0,
                         flags=HeaderFlags.SERVER_TO_REDIR | HeaderFlags.ASYNC_COMMAND, message_id=pending.message_id,
                         async_id=pending.async_id, session_id=pending.session.session_id)
-        self.send_unsolicited(header, body, pending.session, pending.encrypted)
+        self.send_unsolicited(header, body, pending.session, pending.encrypted, sign=pending.signed)
 
     def _cancel(self, header: Header) -> None:
         target = None
