@@ -83,7 +83,10 @@ class Wire:
             if d.at <= now:
                 self._emit(payload, send)
             else:
-                self.schedule(d.at, lambda p=payload: self._emit(p, send))
+                self.schedule(d.at, self._later(payload, send))
+
+    def _later(self, payload: bytes, send: Callable[[bytes], None]) -> Callable[[], None]:
+        return lambda: self._emit(payload, send)
 
     def _emit(self, data: bytes, send: Callable[[bytes], None]) -> None:
         if self.rec is not None:
@@ -186,6 +189,9 @@ class DatagramEndpoint:
         self.local = local
         self.addressing = addressing
         self.refs = 0
+        self.links: dict[tuple, Any] = {}
+        self.listener: Any = None
+        self.dropped = 0
 
     def fileno(self) -> int:
         return int(self.sock.fileno())

@@ -47,7 +47,9 @@ def _configuration(sock: QuicSocket, is_client: bool, alpns: str | list[str] | N
     cfg.max_datagram_frame_size = tp.max_datagram_frame_size or None
     if is_client and o.token:
         cfg.token = o.token
-    cfg.secrets_log_file = tlsext.secrets_log(sock._cfg.pcap_file if sock._cfg is not None else None)
+    # aioquic only calls write() and flush() on it
+    keylog = tlsext.secrets_log(sock._cfg.pcap_file if sock._cfg is not None else None)
+    cfg.secrets_log_file = keylog  # type: ignore[assignment]
     qlogdir = os.environ.get("QLOGDIR")
     if qlogdir:
         from aioquic.quic.logger import QuicFileLogger

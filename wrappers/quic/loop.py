@@ -49,6 +49,8 @@ class Link:
         self.app_shut = False
         self.gone = False
         self.endpoint: Any = None
+        self.app_end: Any = None  # server side: the app end of the pair, until accept() takes it
+        self.odcid: bytes | None = None
 
 
 class Listener:
@@ -62,6 +64,7 @@ class Listener:
         self.family = 0
         self.cfg: Any = None
         self.outq: deque[bytes] = deque()
+        self.dropped = 0
 
 
 def make_pair() -> tuple[Any, Any]:

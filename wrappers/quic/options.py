@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from . import constants as C
 from . import uapi
-from .core import err
+from .core import Connection, err
 
 if TYPE_CHECKING:
     from .sock import QuicSocket
@@ -143,7 +143,7 @@ def setopt(s: QuicSocket, opt: int, v: bytes) -> None:
         raise err(errno.EOPNOTSUPP, "TLS runs inside the engine: use client_handshake/server_handshake")
 
 
-def _need(conn: object) -> object:
+def _need(conn: Connection | None) -> Connection:
     if conn is None:
         raise err(errno.EINVAL, "not connected")
     return conn

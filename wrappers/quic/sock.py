@@ -83,6 +83,7 @@ class QuicSocket(_OrigSocket):
         self._cids = O.ConnectionIds()
         self._ticket_secret = os.urandom(32)
         self.dropped = 0
+        self._request_client_cert = False
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -384,7 +385,7 @@ class QuicSocket(_OrigSocket):
         with eng.lock:
             odcid = None
             if not c.is_client:
-                odcid = getattr(link, "odcid", None)
+                odcid = link.odcid
             c.request_client_cert = getattr(self, "_request_client_cert", False)
             c.start(configuration, time.monotonic(), psk=psk, odcid=odcid, ticket_fetcher=fetcher)
             eng.flush(link)
@@ -714,7 +715,7 @@ class QuicSocket(_OrigSocket):
     def detach(self) -> int:
         raise err(errno.EOPNOTSUPP, "a QUIC socket cannot be detached")
 
-    def dup(self) -> socket.socket:
+    def dup(self) -> QuicSocket:
         raise err(errno.EOPNOTSUPP, "a QUIC socket cannot be duplicated")
 
 
@@ -738,8 +739,8 @@ def _new_server_link(eng: Engine, lst: Listener, path: Any, peer: tuple, first: 
     conn.addr = peer
     app, eng_end = make_pair()
     link = Link(conn, eng_end, path, peer)
-    link.app_end = app  # type: ignore[attr-defined]
-    link.odcid = cids[0]  # type: ignore[attr-defined]
+    link.app_end = app
+    link.odcid = cids[0]
     conn.receive(first, peer, time.monotonic())
     return link
 
@@ -775,14 +776,18 @@ def _accept_seqpacket(eng: Engine, lst: Listener, addressing: CR.Addressing) -> 
                     continue
                 cids = is_initial(d)
                 if cids is None:
-                    lst.dropped = getattr(lst, "dropped", 0) + 1
+                    lst.dropped += 1
                     continue
                 link = _new_server_link(eng, lst, path, peer, d, cids)
                 state["link"] = link
                 eng.offer(lst, link)
-                eng.watch(path.fileno(), lambda link=link: eng.path_readable(link))
+                eng.watch(path.fileno(), _reader(eng, link))
 
         eng.watch(s.fileno(), readable)
+
+
+def _reader(eng: Engine, link: Link) -> Callable[[], None]:
+    return lambda: eng.path_readable(link)
 
 
 def _endpoint(sock: QuicSocket, host: str, port: int) -> CR.DatagramEndpoint:
@@ -809,8 +814,6 @@ def _endpoint(sock: QuicSocket, host: str, port: int) -> CR.DatagramEndpoint:
         s.bind((host, port) if sock._qfamily == socket.AF_INET else (host, port, 0, 0))
         local = s.getsockname()
         ep = CR.DatagramEndpoint(s, local, None)
-    ep.links = {}  # type: ignore[attr-defined]
-    ep.listener = None  # type: ignore[attr-defined]
     _endpoints[(sock._carrier, sock._qfamily, host, local[1], sock._cfg.socket_dir if sock._cfg else None)] = ep
     eng.watch(ep.fileno(), lambda: _endpoint_readable(eng, ep))
     return ep
@@ -825,7 +828,7 @@ def _endpoint_readable(eng: Engine, ep: Any) -> None:
         lst = ep.listener
         cids = is_initial(d) if lst is not None else None
         if lst is None or cids is None:
-            ep.dropped = getattr(ep, "dropped", 0) + 1
+            ep.dropped += 1
             continue
         wire = CR.Wire(lst.cfg, ep.local, src, eng.schedule)
         path = CR.DatagramPath(ep, src, wire)
