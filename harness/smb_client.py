@@ -70,6 +70,8 @@ class SMBClient:
         self.window = window
         self.username = username
         self.password = password
+        if transport == "quic":
+            transport_options.setdefault("server_name", server_name or host)
         self.transport = transport_obj or connect(transport, host, port, timeout=timeout, **transport_options)
         self.conn = ClientConnection(self.transport.name, server_name or host, ciphers=ciphers, require_signing=sign,
                                      encrypt=encrypt, accept_transport_security=accept_transport_security)

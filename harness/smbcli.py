@@ -99,6 +99,8 @@ _UNC = re.compile(r"^(?://|\\\\)([^/\\]+)[/\\]([^/\\]+)[/\\]?$")
 @click.option("--transport", type=click.Choice(["tcp", "nbt", "quic"]), default="tcp", show_default=True)
 @click.option("--user", "user", required=True, help="USER:PASSWORD")
 @click.option("--encrypt", is_flag=True, help="encrypt the session")
+@click.option("--accept-transport-security", is_flag=True,
+              help="over QUIC, offer SMB2_ACCEPT_TRANSPORT_LEVEL_SECURITY (no SMB encryption if accepted)")
 @click.option("--cipher", type=click.Choice(["aes-128-ccm", "aes-128-gcm", "aes-256-ccm", "aes-256-gcm"]))
 @click.option("--server-name", help="name for NETNAME and the QUIC certificate check (default: HOST)")
 @click.option("--ca", type=click.Path(exists=True), help="QUIC: trust this CA")
@@ -107,7 +109,7 @@ _UNC = re.compile(r"^(?://|\\\\)([^/\\]+)[/\\]([^/\\]+)[/\\]?$")
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 @click.argument("command", type=click.Choice(["ls", "get", "put", "rm", "mkdir", "rmdir", "cat"]))
 @click.argument("args", nargs=-1)
-def smb(unc, transport, user, encrypt, cipher, server_name, ca, insecure, keys_out, timeout, command, args):
+def smb(unc, transport, user, encrypt, accept_transport_security, cipher, server_name, ca, insecure, keys_out, timeout, command, args):
     """Run one command against //HOST[:PORT]/SHARE.
 
     \b
@@ -128,11 +130,11 @@ def smb(unc, transport, user, encrypt, cipher, server_name, ca, insecure, keys_o
     username, password = _user(user)
     options = {}
     if transport == "quic":
-        options = {"server_name": server_name or host, "ca": ca, "insecure": insecure}
+        options = {"ca": ca, "insecure": insecure}
     try:
         with SMBClient(host, port, transport=transport, username=username, password=password, encrypt=encrypt,
                        cipher=cipher, server_name=server_name, timeout=timeout, keys_out=keys_out,
-                       **options) as client, client.share(match.group(2)) as share:
+                       accept_transport_security=accept_transport_security, **options) as client, client.share(match.group(2)) as share:
             _run(share, command, args)
     except (SMBError, TransportError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
