@@ -578,6 +578,14 @@ class Connection:
         self.ku_sent = False
         q.request_key_update()
 
+    def finish(self) -> None:
+        """The engine forgets this connection: write out its qlog trace (aioquic ends a trace only
+        after the closing period, which a dropped connection no longer waits for)."""
+        q = self.quic
+        if q is not None and q._quic_logger is not None:
+            q._configuration.quic_logger.end_trace(q._quic_logger)  # type: ignore[union-attr]
+            q._quic_logger = None
+
     def close(self, now: float) -> None:
         """close()/shutdown(SHUT_WR): application close with the CONNECTION_CLOSE option's values."""
         if self.closed or self.quic is None:

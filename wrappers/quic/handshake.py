@@ -52,10 +52,7 @@ def _configuration(sock: QuicSocket, is_client: bool, alpns: str | list[str] | N
     cfg.secrets_log_file = keylog  # type: ignore[assignment]
     qlogdir = os.environ.get("QLOGDIR")
     if qlogdir:
-        from aioquic.quic.logger import QuicFileLogger
-
-        os.makedirs(qlogdir, exist_ok=True)
-        cfg.quic_logger = QuicFileLogger(qlogdir)
+        cfg.quic_logger = tlsext.QlogDir(qlogdir)
     return cfg
 
 

@@ -200,6 +200,7 @@ class Engine:
                 now = time.monotonic()
                 for d in link.core.datagrams(now):
                     link.path.send(d, now)
+        link.core.finish()
         self.unwatch(link.app.fileno())
         try:
             link.app.close()

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import threading
 from collections.abc import Iterator
 
 from aioquic import tls
+from aioquic.quic.logger import QLOG_VERSION, QuicLogger, QuicLoggerTrace
 from aioquic.tls import CipherSuite, SessionTicket
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -148,6 +150,26 @@ class _Fanout:
 
     def flush(self) -> None:
         pass
+
+
+class QlogDir(QuicLogger):
+    """One qlog file per connection end in QLOGDIR, named ``<ODCID>_<client|server>.qlog`` (as
+    quic-go and ngtcp2 name them); aioquic's QuicFileLogger names by ODCID only, so the two ends of a
+    connection in one process would overwrite each other."""
+
+    def __init__(self, path: str):
+        os.makedirs(path, exist_ok=True)
+        self.path = path
+        super().__init__()
+
+    def end_trace(self, trace: QuicLoggerTrace) -> None:
+        data = trace.to_dict()
+        name = f"{data['common_fields']['ODCID']}_{data['vantage_point']['type']}.qlog"
+        tmp = os.path.join(self.path, "." + name)
+        with open(tmp, "w") as f:
+            json.dump({"qlog_format": "JSON", "qlog_version": QLOG_VERSION, "traces": [data]}, f)
+        os.replace(tmp, os.path.join(self.path, name))
+        self._traces.remove(trace)
 
 
 def keylog_paths(pcap_file: str | None) -> list[str]:
