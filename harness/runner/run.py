@@ -119,6 +119,16 @@ class Runner:
                  "SCENARIOS": str(Path(opts.scenarios).resolve()), "JOBS": str(opts.jobs),
                  **{k: v for k, v in section.vars.items()}}
 
+        printed = {"next": 0}
+        ready: dict[int, str] = {}
+
+        def emit(index: int, text: str) -> None:
+            """Print lines in selection order, whatever order -j finishes cells in."""
+            ready[index] = text
+            while printed["next"] in ready:
+                self.out.line(ready.pop(printed["next"]))
+                printed["next"] += 1
+
         def finish(cell: Cell, raw: dict) -> None:
             v, why = verdict(raw["status"], cell.id, section.label, self.knownfail, self.flapping)
             r = CellReport(cell.id, cell.scenario.id, cell.scenario.area, cell.file_stem, cell.labels,
@@ -127,7 +137,7 @@ class Runner:
             reports.append(r)
             report.write_cell_files(rdir, r)
             bad = rdir / r.area / f"{r.stem}.out.bad"
-            self.out.line(cell_line(r, width, prev.get(r.id), bad))
+            emit(order[cell.id], cell_line(r, width, prev.get(r.id), bad))
             report.write_xunit(rdir / "result.xml", reports, section.label, self.started, props, rdir,
                                opts.xunit_quiet)
             self.out.advance()
@@ -138,10 +148,10 @@ class Runner:
                 r = CellReport(cell.id, cell.scenario.id, cell.scenario.area, cell.file_stem, cell.labels,
                                section.label, "expunged", order=order[cell.id])
                 reports.append(r)
-                self.out.line(cell_line(r, width, None))
+                emit(order[cell.id], cell_line(r, width, None))
                 continue
             if opts.list_only:
-                self.out.line(cell.id)
+                emit(order[cell.id], cell.id)
                 continue
             reason = unmet(substitute(cell.scenario.requires, section.vars), section=section.name,
                            needs_tshark=_needs_tshark(cell), missing_ops=cell.scenario.missing_ops)

@@ -27,7 +27,7 @@ from .pcapcheck import run_checks, write_ladder
 
 _ACTIVE: dict[int, subprocess.Popen] = {}
 _ACTIVE_LOCK = threading.Lock()
-KILL_MARGIN = 10.0
+KILL_MARGIN = 5.0
 
 
 def _killpg(popen: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -128,7 +128,7 @@ def last_step(full: Path) -> str:
     step = ""
     try:
         for line in full.read_text(errors="replace").splitlines():
-            m = re.match(r"^(step \S+ \S+ \([^)]*\)): start", line)
+            m = re.search(r"\] (step \S+ \S+ \([^)]*\)): start", line)
             if m:
                 step = m.group(1)
     except OSError:

@@ -84,6 +84,8 @@ class _Runner:
             t0 = time.monotonic()
             try:
                 result = op.func(ctx, args)
+            except StepFailed as e:
+                raise e if str(e).startswith(label) else StepFailed(f"{label}: {e}") from None
             except OpError as e:
                 self.check_outcome(label, expect, e)
                 ctx.log(f"{label}: expected error {e.errno or e.ntstatus}: {e}")

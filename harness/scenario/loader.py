@@ -44,16 +44,27 @@ def _schema_errors(instance: Any, schema: dict, root: Any, prefix: list, probs: 
         msg = e.message
         if e.validator == "additionalProperties":
             extra = sorted(set(e.instance) - set(e.schema.get("properties", {})))
-            if extra and isinstance(e.instance, LDict):
-                mark = key_mark(e.instance, extra[0], mark)
+            node = e.instance if isinstance(e.instance, LDict) else _node_at(root, path)
+            if extra and isinstance(node, LDict):
+                mark = key_mark(node, extra[0], mark)
             msg = f"unknown key {extra[0]!r}" if extra else msg
             known = sorted(e.schema.get("properties", {}))
             if known:
                 msg += f" (known: {', '.join(known)})"
         elif e.validator in ("minProperties", "maxProperties") and "steps" in path[:1] + prefix[:1]:
             msg = "a step is a mapping with exactly one operation name"
-        label = ".".join(str(p) for p in path)
+        label = _label(path)
         probs.add(mark, f"{what}{label + ': ' if label else ''}{msg}")
+
+
+def _node_at(root: Any, path: list) -> Any:
+    node = root
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
 
 
 def _check_steps(steps: list, path: list, root: Any, scen_dir: Path, probs: _Problems, gated: str | None,

@@ -1,0 +1,228 @@
+"""`wirecheck check` end to end on small scenario trees: console, results tree, exit status, knownfail,
+hangs, -j isolation, sections, bad input, Ctrl-C."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from .scen import FAIL, NOTRUN, PASS, tree, write
+
+XSD = etree.XMLSchema(etree.parse(str(Path(__file__).with_name("xunit.xsd"))))
+ROOT = Path(__file__).resolve().parents[2]
+WIRECHECK = [sys.executable, "-c", "from harness.cli import main; main()"]
+
+
+def check(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [*WIRECHECK, "check", "--plain", "--scenarios", str(tmp_path / "sc"),
+           "--results", str(tmp_path / "results"), *args]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("CI", None)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(ROOT))
+
+
+def sc(tmp_path: Path, **scenarios: str) -> Path:
+    return tree(tmp_path / "sc", **scenarios)
+
+
+def test_pass_fail_notrun_console_tree_xunit_and_exit_status(tmp_path):
+    sc(tmp_path, **{"tcp/001": PASS, "tcp/002": FAIL, "udp/001": NOTRUN})
+    res = check(tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = res.stdout.splitlines()
+    assert out[0].startswith("PLATFORM      -- Linux/")
+    assert re.fullmatch(r"tcp/001        \d+s", out[2])
+    bad = tmp_path / "results/tcp/002.out.bad"
+    assert out[3] == f"tcp/002       - output mismatch (see {bad})"
+    assert out[4].startswith("    step 0 host.run (002.yaml:5): run1 exited with status 3, expected 0")
+    assert out[5] == "udp/001       [not run] requires program no-such-program-wirecheck (not found in PATH)"
+    assert out[6:9] == ["Ran: tcp/001 tcp/002 udp/001", "Not run: udp/001", "Failures: tcp/002"]
+    assert out[9] == "Failed 1 of 3 tests"
+    assert f"Xunit report: {tmp_path / 'results/result.xml'}" in out
+    r = tmp_path / "results"
+    assert sorted(p.name for p in (r / "tcp").iterdir()) == ["001.full", "001.json", "002.full", "002.json", "002.out.bad"]
+    assert (r / "udp/001.notrun").read_text() == "requires program no-such-program-wirecheck (not found in PATH)\n"
+    assert "started run1" in (r / "tcp/002.full").read_text()
+    assert re.fullmatch(r"tcp/001 \d+\n", (r / "check.time").read_text())
+    assert "Failed 1 of 3 tests" in (r / "check.log").read_text()
+    doc = etree.parse(str(r / "result.xml"))
+    assert XSD.validate(doc), XSD.error_log
+    matrix = json.loads((r / "matrix.json").read_text())
+    assert {t["area"] for t in matrix["tables"]} == {"tcp", "udp"}
+    assert "✕(002)" in (r / "matrix.md").read_text()
+    # the second run shows the previous time of the passing test
+    res2 = check(tmp_path, "tcp/001")
+    assert re.fullmatch(r"tcp/001 \d+s \.\.\.  \d+s", res2.stdout.splitlines()[2])
+    assert res2.returncode == 0 and "Passed all 1 tests" in res2.stdout
+
+
+def test_knownfail_xfail_and_unexpected_success(tmp_path):
+    sc(tmp_path, **{"tcp/001": PASS, "tcp/002": FAIL})
+    (tmp_path / "sc/knownfail").write_text("^tcp/002\\(  # bug 12\n")
+    res = check(tmp_path)
+    assert res.returncode == 0, res.stdout
+    assert "tcp/002       [known failure] step 0 host.run" in res.stdout
+    assert "Known failures: tcp/002\nPassed all 2 tests" in res.stdout
+    (tmp_path / "sc/knownfail").write_text("^tcp/00[12]  # bug 12\n")
+    res = check(tmp_path)
+    assert res.returncode == 1
+    assert re.search(rf"^tcp/001 \d+s \.\.\. \[unexpected success\] bug 12 \({tmp_path / 'sc/knownfail'}:1\)$",
+                     res.stdout, re.M)
+    assert "Failures: tcp/001\nFailed 1 of 2 tests" in res.stdout
+    (tmp_path / "sc/knownfail").unlink()
+    (tmp_path / "sc/flapping.d").mkdir()
+    (tmp_path / "sc/flapping.d/x").write_text("^tcp/00[12]\n")
+    res = check(tmp_path)
+    assert res.returncode == 0 and "tcp/002       [flapping]" in res.stdout
+
+
+HANG = """
+id: {id}
+description: a step that never returns
+groups: [{groups}]
+steps:
+  - proc.start: {{argv: [python, -c, "import os,time; open('pid','w').write(str(os.getpid())); time.sleep(600)"], as: bg}}
+  - sleep: {{seconds: 600, timeout: 1}}
+"""
+
+CELL_TIMEOUT = """
+id: {id}
+description: the cell outlives its own timeout
+groups: [{groups}]
+timeout: 1
+steps:
+  - sleep: {{seconds: 600, timeout: 900}}
+"""
+
+
+def test_hanging_step_and_cell_are_killed_and_named(tmp_path):
+    sc(tmp_path, **{"tcp/001": HANG, "tcp/002": CELL_TIMEOUT})
+    t0 = time.monotonic()
+    res = check(tmp_path)
+    assert time.monotonic() - t0 < 40
+    assert res.returncode == 1
+    bad1 = (tmp_path / "results/tcp/001.out.bad").read_text()
+    assert bad1.startswith("step 1 sleep (001.yaml:6): timed out after 1s")
+    bad2 = (tmp_path / "results/tcp/002.out.bad").read_text()
+    assert bad2.startswith("step 0 sleep (002.yaml:6): timed out after 1s (cell killed)")
+    full = (tmp_path / "results/tcp/001.full").read_text()
+    pid = int(re.search(r"started bg \(pid (\d+)", full).group(1))
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    sockdir = re.search(r"socket directory (\S+),", full).group(1)
+    assert not os.path.exists(sockdir)
+
+
+SHOW_DIR = """
+id: {id}
+description: reports its socket directory, takes a second
+groups: [{groups}]
+steps:
+  - host.run: {{argv: [python, -c, "import os,time,json; time.sleep(1.5); print(json.dumps(dict(dir=os.environ['SOCKET_WRAPPER_DIR'])))"], as: r}}
+"""
+
+
+def test_parallel_cells_have_their_own_socket_directories(tmp_path):
+    sc(tmp_path, **{f"tcp/00{i}": SHOW_DIR for i in range(1, 5)})
+    t0 = time.monotonic()
+    res = check(tmp_path, "-j", "4")
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stdout + res.stderr
+    dirs = {json.loads((tmp_path / f"results/tcp/00{i}.json").read_text())["results"]["r"]["dir"] for i in range(1, 5)}
+    assert len(dirs) == 4 and not any(os.path.exists(d) for d in dirs)
+    serial = sum(json.loads((tmp_path / f"results/tcp/00{i}.json").read_text()).get("duration", 1.5) for i in range(1, 5))
+    assert took < 6 * 1.5 + 10 and "Passed all 4 tests" in res.stdout
+    del serial
+
+
+def test_sections_areas_and_repeated_summaries(tmp_path):
+    sc(tmp_path, **{"tcp/001": PASS, "udp/001": PASS})
+    (tmp_path / "sc/sections.conf").write_text("[one]\nAREAS=tcp\nK=v\n[two]\nAREAS=udp\n")
+    res = check(tmp_path)
+    assert res.returncode == 0, res.stdout
+    assert "SECTION       -- one\n" in res.stdout and "K             -- v" in res.stdout
+    assert res.stdout.count("SECTION       -- two\n=========================\nRan: udp/001\nPassed all 1 tests") == 1
+    assert (tmp_path / "results/one/tcp/001.full").exists() and (tmp_path / "results/two/udp/001.full").exists()
+    assert (tmp_path / "results/one/result.xml").exists() and (tmp_path / "results/check.log").exists()
+    res = check(tmp_path, "-s", "two")
+    assert "SECTION       -- one" not in res.stdout and "Ran: udp/001" in res.stdout
+    res = check(tmp_path, "-s", "three")
+    assert res.returncode == 2 and "section 'three' is not in the config" in res.stderr
+
+
+def test_bad_input_exits_2_before_anything_runs(tmp_path):
+    sc(tmp_path, **{"tcp/001": PASS})
+    write(tmp_path / "sc", "tcp/002.yaml", "id: tcp/002\ndescription: x\ngroups: [quick]\nsteps:\n  - tcp.exchang: {}\n")
+    res = check(tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.startswith(f"{tmp_path / 'sc/tcp/002.yaml'}:5:5: unknown operation 'tcp.exchang'")
+    assert res.stdout == "" and not (tmp_path / "results").exists()
+    (tmp_path / "sc/tcp/002.yaml").unlink()
+    (tmp_path / "sc/knownfail").write_text("^tcp/(\n")
+    res = check(tmp_path)
+    assert res.returncode == 2 and f"{tmp_path / 'sc/knownfail'}:1:" in res.stderr
+    res = check(tmp_path, "-E", str(tmp_path / "nonexistent"))
+    assert res.returncode == 2
+
+
+def test_unknown_tests_are_reported_and_ignored(tmp_path):
+    sc(tmp_path, **{"tcp/001": PASS})
+    res = check(tmp_path, "tcp/001", "tcp/999")
+    assert res.stdout.splitlines()[0] == "tcp/999 - unknown test, ignored"
+    assert res.returncode == 0
+
+
+SLOW = """
+id: {id}
+description: long enough to be interrupted
+groups: [{groups}]
+steps:
+  - proc.start: {{argv: [python, -c, "import time; time.sleep(600)"], as: bg}}
+  - sleep: {{seconds: 600, timeout: 900}}
+"""
+
+
+def test_ctrl_c_stops_children_removes_socket_dirs_and_prints_partial_summary(tmp_path):
+    sc(tmp_path, **{"tcp/001": PASS, "tcp/002": SLOW, "tcp/003": PASS})
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([*WIRECHECK, "check", "--plain", "--scenarios",
+                             str(tmp_path / "sc"), "--results", str(tmp_path / "results")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    full = tmp_path / "results/tcp/002.full"
+    deadline = time.monotonic() + 60
+    while not (full.exists() and "step 1 sleep" in full.read_text()):
+        assert time.monotonic() < deadline, "the slow cell never started"
+        time.sleep(0.1)
+    text = full.read_text()
+    pid = int(re.search(r"started bg \(pid (\d+)", text).group(1))
+    sockdir = re.search(r"socket directory (\S+),", text).group(1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, out + err
+    lines = out.splitlines()
+    assert "Interrupted!" in lines
+    assert "Ran: tcp/001" in lines and "Passed all 1 tests" in lines
+    assert "tcp/003" not in out
+    assert not os.path.exists(sockdir)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert "Interrupted!" in (tmp_path / "results/check.log").read_text()
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_shipped_quick_cells_on_the_emulated_network(tmp_path):
+    (tmp_path / "sc").symlink_to(ROOT / "scenarios")
+    res = check(tmp_path, "-s", "tcp", "-j", "2", "tcp/001[ipv6]", "tcp/003[ipv4]", "udp/003", timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Passed all 3 tests" in res.stdout
+    r = tmp_path / "results/tcp"
+    for name in ("tcp/001.ipv6.pcap", "tcp/001.ipv6.ladder", "udp/003.pcap"):
+        assert (r / name).stat().st_size > 0, name
+    assert "RST" in (r / "tcp/003.ipv4.ladder").read_text()
