@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 from scapy.layers.inet6 import ICMPv6DestUnreach, IPerror6, IPv6
 
+import wrappers.packets as packets_module
 from wrappers import packets
 from wrappers.packets import (
     ACK,
@@ -362,3 +363,13 @@ def test_pcap_layer_knows_nothing_about_smb() -> None:
 
     for module in (packets, pcapfile, tcplog):
         assert "smb" not in inspect.getsource(module).lower(), module.__name__
+
+
+@pytest.mark.skipif(packets_module._c_fold is None, reason="the optional C accelerator is not built")
+@given(st.binary(max_size=5000))
+@example(b"\xff" * 4097)
+@example(b"\x00" * 65)
+def test_c_accelerator_agrees_with_python(data: bytes) -> None:
+    """wrappers/_csum.c must compute exactly what the pure-Python path computes."""
+    value = int.from_bytes(data, "big")
+    assert packets_module._c_fold(data) == (value % 0xFFFF, value != 0)

@@ -114,6 +114,12 @@ def _mod_ffff(value: int) -> int:
     return value % 0xFFFF
 
 
+try:  # the optional C accelerator (setup.py builds it when a compiler is there)
+    from ._csum import fold as _c_fold
+except ImportError:  # pragma: no cover - depends on the build
+    _c_fold = None
+
+
 def internet_checksum(*chunks: Buffer) -> int:
     """RFC 1071 checksum of the concatenation of ``chunks`` (odd lengths padded at the very end).
 
@@ -133,9 +139,13 @@ def internet_checksum(*chunks: Buffer) -> int:
         n = memoryview(chunk).nbytes
         if not n:
             continue
-        value = int.from_bytes(chunk, "big")
-        nonzero = nonzero or value != 0
-        acc = (acc * (256 if n & 1 else 1) + _mod_ffff(value)) % 0xFFFF
+        if _c_fold is not None and n > 64:
+            folded, any_set = _c_fold(chunk)
+        else:
+            value = int.from_bytes(chunk, "big")
+            folded, any_set = _mod_ffff(value), value != 0
+        nonzero = nonzero or any_set
+        acc = (acc * (256 if n & 1 else 1) + folded) % 0xFFFF
         odd ^= bool(n & 1)
     if odd:
         acc = acc * 256 % 0xFFFF  # pad the last byte with a zero byte to a full word
