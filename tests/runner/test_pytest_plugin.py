@@ -1,0 +1,111 @@
+"""The pytest plugin through pytester: one item per matrix cell, skips with reasons, failures naming
+the step, fixtures, collection errors with line and column, xdist."""
+from __future__ import annotations
+
+import shutil
+import textwrap
+
+import pytest
+
+from .scen import FAIL, NOTRUN, PASS
+
+pytest_plugins = ["pytester"]
+
+MATRIX = """
+id: {id}
+description: a matrix
+groups: [{groups}]
+matrix:
+  family: [ipv4, ipv6]
+  mode: [a, b]
+exclude:
+  - {{family: ipv6, mode: b}}
+steps:
+  - host.run: {{argv: [python, -c, "pass"]}}
+"""
+
+
+@pytest.fixture
+def tree(pytester):
+    for sid, text in {"tcp/001": PASS, "tcp/002": FAIL, "udp/001": NOTRUN, "udp/002": MATRIX}.items():
+        p = pytester.path / "scenarios" / f"{sid}.yaml"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(textwrap.dedent(text.format(id=sid, groups="auto, quick")).lstrip())
+    (pytester.path / "scenarios/other.yaml").write_text("not: a scenario\n")
+    return pytester
+
+
+def test_cells_are_items_with_cell_ids(tree):
+    res = tree.runpytest("-p", "harness.pytest_plugin", "scenarios", "--collect-only", "-q")
+    ids = [line for line in res.outlines if "::" in line]
+    assert ids == ["scenarios/tcp/001.yaml::tcp/001", "scenarios/tcp/002.yaml::tcp/002",
+                   "scenarios/udp/001.yaml::udp/001", "scenarios/udp/002.yaml::udp/002[ipv4-a]",
+                   "scenarios/udp/002.yaml::udp/002[ipv4-b]", "scenarios/udp/002.yaml::udp/002[ipv6-a]"]
+
+
+def test_outcomes_skip_reasons_and_failure_naming_the_step(tree):
+    res = tree.runpytest("-p", "harness.pytest_plugin", "scenarios", "-rs")
+    res.assert_outcomes(passed=4, failed=1, skipped=1)
+    out = res.stdout.str()
+    assert "tcp/002 failed: step 0 host.run (002.yaml:5): run1 exited with status 3, expected 0" in out
+    assert "full: " in out
+    assert "requires program no-such-program-wirecheck (not found in PATH)" in out
+
+
+def test_group_selection(tree):
+    (tree.path / "scenarios/tcp/001.yaml").write_text(
+        (tree.path / "scenarios/tcp/001.yaml").read_text().replace("[auto, quick]", "[slow]"))
+    res = tree.runpytest("-p", "harness.pytest_plugin", "scenarios", "--wirecheck-group", "slow")
+    res.assert_outcomes(passed=1)
+
+
+def test_schema_errors_are_collection_errors_with_positions(pytester):
+    p = pytester.path / "scenarios/tcp/001.yaml"
+    p.parent.mkdir(parents=True)
+    p.write_text("id: tcp/001\ndescription: x\ngroups: [q]\nsteps:\n  - nope.op: {}\n")
+    res = pytester.runpytest("-p", "harness.pytest_plugin", "scenarios")
+    res.assert_outcomes(errors=1)
+    assert f"{p}:5:5: unknown operation 'nope.op'" in res.stdout.str()
+
+
+def test_xdist_runs_cells_isolated(tree):
+    res = tree.runpytest_subprocess("-p", "harness.pytest_plugin", "scenarios", "-n", "2")
+    res.assert_outcomes(passed=4, failed=1, skipped=1)
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_wirecheck_net_fixture_runs_processes_and_captures(pytester):
+    pytester.makepyfile(test_user="""
+        import json, subprocess
+        from harness.pcap import Count
+
+        def test_udp(wirecheck_net):
+            net = wirecheck_net
+            net.start(["python", "-m", "harness.scenario.peers", "udp-echo-server", "--addr", net.address(10),
+                       "--port", "7", "--timeout", "5"], host=10)
+            import os, time
+            deadline = time.time() + 20
+            while not any(n.startswith("U0A0007") for n in os.listdir(net.socket_dir)):
+                assert time.time() < deadline
+                time.sleep(0.05)
+            done = net.run(["python", "-m", "harness.scenario.peers", "udp-client", "--addr", net.address(10),
+                            "--port", "7", "--size", "4096", "--chunk", "1024"], host=11,
+                           capture_output=True, text=True)
+            result = json.loads(done.stdout.splitlines()[-1])
+            assert result["received_sha256"] == result["sent_sha256"]
+            cap = net.capture()
+            cap.check(Count("udp.dstport == 7", eq=4), Count("udp.srcport == 7", eq=4))
+    """)
+    res = pytester.runpytest("-p", "harness.pytest_plugin", "test_user.py")
+    res.assert_outcomes(passed=1)
+
+
+def test_wirecheck_run_fixture(tree):
+    tree.makepyfile(test_run="""
+        def test_it(wirecheck_run):
+            assert wirecheck_run("scenarios/udp/002.yaml", "ipv6-a")["status"] == "pass"
+            r = wirecheck_run("scenarios/tcp/002.yaml")
+            assert r["status"] == "fail" and "exited with status 3" in r["reason"]
+    """)
+    res = tree.runpytest("-p", "harness.pytest_plugin", "test_run.py")
+    res.assert_outcomes(passed=1)
