@@ -1,7 +1,6 @@
 """tests/func_test.c CONNECTION TEST (27 cases), PSK and certificate, on the STREAM group's connection.
 
-Connection migration (13, 15, 16, 18, 19) and NEW_TOKEN from the server (24) belong to issue 10 /
-are missing from aioquic's server: those cases are strict xfails with the reason.
+Connection migration (13, 15, 16, 18, 19) belongs to issue 10: those cases are strict xfails with the reason.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from wrappers.quic import (
 from .funcserver import expect_errno
 
 MIGRATION = pytest.mark.xfail(strict=True, reason="connection migration is issue 10 (EOPNOTSUPP for now)")
-NO_TOKEN = pytest.mark.xfail(strict=True, reason="aioquic servers never send NEW_TOKEN, so the client has no token")
 
 
 def cid_get(c, dest):
@@ -209,7 +207,6 @@ def test23(func):
     echo(func.c, b"client new_token")
 
 
-@NO_TOKEN
 def test24(func):
     """get token from socket"""
     token = func.c.getsockopt(SOL_QUIC, QUIC_SOCKOPT_TOKEN, 256)

@@ -13,6 +13,9 @@ exactly them, through overriding, never by editing aioquic:
    stream is opened; aioquic creates a local stream only when data is first written, and afterwards
    treats every lower ID it has not created as finished. ``create_local_stream`` makes the stream
    object the way aioquic would, so a later send on an implicitly opened stream works.
+4. NEW_TOKEN. aioquic's server never sends one; quic.ko's sends one when the handshake completes
+   and another on setsockopt(TOKEN). ``queue_new_token`` adds the frame to the next 1-RTT packet
+   (written next to MAX_STREAMS, retransmitted when lost, ``token_unacked`` until acknowledged).
 3. The initial stream limits are quic.ko's (100, configurable), not aioquic's fixed 128:
    ``set_local_stream_limits``.
 
@@ -25,6 +28,7 @@ from typing import Any
 
 from aioquic.quic.connection import Limit, QuicConnection
 from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet_builder import QuicDeliveryState
 from aioquic.quic.stream import QuicStream
 
 from .tlsext import external_psk
@@ -54,7 +58,27 @@ class KoQuicConnection(QuicConnection):
         self._local_max_streams_bidi = Limit(QuicFrameType.MAX_STREAMS_BIDI, "max_streams_bidi", bidi)
         self._local_max_streams_uni = Limit(QuicFrameType.MAX_STREAMS_UNI, "max_streams_uni", uni)
 
+    token_pending: bytes | None = None
+    token_unacked = False
+
+    def queue_new_token(self, token: bytes) -> None:
+        self.token_pending = token
+
+    def _on_new_token_delivery(self, delivery: QuicDeliveryState, token: bytes) -> None:
+        if delivery == QuicDeliveryState.ACKED:
+            self.token_unacked = False
+        elif self.token_pending is None:
+            self.token_pending = token
+
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        token = self.token_pending
+        if token is not None and not self._is_client:
+            buf = builder.start_frame(QuicFrameType.NEW_TOKEN, capacity=9 + len(token),
+                                      handler=self._on_new_token_delivery, handler_args=(token,))
+            buf.push_uint_var(len(token))
+            buf.push_bytes(token)
+            self.token_pending = None
+            self.token_unacked = True
         # aioquic's batching test (sent - used >= value - sent) is false once used has reached
         # sent; pretend so for the duration of the call whenever a stream limit changed.
         saved = [(lim, lim.used) for lim in (self._local_max_streams_bidi, self._local_max_streams_uni)]

@@ -26,6 +26,7 @@ Rules (specs/quic-socket-api.md sections 3, 5, 8):
 from __future__ import annotations
 
 import errno
+import os
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -136,7 +137,8 @@ class Connection:
     def start(self, configuration: QuicConfiguration, now: float, *, psk: bool, odcid: bytes | None = None,
               ticket_fetcher: Any = None) -> None:
         if self.is_client:
-            q = KoQuicConnection(configuration=configuration)
+            q = KoQuicConnection(configuration=configuration, token_handler=self._on_new_token)
+            self.opts.token = b""  # the Initial carries it; NEW_TOKEN fills it again
         else:
             q = KoQuicConnection(configuration=configuration, original_destination_connection_id=odcid,
                                  session_ticket_fetcher=ticket_fetcher)
@@ -268,6 +270,8 @@ class Connection:
                     self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(
                         st.sid, C.QUIC_STREAM_SEND_STATE_RESET_SENT, ev.error_code, st.sent).pack(), evs)
             elif isinstance(ev, qe.HandshakeCompleted):
+                if not self.is_client:
+                    q.queue_new_token(os.urandom(32))
                 self.handshake_done = True
                 self.state = C.ESTABLISHED
                 self.alpn = ev.alpn_protocol
@@ -281,6 +285,19 @@ class Connection:
                     self._event(C.QUIC_EVENT_STREAM_MAX_STREAM, struct.pack("<Q", (new - 1) * 4 + typ), evs)
         self.items += evs
         self.items += data
+
+    def _on_new_token(self, token: bytes) -> None:
+        self.opts.token = bytes(token)
+        self._event(C.QUIC_EVENT_NEW_TOKEN, bytes(token))
+
+    def new_token(self) -> None:
+        """Server setsockopt(TOKEN): send a fresh NEW_TOKEN (EAGAIN while the last one is unacked)."""
+        q = self.quic
+        if q is None or not self.handshake_done or self.closed:
+            raise err(errno.EINVAL, "not established")
+        if q.token_unacked or q.token_pending is not None:
+            raise err(errno.EAGAIN, "the last NEW_TOKEN is not acknowledged yet")
+        q.queue_new_token(os.urandom(32))
 
     def _peer_stream(self, sid: int) -> Stream | None:
         st = self.streams.get(sid)

@@ -114,7 +114,8 @@ def setopt(s: QuicSocket, opt: int, v: bytes) -> None:
         if s._is_client is False:
             if not est:
                 raise err(errno.EINVAL, "server token before the handshake")
-            raise err(errno.EOPNOTSUPP, "aioquic servers send no NEW_TOKEN")
+            s._engine_call(lambda: _need(conn).new_token())
+            return
         if not 1 <= len(v) <= 120:
             raise err(errno.EINVAL, "token length must be 1..120")
         s._opts.token = bytes(v)
