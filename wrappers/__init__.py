@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .addressing import Network
-from .config import Config, WrapperConfigError, from_environ, parse_iface
+from .config import Config, WrapperConfigError, from_environ, with_settings
 from .sockdir import check_socket_dir
 from .socket_wrapper import WrappedSocket, _orig_socket, register_protocol, set_forced_config
 
@@ -57,15 +57,7 @@ def activate(
     os.environ, so child processes started from here join the same emulated network.
     """
     global _active
-    env = dict(os.environ)
-    if socket_dir is not None:
-        env["SOCKET_WRAPPER_DIR"] = str(socket_dir)
-    if iface is not None:
-        env["SOCKET_WRAPPER_DEFAULT_IFACE"] = str(parse_iface(str(iface)))
-    if pcap is not None:
-        env["SOCKET_WRAPPER_PCAP_FILE"] = os.path.abspath(pcap)
-    if ipv4_network is not None:
-        env["SOCKET_WRAPPER_IPV4_NETWORK"] = ipv4_network
+    env = with_settings(dict(os.environ), socket_dir=socket_dir, iface=iface, pcap=pcap, ipv4_network=ipv4_network)
     if not env.get("SOCKET_WRAPPER_DIR"):
         raise WrapperConfigError("SOCKET_WRAPPER_DIR: not set; pass socket_dir= or set the variable")
     config = from_environ(env, create=create)

@@ -63,3 +63,28 @@ def from_environ(env: os._Environ[str] | dict[str, str] | None = None, *, create
             pcap = pcap[2:]
         pcap = os.path.abspath(pcap)
     return Config(socket_dir=socket_dir, network=Network(network, iface), pcap_file=pcap)
+
+
+def with_settings(
+    env: dict[str, str],
+    *,
+    socket_dir: str | None = None,
+    iface: int | str | None = None,
+    pcap: str | None = None,
+    ipv4_network: str | None = None,
+) -> dict[str, str]:
+    """A copy of env with the given settings written as the SOCKET_WRAPPER_* variables.
+
+    The one place that turns keyword arguments into the variables both activate() (this process)
+    and child_environ() (a child) export, so the two can never disagree.
+    """
+    env = dict(env)
+    if socket_dir is not None:
+        env["SOCKET_WRAPPER_DIR"] = str(socket_dir)
+    if iface is not None:
+        env["SOCKET_WRAPPER_DEFAULT_IFACE"] = str(parse_iface(str(iface)))
+    if pcap is not None:
+        env["SOCKET_WRAPPER_PCAP_FILE"] = os.path.abspath(pcap)
+    if ipv4_network is not None:
+        env["SOCKET_WRAPPER_IPV4_NETWORK"] = ipv4_network
+    return env

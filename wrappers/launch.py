@@ -14,7 +14,7 @@ import subprocess
 
 import wrappers
 
-from .config import from_environ, parse_iface
+from .config import from_environ, with_settings
 from .sockdir import check_socket_dir
 
 PRELOAD_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload")
@@ -55,14 +55,8 @@ def child_environ(
     base: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """A copy of the environment (or of base) that runs a child on the emulated network."""
-    env = dict(os.environ if base is None else base)
-    env["SOCKET_WRAPPER_DIR"] = check_socket_dir(socket_dir)
-    if iface is not None:
-        env["SOCKET_WRAPPER_DEFAULT_IFACE"] = str(parse_iface(str(iface)))
-    if pcap is not None:
-        env["SOCKET_WRAPPER_PCAP_FILE"] = os.path.abspath(pcap)
-    if ipv4_network is not None:
-        env["SOCKET_WRAPPER_IPV4_NETWORK"] = ipv4_network
+    env = with_settings(dict(os.environ if base is None else base), socket_dir=check_socket_dir(socket_dir),
+                        iface=iface, pcap=pcap, ipv4_network=ipv4_network)
     # Refuse here what a child would die of (cwrap aborts on these at its first socket()).
     from_environ(env)
     paths = [PRELOAD_DIR, PACKAGE_PARENT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
