@@ -115,3 +115,41 @@ def test_handshake_times_out_without_a_listener(net, pki):
     assert e.value.errno == errno.ETIMEDOUT
     assert time.monotonic() - t0 < 3
     close_all(c)
+
+
+def test_shutdown_wakes_blocked_calls(net, pki):
+    import threading
+
+    ls = quic_socket()
+    ls.bind(("127.0.0.11", 0))
+    ls.listen(1)
+    box = {}
+
+    def blocked_accept():
+        try:
+            ls.accept()
+        except OSError as e:
+            box["accept"] = e.errno
+
+    t = threading.Thread(target=blocked_accept)
+    t.start()
+    time.sleep(0.2)
+    ls.shutdown(2)
+    t.join(3)
+    assert box.get("accept") == errno.EINVAL
+
+    c, s, ls2 = open_pair("psk", pki)
+
+    def blocked_recv():
+        try:
+            c.recv(10)
+        except OSError as e:
+            box["recv"] = e.errno
+
+    t = threading.Thread(target=blocked_recv)
+    t.start()
+    time.sleep(0.2)
+    c.shutdown(1)
+    t.join(3)
+    assert box.get("recv") == errno.ENOTCONN
+    close_all(c, s, ls, ls2)

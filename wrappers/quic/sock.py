@@ -24,16 +24,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from aioquic.buffer import Buffer
-from aioquic.quic.packet import pull_quic_header
-
 from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before any wrapping
 from . import carriers as CR
 from . import constants as C
 from . import options as O
 from . import uapi
+from .arrivals import accept_seqpacket, endpoint_for
 from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
-from .loop import Engine, Link, Listener, _endpoints, get_engine, make_pair
+from .loop import Engine, Link, Listener, get_engine, make_pair
 
 SOL_SOCKET = socket.SOL_SOCKET
 
@@ -203,8 +201,10 @@ class QuicSocket(_OrigSocket):
         if self._state != C.CLOSED or self._link is not None:
             raise err(errno.EINVAL)
         eng = self._engine
-        assert self._eng_end is not None
+        if self._eng_end is None:
+            raise err(errno.EINVAL, "this socket has listened before")
         lst = Listener(self._eng_end, self._opts, backlog)
+        self._eng_end = None
         lst.family = self._qfamily
         lst.cfg = self._cfg
         host = self._local[0] if self._local else ("0.0.0.0" if self._qfamily == socket.AF_INET else "::")
@@ -221,10 +221,10 @@ class QuicSocket(_OrigSocket):
                     raise
                 lst.carrier = s
                 lst.local = addressing.addr_of(s.getsockname()) or self._tuple(host, port)
-                eng.watch(s.fileno(), lambda: _accept_seqpacket(eng, lst, addressing))
+                eng.watch(s.fileno(), lambda: accept_seqpacket(eng, lst, addressing))
             else:
-                ep = _endpoint(self, host, port)
-                if getattr(ep, "listener", None) is not None:
+                ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
+                if ep.listener is not None:
                     raise err(errno.EADDRINUSE)
                 ep.listener = lst
                 ep.refs += 1
@@ -262,6 +262,10 @@ class QuicSocket(_OrigSocket):
             for link in lst.queue:
                 eng.drop_link(link, send_close=False)
             lst.queue.clear()
+            try:  # a blocked accept() wakes up: EOF on the app fd reads as "not listening"
+                lst.app.shutdown(_socket.SHUT_WR)
+            except OSError:
+                pass
         self._listener = None
         self._state = C.CLOSED
 
@@ -365,7 +369,7 @@ class QuicSocket(_OrigSocket):
                 pass  # no listener: the handshake times out, as an unanswered Initial does
             wire = CR.Wire(self._cfg, local, peer, eng.schedule)
             return CR.SeqpacketPath(s, wire), self._tuple(local[0], local[1]), None
-        ep = _endpoint(self, host, port)
+        ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
         ep.refs += 1
         wire = CR.Wire(self._cfg, ep.local, peer, eng.schedule)
         return CR.DatagramPath(ep, peer, wire), ep.local, ep
@@ -699,8 +703,10 @@ class QuicSocket(_OrigSocket):
                 self._engine.flush(link)
 
     def close(self) -> None:
-        if getattr(self, "_listener", None) is not None:
+        lst = getattr(self, "_listener", None)
+        if lst is not None:
             self._stop_listening()
+            lst.app.close()
         link = getattr(self, "_link", None)
         if link is not None:
             with self._engine.lock:
@@ -717,123 +723,3 @@ class QuicSocket(_OrigSocket):
 
     def dup(self) -> QuicSocket:
         raise err(errno.EOPNOTSUPP, "a QUIC socket cannot be duplicated")
-
-
-# -- server side: new connections arriving on carriers ------------------------------------------------
-
-def is_initial(data: bytes) -> tuple[bytes, bytes] | None:
-    """(DCID, SCID) of a client Initial, None for anything else (garbage, short header, other types)."""
-    if len(data) < 1200 or not data[0] & 0x80:
-        return None
-    try:
-        h = pull_quic_header(Buffer(data=data), host_cid_length=8)
-    except Exception:
-        return None
-    if h.packet_type is None or h.packet_type.name != "INITIAL":
-        return None
-    return h.destination_cid, h.source_cid
-
-
-def _new_server_link(eng: Engine, lst: Listener, path: Any, peer: tuple, first: bytes, cids: tuple[bytes, bytes]) -> Link:
-    conn = Connection(False, lst.opts.copy())
-    conn.addr = peer
-    app, eng_end = make_pair()
-    link = Link(conn, eng_end, path, peer)
-    link.app_end = app
-    link.odcid = cids[0]
-    conn.receive(first, peer, time.monotonic())
-    return link
-
-
-def _accept_seqpacket(eng: Engine, lst: Listener, addressing: CR.Addressing) -> None:
-    while True:
-        try:
-            fd, addr = lst.carrier._accept()
-        except (BlockingIOError, OSError):
-            return
-        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
-        s.setblocking(False)
-        peer = addressing.addr_of(addr) if isinstance(addr, str) and addr else None
-        if peer is None:
-            peer = lst.local
-        wire = CR.Wire(lst.cfg, lst.local, peer, eng.schedule)
-        path = CR.SeqpacketPath(s, wire)
-        state: dict[str, Link] = {}
-
-        def readable(path: CR.SeqpacketPath = path, peer: tuple = peer, state: dict[str, Link] = state) -> None:
-            link = state.get("link")
-            if link is not None:
-                eng.path_readable(link)
-                return
-            for d in path.read():
-                if not d:
-                    eng.unwatch(path.fileno())
-                    path.close()
-                    return
-                link = state.get("link")
-                if link is not None:
-                    eng.deliver(link, d)
-                    continue
-                cids = is_initial(d)
-                if cids is None:
-                    lst.dropped += 1
-                    continue
-                link = _new_server_link(eng, lst, path, peer, d, cids)
-                state["link"] = link
-                eng.offer(lst, link)
-                eng.watch(path.fileno(), _reader(eng, link))
-
-        eng.watch(s.fileno(), readable)
-
-
-def _reader(eng: Engine, link: Link) -> Callable[[], None]:
-    return lambda: eng.path_readable(link)
-
-
-def _endpoint(sock: QuicSocket, host: str, port: int) -> CR.DatagramEndpoint:
-    """The shared datagram endpoint for (family, host, port): emulated DGRAM or real UDP."""
-    key = (sock._carrier, sock._qfamily, host, port, sock._cfg.socket_dir if sock._cfg else None)
-    ep = _endpoints.get(key) if port else None
-    if ep is not None:
-        return ep
-    eng = sock._engine
-    if sock._carrier == "udp":
-        addressing = CR.Addressing(sock._cfg)
-        s = CR._unix(_socket.SOCK_DGRAM)
-        port = CR.bind_unix(s, addressing, sock._qfamily, host, port)
-        local = addressing.addr_of(s.getsockname()) or sock._tuple(host, port)
-        ep = CR.DatagramEndpoint(s, local, addressing)
-    else:
-        s = _socket.socket(sock._qfamily, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC, 0)
-        s.setblocking(False)
-        for opt in (_socket.SO_SNDBUF, _socket.SO_RCVBUF):
-            try:
-                s.setsockopt(_socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-            except OSError:
-                pass
-        s.bind((host, port) if sock._qfamily == socket.AF_INET else (host, port, 0, 0))
-        local = s.getsockname()
-        ep = CR.DatagramEndpoint(s, local, None)
-    _endpoints[(sock._carrier, sock._qfamily, host, local[1], sock._cfg.socket_dir if sock._cfg else None)] = ep
-    eng.watch(ep.fileno(), lambda: _endpoint_readable(eng, ep))
-    return ep
-
-
-def _endpoint_readable(eng: Engine, ep: Any) -> None:
-    for d, src in ep.read():
-        link = ep.links.get(src)
-        if link is not None:
-            eng.deliver(link, d)
-            continue
-        lst = ep.listener
-        cids = is_initial(d) if lst is not None else None
-        if lst is None or cids is None:
-            ep.dropped += 1
-            continue
-        wire = CR.Wire(lst.cfg, ep.local, src, eng.schedule)
-        path = CR.DatagramPath(ep, src, wire)
-        link = _new_server_link(eng, lst, path, src, d, cids)
-        link.endpoint = ep
-        ep.refs += 1
-        ep.links[src] = link
-        eng.offer(lst, link)

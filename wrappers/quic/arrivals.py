@@ -1,0 +1,144 @@
+"""Server side: how a new connection arrives at a listener, per carrier.
+
+A listener answers by itself only to a client Initial (quic.ko's accept() returns on the first
+Initial, before any TLS): anything else arriving on a new path (garbage, truncated or short-header
+packets) is dropped and counted in the listener's ``dropped``, and the listener lives on. An Initial
+creates the server-side ``Link`` (its core buffers the datagrams until server_handshake), queues it
+on the listener and writes an ACCEPT item to the listener's app fd, which makes it readable.
+
+Issue 10 (migration, ALPN routing) plugs in here: a path whose first packet carries a destination
+connection ID the engine already knows is a new path of that connection, not a new connection.
+"""
+
+from __future__ import annotations
+
+import _socket
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aioquic.buffer import Buffer
+from aioquic.quic.packet import pull_quic_header
+
+from . import carriers as CR
+from .core import Connection
+from .loop import Engine, Link, Listener, _endpoints, make_pair
+
+
+def is_initial(data: bytes) -> tuple[bytes, bytes] | None:
+    """(DCID, SCID) of a client Initial, None for anything else (garbage, short header, other types)."""
+    if len(data) < 1200 or not data[0] & 0x80:
+        return None
+    try:
+        h = pull_quic_header(Buffer(data=data), host_cid_length=8)
+    except Exception:
+        return None
+    if h.packet_type is None or h.packet_type.name != "INITIAL":
+        return None
+    return h.destination_cid, h.source_cid
+
+
+def _new_server_link(eng: Engine, lst: Listener, path: Any, peer: tuple, first: bytes, cids: tuple[bytes, bytes]) -> Link:
+    conn = Connection(False, lst.opts.copy())
+    conn.addr = peer
+    app, eng_end = make_pair()
+    link = Link(conn, eng_end, path, peer)
+    link.app_end = app
+    link.odcid = cids[0]
+    conn.receive(first, peer, time.monotonic())
+    return link
+
+
+def accept_seqpacket(eng: Engine, lst: Listener, addressing: CR.Addressing) -> None:
+    while True:
+        try:
+            fd, addr = lst.carrier._accept()
+        except (BlockingIOError, OSError):
+            return
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
+        s.setblocking(False)
+        peer = addressing.addr_of(addr) if isinstance(addr, str) and addr else None
+        if peer is None:
+            peer = lst.local
+        wire = CR.Wire(lst.cfg, lst.local, peer, eng.schedule)
+        path = CR.SeqpacketPath(s, wire)
+        state: dict[str, Link] = {}
+
+        def readable(path: CR.SeqpacketPath = path, peer: tuple = peer, state: dict[str, Link] = state) -> None:
+            link = state.get("link")
+            if link is not None:
+                eng.path_readable(link)
+                return
+            for d in path.read():
+                if not d:
+                    eng.unwatch(path.fileno())
+                    path.close()
+                    return
+                link = state.get("link")
+                if link is not None:
+                    eng.deliver(link, d)
+                    continue
+                cids = is_initial(d)
+                if cids is None:
+                    lst.dropped += 1
+                    continue
+                link = _new_server_link(eng, lst, path, peer, d, cids)
+                state["link"] = link
+                eng.offer(lst, link)
+                eng.watch(path.fileno(), _reader(eng, link))
+
+        eng.watch(s.fileno(), readable)
+
+
+def _reader(eng: Engine, link: Link) -> Callable[[], None]:
+    return lambda: eng.path_readable(link)
+
+
+def endpoint_for(eng: Engine, carrier: str, family: int, cfg: Any, host: str, port: int) -> CR.DatagramEndpoint:
+    """The shared datagram endpoint for (family, host, port): emulated DGRAM or real UDP. Several QUIC
+    sockets on one address and port share it, as quic.ko's sockets share one UDP tunnel socket."""
+    key = (carrier, family, host, port, cfg.socket_dir if cfg else None)
+    ep = _endpoints.get(key) if port else None
+    if ep is not None:
+        return ep
+    if carrier == "udp":
+        addressing = CR.Addressing(cfg)
+        s = CR._unix(_socket.SOCK_DGRAM)
+        port = CR.bind_unix(s, addressing, family, host, port)
+        local = addressing.addr_of(s.getsockname()) or ((host, port) if family == socket.AF_INET else (host, port, 0, 0))
+        ep = CR.DatagramEndpoint(s, local, addressing)
+    else:
+        s = _socket.socket(family, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC, 0)
+        s.setblocking(False)
+        for opt in (_socket.SO_SNDBUF, _socket.SO_RCVBUF):
+            try:
+                s.setsockopt(_socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
+            except OSError:
+                pass
+        s.bind((host, port) if family == socket.AF_INET else (host, port, 0, 0))
+        local = s.getsockname()
+        ep = CR.DatagramEndpoint(s, local, None)
+    _endpoints[(carrier, family, host, local[1], cfg.socket_dir if cfg else None)] = ep
+    eng.watch(ep.fileno(), lambda: _endpoint_readable(eng, ep))
+    return ep
+
+
+def _endpoint_readable(eng: Engine, ep: Any) -> None:
+    for d, src in ep.read():
+        link = ep.links.get(src)
+        if link is not None:
+            eng.deliver(link, d)
+            continue
+        lst = ep.listener
+        cids = is_initial(d) if lst is not None else None
+        if lst is None or cids is None:
+            ep.dropped += 1
+            continue
+        wire = CR.Wire(lst.cfg, ep.local, src, eng.schedule)
+        path = CR.DatagramPath(ep, src, wire)
+        link = _new_server_link(eng, lst, path, src, d, cids)
+        link.endpoint = ep
+        ep.refs += 1
+        ep.links[src] = link
+        eng.offer(lst, link)
