@@ -648,7 +648,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write all samples, ratios and targets as JSON")
     p.add_argument("--timeout", type=float, help="seconds per trial before giving up (default 300)")
     p.add_argument("--tmpdir", metavar="DIR", help="where the socket directories and pcaps go "
-                   "(default: the system temp dir; try /dev/shm to see the file-system cost)")
+                   "(default: /dev/shm where it exists, as wirecheck's own runs use; try /tmp to see "
+                   "the file-system cost)")
     p.add_argument("--profile", metavar="DIR", help="cProfile every process into DIR/*.prof (distorts timings)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     return p
@@ -669,8 +670,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if s.repeat < 1 or s.size < 1 or s.write_size < 1 or s.connections < 1 or s.datagrams < 2:
         raise SystemExit("sizes and counts must be positive (and --datagrams at least 2)")
     s.profile_dir = args.profile
-    s.tmpdir = args.tmpdir
+    s.tmpdir = args.tmpdir or _default_tmpdir()
     return s
+
+
+def _default_tmpdir() -> str | None:
+    """Where wirecheck puts socket directories itself (wrappers.sockdir.make_socket_dir): RAM."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
