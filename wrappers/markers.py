@@ -34,8 +34,15 @@ def acceptor_of(m: SocketMeta) -> int | None:
         return None
 
 
+def _kind_dir(m: SocketMeta, kind: str) -> str | None:
+    """The marker directory of a kind, or None when none was ever made (the common case: no
+    listener was shared, no connection was cut), which spares a close two failing unlinks."""
+    path = os.path.join(m.socket_dir, ".wirecheck", kind)
+    return path if os.path.isdir(path) else None
+
+
 def forget_acceptor(m: SocketMeta) -> None:
-    if m.bound_path:
+    if m.bound_path and _kind_dir(m, "accepted"):
         try:
             os.unlink(os.path.join(m.socket_dir, ".wirecheck", "accepted", os.path.basename(m.bound_path)))
         except OSError:
@@ -64,7 +71,7 @@ def reset_marker_exists(m: SocketMeta) -> bool:
 
 
 def remove_reset_marker(m: SocketMeta) -> None:
-    key = _reset_key(m)
+    key = _reset_key(m) if _kind_dir(m, "reset") else None
     if key:
         try:
             os.unlink(os.path.join(m.socket_dir, ".wirecheck", "reset", key))

@@ -58,7 +58,6 @@ class SocketMeta:
     inbox: deque = field(default_factory=deque)  # duplicated incoming datagrams
     receiver_drops: int = 0  # datagrams dropped because the receiver's queue stayed full
     cut: str | None = None  # "rst" or "blackhole" once a stream was cut
-    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def to_json(self) -> dict:
         return {
