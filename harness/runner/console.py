@@ -92,8 +92,10 @@ class Output:
 
     def running(self, names: list[str]) -> None:
         if self._progress is not None:
+            from rich.markup import escape
+
             desc = "running " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "") if names else "done"
-            self._progress.update(self._task, description=desc)
+            self._progress.update(self._task, description=escape(desc))  # cell ids have [brackets]
 
     def advance(self) -> None:
         if self._progress is not None:

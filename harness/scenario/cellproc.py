@@ -104,13 +104,14 @@ def run_isolated(cell: Cell, outdir: str | Path, *, section_vars: dict[str, str]
     variables = cell.variables(section_vars)
     variables.update(result.get("results") or {})
     pcap = outdir / f"{stem}.pcap"
+    ladder_out = outdir / f"{stem}.ladder" if ladder else None
     if result["status"] == "pass":
         result["checks"], failures = run_checks(cell, pcap, variables, outdir / f"{stem}.keys",
-                                                outdir / f"{stem}.smbkeys")
+                                                outdir / f"{stem}.smbkeys", ladder_out)
         if failures:
             result.update(status="fail", reason=failures[0], details=failures)
-    if ladder and pcap.exists():
-        write_ladder(pcap, outdir / f"{stem}.ladder", outdir / f"{stem}.keys")
+    elif ladder_out is not None and pcap.exists():
+        write_ladder(pcap, ladder_out, outdir / f"{stem}.keys")  # the failure's picture
     result["duration"] = time.monotonic() - t0
     with open(full, "a") as log:
         log.write(f"[{time.strftime('%H:%M:%S')}] pcap checks: {result.get('checks', 0)}; "

@@ -20,14 +20,13 @@ def _nonempty(path: str | Path) -> str | None:
 
 
 def run_checks(cell: Cell, pcap: str | Path, variables: dict[str, Any], keylog: str | Path | None = None,
-               smb_keys: str | Path | None = None) -> tuple[int, list[str]]:
-    """(number of checks, failure lines) for the cell's `pcap:` expectations."""
+               smb_keys: str | Path | None = None, ladder_out: str | Path | None = None) -> tuple[int, list[str]]:
+    """(number of checks, failure lines) for the cell's `pcap:` expectations; with `ladder_out`, the ladder
+    diagram too, from the same tshark pass."""
     from harness.pcap import Capture, ChecksError, PcapError, load_checks, parse_checks
 
     scen = cell.scenario
     items = [(i, item["pcap"]) for i, item in enumerate(scen.data.get("expect") or []) if "pcap" in item]
-    if not items:
-        return 0, []
     assertions = []
     try:
         for i, raw in items:
@@ -38,18 +37,37 @@ def run_checks(cell: Cell, pcap: str | Path, variables: dict[str, Any], keylog: 
                 assertions += parse_checks(checks, scen.path, mark_at(scen.data, ["expect", i, "pcap"]))
     except ChecksError as e:
         return 0, [f"pcap checks: {p}" for p in e.problems]
-    if not Path(pcap).exists():
-        return len(assertions), [f"pcap: no capture was written ({pcap})"]
+    if not Path(pcap).exists() or Path(pcap).stat().st_size <= 24:
+        return len(assertions), ([f"pcap: no packets were captured ({pcap})"] if assertions else [])
     try:
         cap = Capture(pcap, keylog=_nonempty(keylog) if keylog else None,
                       smb_keys=_nonempty(smb_keys) if smb_keys else None)
-        results = cap.results(assertions)
+        fields: set[str] = set()
+        queries = []
+        for a in assertions:
+            fields |= a.fields()
+            queries += a.queries()
+        if ladder_out is not None and shutil.which("tshark"):
+            from harness.pcap.ladder import FIELDS
+            fields |= set(FIELDS)
+        cap.load(fields, queries)   # one tshark pass for the checks and the ladder
+        results = cap.results(assertions) if assertions else []
     except PcapError as e:
         return len(assertions), [f"pcap: {e}"]
+    if ladder_out is not None:
+        _ladder(cap, ladder_out)
     failed = [r for r in results if not r.ok]
     if not failed:
         return len(results), []
     return len(results), ["pcap: " + line for line in cap.report(failed, total=len(results)).splitlines()]
+
+
+def _ladder(cap: Any, out: str | Path) -> None:
+    try:
+        from harness.pcap.ladder import ladder
+        Path(out).write_text("\n".join(ladder(cap)) + "\n")
+    except Exception:  # noqa: BLE001, S110 - a missing ladder never fails a cell
+        pass
 
 
 def write_ladder(pcap: str | Path, out: str | Path, keylog: str | Path | None = None) -> str | None:
