@@ -1,6 +1,7 @@
 """tests/func_test.c CONNECTION TEST (27 cases), PSK and certificate, on the STREAM group's connection.
 
-Connection migration (13, 15, 16, 18, 19) belongs to issue 10: those cases are strict xfails with the reason.
+The peer (server) migration cases (18, 19) are strict xfails with the reason: on the SEQPACKET carrier a
+path is a unix connection the client opens, so a server cannot move (issue 10).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from wrappers.quic import (
 
 from .funcserver import expect_errno
 
-MIGRATION = pytest.mark.xfail(strict=True, reason="connection migration is issue 10 (EOPNOTSUPP for now)")
+SERVER_MIGRATION = pytest.mark.xfail(strict=True, reason="server-side migration is issue 10: a SEQPACKET path is opened "
+                                     "by the client, so a server cannot open one from a new address (EOPNOTSUPP)")
 
 
 def cid_get(c, dest):
@@ -136,7 +138,6 @@ def test12(func):
     _retire_max(func.c, 1)
 
 
-@MIGRATION
 def test13(func):
     """connection migration is set"""
     c = func.c
@@ -150,13 +151,11 @@ def test14(func):
     echo(func.c, b"quic connection test14")
 
 
-@MIGRATION
 def test15(func):
     """connection migration is done"""
     assert func.c.getsockname()[1] == func.memo.get("port", -2) + 1
 
 
-@MIGRATION
 def test16(func):
     """retire source & dest connection id when doing migration"""
     assert cid_get(func.c, 1).active == 12
@@ -168,14 +167,14 @@ def test17(func):
     echo(func.c, b"client migration")
 
 
-@MIGRATION
+@SERVER_MIGRATION
 def test18(func):
     """connection migration is done"""
     time.sleep(2)
     assert func.c.getpeername()[1] == func.memo["peer_port"] + 1
 
 
-@MIGRATION
+@SERVER_MIGRATION
 def test19(func):
     """retire source & dest connection id when doing migration"""
     assert cid_get(func.c, 1).active == 13

@@ -106,3 +106,49 @@ def test_qlog_per_connection(net, pki, tmp_path, monkeypatch):
         time.sleep(0.1)
     names = os.listdir(tmp_path / "qlog")
     assert len(names) >= 2 and all(n.endswith(".qlog") for n in names)
+
+
+def _migrate_and_echo(pki):
+    from wrappers.quic import (
+        QUIC_EVENT_CONNECTION_MIGRATION,
+        QUIC_SOCKOPT_CONNECTION_MIGRATION,
+        QUIC_SOCKOPT_EVENT,
+        EventOption,
+        sockaddr_in,
+    )
+
+    c, s, ls = open_pair("psk", pki)
+    try:
+        for sock in (c, s):
+            sock.setsockopt(SOL_QUIC, QUIC_SOCKOPT_EVENT, EventOption(QUIC_EVENT_CONNECTION_MIGRATION, 1).pack())
+        host, port = c.getsockname()[:2]
+        old_peer = s.getpeername()
+        c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_MIGRATION, sockaddr_in(host, port + 1))
+        quic_sendmsg(c, b"moved", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+        s.settimeout(5)
+        c.settimeout(5)
+        data, sid, _ = quic_recvmsg(s, 100)
+        while data != b"moved":  # the server's migration event may come first
+            data, sid, _ = quic_recvmsg(s, 100)
+        quic_sendmsg(s, b"seen", sid, MSG_STREAM_FIN)
+        data, _, flags = quic_recvmsg(c, 100)
+        assert data == bytes([QUIC_EVENT_CONNECTION_MIGRATION, 1])
+        assert quic_recvmsg(c, 100)[0] == b"seen"
+        assert c.getsockname()[1] == port + 1
+        import time
+
+        deadline = time.monotonic() + 3
+        while s.getpeername() == old_peer and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert s.getpeername()[1] == port + 1
+    finally:
+        close_all(c, s, ls)
+
+
+def test_client_migration_seqpacket(net, pki):
+    _migrate_and_echo(pki)
+
+
+def test_client_migration_emulated_udp(pki):
+    with emulated("udp"):
+        _migrate_and_echo(pki)

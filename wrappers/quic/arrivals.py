@@ -6,8 +6,9 @@ packets) is dropped and counted in the listener's ``dropped``, and the listener 
 creates the server-side ``Link`` (its core buffers the datagrams until server_handshake), queues it
 on the listener and writes an ACCEPT item to the listener's app fd, which makes it readable.
 
-Issue 10 (migration, ALPN routing) plugs in here: a path whose first packet carries a destination
-connection ID the engine already knows is a new path of that connection, not a new connection.
+A path whose first packet is not an Initial but carries a destination connection ID the engine
+already issued is a new path of that connection (the client migrated), not a new connection: it is
+attached to the connection and aioquic validates it. ALPN routing (issue 10) plugs in here too.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def accept_seqpacket(eng: Engine, lst: Listener, addressing: CR.Addressing) -> N
         def readable(path: CR.SeqpacketPath = path, peer: tuple = peer, state: dict[str, Link] = state) -> None:
             link = state.get("link")
             if link is not None:
-                eng.path_readable(link)
+                eng.path_readable(link, path)
                 return
             for d in path.read():
                 if not d:
@@ -77,22 +78,47 @@ def accept_seqpacket(eng: Engine, lst: Listener, addressing: CR.Addressing) -> N
                     return
                 link = state.get("link")
                 if link is not None:
-                    eng.deliver(link, d)
+                    eng.deliver(link, d, path)
                     continue
                 cids = is_initial(d)
                 if cids is None:
-                    lst.dropped += 1
+                    link = _known_connection(eng, d)
+                    if link is None:
+                        lst.dropped += 1
+                        continue
+                    # a new path of a connection we know: the client migrated
+                    state["link"] = link
+                    link.paths[peer] = path
+                    eng.watch(path.fileno(), _reader(eng, link, path))
+                    eng.deliver(link, d, path)
                     continue
                 link = _new_server_link(eng, lst, path, peer, d, cids)
                 state["link"] = link
                 eng.offer(lst, link)
-                eng.watch(path.fileno(), _reader(eng, link))
+                eng.watch(path.fileno(), _reader(eng, link, path))
 
         eng.watch(s.fileno(), readable)
 
 
-def _reader(eng: Engine, link: Link) -> Callable[[], None]:
-    return lambda: eng.path_readable(link)
+def _reader(eng: Engine, link: Link, path: Any) -> Callable[[], None]:
+    return lambda: eng.path_readable(link, path)
+
+
+def dcid_of(data: bytes, cid_length: int = 8) -> bytes | None:
+    """Destination connection ID of any QUIC packet (short headers carry our 8-byte CIDs)."""
+    if not data:
+        return None
+    if not data[0] & 0x80:
+        return bytes(data[1:1 + cid_length]) if len(data) > cid_length else None
+    try:
+        return bytes(pull_quic_header(Buffer(data=data), host_cid_length=cid_length).destination_cid)
+    except Exception:
+        return None
+
+
+def _known_connection(eng: Engine, data: bytes) -> Link | None:
+    dcid = dcid_of(data)
+    return eng.find_by_cid(dcid) if dcid else None
 
 
 def endpoint_for(eng: Engine, carrier: str, family: int, cfg: Any, host: str, port: int) -> CR.DatagramEndpoint:
@@ -128,10 +154,19 @@ def _endpoint_readable(eng: Engine, ep: Any) -> None:
     for d, src in ep.read():
         link = ep.links.get(src)
         if link is not None:
-            eng.deliver(link, d)
+            eng.deliver(link, d, ep.paths.get(src))
             continue
         lst = ep.listener
         cids = is_initial(d) if lst is not None else None
+        if lst is not None and cids is None:
+            known = _known_connection(eng, d)
+            if known is not None:  # the client moved to a new address
+                path = CR.DatagramPath(ep, src, CR.Wire(lst.cfg, ep.local, src, eng.schedule))
+                known.paths[src] = path
+                ep.links[src] = known
+                ep.paths[src] = path
+                eng.deliver(known, d, path)
+                continue
         if lst is None or cids is None:
             ep.dropped += 1
             continue
@@ -141,4 +176,5 @@ def _endpoint_readable(eng: Engine, ep: Any) -> None:
         link.endpoint = ep
         ep.refs += 1
         ep.links[src] = link
+        ep.paths[src] = path
         eng.offer(lst, link)

@@ -143,7 +143,7 @@ class SeqpacketPath:
     def __init__(self, sock: Any, wire: Wire):
         self.sock = sock
         self.wire = wire
-        self.backlog: list[bytes] = []
+        self.peer = wire.peer
 
     def fileno(self) -> int:
         return int(self.sock.fileno())
@@ -190,6 +190,7 @@ class DatagramEndpoint:
         self.addressing = addressing
         self.refs = 0
         self.links: dict[tuple, Any] = {}
+        self.paths: dict[tuple, Any] = {}
         self.listener: Any = None
         self.dropped = 0
 

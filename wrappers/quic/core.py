@@ -131,6 +131,9 @@ class Connection:
         self.buffered: list[tuple[bytes, Any]] = []
         self.last_send = 0.0
         self.keepalive_at: float | None = None
+        self.cids: Any = None  # options.ConnectionIds, set when the handshake completes
+        self.migrating: tuple | None = None  # our new local address while a local migration is pending
+        self.local_addr: tuple | None = None
         self.request_client_cert = False
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -174,6 +177,7 @@ class Connection:
         else:
             self.received += 1
             self._key_phase_changes(phase)
+            self._check_peer_migration()
         self._pump(now, remote)
 
     def _one_rtt(self) -> Any:
@@ -229,13 +233,14 @@ class Connection:
             t = k if t is None else min(t, k)
         return t
 
-    def datagrams(self, now: float) -> list[bytes]:
+    def datagrams(self, now: float) -> list[tuple[bytes, Any]]:
+        """(datagram, peer address) pairs: after a peer migration the server answers on the new path."""
         q = self.quic
         if q is None:
             return []
-        out = [d for d, _ in q.datagrams_to_send(now)]
+        out = q.datagrams_to_send(now)
         if q.stream_limits_pending():
-            out += [d for d, _ in q.datagrams_to_send(now)]
+            out += q.datagrams_to_send(now)
         if out:
             self.last_send = now
             self.ku_sent = True
@@ -285,6 +290,40 @@ class Connection:
                     self._event(C.QUIC_EVENT_STREAM_MAX_STREAM, struct.pack("<Q", (new - 1) * 4 + typ), evs)
         self.items += evs
         self.items += data
+
+    # -- migration: paths and connection IDs (the carriers move the bytes, see loop.py) -------------
+    def start_local_migration(self, new_local: tuple) -> None:
+        """Client: the next packets go out on a new path with a fresh destination CID."""
+        q = self.quic
+        if q is None or not self.handshake_done or self.closed:
+            raise err(errno.EPIPE)
+        if self.migrating is not None:
+            raise err(errno.EAGAIN, "a migration is in progress")
+        q.change_connection_id()
+        self.migrating = new_local
+
+    def local_migration_done(self) -> None:
+        """The first packet arrived on the new path: the switch is complete."""
+        if self.migrating is None:
+            return
+        self.local_addr, self.migrating = self.migrating, None
+        self._bump_dest_cid()
+        self._event(C.QUIC_EVENT_CONNECTION_MIGRATION, b"\x01")
+
+    def _check_peer_migration(self) -> None:
+        q = self.quic
+        if q is None or self.is_client or not q._network_paths:
+            return
+        path = q._network_paths[0]
+        if path.addr != self.addr and path.is_validated:
+            self.addr = path.addr
+            self._bump_dest_cid()
+            self._event(C.QUIC_EVENT_CONNECTION_MIGRATION, b"\x00")
+
+    def _bump_dest_cid(self) -> None:
+        if self.cids is not None:
+            active, prior = self.cids.sets[1]
+            self.cids.sets[1] = [active + 1, active + 1]
 
     def _on_new_token(self, token: bytes) -> None:
         self.opts.token = bytes(token)

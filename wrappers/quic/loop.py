@@ -13,6 +13,11 @@ Calls from the application (send, options, handshake) run in the caller's thread
 carriers, loss-recovery/ACK/idle/keepalive timers, and delayed (impaired) deliveries, whether or not
 the application calls in. ``Engine.cond`` wakes callers blocked on stream limits, send space or the
 handshake after every pass.
+
+Paths. A link sends on ``Link.path``; a server whose client moved also knows the client's new path
+(``Link.paths``, by peer address) and sends where aioquic addresses each datagram. A migrating
+client sends on its new path at once and keeps reading the old ones until the first datagram
+arrives on the new one (then the migration is complete and the old paths are closed).
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class Link:
         self.app_shut = False
         self.gone = False
         self.endpoint: Any = None
+        self.paths: dict[Any, Any] = {}  # peer address -> path, for a server whose client moved
+        self.old_paths: list[Any] = []  # a migrating client's previous paths, closed when it is done
         self.app_end: Any = None  # server side: the app end of the pair, until accept() takes it
         self.odcid: bytes | None = None
 
@@ -141,8 +148,8 @@ class Engine:
         now = time.monotonic() if now is None else now
         c = link.core
         if link.path is not None and c.quic is not None:
-            for d in c.datagrams(now):
-                link.path.send(d, now)
+            for d, addr in c.datagrams(now):
+                link.paths.get(addr, link.path).send(d, now)
         if c.items:
             link.outq.extend(c.items)
             c.items = []
@@ -198,8 +205,8 @@ class Engine:
             link.core.close(time.monotonic())
             if link.path is not None and link.core.quic is not None:
                 now = time.monotonic()
-                for d in link.core.datagrams(now):
-                    link.path.send(d, now)
+                for d, addr in link.core.datagrams(now):
+                    link.paths.get(addr, link.path).send(d, now)
         link.core.finish()
         self.unwatch(link.app.fileno())
         try:
@@ -207,13 +214,14 @@ class Engine:
         except OSError:
             pass
         self.links.pop(link.id, None)
-        if link.path is not None:
-            if hasattr(link.path, "sock"):
-                self.unwatch(link.path.fileno())
-            link.path.close()
+        for path in {id(p): p for p in [link.path, *link.paths.values(), *link.old_paths] if p is not None}.values():
+            if hasattr(path, "sock"):
+                self.unwatch(path.fileno())
+            path.close()
         ep = link.endpoint
         if ep is not None:
             ep.links.pop(link.peer, None)
+            ep.paths.pop(link.peer, None)
             ep.refs -= 1
             if ep.refs <= 0 and ep.listener is None:
                 self.unwatch(ep.fileno())
@@ -222,20 +230,42 @@ class Engine:
         self.cond.notify_all()
 
     # -- inbound ----------------------------------------------------------------------------------
-    def path_readable(self, link: Link) -> None:
-        assert link.path is not None
+    def path_readable(self, link: Link, path: Any = None) -> None:
+        path = path or link.path
+        assert path is not None
         now = time.monotonic()
-        for d in link.path.read():
+        for d in path.read():
             if not d:
-                self.unwatch(link.path.fileno())
+                self.unwatch(path.fileno())
                 break
-            link.core.receive(d, link.peer, now)
+            self.arrived(link, path, d, now)
         self.flush(link, now)
 
-    def deliver(self, link: Link, data: bytes) -> None:
+    def arrived(self, link: Link, path: Any, data: bytes, now: float) -> None:
+        """One datagram for ``link`` on ``path``: the first one on a migrating client's new path
+        completes the migration (the old paths are closed)."""
+        c = link.core
+        if c.migrating is not None and path is link.path:
+            c.local_migration_done()
+            for old in link.old_paths:
+                if hasattr(old, "sock"):
+                    self.unwatch(old.fileno())
+                old.close()
+            link.old_paths.clear()
+        c.receive(data, getattr(path, "peer", None) or link.peer, now)
+
+    def deliver(self, link: Link, data: bytes, path: Any = None) -> None:
         now = time.monotonic()
-        link.core.receive(data, link.peer, now)
+        self.arrived(link, path or link.path, data, now)
         self.flush(link, now)
+
+    def find_by_cid(self, dcid: bytes) -> Link | None:
+        """The server connection that owns destination CID ``dcid`` (a new path of a known connection)."""
+        for lk in self.links.values():
+            q = lk.core.quic
+            if q is not None and not lk.core.is_client and any(h.cid == dcid for h in q._host_cids):
+                return lk
+        return None
 
     def offer(self, lst: Listener, link: Link) -> None:
         """A new incoming connection: queue it and tell the listener's app fd."""

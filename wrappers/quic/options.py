@@ -88,7 +88,9 @@ def setopt(s: QuicSocket, opt: int, v: bytes) -> None:
             raise err(errno.EINVAL, "migration to the current address")
         if not est and s._is_client:
             raise err(errno.EINVAL, "a client sets no preferred address")
-        raise err(errno.EOPNOTSUPP, "connection migration is issue 10")
+        if not est:
+            raise err(errno.EOPNOTSUPP, "preferred addresses are issue 10")
+        s._migrate((a[1], a[2]))
     elif opt == C.QUIC_SOCKOPT_KEY_UPDATE:
         if not est:
             raise err(errno.EPIPE)

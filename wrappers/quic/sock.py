@@ -167,6 +167,9 @@ class QuicSocket(_OrigSocket):
         self._local = addr
 
     def getsockname(self) -> Any:
+        c = self._conn
+        if c is not None and c.local_addr is not None:
+            return self._tuple(c.local_addr[0], c.local_addr[1])
         if self._local is None:
             return ("0.0.0.0", 0) if self._qfamily == socket.AF_INET else ("::", 0, 0, 0)
         return self._local
@@ -174,6 +177,9 @@ class QuicSocket(_OrigSocket):
     def getpeername(self) -> Any:
         if self._peer is None:
             raise err(errno.ENOTCONN)
+        c = self._conn
+        if c is not None and not c.is_client and c.addr is not None:
+            return c.addr
         return self._peer
 
     def _local_host(self) -> str:
@@ -335,10 +341,7 @@ class QuicSocket(_OrigSocket):
         self._state = C.ESTABLISHING
         with eng.lock:
             eng.add_link(link)
-            if isinstance(path, CR.SeqpacketPath):
-                eng.watch(path.fileno(), lambda: eng.path_readable(link))
-            elif ep is not None:
-                ep.links[peer] = link
+            self._watch_path(link, path, ep)
 
     def connect_ex(self, address: Any) -> int:
         try:
@@ -347,10 +350,43 @@ class QuicSocket(_OrigSocket):
             return e.errno or errno.EINVAL
         return 0
 
-    def _client_path(self, peer: tuple) -> tuple[Any, tuple, Any]:
+    def _watch_path(self, link: Link, path: Any, ep: Any) -> None:
+        eng = self._engine
+        if isinstance(path, CR.SeqpacketPath):
+            eng.watch(path.fileno(), lambda: eng.path_readable(link, path))
+        elif ep is not None:
+            ep.links[path.peer] = link
+            ep.paths[path.peer] = path
+
+    def _migrate(self, new_local: tuple) -> None:
+        """Client: bind a second path at ``new_local`` and move the connection onto it (the first
+        packet back on it completes the migration: event, getsockname, old path closed)."""
+        link, c = self._link, self._conn
+        if link is None or c is None or self._peer is None:
+            raise err(errno.EPIPE)
+        if not self._is_client:
+            raise err(errno.EOPNOTSUPP, "server-side migration and preferred addresses are issue 10")
+        eng = self._engine
+        with eng.lock:
+            if c.migrating is not None:
+                raise err(errno.EAGAIN, "a migration is in progress")
+            path, local, ep = self._client_path(self._peer, new_local)
+            try:
+                c.start_local_migration(local)
+            except OSError:
+                path.close()
+                raise
+            link.old_paths.append(link.path)
+            link.path = path
+            self._watch_path(link, path, ep)
+            eng.flush(link)
+
+    def _client_path(self, peer: tuple, local_addr: tuple | None = None) -> tuple[Any, tuple, Any]:
         eng = self._engine
         host = self._local[0] if self._local and not self._wildcard(self._local) else self._local_host()
         port = self._local[1] if self._local else 0
+        if local_addr is not None:
+            host, port = local_addr[0], local_addr[1]
         if self._carrier == "seqpacket":
             addressing = CR.Addressing(self._cfg)
             s = CR._unix(_socket.SOCK_SEQPACKET)
@@ -404,6 +440,7 @@ class QuicSocket(_OrigSocket):
         self._state = C.ESTABLISHED
         self._cids = O.ConnectionIds(max(2, min(8, c.quic._remote_active_connection_id_limit or 7))
                                      if c.quic is not None else 7)
+        c.cids = self._cids
 
     # -- engine calls -----------------------------------------------------------------------------
     def _engine_call(self, fn: Callable[[], Any]) -> Any:
