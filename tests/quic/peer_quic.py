@@ -1,0 +1,51 @@
+"""A QUIC peer for cross-process tests, run under `wirecheck exec`: plain socket(..., 261) calls.
+
+    peer_quic.py server HOST PORT PSKFILE     -> prints "ready", echoes one stream upper-cased
+    peer_quic.py client HOST PORT PSKFILE MSG -> prints the reply
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+from wrappers.quic import (
+    IPPROTO_QUIC,
+    MSG_STREAM_FIN,
+    MSG_STREAM_NEW,
+    client_handshake,
+    quic_recvmsg,
+    quic_sendmsg,
+    server_handshake,
+)
+
+
+def main() -> int:
+    role, host, port, psk = sys.argv[1:5]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+    s.settimeout(20)
+    if role == "server":
+        s.bind((host, int(port)))
+        s.listen(1)
+        print("ready", flush=True)
+        c, _ = s.accept()
+        server_handshake(c, psk, None, timeout=20)
+        data, sid, _ = quic_recvmsg(c, 1000)
+        quic_sendmsg(c, data.upper(), sid, MSG_STREAM_FIN)
+        c.settimeout(5)
+        try:
+            c.recv(10)  # until the client closes
+        except OSError:
+            pass
+        c.close()
+    else:
+        s.connect((host, int(port)))
+        client_handshake(s, psk, timeout=20)
+        quic_sendmsg(s, sys.argv[5].encode(), -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+        print(quic_recvmsg(s, 1000)[0].decode(), flush=True)
+    s.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
