@@ -196,3 +196,52 @@ def test_not_a_quic_socket(net):
     plain = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     assert err_of(lambda: client_handshake(plain)) == errno.ENOTSOCK
     plain.close()
+
+
+def _handshake_fails(pki, client_fn, server_fn):
+    import threading
+
+    ls = quic_socket()
+    ls.bind(("127.0.0.11", 0))
+    ls.listen(1)
+    box = {}
+
+    def serve():
+        try:
+            s, _ = ls.accept()
+            box["s"] = s
+            server_fn(s)
+        except OSError as e:
+            box["server"] = e.errno
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    c = quic_socket()
+    c.connect(ls.getsockname())
+    try:
+        with pytest.raises(OSError) as e:
+            client_fn(c)
+        assert e.value.errno in (errno.ECONNREFUSED, errno.ETIMEDOUT)
+        t.join(5)
+        assert box.get("server") in (errno.ECONNREFUSED, errno.ETIMEDOUT)
+    finally:
+        close_all(c, box.get("s"), ls)
+
+
+def test_certificate_from_an_unknown_ca_fails_cleanly(net, pki, tmp_path):
+    from wrappers.quic import client_handshake
+
+    from .certs import make_pki
+
+    other = make_pki(str(tmp_path))
+    _handshake_fails(pki, lambda c: client_handshake(c, None, "server.test", cafile=other["ca"], timeout=3),
+                     lambda s: server_handshake(s, pki["server_key"], pki["server"], timeout=3))
+
+
+def test_wrong_psk_fails_cleanly(net, pki, tmp_path):
+    from wrappers.quic import client_handshake
+
+    wrong = tmp_path / "wrong.psk"
+    wrong.write_text("wirecheck:" + "00" * 32 + "\n")
+    _handshake_fails(pki, lambda c: client_handshake(c, str(wrong), timeout=3),
+                     lambda s: server_handshake(s, pki["psk"], None, timeout=3))

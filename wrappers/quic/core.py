@@ -275,6 +275,14 @@ class Connection:
                     self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(
                         st.sid, C.QUIC_STREAM_SEND_STATE_RESET_SENT, ev.error_code, st.sent).pack(), evs)
             elif isinstance(ev, qe.HandshakeCompleted):
+                if q.external_psk and not q.tls.session_resumed:
+                    # never fall back to the certificate path when both sides were told to use a PSK
+                    q.close(error_code=0x100 + 40, frame_type=0x06, reason_phrase="external PSK not accepted")
+                    self.handshake_error = "external PSK not accepted"
+                    self.closed = True
+                    self.state = C.CLOSED
+                    self._local_close = True
+                    continue
                 if not self.is_client:
                     q.queue_new_token(os.urandom(32))
                 self.handshake_done = True

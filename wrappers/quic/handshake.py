@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 import ssl
-from typing import Any
+from typing import Any, cast
 
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import CipherSuite
@@ -76,7 +76,8 @@ def client_handshake(sock: QuicSocket, psk_file: str | os.PathLike[str] | None =
     psks = _psk_from(psk_file, psk)
     if psks:
         ident, key = psks[0]
-        cfg.session_ticket = tlsext.psk_ticket(ident, key, hostname or "")
+        # aioquic offers a ticket only when its server_name equals the configuration's
+        cfg.session_ticket = tlsext.psk_ticket(ident, key, cast(str, hostname))
         cfg.cipher_suites = [tlsext.PSK_CIPHER, CipherSuite.AES_256_GCM_SHA384, CipherSuite.CHACHA20_POLY1305_SHA256]
         cfg.verify_mode = ssl.CERT_NONE
     elif cafile or cadata:
