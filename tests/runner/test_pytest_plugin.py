@@ -2,10 +2,10 @@
 the step, fixtures, collection errors with line and column, xdist."""
 from __future__ import annotations
 
-import shutil
 import textwrap
 
 import pytest
+import tsharkutil
 
 from .scen import FAIL, NOTRUN, PASS
 
@@ -73,8 +73,9 @@ def test_xdist_runs_cells_isolated(tree):
     res.assert_outcomes(passed=4, failed=1, skipped=1)
 
 
-@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+@pytest.mark.peer
 def test_wirecheck_net_fixture_runs_processes_and_captures(pytester):
+    tsharkutil.tshark_path()  # skips on a laptop without tshark, fails under CI
     pytester.makepyfile(test_user="""
         import json, subprocess
         from harness.pcap import Count

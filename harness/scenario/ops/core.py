@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..context import Context, StepFailed
+from ..context import Context, OpError, StepFailed
 from ..impairspec import problem, to_mapping
 from ..registry import operation
 
@@ -54,9 +54,11 @@ def host_run(ctx: Context, args: dict) -> dict:
     rc = proc.popen.wait()
     out = proc.stdout()
     want = int(args.get("status", 0))
+    result = {"status": rc, "stdout": out[-65536:], **(_last_json(out) or {})}
     if rc != want:
-        raise StepFailed(f"{name} exited with status {rc}, expected {want}")
-    return {"status": rc, "stdout": out[-65536:], **(_last_json(out) or {})}
+        # an OpError, so that a step may `expect: {outcome: error}` of a program that must fail
+        raise OpError(f"{name} exited with status {rc}, expected {want}", result=result)
+    return result
 
 
 @operation("expect.exit", schema={"type": "object", "additionalProperties": False, "required": ["proc"],

@@ -1,0 +1,150 @@
+"""Step semantics in real cells: parallel groups, background steps joined by `wait`, expected outcomes,
+variables from earlier results, and operations users register through $WIRECHECK_OPERATIONS."""
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+
+import pytest
+
+from harness.scenario import load_file, registry
+from harness.scenario.cellproc import run_isolated
+
+
+def run(tmp_path, text: str, env: dict | None = None) -> dict:
+    p = tmp_path / "sc/tcp/001.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(textwrap.dedent(text).lstrip())
+    old = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        (cell,) = load_file(p).cells()
+        return run_isolated(cell, tmp_path / "out", ladder=False)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+SLEEPER = '[python, -c, "import time,json; time.sleep(1); print(json.dumps(dict(t=time.time())))"]'
+
+
+def test_parallel_steps_overlap_and_results_flow(tmp_path):
+    r = run(tmp_path, f"""
+        id: tcp/001
+        description: x
+        groups: [quick]
+        steps:
+          - parallel:
+              - host.run: {{argv: {SLEEPER}, as: a}}
+              - host.run: {{argv: {SLEEPER}, as: b}}
+              - host.run: {{argv: {SLEEPER}, as: c}}
+          - host.run: {{argv: [python, -c, "import sys; sys.exit(0 if '${{a.status}}' == '0' else 1)"]}}
+        """)
+    assert r["status"] == "pass", r
+    ts = [r["results"][k]["t"] for k in "abc"]
+    assert max(ts) - min(ts) < 0.9          # they slept at the same time
+
+
+def test_background_step_and_wait(tmp_path):
+    r = run(tmp_path, f"""
+        id: tcp/001
+        description: x
+        groups: [quick]
+        steps:
+          - host.run: {{argv: {SLEEPER}, as: bg, background: true}}
+          - host.run: {{argv: [python, -c, "import time,json; print(json.dumps(dict(t=time.time())))"], as: fg}}
+          - wait: {{for: bg}}
+        expect:
+          - value: {{of: bg.status, eq: 0}}
+        """)
+    assert r["status"] == "pass", r
+    assert r["results"]["fg"]["t"] < r["results"]["bg"]["t"]
+
+
+def test_expected_error_outcome_and_mismatch(tmp_path):
+    ok = run(tmp_path, """
+        id: tcp/001
+        description: x
+        groups: [quick]
+        steps:
+          - host.run: {argv: [python, -c, "raise SystemExit(4)"], as: r, expect: {outcome: error}}
+        expect:
+          - value: {of: r.status, eq: 4}
+        """)
+    assert ok["status"] == "pass", ok
+    bad = run(tmp_path, """
+        id: tcp/001
+        description: x
+        groups: [quick]
+        steps:
+          - host.run: {argv: [python, -c, "pass"], expect: {outcome: error}}
+        """)
+    assert bad["status"] == "fail"
+    assert bad["reason"] == "step 0 host.run (001.yaml:5): expected an error, but the operation succeeded"
+
+
+def test_tcp_connection_refused_is_an_expected_errno(tmp_path):
+    r = run(tmp_path, """
+        id: tcp/001
+        description: nobody listens on 10:7999
+        groups: [quick]
+        steps:
+          - tcp.exchange: {host: 11, to: 10, port: 7999, size: 10, as: c, expect: {errno: EHOSTUNREACH}}
+        expect:
+          - value: {of: c.sent, eq: 0}
+        """)
+    assert r["status"] == "pass", r
+
+
+def test_user_operation_from_environment(tmp_path):
+    mod = tmp_path / "mods/myops.py"
+    mod.parent.mkdir()
+    mod.write_text(textwrap.dedent("""
+        from harness.scenario import operation, OpError
+
+        @operation("my.double", schema={"type": "object", "required": ["n"],
+                                        "properties": {"n": {"type": "integer"}, "as": {"type": "string"}}})
+        def double(ctx, args):
+            '''Twice n (a user's operation).'''
+            if args["n"] < 0:
+                raise OpError("negative", errno="EINVAL")
+            return {"value": 2 * args["n"]}
+    """))
+    env = {"WIRECHECK_OPERATIONS": "myops", "PYTHONPATH": f"{mod.parent}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    import sys
+    sys.path.insert(0, str(mod.parent))
+    saved = registry._discovered
+    registry._discovered = False
+    os.environ["WIRECHECK_OPERATIONS"] = "myops"
+    try:
+        r = run(tmp_path, """
+            id: tcp/001
+            description: x
+            groups: [quick]
+            steps:
+              - my.double: {n: 21, as: d}
+              - my.double: {n: -1, expect: {errno: EINVAL}}
+            expect:
+              - value: {of: d.value, eq: 42}
+            """, env)
+        assert r["status"] == "pass", r
+        assert registry.get("my.double").help == "Twice n (a user's operation)."
+        with pytest.raises(ValueError, match="registered twice"):
+            registry.operation("my.double")(lambda ctx, args: None)
+    finally:
+        os.environ.pop("WIRECHECK_OPERATIONS", None)
+        sys.path.remove(str(mod.parent))
+        registry._discovered = saved
+
+
+def test_result_record_is_json(tmp_path):
+    run(tmp_path, """
+        id: tcp/001
+        description: x
+        groups: [quick]
+        steps:
+          - sleep: {seconds: 0}
+        """)
+    rec = json.loads((tmp_path / "out/001.json").read_text())
+    assert rec["status"] == "pass" and rec["step"] == ""
