@@ -13,7 +13,13 @@ SOCK_STREAM, IPPROTO_QUIC)`` returns a :class:`QuicSocket`. Without the wrapper,
 
 Modules: constants (UAPI numbers), uapi (struct pack/unpack), sock (the socket), options
 (SOL_QUIC options), core (sans-IO connection state), aioconn (aioquic adjustments), loop (engine
-thread), carriers (SEQPACKET / UDP / real UDP), handshake, tlsext (PSK, key log).
+thread), arrivals (new connections and new paths at a listener), carriers (SEQPACKET / emulated
+UDP / real UDP), handshake (client_handshake / server_handshake), tlsext (external PSK, key log,
+qlog).
+
+Carrier: ``WIRECHECK_QUIC_CARRIER`` = seqpacket (default) | udp. Key log: ``<pcap>.keys`` next to
+the pcap and ``$SSLKEYLOGFILE``. qlog: ``$QLOGDIR/<ODCID>_<client|server>.qlog``. Packet size:
+``WIRECHECK_QUIC_MTU`` (default 1452).
 """
 
 from __future__ import annotations
