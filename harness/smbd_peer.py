@@ -1,4 +1,4 @@
-"""Real SMB peers for the interop tests: Samba's smbd in a private tree, and our server.
+"""Samba's smbd as a private test peer (interop tests and the SMB benchmark).
 
 smbd runs on real loopback (it panics under libsocket_wrapper 1.3.5, peers.md), on a port above
 20000, with a private smb.conf and every state directory inside the test's tmp dir; its user comes
@@ -14,19 +14,22 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from procutil import _missing
+
+def _missing(program: str, apt: str) -> None:
+    raise RuntimeError(f"{program} is not installed (apt-get install -y {apt})")
 
 USER = "smbuser"
 PASSWORD = "Wirecheck-Pw1"
 NSS_WRAPPER = "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so"
 
 
-def need(program: str, apt: str) -> str:
+def need(program: str, apt: str, missing: Callable[[str, str], None] = _missing) -> str:
     path = shutil.which(program) or (f"/usr/sbin/{program}" if os.path.exists(f"/usr/sbin/{program}") else None)
     if path is None:
-        _missing(program, apt)
+        missing(program, apt)
     return path  # type: ignore[return-value]
 
 
@@ -59,11 +62,12 @@ def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = 
 class Smbd:
     """smbd with two shares: ``share`` (signing mandatory) and ``enc`` (encryption required)."""
 
-    def __init__(self, tree: Path) -> None:
-        self.smbd = need("smbd", "samba")
-        self.smbpasswd = need("smbpasswd", "samba-common-bin")
+    def __init__(self, tree: Path, signing: str = "mandatory",
+                 missing: Callable[[str, str], None] = _missing) -> None:
+        self.smbd = need("smbd", "samba", missing)
+        self.smbpasswd = need("smbpasswd", "samba-common-bin", missing)
         if not os.path.exists(NSS_WRAPPER):
-            _missing("libnss_wrapper.so", "libnss-wrapper")
+            missing("libnss_wrapper.so", "libnss-wrapper")
         self.tree = tree
         self.port = free_port()
         self.share_dir = tree / "share"
@@ -84,7 +88,7 @@ interfaces = 127.0.0.1
 bind interfaces only = yes
 disable netbios = yes
 server min protocol = SMB3_11
-server signing = mandatory
+server signing = {signing}
 lock directory = {tree}/lock
 state directory = {tree}/state
 cache directory = {tree}/cache

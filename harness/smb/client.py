@@ -12,7 +12,8 @@ Rules this model keeps (MS-SMB2 §3.2):
    Interim STATUS_PENDING responses grant credits too; MessageId 0xFFFF... notifications do not.
 4. Session setup hashes every request and each MORE_PROCESSING_REQUIRED response into the session
    preauth hash (3.1.1), derives the keys on success and requires the final response to be signed.
-5. Requests are signed when the session requires signing and they are not encrypted; they are
+5. Requests are signed when the session requires signing, and TREE_CONNECT always on 3.1.1
+   (§3.2.4.2.4), unless they are encrypted; they are
    encrypted (C2S key) when the session or tree asks for it.  Responses are verified except interim
    and unsolicited ones (§3.2.5.1.3).
 """
@@ -291,9 +292,12 @@ class ClientConnection:
             if session.nonces is None:
                 session.nonces = NonceGenerator(self.cipher)
             return encrypt_message(chain, session.keys.c2s, self.cipher, session.session_id, session.nonces.next())
-        if session.signing_required:
-            return b"".join(sign_message(e.raw, session.keys.signing, self.signing_algorithm)
-                            for e in split_compound(chain))
+        elements = split_compound(chain)
+        # §3.2.4.2.4: on 3.1.1 a TREE_CONNECT is always signed (it replaces secure negotiate).
+        tree_connect = self.dialect == Dialect.SMB_3_1_1 and any(
+            e.header.command == Command.TREE_CONNECT for e in elements)
+        if session.signing_required or tree_connect:
+            return b"".join(sign_message(e.raw, session.keys.signing, self.signing_algorithm) for e in elements)
         return chain
 
     def receive(self, pdu: bytes, sessions: dict[int, ClientSession] | None = None) -> list[Response]:

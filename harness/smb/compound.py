@@ -46,6 +46,9 @@ def split_compound(buf: bytes) -> list[CompoundElement]:
     (8-aligned, inside the buffer), so the loop always advances and ends."""
     elements = []
     position = 0
+    first = Header.unpack(buf)
+    if first.next_command == 0:  # the common case: no chain, no copy
+        return [CompoundElement(first, buf if isinstance(buf, bytes) else bytes(buf))]
     while True:
         header = Header.unpack(buf[position:])
         if header.next_command == 0:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import cmac
-from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher as _BlockCipher
+from cryptography.hazmat.primitives.ciphers import algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 
 from .constants import (
@@ -204,27 +205,45 @@ def compute_signature(message: bytes, key: bytes, algorithm: int) -> bytes:
     with the Signature field zeroed."""
     if len(message) < HEADER_SIZE:
         raise malformed("cannot sign: shorter than an SMB2 header")
-    zeroed = bytes(message[:SIGNATURE_OFFSET]) + bytes(16) + bytes(message[HEADER_SIZE:])
+    head = bytes(message[:SIGNATURE_OFFSET]) + bytes(16)
+    return _mac(head, memoryview(message)[HEADER_SIZE:], key, algorithm)
+
+
+def _mac(head: bytes, body, key: bytes, algorithm: int) -> bytes:
+    """MAC of header (Signature zeroed) then body, fed incrementally so a 1 MiB WRITE is never
+    copied just to be signed."""
     if algorithm == SigningAlgorithm.HMAC_SHA256:
-        return hmac.new(key, zeroed, hashlib.sha256).digest()[:16]
+        mac = hmac.new(key, head, hashlib.sha256)
+        mac.update(body)
+        return mac.digest()[:16]
     if algorithm == SigningAlgorithm.AES_CMAC:
-        mac = cmac.CMAC(algorithms.AES(key))
-        mac.update(zeroed)
-        return mac.finalize()
+        cmac_ = cmac.CMAC(algorithms.AES(key))
+        cmac_.update(head)
+        cmac_.update(body)
+        return cmac_.finalize()
     if algorithm == SigningAlgorithm.AES_GMAC:
-        header = Header.unpack(message)
-        nonce = gmac_nonce(header.message_id, header.is_response, header.command == Command.CANCEL)
-        return AESGCM(key).encrypt(nonce, b"", zeroed)
+        command, flags = struct.unpack_from("<H", head, 12)[0], struct.unpack_from("<I", head, 16)[0]
+        message_id = struct.unpack_from("<Q", head, 24)[0]
+        nonce = gmac_nonce(message_id, bool(flags & HeaderFlags.SERVER_TO_REDIR), command == Command.CANCEL)
+        encryptor = _BlockCipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(head)
+        encryptor.authenticate_additional_data(body)
+        encryptor.finalize()
+        return encryptor.tag
     raise ValueError(f"unknown signing algorithm {algorithm}")
 
 
 def sign_message(message: bytes, key: bytes, algorithm: int) -> bytes:
-    """``message`` with SMB2_FLAGS_SIGNED set and its Signature filled in."""
-    out = bytearray(message)
-    flags = struct.unpack_from("<I", out, 16)[0] | HeaderFlags.SIGNED
-    struct.pack_into("<I", out, 16, flags)
-    out[SIGNATURE_OFFSET:HEADER_SIZE] = compute_signature(bytes(out), key, algorithm)
-    return bytes(out)
+    """``message`` with SMB2_FLAGS_SIGNED set and its Signature filled in (one copy of the body)."""
+    if len(message) < HEADER_SIZE:
+        raise malformed("cannot sign: shorter than an SMB2 header")
+    head = bytearray(message[:HEADER_SIZE])
+    flags = struct.unpack_from("<I", head, 16)[0] | HeaderFlags.SIGNED
+    struct.pack_into("<I", head, 16, flags)
+    head[SIGNATURE_OFFSET:HEADER_SIZE] = bytes(16)
+    body = memoryview(message)[HEADER_SIZE:]
+    head[SIGNATURE_OFFSET:HEADER_SIZE] = _mac(bytes(head), body, key, algorithm)
+    return bytes(head) + body
 
 
 def sign_compound(chain: bytes, key: bytes, algorithm: int) -> bytes:

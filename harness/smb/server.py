@@ -20,6 +20,8 @@ Rules this state machine enforces, in the order a request meets them (MS-SMB2 §
    that requires encryption answers unencrypted requests with STATUS_ACCESS_DENIED (§3.3.5.2.9,
    §3.3.5.2.11).  With AcceptTransportSecurity (QUIC only) encryption is skipped.
 7. Only contexts the client sent get a response context (pitfall 11).
+8. On 3.1.1 a TREE_CONNECT that is neither signed nor encrypted drops the connection (§3.3.5.7): it
+   is what protects the negotiation once VALIDATE_NEGOTIATE_INFO is gone.
 
 Output: :meth:`ServerConnection.receive_pdu` returns the PDUs to send now; asynchronous completions
 and break notifications (possibly for *other* connections) are queued on each connection's
@@ -355,6 +357,8 @@ class ServerConnection:
                     if header.command == Command.LOGOFF:
                         reply = self._logoff(session)
                     elif header.command == Command.TREE_CONNECT:
+                        if self.dialect == Dialect.SMB_3_1_1 and not (header.is_signed or encrypted):
+                            raise Disconnect("unsigned, unencrypted TREE_CONNECT on 3.1.1 (§3.3.5.7)")
                         reply = self._tree_connect(session, request, encrypted)
                     else:
                         tree = session.trees.get(header.tree_id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import socket
 
-from harness.smb.framing import Framing
+from harness.smb.framing import Framing, frame
 
 from .base import Listener, TransportError, TransportUnavailable
 from .stream import StreamTransport
@@ -55,6 +55,9 @@ class QuicTransport(StreamTransport):
     def __init__(self, sock, io_timeout: float) -> None:
         super().__init__(sock, Framing.DIRECT_TCP, "quic", io_timeout=io_timeout)
         self._stream_open = False
+
+    def send_pdu(self, pdu: bytes) -> None:
+        self.send_frame(frame(pdu, Framing.DIRECT_TCP))  # the QUIC socket's sendmsg is stream-flagged
 
     def send_frame(self, data: bytes) -> None:
         if not self._stream_open:

@@ -44,7 +44,38 @@ class StreamTransport(Transport):
     # ---------------------------------------------------------------- sending
 
     def send_pdu(self, pdu: bytes) -> None:
-        self.send_frame(frame(pdu, self.framing))
+        if len(pdu) < 65536:
+            self.send_frame(frame(pdu, self.framing))
+            return
+        # Large PDUs: send the 4-byte header and the message from their own buffers (no 1 MiB copy).
+        limit = 0xFFFFFF if self.framing is Framing.DIRECT_TCP else 0x1FFFF
+        if len(pdu) > limit:
+            raise ValueError(f"{len(pdu)} bytes do not fit the {self.framing.value} length")
+        if self.framing is Framing.DIRECT_TCP:
+            header = b"\x00" + len(pdu).to_bytes(3, "big")
+        else:
+            header = bytes((0, len(pdu) >> 16)) + (len(pdu) & 0xFFFF).to_bytes(2, "big")
+        self._send_parts([header, pdu])
+
+    def _send_parts(self, parts: list) -> None:
+        if self._closed:
+            raise TransportClosed("closed")
+        self.sock.settimeout(self.io_timeout)
+        views = [memoryview(p) for p in parts]
+        try:
+            while views:
+                sent = self.sock.sendmsg(views)
+                while views and sent >= len(views[0]):
+                    sent -= len(views[0])
+                    views.pop(0)
+                if views and sent:
+                    views[0] = views[0][sent:]
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise TransportClosed(str(exc)) from exc
+        except OSError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise TransportError(str(exc)) from exc
 
     def send_frame(self, data: bytes) -> None:
         if self._closed:

@@ -548,3 +548,16 @@ def test_session_keys_reach_the_key_sink(tmp_path):
     session = pair.login()
     assert [r.session_id for r in records] == [session.session_id]
     assert records[0].c2s_key == session.keys.c2s
+
+
+def test_311_tree_connect_must_be_signed(state):
+    """§3.2.4.2.4 / §3.3.5.7: the client signs TREE_CONNECT on 3.1.1 even without signing required;
+    the server drops a connection whose 3.1.1 TREE_CONNECT is neither signed nor encrypted."""
+    pair = Pair(state)
+    pair.negotiate()
+    session = pair.login()
+    assert not session.signing_required
+    raw, _ = pair.client.build(Command.TREE_CONNECT, m.TreeConnectRequest("\\\\server\\share"), session)
+    assert Header.unpack(pair.client.seal([raw], session)).is_signed
+    with pytest.raises(Disconnect):
+        pair.server.receive_pdu(raw)
