@@ -95,7 +95,7 @@ def bench_smbclient(port: int, mode: str, size: int, workdir: Path) -> tuple[flo
     base = [program, "//127.0.0.1/share", "-p", str(port), "-m", "SMB3", "-U", f"{USER}%{PASSWORD}", "-s",
             "/dev/null", f"--client-protection={protection}"]
     if mode == "encrypted":
-        base += ["--option=clientsmbencryptionalgorithms=aes-128-gcm"]
+        base += ["--option=client smb3 encryption algorithms=AES-128-GCM"]
     times = []
     for command in (f"put source.bin sc-{mode}.bin", f"get sc-{mode}.bin back.bin"):
         start = time.perf_counter()

@@ -89,8 +89,11 @@ class LocalShare:
         return parts
 
     def resolve(self, name: str) -> str:
-        """The host path for ``name``; its parent must exist inside the share (the leaf may not exist)."""
-        parts = self.components(name)
+        """The host path for ``name``; its parent must exist inside the share (the leaf may not exist).
+
+        Lookup is case-insensitive as on Windows: a component that does not exist with its exact
+        spelling resolves to the one entry that matches it ignoring case (exact matches win)."""
+        parts = self._case_fold(self.components(name))
         path = os.path.join(self.root, *parts) if parts else self.root
         parent = os.path.dirname(path) if parts else self.root
         real_parent = os.path.realpath(parent)
@@ -100,6 +103,19 @@ class LocalShare:
         if os.path.lexists(path):
             self.check_inside(os.path.realpath(path))
         return path
+
+    def _case_fold(self, parts: list[str]) -> list[str]:
+        resolved: list[str] = []
+        for part in parts:
+            directory = os.path.join(self.root, *resolved)
+            if not os.path.lexists(os.path.join(directory, part)):
+                try:
+                    wanted = part.casefold()
+                    part = next((entry for entry in os.listdir(directory) if entry.casefold() == wanted), part)
+                except OSError:
+                    pass
+            resolved.append(part)
+        return resolved
 
     def check_inside(self, real: str) -> None:
         if real != self.root and not real.startswith(self.root + os.sep):

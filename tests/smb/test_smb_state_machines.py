@@ -561,3 +561,12 @@ def test_311_tree_connect_must_be_signed(state):
     assert Header.unpack(pair.client.seal([raw], session)).is_signed
     with pytest.raises(Disconnect):
         pair.server.receive_pdu(raw)
+
+
+def test_names_are_case_insensitive(state, tmp_path):
+    (tmp_path / "share" / "MixedCase").mkdir()
+    (tmp_path / "share" / "MixedCase" / "File.TXT").write_text("x")
+    pair, tree = connected(state)
+    response = pair.create(tree, "mixedcase\\FILE.txt", CreateDisposition.OPEN)
+    assert response.header.status == NtStatus.SUCCESS
+    assert response.body.end_of_file == 1
