@@ -74,7 +74,7 @@ class _Runner:
         op = registry.get(name)
         if op is None:
             raise StepFailed(f"{label}: operation {name!r} is not available")
-        timeout = float(common.get("timeout", op.timeout if op.timeout else self.scen.step_timeout))
+        timeout = self.step_timeout(common, op)
         task_name = common.get("as") or f"step{'.'.join(map(str, path[1:]))}"
         expect = common.get("expect") or {}
 
@@ -104,6 +104,14 @@ class _Runner:
                 ctx.tasks[task_name] = task
             return
         self.join(task)
+
+    def step_timeout(self, common: dict, op: registry.Operation) -> float:
+        """The step's `timeout:`, else the scenario's `step_timeout:`, else the operation's default."""
+        if "timeout" in common:
+            return float(common["timeout"])
+        if "step_timeout" in self.scen.data:
+            return float(self.scen.data["step_timeout"])
+        return float(op.timeout)
 
     def check_outcome(self, label: str, expect: dict, err: OpError | None) -> None:
         want = expect.get("outcome") or ("error" if expect.get("errno") or expect.get("ntstatus") else "success")
@@ -147,7 +155,7 @@ class _Runner:
         for i, step in enumerate(steps):
             name, _args, common, sub_label = self.prepare(step, path + [i])
             op = registry.get(name)
-            timeout = float(common.get("timeout", op.timeout if op else self.scen.step_timeout))
+            timeout = self.step_timeout(common, op) if op else self.scen.step_timeout
             tasks.append(self.spawn(f"{label}[{i}]", sub_label,
                                     lambda step=step, i=i: self.run_step(step, path + [i]), timeout + 1.0))
         for t in tasks:

@@ -33,6 +33,7 @@ packaging.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -95,7 +96,23 @@ def operation(name: str, *, schema: dict | None = None, timeout: float = DEFAULT
     return register
 
 
+def _exists(module: str) -> bool:
+    """Whether the module's file exists, without importing its parent packages (wrappers.quic pulls in
+    aioquic: seconds per cell process for nothing when its scenario_ops is not there yet)."""
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    for base in spec.submodule_search_locations:
+        path = os.path.join(base, *rest)
+        if os.path.exists(path + ".py") or os.path.exists(os.path.join(path, "__init__.py")):
+            return True
+    return False
+
+
 def _import_optional(module: str) -> None:
+    if not _exists(module):
+        return
     try:
         importlib.import_module(module)
     except ModuleNotFoundError as e:
