@@ -291,10 +291,14 @@ def nonce_length(cipher: int) -> int:
     return 12 if is_gcm(cipher) else 11
 
 
-def _aead(cipher: int, key: bytes) -> AESGCM | AESCCM:
+def _check_key(cipher: int, key: bytes) -> None:
     expected = 32 if cipher in AES256_CIPHERS else 16
     if len(key) != expected:
         raise ValueError(f"{Cipher(cipher).name} needs a {expected}-byte key, got {len(key)}")
+
+
+def _aead(cipher: int, key: bytes) -> AESGCM | AESCCM:
+    _check_key(cipher, key)
     return AESGCM(key) if is_gcm(cipher) else AESCCM(key, tag_length=16)
 
 
@@ -341,9 +345,17 @@ def encrypt_message(message: bytes, key: bytes, cipher: int, session_id: int, no
     refuse_to_encrypt(message)
     transform = TransformHeader(nonce=nonce.ljust(16, b"\x00"), original_message_size=len(message), flags=1,
                                 session_id=session_id)
+    if is_gcm(cipher):
+        # Streaming GCM: the message is read through a memoryview and the ciphertext written once.
+        _check_key(cipher, key)
+        encryptor = _BlockCipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+        encryptor.authenticate_additional_data(transform.aad())
+        ciphertext = encryptor.update(memoryview(message)) + encryptor.finalize()
+        transform.signature = encryptor.tag
+        return transform.pack() + ciphertext
     sealed = _aead(cipher, key).encrypt(nonce, bytes(message), transform.aad())
     transform.signature = sealed[-16:]
-    return transform.pack() + sealed[:-16]
+    return transform.pack() + memoryview(sealed)[:-16]
 
 
 def decrypt_message(buf: bytes, key: bytes, cipher: int) -> tuple[TransformHeader, bytes]:
@@ -357,13 +369,19 @@ def decrypt_message(buf: bytes, key: bytes, cipher: int) -> tuple[TransformHeade
     transform = TransformHeader.unpack(buf)
     if transform.flags != 1:
         raise SMBDecryptionError(f"TRANSFORM_HEADER Flags 0x{transform.flags:04x}, expected 0x0001")
-    ciphertext = bytes(buf[TRANSFORM_HEADER_SIZE:])
+    ciphertext = memoryview(buf)[TRANSFORM_HEADER_SIZE:]
     if transform.original_message_size != len(ciphertext):
         raise SMBDecryptionError(f"OriginalMessageSize {transform.original_message_size} but "
                                  f"{len(ciphertext)} bytes of ciphertext")
     nonce = transform.nonce[: nonce_length(cipher)]
     try:
-        plaintext = _aead(cipher, key).decrypt(nonce, ciphertext + transform.signature, transform.aad())
+        if is_gcm(cipher):
+            _check_key(cipher, key)
+            decryptor = _BlockCipher(algorithms.AES(key), modes.GCM(nonce, transform.signature)).decryptor()
+            decryptor.authenticate_additional_data(transform.aad())
+            plaintext = decryptor.update(ciphertext) + decryptor.finalize()
+        else:
+            plaintext = _aead(cipher, key).decrypt(nonce, bytes(ciphertext) + transform.signature, transform.aad())
     except InvalidTag:
         raise SMBDecryptionError(
             f"decryption failed ({Cipher(cipher).name}, session 0x{transform.session_id:016x}): "
