@@ -31,7 +31,10 @@ def _placement(r: CellReport) -> tuple[str, str, str]:
 def build(reports: list[CellReport]) -> list[dict[str, Any]]:
     """[{section, area, rows, columns, cells: {row: {col: {symbol: [entries]}}}}] for the counted cells."""
     tables: OrderedDict[tuple[str, str], dict] = OrderedDict()
+    rank: dict[str, int] = {}
     for r in reports:
+        rank.setdefault(r.section, len(rank))
+    for r in sorted(reports, key=lambda r: (rank[r.section], r.order)):   # -j finishes in any order
         if r.verdict == "expunged":
             continue
         t = tables.setdefault((r.section, r.area), {"section": r.section, "area": r.area, "rows": [],
