@@ -227,3 +227,30 @@ def test_shipped_quick_cells_on_the_emulated_network(tmp_path):
     for name in ("tcp/001.ipv6.pcap", "tcp/001.ipv6.ladder", "udp/003.pcap"):
         assert (r / name).stat().st_size > 0, name
     assert "RST" in (r / "tcp/003.ipv4.ladder").read_text()
+
+
+PCAP_FAIL = """
+id: {id}
+description: a pcap check that cannot hold
+groups: [{groups}]
+steps:
+  - tcp.echo_server: {{host: 10, port: 7500, as: srv}}
+  - tcp.exchange: {{host: 11, to: 10, port: 7500, size: 1000, as: c}}
+expect:
+  - pcap:
+      - absent: {{filter: "tcp.flags.syn == 1"}}
+"""
+
+
+@pytest.mark.peer
+def test_pcap_failure_names_the_check_and_its_frames(tmp_path):
+    tsharkutil.tshark_path()
+    sc(tmp_path, **{"tcp/001": PCAP_FAIL})
+    res = check(tmp_path)
+    assert res.returncode == 1
+    bad = (tmp_path / "results/tcp/001.out.bad").read_text()
+    assert bad.startswith("pcap: 1 of 1 pcap assertion(s) failed on ")
+    assert f"{tmp_path / 'sc/tcp/001.yaml'}:9:9: absent 'tcp.flags.syn == 1'" in bad
+    assert "actual:   2 (frames 1, 2)" in bad
+    assert (tmp_path / "results/tcp/001.ladder").read_text().count("TCP SYN") >= 1
+    assert "    pcap: 1 of 1 pcap assertion(s) failed" in res.stdout

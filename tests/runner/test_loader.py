@@ -185,3 +185,25 @@ def test_the_shipped_scenarios_load():
     ids = {s.id for s in scenarios}
     assert {"tcp/001", "udp/001", "quic/001", "smb/001", "smbdirect/001"} <= ids
     assert any("quick" in s.groups for s in scenarios)
+
+
+@pytest.mark.peer
+def test_pcap_check_errors_point_into_the_scenario(tmp_path):
+    import tsharkutil
+
+    tsharkutil.tshark_path()
+    p = write(tmp_path, "tcp/001.yaml", """
+        id: tcp/001
+        description: x
+        groups: [quick]
+        steps:
+          - sleep: {seconds: 0}
+        expect:
+          - pcap:
+              - count: {filter: "tcp.port == 1", min: 1}
+              - count: {filter: "tcp.nosuchfield == 1", min: 1}
+              - no.such_check
+        """)
+    got = problems(p)
+    assert got[0] == f"{p}:9:25: unknown field 'tcp.nosuchfield' in display filter 'tcp.nosuchfield == 1'"
+    assert got[1].startswith(f"{p}:10:9: unknown check 'no.such_check'")
