@@ -51,6 +51,8 @@ def _schema_errors(instance: Any, schema: dict, root: Any, prefix: list, probs: 
             known = sorted(e.schema.get("properties", {}))
             if known:
                 msg += f" (known: {', '.join(known)})"
+        elif e.validator == "anyOf" and all(set(sub) == {"required"} for sub in e.validator_value):
+            msg = "needs one of: " + ", ".join(k for sub in e.validator_value for k in sub["required"])
         elif e.validator in ("minProperties", "maxProperties") and "steps" in path[:1] + prefix[:1]:
             msg = "a step is a mapping with exactly one operation name"
         label = _label(path)

@@ -207,3 +207,17 @@ def test_pcap_check_errors_point_into_the_scenario(tmp_path):
     got = problems(p)
     assert got[0] == f"{p}:9:25: unknown field 'tcp.nosuchfield' in display filter 'tcp.nosuchfield == 1'"
     assert got[1].startswith(f"{p}:10:9: unknown check 'no.such_check'")
+
+
+def test_missing_script_file_is_reported_at_load(tmp_path):
+    p = write(tmp_path, "tcp/001.yaml", """
+        id: tcp/001
+        description: x
+        groups: [quick]
+        steps:
+          - host.run: {script: peers/missing.py, argv: [--port, 1]}
+          - host.run: {host: 3}
+        """)
+    got = problems(p)
+    assert got[0] == f"{p}:5:24: steps[0].host.run.script: no such file 'peers/missing.py'"
+    assert got[1] == f"{p}:6:15: steps[1].host.run: needs one of: argv, script"

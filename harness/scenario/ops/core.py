@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -31,26 +32,33 @@ def _last_json(text: str) -> dict | None:
     return None
 
 
-@operation("proc.start", schema={"type": "object", "additionalProperties": False, "required": ["argv"],
-                                 "properties": {"host": HOST, "argv": ARGV, "env": ENV, "name": {"type": "string"},
-                                                "cwd": {"type": "string"}, "as": {"type": "string"}}},
-           timeout=10)
+PROGRAM = {"host": HOST, "argv": ARGV, "script": {"type": "string", "minLength": 1}, "env": ENV,
+           "name": {"type": "string"}, "cwd": {"type": "string"}, "as": {"type": "string"}}
+NEEDS_PROGRAM = {"anyOf": [{"required": ["argv"]}, {"required": ["script"]}]}
+
+
+def _argv(ctx: Context, args: dict) -> list[str]:
+    """`argv`, or this Python running `script` (a path relative to the scenario file) with `argv` as arguments."""
+    if "script" in args:
+        return [sys.executable, str(ctx.scenario_dir / args["script"]), *map(str, args.get("argv", []))]
+    return list(args["argv"])
+
+
+@operation("proc.start", schema={"type": "object", "additionalProperties": False, **NEEDS_PROGRAM,
+                                 "properties": PROGRAM}, timeout=10, files=("script",))
 def proc_start(ctx: Context, args: dict) -> dict:
     """Start a program on emulated host `host` (interface number) in the background; `python` = this Python."""
     name = args.get("name") or args.get("as") or f"proc{len(ctx.procs) + 1}"
-    proc = ctx.start(name, list(args["argv"]), host=args.get("host"), env=args.get("env"), cwd=args.get("cwd"))
+    proc = ctx.start(name, _argv(ctx, args), host=args.get("host"), env=args.get("env"), cwd=args.get("cwd"))
     return {"pid": proc.popen.pid}
 
 
-@operation("host.run", schema={"type": "object", "additionalProperties": False, "required": ["argv"],
-                               "properties": {"host": HOST, "argv": ARGV, "env": ENV, "name": {"type": "string"},
-                                              "cwd": {"type": "string"}, "status": {"type": "integer"},
-                                              "as": {"type": "string"}}},
-           timeout=60)
+@operation("host.run", schema={"type": "object", "additionalProperties": False, **NEEDS_PROGRAM,
+                               "properties": {**PROGRAM, "status": {"type": "integer"}}}, timeout=60, files=("script",))
 def host_run(ctx: Context, args: dict) -> dict:
     """Run a program on an emulated host to completion; fail unless it exits with `status` (default 0)."""
     name = args.get("name") or args.get("as") or f"run{len(ctx.procs) + 1}"
-    proc = ctx.start(name, list(args["argv"]), host=args.get("host"), env=args.get("env"), cwd=args.get("cwd"))
+    proc = ctx.start(name, _argv(ctx, args), host=args.get("host"), env=args.get("env"), cwd=args.get("cwd"))
     rc = proc.popen.wait()
     out = proc.stdout()
     want = int(args.get("status", 0))
