@@ -77,6 +77,8 @@ class Runner:
     def prepare(self) -> None:
         opts = self.opts
         _defaults(opts)
+        if not Path(opts.scenarios).is_dir():
+            raise UsageError(f"{opts.scenarios}: no such scenario directory (--scenarios DIR)")
         try:
             self.scenarios = load_tree(opts.scenarios)
         except ScenarioError as e:

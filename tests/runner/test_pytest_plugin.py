@@ -3,6 +3,7 @@ the step, fixtures, collection errors with line and column, xdist."""
 from __future__ import annotations
 
 import textwrap
+from importlib import metadata
 
 import pytest
 import tsharkutil
@@ -10,6 +11,10 @@ import tsharkutil
 from .scen import FAIL, NOTRUN, PASS
 
 pytest_plugins = ["pytester"]
+
+# Once pyproject declares the pytest11 entry point the plugin loads by itself; `-p` would register it twice.
+_LOADED = any(ep.value == "harness.pytest_plugin" for ep in metadata.entry_points(group="pytest11"))
+P = () if _LOADED else ("-p", "harness.pytest_plugin")
 
 MATRIX = """
 id: {id}
@@ -36,7 +41,7 @@ def tree(pytester):
 
 
 def test_cells_are_items_with_cell_ids(tree):
-    res = tree.runpytest("-p", "harness.pytest_plugin", "scenarios", "--collect-only", "-q")
+    res = tree.runpytest(*P, "scenarios", "--collect-only", "-q")
     ids = [line for line in res.outlines if "::" in line]
     assert ids == ["scenarios/tcp/001.yaml::tcp/001", "scenarios/tcp/002.yaml::tcp/002",
                    "scenarios/udp/001.yaml::udp/001", "scenarios/udp/002.yaml::udp/002[ipv4-a]",
@@ -44,7 +49,7 @@ def test_cells_are_items_with_cell_ids(tree):
 
 
 def test_outcomes_skip_reasons_and_failure_naming_the_step(tree):
-    res = tree.runpytest("-p", "harness.pytest_plugin", "scenarios", "-rs")
+    res = tree.runpytest(*P, "scenarios", "-rs")
     res.assert_outcomes(passed=4, failed=1, skipped=1)
     out = res.stdout.str()
     assert "tcp/002 failed: step 0 host.run (002.yaml:5): run1 exited with status 3, expected 0" in out
@@ -55,7 +60,7 @@ def test_outcomes_skip_reasons_and_failure_naming_the_step(tree):
 def test_group_selection(tree):
     (tree.path / "scenarios/tcp/001.yaml").write_text(
         (tree.path / "scenarios/tcp/001.yaml").read_text().replace("[auto, quick]", "[slow]"))
-    res = tree.runpytest("-p", "harness.pytest_plugin", "scenarios", "--wirecheck-group", "slow")
+    res = tree.runpytest(*P, "scenarios", "--wirecheck-group", "slow")
     res.assert_outcomes(passed=1)
 
 
@@ -63,13 +68,13 @@ def test_schema_errors_are_collection_errors_with_positions(pytester):
     p = pytester.path / "scenarios/tcp/001.yaml"
     p.parent.mkdir(parents=True)
     p.write_text("id: tcp/001\ndescription: x\ngroups: [q]\nsteps:\n  - nope.op: {}\n")
-    res = pytester.runpytest("-p", "harness.pytest_plugin", "scenarios")
+    res = pytester.runpytest(*P, "scenarios")
     res.assert_outcomes(errors=1)
     assert f"{p}:5:5: unknown operation 'nope.op'" in res.stdout.str()
 
 
 def test_xdist_runs_cells_isolated(tree):
-    res = tree.runpytest_subprocess("-p", "harness.pytest_plugin", "scenarios", "-n", "2")
+    res = tree.runpytest_subprocess(*P, "scenarios", "-n", "2")
     res.assert_outcomes(passed=4, failed=1, skipped=1)
 
 
@@ -97,7 +102,7 @@ def test_wirecheck_net_fixture_runs_processes_and_captures(pytester):
             cap = net.capture()
             cap.check(Count("udp.dstport == 7", eq=4), Count("udp.srcport == 7", eq=4))
     """)
-    res = pytester.runpytest("-p", "harness.pytest_plugin", "test_user.py")
+    res = pytester.runpytest(*P, "test_user.py")
     res.assert_outcomes(passed=1)
 
 
@@ -108,5 +113,5 @@ def test_wirecheck_run_fixture(tree):
             r = wirecheck_run("scenarios/tcp/002.yaml")
             assert r["status"] == "fail" and "exited with status 3" in r["reason"]
     """)
-    res = tree.runpytest("-p", "harness.pytest_plugin", "test_run.py")
+    res = tree.runpytest(*P, "test_run.py")
     res.assert_outcomes(passed=1)
