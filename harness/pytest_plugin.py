@@ -11,6 +11,9 @@ one machine, xdist's remote executors work the same way, e.g.
 ``pytest -d --tx ssh=ci@host2//python=/srv/wirecheck/.venv/bin/python --tx popen scenarios/`` with the
 checkout present on every host (xdist's ``--rsyncdir`` is deprecated: sync it yourself).
 
+Known failures and flapping cells (``<scenarios>/knownfail``, ``flapping``, Samba format, matched against
+``<cell id>(<section>)``) become strict and non-strict xfail marks: a known failure that passes fails.
+
 Options: ``--wirecheck-group quick`` (like ``wirecheck check -g``), ``--wirecheck-section NAME`` (variables from sections.conf, default its first section),
 ``--wirecheck-results DIR`` (default: pytest's basetemp).
 
@@ -42,6 +45,7 @@ from typing import Any
 
 import pytest
 
+_LISTS = pytest.StashKey[dict]()
 SCENARIO_NAME = re.compile(r"^[0-9]{3}(-[A-Za-z0-9-]+)?\.ya?ml$")
 
 
@@ -107,6 +111,30 @@ class ScenarioItem(pytest.Item):
         super().__init__(**kwargs)
         self.cell = cell
         self.add_marker(pytest.mark.wirecheck(*cell.scenario.groups))
+        self._expected_results()
+
+    def _expected_results(self) -> None:
+        """knownfail -> strict xfail (a pass is an XPASS(strict) failure: Samba's uxsuccess); flapping ->
+        non-strict xfail. Lists: `<scenarios>/knownfail(.d)`, `<scenarios>/flapping(.d)`."""
+        from harness.runner import lists
+
+        root = _scenario_root(Path(self.cell.scenario.path))
+        if root is None:
+            return
+        section, _vars, _areas = _section_vars(self.config, root)
+        cache = self.config.stash.setdefault(_LISTS, {})
+        if root not in cache:
+            try:
+                cache[root] = (lists.load("knownfail", [root / "knownfail", root / "knownfail.d"]),
+                               lists.load("flapping", [root / "flapping", root / "flapping.d"]))
+            except lists.ListError as e:
+                raise pytest.UsageError(str(e)) from None
+        knownfail, flapping = cache[root]
+        lid = lists.list_id(self.cell.id, section or "global")
+        if (e := flapping.match(lid)) is not None:
+            self.add_marker(pytest.mark.xfail(reason=f"flapping: {e.reason} ({e.where})", strict=False))
+        elif (e := knownfail.match(lid)) is not None:
+            self.add_marker(pytest.mark.xfail(reason=f"knownfail: {e.reason} ({e.where})", strict=True))
 
     def runtest(self) -> None:
         from harness.scenario import unmet

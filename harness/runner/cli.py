@@ -25,15 +25,27 @@ from .run import Options, run_check
 @click.option("--knownfail", multiple=True, metavar="PATH", help="Known-failure list file or directory (default DIR/knownfail, DIR/knownfail.d).")
 @click.option("--flapping", multiple=True, metavar="PATH", help="Flapping list file or directory (default DIR/flapping, DIR/flapping.d).")
 @click.option("--progress/--plain", default=None, help="Rich progress (default: on a terminal outside CI).")
+@click.option("--operations", "list_operations", is_flag=True, help="List the registered step operations and exit.")
 @click.argument("tests", nargs=-1)
 def check(groups, exclude_groups, exclude_tests, exclude_file, sections, skip_sections, jobs, list_only, brief,
-          report_fmt, scenarios, results, config, knownfail, flapping, progress, tests) -> None:
+          report_fmt, scenarios, results, config, knownfail, flapping, progress, list_operations, tests) -> None:
     """Run scenario cells, xfstests-style: `wirecheck check` runs the quick group.
 
     TESTS are ids (tcp/001), cell ids (tcp/001[ipv6]) or globs ('tcp/0??', '*/001'). Exit status: 0 all
     passed (known failures allowed), 1 a failure or an unexpected success or an interrupted run, 2 bad
     input (schema errors, unknown operations, duplicate ids, missing files) before anything ran.
     """
+    if list_operations:
+        from harness.scenario import registry
+
+        ops = registry.discover()
+        width = max(len(n) for n in ops)
+        for name in sorted(ops):
+            click.echo(f"{name:<{width}}  {ops[name].help}  [{ops[name].module}]")
+        click.echo(f"{'parallel':<{width}}  Run a list of steps at once; ends when all have.  [executor]")
+        pending = ", ".join(sorted(registry.PENDING_NAMESPACES))
+        click.echo(f"(namespaces of capabilities not landed yet, gated as not run: {pending})")
+        return
     opts = Options(tests=list(tests), groups=list(groups), exclude_groups=list(exclude_groups),
                    exclude_tests=list(exclude_tests), exclude_file=exclude_file, sections=list(sections),
                    skip_sections=list(skip_sections), jobs=jobs, scenarios=scenarios, results=results,

@@ -254,3 +254,11 @@ def test_pcap_failure_names_the_check_and_its_frames(tmp_path):
     assert "actual:   2 (frames 1, 2)" in bad
     assert (tmp_path / "results/tcp/001.ladder").read_text().count("TCP SYN") >= 1
     assert "    pcap: 1 of 1 pcap assertion(s) failed" in res.stdout
+
+
+def test_operations_listing(tmp_path):
+    sc(tmp_path, **{"tcp/001": PASS})
+    res = check(tmp_path, "--operations")
+    assert res.returncode == 0
+    names = [line.split()[0] for line in res.stdout.splitlines() if not line.startswith("(")]
+    assert {"host.run", "tcp.exchange", "udp.exchange", "impair", "cut", "blackhole", "wait", "parallel"} <= set(names)

@@ -115,3 +115,11 @@ def test_wirecheck_run_fixture(tree):
     """)
     res = tree.runpytest(*P, "test_run.py")
     res.assert_outcomes(passed=1)
+
+
+def test_knownfail_is_strict_xfail_and_flapping_is_xfail(tree):
+    (tree.path / "scenarios/knownfail").write_text("^tcp/002  # bug 7\n^tcp/001  # fixed already\n")
+    (tree.path / "scenarios/flapping").write_text("^udp/002\\[ipv4-a\\]\n")
+    res = tree.runpytest(*P, "scenarios")
+    res.assert_outcomes(passed=2, failed=1, skipped=1, xfailed=1, xpassed=1)
+    assert "[XPASS(strict)] knownfail: fixed already" in res.stdout.str()
