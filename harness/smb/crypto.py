@@ -210,16 +210,19 @@ def compute_signature(message: bytes, key: bytes, algorithm: int) -> bytes:
 
 
 def _mac(head: bytes, body, key: bytes, algorithm: int) -> bytes:
-    """MAC of header (Signature zeroed) then body, fed incrementally so a 1 MiB WRITE is never
-    copied just to be signed."""
+    """MAC of header (Signature zeroed) then body (one buffer or a list of them), fed incrementally
+    so a 1 MiB WRITE is never copied just to be signed."""
+    parts = body if isinstance(body, list) else [body]
     if algorithm == SigningAlgorithm.HMAC_SHA256:
         mac = hmac.new(key, head, hashlib.sha256)
-        mac.update(body)
+        for part in parts:
+            mac.update(part)
         return mac.digest()[:16]
     if algorithm == SigningAlgorithm.AES_CMAC:
         cmac_ = cmac.CMAC(algorithms.AES(key))
         cmac_.update(head)
-        cmac_.update(body)
+        for part in parts:
+            cmac_.update(part)
         return cmac_.finalize()
     if algorithm == SigningAlgorithm.AES_GMAC:
         command, flags = struct.unpack_from("<H", head, 12)[0], struct.unpack_from("<I", head, 16)[0]
@@ -227,10 +230,39 @@ def _mac(head: bytes, body, key: bytes, algorithm: int) -> bytes:
         nonce = gmac_nonce(message_id, bool(flags & HeaderFlags.SERVER_TO_REDIR), command == Command.CANCEL)
         encryptor = _BlockCipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
         encryptor.authenticate_additional_data(head)
-        encryptor.authenticate_additional_data(body)
+        for part in parts:
+            encryptor.authenticate_additional_data(part)
         encryptor.finalize()
         return encryptor.tag
     raise ValueError(f"unknown signing algorithm {algorithm}")
+
+
+def sign_header(head: bytes, body_parts: list, key: bytes, algorithm: int) -> bytes:
+    """The 64-byte header with SMB2_FLAGS_SIGNED and the signature over it and ``body_parts``; the
+    body is not copied (the caller joins header and parts once)."""
+    out = bytearray(head[:HEADER_SIZE])
+    struct.pack_into("<I", out, 16, struct.unpack_from("<I", out, 16)[0] | HeaderFlags.SIGNED)
+    out[SIGNATURE_OFFSET:HEADER_SIZE] = bytes(16)
+    out[SIGNATURE_OFFSET:HEADER_SIZE] = _mac(bytes(out), body_parts, key, algorithm)
+    return bytes(out)
+
+
+def encrypt_parts(parts: list, key: bytes, cipher: int, session_id: int, nonce: bytes) -> bytes:
+    """:func:`encrypt_message` over a message given as buffers (header, fixed part, data)."""
+    if not is_gcm(cipher):
+        return encrypt_message(b"".join(parts), key, cipher, session_id, nonce)
+    if len(nonce) != nonce_length(cipher):
+        raise ValueError(f"{Cipher(cipher).name} needs a {nonce_length(cipher)}-byte nonce")
+    refuse_to_encrypt(parts[0])
+    _check_key(cipher, key)
+    transform = TransformHeader(nonce=nonce.ljust(16, b"\x00"), original_message_size=sum(len(p) for p in parts),
+                                flags=1, session_id=session_id)
+    encryptor = _BlockCipher(algorithms.AES(key), modes.GCM(nonce)).encryptor()
+    encryptor.authenticate_additional_data(transform.aad())
+    chunks = [encryptor.update(part) for part in parts]
+    chunks.append(encryptor.finalize())
+    transform.signature = encryptor.tag
+    return transform.pack() + b"".join(chunks)
 
 
 def sign_message(message: bytes, key: bytes, algorithm: int) -> bytes:

@@ -56,7 +56,7 @@ from .messages.create_contexts import (
     find_context,
 )
 from .server import FULL_ACCESS, Disconnect, Fail, Reply
-from .vfs import ShareError, meta_from_stat
+from .vfs import ShareError, meta_from_stat, short_name
 
 GENERIC_MAP = {
     AccessMask.GENERIC_READ: 0x00120089,
@@ -477,7 +477,7 @@ def _entry(conn, info_class: int, name: str, st: os.stat_result, index: int):
     values = dict(file_name=name, file_index=0, creation_time=meta.creation_time,
                   last_access_time=meta.last_access_time, last_write_time=meta.last_write_time,
                   change_time=meta.change_time, end_of_file=meta.end_of_file, allocation_size=meta.allocation_size,
-                  file_attributes=meta.attributes, ea_size=0, short_name="", file_id=st.st_ino)
+                  file_attributes=meta.attributes, ea_size=0, short_name=short_name(name), file_id=st.st_ino)
     names = {f.name for f in fields(cls)}
     return cls(**{key: value for key, value in values.items() if key in names})
 
@@ -568,8 +568,8 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
         return fscc.FileAccessInformation(opened.access).pack(), False
     if info_class == 9:
         return fscc.FileNameInformation(name).pack(), True
-    if info_class == 21:  # FileAlternateNameInformation: we keep no 8.3 names (as QUERY_DIRECTORY)
-        return fscc.FileNameInformation("").pack(), True
+    if info_class == 21:  # FileAlternateNameInformation: the same 8.3 alias QUERY_DIRECTORY reports
+        return fscc.FileNameInformation(short_name(os.path.basename(opened.path))).pack(), True
     if info_class == 48:  # FileNormalizedNameInformation: share-relative, no leading separator
         return fscc.FileNameInformation(tree.fs.relative(opened.path)).pack(), True
     if info_class == 14:

@@ -59,6 +59,25 @@ def meta_from_stat(st: os.stat_result) -> FileMeta:
                     (st.st_blocks * 512) if not is_dir else 0, int(attributes), is_dir, st.st_ino, st.st_nlink)
 
 
+def short_name(name: str) -> str:
+    """A stable 8.3 name (MS-FSCC §2.1.5.2.1 "8.3 alias") for QUERY_DIRECTORY's ShortName and
+    FileAlternateNameInformation, which clients compare: names that already fit 8.3 in upper case are
+    their own alias; others become BASE6~H.EXT with H from a hash of the long name."""
+    if name in (".", ".."):
+        return ""
+    base, dot, ext = name.rpartition(".")
+    if not dot:
+        base, ext = name, ""
+    legal = all(ch.isalnum() or ch in "_-$~!#%&@^'(){}" for ch in base + ext)
+    if legal and 0 < len(base) <= 8 and len(ext) <= 3 and name == name.upper() and name.count(".") <= 1:
+        return name
+    clean = "".join(ch for ch in base.upper() if ch.isalnum())[:6] or "FILE"
+    digest = sum((i + 1) * ord(ch) for i, ch in enumerate(name)) % 36
+    tail = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[digest]
+    short_ext = "".join(ch for ch in ext.upper() if ch.isalnum())[:3]
+    return f"{clean}~{tail}" + (f".{short_ext}" if short_ext else "")
+
+
 class LocalShare:
     """A share backed by a host directory."""
 

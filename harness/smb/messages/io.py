@@ -112,8 +112,12 @@ class ReadResponse(Message):
     flags: U32 = 0
 
     def pack(self) -> bytes:
-        return _READ_RESPONSE.pack(self.STRUCTURE_SIZE, HEADER_SIZE + _READ_RESPONSE.size, len(self.data),
-                                   self.data_remaining, self.flags) + (self.data or b"\x00")
+        return b"".join(self.pack_parts())
+
+    def pack_parts(self) -> list[bytes]:
+        """The fixed part and the data as separate buffers, so a sender can avoid copying the data."""
+        return [_READ_RESPONSE.pack(self.STRUCTURE_SIZE, HEADER_SIZE + _READ_RESPONSE.size, len(self.data),
+                                    self.data_remaining, self.flags), self.data or b"\x00"]
 
     @classmethod
     def unpack(cls, body: bytes) -> ReadResponse:
@@ -146,6 +150,9 @@ class WriteRequest(Message):
 
     def pack(self) -> bytes:
         start = HEADER_SIZE + _WRITE.size
+        if self.data and not self.channel_info:  # the common case, one copy of the data
+            return _WRITE.pack(self.STRUCTURE_SIZE, start, len(self.data), self.offset, self.file_id, self.channel,
+                               self.remaining_bytes, 0, 0, self.flags) + self.data
         buffer = bytearray(self.data)
         data_offset = start if (self.data or not self.channel_info) else 0
         info_offset = 0
