@@ -105,3 +105,31 @@ def test_real_udp_without_socket_dir(pki):
         assert quic_recvmsg(s, 100)[0] == b"over real udp"
     finally:
         close_all(c, s, ls)
+
+
+def test_session_ticket_event_and_option(net, pki, mode):
+    from wrappers.quic import (
+        MSG_NOTIFICATION,
+        QUIC_EVENT_NEW_SESSION_TICKET,
+        QUIC_SOCKOPT_EVENT,
+        QUIC_SOCKOPT_SESSION_TICKET,
+        SOL_QUIC,
+        Event,
+        EventOption,
+    )
+
+    def ev(s):
+        s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_EVENT, EventOption(QUIC_EVENT_NEW_SESSION_TICKET, 1).pack())
+
+    c, s, ls = open_pair(mode, pki, setup_client=ev)
+    try:
+        c.settimeout(3)
+        data, _, flags = quic_recvmsg(c, 4096)
+        assert flags & MSG_NOTIFICATION
+        e = Event.unpack(data)
+        assert e.type == QUIC_EVENT_NEW_SESSION_TICKET and e.payload[0] == 4  # HandshakeType new_session_ticket
+        assert c.getsockopt(SOL_QUIC, QUIC_SOCKOPT_SESSION_TICKET, 4096) == e.payload
+        key = s.getsockopt(SOL_QUIC, QUIC_SOCKOPT_SESSION_TICKET, 64)
+        assert len(key) == 64 and key == s.getsockopt(SOL_QUIC, QUIC_SOCKOPT_SESSION_TICKET, 64)
+    finally:
+        close_all(c, s, ls)

@@ -38,11 +38,24 @@ class KoQuicConnection(QuicConnection):
     external_psk = False
     request_client_cert = False
 
+    raw_ticket_cb: Any = None
+
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
         if self.request_client_cert:
             # aioquic's server can ask for a client certificate only through this private switch
             self.tls._request_client_certificate = True
+        if self._is_client and self.raw_ticket_cb is not None:
+            # quic.ko hands the raw NewSessionTicket message to the application; aioquic keeps only
+            # its parsed form, so look at the message on its way in
+            handle = self.tls._client_handle_new_session_ticket
+            cb = self.raw_ticket_cb
+
+            def capture(input_buf: Any) -> None:
+                cb(bytes(input_buf.data_slice(0, input_buf.capacity)))
+                handle(input_buf)
+
+            self.tls._client_handle_new_session_ticket = capture  # type: ignore[method-assign]
 
     # -- TLS-running entry points --------------------------------------------------------------
     def connect(self, addr: Any, now: float) -> None:

@@ -48,6 +48,10 @@ def item(kind: int, sid: int = 0, flags: int = 0, payload: bytes = b"") -> bytes
     return ITEM.pack(kind, flags, sid) + payload
 
 
+def _ignore(_: object) -> None:
+    """A session-ticket handler: with one, aioquic servers issue tickets and clients accept them."""
+
+
 class Blocked(Exception):
     """The operation has to wait: ``kind`` is "streams" (stream limit) or "space" (send buffer)."""
 
@@ -135,16 +139,19 @@ class Connection:
         self.migrating: tuple | None = None  # our new local address while a local migration is pending
         self.local_addr: tuple | None = None
         self.request_client_cert = False
+        self.ticket: bytes | None = None  # client: the raw NewSessionTicket message
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, configuration: QuicConfiguration, now: float, *, psk: bool, odcid: bytes | None = None,
               ticket_fetcher: Any = None) -> None:
         if self.is_client:
-            q = KoQuicConnection(configuration=configuration, token_handler=self._on_new_token)
+            q = KoQuicConnection(configuration=configuration, token_handler=self._on_new_token,
+                                 session_ticket_handler=_ignore)
+            q.raw_ticket_cb = self._on_ticket
             self.opts.token = b""  # the Initial carries it; NEW_TOKEN fills it again
         else:
             q = KoQuicConnection(configuration=configuration, original_destination_connection_id=odcid,
-                                 session_ticket_fetcher=ticket_fetcher)
+                                 session_ticket_fetcher=ticket_fetcher, session_ticket_handler=_ignore)
         q.external_psk = psk
         q.request_client_cert = self.request_client_cert
         tp = self.opts.tp
@@ -332,6 +339,12 @@ class Connection:
         if self.cids is not None:
             active, prior = self.cids.sets[1]
             self.cids.sets[1] = [active + 1, active + 1]
+
+    def _on_ticket(self, raw: bytes) -> None:
+        """Client: the first NewSessionTicket is kept (getsockopt SESSION_TICKET) and reported."""
+        if self.ticket is None:
+            self.ticket = raw
+            self._event(C.QUIC_EVENT_NEW_SESSION_TICKET, raw)
 
     def _on_new_token(self, token: bytes) -> None:
         self.opts.token = bytes(token)

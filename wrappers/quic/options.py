@@ -204,6 +204,8 @@ def getopt(s: QuicSocket, opt: int, arg: bytes, optlen: int) -> bytes:
             raise err(errno.EPIPE)
         if s._is_client is False:
             data = s._opts.ticket or hashlib.sha512(s._ticket_secret + s.getpeername()[0].encode()).digest()
+        elif state == C.ESTABLISHED and conn is not None:
+            data = conn.ticket or b""
         else:
             data = s._opts.ticket
         if optlen < len(data):
