@@ -133,3 +133,21 @@ def test_session_ticket_event_and_option(net, pki, mode):
         assert len(key) == 64 and key == s.getsockopt(SOL_QUIC, QUIC_SOCKOPT_SESSION_TICKET, 64)
     finally:
         close_all(c, s, ls)
+
+
+def test_config_version_2_and_cubic(net, pki):
+    from wrappers.quic import QUIC_SOCKOPT_CONFIG, QUIC_VERSION_V2, SOL_QUIC, Config
+
+    def v2(s):
+        s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONFIG, Config(version=QUIC_VERSION_V2, congestion_control_algo=1).pack())
+
+    c, s, ls = open_pair("cert", pki, setup_client=v2)
+    try:
+        # the first Initial is version 2; the server may keep it or upgrade compatibly (RFC 9368)
+        assert c._conn.quic._configuration.original_version == QUIC_VERSION_V2
+        assert c._conn.quic._configuration.congestion_control_algorithm == "cubic"
+        assert Config.unpack(c.getsockopt(SOL_QUIC, QUIC_SOCKOPT_CONFIG, 28)).version == QUIC_VERSION_V2
+        quic_sendmsg(c, b"v2", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+        assert quic_recvmsg(s, 10)[0] == b"v2"
+    finally:
+        close_all(c, s, ls)

@@ -47,6 +47,10 @@ def _configuration(sock: QuicSocket, is_client: bool, alpns: str | list[str] | N
     cfg.max_datagram_frame_size = tp.max_datagram_frame_size or None
     if is_client and o.token:
         cfg.token = o.token
+    if o.cfg.congestion_control_algo == 1:
+        cfg.congestion_control_algorithm = "cubic"
+    if is_client and o.cfg.version in cfg.supported_versions:
+        cfg.original_version = o.cfg.version  # V2: the first Initial is already version 2
     # aioquic only calls write() and flush() on it
     keylog = tlsext.secrets_log(sock._cfg.pcap_file if sock._cfg is not None else None)
     cfg.secrets_log_file = keylog  # type: ignore[assignment]
