@@ -90,13 +90,13 @@ class Capture:
             if "frame.number" not in missing:
                 missing.insert(0, "frame.number")
             flt = ("frame or " + " or ".join(f"({f})" for f in sorted(filters))) if filters else None
-            try:
-                rows = ts.fields_pass(self.path, missing, self.options, display_filter=flt, timeout=self.timeout)
+            try:  # rows stream from tshark: its errors surface while the table is being built
+                table = Table.from_rows(missing, ts.fields_pass(self.path, missing, self.options,
+                                                                display_filter=flt, timeout=self.timeout))
             except ts.TsharkFailed:
                 self._diagnose_filters(filters)
                 raise
             self.passes += 1
-            table = Table.from_rows(missing, rows)
             if self._table is None:
                 self._table = table
             else:

@@ -13,6 +13,7 @@ import click
 from .capture import Capture
 from .checks_yaml import ChecksError, load_checks
 from .ladder import ladder
+from .ladder_svg import render
 from .tshark import PcapError
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD = 0, 1, 2
@@ -79,15 +80,27 @@ def check(file, checks_file, keylog, smb_keys, smb_ports, quiet) -> None:
 @common
 @click.option("--all-tcp", is_flag=True, help="Also show pure TCP ACKs.")
 @click.option("--width", type=int, default=28, help="Width of one lane.")
-def show(file, keylog, smb_keys, smb_ports, all_tcp, width) -> None:
+@click.option("--svg", "svg_out", type=click.Path(dir_okay=False), help="Also draw the ladder as an SVG picture.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False),
+              help="Also write an HTML page: the SVG plus a table of the frames.")
+def show(file, keylog, smb_keys, smb_ports, all_tcp, width, svg_out, html_out) -> None:
     """Print a ladder diagram of FILE: one line per SMB2, QUIC or TCP event."""
     try:
         cap = _capture(file, keylog, smb_keys, smb_ports)
         lines = ladder(cap, all_tcp=all_tcp, lane=width)
         notes = cap.notices()
+        pictures = render(cap, all_tcp=all_tcp) if (svg_out or html_out) else None
     except PcapError as e:
         _bad(str(e))
     for ln in lines:
         click.echo(ln)
     for n in notes:
         click.echo(f"notice: {n}")
+    for out, text in ((svg_out, pictures and pictures[0]), (html_out, pictures and pictures[1])):
+        if out:
+            try:
+                with open(out, "w") as f:
+                    f.write(text or "")
+            except OSError as e:
+                _bad(f"cannot write {out}: {e.strerror}")
+            click.echo(f"wrote {out}")

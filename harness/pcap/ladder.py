@@ -106,9 +106,11 @@ def _endpoint(f) -> tuple[str, str]:
     return (f"{src}:{sp}" if sp is not None else str(src)), (f"{dst}:{dp}" if dp is not None else str(dst))
 
 
-def ladder(cap: Capture, all_tcp: bool = False, lane: int = 28) -> list[str]:
+def events(cap: Capture, all_tcp: bool = False) -> tuple[list[str], list[tuple[int, float, int, int, str]]]:
+    """The lanes (endpoints, in order of first appearance) and the events (frame number, time,
+    from-lane, to-lane, label) that every rendering of the ladder draws: text, SVG, HTML."""
     frames = cap.frames(None, FIELDS)
-    events = []
+    evs = []
     lanes: list[str] = []
     for f in frames:
         label = event(f, all_tcp)
@@ -118,11 +120,16 @@ def ladder(cap: Capture, all_tcp: bool = False, lane: int = 28) -> list[str]:
         for e in (a, b):
             if e not in lanes:
                 lanes.append(e)
-        events.append((f.number, f.time, lanes.index(a), lanes.index(b), label))
+        evs.append((f.number, f.time, lanes.index(a), lanes.index(b), label))
+    return lanes, evs
+
+
+def ladder(cap: Capture, all_tcp: bool = False, lane: int = 28) -> list[str]:
+    lanes, evs = events(cap, all_tcp)
     width = max(1, len(lanes) - 1) * lane + 1
     head = [" " * 18 + _header(lanes, lane)]
     out = head + [" " * 18 + _lanes(width, lane)]
-    for num, t, i, j, label in events:
+    for num, t, i, j, label in evs:
         row = list(_lanes(width, lane))
         lo, hi = sorted((i * lane, j * lane))
         for k in range(lo + 1, hi):
@@ -133,6 +140,13 @@ def ladder(cap: Capture, all_tcp: bool = False, lane: int = 28) -> list[str]:
             row[lo + 1] = "<"
         out.append(f"{num:>6} {t:10.6f} " + "".join(row) + "  " + label)
     return out
+
+
+def write_ladder(capture_path, out_dir, keylog=None, smb_keys=None, **kw):
+    """SVG + HTML ladder of a capture into `out_dir` (for reports); see ladder_svg.write_ladder."""
+    from .ladder_svg import write_ladder as _write
+
+    return _write(capture_path, out_dir, keylog=keylog, smb_keys=smb_keys, **kw)
 
 
 def _lanes(width: int, lane: int) -> str:

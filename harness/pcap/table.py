@@ -1,12 +1,20 @@
 """The frame table: one row per frame, one column per tshark field, values typed by the field's type.
 
 Why a table: tshark is slow to start and slow to dissect, so a capture is read once and every
-assertion becomes a scan over plain Python tuples. Every cell is a tuple because a field can occur
-several times in one frame (two SMB2 PDUs in one TCP segment give `smb2.cmd` = (13, 13));
-an absent field is the empty tuple.
+assertion becomes a scan over the columns. Every cell reads as a tuple because a field can occur
+several times in one frame (two SMB2 PDUs in one TCP segment give `smb2.cmd` = (13, 13)); an
+absent field is the empty tuple.
+
+Why columnar and compact: a million-frame capture with 20 columns held as a list of tuples per
+column costs ~1.5 GB (a tuple and an int object per cell). Numeric columns are stored as typed
+arrays (8 bytes a cell, plus one state byte) with the rare multi-value cell aside; other columns
+share one tuple per distinct cell text (interned), so a repeated `frame.protocols` string costs a
+pointer. Frame numbers are an array searched by bisection instead of a dict.
 """
 from __future__ import annotations
 
+from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -55,27 +63,116 @@ def field_type(field: str) -> str:
     return info.ftype if info else "FT_STRING"
 
 
-class Table:
-    """Columns of typed tuples, rows in frame order."""
+_ABSENT, _ONE, _OTHER = 0, 1, 2
+_INTERN_LIMIT = 200_000  # distinct cell texts interned per column; unique-per-frame values stop there
 
-    def __init__(self, numbers: Sequence[int], columns: dict[str, list[tuple]]):
-        self.numbers = list(numbers)
+
+class NumColumn:
+    """A column of int (array 'q') or float (array 'd') cells: `col[row]` is a tuple like a list
+    column's. Cells with several values, or ints beyond 64 bits, go to a side dict."""
+
+    __slots__ = ("vals", "state", "other", "conv")
+
+    def __init__(self, typecode: str, conv):
+        self.vals, self.state, self.other, self.conv = array(typecode), bytearray(), {}, conv
+
+    def append_text(self, cell: str) -> None:
+        if not cell:
+            self.vals.append(0)
+            self.state.append(_ABSENT)
+            return
+        if AGG not in cell:
+            v = self.conv(cell)
+            try:
+                self.vals.append(v)
+                self.state.append(_ONE)
+                return
+            except (TypeError, OverflowError):
+                pass
+        self.vals.append(0)
+        self.state.append(_OTHER)
+        self.other[len(self.state) - 1] = tuple(self.conv(v) for v in cell.split(AGG))
+
+    def __getitem__(self, row: int) -> tuple:
+        st = self.state[row]
+        if st == _ONE:
+            return (self.vals[row],)
+        return () if st == _ABSENT else self.other[row]
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    def __iter__(self):
+        return (self[r] for r in range(len(self.state)))
+
+
+class ObjColumn(list):
+    """A column of tuples where equal cell texts share one tuple (strings, bytes, addresses)."""
+
+    __slots__ = ("conv", "cache")
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv, self.cache = conv, {"": ()}
+
+    def append_text(self, cell: str) -> None:
+        t = self.cache.get(cell)
+        if t is None:
+            t = tuple(self.conv(v) for v in cell.split(AGG))
+            if len(self.cache) < _INTERN_LIMIT:
+                self.cache[cell] = t
+        self.append(t)
+
+
+def new_column(field: str):
+    ftype = field_type(field)
+    if ftype in _INT_TYPES:
+        return NumColumn("q", converter(field))
+    if ftype in _FLOAT_TYPES:
+        return NumColumn("d", converter(field))
+    return ObjColumn(converter(field))
+
+
+class RowIndex:
+    """frame number -> row, by bisection over the (increasing) frame numbers; dict-like `get`/`[]`."""
+
+    __slots__ = ("numbers",)
+
+    def __init__(self, numbers):
+        self.numbers = numbers
+
+    def get(self, n: int, default=None):
+        i = bisect_left(self.numbers, n)
+        return i if i < len(self.numbers) and self.numbers[i] == n else default
+
+    def __getitem__(self, n: int) -> int:
+        i = self.get(n)
+        if i is None:
+            raise KeyError(n)
+        return i
+
+    def __contains__(self, n: int) -> bool:
+        return self.get(n) is not None
+
+
+class Table:
+    """Columns of typed cells (each read as a tuple), rows in frame order."""
+
+    def __init__(self, numbers: Sequence[int], columns: dict):
+        self.numbers = numbers if isinstance(numbers, array) else array("q", numbers)
         self.columns = columns
-        self.row_of = {n: i for i, n in enumerate(self.numbers)}
+        self.row_of = RowIndex(self.numbers)
 
     @classmethod
     def from_rows(cls, fields: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
-        convs = [converter(f) for f in fields]
-        cols: list[list[tuple]] = [[] for _ in fields]
+        cols = [new_column(f) for f in fields]
+        appends = [c.append_text for c in cols]
         for row in rows:
-            for j, cell in enumerate(row):
-                if cell == "":
-                    cols[j].append(())
-                else:
-                    c = convs[j]
-                    cols[j].append(tuple(c(v) for v in cell.split(AGG)))
+            for app, cell in zip(appends, row, strict=False):
+                app(cell)
         columns = dict(zip(fields, cols, strict=True))
-        numbers = [v[0] for v in columns["frame.number"]]
+        fn = columns["frame.number"]
+        numbers = fn.vals if isinstance(fn, NumColumn) else array("q", (v[0] for v in fn))
         return cls(numbers, columns)
 
     def __len__(self) -> int:
@@ -92,8 +189,8 @@ class Table:
             if other.numbers == self.numbers:
                 self.columns[name] = col
             else:
-                by_num = dict(zip(other.numbers, col, strict=True))
-                self.columns[name] = [by_num.get(n, ()) for n in self.numbers]
+                idx = other.row_of
+                self.columns[name] = [col[i] if (i := idx.get(n)) is not None else () for n in self.numbers]
 
     def values(self, field: str, row: int) -> tuple:
         return self.columns[field][row]

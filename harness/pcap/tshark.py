@@ -12,7 +12,8 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,25 +223,48 @@ def run(args: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, path: str | os
 
 
 def fields_pass(path: str | os.PathLike, fields: Sequence[str], options: Options, *,
-                display_filter: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> list[list[str]]:
-    """One `-T fields` pass: a list of rows, one string per requested field (multi-values joined by AGG)."""
+                display_filter: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Iterator[list[str]]:
+    """One `-T fields` pass: rows, one string per requested field (multi-values joined by AGG).
+
+    A generator that reads tshark's stdout line by line: a million-frame capture is ~100 MB of
+    text, and holding it (plus one list per row) would cost more memory than the table itself.
+    Errors (bad field, damaged file) are raised once tshark has finished, like `run()` does."""
     args = ["-r", str(path), "-n", *options.args(), "-T", "fields", "-E", f"separator={SEP}",
             "-E", f"aggregator={AGG}", "-E", "occurrence=a", "-E", "quote=n"]
     if display_filter:
         args += ["-Y", display_filter]
     for f in fields:
         args += ["-e", f]
-    out = run(args, timeout=timeout, path=path)
     n = len(fields)
-    rows = []
-    for ln in out.split("\n"):
-        if not ln:
-            continue
-        parts = ln.split(SEP)
-        if len(parts) != n:  # a value holding a newline: rejoin conservatively
-            parts = (parts + [""] * n)[:n]
-        rows.append(parts)
-    return rows
+    exe = find_tshark()
+    with tempfile.TemporaryFile("w+", errors="replace") as err:
+        proc = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=err, text=True, errors="replace",
+                                bufsize=1 << 20)
+        fired: list[bool] = []
+        timer = threading.Timer(timeout, lambda: (fired.append(True), proc.kill()))
+        timer.start()
+        try:
+            assert proc.stdout is not None
+            for ln in proc.stdout:
+                ln = ln.rstrip("\n")
+                if not ln:
+                    continue
+                parts = ln.split(SEP)
+                if len(parts) != n:  # a value holding a newline: rejoin conservatively
+                    parts = (parts + [""] * n)[:n]
+                yield parts
+            rc = proc.wait()
+        finally:
+            timer.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if fired:
+            raise TsharkFailed(f"tshark did not finish within {timeout:.0f} s on {path}")
+        err.seek(0)
+        problem = explain(err.read(), path)
+    if rc != 0 or isinstance(problem, BadCapture | UnknownField):
+        raise problem or TsharkFailed(f"tshark exited with status {rc} and no message")
 
 
 @functools.lru_cache(maxsize=512)

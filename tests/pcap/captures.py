@@ -374,14 +374,17 @@ class QuicPair:
 
 def quic_smb_capture(path: str | os.PathLike, keylog: str | os.PathLike, *, resume: bool = False,
                      zero_rtt: bool = False, key_update: bool = False, migrate: bool = False,
-                     version: int | None = None) -> Path:
+                     new_cid: bool = True, cleartext: bool = False, version: int | None = None) -> Path:
     """SMB2 over QUIC (ALPN "smb"): handshake, NEGOTIATE request/response and one ECHO on stream 0,
     each SMB2 message in one QUIC packet (pcap-facts: no reassembly across QUIC packets).
 
     `resume` first runs a full connection, then a second one resuming its session ticket (no
     Certificate in the second handshake); `zero_rtt` additionally sends the NEGOTIATE as 0-RTT
     early data; `key_update` makes the client update its 1-RTT keys before the ECHO; `migrate`
-    moves the client to a new UDP port before the ECHO (the server validates the new path)."""
+    moves the client to a new UDP port before the ECHO (the server validates the new path), with a
+    fresh destination connection id unless `new_cid` is False (then it looks like a NAT rebinding);
+    `cleartext` sends every 1-RTT packet after the handshake without header protection and payload
+    encryption (quic.ko's disable_1rtt_encryption, see captures_extra.cleartext_1rtt)."""
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection
 
@@ -415,10 +418,17 @@ def quic_smb_capture(path: str | os.PathLike, keylog: str | os.PathLike, *, resu
                 pair.pump()
             server.send_stream_data(sid, direct_tcp(negotiate_response(0)))
             pair.pump()
+            if cleartext:
+                from .captures_extra import cleartext_1rtt
+
+                cleartext_1rtt(client)
+                cleartext_1rtt(server)
             if key_update:
                 client.request_key_update()
             if migrate:
                 pair.client_addr = (CLIENT, port + 1000)
+                if new_cid:
+                    client.change_connection_id()
             client.send_stream_data(sid, direct_tcp(echo(1, sesid=0)))
             pair.pump()
             server.send_stream_data(sid, direct_tcp(echo(1, response=True, sesid=0)))
@@ -496,6 +506,10 @@ REFERENCE = {
     "quic-features.pcap": "two QUIC connections: key update + migration (path validation) in the first, "
                           "session resumption with 0-RTT in the second; keys in quic-features.keys",
     "smbdirect-rocev2.pcap": "SMB Direct over RoCEv2 (UDP 4791): SMBD negotiate, SMB2 NEGOTIATE and ECHO",
+    # written by captures/make/synthetic.py from captures_extra.py
+    "smb2-features.pcap": "SMB over TCP: TRANSPORT_CAPABILITIES accepted, a replayed WRITE, a second channel bound",
+    "smbdirect-rdma.pcap": "SMB Direct over RoCEv2: WRITE served by RDMA READ, READ served by RDMA WRITE",
+    "quic-1rtt-clear.pcap": "SMB2 over QUIC whose 1-RTT packets after the handshake are in clear (disable_1rtt_encryption)",
 }
 
 

@@ -71,3 +71,44 @@ def rdma_pcap(capdir):
 def denied_pcap(capdir):
     """SMB2 over TCP/445 whose WRITE fails with STATUS_ACCESS_DENIED."""
     return gen.smb_tcp_capture(capdir / "denied.pcap", write_status=0xC0000022)
+
+
+@pytest.fixture(scope="session")
+def smbfeat_pcap(capdir):
+    """SMB over TCP: transport security accepted, a replayed WRITE, a second channel bound."""
+    from .captures_extra import smb_features_capture
+    return smb_features_capture(capdir / "smbfeat.pcap")
+
+
+@pytest.fixture(scope="session")
+def smbplain_pcap(capdir):
+    """The same two connections without any of those features (a new session on the second)."""
+    from .captures_extra import smb_features_capture
+    return smb_features_capture(capdir / "smbplain.pcap", transport_security=False, replay=False, binding=False)
+
+
+@pytest.fixture(scope="session")
+def tlsenc_pcap(capdir):
+    """Transport security accepted, yet an ECHO follows in a transform header."""
+    from .captures_extra import smb_features_capture
+    return smb_features_capture(capdir / "tlsenc.pcap", encrypt_later=True)
+
+
+@pytest.fixture(scope="session")
+def rdmarw_pcap(capdir):
+    from .captures_extra import smbdirect_rdma_capture
+    return smbdirect_rdma_capture(capdir / "rdmarw.pcap")
+
+
+@pytest.fixture(scope="session")
+def quic_migrations(capdir):
+    """(migration with a new DCID, migration keeping the DCID) with their key logs."""
+    new = gen.quic_smb_capture(capdir / "mig.pcap", capdir / "mig.keys", migrate=True)
+    old = gen.quic_smb_capture(capdir / "rebind.pcap", capdir / "rebind.keys", migrate=True, new_cid=False)
+    return (new, capdir / "mig.keys"), (old, capdir / "rebind.keys")
+
+
+@pytest.fixture(scope="session")
+def quic_clear(capdir):
+    """1-RTT packets in clear after the handshake (quic.ko disable_1rtt_encryption)."""
+    return gen.quic_smb_capture(capdir / "clear.pcap", capdir / "clear.keys", cleartext=True), capdir / "clear.keys"

@@ -28,6 +28,16 @@ CASES = [
     ("tcp.no_retransmission", {}, "clean", "tcp", r"actual:   1 \(frame 17\)"),
     ("no_malformed", {"ignore_empty_fin": True}, "clean", "tcp", r"actual:   1 \(frame 33\)"),
     ("decrypted", {}, "enc+keys", "enc", r"notice: SMB3 traffic stayed encrypted"),
+    ("quic.new_cid_after_migration", {}, "mig+keys", "rebind+keys",
+     r"connection 0 moved to 10\.53\.57\.1:51001 but kept DCID [0-9a-f]{16} \(frame 11\)"),
+    ("quic.1rtt_in_clear", {}, "clear", "quic", r"no short-header packet with its payload in clear"),
+    ("smb2.transport_security_accepted", {}, "smbfeat", "tlsenc",
+     r"accepted \(tcp stream 0 at frame 6\) but 1 transform header\(s\) follow: frame 32"),
+    ("smb2.command_sequence", {"commands": ["NEGOTIATE", "SESSION_SETUP", "TREE_CONNECT", "CREATE", "WRITE", "CLOSE"]},
+     "smbfeat", "smbplain", r"session 0x28034ee: step 3 \(TREE_CONNECT\) missing; requests \[NEGOTIATE@31, SESSION_SETUP@35\]"),
+    ("smb2.replay_flag_seen", {}, "smbfeat", "smbplain", r"actual:   0 \(no frames\)"),
+    ("smb2.channel_binding", {}, "smbfeat", "smbplain", r"no SESSION_SETUP request with SMB2_SESSION_FLAG_BINDING"),
+    ("smbdirect.rdma_used", {}, "rdmarw", "rdma", r"actual:   0 \(no frames\)"),
 ]
 # where the failing capture is the passing one, the failing case uses these arguments
 FAIL_ARGS = {"quic.version": {"eq": 0x6B3343CF}, "quic.alpn": {"eq": "h3"}, "quic.no_certificate": {"connection": 0},
@@ -40,6 +50,11 @@ FAIL_MSG = {"quic.version": r"do not satisfy \{'eq': 1798521807\}", "quic.alpn":
 def open_capture(request, quic_capture, quic_features, enc_capture):
     def make(spec: str) -> Capture:
         name, _, keys = spec.partition("+")
+        if name in ("mig", "rebind"):
+            path, keylog = request.getfixturevalue("quic_migrations")[name == "rebind"]
+            return Capture(path, keylog=keylog if keys else None)
+        if name == "clear":
+            return Capture(request.getfixturevalue("quic_clear")[0])
         if name == "quic":
             return Capture(quic_capture[0], keylog=quic_capture[1] if keys else None)
         if name == "features":
