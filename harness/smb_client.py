@@ -121,8 +121,8 @@ class SMBClient:
                 return response
 
     def send(self, command: int, body: m.Message, tree_id: int = 0, payload: int = 0) -> int:
-        raw, message_id = self.conn.build(command, body, self.session, tree_id, payload)
-        self.transport.send_pdu(self.conn.seal([raw], self.session, tree_id))
+        parts, message_id = self.conn.build_parts(command, body, self.session, tree_id, payload)
+        self.transport.send_pdu(self.conn.seal_parts(parts, self.session, tree_id))
         return message_id
 
     def wait(self, message_id: int) -> Response:

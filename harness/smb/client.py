@@ -49,7 +49,9 @@ from .crypto import (
     decrypt_message,
     derive_session_keys,
     encrypt_message,
+    encrypt_parts,
     must_verify_signature,
+    sign_header,
     sign_message,
     signing_algorithm_for,
     verify_signature,
@@ -264,6 +266,12 @@ class ClientConnection:
     def build(self, command: int, body: m.Message, session: ClientSession | None = None, tree_id: int = 0,
               payload: int = 0, credits_wanted: int = 0) -> tuple[bytes, int]:
         """An unsigned, unencrypted request message and its MessageId; spends credits."""
+        parts, message_id = self.build_parts(command, body, session, tree_id, payload, credits_wanted)
+        return b"".join(parts), message_id
+
+    def build_parts(self, command: int, body: m.Message, session: ClientSession | None = None, tree_id: int = 0,
+                    payload: int = 0, credits_wanted: int = 0) -> tuple[list[bytes], int]:
+        """As :meth:`build`, as buffers (header, fixed part, data) for :meth:`seal_parts`."""
         charge = self.charge_for(payload)
         if command != Command.CANCEL:
             if charge > self.credits:
@@ -279,7 +287,23 @@ class ClientConnection:
                         session_id=session.session_id if session else 0)
         if self.dialect == Dialect.SMB_3_1_1:
             header.flags |= 0x10  # priority 1, as smbclient does
-        return header.pack() + body.pack(), message_id
+        body_parts = body.pack_parts() if hasattr(body, "pack_parts") else [body.pack()]
+        return [header.pack(), *body_parts], message_id
+
+    def seal_parts(self, parts: list[bytes], session: ClientSession | None, tree_id: int = 0) -> bytes:
+        """:meth:`seal` for one uncompounded request given as buffers: the data is copied once."""
+        if session is None or session.keys is None:
+            return b"".join(parts)
+        encrypt = (session.encrypt or session.trees.get(tree_id, False)) and not self.accept_transport_security
+        if encrypt and session.keys.c2s:
+            if session.nonces is None:
+                session.nonces = NonceGenerator(self.cipher)
+            return encrypt_parts(parts, session.keys.c2s, self.cipher, session.session_id, session.nonces.next())
+        command = int.from_bytes(parts[0][12:14], "little")
+        if session.signing_required or (self.dialect == Dialect.SMB_3_1_1 and command == Command.TREE_CONNECT):
+            return b"".join([sign_header(parts[0], parts[1:], session.keys.signing, self.signing_algorithm),
+                             *parts[1:]])
+        return b"".join(parts)
 
     def seal(self, raws: list[bytes], session: ClientSession | None, tree_id: int = 0,
              related: bool = False) -> bytes:
@@ -317,7 +341,7 @@ class ClientConnection:
             if header.message_id != UNSOLICITED_MESSAGE_ID:
                 self.credits += header.credits
             end = header.next_command or len(element.raw)
-            body = m.decode_body(header.command, True, element.raw[HEADER_SIZE:end], header.status)
+            body = m.decode_body(header.command, True, memoryview(element.raw)[HEADER_SIZE:end], header.status)
             if not encrypted and must_verify_signature(header) and sessions:
                 session = sessions.get(header.session_id)
                 if session is not None and session.keys is not None and header.command != Command.SESSION_SETUP:

@@ -151,8 +151,7 @@ class WriteRequest(Message):
     def pack(self) -> bytes:
         start = HEADER_SIZE + _WRITE.size
         if self.data and not self.channel_info:  # the common case, one copy of the data
-            return _WRITE.pack(self.STRUCTURE_SIZE, start, len(self.data), self.offset, self.file_id, self.channel,
-                               self.remaining_bytes, 0, 0, self.flags) + self.data
+            return b"".join(self.pack_parts())
         buffer = bytearray(self.data)
         data_offset = start if (self.data or not self.channel_info) else 0
         info_offset = 0
@@ -163,6 +162,13 @@ class WriteRequest(Message):
         return _WRITE.pack(self.STRUCTURE_SIZE, data_offset, len(self.data), self.offset, self.file_id,
                            self.channel, self.remaining_bytes, info_offset, len(self.channel_info),
                            self.flags) + bytes(buffer or b"\x00")
+
+    def pack_parts(self) -> list[bytes]:
+        """Fixed part and inline data as separate buffers (a sender joins or sendmsg()s them)."""
+        if not self.data or self.channel_info:
+            return [self.pack()]
+        return [_WRITE.pack(self.STRUCTURE_SIZE, HEADER_SIZE + _WRITE.size, len(self.data), self.offset, self.file_id,
+                            self.channel, self.remaining_bytes, 0, 0, self.flags), self.data]
 
     @classmethod
     def unpack(cls, body: bytes) -> WriteRequest:
