@@ -32,9 +32,12 @@ Role    PASSIVE --valid Negotiate Request--> ESTABLISHED (Negotiate Response sen
 3.1.5.1 Send: never with SendCredits 0; with 1 left only a message that grants credits; each SEND
         carries CreditsRequested = SendCreditTarget.  3.1.5.9: receives are "posted" (credits)
         up to min(ReceiveCreditTarget, ReceiveCreditMax); new ones ride on the next SEND.
-        Ours: after a message arrives with nothing queued, a credit-only SEND goes out when the
-        peer's credits fell to half the target or below (SHOULD-level batching; the literal text
-        makes two idle peers trade empty grants forever).  While the application is not reading
+        Ours: after a message arrives with nothing queued, a credit-only SEND goes out only when
+        the peer has no announced credit left (or one, after a message with data or a flag), or
+        at least max(2, target/2) new ones wait
+        (SHOULD-level batching; the literal text makes two idle peers trade empty grants
+        forever), and at least 3 receives stay posted when ReceiveCreditMax allows (with fewer,
+        credit-only messages either ping-pong or leave a peer stuck on its last credit).  A SEND beyond the credits we announced terminates (the peer broke 3.1.5.1).  While the application is not reading
         (``pause_receive``) at most one credit is kept outstanding.
 3.1.5.4 Fragmentation: DataOffset 24, DataLength <= MaxSendSize - 24, RemainingDataLength = bytes
         still to come; a remote-invalidate token rides on the last fragment; a message longer
@@ -58,6 +61,7 @@ from .messages import DataTransfer, NegotiateRequest, NegotiateResponse
 
 ACTIVE, PASSIVE, ESTABLISHED, TERMINATED = "ACTIVE", "PASSIVE", "ESTABLISHED", "TERMINATED"
 KA_NONE, KA_PENDING, KA_SENT = "NONE", "PENDING", "SENT"
+MIN_POSTED = 3
 
 
 @dataclass
@@ -350,7 +354,7 @@ class Connection:
     def _on_data(self, msg: memoryview, now: float, invalidated_token: int | None) -> None:
         n = len(msg)
         if self.receive_credits == 0:
-            return self._terminate("SEND with no receive posted (peer ignored credits)", errno.ECONNABORTED)
+            return self._terminate("SEND with no receive posted (RNR)", errno.ECONNABORTED)
         if n > self.max_receive_size:
             return self._terminate(f"SEND of {n} bytes exceeds the posted receive size {self.max_receive_size}",
                                    errno.ECONNABORTED)
@@ -370,11 +374,15 @@ class Connection:
             return self._terminate(f"DataOffset {off} overlaps the header", errno.ECONNABORTED)
         if self.reassembly_len + dlen > self.max_fragmented_recv_size:
             return self._terminate("reassembly exceeds MaxFragmentedSize", errno.ECONNABORTED)
+        if self.receive_credits - self._ungranted <= 0:
+            return self._terminate("SEND beyond the credits granted (peer ignored credits)", errno.ECONNABORTED)
         self.receive_credits -= 1
         if not self.send_queue:
-            before = self._ungranted
-            self._post_receives(batch=True)
-            if self._ungranted > before:
+            self._post_receives()
+            g = self._ungranted
+            left = self.receive_credits - g  # what the peer can still send us
+            meaningful = dlen > 0 or flags & C.SMB_DIRECT_RESPONSE_REQUESTED
+            if g and (left == 0 or (meaningful and left <= 1) or g >= max(2, self.receive_credit_target // 2)):
                 self.send_immediate = True
         self.receive_credit_target = cr
         if flags & C.SMB_DIRECT_RESPONSE_REQUESTED:
@@ -409,22 +417,19 @@ class Connection:
         self._pump(now)
 
     # -- credits (3.1.5.9) and the send loop (3.1.5.1) ---------------------------------------
-    def _post_receives(self, batch: bool = False) -> None:
-        rc, target = self.receive_credits, self.receive_credit_target
-        if rc and rc >= target:
-            return
-        if batch and rc > max(1, target // 2):
-            return
-        want = 0
+    def _post_receives(self) -> None:
+        rc = self.receive_credits
+        # Ours: keep at least 3 receives posted (when ReceiveCreditMax allows) whatever the peer's
+        # target; with 2 or fewer, credit-only messages either ping-pong or leave a peer stuck.
+        cap = min(max(self.receive_credit_target, MIN_POSTED), self.receive_credit_max)
+        want = max(0, cap - rc)
         if rc == 0 or (self.send_credits == 1 and self.send_queue):
-            want = 1
-        cap = min(target, self.receive_credit_max)
-        if target > rc and rc < self.receive_credit_max:
-            want = max(want, cap - rc)
+            # 3.1.5.9 second rule, even with "sufficient" credits: a sender down to its last
+            # credit with data queued must be able to grant, or it could never send again.
+            want = max(want, 1)
+        want = min(want, max(0, self.receive_credit_max - rc))
         if self.paused:
             want = min(want, max(0, 1 - rc))
-        if self.receive_credit_max == 0:
-            want = 0
         want = min(want, 0xFFFF - self._ungranted)
         self.receive_credits += want
         self._ungranted += want
