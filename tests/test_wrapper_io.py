@@ -313,3 +313,31 @@ def test_stream_delay_keeps_order_and_data(wrapped):
         got += conn.recv(65536)
     sender.join()
     assert got == payload and time.monotonic() - t0 >= 0.03
+
+
+def test_shutdown_waits_for_delayed_bytes(wrapped):
+    """With a stream delay, the FIN must not overtake the bytes still in the delay queue."""
+    impair.configure("match: tcp; out: delay=30ms jitter=10ms")
+    c, conn = tcp_pair(4600)
+    payload = os.urandom(200_000)
+    c.sendall(payload)
+    c.shutdown(socket.SHUT_WR)  # returns at once; the FIN follows the queued bytes
+    got = b""
+    while chunk := conn.recv(65536):
+        got += chunk
+    assert got == payload
+
+
+def test_shutdown_with_unread_data_is_a_fin_not_a_reset(wrapped_pcap):
+    """Linux sends RST for close() with unread bytes, never for shutdown(SHUT_WR)."""
+    _, pcap = wrapped_pcap
+    c, conn = tcp_pair(4700)
+    conn.sendall(b"unread reply")
+    time.sleep(0.05)
+    c.shutdown(socket.SHUT_WR)  # the reply still sits unread in c's queue
+    assert conn.recv(10) == b""
+    assert c.recv(100) == b"unread reply"
+    conn.close()
+    c.close()
+    assert_clean(pcap)
+    assert tshark_fields(pcap, "frame.number", display_filter="tcp.flags.reset == 1") == []

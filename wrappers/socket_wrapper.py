@@ -534,7 +534,7 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
             m.shaper.drain()
         m.closed = True
         if m.sotype == SOCK_STREAM and m.unix_connected and not m.fin_sent and not m.reset and m.cut is None:
-            self._log_fin_out()
+            self._log_fin_out(closing=True)
             m.fin_sent = True
         if m.autobound and m.accepted is False and m.peer_path:
             markers.remove_reset_marker(m)

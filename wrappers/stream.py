@@ -433,21 +433,29 @@ class StreamMixin(SocketParts):
         p.register(self.fileno(), _POLLRDHUP)
         return any(ev & (_POLLRDHUP | select.POLLHUP) for _, ev in p.poll(0))
 
-    def _log_fin_out(self) -> None:
-        """Our FIN (and the peer kernel's ACK of it), with the ack number the peer kernel would use."""
+    def _log_fin_out(self, closing: bool = False) -> None:
+        """Our FIN (and the peer kernel's ACK of it), with the ack number the peer kernel would use.
+
+        The kernel acknowledges bytes it holds, read or not, so the ack counts what still sits in
+        our receive queue (and the peer's FIN if it came); the flow's own counter is left alone,
+        since those bytes are counted again when the application reads them. A close() with unread
+        bytes is a RST, as Linux sends; a shutdown() never is.
+        """
         m = self._sw
         assert m is not None
         rec = self._sw_rec
         if rec is None or m.flow is None or m.fin_sent:
             return
         unread = self._inq()
-        if unread:
-            m.flow.note_received(unread)
-        if not m.fin_seen and self._peer_shut():
-            m.fin_seen = True
-            m.flow.note_received(1)
+        peer_fin = not m.fin_seen and self._peer_shut()
         with rec.locked():
-            rec.write(m.flow.rst("out") if unread else m.flow.fin("out", acked=True))
+            counted = m.flow.remote_seq
+            m.flow.note_received(unread + peer_fin)
+            if closing and unread:
+                rec.write(m.flow.rst("out"))
+            else:
+                rec.write(m.flow.fin("out", acked=True))
+            m.flow.remote_seq = counted
 
     def shutdown(self, how: int) -> None:
         if self._sw is None:
@@ -455,7 +463,20 @@ class StreamMixin(SocketParts):
         m = self._sw
         if not m.unix_connected:
             raise _oserror(errno.ENOTCONN)
+        if m.shaper is not None and not m.shaper.idle and how != _socket_mod.SHUT_RD:
+            # Bytes still wait in the impairment queue: the FIN goes out after them, not before.
+            m.shaper.enqueue(time.monotonic(), None, lambda: self._shutdown_now(how))
+            return None
+        return self._shutdown_now(how)
+
+    def _shutdown_now(self, how: int) -> None:
+        m = self._sw
+        assert m is not None
         if how in (_socket_mod.SHUT_WR, _socket_mod.SHUT_RDWR) and m.sotype == SOCK_STREAM and not m.fin_sent:
             self._log_fin_out()
             m.fin_sent = True
-        _orig_socket.shutdown(self, how)
+        try:
+            _orig_socket.shutdown(self, how)
+        except OSError:
+            if not m.cut:
+                raise

@@ -30,7 +30,7 @@ class StreamShaper:
         # push(view) sends without blocking and logs; returns bytes sent (0 when the socket is full).
         self._push = push
         self._cut = cut
-        self._queue: deque[tuple[float, memoryview | str]] = deque()
+        self._queue: deque[tuple[float, memoryview | str | Callable[[], object]]] = deque()
         self.queued = 0
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
@@ -49,13 +49,16 @@ class StreamShaper:
                 self._room.wait(timeout)
             return True
 
-    def enqueue(self, at: float, data: bytes | None, cut: str | None) -> None:
+    def enqueue(self, at: float, data: bytes | None, then: str | Callable[[], object] | None = None) -> None:
+        """Queue bytes due at `at`, then optionally a cut ("rst"/"blackhole") or another action
+        (a shutdown) that must not overtake them. Items leave in order, never before their time."""
         with self._lock:
             if data:
                 self._queue.append((at, memoryview(data)))
                 self.queued += len(data)
-            if cut is not None:
-                self._queue.append((at, cut))
+            if then is not None:
+                last = self._queue[-1][0] if self._queue else at
+                self._queue.append((max(at, last), then))
         self.flush()
 
     @property
@@ -72,6 +75,14 @@ class StreamShaper:
                 if at > now:
                     retry_at = at
                     break
+                if callable(item):
+                    self._queue.popleft()
+                    self._lock.release()
+                    try:
+                        item()
+                    finally:
+                        self._lock.acquire()
+                    continue
                 if isinstance(item, str):
                     self._queue.popleft()
                     self._queue.clear()
