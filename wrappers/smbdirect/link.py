@@ -370,9 +370,7 @@ class Link:
             raise OSError(errno.ENOTCONN, "not connected")
         pinned = Pinned(local, writable=not write)
         try:
-            length = pinned.length
-            if length > self.core.max_read_write_size:
-                raise OSError(errno.EMSGSIZE, f"{length} bytes exceed MaxReadWriteSize {self.core.max_read_write_size}")
+            length = pinned.length  # MaxReadWriteSize limits an upper-layer request, not the RNIC
             try:
                 pieces = split_descriptors(descs, offset, length)
             except ValueError as e:

@@ -1,0 +1,87 @@
+"""Fixtures for the SMB Direct tests: an emulated network in this process (interface 11) and a
+peer process (peer_smbd.py, interface 2) on the same socket directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+import wrappers
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+@pytest.fixture
+def net(tmp_path):
+    d = tempfile.mkdtemp(prefix="wcsd-", dir="/tmp")
+    pcap = str(tmp_path / "run.pcap")
+    saved = dict(os.environ)
+    with wrappers.activate(d, iface=11, pcap=pcap) as cfg:
+        yield cfg
+    os.environ.clear()
+    os.environ.update(saved)
+    for root, dirs, files in os.walk(d, topdown=False):
+        for f in files:
+            os.unlink(os.path.join(root, f))
+        for x in dirs:
+            os.rmdir(os.path.join(root, x))
+    os.rmdir(d)
+
+
+class Peer:
+    def __init__(self, env: dict[str, str]):
+        self.p = subprocess.Popen([sys.executable, str(HERE / "peer_smbd.py")], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, cwd=str(ROOT), start_new_session=True)
+        self._buf = b""
+
+    def line(self, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("peer said nothing")
+            r, _, _ = select.select([self.p.stdout], [], [], left)
+            if r:
+                chunk = os.read(self.p.stdout.fileno(), 65536)
+                if not chunk:
+                    raise EOFError("peer exited: " + self.p.stderr.read().decode(errors="replace")[-2000:])
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def expect(self, event: str, timeout: float = 20.0) -> dict:
+        d = self.line(timeout)
+        assert d.get("event") == event, d
+        return d
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait(10)
+
+
+@pytest.fixture
+def peer(net):
+    peers: list[Peer] = []
+
+    def start(**extra: str) -> Peer:
+        env = dict(os.environ)
+        env.update({"SOCKET_WRAPPER_DIR": net.socket_dir, "PYTHONPATH": str(ROOT)})
+        env.update(extra)
+        p = Peer(env)
+        peers.append(p)
+        p.expect("listening")
+        return p
+
+    yield start
+    for p in peers:
+        p.kill()
