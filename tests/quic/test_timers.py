@@ -153,3 +153,44 @@ def test_shutdown_wakes_blocked_calls(net, pki):
     t.join(3)
     assert box.get("recv") == errno.ENOTCONN
     close_all(c, s, ls, ls2)
+
+
+def test_back_pressure_when_the_receiver_does_not_read(net, pki):
+    """Credit returns only as the application consumes (quic.ko's window): a sender facing a reader that
+    sleeps gets EAGAIN after about the receive window plus its own send buffer, not after everything."""
+    c, s, ls = open_pair("psk", pki)
+    block = bytes(65536)
+    sent = 0
+    try:
+        c.setblocking(False)
+        quic_sendmsg(c, block, -1, MSG_STREAM_NEW)
+        sent += len(block)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and sent < 64 * 1024 * 1024:
+            try:
+                sent += quic_sendmsg(c, block, 0, 0)
+            except OSError as e:
+                assert e.errno in (errno.EAGAIN, errno.ENOSPC)  # ENOSPC: stream flow control, cmsg given
+                time.sleep(0.2)
+                try:
+                    sent += quic_sendmsg(c, block, 0, 0)
+                except OSError:
+                    break
+        assert sent < 24 * 1024 * 1024, f"{sent} bytes accepted with nobody reading"
+        with s._engine.lock:
+            queued = sum(len(x) for x in s._link.outq)
+        assert queued <= 2 * 1024 * 1024
+        # the reader catches up and everything arrives
+        c.setblocking(True)
+        c.settimeout(10)
+        quic_sendmsg(c, b"end", 0, MSG_STREAM_FIN)
+        s.settimeout(10)
+        got = 0
+        while True:
+            data, _, flags = quic_recvmsg(s, 1 << 20)
+            got += len(data)
+            if flags & MSG_STREAM_FIN:
+                break
+        assert got == sent + 3
+    finally:
+        close_all(c, s, ls)

@@ -13,6 +13,11 @@ exactly them, through overriding, never by editing aioquic:
    stream is opened; aioquic creates a local stream only when data is first written, and afterwards
    treats every lower ID it has not created as finished. ``create_local_stream`` makes the stream
    object the way aioquic would, so a later send on an implicitly opened stream works.
+5. Receive credit. aioquic doubles MAX_DATA / MAX_STREAM_DATA as data *arrives*, so an application
+   that never reads would make the engine buffer without bound. quic.ko returns credit as the
+   application *consumes* data, with a window of the initial value. Here "consumed" is what the
+   engine has handed to the application's socket pair (``note_consumed``; the pair's buffer is the
+   socket receive buffer), and the limits slide to consumed + initial window.
 4. NEW_TOKEN. aioquic's server never sends one; quic.ko's sends one when the handshake completes
    and another on setsockopt(TOKEN). ``queue_new_token`` adds the frame to the next 1-RTT packet
    (written next to MAX_STREAMS, retransmitted when lost, ``token_unacked`` until acknowledged).
@@ -73,6 +78,32 @@ class KoQuicConnection(QuicConnection):
 
     token_pending: bytes | None = None
     token_unacked = False
+    consumed_total = 0
+    data_window = 0  # 0: aioquic's own policy (until core.start sets the windows)
+    stream_window = 0
+
+    def set_windows(self, data_window: int, stream_window: int) -> None:
+        self.consumed: dict[int, int] = {}
+        self.data_window, self.stream_window = data_window, stream_window
+
+    def note_consumed(self, stream_id: int, n: int) -> None:
+        if self.data_window:
+            self.consumed[stream_id] = self.consumed.get(stream_id, 0) + n
+            self.consumed_total += n
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        if not self.data_window:
+            return super()._write_stream_limits(builder, space, stream)
+        if stream.max_stream_data_local:
+            target = self.consumed.get(stream.stream_id, 0) + self.stream_window
+            if target - stream.max_stream_data_local >= self.stream_window // 2:
+                stream.max_stream_data_local = target
+        highest = stream.receiver.highest_offset
+        stream.receiver.highest_offset = 0  # switch aioquic's doubling off for this call
+        try:
+            super()._write_stream_limits(builder, space, stream)
+        finally:
+            stream.receiver.highest_offset = highest
 
     def queue_new_token(self, token: bytes) -> None:
         self.token_pending = token
@@ -98,6 +129,13 @@ class KoQuicConnection(QuicConnection):
         for lim, _ in saved:
             if lim.value != lim.sent:
                 lim.used = max(lim.used, lim.sent)
+        if self.data_window:
+            md = self._local_max_data
+            target = self.consumed_total + self.data_window
+            if target - md.value >= self.data_window // 2:
+                md.value = target
+            saved.append((md, md.used))
+            md.used = 0  # switch aioquic's doubling off for this call
         try:
             super()._write_connection_limits(builder, space)
         finally:

@@ -157,6 +157,7 @@ class Connection:
         tp = self.opts.tp
         q.set_local_stream_limits(tp.max_streams_bidi, tp.max_streams_uni)
         q._local_active_connection_id_limit = tp.active_connection_id_limit or 7
+        q.set_windows(configuration.max_data, configuration.max_stream_data)
         self.quic = q
         if self.is_client:
             q.connect(self.addr, now)
@@ -392,6 +393,7 @@ class Connection:
                 st.sid, C.QUIC_STREAM_RECV_STATE_RECVD, 0, final or 0).pack(), evs)
             self.watch.add(st.sid)
         if st.stop_sent:
+            self.consumed(st.sid, len(ev.data))
             return
         payload = ev.data
         for off in range(0, max(len(payload), 1), MAX_ITEM):
@@ -413,10 +415,24 @@ class Connection:
         self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(
             st.sid, C.QUIC_STREAM_RECV_STATE_RESET_RECVD, ev.error_code, final).pack(), evs)
         # unread data of a reset stream is dropped, in our list and in the app's queue
-        data[:] = [d for d in data if not (d[0] == K_DATA and ITEM.unpack_from(d)[2] == st.sid)]
-        self.items = [d for d in self.items if not (d[0] == K_DATA and ITEM.unpack_from(d)[2] == st.sid)]
+        data[:] = self._drop_data(data, st.sid)
+        self.items = self._drop_data(self.items, st.sid)
         data.append(item(K_PURGE, st.sid))
         self.watch.add(st.sid)
+
+    def consumed(self, sid: int, n: int) -> None:
+        """Stream bytes left the engine (handed to the application or dropped): credit returns."""
+        if self.quic is not None and n:
+            self.quic.note_consumed(sid, n)
+
+    def _drop_data(self, items: list[bytes], sid: int) -> list[bytes]:
+        keep = []
+        for d in items:
+            if d[0] == K_DATA and ITEM.unpack_from(d)[2] == sid:
+                self.consumed(sid, len(d) - ITEM.size)
+            else:
+                keep.append(d)
+        return keep
 
     def _on_terminated(self, ev: qe.ConnectionTerminated, evs: list[bytes]) -> None:
         if self.closed:
@@ -532,9 +548,11 @@ class Connection:
             raise err(errno.EMSGSIZE, "zero-length send without FIN")
         q = self.quic
         assert q is not None
-        if data and self.buffered_bytes() + len(data) > SNDBUF:
-            if self.buffered_bytes() > 0:
-                raise Blocked("space", enospc=has_cmsg)
+        if data and self.buffered_bytes() + len(data) > SNDBUF and self.buffered_bytes() > 0:
+            stream = q._streams.get(sid)
+            by_stream = stream is not None and stream.sender._buffer_stop >= stream.max_stream_data_remote
+            # quic.ko: ENOSPC when the stream's flow control is the cause and a STREAM_INFO cmsg was given
+            raise Blocked("space", enospc=has_cmsg and by_stream)
         stream = q.create_local_stream(sid) if self.is_local(sid) else q._streams[sid]
         st.in_quic = True
         q.send_stream_data(sid, bytes(data), end_stream=fin)
@@ -641,7 +659,7 @@ class Connection:
             raise err(errno.EINVAL, f"stream {sid} is not open")
         q.stop_stream(sid, ei.errcode)
         st.stop_sent = True
-        self.items = [d for d in self.items if not (d[0] == K_DATA and ITEM.unpack_from(d)[2] == sid)]
+        self.items = self._drop_data(self.items, sid)
 
     # -- connection -------------------------------------------------------------------------------
     def key_update(self) -> None:

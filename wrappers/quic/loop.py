@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import core
-from .core import K_ACCEPT, K_WAKE, Connection, item
+from .core import ITEM, K_ACCEPT, K_DATA, K_WAKE, Connection, item
 
 PIPE_BUF = 4 * 1024 * 1024
 
@@ -147,13 +147,13 @@ class Engine:
         """Send what the core has for the wire, queue what it has for the app (caller holds lock)."""
         now = time.monotonic() if now is None else now
         c = link.core
-        if link.path is not None and c.quic is not None:
-            for d, addr in c.datagrams(now):
-                link.paths.get(addr, link.path).send(d, now)
         if c.items:
             link.outq.extend(c.items)
             c.items = []
-        self.push(link)
+        self.push(link)  # first: what the app's pair takes is consumed and returns credit
+        if link.path is not None and c.quic is not None:
+            for d, addr in c.datagrams(now):
+                link.paths.get(addr, link.path).send(d, now)
         t = c.next_timer()
         if t is not None and t < self._planned:
             self.kick()
@@ -170,7 +170,9 @@ class Engine:
             except OSError:
                 q.clear()
                 break
-            q.popleft()
+            it = q.popleft()
+            if it[0] == K_DATA:
+                link.core.consumed(ITEM.unpack_from(it)[2], len(it) - ITEM.size)
         if link.core.closed and not link.app_shut:
             link.app_shut = True
             try:
@@ -180,11 +182,11 @@ class Engine:
 
     def wake(self, link: Link) -> None:
         link.outq.append(item(K_WAKE))
-        self.push(link)
+        self.flush(link)
 
     def _app_writable(self, link: Link) -> None:
         self.watch(link.app.fileno(), lambda: self._app_readable(link))
-        self.push(link)
+        self.flush(link)  # the app read: push more, and send the credit it returned
 
     def _app_readable(self, link: Link) -> None:
         # The app never writes; readable means its end was closed (close() or garbage collection).
