@@ -194,3 +194,35 @@ def test_back_pressure_when_the_receiver_does_not_read(net, pki):
         assert got == sent + 3
     finally:
         close_all(c, s, ls)
+
+
+def test_stream_max_data_event(net, pki):
+    from wrappers.quic import (
+        MSG_NOTIFICATION,
+        QUIC_EVENT_STREAM_MAX_DATA,
+        QUIC_SOCKOPT_EVENT,
+        SOL_QUIC,
+        Event,
+        EventOption,
+    )
+
+    c, s, ls = open_pair("psk", pki)
+    try:
+        c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_EVENT, EventOption(QUIC_EVENT_STREAM_MAX_DATA, 1).pack())
+        blob = bytes(65536)
+        quic_sendmsg(c, blob, -1, MSG_STREAM_NEW)
+        for _ in range(15):
+            quic_sendmsg(c, blob, 0, 0)
+        s.settimeout(5)
+        got = 0
+        while got < 16 * 65536:
+            got += len(quic_recvmsg(s, 1 << 20)[0])
+        c.settimeout(5)
+        data, _, flags = quic_recvmsg(c, 100)
+        assert flags & MSG_NOTIFICATION
+        ev = Event.unpack(data)
+        assert ev.type == QUIC_EVENT_STREAM_MAX_DATA
+        md = ev.value()
+        assert md.id == 0 and md.max_data > 65535 * 16
+    finally:
+        close_all(c, s, ls)

@@ -44,6 +44,19 @@ class KoQuicConnection(QuicConnection):
     request_client_cert = False
 
     raw_ticket_cb: Any = None
+    max_stream_data_cb: Any = None
+
+    def _handle_max_stream_data_frame(self, context: Any, frame_type: int, buf: Any) -> None:
+        # quic.ko reports a raised stream send limit (QUIC_EVENT_STREAM_MAX_DATA); aioquic does not
+        start = buf.tell()
+        stream_id = buf.pull_uint_var()
+        buf.seek(start)
+        stream = self._streams.get(stream_id)
+        before = stream.max_stream_data_remote if stream is not None else None
+        super()._handle_max_stream_data_frame(context, frame_type, buf)
+        stream = self._streams.get(stream_id)
+        if self.max_stream_data_cb is not None and stream is not None and stream.max_stream_data_remote != before:
+            self.max_stream_data_cb(stream_id, stream.max_stream_data_remote)
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)

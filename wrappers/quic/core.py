@@ -158,6 +158,7 @@ class Connection:
         q.set_local_stream_limits(tp.max_streams_bidi, tp.max_streams_uni)
         q._local_active_connection_id_limit = tp.active_connection_id_limit or 7
         q.set_windows(configuration.max_data, configuration.max_stream_data)
+        q.max_stream_data_cb = self._on_max_stream_data
         self.quic = q
         if self.is_client:
             q.connect(self.addr, now)
@@ -340,6 +341,9 @@ class Connection:
         if self.cids is not None:
             active, prior = self.cids.sets[1]
             self.cids.sets[1] = [active + 1, active + 1]
+
+    def _on_max_stream_data(self, sid: int, maximum: int) -> None:
+        self._event(C.QUIC_EVENT_STREAM_MAX_DATA, uapi.StreamMaxData(sid, maximum).pack())
 
     def _on_ticket(self, raw: bytes) -> None:
         """Client: the first NewSessionTicket is kept (getsockopt SESSION_TICKET) and reported."""
