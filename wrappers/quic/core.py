@@ -132,9 +132,8 @@ class Connection:
         self.alpn: str | None = None
         self.ku_pending = False
         self.ku_sent = False
-        self.buffered: list[tuple[bytes, Any]] = []
+        self.buffered: list[tuple[bytes, Any]] = []  # server: datagrams before server_handshake
         self.last_send = 0.0
-        self.keepalive_at: float | None = None
         self.cids: Any = None  # options.ConnectionIds, set when the handshake completes
         self.migrating: tuple | None = None  # our new local address while a local migration is pending
         self.local_addr: tuple | None = None
@@ -557,11 +556,11 @@ class Connection:
             by_stream = stream is not None and stream.sender._buffer_stop >= stream.max_stream_data_remote
             # quic.ko: ENOSPC when the stream's flow control is the cause and a STREAM_INFO cmsg was given
             raise Blocked("space", enospc=has_cmsg and by_stream)
-        stream = q.create_local_stream(sid) if self.is_local(sid) else q._streams[sid]
+        if self.is_local(sid):
+            q.create_local_stream(sid)  # an implicitly opened stream aioquic has not created yet
         st.in_quic = True
         q.send_stream_data(sid, bytes(data), end_stream=fin)
         self._piggyback_ack(q)
-        del stream
         st.sent += len(data)
         st.send = C.QUIC_STREAM_SEND_STATE_SENT if fin else C.QUIC_STREAM_SEND_STATE_SEND
         if fin:
