@@ -59,6 +59,7 @@ def accept_seqpacket(eng: Engine, lst: Listener, addressing: CR.Addressing) -> N
             return
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
         s.setblocking(False)
+        CR.big_buffers(s)
         peer = addressing.addr_of(addr) if isinstance(addr, str) and addr else None
         if peer is None:
             peer = lst.local
@@ -137,11 +138,7 @@ def endpoint_for(eng: Engine, carrier: str, family: int, cfg: Any, host: str, po
     else:
         s = _socket.socket(family, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC, 0)
         s.setblocking(False)
-        for opt in (_socket.SO_SNDBUF, _socket.SO_RCVBUF):
-            try:
-                s.setsockopt(_socket.SOL_SOCKET, opt, 4 * 1024 * 1024)
-            except OSError:
-                pass
+        CR.big_buffers(s)
         s.bind((host, port) if family == socket.AF_INET else (host, port, 0, 0))
         local = s.getsockname()
         ep = CR.DatagramEndpoint(s, local, None)
@@ -151,10 +148,14 @@ def endpoint_for(eng: Engine, carrier: str, family: int, cfg: Any, host: str, po
 
 
 def _endpoint_readable(eng: Engine, ep: Any) -> None:
+    """Datagrams on a shared endpoint, by source address; each connection flushes once per batch."""
+    now = time.monotonic()
+    touched: dict[int, Link] = {}
     for d, src in ep.read():
         link = ep.links.get(src)
         if link is not None:
-            eng.deliver(link, d, ep.paths.get(src))
+            eng.arrived(link, ep.paths.get(src) or link.path, d, now)
+            touched[link.id] = link
             continue
         lst = ep.listener
         cids = is_initial(d) if lst is not None else None
@@ -165,7 +166,8 @@ def _endpoint_readable(eng: Engine, ep: Any) -> None:
                 known.paths[src] = path
                 ep.links[src] = known
                 ep.paths[src] = path
-                eng.deliver(known, d, path)
+                eng.arrived(known, path, d, now)
+                touched[known.id] = known
                 continue
         if lst is None or cids is None:
             ep.dropped += 1
@@ -178,3 +180,5 @@ def _endpoint_readable(eng: Engine, ep: Any) -> None:
         ep.links[src] = link
         ep.paths[src] = path
         eng.offer(lst, link)
+    for link in touched.values():
+        eng.flush(link, now)

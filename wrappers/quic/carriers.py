@@ -71,6 +71,7 @@ class Wire:
         self.peer = peer
         self.schedule = schedule
         self.sent = 0
+        self.full = 0  # datagrams dropped because the carrier was full
 
     def out(self, data: bytes, now: float, send: Callable[[bytes], None]) -> None:
         imp = impair.impairer_for("udp", self.local[:2], self.peer[:2], "out") if impair.current() else None
@@ -95,9 +96,26 @@ class Wire:
         send(data)
 
 
+CARRIER_BUF = 4 * 1024 * 1024
+
+
+def big_buffers(s: Any) -> None:
+    """A full carrier drops datagrams (as a full UDP buffer does) and congestion control then backs
+    off; aioquic sends a congestion window in one burst, so give carriers room for several."""
+    for opt, force in ((_socket.SO_SNDBUF, 32), (_socket.SO_RCVBUF, 33)):  # SO_SNDBUFFORCE, SO_RCVBUFFORCE
+        try:
+            s.setsockopt(_socket.SOL_SOCKET, force, CARRIER_BUF)
+        except OSError:
+            try:
+                s.setsockopt(_socket.SOL_SOCKET, opt, CARRIER_BUF)
+            except OSError:
+                pass
+
+
 def _unix(kind: int) -> Any:
     s = _socket.socket(_socket.AF_UNIX, kind | _socket.SOCK_CLOEXEC, 0)
     s.setblocking(False)
+    big_buffers(s)
     return s
 
 
@@ -154,10 +172,8 @@ class SeqpacketPath:
     def _raw(self, data: bytes) -> None:
         try:
             self.sock.send(data)
-        except BlockingIOError:
-            pass  # a full carrier drops the datagram, as a full UDP socket buffer does
-        except OSError:
-            pass
+        except OSError:  # a full carrier drops the datagram, as a full UDP socket buffer does
+            self.wire.full += 1
 
     def read(self) -> list[bytes]:
         out = []
@@ -241,7 +257,7 @@ class DatagramPath:
         try:
             self.ep.sock.sendto(data, self._dest)
         except OSError:
-            pass
+            self.wire.full += 1
 
     def close(self) -> None:
         pass
