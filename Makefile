@@ -6,12 +6,13 @@ setup:
 
 demo: setup
 	@.venv/bin/wirecheck demo
+	@.venv/bin/wirecheck check -j 2
 
 test: setup
-	@.venv/bin/python -m pytest -m "not slow"
+	@.venv/bin/python -m pytest -n 2 -m "not slow"
 
 test-slow: setup
-	@.venv/bin/python -m pytest -m slow; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+	@.venv/bin/python -m pytest -n 2 -m slow; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
 
 lint: setup
 	@.venv/bin/ruff check wrappers harness tests benchmarks
