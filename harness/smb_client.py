@@ -45,7 +45,7 @@ from harness.smb.keys import keys_file_text
 from harness.transport import Transport, connect
 
 ALL_FF = b"\xff" * 16
-CHUNK = 1024 * 1024
+CHUNK = 4 * 1024 * 1024  # per READ/WRITE (capped by MaxReadSize/MaxWriteSize)
 
 
 @dataclass
@@ -217,27 +217,36 @@ class Share:
         try:
             size = created.end_of_file
             chunk = min(CHUNK, self.client.conn.max_read)
-            offsets = list(range(0, size, chunk))
-            inflight: list[tuple[int, int]] = []
-            position = 0
-            while position < len(offsets) or inflight:
-                while position < len(offsets) and len(inflight) < self._window(chunk):
-                    offset = offsets[position]
-                    length = min(chunk, size - offset)
+            inflight: list[int] = []
+            offset = 0
+            while offset < size or inflight:
+                while offset < size and len(inflight) < self.client.window:
+                    length = self._fit(min(chunk, size - offset), bool(inflight))
+                    if not length:
+                        break
                     body = m.ReadRequest(file_id=created.file_id, length=length, offset=offset)
-                    inflight.append((self.client.send(Command.READ, body, self.tree_id, length), length))
-                    position += 1
-                mid, length = inflight.pop(0)
-                response = self.client.wait(mid)
+                    inflight.append(self.client.send(Command.READ, body, self.tree_id, length))
+                    offset += length
+                response = self.client.wait(inflight.pop(0))
                 if response.header.status != NtStatus.SUCCESS:
                     raise SMBError(response.header.status, Command.READ)
                 yield response.body.data
         finally:
             self.close_file(created.file_id)
 
-    def _window(self, chunk: int) -> int:
-        per_request = self.client.conn.charge_for(chunk)
-        return max(1, min(self.client.window, self.client.conn.credits // per_request + 1))
+    def _fit(self, length: int, busy: bool) -> int:
+        """How much of ``length`` the credits granted so far allow in one request (§3.2.4.1.5: a
+        request of N bytes costs ceil(N / 64 KiB) credits).  0 means: wait for a reply first; with
+        nothing in flight at least one credit's worth is always possible."""
+        conn = self.client.conn
+        if not conn.multicredit:
+            return length if conn.credits >= 1 or not busy else 0
+        affordable = conn.credits * 65536
+        if affordable >= length:
+            return length
+        if busy:
+            return 0
+        return max(65536 if conn.credits >= 1 else 0, affordable)
 
     def put_bytes(self, path: str, data: bytes) -> None:
         self.write_from(path, [data])
@@ -252,13 +261,20 @@ class Share:
         try:
             for block in chunks:
                 view = memoryview(block)
-                for start in range(0, len(view), chunk_size):
-                    piece = bytes(view[start:start + chunk_size])
-                    while len(inflight) >= self._window(chunk_size):
+                start = 0
+                while start < len(view):
+                    if len(inflight) >= self.client.window:
                         self._finish_write(inflight.pop(0))
+                        continue
+                    length = self._fit(min(chunk_size, len(view) - start), bool(inflight))
+                    if not length:
+                        self._finish_write(inflight.pop(0))
+                        continue
+                    piece = bytes(view[start:start + length])
                     body = m.WriteRequest(file_id=created.file_id, offset=offset, data=piece)
                     inflight.append(self.client.send(Command.WRITE, body, self.tree_id, len(piece)))
                     offset += len(piece)
+                    start += len(piece)
             while inflight:
                 self._finish_write(inflight.pop(0))
         finally:

@@ -281,7 +281,8 @@ class ClientConnection:
         message_id = self.next_message_id
         if command != Command.CANCEL:
             self.next_message_id += charge
-        want = max(credits_wanted, charge + (8 if self.multicredit else 1))
+        # Ask for enough to keep a window of large requests in flight (servers cap it, smbd at 8192).
+        want = max(credits_wanted, charge * 2 + (8 if self.multicredit else 1))
         header = Header(command=command, credit_charge=charge if self.dialect >= Dialect.SMB_2_1 else 0,
                         credits=min(want, 512), message_id=message_id, tree_id=tree_id,
                         session_id=session.session_id if session else 0)
