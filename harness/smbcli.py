@@ -161,7 +161,8 @@ def _run(share, command: str, args: tuple[str, ...]) -> None:
         click.echo(f"put {args[0]} ({size} bytes) as {remote}", err=True)
     elif command == "cat":
         need(1)
-        out = click.get_binary_stream("stdout")
+        sys.stdout.flush()
+        out = sys.stdout.buffer
         for block in share.iter_read(args[0]):
             out.write(block)
         out.flush()

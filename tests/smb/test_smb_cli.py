@@ -1,0 +1,67 @@
+"""`wirecheck smb` against an in-process server (click's runner), and the argument parsers."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from harness.smb.keys import parse_keys_file
+from harness.smb.server import ServerConfig, ShareConfig
+from harness.smb_server import SMBServer
+from harness.smbcli import _split_hostport, serve, smb
+
+USER = "cli:Cli-pw-1"
+
+
+@pytest.fixture
+def server(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    config = ServerConfig(shares={"data": ShareConfig("data", str(share))}, users={"cli": "Cli-pw-1"})
+    with SMBServer(config, "127.0.0.1", 0) as srv:
+        srv.share_dir = share
+        yield srv
+
+
+def run(*args):
+    result = CliRunner().invoke(smb, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def test_commands(server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    unc = f"//127.0.0.1:{server.port}/data"
+    (tmp_path / "local.txt").write_bytes(b"hello cli\n")
+    keys = tmp_path / "keys.txt"
+    assert run(unc, "--user", USER, "--encrypt", "--keys-out", keys, "put", "local.txt", "remote.txt").exit_code == 0
+    assert (server.share_dir / "remote.txt").read_bytes() == b"hello cli\n"
+    assert parse_keys_file(keys.read_text())
+    listing = run(unc, "--user", USER, "ls")
+    assert listing.exit_code == 0 and "remote.txt" in listing.output
+    assert run(unc, "--user", USER, "cat", "remote.txt").output == "hello cli\n"
+    assert run(unc, "--user", USER, "get", "remote.txt", "back.txt").exit_code == 0
+    assert (tmp_path / "back.txt").read_bytes() == b"hello cli\n"
+    assert run(unc, "--user", USER, "mkdir", "sub").exit_code == 0
+    assert (server.share_dir / "sub").is_dir()
+    assert run(unc, "--user", USER, "rmdir", "sub").exit_code == 0
+    assert run(unc, "--user", USER, "rm", "remote.txt").exit_code == 0
+    assert not (server.share_dir / "remote.txt").exists()
+
+
+def test_errors_are_reported(server):
+    unc = f"//127.0.0.1:{server.port}/data"
+    result = CliRunner().invoke(smb, [unc, "--user", "cli:wrong", "ls"])
+    assert result.exit_code != 0 and "LOGON_FAILURE" in result.output
+    result = CliRunner().invoke(smb, [f"//127.0.0.1:{server.port}/nope", "--user", USER, "ls"])
+    assert "BAD_NETWORK_NAME" in result.output
+    result = CliRunner().invoke(smb, [unc, "--user", USER, "get", "..\\..\\etc\\passwd", "x"])
+    assert "ACCESS_DENIED" in result.output
+
+
+def test_parsers():
+    assert _split_hostport("10.0.0.1:4450", 445) == ("10.0.0.1", 4450)
+    assert _split_hostport("host", 139) == ("host", 139)
+    assert _split_hostport("[::1]:4450", 445) == ("::1", 4450)
+    assert _split_hostport("[fd00::1]", 443) == ("fd00::1", 443)
+    result = CliRunner().invoke(serve, ["--share", "x=/nonexistent", "--user", "a:b"])
+    assert result.exit_code != 0
