@@ -334,6 +334,16 @@ class Link:
         self.outq.clear()
         self.engine.forget(self)
         try:
+            # Read what is still queued, so that closing does not turn our DISCONNECT into a reset
+            # on the peer's side (AF_UNIX resets a peer when unread data is dropped).
+            for _ in range(1024):
+                data, anc, _f, _a = self.carrier.recvmsg(self.max_rx + 8, socket.CMSG_SPACE(16))
+                _close_all(_fds(anc))
+                if not data:
+                    break
+        except OSError:
+            pass
+        try:
             self.carrier.close()
         except OSError:
             pass
