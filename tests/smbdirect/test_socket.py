@@ -200,7 +200,7 @@ def test_readiness_nonblocking_and_timeouts(net):
     c.send(b"two")
     assert select.select([a], [], [], 5)[0] == [a]
     assert a.recv() == b"one"
-    assert select.select([a], [], [], 0)[0] == [a]
+    assert select.select([a], [], [], 5)[0] == [a]
     assert a.recv() == b"two"
     assert select.select([a], [], [], 0.05)[0] == []
     a.settimeout(0.2)
