@@ -24,12 +24,10 @@ the pcap and ``$SSLKEYLOGFILE``. qlog: ``$QLOGDIR/<ODCID>_<client|server>.qlog``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .constants import *  # noqa: F403
 from .constants import IPPROTO_QUIC
-from .handshake import client_handshake, server_handshake
-from .sock import QuicSocket
 from .uapi import (
     STREAM_INFO_SPACE,
     Config,
@@ -47,6 +45,24 @@ from .uapi import (
     sockaddr_in,
     stream_info_cmsg,
 )
+
+if TYPE_CHECKING:
+    from .handshake import client_handshake, server_handshake
+    from .sock import QuicSocket
+
+_LAZY = {"QuicSocket": ".sock", "client_handshake": ".handshake", "server_handshake": ".handshake"}
+
+
+def __getattr__(name: str) -> Any:
+    # aioquic and cryptography take most of a second to import; every process that activates the
+    # wrapper imports this package, so they load only when a QUIC socket is actually made
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def quic_sendmsg(sock: QuicSocket, data: bytes, sid: int, flags: int) -> int:
@@ -69,6 +85,8 @@ def quic_recvmsg(sock: QuicSocket, bufsize: int, flags: int = 0) -> tuple[bytes,
 
 
 def _factory(family: int, type: int, proto: int) -> Any:
+    from .sock import QuicSocket
+
     return QuicSocket(family, type, proto)
 
 
