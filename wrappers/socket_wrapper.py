@@ -599,3 +599,9 @@ def _active_config() -> Config | None:
 def set_forced_config(cfg: Config | None) -> None:
     global _forced_config
     _forced_config = cfg
+
+
+# Public names for the protocol emulations (wrappers.quic, wrappers.smbdirect), which build their
+# own socket classes on the original socket type and must know whether the wrapper is active.
+orig_socket = _orig_socket
+active_config = _active_config
