@@ -82,3 +82,11 @@ def test_transport_rdma_hooks(net):
     assert got["pulled"] == hashlib.sha256(src).hexdigest() and bytes(dest) == b"\x5a" * (1 << 20)
     c.close()
     lst.close()
+
+
+def test_benchmark_smoke(capsys):
+    from benchmarks.smbdirect import main
+
+    res = main(["--count", "4"])
+    assert set(res) == {"tcp", "smbd-inline", "smbd-rdma"} and all(v > 0 for v in res.values())
+    assert "ratio smbd-rdma/tcp" in capsys.readouterr().out

@@ -371,6 +371,8 @@ class Link:
         return [BufferDescriptor(reg.addr, reg.token, reg.length)]
 
     def deregister(self, token: int) -> bool:
+        if self.closed:
+            return True  # the connection is gone: every region was invalidated with it
         return self.regions.invalidate(token)
 
     def rdma(self, local: Any, descs: list[BufferDescriptor], offset: int, write: bool) -> None:
