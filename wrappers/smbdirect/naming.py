@@ -16,7 +16,7 @@ import socket
 from ..addressing import MAX_IFACE
 from .constants import LETTER_V4, LETTER_V6
 
-_LETTER = {socket.AF_INET: LETTER_V4, socket.AF_INET6: LETTER_V6}
+_LETTER: dict[int, str] = {int(socket.AF_INET): LETTER_V4, int(socket.AF_INET6): LETTER_V6}
 _FAMILY = {v: k for k, v in _LETTER.items()}
 
 

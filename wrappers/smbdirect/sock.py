@@ -30,7 +30,7 @@ from typing import Any
 
 from ..addressing import AUTOBIND_FIRST, AUTOBIND_LAST
 from ..recorder import recorder_for
-from ..socket_wrapper import _orig_socket as _OrigSocket
+from ..socket_wrapper import orig_socket as _OrigSocket
 from . import constants as C
 from .core import ACTIVE, Params
 from .engine import Engine, Listener, get_engine, make_pair
@@ -46,7 +46,7 @@ def _err(code: int, msg: str = "") -> OSError:
 
 
 def _active_config() -> Any:
-    from ..socket_wrapper import _active_config as ac
+    from ..socket_wrapper import active_config as ac
 
     return ac()
 
@@ -207,6 +207,7 @@ class SmbDirectSocket(_OrigSocket):
         cfg = self._cfg
         rec = recorder_for(cfg.pcap_file, cfg.socket_dir)
         with self._engine.lock:
+            assert self._local is not None
             lst = Listener(self._engine, s, self._local, self._params.copy(), backlog, rec, self._addr_of)
             lst.app_wake = self._eng_end
             self._listener = lst
@@ -293,6 +294,7 @@ class SmbDirectSocket(_OrigSocket):
         params = self._params.copy()
         deadline = self._deadline()
         with self._engine.lock:
+            assert self._local is not None
             link = Link(self._engine, s, ACTIVE, params, self._local, peer, rec)
             self._engine.add(link)
             self._attach(link)
@@ -515,9 +517,9 @@ class SmbDirectSocket(_OrigSocket):
         if optname == C.SMBDIRECT_CONNECTION_PARAMETERS:
             if core is None:
                 raise _err(errno.ENOTCONN)
-            v = _CONN_PARAMS.pack(core.max_send_size, core.max_fragmented_send_size, core.max_receive_size,
+            packed = _CONN_PARAMS.pack(core.max_send_size, core.max_fragmented_send_size, core.max_receive_size,
                                   core.max_read_write_size, int(core.keepalive_interval * 1000), core.protocol)
-            return v if buflen is None else v[:buflen]
+            return packed if buflen is None else packed[:buflen]
         if optname == C.SMBDIRECT_RDMA_MODE:
             if link is None or link.state != "established":
                 raise _err(errno.ENOTCONN)
@@ -552,7 +554,7 @@ class SmbDirectSocket(_OrigSocket):
         """SMBD 3.1.4.7 plus the credit counters, as a dict."""
         link = self._conn()
         with self._engine.lock:
-            p = link.core.parameters()
+            p: dict[str, Any] = dict(link.core.parameters())
             p["rdma_mode"] = "memfd" if link.regions.memfd_mode else "process_vm"
             p["stats"] = dict(link.core.stats.__dict__)
             return p
