@@ -90,3 +90,35 @@ def test_benchmark_smoke(capsys):
     res = main(["--count", "4"])
     assert set(res) == {"tcp", "smbd-inline", "smbd-rdma"} and all(v > 0 for v in res.values())
     assert "ratio smbd-rdma/tcp" in capsys.readouterr().out
+
+
+def test_plain_program_under_wirecheck_exec(net):
+    """An unmodified program gets IPPROTO_SMBDIRECT sockets from `wirecheck exec` (sitecustomize)."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from wrappers import smbdirect as sd
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, sd.IPPROTO_SMBDIRECT)
+    srv.bind(("127.0.0.11", 445))
+    srv.listen()
+    prog = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 257); "
+            "s.settimeout(10); s.connect(('127.0.0.11', 445)); s.send(b'from exec'); "
+            "print(type(s).__name__, s.recv().decode())")
+    wc = str(Path(sys.executable).with_name("wirecheck"))
+    env = dict(os.environ)
+    env.pop("SOCKET_WRAPPER_DEFAULT_IFACE", None)
+    p = subprocess.Popen([wc, "exec", "--dir", net.socket_dir, "--iface", "7", "--", sys.executable, "-c", prog],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    srv.settimeout(20)
+    a, peer = srv.accept()
+    assert peer[0] == "127.0.0.7"
+    assert a.recv() == b"from exec"
+    a.send(b"hello back")
+    out, err = p.communicate(timeout=20)
+    assert p.returncode == 0, err.decode()
+    assert out.decode().strip() == "SmbDirectSocket hello back"
+    a.close()
+    srv.close()

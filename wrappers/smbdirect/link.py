@@ -30,7 +30,7 @@ from collections import deque
 from typing import Any
 
 from . import constants as C
-from . import roce
+from . import rawmsg, roce
 from .core import ACTIVE, Connection, Established, MessageReceived, Params, Send, Terminated
 from .memory import AccessError, LocalRegions, Pinned, RemoteRegions, allow_peer_access, vm_copy
 from .messages import BufferDescriptor, split_descriptors
@@ -103,7 +103,7 @@ class Link:
             data, fds = self.outq[0]
             try:
                 if fds:
-                    self.carrier.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+                    rawmsg.sendmsg(self.carrier, data, fds)
                 else:
                     self.carrier.send(data)
             except (BlockingIOError, InterruptedError):
@@ -153,13 +153,12 @@ class Link:
             if self.closed:
                 return
             try:
-                data, anc, flags, _addr = self.carrier.recvmsg(self.max_rx + 8, socket.CMSG_SPACE(4 * 4))
+                data, fds, flags = rawmsg.recvmsg(self.carrier, self.max_rx + 8)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 self._lost(f"carrier: {e.strerror}", errno.ECONNRESET)
                 return
-            fds = _fds(anc)
             if not data and not fds:
                 self._lost("peer vanished (carrier closed without DISCONNECT)", errno.ECONNRESET)
                 return
@@ -337,8 +336,8 @@ class Link:
             # Read what is still queued, so that closing does not turn our DISCONNECT into a reset
             # on the peer's side (AF_UNIX resets a peer when unread data is dropped).
             for _ in range(1024):
-                data, anc, _f, _a = self.carrier.recvmsg(self.max_rx + 8, socket.CMSG_SPACE(16))
-                _close_all(_fds(anc))
+                data, fds, _f = rawmsg.recvmsg(self.carrier, self.max_rx + 8)
+                _close_all(fds)
                 if not data:
                     break
         except OSError:
