@@ -47,8 +47,8 @@ def split_compound(buf: bytes) -> list[CompoundElement]:
     elements = []
     position = 0
     first = Header.unpack(buf)
-    if first.next_command == 0:  # the common case: no chain, no copy
-        return [CompoundElement(first, buf if isinstance(buf, bytes) else bytes(buf))]
+    if first.next_command == 0:  # the common case: no chain, no copy (bytes or bytearray kept as is)
+        return [CompoundElement(first, buf if isinstance(buf, bytes | bytearray) else bytes(buf))]
     while True:
         header = Header.unpack(buf[position:])
         if header.next_command == 0:

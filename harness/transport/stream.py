@@ -111,7 +111,7 @@ class StreamTransport(Transport):
             got += n
             if got < count:
                 self.sock.settimeout(self.io_timeout)
-        return bytes(buf)
+        return buf  # a bytearray: bytes-like, and not copied once more
 
     def recv_frame(self, timeout: float | None = None) -> tuple[int, bytes]:
         """(frame type, payload); checks the limit before reading the payload."""

@@ -175,7 +175,15 @@ class WriteRequest(Message):
         check_structure_size(body, cls.STRUCTURE_SIZE, "WRITE request")
         (_, data_offset, length, offset, file_id, channel, remaining, info_offset, info_length,
          flags) = unpack_from(_WRITE, body, 0, "WRITE request")
-        data = body_slice(body, data_offset, length, "WRITE data", _WRITE.size)
+        if isinstance(body, memoryview) and length:
+            # Zero-copy for receivers that hand in a memoryview: ``data`` is a view into their buffer,
+            # valid as long as that buffer (the server writes it to the file at once).
+            relative = data_offset - HEADER_SIZE
+            if relative < _WRITE.size or relative + length > len(body):
+                raise malformed(f"WRITE data: {length} bytes at offset {data_offset} outside the message")
+            data = body[relative:relative + length]
+        else:
+            data = body_slice(body, data_offset, length, "WRITE data", _WRITE.size)
         info = body_slice(body, info_offset, info_length, "WRITE channel info", _WRITE.size)
         return cls(file_id, offset, data, channel, remaining, flags, info)
 
