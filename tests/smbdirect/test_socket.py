@@ -456,3 +456,35 @@ def test_connect_negotiate_timeout(net):
         c.connect(("127.0.0.11", 0x22))
     assert e.value.errno == errno.ETIMEDOUT and time.monotonic() - t0 < 2
     ls.close()
+
+
+def test_slow_reader_starves_the_sender_of_credits(net):
+    """A receiver that stops reading stops granting credits (after 8 MiB queued): the sender's
+    sendmsg blocks (EAGAIN when non-blocking); reading again grants credits and everything arrives."""
+    srv, c, a = connected()
+    msg = os.urandom(1 << 20)
+    sent = 0
+    c.setblocking(False)
+    deadline = time.monotonic() + 20
+    stuck = 0
+    while time.monotonic() < deadline and stuck < 20:  # until no progress for a second
+        try:
+            c.send(msg)
+            sent += 1
+            stuck = 0
+        except BlockingIOError:
+            stuck += 1
+            time.sleep(0.05)
+    assert 8 <= sent < 40
+    time.sleep(0.3)
+    assert c.getsockopt(sd.SOL_SMBDIRECT, sd.SMBDIRECT_SEND_CREDITS) <= 1  # the last one only for a grant
+    assert a.smbdirect_parameters()["receive_credits"] <= 1
+    c.setblocking(True)
+    c.settimeout(20)
+    t = threading.Thread(target=lambda: [c.send(msg) for _ in range(5)])
+    t.start()
+    for _ in range(sent + 5):
+        assert a.recv() == msg
+    t.join(20)
+    for s in (c, a, srv):
+        s.close()
