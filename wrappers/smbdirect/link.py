@@ -40,6 +40,7 @@ _HELLO = struct.Struct("<IIQQ")
 RX_PAUSE_BYTES = 8 * 1024 * 1024
 CARRIER_BUF = 4 * 1024 * 1024
 DISC_CLOSE, DISC_VIOLATION, DISC_ACCESS = 0, 1, 2
+_MSG_TRUNC = int(socket.MSG_TRUNC)
 
 
 def rdma_mode_forced() -> str:
@@ -162,7 +163,7 @@ class Link:
             if not data and not fds:
                 self._lost("peer vanished (carrier closed without DISCONNECT)", errno.ECONNRESET)
                 return
-            if flags & socket.MSG_TRUNC:
+            if flags & _MSG_TRUNC:
                 _close_all(fds)
                 self.violation(f"SEND longer than the posted receive ({self.max_rx} bytes)")
                 return
