@@ -402,6 +402,8 @@ class Link:
                     with self.engine.lock:
                         self._lost(f"RDMA {'WRITE' if write else 'READ'} failed: {e.strerror}", errno.ECONNRESET)
                     raise OSError(errno.ECONNRESET, f"peer unreachable: {e.strerror}") from None
+                except (ValueError, BufferError):  # the connection was torn down under us
+                    raise OSError(self.error or errno.ECONNRESET, self.reason or "connection lost") from None
                 if self.rec is not None:
                     data = ctypes.string_at(pinned.address + pos, min(count, roce.IB_MTU)) if roce.rdma_pcap_mode() != "none" else b""
                     full = ctypes.string_at(pinned.address + pos, count) if roce.rdma_pcap_mode() == "full" else None
