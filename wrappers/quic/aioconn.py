@@ -23,6 +23,13 @@ exactly them, through overriding, never by editing aioquic:
    (written next to MAX_STREAMS, retransmitted when lost, ``token_unacked`` until acknowledged).
 3. The initial stream limits are quic.ko's (100, configurable), not aioquic's fixed 128:
    ``set_local_stream_limits``.
+6. disable_1rtt_encryption (TEST-ONLY, never for real traffic): quic.ko's private transport parameter
+   0xbaad (empty value). When both ends send it, short-header (1-RTT) packets go out as quic.ko sends
+   them with taglen 0: no AEAD, no tag, no header protection, the packet number read straight from the
+   header. ``disable_1rtt`` says we send it, ``peer_disable_1rtt`` that the peer did; the 1-RTT
+   ``CryptoPair`` is switched to cleartext when its keys are installed (``_update_traffic_key``).
+   Handshake packets stay protected. It exists so a test matrix can run "SMB encryption only" over
+   QUIC and read the SMB layer in the capture without a key log.
 
 External PSK binders need ``tlsext.external_psk`` around every call that runs TLS code.
 """
@@ -31,12 +38,52 @@ from __future__ import annotations
 
 from typing import Any
 
+from aioquic import tls
+from aioquic.buffer import Buffer
 from aioquic.quic.connection import Limit, QuicConnection
-from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet import QuicFrameType, decode_packet_number
 from aioquic.quic.packet_builder import QuicDeliveryState
 from aioquic.quic.stream import QuicStream
 
 from .tlsext import external_psk
+
+TP_DISABLE_1RTT_ENCRYPTION = 0xBAAD
+
+
+def has_transport_param(data: bytes, param_id: int) -> bool:
+    """Whether a transport-parameters blob carries ``param_id`` (aioquic skips ids it does not know)."""
+    buf = Buffer(data=data)
+    try:
+        while not buf.eof():
+            pid = buf.pull_uint_var()
+            n = buf.pull_uint_var()
+            if pid == param_id:
+                return True
+            buf.pull_bytes(n)
+    except Exception:
+        return False
+    return False
+
+
+def make_cleartext(pair: Any) -> None:
+    """Switch one 1-RTT ``CryptoPair`` to quic.ko's taglen-0 mode (see point 6 above)."""
+    pair.aead_tag_size = 0
+
+    def encrypt(plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes:
+        return bytes(plain_header) + bytes(plain_payload)
+
+    def decrypt(packet: bytes, encrypted_offset: int, expected_packet_number: int) -> tuple[bytes, bytes, int, bool]:
+        pn_length = (packet[0] & 0x03) + 1
+        end = encrypted_offset + pn_length
+        if len(packet) < end:
+            raise ValueError("short packet")
+        truncated = int.from_bytes(packet[encrypted_offset:end], "big")
+        pn = decode_packet_number(truncated, pn_length * 8, expected_packet_number)
+        return bytes(packet[:end]), bytes(packet[end:]), pn, False
+
+    pair.send.encrypt_packet = encrypt
+    pair.recv.decrypt_packet = decrypt
+    pair.cleartext = True
 
 
 class KoQuicConnection(QuicConnection):
@@ -45,6 +92,32 @@ class KoQuicConnection(QuicConnection):
 
     raw_ticket_cb: Any = None
     max_stream_data_cb: Any = None
+    disable_1rtt = False
+    peer_disable_1rtt = False
+
+    # -- disable_1rtt_encryption (test-only) ---------------------------------------------------------
+    def _serialize_transport_parameters(self) -> bytes:
+        data = super()._serialize_transport_parameters()
+        if self.disable_1rtt:
+            buf = Buffer(capacity=16)
+            buf.push_uint_var(TP_DISABLE_1RTT_ENCRYPTION)
+            buf.push_uint_var(0)
+            data += buf.data
+        return data
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        if not from_session_ticket:
+            self.peer_disable_1rtt = has_transport_param(data, TP_DISABLE_1RTT_ENCRYPTION)
+
+    @property
+    def cleartext_1rtt(self) -> bool:
+        return bool(getattr(self._cryptos[tls.Epoch.ONE_RTT], "cleartext", False))
+
+    def _update_traffic_key(self, direction: Any, epoch: Any, cipher_suite: Any, secret: bytes) -> None:
+        super()._update_traffic_key(direction, epoch, cipher_suite, secret)
+        if epoch == tls.Epoch.ONE_RTT and self.disable_1rtt and self.peer_disable_1rtt:
+            make_cleartext(self._cryptos[epoch])
 
     def _handle_max_stream_data_frame(self, context: Any, frame_type: int, buf: Any) -> None:
         # quic.ko reports a raised stream send limit (QUIC_EVENT_STREAM_MAX_DATA); aioquic does not

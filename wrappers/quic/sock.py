@@ -505,7 +505,8 @@ class QuicSocket(_OrigSocket):
             max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),  # type: ignore[union-attr]
             max_data=q._remote_max_data, max_stream_data_bidi_local=q._remote_max_stream_data_bidi_local,
             max_stream_data_bidi_remote=q._remote_max_stream_data_bidi_remote,
-            max_stream_data_uni=q._remote_max_stream_data_uni)
+            max_stream_data_uni=q._remote_max_stream_data_uni,
+            disable_1rtt_encryption=int(getattr(q, "peer_disable_1rtt", False)))
 
     # -- options ----------------------------------------------------------------------------------
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:  # type: ignore[override]
