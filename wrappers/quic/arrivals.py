@@ -8,7 +8,9 @@ on the listener and writes an ACCEPT item to the listener's app fd, which makes 
 
 A path whose first packet is not an Initial but carries a destination connection ID the engine
 already issued is a new path of that connection (the client migrated), not a new connection: it is
-attached to the connection and aioquic validates it. ALPN routing (issue 10) plugs in here too.
+attached to the connection and aioquic validates it. Which listener of an address:port gets a new
+connection is ``routing.Router.pick``'s choice (ALPN routing); an Initial it matches to no listener is
+dropped and the path stays unrouted (the client's retransmission is looked at again).
 """
 
 from __future__ import annotations
@@ -51,10 +53,10 @@ def _new_server_link(eng: Engine, lst: Listener, path: Any, peer: tuple, first: 
     return link
 
 
-def accept_seqpacket(eng: Engine, lst: Listener, addressing: CR.Addressing) -> None:
+def accept_seqpacket(eng: Engine, router: Any, addressing: CR.Addressing) -> None:
     while True:
         try:
-            fd, addr = lst.carrier._accept()
+            fd, addr = router.carrier._accept()
         except (BlockingIOError, OSError):
             return
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
@@ -62,8 +64,8 @@ def accept_seqpacket(eng: Engine, lst: Listener, addressing: CR.Addressing) -> N
         CR.big_buffers(s)
         peer = addressing.addr_of(addr) if isinstance(addr, str) and addr else None
         if peer is None:
-            peer = lst.local
-        wire = CR.Wire(lst.cfg, lst.local, peer, eng.schedule)
+            peer = router.local
+        wire = CR.Wire(router.cfg, router.local, peer, eng.schedule)
         path = CR.SeqpacketPath(s, wire)
         state: dict[str, Link] = {}
 
@@ -85,13 +87,16 @@ def accept_seqpacket(eng: Engine, lst: Listener, addressing: CR.Addressing) -> N
                 if cids is None:
                     link = _known_connection(eng, d)
                     if link is None:
-                        lst.dropped += 1
+                        router.dropped += 1
                         continue
                     # a new path of a connection we know: the client migrated
                     state["link"] = link
                     link.paths[peer] = path
                     eng.watch(path.fileno(), _reader(eng, link, path))
                     eng.deliver(link, d, path)
+                    continue
+                lst = router.pick(d)
+                if lst is None:  # no listener for the client's ALPNs: dropped silently
                     continue
                 link = _new_server_link(eng, lst, path, peer, d, cids)
                 state["link"] = link
@@ -157,22 +162,23 @@ def _endpoint_readable(eng: Engine, ep: Any) -> None:
             eng.arrived(link, ep.paths.get(src) or link.path, d, now)
             touched[link.id] = link
             continue
-        lst = ep.listener
-        cids = is_initial(d) if lst is not None else None
-        if lst is not None and cids is None:
+        router = ep.listener
+        cids = is_initial(d) if router is not None else None
+        if router is not None and cids is None:
             known = _known_connection(eng, d)
             if known is not None:  # the client moved to a new address
-                path = CR.DatagramPath(ep, src, CR.Wire(lst.cfg, ep.local, src, eng.schedule))
+                path = CR.DatagramPath(ep, src, CR.Wire(router.cfg, ep.local, src, eng.schedule))
                 known.paths[src] = path
                 ep.links[src] = known
                 ep.paths[src] = path
                 eng.arrived(known, path, d, now)
                 touched[known.id] = known
                 continue
-        if lst is None or cids is None:
+        lst = router.pick(d) if router is not None and cids is not None else None
+        if lst is None:
             ep.dropped += 1
             continue
-        wire = CR.Wire(lst.cfg, ep.local, src, eng.schedule)
+        wire = CR.Wire(router.cfg, ep.local, src, eng.schedule)
         path = CR.DatagramPath(ep, src, wire)
         link = _new_server_link(eng, lst, path, src, d, cids)
         link.endpoint = ep

@@ -72,6 +72,7 @@ class Listener:
         self.cfg: Any = None
         self.outq: deque[bytes] = deque()
         self.dropped = 0
+        self.router: Any = None  # routing.Router: the listeners sharing this address:port
 
 
 def make_pair() -> tuple[Any, Any]:
@@ -349,4 +350,7 @@ def get_engine() -> Engine:
             _engine = Engine()
             _engine_pid = os.getpid()
             _endpoints.clear()
+            from . import routing
+
+            routing.reset()
         return _engine

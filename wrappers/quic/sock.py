@@ -28,7 +28,7 @@ from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before
 from . import carriers as CR
 from . import constants as C
 from . import options as O
-from . import uapi
+from . import routing, uapi
 from .arrivals import accept_seqpacket, endpoint_for
 from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
 from .loop import Engine, Link, Listener, get_engine, make_pair
@@ -117,7 +117,8 @@ class QuicSocket(_OrigSocket):
             return {"received": c.received, "dropped": c.dropped}
         lst = self._listener
         carrier = lst.carrier if lst is not None else None
-        dropped = getattr(lst, "dropped", 0) + getattr(carrier, "dropped", 0)
+        dropped = getattr(lst, "dropped", 0) + getattr(carrier, "dropped", 0) + getattr(
+            getattr(lst, "router", None), "dropped", 0)
         return {"received": 0, "dropped": dropped}
 
     # -- timeouts -----------------------------------------------------------------------------
@@ -216,7 +217,14 @@ class QuicSocket(_OrigSocket):
         host = self._local[0] if self._local else ("0.0.0.0" if self._qfamily == socket.AF_INET else "::")
         port = self._local[1] if self._local else 0
         with eng.lock:
-            if self._carrier == "seqpacket":
+            sockdir = self._cfg.socket_dir if self._cfg is not None else None
+            router = routing.router_for((self._carrier, self._qfamily, host, port, sockdir)) if port else None
+            if router is not None:  # another listener of this process serves this address:port
+                router.check(self._opts.alpn)
+                lst.carrier = router.carrier
+                lst.local = router.local
+                router.add(lst)
+            elif self._carrier == "seqpacket":
                 addressing = CR.Addressing(self._cfg)
                 s = CR._unix(_socket.SOCK_SEQPACKET)
                 try:
@@ -227,12 +235,18 @@ class QuicSocket(_OrigSocket):
                     raise
                 lst.carrier = s
                 lst.local = addressing.addr_of(s.getsockname()) or self._tuple(host, port)
-                eng.watch(s.fileno(), lambda: accept_seqpacket(eng, lst, addressing))
+                router = routing.new_router((self._carrier, self._qfamily, host, port, sockdir), self._cfg)
+                router.carrier, router.local = s, lst.local
+                router.add(lst)
+                eng.watch(s.fileno(), lambda: accept_seqpacket(eng, router, addressing))
             else:
                 ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
                 if ep.listener is not None:
                     raise err(errno.EADDRINUSE)
-                ep.listener = lst
+                router = routing.new_router((self._carrier, self._qfamily, host, ep.local[1], sockdir), self._cfg)
+                router.carrier, router.local = ep, ep.local
+                router.add(lst)
+                ep.listener = router
                 ep.refs += 1
                 lst.carrier = ep
                 lst.local = ep.local
@@ -247,7 +261,11 @@ class QuicSocket(_OrigSocket):
             return
         eng = self._engine
         with eng.lock:
-            if isinstance(lst.carrier, CR.DatagramEndpoint):
+            router = getattr(lst, "router", None)
+            last = router.remove(lst) if router is not None else True
+            if not last:
+                pass  # the other listeners on this address:port keep the carrier
+            elif isinstance(lst.carrier, CR.DatagramEndpoint):
                 lst.carrier.listener = None
                 lst.carrier.refs -= 1
                 if lst.carrier.refs <= 0:
