@@ -109,6 +109,25 @@ class KoQuicConnection(QuicConnection):
         super()._parse_transport_parameters(data, from_session_ticket)
         if not from_session_ticket:
             self.peer_disable_1rtt = has_transport_param(data, TP_DISABLE_1RTT_ENCRYPTION)
+            vi = getattr(self, "_remote_version_information", None)
+            if not self._is_client and vi is not None:
+                self._server_version_choice(vi)
+
+    # -- compatible version negotiation (RFC 9368), quic.ko's listener rules ----------------------------------
+    preferred_version = 0  # server: CONFIG.version of the listener (V2: upgrade a compatible client)
+    disable_compatible_version = False
+
+    def _server_version_choice(self, vi: Any) -> None:
+        """aioquic's server takes the first of the client's available versions it supports; quic.ko's
+        listener upgrades to V2 only when it was configured with V2, and never with
+        disable_compatible_version. Reorder (or empty) the client's list as seen by aioquic."""
+        if self.disable_compatible_version:
+            vi.available_versions = [self._version]
+        elif self.preferred_version and self.preferred_version in vi.available_versions:
+            vi.available_versions = [self.preferred_version] + [
+                v for v in vi.available_versions if v != self.preferred_version]
+        else:
+            vi.available_versions = [self._version]
 
     @property
     def cleartext_1rtt(self) -> bool:

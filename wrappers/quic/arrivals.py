@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aioquic.buffer import Buffer
-from aioquic.quic.packet import pull_quic_header
+from aioquic.quic.packet import encode_quic_version_negotiation, pull_quic_header
 
 from . import carriers as CR
 from .core import Connection
@@ -40,6 +40,25 @@ def is_initial(data: bytes) -> tuple[bytes, bytes] | None:
     if h.packet_type is None or h.packet_type.name != "INITIAL":
         return None
     return h.destination_cid, h.source_cid
+
+
+KNOWN_VERSIONS = (0x00000001, 0x6B3343CF)
+
+
+def version_negotiation(data: bytes) -> bytes | None:
+    """The listener's Version Negotiation packet for a client Initial of a version it does not know
+    (quic.ko answers by itself, without a connection), None for anything else."""
+    if len(data) < 1200 or not data[0] & 0x80 or len(data) < 7:
+        return None
+    version = int.from_bytes(data[1:5], "big")
+    if version == 0 or version in KNOWN_VERSIONS:
+        return None
+    try:
+        h = pull_quic_header(Buffer(data=data), host_cid_length=8)
+    except Exception:
+        return None
+    return encode_quic_version_negotiation(source_cid=h.destination_cid, destination_cid=h.source_cid,
+                                           supported_versions=list(KNOWN_VERSIONS))
 
 
 def _new_server_link(eng: Engine, lst: Listener, path: Any, peer: tuple, first: bytes, cids: tuple[bytes, bytes]) -> Link:
@@ -82,6 +101,10 @@ def accept_seqpacket(eng: Engine, router: Any, addressing: CR.Addressing) -> Non
                 link = state.get("link")
                 if link is not None:
                     eng.deliver(link, d, path)
+                    continue
+                vn = version_negotiation(d)
+                if vn is not None:
+                    path.send(vn, time.monotonic())
                     continue
                 cids = is_initial(d)
                 if cids is None:
@@ -163,6 +186,10 @@ def _endpoint_readable(eng: Engine, ep: Any) -> None:
             touched[link.id] = link
             continue
         router = ep.listener
+        vn = version_negotiation(d) if router is not None else None
+        if vn is not None:
+            CR.DatagramPath(ep, src, CR.Wire(router.cfg, ep.local, src, eng.schedule)).send(vn, now)
+            continue
         cids = is_initial(d) if router is not None else None
         if router is not None and cids is None:
             known = _known_connection(eng, d)

@@ -155,6 +155,8 @@ class Connection:
         q.request_client_cert = self.request_client_cert
         tp = self.opts.tp
         q.disable_1rtt = bool(tp.disable_1rtt_encryption)
+        q.disable_compatible_version = bool(tp.disable_compatible_version)
+        q.preferred_version = self.opts.cfg.version
         q.set_local_stream_limits(tp.max_streams_bidi, tp.max_streams_uni)
         q._local_active_connection_id_limit = tp.active_connection_id_limit or 7
         q.set_windows(configuration.max_data, configuration.max_stream_data)

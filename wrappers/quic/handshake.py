@@ -49,8 +49,12 @@ def _configuration(sock: QuicSocket, is_client: bool, alpns: str | list[str] | N
         cfg.token = o.token
     if o.cfg.congestion_control_algo == 1:
         cfg.congestion_control_algorithm = "cubic"
-    if is_client and o.cfg.version in cfg.supported_versions:
-        cfg.original_version = o.cfg.version  # V2: the first Initial is already version 2
+    if is_client and o.cfg.version:
+        # the first Initial goes out in CONFIG.version (V2 included); an unknown version gets a Version
+        # Negotiation from the listener and the client retries with a version both know (RFC 9000 6)
+        if o.cfg.version not in cfg.supported_versions:
+            cfg.supported_versions = [o.cfg.version, *cfg.supported_versions]
+        cfg.original_version = o.cfg.version
     # aioquic only calls write() and flush() on it
     keylog = tlsext.secrets_log(sock._cfg.pcap_file if sock._cfg is not None else None)
     cfg.secrets_log_file = keylog  # type: ignore[assignment]
