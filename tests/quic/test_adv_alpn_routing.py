@@ -203,3 +203,63 @@ def test_client_hello_without_alpn_goes_to_a_listener_without_alpn(net, pki):
 def test_client_alpns_parser():
     assert client_alpns(b"") is None
     assert client_alpns(b"\xc0" + b"\x00" * 1300) is None
+
+
+CHILD = r"""
+import sys
+sys.path[:0] = [{root!r}, {root!r} + "/tests"]
+import wrappers
+from wrappers.quic import *
+from tests.quic.test_adv_alpn_routing import Server, quic_socket
+with wrappers.activate({sockdir!r}, iface=11, pcap={pcap!r}):
+    try:
+        srv = Server({name!r}, {alpn!r}, {pki!r}, quic_socket, ("127.0.0.11", 443)).listen()
+    except OSError as e:
+        print("LISTEN", e.errno, flush=True)
+        sys.exit(0)
+    print("READY", flush=True)
+    sys.stdin.readline()
+    srv.close()
+    print("ACCEPTED", ";".join(srv.accepted), flush=True)
+"""
+
+
+def _child(n, pki, name: str, alpn: str):
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = CHILD.format(root=root, sockdir=n.socket_dir, pcap=n.pcap, name=name, alpn=alpn, pki=pki)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WIRECHECK_") and k != "LD_PRELOAD"}
+    env["WIRECHECK_QUIC_CARRIER"] = "seqpacket"
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                         env=env)
+    line = p.stdout.readline().strip()  # type: ignore[union-attr]
+    return p, line
+
+
+def test_two_processes_share_port_443_by_alpn(net, pki):
+    """The real case: an SMB listener in this process and an HTTP/3 listener in another one, both on
+    127.0.0.11:443; each client reaches the process whose listener has its ALPN."""
+    addr = (HOST, 443)
+    smb = Server("smb-server", "smb", pki, quic_socket, addr).listen()
+    p, line = _child(net, pki, "h3-process", "h3")
+    try:
+        assert line == "READY", line
+        # an overlapping list in a third process is refused at listen()
+        q, qline = _child(net, pki, "dup", "h3, ksmbd")
+        assert qline == f"LISTEN {errno.EADDRINUSE}"
+        q.wait(10)
+        assert fetch(addr, "h3", quic_socket) == "h3-process"
+        assert fetch(addr, "smb", quic_socket) == "smb-server"
+        assert fetch(addr, "imap, h3, smb", quic_socket) == "h3-process"  # client order across processes
+        out, _ = p.communicate("\n", timeout=10)
+        assert out.strip() == "ACCEPTED h3;imap, h3, smb"
+        assert smb.accepted == ["smb"]
+    finally:
+        if p.poll() is None:
+            p.kill()
+        smb.close()
+    rows = fields(net.pcap, ["udp.dstport", "tls.handshake.extensions_alpn_str"], display_filter="tls.handshake.type == 1")
+    assert {r[0] for r in rows} == {"443"} and {"h3", "smb"} <= {r[1] for r in rows}

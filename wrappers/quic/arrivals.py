@@ -16,6 +16,7 @@ dropped and the path stays unrouted (the client's retransmission is looked at ag
 from __future__ import annotations
 
 import _socket
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from aioquic.buffer import Buffer
 from aioquic.quic.packet import encode_quic_version_negotiation, pull_quic_header
 
 from . import carriers as CR
+from . import routing
 from .core import Connection
 from .loop import Engine, Link, Listener, _endpoints, make_pair
 
@@ -118,9 +120,14 @@ def accept_seqpacket(eng: Engine, router: Any, addressing: CR.Addressing) -> Non
                     eng.watch(path.fileno(), _reader(eng, link, path))
                     eng.deliver(link, d, path)
                     continue
-                lst = router.pick(d)
+                lst = routing.pick_with_foreign(router, d)
                 if lst is None:  # no listener for the client's ALPNs: dropped silently
                     continue
+                if isinstance(lst, str):  # another process's listener: hand the path over
+                    eng.unwatch(path.fileno())
+                    handoff(lst, path, peer, d)
+                    path.close()
+                    return
                 link = _new_server_link(eng, lst, path, peer, d, cids)
                 state["link"] = link
                 eng.offer(lst, link)
@@ -215,3 +222,63 @@ def _endpoint_readable(eng: Engine, ep: Any) -> None:
         eng.offer(lst, link)
     for link in touched.values():
         eng.flush(link, now)
+
+
+def handoff(listener_file: str, path: CR.SeqpacketPath, peer: tuple, first: bytes) -> None:
+    """Pass the client's path to another process's listener file: SCM_RIGHTS + (peer, Initial)."""
+    import array
+    import json
+
+    h = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC, 0)
+    try:
+        h.settimeout(1.0)
+        h.connect(listener_file)
+        head = json.dumps(list(peer)).encode()
+        h.sendmsg([len(head).to_bytes(2, "big") + head + first],
+                  [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", [path.fileno()]))])
+    except OSError:
+        pass  # the listener went away: the client retransmits its Initial and times out
+    finally:
+        h.close()
+
+
+def accept_handoff(eng: Engine, router: Any) -> None:
+    """A listener file: the port owner passes a client's path with its first Initial."""
+    import array
+    import json
+
+    while True:
+        try:
+            fd, _ = router.carrier._accept()
+        except (BlockingIOError, OSError):
+            return
+        h = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
+        try:
+            h.settimeout(1.0)
+            msg, anc, _, _ = h.recvmsg(65536, _socket.CMSG_SPACE(4))
+        except OSError:
+            h.close()
+            continue
+        h.close()
+        fds = array.array("i")
+        for level, ctype, data in anc:
+            if level == _socket.SOL_SOCKET and ctype == _socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        if not fds or len(msg) < 2:
+            continue
+        n = int.from_bytes(msg[:2], "big")
+        peer = tuple(json.loads(msg[2:2 + n]))
+        first = msg[2 + n:]
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fds[0])
+        for extra in fds[1:]:
+            os.close(extra)
+        s.setblocking(False)
+        cids = is_initial(first)
+        lst = router.listeners[0] if router.listeners else None
+        if cids is None or lst is None:
+            s.close()
+            continue
+        path = CR.SeqpacketPath(s, CR.Wire(router.cfg, router.local, peer, eng.schedule))
+        link = _new_server_link(eng, lst, path, peer, first, cids)
+        eng.offer(lst, link)
+        eng.watch(path.fileno(), _reader(eng, link, path))

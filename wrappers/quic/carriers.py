@@ -143,11 +143,22 @@ def bind_unix(sock: Any, addressing: Addressing, family: int, host: str, port: i
     raise OSError(errno.EADDRINUSE, "no free emulated port")
 
 
+def seqpacket_listening(path: str) -> bool:
+    """A live SEQPACKET *listener* owns ``path`` (sockdir.is_in_use knows stream and datagram names only)."""
+    from ..sockdir import _SO_ACCEPTCON, bound_unix_sockets
+
+    return any(t == 5 and flags & _SO_ACCEPTCON for t, _, flags in bound_unix_sockets().get(path, ()))
+
+
 def _claim(path: str, sotype: int) -> None:
     from ..sockdir import is_in_use
 
     if os.path.lexists(path):
-        if is_in_use(path, socket.SOCK_STREAM if sotype == _socket.SOCK_SEQPACKET else socket.SOCK_DGRAM):
+        if sotype & 0xF == _socket.SOCK_SEQPACKET:
+            in_use = seqpacket_listening(path)
+        else:
+            in_use = is_in_use(path, socket.SOCK_DGRAM)
+        if in_use:
             raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
         try:
             os.unlink(path)

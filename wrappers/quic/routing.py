@@ -20,9 +20,8 @@ When an Initial arrives that belongs to no connection, ``Router.pick`` chooses t
   - no listener qualifies: the datagram is dropped silently (no Version Negotiation, no close), and
     the client retransmits until it gives up, as with quic.ko.
 
-Scope: the listeners of one process (one engine). A second *process* listening on a port another
-process already serves still gets EADDRINUSE from the carrier's name (see the package README note:
-cross-process sharing needs a per-host routing owner, not built yet).
+Across processes (SEQPACKET carrier only): see "across processes" below; the first process to listen
+owns the port and hands connections for other processes' listeners over by SCM_RIGHTS.
 """
 
 from __future__ import annotations
@@ -49,6 +48,7 @@ class Router:
         self.listeners: list[Any] = []
         self.carrier: Any = None
         self.dropped = 0  # Initials no listener matched
+        self.base: str | None = None  # SEQPACKET owner: the carrier's name (see publish)
 
     def check(self, alpn: list[str], reuseport: bool = False) -> None:
         """listen()'s conflict check against the listeners already here (specs 6.3)."""
@@ -199,3 +199,105 @@ def _alpn_of_client_hello(body: bytes) -> list[str]:
                 out.append(e.pull_bytes(e.pull_uint8()).decode(errors="replace"))
             return out
     return []
+
+
+# -- across processes (SEQPACKET carrier): the port owner hands connections to listener files -----------
+#
+# The first process to listen on an address:port owns the carrier name (cwrap's "U<iface><port>") and
+# publishes its listeners' ALPN lists in "<name>.alpn". A listener in another process whose list does
+# not overlap any published list binds a *listener file* "<name>~<hash>" (a SEQPACKET listening socket)
+# next to it, with its list in "<name>~<hash>.alpn". The owner's router reads those lists when an
+# Initial arrives, chooses in the client's ALPN order among its own and the foreign listeners, and for
+# a foreign one passes the client's path (the accepted SEQPACKET connection) with SCM_RIGHTS, together
+# with the Initial and the client's address; from then on the datagrams go straight between the client
+# and that process. New connections need the owner process alive (it owns the name).
+
+
+def _lists_in(path: str) -> list[list[str]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [[a for a in line.strip().split(",") if a] for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+def publish(router: Router, base: str) -> None:
+    """The owner's listeners' ALPN lists, for other processes' listen() conflict checks."""
+    router.base = base
+    tmp = base + ".alpn.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for lst in router.listeners:
+            f.write(",".join(lst.opts.alpn) + "\n")
+    import os
+
+    os.replace(tmp, base + ".alpn")
+
+
+def unpublish(base: str) -> None:
+    import os
+
+    for p in (base + ".alpn",):
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+
+
+def foreign_listeners(base: str) -> list[tuple[list[str], str]]:
+    """(ALPN list, listener-file path) of the live listeners other processes put next to ``base``."""
+    import glob
+    import os
+
+    from .carriers import seqpacket_listening
+
+    out = []
+    for meta in sorted(glob.glob(glob.escape(base) + "~*.alpn")):
+        sock = meta[: -len(".alpn")]
+        if os.path.lexists(sock) and seqpacket_listening(sock):
+            for lst in _lists_in(meta):
+                out.append((lst, sock))
+    return out
+
+
+def check_foreign(base: str, alpn: list[str]) -> None:
+    """listen() in a process that does not own ``base``: EADDRINUSE unless ``alpn`` is set and overlaps no
+    list published by the owner or by another process's listener file."""
+    if not alpn:
+        raise err(errno.EADDRINUSE, "address in use (a second process needs an ALPN list to share it)")
+    mine = set(alpn)
+    lists = _lists_in(base + ".alpn") + [lst for lst, _ in foreign_listeners(base)]
+    for theirs in lists:
+        if mine == set(theirs) or mine & set(theirs):
+            raise err(errno.EADDRINUSE, "a listener with an overlapping ALPN list uses this address")
+
+
+def listener_file(base: str, alpn: list[str]) -> str:
+    import hashlib
+
+    return base + "~" + hashlib.sha1(",".join(alpn).encode()).hexdigest()[:10]
+
+
+def pick_with_foreign(router: Router, initial: bytes) -> Any:
+    """Like ``Router.pick``, with the listener files of other processes: a Listener, a listener-file
+    path (str), or None (drop)."""
+    base = getattr(router, "base", None)
+    foreign = foreign_listeners(base) if base else []
+    if not foreign:
+        return router.pick(initial)
+    offered = client_alpns(initial)
+    if offered is None:
+        return router.listeners[0] if router.listeners else foreign[0][1]
+    if not offered:
+        choice = next((lst for lst in router.listeners if not lst.opts.alpn), None)
+        if choice is None:
+            router.dropped += 1
+        return choice
+    for a in offered:
+        local = next((lst for lst in router.listeners if a in lst.opts.alpn), None)
+        if local is not None:
+            return local
+        far = next((path for alpns, path in foreign if a in alpns), None)
+        if far is not None:
+            return far
+    router.dropped += 1
+    return None

@@ -29,7 +29,7 @@ from . import carriers as CR
 from . import constants as C
 from . import options as O
 from . import routing, uapi
-from .arrivals import accept_seqpacket, endpoint_for
+from .arrivals import accept_handoff, accept_seqpacket, endpoint_for
 from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
 from .loop import Engine, Link, Listener, get_engine, make_pair
 
@@ -221,24 +221,53 @@ class QuicSocket(_OrigSocket):
             router = routing.router_for((self._carrier, self._qfamily, host, port, sockdir)) if port else None
             if router is not None:  # another listener of this process serves this address:port
                 router.check(self._opts.alpn)
+                if router.base:
+                    routing.check_foreign(router.base, self._opts.alpn or ["\0"])
                 lst.carrier = router.carrier
                 lst.local = router.local
                 router.add(lst)
+                if router.base:
+                    routing.publish(router, router.base)
             elif self._carrier == "seqpacket":
                 addressing = CR.Addressing(self._cfg)
                 s = CR._unix(_socket.SOCK_SEQPACKET)
+                foreign = False
                 try:
                     port = CR.bind_unix(s, addressing, self._qfamily, host, port)
                     s.listen(max(backlog, 16))
-                except OSError:
-                    s.close()
-                    raise
+                except OSError as e:
+                    if e.errno != errno.EADDRINUSE or not port:
+                        s.close()
+                        raise
+                    # another process owns this address:port: share it by ALPN through a listener file
+                    base = addressing.path(self._qfamily, host, port, local=True)
+                    try:
+                        routing.check_foreign(base, self._opts.alpn)
+                        name = routing.listener_file(base, self._opts.alpn)
+                        CR._claim(name, _socket.SOCK_SEQPACKET)
+                        s.bind(name)
+                        s.listen(max(backlog, 16))
+                    except OSError:
+                        s.close()
+                        raise
+                    with open(name + ".alpn", "w", encoding="utf-8") as f:
+                        f.write(",".join(self._opts.alpn) + "\n")
+                    foreign = True
                 lst.carrier = s
-                lst.local = addressing.addr_of(s.getsockname()) or self._tuple(host, port)
-                router = routing.new_router((self._carrier, self._qfamily, host, port, sockdir), self._cfg)
-                router.carrier, router.local = s, lst.local
-                router.add(lst)
-                eng.watch(s.fileno(), lambda: accept_seqpacket(eng, router, addressing))
+                lst.local = self._tuple(host, port) if foreign else (
+                    addressing.addr_of(s.getsockname()) or self._tuple(host, port))
+                if foreign:
+                    router = routing.Router((self._carrier, self._qfamily, host, port, sockdir), self._cfg)
+                    router.carrier, router.local = s, lst.local
+                    router.add(lst)
+                    lst.listener_file = s.getsockname()
+                    eng.watch(s.fileno(), lambda: accept_handoff(eng, router))
+                else:
+                    router = routing.new_router((self._carrier, self._qfamily, host, port, sockdir), self._cfg)
+                    router.carrier, router.local = s, lst.local
+                    router.add(lst)
+                    routing.publish(router, s.getsockname())
+                    eng.watch(s.fileno(), lambda: accept_seqpacket(eng, router, addressing))
             else:
                 ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
                 if ep.listener is not None:
@@ -263,6 +292,18 @@ class QuicSocket(_OrigSocket):
         with eng.lock:
             router = getattr(lst, "router", None)
             last = router.remove(lst) if router is not None else True
+            if router is not None and router.base:
+                if last:
+                    routing.unpublish(router.base)
+                else:
+                    routing.publish(router, router.base)
+            lf = getattr(lst, "listener_file", None)
+            if lf:
+                for p in (lf + ".alpn",):
+                    try:
+                        os.unlink(p)
+                    except OSError:
+                        pass
             if not last:
                 pass  # the other listeners on this address:port keep the carrier
             elif isinstance(lst.carrier, CR.DatagramEndpoint):
