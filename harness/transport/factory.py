@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .base import Listener, Transport
 
-DEFAULT_PORTS = {"tcp": 445, "nbt": 139, "quic": 443}
+DEFAULT_PORTS = {"tcp": 445, "nbt": 139, "quic": 443, "smbdirect": 445}
 
 
 def connect(kind: str, host: str, port: int | None = None, timeout: float = 30.0, **options) -> Transport:
@@ -17,6 +17,10 @@ def connect(kind: str, host: str, port: int | None = None, timeout: float = 30.0
         from .quic import connect_quic
 
         return connect_quic(host, port, timeout=timeout, **options)
+    if kind == "smbdirect":
+        from .smbdirect import connect_smbdirect
+
+        return connect_smbdirect(host, port, timeout=timeout, **options)
     raise ValueError(f"unknown transport {kind!r}")
 
 
@@ -30,4 +34,8 @@ def listen(kind: str, host: str, port: int | None = None, **options) -> Listener
         from .quic import listen_quic
 
         return listen_quic(host, port, **options)
+    if kind == "smbdirect":
+        from .smbdirect import listen_smbdirect
+
+        return listen_smbdirect(host, port, **options)
     raise ValueError(f"unknown transport {kind!r}")

@@ -1,0 +1,453 @@
+"""Scenario operations of the SMB capability: `serve`, `smb.connect`, `smb.negotiate`, `smb.write`, `smb.read`.
+
+The reference server (harness.smb_server.SMBServer) and client (harness.smb_client.SMBClient) run as
+child processes on emulated hosts, started through the cell context like the tcp/udp peers of
+harness.scenario.ops.net, so the socket wrapper's pcap of the cell captures them. This module is also
+the peer program: ``python -m harness.smb.scenario_ops server|client ...``.
+
+* ``serve`` starts the server on ``host`` (a temporary share directory in the cell's scratch area) and
+  returns once it listens.
+* ``smb.connect`` starts a client process that opens the transport connection (TCP, SMB Direct, or
+  QUIC including its handshake) and then waits for requests. The client process stays up for the
+  rest of the cell; later steps (``on: <as of smb.connect>``) hand it requests through files in the
+  cell's scratch directory (``<name>.ctl/N.req.json`` -> ``N.res.json``).
+* ``smb.negotiate`` sends SMB2 NEGOTIATE (only); ``smb.write`` / ``smb.read`` negotiate if not done yet,
+  run SESSION_SETUP and TREE_CONNECT once, then WRITE / READ a file. ``smb.write`` records
+  ``written_sha256`` in its own result and in the connection's (``${c.written_sha256}``); ``smb.read``
+  records ``sha256``.
+
+Keys: the client writes SMB session keys to the cell's key file (WIRECHECK_SMB_KEYS, tshark's
+smb2_seskey_list), QUIC/TLS secrets go to the cell's SSLKEYLOGFILE, so the cell's pcap checks can
+decrypt. QUIC options: ``auth`` psk | cert | cert-client (the client presents a certificate the server
+requires), ``version`` v1 | v2 (the client's first Initial and the listener's preferred version), and
+the section variable QUIC_1RTT_ENCRYPTION=off sets quic.ko's test-only disable_1rtt_encryption on both
+ends. Certificates and the PSK are generated per cell in the cell's scratch directory.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TRANSPORTS = ["tcp", "nbt", "quic", "smbdirect"]
+DEFAULT_USER = "wirecheck:wirecheck-pass"
+SERVER_NAME = "server.test"
+READY = "listening"
+
+
+# ------------------------------------------------------------------------------------- peer programs
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _quic_tune(sock: Any, a: argparse.Namespace) -> None:
+    """CONFIG.version and TRANSPORT_PARAM.disable_1rtt_encryption, read-modify-write."""
+    from wrappers import quic
+
+    if a.version == "v2":
+        cfg = quic.Config.unpack(sock.getsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_CONFIG, quic.Config.FMT.size))
+        cfg.version = quic.QUIC_VERSION_V2
+        sock.setsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_CONFIG, cfg.pack())
+    if a.no_1rtt_encryption:
+        tp = quic.TransportParam.unpack(sock.getsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_TRANSPORT_PARAM,
+                                                        quic.TransportParam.FMT.size))
+        tp.disable_1rtt_encryption = 1
+        sock.setsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_TRANSPORT_PARAM, tp.pack())
+
+
+def _quic_listener(a: argparse.Namespace) -> Any:
+    from harness.transport.base import TransportError
+    from harness.transport.quic import ALPN, QuicListener, QuicTransport, _quic
+
+    class Listener(QuicListener):
+        def accept(self, timeout: float | None = None) -> QuicTransport:
+            quic = _quic()
+            self.sock.settimeout(timeout)
+            try:
+                conn, _ = self.sock.accept()
+            except OSError as exc:
+                if "timed out" in str(exc) or getattr(exc, "errno", None) in (11, 110):
+                    raise TimeoutError(str(exc)) from exc
+                raise
+            try:
+                if a.auth == "psk":
+                    quic.server_handshake(conn, a.psk, None, ALPN, timeout=self.io_timeout)
+                else:
+                    quic.server_handshake(conn, self.key, self.cert, ALPN, cafile=self.client_ca,
+                                          require_client_cert=bool(self.client_ca), timeout=self.io_timeout)
+            except OSError as exc:
+                conn.close()
+                raise TransportError(f"QUIC handshake failed: {exc}") from exc
+            return QuicTransport(conn, self.io_timeout)
+
+    listener = Listener(a.addr, a.port, cert=a.cert, key=a.key,
+                        client_ca=a.ca if a.auth == "cert-client" else None)
+    _quic_tune(listener.sock, a)
+    return listener
+
+
+def run_server(a: argparse.Namespace) -> int:
+    from harness.smb.server import ServerConfig, ShareConfig
+    from harness.smb_server import SMBServer
+    from harness.transport import listen
+
+    user, password = a.user.split(":", 1)
+    config = ServerConfig(shares={a.share: ShareConfig(a.share, a.path, False)}, users={user: password},
+                          accept_transport_security=False)
+    listener = _quic_listener(a) if a.transport == "quic" else listen(a.transport, a.addr, a.port)
+    server = SMBServer(config, transport=a.transport, listener=listener)
+    _emit({"state": READY, "address": a.addr, "port": server.port})
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _connect_quic(a: argparse.Namespace) -> Any:
+    from harness.transport.base import TransportError
+    from harness.transport.quic import ALPN, QuicTransport, _new_socket, _quic
+
+    quic = _quic()
+    sock = _new_socket(socket.AF_INET6 if ":" in a.addr else socket.AF_INET)
+    try:
+        _quic_tune(sock, a)
+        sock.settimeout(a.timeout)
+        sock.connect((a.addr, a.port))
+        if a.auth == "psk":
+            quic.client_handshake(sock, a.psk, SERVER_NAME, ALPN, timeout=a.timeout)
+        else:
+            client_cert = a.auth == "cert-client"
+            quic.client_handshake(sock, None, SERVER_NAME, ALPN, cafile=a.ca,
+                                  certfile=a.client_cert if client_cert else None,
+                                  keyfile=a.client_key if client_cert else None, timeout=a.timeout)
+    except OSError as exc:
+        sock.close()
+        raise TransportError(f"QUIC handshake with {a.addr}:{a.port} failed: {exc}") from exc
+    return QuicTransport(sock, a.timeout)
+
+
+def _client_class() -> type:
+    from harness.smb_client import SMBClient
+
+    class Client(SMBClient):
+        """SMBClient whose constructor stops after NEGOTIATE (SESSION_SETUP on the first use)."""
+
+        deferred = True
+
+        def _login(self) -> None:
+            if not self.deferred:
+                super()._login()
+
+    return Client
+
+
+def run_client(a: argparse.Namespace) -> int:
+    from harness.transport import connect
+
+    ctl = Path(a.control)
+    user, password = a.user.split(":", 1)
+    try:
+        transport = _connect_quic(a) if a.transport == "quic" else connect(a.transport, a.addr, a.port,
+                                                                           timeout=a.timeout)
+    except Exception as exc:  # noqa: BLE001 - reported to the operation
+        _emit({"state": "error", "error": f"{type(exc).__name__}: {exc}"})
+        return 3
+    _emit({"state": "connected", "transport": a.transport})
+    client: Any = None
+    share: Any = None
+
+    def negotiate() -> Any:
+        nonlocal client
+        if client is None:
+            client = _client_class()(a.addr, a.port, transport=a.transport, username=user, password=password,
+                                     server_name=SERVER_NAME, timeout=a.timeout, keys_out=a.keys_out,
+                                     transport_obj=transport)
+        return client
+
+    def tree() -> Any:
+        nonlocal share
+        c = negotiate()
+        if c.deferred:
+            c.deferred = False
+            c._login()
+        if share is None:
+            share = c.share(a.share)
+        return share
+
+    n = 0
+    while True:
+        req_path = ctl / f"{n}.req.json"
+        if not req_path.exists():
+            time.sleep(0.005)
+            continue
+        req = json.loads(req_path.read_text())
+        res: dict[str, Any] = {}
+        try:
+            if req["op"] == "negotiate":
+                c = negotiate()
+                res = {"dialect": f"0x{int(c.conn.dialect):04x}" if getattr(c.conn, "dialect", None) else None}
+            elif req["op"] == "write":
+                data = random.Random(req["seed"]).randbytes(req["size"])
+                tree().put_bytes(req["path"], data)
+                res = {"written": len(data), "written_sha256": hashlib.sha256(data).hexdigest()}
+            elif req["op"] == "read":
+                data = tree().get_bytes(req["path"])
+                res = {"read": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            elif req["op"] == "close":
+                if client is not None:
+                    client.close()
+                res = {"closed": True}
+        except Exception as exc:  # noqa: BLE001 - reported to the operation
+            status = getattr(exc, "status", None)
+            res = {"error": f"{type(exc).__name__}: {exc}",
+                   "ntstatus": getattr(status, "name", None) if status is not None else None}
+        tmp = ctl / f"{n}.res.tmp"
+        tmp.write_text(json.dumps(res))
+        tmp.rename(ctl / f"{n}.res.json")
+        n += 1
+        if req["op"] == "close":
+            return 0
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.smb.scenario_ops")
+    p.add_argument("role", choices=["server", "client"])
+    p.add_argument("--transport", choices=TRANSPORTS, required=True)
+    p.add_argument("--addr", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--share", default="data")
+    p.add_argument("--path")
+    p.add_argument("--user", default=DEFAULT_USER)
+    p.add_argument("--auth", choices=["psk", "cert", "cert-client"], default="cert")
+    p.add_argument("--version", choices=["v1", "v2"], default="v1")
+    p.add_argument("--no-1rtt-encryption", action="store_true")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--ca")
+    p.add_argument("--client-cert")
+    p.add_argument("--client-key")
+    p.add_argument("--psk")
+    p.add_argument("--keys-out")
+    p.add_argument("--control")
+    p.add_argument("--timeout", type=float, default=30.0)
+    a = p.parse_args(argv)
+    return run_server(a) if a.role == "server" else run_client(a)
+
+
+# ------------------------------------------------------------------------------------- operations
+
+if __name__ != "__main__":
+    from harness.scenario import OpError, StepFailed, operation
+    from harness.scenario.context import Context
+    from harness.scenario.ops.core import HOST
+    from harness.scenario.ops.net import FAMILY, SIZE, address, size_of
+
+    def _pki(ctx: Context) -> dict[str, str]:
+        """A CA, server and client certificates and a PSK file in the cell's scratch directory (once)."""
+        d = ctx.work / "pki"
+        if (d / "psk.txt").exists():
+            return {k: str(d / f) for k, f in (("ca", "ca.pem"), ("cert", "server.pem"), ("key", "server.key"),
+                                               ("client_cert", "client.pem"), ("client_key", "client.key"),
+                                               ("psk", "psk.txt"))}
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        d.mkdir(mode=0o700, exist_ok=True)
+        now = datetime.datetime.now(datetime.UTC)
+
+        def name(cn: str) -> x509.Name:
+            return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+        def build(subject: str, pub: Any, issuer: str, signer: Any, ca: bool, sans: list | None) -> Any:
+            b = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+                 .public_key(pub).serial_number(x509.random_serial_number())
+                 .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=2))
+                 .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+            if sans:
+                b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            return b.sign(signer, hashes.SHA256())
+
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca = build("wirecheck cell CA", ca_key.public_key(), "wirecheck cell CA", ca_key, True, None)
+        files: dict[str, str] = {}
+
+        def write(key: str, fname: str, data: bytes) -> None:
+            (d / fname).write_bytes(data)
+            files[key] = str(d / fname)
+
+        write("ca", "ca.pem", ca.public_bytes(serialization.Encoding.PEM))
+        for role, cn, sans in (("cert", SERVER_NAME, [x509.DNSName(SERVER_NAME),
+                                                       x509.IPAddress(ipaddress.ip_address("127.0.0.10"))]),
+                               ("client_cert", "client.test", [x509.DNSName("client.test")])):
+            k = ec.generate_private_key(ec.SECP256R1())
+            cert = build(cn, k.public_key(), "wirecheck cell CA", ca_key, False, sans)
+            stem = "server" if role == "cert" else "client"
+            write(role, f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM))
+            write("key" if role == "cert" else "client_key", f"{stem}.key",
+                  k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+        write("psk", "psk.txt", f"wirecheck:{os.urandom(32).hex()}\n".encode())
+        return files
+
+    def _quic_argv(ctx: Context, args: dict) -> list[str]:
+        pki = _pki(ctx)
+        argv = ["--auth", args.get("auth", "cert"), "--version", args.get("version", "v1"),
+                "--cert", pki["cert"], "--key", pki["key"], "--ca", pki["ca"], "--client-cert", pki["client_cert"],
+                "--client-key", pki["client_key"], "--psk", pki["psk"]]
+        if str(ctx.vars.get("QUIC_1RTT_ENCRYPTION", "on")).lower() in ("off", "0", "no", "false"):
+            argv.append("--no-1rtt-encryption")
+        return argv
+
+    def _port(args: dict) -> int:
+        from harness.transport import DEFAULT_PORTS
+
+        return int(args.get("port") or DEFAULT_PORTS[args["transport"]])
+
+    def _wait_line(ctx: Context, name: str, timeout: float) -> dict:
+        """The first JSON line a peer prints (its state), or StepFailed when it exits or stays silent."""
+        proc = ctx.proc(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in proc.stdout().splitlines():
+                line = line.strip()
+                if line.startswith("{"):
+                    return json.loads(line)
+            if proc.popen.poll() is not None:
+                raise StepFailed(f"{name} exited with status {proc.popen.returncode}: "
+                                 + proc.err_path.read_text(errors="replace")[-800:])
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{name} printed nothing within {timeout:g}s")
+            time.sleep(0.01)
+
+    COMMON = {"transport": {"enum": TRANSPORTS}, "host": HOST, "family": FAMILY,
+              "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+              "auth": {"enum": ["psk", "cert", "cert-client"]}, "version": {"enum": ["v1", "v2"]},
+              "as": {"type": "string"}}
+    SERVE = {"type": "object", "additionalProperties": False, "required": ["transport", "host"],
+             "properties": {**COMMON, "share": {"type": "string"}, "user": {"type": "string"}}}
+    CONNECT = {"type": "object", "additionalProperties": False, "required": ["transport", "host", "to"],
+               "properties": {**COMMON, "to": HOST, "share": {"type": "string"}, "user": {"type": "string"},
+                              "io_timeout": {"type": "number", "exclusiveMinimum": 0}}}
+    ON = {"on": {"type": "string"}, "as": {"type": "string"}}
+    NEGOTIATE = {"type": "object", "additionalProperties": False, "required": ["on"], "properties": ON}
+    WRITE = {"type": "object", "additionalProperties": False, "required": ["on", "path", "size"],
+             "properties": {**ON, "path": {"type": "string"}, "size": SIZE, "seed": {"type": "integer"},
+                            "rdma": {"type": "boolean"}}}
+    READ = {"type": "object", "additionalProperties": False, "required": ["on", "path"],
+            "properties": {**ON, "path": {"type": "string"}}}
+
+    @operation("serve", schema=SERVE, timeout=30)
+    def serve(ctx: Context, args: dict) -> dict:
+        """Start the SMB server on `host` over `transport` with one share (a fresh directory); returns once it listens."""
+        family = args.get("family", "ipv4")
+        addr = address(family, args["host"])
+        name = args.get("as") or "smb-server"
+        share = args.get("share", "data")
+        path = ctx.work / f"{name}.share"
+        path.mkdir(mode=0o700, exist_ok=True)
+        argv = [sys.executable, "-m", "harness.smb.scenario_ops", "server", "--transport", args["transport"],
+                "--addr", addr, "--port", str(_port(args)), "--share", share, "--path", str(path),
+                "--user", args.get("user", DEFAULT_USER)]
+        if args["transport"] == "quic":
+            argv += _quic_argv(ctx, args)
+        ctx.start(name, argv, host=args["host"], cwd=os.getcwd())  # relative key and pcap paths
+        state = _wait_line(ctx, name, 20.0)
+        return {**state, "share": share, "path": str(path), "transport": args["transport"]}
+
+    def _request(ctx: Context, on: str, req: dict, timeout: float = 120.0) -> dict:
+        info = ctx.results.get(on) or {}
+        ctl = info.get("control")
+        if not ctl:
+            raise StepFailed(f"{on!r} is not an smb.connect result")
+        with ctx.lock:
+            n = info["requests"] = info.get("requests", 0) + 1
+        n -= 1
+        d = Path(ctl)
+        tmp = d / f"{n}.req.tmp"
+        tmp.write_text(json.dumps(req))
+        tmp.rename(d / f"{n}.req.json")
+        proc = ctx.proc(on)
+        res_path = d / f"{n}.res.json"
+        deadline = time.monotonic() + timeout
+        while not res_path.exists():
+            if proc.popen.poll() is not None:
+                raise StepFailed(f"client {on} exited with status {proc.popen.returncode}: "
+                                 + proc.err_path.read_text(errors="replace")[-800:])
+            if time.monotonic() > deadline:
+                raise StepFailed(f"client {on} did not answer {req['op']} within {timeout:g}s")
+            time.sleep(0.005)
+        res = json.loads(res_path.read_text())
+        if res.get("error"):
+            raise OpError(f"{req['op']} on {on}: {res['error']}", ntstatus=res.get("ntstatus"), result=res)
+        return res
+
+    @operation("smb.connect", schema=CONNECT, timeout=30)
+    def smb_connect(ctx: Context, args: dict) -> dict:
+        """Start an SMB client process on `host` and open the transport connection to `to` (QUIC: with its handshake)."""
+        family = args.get("family", "ipv4")
+        addr = address(family, args["to"])
+        name = args.get("as") or f"smb-client-{len(ctx.procs) + 1}"
+        ctl = ctx.work / f"{name}.ctl"
+        ctl.mkdir(mode=0o700, exist_ok=True)
+        argv = [sys.executable, "-m", "harness.smb.scenario_ops", "client", "--transport", args["transport"],
+                "--addr", addr, "--port", str(_port(args)), "--share", args.get("share", "data"),
+                "--user", args.get("user", DEFAULT_USER), "--keys-out", ctx.smb_keys, "--control", str(ctl),
+                "--timeout", str(args.get("io_timeout", 30))]
+        if args["transport"] == "quic":
+            argv += _quic_argv(ctx, args)
+        ctx.start(name, argv, host=args["host"], cwd=os.getcwd())  # relative key and pcap paths
+
+        def close() -> None:
+            if ctx.proc(name).popen.poll() is None:
+                try:
+                    _request(ctx, name, {"op": "close"}, timeout=3)
+                except Exception:  # noqa: BLE001, S110 - teardown stops it anyway
+                    pass
+        ctx.on_cleanup(close)
+        state = _wait_line(ctx, name, 30.0)
+        if state.get("state") != "connected":
+            raise OpError(f"{name}: {state.get('error')}", result=state)
+        return {**state, "control": str(ctl), "address": addr}
+
+    @operation("smb.negotiate", schema=NEGOTIATE, timeout=30)
+    def smb_negotiate(ctx: Context, args: dict) -> dict:
+        """SMB2 NEGOTIATE on an smb.connect connection: the dialect."""
+        return _request(ctx, args["on"], {"op": "negotiate"})
+
+    @operation("smb.write", schema=WRITE, timeout=120)
+    def smb_write(ctx: Context, args: dict) -> dict:
+        """Write `size` seeded bytes to `path` on the connection's share: written, written_sha256 (also on the connection)."""
+        if args.get("rdma"):
+            # harness.smb_client sends WRITE data inline only: no SMB2_CHANNEL_RDMA_V1 yet. Say so, never
+            # pass an inline write off as an RDMA one.
+            raise StepFailed("smb.write rdma: true is not supported: harness.smb_client has no RDMA channel "
+                             "(SMB2_CHANNEL_RDMA_V1) yet")
+        res = _request(ctx, args["on"], {"op": "write", "path": args["path"], "size": size_of(args["size"]),
+                                         "seed": args.get("seed", 1)})
+        with ctx.lock:
+            ctx.results[args["on"]].update(res)
+        return res
+
+    @operation("smb.read", schema=READ, timeout=120)
+    def smb_read(ctx: Context, args: dict) -> dict:
+        """Read `path` from the connection's share: read (bytes) and sha256."""
+        return _request(ctx, args["on"], {"op": "read", "path": args["path"]})
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
