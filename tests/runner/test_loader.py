@@ -72,10 +72,10 @@ def test_pending_capability_operation_is_gated_not_an_error(tmp_path):
         description: x
         groups: [quick]
         steps:
-          - smb.connect: {transport: tcp}
+          - nbt.connect: {transport: nbt}
         """)
     scen = load_file(p)
-    assert scen.missing_ops == {"smb.connect"}
+    assert scen.missing_ops == {"nbt.connect"}
 
 
 def test_bad_impairment_spec_is_reported_at_load(tmp_path):
