@@ -7,6 +7,7 @@ scenario file too.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -26,9 +27,22 @@ class ScenarioError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class ScenarioLoader(MarkedLoader):
+    """YAML 1.2 booleans only: YAML 1.1 reads on/off/yes/no as booleans, and in a scenario
+    `smb.read: {on: c}` means a key named "on", not True."""
+
+
+ScenarioLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in MarkedLoader.yaml_implicit_resolvers.items()
+}
+ScenarioLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def load_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=MarkedLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=ScenarioLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         m = e.problem_mark or e.context_mark
         at = f"{source}:{m.line + 1}:{m.column + 1}" if m else f"{source}:1:1"

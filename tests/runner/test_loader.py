@@ -221,3 +221,11 @@ def test_missing_script_file_is_reported_at_load(tmp_path):
     got = problems(p)
     assert got[0] == f"{p}:5:24: steps[0].host.run.script: no such file 'peers/missing.py'"
     assert got[1] == f"{p}:6:15: steps[1].host.run: needs one of: argv, script"
+
+
+def test_on_is_a_key_not_a_boolean(tmp_path):
+    """YAML 1.1 would read `on:` as True and break `smb.read: {on: c}`."""
+    from harness.scenario.marks import load_yaml
+
+    data = load_yaml("step: {on: c, flag: true, word: yes}\n", "x.yaml")
+    assert dict(data["step"]) == {"on": "c", "flag": True, "word": "yes"}
