@@ -15,7 +15,13 @@ Modules: constants (UAPI numbers), uapi (struct pack/unpack), sock (the socket),
 (SOL_QUIC options), core (sans-IO connection state), aioconn (aioquic adjustments), loop (engine
 thread), arrivals (new connections and new paths at a listener), carriers (SEQPACKET / emulated
 UDP / real UDP), handshake (client_handshake / server_handshake), tlsext (external PSK, key log,
-qlog).
+qlog), routing (ALPN routing of new connections among listeners sharing an address:port, in one
+process and, on the SEQPACKET carrier, across processes), h3 (a minimal HTTP/3 client/server over
+this API, for interop with ngtcp2).
+
+Issue 10 features: TRANSPORT_PARAM.disable_1rtt_encryption (TEST-ONLY: 1-RTT in cleartext when both
+ends set it, aioconn.py point 6); CONFIG.version (v1, v2, compatible upgrade by a v2 listener, Version
+Negotiation for unknown versions); KEY_UPDATE with the passive side's event.
 
 Carrier: ``WIRECHECK_QUIC_CARRIER`` = seqpacket (default) | udp. Key log: ``<pcap>.keys`` next to
 the pcap and ``$SSLKEYLOGFILE``. qlog: ``$QLOGDIR/<ODCID>_<client|server>.qlog``. Packet size:
