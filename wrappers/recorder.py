@@ -25,7 +25,6 @@ to bytes it received, and it can only log its reaction after our lock is release
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 from contextlib import AbstractContextManager
@@ -68,7 +67,8 @@ class Recorder:
             f.write(f"{self.path}\n{_start_time(pid) or ''}\n")
         os.replace(tmp, marker)
         self._registered_pid = pid
-        atexit.register(self.unregister)
+        # The marker outlives the process on purpose (see _classify); it lives in the run's
+        # socket directory and goes with it.
 
     def unregister(self) -> None:
         if self._registered_pid == os.getpid():
@@ -99,7 +99,10 @@ class Recorder:
         try:
             with open(os.path.join(self._loggers_dir, str(pid))) as f:
                 path, start = (f.read().split("\n") + [""])[:2]
-            if path == self.path and (not start or start == _start_time(pid)):
+            # A logger that has exited still logged its sends (a peer may accept a connection, or
+            # read a datagram, after its sender is gone); a live pid with another start time is a
+            # different process that reused the pid.
+            if path == self.path and (not start or _start_time(pid) in (None, start)):
                 return True
         except OSError:
             pass
