@@ -9,7 +9,8 @@ demo: setup
 	@.venv/bin/wirecheck check -j 2
 
 test: setup
-	@.venv/bin/python -m pytest -n 2 -m "not slow"
+	@.venv/bin/python -m pytest -n 2 -m "not slow and not quicfunc"
+	@.venv/bin/python -m pytest -m "quicfunc and not slow"
 
 test-slow: setup
 	@.venv/bin/python -m pytest -n 2 -m slow; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]

@@ -151,3 +151,12 @@ def func(request: pytest.FixtureRequest, pki: dict[str, str]) -> Iterator[Any]:
         srv.stop = True
         srv.join(2)
         close_all(c, s, ls)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the func_test cases `quicfunc`: they share one connection per mode (the `func`
+    fixture), whose stream numbers carry from one group to the next, as in tests/func_test.c, so
+    they must run in one process, in file order. The Makefile runs them apart, without xdist."""
+    for item in items:
+        if "func" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.quicfunc)

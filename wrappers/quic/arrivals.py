@@ -209,7 +209,7 @@ def _endpoint_readable(eng: Engine, ep: Any) -> None:
                 touched[known.id] = known
                 continue
         lst = router.pick(d) if router is not None and cids is not None else None
-        if lst is None:
+        if lst is None or router is None or cids is None:
             ep.dropped += 1
             continue
         wire = CR.Wire(router.cfg, ep.local, src, eng.schedule)

@@ -73,6 +73,7 @@ class Listener:
         self.outq: deque[bytes] = deque()
         self.dropped = 0
         self.router: Any = None  # routing.Router: the listeners sharing this address:port
+        self.listener_file: str | None = None  # another process's handoff socket (routing.py)
 
 
 def make_pair() -> tuple[Any, Any]:

@@ -47,6 +47,7 @@ class Router:
         self.cfg = cfg
         self.listeners: list[Any] = []
         self.carrier: Any = None
+        self.local: Any = None  # the emulated address the carrier is bound to
         self.dropped = 0  # Initials no listener matched
         self.base: str | None = None  # SEQPACKET owner: the carrier's name (see publish)
 
