@@ -1,17 +1,24 @@
-"""pcap analysis speed: Capture's one tshark pass vs naive pyshark per-packet iteration.
+"""pcap analysis speed and memory: Capture's one tshark pass vs a plain pyshark FileCapture loop.
 
-Prints ratios against baselines measured in the same process, never absolute pass/fail times
-(machines differ; ratios travel). Run: .venv/bin/python -m benchmarks.pcap_speed [--streams N]
+Issue 6's benchmark: a capture of 20,000 packets and 10 assertions, the library against a plain
+pyshark FileCapture loop evaluating the same assertions, in one run (target >= 50x); and the peak
+memory for a 1,000,000-packet capture with 10 fields (target <= 500 MB).
 
-Workload: the same 6 questions (count WRITEs, count ECHOs, retransmissions, dialect values, first
-SMB2 frame, per-stream NEGOTIATE counts) on a generated SMB2-over-TCP/445 capture.
-  baseline A: pyshark FileCapture (default PDML mode), one iteration answering all questions
-  baseline B: pyshark FileCapture(use_json=True, include_raw=False), same
-  Capture:    cap.expect(...6 assertions...).verify()  -> one `tshark -T fields` pass
+Prints ratios measured in the same run and memory peaks, never pass/fail on wall-clock time
+(machines differ; ratios travel). Both sides must reach the same 10 answers, or the run fails.
+
+    .venv/bin/python -m benchmarks.pcap_speed                 # 20k packets, then 1M for memory
+    .venv/bin/python -m benchmarks.pcap_speed --big 0         # speed only
+    .venv/bin/python -m benchmarks.pcap_speed --packets 5000 --json   # quicker, plus pyshark use_json
+
+The captures come from tests/pcap/captures_fast.py (struct-packed, ~300k packets/s).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,67 +26,136 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.pcap import Absent, Capture, Count, First, Values  # noqa: E402
-from tests.pcap import captures as gen  # noqa: E402
+from harness.pcap import Absent, Before, Capture, Count, First, Values  # noqa: E402
+from tests.pcap.captures_fast import fast_smb_tcp_capture  # noqa: E402
+
+STREAMS = 8
 
 
-def one_pass(path: Path) -> float:
+def assertions(streams: int = STREAMS) -> list:
+    """The 10 assertions (each also written out by hand in `pyshark_loop`)."""
+    return [
+        Count("smb2.cmd == 9 && smb2.flags.response == 0", min=1),  # 1 a WRITE request
+        Count("smb2.cmd == 13", min=1),  # 2 an ECHO
+        Absent("tcp.analysis.retransmission"),  # 3 no retransmission
+        Values("smb2.dialect", {"smb2.cmd": 0, "smb2.flags.response": 1}, all=0x311),  # 4 dialect 3.1.1
+        First("smb2", {"smb2.cmd": 0}),  # 5 the first SMB2 frame is a NEGOTIATE
+        Count("smb2.cmd == 0", eq=2, per="tcp"),  # 6 one NEGOTIATE exchange per connection
+        Before("smb2.cmd == 0", "smb2.cmd == 1"),  # 7 NEGOTIATE before SESSION_SETUP
+        Count({"smb2.write_length": {"gt": 500}}, min=1),  # 8 a WRITE of more than 500 bytes
+        Absent("smb2.flags.response == 1 && smb2.nt_status != 0"),  # 9 no error status
+        Count("tcp.flags.syn == 1 && tcp.flags.ack == 0", eq=streams),  # 10 one SYN per connection
+    ]
+
+
+def library(path: Path) -> tuple[float, list[bool], int]:
     t = time.perf_counter()
     cap = Capture(path)
-    cap.expect(Count("smb2.cmd == 9", min=1), Count("smb2.cmd == 13", min=1), Absent("tcp.analysis.retransmission"),
-               Values("smb2.dialect", {"smb2.cmd": 0, "smb2.flags.response": 1}, all=0x311),
-               First("smb2", {"smb2.cmd": 0}), Count("smb2.cmd == 0", eq=2, per="tcp")).verify()
-    assert cap.passes == 1
-    return time.perf_counter() - t
+    ok = [r.ok for r in cap.results(assertions())]
+    return time.perf_counter() - t, ok, cap.passes
 
 
-def naive_pyshark(path: Path, **kw) -> float:
+def _b(v) -> bool:
+    return str(v) in ("1", "True", "true")
+
+
+def pyshark_loop(path: Path, **kw) -> tuple[float, list[bool]]:
+    """The same 10 answers from a plain FileCapture iteration (what a test writer does by hand)."""
     import pyshark
 
     t = time.perf_counter()
-    writes = echoes = retrans = 0
-    dialects, first, neg_per_stream = [], None, {}
+    writes = echoes = retrans = big_write = errors = syns = 0
+    dialect_ok, first_smb2_is_neg, neg_then_setup = True, None, False
+    seen_neg = False
+    neg_per_stream: dict[str, int] = {}
+    streams: set[str] = set()
     with pyshark.FileCapture(str(path), keep_packets=False, **kw) as pc:
         for pkt in pc:
-            num = int(pkt.number)
-            if "TCP" in pkt and hasattr(pkt.tcp, "analysis_retransmission"):
-                retrans += 1
+            if "TCP" in pkt:
+                tcp = pkt.tcp
+                streams.add(tcp.stream)
+                retrans += hasattr(tcp, "analysis_retransmission")
+                syns += _b(tcp.flags_syn) and not _b(tcp.flags_ack)
             if "SMB2" not in pkt:
                 continue
-            layer = pkt.smb2
-            try:
-                cmd = int(layer.cmd)
-            except AttributeError:  # json mode nests the header (pcap-facts 5)
-                cmd = int(layer.get_field("SMB2 Header").get_field("cmd"))
-            first = first or num
-            writes += cmd == 9
+            s = pkt.smb2
+            cmd, resp = int(s.cmd), _b(s.flags_response)
+            if first_smb2_is_neg is None:
+                first_smb2_is_neg = cmd == 0
+            writes += cmd == 9 and not resp
             echoes += cmd == 13
             if cmd == 0:
+                seen_neg = True
                 neg_per_stream[pkt.tcp.stream] = neg_per_stream.get(pkt.tcp.stream, 0) + 1
-                d = getattr(layer, "dialect", None)
-                if d:
-                    dialects.append(d)
-    assert writes and echoes and first
-    return time.perf_counter() - t
+                if resp:
+                    dialect_ok &= int(s.dialect, 16) == 0x311
+            if cmd == 1 and seen_neg:
+                neg_then_setup = True
+            wl = getattr(s, "write_length", None)
+            big_write += wl is not None and int(wl) > 500
+            errors += resp and int(s.nt_status, 16) != 0
+    ok = [writes >= 1, echoes >= 1, retrans == 0, dialect_ok, bool(first_smb2_is_neg),
+          bool(streams) and all(neg_per_stream.get(st, 0) == 2 for st in streams), neg_then_setup,
+          big_write >= 1, errors == 0, syns == STREAMS]
+    return time.perf_counter() - t, ok
+
+
+def memory_child(path: str) -> None:
+    """Run in a fresh process: read the big capture with the 10 assertions, report peaks as JSON."""
+    t = time.perf_counter()
+    cap = Capture(path)
+    ok = [r.ok for r in cap.results(assertions())]
+    secs = time.perf_counter() - t
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    tshark = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"frames": len(cap.table), "columns": len(cap.table.columns), "ok": ok, "seconds": secs,
+                      "python_peak_mb": own, "tshark_peak_mb": tshark}))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--streams", type=int, default=4, help="TCP connections (each ~30 frames + echoes)")
-    ap.add_argument("--echoes", type=int, default=100, help="ECHO exchanges per connection")
-    ap.add_argument("--skip-pdml", action="store_true", help="skip the slow default-mode pyshark baseline")
+    ap.add_argument("--packets", type=int, default=20_000)
+    ap.add_argument("--big", type=int, default=1_000_000, help="packets for the memory run (0: skip)")
+    ap.add_argument("--json", action="store_true", help="also time pyshark FileCapture(use_json=True)")
+    ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.memory_child:
+        memory_child(a.memory_child)
+        return
     with tempfile.TemporaryDirectory() as d:
-        path = gen.smb_tcp_capture(Path(d) / "bench.pcap", streams=a.streams, echoes=a.echoes)
+        path = fast_smb_tcp_capture(Path(d) / "bench.pcap", a.packets, STREAMS)
+        ours, ok, passes = library(path)
         frames = len(Capture(path).table)
-        ours = min(one_pass(path) for _ in range(3))
-        print(f"capture: {frames} frames, {a.streams} TCP streams")
-        print(f"Capture one pass (6 assertions): 1.00x (baseline for the ratios below, {ours:.3f} s)")
-        if not a.skip_pdml:
-            pdml = naive_pyshark(path)
-            print(f"naive pyshark (PDML, per packet): {pdml / ours:.1f}x slower than one pass")
-        js = naive_pyshark(path, use_json=True, include_raw=False)
-        print(f"naive pyshark (use_json, per packet): {js / ours:.1f}x slower than one pass")
+        print(f"capture: {frames} packets, {STREAMS} TCP connections, 10 assertions")
+        print(f"library (Capture, {passes} tshark pass): {ours:.2f} s, answers {ok}")
+        base, ok2 = pyshark_loop(path)
+        print(f"pyshark FileCapture loop (default PDML): {base:.1f} s, answers {ok2}")
+        if ok2 != ok:
+            sys.exit("the two sides disagree: the benchmark is measuring different questions")
+        print(f"ratio: library is {base / ours:.1f}x faster than the pyshark loop (target >= 50x)")
+        if a.json:
+            js, ok3 = _json_loop(path)
+            print(f"pyshark FileCapture(use_json=True) loop: {js:.1f} s = {js / ours:.1f}x the library")
+        if a.big:
+            big = fast_smb_tcp_capture(Path(d) / "big.pcap", a.big, STREAMS)
+            out = subprocess.run([sys.executable, "-m", "benchmarks.pcap_speed", "--memory-child", str(big)],
+                                 cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                                 check=True).stdout
+            m = json.loads(out.strip().splitlines()[-1])
+            print(f"memory: {m['frames']} packets, {m['columns']} columns (10 asked + frame/diagnostic fields), "
+                  f"{m['seconds']:.0f} s; peak RSS: Python {m['python_peak_mb']:.0f} MB (target <= 500 MB), "
+                  f"tshark {m['tshark_peak_mb']:.0f} MB (a separate process)")
+
+
+def _json_loop(path: Path) -> tuple[float, list]:
+    import pyshark
+
+    t = time.perf_counter()
+    n = 0
+    with pyshark.FileCapture(str(path), keep_packets=False, use_json=True, include_raw=False) as pc:
+        for pkt in pc:
+            n += "SMB2" in pkt
+    return time.perf_counter() - t, [n]
 
 
 if __name__ == "__main__":

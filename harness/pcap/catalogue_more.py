@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .assertions import AllOf, Assertion, Context, Count, Custom, frame_list
-from .catalogue import named
+from .catalogue import CATALOGUE, named
 from .table import Table
 
 SMB2_COMMANDS = ["NEGOTIATE", "SESSION_SETUP", "LOGOFF", "TREE_CONNECT", "TREE_DISCONNECT", "CREATE", "CLOSE",
@@ -205,7 +205,8 @@ def session_commands(t: Table) -> dict[int, list[tuple[int, int]]]:
 
 
 @named("smb2.command_sequence", {"commands": {"type": "array", "minItems": 1,
-                                              "items": {"type": ["string", "integer"]}},
+                                              "items": {"anyOf": [{"enum": SMB2_COMMANDS},
+                                                                  {"type": "integer", "minimum": 0}]}},
                                  "exact": {"type": "boolean"}, "session": {"type": "integer"}})
 def smb2_command_sequence(commands: list | None = None, exact: bool = False, session: int | None = None) -> Assertion:
     """Each SMB session's requests include `commands` in this order (names like TREE_CONNECT or
@@ -244,6 +245,9 @@ def smb2_command_sequence(commands: list | None = None, exact: bool = False, ses
         return not bad, exp, "; ".join(bad) or f"{len(per)} session(s) conform", frames
     return Custom("smb2.command_sequence", check, needs=["smb2.cmd", "smb2.flags.response", "smb2.sesid",
                                                          "smb2.header.transform.msg_size", *_CONN_FIELDS])
+
+
+CATALOGUE["smb2.command_sequence"].params["required"] = ["commands"]
 
 
 @named("smb2.replay_flag_seen", {"min": {"type": "integer", "minimum": 1}})

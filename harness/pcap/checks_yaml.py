@@ -231,7 +231,11 @@ class _Builder:
             entry = catalogue.CATALOGUE[kind]
             if not self.schema(args if args is not None else {}, entry.params, amark, kind):
                 return None
-            a = catalogue.build(kind, _plain(args))
+            try:
+                a = catalogue.build(kind, _plain(args))
+            except (ValueError, TypeError) as e:  # arguments the schema cannot express
+                self.err(amark, f"{kind}: {e}")
+                return None
         elif kind in KIND_SCHEMAS:
             if args is None or not self.schema(args, KIND_SCHEMAS[kind], amark, kind):
                 if args is None:

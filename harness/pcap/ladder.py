@@ -26,7 +26,12 @@ FIELDS = ["ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstpor
           "tcp.analysis.retransmission", "smb2.cmd", "smb2.flags.response", "smb2.nt_status",
           "smb2.header.transform.msg_size", "quic.long.packet_type", "quic.short", "quic.frame_type", "quic.key_phase",
           "quic.remaining_payload", "tls.handshake.type", "smb_direct.negotiate_request",
-          "smb_direct.negotiate_response", "_ws.malformed"]
+          "smb_direct.negotiate_response", "infiniband.bth.opcode", "infiniband.reth.dmalen", "_ws.malformed"]
+# RoCE RC opcodes that move memory instead of carrying SMBD messages (IBA 9.2)
+IB_RDMA = {0x06: "RDMA WRITE FIRST", 0x07: "RDMA WRITE MIDDLE", 0x08: "RDMA WRITE LAST", 0x09: "RDMA WRITE LAST+IMM",
+           0x0A: "RDMA WRITE ONLY", 0x0B: "RDMA WRITE ONLY+IMM", 0x0C: "RDMA READ REQUEST",
+           0x0D: "RDMA READ RESPONSE FIRST", 0x0E: "RDMA READ RESPONSE MIDDLE", 0x0F: "RDMA READ RESPONSE LAST",
+           0x10: "RDMA READ RESPONSE ONLY", 0x11: "ACK"}
 
 
 def _smb2(f) -> str:
@@ -83,6 +88,9 @@ def event(f, all_tcp: bool = False) -> str:
         label = _quic(f) + (f" | {smb}" if smb else "")
     elif f.all("smb_direct.negotiate_request") or f.all("smb_direct.negotiate_response"):
         label = "SMBD Negotiate " + ("Request" if f.all("smb_direct.negotiate_request") else "Response")
+    elif (op := f.get("infiniband.bth.opcode")) in IB_RDMA and not smb:
+        dma = f.get("infiniband.reth.dmalen")
+        label = f"RoCE {IB_RDMA[op]}" + (f" len={dma}" if dma else "")
     elif smb:
         label = ("SMBD | " if f.get("udp.dstport") == 4791 else "") + smb
         if f.get("tcp.analysis.retransmission") is not None:

@@ -24,7 +24,7 @@ TOP = 64  # lane titles
 MAX_EVENTS = 3000  # a picture of more rows is unreadable; the table and text ladder have the rest
 
 COLOURS = [("MALFORMED", "#c62828"), ("retransmission", "#c62828"), ("status=0x", "#e65100"),
-           ("SMB3[enc]", "#6a1b9a"), ("SMB3 encrypted", "#6a1b9a"), ("SMBD", "#00838f"), ("SMB2", "#1565c0"),
+           ("SMB3[enc]", "#6a1b9a"), ("SMB3 encrypted", "#6a1b9a"), ("SMBD", "#00838f"), ("RoCE", "#00838f"), ("SMB2", "#1565c0"),
            ("QUIC", "#2e7d32"), ("TCP", "#757575")]
 
 Event = tuple[int, float, int, int, str]

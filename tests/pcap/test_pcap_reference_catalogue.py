@@ -4,7 +4,7 @@ Why the full matrix and not one check per file: a check that passes where it sho
 truth on the wrong protocol, a field that moved in a tshark update) is caught by the files where it
 must fail. One tshark pass per capture answers every check.
 
-Own-tool captures (captures/make/smb_tcp.py, smb_quic.py, quic_migration.py) and generated ones
+Own-tool captures (captures/make/smb_tcp.py, smb_quic.py, quic_migration.py, smbdirect.py) and generated ones
 (captures/make/synthetic.py) alike; regenerate with `.venv/bin/python -m captures.make`.
 """
 from __future__ import annotations
@@ -44,6 +44,8 @@ KNOWN = {
                                           "smb2.transport_security_accepted"}),
     "smbdirect-rdma.pcap": ({}, {"decrypted", "no_malformed", "smb2.all_requests_answered", "smb2.dialect",
                                  "smbdirect.negotiated", "smbdirect.rdma_used"}),
+    "smbdirect-own.pcap": ({}, {"decrypted", "no_malformed", "smb2.all_requests_answered", "smb2.dialect",
+                                "smbdirect.negotiated", "smbdirect.rdma_used"}),
     "smb2-tcp445.pcap": ({}, {"decrypted", "smb2.dialect"} | (ALWAYS - {"tcp.no_retransmission"})),
 }
 
