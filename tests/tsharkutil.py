@@ -23,6 +23,10 @@ CHECKSUM_OPTS: tuple[str, ...] = (
     "-o", "udp.check_checksum:TRUE",
 )  # fmt: skip
 
+#: QUIC on an ephemeral port that tshark's UDP port table gives to another dissector (79 of the ports
+#: 10000-60000: quake3, eobi, ...) is found only when heuristics run first; queries about QUIC use it.
+QUIC_FIRST: tuple[str, ...] = ("-o", "udp.try_heuristic_first:TRUE")
+
 #: Frames that something is wrong with: malformed, an expert warning or error (bad checksum,
 #: "previous segment not captured", "ACKed unseen segment", ...), or any TCP analysis flag
 #: (retransmission, out-of-order, dup ack, ...).
@@ -68,6 +72,8 @@ def fields(
 
     Repeated fields come comma-separated in one cell, as tshark prints them.
     """
+    if any("quic" in t for t in (display_filter or "", *names)):
+        options = (*QUIC_FIRST, *options)
     args = ["-r", os.fspath(path), "-n", *options, "-T", "fields", "-E", "separator=\t"]
     for name in names:
         args += ["-e", name]

@@ -144,6 +144,18 @@ def unknown_fields(names: Iterable[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- options
 
+#: QUIC has no port of its own outside 443: tshark finds it by heuristics, which run only after the
+#: UDP port table. 79 ports in the ephemeral range 10000-60000 belong to other dissectors (quake3,
+#: eobi, ...), so a QUIC flow on one of them is not QUIC to tshark unless heuristics go first. Used
+#: for passes that ask about QUIC and for captures with a TLS key log; not always, because on plain
+#: UDP the ~70 enabled heuristics (dns, json, tftp, ...) would then win over the port table.
+QUIC_FIRST = ("-o", "udp.try_heuristic_first:TRUE")
+
+
+def mentions_quic(*texts: str | None) -> bool:
+    return any(t and "quic" in t for t in texts)
+
+
 @dataclass
 class Options:
     """The -o / -d options that every run on one capture shares (decryption, decode-as)."""
@@ -154,10 +166,12 @@ class Options:
     prefs: dict[str, str] = field(default_factory=dict)
     extra: Sequence[str] = ()
 
-    def args(self) -> list[str]:
+    def args(self, quic: bool = False) -> list[str]:
         a: list[str] = []
         if self.keylog:
             a += ["-o", f"tls.keylog_file:{self.keylog}"]
+        if (quic or self.keylog) and "udp.try_heuristic_first" not in self.prefs:
+            a += list(QUIC_FIRST)
         for row in self.smb_keys:
             a += ["-o", f"uat:smb2_seskey_list:{row}"]
         for d in self.decode_as:
@@ -229,8 +243,8 @@ def fields_pass(path: str | os.PathLike, fields: Sequence[str], options: Options
     A generator that reads tshark's stdout line by line: a million-frame capture is ~100 MB of
     text, and holding it (plus one list per row) would cost more memory than the table itself.
     Errors (bad field, damaged file) are raised once tshark has finished, like `run()` does."""
-    args = ["-r", str(path), "-n", *options.args(), "-T", "fields", "-E", f"separator={SEP}",
-            "-E", f"aggregator={AGG}", "-E", "occurrence=a", "-E", "quote=n"]
+    args = ["-r", str(path), "-n", *options.args(mentions_quic(display_filter, *fields)), "-T", "fields",
+            "-E", f"separator={SEP}", "-E", f"aggregator={AGG}", "-E", "occurrence=a", "-E", "quote=n"]
     if display_filter:
         args += ["-Y", display_filter]
     for f in fields:

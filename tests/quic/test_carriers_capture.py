@@ -87,3 +87,20 @@ def test_ipv6_emulated(net, pki):
         assert c.family == socket.AF_INET6
     finally:
         close_all(c, s, ls)
+
+
+def test_quic_on_a_port_tshark_gives_to_another_protocol(pki):
+    """27960 is quake3's in tshark's UDP port table; ephemeral ports land on such ports now and then.
+    Both the test helper and the pcap library must still see QUIC there (heuristics first)."""
+    from harness.pcap import Capture
+
+    with emulated() as n:
+        c, s, ls = open_pair("cert", pki, addr=("127.0.0.11", 27960))
+        try:
+            _exchange(c, s)
+        finally:
+            close_all(c, s, ls)
+        assert fields(n.pcap, ["quic.version"], display_filter="quic.header_form == 1")
+        cap = Capture(n.pcap, keylog=n.keys)
+        assert cap.count("quic.stream.stream_id") >= 2
+        assert Capture(n.pcap).count("quic.header_form == 1") >= 2
