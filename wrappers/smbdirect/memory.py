@@ -24,6 +24,7 @@ import os
 import random
 import struct
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -272,6 +273,10 @@ class LocalRegions:
         self.table.close()
 
 
+#: How long an access waits for a registered region's shared memory (memfd mode) to arrive.
+SHADOW_WAIT = 2.0
+
+
 class RemoteRegions:
     """The peer's table, as our NIC sees it: checks every access and moves the bytes."""
 
@@ -289,6 +294,7 @@ class RemoteRegions:
         self.use_vm = use_vm
         self.shadows: dict[int, tuple[int, mmap.mmap]] = {}
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
 
     def add_shadow(self, token: int, fd: int) -> None:
         self._sweep()
@@ -298,6 +304,7 @@ class RemoteRegions:
             old = self.shadows.pop(token, None)
             if m is not None:
                 self.shadows[token] = (fd, m)
+            self._arrived.notify_all()
         if old is not None:
             self._drop(old)
 
@@ -322,8 +329,22 @@ class RemoteRegions:
         return e
 
     def access(self, token: int, offset: int, local_addr: int, length: int, write: bool) -> None:
-        """RDMA WRITE (``write``: local -> peer) or READ (peer -> local) of one checked piece."""
+        """RDMA WRITE (``write``: local -> peer) or READ (peer -> local) of one checked piece.
+
+        In memfd mode a region's shared memory follows its registration on the connection (an
+        MR_FD message the engine thread takes in). A token learned out of band (another socket, a
+        pipe) can arrive first: then wait a little for the memory, as a NIC whose memory-region
+        update is still in flight would, before calling the token bad."""
         need = RDMA_REMOTE_WRITE if write else RDMA_REMOTE_READ
+        if not self.use_vm and length:
+            deadline = time.monotonic() + SHADOW_WAIT
+            with self._lock:
+                while token not in self.shadows and (left := deadline - time.monotonic()) > 0:
+                    with self.table.locked(False):
+                        e = self.table.entry((token >> 8) & (SLOTS - 1))
+                        if not e.valid or e.token != token:
+                            break  # not registered at all: _lookup below says so
+                    self._arrived.wait(min(left, 0.05))
         with self.table.locked(False):
             e = self._lookup(token, offset, length, need)
             if length == 0:
