@@ -344,3 +344,22 @@ def test_shutdown_with_unread_data_is_a_fin_not_a_reset(wrapped_pcap):
     c.close()
     assert_clean(pcap)
     assert tshark_fields(pcap, "frame.number", display_filter="tcp.flags.reset == 1") == []
+
+
+def test_delayed_datagrams_wait_for_a_slow_reader(wrapped):
+    """A unix receiver queues 10 datagrams; a real UDP buffer holds hundreds. Delayed datagrams
+    (here all 30, by reorder=100%) that meet a full queue must wait for the reader, not vanish."""
+    impair.reset()
+    impair.configure("seed=1; out: reorder=100% reorder_delay=20ms")
+    s, r = udp_pair()
+    try:
+        for i in range(30):
+            s.sendto(b"%05d" % i, ("127.0.0.10", 4000))
+        time.sleep(0.2)  # every timer has fired into a queue of 10 by now
+        r.settimeout(5)
+        got = sorted(r.recv(2000) for _ in range(30))
+        assert got == [b"%05d" % i for i in range(30)]
+    finally:
+        s.close()
+        r.close()
+        impair.reset()

@@ -117,7 +117,8 @@ class DatagramMixin(SocketParts):
                 _schedule(d.at, functools.partial(self._deliver_dgram, d.payload, flags, path, peer, blocking=False))
         return len(payload)
 
-    def _deliver_dgram(self, payload: bytes, flags: int, path: str, peer: tuple, *, blocking: bool) -> None:
+    def _deliver_dgram(self, payload: bytes, flags: int, path: str, peer: tuple, *, blocking: bool,
+                       retry_until: float | None = None) -> None:
         m = self._sw
         assert m is not None
         if m.closed:
@@ -156,10 +157,21 @@ class DatagramMixin(SocketParts):
                 return attempt()
 
         if not blocking:
+            # A delayed datagram (timer thread, which must never block) that finds the receiver's
+            # queue full tries again shortly, within the same patience a blocking send has: a
+            # real UDP receive buffer holds far more than a unix queue's 10 datagrams.
             try:
                 locked_attempt()
+            except BlockingIOError:
+                now = time.monotonic()
+                until = now + _DGRAM_PATIENCE if retry_until is None else retry_until
+                if now >= until:
+                    m.receiver_drops += 1
+                    return
+                _schedule(now + 0.002, functools.partial(self._deliver_dgram, payload, flags, path, peer,
+                                                         blocking=False, retry_until=until))
             except OSError:
-                pass  # a delayed datagram that finds no room or no receiver is lost, as on a wire
+                pass  # a delayed datagram that finds no receiver is lost, as on a wire
             return
         # A unix datagram receiver holds only net.unix.max_dgram_qlen (10) datagrams. Real UDP
         # never blocks the sender: it drops at the receiver. We wait a little for room (so a
