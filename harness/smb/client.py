@@ -116,6 +116,8 @@ class ClientConnection:
                 dialects = tuple(d for d in dialects if d <= Dialect.SMB_3_0_2)
             if transport == "quic":
                 dialects = (Dialect.SMB_3_1_1,)
+            if transport == "smbdirect":  # §2.1: SMB Direct carries the 3.x dialects only
+                dialects = tuple(d for d in dialects if d >= Dialect.SMB_3_0)
         self.dialects = dialects
         self.client_guid = os.urandom(16)
         self.preauth = PreauthIntegrity()
