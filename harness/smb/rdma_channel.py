@@ -38,7 +38,8 @@ Rules (server, §3.3.5.12/§3.3.5.13; all failures STATUS_INVALID_PARAMETER unle
 Rules (client, §3.2.4.6/§3.2.4.7/§3.2.5.12):
 
 7. RDMA only when the transport offers it, the dialect is 3.x, the session neither signs nor
-   encrypts (the payload would bypass both), and the I/O is larger than the threshold.
+   encrypts (the payload would bypass both), no RDMA transform was negotiated (RDMA_TRANSFORM
+   channels are not built), and the I/O is larger than the threshold.
 8. Channel RDMA_V1_INVALIDATE on 3.0.2/3.1.1 (we process received invalidations), RDMA_V1 on 3.0.
 9. READ response: DataRemaining must not exceed what was asked; the data is the first
    DataRemaining bytes of the registered buffer, taken only after deregistration.
@@ -126,10 +127,10 @@ def write_channel(conn, request: m.WriteRequest) -> tuple[list[m.BufferDescripto
         raise _fail("WRITE Channel RDMA_TRANSFORM: no RDMA transform was negotiated")
     if not _check_channel(conn, request.channel, "WRITE"):
         return None, 0
-    if request.data or request.received_data_offset:
-        raise _fail("RDMA WRITE with Length or DataOffset not 0")
     if not request.remaining_bytes or not request.channel_info:
         raise _fail("RDMA WRITE with RemainingBytes or WriteChannelInfo 0")
+    if request.data or request.received_data_offset:
+        raise _fail("RDMA WRITE with Length or DataOffset not 0")
     if request.remaining_bytes > conn.max_size:
         raise _fail("RDMA WRITE RemainingBytes above MaxWriteSize")
     descriptors = _descriptors(request.channel_info, "WRITE channel info")
@@ -186,7 +187,9 @@ def client_uses_rdma(conn, session, tree_id: int, transport, length: int, thresh
         return False
     if session is None or session.signing_required or session.encrypt or session.trees.get(tree_id, False):
         return False
-    return True
+    # Negotiated RDMA transforms would demand Channel RDMA_TRANSFORM, which this client does not
+    # build: it keeps such I/O inline rather than send an RDMA_V1 the server must refuse.
+    return not getattr(conn, "rdma_transform_ids", ())
 
 
 def read_request(conn, file_id: bytes, offset: int, length: int,
