@@ -62,7 +62,8 @@ class SMBClient:
                  password: str = "", encrypt: bool = False, cipher: str | None = None, sign: bool = True,
                  server_name: str | None = None, timeout: float = 30.0, keys_out: str | None = None,
                  window: int = 8, transport_obj: Transport | None = None, accept_transport_security: bool = False,
-                 rdma: bool = True, rdma_threshold: int = rdma_channel.RDMA_THRESHOLD, **transport_options) -> None:
+                 rdma: bool = True, rdma_threshold: int = rdma_channel.RDMA_THRESHOLD, io_size: int = CHUNK,
+                 **transport_options) -> None:
         ciphers = (CIPHER_NAMES[cipher.lower()],) if cipher else DEFAULT_CIPHERS
         self.host = host
         self.timeout = timeout
@@ -73,6 +74,7 @@ class SMBClient:
         self.rdma = rdma
         self.rdma_threshold = rdma_threshold
         self.rdma_bytes = {"read": 0, "write": 0}
+        self.io_size = io_size  # bytes per READ/WRITE request (capped by MaxReadSize/MaxWriteSize)
         self.username = username
         self.password = password
         if transport == "quic":
@@ -225,28 +227,48 @@ class Share:
 
     # ------------------------------------------------------------------ whole-file helpers
 
-    def get_bytes(self, path: str) -> bytes:
-        return b"".join(self.iter_read(path))
+    def get_bytes(self, path: str) -> bytearray:
+        """The whole file.  Over RDMA the server writes straight into the result (the registered
+        buffers are slices of it): no copy on this side."""
+        sink: list = []
+        for block in self.iter_read(path, _sink=sink):
+            block = None  # noqa: F841 - drop the view, so the buffer can be resized below
+        whole, end = sink
+        if end < len(whole):
+            del whole[end:]  # the file shrank under us: what was read, no zero tail
+        return whole
 
-    def iter_read(self, path: str) -> Iterator[bytes]:
+    def iter_read(self, path: str, _sink: list | None = None) -> Iterator[bytes]:
+        """The file's blocks in order.  With ``_sink`` (get_bytes) one buffer of the file's size is
+        appended to it and filled in place; the blocks are views of it."""
         created = self.open(path, AccessMask.FILE_READ_DATA | AccessMask.FILE_READ_ATTRIBUTES | AccessMask.SYNCHRONIZE,
                             CreateDisposition.OPEN, CreateOptions.NON_DIRECTORY_FILE)
         client = self.client
-        buffers: dict[int, tuple[bytearray, list]] = {}  # MessageId -> registered buffer, descriptors
+        buffers: dict[int, tuple[bytearray | memoryview, list]] = {}  # MessageId -> registered buffer, descriptors
+        offsets: dict[int, int] = {}
+        spare: list[bytearray] = []  # RDMA destinations whose pages are already mapped (reused)
         try:
             size = created.end_of_file
-            chunk = min(CHUNK, client.conn.max_read)
+            whole = None
+            if _sink is not None:
+                whole = bytearray(size)
+                _sink.append(whole)
+            chunk = min(client.io_size, client.conn.max_read)
             if not client.rdma_for(self.tree_id, chunk):
                 chunk = min(chunk, client.inline_limit())
             inflight: list[int] = []
             offset = 0
+            end = 0
             while offset < size or inflight:
                 while offset < size and len(inflight) < client.window:
                     length = self._fit(min(chunk, size - offset), bool(inflight))
                     if not length:
                         break
                     if client.rdma_for(self.tree_id, length):
-                        buffer = bytearray(length)
+                        if whole is not None:
+                            buffer = memoryview(whole)[offset:offset + length]
+                        else:
+                            buffer = spare.pop() if spare and len(spare[-1]) == length else bytearray(length)
                         descriptors = client.transport.register_buffer(buffer, writable=True)
                         body = rdma_channel.read_request(client.conn, created.file_id, offset, length, descriptors)
                         try:
@@ -259,9 +281,11 @@ class Share:
                         body = m.ReadRequest(file_id=created.file_id, length=length, offset=offset)
                         mid = client.send(Command.READ, body, self.tree_id, length)
                     inflight.append(mid)
+                    offsets[mid] = offset
                     offset += length
                 mid = inflight.pop(0)
                 response = client.wait(mid)
+                at = offsets.pop(mid)
                 registered = buffers.pop(mid, None)
                 if registered is not None:
                     # §3.2.5.12: deregister before the data goes to the application (a no-op when the
@@ -270,13 +294,26 @@ class Share:
                 if response.header.status != NtStatus.SUCCESS:
                     raise SMBError(response.header.status, Command.READ)
                 if registered is None:
-                    yield response.body.data
+                    data = response.body.data
+                    if whole is not None:
+                        whole[at:at + len(data)] = data
+                        end = max(end, at + len(data))
+                    yield data
                     continue
                 buffer = registered[0]
                 count = rdma_channel.read_response_length(response.body, len(buffer))
-                del buffer[count:]
                 client.rdma_bytes["read"] += count
-                yield buffer
+                if whole is not None:
+                    end = max(end, at + count)
+                    yield memoryview(whole)[at:at + count]
+                    continue
+                # One copy out, and the buffer is reused: cheaper than faulting in fresh pages for
+                # every request (the RDMA WRITE would, in the server's process_vm_writev).
+                block = bytes(memoryview(buffer)[:count])
+                spare.append(buffer)
+                yield block
+            if _sink is not None:
+                _sink.append(end)
         finally:
             for _buffer, descriptors in buffers.values():
                 client.transport.deregister_buffer(descriptors)
@@ -304,7 +341,7 @@ class Share:
                             | AccessMask.FILE_WRITE_ATTRIBUTES | AccessMask.SYNCHRONIZE,
                             CreateDisposition.OVERWRITE_IF, CreateOptions.NON_DIRECTORY_FILE)
         client = self.client
-        chunk_size = min(CHUNK, client.conn.max_write)
+        chunk_size = min(client.io_size, client.conn.max_write)
         if not client.rdma_for(self.tree_id, chunk_size):
             chunk_size = min(chunk_size, client.inline_limit())
         offset = 0
