@@ -351,7 +351,10 @@ def _read(conn, session, tree, header, request: m.ReadRequest, related, encrypte
     if request.offset > 0x7FFFFFFFFFFFFFFF or request.offset + request.length > 0x7FFFFFFFFFFFFFFF:
         raise Fail(NtStatus.INVALID_PARAMETER, "READ beyond the largest file offset")
     try:
-        data = os.pread(opened.fd, request.length, request.offset)
+        if descriptors is not None:
+            data = rdma_channel.pread(conn, opened.fd, request.length, request.offset)
+        else:
+            data = os.pread(opened.fd, request.length, request.offset)
     except OSError as exc:
         raise _os_error(exc) from exc
     opened.position = request.offset + len(data)

@@ -131,8 +131,13 @@ class SmbDirectTransport(Transport):
         sd = _sd()
         return [sd.BufferDescriptor(d.offset, d.token, d.length) for d in descriptors]
 
-    def rdma_read(self, descriptors, length: int) -> bytes:
+    def rdma_read(self, descriptors, length: int, into=None):
+        """RDMA READ ``length`` bytes: new bytes, or a view of ``into`` (a reusable buffer) when given."""
         try:
+            if into is not None:
+                view = memoryview(into)[:length]
+                self.sock.rdma_read(view, self._descs(descriptors))
+                return view
             return self.sock.rdma_read(length, self._descs(descriptors))
         except OSError as exc:
             raise TransportError(f"RDMA READ: {exc}") from exc

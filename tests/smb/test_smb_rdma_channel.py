@@ -60,7 +60,7 @@ class FakeNic:
                 return
         raise OSError(22, "data longer than the descriptors")
 
-    def rdma_read(self, descriptors, length: int) -> bytes:
+    def rdma_read(self, descriptors, length: int, into=None) -> bytes:
         out = bytearray()
         for d in descriptors:
             count = min(d.length, length - len(out))
