@@ -269,13 +269,7 @@ class Share:
                             buffer = memoryview(whole)[offset:offset + length]
                         else:
                             buffer = spare.pop() if spare and len(spare[-1]) == length else bytearray(length)
-                        descriptors = client.transport.register_buffer(buffer, writable=True)
-                        body = rdma_channel.read_request(client.conn, created.file_id, offset, length, descriptors)
-                        try:
-                            mid = client.send(Command.READ, body, self.tree_id, length)
-                        except BaseException:
-                            client.transport.deregister_buffer(descriptors)
-                            raise
+                        mid, descriptors = self._send_registered(Command.READ, buffer, created.file_id, offset, length)
                         buffers[mid] = (buffer, descriptors)
                     else:
                         body = m.ReadRequest(file_id=created.file_id, length=length, offset=offset)
@@ -319,6 +313,20 @@ class Share:
                 client.transport.deregister_buffer(descriptors)
             self.close_file(created.file_id)
 
+    def _send_registered(self, command: int, buffer, file_id: bytes, offset: int, length: int) -> tuple[int, list]:
+        """Register ``buffer`` (READ: the peer may write it; WRITE: read it) and send the request with
+        its descriptors in the channel info; (MessageId, descriptors).  Deregistered if sending fails."""
+        client = self.client
+        reading = command == Command.READ
+        descriptors = client.transport.register_buffer(buffer, writable=reading)
+        build = rdma_channel.read_request if reading else rdma_channel.write_request
+        try:
+            body = build(client.conn, file_id, offset, length, descriptors)
+            return client.send(command, body, self.tree_id, length), descriptors
+        except BaseException:
+            client.transport.deregister_buffer(descriptors)
+            raise
+
     def _fit(self, length: int, busy: bool) -> int:
         """How much of ``length`` the credits granted so far allow in one request (§3.2.4.1.5: a
         request of N bytes costs ceil(N / 64 KiB) credits).  0 means: wait for a reply first; with
@@ -361,13 +369,8 @@ class Share:
                         continue
                     if client.rdma_for(self.tree_id, length):
                         # The server RDMA-READs straight from the caller's buffer: no copy here.
-                        descriptors = client.transport.register_buffer(view[start:start + length], writable=False)
-                        body = rdma_channel.write_request(client.conn, created.file_id, offset, length, descriptors)
-                        try:
-                            mid = client.send(Command.WRITE, body, self.tree_id, length)
-                        except BaseException:
-                            client.transport.deregister_buffer(descriptors)
-                            raise
+                        mid, descriptors = self._send_registered(Command.WRITE, view[start:start + length],
+                                                                 created.file_id, offset, length)
                         self._registered[mid] = descriptors
                     else:
                         body = m.WriteRequest(file_id=created.file_id, offset=offset,
