@@ -247,3 +247,46 @@ def test_concurrent_clients(server):
     for t in threads:
         t.join(60)
     assert not errors, errors
+
+
+CLIENT_SCRIPT = """
+import os, sys, wrappers
+wrappers.activate()
+from harness.smb_client import SMBClient
+with SMBClient("127.0.0.11", 445, transport="smbdirect", username=sys.argv[1], password=sys.argv[2], sign=False,
+               timeout=20) as c, c.share("s") as sh:
+    def blocks():
+        for i in range(64):
+            if i == 2:
+                print("writing", flush=True)
+            yield os.urandom(4 << 20)
+    sh.write_from("dying.bin", blocks())
+print("finished", flush=True)
+"""
+
+
+def test_client_process_dies_mid_write(server, net):
+    """A client process killed while the server RDMA-READs its buffers: the server drops that
+    connection (its RDMA fails like a NIC's when the peer is gone), stays up and serves the next
+    client; nothing is reported as a server error."""
+    env = dict(os.environ, SOCKET_WRAPPER_DIR=net.socket_dir, SOCKET_WRAPPER_DEFAULT_IFACE="12",
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    p = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, USER, PASSWORD], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == b"writing", p.stderr.read()[-2000:]
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait(10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    deadline = time.monotonic() + 20
+    while server._transports and time.monotonic() < deadline:  # the dead client's connection goes away
+        time.sleep(0.05)
+    assert not server._transports
+    data = os.urandom(1 << 20)
+    with client() as c, c.share("s") as sh:
+        sh.put_bytes("after.bin", data)
+        assert sh.get_bytes("after.bin") == data and c.rdma_bytes["read"] == len(data)
+    assert not server.errors, server.errors
