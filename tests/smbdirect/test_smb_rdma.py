@@ -290,3 +290,33 @@ def test_client_process_dies_mid_write(server, net):
         sh.put_bytes("after.bin", data)
         assert sh.get_bytes("after.bin") == data and c.rdma_bytes["read"] == len(data)
     assert not server.errors, server.errors
+
+
+SIGNED_RDMA = """id: smbdirect/901
+description: rdma true on a signed session must fail, not pass off inline I/O as RDMA
+groups: [auto, quick, smbdirect]
+requires:
+  transports: [smbdirect]
+steps:
+  - serve: {transport: smbdirect, host: 10, share: data, as: srv}
+  - smb.connect: {transport: smbdirect, host: 11, to: 10, as: c, sign: true}
+  - smb.write: {"on": c, path: f.bin, size: 64KiB, rdma: true}
+"""
+
+
+def test_scenario_rdma_true_fails_when_the_data_went_inline(tmp_path):
+    """`smb.write rdma: true` checks that the bytes really went by RDMA: on a signed session (where
+    the client rightly stays inline) the step fails and says why."""
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "sc" / "smbdirect").mkdir(parents=True)
+    (tmp_path / "sc" / "smbdirect" / "901.yaml").write_text(SIGNED_RDMA)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKET_WRAPPER")}
+    env["PYTHONPATH"] = str(root)
+    env.pop("CI", None)
+    res = subprocess.run([WIRECHECK, "check", "--plain", "--scenarios", str(tmp_path / "sc"), "--results",
+                          str(tmp_path / "results"), "--config", str(root / "scenarios" / "sections.conf"),
+                          "--knownfail", str(tmp_path / "none"), "-s", "smbdirect", "smbdirect/901"],
+                         capture_output=True, text=True, timeout=120, env=env, cwd=str(root))
+    assert res.returncode == 1, res.stdout + res.stderr
+    text = "".join(p.read_text(errors="replace") for p in (tmp_path / "results").rglob("901*") if p.is_file())
+    assert "only 0 of 65536 bytes went by RDMA" in text + res.stdout, res.stdout + text[-2000:]
