@@ -21,9 +21,7 @@ from typing import Any
 from .base import Listener, Transport, TransportClosed, TransportError, TransportUnavailable
 
 DEFAULT_PORT = 445
-#: SMB2 READ/WRITE of at least this size should use an RDMA channel (ours; below it inline data
-#: costs fewer round trips than register + RDMA + deregister).
-RDMA_THRESHOLD = 16 * 1024
+# When SMB2 READ/WRITE use an RDMA channel is the SMB layer's decision: harness/smb/rdma_channel.py.
 
 
 def _sd() -> Any:
