@@ -8,6 +8,8 @@ import os
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from harness.smb import messages as m
 from harness.smb import rdma_channel
@@ -373,3 +375,50 @@ def test_client_rejects_rdma_transforms_not_offered(state):
     forged = reply[:64] + body.pack()
     with pytest.raises(SMBProtocolError, match="RDMA transforms"):
         client.receive_negotiate(forged)
+
+
+# ---------------------------------------------------------------------------------------------- codec properties
+
+DESCRIPTORS = st.lists(st.builds(m.BufferDescriptorV1, st.integers(0, 2**64 - 1), st.integers(0, 2**32 - 1),
+                                 st.integers(0, 2**32 - 1)), min_size=1, max_size=8)
+
+
+class _Conn:
+    dialect = Dialect.SMB_3_1_1
+
+
+@given(DESCRIPTORS, st.integers(1, 2**32 - 1), st.integers(0, 2**63 - 1))
+def test_rdma_requests_round_trip(descriptors, length, offset):
+    """The RDMA READ/WRITE requests the client builds decode to the same channel, descriptors and
+    lengths, with the WRITE's Length and DataOffset 0 on the wire (§2.2.19, §2.2.21)."""
+    read = rdma_channel.read_request(_Conn(), bytes(16), offset, length, descriptors)
+    back = m.ReadRequest.unpack(read.pack())
+    assert (back.channel, back.length, back.offset, back.remaining_bytes) == (
+        Channel.RDMA_V1_INVALIDATE, length, offset, length)
+    assert back.descriptors == descriptors
+    write = rdma_channel.write_request(_Conn(), bytes(16), offset, length, descriptors)
+    raw = write.pack()
+    back = m.WriteRequest.unpack(raw)
+    assert struct.unpack_from("<HI", raw, 2) == (0, 0)  # DataOffset, Length
+    assert back.received_data_offset == 0 and back.data == b""
+    assert (back.channel, back.remaining_bytes, back.descriptors) == (Channel.RDMA_V1_INVALIDATE, length, descriptors)
+
+
+@given(DESCRIPTORS, st.integers(1, 8 << 20))
+def test_server_write_channel_accepts_exactly_covering_descriptors(descriptors, remaining):
+    """Rule 4: accepted iff the first descriptor is not empty and all of them cover RemainingBytes."""
+    from harness.smb.server import Fail
+
+    class Conn:
+        dialect = Dialect.SMB_3_1_1
+        rdma = object()
+        max_size = 8 << 20
+
+    request = m.WriteRequest.unpack(rdma_channel.write_request(Conn, bytes(16), 0, remaining, descriptors).pack())
+    ok = descriptors[0].length > 0 and sum(d.length for d in descriptors) >= remaining
+    try:
+        got, length = rdma_channel.write_channel(Conn, request)
+    except Fail as exc:
+        assert not ok and exc.status == NtStatus.INVALID_PARAMETER
+    else:
+        assert ok and got == descriptors and length == remaining
