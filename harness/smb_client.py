@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from harness.smb import fscc
+from harness.smb import fscc, rdma_channel
 from harness.smb import messages as m
 from harness.smb.auth import Initiator
 from harness.smb.client import (
@@ -62,12 +62,19 @@ class SMBClient:
                  password: str = "", encrypt: bool = False, cipher: str | None = None, sign: bool = True,
                  server_name: str | None = None, timeout: float = 30.0, keys_out: str | None = None,
                  window: int = 8, transport_obj: Transport | None = None, accept_transport_security: bool = False,
+                 rdma: bool = True, rdma_threshold: int = rdma_channel.RDMA_THRESHOLD, io_size: int = CHUNK,
                  **transport_options) -> None:
         ciphers = (CIPHER_NAMES[cipher.lower()],) if cipher else DEFAULT_CIPHERS
         self.host = host
         self.timeout = timeout
         self.keys_out = keys_out
         self.window = window
+        # RDMA channel for READ/WRITE above rdma_threshold when the transport has RDMA and the
+        # session neither signs nor encrypts (harness/smb/rdma_channel.py); bytes moved that way:
+        self.rdma = rdma
+        self.rdma_threshold = rdma_threshold
+        self.rdma_bytes = {"read": 0, "write": 0}
+        self.io_size = io_size  # bytes per READ/WRITE request (capped by MaxReadSize/MaxWriteSize)
         self.username = username
         self.password = password
         if transport == "quic":
@@ -164,6 +171,18 @@ class SMBClient:
         self.session.trees[tree_id] = self.conn.tree_encrypts(response.body)
         return Share(self, tree_id, name)
 
+    def rdma_for(self, tree_id: int, length: int) -> bool:
+        """Whether a READ/WRITE of ``length`` bytes on ``tree_id`` uses an RDMA channel."""
+        return self.rdma and rdma_channel.client_uses_rdma(self.conn, self.session, tree_id, self.transport, length,
+                                                           self.rdma_threshold)
+
+    def inline_limit(self) -> int:
+        """The largest READ/WRITE payload that fits one message of the transport (SMB Direct:
+        the peer's MaxFragmentedSize less the SMB2 headers; unlimited elsewhere)."""
+        if getattr(self.transport, "supports_rdma", False):
+            return max(4096, (self.transport.max_send - 0x200) // 4096 * 4096)
+        return 1 << 62
+
     def close(self) -> None:
         try:
             if self.session is not None and self.session.keys is not None:
@@ -208,31 +227,105 @@ class Share:
 
     # ------------------------------------------------------------------ whole-file helpers
 
-    def get_bytes(self, path: str) -> bytes:
-        return b"".join(self.iter_read(path))
+    def get_bytes(self, path: str) -> bytearray:
+        """The whole file.  Over RDMA the server writes straight into the result (the registered
+        buffers are slices of it): no copy on this side."""
+        sink: list = []
+        for block in self.iter_read(path, _sink=sink):
+            block = None  # noqa: F841 - drop the view, so the buffer can be resized below
+        whole, end = sink
+        if end < len(whole):
+            del whole[end:]  # the file shrank under us: what was read, no zero tail
+        return whole
 
-    def iter_read(self, path: str) -> Iterator[bytes]:
+    def iter_read(self, path: str, _sink: list | None = None) -> Iterator[bytes]:
+        """The file's blocks in order.  With ``_sink`` (get_bytes) one buffer of the file's size is
+        appended to it and filled in place; the blocks are views of it."""
         created = self.open(path, AccessMask.FILE_READ_DATA | AccessMask.FILE_READ_ATTRIBUTES | AccessMask.SYNCHRONIZE,
                             CreateDisposition.OPEN, CreateOptions.NON_DIRECTORY_FILE)
+        client = self.client
+        buffers: dict[int, tuple[bytearray | memoryview, list]] = {}  # MessageId -> registered buffer, descriptors
+        offsets: dict[int, int] = {}
+        spare: list[bytearray] = []  # RDMA destinations whose pages are already mapped (reused)
         try:
             size = created.end_of_file
-            chunk = min(CHUNK, self.client.conn.max_read)
+            whole = None
+            if _sink is not None:
+                whole = bytearray(size)
+                _sink.append(whole)
+            chunk = min(client.io_size, client.conn.max_read)
+            if not client.rdma_for(self.tree_id, chunk):
+                chunk = min(chunk, client.inline_limit())
             inflight: list[int] = []
             offset = 0
+            end = 0
             while offset < size or inflight:
-                while offset < size and len(inflight) < self.client.window:
+                while offset < size and len(inflight) < client.window:
                     length = self._fit(min(chunk, size - offset), bool(inflight))
                     if not length:
                         break
-                    body = m.ReadRequest(file_id=created.file_id, length=length, offset=offset)
-                    inflight.append(self.client.send(Command.READ, body, self.tree_id, length))
+                    if client.rdma_for(self.tree_id, length):
+                        if whole is not None:
+                            buffer = memoryview(whole)[offset:offset + length]
+                        else:
+                            buffer = spare.pop() if spare and len(spare[-1]) == length else bytearray(length)
+                        mid, descriptors = self._send_registered(Command.READ, buffer, created.file_id, offset, length)
+                        buffers[mid] = (buffer, descriptors)
+                    else:
+                        body = m.ReadRequest(file_id=created.file_id, length=length, offset=offset)
+                        mid = client.send(Command.READ, body, self.tree_id, length)
+                    inflight.append(mid)
+                    offsets[mid] = offset
                     offset += length
-                response = self.client.wait(inflight.pop(0))
+                mid = inflight.pop(0)
+                response = client.wait(mid)
+                at = offsets.pop(mid)
+                registered = buffers.pop(mid, None)
+                if registered is not None:
+                    # §3.2.5.12: deregister before the data goes to the application (a no-op when the
+                    # server's SEND with Invalidate already revoked the token).
+                    client.transport.deregister_buffer(registered[1])
                 if response.header.status != NtStatus.SUCCESS:
                     raise SMBError(response.header.status, Command.READ)
-                yield response.body.data
+                if registered is None:
+                    data = response.body.data
+                    if whole is not None:
+                        whole[at:at + len(data)] = data
+                        end = max(end, at + len(data))
+                    yield data
+                    continue
+                buffer = registered[0]
+                count = rdma_channel.read_response_length(response.body, len(buffer))
+                client.rdma_bytes["read"] += count
+                if whole is not None:
+                    end = max(end, at + count)
+                    yield memoryview(whole)[at:at + count]
+                    continue
+                # One copy out, and the buffer is reused: cheaper than faulting in fresh pages for
+                # every request (the RDMA WRITE would, in the server's process_vm_writev).
+                block = bytes(memoryview(buffer)[:count])
+                spare.append(buffer)
+                yield block
+            if _sink is not None:
+                _sink.append(end)
         finally:
+            for _buffer, descriptors in buffers.values():
+                client.transport.deregister_buffer(descriptors)
             self.close_file(created.file_id)
+
+    def _send_registered(self, command: int, buffer, file_id: bytes, offset: int, length: int) -> tuple[int, list]:
+        """Register ``buffer`` (READ: the peer may write it; WRITE: read it) and send the request with
+        its descriptors in the channel info; (MessageId, descriptors).  Deregistered if sending fails."""
+        client = self.client
+        reading = command == Command.READ
+        descriptors = client.transport.register_buffer(buffer, writable=reading)
+        build = rdma_channel.read_request if reading else rdma_channel.write_request
+        try:
+            body = build(client.conn, file_id, offset, length, descriptors)
+            return client.send(command, body, self.tree_id, length), descriptors
+        except BaseException:
+            client.transport.deregister_buffer(descriptors)
+            raise
 
     def _fit(self, length: int, busy: bool) -> int:
         """How much of ``length`` the credits granted so far allow in one request (§3.2.4.1.5: a
@@ -255,9 +348,13 @@ class Share:
         created = self.open(path, AccessMask.FILE_WRITE_DATA | AccessMask.FILE_READ_ATTRIBUTES
                             | AccessMask.FILE_WRITE_ATTRIBUTES | AccessMask.SYNCHRONIZE,
                             CreateDisposition.OVERWRITE_IF, CreateOptions.NON_DIRECTORY_FILE)
-        chunk_size = min(CHUNK, self.client.conn.max_write)
+        client = self.client
+        chunk_size = min(client.io_size, client.conn.max_write)
+        if not client.rdma_for(self.tree_id, chunk_size):
+            chunk_size = min(chunk_size, client.inline_limit())
         offset = 0
         inflight: list[int] = []
+        self._registered: dict[int, list] = {}  # MessageId -> descriptors of the source buffer
         try:
             for block in chunks:
                 view = memoryview(block)
@@ -270,19 +367,36 @@ class Share:
                     if not length:
                         self._finish_write(inflight.pop(0))
                         continue
-                    piece = bytes(view[start:start + length])
-                    body = m.WriteRequest(file_id=created.file_id, offset=offset, data=piece)
-                    inflight.append(self.client.send(Command.WRITE, body, self.tree_id, len(piece)))
-                    offset += len(piece)
-                    start += len(piece)
+                    if client.rdma_for(self.tree_id, length):
+                        # The server RDMA-READs straight from the caller's buffer: no copy here.
+                        mid, descriptors = self._send_registered(Command.WRITE, view[start:start + length],
+                                                                 created.file_id, offset, length)
+                        self._registered[mid] = descriptors
+                    else:
+                        body = m.WriteRequest(file_id=created.file_id, offset=offset,
+                                              data=bytes(view[start:start + length]))
+                        mid = client.send(Command.WRITE, body, self.tree_id, length)
+                    inflight.append(mid)
+                    offset += length
+                    start += length
             while inflight:
                 self._finish_write(inflight.pop(0))
         finally:
+            for descriptors in self._registered.values():
+                client.transport.deregister_buffer(descriptors)
+            self._registered = {}
             self.close_file(created.file_id)
         return offset
 
+    _registered: dict[int, list] = {}
+
     def _finish_write(self, mid: int) -> None:
         response = self.client.wait(mid)
+        descriptors = self._registered.pop(mid, None)
+        if descriptors is not None:
+            self.client.transport.deregister_buffer(descriptors)  # §3.2.5.13, as for READ
+            if response.header.status == NtStatus.SUCCESS:
+                self.client.rdma_bytes["write"] += response.body.count
         if response.header.status != NtStatus.SUCCESS:
             raise SMBError(response.header.status, Command.WRITE)
 

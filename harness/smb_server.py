@@ -12,6 +12,7 @@ import threading
 import time
 
 from harness.smb.keys import SessionKeyRecord
+from harness.smb.rdma_channel import take_invalidate
 from harness.smb.server import Disconnect, ServerConfig, ServerConnection, ServerState
 from harness.transport import Listener, Transport, TransportError, listen
 
@@ -105,6 +106,8 @@ class SMBServer:
         self._send_locks[key] = send_lock
         self._transports[key] = transport
         connection._transport = transport  # used by _flush_other
+        if getattr(transport, "supports_rdma", False):
+            connection.rdma = transport  # the RDMA port of harness/smb/rdma_channel.py
         transport.max_recv = PRE_NEGOTIATE_LIMIT
         try:
             while not self._stop.is_set():
@@ -121,7 +124,8 @@ class SMBServer:
                     except Exception as exc:  # a bug must cost one connection, never the server
                         self.errors.append(f"{type(exc).__name__}: {exc}")
                         return
-                    if connection.negotiated:
+                    invalidate = take_invalidate(connection)
+                    if connection.negotiated and connection.rdma is None:
                         transport.max_recv = connection.max_size + FRAME_HEADROOM
                     # Take the send lock before letting other threads in, so an async completion
                     # queued by another connection can never overtake this reply (lock order:
@@ -131,7 +135,11 @@ class SMBServer:
                     self.lock.release()
                 try:
                     for reply in replies:
-                        transport.send_pdu(reply)
+                        if invalidate is not None:  # RDMA_V1_INVALIDATE: SEND with Invalidate
+                            transport.send_pdu(reply, invalidate_token=invalidate)
+                            invalidate = None
+                        else:
+                            transport.send_pdu(reply)
                 finally:
                     send_lock.release()
         except (TransportError, OSError, TimeoutError):

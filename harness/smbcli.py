@@ -26,6 +26,24 @@ def _split_hostport(text: str, default_port: int) -> tuple[str, int]:
     return host, int(port) if port else default_port
 
 
+def _emulated_network(transport: str) -> None:
+    """SMB Direct exists only on the emulated network (no kernel IPPROTO_SMBDIRECT yet): join the
+    socket directory of SOCKET_WRAPPER_DIR (``wirecheck exec`` sets it and activates already)."""
+    if transport != "smbdirect":
+        return
+    import wrappers
+
+    if wrappers.active_config() is not None:
+        return
+    if not os.environ.get("SOCKET_WRAPPER_DIR"):
+        raise click.UsageError("--transport smbdirect needs the emulated network: run under `wirecheck exec` "
+                               "or set SOCKET_WRAPPER_DIR")
+    try:
+        wrappers.activate()
+    except Exception as exc:  # noqa: BLE001 - a bad socket directory is the user's to fix
+        raise click.UsageError(f"SOCKET_WRAPPER_DIR: {exc}") from exc
+
+
 def _user(text: str) -> tuple[str, str]:
     if ":" not in text:
         raise click.BadParameter("expected USER:PASSWORD")
@@ -35,7 +53,8 @@ def _user(text: str) -> tuple[str, str]:
 
 @click.command("serve")
 @click.option("--listen", "listen_at", default="0.0.0.0", show_default=True, help="ADDR[:PORT]")
-@click.option("--transport", type=click.Choice(["tcp", "nbt", "quic"]), default="tcp", show_default=True)
+@click.option("--transport", type=click.Choice(["tcp", "nbt", "quic", "smbdirect"]), default="tcp", show_default=True,
+              help="smbdirect: SMB Direct (MS-SMBD) with RDMA on the emulated network (under `wirecheck exec`)")
 @click.option("--share", "shares", multiple=True, required=True,
               help="NAME=PATH, or NAME=PATH:encrypt to require encryption on that share")
 @click.option("--user", "users", multiple=True, required=True, help="USER:PASSWORD (repeatable)")
@@ -68,6 +87,7 @@ def serve(listen_at, transport, shares, users, encrypt, sign, accept_transport_s
         share_configs[name] = ShareConfig(name, path, share_encrypt)
     config = ServerConfig(shares=share_configs, users=dict(_user(u) for u in users), encrypt=encrypt, sign=sign,
                           accept_transport_security=accept_transport_security)
+    _emulated_network(transport)
     options = {}
     if transport == "quic":
         if not (cert and key):
@@ -96,8 +116,13 @@ _UNC = re.compile(r"^(?://|\\\\)([^/\\]+)[/\\]([^/\\]+)[/\\]?$")
 
 @click.command("smb")
 @click.argument("unc")
-@click.option("--transport", type=click.Choice(["tcp", "nbt", "quic"]), default="tcp", show_default=True)
+@click.option("--transport", type=click.Choice(["tcp", "nbt", "quic", "smbdirect"]), default="tcp", show_default=True,
+              help="smbdirect: SMB Direct (MS-SMBD) with RDMA on the emulated network (under `wirecheck exec`)")
 @click.option("--user", "user", required=True, help="USER:PASSWORD")
+@click.option("--sign/--no-sign", default=True, show_default=True,
+              help="require signing; a signed or encrypted session never uses RDMA channels (MS-SMB2 3.2.4.6)")
+@click.option("--rdma/--no-rdma", default=True, show_default=True,
+              help="over smbdirect, READ/WRITE above 16 KiB through RDMA channels (RDMA_V1_INVALIDATE)")
 @click.option("--encrypt", is_flag=True, help="encrypt the session")
 @click.option("--accept-transport-security", is_flag=True,
               help="over QUIC, offer SMB2_ACCEPT_TRANSPORT_LEVEL_SECURITY (no SMB encryption if accepted)")
@@ -109,7 +134,8 @@ _UNC = re.compile(r"^(?://|\\\\)([^/\\]+)[/\\]([^/\\]+)[/\\]?$")
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 @click.argument("command", type=click.Choice(["ls", "get", "put", "rm", "mkdir", "rmdir", "cat"]))
 @click.argument("args", nargs=-1)
-def smb(unc, transport, user, encrypt, accept_transport_security, cipher, server_name, ca, insecure, keys_out, timeout, command, args):
+def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, cipher, server_name, ca, insecure, keys_out,
+        timeout, command, args):
     """Run one command against //HOST[:PORT]/SHARE.
 
     \b
@@ -131,11 +157,16 @@ def smb(unc, transport, user, encrypt, accept_transport_security, cipher, server
     options = {}
     if transport == "quic":
         options = {"ca": ca, "insecure": insecure}
+    _emulated_network(transport)
     try:
         with SMBClient(host, port, transport=transport, username=username, password=password, encrypt=encrypt,
-                       cipher=cipher, server_name=server_name, timeout=timeout, keys_out=keys_out,
-                       accept_transport_security=accept_transport_security, **options) as client, client.share(match.group(2)) as share:
+                       cipher=cipher, server_name=server_name, timeout=timeout, keys_out=keys_out, sign=sign,
+                       rdma=rdma, accept_transport_security=accept_transport_security,
+                       **options) as client, client.share(match.group(2)) as share:
             _run(share, command, args)
+            moved = client.rdma_bytes["read"] + client.rdma_bytes["write"]
+            if transport == "smbdirect" and command in ("get", "put", "cat"):
+                click.echo(f"{moved} bytes by RDMA", err=True)
     except (SMBError, TransportError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
 

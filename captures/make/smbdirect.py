@@ -1,93 +1,39 @@
-"""captures/smbdirect-own.pcap: SMB Direct over wrappers/smbdirect (IPPROTO_SMBDIRECT sockets over
-emulated RDMA, recorded as RoCEv2), client and server in one process.
+"""captures/smbdirect-own.pcap: our SMB server and client over SMB Direct with RDMA I/O.
 
-Why socket level: the SMB client and server cannot use SMB Direct yet (no `--transport
-smbdirect`), but the transport itself is ours: the SMBD negotiate, credits, SEND_ONLY records and
-the RDMA READ/WRITE with their RETHs are what wrappers/smbdirect puts on the wire. The SMB2 bytes
-come from the test generators: a NEGOTIATE, a WRITE with Channel RDMA_V1 that the server pulls by
-RDMA READ, a READ with Channel RDMA_V1_INVALIDATE that it pushes by RDMA WRITE and answers with
-SEND_WITH_INVALIDATE. No keys (SMB Direct carries no TLS; SMB signing/encryption not used here).
+`wirecheck serve --transport smbdirect` and two `wirecheck smb --transport smbdirect --no-sign`
+runs (put, then get, of a 64 KiB file) on the emulated network, recorded by the socket wrapper as
+RoCEv2: the SMBD negotiate, SMB2 NEGOTIATE .. TREE_CONNECT, CREATE, a WRITE with Channel
+RDMA_V1_INVALIDATE whose data the server pulls by RDMA READ (REQUEST + RESPONSE with RETH/AETH),
+a READ with Channel RDMA_V1_INVALIDATE whose data it pushes by RDMA WRITE, both answered with
+SEND_ONLY_WITH_INVALIDATE, CLOSE, LOGOFF.  Unsigned sessions (a signed one never uses RDMA,
+MS-SMB2 3.2.4.6), so no keys are needed.  RDMA payloads are recorded up to 4 KiB per operation
+(the wrapper's default), which keeps the file small.
 
     .venv/bin/python -m captures.make.smbdirect [OUTDIR]
 """
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
-CLIENT, SERVER = "10.53.57.1", "10.53.57.2"
-SIZE = 4096
+from .emulated import SERVER, USER, Session
+
+UNC = f"//{SERVER}/share"
+SIZE = 64 * 1024  # above the client's 16 KiB RDMA threshold: one READ and one WRITE by RDMA
 
 
 def run(pcap: Path) -> None:
-    import wrappers
-    from tests.pcap import captures as gen
-    from tests.pcap import captures_extra as x
-    from wrappers import smbdirect as sd
-
-    d = tempfile.mkdtemp(prefix="wc-sd-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-    saved = dict(os.environ)
-    try:
-        with wrappers.activate(d, iface=2, pcap=str(pcap), ipv4_network="10.53.57.0"):
-            srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, sd.IPPROTO_SMBDIRECT)
-            srv.bind((SERVER, 445))
-            srv.listen()
-            box: dict = {}
-
-            def serve() -> None:
-                try:
-                    c, _ = srv.accept()
-                    c.settimeout(20)
-                    c.recv()
-                    c.send(gen.negotiate_response(0))
-                    req = c.recv()  # WRITE, RDMA_V1: descriptor at 0x70
-                    desc = sd.decode_descriptors(req[0x70:0x80])
-                    box["pulled"] = c.rdma_read(desc[0].length, desc)
-                    c.send(gen.write_response(3, desc[0].length))
-                    req = c.recv()  # READ, RDMA_V1_INVALIDATE
-                    desc = sd.decode_descriptors(req[0x70:0x80])
-                    c.rdma_write(b"R" * desc[0].length, desc)
-                    c.sendmsg([x.read_response(4, desc[0].length)],
-                              [(sd.SOL_SMBDIRECT, sd.SMBDIRECT_CMSG_REMOTE_INVALIDATE,
-                                desc[0].token.to_bytes(4, "little"))])
-                    c.recv()
-                    c.close()
-                except BaseException as e:  # reported below
-                    box["e"] = e
-
-            t = threading.Thread(target=serve, daemon=True)
-            t.start()
-            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM, sd.IPPROTO_SMBDIRECT)
-            c.settimeout(20)
-            c.bind((CLIENT, 0))  # in-process: the client is interface 1, not the server's 2
-            c.connect((SERVER, 445))
-            c.send(gen.negotiate_request(0))
-            c.recv()
-            src = bytearray(bytes(range(256)) * (SIZE // 256))
-            desc = c.register(src, sd.RDMA_REMOTE_READ)
-            c.send(x.rdma_write_request(3, len(src), sd.encode_descriptors(desc)))
-            c.recv()
-            c.deregister(desc)
-            dest = bytearray(SIZE)
-            desc = c.register(dest, sd.RDMA_REMOTE_WRITE)
-            c.send(x.rdma_read_request(4, len(dest), sd.encode_descriptors(desc)))
-            c.recv_message()
-            c.close()
-            t.join(20)
-            srv.close()
-            if "e" in box:
-                raise box["e"]
-            if box.get("pulled") != bytes(src) or bytes(dest) != b"R" * SIZE:
-                raise RuntimeError("RDMA transfer did not move the data")
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(d, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as d:
+        src = Path(d) / "upload.bin"
+        src.write_bytes(bytes(range(256)) * (SIZE // 256))
+        back = Path(d) / "back.bin"
+        with Session(pcap, ["--transport", "smbdirect", f"--listen={SERVER}:445"]) as s:
+            base = [UNC, "--transport", "smbdirect", "--no-sign", "--user", USER]
+            s.client([*base, "put", str(src), "upload.bin"])
+            s.client([*base, "get", "upload.bin", str(back)])
+        if back.read_bytes() != src.read_bytes():
+            raise RuntimeError("the file read back over SMB Direct differs")
 
 
 def main(out: Path) -> list[Path]:

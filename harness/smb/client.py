@@ -116,6 +116,8 @@ class ClientConnection:
                 dialects = tuple(d for d in dialects if d <= Dialect.SMB_3_0_2)
             if transport == "quic":
                 dialects = (Dialect.SMB_3_1_1,)
+            if transport == "smbdirect":  # §2.1: SMB Direct carries the 3.x dialects only
+                dialects = tuple(d for d in dialects if d >= Dialect.SMB_3_0)
         self.dialects = dialects
         self.client_guid = os.urandom(16)
         self.preauth = PreauthIntegrity()
@@ -147,6 +149,8 @@ class ClientConnection:
                 contexts.append(m.NetnameContext(self.server_name))
             if self.want_transport_security:
                 contexts.append(m.TransportCapabilities(TransportCapabilityFlags.ACCEPT_TRANSPORT_LEVEL_SECURITY))
+            if self.rdma_transforms_offered:  # §3.2.4.2.2.2 IsRDMATransformSupported
+                contexts.append(m.RdmaTransformCapabilities(list(self.rdma_transforms_offered)))
         mode = SecurityMode.SIGNING_ENABLED | (SecurityMode.SIGNING_REQUIRED if self.require_signing else 0)
         body = m.NegotiateRequest(list(self.dialects), mode, capabilities, self.client_guid, contexts)
         self._offered = {c.context_type: c for c in contexts}
@@ -178,6 +182,10 @@ class ClientConnection:
         return body
 
     _signing: int | None = None  # set by a SIGNING context (HMAC-SHA256 is 0, so None means absent)
+    #: RDMA transforms to offer (SMB2_RDMA_TRANSFORM_ENCRYPTION 1, SIGNING 2); none by default, and
+    #: Connection.RDMATransformIds as the server answered (§3.2.5.2: NONE means an empty list).
+    rdma_transforms_offered: tuple[int, ...] = ()
+    rdma_transform_ids: tuple[int, ...] = ()
 
     def _check_contexts(self, contexts: list) -> None:
         seen: dict[int, object] = {}
@@ -202,6 +210,12 @@ class ClientConnection:
             if len(signing.algorithms) != 1 or signing.algorithms[0] not in self.signing_algorithms:
                 raise SMBProtocolError(bad, "signing algorithm not offered")
             self._signing = signing.algorithms[0]
+        rdma = seen.get(NegotiateContextType.RDMA_TRANSFORM_CAPABILITIES)
+        if rdma is not None:
+            offered = self._offered[NegotiateContextType.RDMA_TRANSFORM_CAPABILITIES].transform_ids
+            if not rdma.transform_ids or any(t and t not in offered for t in rdma.transform_ids):
+                raise SMBProtocolError(bad, f"RDMA transforms {rdma.transform_ids} not among those offered")
+            self.rdma_transform_ids = tuple(t for t in rdma.transform_ids if t)
         transport = seen.get(NegotiateContextType.TRANSPORT_CAPABILITIES)
         if transport is not None and self.transport == "quic":
             self.accept_transport_security = bool(transport.flags & TransportCapabilityFlags.ACCEPT_TRANSPORT_LEVEL_SECURITY)

@@ -171,7 +171,7 @@ def run_client(a: argparse.Namespace) -> int:
         if client is None:
             client = _client_class()(a.addr, a.port, transport=a.transport, username=user, password=password,
                                      server_name=SERVER_NAME, timeout=a.timeout, keys_out=a.keys_out,
-                                     transport_obj=transport)
+                                     transport_obj=transport, sign=a.sign == "yes")
         return client
 
     def tree() -> Any:
@@ -198,11 +198,19 @@ def run_client(a: argparse.Namespace) -> int:
                 res = {"dialect": f"0x{int(c.conn.dialect):04x}" if getattr(c.conn, "dialect", None) else None}
             elif req["op"] == "write":
                 data = random.Random(req["seed"]).randbytes(req["size"])
-                tree().put_bytes(req["path"], data)
-                res = {"written": len(data), "written_sha256": hashlib.sha256(data).hexdigest()}
+                sh = tree()
+                sh.client.rdma = req.get("rdma", True)
+                before = sh.client.rdma_bytes["write"]
+                sh.put_bytes(req["path"], data)
+                res = {"written": len(data), "written_sha256": hashlib.sha256(data).hexdigest(),
+                       "rdma_bytes": sh.client.rdma_bytes["write"] - before}
             elif req["op"] == "read":
-                data = tree().get_bytes(req["path"])
-                res = {"read": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+                sh = tree()
+                sh.client.rdma = req.get("rdma", True)
+                before = sh.client.rdma_bytes["read"]
+                data = sh.get_bytes(req["path"])
+                res = {"read": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                       "rdma_bytes": sh.client.rdma_bytes["read"] - before}
             elif req["op"] == "close":
                 if client is not None:
                     client.close()
@@ -240,6 +248,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--keys-out")
     p.add_argument("--control")
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--sign", choices=["yes", "no"], default="yes",
+                   help="client: require signing (no: the session may use RDMA channels, MS-SMB2 3.2.4.6)")
     a = p.parse_args(argv)
     return run_server(a) if a.role == "server" else run_client(a)
 
@@ -342,14 +352,15 @@ if __name__ != "__main__":
              "properties": {**COMMON, "share": {"type": "string"}, "user": {"type": "string"}}}
     CONNECT = {"type": "object", "additionalProperties": False, "required": ["transport", "host", "to"],
                "properties": {**COMMON, "to": HOST, "share": {"type": "string"}, "user": {"type": "string"},
-                              "io_timeout": {"type": "number", "exclusiveMinimum": 0}}}
+                              "io_timeout": {"type": "number", "exclusiveMinimum": 0},
+                              "sign": {"type": "boolean"}}}
     ON = {"on": {"type": "string"}, "as": {"type": "string"}}
     NEGOTIATE = {"type": "object", "additionalProperties": False, "required": ["on"], "properties": ON}
     WRITE = {"type": "object", "additionalProperties": False, "required": ["on", "path", "size"],
              "properties": {**ON, "path": {"type": "string"}, "size": SIZE, "seed": {"type": "integer"},
                             "rdma": {"type": "boolean"}}}
     READ = {"type": "object", "additionalProperties": False, "required": ["on", "path"],
-            "properties": {**ON, "path": {"type": "string"}}}
+            "properties": {**ON, "path": {"type": "string"}, "rdma": {"type": "boolean"}}}
 
     @operation("serve", schema=SERVE, timeout=30)
     def serve(ctx: Context, args: dict) -> dict:
@@ -408,6 +419,9 @@ if __name__ != "__main__":
                 "--addr", addr, "--port", str(_port(args)), "--share", args.get("share", "data"),
                 "--user", args.get("user", DEFAULT_USER), "--keys-out", ctx.smb_keys, "--control", str(ctl),
                 "--timeout", str(args.get("io_timeout", 30))]
+        # Signing is required unless asked otherwise; over SMB Direct it is off by default, since a
+        # signed session never uses RDMA channels (MS-SMB2 3.2.4.6/3.2.4.7) and RDMA is the point.
+        argv += ["--sign", "yes" if args.get("sign", args["transport"] != "smbdirect") else "no"]
         if args["transport"] == "quic":
             argv += _quic_argv(ctx, args)
         ctx.start(name, argv, host=args["host"], cwd=os.getcwd())  # relative key and pcap paths
@@ -431,22 +445,28 @@ if __name__ != "__main__":
 
     @operation("smb.write", schema=WRITE, timeout=120)
     def smb_write(ctx: Context, args: dict) -> dict:
-        """Write `size` seeded bytes to `path` on the connection's share: written, written_sha256 (also on the connection)."""
-        if args.get("rdma"):
-            # harness.smb_client sends WRITE data inline only: no SMB2_CHANNEL_RDMA_V1 yet. Say so, never
-            # pass an inline write off as an RDMA one.
-            raise StepFailed("smb.write rdma: true is not supported: harness.smb_client has no RDMA channel "
-                             "(SMB2_CHANNEL_RDMA_V1) yet")
+        """Write `size` seeded bytes to `path` on the connection's share: written, written_sha256, rdma_bytes
+        (also on the connection).  `rdma: true` demands that the data went by RDMA (SMB2_CHANNEL_RDMA_V1*),
+        `rdma: false` forbids it; unset, the client decides (SMB Direct, unsigned session, > 16 KiB)."""
         res = _request(ctx, args["on"], {"op": "write", "path": args["path"], "size": size_of(args["size"]),
-                                         "seed": args.get("seed", 1)})
+                                         "seed": args.get("seed", 1), "rdma": args.get("rdma", True) is not False})
+        _check_rdma(args, res, res["written"])
         with ctx.lock:
             ctx.results[args["on"]].update(res)
         return res
 
+    def _check_rdma(args: dict, res: dict, size: int) -> None:
+        # Never pass an inline transfer off as an RDMA one.
+        if args.get("rdma") and res.get("rdma_bytes", 0) < size:
+            raise StepFailed(f"rdma: true, but only {res.get('rdma_bytes', 0)} of {size} bytes went by RDMA "
+                             "(needs transport smbdirect, an unsigned, unencrypted session and I/O above 16 KiB)")
+
     @operation("smb.read", schema=READ, timeout=120)
     def smb_read(ctx: Context, args: dict) -> dict:
-        """Read `path` from the connection's share: read (bytes) and sha256."""
-        return _request(ctx, args["on"], {"op": "read", "path": args["path"]})
+        """Read `path` from the connection's share: read (bytes), sha256, rdma_bytes (`rdma` as for smb.write)."""
+        res = _request(ctx, args["on"], {"op": "read", "path": args["path"], "rdma": args.get("rdma", True) is not False})
+        _check_rdma(args, res, res["read"])
+        return res
 
 
 if __name__ == "__main__":

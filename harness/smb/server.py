@@ -206,7 +206,7 @@ class _Related:
 
 
 class ServerConnection:
-    """One client connection.  ``transport`` names the transport (tcp, nbt, quic)."""
+    """One client connection.  ``transport`` names the transport (tcp, nbt, quic, smbdirect)."""
 
     def __init__(self, state: ServerState, transport: str = "tcp") -> None:
         self.state = state
@@ -233,6 +233,11 @@ class ServerConnection:
         self.pending: dict[int, Pending] = {}
         self.outbox: list[bytes] = []
         self.closed = False
+        # RDMA (SMB Direct only): the adapter's RDMA port, and tokens the next reply must invalidate
+        # (rdma_channel.py).  RDMATransformIds stays empty: RDMA transforms are declined.
+        self.rdma = None
+        self.invalidate_tokens: list[int] = []
+        self.rdma_transform_ids: list[int] = []
 
     # ------------------------------------------------------------------ entry point
 
@@ -525,6 +530,8 @@ class ServerConnection:
             allowed = [d for d in allowed if d <= Dialect.SMB_3_0_2]  # §2.1: no 3.1.1 over NetBIOS
         if self.transport == "quic":
             allowed = [d for d in allowed if d == Dialect.SMB_3_1_1]
+        if self.transport == "smbdirect":
+            allowed = [d for d in allowed if d >= Dialect.SMB_3_0]  # §2.1: 3.x only over RDMA
         if not allowed:
             return self._error(NtStatus.NOT_SUPPORTED)
         dialect = max(allowed)
@@ -538,8 +545,11 @@ class ServerConnection:
         self.client_capabilities = request.capabilities
         self.client_security_mode = request.security_mode
         self.client_dialects = list(request.dialects)
-        self.supports_multicredit = dialect >= Dialect.SMB_2_1 and self.transport in ("tcp", "quic")
+        # §3.3.5.4: multi-credit on TCP port 445 and RDMA (and QUIC, which carries Direct TCP framing).
+        self.supports_multicredit = dialect >= Dialect.SMB_2_1 and self.transport in ("tcp", "quic", "smbdirect")
         self.max_size = self.config.max_size if self.supports_multicredit else SMALL_MTU_SIZE
+        if self.rdma is not None and getattr(self.rdma, "max_read_write", 0):
+            self.max_size = min(self.max_size, self.rdma.max_read_write)  # MS-SMBD MaxReadWriteSize
         caps = 0
         if dialect >= Dialect.SMB_2_1:
             caps |= Capabilities.LEASING
@@ -596,7 +606,10 @@ class ServerConnection:
         if rdma is not None:
             if not rdma.transform_ids:
                 return NtStatus.INVALID_PARAMETER
-            out.append(m.RdmaTransformCapabilities([0]))  # no RDMA on this transport
+            # IsRDMATransformSupported, but none of encryption/signing of RDMA payloads is implemented:
+            # Connection.RDMATransformIds is empty, answered as TransformCount 1, NONE (§3.3.5.4).
+            self.rdma_transform_ids = []
+            out.append(m.RdmaTransformCapabilities([0]))
         signing = by_type.get(NegotiateContextType.SIGNING_CAPABILITIES)
         if signing is not None:
             if not signing.algorithms:

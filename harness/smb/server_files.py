@@ -22,7 +22,7 @@ import os
 import struct
 from dataclasses import dataclass, fields
 
-from . import fscc
+from . import fscc, rdma_channel
 from . import messages as m
 from .constants import (
     UNSOLICITED_MESSAGE_ID,
@@ -346,16 +346,22 @@ def _read(conn, session, tree, header, request: m.ReadRequest, related, encrypte
         raise Fail(NtStatus.ACCESS_DENIED, "no read access")
     if request.length > conn.max_size:
         raise Fail(NtStatus.INVALID_PARAMETER, "READ longer than MaxReadSize")
+    descriptors = rdma_channel.read_channel(conn, request)  # None: data inline
     _check_charge(conn, header, request.length)
     if request.offset > 0x7FFFFFFFFFFFFFFF or request.offset + request.length > 0x7FFFFFFFFFFFFFFF:
         raise Fail(NtStatus.INVALID_PARAMETER, "READ beyond the largest file offset")
     try:
-        data = os.pread(opened.fd, request.length, request.offset)
+        if descriptors is not None:
+            data = rdma_channel.pread(conn, opened.fd, request.length, request.offset)
+        else:
+            data = os.pread(opened.fd, request.length, request.offset)
     except OSError as exc:
         raise _os_error(exc) from exc
     opened.position = request.offset + len(data)
     if (not data and request.length) or len(data) < request.minimum_count:
         raise Fail(NtStatus.END_OF_FILE, "end of file")
+    if descriptors is not None:
+        return rdma_channel.send_read_data(conn, request, descriptors, data)
     return Reply(NtStatus.SUCCESS, m.ReadResponse(data=data))
 
 
@@ -375,16 +381,19 @@ def _write(conn, session, tree, header, request: m.WriteRequest, related, encryp
         raise Fail(NtStatus.ACCESS_DENIED, "no write access")
     if len(request.data) > conn.max_size:
         raise Fail(NtStatus.INVALID_PARAMETER, "WRITE longer than MaxWriteSize")
-    _check_charge(conn, header, len(request.data))
+    descriptors, rdma_length = rdma_channel.write_channel(conn, request)  # None: data inline
+    length = rdma_length if descriptors is not None else len(request.data)
+    _check_charge(conn, header, length)
     offset = request.offset
     # Samba's limits (smbtorture smb2.rw.invalid): offsets above INT64_MAX are invalid, and no byte may
     # land at or past MAXFILESIZE (0xfffffff0000); an empty write is a no-op that succeeds.
-    if offset > 0x7FFFFFFFFFFFFFFF or (request.data and offset + len(request.data) > MAX_FILE_SIZE):
+    if offset > 0x7FFFFFFFFFFFFFFF or (length and offset + length > MAX_FILE_SIZE):
         raise Fail(NtStatus.INVALID_PARAMETER, "WRITE outside the file size limits")
-    if not request.data:
+    if not length:
         return Reply(NtStatus.SUCCESS, m.WriteResponse(count=0))
+    data = request.data if descriptors is None else rdma_channel.pull_write_data(conn, request, descriptors, length)
     try:
-        written = os.pwrite(opened.fd, request.data, offset)
+        written = os.pwrite(opened.fd, data, offset)
     except OSError as exc:
         raise _os_error(exc) from exc
     opened.position = offset + written

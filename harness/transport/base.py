@@ -53,7 +53,7 @@ class Transport:
     def register_buffer(self, buffer, writable: bool):  # pragma: no cover - interface
         raise TransportUnavailable(f"{self.name} has no RDMA")
 
-    def rdma_read(self, descriptors, length: int) -> bytes:  # pragma: no cover - interface
+    def rdma_read(self, descriptors, length: int, into=None):  # pragma: no cover - interface
         raise TransportUnavailable(f"{self.name} has no RDMA")
 
     def rdma_write(self, descriptors, data: bytes) -> None:  # pragma: no cover - interface

@@ -21,9 +21,7 @@ from typing import Any
 from .base import Listener, Transport, TransportClosed, TransportError, TransportUnavailable
 
 DEFAULT_PORT = 445
-#: SMB2 READ/WRITE of at least this size should use an RDMA channel (ours; below it inline data
-#: costs fewer round trips than register + RDMA + deregister).
-RDMA_THRESHOLD = 16 * 1024
+# When SMB2 READ/WRITE use an RDMA channel is the SMB layer's decision: harness/smb/rdma_channel.py.
 
 
 def _sd() -> Any:
@@ -131,8 +129,13 @@ class SmbDirectTransport(Transport):
         sd = _sd()
         return [sd.BufferDescriptor(d.offset, d.token, d.length) for d in descriptors]
 
-    def rdma_read(self, descriptors, length: int) -> bytes:
+    def rdma_read(self, descriptors, length: int, into=None):
+        """RDMA READ ``length`` bytes: new bytes, or a view of ``into`` (a reusable buffer) when given."""
         try:
+            if into is not None:
+                view = memoryview(into)[:length]
+                self.sock.rdma_read(view, self._descs(descriptors))
+                return view
             return self.sock.rdma_read(length, self._descs(descriptors))
         except OSError as exc:
             raise TransportError(f"RDMA READ: {exc}") from exc

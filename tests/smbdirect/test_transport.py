@@ -87,9 +87,11 @@ def test_transport_rdma_hooks(net):
 def test_benchmark_smoke(capsys):
     from benchmarks.smbdirect import main
 
-    res = main(["--count", "4"])
-    assert set(res) == {"tcp", "smbd-inline", "smbd-rdma"} and all(v > 0 for v in res.values())
-    assert "ratio smbd-rdma/tcp" in capsys.readouterr().out
+    res = main(["--count", "4", "--rounds", "1"])
+    assert set(res) == {"tcp", "smbd-inline", "smbd-rdma", "smb2-tcp-write", "smb2-tcp-read", "smb2-smbd-rdma-write",
+                        "smb2-smbd-rdma-read"} and all(v > 0 for v in res.values())
+    out = capsys.readouterr().out
+    assert "ratio smbd-rdma/tcp" in out and "ratio smb2-smbd-rdma/smb2-tcp (1 MiB I/O)" in out
 
 
 def test_plain_program_under_wirecheck_exec(net):

@@ -143,6 +143,8 @@ class WriteRequest(Message):
     remaining_bytes: U32 = 0
     flags: U32 = 0
     channel_info: bytes = b""
+    #: DataOffset as received (unpack only): an RDMA WRITE must carry 0 there (§3.3.5.13).
+    received_data_offset: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def descriptors(self) -> list[BufferDescriptorV1]:
@@ -185,7 +187,7 @@ class WriteRequest(Message):
         else:
             data = body_slice(body, data_offset, length, "WRITE data", _WRITE.size)
         info = body_slice(body, info_offset, info_length, "WRITE channel info", _WRITE.size)
-        return cls(file_id, offset, data, channel, remaining, flags, info)
+        return cls(file_id, offset, data, channel, remaining, flags, info, data_offset)
 
 
 @register
