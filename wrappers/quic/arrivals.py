@@ -178,7 +178,10 @@ def endpoint_for(eng: Engine, carrier: str, family: int, cfg: Any, host: str, po
         local = s.getsockname()
         ep = CR.DatagramEndpoint(s, local, None)
     _endpoints[(carrier, family, host, local[1], cfg.socket_dir if cfg else None)] = ep
-    eng.watch(ep.fileno(), lambda: _endpoint_readable(eng, ep))
+    reader = lambda: _endpoint_readable(eng, ep)  # noqa: E731
+    ep.watch_fd = lambda fd: eng.watch(fd, reader)
+    ep.unwatch_fd = eng.unwatch
+    eng.watch(ep.fileno(), reader)
     return ep
 
 

@@ -219,8 +219,8 @@ class Engine:
             pass
         self.links.pop(link.id, None)
         for path in {id(p): p for p in [link.path, *link.paths.values(), *link.old_paths] if p is not None}.values():
-            if hasattr(path, "sock"):
-                self.unwatch(path.fileno())
+            for fd in path.fds() if hasattr(path, "fds") else ([path.fileno()] if hasattr(path, "sock") else []):
+                self.unwatch(fd)
             path.close()
         ep = link.endpoint
         if ep is not None:
@@ -228,7 +228,8 @@ class Engine:
             ep.paths.pop(link.peer, None)
             ep.refs -= 1
             if ep.refs <= 0 and ep.listener is None:
-                self.unwatch(ep.fileno())
+                for fd in ep.fds():
+                    self.unwatch(fd)
                 ep.close()
                 release_endpoint(ep)
         self.cond.notify_all()
@@ -252,8 +253,8 @@ class Engine:
         if c.migrating is not None and path is link.path:
             c.local_migration_done()
             for old in link.old_paths:
-                if hasattr(old, "sock"):
-                    self.unwatch(old.fileno())
+                for fd in old.fds() if hasattr(old, "fds") else []:
+                    self.unwatch(fd)
                 old.close()
             link.old_paths.clear()
         c.receive(data, getattr(path, "peer", None) or link.peer, now)

@@ -412,7 +412,10 @@ class QuicSocket(_OrigSocket):
     def _watch_path(self, link: Link, path: Any, ep: Any) -> None:
         eng = self._engine
         if isinstance(path, CR.SeqpacketPath):
-            eng.watch(path.fileno(), lambda: eng.path_readable(link, path))
+            reader = lambda: eng.path_readable(link, path)  # noqa: E731
+            path.watch_fd = lambda fd: eng.watch(fd, reader)
+            path.unwatch_fd = eng.unwatch
+            eng.watch(path.fileno(), reader)
         elif ep is not None:
             ep.links[path.peer] = link
             ep.paths[path.peer] = path
@@ -463,7 +466,7 @@ class QuicSocket(_OrigSocket):
             except OSError:
                 pass  # no listener: the handshake times out, as an unanswered Initial does
             wire = CR.Wire(self._cfg, local, peer, eng.schedule)
-            return CR.SeqpacketPath(s, wire), self._tuple(local[0], local[1]), None
+            return CR.SeqpacketPath(s, wire, remote_path, addressing), self._tuple(local[0], local[1]), None
         ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
         ep.refs += 1
         wire = CR.Wire(self._cfg, ep.local, peer, eng.schedule)
