@@ -281,3 +281,63 @@ def test_two_migrations_small(pki):
         finally:
             close_all(c, s, ls)
         _capture(n).check(catalogue.build("quic.new_cid_after_migration"), catalogue.build("quic.no_new_connection"))
+
+
+def test_server_migration_then_client_migration(pki):
+    """quic.ko lets a server move too: the server sets CONNECTION_MIGRATION to its port+1; the client
+    reports a peer migration (local_migration 0) ahead of the data that came on the new path, its
+    getpeername() follows, the server's getsockname() shows the new port and its own event is
+    local_migration 1. The client can then migrate towards the server's new address, and both new
+    paths are validated in the capture."""
+    with emulated() as n:
+        c, s, ls = open_pair("cert", pki)
+        try:
+            _events_on(c, s)
+            c.settimeout(5)
+            s.settimeout(5)
+            shost, sport = s.getsockname()[:2]
+            s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_MIGRATION, sockaddr_in(shost, sport + 1))
+            quic_sendmsg(s, b"from the new server port", 1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+            data, _, evs = _recv_data(c)
+            assert data == b"from the new server port"
+            assert evs == [bytes([QUIC_EVENT_CONNECTION_MIGRATION, 0])]
+            assert c.getpeername()[1] == sport + 1
+            quic_sendmsg(c, b"ack", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+            data, _, sevs = _recv_data(s)
+            assert data == b"ack"
+            assert sevs == [bytes([QUIC_EVENT_CONNECTION_MIGRATION, 1])]
+            assert s.getsockname()[1] == sport + 1
+            cport = c.getsockname()[1]
+            _migrate(c, 1)
+            quic_sendmsg(c, b"client moved too", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+            data, sid, _ = _recv_data(s)
+            assert data == b"client moved too"
+            quic_sendmsg(s, b"seen", sid, MSG_STREAM_FIN)
+            data, _, cevs = _recv_data(c)
+            assert (data, cevs) == (b"seen", [bytes([QUIC_EVENT_CONNECTION_MIGRATION, 1])])
+            assert c.getsockname()[1] == cport + 1
+        finally:
+            close_all(c, s, ls)
+        # (quic.new_cid_after_migration takes the first destination as the server for good, so it
+        # cannot follow a server that moved; count the client's sources towards the new port instead)
+        assert len(_src_ports_to(n, sport + 1)) == 2
+        _capture(n).check(catalogue.build("quic.path_validated"), catalogue.build("quic.no_new_connection"))
+
+
+def test_server_migration_needs_seqpacket(pki):
+    """On the udp carrier a server cannot open a path from a new address: EOPNOTSUPP, and the
+    connection keeps working."""
+    from .funcserver import expect_errno
+
+    with emulated("udp"):
+        c, s, ls = open_pair("psk", pki)
+        try:
+            host, port = s.getsockname()[:2]
+            expect_errno(lambda: s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_MIGRATION,
+                                              sockaddr_in(host, port + 1)), 95)
+            c.settimeout(5)
+            s.settimeout(5)
+            quic_sendmsg(c, b"still here", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+            assert _recv_data(s)[0] == b"still here"
+        finally:
+            close_all(c, s, ls)

@@ -173,8 +173,30 @@ class KoQuicConnection(QuicConnection):
             super().connect(addr, now)
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        """quic.ko lets a server migrate too (setsockopt CONNECTION_MIGRATION on either end); aioquic's
+        client drops packets from an unknown server address (RFC 9000 9). A client here takes a
+        packet from a new server address that decrypts (the carrier saw our connection on it) and
+        moves to that path when its packet is the newest 1-RTT packet so far: the path is unvalidated, so
+        aioquic sends a PATH_CHALLENGE there, and the core reports the peer migration when it is
+        answered (validation failure falls back to the old path, aioquic's own rule)."""
+        new_path = None
+        if self._is_client and self._network_paths and all(p.addr != addr for p in self._network_paths):
+            from aioquic.quic.connection import QuicNetworkPath
+
+            new_path = QuicNetworkPath(addr)
+            self._network_paths.append(new_path)
+        before = self._spaces[tls.Epoch.ONE_RTT].largest_received_packet if tls.Epoch.ONE_RTT in self._spaces else None
         with external_psk(self.external_psk):
             super().receive_datagram(data, addr, now)
+        if new_path is None:
+            return
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and before is not None and space.largest_received_packet > before \
+                and new_path in self._network_paths:
+            self._network_paths.remove(new_path)
+            self._network_paths.insert(0, new_path)
+        elif new_path in self._network_paths:
+            self._network_paths.remove(new_path)  # not ours, or older than what we have: no move
 
     # -- stream limits -------------------------------------------------------------------------
     def set_local_stream_limits(self, bidi: int, uni: int) -> None:

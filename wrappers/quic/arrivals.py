@@ -285,3 +285,32 @@ def accept_handoff(eng: Engine, router: Any) -> None:
         link = _new_server_link(eng, lst, path, peer, first, cids)
         eng.offer(lst, link)
         eng.watch(path.fileno(), _reader(eng, link, path))
+
+
+def accept_moved_peer(eng: Engine, link: Link, home: CR.SeqpacketPath) -> None:
+    """Seqpacket carrier: the peer opened a new path to this connection's own listener: a migrated
+    quic.ko server to the client's rendezvous (``name~m``), or a client migrating again towards a
+    server that moved (the server listens on its new name). The path belongs to ``link``; aioquic
+    decides whether the packets on it are ours and validates the path."""
+    r = home.rendezvous
+    if r is None or home.addressing is None:
+        return
+    while True:
+        try:
+            fd, addr = r._accept()
+        except (BlockingIOError, OSError):
+            return
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
+        s.setblocking(False)
+        CR.big_buffers(s)
+        peer = home.addressing.addr_of(CR.peer_name(addr)) if isinstance(addr, str) and addr else None
+        if peer is None or link.gone:
+            s.close()
+            continue
+        cur = link.path if link.path is not None else home
+        path = CR.SeqpacketPath(s, CR.Wire(cur.wire.cfg, cur.wire.local, peer, eng.schedule))
+        old = link.paths.get(peer)
+        if old is not None:
+            link.old_paths.append(old)
+        link.paths[peer] = path
+        eng.watch(path.fileno(), _reader(eng, link, path))

@@ -76,6 +76,7 @@ class Wire:
     """Logging and impairment for datagrams leaving ``local`` for ``peer``."""
 
     def __init__(self, cfg: Config | None, local: tuple, peer: tuple, schedule: Callable[[float, Callable[[], None]], None]):
+        self.cfg = cfg
         self.rec = recorder_for(cfg.pcap_file, cfg.socket_dir) if cfg is not None else None
         self.local = local
         self.peer = peer
@@ -220,6 +221,36 @@ def _claim(path: str, sotype: int) -> None:
             pass
 
 
+RENDEZVOUS = "~m"
+OUTBOUND = "~p"  # a migrated server's outbound path socket: its UDP name is taken by its listener
+
+
+def open_rendezvous(name: str) -> Any | None:
+    """Next to a client path's UDP name, a SEQPACKET listener (``name~m``) where a peer that moves
+    opens its new path to us: a unix connection can only be opened towards a listener, and the
+    client's own name is a connected socket. Only a quic.ko server that migrates (setsockopt
+    CONNECTION_MIGRATION after the handshake) uses it. None when it cannot be bound.
+
+    The migrated server in turn listens on its new UDP name (so that the client can migrate again
+    towards it) and opens its path from ``name~p``; ``peer_name`` reads either back."""
+    s = _unix(_socket.SOCK_SEQPACKET)
+    path = name + RENDEZVOUS
+    try:
+        if os.path.lexists(path) and not seqpacket_listening(path):
+            os.unlink(path)
+        s.bind(path)
+        s.listen(8)
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def peer_name(name: str) -> str:
+    """The UDP name a path's peer speaks for (a migrated server's outbound socket carries a suffix)."""
+    return name[: -len(OUTBOUND)] if name.endswith(OUTBOUND) else name
+
+
 class SeqpacketPath:
     """One QUIC path as one SEQPACKET connection (client side connects, server side was accepted).
 
@@ -235,6 +266,7 @@ class SeqpacketPath:
         self.remote = remote
         self.addressing = addressing
         self.olds: list[Any] = []
+        self.rendezvous: Any = None  # client: where a migrating server connects (open_rendezvous)
         self.watch_fd: Callable[[int], None] | None = None
         self.unwatch_fd: Callable[[int], None] | None = None
         if remote is not None and addressing is not None:
@@ -244,7 +276,8 @@ class SeqpacketPath:
         return int(self.sock.fileno())
 
     def fds(self) -> list[int]:
-        return [int(s.fileno()) for s in (self.sock, *self.olds) if s.fileno() >= 0]
+        socks = (self.sock, *self.olds) + ((self.rendezvous,) if self.rendezvous is not None else ())
+        return [int(s.fileno()) for s in socks if s.fileno() >= 0]
 
     def rebind(self, kind: str) -> tuple | None:
         assert self.remote is not None and self.addressing is not None
@@ -296,6 +329,15 @@ class SeqpacketPath:
     def close(self) -> None:
         for old in list(self.olds):
             self._drop_old(old)
+        if self.rendezvous is not None:
+            r, self.rendezvous = self.rendezvous, None
+            try:
+                name = r.getsockname()
+                r.close()
+                if name:
+                    os.unlink(name)
+            except OSError:
+                pass
         try:
             self.sock.close()
         except OSError:

@@ -330,11 +330,17 @@ class Connection:
         self._event(C.QUIC_EVENT_CONNECTION_MIGRATION, b"\x01")
 
     def _check_peer_migration(self) -> None:
+        """The peer's address changed: event local_migration 0 and a new destination CID number.
+
+        A server (client migrating, NAT rebinding) reports it once the new path is validated. A
+        client reports a quic.ko server's move when it switches to the new path: quic.ko's migrating
+        end validates the path before it sends data there, so its peer sees the event ahead of that
+        data; our migrating server sends at once and the client's challenge follows (aioconn.py)."""
         q = self.quic
-        if q is None or self.is_client or not q._network_paths:
+        if q is None or not q._network_paths or not self.handshake_done:
             return
         path = q._network_paths[0]
-        if path.addr != self.addr and path.is_validated:
+        if path.addr != self.addr and (path.is_validated or self.is_client):
             self.addr = path.addr
             self._bump_dest_cid()
             self._event(C.QUIC_EVENT_CONNECTION_MIGRATION, b"\x00")

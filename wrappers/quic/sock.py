@@ -29,7 +29,7 @@ from . import carriers as CR
 from . import constants as C
 from . import options as O
 from . import routing, uapi
-from .arrivals import accept_handoff, accept_seqpacket, endpoint_for
+from .arrivals import accept_handoff, accept_moved_peer, accept_seqpacket, endpoint_for
 from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
 from .loop import Engine, Link, Listener, get_engine, make_pair
 
@@ -179,8 +179,8 @@ class QuicSocket(_OrigSocket):
         if self._peer is None:
             raise err(errno.ENOTCONN)
         c = self._conn
-        if c is not None and not c.is_client and c.addr is not None:
-            return c.addr
+        if c is not None and c.addr is not None:
+            return self._tuple(c.addr[0], c.addr[1])
         return self._peer
 
     def _local_host(self) -> str:
@@ -416,6 +416,8 @@ class QuicSocket(_OrigSocket):
             path.watch_fd = lambda fd: eng.watch(fd, reader)
             path.unwatch_fd = eng.unwatch
             eng.watch(path.fileno(), reader)
+            if path.rendezvous is not None:
+                eng.watch(path.rendezvous.fileno(), lambda: accept_moved_peer(eng, link, path))
         elif ep is not None:
             ep.links[path.peer] = link
             ep.paths[path.peer] = path
@@ -427,20 +429,68 @@ class QuicSocket(_OrigSocket):
         if link is None or c is None or self._peer is None:
             raise err(errno.EPIPE)
         if not self._is_client:
-            raise err(errno.EOPNOTSUPP, "server-side migration and preferred addresses are issue 10")
+            self._migrate_server(link, c, new_local)
+            return
         eng = self._engine
         with eng.lock:
             if c.migrating is not None:
                 raise err(errno.EAGAIN, "a migration is in progress")
-            path, local, ep = self._client_path(self._peer, new_local)
+            path, local, ep = self._client_path(c.addr or self._peer, new_local)
             try:
                 c.start_local_migration(local)
             except OSError:
                 path.close()
                 raise
-            link.old_paths.append(link.path)
+            link.old_paths += [link.path, *link.paths.values()]  # everything goes on the new path now
+            link.paths = {}
             link.path = path
             self._watch_path(link, path, ep)
+            eng.flush(link)
+
+    def _migrate_server(self, link: Link, c: Any, new_local: tuple) -> None:
+        """A quic.ko server moves to ``new_local`` after the handshake: a new path from that name to
+        the client's rendezvous listener (carriers.open_rendezvous), a fresh destination CID, and the
+        old paths kept until the first packet arrives on the new one (the client validates the new
+        server address with PATH_CHALLENGE, aioconn.py). Only the seqpacket carrier can open a path
+        from the server's side; on the others this is EOPNOTSUPP."""
+        if self._carrier != "seqpacket":
+            raise err(errno.EOPNOTSUPP, f"server migration needs the seqpacket carrier, not {self._carrier}")
+        eng = self._engine
+        with eng.lock:
+            if c.migrating is not None:
+                raise err(errno.EAGAIN, "a migration is in progress")
+            if c.closed or not c.handshake_done:
+                raise err(errno.EPIPE)
+            addressing = CR.Addressing(self._cfg)
+            lst = CR._unix(_socket.SOCK_SEQPACKET)
+            s = CR._unix(_socket.SOCK_SEQPACKET)
+            try:
+                port = CR.bind_unix(lst, addressing, self._qfamily, new_local[0], new_local[1])
+                lst.listen(8)
+                name = lst.getsockname()
+                local = addressing.addr_of(name) or self._tuple(new_local[0], port)
+                CR._claim(name + CR.OUTBOUND, _socket.SOCK_DGRAM)
+                s.bind(name + CR.OUTBOUND)
+                s.connect(addressing.path(self._qfamily, c.addr[0], c.addr[1], local=False) + CR.RENDEZVOUS)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as e:
+                s.close()
+                lst.close()
+                raise err(e.errno or errno.EADDRNOTAVAIL, "cannot open a path from the new address to the peer") from e
+            local = self._tuple(local[0], local[1])
+            try:
+                c.start_local_migration(local)
+            except OSError:
+                s.close()
+                lst.close()
+                raise
+            path = CR.SeqpacketPath(s, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
+            path.rendezvous = lst
+            link.old_paths += [link.path, *link.paths.values()]
+            link.paths = {}
+            link.path = path
+            self._watch_path(link, path, None)
             eng.flush(link)
 
     def _client_path(self, peer: tuple, local_addr: tuple | None = None) -> tuple[Any, tuple, Any]:
@@ -466,7 +516,9 @@ class QuicSocket(_OrigSocket):
             except OSError:
                 pass  # no listener: the handshake times out, as an unanswered Initial does
             wire = CR.Wire(self._cfg, local, peer, eng.schedule)
-            return CR.SeqpacketPath(s, wire, remote_path, addressing), self._tuple(local[0], local[1]), None
+            path = CR.SeqpacketPath(s, wire, remote_path, addressing)
+            path.rendezvous = CR.open_rendezvous(s.getsockname())
+            return path, self._tuple(local[0], local[1]), None
         ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
         ep.refs += 1
         wire = CR.Wire(self._cfg, ep.local, peer, eng.schedule)
