@@ -133,7 +133,17 @@ class KoQuicConnection(QuicConnection):
     def cleartext_1rtt(self) -> bool:
         return bool(getattr(self._cryptos[tls.Epoch.ONE_RTT], "cleartext", False))
 
+    refuse_early = False  # server: decline 0-RTT although the ticket is good (server_handshake early_data=False)
+
     def _update_traffic_key(self, direction: Any, epoch: Any, cipher_suite: Any, secret: bytes) -> None:
+        if (epoch == tls.Epoch.ZERO_RTT and self.refuse_early and not self._is_client
+                and direction == tls.Direction.DECRYPT):
+            # aioquic's server accepts early data whenever the ticket resumes; declining means not
+            # installing the 0-RTT keys and saying so in EncryptedExtensions (built after this call).
+            # The client's 0-RTT packets are then undecryptable, never acknowledged, and their data
+            # is sent again in 1-RTT by loss recovery: nothing is lost.
+            self.tls.early_data_accepted = False
+            return
         super()._update_traffic_key(direction, epoch, cipher_suite, secret)
         if epoch == tls.Epoch.ONE_RTT and self.disable_1rtt and self.peer_disable_1rtt:
             make_cleartext(self._cryptos[epoch])
@@ -155,6 +165,19 @@ class KoQuicConnection(QuicConnection):
         if self.request_client_cert:
             # aioquic's server can ask for a client certificate only through this private switch
             self.tls._request_client_certificate = True
+            fetch = self.tls.get_session_ticket_cb
+            if fetch is not None:
+                ctx = self.tls
+
+                def fetch_no_cr(label: bytes) -> Any:
+                    # a resumed handshake authenticates by the ticket: no CertificateRequest then
+                    # (RFC 8446 4.3.2: only in certificate-based handshakes)
+                    t = fetch(label)
+                    if t is not None:
+                        ctx._request_client_certificate = False
+                    return t
+
+                self.tls.get_session_ticket_cb = fetch_no_cr
         if self._is_client and self.raw_ticket_cb is not None:
             # quic.ko hands the raw NewSessionTicket message to the application; aioquic keeps only
             # its parsed form, so look at the message on its way in

@@ -28,7 +28,7 @@ from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before
 from . import carriers as CR
 from . import constants as C
 from . import options as O
-from . import routing, uapi
+from . import routing, tlsext, uapi
 from .arrivals import accept_handoff, accept_moved_peer, accept_seqpacket, endpoint_for
 from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
 from .loop import Engine, Link, Listener, get_engine, make_pair
@@ -525,7 +525,16 @@ class QuicSocket(_OrigSocket):
         return CR.DatagramPath(ep, peer, wire), ep.local, ep
 
     # -- handshake (called by handshake.py) --------------------------------------------------------
-    def _handshake(self, configuration: Any, psk: bool, timeout: float | None, fetcher: Any = None) -> None:
+    def _ticket_key(self) -> bytes:
+        """A server connection's SESSION_TICKET master key (options.py's get: set, or derived)."""
+        if self._opts.ticket:
+            return self._opts.ticket
+        import hashlib
+
+        return hashlib.sha512(self._ticket_secret + self.getpeername()[0].encode()).digest()
+
+    def _handshake(self, configuration: Any, psk: bool, timeout: float | None, fetcher: Any = None,
+                   ticket_key: bytes | None = None, early_data: bool = True) -> None:
         if self._state == C.LISTENING:
             raise err(errno.EINVAL, "handshake on a listening socket")
         link = self._link
@@ -541,6 +550,11 @@ class QuicSocket(_OrigSocket):
             if not c.is_client:
                 odcid = link.odcid
             c.request_client_cert = getattr(self, "_request_client_cert", False)
+            c.require_resumption = getattr(self, "_require_resumption", False)
+            if not c.is_client:
+                c.refuse_early = not early_data
+                if ticket_key is not None:
+                    c.ticket_handler = lambda t, k=ticket_key: tlsext.TicketStore.issue(k, t)
             c.start(configuration, time.monotonic(), psk=psk, odcid=odcid, ticket_fetcher=fetcher)
             eng.flush(link)
             eng.kick()
@@ -695,6 +709,10 @@ class QuicSocket(_OrigSocket):
             sid, sflags, has = -1, flags & C.STREAM_FLAGS, False
         else:
             sid, sflags, has = info.stream_id, info.stream_flags, True
+        if c.is_client and c.quic is None and not c.closed:
+            if self._remote_tp is not None and c.early_limits is None:
+                c.early_limits = (self._remote_tp.max_streams_bidi, self._remote_tp.max_streams_uni)
+            return int(self._engine_call(lambda: c.send_early(sid, sflags, data)))
         return int(self._blocking(lambda: c.send_stream(sid, sflags, data, has, nonblock), nonblock,
                                   self._send_timeout()))
 
