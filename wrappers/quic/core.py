@@ -412,12 +412,17 @@ class Connection:
             q.create_local_stream(sid)
             self.streams[sid].in_quic = True
             q.send_stream_data(sid, data, end_stream=fin)
+            self.early_sent += len(data) + fin
         self.early.clear()
+
+    early_sent = 0  # client: bytes queued before the handshake (0-RTT candidates)
 
     @property
     def early_data_accepted(self) -> bool:
+        """Client: data was sent before the handshake and the server accepted it as 0-RTT (aioquic
+        says "accepted" whenever the server would take early data, sent or not)."""
         q = self.quic
-        return bool(q is not None and q.tls is not None and q.tls.early_data_accepted)
+        return bool(self.early_sent and q is not None and q.tls is not None and q.tls.early_data_accepted)
 
     @property
     def session_resumed(self) -> bool:
