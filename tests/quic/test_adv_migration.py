@@ -341,3 +341,33 @@ def test_server_migration_needs_seqpacket(pki):
             assert _recv_data(s)[0] == b"still here"
         finally:
             close_all(c, s, ls)
+
+
+def test_migration_outside_the_emulated_network(pki):
+    """A migration to an address no emulated interface has fails with EADDRNOTAVAIL (as a bind to
+    it would), another family with EINVAL, the same address with EINVAL, and the connection keeps
+    working on its path."""
+    from wrappers.quic import sockaddr_in as sa
+
+    from .funcserver import expect_errno
+
+    with emulated():
+        c, s, ls = open_pair("psk", pki)
+        try:
+            port = c.getsockname()[1]
+            expect_errno(lambda: c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_MIGRATION, sa("192.0.2.7", port + 1)),
+                         99)
+            import socket as so
+
+            expect_errno(lambda: c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_MIGRATION,
+                                              sa("fd00::5357:5f0b", port + 1, so.AF_INET6)), 22)
+            expect_errno(lambda: c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_MIGRATION,
+                                              sa(c.getsockname()[0], port)), 22)
+            c.settimeout(5)
+            s.settimeout(5)
+            quic_sendmsg(c, b"still on the old path", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+            data, sid, _ = _recv_data(s)
+            assert data == b"still on the old path"
+            assert c.getsockname()[1] == port
+        finally:
+            close_all(c, s, ls)
