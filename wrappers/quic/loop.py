@@ -14,10 +14,15 @@ carriers, loss-recovery/ACK/idle/keepalive timers, and delayed (impaired) delive
 the application calls in. ``Engine.cond`` wakes callers blocked on stream limits, send space or the
 handshake after every pass.
 
-Paths. A link sends on ``Link.path``; a server whose client moved also knows the client's new path
-(``Link.paths``, by peer address) and sends where aioquic addresses each datagram. A migrating
-client sends on its new path at once and keeps reading the old ones until the first datagram
-arrives on the new one (then the migration is complete and the old paths are closed).
+Paths. A link sends on ``Link.path``; a link whose peer moved also knows the peer's new path
+(``Link.paths``, by peer address) and sends where aioquic addresses each datagram. An end that
+migrates itself (a client, or a quic.ko server on the seqpacket carrier) sends on its new path at
+once, forgets the peer paths it knew (everything goes on the new path) and keeps reading the old
+ones until the first datagram arrives on the new one (then the migration is complete and the old
+paths are closed). New paths towards us come from three places: a listener's arrivals (a known
+destination connection ID: the client migrated or its NAT rebound), a client's rendezvous listener
+(a server that moved, carriers.open_rendezvous) and a moved server's own listener on its new name.
+A NAT rebinding is the carrier's business (carriers.py): the path object stays, its socket changes.
 """
 
 from __future__ import annotations
