@@ -371,3 +371,61 @@ def test_migration_outside_the_emulated_network(pki):
             assert c.getsockname()[1] == port
         finally:
             close_all(c, s, ls)
+
+
+def test_server_preferred_address(pki):
+    """quic.ko's preferred address: a server sets CONNECTION_MIGRATION between accept() and the
+    handshake; after the handshake the client validates that address and moves there by itself
+    (event local_migration 1 on the client, getpeername() = the preferred address; the server's
+    getsockname() follows); data flows on the new path and the capture shows it validated."""
+    from wrappers.quic import client_handshake, server_handshake
+
+    from .conftest import quic_socket
+
+    with emulated() as n:
+        ls = quic_socket()
+        ls.bind(("127.0.0.11", 0))
+        ls.listen(2)
+        ls.settimeout(5)
+        box: dict = {}
+
+        def serve():
+            try:
+                s, _ = ls.accept()
+                host, port = ls.getsockname()[:2]
+                box["pref"] = (host, port + 7)
+                s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_MIGRATION, sockaddr_in(host, port + 7))
+                server_handshake(s, pki["server_key"], pki["server"], timeout=5)
+                box["s"] = s
+            except BaseException as e:
+                box["e"] = e
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        c = quic_socket()
+        _events_on(c)
+        c.connect(ls.getsockname())
+        client_handshake(c, None, "server.test", cafile=pki["ca"], timeout=5)
+        t.join(10)
+        assert "e" not in box, box.get("e")
+        s = box["s"]
+        try:
+            c.settimeout(5)
+            s.settimeout(5)
+            deadline = time.monotonic() + 5
+            while c.getpeername()[:2] != box["pref"] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert c.getpeername()[:2] == box["pref"]
+            quic_sendmsg(c, b"to the preferred address", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+            data, sid, _ = _recv_data(s)
+            assert data == b"to the preferred address"
+            assert s.getsockname()[:2] == box["pref"]
+            quic_sendmsg(s, b"ok", sid, MSG_STREAM_FIN)
+            data, _, evs = _recv_data(c)
+            assert data == b"ok"
+            s.setblocking(False)
+            assert bytes([QUIC_EVENT_CONNECTION_MIGRATION, 1]) in evs
+        finally:
+            close_all(c, s, ls)
+        assert len(_src_ports_to(n, box["pref"][1])) == 1  # the client's packets reached the new address
+        _capture(n).check(catalogue.build("quic.path_validated"), catalogue.build("quic.no_new_connection"))

@@ -36,6 +36,7 @@ External PSK binders need ``tlsext.external_psk`` around every call that runs TL
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aioquic import tls
@@ -98,12 +99,48 @@ class KoQuicConnection(QuicConnection):
     # -- disable_1rtt_encryption (test-only) ---------------------------------------------------------
     def _serialize_transport_parameters(self) -> bytes:
         data = super()._serialize_transport_parameters()
+        if self.preferred_address is not None and not self._is_client:
+            data += self._preferred_tp()
         if self.disable_1rtt:
             buf = Buffer(capacity=16)
             buf.push_uint_var(TP_DISABLE_1RTT_ENCRYPTION)
             buf.push_uint_var(0)
             data += buf.data
         return data
+
+    # -- server preferred address (quic.ko: CONNECTION_MIGRATION on a server before the handshake) ------
+    preferred_address: Any = None  # server: (host, port) announced in the transport parameters
+    preferred_probe: Any = None  # client: the preferred address aioquic went to validate
+
+    def _preferred_tp(self) -> bytes:
+        """The preferred_address parameter, with a connection ID of sequence 1 (RFC 9000 18.2) that
+        joins our host CIDs; aioquic's client probes it after the handshake and moves there."""
+        from aioquic.quic.connection import QuicConnectionId
+        from aioquic.quic.packet import (
+            QuicPreferredAddress,
+            QuicTransportParameters,
+            push_quic_transport_parameters,
+        )
+
+        cid = getattr(self, "_preferred_cid", None)
+        if cid is None:
+            cid = QuicConnectionId(cid=os.urandom(self._configuration.connection_id_length),
+                                   sequence_number=self._host_cid_seq, stateless_reset_token=os.urandom(16),
+                                   was_sent=True)
+            self._host_cids.append(cid)
+            self._host_cid_seq += 1
+            self._preferred_cid = cid
+        host, port = self.preferred_address[0], self.preferred_address[1]
+        v6 = ":" in host
+        pa = QuicPreferredAddress(ipv4_address=None if v6 else (host, port), ipv6_address=(host, port) if v6 else None,
+                                  connection_id=cid.cid, stateless_reset_token=cid.stateless_reset_token)
+        buf = Buffer(capacity=256)
+        push_quic_transport_parameters(buf, QuicTransportParameters(preferred_address=pa))
+        return bytes(buf.data)
+
+    def _probe_preferred_address(self) -> None:
+        self.preferred_probe = self._find_preferred_address()
+        super()._probe_preferred_address()
 
     def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
         super()._parse_transport_parameters(data, from_session_ticket)

@@ -288,13 +288,16 @@ def accept_handoff(eng: Engine, router: Any) -> None:
 
 
 def accept_moved_peer(eng: Engine, link: Link, home: CR.SeqpacketPath) -> None:
-    """Seqpacket carrier: the peer opened a new path to this connection's own listener: a migrated
-    quic.ko server to the client's rendezvous (``name~m``), or a client migrating again towards a
-    server that moved (the server listens on its new name). The path belongs to ``link``; aioquic
-    decides whether the packets on it are ours and validates the path."""
-    r = home.rendezvous
-    if r is None or home.addressing is None:
-        return
+    if home.rendezvous is not None and home.addressing is not None:
+        accept_paths(eng, link, home.rendezvous, home.addressing)
+
+
+def accept_paths(eng: Engine, link: Link, r: Any, addressing: CR.Addressing, local: tuple | None = None) -> None:
+    """Seqpacket carrier: the peer opened a new path to this connection's own listener ``r``: a
+    migrated quic.ko server to the client's rendezvous (``name~m``), a client migrating again towards
+    a server that moved (the server listens on its new name), or a client moving to the server's
+    preferred address (``local``: that address). The path belongs to ``link``; aioquic decides
+    whether the packets on it are ours and validates the path."""
     while True:
         try:
             fd, addr = r._accept()
@@ -303,12 +306,13 @@ def accept_moved_peer(eng: Engine, link: Link, home: CR.SeqpacketPath) -> None:
         s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
         s.setblocking(False)
         CR.big_buffers(s)
-        peer = home.addressing.addr_of(CR.peer_name(addr)) if isinstance(addr, str) and addr else None
-        if peer is None or link.gone:
+        peer = addressing.addr_of(CR.peer_name(addr)) if isinstance(addr, str) and addr else None
+        if peer is None or link.gone or link.path is None:
             s.close()
             continue
-        cur = link.path if link.path is not None else home
-        path = CR.SeqpacketPath(s, CR.Wire(cur.wire.cfg, cur.wire.local, peer, eng.schedule))
+        cur = link.path
+        path = CR.SeqpacketPath(s, CR.Wire(cur.wire.cfg, local or cur.wire.local, peer, eng.schedule))
+        path.switch_local = local  # a server's preferred address: getsockname() once packets come here
         old = link.paths.get(peer)
         if old is not None:
             link.old_paths.append(old)

@@ -267,6 +267,7 @@ class SeqpacketPath:
         self.addressing = addressing
         self.olds: list[Any] = []
         self.rendezvous: Any = None  # client: where a migrating server connects (open_rendezvous)
+        self.switch_local: tuple | None = None  # server: the preferred address this path arrives at
         self.watch_fd: Callable[[int], None] | None = None
         self.unwatch_fd: Callable[[int], None] | None = None
         if remote is not None and addressing is not None:

@@ -144,6 +144,7 @@ class Connection:
         self.early_limits: tuple[int, int] | None = None  # the saved remote (bidi, uni) stream limits
         self.refuse_early = False  # server: decline 0-RTT (the client then resends in 1-RTT)
         self.require_resumption = False  # client: PSK mode resuming a ticket: no certificate fallback
+        self.preferred_address: tuple | None = None  # server: announced preferred_address (host, port)
         self.ticket_handler: Any = None  # server: stores issued tickets (handshake.py)
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -165,6 +166,7 @@ class Connection:
         q.disable_1rtt = bool(tp.disable_1rtt_encryption)
         q.disable_compatible_version = bool(tp.disable_compatible_version)
         q.preferred_version = self.opts.cfg.version
+        q.preferred_address = None if self.is_client else self.preferred_address
         q.set_local_stream_limits(tp.max_streams_bidi, tp.max_streams_uni)
         q._local_active_connection_id_limit = tp.active_connection_id_limit or 7
         q.set_windows(configuration.max_data, configuration.max_stream_data)
@@ -352,7 +354,9 @@ class Connection:
         if path.addr != self.addr and (path.is_validated or self.is_client):
             self.addr = path.addr
             self._bump_dest_cid()
-            self._event(C.QUIC_EVENT_CONNECTION_MIGRATION, b"\x00")
+            # a client moving to the server's preferred address counts as its own migration (quic.ko)
+            local = self.is_client and q.preferred_probe is not None and path.addr == q.preferred_probe
+            self._event(C.QUIC_EVENT_CONNECTION_MIGRATION, b"\x01" if local else b"\x00")
 
     def _bump_dest_cid(self) -> None:
         if self.cids is not None:

@@ -63,6 +63,7 @@ class Link:
         self.old_paths: list[Any] = []  # a migrating client's previous paths, closed when it is done
         self.app_end: Any = None  # server side: the app end of the pair, until accept() takes it
         self.odcid: bytes | None = None
+        self.open_path: Callable[[tuple], Any] | None = None  # client: a path to a new server address
 
 
 class Listener:
@@ -160,11 +161,25 @@ class Engine:
         self.push(link)  # first: what the app's pair takes is consumed and returns credit
         if link.path is not None and c.quic is not None:
             for d, addr in c.datagrams(now):
-                link.paths.get(addr, link.path).send(d, now)
+                self.path_for(link, addr).send(d, now)
         t = c.next_timer()
         if t is not None and t < self._planned:
             self.kick()
         self.cond.notify_all()
+
+    def path_for(self, link: Link, addr: Any) -> Any:
+        """Where a datagram aioquic addressed to ``addr`` goes: a known path, or for a client probing a
+        server address it has no path to (the preferred address) a new one (``Link.open_path``)."""
+        p = link.paths.get(addr)
+        if p is not None:
+            return p
+        if (link.open_path is not None and addr is not None and link.path is not None
+                and tuple(addr[:2]) != tuple(link.path.peer[:2])):
+            p = link.open_path(addr)
+            if p is not None:
+                link.paths[addr] = p
+                return p
+        return link.path
 
     def push(self, link: Link) -> None:
         q = link.outq
@@ -215,7 +230,7 @@ class Engine:
             if link.path is not None and link.core.quic is not None:
                 now = time.monotonic()
                 for d, addr in link.core.datagrams(now):
-                    link.paths.get(addr, link.path).send(d, now)
+                    self.path_for(link, addr).send(d, now)
         link.core.finish()
         self.unwatch(link.app.fileno())
         try:
@@ -255,6 +270,9 @@ class Engine:
         """One datagram for ``link`` on ``path``: the first one on a migrating client's new path
         completes the migration (the old paths are closed)."""
         c = link.core
+        sw = getattr(path, "switch_local", None)
+        if sw is not None and c.local_addr != sw:
+            c.local_addr = sw  # the client moved to our preferred address
         if c.migrating is not None and path is link.path:
             c.local_migration_done()
             for old in link.old_paths:

@@ -88,7 +88,8 @@ def setopt(s: QuicSocket, opt: int, v: bytes) -> None:
         if not est and s._is_client:
             raise err(errno.EINVAL, "a client sets no preferred address")
         if not est:
-            raise err(errno.EOPNOTSUPP, "a server preferred_address is not emulated")
+            s._set_preferred((a[1], a[2]))
+            return
         s._migrate((a[1], a[2]))
     elif opt == C.QUIC_SOCKOPT_KEY_UPDATE:
         if not est:

@@ -29,7 +29,7 @@ from . import carriers as CR
 from . import constants as C
 from . import options as O
 from . import routing, tlsext, uapi
-from .arrivals import accept_handoff, accept_moved_peer, accept_seqpacket, endpoint_for
+from .arrivals import accept_handoff, accept_moved_peer, accept_paths, accept_seqpacket, endpoint_for
 from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
 from .loop import Engine, Link, Listener, get_engine, make_pair
 
@@ -394,6 +394,8 @@ class QuicSocket(_OrigSocket):
         assert self._eng_end is not None
         link = Link(conn, self._eng_end, path, peer)
         link.endpoint = ep
+        if self._carrier == "seqpacket":
+            link.open_path = lambda addr, link=link: self._open_path_to(link, addr)
         self._eng_end = None
         self._local, self._peer, self._link = local, peer, link
         self._is_client = True
@@ -446,6 +448,63 @@ class QuicSocket(_OrigSocket):
             link.path = path
             self._watch_path(link, path, ep)
             eng.flush(link)
+
+    def _set_preferred(self, addr: tuple) -> None:
+        """Server, before the handshake: quic.ko's preferred_address. The address is bound now (a
+        listener for the client's new path, seqpacket carrier only) and announced in the transport
+        parameters; aioquic's client validates it after the handshake and moves there."""
+        if self._carrier != "seqpacket":
+            raise err(errno.EOPNOTSUPP, f"a preferred address needs the seqpacket carrier, not {self._carrier}")
+        link, c = self._link, self._conn
+        if link is None or c is None or c.quic is not None:
+            raise err(errno.EINVAL, "set the preferred address after accept() and before the handshake")
+        if c.preferred_address is not None:
+            raise err(errno.EAGAIN, "a preferred address is already set")
+        import socket as so
+
+        family = so.AF_INET6 if ":" in addr[0] else so.AF_INET
+        addressing = CR.Addressing(self._cfg)
+        lst = CR._unix(_socket.SOCK_SEQPACKET)
+        try:
+            port = CR.bind_unix(lst, addressing, family, addr[0], addr[1])
+            lst.listen(8)
+        except OSError:
+            lst.close()
+            raise
+        local = addressing.addr_of(lst.getsockname()) or (addr[0], port)
+        eng = self._engine
+        with eng.lock:
+            c.preferred_address = (local[0], local[1])
+            holder = CR.SeqpacketPath(lst, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
+            holder.rendezvous = lst  # closed (and its name removed) with the connection
+            link.old_paths.append(holder)
+            eng.watch(lst.fileno(), lambda: accept_paths(eng, link, lst, addressing, local))
+
+    def _open_path_to(self, link: Link, addr: tuple) -> Any:
+        """Client, seqpacket carrier: a path from our current address to a new server address (its
+        preferred address). Our UDP name is taken by the connected path, so the new socket is bound
+        to ``name~p``, which the server reads back as our address (carriers.peer_name)."""
+        cur = link.path
+        if not isinstance(cur, CR.SeqpacketPath) or cur.addressing is None:
+            return None
+        eng = self._engine
+        s = CR._unix(_socket.SOCK_SEQPACKET)
+        try:
+            name = cur.sock.getsockname() + CR.OUTBOUND
+            CR._claim(name, _socket.SOCK_DGRAM)
+            s.bind(name)
+            import socket as so
+
+            family = so.AF_INET6 if len(addr) == 4 or ":" in str(addr[0]) else so.AF_INET
+            s.connect(cur.addressing.path(family, addr[0], addr[1], local=False))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            s.close()
+            return None
+        path = CR.SeqpacketPath(s, CR.Wire(self._cfg, cur.wire.local, tuple(addr), eng.schedule))
+        eng.watch(path.fileno(), lambda: eng.path_readable(link, path))
+        return path
 
     def _migrate_server(self, link: Link, c: Any, new_local: tuple) -> None:
         """A quic.ko server moves to ``new_local`` after the handshake: a new path from that name to
