@@ -13,11 +13,7 @@
 """
 from __future__ import annotations
 
-import json
-import time
-from pathlib import Path
-
-from harness.scenario import StepFailed, operation
+from harness.scenario import operation
 from harness.scenario.context import Context
 from harness.scenario.impairspec import problem
 from harness.scenario.ops.core import HOSTS, write_impairments
@@ -36,30 +32,9 @@ STATE = {"type": "object", "additionalProperties": False, "required": ["on"],
 
 
 def _side(ctx: Context, on: str, req: dict, timeout: float = 10.0) -> dict:
-    info = ctx.results.get(on) or {}
-    ctl = info.get("control")
-    if not ctl:
-        raise StepFailed(f"{on!r} is not an smb.connect result")
-    with ctx.lock:
-        n = info["side_requests"] = info.get("side_requests", 0) + 1
-    n -= 1
-    d = Path(ctl)
-    tmp = d / f"side.{n}.req.tmp"
-    tmp.write_text(json.dumps(req))
-    tmp.rename(d / f"side.{n}.req.json")
-    res_path = d / f"side.{n}.res.json"
-    proc = ctx.proc(on)
-    deadline = time.monotonic() + timeout
-    while not res_path.exists():
-        if proc.popen.poll() is not None:
-            raise StepFailed(f"client {on} exited with status {proc.popen.returncode}")
-        if time.monotonic() > deadline:
-            raise StepFailed(f"client {on} did not answer {req['op']} within {timeout:g}s")
-        time.sleep(0.005)
-    res = json.loads(res_path.read_text())
-    if res.get("error"):
-        raise StepFailed(f"{req['op']} on {on}: {res['error']}")
-    return res
+    from .scenario_ops import _request
+
+    return _request(ctx, on, req, timeout, side=True)
 
 
 def _rebind_spec(args: dict) -> str:

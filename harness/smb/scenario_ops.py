@@ -221,36 +221,46 @@ def _quic_state(transport: Any) -> dict:
     return {"resumed": conn.session_resumed, "early_data": conn.early_data_accepted}
 
 
+def _serve_requests(ctl: Path, prefix: str, handle: Any) -> None:
+    """The client's control-file protocol: ``<prefix>N.req.json`` -> ``<prefix>N.res.json`` in order;
+    ``handle(req)`` returns the result, an exception becomes ``error`` (and ``ntstatus``); ``close`` ends."""
+    n = 0
+    while True:
+        req_path = ctl / f"{prefix}{n}.req.json"
+        if not req_path.exists():
+            time.sleep(0.005)
+            continue
+        req = json.loads(req_path.read_text())
+        try:
+            res = handle(req)
+        except Exception as exc:  # noqa: BLE001 - reported to the operation
+            status = getattr(exc, "status", None)
+            res = {"error": f"{type(exc).__name__}: {exc}",
+                   "ntstatus": getattr(status, "name", None) if status is not None else None}
+        tmp = ctl / f"{prefix}{n}.res.tmp"
+        tmp.write_text(json.dumps(res))
+        tmp.rename(ctl / f"{prefix}{n}.res.json")
+        n += 1
+        if req["op"] == "close":
+            return
+
+
 def _side_requests(ctl: Path, transport: Any) -> None:
     """Requests that must not wait for the SMB request in progress (``quic.migrate`` during a
     transfer): ``side.N.req.json`` -> ``side.N.res.json``, served by a thread of the client."""
     from wrappers import quic
 
-    n = 0
-    while True:
-        req_path = ctl / f"side.{n}.req.json"
-        if not req_path.exists():
-            time.sleep(0.005)
-            continue
-        req = json.loads(req_path.read_text())
-        res: dict[str, Any] = {}
-        try:
-            if req["op"] == "quic.migrate":
-                sock = transport.sock
-                host, port = sock.getsockname()[:2]
-                new_port = port + int(req.get("port_offset", 1))
-                fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-                sock.setsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_CONNECTION_MIGRATION,
-                                quic.sockaddr_in(host, new_port, fam))
-                res = {"old_port": port, "new_port": new_port}
-            else:
-                res = {"error": f"unknown side request {req['op']}"}
-        except Exception as exc:  # noqa: BLE001 - reported to the operation
-            res = {"error": f"{type(exc).__name__}: {exc}"}
-        tmp = ctl / f"side.{n}.res.tmp"
-        tmp.write_text(json.dumps(res))
-        tmp.rename(ctl / f"side.{n}.res.json")
-        n += 1
+    def handle(req: dict) -> dict:
+        if req["op"] != "quic.migrate":
+            raise ValueError(f"unknown side request {req['op']}")
+        sock = transport.sock
+        host, port = sock.getsockname()[:2]
+        new_port = port + int(req.get("port_offset", 1))
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock.setsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_CONNECTION_MIGRATION, quic.sockaddr_in(host, new_port, fam))
+        return {"old_port": port, "new_port": new_port}
+
+    _serve_requests(ctl, "side.", handle)
 
 
 def _client_class() -> type:
@@ -305,41 +315,27 @@ def run_client(a: argparse.Namespace) -> int:
             share = c.share(a.share)
         return share
 
-    n = 0
-    while True:
-        req_path = ctl / f"{n}.req.json"
-        if not req_path.exists():
-            time.sleep(0.005)
-            continue
-        req = json.loads(req_path.read_text())
-        res: dict[str, Any] = {}
-        try:
-            if req["op"] == "negotiate":
-                c = negotiate()
-                res = {"dialect": f"0x{int(c.conn.dialect):04x}" if getattr(c.conn, "dialect", None) else None}
-            elif req["op"] == "write":
-                data = random.Random(req["seed"]).randbytes(req["size"])
-                tree().put_bytes(req["path"], data)
-                res = {"written": len(data), "written_sha256": hashlib.sha256(data).hexdigest()}
-            elif req["op"] == "read":
-                data = tree().get_bytes(req["path"])
-                res = {"read": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-            elif req["op"] == "quic.state":
-                res = _quic_state(transport)
-            elif req["op"] == "close":
-                if client is not None:
-                    client.close()
-                res = {"closed": True}
-        except Exception as exc:  # noqa: BLE001 - reported to the operation
-            status = getattr(exc, "status", None)
-            res = {"error": f"{type(exc).__name__}: {exc}",
-                   "ntstatus": getattr(status, "name", None) if status is not None else None}
-        tmp = ctl / f"{n}.res.tmp"
-        tmp.write_text(json.dumps(res))
-        tmp.rename(ctl / f"{n}.res.json")
-        n += 1
+    def handle(req: dict) -> dict:
+        if req["op"] == "negotiate":
+            c = negotiate()
+            return {"dialect": f"0x{int(c.conn.dialect):04x}" if getattr(c.conn, "dialect", None) else None}
+        if req["op"] == "write":
+            data = random.Random(req["seed"]).randbytes(req["size"])
+            tree().put_bytes(req["path"], data)
+            return {"written": len(data), "written_sha256": hashlib.sha256(data).hexdigest()}
+        if req["op"] == "read":
+            data = tree().get_bytes(req["path"])
+            return {"read": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        if req["op"] == "quic.state":
+            return _quic_state(transport)
         if req["op"] == "close":
-            return 0
+            if client is not None:
+                client.close()
+            return {"closed": True}
+        return {}
+
+    _serve_requests(ctl, "", handle)
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -494,20 +490,22 @@ if __name__ != "__main__":
         state = _wait_line(ctx, name, 20.0)
         return {**state, "share": share, "path": str(path), "transport": args["transport"]}
 
-    def _request(ctx: Context, on: str, req: dict, timeout: float = 120.0) -> dict:
+    def _request(ctx: Context, on: str, req: dict, timeout: float = 120.0, side: bool = False) -> dict:
+        """A request to an smb.connect client; ``side``: one its side thread serves at once."""
         info = ctx.results.get(on) or {}
         ctl = info.get("control")
         if not ctl:
             raise StepFailed(f"{on!r} is not an smb.connect result")
+        prefix, counter = ("side.", "side_requests") if side else ("", "requests")
         with ctx.lock:
-            n = info["requests"] = info.get("requests", 0) + 1
+            n = info[counter] = info.get(counter, 0) + 1
         n -= 1
         d = Path(ctl)
-        tmp = d / f"{n}.req.tmp"
+        tmp = d / f"{prefix}{n}.req.tmp"
         tmp.write_text(json.dumps(req))
-        tmp.rename(d / f"{n}.req.json")
+        tmp.rename(d / f"{prefix}{n}.req.json")
         proc = ctx.proc(on)
-        res_path = d / f"{n}.res.json"
+        res_path = d / f"{prefix}{n}.res.json"
         deadline = time.monotonic() + timeout
         while not res_path.exists():
             if proc.popen.poll() is not None:

@@ -85,6 +85,21 @@ def _psk_from(psk_file: str | os.PathLike[str] | None, psk: tuple[bytes, bytes] 
     return []
 
 
+PSK_SUITES = [tlsext.PSK_CIPHER, CipherSuite.AES_256_GCM_SHA384, CipherSuite.CHACHA20_POLY1305_SHA256]
+
+
+def _verify(cfg: QuicConfiguration, cafile: str | None, cadata: bytes | None) -> None:
+    """Verify the server against a CA when given one (libquic asks GnuTLS for no verification)."""
+    if not (cafile or cadata):
+        cfg.verify_mode = ssl.CERT_NONE
+        return
+    cfg.verify_mode = ssl.CERT_REQUIRED
+    if cafile:
+        cfg.load_verify_locations(cafile=cafile)
+    if cadata:
+        cfg.load_verify_locations(cadata=cadata)
+
+
 def session_get_data(sock: QuicSocket) -> bytes:
     """libquic's quic_session_get_data: a client's session data for a later resumption (EAGAIN when
     no NewSessionTicket has arrived yet, EINVAL on a server)."""
@@ -119,31 +134,18 @@ def client_handshake(sock: QuicSocket, psk_file: str | os.PathLike[str] | None =
     if ticket is not None:
         cfg.session_ticket = ticket
         if psks:
-            cfg.cipher_suites = [tlsext.PSK_CIPHER, CipherSuite.AES_256_GCM_SHA384, CipherSuite.CHACHA20_POLY1305_SHA256]
+            cfg.cipher_suites = PSK_SUITES
         sock._require_resumption = bool(psks)  # a PSK client never accepts a certificate handshake
-        if cafile or cadata:
-            cfg.verify_mode = ssl.CERT_REQUIRED
-            if cafile:
-                cfg.load_verify_locations(cafile=cafile)
-            if cadata:
-                cfg.load_verify_locations(cadata=cadata)
-        else:
-            cfg.verify_mode = ssl.CERT_NONE
+        _verify(cfg, cafile, cadata)
         psks = []
     elif psks:
         ident, key = psks[0]
         # aioquic offers a ticket only when its server_name equals the configuration's
         cfg.session_ticket = tlsext.psk_ticket(ident, key, cast(str, hostname))
-        cfg.cipher_suites = [tlsext.PSK_CIPHER, CipherSuite.AES_256_GCM_SHA384, CipherSuite.CHACHA20_POLY1305_SHA256]
+        cfg.cipher_suites = PSK_SUITES
         cfg.verify_mode = ssl.CERT_NONE
-    elif cafile or cadata:
-        cfg.verify_mode = ssl.CERT_REQUIRED
-        if cafile:
-            cfg.load_verify_locations(cafile=cafile)
-        if cadata:
-            cfg.load_verify_locations(cadata=cadata)
     else:
-        cfg.verify_mode = ssl.CERT_NONE
+        _verify(cfg, cafile, cadata)
     if certfile:
         cfg.load_cert_chain(certfile, keyfile)
     sock._handshake(cfg, bool(psks), timeout)
@@ -167,7 +169,7 @@ def server_handshake(sock: QuicSocket, pkey_file: str | os.PathLike[str] | None 
     tickets = {ident: tlsext.psk_ticket(ident, key) for ident, key in psks}
     fetcher = tlsext.psk_aware_fetcher(tickets, ticket_key)
     if psks:
-        cfg.cipher_suites = [tlsext.PSK_CIPHER, CipherSuite.AES_256_GCM_SHA384, CipherSuite.CHACHA20_POLY1305_SHA256]
+        cfg.cipher_suites = PSK_SUITES
         cert, key = tlsext.throwaway_certificate()
         cfg.certificate, cfg.private_key = cert, key
     elif cert_file is not None:
