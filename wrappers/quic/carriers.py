@@ -283,10 +283,11 @@ class SeqpacketPath:
     def rebind(self, kind: str) -> tuple | None:
         assert self.remote is not None and self.addressing is not None
         new = _unix(_socket.SOCK_SEQPACKET)
+        name = bind_rebound(new, self.addressing, self.sock.getsockname(), kind)
+        if name is None:
+            new.close()
+            return None
         try:
-            name = bind_rebound(new, self.addressing, self.sock.getsockname(), kind)
-            if name is None:
-                raise OSError(errno.EADDRINUSE, "no free name to rebind to")
             new.connect(self.remote)
         except (BlockingIOError, InterruptedError):
             pass

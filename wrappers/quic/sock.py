@@ -82,6 +82,7 @@ class QuicSocket(_OrigSocket):
         self._ticket_secret = os.urandom(32)
         self.dropped = 0
         self._request_client_cert = False
+        self._require_resumption = False
 
     # -- identity -----------------------------------------------------------------------------
     @property
