@@ -10,6 +10,8 @@
   (closing is not timed: aioquic's ``connect`` waits out the closing period on exit).
 * **idle memory** - the engine's memory per idle connection: ``--idle`` connections (client and server
   end in one process), traced Python allocations and RSS growth divided by the count.
+* **paths** - ``--paths`` migrations (to the echo on the new path, against a plain echo) and resumed /
+  0-RTT connections (to the first echo, against full handshakes), emulated carrier, in-process.
 
 Kinds: ``aioquic`` (its asyncio API over real loopback UDP, the baseline), ``real`` (our QuicSocket
 over real loopback UDP: a user-space quic.ko), ``emu`` (under ``wrappers.activate``: SEQPACKET
@@ -36,6 +38,126 @@ from typing import Any
 
 KINDS = ("aioquic", "real", "emu", "emu-pcap")
 CHUNK = 64 * 1024
+
+
+def paths(count: int, pki: dict[str, str]) -> dict:
+    """Migration and resumption latencies on the emulated carrier, both ends in this process, as
+    ratios against a baseline measured in the same run: a migration (setsockopt CONNECTION_MIGRATION,
+    whose first packet leaves on the new path at once, to the echo of data sent on it: path
+    validation included) against a plain echo round trip on an established path; resumed and 0-RTT
+    connections (socket creation to the echo of the first request) against full ones."""
+    import threading
+
+    import wrappers
+    from wrappers.quic import (
+        MSG_STREAM_FIN,
+        MSG_STREAM_NEW,
+        QUIC_SOCKOPT_CONNECTION_MIGRATION,
+        QUIC_SOCKOPT_TRANSPORT_PARAM,
+        SOL_QUIC,
+        TransportParam,
+        client_handshake,
+        quic_recvmsg,
+        quic_sendmsg,
+        server_handshake,
+        session_get_data,
+        sockaddr_in,
+    )
+
+    sockdir = tempfile.mkdtemp(prefix="wqp-", dir="/tmp")
+    wrappers.activate(sockdir, iface=11)
+    ls: Any = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 261)
+    ls.bind(("127.0.0.11", 0))
+    ls.listen(64)
+    keep: list[Any] = []
+
+    def echo_server(s: Any) -> None:
+        try:
+            s.settimeout(30)
+            while True:
+                data, sid, flags = quic_recvmsg(s, 65536)
+                if data or flags & MSG_STREAM_FIN:
+                    quic_sendmsg(s, data, sid, MSG_STREAM_FIN)
+        except OSError:
+            pass
+
+    def accept_one() -> None:
+        s, _ = ls.accept()
+        server_handshake(s, pki["server_key"], pki["server"], timeout=10)
+        keep.append(s)
+        threading.Thread(target=echo_server, args=(s,), daemon=True).start()
+
+    def echo(c: Any) -> None:
+        quic_sendmsg(c, b"x" * 100, -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+        while True:
+            data, _, flags = quic_recvmsg(c, 65536)
+            if flags & MSG_STREAM_FIN:
+                return
+
+    def connection(session: bytes | None = None, saved: bytes | None = None) -> tuple[float, Any]:
+        t = threading.Thread(target=accept_one)
+        t.start()
+        t0 = time.perf_counter()
+        c: Any = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 261)
+        c.settimeout(10)
+        c.connect(ls.getsockname())
+        if saved is not None:  # 0-RTT: the request goes before the handshake
+            c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_TRANSPORT_PARAM, saved)
+            quic_sendmsg(c, b"x" * 100, -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+        client_handshake(c, None, "server.test", cafile=pki["ca"], timeout=10, session_data=session)
+        if saved is not None:
+            while not quic_recvmsg(c, 65536)[2] & MSG_STREAM_FIN:
+                pass
+        else:
+            echo(c)
+        dt = time.perf_counter() - t0
+        t.join()
+        keep.append(c)
+        return dt, c
+
+    out: dict[str, Any] = {"count": count}
+    try:
+        connection()  # warm-up
+        _, first = connection()
+        while True:
+            try:
+                session = session_get_data(first)
+                break
+            except BlockingIOError:
+                time.sleep(0.01)
+        saved = first.getsockopt(SOL_QUIC, QUIC_SOCKOPT_TRANSPORT_PARAM, TransportParam(remote=1).pack())
+        full, resumed, zero = [], [], []
+        for _ in range(count):
+            full.append(connection()[0])
+            resumed.append(connection(session)[0])
+            zero.append(connection(session, saved)[0])
+        out["full_ms"] = statistics.median(full) * 1e3
+        out["resumed_ms"] = statistics.median(resumed) * 1e3
+        out["zero_rtt_ms"] = statistics.median(zero) * 1e3
+        out["resumed_ratio"] = out["resumed_ms"] / out["full_ms"]
+        out["zero_rtt_ratio"] = out["zero_rtt_ms"] / out["full_ms"]
+        _, c = connection()
+        rtt, mig = [], []
+        for _ in range(count):
+            t0 = time.perf_counter()
+            echo(c)
+            rtt.append(time.perf_counter() - t0)
+            host, port = c.getsockname()[:2]
+            t0 = time.perf_counter()
+            c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_MIGRATION, sockaddr_in(host, port + 1))
+            echo(c)
+            mig.append(time.perf_counter() - t0)
+            time.sleep(0.02)  # the migration completes (the old path closes) before the next one
+        out["echo_ms"] = statistics.median(rtt) * 1e3
+        out["migration_ms"] = statistics.median(mig) * 1e3
+        out["migration_ratio"] = out["migration_ms"] / out["echo_ms"]
+    finally:
+        for x in keep:
+            x.close()
+        ls.close()
+        wrappers.deactivate()
+        shutil.rmtree(sockdir, ignore_errors=True)
+    return out
 
 
 def _size(text: str) -> int:
@@ -323,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--handshakes", type=int, help="handshakes per run (default 50)")
     p.add_argument("--idle", type=int, help="idle connections for the memory figure (default 200)")
     p.add_argument("--repeat", type=int, help="runs per measurement, median reported (default 3)")
-    p.add_argument("--only", help="comma-separated subset of: bulk,handshakes,memory")
+    p.add_argument("--only", help="comma-separated subset of: bulk,handshakes,memory,paths")
+    p.add_argument("--paths", type=int, help="migrations and resumptions measured (default 30)")
     p.add_argument("--kinds", help="comma-separated subset of: " + ",".join(KINDS))
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--json", metavar="FILE")
@@ -332,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     a.handshakes = a.handshakes or (20 if a.quick else 50)
     a.idle = a.idle or (50 if a.quick else 200)
     a.repeat = a.repeat or (1 if a.quick else 3)
-    only = set((a.only or "bulk,handshakes,memory").split(","))
+    a.paths = a.paths or (10 if a.quick else 30)
+    only = set((a.only or "bulk,handshakes,memory,paths").split(","))
     kinds = [k for k in (a.kinds or ",".join(KINDS)).split(",") if k]
     tmp = tempfile.mkdtemp(prefix="wqbench-")
     pki = _pki(tmp)
@@ -356,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
                              for k, v in med.items()}
         if "memory" in only:
             results["memory"] = idle_memory(a.idle, pki)
+        if "paths" in only:
+            results["paths"] = paths(a.paths, pki)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     unit = {"bulk": "MB/s", "handshakes": "handshakes/s"}
@@ -371,6 +497,13 @@ def main(argv: list[str] | None = None) -> int:
               f"per end (one process's socket + engine state) python {m['python_kib'] / 2:.1f} KiB, "
               f"rss {m['rss_kib'] / 2:.1f} KiB; both ends in one process: python {m['python_kib']:.1f} KiB, "
               f"rss {m['rss_kib']:.1f} KiB")
+    if "paths" in results:
+        r = results["paths"]
+        print(f"paths (emulated carrier, median of {r['count']}; ratios vs a baseline of this run):")
+        print(f"  migration to echo on the new path {r['migration_ms']:.2f} ms = {r['migration_ratio']:.2f}x "
+              f"a plain echo round trip ({r['echo_ms']:.2f} ms)")
+        print(f"  connection to first echo: full {r['full_ms']:.2f} ms, resumed {r['resumed_ms']:.2f} ms "
+              f"({r['resumed_ratio']:.2f}x), 0-RTT {r['zero_rtt_ms']:.2f} ms ({r['zero_rtt_ratio']:.2f}x)")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=2)

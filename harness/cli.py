@@ -75,7 +75,7 @@ def demo(out: str) -> None:
 def _add_optional_commands() -> None:
     """Sub-commands of parts that may not be installed yet register themselves here."""
     for module, attr in (("harness.pcap.cli", "pcap"), ("harness.smbcli", "serve"), ("harness.smbcli", "smb"),
-                         ("harness.runner.cli", "check")):
+                         ("harness.runner.cli", "check"), ("harness.h3cli", "h3")):
         try:
             mod = __import__(module, fromlist=[attr])
         except ImportError:

@@ -11,6 +11,10 @@ the peer program: ``python -m harness.smb.scenario_ops server|client ...``.
   QUIC including its handshake) and then waits for requests. The client process stays up for the
   rest of the cell; later steps (``on: <as of smb.connect>``) hand it requests through files in the
   cell's scratch directory (``<name>.ctl/N.req.json`` -> ``N.res.json``).
+* ``smb.connect`` with ``resume: resumed|0rtt`` (QUIC) first makes a full connection, keeps its session
+  ticket and closes it, then resumes; ``0rtt`` sends the first SMB PDU before the handshake (0-RTT).
+  The client also serves side requests (``quic.migrate``) while an SMB request is in progress
+  (quic_scenario_ops.py).
 * ``smb.negotiate`` sends SMB2 NEGOTIATE (only); ``smb.write`` / ``smb.read`` negotiate if not done yet,
   run SESSION_SETUP and TREE_CONNECT once, then WRITE / READ a file. ``smb.write`` records
   ``written_sha256`` in its own result and in the connection's (``${c.written_sha256}``); ``smb.read``
@@ -113,9 +117,23 @@ def run_server(a: argparse.Namespace) -> int:
     return 0
 
 
-def _connect_quic(a: argparse.Namespace) -> Any:
-    from harness.transport.base import TransportError
-    from harness.transport.quic import ALPN, QuicTransport, _new_socket, _quic
+def _quic_handshake(sock: Any, a: argparse.Namespace, session: bytes | None = None) -> None:
+    from harness.transport.quic import ALPN, _quic
+
+    quic = _quic()
+    if a.auth == "psk":
+        quic.client_handshake(sock, a.psk, SERVER_NAME, ALPN, timeout=a.timeout, session_data=session)
+    else:
+        client_cert = a.auth == "cert-client"
+        quic.client_handshake(sock, None, SERVER_NAME, ALPN, cafile=a.ca,
+                              certfile=a.client_cert if client_cert else None,
+                              keyfile=a.client_key if client_cert else None, timeout=a.timeout, session_data=session)
+
+
+def _first_session(a: argparse.Namespace) -> tuple[bytes, bytes]:
+    """--resume: a first QUIC connection with a full handshake, kept until its ticket arrives; returns
+    (session data, the server's transport parameters as saved for 0-RTT), then closes."""
+    from harness.transport.quic import _new_socket, _quic
 
     quic = _quic()
     sock = _new_socket(socket.AF_INET6 if ":" in a.addr else socket.AF_INET)
@@ -123,17 +141,126 @@ def _connect_quic(a: argparse.Namespace) -> Any:
         _quic_tune(sock, a)
         sock.settimeout(a.timeout)
         sock.connect((a.addr, a.port))
-        if a.auth == "psk":
-            quic.client_handshake(sock, a.psk, SERVER_NAME, ALPN, timeout=a.timeout)
-        else:
-            client_cert = a.auth == "cert-client"
-            quic.client_handshake(sock, None, SERVER_NAME, ALPN, cafile=a.ca,
-                                  certfile=a.client_cert if client_cert else None,
-                                  keyfile=a.client_key if client_cert else None, timeout=a.timeout)
+        _quic_handshake(sock, a)
+        deadline = time.monotonic() + min(a.timeout, 10.0)
+        while True:
+            try:
+                session = quic.session_get_data(sock)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OSError(11, "no session ticket from the server within 10 s") from None
+                time.sleep(0.01)
+        saved = sock.getsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_TRANSPORT_PARAM, quic.TransportParam(remote=1).pack())
+        return session, saved
+    finally:
+        sock.close()
+
+
+def _connect_quic(a: argparse.Namespace) -> Any:
+    """The QUIC connection; with --resume, a second one resuming the first's session (``resumed``),
+    optionally sending its first SMB PDU (NEGOTIATE) as 0-RTT data (``0rtt``: the handshake runs when
+    the client first waits for a response, as libquic's user sends before quic_handshake())."""
+    from harness.transport.base import TransportError
+    from harness.transport.quic import QuicTransport, _new_socket, _quic
+
+    quic = _quic()
+    session = saved = None
+    if a.resume != "none":
+        try:
+            session, saved = _first_session(a)
+        except OSError as exc:
+            raise TransportError(f"QUIC first connection to {a.addr}:{a.port} failed: {exc}") from exc
+    sock = _new_socket(socket.AF_INET6 if ":" in a.addr else socket.AF_INET)
+    try:
+        _quic_tune(sock, a)
+        sock.settimeout(a.timeout)
+        sock.connect((a.addr, a.port))
+        if a.resume == "0rtt":
+            sock.setsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_TRANSPORT_PARAM, saved)
+            return EarlyQuicTransport(sock, a.timeout, lambda: _quic_handshake(sock, a, session))
+        _quic_handshake(sock, a, session)
     except OSError as exc:
         sock.close()
         raise TransportError(f"QUIC handshake with {a.addr}:{a.port} failed: {exc}") from exc
     return QuicTransport(sock, a.timeout)
+
+
+def _early_transport_class() -> type:
+    from harness.transport.base import TransportError
+    from harness.transport.quic import QuicTransport
+
+    class Early(QuicTransport):
+        """Sends before the handshake (0-RTT data) and runs the handshake on the first receive."""
+
+        def __init__(self, sock: Any, io_timeout: float, handshake: Any) -> None:
+            super().__init__(sock, io_timeout)
+            self._handshake = handshake
+
+        def recv_frame(self, timeout: float | None = None) -> Any:
+            if self._handshake is not None:
+                h, self._handshake = self._handshake, None
+                try:
+                    h()
+                except OSError as exc:
+                    raise TransportError(f"QUIC 0-RTT handshake failed: {exc}") from exc
+            return super().recv_frame(timeout)
+
+    return Early
+
+
+def EarlyQuicTransport(sock: Any, io_timeout: float, handshake: Any) -> Any:  # noqa: N802 - a class factory
+    return _early_transport_class()(sock, io_timeout, handshake)
+
+
+def _quic_state(transport: Any) -> dict:
+    """What the QUIC socket says about its handshake (for scenario expectations)."""
+    conn = getattr(getattr(transport, "sock", None), "_conn", None)
+    if conn is None:
+        return {}
+    return {"resumed": conn.session_resumed, "early_data": conn.early_data_accepted}
+
+
+def _serve_requests(ctl: Path, prefix: str, handle: Any) -> None:
+    """The client's control-file protocol: ``<prefix>N.req.json`` -> ``<prefix>N.res.json`` in order;
+    ``handle(req)`` returns the result, an exception becomes ``error`` (and ``ntstatus``); ``close`` ends."""
+    n = 0
+    while True:
+        req_path = ctl / f"{prefix}{n}.req.json"
+        if not req_path.exists():
+            time.sleep(0.005)
+            continue
+        req = json.loads(req_path.read_text())
+        try:
+            res = handle(req)
+        except Exception as exc:  # noqa: BLE001 - reported to the operation
+            status = getattr(exc, "status", None)
+            res = {"error": f"{type(exc).__name__}: {exc}",
+                   "ntstatus": getattr(status, "name", None) if status is not None else None}
+        tmp = ctl / f"{prefix}{n}.res.tmp"
+        tmp.write_text(json.dumps(res))
+        tmp.rename(ctl / f"{prefix}{n}.res.json")
+        n += 1
+        if req["op"] == "close":
+            return
+
+
+def _side_requests(ctl: Path, transport: Any) -> None:
+    """Requests that must not wait for the SMB request in progress (``quic.migrate`` during a
+    transfer): ``side.N.req.json`` -> ``side.N.res.json``, served by a thread of the client."""
+    from wrappers import quic
+
+    def handle(req: dict) -> dict:
+        if req["op"] != "quic.migrate":
+            raise ValueError(f"unknown side request {req['op']}")
+        sock = transport.sock
+        host, port = sock.getsockname()[:2]
+        new_port = port + int(req.get("port_offset", 1))
+        fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock.setsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_CONNECTION_MIGRATION, quic.sockaddr_in(host, new_port, fam))
+        return {"old_port": port, "new_port": new_port}
+
+    _serve_requests(ctl, "side.", handle)
 
 
 def _client_class() -> type:
@@ -162,7 +289,11 @@ def run_client(a: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - reported to the operation
         _emit({"state": "error", "error": f"{type(exc).__name__}: {exc}"})
         return 3
-    _emit({"state": "connected", "transport": a.transport})
+    _emit({"state": "connected", "transport": a.transport, **_quic_state(transport)})
+    if a.transport == "quic":
+        import threading
+
+        threading.Thread(target=_side_requests, args=(ctl, transport), daemon=True).start()
     client: Any = None
     share: Any = None
 
@@ -184,47 +315,35 @@ def run_client(a: argparse.Namespace) -> int:
             share = c.share(a.share)
         return share
 
-    n = 0
-    while True:
-        req_path = ctl / f"{n}.req.json"
-        if not req_path.exists():
-            time.sleep(0.005)
-            continue
-        req = json.loads(req_path.read_text())
-        res: dict[str, Any] = {}
-        try:
-            if req["op"] == "negotiate":
-                c = negotiate()
-                res = {"dialect": f"0x{int(c.conn.dialect):04x}" if getattr(c.conn, "dialect", None) else None}
-            elif req["op"] == "write":
-                data = random.Random(req["seed"]).randbytes(req["size"])
-                sh = tree()
-                sh.client.rdma = req.get("rdma", True)
-                before = sh.client.rdma_bytes["write"]
-                sh.put_bytes(req["path"], data)
-                res = {"written": len(data), "written_sha256": hashlib.sha256(data).hexdigest(),
-                       "rdma_bytes": sh.client.rdma_bytes["write"] - before}
-            elif req["op"] == "read":
-                sh = tree()
-                sh.client.rdma = req.get("rdma", True)
-                before = sh.client.rdma_bytes["read"]
-                data = sh.get_bytes(req["path"])
-                res = {"read": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                       "rdma_bytes": sh.client.rdma_bytes["read"] - before}
-            elif req["op"] == "close":
-                if client is not None:
-                    client.close()
-                res = {"closed": True}
-        except Exception as exc:  # noqa: BLE001 - reported to the operation
-            status = getattr(exc, "status", None)
-            res = {"error": f"{type(exc).__name__}: {exc}",
-                   "ntstatus": getattr(status, "name", None) if status is not None else None}
-        tmp = ctl / f"{n}.res.tmp"
-        tmp.write_text(json.dumps(res))
-        tmp.rename(ctl / f"{n}.res.json")
-        n += 1
+    def handle(req: dict) -> dict:
+        if req["op"] == "negotiate":
+            c = negotiate()
+            return {"dialect": f"0x{int(c.conn.dialect):04x}" if getattr(c.conn, "dialect", None) else None}
+        if req["op"] == "write":
+            data = random.Random(req["seed"]).randbytes(req["size"])
+            sh = tree()
+            sh.client.rdma = req.get("rdma", True)
+            before = sh.client.rdma_bytes["write"]
+            sh.put_bytes(req["path"], data)
+            return {"written": len(data), "written_sha256": hashlib.sha256(data).hexdigest(),
+                    "rdma_bytes": sh.client.rdma_bytes["write"] - before}
+        if req["op"] == "read":
+            sh = tree()
+            sh.client.rdma = req.get("rdma", True)
+            before = sh.client.rdma_bytes["read"]
+            data = sh.get_bytes(req["path"])
+            return {"read": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                    "rdma_bytes": sh.client.rdma_bytes["read"] - before}
+        if req["op"] == "quic.state":
+            return _quic_state(transport)
         if req["op"] == "close":
-            return 0
+            if client is not None:
+                client.close()
+            return {"closed": True}
+        return {}
+
+    _serve_requests(ctl, "", handle)
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -239,6 +358,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--auth", choices=["psk", "cert", "cert-client"], default="cert")
     p.add_argument("--version", choices=["v1", "v2"], default="v1")
     p.add_argument("--no-1rtt-encryption", action="store_true")
+    p.add_argument("--resume", choices=["none", "resumed", "0rtt"], default="none")
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--ca")
@@ -352,6 +472,7 @@ if __name__ != "__main__":
              "properties": {**COMMON, "share": {"type": "string"}, "user": {"type": "string"}}}
     CONNECT = {"type": "object", "additionalProperties": False, "required": ["transport", "host", "to"],
                "properties": {**COMMON, "to": HOST, "share": {"type": "string"}, "user": {"type": "string"},
+                              "resume": {"enum": ["none", "resumed", "0rtt"]},
                               "io_timeout": {"type": "number", "exclusiveMinimum": 0},
                               "sign": {"type": "boolean"}}}
     ON = {"on": {"type": "string"}, "as": {"type": "string"}}
@@ -380,20 +501,22 @@ if __name__ != "__main__":
         state = _wait_line(ctx, name, 20.0)
         return {**state, "share": share, "path": str(path), "transport": args["transport"]}
 
-    def _request(ctx: Context, on: str, req: dict, timeout: float = 120.0) -> dict:
+    def _request(ctx: Context, on: str, req: dict, timeout: float = 120.0, side: bool = False) -> dict:
+        """A request to an smb.connect client; ``side``: one its side thread serves at once."""
         info = ctx.results.get(on) or {}
         ctl = info.get("control")
         if not ctl:
             raise StepFailed(f"{on!r} is not an smb.connect result")
+        prefix, counter = ("side.", "side_requests") if side else ("", "requests")
         with ctx.lock:
-            n = info["requests"] = info.get("requests", 0) + 1
+            n = info[counter] = info.get(counter, 0) + 1
         n -= 1
         d = Path(ctl)
-        tmp = d / f"{n}.req.tmp"
+        tmp = d / f"{prefix}{n}.req.tmp"
         tmp.write_text(json.dumps(req))
-        tmp.rename(d / f"{n}.req.json")
+        tmp.rename(d / f"{prefix}{n}.req.json")
         proc = ctx.proc(on)
-        res_path = d / f"{n}.res.json"
+        res_path = d / f"{prefix}{n}.res.json"
         deadline = time.monotonic() + timeout
         while not res_path.exists():
             if proc.popen.poll() is not None:
@@ -423,7 +546,9 @@ if __name__ != "__main__":
         # signed session never uses RDMA channels (MS-SMB2 3.2.4.6/3.2.4.7) and RDMA is the point.
         argv += ["--sign", "yes" if args.get("sign", args["transport"] != "smbdirect") else "no"]
         if args["transport"] == "quic":
-            argv += _quic_argv(ctx, args)
+            argv += _quic_argv(ctx, args) + ["--resume", args.get("resume", "none")]
+        elif args.get("resume", "none") != "none":
+            raise StepFailed("resume: needs transport: quic")
         ctx.start(name, argv, host=args["host"], cwd=os.getcwd())  # relative key and pcap paths
 
         def close() -> None:
@@ -467,6 +592,8 @@ if __name__ != "__main__":
         res = _request(ctx, args["on"], {"op": "read", "path": args["path"], "rdma": args.get("rdma", True) is not False})
         _check_rdma(args, res, res["read"])
         return res
+
+    from . import quic_scenario_ops  # noqa: E402, F401 - quic.migrate, quic.rebind, quic.state
 
 
 if __name__ == "__main__":

@@ -1,15 +1,13 @@
 """tests/func_test.c CONNECTION TEST (27 cases), PSK and certificate, on the STREAM group's connection.
 
-The peer (server) migration cases (18, 19) are strict xfails with the reason: on the SEQPACKET carrier a
-path is a unix connection the client opens, so a server cannot move (issue 10).
+The peer (server) migration cases (17-19): the server moves to its port+1 after "client migration"
+(on the SEQPACKET carrier it opens the new path to the client's rendezvous listener, carriers.py).
 """
 
 from __future__ import annotations
 
 import errno
 import time
-
-import pytest
 
 from wrappers.quic import (
     MSG_DATAGRAM,
@@ -25,9 +23,6 @@ from wrappers.quic import (
 )
 
 from .funcserver import expect_errno
-
-SERVER_MIGRATION = pytest.mark.xfail(strict=True, reason="server-side migration is issue 10: a SEQPACKET path is opened "
-                                     "by the client, so a server cannot open one from a new address (EOPNOTSUPP)")
 
 
 def cid_get(c, dest):
@@ -167,14 +162,12 @@ def test17(func):
     echo(func.c, b"client migration")
 
 
-@SERVER_MIGRATION
 def test18(func):
     """connection migration is done"""
     time.sleep(2)
     assert func.c.getpeername()[1] == func.memo["peer_port"] + 1
 
 
-@SERVER_MIGRATION
 def test19(func):
     """retire source & dest connection id when doing migration"""
     assert cid_get(func.c, 1).active == 13

@@ -53,10 +53,11 @@ from .uapi import (
 )
 
 if TYPE_CHECKING:
-    from .handshake import client_handshake, server_handshake
+    from .handshake import client_handshake, server_handshake, session_get_data
     from .sock import QuicSocket
 
-_LAZY = {"QuicSocket": ".sock", "client_handshake": ".handshake", "server_handshake": ".handshake"}
+_LAZY = {"QuicSocket": ".sock", "client_handshake": ".handshake", "server_handshake": ".handshake",
+         "session_get_data": ".handshake"}
 
 
 def __getattr__(name: str) -> Any:
@@ -107,7 +108,7 @@ def _register() -> None:
 _register()
 
 __all__ = [
-    "QuicSocket", "client_handshake", "server_handshake", "quic_sendmsg", "quic_recvmsg", "stream_info_cmsg",
+    "QuicSocket", "client_handshake", "server_handshake", "session_get_data", "quic_sendmsg", "quic_recvmsg", "stream_info_cmsg",
     "STREAM_INFO_SPACE", "StreamInfo", "TransportParam", "Config", "CryptoSecret", "ErrInfo", "ConnectionIdInfo",
     "EventOption", "ConnectionClose", "StreamUpdate", "StreamMaxData", "Event", "sockaddr_in", "parse_sockaddr",
 ]

@@ -36,6 +36,7 @@ External PSK binders need ``tlsext.external_psk`` around every call that runs TL
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from aioquic import tls
@@ -98,12 +99,48 @@ class KoQuicConnection(QuicConnection):
     # -- disable_1rtt_encryption (test-only) ---------------------------------------------------------
     def _serialize_transport_parameters(self) -> bytes:
         data = super()._serialize_transport_parameters()
+        if self.preferred_address is not None and not self._is_client:
+            data += self._preferred_tp()
         if self.disable_1rtt:
             buf = Buffer(capacity=16)
             buf.push_uint_var(TP_DISABLE_1RTT_ENCRYPTION)
             buf.push_uint_var(0)
             data += buf.data
         return data
+
+    # -- server preferred address (quic.ko: CONNECTION_MIGRATION on a server before the handshake) ------
+    preferred_address: Any = None  # server: (host, port) announced in the transport parameters
+    preferred_probe: Any = None  # client: the preferred address aioquic went to validate
+
+    def _preferred_tp(self) -> bytes:
+        """The preferred_address parameter, with a connection ID of sequence 1 (RFC 9000 18.2) that
+        joins our host CIDs; aioquic's client probes it after the handshake and moves there."""
+        from aioquic.quic.connection import QuicConnectionId
+        from aioquic.quic.packet import (
+            QuicPreferredAddress,
+            QuicTransportParameters,
+            push_quic_transport_parameters,
+        )
+
+        cid = getattr(self, "_preferred_cid", None)
+        if cid is None:
+            cid = QuicConnectionId(cid=os.urandom(self._configuration.connection_id_length),
+                                   sequence_number=self._host_cid_seq, stateless_reset_token=os.urandom(16),
+                                   was_sent=True)
+            self._host_cids.append(cid)
+            self._host_cid_seq += 1
+            self._preferred_cid = cid
+        host, port = self.preferred_address[0], self.preferred_address[1]
+        v6 = ":" in host
+        pa = QuicPreferredAddress(ipv4_address=None if v6 else (host, port), ipv6_address=(host, port) if v6 else None,
+                                  connection_id=cid.cid, stateless_reset_token=cid.stateless_reset_token)
+        buf = Buffer(capacity=256)
+        push_quic_transport_parameters(buf, QuicTransportParameters(preferred_address=pa))
+        return bytes(buf.data)
+
+    def _probe_preferred_address(self) -> None:
+        self.preferred_probe = self._find_preferred_address()
+        super()._probe_preferred_address()
 
     def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
         super()._parse_transport_parameters(data, from_session_ticket)
@@ -133,7 +170,17 @@ class KoQuicConnection(QuicConnection):
     def cleartext_1rtt(self) -> bool:
         return bool(getattr(self._cryptos[tls.Epoch.ONE_RTT], "cleartext", False))
 
+    refuse_early = False  # server: decline 0-RTT although the ticket is good (server_handshake early_data=False)
+
     def _update_traffic_key(self, direction: Any, epoch: Any, cipher_suite: Any, secret: bytes) -> None:
+        if (epoch == tls.Epoch.ZERO_RTT and self.refuse_early and not self._is_client
+                and direction == tls.Direction.DECRYPT):
+            # aioquic's server accepts early data whenever the ticket resumes; declining means not
+            # installing the 0-RTT keys and saying so in EncryptedExtensions (built after this call).
+            # The client's 0-RTT packets are then undecryptable, never acknowledged, and their data
+            # is sent again in 1-RTT by loss recovery: nothing is lost.
+            self.tls.early_data_accepted = False
+            return
         super()._update_traffic_key(direction, epoch, cipher_suite, secret)
         if epoch == tls.Epoch.ONE_RTT and self.disable_1rtt and self.peer_disable_1rtt:
             make_cleartext(self._cryptos[epoch])
@@ -155,6 +202,19 @@ class KoQuicConnection(QuicConnection):
         if self.request_client_cert:
             # aioquic's server can ask for a client certificate only through this private switch
             self.tls._request_client_certificate = True
+            fetch = self.tls.get_session_ticket_cb
+            if fetch is not None:
+                ctx = self.tls
+
+                def fetch_no_cr(label: bytes) -> Any:
+                    # a resumed handshake authenticates by the ticket: no CertificateRequest then
+                    # (RFC 8446 4.3.2: only in certificate-based handshakes)
+                    t = fetch(label)
+                    if t is not None:
+                        ctx._request_client_certificate = False
+                    return t
+
+                self.tls.get_session_ticket_cb = fetch_no_cr
         if self._is_client and self.raw_ticket_cb is not None:
             # quic.ko hands the raw NewSessionTicket message to the application; aioquic keeps only
             # its parsed form, so look at the message on its way in
@@ -173,8 +233,30 @@ class KoQuicConnection(QuicConnection):
             super().connect(addr, now)
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        """quic.ko lets a server migrate too (setsockopt CONNECTION_MIGRATION on either end); aioquic's
+        client drops packets from an unknown server address (RFC 9000 9). A client here takes a
+        packet from a new server address that decrypts (the carrier saw our connection on it) and
+        moves to that path when its packet is the newest 1-RTT packet so far: the path is unvalidated, so
+        aioquic sends a PATH_CHALLENGE there, and the core reports the peer migration when it is
+        answered (validation failure falls back to the old path, aioquic's own rule)."""
+        new_path = None
+        if self._is_client and self._network_paths and all(p.addr != addr for p in self._network_paths):
+            from aioquic.quic.connection import QuicNetworkPath
+
+            new_path = QuicNetworkPath(addr)
+            self._network_paths.append(new_path)
+        before = self._spaces[tls.Epoch.ONE_RTT].largest_received_packet if tls.Epoch.ONE_RTT in self._spaces else None
         with external_psk(self.external_psk):
             super().receive_datagram(data, addr, now)
+        if new_path is None:
+            return
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and before is not None and space.largest_received_packet > before \
+                and new_path in self._network_paths:
+            self._network_paths.remove(new_path)
+            self._network_paths.insert(0, new_path)
+        elif new_path in self._network_paths:
+            self._network_paths.remove(new_path)  # not ours, or older than what we have: no move
 
     # -- stream limits -------------------------------------------------------------------------
     def set_local_stream_limits(self, bidi: int, uni: int) -> None:

@@ -178,7 +178,10 @@ def endpoint_for(eng: Engine, carrier: str, family: int, cfg: Any, host: str, po
         local = s.getsockname()
         ep = CR.DatagramEndpoint(s, local, None)
     _endpoints[(carrier, family, host, local[1], cfg.socket_dir if cfg else None)] = ep
-    eng.watch(ep.fileno(), lambda: _endpoint_readable(eng, ep))
+    reader = lambda: _endpoint_readable(eng, ep)  # noqa: E731
+    ep.watch_fd = lambda fd: eng.watch(fd, reader)
+    ep.unwatch_fd = eng.unwatch
+    eng.watch(ep.fileno(), reader)
     return ep
 
 
@@ -281,4 +284,37 @@ def accept_handoff(eng: Engine, router: Any) -> None:
         path = CR.SeqpacketPath(s, CR.Wire(router.cfg, router.local, peer, eng.schedule))
         link = _new_server_link(eng, lst, path, peer, first, cids)
         eng.offer(lst, link)
+        eng.watch(path.fileno(), _reader(eng, link, path))
+
+
+def accept_moved_peer(eng: Engine, link: Link, home: CR.SeqpacketPath) -> None:
+    if home.rendezvous is not None and home.addressing is not None:
+        accept_paths(eng, link, home.rendezvous, home.addressing)
+
+
+def accept_paths(eng: Engine, link: Link, r: Any, addressing: CR.Addressing, local: tuple | None = None) -> None:
+    """Seqpacket carrier: the peer opened a new path to this connection's own listener ``r``: a
+    migrated quic.ko server to the client's rendezvous (``name~m``), a client migrating again towards
+    a server that moved (the server listens on its new name), or a client moving to the server's
+    preferred address (``local``: that address). The path belongs to ``link``; aioquic decides
+    whether the packets on it are ours and validates the path."""
+    while True:
+        try:
+            fd, addr = r._accept()
+        except (BlockingIOError, OSError):
+            return
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET, 0, fd)
+        s.setblocking(False)
+        CR.big_buffers(s)
+        peer = addressing.addr_of(CR.peer_name(addr)) if isinstance(addr, str) and addr else None
+        if peer is None or link.gone or link.path is None:
+            s.close()
+            continue
+        cur = link.path
+        path = CR.SeqpacketPath(s, CR.Wire(cur.wire.cfg, local or cur.wire.local, peer, eng.schedule))
+        path.switch_local = local  # a server's preferred address: getsockname() once packets come here
+        old = link.paths.get(peer)
+        if old is not None:
+            link.old_paths.append(old)
+        link.paths[peer] = path
         eng.watch(path.fileno(), _reader(eng, link, path))

@@ -10,10 +10,20 @@ Three carriers, chosen per socket (``WIRECHECK_QUIC_CARRIER`` = seqpacket | udp,
 * real UDP when no socket directory is configured: a user-space quic.ko on the host's network.
 
 Every carrier logs each datagram once, by the sender, into the run's pcap as UDP, and asks the
-impairment layer for its fate (drop, delay, duplicate, corrupt) before it leaves.
+impairment layer for its fate (drop, delay, duplicate, corrupt, rebind) before it leaves.
 
-A carrier object only moves bytes; ``loop.py`` owns the selector and decides which connection a
-datagram belongs to (by path now; by destination connection ID when migration arrives, issue 10).
+NAT rebinding (``rebind=port@N|addr@N|both@N`` in an ``out:`` impairment): the sender's emulated
+source changes under the connection, which does not know (its getsockname() stays, as behind a NAT).
+On the seqpacket carrier a path that this side connected is re-opened from a new UDP name (new port,
+or the next interface for ``addr``) to the same peer; the old connection stays readable, so nothing
+in flight is lost. On the udp carrier the endpoint's datagram socket is re-bound the same way. The
+peer's listener sees a new path whose packets carry a connection ID it issued and hands it to that
+connection (arrivals.py); aioquic then validates the path (PATH_CHALLENGE/RESPONSE). A path the
+peer opened (a server's accepted path) cannot move on this carrier: such a rebind is counted in
+``Wire.rebinds_skipped`` and the datagram goes out unchanged.
+
+A carrier object only moves bytes; ``loop.py`` owns the selector and ``arrivals.py`` decides which
+connection a datagram on a new path belongs to (the Initial, or a known destination connection ID).
 """
 
 from __future__ import annotations
@@ -66,12 +76,16 @@ class Wire:
     """Logging and impairment for datagrams leaving ``local`` for ``peer``."""
 
     def __init__(self, cfg: Config | None, local: tuple, peer: tuple, schedule: Callable[[float, Callable[[], None]], None]):
+        self.cfg = cfg
         self.rec = recorder_for(cfg.pcap_file, cfg.socket_dir) if cfg is not None else None
         self.local = local
         self.peer = peer
         self.schedule = schedule
         self.sent = 0
         self.full = 0  # datagrams dropped because the carrier was full
+        self.rebinder: Callable[[str], tuple | None] | None = None  # set by a path that can move
+        self.rebinds = 0
+        self.rebinds_skipped = 0
 
     def out(self, data: bytes, now: float, send: Callable[[bytes], None]) -> None:
         imp = impair.impairer_for("udp", self.local[:2], self.peer[:2], "out") if impair.current() else None
@@ -79,12 +93,25 @@ class Wire:
             self._emit(data, send)
             return
         fate = imp.decide(now, data)
+        if fate.rebind:
+            self.rebind(fate.rebind)
         for d in fate.deliveries:
             payload = d.payload
             if d.at <= now:
                 self._emit(payload, send)
             else:
                 self.schedule(d.at, self._later(payload, send))
+
+    def rebind(self, kind: str) -> None:
+        """NAT rebinding ("port", "addr" or "both"): the path re-opens from a new source and the
+        flow's impairer follows it (its counters go on, the same rebind does not fire twice)."""
+        new = self.rebinder(kind) if self.rebinder is not None else None
+        if new is None:
+            self.rebinds_skipped += 1
+            return
+        impair.rebound("udp", self.local[:2], new[:2])
+        self.local = new
+        self.rebinds += 1
 
     def _later(self, payload: bytes, send: Callable[[bytes], None]) -> Callable[[], None]:
         return lambda: self._emit(payload, send)
@@ -143,6 +170,34 @@ def bind_unix(sock: Any, addressing: Addressing, family: int, host: str, port: i
     raise OSError(errno.EADDRINUSE, "no free emulated port")
 
 
+def bind_rebound(sock: Any, addressing: Addressing, current: str, kind: str) -> str | None:
+    """Bind ``sock`` to the UDP name a NAT would give after rebinding ``current``: a new free port
+    ("port"), the next interface with the same port ("addr", a free port if that name is taken), or
+    both. Returns the new name, None when nothing is free."""
+    from ..addressing import MAX_IFACE
+
+    p = parse_socket_name(current)
+    if p is None:
+        return None
+    iface = p.iface % MAX_IFACE + 1 if kind in ("addr", "both") else p.iface
+    span = AUTOBIND_LAST - AUTOBIND_FIRST + 1
+    start = random.randint(AUTOBIND_FIRST, AUTOBIND_LAST)
+    ports = [p.port] if kind == "addr" else []
+    ports += [AUTOBIND_FIRST + (start - AUTOBIND_FIRST + i) % span for i in range(span)]
+    for port in ports:
+        if port == p.port and iface == p.iface:
+            continue
+        path = addressing.cfg.path(socket_name(p.family, socket.SOCK_DGRAM, iface, port))
+        if os.path.lexists(path):
+            continue
+        try:
+            sock.bind(path)
+        except OSError:
+            continue
+        return path
+    return None
+
+
 def seqpacket_listening(path: str) -> bool:
     """A live SEQPACKET *listener* owns ``path`` (sockdir.is_in_use knows stream and datagram names only)."""
     from ..sockdir import _SO_ACCEPTCON, bound_unix_sockets
@@ -166,16 +221,84 @@ def _claim(path: str, sotype: int) -> None:
             pass
 
 
-class SeqpacketPath:
-    """One QUIC path as one SEQPACKET connection (client side connects, server side was accepted)."""
+RENDEZVOUS = "~m"
+OUTBOUND = "~p"  # a migrated server's outbound path socket: its UDP name is taken by its listener
 
-    def __init__(self, sock: Any, wire: Wire):
+
+def open_rendezvous(name: str) -> Any | None:
+    """Next to a client path's UDP name, a SEQPACKET listener (``name~m``) where a peer that moves
+    opens its new path to us: a unix connection can only be opened towards a listener, and the
+    client's own name is a connected socket. Only a quic.ko server that migrates (setsockopt
+    CONNECTION_MIGRATION after the handshake) uses it. None when it cannot be bound.
+
+    The migrated server in turn listens on its new UDP name (so that the client can migrate again
+    towards it) and opens its path from ``name~p``; ``peer_name`` reads either back."""
+    s = _unix(_socket.SOCK_SEQPACKET)
+    path = name + RENDEZVOUS
+    try:
+        if os.path.lexists(path) and not seqpacket_listening(path):
+            os.unlink(path)
+        s.bind(path)
+        s.listen(8)
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def peer_name(name: str) -> str:
+    """The UDP name a path's peer speaks for (a migrated server's outbound socket carries a suffix)."""
+    return name[: -len(OUTBOUND)] if name.endswith(OUTBOUND) else name
+
+
+class SeqpacketPath:
+    """One QUIC path as one SEQPACKET connection (client side connects, server side was accepted).
+
+    A path this side connected (``remote`` given) can be rebound by the impairment layer: it then
+    holds the old connections in ``olds`` and reads them too until the peer closes them; the
+    engine watches every fd through ``watch_fd``/``unwatch_fd`` (set by whoever watches the path).
+    """
+
+    def __init__(self, sock: Any, wire: Wire, remote: str | None = None, addressing: Addressing | None = None):
         self.sock = sock
         self.wire = wire
         self.peer = wire.peer
+        self.remote = remote
+        self.addressing = addressing
+        self.olds: list[Any] = []
+        self.rendezvous: Any = None  # client: where a migrating server connects (open_rendezvous)
+        self.switch_local: tuple | None = None  # server: the preferred address this path arrives at
+        self.watch_fd: Callable[[int], None] | None = None
+        self.unwatch_fd: Callable[[int], None] | None = None
+        if remote is not None and addressing is not None:
+            wire.rebinder = self.rebind
 
     def fileno(self) -> int:
         return int(self.sock.fileno())
+
+    def fds(self) -> list[int]:
+        socks = (self.sock, *self.olds) + ((self.rendezvous,) if self.rendezvous is not None else ())
+        return [int(s.fileno()) for s in socks if s.fileno() >= 0]
+
+    def rebind(self, kind: str) -> tuple | None:
+        assert self.remote is not None and self.addressing is not None
+        new = _unix(_socket.SOCK_SEQPACKET)
+        name = bind_rebound(new, self.addressing, self.sock.getsockname(), kind)
+        if name is None:
+            new.close()
+            return None
+        try:
+            new.connect(self.remote)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            new.close()
+            return None
+        self.olds.append(self.sock)
+        self.sock = new
+        if self.watch_fd is not None:
+            self.watch_fd(int(new.fileno()))
+        return self.addressing.addr_of(name)
 
     def send(self, data: bytes, now: float) -> None:
         self.wire.out(data, now, self._raw)
@@ -187,25 +310,57 @@ class SeqpacketPath:
             self.wire.full += 1
 
     def read(self) -> list[bytes]:
-        out = []
-        for _ in range(64):
-            try:
-                d = self.sock.recv(65536)
-            except BlockingIOError:
-                break
-            except OSError:
-                out.append(b"")
-                break
-            out.append(d)
-            if not d:
-                break
-        return out
+        out: list[bytes] = []
+        for old in list(self.olds):  # a rebound path's old connection: EOF just ends it
+            got = _recv_some(old)
+            out += [d for d in got if d]
+            if b"" in got:
+                self._drop_old(old)
+        got = _recv_some(self.sock)
+        return out + got
+
+    def _drop_old(self, old: Any) -> None:
+        self.olds.remove(old)
+        if self.unwatch_fd is not None and old.fileno() >= 0:
+            self.unwatch_fd(int(old.fileno()))
+        try:
+            old.close()
+        except OSError:
+            pass
 
     def close(self) -> None:
+        for old in list(self.olds):
+            self._drop_old(old)
+        if self.rendezvous is not None:
+            r, self.rendezvous = self.rendezvous, None
+            try:
+                name = r.getsockname()
+                r.close()
+                if name:
+                    os.unlink(name)
+            except OSError:
+                pass
         try:
             self.sock.close()
         except OSError:
             pass
+
+
+def _recv_some(sock: Any) -> list[bytes]:
+    """Up to 64 datagrams; b"" last on EOF or a dead connection."""
+    out = []
+    for _ in range(64):
+        try:
+            d = sock.recv(65536)
+        except BlockingIOError:
+            break
+        except OSError:
+            out.append(b"")
+            break
+        out.append(d)
+        if not d:
+            break
+    return out
 
 
 class DatagramEndpoint:
@@ -220,9 +375,35 @@ class DatagramEndpoint:
         self.paths: dict[tuple, Any] = {}
         self.listener: Any = None
         self.dropped = 0
+        self.olds: list[Any] = []  # sockets of the names this endpoint had before a rebind
+        self.watch_fd: Callable[[int], None] | None = None
+        self.unwatch_fd: Callable[[int], None] | None = None
 
     def fileno(self) -> int:
         return int(self.sock.fileno())
+
+    def fds(self) -> list[int]:
+        return [int(s.fileno()) for s in (self.sock, *self.olds) if s.fileno() >= 0]
+
+    def rebind(self, kind: str) -> tuple | None:
+        """NAT rebinding of an emulated client endpoint (a listener's endpoint stays put): a new
+        socket at the new name sends from now on; the old one is still read (late replies)."""
+        if self.addressing is None or self.listener is not None:
+            return None
+        new = _unix(_socket.SOCK_DGRAM)
+        name = bind_rebound(new, self.addressing, self.sock.getsockname(), kind)
+        local = self.addressing.addr_of(name) if name is not None else None
+        if local is None:
+            new.close()
+            return None
+        self.olds.append(self.sock)
+        self.sock = new
+        self.local = local
+        for path in self.paths.values():
+            path.wire.local = local
+        if self.watch_fd is not None:
+            self.watch_fd(int(new.fileno()))
+        return local
 
     def dest(self, peer: tuple) -> Any:
         if self.addressing is None:
@@ -231,10 +412,16 @@ class DatagramEndpoint:
         return self.addressing.path(fam, peer[0], peer[1], local=False)
 
     def read(self) -> list[tuple[bytes, tuple]]:
+        out: list[tuple[bytes, tuple]] = []
+        for sock in (*self.olds, self.sock):
+            out += self._read_one(sock)
+        return out
+
+    def _read_one(self, sock: Any) -> list[tuple[bytes, tuple]]:
         out = []
         for _ in range(64):
             try:
-                d, src = self.sock.recvfrom(65536)
+                d, src = sock.recvfrom(65536)
             except BlockingIOError:
                 break
             except OSError:
@@ -248,10 +435,14 @@ class DatagramEndpoint:
         return out
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        for sock in (*self.olds, self.sock):
+            if self.unwatch_fd is not None and sock.fileno() >= 0:
+                self.unwatch_fd(int(sock.fileno()))
+            try:
+                sock.close()
+            except OSError:
+                pass
+        self.olds.clear()
 
 
 class DatagramPath:
@@ -260,6 +451,8 @@ class DatagramPath:
         self.peer = peer
         self.wire = wire
         self._dest = ep.dest(peer)
+        if ep.addressing is not None and ep.listener is None:
+            wire.rebinder = ep.rebind
 
     def send(self, data: bytes, now: float) -> None:
         self.wire.out(data, now, self._raw)

@@ -139,24 +139,34 @@ class Connection:
         self.local_addr: tuple | None = None
         self.request_client_cert = False
         self.ticket: bytes | None = None  # client: the raw NewSessionTicket message
+        self.session: Any = None  # client: aioquic's SessionTicket for that message (session data)
+        self.early: list[tuple[int, bytes, bool]] = []  # client: stream data queued before the handshake
+        self.early_limits: tuple[int, int] | None = None  # the saved remote (bidi, uni) stream limits
+        self.refuse_early = False  # server: decline 0-RTT (the client then resends in 1-RTT)
+        self.require_resumption = False  # client: PSK mode resuming a ticket: no certificate fallback
+        self.preferred_address: tuple | None = None  # server: announced preferred_address (host, port)
+        self.ticket_handler: Any = None  # server: stores issued tickets (handshake.py)
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, configuration: QuicConfiguration, now: float, *, psk: bool, odcid: bytes | None = None,
               ticket_fetcher: Any = None) -> None:
         if self.is_client:
             q = KoQuicConnection(configuration=configuration, token_handler=self._on_new_token,
-                                 session_ticket_handler=_ignore)
+                                 session_ticket_handler=self._on_session)
             q.raw_ticket_cb = self._on_ticket
             self.opts.token = b""  # the Initial carries it; NEW_TOKEN fills it again
         else:
             q = KoQuicConnection(configuration=configuration, original_destination_connection_id=odcid,
-                                 session_ticket_fetcher=ticket_fetcher, session_ticket_handler=_ignore)
+                                 session_ticket_fetcher=ticket_fetcher,
+                                 session_ticket_handler=self.ticket_handler or _ignore)
+            q.refuse_early = self.refuse_early
         q.external_psk = psk
         q.request_client_cert = self.request_client_cert
         tp = self.opts.tp
         q.disable_1rtt = bool(tp.disable_1rtt_encryption)
         q.disable_compatible_version = bool(tp.disable_compatible_version)
         q.preferred_version = self.opts.cfg.version
+        q.preferred_address = None if self.is_client else self.preferred_address
         q.set_local_stream_limits(tp.max_streams_bidi, tp.max_streams_uni)
         q._local_active_connection_id_limit = tp.active_connection_id_limit or 7
         q.set_windows(configuration.max_data, configuration.max_stream_data)
@@ -164,6 +174,7 @@ class Connection:
         self.quic = q
         if self.is_client:
             q.connect(self.addr, now)
+            self._release_early()
         else:
             for data, addr in self.buffered:
                 self.receive(data, addr, now)
@@ -286,7 +297,7 @@ class Connection:
                     self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(
                         st.sid, C.QUIC_STREAM_SEND_STATE_RESET_SENT, ev.error_code, st.sent).pack(), evs)
             elif isinstance(ev, qe.HandshakeCompleted):
-                if q.external_psk and not q.tls.session_resumed:
+                if (q.external_psk or self.require_resumption) and not q.tls.session_resumed:
                     # never fall back to the certificate path when both sides were told to use a PSK
                     q.close(error_code=0x100 + 40, frame_type=0x06, reason_phrase="external PSK not accepted")
                     self.handshake_error = "external PSK not accepted"
@@ -330,14 +341,22 @@ class Connection:
         self._event(C.QUIC_EVENT_CONNECTION_MIGRATION, b"\x01")
 
     def _check_peer_migration(self) -> None:
+        """The peer's address changed: event local_migration 0 and a new destination CID number.
+
+        A server (client migrating, NAT rebinding) reports it once the new path is validated. A
+        client reports a quic.ko server's move when it switches to the new path: quic.ko's migrating
+        end validates the path before it sends data there, so its peer sees the event ahead of that
+        data; our migrating server sends at once and the client's challenge follows (aioconn.py)."""
         q = self.quic
-        if q is None or self.is_client or not q._network_paths:
+        if q is None or not q._network_paths or not self.handshake_done:
             return
         path = q._network_paths[0]
-        if path.addr != self.addr and path.is_validated:
+        if path.addr != self.addr and (path.is_validated or self.is_client):
             self.addr = path.addr
             self._bump_dest_cid()
-            self._event(C.QUIC_EVENT_CONNECTION_MIGRATION, b"\x00")
+            # a client moving to the server's preferred address counts as its own migration (quic.ko)
+            local = self.is_client and q.preferred_probe is not None and path.addr == q.preferred_probe
+            self._event(C.QUIC_EVENT_CONNECTION_MIGRATION, b"\x01" if local else b"\x00")
 
     def _bump_dest_cid(self) -> None:
         if self.cids is not None:
@@ -346,6 +365,78 @@ class Connection:
 
     def _on_max_stream_data(self, sid: int, maximum: int) -> None:
         self._event(C.QUIC_EVENT_STREAM_MAX_DATA, uapi.StreamMaxData(sid, maximum).pack())
+
+    # -- 0-RTT: data sent before the handshake ------------------------------------------------------
+    def send_early(self, sid: int, sflags: int, data: bytes) -> int:
+        """Client, before the handshake (quic.ko: after setting the saved remote transport parameters):
+        the data is queued and goes out in 0-RTT packets when the handshake resumes a session whose
+        ticket allows early data, otherwise in 1-RTT after the handshake. Stream IDs beyond the saved
+        limits are EINVAL, not a wait (spec 7.6)."""
+        if self.early_limits is None:
+            raise err(errno.EINVAL, "the handshake has not finished (0-RTT needs the saved remote transport parameters)")
+        if self.quic is not None:
+            raise err(errno.EINVAL, "the handshake is in progress")
+        fin = bool(sflags & C.MSG_QUIC_STREAM_FIN)
+        sid = self.resolve(sid, sflags)
+        if not self.is_local(sid):
+            raise err(errno.EINVAL, f"stream {sid} is not ours")
+        limit = self.early_limits[1] if sid & 2 else self.early_limits[0]
+        if sid // 4 >= limit:
+            raise err(errno.EINVAL, f"stream {sid} is beyond the saved stream limit {limit}")
+        st = self.streams.get(sid)
+        if st is None:
+            if sid < self.next_id[sid & 3]:
+                raise err(errno.ENOSTR, f"stream {sid} was released")
+            if not sflags & C.MSG_QUIC_STREAM_NEW:
+                raise err(errno.EINVAL, f"stream {sid} is not open (MSG_QUIC_STREAM_NEW missing)")
+            for n in range(self.next_id[sid & 3], sid + 4, 4):
+                self.streams[n] = Stream(n, C.QUIC_STREAM_SEND_STATE_READY, None)
+            self.next_id[sid & 3] = sid + 4
+            self.active = sid
+            st = self.streams[sid]
+        if st.send is not None and st.send >= C.QUIC_STREAM_SEND_STATE_SENT:
+            raise err(errno.EINVAL, f"stream {sid} is finished")
+        if not data and not fin:
+            raise err(errno.EMSGSIZE, "zero-length send without FIN")
+        self.early.append((sid, bytes(data), fin))
+        st.sent += len(data)
+        st.send = C.QUIC_STREAM_SEND_STATE_SENT if fin else C.QUIC_STREAM_SEND_STATE_SEND
+        if fin:
+            self.watch.add(sid)
+            if self.active == sid:
+                self.active = None
+        return len(data)
+
+    def _release_early(self) -> None:
+        """Hand the queued early data to aioquic right after connect(): with 0-RTT keys (a resumed
+        session that allows early data) it leaves in 0-RTT packets, otherwise it waits for 1-RTT."""
+        q = self.quic
+        assert q is not None
+        for sid, data, fin in self.early:
+            q.create_local_stream(sid)
+            self.streams[sid].in_quic = True
+            q.send_stream_data(sid, data, end_stream=fin)
+            self.early_sent += len(data) + fin
+        self.early.clear()
+
+    early_sent = 0  # client: bytes queued before the handshake (0-RTT candidates)
+
+    @property
+    def early_data_accepted(self) -> bool:
+        """Client: data was sent before the handshake and the server accepted it as 0-RTT (aioquic
+        says "accepted" whenever the server would take early data, sent or not)."""
+        q = self.quic
+        return bool(self.early_sent and q is not None and q.tls is not None and q.tls.early_data_accepted)
+
+    @property
+    def session_resumed(self) -> bool:
+        q = self.quic
+        return bool(q is not None and q.tls is not None and q.tls.session_resumed)
+
+    def _on_session(self, ticket: Any) -> None:
+        """Client: aioquic's parsed ticket with its resumption secret (libquic's session data)."""
+        if self.session is None:
+            self.session = ticket
 
     def _on_ticket(self, raw: bytes) -> None:
         """Client: the first NewSessionTicket is kept (getsockopt SESSION_TICKET) and reported."""

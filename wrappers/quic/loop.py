@@ -14,10 +14,15 @@ carriers, loss-recovery/ACK/idle/keepalive timers, and delayed (impaired) delive
 the application calls in. ``Engine.cond`` wakes callers blocked on stream limits, send space or the
 handshake after every pass.
 
-Paths. A link sends on ``Link.path``; a server whose client moved also knows the client's new path
-(``Link.paths``, by peer address) and sends where aioquic addresses each datagram. A migrating
-client sends on its new path at once and keeps reading the old ones until the first datagram
-arrives on the new one (then the migration is complete and the old paths are closed).
+Paths. A link sends on ``Link.path``; a link whose peer moved also knows the peer's new path
+(``Link.paths``, by peer address) and sends where aioquic addresses each datagram. An end that
+migrates itself (a client, or a quic.ko server on the seqpacket carrier) sends on its new path at
+once, forgets the peer paths it knew (everything goes on the new path) and keeps reading the old
+ones until the first datagram arrives on the new one (then the migration is complete and the old
+paths are closed). New paths towards us come from three places: a listener's arrivals (a known
+destination connection ID: the client migrated or its NAT rebound), a client's rendezvous listener
+(a server that moved, carriers.open_rendezvous) and a moved server's own listener on its new name.
+A NAT rebinding is the carrier's business (carriers.py): the path object stays, its socket changes.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ class Link:
         self.old_paths: list[Any] = []  # a migrating client's previous paths, closed when it is done
         self.app_end: Any = None  # server side: the app end of the pair, until accept() takes it
         self.odcid: bytes | None = None
+        self.open_path: Callable[[tuple], Any] | None = None  # client: a path to a new server address
 
 
 class Listener:
@@ -155,11 +161,25 @@ class Engine:
         self.push(link)  # first: what the app's pair takes is consumed and returns credit
         if link.path is not None and c.quic is not None:
             for d, addr in c.datagrams(now):
-                link.paths.get(addr, link.path).send(d, now)
+                self.path_for(link, addr).send(d, now)
         t = c.next_timer()
         if t is not None and t < self._planned:
             self.kick()
         self.cond.notify_all()
+
+    def path_for(self, link: Link, addr: Any) -> Any:
+        """Where a datagram aioquic addressed to ``addr`` goes: a known path, or for a client probing a
+        server address it has no path to (the preferred address) a new one (``Link.open_path``)."""
+        p = link.paths.get(addr)
+        if p is not None:
+            return p
+        if (link.open_path is not None and addr is not None and link.path is not None
+                and tuple(addr[:2]) != tuple(link.path.peer[:2])):
+            p = link.open_path(addr)
+            if p is not None:
+                link.paths[addr] = p
+                return p
+        return link.path
 
     def push(self, link: Link) -> None:
         q = link.outq
@@ -210,7 +230,7 @@ class Engine:
             if link.path is not None and link.core.quic is not None:
                 now = time.monotonic()
                 for d, addr in link.core.datagrams(now):
-                    link.paths.get(addr, link.path).send(d, now)
+                    self.path_for(link, addr).send(d, now)
         link.core.finish()
         self.unwatch(link.app.fileno())
         try:
@@ -219,8 +239,8 @@ class Engine:
             pass
         self.links.pop(link.id, None)
         for path in {id(p): p for p in [link.path, *link.paths.values(), *link.old_paths] if p is not None}.values():
-            if hasattr(path, "sock"):
-                self.unwatch(path.fileno())
+            for fd in path.fds() if hasattr(path, "fds") else ([path.fileno()] if hasattr(path, "sock") else []):
+                self.unwatch(fd)
             path.close()
         ep = link.endpoint
         if ep is not None:
@@ -228,7 +248,8 @@ class Engine:
             ep.paths.pop(link.peer, None)
             ep.refs -= 1
             if ep.refs <= 0 and ep.listener is None:
-                self.unwatch(ep.fileno())
+                for fd in ep.fds():
+                    self.unwatch(fd)
                 ep.close()
                 release_endpoint(ep)
         self.cond.notify_all()
@@ -249,11 +270,14 @@ class Engine:
         """One datagram for ``link`` on ``path``: the first one on a migrating client's new path
         completes the migration (the old paths are closed)."""
         c = link.core
+        sw = getattr(path, "switch_local", None)
+        if sw is not None and c.local_addr != sw:
+            c.local_addr = sw  # the client moved to our preferred address
         if c.migrating is not None and path is link.path:
             c.local_migration_done()
             for old in link.old_paths:
-                if hasattr(old, "sock"):
-                    self.unwatch(old.fileno())
+                for fd in old.fds() if hasattr(old, "fds") else []:
+                    self.unwatch(fd)
                 old.close()
             link.old_paths.clear()
         c.receive(data, getattr(path, "peer", None) or link.peer, now)

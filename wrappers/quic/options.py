@@ -13,7 +13,6 @@ STREAM_OPEN, CONNECTION_ID, TRANSPORT_PARAM) pass the input struct's bytes in pl
 from __future__ import annotations
 
 import errno
-import hashlib
 import struct
 from typing import TYPE_CHECKING
 
@@ -89,7 +88,8 @@ def setopt(s: QuicSocket, opt: int, v: bytes) -> None:
         if not est and s._is_client:
             raise err(errno.EINVAL, "a client sets no preferred address")
         if not est:
-            raise err(errno.EOPNOTSUPP, "preferred addresses are issue 10")
+            s._set_preferred((a[1], a[2]))
+            return
         s._migrate((a[1], a[2]))
     elif opt == C.QUIC_SOCKOPT_KEY_UPDATE:
         if not est:
@@ -203,7 +203,7 @@ def getopt(s: QuicSocket, opt: int, arg: bytes, optlen: int) -> bytes:
         if state == C.LISTENING or (s._is_client is False and state == C.CLOSED):
             raise err(errno.EPIPE)
         if s._is_client is False:
-            data = s._opts.ticket or hashlib.sha512(s._ticket_secret + s.getpeername()[0].encode()).digest()
+            data = s._ticket_key()
         elif state == C.ESTABLISHED and conn is not None:
             data = conn.ticket or b""
         else:

@@ -28,8 +28,8 @@ from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before
 from . import carriers as CR
 from . import constants as C
 from . import options as O
-from . import routing, uapi
-from .arrivals import accept_handoff, accept_seqpacket, endpoint_for
+from . import routing, tlsext, uapi
+from .arrivals import accept_handoff, accept_moved_peer, accept_paths, accept_seqpacket, endpoint_for
 from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
 from .loop import Engine, Link, Listener, get_engine, make_pair
 
@@ -82,6 +82,7 @@ class QuicSocket(_OrigSocket):
         self._ticket_secret = os.urandom(32)
         self.dropped = 0
         self._request_client_cert = False
+        self._require_resumption = False
 
     # -- identity -----------------------------------------------------------------------------
     @property
@@ -179,8 +180,8 @@ class QuicSocket(_OrigSocket):
         if self._peer is None:
             raise err(errno.ENOTCONN)
         c = self._conn
-        if c is not None and not c.is_client and c.addr is not None:
-            return c.addr
+        if c is not None and c.addr is not None:
+            return self._tuple(c.addr[0], c.addr[1])
         return self._peer
 
     def _local_host(self) -> str:
@@ -394,6 +395,8 @@ class QuicSocket(_OrigSocket):
         assert self._eng_end is not None
         link = Link(conn, self._eng_end, path, peer)
         link.endpoint = ep
+        if self._carrier == "seqpacket":
+            link.open_path = lambda addr, link=link: self._open_path_to(link, addr)
         self._eng_end = None
         self._local, self._peer, self._link = local, peer, link
         self._is_client = True
@@ -412,7 +415,12 @@ class QuicSocket(_OrigSocket):
     def _watch_path(self, link: Link, path: Any, ep: Any) -> None:
         eng = self._engine
         if isinstance(path, CR.SeqpacketPath):
-            eng.watch(path.fileno(), lambda: eng.path_readable(link, path))
+            reader = lambda: eng.path_readable(link, path)  # noqa: E731
+            path.watch_fd = lambda fd: eng.watch(fd, reader)
+            path.unwatch_fd = eng.unwatch
+            eng.watch(path.fileno(), reader)
+            if path.rendezvous is not None:
+                eng.watch(path.rendezvous.fileno(), lambda: accept_moved_peer(eng, link, path))
         elif ep is not None:
             ep.links[path.peer] = link
             ep.paths[path.peer] = path
@@ -424,20 +432,125 @@ class QuicSocket(_OrigSocket):
         if link is None or c is None or self._peer is None:
             raise err(errno.EPIPE)
         if not self._is_client:
-            raise err(errno.EOPNOTSUPP, "server-side migration and preferred addresses are issue 10")
+            self._migrate_server(link, c, new_local)
+            return
         eng = self._engine
         with eng.lock:
             if c.migrating is not None:
                 raise err(errno.EAGAIN, "a migration is in progress")
-            path, local, ep = self._client_path(self._peer, new_local)
+            path, local, ep = self._client_path(c.addr or self._peer, new_local)
             try:
                 c.start_local_migration(local)
             except OSError:
                 path.close()
                 raise
-            link.old_paths.append(link.path)
+            link.old_paths += [link.path, *link.paths.values()]  # everything goes on the new path now
+            link.paths = {}
             link.path = path
             self._watch_path(link, path, ep)
+            eng.flush(link)
+
+    def _set_preferred(self, addr: tuple) -> None:
+        """Server, before the handshake: quic.ko's preferred_address. The address is bound now (a
+        listener for the client's new path, seqpacket carrier only) and announced in the transport
+        parameters; aioquic's client validates it after the handshake and moves there."""
+        if self._carrier != "seqpacket":
+            raise err(errno.EOPNOTSUPP, f"a preferred address needs the seqpacket carrier, not {self._carrier}")
+        link, c = self._link, self._conn
+        if link is None or c is None or c.quic is not None:
+            raise err(errno.EINVAL, "set the preferred address after accept() and before the handshake")
+        if c.preferred_address is not None:
+            raise err(errno.EAGAIN, "a preferred address is already set")
+        import socket as so
+
+        family = so.AF_INET6 if ":" in addr[0] else so.AF_INET
+        addressing = CR.Addressing(self._cfg)
+        lst = CR._unix(_socket.SOCK_SEQPACKET)
+        try:
+            port = CR.bind_unix(lst, addressing, family, addr[0], addr[1])
+            lst.listen(8)
+        except OSError:
+            lst.close()
+            raise
+        local = addressing.addr_of(lst.getsockname()) or (addr[0], port)
+        eng = self._engine
+        with eng.lock:
+            c.preferred_address = (local[0], local[1])
+            holder = CR.SeqpacketPath(lst, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
+            holder.rendezvous = lst  # closed (and its name removed) with the connection
+            link.old_paths.append(holder)
+            eng.watch(lst.fileno(), lambda: accept_paths(eng, link, lst, addressing, local))
+
+    def _open_path_to(self, link: Link, addr: tuple) -> Any:
+        """Client, seqpacket carrier: a path from our current address to a new server address (its
+        preferred address). Our UDP name is taken by the connected path, so the new socket is bound
+        to ``name~p``, which the server reads back as our address (carriers.peer_name)."""
+        cur = link.path
+        if not isinstance(cur, CR.SeqpacketPath) or cur.addressing is None:
+            return None
+        eng = self._engine
+        s = CR._unix(_socket.SOCK_SEQPACKET)
+        try:
+            name = cur.sock.getsockname() + CR.OUTBOUND
+            CR._claim(name, _socket.SOCK_DGRAM)
+            s.bind(name)
+            import socket as so
+
+            family = so.AF_INET6 if len(addr) == 4 or ":" in str(addr[0]) else so.AF_INET
+            s.connect(cur.addressing.path(family, addr[0], addr[1], local=False))
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            s.close()
+            return None
+        path = CR.SeqpacketPath(s, CR.Wire(self._cfg, cur.wire.local, tuple(addr), eng.schedule))
+        eng.watch(path.fileno(), lambda: eng.path_readable(link, path))
+        return path
+
+    def _migrate_server(self, link: Link, c: Any, new_local: tuple) -> None:
+        """A quic.ko server moves to ``new_local`` after the handshake: a new path from that name to
+        the client's rendezvous listener (carriers.open_rendezvous), a fresh destination CID, and the
+        old paths kept until the first packet arrives on the new one (the client validates the new
+        server address with PATH_CHALLENGE, aioconn.py). Only the seqpacket carrier can open a path
+        from the server's side; on the others this is EOPNOTSUPP."""
+        if self._carrier != "seqpacket":
+            raise err(errno.EOPNOTSUPP, f"server migration needs the seqpacket carrier, not {self._carrier}")
+        eng = self._engine
+        with eng.lock:
+            if c.migrating is not None:
+                raise err(errno.EAGAIN, "a migration is in progress")
+            if c.closed or not c.handshake_done:
+                raise err(errno.EPIPE)
+            addressing = CR.Addressing(self._cfg)
+            lst = CR._unix(_socket.SOCK_SEQPACKET)
+            s = CR._unix(_socket.SOCK_SEQPACKET)
+            try:
+                port = CR.bind_unix(lst, addressing, self._qfamily, new_local[0], new_local[1])
+                lst.listen(8)
+                name = lst.getsockname()
+                local = addressing.addr_of(name) or self._tuple(new_local[0], port)
+                CR._claim(name + CR.OUTBOUND, _socket.SOCK_DGRAM)
+                s.bind(name + CR.OUTBOUND)
+                s.connect(addressing.path(self._qfamily, c.addr[0], c.addr[1], local=False) + CR.RENDEZVOUS)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as e:
+                s.close()
+                lst.close()
+                raise err(e.errno or errno.EADDRNOTAVAIL, "cannot open a path from the new address to the peer") from e
+            local = self._tuple(local[0], local[1])
+            try:
+                c.start_local_migration(local)
+            except OSError:
+                s.close()
+                lst.close()
+                raise
+            path = CR.SeqpacketPath(s, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
+            path.rendezvous = lst
+            link.old_paths += [link.path, *link.paths.values()]
+            link.paths = {}
+            link.path = path
+            self._watch_path(link, path, None)
             eng.flush(link)
 
     def _client_path(self, peer: tuple, local_addr: tuple | None = None) -> tuple[Any, tuple, Any]:
@@ -463,14 +576,25 @@ class QuicSocket(_OrigSocket):
             except OSError:
                 pass  # no listener: the handshake times out, as an unanswered Initial does
             wire = CR.Wire(self._cfg, local, peer, eng.schedule)
-            return CR.SeqpacketPath(s, wire), self._tuple(local[0], local[1]), None
+            path = CR.SeqpacketPath(s, wire, remote_path, addressing)
+            path.rendezvous = CR.open_rendezvous(s.getsockname())
+            return path, self._tuple(local[0], local[1]), None
         ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
         ep.refs += 1
         wire = CR.Wire(self._cfg, ep.local, peer, eng.schedule)
         return CR.DatagramPath(ep, peer, wire), ep.local, ep
 
     # -- handshake (called by handshake.py) --------------------------------------------------------
-    def _handshake(self, configuration: Any, psk: bool, timeout: float | None, fetcher: Any = None) -> None:
+    def _ticket_key(self) -> bytes:
+        """A server connection's SESSION_TICKET master key (options.py's get: set, or derived)."""
+        if self._opts.ticket:
+            return self._opts.ticket
+        import hashlib
+
+        return hashlib.sha512(self._ticket_secret + self.getpeername()[0].encode()).digest()
+
+    def _handshake(self, configuration: Any, psk: bool, timeout: float | None, fetcher: Any = None,
+                   ticket_key: bytes | None = None, early_data: bool = True) -> None:
         if self._state == C.LISTENING:
             raise err(errno.EINVAL, "handshake on a listening socket")
         link = self._link
@@ -486,6 +610,11 @@ class QuicSocket(_OrigSocket):
             if not c.is_client:
                 odcid = link.odcid
             c.request_client_cert = getattr(self, "_request_client_cert", False)
+            c.require_resumption = getattr(self, "_require_resumption", False)
+            if not c.is_client:
+                c.refuse_early = not early_data
+                if ticket_key is not None:
+                    c.ticket_handler = lambda t, k=ticket_key: tlsext.TicketStore.issue(k, t)
             c.start(configuration, time.monotonic(), psk=psk, odcid=odcid, ticket_fetcher=fetcher)
             eng.flush(link)
             eng.kick()
@@ -640,6 +769,10 @@ class QuicSocket(_OrigSocket):
             sid, sflags, has = -1, flags & C.STREAM_FLAGS, False
         else:
             sid, sflags, has = info.stream_id, info.stream_flags, True
+        if c.is_client and c.quic is None and not c.closed:
+            if self._remote_tp is not None and c.early_limits is None:
+                c.early_limits = (self._remote_tp.max_streams_bidi, self._remote_tp.max_streams_uni)
+            return int(self._engine_call(lambda: c.send_early(sid, sflags, data)))
         return int(self._blocking(lambda: c.send_stream(sid, sflags, data, has, nonblock), nonblock,
                                   self._send_timeout()))
 

@@ -187,3 +187,77 @@ def keylog_paths(pcap_file: str | None) -> list[str]:
 def secrets_log(pcap_file: str | None) -> _Fanout | None:
     paths = keylog_paths(pcap_file)
     return _Fanout([KeyLog.for_path(p) for p in paths]) if paths else None
+
+
+# -- session resumption: tickets issued by a server, session data held by a client ------------------
+
+class TicketStore:
+    """Tickets a server issued, per master key (quic.ko's SESSION_TICKET key: set on the listener, or
+    derived from the listener's secret and the client's IP). aioquic puts a random label in the
+    NewSessionTicket and hands the ticket's state to a callback; we keep it under (key, label). A
+    connection resumes only with a label issued under its own key: a ticket from another server or
+    a corrupted one is not found and the handshake falls back to a full one (RFC 8446 4.6.1), as
+    GnuTLS does when a ticket does not decrypt. Process-wide (tickets outlive connections and
+    listeners, as a key shared between listeners does); old entries expire with the ticket."""
+
+    _lock = threading.Lock()
+    _tickets: dict[tuple[bytes, bytes], SessionTicket] = {}
+
+    @classmethod
+    def issue(cls, key: bytes, ticket: SessionTicket) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        with cls._lock:
+            for k in [k for k, t in cls._tickets.items() if t.not_valid_after < now]:
+                del cls._tickets[k]
+            cls._tickets[(bytes(key), bytes(ticket.ticket))] = ticket
+
+    @classmethod
+    def fetch(cls, key: bytes, label: bytes) -> SessionTicket | None:
+        with cls._lock:
+            return cls._tickets.get((bytes(key), bytes(label)))
+
+
+SESSION_MAGIC = "wirecheck-quic-session-1"
+
+
+def encode_session(t: SessionTicket) -> bytes:
+    """libquic's session data (quic_session_get_data): what a client needs to resume, self-contained."""
+    return json.dumps({
+        "v": SESSION_MAGIC, "age_add": t.age_add, "cipher_suite": int(t.cipher_suite),
+        "max_early_data_size": t.max_early_data_size,
+        "not_valid_after": t.not_valid_after.isoformat(), "not_valid_before": t.not_valid_before.isoformat(),
+        "other_extensions": [[typ, bytes(v).hex()] for typ, v in t.other_extensions],
+        "resumption_secret": t.resumption_secret.hex(), "server_name": t.server_name, "ticket": t.ticket.hex(),
+    }).encode()
+
+
+def decode_session(data: bytes) -> SessionTicket:
+    """The inverse of encode_session; ValueError names what is wrong."""
+    try:
+        d = json.loads(bytes(data).decode())
+        if not isinstance(d, dict) or d.get("v") != SESSION_MAGIC:
+            raise ValueError("not wirecheck QUIC session data")
+        return SessionTicket(
+            age_add=int(d["age_add"]), cipher_suite=CipherSuite(int(d["cipher_suite"])),
+            not_valid_after=datetime.datetime.fromisoformat(d["not_valid_after"]),
+            not_valid_before=datetime.datetime.fromisoformat(d["not_valid_before"]),
+            resumption_secret=bytes.fromhex(d["resumption_secret"]), server_name=str(d["server_name"]),
+            ticket=bytes.fromhex(d["ticket"]), max_early_data_size=d["max_early_data_size"],
+            other_extensions=[(int(typ), bytes.fromhex(v)) for typ, v in d["other_extensions"]],
+        )
+    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"bad session data: {e}") from e
+
+
+def psk_aware_fetcher(psks: dict[bytes, SessionTicket], key: bytes | None):
+    """A server's ticket fetcher: an external PSK identity (binder label "ext binder") or a ticket
+    this server issued under ``key`` (a resumption: "res binder"). aioquic asks before it derives
+    the binder, in the thread that runs this connection's TLS, so the label follows the identity."""
+    def fetch(label: bytes) -> SessionTicket | None:
+        t = psks.get(label)
+        if t is not None:
+            _state.external = True
+            return t
+        _state.external = False
+        return TicketStore.fetch(key, label) if key is not None else None
+    return fetch
