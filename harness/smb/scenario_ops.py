@@ -215,8 +215,11 @@ def EarlyQuicTransport(sock: Any, io_timeout: float, handshake: Any) -> Any:  # 
 
 def _quic_state(transport: Any) -> dict:
     """What the QUIC socket says about its handshake (for scenario expectations)."""
-    conn = getattr(getattr(transport, "sock", None), "_conn", None)
-    if conn is None:
+    from wrappers.quic import QuicSocket
+
+    sock = getattr(transport, "sock", None)
+    conn = getattr(sock, "_conn", None) if isinstance(sock, QuicSocket) else None
+    if conn is None:  # not QUIC (SMB Direct sockets have a _conn of their own)
         return {}
     return {"resumed": conn.session_resumed, "early_data": conn.early_data_accepted}
 
