@@ -446,10 +446,10 @@ class ServerConnection:
         chain = build_compound(raws, related_flags) if len(raws) > 1 else raws[0]
         out = []
         for (_header, reply), element in zip(replies, split_compound(chain), strict=True):
-            raw = element.raw
-            if reply.after_pack:
-                reply.after_pack(raw)
-            out.append(self._maybe_sign(raw, _header, reply, encrypted_session is not None))
+            signed = self._maybe_sign(element.raw, _header, reply, encrypted_session is not None)
+            if reply.after_pack:  # preauth hashes what goes on the wire: a binding's interim replies are signed
+                reply.after_pack(signed)
+            out.append(signed)
         message = b"".join(out)
         if encrypted_session is not None:
             return self._encrypt(message, encrypted_session)
