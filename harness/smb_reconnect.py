@@ -18,6 +18,7 @@ the failure reaches the application as :class:`ReconnectFailed`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -110,6 +111,11 @@ class ResilientClient(SMBClient):
                 except FAILURES:
                     self._recover()
                 continue
+            if status == NtStatus.FILE_CLOSED and out.command == Command.CLOSE and out.extra.get("replayed"):
+                # The CLOSE ran before the connection died and only its answer was lost: the handle
+                # could not come back because it is closed.  That is the CLOSE's success.
+                response = Response(dataclasses.replace(response.header, status=NtStatus.SUCCESS),
+                                    m.CloseResponse(), response.raw)
             del self.outstanding[message_id]
             self._after(out, response)
             if self.events and self.events[-1][0] == "reconnected" and status == NtStatus.SUCCESS:
@@ -197,6 +203,7 @@ class ResilientClient(SMBClient):
             if out.app_mid in self._done:
                 continue
             self.replayed += 1
+            out.extra["replayed"] = True
             self._send_now(out, replay=True)
 
     def _reopen(self, handle: rc.Handle) -> None:

@@ -165,6 +165,17 @@ def _sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) 
 def _create(conn, session, tree, header, request: m.CreateRequest, related, encrypted) -> Reply:
     state = conn.state
     options = request.create_options
+    # A durable reconnect skips path validation and open execution (§3.3.5.9.7, .12): it comes first.
+    expire_durable(state)
+    try:
+        intent = durable.parse_request(conn, request)
+        if isinstance(intent, tuple):
+            found = durable.find_reconnect(conn, session, request, intent[0], intent[1], state.durable)
+            return _attach(conn, session, tree, found, durable.reconnect_contexts(found))
+    except durable.Reject as exc:
+        raise Fail(exc.status, str(exc)) from exc
+    except SMBProtocolError as exc:
+        raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
     if options & CreateOptions.DIRECTORY_FILE and options & CreateOptions.NON_DIRECTORY_FILE:
         raise Fail(NtStatus.INVALID_PARAMETER, "both DIRECTORY_FILE and NON_DIRECTORY_FILE")
     if request.create_disposition > CreateDisposition.OVERWRITE_IF:
@@ -173,19 +184,12 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         raise Fail(NtStatus.BAD_IMPERSONATION_LEVEL, "bad ImpersonationLevel")
     if request.name.startswith("\\"):
         raise Fail(NtStatus.INVALID_PARAMETER, "CREATE name must be relative to the share")
-    expire_durable(state)
     try:
-        intent = durable.parse_request(conn, request)
-        if isinstance(intent, tuple):
-            found = durable.find_reconnect(conn, session, request, intent[0], intent[1], state.durable)
-            return _attach(conn, session, tree, found, durable.reconnect_contexts(found))
         found = durable.find_replay(conn, header, intent, state.durable)
         if found is not None:
             return _attach(conn, session, tree, found, _replay_contexts(found))
     except durable.Reject as exc:
         raise Fail(exc.status, str(exc)) from exc
-    except SMBProtocolError as exc:
-        raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
     try:
         path = tree.fs.resolve(request.name)
     except ShareError as exc:

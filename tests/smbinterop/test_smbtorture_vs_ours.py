@@ -42,9 +42,9 @@ def parse(output: str) -> dict[str, str]:
     return results
 
 
-def run_suite(suite: str, tmp_path: Path) -> dict:
+def run_suite(suite: str, tmp_path: Path, **server_options) -> dict:
     program = need("smbtorture", "samba-testsuite")
-    server = OurServer(tmp_path)
+    server = OurServer(tmp_path, **server_options)
     try:
         result = subprocess.run([program, "//127.0.0.1/share", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
                                  "--target=samba3", suite], capture_output=True, text=True, timeout=600)
