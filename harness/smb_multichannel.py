@@ -79,7 +79,8 @@ class MultiChannelClient(SMBClient):
         self.losses = 0
         self._rr = 0
         self._app_mid = 1 << 48
-        self.events: list[tuple[str, float]] = []
+        self.events: list[tuple[str, float]] = []  # ("lost"|"restored"|"first-io", monotonic)
+        self._first_io_pending = False
 
     # ------------------------------------------------------------------ discovery and binding
 
@@ -257,7 +258,8 @@ class MultiChannelClient(SMBClient):
                     self._replay(out)
                     continue
                 del self.outstanding[message_id]
-                if self.events and self.events[-1][0] == "lost" and response.header.status == NtStatus.SUCCESS:
+                if self._first_io_pending and response.header.status == NtStatus.SUCCESS:
+                    self._first_io_pending = False
                     self.events.append(("first-io", time.monotonic()))
                 return response
             try:
@@ -293,6 +295,7 @@ class MultiChannelClient(SMBClient):
         channel.alive = False
         self.losses += 1
         self.events.append(("lost", time.monotonic()))
+        self._first_io_pending = True
         try:
             channel.transport.close()
         except FAILURES:

@@ -63,6 +63,7 @@ class ResilientClient(SMBClient):
         self.reconnects = 0
         self.replayed = 0
         self.events: list[tuple[str, float]] = []  # ("failure"|"reconnected"|"first-io", monotonic)
+        self._first_io_pending = False
         super().__init__(host, port, transport=transport, transport_obj=self.transport_factory(), **kwargs)
 
     # ------------------------------------------------------------------ sending
@@ -118,7 +119,8 @@ class ResilientClient(SMBClient):
                                     m.CloseResponse(), response.raw)
             del self.outstanding[message_id]
             self._after(out, response)
-            if self.events and self.events[-1][0] == "reconnected" and status == NtStatus.SUCCESS:
+            if self._first_io_pending and response.header.status == NtStatus.SUCCESS:
+                self._first_io_pending = False
                 self.events.append(("first-io", time.monotonic()))
             return response
 
@@ -171,6 +173,7 @@ class ResilientClient(SMBClient):
                 time.sleep(0.05)
         self.reconnects += 1
         self.events.append(("reconnected", time.monotonic()))
+        self._first_io_pending = True
 
     def _connect_again(self, old_session: int) -> None:
         guid = self.conn.client_guid
