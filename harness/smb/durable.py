@@ -76,6 +76,7 @@ class DurableInfo:
     share: str = ""
     name: str = ""
     detached_at: int | None = None  # clock ns when the connection was lost
+    create_action: int = 1  # FILE_OPENED; what the original CREATE answered (a replay answers the same)
 
     def expired(self, now: int) -> bool:
         return self.detached_at is not None and now - self.detached_at > self.timeout_ms * 1_000_000

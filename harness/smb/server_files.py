@@ -69,6 +69,7 @@ READ_RIGHTS = AccessMask.FILE_READ_DATA | AccessMask.FILE_EXECUTE
 WRITE_RIGHTS = AccessMask.FILE_WRITE_DATA | AccessMask.FILE_APPEND_DATA
 ALL_FF = b"\xff" * 16
 MAX_FILE_SIZE = 0xFFFFFFF0000
+FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
 
 
 @dataclass
@@ -187,7 +188,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     try:
         found = durable.find_replay(conn, header, intent, state.durable)
         if found is not None:
-            return _attach(conn, session, tree, found, _replay_contexts(found))
+            return _attach(conn, session, tree, found, _replay_contexts(found), found.durable.create_action)
     except durable.Reject as exc:
         raise Fail(exc.status, str(exc)) from exc
     try:
@@ -286,6 +287,8 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             oplock = OplockLevel.BATCH  # what a v1 durable open needs (§3.3.5.9.6)
         opened.oplock = oplock
     contexts += durable.grant(conn, session, tree, request, intent, opened, state.durable)
+    if opened.durable is not None:
+        opened.durable.create_action = int(action)  # a replayed CREATE answers with the original action
     meta = _meta(conn, st)
     response = m.CreateResponse(file_id=opened.file_id, oplock_level=oplock, create_action=action,
                                 creation_time=meta.creation_time, last_access_time=meta.last_access_time,
@@ -384,7 +387,7 @@ def restore_open(state, record: dict, info) -> Open:
     return opened
 
 
-def _attach(conn, session, tree, opened: Open, contexts: list) -> Reply:
+def _attach(conn, session, tree, opened: Open, contexts: list, action: int = CreateAction.OPENED) -> Reply:
     """Hand a durable open to this session (reconnect, or a replayed CREATE): §3.3.5.9.7/.12."""
     state = conn.state
     if opened.session is not session:
@@ -408,7 +411,7 @@ def _attach(conn, session, tree, opened: Open, contexts: list) -> Reply:
     state.durable.save()
     meta = _meta(conn, st)
     oplock = OplockLevel.LEASE if opened.lease_key is not None else opened.oplock
-    response = m.CreateResponse(file_id=opened.file_id, oplock_level=oplock, create_action=CreateAction.OPENED,
+    response = m.CreateResponse(file_id=opened.file_id, oplock_level=oplock, create_action=action,
                                 creation_time=meta.creation_time, last_access_time=meta.last_access_time,
                                 last_write_time=meta.last_write_time, change_time=meta.change_time,
                                 allocation_size=meta.allocation_size, end_of_file=meta.end_of_file,
@@ -888,6 +891,15 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
         if len(output) > request.max_output_response:
             raise Fail(NtStatus.BUFFER_TOO_SMALL, "output buffer too small")
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, ALL_FF, output, b"", 0))
+    if code == FSCTL_CREATE_OR_GET_OBJECT_ID and tree.fs is not None:
+        # FILE_OBJECTID_BUFFER (MS-FSCC 2.3.7, 2.1.3.1): ObjectId from the inode, the rest zero.
+        # smbtorture smb2.replay uses it as its IOCTL for channel-sequence checks.
+        opened = _open_for(session, request.file_id, related)
+        st = os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path)
+        output = struct.pack("<QQ", st.st_ino, st.st_dev) + bytes(48)
+        if request.max_output_response < len(output):
+            raise Fail(NtStatus.BUFFER_TOO_SMALL, "output buffer too small")
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, output, b"", 0))
     if code == Fsctl.SRV_REQUEST_RESUME_KEY and tree.fs is not None:
         opened = _open_for(session, request.file_id, related)
         output = opened.file_id + opened.file_id[:8] + struct.pack("<I", 0) + bytes(4)
