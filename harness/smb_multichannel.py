@@ -168,6 +168,13 @@ class MultiChannelClient(SMBClient):
         session = dataclasses.replace(base, keys=dataclasses.replace(base.keys, signing=key), initiator=None)
         session.nonces = base.nonces  # one nonce counter per session, whatever the channel
         session.trees = base.trees
+        # A fresh connection holds a handful of credits: ask for a window worth of large I/O at once,
+        # or the channel would sit idle while the primary carries every 4 MiB WRITE.
+        raw, mid = conn.build(Command.ECHO, m.EchoRequest(), session, credits_wanted=512)
+        transport.send_pdu(conn.seal([raw], session))
+        (echo,) = conn.receive(transport.recv_pdu(self.timeout), {session.session_id: session})
+        if echo.header.status != NtStatus.SUCCESS:
+            raise SMBError(echo.header.status, Command.ECHO, "on the new channel")
         return Channel(transport, conn, session, how)
 
     def restore_channels(self) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from harness.smb import messages as m
 from harness.smb import reconnect as rc
 from harness.smb.client import ClientConnection, Response, SMBError
-from harness.smb.constants import Command, NtStatus
+from harness.smb.constants import UNSOLICITED_MESSAGE_ID, Command, NtStatus
 from harness.smb.errors import SMBProtocolError
 from harness.smb_client import SMBClient
 from harness.transport import Transport, TransportError, connect
@@ -64,11 +64,33 @@ class ResilientClient(SMBClient):
         self.replayed = 0
         self.events: list[tuple[str, float]] = []  # ("failure"|"reconnected"|"first-io", monotonic)
         self._first_io_pending = False
+        self._gen = 0
         super().__init__(host, port, transport=transport, transport_obj=self.transport_factory(), **kwargs)
 
     # ------------------------------------------------------------------ sending
 
+    def _ensure_credits(self, payload: int) -> None:
+        """A replayed burst can need more credits than a new connection has: read replies (they grant
+        credits) while requests are in flight, else ask for credits with an ECHO."""
+        need = self.conn.charge_for(payload)
+        while self.conn.credits < need:
+            inflight = [o for o in self.outstanding.values() if o.extra.get("gen") == self._gen
+                        and o.mid >= 0 and o.mid not in self._responses and o.app_mid not in self._done]
+            if inflight:
+                for response in self.conn.receive(self.transport.recv_pdu(self.timeout), self.sessions):
+                    mid = response.header.message_id
+                    if mid == UNSOLICITED_MESSAGE_ID:
+                        self.notifications.append(response)
+                    elif not (response.header.status == NtStatus.PENDING and response.header.is_async):
+                        self._responses[mid] = response
+                continue
+            raw, mid = self.conn.build(Command.ECHO, m.EchoRequest(), self.session, credits_wanted=need)
+            self.transport.send_pdu(self.conn.seal([raw], self.session))
+            SMBClient.wait(self, mid)
+
     def _send_now(self, out: rc.Outstanding, replay: bool) -> None:
+        self._ensure_credits(out.payload)
+        out.extra["gen"] = self._gen
         body = rc.translate(out.body, self.file_ids)
         tree = self.tree_ids.get(out.app_tree, out.app_tree)
         parts, mid = self.conn.build_parts(out.command, body, self.session, tree, out.payload)
@@ -177,6 +199,7 @@ class ResilientClient(SMBClient):
 
     def _connect_again(self, old_session: int) -> None:
         guid = self.conn.client_guid
+        self._gen += 1  # requests sent from now on belong to the new connection
         self.transport = self.transport_factory()
         old = self.conn
         self.conn = ClientConnection(old.transport, old.server_name, ciphers=old.ciphers,

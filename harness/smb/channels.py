@@ -47,14 +47,16 @@ def signing_key(conn, session) -> bytes:
     return conn.channel_keys.get(session.session_id) or session.keys.signing
 
 
-def server_capabilities(config, dialect: int) -> int:
+def server_capabilities(config, dialect: int, client_caps: int) -> int:
+    """MULTI_CHANNEL and PERSISTENT_HANDLES, each only when configured and the client offered it
+    (§3.3.5.4)."""
     caps = 0
     if dialect >= Dialect.SMB_3_0:
         if config.multichannel:
             caps |= Capabilities.MULTI_CHANNEL
         if any(getattr(share, "continuously_available", False) for share in config.shares.values()):
             caps |= Capabilities.PERSISTENT_HANDLES
-    return caps
+    return caps & client_caps
 
 
 def bind(conn, header, request: m.SessionSetupRequest, raw: bytes):

@@ -561,7 +561,7 @@ class ServerConnection:
         caps = 0
         if dialect >= Dialect.SMB_2_1:
             caps |= Capabilities.LEASING
-        caps |= channels.server_capabilities(self.config, dialect)
+        caps |= channels.server_capabilities(self.config, dialect, request.capabilities)
         if self.supports_multicredit:
             caps |= Capabilities.LARGE_MTU
         if dialect in (Dialect.SMB_3_0, Dialect.SMB_3_0_2) and request.capabilities & Capabilities.ENCRYPTION:
