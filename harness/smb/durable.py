@@ -14,8 +14,9 @@ Rules this module enforces:
 4. When a connection is lost (§3.3.7.1) a durable open is kept, detached from session and tree, for
    its timeout (persistent opens too); a non-durable open is closed.
 5. DHnC / DH2C give a detached open back only to a session of the same user (else
-   STATUS_ACCESS_DENIED) and, when the open has a lease or is v2, the same ClientGuid and CreateGuid
-   (else STATUS_OBJECT_NAME_NOT_FOUND); an open still attached to a session, an unknown FileId and an
+   STATUS_ACCESS_DENIED), with the same CreateGuid for v2 and, when the open has a lease, the same
+   ClientGuid (else STATUS_OBJECT_NAME_NOT_FOUND, §3.3.5.9.12: without a lease the ClientGuid may
+   change, smbtorture durable-v2-open.reopen2 relies on it); an open still attached to a session, an unknown FileId and an
    expired open are STATUS_OBJECT_NAME_NOT_FOUND.  A v2 persistent open needs the PERSISTENT flag in
    DH2C and vice versa.
 6. With a state directory, every durable open is written to ``durable.json`` when it is granted,
@@ -279,7 +280,7 @@ def find_reconnect(conn, session, request, kind: str, ctx, table: DurableTable):
     if info.expired(table.clock()):
         raise Reject(NtStatus.OBJECT_NAME_NOT_FOUND, "durable open timed out")
     lease_ctx = find_context(request.contexts, RQLS)
-    if (info.lease_version or info.version == 2) and info.client_guid != conn.client_guid:
+    if info.lease_version and info.client_guid != conn.client_guid:
         raise Reject(NtStatus.OBJECT_NAME_NOT_FOUND, "another ClientGuid")
     if kind == "reconnect2":
         if info.version != 2 or info.create_guid != ctx.create_guid:
