@@ -253,7 +253,7 @@ def grant(conn, session, tree, request, intent: CreateIntent, opened, table: Dur
                                     flags=DHANDLE_FLAG_PERSISTENT if persistent else 0).to_context()]
 
 
-def find_replay(conn, header, intent: CreateIntent, table: DurableTable):
+def find_replay(conn, header, request, intent: CreateIntent, table: DurableTable):
     """Rule 3: the open a DH2Q CreateGuid names, or None.  Raises DUPLICATE_OBJECTID without REPLAY."""
     from .constants import HeaderFlags
 
@@ -264,6 +264,13 @@ def find_replay(conn, header, intent: CreateIntent, table: DurableTable):
         return None
     if not header.flags & HeaderFlags.REPLAY_OPERATION:
         raise Reject(NtStatus.DUPLICATE_OBJECTID, "CreateGuid already in use and not a replay")
+    # A replay must ask for what the original asked for: the same lease (key) or none (Samba and
+    # Windows answer a changed request with ACCESS_DENIED; smbtorture smb2.replay.replay-dhv2-*).
+    lease_ctx = find_context(request.contexts, RQLS) if request.requested_oplock_level == OplockLevel.LEASE else None
+    if (lease_ctx is None) != (existing.lease_key is None):
+        raise Reject(NtStatus.ACCESS_DENIED, "replay asks for a lease where the original did not, or vice versa")
+    if lease_ctx is not None and len(lease_ctx.data) >= 16 and lease_ctx.data[:16] != existing.lease_key:
+        raise Reject(NtStatus.ACCESS_DENIED, "replay with another lease key")
     return existing
 
 
@@ -289,8 +296,8 @@ def find_reconnect(conn, session, request, kind: str, ctx, table: DurableTable):
             raise Reject(NtStatus.OBJECT_NAME_NOT_FOUND, "persistent open, DH2C without PERSISTENT")
         if not info.persistent and ctx.flags & DHANDLE_FLAG_PERSISTENT:
             raise Reject(NtStatus.INVALID_PARAMETER, "DH2C asks for PERSISTENT, open is not")
-    elif info.version != 1:
-        raise Reject(NtStatus.OBJECT_NAME_NOT_FOUND, "DHnC for a v2 open")
+    # DHnC may reconnect a v2 open too: §3.3.5.9.7 checks durability, not the version (smbtorture
+    # durable-v2-open.reopen2b).
     if info.detached_at is None:
         raise Reject(NtStatus.OBJECT_NAME_NOT_FOUND, "open still attached to a session")
     if info.lease_version:

@@ -186,7 +186,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     if request.name.startswith("\\"):
         raise Fail(NtStatus.INVALID_PARAMETER, "CREATE name must be relative to the share")
     try:
-        found = durable.find_replay(conn, header, intent, state.durable)
+        found = durable.find_replay(conn, header, request, intent, state.durable)
         if found is not None:
             return _attach(conn, session, tree, found, _replay_contexts(found), found.durable.create_action)
     except durable.Reject as exc:

@@ -249,6 +249,18 @@ def test_dh2q_replay_returns_the_same_open_and_duplicate_without_replay_flag(ser
     client.close()
 
 
+def test_replay_with_another_lease_is_access_denied(server):
+    client = _client(server)
+    share = client.share("share")
+    created, create_guid, lease_key, body = _open_v2(share, name="l.bin")
+    other = LeaseV2(lease_key=os.urandom(16), lease_state=LeaseState.READ_CACHING | LeaseState.HANDLE_CACHING)
+    changed = body.__class__(**{**body.__dict__, "contexts": [other.to_context(), body.contexts[1]]})
+    assert _create(share, changed, replay=True).header.status == NtStatus.ACCESS_DENIED
+    # The open is untouched: the faithful replay still gets it.
+    assert _create(share, body, replay=True).body.file_id[:8] == created.file_id[:8]
+    client.close()
+
+
 def test_v1_durable_needs_batch_and_reconnects_with_dhnc(server):
     client = _client(server)
     share = client.share("share")
