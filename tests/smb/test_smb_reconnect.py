@@ -127,3 +127,48 @@ def test_durable_reopen_refused_after_timeout_reaches_the_application(tmp_path, 
         client.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("fault", ["reset-send", "restart"])
+def test_persistent_handle_on_continuously_available_share(tmp_path, pki, fault):
+    share_dir = tmp_path / "ca"
+    share_dir.mkdir()
+
+    def config():
+        return ServerConfig(shares={"ca": ShareConfig("ca", str(share_dir), continuously_available=True)},
+                            users={USER: PASSWORD}, state_dir=str(tmp_path / "state"), max_size=65536)
+
+    server = RestartableServer(config, "tcp")
+    kind, direction, after = FAULTS[fault]
+    plan = FaultPlan(kind, after, direction, on_fire=server.restart if fault == "restart" else None)
+    data = os.urandom(SIZE)
+    try:
+        client = _client(server, "tcp", pki, plan, "persistent")
+        with client.share("ca") as share:
+            share.put_bytes("p.bin", data)
+            assert plan.fired and client.reconnects == 1
+        client.close()
+    finally:
+        server.stop()
+    assert hashlib.sha256((share_dir / "p.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert not server.errors, server.errors
+
+
+def test_persistent_grant_is_visible_to_the_client(tmp_path, pki):
+    from harness.smb.constants import AccessMask, CreateDisposition
+
+    share_dir = tmp_path / "ca"
+    share_dir.mkdir()
+    server = RestartableServer(lambda: ServerConfig(
+        shares={"ca": ShareConfig("ca", str(share_dir), continuously_available=True),
+                "plain": ShareConfig("plain", str(share_dir))}, users={USER: PASSWORD}), "tcp")
+    try:
+        client = _client(server, "tcp", pki, FaultPlan("reset", None), "persistent")
+        for name, expected in (("ca", "persistent"), ("plain", "durable2")):
+            share = client.share(name)
+            created = share.open(f"g-{name}.bin", AccessMask.FILE_WRITE_DATA, CreateDisposition.OVERWRITE_IF)
+            assert client.open_handles[created.file_id].kind == expected
+            share.close_file(created.file_id)
+        client.close()
+    finally:
+        server.stop()
