@@ -12,7 +12,8 @@ Rules, in the order a binding SESSION_SETUP meets them (statuses from §3.3.5.5)
    STATUS_INVALID_PARAMETER, a bad signature STATUS_ACCESS_DENIED.  No other session or channel
    changes state when a binding fails.
 4. The binding authenticates again; another user is STATUS_NOT_SUPPORTED.
-5. On success the connection gets its own Channel.SigningKey, derived from the *binding's* GSS key
+5. A session has at most 32 channels; one more is STATUS_INSUFFICIENT_RESOURCES.
+6. On success the connection gets its own Channel.SigningKey, derived from the *binding's* GSS key
    (3.1.1: over the binding's PreauthSession hash, which starts from this connection's NEGOTIATE
    hash).  Interim responses are signed with Session.SigningKey, the final one with the new key, and
    everything later on this connection uses the channel key.
@@ -33,6 +34,8 @@ from .auth import Acceptor, AuthError
 from .constants import Capabilities, Cipher, Dialect, NtStatus
 from .crypto import PreauthIntegrity, derive_session_keys, verify_signature
 from .errors import SMBProtocolError
+
+MAX_CHANNELS = 32  # per session, as Samba (smbtorture smb2.multichannel.generic.num_channels)
 
 
 @dataclass
@@ -79,6 +82,8 @@ def bind(conn, header, request: m.SessionSetupRequest, raw: bytes):
         raise Fail(NtStatus.REQUEST_NOT_ACCEPTED, "session setup still in progress")
     if header.session_id in conn.sessions:
         raise Fail(NtStatus.REQUEST_NOT_ACCEPTED, "session already bound to this connection")
+    if len(session.channels) >= MAX_CHANNELS:
+        raise Fail(NtStatus.INSUFFICIENT_RESOURCES, f"a session has at most {MAX_CHANNELS} channels")
     try:
         verify_signature(raw, session.keys.signing, conn.signing_algorithm)
     except SMBProtocolError as exc:

@@ -155,3 +155,12 @@ def test_binding_refused_without_multichannel(tmp_path):
         assert not client.multichannel
         assert _bind_status(client, srv.port) == NtStatus.REQUEST_NOT_ACCEPTED
         client.close()
+
+
+def test_at_most_32_channels_per_session(server):
+    client = _client(server.port)
+    for _ in range(31):
+        client.add_channel("tcp", "127.0.0.1", server.port)
+    assert _bind_status(client, server.port) == NtStatus.INSUFFICIENT_RESOURCES
+    assert len(server.state.sessions[client.session.session_id].channels) == 32
+    client.close()
