@@ -99,8 +99,9 @@ class SMBClient:
         self.transport.send_pdu(self.conn.negotiate_request())
         self.conn.receive_negotiate(self.transport.recv_pdu(self.timeout))
 
-    def _login(self) -> None:
-        session = ClientSession(initiator=Initiator(self.username, self.password, hostname=self.host))
+    def _login(self, previous_session_id: int = 0) -> None:
+        session = ClientSession(initiator=Initiator(self.username, self.password, hostname=self.host),
+                                previous_session_id=previous_session_id)
         token = session.initiator.step(None)
         while True:
             raw = self.conn.session_setup_request(session, token)

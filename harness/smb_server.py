@@ -23,22 +23,24 @@ PRE_NEGOTIATE_LIMIT = 0x1FFFF  # what Samba allows before NEGOTIATE
 class SMBServer:
     def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int | None = None,
                  transport: str = "tcp", keys_out: str | None = None, idle_timeout: float = 900.0,
-                 listener: Listener | None = None) -> None:
+                 listener: Listener | None = None, share_with: SMBServer | None = None) -> None:
         if config.clock is None or config.clock() == 0:
             config.clock = time.time_ns
         self.keys_out = keys_out
         if keys_out:
             open(keys_out, "a").close()
             config.key_sink = self._write_key
-        self.state = ServerState(config)
+        # share_with: another listener (e.g. QUIC next to TCP) of the *same* server: one state, one
+        # lock, so a session bound over both transports is one session (multichannel).
+        self.state = share_with.state if share_with else ServerState(config)
         self.state.on_output = self._flush_other
         self.kind = transport
         self.listener = listener or listen(transport, host, port)
         self.address = self.listener.address
         self.idle_timeout = idle_timeout
-        self.lock = threading.RLock()
-        self._send_locks: dict[int, threading.Lock] = {}
-        self._transports: dict[int, Transport] = {}
+        self.lock = share_with.lock if share_with else threading.RLock()
+        self._send_locks: dict[int, threading.Lock] = share_with._send_locks if share_with else {}
+        self._transports: dict[int, Transport] = share_with._transports if share_with else {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._accept_thread: threading.Thread | None = None

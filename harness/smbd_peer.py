@@ -63,7 +63,7 @@ class Smbd:
     """smbd with two shares: ``share`` (signing mandatory) and ``enc`` (encryption required)."""
 
     def __init__(self, tree: Path, signing: str = "mandatory",
-                 missing: Callable[[str, str], None] = _missing) -> None:
+                 missing: Callable[[str, str], None] = _missing, extra_global: str = "") -> None:
         self.smbd = need("smbd", "samba", missing)
         self.smbpasswd = need("smbpasswd", "samba-common-bin", missing)
         if not os.path.exists(NSS_WRAPPER):
@@ -102,6 +102,7 @@ load printers = no
 printcap name = /dev/null
 disable spoolss = yes
 map to guest = never
+{extra_global}
 [share]
 path = {self.share_dir}
 read only = no

@@ -46,7 +46,7 @@ DEFAULT_TIMEOUT = 30.0
 
 BUILTIN_MODULES = ["harness.scenario.ops.core", "harness.scenario.ops.net"]
 OPTIONAL_MODULES = ["harness.smb.scenario_ops", "harness.transport.scenario_ops", "wrappers.quic.scenario_ops",
-                    "wrappers.smbdirect.scenario_ops"]
+                    "wrappers.smbdirect.scenario_ops", "harness.smb.scenario_reconnect"]
 ENTRY_POINT_GROUP = "wirecheck.operations"
 
 #: Namespaces of capabilities still being built. A step naming an unregistered operation in one of them

@@ -95,6 +95,7 @@ class ClientSession:
     nonces: NonceGenerator | None = None
     initiator: Initiator | None = None
     trees: dict[int, bool] = field(default_factory=dict)  # tree id -> encrypt
+    previous_session_id: int = 0  # set when logging on again after losing a connection (§3.2.4.2.3)
 
 
 class ClientConnection:
@@ -135,11 +136,14 @@ class ClientConnection:
         self.key_records: list[SessionKeyRecord] = []
         self._negotiate_raw = b""
         self._offered: dict[int, object] = {}
+        self.channel_sequence = 0  # copied into every 3.x request (§3.2.4.1.1); see harness/smb/reconnect.py
 
     # ------------------------------------------------------------------ NEGOTIATE
 
     def negotiate_request(self) -> bytes:
         capabilities = Capabilities.LEASING | Capabilities.LARGE_MTU | Capabilities.ENCRYPTION
+        if max(self.dialects) >= Dialect.SMB_3_0:  # harness/smb_multichannel.py, harness/smb_reconnect.py
+            capabilities |= Capabilities.MULTI_CHANNEL | Capabilities.PERSISTENT_HANDLES
         contexts: list = []
         if Dialect.SMB_3_1_1 in self.dialects:
             contexts = [m.PreauthIntegrityCapabilities([1], os.urandom(32)),
@@ -224,7 +228,8 @@ class ClientConnection:
 
     def session_setup_request(self, session: ClientSession, token: bytes | None) -> bytes:
         mode = SecurityMode.SIGNING_ENABLED | (SecurityMode.SIGNING_REQUIRED if self.require_signing else 0)
-        body = m.SessionSetupRequest(0, mode, Capabilities.DFS if False else 0, 0, 0, token or b"")
+        body = m.SessionSetupRequest(0, mode, Capabilities.DFS if False else 0, 0, session.previous_session_id,
+                                     token or b"")
         raw, _ = self.build(Command.SESSION_SETUP, body, session)
         if self.dialect == Dialect.SMB_3_1_1:
             if session.preauth is None:
@@ -300,6 +305,8 @@ class ClientConnection:
         header = Header(command=command, credit_charge=charge if self.dialect >= Dialect.SMB_2_1 else 0,
                         credits=min(want, 512), message_id=message_id, tree_id=tree_id,
                         session_id=session.session_id if session else 0)
+        if self.dialect >= Dialect.SMB_3_0 and command not in (Command.NEGOTIATE, Command.SESSION_SETUP):
+            header.status = self.channel_sequence & 0xFFFF
         if self.dialect == Dialect.SMB_3_1_1:
             header.flags |= 0x10  # priority 1, as smbclient does
         body_parts = body.pack_parts() if hasattr(body, "pack_parts") else [body.pack()]

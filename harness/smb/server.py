@@ -35,6 +35,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import channels, durable
 from . import messages as m
 from .auth import Acceptor, AuthError, server_hint
 from .compound import build_compound, split_compound
@@ -51,6 +52,7 @@ from .constants import (
     SecurityMode,
     SessionFlags,
     SessionSetupFlags,
+    ShareCapabilities,
     ShareFlags,
     ShareType,
     SigningAlgorithm,
@@ -99,6 +101,7 @@ class ShareConfig:
     name: str
     path: str
     encrypt: bool = False
+    continuously_available: bool = False  # persistent handles (DH2Q PERSISTENT) are granted here
 
 
 @dataclass
@@ -120,6 +123,8 @@ class ServerConfig:
     clock: Callable[[], int] = lambda: 0  # unix nanoseconds; injected by the I/O adapter
     interfaces: list = field(default_factory=list)  # NetworkInterfaceInfo for QUERY_NETWORK_INTERFACE_INFO
     key_sink: Callable[[SessionKeyRecord], None] | None = None
+    multichannel: bool = False  # SMB2_GLOBAL_CAP_MULTI_CHANNEL and session binding (harness/smb/channels.py)
+    state_dir: str | None = None  # durable opens survive a server restart here (harness/smb/durable.py)
     trace: Callable[[str], None] | None = None  # told why each request failed (debugging aid)
 
 
@@ -146,6 +151,7 @@ class Session:
     opens: dict[int, object] = field(default_factory=dict)  # volatile id -> server_files.Open
     next_tree_id: int = 1
     nonces: NonceGenerator | None = None
+    channels: list = field(default_factory=list)  # connections bound to it, once there are two
 
 
 @dataclass
@@ -175,6 +181,7 @@ class Pending:
     encrypted: bool
     open: object = None
     signed: bool = False
+    connection: object = None
 
 
 class ServerState:
@@ -191,6 +198,11 @@ class ServerState:
         self.meta_overrides: dict[tuple[int, int], dict] = {}
         self.on_output: Callable[[ServerConnection], None] = lambda connection: None
         self.shares = {name.lower(): (share, LocalShare(share.path)) for name, share in config.shares.items()}
+        from . import server_files
+
+        self.durable = durable.DurableTable(config.state_dir, lambda: config.clock())
+        top = self.durable.load(lambda record, info: server_files.restore_open(self, record, info))
+        self.next_file_id = max(self.next_file_id, top + 1)
 
     def new_session_id(self) -> int:
         self.next_session += 1
@@ -238,6 +250,8 @@ class ServerConnection:
         self.rdma = None
         self.invalidate_tokens: list[int] = []
         self.rdma_transform_ids: list[int] = []
+        self.channel_keys: dict[int, bytes] = {}  # session id -> Channel.SigningKey of a bound channel
+        self.bindings: dict[int, channels.Binding] = {}
 
     # ------------------------------------------------------------------ entry point
 
@@ -290,11 +304,14 @@ class ServerConnection:
         from . import server_files
 
         self.closed = True
+        self.state.watchers = [w for w in self.state.watchers if (w.connection or w.session.connection) is not self]
         for session in list(self.sessions.values()):
-            server_files.close_session_opens(self, session)
-            self.state.sessions.pop(session.session_id, None)
+            if channels.drop_channel(self, session):
+                continue  # still bound to another channel (multichannel)
+            server_files.close_session_opens(self, session, keep_durable=True)
+            if self.state.sessions.get(session.session_id) is session:
+                del self.state.sessions[session.session_id]
         self.sessions.clear()
-        self.state.watchers = [w for w in self.state.watchers if w.session.connection is not self]
 
     # ------------------------------------------------------------------ credits
 
@@ -354,7 +371,8 @@ class ServerConnection:
                     session = self.state.sessions.get(header.session_id)
                     if session is not None and session.valid and header.is_signed and not encrypted:
                         try:
-                            verify_signature(element.raw, session.keys.signing, self.signing_algorithm)
+                            verify_signature(element.raw, channels.signing_key(self, session),
+                                             self.signing_algorithm)
                         except SMBProtocolError as exc:
                             raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
                     reply = Reply(NtStatus.SUCCESS, m.EchoResponse())
@@ -407,11 +425,11 @@ class ServerConnection:
 
     def _session_for(self, header: Header, raw: bytes, encrypted: bool) -> Session:
         session = self.state.sessions.get(header.session_id)
-        if session is None or not session.valid or session.connection is not self:
+        if session is None or not session.valid or self.sessions.get(header.session_id) is not session:
             raise Fail(NtStatus.USER_SESSION_DELETED, f"no session 0x{header.session_id:x}")
         if header.is_signed and not encrypted:
             try:
-                verify_signature(raw, session.keys.signing, self.signing_algorithm)
+                verify_signature(raw, channels.signing_key(self, session), self.signing_algorithm)
             except SMBProtocolError as exc:
                 raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
         elif session.signing_required and not encrypted:
@@ -433,10 +451,10 @@ class ServerConnection:
         chain = build_compound(raws, related_flags) if len(raws) > 1 else raws[0]
         out = []
         for (_header, reply), element in zip(replies, split_compound(chain), strict=True):
-            raw = element.raw
-            if reply.after_pack:
-                reply.after_pack(raw)
-            out.append(self._maybe_sign(raw, _header, reply, encrypted_session is not None))
+            signed = self._maybe_sign(element.raw, _header, reply, encrypted_session is not None)
+            if reply.after_pack:  # preauth hashes what goes on the wire: a binding's interim replies are signed
+                reply.after_pack(signed)
+            out.append(signed)
         message = b"".join(out)
         if encrypted_session is not None:
             return self._encrypt(message, encrypted_session)
@@ -456,7 +474,7 @@ class ServerConnection:
         session = reply.sign_session
         if (session is not None and session.keys is not None and reply.status != NtStatus.PENDING
                 and (reply.force_sign or request.is_signed or session.signing_required)):
-            head = sign_header(head, parts, session.keys.signing, self.signing_algorithm)
+            head = sign_header(head, parts, channels.signing_key(self, session), self.signing_algorithm)
         return b"".join([head, *parts])
 
     def _reply_header(self, request: Header, reply: Reply) -> Header:
@@ -486,7 +504,7 @@ class ServerConnection:
         if reply.status == NtStatus.PENDING:
             return raw
         if reply.force_sign or request.is_signed or session.signing_required:
-            return sign_message(raw, session.keys.signing, self.signing_algorithm)
+            return sign_message(raw, channels.signing_key(self, session), self.signing_algorithm)
         return raw
 
     def _encrypt(self, message: bytes, session: Session) -> bytes:
@@ -504,7 +522,7 @@ class ServerConnection:
             if encrypt and session.keys.s2c:
                 raw = self._encrypt(raw, session)
             elif sign or session.signing_required:
-                raw = sign_message(raw, session.keys.signing, self.signing_algorithm)
+                raw = sign_message(raw, channels.signing_key(self, session), self.signing_algorithm)
         self.outbox.append(raw)
         self.state.on_output(self)
 
@@ -553,6 +571,7 @@ class ServerConnection:
         caps = 0
         if dialect >= Dialect.SMB_2_1:
             caps |= Capabilities.LEASING
+        caps |= channels.server_capabilities(self.config, dialect, request.capabilities)
         if self.supports_multicredit:
             caps |= Capabilities.LARGE_MTU
         if dialect in (Dialect.SMB_3_0, Dialect.SMB_3_0_2) and request.capabilities & Capabilities.ENCRYPTION:
@@ -631,7 +650,7 @@ class ServerConnection:
 
     def _session_setup(self, header: Header, request: m.SessionSetupRequest, raw: bytes, encrypted: bool) -> Reply:
         if request.flags & SessionSetupFlags.BINDING:
-            raise Fail(NtStatus.REQUEST_NOT_ACCEPTED, "multichannel binding is not supported")
+            return channels.bind(self, header, request, raw)
         encrypt_required = self.config.encrypt and not self.accept_transport_security
         if encrypt_required and self.dialect >= Dialect.SMB_3_0 and not (
                 self.client_capabilities & Capabilities.ENCRYPTION or self.cipher):
@@ -648,14 +667,14 @@ class ServerConnection:
             self.sessions[session.session_id] = session
         else:
             session = self.state.sessions.get(header.session_id)
-            if session is None or session.connection is not self:
+            if session is None or self.sessions.get(header.session_id) is not session:
                 raise Fail(NtStatus.USER_SESSION_DELETED, "unknown session")
             if session.valid and session.acceptor is None:
                 reauth = True
                 session.acceptor = Acceptor(self.config.users)
             if session.valid and header.is_signed and not encrypted:
                 try:
-                    verify_signature(raw, session.keys.signing, self.signing_algorithm)
+                    verify_signature(raw, channels.signing_key(self, session), self.signing_algorithm)
                 except SMBProtocolError as exc:
                     raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
         if session.preauth is not None and not reauth and not session.valid:
@@ -685,6 +704,8 @@ class ServerConnection:
                 session.encrypt_data = True
                 session.signing_required = False
             session.valid = True
+            if request.previous_session_id:
+                channels.previous_session(self, header, request, result.username)
             if self.config.key_sink and session.keys.c2s:
                 self.config.key_sink(SessionKeyRecord(session.session_id, session.keys.session_key,
                                                       session.keys.s2c, session.keys.c2s))
@@ -734,7 +755,9 @@ class ServerConnection:
         flags = ShareFlags.NO_CACHING if share_type == ShareType.PIPE else 0
         if tree.encrypt or session.encrypt_data:
             flags |= ShareFlags.ENCRYPT_DATA
-        response = m.TreeConnectResponse(share_type=share_type, share_flags=int(flags), capabilities=0,
+        caps = ShareCapabilities.CONTINUOUS_AVAILABILITY if tree.share is not None and \
+            tree.share.continuously_available and self.dialect >= Dialect.SMB_3_0 else 0
+        response = m.TreeConnectResponse(share_type=share_type, share_flags=int(flags), capabilities=int(caps),
                                          maximal_access=FULL_ACCESS)
         return Reply(NtStatus.SUCCESS, response, tree_id=tree.tree_id)
 
@@ -742,7 +765,7 @@ class ServerConnection:
 
     def go_async(self, header: Header, session: Session, tree_id: int, encrypted: bool, open_=None) -> Reply:
         pending = Pending(self.state.next_async, header.message_id, session, tree_id, header.command, encrypted,
-                          open_, header.is_signed)
+                          open_, header.is_signed, self)
         self.state.next_async += 1
         self.pending[pending.async_id] = pending
         return Reply(NtStatus.PENDING, m.ErrorResponse(), async_id=pending.async_id, tree_id=tree_id)

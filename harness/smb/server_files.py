@@ -22,7 +22,7 @@ import os
 import struct
 from dataclasses import dataclass, fields
 
-from . import fscc, rdma_channel
+from . import durable, fscc, rdma_channel, replay
 from . import messages as m
 from .constants import (
     UNSOLICITED_MESSAGE_ID,
@@ -69,6 +69,7 @@ READ_RIGHTS = AccessMask.FILE_READ_DATA | AccessMask.FILE_EXECUTE
 WRITE_RIGHTS = AccessMask.FILE_WRITE_DATA | AccessMask.FILE_APPEND_DATA
 ALL_FF = b"\xff" * 16
 MAX_FILE_SIZE = 0xFFFFFFF0000
+FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
 
 
 @dataclass
@@ -92,6 +93,8 @@ class Open:
     lease_state: int = 0
     lease_epoch: int = 0
     position: int = 0
+    durable: durable.DurableInfo | None = None  # set when the open is durable (harness/smb/durable.py)
+    channel_sequence: int = 0  # Open.ChannelSequence (harness/smb/replay.py)
 
     @property
     def file_id(self) -> bytes:
@@ -131,6 +134,7 @@ def dispatch(conn, session, tree, header: Header, request, related, encrypted: b
     handler = _HANDLERS.get(header.command)
     if handler is None:
         raise Fail(NtStatus.NOT_SUPPORTED, f"command 0x{header.command:x}")
+    replay.check_channel_sequence(conn, session, header, request, related)
     if tree.fs is None and header.command not in (Command.IOCTL, Command.ECHO, Command.CLOSE):
         if header.command == Command.CREATE:
             raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "no pipes on IPC$")
@@ -162,6 +166,17 @@ def _sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) 
 def _create(conn, session, tree, header, request: m.CreateRequest, related, encrypted) -> Reply:
     state = conn.state
     options = request.create_options
+    # A durable reconnect skips path validation and open execution (§3.3.5.9.7, .12): it comes first.
+    expire_durable(state)
+    try:
+        intent = durable.parse_request(conn, request)
+        if isinstance(intent, tuple):
+            found = durable.find_reconnect(conn, session, request, intent[0], intent[1], state.durable)
+            return _attach(conn, session, tree, found, durable.reconnect_contexts(found))
+    except durable.Reject as exc:
+        raise Fail(exc.status, str(exc)) from exc
+    except SMBProtocolError as exc:
+        raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
     if options & CreateOptions.DIRECTORY_FILE and options & CreateOptions.NON_DIRECTORY_FILE:
         raise Fail(NtStatus.INVALID_PARAMETER, "both DIRECTORY_FILE and NON_DIRECTORY_FILE")
     if request.create_disposition > CreateDisposition.OVERWRITE_IF:
@@ -170,6 +185,12 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         raise Fail(NtStatus.BAD_IMPERSONATION_LEVEL, "bad ImpersonationLevel")
     if request.name.startswith("\\"):
         raise Fail(NtStatus.INVALID_PARAMETER, "CREATE name must be relative to the share")
+    try:
+        found = durable.find_replay(conn, header, request, intent, state.durable)
+        if found is not None:
+            return _attach(conn, session, tree, found, _replay_contexts(found), found.durable.create_action)
+    except durable.Reject as exc:
+        raise Fail(exc.status, str(exc)) from exc
     try:
         path = tree.fs.resolve(request.name)
     except ShareError as exc:
@@ -249,7 +270,9 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             lease = lease_cls.from_context(lease_request)
         except SMBProtocolError as exc:
             raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
-        granted_state = lease.lease_state & LeaseState.READ_CACHING
+        # HANDLE caching only when durability needs it (a durable open keeps it across a disconnect).
+        cacheable = LeaseState.READ_CACHING | (LeaseState.HANDLE_CACHING if intent.version else 0)
+        granted_state = lease.lease_state & cacheable
         opened.lease_key, opened.lease_state = lease.lease_key, granted_state
         lease.lease_state, lease.lease_flags, lease.lease_duration = granted_state, 0, 0
         if lease_cls is LeaseV2:
@@ -259,7 +282,13 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         oplock = OplockLevel.LEASE
     elif request.requested_oplock_level in (OplockLevel.II, OplockLevel.EXCLUSIVE, OplockLevel.BATCH) and not is_dir:
         oplock = OplockLevel.II
+        if intent.version and request.requested_oplock_level == OplockLevel.BATCH \
+                and len(state.opens_by_path.get(path, [])) == 1:
+            oplock = OplockLevel.BATCH  # what a v1 durable open needs (§3.3.5.9.6)
         opened.oplock = oplock
+    contexts += durable.grant(conn, session, tree, request, intent, opened, state.durable)
+    if opened.durable is not None:
+        opened.durable.create_action = int(action)  # a replayed CREATE answers with the original action
     meta = _meta(conn, st)
     response = m.CreateResponse(file_id=opened.file_id, oplock_level=oplock, create_action=action,
                                 creation_time=meta.creation_time, last_access_time=meta.last_access_time,
@@ -270,8 +299,14 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
 
 
 def _check_sharing(state, path: str, access: int, share: int) -> None:
-    for other in state.opens_by_path.get(path, []):
+    for other in list(state.opens_by_path.get(path, [])):
         if _sharing_conflict(access, share, other.access, other.share_access):
+            if other.durable is not None and other.durable.detached_at is not None and not other.durable.persistent:
+                # Its BATCH oplock / HANDLE lease would be broken, and nobody is there to acknowledge
+                # the break: the detached durable open is closed and this CREATE proceeds.
+                state.durable.remove(other)
+                _forget_detached(state, other)
+                continue
             raise Fail(NtStatus.SHARING_VIOLATION, "share mode conflict")
         if other.delete_on_close:
             raise Fail(NtStatus.DELETE_PENDING, "delete pending")
@@ -282,7 +317,10 @@ def _check_sharing(state, path: str, access: int, share: int) -> None:
 
 def _forget(conn, opened: Open) -> None:
     state = conn.state
-    opened.session.opens.pop(opened.volatile, None)
+    if opened.durable is not None:
+        state.durable.remove(opened)
+    if opened.session is not None:
+        opened.session.opens.pop(opened.volatile, None)
     others = state.opens_by_path.get(opened.path, [])
     if opened in others:
         others.remove(opened)
@@ -291,7 +329,7 @@ def _forget(conn, opened: Open) -> None:
     if opened.fd is not None:
         os.close(opened.fd)
         opened.fd = None
-    for pending in list(opened.connection.pending.values()):
+    for pending in list(opened.connection.pending.values() if opened.connection else ()):
         if pending.open is opened:
             state.watchers = [w for w in state.watchers if w is not pending]
             opened.connection.complete_async(pending, NtStatus.NOTIFY_CLEANUP, m.ChangeNotifyResponse(b""))
@@ -308,9 +346,87 @@ def _forget(conn, opened: Open) -> None:
         _notify_change(conn, os.path.dirname(opened.path))
 
 
-def close_session_opens(conn, session) -> None:
+def close_session_opens(conn, session, keep_durable: bool = False) -> None:
+    """LOGOFF closes every open; a lost connection (``keep_durable``) detaches durable ones (§3.3.7.1)."""
     for opened in list(session.opens.values()):
+        if keep_durable:
+            volatile = opened.volatile
+            for pending in list(opened.connection.pending.values() if opened.connection else ()):
+                if pending.open is opened:
+                    conn.state.watchers = [w for w in conn.state.watchers if w is not pending]
+                    opened.connection.pending.pop(pending.async_id, None)
+            if conn.state.durable.detach(opened):
+                session.opens.pop(volatile, None)
+                continue
         _forget(conn, opened)
+
+
+def _forget_detached(state, opened: Open) -> None:
+    """Release a detached durable open (expired, purged by a conflicting open)."""
+    others = state.opens_by_path.get(opened.path, [])
+    if opened in others:
+        others.remove(opened)
+    if not others:
+        state.opens_by_path.pop(opened.path, None)
+    if opened.fd is not None:
+        os.close(opened.fd)
+        opened.fd = None
+
+
+def expire_durable(state) -> None:
+    state.durable.expire(lambda opened: _forget_detached(state, opened))
+
+
+def restore_open(state, record: dict, info) -> Open:
+    """An open loaded from the durable state directory (server restart): detached, no fd yet."""
+    opened = Open(record["persistent"], record["persistent"], record["path"], None, record["is_dir"],
+                  record["access"], record["share_access"], None, None, None, oplock=record["oplock"],
+                  lease_key=bytes.fromhex(record["lease_key"]) or None, lease_state=record["lease_state"],
+                  lease_epoch=record["lease_epoch"], durable=info)
+    state.opens_by_path.setdefault(opened.path, []).append(opened)
+    return opened
+
+
+def _attach(conn, session, tree, opened: Open, contexts: list, action: int = CreateAction.OPENED) -> Reply:
+    """Hand a durable open to this session (reconnect, or a replayed CREATE): §3.3.5.9.7/.12."""
+    state = conn.state
+    if opened.session is not session:
+        if opened.session is not None:  # replay from another session of the same client
+            opened.session.opens.pop(opened.volatile, None)
+        state.next_file_id += 1
+        opened.volatile = state.next_file_id
+        opened.session, opened.tree = session, tree
+        session.opens[opened.volatile] = opened
+    opened.connection = conn
+    opened.durable.detached_at = None
+    try:
+        if opened.fd is None and not opened.is_dir:
+            flags = os.O_RDWR if opened.access & (WRITE_RIGHTS | AccessMask.DELETE) else os.O_RDONLY
+            opened.fd = os.open(opened.path, flags)
+        st = os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path)
+    except OSError as exc:
+        state.durable.remove(opened)
+        _forget_detached(state, opened)
+        raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, f"durable open's file is gone: {exc}") from exc
+    state.durable.save()
+    meta = _meta(conn, st)
+    oplock = OplockLevel.LEASE if opened.lease_key is not None else opened.oplock
+    response = m.CreateResponse(file_id=opened.file_id, oplock_level=oplock, create_action=action,
+                                creation_time=meta.creation_time, last_access_time=meta.last_access_time,
+                                last_write_time=meta.last_write_time, change_time=meta.change_time,
+                                allocation_size=meta.allocation_size, end_of_file=meta.end_of_file,
+                                file_attributes=meta.attributes, contexts=contexts)
+    return Reply(NtStatus.SUCCESS, response, file_id=opened.file_id)
+
+
+def _replay_contexts(opened: Open) -> list:
+    """A replayed DH2Q gets the open's own timeout (§3.3.5.9.10) and its lease back."""
+    info = opened.durable
+    out = durable.reconnect_contexts(opened)
+    out.append(durable.DurableHandleResponseV2(timeout=info.timeout_ms,
+                                               flags=durable.DHANDLE_FLAG_PERSISTENT if info.persistent else 0)
+               .to_context())
+    return out
 
 
 def close_tree_opens(conn, session, tree) -> None:
@@ -426,7 +542,9 @@ def _break_others(conn, writer: Open) -> None:
         if other is writer:
             continue
         target = other.connection
-        if other.oplock == OplockLevel.II:
+        if target is None:  # a detached durable open: nobody to tell; its caches died with the client
+            continue
+        if other.oplock in (OplockLevel.II, OplockLevel.BATCH):
             other.oplock = OplockLevel.NONE
             header = Header(command=Command.OPLOCK_BREAK, flags=HeaderFlags.SERVER_TO_REDIR,
                             message_id=UNSOLICITED_MESSAGE_ID, session_id=other.session.session_id)
@@ -434,11 +552,14 @@ def _break_others(conn, writer: Open) -> None:
             encrypt = other.session.encrypt_data or other.tree.encrypt
             target.send_unsolicited(header, body, other.session, encrypt)
         elif other.lease_state and other.lease_key != writer.lease_key:
-            current, other.lease_state = other.lease_state, 0
+            # READ caching goes; HANDLE caching (durability) survives a write (§3.3.4.7).
+            current, other.lease_state = other.lease_state, other.lease_state & LeaseState.HANDLE_CACHING
+            if current == other.lease_state:
+                continue
             header = Header(command=Command.OPLOCK_BREAK, flags=HeaderFlags.SERVER_TO_REDIR,
                             message_id=UNSOLICITED_MESSAGE_ID, session_id=0)
             body = m.LeaseBreakNotification(lease_key=other.lease_key, current_lease_state=current,
-                                            new_lease_state=0, new_epoch=other.lease_epoch)
+                                            new_lease_state=other.lease_state, new_epoch=other.lease_epoch)
             target.send_unsolicited(header, body, None, False)
 
 
@@ -447,7 +568,7 @@ def _notify_change(conn, directory: str) -> None:
     for pending in list(state.watchers):
         if pending.open is not None and pending.open.path == directory:
             state.watchers.remove(pending)
-            pending.session.connection.complete_async(pending, NtStatus.NOTIFY_ENUM_DIR, m.ChangeNotifyResponse(b""))
+            (pending.connection or pending.session.connection).complete_async(pending, NtStatus.NOTIFY_ENUM_DIR, m.ChangeNotifyResponse(b""))
 
 
 def _change_notify(conn, session, tree, header, request: m.ChangeNotifyRequest, related, encrypted) -> Reply:
@@ -779,6 +900,15 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
         if len(output) > request.max_output_response:
             raise Fail(NtStatus.BUFFER_TOO_SMALL, "output buffer too small")
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, ALL_FF, output, b"", 0))
+    if code == FSCTL_CREATE_OR_GET_OBJECT_ID and tree.fs is not None:
+        # FILE_OBJECTID_BUFFER (MS-FSCC 2.3.7, 2.1.3.1): ObjectId from the inode, the rest zero.
+        # smbtorture smb2.replay uses it as its IOCTL for channel-sequence checks.
+        opened = _open_for(session, request.file_id, related)
+        st = os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path)
+        output = struct.pack("<QQ", st.st_ino, st.st_dev) + bytes(48)
+        if request.max_output_response < len(output):
+            raise Fail(NtStatus.BUFFER_TOO_SMALL, "output buffer too small")
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, output, b"", 0))
     if code == Fsctl.SRV_REQUEST_RESUME_KEY and tree.fs is not None:
         opened = _open_for(session, request.file_id, related)
         output = opened.file_id + opened.file_id[:8] + struct.pack("<I", 0) + bytes(4)

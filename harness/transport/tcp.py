@@ -83,4 +83,10 @@ class StreamListener(Listener):
             return transport
 
     def close(self) -> None:
+        # shutdown first: a thread blocked in accept() keeps a closed socket listening until it
+        # returns, and a server restarted on the same port would get EADDRINUSE meanwhile.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()

@@ -19,15 +19,18 @@ def smbd(tmp_path_factory):
 
 
 class OurServer:
-    def __init__(self, root: Path, encrypt: bool = False, sign: bool = False, transport: str = "tcp") -> None:
+    def __init__(self, root: Path, encrypt: bool = False, sign: bool = False, transport: str = "tcp",
+                 multichannel: bool = False, continuously_available: bool = False) -> None:
         self.share_dir = root / "share"
         self.enc_dir = root / "enc"
         self.share_dir.mkdir()
         self.enc_dir.mkdir()
         self.keys = root / "keys.txt"
-        config = ServerConfig(shares={"share": ShareConfig("share", str(self.share_dir)),
+        config = ServerConfig(shares={"share": ShareConfig("share", str(self.share_dir),
+                                                           continuously_available=continuously_available),
                                       "enc": ShareConfig("enc", str(self.enc_dir), encrypt=True)},
-                              users={USER: PASSWORD}, encrypt=encrypt, sign=sign)
+                              users={USER: PASSWORD}, encrypt=encrypt, sign=sign, multichannel=multichannel,
+                              state_dir=str(root / "state"))
         self.server = SMBServer(config, "127.0.0.1", free_port(), transport=transport, keys_out=str(self.keys))
         self.port = self.server.port
         self.server.start()

@@ -17,5 +17,5 @@ def need(program: str, apt: str) -> str:
     return smbd_peer.need(program, apt, _missing)
 
 
-def Smbd(tree: Path, signing: str = "mandatory") -> smbd_peer.Smbd:  # noqa: N802 - keeps the class-like call
-    return smbd_peer.Smbd(tree, signing, _missing)
+def Smbd(tree: Path, signing: str = "mandatory", extra_global: str = "") -> smbd_peer.Smbd:  # noqa: N802
+    return smbd_peer.Smbd(tree, signing, _missing, extra_global)

@@ -897,8 +897,11 @@ class QuicSocket(_OrigSocket):
                 msg_flags |= C.MSG_EOR
         if self._q and not self._wake_out and self._link is not None:
             with self._engine.lock:
-                self._wake_out = True
-                self._engine.wake(self._link)
+                # Re-read under the lock: close() in another thread drops the link and sets it to None.
+                link = self._link
+                if link is not None:
+                    self._wake_out = True
+                    self._engine.wake(link)
         return out, anc, msg_flags, self._peer
 
     def recv(self, bufsize: int = 65536, flags: int = 0) -> bytes:  # type: ignore[override]
