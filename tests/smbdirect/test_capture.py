@@ -88,6 +88,10 @@ def test_tshark_shows_smb_direct_and_smb2(net):
     assert any(r[7] for r in rows) and any(r[8] for r in rows)
     assert not [r for r in rows if r[6]], "malformed frames"
     assert tsharkutil.problems(net.pcap_file) == []
+    # RoCEv2 flow entropy from both QPs: one UDP source port for both directions of the connection,
+    # so readers (harness.pcap's per-connection checks) can group its frames.
+    ports = {r[0] for r in tsharkutil.fields(net.pcap_file, ["udp.srcport"], display_filter="udp.dstport == 4791")}
+    assert len(ports) == 1, ports
 
 
 def test_every_send_is_one_send_only_record(net):

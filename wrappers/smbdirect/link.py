@@ -146,7 +146,11 @@ class Link:
             pass
 
     def _udp(self, addr: tuple) -> tuple:
-        return (addr[0], 0xC000 | (hash(addr) & 0x3FFF))
+        """RoCEv2's UDP source port is flow entropy (IBTA Annex A17); a RoCE NIC derives it from
+        its QPs. We derive it from both QP numbers alike, so the two directions of one connection
+        share a port and a capture reader can group a connection's frames by UDP port (tshark has
+        no connection number for InfiniBand)."""
+        return (addr[0], roce.flow_port(self.qpn, self.peer_qpn))
 
     # -- carrier input (engine thread) ---------------------------------------------------------
     def on_readable(self) -> None:

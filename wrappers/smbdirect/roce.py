@@ -20,6 +20,12 @@ import zlib
 from .. import packets
 
 ROCE_PORT = 4791
+
+
+def flow_port(qp_a: int, qp_b: int) -> int:
+    """A UDP source port in 0xC000-0xFFFF for the QP pair, the same whichever QP is ``qp_a``."""
+    x = ((qp_a * 0x9E3779B1) ^ (qp_b * 0x9E3779B1)) & 0xFFFFFFFF
+    return 0xC000 | ((x ^ (x >> 14) ^ (x >> 28)) & 0x3FFF)
 IB_MTU = 4096
 
 SEND_ONLY = 0x04
