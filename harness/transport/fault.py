@@ -94,11 +94,18 @@ class FaultyTransport(Transport):
             self.inner.close()
             raise TransportError("connection reset (injected fault)")
 
-    def send_pdu(self, pdu: bytes) -> None:
+    def __getattr__(self, name: str):
+        # Whatever else the inner transport offers (SMB Direct's max_send, deregister_buffer,
+        # fileno...) passes through, so a fault plan never hides a transport capability.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def send_pdu(self, pdu: bytes, **kw) -> None:
         if self.plan.fired or self.plan.count("send", len(pdu)):
             self._fire()
             return  # blackhole: swallowed
-        self.inner.send_pdu(pdu)
+        self.inner.send_pdu(pdu, **kw)
 
     def recv_pdu(self, timeout: float | None = None) -> bytes:
         if self.plan.fired:
@@ -121,8 +128,8 @@ class FaultyTransport(Transport):
     def register_buffer(self, buffer, writable: bool):
         return self.inner.register_buffer(buffer, writable)
 
-    def rdma_read(self, descriptors, length: int) -> bytes:
-        return self.inner.rdma_read(descriptors, length)
+    def rdma_read(self, descriptors, length: int, into=None):
+        return self.inner.rdma_read(descriptors, length, into=into)
 
     def rdma_write(self, descriptors, data: bytes) -> None:
         return self.inner.rdma_write(descriptors, data)
