@@ -253,6 +253,12 @@ def test_pcap_failure_names_the_check_and_its_frames(tmp_path):
     assert f"{tmp_path / 'sc/tcp/001.yaml'}:9:9: absent 'tcp.flags.syn == 1'" in bad
     assert "actual:   2 (frames 1, 2)" in bad
     assert (tmp_path / "results/tcp/001.ladder").read_text().count("TCP SYN") >= 1
+    # the failure's pictures (text, SVG, HTML) are named at the end of .out.bad and .full
+    r = tmp_path / "results/tcp"
+    named = f"ladder diagram: {r / '001.ladder'} {r / '001.ladder.svg'} {r / '001.ladder.html'}"
+    assert bad.splitlines()[-1] == named
+    assert named in (r / "001.full").read_text()
+    assert (r / "001.ladder.svg").read_text().lstrip().startswith(("<svg", "<?xml"))
     assert "    pcap: 1 of 1 pcap assertion(s) failed" in res.stdout
 
 
