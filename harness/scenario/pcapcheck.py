@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .marks import mark_at
-from .model import Cell, substitute
+from .model import Cell, expect_applies, substitute
 
 
 def _nonempty(path: str | Path) -> str | None:
@@ -26,7 +26,8 @@ def run_checks(cell: Cell, pcap: str | Path, variables: dict[str, Any], keylog: 
     from harness.pcap import Capture, ChecksError, PcapError, load_checks, parse_checks
 
     scen = cell.scenario
-    items = [(i, item["pcap"]) for i, item in enumerate(scen.data.get("expect") or []) if "pcap" in item]
+    items = [(i, item["pcap"]) for i, item in enumerate(scen.data.get("expect") or [])
+             if "pcap" in item and expect_applies(item, cell, variables)]
     assertions = []
     try:
         for i, raw in items:
