@@ -146,7 +146,7 @@ class ScenarioItem(pytest.Item):
         if areas is not None and cell.scenario.area not in areas:
             pytest.skip(f"area {cell.scenario.area} is not in section {section} (AREAS={' '.join(areas)})")
         needs_tshark = any("pcap" in i for i in (cell.scenario.data.get("expect") or []))
-        reason = unmet(substitute(cell.scenario.requires, svars), section=section, needs_tshark=needs_tshark,
+        reason = unmet(substitute(cell.scenario.requires, cell.variables(svars)), section=section, needs_tshark=needs_tshark,
                        missing_ops=cell.scenario.missing_ops)
         if reason:
             pytest.skip(reason)

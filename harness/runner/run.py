@@ -195,7 +195,7 @@ class Runner:
             if opts.list_only:
                 emit(order[cell.id], cell.id)
                 continue
-            reason = unmet(substitute(cell.scenario.requires, section.vars), section=section.name,
+            reason = unmet(substitute(cell.scenario.requires, cell.variables(section.vars)), section=section.name,
                            needs_tshark=_needs_tshark(cell), missing_ops=cell.scenario.missing_ops)
             if reason:
                 now = time.time()

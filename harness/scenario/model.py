@@ -90,8 +90,12 @@ def expect_kind(item: dict) -> tuple[str, Any]:
 
 def expect_applies(item: dict, cell: Cell, variables: dict[str, Any]) -> bool:
     """Whether an `expect:` item's `when:` holds for this cell: every name's label (matrix axis) or value
-    (section variable, `vars:`; unset = "") is one of the listed values, compared as text."""
-    for name, want in (item.get("when") or {}).items():
+    (section variable, `vars:`; unset = "") is one of the listed values, compared as text. A list of
+    such mappings holds when any of them does."""
+    when = item.get("when")
+    if isinstance(when, list):
+        return any(expect_applies({"when": w}, cell, variables) for w in when)
+    for name, want in (when or {}).items():
         have = cell.labels[name] if name in cell.labels else variables.get(name, "")
         wanted = want if isinstance(want, list) else [want]
         if str("" if have is None else have) not in {str("" if w is None else w) for w in wanted}:

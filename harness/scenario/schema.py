@@ -34,8 +34,10 @@ STEP = {"type": "object", "minProperties": 1, "maxProperties": 1,
 
 #: `when: {NAME: value or [values]}` on an expectation: it applies only to the cells whose matrix label
 #: (or, for a name that is not an axis, section variable / `vars:` value) is one of the values.
-WHEN = {"type": "object", "minProperties": 1, "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_.-]*$"},
-        "additionalProperties": {"anyOf": [SCALAR, {"type": "array", "minItems": 1, "items": SCALAR}]}}
+#: A list of such mappings: any one of them (or).
+_WHEN_ONE = {"type": "object", "minProperties": 1, "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_.-]*$"},
+             "additionalProperties": {"anyOf": [SCALAR, {"type": "array", "minItems": 1, "items": SCALAR}]}}
+WHEN = {"anyOf": [_WHEN_ONE, {"type": "array", "minItems": 1, "items": _WHEN_ONE}]}
 
 EXPECT_KINDS = ["exit", "sha256", "file.sha256", "value", "pcap"]
 

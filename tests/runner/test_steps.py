@@ -189,3 +189,16 @@ def test_when_needs_an_expectation_beside_it(tmp_path):
     with pytest.raises(ScenarioError) as e:
         load_file(p)
     assert e.value.problems[0].startswith(f"{p}:11:5: expect[1]:")
+
+
+def test_when_list_is_any_of(tmp_path):
+    from harness.scenario.model import expect_applies
+
+    p = tmp_path / "sc/tcp/001.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(WHEN)
+    a, b = load_file(p).cells()
+    item = {"when": [{"mode": "a", "X": "1"}, {"mode": "b"}], "value": {}}
+    assert not expect_applies(item, a, {"X": "2"}) and expect_applies(item, a, {"X": "1"})
+    assert expect_applies(item, b, {})
+    assert not expect_applies({"when": [{"mode": "c"}], "value": {}}, b, {})
