@@ -59,8 +59,11 @@ def _in_groups(scen: Scenario, groups: list[str]) -> bool:
 def _matches(pattern: str, cell: Cell) -> bool:
     if pattern in (cell.id, cell.scenario.id):
         return True
-    if "[" in pattern and pattern.split("[", 1)[0] == cell.scenario.id:
-        return False  # a cell id of this scenario that is not this cell
+    if "[" in pattern and pattern.endswith("]"):
+        # a cell id or a cell glob: tcp/003[ipv6-*] (the glob applies to the label inside the brackets)
+        base, label = pattern[:-1].split("[", 1)
+        return fnmatch.fnmatchcase(cell.scenario.id, base) and bool(cell.labels) \
+            and fnmatch.fnmatchcase(cell.label, label)
     return fnmatch.fnmatchcase(cell.scenario.id, pattern)
 
 
