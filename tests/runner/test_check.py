@@ -268,3 +268,35 @@ def test_operations_listing(tmp_path):
     assert res.returncode == 0
     names = [line.split()[0] for line in res.stdout.splitlines() if not line.startswith("(")]
     assert {"host.run", "tcp.exchange", "udp.exchange", "impair", "cut", "blackhole", "wait", "parallel"} <= set(names)
+
+
+@pytest.mark.peer
+def test_shipped_matrices_pass_and_a_wrong_expectation_fails(tmp_path):
+    """One cell of each new matrix passes end to end; the same cells with a wrong expectation fail,
+    naming the step or the check (the expectations are not vacuous)."""
+    import shutil
+
+    tsharkutil.tshark_path()
+    shutil.copytree(ROOT / "scenarios", tmp_path / "sc")
+    cells = ["quic/003[alpn-mismatch-ipv4]", "stream/001[uni-client-reset-dontwait]",
+             "encryption/001[quic-noenc-required-aes-256-gcm-no-offer-no-accept]"]
+    res = check(tmp_path, "-j", "2", "-s", "quic", "-s", "mixed", *cells, timeout=400)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("Passed all 2 tests") + res.stdout.count("Passed all 1 tests") >= 2
+    # break each expectation: another errno, another reset code, SMB said to be in clear
+    q3 = tmp_path / "sc/quic/003.yaml"
+    q3.write_text(q3.read_text().replace("errno: ETIMEDOUT, alert: none", "errno: ECONNREFUSED, alert: none"))
+    s1 = tmp_path / "sc/stream/001.yaml"
+    s1.write_text(s1.read_text().replace("quic.rsts.application_error_code == 7", "quic.rsts.application_error_code == 8"))
+    e1 = tmp_path / "sc/encryption/001.yaml"
+    e1.write_text(e1.read_text().replace("quic.1rtt_in_clear: {marker: fd534d42}  ",
+                                         "quic.1rtt_in_clear: {marker: fd534d42, absent: true}  "))
+    res = check(tmp_path, "-j", "2", "-s", "quic", "-s", "mixed", *cells, timeout=400)
+    assert res.returncode == 1
+    r = tmp_path / "results"
+    assert "smb.connect (003.yaml:" in (r / "quic/quic/003.alpn-mismatch-ipv4.out.bad").read_text().splitlines()[0]
+    assert "expected errno ECONNREFUSED, got ETIMEDOUT" in (r / "quic/quic/003.alpn-mismatch-ipv4.out.bad").read_text()
+    bad = (r / "quic/stream/001.uni-client-reset-dontwait.out.bad").read_text()
+    assert "quic.rsts.application_error_code == 8" in bad
+    bad = (r / "mixed/encryption/001.quic-noenc-required-aes-256-gcm-no-offer-no-accept.out.bad").read_text()
+    assert "quic.1rtt_in_clear" in bad and "in clear (frames" in bad
