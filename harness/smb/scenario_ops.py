@@ -171,6 +171,7 @@ def run_client(a: argparse.Namespace) -> int:
     _emit({"state": "connected", "transport": a.transport})
     client: Any = None
     share: Any = None
+    side: Any = None
 
     def negotiate() -> Any:
         nonlocal client
@@ -217,6 +218,11 @@ def run_client(a: argparse.Namespace) -> int:
             elif req["op"] == "read":
                 data = tree().get_bytes(req["path"])
                 res = {"read": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            elif req["op"] == "side_start":
+                side = _SideStreams(transport, req)
+                res = {"started": req["streams"]}
+            elif req["op"] == "side_wait":
+                res = side.wait(float(req.get("timeout", 60)))
             elif req["op"] == "close":
                 if client is not None:
                     client.close()
@@ -231,6 +237,48 @@ def run_client(a: argparse.Namespace) -> int:
         n += 1
         if req["op"] == "close":
             return 0
+
+
+class _SideStreams:
+    """Other streams on the SMB connection's QUIC socket, sent from a thread while SMB goes on.
+
+    Each of `streams` streams (uni or bidi) carries `size` seeded bytes and FIN. The SMB transport pins
+    its own stream id, so neither side mixes these bytes into SMB PDUs."""
+
+    def __init__(self, transport: Any, req: dict):
+        import threading
+
+        self.req = req
+        self.out: dict[str, Any] = {"sids": [], "sent": 0, "sent_sha256": [], "errors": []}
+        self.thread = threading.Thread(target=self.run, args=(transport.sock,), daemon=True)
+        self.thread.start()
+
+    def run(self, sock: Any) -> None:
+        from wrappers import quic
+
+        flags = quic.MSG_STREAM_UNI if self.req.get("kind") == "uni" else 0
+        for i in range(int(self.req["streams"])):
+            data = random.Random(500 + i).randbytes(int(self.req["size"]))
+            try:
+                sid = quic.StreamInfo.unpack(sock.getsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_STREAM_OPEN,
+                                                             quic.StreamInfo(-1, flags).pack())).stream_id
+                view = memoryview(data)
+                while view:
+                    last = len(view) <= 16384
+                    n = quic.quic_sendmsg(sock, bytes(view[:16384]), sid, quic.MSG_STREAM_FIN if last else 0)
+                    view = view[n:]
+            except OSError as exc:
+                self.out["errors"].append(f"stream {i}: {_errno_of(exc) or exc}")
+                continue
+            self.out["sids"].append(sid)
+            self.out["sent"] += 1
+            self.out["sent_sha256"].append(hashlib.sha256(data).hexdigest())
+
+    def wait(self, timeout: float) -> dict:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            return {**self.out, "error": f"side streams still sending after {timeout:g}s"}
+        return {**self.out, "failed": len(self.out["errors"])}
 
 
 def _errno_of(exc: BaseException | None) -> str | None:
@@ -520,6 +568,21 @@ if __name__ != "__main__":
     def smb_session(ctx: Context, args: dict) -> dict:
         """SESSION_SETUP and TREE_CONNECT on an smb.connect connection: cipher, encrypted, transport_security."""
         return _request(ctx, args["on"], {"op": "session"})
+
+    SIDE = {"type": "object", "additionalProperties": False, "required": ["on", "streams"],
+            "properties": {**ON, "streams": {"type": "integer", "minimum": 1, "maximum": 1000}, "size": SIZE,
+                           "kind": {"enum": ["uni", "bidi"]}}}
+
+    @operation("smb.side_streams", schema=SIDE, timeout=30)
+    def smb_side_streams(ctx: Context, args: dict) -> dict:
+        """QUIC only: start sending `streams` other streams (uni or bidi, `size` seeded bytes + FIN each) on the connection's socket."""
+        return _request(ctx, args["on"], {"op": "side_start", "streams": args["streams"], "kind": args.get("kind", "uni"),
+                                          "size": size_of(args.get("size", 65536))})
+
+    @operation("smb.side_wait", schema=NEGOTIATE, timeout=90)
+    def smb_side_wait(ctx: Context, args: dict) -> dict:
+        """Wait for smb.side_streams to finish: sids, sent, sent_sha256, errors, failed."""
+        return _request(ctx, args["on"], {"op": "side_wait", "timeout": 60})
 
     @operation("smb.write", schema=WRITE, timeout=120)
     def smb_write(ctx: Context, args: dict) -> dict:
