@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up first (idempotent).
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow check-auto lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +14,11 @@ test: setup
 
 test-slow: setup
 	@.venv/bin/python -m pytest -n 2 -m slow; rc=$$?; [ $$rc = 0 ] || [ $$rc = 5 ]
+	@$(MAKE) --no-print-directory check-auto
+
+# every matrix (`-g auto`), two cells at a time; exit status 1 on any failure or unexpected success
+check-auto: setup
+	@.venv/bin/wirecheck check --plain -g auto -j 2 --results results/auto
 
 lint: setup
 	@.venv/bin/ruff check wrappers harness tests benchmarks

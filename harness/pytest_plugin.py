@@ -29,6 +29,11 @@ Fixtures for users' own tests:
           cap.check(Count("udp.port == 7", min=2))
 
 - ``wirecheck_run``: run a scenario file (or one cell id of it) in-test and get its result record.
+- ``wirecheck_smb``: ``serve()`` starts the reference SMB server on the emulated network;
+  ``with srv.client() as c:`` is the reference client (harness.smb_client) against it; ``srv.capture()``
+  opens the pcap with the session keys.
+- ``wirecheck_quic_pair``: a handshaken IPPROTO_QUIC client/server pair in this process (``.client``,
+  ``.server``), ``.capture()`` with the TLS key log.
 """
 from __future__ import annotations
 
@@ -146,7 +151,7 @@ class ScenarioItem(pytest.Item):
         if areas is not None and cell.scenario.area not in areas:
             pytest.skip(f"area {cell.scenario.area} is not in section {section} (AREAS={' '.join(areas)})")
         needs_tshark = any("pcap" in i for i in (cell.scenario.data.get("expect") or []))
-        reason = unmet(substitute(cell.scenario.requires, svars), section=section, needs_tshark=needs_tshark,
+        reason = unmet(substitute(cell.scenario.requires, cell.variables(svars)), section=section, needs_tshark=needs_tshark,
                        missing_ops=cell.scenario.missing_ops)
         if reason:
             pytest.skip(reason)
@@ -253,6 +258,170 @@ def wirecheck_run(tmp_path: Path):
             raise LookupError(f"{scen.id} has no cell {cell!r}")
         return run_isolated(cells[0], tmp_path / scen.area, section_vars=section_vars)
     return run
+
+
+class SMBServerHandle:
+    """The reference SMB server (harness.smb_server) running on a host of a wirecheck_net."""
+
+    def __init__(self, net: EmulatedNetwork, proc: subprocess.Popen, *, transport: str, address: str, port: int,
+                 share: str, path: Path, user: str, password: str, keys: Path):
+        self.net, self.proc, self.transport = net, proc, transport
+        self.address, self.port, self.share, self.path = address, port, share, path
+        self.user, self.password, self.keys = user, password, keys
+
+    def client(self, host: int = 11, **kwargs: Any):
+        """A harness.smb_client.SMBClient connected from `host`, in this process (context manager).
+
+        The socket wrapper is active in this process while the block runs (it is process-wide), so the
+        client's packets land in the same pcap; its SMB session keys go to `self.keys` for decryption.
+        """
+        import contextlib
+
+        @contextlib.contextmanager
+        def connected():
+            import wrappers
+            from harness.smb_client import SMBClient
+
+            saved = dict(os.environ)
+            try:
+                with wrappers.activate(self.net.socket_dir, iface=host, pcap=str(self.net.pcap)):
+                    kwargs.setdefault("keys_out", str(self.keys))
+                    with SMBClient(self.address, self.port, transport=self.transport, username=self.user,
+                                   password=self.password, **kwargs) as c:
+                        yield c
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        return connected()
+
+    def capture(self, **kwargs: Any):
+        """Stop the server and open the pcap, with the SMB keys the clients wrote."""
+        kwargs.setdefault("smb_keys", str(self.keys) if self.keys.exists() and self.keys.stat().st_size else None)
+        return self.net.capture(**kwargs)
+
+
+@pytest.fixture
+def wirecheck_smb(wirecheck_net: EmulatedNetwork, tmp_path: Path):
+    """serve(transport="tcp", host=10, share="data", encrypt=False, timeout=20) -> SMBServerHandle.
+
+    Starts the reference SMB server as a process on the emulated network (a fresh share directory)
+    and returns once it listens; ``handle.client()`` opens the reference client against it::
+
+        def test_write_read(wirecheck_smb):
+            srv = wirecheck_smb()
+            with srv.client() as c:
+                c.share("data").put_bytes("a.txt", b"hi")
+            assert (srv.path / "a.txt").read_bytes() == b"hi"
+            srv.capture().check(Count("smb2.cmd == 9", min=1))
+    """
+    import json
+    import time
+
+    def serve(transport: str = "tcp", host: int = 10, share: str = "data", encrypt: bool = False,
+              user: str = "wirecheck", password: str = "wirecheck-pass", timeout: float = 20.0) -> SMBServerHandle:
+        from harness.transport import DEFAULT_PORTS
+
+        if transport not in ("tcp", "nbt"):
+            raise ValueError(f"wirecheck_smb serves tcp or nbt (QUIC needs certificates: use a scenario), not {transport}")
+        path = tmp_path / f"share-{share}"
+        path.mkdir(exist_ok=True)
+        out = tmp_path / f"smb-server-{host}.out"
+        port = DEFAULT_PORTS[transport]
+        argv = ["python", "-m", "harness.smb.scenario_ops", "server", "--transport", transport,
+                "--addr", wirecheck_net.address(host), "--port", str(port), "--share", share, "--path", str(path),
+                "--user", f"{user}:{password}"] + (["--encrypt"] if encrypt else [])
+        with open(out, "wb") as f:
+            proc = wirecheck_net.start(argv, host=host, stdout=f, stderr=subprocess.STDOUT, cwd=os.getcwd())
+        deadline = time.monotonic() + timeout
+        while '"listening"' not in out.read_text(errors="replace"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the SMB server did not start: {out.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.02)
+        state = json.loads(next(x for x in out.read_text().splitlines() if '"listening"' in x))
+        return SMBServerHandle(wirecheck_net, proc, transport=transport, address=wirecheck_net.address(host),
+                               port=int(state.get("port") or port), share=share, path=path, user=user,
+                               password=password, keys=tmp_path / "smb.keys")
+    return serve
+
+
+class QuicPair:
+    """A client and a server IPPROTO_QUIC socket, handshake done, on the emulated network in this process."""
+
+    def __init__(self, client: Any, server: Any, listener: Any, pcap: Path, keylog: Path):
+        self.client, self.server, self.listener = client, server, listener
+        self.pcap, self.keylog = pcap, keylog
+
+    def close(self) -> None:
+        for s in (self.client, self.server, self.listener):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def capture(self, **kwargs: Any):
+        """Close the sockets and open the pcap with the TLS key log (1-RTT decrypted)."""
+        from harness.pcap import Capture
+
+        self.close()
+        kwargs.setdefault("keylog", str(self.keylog) if self.keylog.exists() else None)
+        return Capture(self.pcap, **kwargs)
+
+
+@pytest.fixture
+def wirecheck_quic_pair(tmp_path: Path):
+    """A connected QUIC socket pair (PSK handshake, ALPN "smb"), the wrapper active in this process with a
+    pcap and key log; the sockets speak the quic.ko API (wrappers.quic)::
+
+        def test_stream(wirecheck_quic_pair):
+            p = wirecheck_quic_pair
+            quic_sendmsg(p.client, b"ping", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+            assert quic_recvmsg(p.server, 100)[0] == b"ping"
+            p.capture().check(Count("quic.stream.fin == 1", min=1))
+    """
+    import threading
+
+    import wrappers
+
+    saved = dict(os.environ)
+    sock_dir = tempfile.mkdtemp(prefix="wq-")
+    pcap, keylog = tmp_path / "quic.pcap", tmp_path / "quic.keys"
+    psk = tmp_path / "psk.txt"
+    psk.write_text(f"wirecheck:{os.urandom(32).hex()}\n")
+    os.environ["SSLKEYLOGFILE"] = str(keylog)
+    pair = None
+    try:
+        with wrappers.activate(sock_dir, iface=11, pcap=str(pcap)):
+            from wrappers.quic import IPPROTO_QUIC, client_handshake, server_handshake
+
+            ls = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+            ls.bind(("127.0.0.11", 0))
+            ls.listen(1)
+            box: dict[str, Any] = {}
+
+            def accept() -> None:
+                try:
+                    ls.settimeout(10)
+                    s, _ = ls.accept()
+                    server_handshake(s, str(psk), None, "smb", timeout=10)
+                    box["s"] = s
+                except BaseException as e:  # noqa: BLE001 - raised in the test's thread
+                    box["e"] = e
+            t = threading.Thread(target=accept, daemon=True)
+            t.start()
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+            c.settimeout(10)
+            c.connect(ls.getsockname())
+            client_handshake(c, str(psk), None, "smb", timeout=10)
+            t.join(15)
+            if "e" in box or "s" not in box:
+                raise RuntimeError(f"QUIC server handshake failed: {box.get('e', 'timed out')}")
+            pair = QuicPair(c, box["s"], ls, pcap, keylog)
+            yield pair
+            pair.close()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

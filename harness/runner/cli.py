@@ -13,6 +13,15 @@ from .run import Options, run_check
 @click.option("-x", "exclude_groups", multiple=True, metavar="GROUP[,GROUP]", help="Exclude groups.")
 @click.option("-e", "exclude_tests", multiple=True, metavar="TEST[,TEST]", help="Exclude tests or cells (shown as [expunged]).")
 @click.option("-E", "exclude_file", metavar="FILE", help="Exclude the tests listed in FILE (one per line, # comments).")
+@click.option("-X", "exclude_names", multiple=True, metavar="NAME", help="Exclude the tests listed in the file NAME inside each area directory (bare NNN per line).")
+@click.option("-r", "randomize", is_flag=True, help="Randomize the order of the cells (a new order each iteration).")
+@click.option("--exact-order", is_flag=True, help="Run the tests in the order given on the command line.")
+@click.option("--seed", type=int, metavar="N", help="Seed of -r's order (printed in the header) to repeat a run.")
+@click.option("-i", "iterate", type=click.IntRange(1), metavar="N", help="Run the list N times.")
+@click.option("-I", "iterate_stop", type=click.IntRange(1), metavar="N", help="Run the list N times, stop after an iteration with a failure.")
+@click.option("-L", "loop_on_fail", type=click.IntRange(0), default=0, metavar="N", help="Rerun a failing cell N more times and print its aggregate results.")
+@click.option("-T", "timestamps", is_flag=True, help="Print each cell's start and end times.")
+@click.option("-d", "dump", is_flag=True, help="Dump each cell's output (.full) to stdout.")
 @click.option("-s", "sections", multiple=True, metavar="SECTION", help="Run only this config section (repeatable).")
 @click.option("-S", "skip_sections", multiple=True, metavar="SECTION", help="Skip this config section (repeatable).")
 @click.option("-j", "jobs", type=click.IntRange(1, 256), default=1, show_default=True, help="Cells in parallel, each in its own socket directory.")
@@ -27,7 +36,8 @@ from .run import Options, run_check
 @click.option("--progress/--plain", default=None, help="Rich progress (default: on a terminal outside CI).")
 @click.option("--operations", "list_operations", is_flag=True, help="List the registered step operations and exit.")
 @click.argument("tests", nargs=-1)
-def check(groups, exclude_groups, exclude_tests, exclude_file, sections, skip_sections, jobs, list_only, brief,
+def check(groups, exclude_groups, exclude_tests, exclude_file, exclude_names, randomize, exact_order, seed, iterate,
+          iterate_stop, loop_on_fail, timestamps, dump, sections, skip_sections, jobs, list_only, brief,
           report_fmt, scenarios, results, config, knownfail, flapping, progress, list_operations, tests) -> None:
     """Run scenario cells, xfstests-style: `wirecheck check` runs the quick group.
 
@@ -50,5 +60,10 @@ def check(groups, exclude_groups, exclude_tests, exclude_file, sections, skip_se
                    exclude_tests=list(exclude_tests), exclude_file=exclude_file, sections=list(sections),
                    skip_sections=list(skip_sections), jobs=jobs, scenarios=scenarios, results=results,
                    config=config, knownfail=list(knownfail) or None, flapping=list(flapping) or None,
-                   list_only=list_only, brief=brief, progress=progress, xunit_quiet=report_fmt == "xunit-quiet")
+                   list_only=list_only, brief=brief, progress=progress, xunit_quiet=report_fmt == "xunit-quiet",
+                   exclude_names=list(exclude_names), randomize=randomize, exact_order=exact_order, seed=seed,
+                   iterations=iterate_stop or iterate or 1, iterate_stop=bool(iterate_stop),
+                   loop_on_fail=loop_on_fail, timestamps=timestamps, dump=dump)
+    if iterate and iterate_stop:
+        raise click.UsageError("-i and -I are mutually exclusive")
     sys.exit(run_check(opts))

@@ -10,6 +10,7 @@ import os
 import platform
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -36,14 +37,29 @@ def diff_length() -> int:
         return 10
 
 
-def cell_line(r: CellReport, width: int, prev: float | None, bad_path: str | Path | None = None) -> str:
-    """`tcp/001[ipv4] 4s ...  5s`, `... [not run] reason`, `- output mismatch (see X.out.bad)` + excerpt."""
+def clock(ts: float) -> str:
+    """`date +%T` of a wall-clock time."""
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def cell_line(r: CellReport, width: int, prev: float | None, bad_path: str | Path | None = None,
+              stamps: tuple[float, float] | None = None) -> str:
+    """`tcp/001[ipv4] 4s ...  5s`, `... [not run] reason`, `- output mismatch (see X.out.bad)` + excerpt.
+
+    With `stamps` (-T) the start and end clock times follow as xfstests prints them: a tab, `[HH:MM:SS]`,
+    ` [HH:MM:SS]`; a not-run reason then goes on its own line, `\t<id> -- <reason>`.
+    """
     head = r.id.ljust(width)
     if r.verdict == "expunged":
         return head + "       [expunged]"
     mid = f" {int(prev)}s ... " if prev is not None else "       "
+    if stamps is not None:
+        mid += f"\t[{clock(stamps[0])}] [{clock(stamps[1])}]"
+        if r.verdict == "notrun":
+            return f"{head}{mid} [not run]\n\t{r.id} -- {r.reason}"
+        mid += " "
     if r.verdict == "pass":
-        return f"{head}{mid} {int(round(r.duration))}s"
+        return f"{head}{mid} {int(round(r.duration))}s" if stamps is None else f"{head}{mid}{int(round(r.duration))}s"
     if r.verdict == "notrun":
         return f"{head}{mid}[not run] {r.reason}"
     if r.verdict == "uxsuccess":
@@ -105,3 +121,12 @@ class Output:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
+
+
+def aggregate_line(cell_id: str, statuses: list[str]) -> str:
+    """-L N: `<id> aggregate results across K runs: fail=a (x.x%), pass=b (y.y%)` (xfstests' line)."""
+    k = len(statuses)
+    fail = sum(s == "fail" for s in statuses)
+    passed = sum(s == "pass" for s in statuses)
+    return (f"{cell_id} aggregate results across {k} runs: fail={fail} ({100.0 * fail / k:.1f}%), "
+            f"pass={passed} ({100.0 * passed / k:.1f}%)")

@@ -54,7 +54,8 @@ def cell_dir(report_dir: Path, r: CellReport) -> Path:
     return report_dir / r.area
 
 
-def write_cell_files(report_dir: Path, r: CellReport) -> None:
+def write_cell_files(report_dir: Path, r: CellReport, ladder: list[str] | None = None) -> None:
+    """`.notrun` or `.out.bad` (why it failed, then the ladder diagram's files when there are any)."""
     d = cell_dir(report_dir, r)
     d.mkdir(parents=True, exist_ok=True)
     for suffix in (".out.bad", ".notrun"):
@@ -69,6 +70,8 @@ def write_cell_files(report_dir: Path, r: CellReport) -> None:
             lines = [f"unexpected success: listed as a known failure: {r.list_reason}"]
         elif r.verdict != "fail":
             lines.append(f"({'known failure' if r.verdict == 'xfail' else 'flapping'}: {r.list_reason})")
+        if ladder:
+            lines.append(f"ladder diagram: {' '.join(ladder)}")
         (d / f"{r.stem}.out.bad").write_text("\n".join(lines) + "\n")
 
 

@@ -1,4 +1,12 @@
-"""The run loop: sections, selection, requirements, cells on -j N workers, verdicts, reports, Ctrl-C.
+"""The run loop: iterations, sections, selection, requirements, cells on -j N workers, verdicts, reports,
+Ctrl-C.
+
+xfstests' loop options: `-i N` runs the whole list (every section) N times, `-I N` likewise but stops
+after an iteration with a failure; `-L N` reruns a failing cell N more times right after it failed
+and prints `<id> aggregate results across K runs: ...` (the cell's verdict stays the first run's; the
+reruns' files are kept as `<stem>.<ext>.rerunK`). `-r` shuffles the order (a new order per iteration,
+from a seed printed in the header), `--exact-order` keeps the command line's, `-T` prints start and
+end times, `-d` copies each cell's log (.full) to stdout after its line.
 
 Each cell runs in its own process and socket directory (harness.scenario.cellproc), so workers are
 threads that wait on those processes. On Ctrl-C (or SIGTERM) every cell process group is killed, their
@@ -6,6 +14,8 @@ socket directories removed, `Interrupted!` and the partial summary printed.
 """
 from __future__ import annotations
 
+import random
+import shutil
 import signal
 import sys
 import threading
@@ -19,9 +29,9 @@ from harness.scenario.cellproc import run_isolated, stop_all
 from harness.scenario.model import substitute
 
 from . import config, lists, matrix, report
-from .console import Output, cell_line, header_lines
+from .console import Output, aggregate_line, cell_line, header_lines
 from .outcome import CellReport, verdict
-from .selection import read_exclude_file, select
+from .selection import read_area_exclude_files, read_exclude_file, select
 
 
 @dataclass
@@ -43,6 +53,15 @@ class Options:
     brief: bool = False
     progress: bool | None = None
     xunit_quiet: bool = False
+    randomize: bool = False                 # -r
+    exact_order: bool = False               # --exact-order
+    seed: int | None = None                 # -r's seed (default: random, printed in the header)
+    iterations: int = 1                     # -i N / -I N
+    iterate_stop: bool = False              # -I: stop after an iteration with failures
+    loop_on_fail: int = 0                   # -L N
+    timestamps: bool = False                # -T
+    dump: bool = False                      # -d
+    exclude_names: list[str] = field(default_factory=list)   # -X NAME (file in each area dir)
 
 
 class UsageError(Exception):
@@ -71,6 +90,7 @@ class Runner:
         self.all_reports: list[CellReport] = []
         self.section_reports: list[tuple[config.Section, list[CellReport]]] = []
         self.interrupted = False
+        self.iteration = 0
 
     # -- setup (every problem here is exit 2, before anything runs)
 
@@ -92,7 +112,13 @@ class Runner:
             self.flapping = lists.load("flapping", opts.flapping or [])
         except lists.ListError as e:
             raise UsageError(str(e)) from None
+        if opts.randomize and opts.exact_order:
+            raise UsageError("Cannot specify -r and --exact-order.")
+        if opts.randomize and opts.seed is None:
+            opts.seed = random.SystemRandom().randrange(1 << 32)
         self.excluded = list(opts.exclude_tests)
+        for name in opts.exclude_names:
+            self.excluded += read_area_exclude_files(opts.scenarios, name)
         if opts.exclude_file:
             try:
                 self.excluded += read_exclude_file(opts.exclude_file)
@@ -107,10 +133,16 @@ class Runner:
 
     def run_section(self, section: config.Section) -> list[CellReport]:
         opts = self.opts
-        sel = select(self.scenarios, opts.tests, opts.groups, opts.exclude_groups, self.excluded, section.areas)
+        order = "random" if opts.randomize else "exact" if opts.exact_order else "sorted"
+        seed = None if opts.seed is None else opts.seed + self.iteration
+        sel = select(self.scenarios, opts.tests, opts.groups, opts.exclude_groups, self.excluded, section.areas,
+                     order=order, seed=seed)
         rdir = self.report_dir(section)
         rdir.mkdir(parents=True, exist_ok=True)
-        for line in header_lines(section.name, {k: v for k, v in section.vars.items() if k != "AREAS"}):
+        shown = {k: v for k, v in section.vars.items() if k != "AREAS"}
+        if opts.randomize:
+            shown["RANDOM_SEED"] = f"{seed} (-r --seed {opts.seed})"
+        for line in header_lines(section.name, shown):
             self.out.line(line)
         width = max([len(c.id) for c, _ in sel.cells] + [7])
         order = {c.id: i for i, (c, _) in enumerate(sel.cells)}
@@ -137,9 +169,17 @@ class Runner:
                            section.label, v, raw.get("reason", ""), list(raw.get("details") or []),
                            float(raw.get("duration", 0.0)), why, order[cell.id])
             reports.append(r)
-            report.write_cell_files(rdir, r)
+            report.write_cell_files(rdir, r, raw.get("ladder"))
             bad = rdir / r.area / f"{r.stem}.out.bad"
-            emit(order[cell.id], cell_line(r, width, prev.get(r.id), bad))
+            stamps = (raw["started"], raw["ended"]) if opts.timestamps and "started" in raw else None
+            text = cell_line(r, width, prev.get(r.id), bad, stamps)
+            if raw.get("loops"):
+                text += "\n" + aggregate_line(r.id, raw["loops"])
+            if opts.dump:
+                full = rdir / r.area / f"{r.stem}.full"
+                if full.exists():
+                    text += "\n" + full.read_text(errors="replace").rstrip("\n")
+            emit(order[cell.id], text)
             report.write_xunit(rdir / "result.xml", reports, section.label, self.started, props, rdir,
                                opts.xunit_quiet)
             self.out.advance()
@@ -155,10 +195,11 @@ class Runner:
             if opts.list_only:
                 emit(order[cell.id], cell.id)
                 continue
-            reason = unmet(substitute(cell.scenario.requires, section.vars), section=section.name,
+            reason = unmet(substitute(cell.scenario.requires, cell.variables(section.vars)), section=section.name,
                            needs_tshark=_needs_tshark(cell), missing_ops=cell.scenario.missing_ops)
             if reason:
-                finish(cell, {"status": "notrun", "reason": reason})
+                now = time.time()
+                finish(cell, {"status": "notrun", "reason": reason, "started": now, "ended": now})
                 continue
             todo.append(cell)
         if opts.list_only:
@@ -178,7 +219,7 @@ class Runner:
             while queue or running:
                 while queue and len(running) < max(1, self.opts.jobs):
                     cell = queue.pop(0)
-                    fut = pool.submit(run_isolated, cell, rdir / cell.scenario.area, section_vars=section.vars)
+                    fut = pool.submit(self.run_cell, cell, rdir / cell.scenario.area, section.vars)
                     running[fut] = cell
                 self.out.running([c.id for c in running.values()])
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
@@ -201,6 +242,30 @@ class Runner:
         finally:
             pool.shutdown(wait=not self.interrupted, cancel_futures=True)
 
+    def run_cell(self, cell: Cell, outdir: Path, section_vars: dict[str, str]) -> dict:
+        """One cell (in a worker thread), plus its -L reruns when it failed."""
+        started = time.time()
+        raw = run_isolated(cell, outdir, section_vars=section_vars)
+        raw["started"], raw["ended"] = started, time.time()
+        if raw.get("status") != "fail" or self.opts.loop_on_fail <= 0:
+            return raw
+        loops = ["fail"]
+        for k in range(1, self.opts.loop_on_fail + 1):
+            if self.interrupted:
+                break
+            rerun_dir = outdir / f".rerun-{cell.file_stem}"
+            shutil.rmtree(rerun_dir, ignore_errors=True)
+            again = run_isolated(cell, rerun_dir, section_vars=section_vars)
+            loops.append(again.get("status", "fail"))
+            if again.get("status") == "fail":
+                (rerun_dir / f"{cell.file_stem}.out.bad").write_text("\n".join(again.get("details") or
+                                                                                [again.get("reason", "")]) + "\n")
+            for f in rerun_dir.iterdir():
+                f.replace(outdir / f"{f.name}.rerun{k}")
+            shutil.rmtree(rerun_dir, ignore_errors=True)
+        raw["loops"] = loops
+        return raw
+
     # -- everything
 
     def run(self) -> int:
@@ -209,12 +274,18 @@ class Runner:
         for t in sel_unknown:
             self.out.line(f"{t} - unknown test, ignored")
         try:
-            for section in self.sections:
-                reports = self.run_section(section)
-                self.section_reports.append((section, reports))
-                self.all_reports += reports
-                if not self.opts.list_only:
-                    self.finish_section(section, reports)
+            for iteration in range(max(1, self.opts.iterations)):
+                self.iteration = iteration
+                failed = False
+                for section in self.sections:
+                    reports = self.run_section(section)
+                    self.section_reports.append((section, reports))
+                    self.all_reports += reports
+                    failed |= any(r.failed for r in reports)
+                    if not self.opts.list_only:
+                        self.finish_section(section, reports)
+                if self.opts.list_only or (failed and self.opts.iterate_stop):
+                    break
         except KeyboardInterrupt:
             section, reports = self.current
             if (section, reports) not in self.section_reports:
@@ -247,7 +318,8 @@ class Runner:
                 for line in report.summary_lines(reports, self.opts.brief):
                     self.out.line(line)
                 self.out.line()
-        tables = matrix.build(self.all_reports)
+        latest = {(r.section, r.id): r for r in self.all_reports}   # -i N: the last iteration's result
+        tables = matrix.build(list(latest.values()))
         base = Path(self.opts.results)
         base.mkdir(parents=True, exist_ok=True)
         (base / "matrix.md").write_text(matrix.markdown(tables))

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from .model import Cell
-from .pcapcheck import run_checks, write_ladder
+from .pcapcheck import failure_ladders, run_checks
 
 _ACTIVE: dict[int, subprocess.Popen] = {}
 _ACTIVE_LOCK = threading.Lock()
 KILL_MARGIN = 5.0
+#: what a cell leaves in its results directory (and -L's `.rerunK` copies): removed before it runs again
+CELL_FILES = r"\.(full|json|pcap|pcapng|keys|smbkeys|ladder|ladder\.svg|ladder\.html|out\.bad|notrun)(\.rerun\d+)?"
 
 
 def _killpg(popen: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
@@ -60,7 +62,7 @@ def run_isolated(cell: Cell, outdir: str | Path, *, section_vars: dict[str, str]
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     for old in outdir.glob(f"{glob_escape(stem)}.*"):
-        if old.is_file() and old.name[len(stem):].count(".") == 1:
+        if old.is_file() and re.fullmatch(CELL_FILES, old.name[len(stem):]):
             old.unlink()
     full = outdir / f"{stem}.full"
     result_path = outdir / f"{stem}.json"
@@ -105,19 +107,26 @@ def run_isolated(cell: Cell, outdir: str | Path, *, section_vars: dict[str, str]
     variables.update(result.get("results") or {})
     pcap = outdir / f"{stem}.pcap"
     ladder_out = outdir / f"{stem}.ladder" if ladder else None
+    keys, smbkeys = outdir / f"{stem}.keys", outdir / f"{stem}.smbkeys"
     if result["status"] == "pass":
-        result["checks"], failures = run_checks(cell, pcap, variables, outdir / f"{stem}.keys",
-                                                outdir / f"{stem}.smbkeys", ladder_out)
+        result["checks"], failures = run_checks(cell, pcap, variables, keys, smbkeys, ladder_out)
         if failures:
             result.update(status="fail", reason=failures[0], details=failures)
-    elif ladder_out is not None and pcap.exists():
-        write_ladder(pcap, ladder_out, outdir / f"{stem}.keys")  # the failure's picture
+    problem = None
+    if result["status"] == "fail" and ladder:
+        # the failure's picture, decrypted with the cell's keys, named in .full and .out.bad
+        paths, problem = failure_ladders(pcap, outdir, stem, keys, smbkeys)
+        result["ladder"] = [str(p) for p in paths]
     result["duration"] = time.monotonic() - t0
     with open(full, "a") as log:
         log.write(f"[{time.strftime('%H:%M:%S')}] pcap checks: {result.get('checks', 0)}; "
                   f"final outcome: {result['status']} {result.get('reason', '')}\n")
         for line in result.get("details") or []:
             log.write(f"    {line}\n")
+        if result.get("ladder"):
+            log.write(f"ladder diagram: {' '.join(result['ladder'])}\n")
+        elif problem:
+            log.write(f"no ladder diagram: {problem}\n")
     return result
 
 

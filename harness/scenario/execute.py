@@ -17,7 +17,7 @@ from typing import Any
 from . import registry
 from .context import Context, OpError, StepFailed, Task
 from .marks import key_mark, mark_at, where
-from .model import Unresolved, substitute
+from .model import Unresolved, expect_applies, expect_kind, substitute
 from .schema import COMMON_STEP_KEYS
 
 
@@ -172,7 +172,9 @@ class _Runner:
         failures: list[str] = []
         env = self.ctx.lookup()
         for i, item in enumerate(items):
-            (kind, raw), = item.items()
+            if not expect_applies(item, self.ctx.cell, env):
+                continue
+            kind, raw = expect_kind(item)
             line = mark_at(self.scen.data, ["expect", i])[0]
             label = f"expect[{i}] {kind} ({Path(self.source).name}:{line})"
             if kind == "pcap":

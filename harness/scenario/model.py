@@ -82,6 +82,27 @@ class Cell:
         return env
 
 
+def expect_kind(item: dict) -> tuple[str, Any]:
+    """(kind, arguments) of an `expect:` item, leaving out its `when:`."""
+    (kind, raw), = ((k, v) for k, v in item.items() if k != "when")
+    return kind, raw
+
+
+def expect_applies(item: dict, cell: Cell, variables: dict[str, Any]) -> bool:
+    """Whether an `expect:` item's `when:` holds for this cell: every name's label (matrix axis) or value
+    (section variable, `vars:`; unset = "") is one of the listed values, compared as text. A list of
+    such mappings holds when any of them does."""
+    when = item.get("when")
+    if isinstance(when, list):
+        return any(expect_applies({"when": w}, cell, variables) for w in when)
+    for name, want in (when or {}).items():
+        have = cell.labels[name] if name in cell.labels else variables.get(name, "")
+        wanted = want if isinstance(want, list) else [want]
+        if str("" if have is None else have) not in {str("" if w is None else w) for w in wanted}:
+            return False
+    return True
+
+
 def label_of(value: Any) -> str:
     """A matrix value as a cell label: `5%` -> `5pct`, `0.5` -> `0_5`, True -> `true` (ids stay shell-safe)."""
     text = str(value).lower() if isinstance(value, bool) or value is None else str(value)

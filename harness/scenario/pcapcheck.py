@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .marks import mark_at
-from .model import Cell, substitute
+from .model import Cell, expect_applies, substitute
 
 
 def _nonempty(path: str | Path) -> str | None:
@@ -26,7 +26,8 @@ def run_checks(cell: Cell, pcap: str | Path, variables: dict[str, Any], keylog: 
     from harness.pcap import Capture, ChecksError, PcapError, load_checks, parse_checks
 
     scen = cell.scenario
-    items = [(i, item["pcap"]) for i, item in enumerate(scen.data.get("expect") or []) if "pcap" in item]
+    items = [(i, item["pcap"]) for i, item in enumerate(scen.data.get("expect") or [])
+             if "pcap" in item and expect_applies(item, cell, variables)]
     assertions = []
     try:
         for i, raw in items:
@@ -70,15 +71,38 @@ def _ladder(cap: Any, out: str | Path) -> None:
         pass
 
 
-def write_ladder(pcap: str | Path, out: str | Path, keylog: str | Path | None = None) -> str | None:
-    """Write the capture's ladder diagram to `out`; the problem text when it could not be drawn."""
+def write_ladder(pcap: str | Path, out: str | Path, keylog: str | Path | None = None,
+                 smb_keys: str | Path | None = None) -> str | None:
+    """Write the capture's text ladder diagram to `out`; the problem text when it could not be drawn."""
     if not shutil.which("tshark") or not Path(pcap).exists() or Path(pcap).stat().st_size <= 24:
         return "no packets"
     try:
         from harness.pcap import Capture
         from harness.pcap.ladder import ladder
-        lines = ladder(Capture(pcap, keylog=_nonempty(keylog) if keylog else None))
+        lines = ladder(Capture(pcap, keylog=_nonempty(keylog) if keylog else None,
+                               smb_keys=_nonempty(smb_keys) if smb_keys else None))
     except Exception as e:  # noqa: BLE001 - a missing ladder never fails a cell
         return str(e)
     Path(out).write_text("\n".join(lines) + "\n")
     return None
+
+
+def failure_ladders(pcap: str | Path, outdir: str | Path, stem: str, keylog: str | Path | None = None,
+                    smb_keys: str | Path | None = None) -> tuple[list[Path], str | None]:
+    """A failing cell's pictures: `<stem>.ladder` (text) and harness.pcap.write_ladder's
+    `<stem>.ladder.svg` / `.ladder.html`, decrypted with the cell's TLS/QUIC and SMB keys.
+
+    Returns (the files written, the problem text when the capture could not be drawn)."""
+    outdir = Path(outdir)
+    text = outdir / f"{stem}.ladder"
+    problem = None if text.exists() and text.stat().st_size else write_ladder(pcap, text, keylog, smb_keys)
+    if problem:
+        return [], problem
+    paths = [text]
+    try:
+        from harness.pcap import write_ladder as pictures
+        paths += pictures(pcap, outdir, keylog=_nonempty(keylog) if keylog else None,
+                          smb_keys=_nonempty(smb_keys) if smb_keys else None, stem=stem)
+    except Exception as e:  # noqa: BLE001 - the text ladder is still there
+        return paths, f"no SVG/HTML ladder: {e}"
+    return paths, None

@@ -44,7 +44,7 @@ __all__ = ["Operation", "operation", "get", "known", "discover", "BUILTIN_MODULE
 
 DEFAULT_TIMEOUT = 30.0
 
-BUILTIN_MODULES = ["harness.scenario.ops.core", "harness.scenario.ops.net"]
+BUILTIN_MODULES = ["harness.scenario.ops.core", "harness.scenario.ops.net", "harness.scenario.ops.quic"]
 OPTIONAL_MODULES = ["harness.smb.scenario_ops", "harness.transport.scenario_ops", "wrappers.quic.scenario_ops",
                     "wrappers.smbdirect.scenario_ops", "harness.smb.scenario_reconnect"]
 ENTRY_POINT_GROUP = "wirecheck.operations"

@@ -32,9 +32,21 @@ COMMON_STEP_KEYS = {
 STEP = {"type": "object", "minProperties": 1, "maxProperties": 1,
         "additionalProperties": {"anyOf": [{"type": "object"}, {"type": "null"}, {"type": "array"}]}}
 
+#: `when: {NAME: value or [values]}` on an expectation: it applies only to the cells whose matrix label
+#: (or, for a name that is not an axis, section variable / `vars:` value) is one of the values.
+#: A list of such mappings: any one of them (or).
+_WHEN_ONE = {"type": "object", "minProperties": 1, "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_.-]*$"},
+             "additionalProperties": {"anyOf": [SCALAR, {"type": "array", "minItems": 1, "items": SCALAR}]}}
+WHEN = {"anyOf": [_WHEN_ONE, {"type": "array", "minItems": 1, "items": _WHEN_ONE}]}
+
+EXPECT_KINDS = ["exit", "sha256", "file.sha256", "value", "pcap"]
+
 EXPECT_ITEM = {
-    "type": "object", "minProperties": 1, "maxProperties": 1,
+    "type": "object", "minProperties": 1, "maxProperties": 2,
+    "anyOf": [{"required": [k]} for k in EXPECT_KINDS],
+    "not": {"anyOf": [{"required": [a, b]} for i, a in enumerate(EXPECT_KINDS) for b in EXPECT_KINDS[i + 1:]]},
     "properties": {
+        "when": WHEN,
         "exit": {"type": "object", "additionalProperties": False, "required": ["proc"],
                  "properties": {"proc": {"type": "string"}, "status": {"type": "integer"},
                                 "timeout": {"type": "number", "exclusiveMinimum": 0}}},

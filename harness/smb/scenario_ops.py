@@ -84,9 +84,9 @@ def _quic_listener(a: argparse.Namespace) -> Any:
                 raise
             try:
                 if a.auth == "psk":
-                    quic.server_handshake(conn, a.psk, None, ALPN, timeout=self.io_timeout)
+                    quic.server_handshake(conn, a.psk, None, a.alpn, timeout=self.io_timeout)
                 else:
-                    quic.server_handshake(conn, self.key, self.cert, ALPN, cafile=self.client_ca,
+                    quic.server_handshake(conn, self.key, self.cert, a.alpn, cafile=self.client_ca,
                                           require_client_cert=bool(self.client_ca), timeout=self.io_timeout)
             except OSError as exc:
                 conn.close()
@@ -95,6 +95,8 @@ def _quic_listener(a: argparse.Namespace) -> Any:
 
     listener = Listener(a.addr, a.port, cert=a.cert, key=a.key,
                         client_ca=a.ca if a.auth == "cert-client" else None)
+    if a.alpn != ALPN:
+        listener.sock.setsockopt(_quic().SOL_QUIC, _quic().QUIC_SOCKOPT_ALPN, a.alpn.encode())
     _quic_tune(listener.sock, a)
     return listener
 
@@ -105,8 +107,11 @@ def run_server(a: argparse.Namespace) -> int:
     from harness.transport import listen
 
     user, password = a.user.split(":", 1)
+    from harness.smb.client import CIPHER_NAMES
+
+    extra = {"ciphers": tuple(CIPHER_NAMES[c] for c in a.ciphers.split(","))} if a.ciphers else {}
     config = ServerConfig(shares={a.share: ShareConfig(a.share, a.path, False)}, users={user: password},
-                          accept_transport_security=False)
+                          encrypt=a.encrypt, accept_transport_security=a.accept_transport_security, **extra)
     listener = _quic_listener(a) if a.transport == "quic" else listen(a.transport, a.addr, a.port)
     server = SMBServer(config, transport=a.transport, listener=listener)
     _emit({"state": READY, "address": a.addr, "port": server.port})
@@ -118,14 +123,15 @@ def run_server(a: argparse.Namespace) -> int:
 
 
 def _quic_handshake(sock: Any, a: argparse.Namespace, session: bytes | None = None) -> None:
-    from harness.transport.quic import ALPN, _quic
+    from harness.transport.quic import _quic
 
     quic = _quic()
+    name = a.server_name or SERVER_NAME
     if a.auth == "psk":
-        quic.client_handshake(sock, a.psk, SERVER_NAME, ALPN, timeout=a.timeout, session_data=session)
+        quic.client_handshake(sock, a.psk, name, a.alpn, timeout=a.timeout, session_data=session)
     else:
         client_cert = a.auth == "cert-client"
-        quic.client_handshake(sock, None, SERVER_NAME, ALPN, cafile=a.ca,
+        quic.client_handshake(sock, None, name, a.alpn, cafile=a.ca,
                               certfile=a.client_cert if client_cert else None,
                               keyfile=a.client_key if client_cert else None, timeout=a.timeout, session_data=session)
 
@@ -290,7 +296,7 @@ def run_client(a: argparse.Namespace) -> int:
         transport = _connect_quic(a) if a.transport == "quic" else connect(a.transport, a.addr, a.port,
                                                                            timeout=a.timeout)
     except Exception as exc:  # noqa: BLE001 - reported to the operation
-        _emit({"state": "error", "error": f"{type(exc).__name__}: {exc}"})
+        _emit({"state": "error", "error": f"{type(exc).__name__}: {exc}", "errno": _errno_of(exc)})
         return 3
     _emit({"state": "connected", "transport": a.transport, **_quic_state(transport)})
     if a.transport == "quic":
@@ -299,13 +305,15 @@ def run_client(a: argparse.Namespace) -> int:
         threading.Thread(target=_side_requests, args=(ctl, transport), daemon=True).start()
     client: Any = None
     share: Any = None
+    side: Any = None
 
     def negotiate() -> Any:
         nonlocal client
         if client is None:
             client = _client_class()(a.addr, a.port, transport=a.transport, username=user, password=password,
                                      server_name=SERVER_NAME, timeout=a.timeout, keys_out=a.keys_out,
-                                     transport_obj=transport, sign=a.sign == "yes")
+                                     transport_obj=transport, sign=a.sign == "yes", encrypt=a.encrypt,
+                                     cipher=a.cipher, accept_transport_security=a.transport_security)
         return client
 
     def tree() -> Any:
@@ -318,10 +326,20 @@ def run_client(a: argparse.Namespace) -> int:
             share = c.share(a.share)
         return share
 
+    side: Any = None
+
     def handle(req: dict) -> dict:
+        nonlocal side
         if req["op"] == "negotiate":
             c = negotiate()
-            return {"dialect": f"0x{int(c.conn.dialect):04x}" if getattr(c.conn, "dialect", None) else None}
+            return {"dialect": f"0x{int(c.conn.dialect):04x}" if getattr(c.conn, "dialect", None) else None,
+                    "cipher": _cipher_name(c.conn.cipher),
+                    "transport_security": bool(c.conn.accept_transport_security)}
+        if req["op"] == "session":
+            tree()
+            sess = client.session
+            return {"cipher": _cipher_name(client.conn.cipher), "encrypted": bool(sess.encrypt),
+                    "transport_security": bool(client.conn.accept_transport_security)}
         if req["op"] == "write":
             data = random.Random(req["seed"]).randbytes(req["size"])
             sh = tree()
@@ -337,6 +355,11 @@ def run_client(a: argparse.Namespace) -> int:
             data = sh.get_bytes(req["path"])
             return {"read": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                     "rdma_bytes": sh.client.rdma_bytes["read"] - before}
+        if req["op"] == "side_start":
+            side = _SideStreams(transport, req)
+            return {"started": req["streams"]}
+        if req["op"] == "side_wait":
+            return side.wait(float(req.get("timeout", 60)))
         if req["op"] == "quic.state":
             return _quic_state(transport)
         if req["op"] == "close":
@@ -347,6 +370,70 @@ def run_client(a: argparse.Namespace) -> int:
 
     _serve_requests(ctl, "", handle)
     return 0
+
+
+class _SideStreams:
+    """Other streams on the SMB connection's QUIC socket, sent from a thread while SMB goes on.
+
+    Each of `streams` streams (uni or bidi) carries `size` seeded bytes and FIN. The SMB transport pins
+    its own stream id, so neither side mixes these bytes into SMB PDUs."""
+
+    def __init__(self, transport: Any, req: dict):
+        import threading
+
+        self.req = req
+        self.out: dict[str, Any] = {"sids": [], "sent": 0, "sent_sha256": [], "errors": []}
+        self.thread = threading.Thread(target=self.run, args=(transport.sock,), daemon=True)
+        self.thread.start()
+
+    def run(self, sock: Any) -> None:
+        from wrappers import quic
+
+        flags = quic.MSG_STREAM_UNI if self.req.get("kind") == "uni" else 0
+        for i in range(int(self.req["streams"])):
+            data = random.Random(500 + i).randbytes(int(self.req["size"]))
+            try:
+                sid = quic.StreamInfo.unpack(sock.getsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_STREAM_OPEN,
+                                                             quic.StreamInfo(-1, flags).pack())).stream_id
+                view = memoryview(data)
+                while view:
+                    last = len(view) <= 16384
+                    n = quic.quic_sendmsg(sock, bytes(view[:16384]), sid, quic.MSG_STREAM_FIN if last else 0)
+                    view = view[n:]
+            except OSError as exc:
+                self.out["errors"].append(f"stream {i}: {_errno_of(exc) or exc}")
+                continue
+            self.out["sids"].append(sid)
+            self.out["sent"] += 1
+            self.out["sent_sha256"].append(hashlib.sha256(data).hexdigest())
+
+    def wait(self, timeout: float) -> dict:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            return {**self.out, "error": f"side streams still sending after {timeout:g}s"}
+        return {**self.out, "failed": len(self.out["errors"])}
+
+
+def _errno_of(exc: BaseException | None) -> str | None:
+    """The errno name of the first OSError in an exception's chain (a handshake failure's ETIMEDOUT...)."""
+    import errno as _errno
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno:
+            return _errno.errorcode.get(exc.errno)
+        if isinstance(exc, TimeoutError):
+            return "ETIMEDOUT"
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
+def _cipher_name(cipher: Any) -> str | None:
+    from harness.smb.client import CIPHER_NAMES
+
+    names = {int(v): k for k, v in CIPHER_NAMES.items()}
+    return names.get(int(cipher)) if cipher else None
 
 
 def main(argv: list[str]) -> int:
@@ -373,6 +460,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--sign", choices=["yes", "no"], default="yes",
                    help="client: require signing (no: the session may use RDMA channels, MS-SMB2 3.2.4.6)")
+    p.add_argument("--alpn", default="smb")
+    p.add_argument("--server-name")
+    p.add_argument("--encrypt", action="store_true")
+    p.add_argument("--cipher")
+    p.add_argument("--ciphers")
+    p.add_argument("--transport-security", action="store_true")
+    p.add_argument("--accept-transport-security", action="store_true")
     a = p.parse_args(argv)
     return run_server(a) if a.role == "server" else run_client(a)
 
@@ -388,10 +482,12 @@ if __name__ != "__main__":
     def _pki(ctx: Context) -> dict[str, str]:
         """A CA, server and client certificates and a PSK file in the cell's scratch directory (once)."""
         d = ctx.work / "pki"
-        if (d / "psk.txt").exists():
+        if (d / "server-expired.key").exists():
             return {k: str(d / f) for k, f in (("ca", "ca.pem"), ("cert", "server.pem"), ("key", "server.key"),
                                                ("client_cert", "client.pem"), ("client_key", "client.key"),
-                                               ("psk", "psk.txt"))}
+                                               ("psk", "psk.txt"), ("psk_unknown", "psk-unknown.txt"),
+                                               ("cert_expired", "server-expired.pem"),
+                                               ("key_expired", "server-expired.key"))}
         import datetime
         import ipaddress
 
@@ -434,14 +530,36 @@ if __name__ != "__main__":
             write("key" if role == "cert" else "client_key", f"{stem}.key",
                   k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                   serialization.NoEncryption()))
-        write("psk", "psk.txt", f"wirecheck:{os.urandom(32).hex()}\n".encode())
+        psk_key = os.urandom(32).hex()
+        write("psk", "psk.txt", f"wirecheck:{psk_key}\n".encode())
+        # negative cells: the same key under an identity the server does not know, and a server
+        # certificate that expired yesterday (otherwise valid: same CA, same names)
+        write("psk_unknown", "psk-unknown.txt", f"stranger:{psk_key}\n".encode())
+        k = ec.generate_private_key(ec.SECP256R1())
+        expired = (x509.CertificateBuilder().subject_name(name(SERVER_NAME)).issuer_name(name("wirecheck cell CA"))
+                   .public_key(k.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(days=3)).not_valid_after(now - datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.SubjectAlternativeName([x509.DNSName(SERVER_NAME)]), critical=False)
+                   .sign(ca_key, hashes.SHA256()))
+        write("cert_expired", "server-expired.pem", expired.public_bytes(serialization.Encoding.PEM))
+        write("key_expired", "server-expired.key",
+              k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
         return files
 
     def _quic_argv(ctx: Context, args: dict) -> list[str]:
+        """QUIC options of a server or client; the negative-cell knobs: `alpn`, `server_name` (client),
+        `psk_identity: unknown` (client), `certificate: expired` (server)."""
         pki = _pki(ctx)
+        expired = args.get("certificate") == "expired"
         argv = ["--auth", args.get("auth", "cert"), "--version", args.get("version", "v1"),
-                "--cert", pki["cert"], "--key", pki["key"], "--ca", pki["ca"], "--client-cert", pki["client_cert"],
-                "--client-key", pki["client_key"], "--psk", pki["psk"]]
+                "--cert", pki["cert_expired" if expired else "cert"], "--key", pki["key_expired" if expired else "key"],
+                "--ca", pki["ca"], "--client-cert", pki["client_cert"], "--client-key", pki["client_key"],
+                "--psk", pki["psk_unknown" if args.get("psk_identity") == "unknown" else "psk"],
+                "--alpn", args.get("alpn", "smb")]
+        if args.get("server_name"):
+            argv += ["--server-name", args["server_name"]]
         if str(ctx.vars.get("QUIC_1RTT_ENCRYPTION", "on")).lower() in ("off", "0", "no", "false"):
             argv.append("--no-1rtt-encryption")
         return argv
@@ -467,17 +585,25 @@ if __name__ != "__main__":
                 raise StepFailed(f"{name} printed nothing within {timeout:g}s")
             time.sleep(0.01)
 
+    CIPHERS = {"enum": ["aes-128-ccm", "aes-128-gcm", "aes-256-ccm", "aes-256-gcm"]}
     COMMON = {"transport": {"enum": TRANSPORTS}, "host": HOST, "family": FAMILY,
               "port": {"type": "integer", "minimum": 1, "maximum": 65535},
               "auth": {"enum": ["psk", "cert", "cert-client"]}, "version": {"enum": ["v1", "v2"]},
-              "as": {"type": "string"}}
+              "alpn": {"type": "string", "minLength": 1, "maxLength": 255},
+              "encrypt": {"type": "boolean"}, "as": {"type": "string"}}
     SERVE = {"type": "object", "additionalProperties": False, "required": ["transport", "host"],
-             "properties": {**COMMON, "share": {"type": "string"}, "user": {"type": "string"}}}
+             "properties": {**COMMON, "share": {"type": "string"}, "user": {"type": "string"},
+                            "ciphers": {"type": "array", "minItems": 1, "items": CIPHERS},
+                            "accept_transport_security": {"type": "boolean"},
+                            "certificate": {"enum": ["valid", "expired"]}}}
     CONNECT = {"type": "object", "additionalProperties": False, "required": ["transport", "host", "to"],
                "properties": {**COMMON, "to": HOST, "share": {"type": "string"}, "user": {"type": "string"},
                               "resume": {"enum": ["none", "resumed", "0rtt"]},
                               "io_timeout": {"type": "number", "exclusiveMinimum": 0},
-                              "sign": {"type": "boolean"}}}
+                              "sign": {"type": "boolean"},
+                              "cipher": CIPHERS, "transport_security": {"type": "boolean"},
+                              "server_name": {"type": "string", "minLength": 1},
+                              "psk_identity": {"enum": ["known", "unknown"]}}}
     ON = {"on": {"type": "string"}, "as": {"type": "string"}}
     NEGOTIATE = {"type": "object", "additionalProperties": False, "required": ["on"], "properties": ON}
     WRITE = {"type": "object", "additionalProperties": False, "required": ["on", "path", "size"],
@@ -500,6 +626,12 @@ if __name__ != "__main__":
                 "--user", args.get("user", DEFAULT_USER)]
         if args["transport"] == "quic":
             argv += _quic_argv(ctx, args)
+        if args.get("encrypt"):
+            argv.append("--encrypt")
+        if args.get("ciphers"):
+            argv += ["--ciphers", ",".join(args["ciphers"])]
+        if args.get("accept_transport_security"):
+            argv.append("--accept-transport-security")
         ctx.start(name, argv, host=args["host"], cwd=os.getcwd())  # relative key and pcap paths
         state = _wait_line(ctx, name, 20.0)
         return {**state, "share": share, "path": str(path), "transport": args["transport"]}
@@ -552,6 +684,12 @@ if __name__ != "__main__":
             argv += _quic_argv(ctx, args) + ["--resume", args.get("resume", "none")]
         elif args.get("resume", "none") != "none":
             raise StepFailed("resume: needs transport: quic")
+        if args.get("encrypt"):
+            argv.append("--encrypt")
+        if args.get("cipher"):
+            argv += ["--cipher", args["cipher"]]
+        if args.get("transport_security"):
+            argv.append("--transport-security")
         ctx.start(name, argv, host=args["host"], cwd=os.getcwd())  # relative key and pcap paths
 
         def close() -> None:
@@ -563,13 +701,33 @@ if __name__ != "__main__":
         ctx.on_cleanup(close)
         state = _wait_line(ctx, name, 30.0)
         if state.get("state") != "connected":
-            raise OpError(f"{name}: {state.get('error')}", result=state)
+            raise OpError(f"{name}: {state.get('error')}", errno=state.get("errno"), result=state)
         return {**state, "control": str(ctl), "address": addr}
 
     @operation("smb.negotiate", schema=NEGOTIATE, timeout=30)
     def smb_negotiate(ctx: Context, args: dict) -> dict:
         """SMB2 NEGOTIATE on an smb.connect connection: the dialect."""
         return _request(ctx, args["on"], {"op": "negotiate"})
+
+    @operation("smb.session", schema=NEGOTIATE, timeout=60)
+    def smb_session(ctx: Context, args: dict) -> dict:
+        """SESSION_SETUP and TREE_CONNECT on an smb.connect connection: cipher, encrypted, transport_security."""
+        return _request(ctx, args["on"], {"op": "session"})
+
+    SIDE = {"type": "object", "additionalProperties": False, "required": ["on", "streams"],
+            "properties": {**ON, "streams": {"type": "integer", "minimum": 1, "maximum": 1000}, "size": SIZE,
+                           "kind": {"enum": ["uni", "bidi"]}}}
+
+    @operation("smb.side_streams", schema=SIDE, timeout=30)
+    def smb_side_streams(ctx: Context, args: dict) -> dict:
+        """QUIC only: start sending `streams` other streams (uni or bidi, `size` seeded bytes + FIN each) on the connection's socket."""
+        return _request(ctx, args["on"], {"op": "side_start", "streams": args["streams"], "kind": args.get("kind", "uni"),
+                                          "size": size_of(args.get("size", 65536))})
+
+    @operation("smb.side_wait", schema=NEGOTIATE, timeout=90)
+    def smb_side_wait(ctx: Context, args: dict) -> dict:
+        """Wait for smb.side_streams to finish: sids, sent, sent_sha256, errors, failed."""
+        return _request(ctx, args["on"], {"op": "side_wait", "timeout": 60})
 
     @operation("smb.write", schema=WRITE, timeout=120)
     def smb_write(ctx: Context, args: dict) -> dict:

@@ -14,12 +14,14 @@ Certificate checks: the client verifies the server's certificate against ``ca`` 
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import socket
 
 from harness.smb.framing import Framing, frame
 
-from .base import Listener, TransportError, TransportUnavailable
+from .base import Listener, TransportClosed, TransportError, TransportUnavailable
 from .stream import StreamTransport
 
 ALPN = "smb"
@@ -49,27 +51,87 @@ def _new_socket(family: int):
 
 
 class QuicTransport(StreamTransport):
+    """SMB's one bidirectional stream, pinned by id.
+
+    Why pinned: quic.ko sends a plain send() on the socket's *active* stream, which moves whenever this
+    socket opens a stream (or, at the server, when the peer opens a bidi one). An application that uses
+    other streams of the same connection beside SMB (a test doing exactly that, or h3 next to SMB)
+    would otherwise get SMB PDUs written into its stream. So the client opens its stream with
+    STREAM_OPEN and sends with that id in a STREAM_INFO cmsg; the server takes the id of the first
+    stream data arrives on. Data on any other stream is not SMB: it is counted in ``side_streams``
+    (bytes, sha256, fin per stream id) and never mixed into the PDUs.
+    """
+
     name = "quic"
     secure = True
 
     def __init__(self, sock, io_timeout: float) -> None:
         super().__init__(sock, Framing.DIRECT_TCP, "quic", io_timeout=io_timeout)
-        self._stream_open = False
+        self.sid: int | None = None
+        self.side_streams: dict[int, dict] = {}
+        self._rbuf = bytearray()
 
     def send_pdu(self, pdu: bytes) -> None:
-        self.send_frame(frame(pdu, Framing.DIRECT_TCP))  # the QUIC socket's sendmsg is stream-flagged
+        self.send_frame(frame(pdu, Framing.DIRECT_TCP))
 
     def send_frame(self, data: bytes) -> None:
-        if not self._stream_open:
-            quic = _quic()
-            self.sock.settimeout(self.io_timeout)
+        if self._closed:
+            raise TransportClosed("closed")
+        quic = _quic()
+        self.sock.settimeout(self.io_timeout)
+        try:
+            flags = 0
+            if self.sid is None:  # the client's first send opens the SMB stream
+                info = quic.StreamInfo(-1, 0).pack()
+                self.sid = quic.StreamInfo.unpack(self.sock.getsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_STREAM_OPEN,
+                                                                       info)).stream_id
+                flags = quic.MSG_STREAM_NEW
+            view = memoryview(data)
+            while view:
+                n = quic.quic_sendmsg(self.sock, bytes(view), self.sid, flags)
+                flags = 0
+                view = view[n:]
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise TransportClosed(str(exc)) from exc
+        except OSError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise TransportError(str(exc)) from exc
+
+    def _read_exact(self, count: int, first_timeout: float | None) -> bytes:
+        quic = _quic()
+        self.sock.settimeout(first_timeout)
+        while len(self._rbuf) < count:
             try:
-                self.sock.sendmsg([data], [], quic.MSG_STREAM_NEW)
+                data, sid, flags = quic.quic_recvmsg(self.sock, 65536)
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                raise TransportClosed(str(exc)) from exc
+            except TimeoutError:
+                raise
             except OSError as exc:
+                if exc.errno == errno.ENOTCONN:
+                    raise TransportClosed("peer closed the connection" + (" mid-frame" if self._rbuf else "")) from exc
+                if exc.errno == errno.EAGAIN:
+                    raise TimeoutError("timed out") from exc
                 raise TransportError(str(exc)) from exc
-            self._stream_open = True
-            return
-        super().send_frame(data)
+            if flags & quic.MSG_NOTIFICATION:
+                continue
+            if self.sid is None:
+                self.sid = sid
+            if sid != self.sid:
+                st = self.side_streams.setdefault(sid, {"bytes": 0, "sha256": hashlib.sha256(), "fin": False})
+                st["bytes"] += len(data)
+                st["sha256"].update(data)
+                st["fin"] = st["fin"] or bool(flags & quic.MSG_STREAM_FIN)
+                continue
+            if not data:
+                raise TransportClosed("peer ended the SMB stream" + (" mid-frame" if self._rbuf else ""))
+            self._rbuf += data
+            if len(self._rbuf) < count:
+                self.sock.settimeout(self.io_timeout)
+        out = bytes(self._rbuf[:count])
+        del self._rbuf[:count]
+        return out
 
 
 def _family(host: str) -> int:

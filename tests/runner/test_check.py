@@ -253,6 +253,12 @@ def test_pcap_failure_names_the_check_and_its_frames(tmp_path):
     assert f"{tmp_path / 'sc/tcp/001.yaml'}:9:9: absent 'tcp.flags.syn == 1'" in bad
     assert "actual:   2 (frames 1, 2)" in bad
     assert (tmp_path / "results/tcp/001.ladder").read_text().count("TCP SYN") >= 1
+    # the failure's pictures (text, SVG, HTML) are named at the end of .out.bad and .full
+    r = tmp_path / "results/tcp"
+    named = f"ladder diagram: {r / '001.ladder'} {r / '001.ladder.svg'} {r / '001.ladder.html'}"
+    assert bad.splitlines()[-1] == named
+    assert named in (r / "001.full").read_text()
+    assert (r / "001.ladder.svg").read_text().lstrip().startswith(("<svg", "<?xml"))
     assert "    pcap: 1 of 1 pcap assertion(s) failed" in res.stdout
 
 
@@ -262,3 +268,35 @@ def test_operations_listing(tmp_path):
     assert res.returncode == 0
     names = [line.split()[0] for line in res.stdout.splitlines() if not line.startswith("(")]
     assert {"host.run", "tcp.exchange", "udp.exchange", "impair", "cut", "blackhole", "wait", "parallel"} <= set(names)
+
+
+@pytest.mark.peer
+def test_shipped_matrices_pass_and_a_wrong_expectation_fails(tmp_path):
+    """One cell of each new matrix passes end to end; the same cells with a wrong expectation fail,
+    naming the step or the check (the expectations are not vacuous)."""
+    import shutil
+
+    tsharkutil.tshark_path()
+    shutil.copytree(ROOT / "scenarios", tmp_path / "sc")
+    cells = ["quic/003[alpn-mismatch-ipv4]", "stream/001[uni-client-reset-dontwait]",
+             "encryption/001[quic-noenc-required-aes-256-gcm-no-offer-no-accept]"]
+    res = check(tmp_path, "-j", "2", "-s", "quic", "-s", "mixed", *cells, timeout=400)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.count("Passed all 2 tests") + res.stdout.count("Passed all 1 tests") >= 2
+    # break each expectation: another errno, another reset code, SMB said to be in clear
+    q3 = tmp_path / "sc/quic/003.yaml"
+    q3.write_text(q3.read_text().replace("errno: ETIMEDOUT, alert: none", "errno: ECONNREFUSED, alert: none"))
+    s1 = tmp_path / "sc/stream/001.yaml"
+    s1.write_text(s1.read_text().replace("quic.rsts.application_error_code == 7", "quic.rsts.application_error_code == 8"))
+    e1 = tmp_path / "sc/encryption/001.yaml"
+    e1.write_text(e1.read_text().replace("quic.1rtt_in_clear: {marker: fd534d42}  ",
+                                         "quic.1rtt_in_clear: {marker: fd534d42, absent: true}  "))
+    res = check(tmp_path, "-j", "2", "-s", "quic", "-s", "mixed", *cells, timeout=400)
+    assert res.returncode == 1
+    r = tmp_path / "results"
+    assert "smb.connect (003.yaml:" in (r / "quic/quic/003.alpn-mismatch-ipv4.out.bad").read_text().splitlines()[0]
+    assert "expected errno ECONNREFUSED, got ETIMEDOUT" in (r / "quic/quic/003.alpn-mismatch-ipv4.out.bad").read_text()
+    bad = (r / "quic/stream/001.uni-client-reset-dontwait.out.bad").read_text()
+    assert "quic.rsts.application_error_code == 8" in bad
+    bad = (r / "mixed/encryption/001.quic-noenc-required-aes-256-gcm-no-offer-no-accept.out.bad").read_text()
+    assert "quic.1rtt_in_clear" in bad and "in clear (frames" in bad

@@ -99,3 +99,22 @@ def test_sections_carry_values_over(tmp_path):
     with pytest.raises(config.ConfigError, match=r"sections.conf:2:1: expected"):
         config.parse("[a]\nnot an assignment\n")
     assert config.parse("X=1\n")[0].name is None
+
+
+def test_cell_globs_select_labels_inside_brackets(tmp_path):
+    write(tmp_path, "tcp/001.yaml", """
+        id: tcp/001
+        description: x
+        groups: [quick]
+        matrix:
+          family: [ipv4, ipv6]
+          loss: [none, 5pct]
+        steps:
+          - sleep: {seconds: 0}
+        """)
+    scen = load_tree(tmp_path)
+    ids = lambda *t: [c.id for c, _ in select(scen, list(t), [], [], []).cells]  # noqa: E731
+    assert ids("tcp/001[ipv6-*]") == ["tcp/001[ipv6-none]", "tcp/001[ipv6-5pct]"]
+    assert ids("tcp/00?[*-5pct]") == ["tcp/001[ipv4-5pct]", "tcp/001[ipv6-5pct]"]
+    assert ids("tcp/001[ipv4-none]") == ["tcp/001[ipv4-none]"]
+    assert select(scen, ["tcp/001[ipv7-*]"], [], [], []).unknown == ["tcp/001[ipv7-*]"]

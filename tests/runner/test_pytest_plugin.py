@@ -123,3 +123,53 @@ def test_knownfail_is_strict_xfail_and_flapping_is_xfail(tree):
     res = tree.runpytest(*P, "scenarios")
     res.assert_outcomes(passed=2, failed=1, skipped=1, xfailed=1, xpassed=1)
     assert "[XPASS(strict)] knownfail: fixed already" in res.stdout.str()
+
+
+@pytest.mark.peer
+def test_wirecheck_smb_fixture_reference_server_and_client(pytester):
+    tsharkutil.tshark_path()
+    pytester.makepyfile(test_smb="""
+        from harness.pcap import Count
+
+        def test_write_read(wirecheck_smb):
+            srv = wirecheck_smb()
+            with srv.client() as c:
+                share = c.share("data")
+                share.put_bytes("a.bin", b"x" * 100000)
+                assert share.get_bytes("a.bin") == b"x" * 100000
+            assert (srv.path / "a.bin").read_bytes() == b"x" * 100000
+            cap = srv.capture()
+            cap.check(Count("smb2.cmd == 9 && smb2.flags.response == 0", min=1), Count("smb2.cmd == 8", min=2))
+
+        def test_encrypted(wirecheck_smb):
+            srv = wirecheck_smb(encrypt=True)
+            with srv.client() as c:
+                c.share("data").put_bytes("b.bin", b"secret")
+            cap = srv.capture()
+            cap.check(Count("smb2.header.transform.msg_size", min=1), Count("smb2.cmd == 9", min=1))
+    """)
+    # in a subprocess: pytester's in-process runs restore sys.modules afterwards, and a re-imported
+    # cryptography backend then refuses aioquic's AES-ECB header protection in a later in-process run
+    res = pytester.runpytest_subprocess(*P, "test_smb.py")
+    res.assert_outcomes(passed=2)
+
+
+@pytest.mark.peer
+def test_wirecheck_quic_pair_fixture(pytester):
+    tsharkutil.tshark_path()
+    pytester.makepyfile(test_q="""
+        from harness.pcap import Count
+        from wrappers.quic import MSG_STREAM_FIN, MSG_STREAM_NEW, quic_recvmsg, quic_sendmsg
+
+        def test_stream(wirecheck_quic_pair):
+            p = wirecheck_quic_pair
+            quic_sendmsg(p.client, b"ping", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+            data, sid, flags = quic_recvmsg(p.server, 100)
+            assert (data, sid) == (b"ping", 0) and flags & MSG_STREAM_FIN
+            quic_sendmsg(p.server, b"pong", 0, MSG_STREAM_FIN)
+            assert quic_recvmsg(p.client, 100)[0] == b"pong"
+            cap = p.capture()
+            cap.check(Count("quic.stream.fin == 1", min=2), Count("quic.stream_data == 70:69:6e:67", min=1))
+    """)
+    res = pytester.runpytest_subprocess(*P, "test_q.py")
+    res.assert_outcomes(passed=1)

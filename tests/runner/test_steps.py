@@ -148,3 +148,57 @@ def test_result_record_is_json(tmp_path):
         """)
     rec = json.loads((tmp_path / "out/001.json").read_text())
     assert rec["status"] == "pass" and rec["step"] == ""
+
+
+WHEN = """
+id: tcp/001
+description: x
+groups: [quick]
+matrix:
+  mode: [a, b]
+steps:
+  - host.run: {argv: [python, -c, "import json; print(json.dumps(dict(v=1)))"], as: r}
+expect:
+  - value: {of: r.v, eq: 1}
+  - when: {mode: a}
+    value: {of: r.v, eq: 2}
+  - when: {SECTION_VAR: ["on", ""]}
+    value: {of: r.v, eq: 3}
+"""
+
+
+def test_when_limits_an_expectation_to_matching_cells(tmp_path):
+    p = tmp_path / "sc/tcp/001.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(WHEN)
+    a, b = load_file(p).cells()
+    ra = run_isolated(a, tmp_path / "out", ladder=False, section_vars={"SECTION_VAR": "off"})
+    assert ra["status"] == "fail" and ra["details"] == ["expect[1] value (001.yaml:11): r.v is 1, expected eq 2"]
+    rb = run_isolated(b, tmp_path / "out", ladder=False, section_vars={"SECTION_VAR": "off"})
+    assert rb["status"] == "pass", rb
+    rb = run_isolated(b, tmp_path / "out", ladder=False)          # unset counts as ""
+    assert rb["status"] == "fail" and rb["reason"].startswith("expect[2] value (001.yaml:13)")
+
+
+def test_when_needs_an_expectation_beside_it(tmp_path):
+    from harness.scenario import ScenarioError
+
+    p = tmp_path / "sc/tcp/001.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(WHEN.replace("    value: {of: r.v, eq: 2}\n", "").replace("- when: {mode: a}", "- when: {mode: a}"))
+    with pytest.raises(ScenarioError) as e:
+        load_file(p)
+    assert e.value.problems[0].startswith(f"{p}:11:5: expect[1]:")
+
+
+def test_when_list_is_any_of(tmp_path):
+    from harness.scenario.model import expect_applies
+
+    p = tmp_path / "sc/tcp/001.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(WHEN)
+    a, b = load_file(p).cells()
+    item = {"when": [{"mode": "a", "X": "1"}, {"mode": "b"}], "value": {}}
+    assert not expect_applies(item, a, {"X": "2"}) and expect_applies(item, a, {"X": "1"})
+    assert expect_applies(item, b, {})
+    assert not expect_applies({"when": [{"mode": "c"}], "value": {}}, b, {})
