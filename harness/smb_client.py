@@ -14,6 +14,7 @@ waiting, never mistaken for a reply.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -402,11 +403,20 @@ class Share:
             raise SMBError(response.header.status, Command.WRITE)
 
     def get(self, remote: str, local: str) -> int:
+        """Copy ``remote`` to ``local``; a failed read (ACCESS_DENIED, a lost connection) leaves no
+        local file behind, and never a truncated one under the final name."""
         total = 0
-        with open(local, "wb") as handle:
-            for block in self.iter_read(remote):
-                handle.write(block)
-                total += len(block)
+        part = f"{local}.part"
+        try:
+            with open(part, "wb") as handle:
+                for block in self.iter_read(remote):
+                    handle.write(block)
+                    total += len(block)
+            os.replace(part, local)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(part)
+            raise
         return total
 
     def put(self, local: str, remote: str) -> int:

@@ -48,7 +48,8 @@ def test_commands(server, tmp_path, monkeypatch):
     assert not (server.share_dir / "remote.txt").exists()
 
 
-def test_errors_are_reported(server):
+def test_errors_are_reported(server, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     unc = f"//127.0.0.1:{server.port}/data"
     result = CliRunner().invoke(smb, [unc, "--user", "cli:wrong", "ls"])
     assert result.exit_code != 0 and "LOGON_FAILURE" in result.output
@@ -56,6 +57,7 @@ def test_errors_are_reported(server):
     assert "BAD_NETWORK_NAME" in result.output
     result = CliRunner().invoke(smb, [unc, "--user", USER, "get", "..\\..\\etc\\passwd", "x"])
     assert "ACCESS_DENIED" in result.output
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("x")], "a failed get leaves no local file"
 
 
 def test_parsers():
