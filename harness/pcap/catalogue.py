@@ -90,9 +90,25 @@ def quic_no_certificate(connection: int | None = None) -> Assertion:
 
 @named("quic.zero_rtt_used")
 def quic_zero_rtt_used() -> Assertion:
-    """A 0-RTT packet (long header type 1) carried STREAM data that tshark decrypted (frame types
-    0x08-0x0f): the client used early data. Needs CLIENT_EARLY_TRAFFIC_SECRET in the key log."""
-    return Count({"quic.long.packet_type": LONG_0RTT, "quic.frame_type": {"in": list(range(8, 16))}}, min=1)
+    """A 0-RTT packet carried STREAM data that tshark decrypted (frame types 0x08-0x0f): the client
+    used early data. Needs CLIENT_EARLY_TRAFFIC_SECRET in the key log.
+
+    v1: long header type 1. QUIC v2 (RFC 9369) numbers the types differently and tshark 4.0 leaves
+    quic.long.packet_type empty there, so a datagram of long-header packets only that carries STREAM
+    frames counts too: of the long-header packets only 0-RTT may carry STREAM (RFC 9000 12.4)."""
+    def check(ctx: Context):
+        t = ctx.table
+        frames = []
+        for r in range(len(t)):
+            if not any(8 <= int(f) <= 15 for f in t.values("quic.frame_type", r)):
+                continue
+            forms = t.values("quic.header_form", r)
+            if LONG_0RTT in t.values("quic.long.packet_type", r) or (forms and all(int(f) == 1 for f in forms)):
+                frames.append(t.numbers[r])
+        exp = "at least 1 datagram with STREAM data in a 0-RTT packet"
+        return bool(frames), exp, (f"{len(frames)} (frames {frame_list(frames)})" if frames else "0 (no frames)"), frames
+    return Custom("quic.zero_rtt_used", check,
+                  needs=["quic.frame_type", "quic.header_form", "quic.long.packet_type"])
 
 
 @named("quic.key_phase_changed")

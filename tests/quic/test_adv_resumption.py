@@ -21,10 +21,13 @@ from wrappers.quic import (
     MSG_STREAM_FIN,
     MSG_STREAM_NEW,
     QUIC_EVENT_NEW_SESSION_TICKET,
+    QUIC_SOCKOPT_CONFIG,
     QUIC_SOCKOPT_EVENT,
     QUIC_SOCKOPT_SESSION_TICKET,
     QUIC_SOCKOPT_TRANSPORT_PARAM,
+    QUIC_VERSION_V2,
     SOL_QUIC,
+    Config,
     EventOption,
     TransportParam,
     client_handshake,
@@ -93,8 +96,10 @@ class Server:
 
 
 def _client(pki, auth: str, server: Server, *, session: bytes | None = None, early: bytes | None = None,
-            saved_tp: bytes | None = None, events: bool = False):
+            saved_tp: bytes | None = None, events: bool = False, version: int | None = None):
     c = quic_socket()
+    if version is not None:
+        c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONFIG, Config(version=version).pack())
     if events:
         c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_EVENT, EventOption(QUIC_EVENT_NEW_SESSION_TICKET, 1).pack())
     c.connect(server.addr)
@@ -128,10 +133,10 @@ def _echo(c, text: bytes, *, sent: bool = False) -> list[bytes]:
     return evs
 
 
-def _first(pki, auth: str, server: Server):
+def _first(pki, auth: str, server: Server, version: int | None = None):
     """The first connection: (client, session data, raw ticket, saved remote transport parameters)."""
     t = server.serve_one()
-    c = _client(pki, auth, server, events=True)
+    c = _client(pki, auth, server, events=True, version=version)
     c.events_seen = _echo(c, b"first connection")
     t.join(10)
     assert not server.errors, server.errors
@@ -210,6 +215,27 @@ def test_zero_rtt_accepted(pki, auth):
             server.close()
         Capture(n.pcap, keylog=n.keys).check(catalogue.build("quic.zero_rtt_used"),
                                               catalogue.build("quic.no_certificate", {"connection": 1}))
+
+
+def test_zero_rtt_in_v2_is_found_by_the_named_check(pki):
+    """QUIC v2 (RFC 9369) numbers its long-header types differently and tshark 4.0 leaves
+    quic.long.packet_type empty for them: the pcap library must still see the 0-RTT data."""
+    with emulated() as n:
+        server = Server(pki, "psk")
+        try:
+            _, session, _, saved = _first(pki, "psk", server, version=QUIC_VERSION_V2)
+            t = server.serve_one()
+            c2 = _client(pki, "psk", server, session=session, early=b"early v2", saved_tp=saved,
+                         version=QUIC_VERSION_V2)
+            assert c2._conn.early_data_accepted
+            _echo(c2, b"early v2", sent=True)
+            t.join(10)
+            assert not server.errors, server.errors
+        finally:
+            server.close()
+        cap = Capture(n.pcap, keylog=n.keys)
+        assert cap.count("quic.version == 0x6b3343cf") > 0
+        cap.check(catalogue.build("quic.zero_rtt_used"))
 
 
 def test_zero_rtt_refused_goes_in_1rtt(pki):
