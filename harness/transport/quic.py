@@ -50,6 +50,10 @@ def _new_socket(family: int):
     return sock
 
 
+#: ``QuicTransport.sid`` while the SMB stream was opened by an early (0-RTT) send whose id is not known yet.
+EARLY = -2
+
+
 class QuicTransport(StreamTransport):
     """SMB's one bidirectional stream, pinned by id.
 
@@ -82,13 +86,23 @@ class QuicTransport(StreamTransport):
         try:
             flags = 0
             if self.sid is None:  # the client's first send opens the SMB stream
-                info = quic.StreamInfo(-1, 0).pack()
-                self.sid = quic.StreamInfo.unpack(self.sock.getsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_STREAM_OPEN,
-                                                                       info)).stream_id
                 flags = quic.MSG_STREAM_NEW
+                try:
+                    info = quic.StreamInfo(-1, 0).pack()
+                    self.sid = quic.StreamInfo.unpack(self.sock.getsockopt(
+                        quic.SOL_QUIC, quic.QUIC_SOCKOPT_STREAM_OPEN, info)).stream_id
+                except OSError as exc:
+                    # Before the handshake (0-RTT data) quic.ko opens no stream by option, only by a
+                    # send with MSG_STREAM_NEW on the next id: send so, and learn the id from the reply.
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    self.sid = EARLY
             view = memoryview(data)
             while view:
-                n = quic.quic_sendmsg(self.sock, bytes(view), self.sid, flags)
+                if self.sid == EARLY:
+                    n = self.sock.sendmsg([bytes(view)], [], flags)
+                else:
+                    n = quic.quic_sendmsg(self.sock, bytes(view), self.sid, flags)
                 flags = 0
                 view = view[n:]
         except (BrokenPipeError, ConnectionResetError) as exc:
@@ -116,7 +130,7 @@ class QuicTransport(StreamTransport):
                 raise TransportError(str(exc)) from exc
             if flags & quic.MSG_NOTIFICATION:
                 continue
-            if self.sid is None:
+            if self.sid is None or self.sid == EARLY:
                 self.sid = sid
             if sid != self.sid:
                 st = self.side_streams.setdefault(sid, {"bytes": 0, "sha256": hashlib.sha256(), "fin": False})
