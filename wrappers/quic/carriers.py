@@ -33,6 +33,7 @@ import errno
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -101,6 +102,23 @@ class Wire:
                 self._emit(payload, send)
             else:
                 self.schedule(d.at, self._later(payload, send))
+
+    def inbound(self, data: list[bytes], now: float, peer: tuple | None = None) -> list[bytes]:
+        """Datagrams received from ``peer`` (default: this wire's peer) after the ``in:`` impairments:
+        dropped, corrupted or duplicated as they arrive. Delay and reordering belong on the sender's
+        side (README): a datagram held back here could not make the fd readable later. The pcap keeps
+        what the wire carried (recorded by the sender), so a datagram lost on arrival is in it."""
+        if not impair.current():
+            return data
+        src = (peer or self.peer)[:2]
+        out: list[bytes] = []
+        for d in data:
+            imp = impair.impairer_for("udp", self.local[:2], src, "in") if d else None
+            if imp is None:
+                out.append(d)
+                continue
+            out += [x.payload for x in imp.decide(now, d).deliveries]
+        return out
 
     def rebind(self, kind: str) -> None:
         """NAT rebinding ("port", "addr" or "both"): the path re-opens from a new source and the
@@ -317,7 +335,7 @@ class SeqpacketPath:
             if b"" in got:
                 self._drop_old(old)
         got = _recv_some(self.sock)
-        return out + got
+        return self.wire.inbound(out + got, time.monotonic())
 
     def _drop_old(self, old: Any) -> None:
         self.olds.remove(old)
@@ -431,6 +449,12 @@ class DatagramEndpoint:
                 if addr is None:
                     continue
                 src = addr
+            if impair.current():
+                now = time.monotonic()
+                imp = impair.impairer_for("udp", self.local[:2], src[:2], "in")
+                if imp is not None:
+                    out += [(x.payload, src) for x in imp.decide(now, d).deliveries]
+                    continue
             out.append((d, src))
         return out
 
