@@ -125,3 +125,23 @@ def test_transfer_both_ways_survives_loss_corruption_and_blackhole(pki, size):
         assert any("blackhole" in r for r in reasons.values()), dict(reasons)
         assert any("dup" in r for r in reasons.values()) and any("reorder" in r for r in reasons.values())
         _check_capture(n, size)
+
+
+@pytest.mark.parametrize("carrier", ["seqpacket", "udp"])
+def test_in_impairments_act_on_arrival(pki, carrier):
+    """``in:`` acts where datagrams arrive, on both carriers: with every arrival lost no handshake
+    completes (a timeout, not a hang), yet the wire (the pcap, written by the sender) carried them."""
+    from tsharkutil import count_frames
+
+    with emulated(carrier) as n:
+        impair.configure("seed=1; in: loss=100%; match: udp")
+        try:
+            with pytest.raises((TimeoutError, OSError)):
+                c, s, ls = open_pair("psk", pki, timeout=1.5)
+                close_all(c, s, ls)
+            lost = {k[3]: {r for h in imp.history for r in h.reasons} for k, imp in impair.flows().items()}
+            assert lost.get("in") == {"loss"} and "out" not in lost, lost
+        finally:
+            impair.configure(None)
+            impair.reset()
+        assert count_frames(n.pcap, display_filter="quic.long.packet_type == 0") >= 1
