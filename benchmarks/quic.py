@@ -1,6 +1,6 @@
 """wirecheck's IPPROTO_QUIC against plain aioquic, measured in one run.
 
-    python -m benchmarks.quic [--quick] [--size 128MiB] [--handshakes 50] [--idle 200] [--repeat 3] [--json FILE]
+    python -m benchmarks.quic [--quick] [--size 128MiB] [--handshakes 50] [--idle 200] [--repeat 3] [--only loss --loss 2%,10%] [--json FILE]
 
 * **bulk** - one stream, ``--size`` bytes in 64 KiB messages (sendmsg with the stream-info cmsg; for
   aioquic: ``writer.write`` + ``drain`` on one stream), FIN on the last; timed by the receiver from the
@@ -12,6 +12,9 @@
   end in one process), traced Python allocations and RSS growth divided by the count.
 * **paths** - ``--paths`` migrations (to the echo on the new path, against a plain echo) and resumed /
   0-RTT connections (to the first echo, against full handshakes), emulated carrier, in-process.
+* **loss** - bulk on the emulated carrier (``--loss-size``, default 8 MiB) with ``--loss`` (default 2%
+  and 10%) of the datagrams lost each way (``out: loss=X%`` in both processes), as ratios against the
+  same transfer without loss, interleaved.
 
 Kinds: ``aioquic`` (its asyncio API over real loopback UDP, the baseline), ``real`` (our QuicSocket
 over real loopback UDP: a user-space quic.ko), ``emu`` (under ``wrappers.activate``: SEQPACKET
@@ -160,6 +163,24 @@ def paths(count: int, pki: dict[str, str]) -> dict:
     return out
 
 
+def lossy(a: argparse.Namespace, pki: dict[str, str], tmp: str) -> dict:
+    """Bulk throughput on the emulated carrier with ``out: loss=X%`` in both processes (X% of each
+    direction's datagrams lost: data and ACKs), against the same transfer without loss, runs
+    interleaved so a load change on the machine hits every rate alike. Loss recovery and congestion
+    control are aioquic's (NewReno): this measures them through our engine's timers."""
+    rates = ["0%", *[x.strip() for x in a.loss.split(",") if x.strip()]]
+    samples: dict[str, list[float]] = {r: [] for r in rates}
+    for _ in range(a.repeat):
+        for r in rates:
+            spec = None if r == "0%" else f"seed=5; out: loss={r}; match: udp"
+            got = _trial("emu", "bulk", a, pki, tmp, spec=spec, size=a.loss_size)
+            samples[r].append(got["rate"])
+            print(f"  loss {r:4s} {got['rate']:10.2f} MB/s", file=sys.stderr)
+    med = {r: statistics.median(v) for r, v in samples.items()}
+    return {"size": a.loss_size, "rates": {r: {"median": v, "samples": samples[r], "ratio": v / med["0%"]}
+                                           for r, v in med.items()}}
+
+
 def _size(text: str) -> int:
     units = {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "K": 1000, "M": 1000**2}
     t = text.upper()
@@ -178,11 +199,15 @@ def _pki(directory: str) -> dict[str, str]:
 
 # -- wirecheck side (runs in a child process) ---------------------------------------------------
 
-def _activate(kind: str, sockdir: str, pcap: str | None) -> None:
+def _activate(kind: str, sockdir: str, pcap: str | None, spec: str | None = None) -> None:
     if kind.startswith("emu"):
         import wrappers
 
         wrappers.activate(sockdir, iface=11, pcap=pcap if kind == "emu-pcap" else None)
+    if spec:  # this process's sends (out:): each end loses its share, so the loss is each way
+        from wrappers import impair
+
+        impair.configure(spec)
 
 
 def _qsocket(kind: str) -> Any:
@@ -194,10 +219,10 @@ def _qsocket(kind: str) -> Any:
 
 
 def _wc_server(kind: str, task: str, n: int, pki: dict[str, str], sockdir: str, pcap: str | None,
-               port_q: Any, out_q: Any, psk: bool) -> None:
+               port_q: Any, out_q: Any, psk: bool, spec: str | None = None) -> None:
     from wrappers.quic import MSG_STREAM_FIN, quic_recvmsg, server_handshake
 
-    _activate(kind, sockdir, pcap)
+    _activate(kind, sockdir, pcap, spec)
     ls = _qsocket(kind)
     ls.bind(("127.0.0.11" if kind.startswith("emu") else "127.0.0.1", 0))
     ls.listen(64)
@@ -225,10 +250,10 @@ def _wc_server(kind: str, task: str, n: int, pki: dict[str, str], sockdir: str, 
 
 
 def _wc_client(kind: str, task: str, n: int, size: int, pki: dict[str, str], sockdir: str, port: int,
-               out_q: Any, psk: bool) -> None:
+               out_q: Any, psk: bool, spec: str | None = None) -> None:
     from wrappers.quic import MSG_STREAM_FIN, MSG_STREAM_NEW, client_handshake, quic_sendmsg
 
-    _activate(kind, sockdir, None)
+    _activate(kind, sockdir, None, spec)
     host = "127.0.0.11" if kind.startswith("emu") else "127.0.0.1"
 
     def handshake() -> Any:
@@ -351,7 +376,8 @@ def _aio_client(task: str, n: int, size: int, pki: dict[str, str], port: int, ou
 
 # -- trials -----------------------------------------------------------------------------------------
 
-def _trial(kind: str, task: str, s: argparse.Namespace, pki: dict[str, str], tmp: str, psk: bool = False) -> dict:
+def _trial(kind: str, task: str, s: argparse.Namespace, pki: dict[str, str], tmp: str, psk: bool = False,
+           spec: str | None = None, size: int | None = None) -> dict:
     ctx = multiprocessing.get_context("spawn")
     port_q, out_q = ctx.Queue(), ctx.Queue()
     sockdir = tempfile.mkdtemp(prefix="wqb-", dir="/tmp")
@@ -361,13 +387,14 @@ def _trial(kind: str, task: str, s: argparse.Namespace, pki: dict[str, str], tmp
         if kind == "aioquic":
             srv = ctx.Process(target=_aio_server, args=(task, n, pki, port_q, out_q))
         else:
-            srv = ctx.Process(target=_wc_server, args=(kind, task, n, pki, sockdir, pcap, port_q, out_q, psk))
+            srv = ctx.Process(target=_wc_server, args=(kind, task, n, pki, sockdir, pcap, port_q, out_q, psk, spec))
         srv.start()
         port = port_q.get(timeout=60)
         if kind == "aioquic":
             cli = ctx.Process(target=_aio_client, args=(task, n, s.size, pki, port, out_q))
         else:
-            cli = ctx.Process(target=_wc_client, args=(kind, task, n, s.size, pki, sockdir, port, out_q, psk))
+            cli = ctx.Process(target=_wc_client, args=(kind, task, n, size or s.size, pki, sockdir, port, out_q, psk,
+                                                       spec))
         cli.start()
         result = out_q.get(timeout=s.timeout)
         cli.join(30)
@@ -445,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--handshakes", type=int, help="handshakes per run (default 50)")
     p.add_argument("--idle", type=int, help="idle connections for the memory figure (default 200)")
     p.add_argument("--repeat", type=int, help="runs per measurement, median reported (default 3)")
-    p.add_argument("--only", help="comma-separated subset of: bulk,handshakes,memory,paths")
+    p.add_argument("--only", help="comma-separated subset of: bulk,handshakes,memory,paths,loss")
+    p.add_argument("--loss-size", type=_size, help="bytes per lossy transfer (default 8MiB)")
+    p.add_argument("--loss", default="2%,10%", help="loss rates against none (default 2%%,10%%)")
     p.add_argument("--paths", type=int, help="migrations and resumptions measured (default 30)")
     p.add_argument("--kinds", help="comma-separated subset of: " + ",".join(KINDS))
     p.add_argument("--timeout", type=float, default=600.0)
@@ -456,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     a.idle = a.idle or (50 if a.quick else 200)
     a.repeat = a.repeat or (1 if a.quick else 3)
     a.paths = a.paths or (10 if a.quick else 30)
-    only = set((a.only or "bulk,handshakes,memory,paths").split(","))
+    a.loss_size = a.loss_size or (2 * 1024**2 if a.quick else 8 * 1024**2)
+    only = set((a.only or "bulk,handshakes,memory,paths,loss").split(","))
     kinds = [k for k in (a.kinds or ",".join(KINDS)).split(",") if k]
     tmp = tempfile.mkdtemp(prefix="wqbench-")
     pki = _pki(tmp)
@@ -482,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
             results["memory"] = idle_memory(a.idle, pki)
         if "paths" in only:
             results["paths"] = paths(a.paths, pki)
+        if "loss" in only:
+            results["loss"] = lossy(a, pki, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     unit = {"bulk": "MB/s", "handshakes": "handshakes/s"}
@@ -504,6 +536,12 @@ def main(argv: list[str] | None = None) -> int:
               f"a plain echo round trip ({r['echo_ms']:.2f} ms)")
         print(f"  connection to first echo: full {r['full_ms']:.2f} ms, resumed {r['resumed_ms']:.2f} ms "
               f"({r['resumed_ratio']:.2f}x), 0-RTT {r['zero_rtt_ms']:.2f} ms ({r['zero_rtt_ratio']:.2f}x)")
+    if "loss" in results:
+        r = results["loss"]
+        print(f"loss (emulated carrier, {r['size'] / 1024**2:.0f} MiB one stream, loss each way, median of "
+              f"{a.repeat}; ratio vs the same transfer without loss in this run):")
+        for k, v in r["rates"].items():
+            print(f"  loss {k:4s} {v['median']:8.2f} MB/s  {v['ratio']:.2f}x")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=2)

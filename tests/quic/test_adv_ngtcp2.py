@@ -6,8 +6,9 @@ Proven here: full TLS 1.3 handshakes both ways with certificates and ALPN "h3"; 
 gtlsserver byte-exact after a key update we started (gtlsserver keeps answering in the new phase); a
 4 MB GET by gtlsclient from our server byte-exact while gtlsclient updates keys (--key-update), and our
 passive side reports QUIC_EVENT_KEY_UPDATE; gtlsclient's Initial routed by our ALPN routing to the
-"h3" listener next to an "smb" listener on the same port. Not covered: the emulated network with the
-ngtcp2 program under libsocket_wrapper.so, QUIC v2 with ngtcp2 (0.12 has only the v2 draft)."""
+"h3" listener next to an "smb" listener on the same port. The emulated network (the ngtcp2
+program under libsocket_wrapper.so) is test_adv_ngtcp2_cwrap.py. Not covered: QUIC v2 with ngtcp2 (0.12 has
+only the v2 draft)."""
 
 from __future__ import annotations
 

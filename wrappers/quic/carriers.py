@@ -33,6 +33,7 @@ import errno
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ from .. import impair
 from ..addressing import AUTOBIND_FIRST, AUTOBIND_LAST, parse_socket_name, socket_name
 from ..config import Config
 from ..recorder import recorder_for
+from ..sockbase import _UCRED, _cred_pid
 
 CARRIERS = ("seqpacket", "udp", "real")
 
@@ -101,6 +103,23 @@ class Wire:
                 self._emit(payload, send)
             else:
                 self.schedule(d.at, self._later(payload, send))
+
+    def inbound(self, data: list[bytes], now: float, peer: tuple | None = None) -> list[bytes]:
+        """Datagrams received from ``peer`` (default: this wire's peer) after the ``in:`` impairments:
+        dropped, corrupted or duplicated as they arrive. Delay and reordering belong on the sender's
+        side (README): a datagram held back here could not make the fd readable later. The pcap keeps
+        what the wire carried (recorded by the sender), so a datagram lost on arrival is in it."""
+        if not impair.current():
+            return data
+        src = (peer or self.peer)[:2]
+        out: list[bytes] = []
+        for d in data:
+            imp = impair.impairer_for("udp", self.local[:2], src, "in") if d else None
+            if imp is None:
+                out.append(d)
+                continue
+            out += [x.payload for x in imp.decide(now, d).deliveries]
+        return out
 
     def rebind(self, kind: str) -> None:
         """NAT rebinding ("port", "addr" or "both"): the path re-opens from a new source and the
@@ -317,7 +336,7 @@ class SeqpacketPath:
             if b"" in got:
                 self._drop_old(old)
         got = _recv_some(self.sock)
-        return out + got
+        return self.wire.inbound(out + got, time.monotonic())
 
     def _drop_old(self, old: Any) -> None:
         self.olds.remove(old)
@@ -363,6 +382,9 @@ def _recv_some(sock: Any) -> list[bytes]:
     return out
 
 
+_CRED_SPACE = _socket.CMSG_SPACE(_UCRED.size)
+
+
 class DatagramEndpoint:
     """One bound UDP endpoint (emulated AF_UNIX DGRAM or real UDP) shared by every connection on it."""
 
@@ -378,6 +400,13 @@ class DatagramEndpoint:
         self.olds: list[Any] = []  # sockets of the names this endpoint had before a rebind
         self.watch_fd: Callable[[int], None] | None = None
         self.unwatch_fd: Callable[[int], None] | None = None
+        # Emulated UDP: a native peer under cwrap without SOCKET_WRAPPER_PCAP_FILE does not log its
+        # sends, so we record what we receive from it (known by the sender's pid, SO_PASSCRED), as
+        # wrappers/dgram.py does; a peer of ours logs its own sends.
+        self.rec: Any = None
+        if addressing is not None and addressing.cfg.pcap_file:
+            self.rec = recorder_for(addressing.cfg.pcap_file, addressing.cfg.socket_dir)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
 
     def fileno(self) -> int:
         return int(self.sock.fileno())
@@ -419,9 +448,15 @@ class DatagramEndpoint:
 
     def _read_one(self, sock: Any) -> list[tuple[bytes, tuple]]:
         out = []
+        rec = self.rec
         for _ in range(64):
+            pid = None
             try:
-                d, src = sock.recvfrom(65536)
+                if rec is not None:
+                    d, anc, _flags, src = sock.recvmsg(65536, _CRED_SPACE)
+                    pid = _cred_pid(anc)
+                else:
+                    d, src = sock.recvfrom(65536)
             except BlockingIOError:
                 break
             except OSError:
@@ -431,6 +466,15 @@ class DatagramEndpoint:
                 if addr is None:
                     continue
                 src = addr
+            if rec is not None and not rec.peer_logs(pid):
+                with rec.locked():
+                    rec.udp(src, self.local, d)
+            if impair.current():
+                now = time.monotonic()
+                imp = impair.impairer_for("udp", self.local[:2], src[:2], "in")
+                if imp is not None:
+                    out += [(x.payload, src) for x in imp.decide(now, d).deliveries]
+                    continue
             out.append((d, src))
         return out
 
