@@ -195,6 +195,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--auth", choices=["psk", "cert", "cert-client"], default="cert")
     p.add_argument("--version", choices=["v1", "v2"], default="v1")
     p.add_argument("--no-1rtt-encryption", action="store_true")
+    p.add_argument("--alpn", default="smb")
+    p.add_argument("--server-name")
+    p.add_argument("--resume", choices=["none"], default="none")
     for name in ("--cert", "--key", "--ca", "--client-cert", "--client-key", "--psk"):
         p.add_argument(name)
     a = p.parse_args(argv)
