@@ -51,7 +51,7 @@ NET = Network()
 FAMILIES = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 SERVER_IFACE, CLIENT_IFACE = 10, 21
 MESSAGES = ["hello", "x" * 3000, "bye"]
-MIXED_TOLERATES = {"zero-checksum", "duplicate", "ipv6-length", "cwrap-eof-rst"}
+MIXED_TOLERATES = {"zero-checksum", "duplicate", "ipv6-length", "cwrap-eof-rst", "late"}
 
 
 @pytest.fixture(autouse=True)
