@@ -43,7 +43,7 @@ def test_transfer_survives_loss_dup_reorder_corruption(net, pki, impaired, mode)
                 break
         t.join(20)
         assert bytes(got) == blob
-        history = [h for imp in impair.flows().values() for h in getattr(imp, "history", [])]
+        history = [h for imp in list(impair.flows().values()) for h in list(getattr(imp, "history", []))]
         reasons = {r for h in history for r in h.reasons}
         assert "loss" in reasons
     finally:

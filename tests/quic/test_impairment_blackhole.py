@@ -77,8 +77,8 @@ def _transfer(pki, size: int, deadline: float) -> tuple[dict, float]:
         assert box["server"] == (size, hashlib.sha256(up).hexdigest())
         assert box["client"] == (size, hashlib.sha256(down).hexdigest())
         reasons: dict[str, set] = defaultdict(set)
-        for (_, local, _, direction), imp in impair.flows().items():
-            for h in getattr(imp, "history", []):
+        for (_, local, _, direction), imp in list(impair.flows().items()):
+            for h in list(getattr(imp, "history", [])):  # a snapshot: the engine thread still appends (ACKs)
                 reasons[f"{local[1]}:{direction}"].update(h.reasons)
         return reasons, t0
     finally:
@@ -139,7 +139,7 @@ def test_in_impairments_act_on_arrival(pki, carrier):
             with pytest.raises((TimeoutError, OSError)):
                 c, s, ls = open_pair("psk", pki, timeout=1.5)
                 close_all(c, s, ls)
-            lost = {k[3]: {r for h in imp.history for r in h.reasons} for k, imp in impair.flows().items()}
+            lost = {k[3]: {r for h in list(imp.history) for r in h.reasons} for k, imp in list(impair.flows().items())}
             assert lost.get("in") == {"loss"} and "out" not in lost, lost
         finally:
             impair.configure(None)
