@@ -56,7 +56,7 @@ from .crypto import (
     signing_algorithm_for,
     verify_signature,
 )
-from .errors import SMBProtocolError
+from .errors import SMBProtocolError, SMBStatusError
 from .header import HEADER_SIZE, Header
 from .keys import SessionKeyRecord
 
@@ -65,16 +65,16 @@ CIPHER_NAMES = {"aes-128-ccm": Cipher.AES_128_CCM, "aes-128-gcm": Cipher.AES_128
 DEFAULT_CIPHERS = (Cipher.AES_128_GCM, Cipher.AES_128_CCM, Cipher.AES_256_GCM, Cipher.AES_256_CCM)
 
 
-class SMBError(Exception):
-    """A request failed with an NTSTATUS."""
+class SMBError(SMBStatusError):
+    """A request failed with an NTSTATUS (the server's answer to a client request)."""
 
     def __init__(self, status: int, command: int, message: str = "") -> None:
         try:
             name = NtStatus(status).name
         except ValueError:
             name = "?"
-        super().__init__(f"{Command(command).name} failed: 0x{status:08X} ({name}){': ' + message if message else ''}")
-        self.status = status
+        super().__init__(status, f"{Command(command).name} failed: 0x{status:08X} ({name})"
+                                 f"{': ' + message if message else ''}")
         self.command = command
 
 

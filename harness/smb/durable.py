@@ -25,10 +25,10 @@ Rules this module enforces:
    the share; nothing is cached in memory that a restart could lose).
 
 Theory of operation: :class:`DurableTable` is the server-wide GlobalOpenTable restricted to durable
-opens (keyed by FileId.Persistent, plus CreateGuid for replay).  :mod:`.server_files` calls
-:func:`create_hook` at the start of CREATE (which may answer the whole CREATE: replay or reconnect)
-and :func:`grant` once a new open exists; :mod:`.server` calls :meth:`DurableTable.detach` from
-``close``.  Time comes from ``ServerConfig.clock`` (nanoseconds); expiry is checked lazily on every
+opens (keyed by FileId.Persistent, plus CreateGuid for replay).  The server's CREATE handler
+(:mod:`harness.smb.server.create`) calls :func:`parse_request`, :func:`find_reconnect` and
+:func:`find_replay` first (which may answer the whole CREATE: replay or reconnect) and :func:`grant`
+once a new open exists; a lost connection calls :meth:`DurableTable.detach`.  Time comes from ``ServerConfig.clock`` (nanoseconds); expiry is checked lazily on every
 lookup, so no timers run here.
 """
 
@@ -39,7 +39,8 @@ import os
 import struct
 from dataclasses import dataclass
 
-from .constants import Dialect, LeaseState, NtStatus, OplockLevel
+from .constants import Dialect, HeaderFlags, LeaseState, NtStatus, OplockLevel
+from .errors import SMBStatusError
 from .messages.create_contexts import (
     DH2C,
     DH2Q,
@@ -83,19 +84,15 @@ class DurableInfo:
         return self.detached_at is not None and now - self.detached_at > self.timeout_ms * 1_000_000
 
 
-class Reject(Exception):
+class Reject(SMBStatusError):
     """A durable context makes the CREATE fail with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class DurableTable:
     def __init__(self, state_dir: str | None = None, clock=lambda: 0) -> None:
         self.state_dir = state_dir
         self.clock = clock
-        self.opens: dict[int, object] = {}  # persistent id -> server_files.Open with .durable set
+        self.opens: dict[int, object] = {}  # persistent id -> server Open with .durable set
         self.loaded: list[dict] = []
 
     # -------------------------------------------------------------- table
@@ -255,8 +252,6 @@ def grant(conn, session, tree, request, intent: CreateIntent, opened, table: Dur
 
 def find_replay(conn, header, request, intent: CreateIntent, table: DurableTable):
     """Rule 3: the open a DH2Q CreateGuid names, or None.  Raises DUPLICATE_OBJECTID without REPLAY."""
-    from .constants import HeaderFlags
-
     if intent.version != 2 or not intent.create_guid:
         return None
     existing = table.by_create_guid(intent.create_guid, conn.client_guid)

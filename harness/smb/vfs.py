@@ -19,15 +19,12 @@ import stat as statmod
 from dataclasses import dataclass
 
 from .constants import FileAttributes, NtStatus
+from .errors import SMBStatusError
 from .fscc import filetime_from_unix_ns
 
 
-class ShareError(Exception):
+class ShareError(SMBStatusError):
     """A name that must be refused; ``status`` is the NTSTATUS to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
