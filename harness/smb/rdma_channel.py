@@ -50,6 +50,7 @@ from __future__ import annotations
 from . import messages as m
 from .constants import Channel, Dialect, NtStatus
 from .errors import Disconnect, Fail, SMBProtocolError
+from .vfs import Share
 
 #: Client: READ/WRITE larger than this use an RDMA channel (ours, like Windows' 4 KiB..64 KiB
 #: range: below it the register + RDMA + invalidate round costs more than inline data).
@@ -158,12 +159,10 @@ def scratch(conn, length: int) -> bytearray:
     return buffer
 
 
-def pread(conn, fd: int, length: int, offset: int) -> memoryview:
+def pread(conn, fs: Share, handle: object, length: int, offset: int) -> memoryview:
     """Read file data for an RDMA READ response into the staging buffer (a view of what was read)."""
-    import os
-
     buffer = scratch(conn, length)
-    count = os.preadv(fd, [memoryview(buffer)[:length]], offset)
+    count = fs.readinto(handle, memoryview(buffer)[:length], offset)
     return memoryview(buffer)[:count]
 
 

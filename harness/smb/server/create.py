@@ -15,8 +15,6 @@ Rules kept here, in the order a CREATE meets them:
 
 from __future__ import annotations
 
-import os
-
 from .. import durable
 from .. import messages as m
 from ..constants import (
@@ -57,7 +55,9 @@ from .opens import (
     forget_detached,
     map_access,
     open_for,
+    open_handle,
     os_error,
+    stat_open,
 )
 
 
@@ -105,14 +105,14 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     granted = map_access(request.desired_access)
     if not granted and not request.desired_access:
         raise Fail(NtStatus.ACCESS_DENIED, "DesiredAccess 0")
+    fs = tree.fs
     disposition = request.create_disposition
-    exists = os.path.exists(path)
+    exists = fs.exists(path)
     action = CreateAction.OPENED
     want_dir = bool(options & CreateOptions.DIRECTORY_FILE)
     try:
         if exists:
-            st = os.stat(path)
-            is_dir = os.path.isdir(path)
+            is_dir = fs.is_dir(path)
             if disposition == CreateDisposition.CREATE:
                 raise Fail(NtStatus.OBJECT_NAME_COLLISION, "exists")
             if is_dir and options & CreateOptions.NON_DIRECTORY_FILE:
@@ -124,7 +124,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
                                CreateDisposition.SUPERSEDE):
                 if is_dir:
                     raise Fail(NtStatus.INVALID_PARAMETER, "cannot overwrite a directory")
-                os.truncate(path, 0)
+                fs.truncate(path, 0)
                 action = CreateAction.SUPERSEDED if disposition == CreateDisposition.SUPERSEDE else CreateAction.OVERWRITTEN
         else:
             if disposition in (CreateDisposition.OPEN, CreateDisposition.OVERWRITE):
@@ -132,42 +132,36 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             if want_dir:
                 if disposition not in (CreateDisposition.CREATE, CreateDisposition.OPEN_IF):
                     raise Fail(NtStatus.INVALID_PARAMETER, "directory with overwrite disposition")
-                os.mkdir(path)
+                fs.mkdir(path)
             else:
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                fs.create(path)
             is_dir = want_dir
             action = CreateAction.CREATED
-            notify_change(conn, os.path.dirname(path))
+            notify_change(conn, fs.parent(path))
         if options & CreateOptions.DELETE_ON_CLOSE and not granted & AccessMask.DELETE:
             raise Fail(NtStatus.ACCESS_DENIED, "DELETE_ON_CLOSE without DELETE access")
-        fd = None
-        if not is_dir:
-            flags = os.O_RDWR if granted & (WRITE_RIGHTS | AccessMask.DELETE) else os.O_RDONLY
-            try:
-                fd = os.open(path, flags)
-            except OSError:
-                fd = os.open(path, os.O_RDONLY)
-        st = os.fstat(fd) if fd is not None else os.stat(path)
+        handle = None if is_dir else open_handle(fs, path, granted, fallback=True)
+        st = fs.fstat(handle) if handle is not None else fs.stat(path)
     except OSError as exc:
         raise os_error(exc) from exc
     if action != CreateAction.OPENED and request.file_attributes:
         attributes = request.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
         if is_dir:
             attributes |= FileAttributes.DIRECTORY
-        state.meta_overrides[(st.st_dev, st.st_ino)] = {"attributes": int(attributes or FileAttributes.ARCHIVE)}
+        state.meta_overrides[(st.volume_id, st.file_id)] = {"attributes": int(attributes or FileAttributes.ARCHIVE)}
     else:
         if action != CreateAction.OPENED:
-            state.meta_overrides.pop((st.st_dev, st.st_ino), None)
+            state.meta_overrides.pop((st.volume_id, st.file_id), None)
     state.next_file_id += 1
-    opened = Open(state.next_file_id, state.next_file_id, path, fd, is_dir, granted, request.share_access,
-                  session, tree, conn, delete_on_close=bool(options & CreateOptions.DELETE_ON_CLOSE))
+    opened = Open(state.next_file_id, state.next_file_id, path, handle, is_dir, granted, request.share_access,
+                  session, tree, conn, delete_on_close=bool(options & CreateOptions.DELETE_ON_CLOSE), fs=fs)
     session.opens[opened.volatile] = opened
     state.opens_by_path.setdefault(path, []).append(opened)
     contexts = []
     if find_context(request.contexts, MXAC):
         contexts.append(MaximalAccessResponse(0, FULL_ACCESS).to_context())
     if find_context(request.contexts, QFID):
-        contexts.append(QueryOnDiskIdResponse(st.st_ino, st.st_dev).to_context())
+        contexts.append(QueryOnDiskIdResponse(st.file_id, st.volume_id).to_context())
     oplock = OplockLevel.NONE
     lease_request = find_context(request.contexts, RQLS)
     if request.requested_oplock_level == OplockLevel.LEASE and lease_request and conn.dialect >= Dialect.SMB_2_1 \
@@ -234,7 +228,7 @@ def _close(conn, session, tree, header, request: m.CloseRequest, related, encryp
     response = m.CloseResponse()
     if request.flags & CloseFlags.POSTQUERY_ATTRIB:
         try:
-            meta = file_meta(conn, os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path))
+            meta = file_meta(conn, stat_open(opened))
             response = m.CloseResponse(flags=CloseFlags.POSTQUERY_ATTRIB, creation_time=meta.creation_time,
                                        last_access_time=meta.last_access_time, last_write_time=meta.last_write_time,
                                        change_time=meta.change_time, allocation_size=meta.allocation_size,

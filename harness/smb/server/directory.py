@@ -11,15 +11,14 @@ STATUS_INFO_LENGTH_MISMATCH (first) or STATUS_BUFFER_OVERFLOW.
 from __future__ import annotations
 
 import fnmatch
-import os
 from dataclasses import fields
 
 from .. import fscc
 from .. import messages as m
 from ..constants import Command, NtStatus, QueryDirectoryFlags
-from ..vfs import ShareError, short_name
+from ..vfs import FileMeta, short_name
 from .model import Fail, Reply
-from .opens import file_meta, open_for, os_error
+from .opens import file_meta, open_for, os_error, share_of
 
 
 def _match(pattern: str, name: str) -> bool:
@@ -29,7 +28,7 @@ def _match(pattern: str, name: str) -> bool:
     return fnmatch.fnmatchcase(name.lower(), translated.lower())
 
 
-def _entry(conn, info_class: int, name: str, st: os.stat_result, index: int):
+def _entry(conn, info_class: int, name: str, st: FileMeta, index: int):
     cls = fscc.DIRECTORY_CLASSES.get(info_class)
     if cls is None:
         raise Fail(NtStatus.INVALID_INFO_CLASS, f"directory class {info_class}")
@@ -37,7 +36,7 @@ def _entry(conn, info_class: int, name: str, st: os.stat_result, index: int):
     values = dict(file_name=name, file_index=0, creation_time=meta.creation_time,
                   last_access_time=meta.last_access_time, last_write_time=meta.last_write_time,
                   change_time=meta.change_time, end_of_file=meta.end_of_file, allocation_size=meta.allocation_size,
-                  file_attributes=meta.attributes, ea_size=0, short_name=short_name(name), file_id=st.st_ino)
+                  file_attributes=meta.attributes, ea_size=0, short_name=short_name(name), file_id=st.file_id)
     names = {f.name for f in fields(cls)}
     return cls(**{key: value for key, value in values.items() if key in names})
 
@@ -56,7 +55,7 @@ def _query_directory(conn, session, tree, header, request: m.QueryDirectoryReque
         pattern = request.file_name or "*"
         opened.dir_pattern = pattern
         try:
-            names = [".", ".."] + sorted(os.listdir(opened.path))
+            names = [".", ".."] + sorted(share_of(opened).listdir(opened.path))
         except OSError as exc:
             raise os_error(exc) from exc
         opened.dir_entries = [n for n in names if _match(pattern, n)]
@@ -64,15 +63,16 @@ def _query_directory(conn, session, tree, header, request: m.QueryDirectoryReque
     entries = []
     size = 0
     limit = request.output_buffer_length
+    fs = share_of(opened)
     while opened.dir_pos < len(opened.dir_entries):
         name = opened.dir_entries[opened.dir_pos]
         full = opened.path if name == "." else (
-            os.path.dirname(opened.path) if name == ".." and opened.path != tree.fs.root else
-            (tree.fs.root if name == ".." else os.path.join(opened.path, name)))
+            fs.parent(opened.path) if name == ".." else fs.child(opened.path, name))
         try:
-            st = os.stat(full)
-            tree.fs.check_inside(os.path.realpath(full))
-        except (OSError, ShareError):
+            st = fs.stat(full)
+        except OSError:
+            st = None
+        if st is None or not fs.contains(full):  # vanished, or a symlink out of the share
             opened.dir_pos += 1
             continue
         entry = _entry(conn, request.file_information_class, name, st, opened.dir_pos)

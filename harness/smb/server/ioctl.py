@@ -8,7 +8,6 @@ smbtorture expects of a plain file system.  Pipes and DFS are not served.
 
 from __future__ import annotations
 
-import os
 import struct
 
 from .. import messages as m
@@ -16,7 +15,7 @@ from ..constants import AccessMask, Command, Fsctl, NtStatus
 from ..errors import SMBProtocolError
 from .breaks import break_others
 from .model import ALL_FF, Disconnect, Fail, Reply
-from .opens import WRITE_RIGHTS, open_for
+from .opens import WRITE_RIGHTS, open_for, share_of, stat_open
 
 
 def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encrypted) -> Reply:
@@ -33,8 +32,8 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
         # FILE_OBJECTID_BUFFER (MS-FSCC 2.3.7, 2.1.3.1): ObjectId from the inode, the rest zero.
         # smbtorture smb2.replay uses it as its IOCTL for channel-sequence checks.
         opened = open_for(session, request.file_id, related)
-        st = os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path)
-        output = struct.pack("<QQ", st.st_ino, st.st_dev) + bytes(48)
+        st = stat_open(opened)
+        output = struct.pack("<QQ", st.file_id, st.volume_id) + bytes(48)
         if request.max_output_response < len(output):
             raise Fail(NtStatus.BUFFER_TOO_SMALL, "output buffer too small")
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, output, b"", 0))
@@ -106,13 +105,13 @@ def _copychunk(conn, session, request: m.IoctlRequest, related) -> Reply:
     if not target.access & WRITE_RIGHTS or (request.ctl_code == Fsctl.SRV_COPYCHUNK
                                             and not target.access & AccessMask.FILE_READ_DATA):
         raise Fail(NtStatus.ACCESS_DENIED, "target access")
-    size = os.fstat(source.fd).st_size
+    size = share_of(source).fstat(source.handle).end_of_file
     written = bytes_written = 0
     for source_offset, target_offset, length in chunks:
         if source_offset + length > size:
             raise Fail(INVALID_VIEW_SIZE, "chunk beyond the source's end")
-        block = os.pread(source.fd, length, source_offset)
-        os.pwrite(target.fd, block, target_offset)
+        block = share_of(source).pread(source.handle, length, source_offset)
+        share_of(target).pwrite(target.handle, block, target_offset)
         written += 1
         bytes_written += len(block)
     if chunks:

@@ -25,7 +25,7 @@ from ..constants import Cipher, Dialect, SigningAlgorithm
 from ..crypto import NonceGenerator, PreauthIntegrity, SessionKeys
 from ..errors import Disconnect, Fail
 from ..keys import SessionKeyRecord
-from ..vfs import LocalShare
+from ..vfs import Share
 
 MAX_CREDITS = 8192
 LARGE_MTU_SIZE = 8 * 1024 * 1024
@@ -41,6 +41,7 @@ class ShareConfig:
     path: str
     encrypt: bool = False
     continuously_available: bool = False  # persistent handles (DH2Q PERSISTENT) are granted here
+    fs: Share | None = None  # the share's file system; None: the host directory ``path`` (LocalShare)
 
 
 @dataclass
@@ -71,7 +72,7 @@ class ServerConfig:
 class Tree:
     tree_id: int
     share: ShareConfig | None  # None = IPC$
-    fs: LocalShare | None
+    fs: Share | None  # None for IPC$
     encrypt: bool
 
 
@@ -96,12 +97,12 @@ class Session:
 @dataclass
 class Open:
     """An open file or directory (the spec's Open, §3.3.1.10).  ``path`` is the share's own name for
-    it (see :mod:`harness.smb.vfs`); ``handle`` is the share's handle of an open file."""
+    it (see :mod:`harness.smb.vfs`)."""
 
     persistent: int
     volatile: int
-    path: str
-    fd: int | None
+    path: str  # the share's path for it (Share.resolve)
+    handle: Any  # the share's handle of an open file; None for a directory or a detached open
     is_dir: bool
     access: int
     share_access: int
@@ -119,6 +120,7 @@ class Open:
     position: int = 0
     durable: durable.DurableInfo | None = None  # set when the open is durable (harness/smb/durable.py)
     channel_sequence: int = 0  # Open.ChannelSequence (replay.py in this package)
+    fs: Share | None = None  # the share ``path`` and ``handle`` belong to; None until a restored open is claimed
 
     @property
     def file_id(self) -> bytes:

@@ -15,12 +15,11 @@ or hand over opens, and every handler looks its open up by FileId; one module ke
 from __future__ import annotations
 
 import errno
-import os
 import struct
 
 from .. import messages as m
 from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel
-from ..vfs import meta_from_stat
+from ..vfs import FileMeta, Share
 from .breaks import notify_change
 from .model import ALL_FF, FULL_ACCESS, Fail, Open, Reply
 
@@ -35,15 +34,40 @@ READ_RIGHTS = AccessMask.FILE_READ_DATA | AccessMask.FILE_EXECUTE
 WRITE_RIGHTS = AccessMask.FILE_WRITE_DATA | AccessMask.FILE_APPEND_DATA
 
 
-def file_meta(conn, st: os.stat_result):
-    """Stat in SMB terms, with what SET_INFO stored that POSIX cannot keep (creation time, change
+def file_meta(conn, meta: FileMeta) -> FileMeta:
+    """A share's metadata with what SET_INFO stored that POSIX cannot keep (creation time, change
     time, DOS attributes); Samba keeps these in an xattr, we keep them for the server's lifetime."""
-    meta = meta_from_stat(st)
-    override = conn.state.meta_overrides.get((st.st_dev, st.st_ino))
+    override = conn.state.meta_overrides.get((meta.volume_id, meta.file_id))
     if override:
         for name, value in override.items():
             setattr(meta, name, value)
     return meta
+
+
+def share_of(opened: Open) -> Share:
+    """The share an open's path and handle belong to (set when it is created or claimed)."""
+    if opened.fs is None:
+        raise Fail(NtStatus.FILE_CLOSED, "open not claimed by a session")
+    return opened.fs
+
+
+def stat_open(opened: Open) -> FileMeta:
+    """The share's metadata of an open: through its handle when it has one (follows a rename)."""
+    fs = share_of(opened)
+    return fs.fstat(opened.handle) if opened.handle is not None else fs.stat(opened.path)
+
+
+def open_handle(fs: Share, path: str, access: int, fallback: bool) -> object:
+    """The share's handle for an open granted ``access``: writable when the open may write or delete;
+    with ``fallback`` a file the share will not open for writing is opened read-only (the access
+    checks of READ/WRITE still apply to the open's granted access)."""
+    writable = bool(access & (WRITE_RIGHTS | AccessMask.DELETE))
+    try:
+        return fs.open(path, writable)
+    except OSError:
+        if not (fallback and writable):
+            raise
+        return fs.open(path, False)
 
 
 def map_access(desired: int) -> int:
@@ -84,24 +108,25 @@ def forget(conn, opened: Open) -> None:
         others.remove(opened)
     if not others:
         state.opens_by_path.pop(opened.path, None)
-    if opened.fd is not None:
-        os.close(opened.fd)
-        opened.fd = None
+    fs = opened.fs
+    if opened.handle is not None and fs is not None:
+        fs.close(opened.handle)
+        opened.handle = None
     for pending in list(opened.connection.pending.values() if opened.connection else ()):
         if pending.open is opened:
             state.watchers = [w for w in state.watchers if w is not pending]
             opened.connection.complete_async(pending, NtStatus.NOTIFY_CLEANUP, m.ChangeNotifyResponse(b""))
-    if opened.delete_on_close and not others:
+    if opened.delete_on_close and not others and fs is not None:
         try:
-            st = os.lstat(opened.path)
-            state.meta_overrides.pop((st.st_dev, st.st_ino), None)
+            meta = fs.stat(opened.path)
+            state.meta_overrides.pop((meta.volume_id, meta.file_id), None)
             if opened.is_dir:
-                os.rmdir(opened.path)
+                fs.rmdir(opened.path)
             else:
-                os.unlink(opened.path)
+                fs.remove(opened.path)
         except OSError:
             pass
-        notify_change(conn, os.path.dirname(opened.path))
+        notify_change(conn, fs.parent(opened.path))
 
 
 def close_session_opens(conn, session, keep_durable: bool = False) -> None:
@@ -126,9 +151,9 @@ def forget_detached(state, opened: Open) -> None:
         others.remove(opened)
     if not others:
         state.opens_by_path.pop(opened.path, None)
-    if opened.fd is not None:
-        os.close(opened.fd)
-        opened.fd = None
+    if opened.handle is not None and opened.fs is not None:
+        opened.fs.close(opened.handle)
+        opened.handle = None
 
 
 def expire_durable(state) -> None:
@@ -136,7 +161,7 @@ def expire_durable(state) -> None:
 
 
 def restore_open(state, record: dict, info) -> Open:
-    """An open loaded from the durable state directory (server restart): detached, no fd yet."""
+    """An open loaded from the durable state directory (server restart): detached, no handle yet."""
     opened = Open(record["persistent"], record["persistent"], record["path"], None, record["is_dir"],
                   record["access"], record["share_access"], None, None, None, oplock=record["oplock"],
                   lease_key=bytes.fromhex(record["lease_key"]) or None, lease_state=record["lease_state"],
@@ -157,11 +182,11 @@ def attach(conn, session, tree, opened: Open, contexts: list, action: int = Crea
         session.opens[opened.volatile] = opened
     opened.connection = conn
     opened.durable.detached_at = None
+    opened.fs = tree.fs
     try:
-        if opened.fd is None and not opened.is_dir:
-            flags = os.O_RDWR if opened.access & (WRITE_RIGHTS | AccessMask.DELETE) else os.O_RDONLY
-            opened.fd = os.open(opened.path, flags)
-        st = os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path)
+        if opened.handle is None and not opened.is_dir:
+            opened.handle = open_handle(tree.fs, opened.path, opened.access, fallback=False)
+        st = stat_open(opened)
     except OSError as exc:
         state.durable.remove(opened)
         forget_detached(state, opened)

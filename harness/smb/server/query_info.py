@@ -7,7 +7,6 @@ STATUS_BUFFER_OVERFLOW and the truncated data (MS-FSCC §2.4); quotas are not su
 
 from __future__ import annotations
 
-import os
 import struct
 
 from .. import fscc
@@ -15,7 +14,7 @@ from .. import messages as m
 from ..constants import AccessMask, Command, InfoType, NtStatus
 from ..vfs import short_name
 from .model import FULL_ACCESS, Fail, Open, Reply
-from .opens import file_meta, open_for, os_error
+from .opens import file_meta, open_for, os_error, share_of, stat_open
 
 
 def _security_descriptor() -> bytes:
@@ -32,19 +31,18 @@ def _security_descriptor() -> bytes:
 
 def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
     """(packed info, variable-length?)"""
-    st = os.fstat(opened.fd) if opened.fd is not None else os.stat(opened.path)
-    meta = file_meta(conn, st)
+    meta = file_meta(conn, stat_open(opened))
     basic = fscc.FileBasicInformation(meta.creation_time, meta.last_access_time, meta.last_write_time,
                                       meta.change_time, meta.attributes)
     standard = fscc.FileStandardInformation(meta.allocation_size, meta.end_of_file, meta.nlink,
                                             int(opened.delete_on_close), int(meta.is_dir))
-    name = "\\" + tree.fs.relative(opened.path)
+    name = "\\" + share_of(opened).relative(opened.path)
     if info_class == 4:
         return basic.pack(), False
     if info_class == 5:
         return standard.pack(), False
     if info_class == 6:
-        return fscc.FileInternalInformation(st.st_ino).pack(), False
+        return fscc.FileInternalInformation(meta.file_id).pack(), False
     if info_class == 7:
         return fscc.FileEaInformation(0).pack(), False
     if info_class == 8:
@@ -52,9 +50,9 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
     if info_class == 9:
         return fscc.FileNameInformation(name).pack(), True
     if info_class == 21:  # FileAlternateNameInformation: the same 8.3 alias QUERY_DIRECTORY reports
-        return fscc.FileNameInformation(short_name(os.path.basename(opened.path))).pack(), True
+        return fscc.FileNameInformation(short_name(share_of(opened).basename(opened.path))).pack(), True
     if info_class == 48:  # FileNormalizedNameInformation: share-relative, no leading separator
-        return fscc.FileNameInformation(tree.fs.relative(opened.path)).pack(), True
+        return fscc.FileNameInformation(share_of(opened).relative(opened.path)).pack(), True
     if info_class == 14:
         return fscc.FilePositionInformation(opened.position).pack(), False
     if info_class == 16:
@@ -62,7 +60,7 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
     if info_class == 17:
         return fscc.FileAlignmentInformation(0).pack(), False
     if info_class == 18:
-        return fscc.FileAllInformation(basic, standard, fscc.FileInternalInformation(st.st_ino),
+        return fscc.FileAllInformation(basic, standard, fscc.FileInternalInformation(meta.file_id),
                                        fscc.FileEaInformation(0), fscc.FileAccessInformation(opened.access),
                                        fscc.FilePositionInformation(opened.position), fscc.FileModeInformation(0),
                                        fscc.FileAlignmentInformation(0), fscc.FileNameInformation(name)).pack(), True
@@ -84,13 +82,14 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
 
 
 def _fs_info(tree, info_class: int) -> tuple[bytes, bool]:
-    vfs = tree.fs.statvfs()
+    space = tree.fs.space()
     if info_class == 1:
         return fscc.FileFsVolumeInformation(0, 0x57495245, 0, "wirecheck").pack(), True
     if info_class == 3:
-        return fscc.FileFsSizeInformation(vfs.f_blocks, vfs.f_bavail, 1, vfs.f_frsize).pack(), False
+        return fscc.FileFsSizeInformation(space.total_units, space.available_units, 1, space.unit_size).pack(), False
     if info_class == 7:
-        return fscc.FileFsFullSizeInformation(vfs.f_blocks, vfs.f_bavail, vfs.f_bfree, 1, vfs.f_frsize).pack(), False
+        return fscc.FileFsFullSizeInformation(space.total_units, space.available_units, space.free_units, 1,
+                                                 space.unit_size).pack(), False
     if info_class == 5:
         return fscc.FileFsAttributeInformation(0x0000000F, 255, "NTFS").pack(), True
     if info_class == 4:

@@ -9,15 +9,13 @@ channel (:mod:`harness.smb.rdma_channel`).  A WRITE breaks other opens' read cac
 
 from __future__ import annotations
 
-import os
-
 from .. import messages as m
 from .. import rdma_channel
 from ..constants import Command, NtStatus
 from ..header import Header
 from .breaks import break_others, notify_change
 from .model import Fail, Reply
-from .opens import READ_RIGHTS, WRITE_RIGHTS, open_for, os_error
+from .opens import READ_RIGHTS, WRITE_RIGHTS, open_for, os_error, share_of
 
 MAX_FILE_SIZE = 0xFFFFFFF0000  # Samba's MAXFILESIZE: no byte may be written at or past it
 
@@ -35,9 +33,9 @@ def _read(conn, session, tree, header, request: m.ReadRequest, related, encrypte
         raise Fail(NtStatus.INVALID_PARAMETER, "READ beyond the largest file offset")
     try:
         if descriptors is not None:
-            data = rdma_channel.pread(conn, opened.fd, request.length, request.offset)
+            data = rdma_channel.pread(conn, share_of(opened), opened.handle, request.length, request.offset)
         else:
-            data = os.pread(opened.fd, request.length, request.offset)
+            data = share_of(opened).pread(opened.handle, request.length, request.offset)
     except OSError as exc:
         raise os_error(exc) from exc
     opened.position = request.offset + len(data)
@@ -76,12 +74,12 @@ def _write(conn, session, tree, header, request: m.WriteRequest, related, encryp
         return Reply(NtStatus.SUCCESS, m.WriteResponse(count=0))
     data = request.data if descriptors is None else rdma_channel.pull_write_data(conn, request, descriptors, length)
     try:
-        written = os.pwrite(opened.fd, data, offset)
+        written = share_of(opened).pwrite(opened.handle, data, offset)
     except OSError as exc:
         raise os_error(exc) from exc
     opened.position = offset + written
     break_others(conn, opened)
-    notify_change(conn, os.path.dirname(opened.path))
+    notify_change(conn, share_of(opened).parent(opened.path))
     return Reply(NtStatus.SUCCESS, m.WriteResponse(count=written))
 
 

@@ -8,8 +8,6 @@ directory cannot be marked for deletion, nor can the share root.
 
 from __future__ import annotations
 
-import os
-
 from .. import fscc
 from .. import messages as m
 from ..constants import AccessMask, Command, FileAttributes, InfoType, NtStatus
@@ -17,7 +15,7 @@ from ..errors import SMBProtocolError
 from ..vfs import ShareError
 from .breaks import notify_change
 from .model import Fail, Open, Reply
-from .opens import WRITE_RIGHTS, open_for, os_error
+from .opens import WRITE_RIGHTS, open_for, os_error, share_of
 
 
 def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, encrypted) -> Reply:
@@ -32,12 +30,9 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
     try:
         if cls == 4:
             basic = unpack_info(fscc.FileBasicInformation, buf)
-            st = os.stat(opened.path)
-            atime = _ns(basic.last_access_time, st.st_atime_ns)
-            mtime = _ns(basic.last_write_time, st.st_mtime_ns)
-            if (atime, mtime) != (st.st_atime_ns, st.st_mtime_ns):
-                os.utime(opened.path, ns=(atime, mtime))
-            override = conn.state.meta_overrides.setdefault((st.st_dev, st.st_ino), {})
+            share_of(opened).set_times(opened.path, _ns(basic.last_access_time), _ns(basic.last_write_time))
+            st = share_of(opened).stat(opened.path)
+            override = conn.state.meta_overrides.setdefault((st.volume_id, st.file_id), {})
             if basic.creation_time not in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
                 override["creation_time"] = basic.creation_time
             if basic.change_time not in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
@@ -50,7 +45,7 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
         elif cls == 20:
             if opened.is_dir or not opened.access & WRITE_RIGHTS:
                 raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "EOF")
-            os.ftruncate(opened.fd, unpack_info(fscc.FileEndOfFileInformation, buf).end_of_file)
+            share_of(opened).ftruncate(opened.handle, unpack_info(fscc.FileEndOfFileInformation, buf).end_of_file)
         elif cls == 19:
             need(buf, 8)
         elif cls in (13, 64):
@@ -58,9 +53,9 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             delete = bool(buf[0] & 1)
             if delete and not opened.access & AccessMask.DELETE:
                 raise Fail(NtStatus.ACCESS_DENIED, "no DELETE access")
-            if delete and opened.is_dir and os.listdir(opened.path):
+            if delete and opened.is_dir and share_of(opened).listdir(opened.path):
                 raise Fail(NtStatus.DIRECTORY_NOT_EMPTY, "directory not empty")
-            if delete and opened.path == tree.fs.root:
+            if delete and opened.path == share_of(opened).root:
                 raise Fail(NtStatus.CANNOT_DELETE, "share root")
             opened.delete_on_close = delete
         elif cls == 10:
@@ -88,9 +83,11 @@ def unpack_info(cls, buf: bytes):
         raise Fail(NtStatus.INFO_LENGTH_MISMATCH, str(exc)) from exc
 
 
-def _ns(filetime: int, current: int) -> int:
+def _ns(filetime: int) -> int | None:
+    """A FILE_BASIC_INFORMATION time in unix nanoseconds; None for 0, -1 and -2, which leave the
+    time as it is (MS-FSCC §2.4.7: 0 "do not change", -1/-2 "stop/resume automatic updates")."""
     if filetime in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
-        return current
+        return None
     return fscc.filetime_to_unix_ns(filetime)
 
 
@@ -99,22 +96,23 @@ def _rename(conn, tree, opened: Open, buf: bytes) -> None:
     if not opened.access & AccessMask.DELETE:
         raise Fail(NtStatus.ACCESS_DENIED, "rename needs DELETE access")
     try:
-        target = tree.fs.resolve(info.file_name.lstrip("\\"))
+        target = share_of(opened).resolve(info.file_name.lstrip("\\"))
     except ShareError as exc:
         raise Fail(exc.status, str(exc)) from exc
-    if os.path.exists(target) and os.path.realpath(target) != os.path.realpath(opened.path):
+    fs = share_of(opened)
+    if fs.exists(target) and not fs.same_file(target, opened.path):
         if not info.replace_if_exists:
             raise Fail(NtStatus.OBJECT_NAME_COLLISION, "rename target exists")
-        if os.path.isdir(target):
+        if fs.is_dir(target):
             raise Fail(NtStatus.ACCESS_DENIED, "cannot replace a directory")
     old = opened.path
-    os.rename(old, target)
+    fs.rename(old, target)
     state = conn.state
     for other in state.opens_by_path.pop(old, []):
         other.path = target
         state.opens_by_path.setdefault(target, []).append(other)
-    notify_change(conn, os.path.dirname(old))
-    notify_change(conn, os.path.dirname(target))
+    notify_change(conn, fs.parent(old))
+    notify_change(conn, fs.parent(target))
 
 
 HANDLERS = {

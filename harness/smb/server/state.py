@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import durable
-from ..vfs import LocalShare
-from .model import Open, Pending, ServerConfig, Session
+from ..vfs import LocalShare, Share
+from .model import Open, Pending, ServerConfig, Session, ShareConfig
 from .opens import restore_open
 
 
@@ -32,7 +32,8 @@ class ServerState:
         self.watchers: list[Pending] = []
         self.meta_overrides: dict[tuple[int, int], dict] = {}
         self.on_output: Callable[[Any], None] = lambda connection: None
-        self.shares = {name.lower(): (share, LocalShare(share.path)) for name, share in config.shares.items()}
+        self.shares: dict[str, tuple[ShareConfig, Share]] = {
+            name.lower(): (share, share.fs or LocalShare(share.path)) for name, share in config.shares.items()}
         self.durable = durable.DurableTable(config.state_dir, lambda: config.clock())
         top = self.durable.load(lambda record, info: restore_open(self, record, info))
         self.next_file_id = max(self.next_file_id, top + 1)
