@@ -75,7 +75,8 @@ def _compute_response_v2(nt_hash, server_challenge, client_challenge, time, av_p
 
 
 _original_v2 = _ntlm.compute_response_v2
-_messages.NTClientChallengeV2.av_pairs = property(_av_pairs_keeping_blob)
+# a method replaced by a property on a third-party class: deliberate (see _av_pairs_keeping_blob)
+_messages.NTClientChallengeV2.av_pairs = property(_av_pairs_keeping_blob)  # type: ignore[method-assign,assignment]
 _ntlm.compute_response_v2 = _compute_response_v2
 
 

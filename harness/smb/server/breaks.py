@@ -28,7 +28,7 @@ def break_others(conn, writer: Open) -> None:
             other.oplock = OplockLevel.NONE
             header = Header(command=Command.OPLOCK_BREAK, flags=HeaderFlags.SERVER_TO_REDIR,
                             message_id=UNSOLICITED_MESSAGE_ID, session_id=other.session.session_id)
-            body = m.OplockBreakNotification(file_id=other.file_id, oplock_level=OplockLevel.NONE)
+            body: m.Message = m.OplockBreakNotification(file_id=other.file_id, oplock_level=OplockLevel.NONE)
             encrypt = other.session.encrypt_data or other.tree.encrypt
             target.send_unsolicited(header, body, other.session, encrypt)
         elif other.lease_state and other.lease_key != writer.lease_key:

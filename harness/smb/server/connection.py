@@ -218,7 +218,7 @@ class ServerConnection:
                     request = m.decode_body(header.command, False, memoryview(element.raw)[HEADER_SIZE:end])
                 except SMBProtocolError as exc:
                     raise Fail(exc.status, exc.message) from exc
-                if header.command == Command.SESSION_SETUP:
+                if isinstance(request, m.SessionSetupRequest):
                     reply = session_setup(self, header, request, element.raw, encrypted)
                 elif header.command == Command.ECHO:
                     session = self.state.sessions.get(header.session_id)
@@ -237,6 +237,8 @@ class ServerConnection:
                     elif header.command == Command.TREE_CONNECT:
                         if self.dialect == Dialect.SMB_3_1_1 and not (header.is_signed or encrypted):
                             raise Disconnect("unsigned, unencrypted TREE_CONNECT on 3.1.1 (§3.3.5.7)")
+                        if not isinstance(request, m.TreeConnectRequest):
+                            raise Fail(NtStatus.INVALID_PARAMETER, "TREE_CONNECT body")
                         reply = tree_connect(self, session, request, encrypted)
                     else:
                         tree = session.trees.get(header.tree_id)
@@ -314,7 +316,7 @@ class ServerConnection:
         if encrypted_session is not None:
             if encrypted_session.nonces is None:
                 encrypted_session.nonces = NonceGenerator(self.cipher)
-            return encrypt_parts([head, *parts], encrypted_session.keys.s2c, self.cipher,
+            return encrypt_parts([head, *parts], _s2c_key(encrypted_session), self.cipher,
                                  encrypted_session.session_id, encrypted_session.nonces.next())
         session = reply.sign_session
         if (session is not None and session.keys is not None and reply.status != NtStatus.PENDING
@@ -355,7 +357,7 @@ class ServerConnection:
     def _encrypt(self, message: bytes, session: Session) -> bytes:
         if session.nonces is None:
             session.nonces = NonceGenerator(self.cipher)
-        return encrypt_message(message, session.keys.s2c, self.cipher, session.session_id, session.nonces.next())
+        return encrypt_message(message, _s2c_key(session), self.cipher, session.session_id, session.nonces.next())
 
     def send_unsolicited(self, header: Header, body: m.Message, session: Session | None, encrypt: bool,
                          sign: bool = False) -> None:
@@ -399,3 +401,11 @@ class ServerConnection:
         if target is not None:
             self.state.watchers = [w for w in self.state.watchers if w is not target]
             self.complete_async(target, NtStatus.CANCELLED, m.ErrorResponse())
+
+
+def _s2c_key(session: Session) -> bytes:
+    """The key a reply to an encrypted request is encrypted with: it exists, since the request
+    was decrypted with the same session's keys."""
+    if session.keys is None or session.keys.s2c is None:
+        raise Disconnect(f"session 0x{session.session_id:x} has no encryption key")
+    return session.keys.s2c

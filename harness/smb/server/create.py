@@ -44,7 +44,7 @@ from ..messages.create_contexts import (
 )
 from ..vfs import ShareError
 from .breaks import notify_change
-from .model import FULL_ACCESS, Fail, Open, Reply
+from .model import FULL_ACCESS, Fail, Handler, Open, Reply
 from .opens import (
     READ_RIGHTS,
     WRITE_RIGHTS,
@@ -216,6 +216,8 @@ def _check_sharing(state, path: str, access: int, share: int) -> None:
 def replay_contexts(opened: Open) -> list:
     """A replayed DH2Q gets the open's own timeout (§3.3.5.9.10) and its lease back."""
     info = opened.durable
+    if info is None:
+        raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "not a durable open")
     out = durable.reconnect_contexts(opened)
     out.append(durable.DurableHandleResponseV2(timeout=info.timeout_ms,
                                                flags=durable.DHANDLE_FLAG_PERSISTENT if info.persistent else 0)
@@ -239,7 +241,7 @@ def _close(conn, session, tree, header, request: m.CloseRequest, related, encryp
     return Reply(NtStatus.SUCCESS, response)
 
 
-HANDLERS = {
+HANDLERS: dict[int, Handler] = {
     Command.CREATE: _create,
     Command.CLOSE: _close,
 }

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import fields
+from typing import Any, cast
 
 from .. import fscc
 from .. import messages as m
 from ..constants import Command, NtStatus, QueryDirectoryFlags
 from ..vfs import FileMeta, short_name
-from .model import Fail, Reply
+from .model import Fail, Handler, Reply
 from .opens import file_meta, open_for, os_error, share_of
 
 
@@ -37,7 +38,7 @@ def _entry(conn, info_class: int, name: str, st: FileMeta, index: int):
                   last_access_time=meta.last_access_time, last_write_time=meta.last_write_time,
                   change_time=meta.change_time, end_of_file=meta.end_of_file, allocation_size=meta.allocation_size,
                   file_attributes=meta.attributes, ea_size=0, short_name=short_name(name), file_id=st.file_id)
-    names = {f.name for f in fields(cls)}
+    names = {f.name for f in fields(cast(Any, cls))}  # every directory class is a dataclass
     return cls(**{key: value for key, value in values.items() if key in names})
 
 
@@ -60,12 +61,13 @@ def _query_directory(conn, session, tree, header, request: m.QueryDirectoryReque
             raise os_error(exc) from exc
         opened.dir_entries = [n for n in names if _match(pattern, n)]
         opened.dir_pos = 0
-    entries = []
+    entries: list[fscc.DirectoryEntry] = []
     size = 0
     limit = request.output_buffer_length
     fs = share_of(opened)
-    while opened.dir_pos < len(opened.dir_entries):
-        name = opened.dir_entries[opened.dir_pos]
+    listing = opened.dir_entries or []
+    while opened.dir_pos < len(listing):
+        name = listing[opened.dir_pos]
         full = opened.path if name == "." else (
             fs.parent(opened.path) if name == ".." else fs.child(opened.path, name))
         try:
@@ -92,6 +94,6 @@ def _query_directory(conn, session, tree, header, request: m.QueryDirectoryReque
     return Reply(NtStatus.SUCCESS, m.QueryDirectoryResponse(fscc.pack_directory_entries(entries)))
 
 
-HANDLERS = {
+HANDLERS: dict[int, Handler] = {
     Command.QUERY_DIRECTORY: _query_directory,
 }

@@ -14,7 +14,7 @@ from .. import messages as m
 from ..constants import AccessMask, Command, Fsctl, NtStatus
 from ..errors import SMBProtocolError
 from .breaks import break_others
-from .model import ALL_FF, Disconnect, Fail, Reply
+from .model import ALL_FF, Disconnect, Fail, Handler, Reply
 from .opens import WRITE_RIGHTS, open_for, share_of, stat_open
 
 
@@ -141,6 +141,6 @@ def _validate_negotiate(conn, request: m.IoctlRequest) -> Reply:
 FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
 
 
-HANDLERS = {
+HANDLERS: dict[int, Handler] = {
     Command.IOCTL: _ioctl,
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import messages as m
 from ..constants import Command, NtStatus, OplockLevel
-from .model import Fail, Reply
+from .model import Fail, Handler, Reply
 from .opens import open_for
 
 
@@ -40,7 +40,7 @@ def _oplock_break_ack(conn, session, tree, header, request, related, encrypted) 
     return Reply(NtStatus.SUCCESS, m.OplockBreakResponse(file_id=opened.file_id, oplock_level=0))
 
 
-HANDLERS = {
+HANDLERS: dict[int, Handler] = {
     Command.LOCK: _lock,
     Command.CHANGE_NOTIFY: _change_notify,
     Command.OPLOCK_BREAK: _oplock_break_ack,

@@ -137,7 +137,7 @@ class Reply:
     tree_id: int | None = None
     force_sign: bool = False
     sign_session: Session | None = None
-    after_pack: Callable[[bytes], None] | None = None
+    after_pack: Callable[[bytes], object] | None = None  # told the packed response (preauth hash)
     async_id: int = 0
     file_id: bytes | None = None
 
@@ -167,6 +167,11 @@ class Related:
     status: int = 0
 
 
+# A command handler: (conn, session, tree, header, request, related, encrypted) -> Reply; each
+# handler module maps the commands it answers to one in its HANDLERS table.
+Handler = Callable[..., Reply]
+
+
 def error_reply(status: int) -> Reply:
     """The ERROR response (§2.2.2) for a failed request."""
     return Reply(status, m.ErrorResponse())
@@ -174,4 +179,4 @@ def error_reply(status: int) -> Reply:
 
 __all__ = ["MAX_CREDITS", "LARGE_MTU_SIZE", "SMALL_MTU_SIZE", "ALL_DIALECTS", "FULL_ACCESS", "ALL_FF", "Disconnect",
            "Fail", "ShareConfig", "ServerConfig", "Tree", "Session", "Open", "Reply", "Pending", "Related",
-           "error_reply"]
+           "Handler", "error_reply"]

@@ -41,7 +41,7 @@ def negotiate(conn, header: Header, raw: bytes) -> Reply:
         request = m.decode_body(Command.NEGOTIATE, False, raw[HEADER_SIZE:])
     except SMBProtocolError:
         return error_reply(NtStatus.INVALID_PARAMETER)
-    if not request.dialects:
+    if not isinstance(request, m.NegotiateRequest) or not request.dialects:
         return error_reply(NtStatus.INVALID_PARAMETER)
     allowed = [d for d in conn.config.dialects if d in request.dialects]
     if conn.transport == "nbt":
@@ -66,8 +66,9 @@ def negotiate(conn, header: Header, raw: bytes) -> Reply:
     # §3.3.5.4: multi-credit on TCP port 445 and RDMA (and QUIC, which carries Direct TCP framing).
     conn.supports_multicredit = dialect >= Dialect.SMB_2_1 and conn.transport in ("tcp", "quic", "smbdirect")
     conn.max_size = conn.config.max_size if conn.supports_multicredit else SMALL_MTU_SIZE
-    if conn.rdma is not None and getattr(conn.rdma, "max_read_write", 0):
-        conn.max_size = min(conn.max_size, conn.rdma.max_read_write)  # MS-SMBD MaxReadWriteSize
+    rdma_limit = getattr(conn.rdma, "max_read_write", 0) if conn.rdma is not None else 0
+    if rdma_limit:
+        conn.max_size = min(conn.max_size, rdma_limit)  # MS-SMBD MaxReadWriteSize
     caps = 0
     if dialect >= Dialect.SMB_2_1:
         caps |= Capabilities.LEASING

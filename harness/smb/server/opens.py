@@ -85,7 +85,7 @@ def os_error(exc: OSError) -> Fail:
              errno.EISDIR: NtStatus.FILE_IS_A_DIRECTORY, errno.ENOSPC: NtStatus.DISK_FULL,
              errno.ENAMETOOLONG: NtStatus.OBJECT_NAME_INVALID, errno.EINVAL: NtStatus.INVALID_PARAMETER,
              errno.EFBIG: NtStatus.INVALID_PARAMETER, errno.ELOOP: NtStatus.ACCESS_DENIED}
-    return Fail(table.get(exc.errno, NtStatus.ACCESS_DENIED), str(exc))
+    return Fail(table.get(exc.errno or 0, NtStatus.ACCESS_DENIED), str(exc))
 
 
 def open_for(session, request_file_id: bytes, related) -> Open:
@@ -180,6 +180,8 @@ def attach(conn, session, tree, opened: Open, contexts: list, action: int = Crea
         opened.volatile = state.next_file_id
         opened.session, opened.tree = session, tree
         session.opens[opened.volatile] = opened
+    if opened.durable is None:
+        raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "not a durable open")
     opened.connection = conn
     opened.durable.detached_at = None
     opened.fs = tree.fs

@@ -13,7 +13,7 @@ from .. import fscc
 from .. import messages as m
 from ..constants import AccessMask, Command, InfoType, NtStatus
 from ..vfs import short_name
-from .model import FULL_ACCESS, Fail, Open, Reply
+from .model import FULL_ACCESS, Fail, Handler, Open, Reply
 from .opens import file_meta, open_for, os_error, share_of, stat_open
 
 
@@ -138,10 +138,10 @@ def _query_info(conn, session, tree, header, request: m.QueryInfoRequest, relate
 # a larger one that still cannot hold the name gets BUFFER_OVERFLOW and truncated data (MS-FSCC §2.4).
 # The sizes are Windows' (as smbtorture smb2.getinfo.q*_buffercheck expects them), a little above
 # the structures' fixed parts.
-_MIN_SIZES = {(InfoType.FILE, 9): 8, (InfoType.FILE, 18): 104, (InfoType.FILE, 21): 8, (InfoType.FILE, 22): 32,
+_MIN_SIZES: dict[tuple[int, int], int] = {(InfoType.FILE, 9): 8, (InfoType.FILE, 18): 104, (InfoType.FILE, 21): 8, (InfoType.FILE, 22): 32,
               (InfoType.FILE, 48): 8, (InfoType.FILESYSTEM, 1): 24, (InfoType.FILESYSTEM, 5): 16}
 
 
-HANDLERS = {
+HANDLERS: dict[int, Handler] = {
     Command.QUERY_INFO: _query_info,
 }

@@ -14,7 +14,7 @@ from .. import rdma_channel
 from ..constants import Command, NtStatus
 from ..header import Header
 from .breaks import break_others, notify_change
-from .model import Fail, Reply
+from .model import Fail, Handler, Reply
 from .opens import READ_RIGHTS, WRITE_RIGHTS, open_for, os_error, share_of
 
 MAX_FILE_SIZE = 0xFFFFFFF0000  # Samba's MAXFILESIZE: no byte may be written at or past it
@@ -31,6 +31,7 @@ def _read(conn, session, tree, header, request: m.ReadRequest, related, encrypte
     check_charge(conn, header, request.length)
     if request.offset > 0x7FFFFFFFFFFFFFFF or request.offset + request.length > 0x7FFFFFFFFFFFFFFF:
         raise Fail(NtStatus.INVALID_PARAMETER, "READ beyond the largest file offset")
+    data: bytes | memoryview
     try:
         if descriptors is not None:
             data = rdma_channel.pread(conn, share_of(opened), opened.handle, request.length, request.offset)
@@ -43,7 +44,7 @@ def _read(conn, session, tree, header, request: m.ReadRequest, related, encrypte
         raise Fail(NtStatus.END_OF_FILE, "end of file")
     if descriptors is not None:
         return Reply(NtStatus.SUCCESS, rdma_channel.send_read_data(conn, request, descriptors, data))
-    return Reply(NtStatus.SUCCESS, m.ReadResponse(data=data))
+    return Reply(NtStatus.SUCCESS, m.ReadResponse(data=bytes(data)))  # bytes already: not copied
 
 
 def check_charge(conn, header: Header, length: int) -> None:
@@ -90,7 +91,7 @@ def _flush(conn, session, tree, header, request: m.FlushRequest, related, encryp
     return Reply(NtStatus.SUCCESS, m.FlushResponse())
 
 
-HANDLERS = {
+HANDLERS: dict[int, Handler] = {
     Command.READ: _read,
     Command.WRITE: _write,
     Command.FLUSH: _flush,

@@ -52,6 +52,8 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
                 raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
     if session.preauth is not None and not reauth and not session.valid:
         session.preauth.add(bytes(raw))
+    if session.acceptor is None:
+        raise Fail(NtStatus.INVALID_PARAMETER, "no authentication in progress on this session")
     try:
         token, result = session.acceptor.step(request.security_buffer)
     except AuthError:
@@ -79,7 +81,7 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
         session.valid = True
         if request.previous_session_id:
             channels.previous_session(conn, header, request, result.username)
-        if conn.config.key_sink and session.keys.c2s:
+        if conn.config.key_sink and session.keys.c2s and session.keys.s2c:
             conn.config.key_sink(SessionKeyRecord(session.session_id, session.keys.session_key,
                                                   session.keys.s2c, session.keys.c2s))
     if session.encrypt_data:

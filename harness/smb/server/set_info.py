@@ -14,7 +14,7 @@ from ..constants import AccessMask, Command, FileAttributes, InfoType, NtStatus
 from ..errors import SMBProtocolError
 from ..vfs import ShareError
 from .breaks import notify_change
-from .model import Fail, Open, Reply
+from .model import Fail, Handler, Open, Reply
 from .opens import WRITE_RIGHTS, open_for, os_error, share_of
 
 
@@ -115,6 +115,6 @@ def _rename(conn, tree, opened: Open, buf: bytes) -> None:
     notify_change(conn, fs.parent(target))
 
 
-HANDLERS = {
+HANDLERS: dict[int, Handler] = {
     Command.SET_INFO: _set_info,
 }
