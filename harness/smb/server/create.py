@@ -49,6 +49,7 @@ from .opens import (
     READ_RIGHTS,
     WRITE_RIGHTS,
     attach,
+    create_reply,
     expire_durable,
     file_meta,
     forget,
@@ -190,13 +191,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     contexts += durable.grant(conn, session, tree, request, intent, opened, state.durable)
     if opened.durable is not None:
         opened.durable.create_action = int(action)  # a replayed CREATE answers with the original action
-    meta = file_meta(conn, st)
-    response = m.CreateResponse(file_id=opened.file_id, oplock_level=oplock, create_action=action,
-                                creation_time=meta.creation_time, last_access_time=meta.last_access_time,
-                                last_write_time=meta.last_write_time, change_time=meta.change_time,
-                                allocation_size=meta.allocation_size, end_of_file=meta.end_of_file,
-                                file_attributes=meta.attributes, contexts=contexts)
-    return Reply(NtStatus.SUCCESS, response, file_id=opened.file_id)
+    return create_reply(opened, file_meta(conn, st), oplock, action, contexts)
 
 
 def _check_sharing(state, path: str, access: int, share: int) -> None:

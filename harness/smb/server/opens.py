@@ -194,8 +194,12 @@ def attach(conn, session, tree, opened: Open, contexts: list, action: int = Crea
         forget_detached(state, opened)
         raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, f"durable open's file is gone: {exc}") from exc
     state.durable.save()
-    meta = file_meta(conn, st)
     oplock = OplockLevel.LEASE if opened.lease_key is not None else opened.oplock
+    return create_reply(opened, file_meta(conn, st), oplock, action, contexts)
+
+
+def create_reply(opened: Open, meta: FileMeta, oplock: int, action: int, contexts: list) -> Reply:
+    """The CREATE response for an open (§2.2.14): its FileId, what was granted, the file's metadata."""
     response = m.CreateResponse(file_id=opened.file_id, oplock_level=oplock, create_action=action,
                                 creation_time=meta.creation_time, last_access_time=meta.last_access_time,
                                 last_write_time=meta.last_write_time, change_time=meta.change_time,
