@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher as _BlockCipher
 from cryptography.hazmat.primitives.ciphers import algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 
+from .compound import split_compound
 from .constants import (
     PROTOCOL_ID_COMPRESSION,
     PROTOCOL_ID_SMB2,
@@ -280,8 +281,6 @@ def sign_message(message: bytes, key: bytes, algorithm: int) -> bytes:
 
 def sign_compound(chain: bytes, key: bytes, algorithm: int) -> bytes:
     """Sign each element of a compound separately (§3.1.4.1: each covers its padding)."""
-    from .compound import split_compound
-
     return b"".join(sign_message(element.raw, key, algorithm) for element in split_compound(chain))
 
 
