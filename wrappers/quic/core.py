@@ -81,8 +81,8 @@ class Options:
     ticket: bytes = b""
 
     def copy(self) -> Options:
-        return Options(uapi.TransportParam(**{k: getattr(self.tp, k) for k in uapi._TP_FIELDS}),
-                       uapi.Config(**{k: getattr(self.cfg, k) for k in uapi._CFG_FIELDS}), list(self.alpn),
+        return Options(uapi.TransportParam(**{k: getattr(self.tp, k) for k in uapi.TP_FIELDS}),
+                       uapi.Config(**{k: getattr(self.cfg, k) for k in uapi.CFG_FIELDS}), list(self.alpn),
                        set(self.events), self.close_errcode, self.close_phrase, self.token, self.ticket)
 
 

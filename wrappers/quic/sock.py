@@ -1,7 +1,8 @@
 """The application's IPPROTO_QUIC socket: quic.ko's socket calls on top of the engine.
 
 A ``QuicSocket`` is a real ``socket.socket`` whose fd is the app end of a SEQPACKET pair (see
-``loop.py``). Reads come from that fd; everything else (send, options, handshake) calls the
+``loop.py``); its option calls come from ``options.QuicOptionsMixin`` (the parts share
+``sockparts.QuicSocketParts``). Reads come from that fd; everything else (send, options, handshake) calls the
 engine under its lock. The receive queue is kept here, in quic.ko's order: items arrive from the
 engine in order, and an event that arrives while stream data is queued moves ahead of that data
 (specs section 3.2). A partial read keeps the rest at the head; when items remain queued here after
@@ -42,7 +43,7 @@ def _active_config() -> Any:
     return ac()
 
 
-class QuicSocket(_OrigSocket):
+class QuicSocket(O.QuicOptionsMixin):
     """socket(AF_INET|AF_INET6, SOCK_DGRAM|SOCK_STREAM, IPPROTO_QUIC) with quic.ko semantics."""
 
     def __init__(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = C.IPPROTO_QUIC,
@@ -695,51 +696,6 @@ class QuicSocket(_OrigSocket):
             max_stream_data_bidi_remote=q._remote_max_stream_data_bidi_remote,
             max_stream_data_uni=q._remote_max_stream_data_uni,
             disable_1rtt_encryption=int(getattr(q, "peer_disable_1rtt", False)))
-
-    # -- options ----------------------------------------------------------------------------------
-    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:  # type: ignore[override]
-        if level == C.SOL_QUIC:
-            if value is None:
-                data = b""
-            elif isinstance(value, int):
-                data = value.to_bytes(4, "little", signed=True)
-            else:
-                data = bytes(value)
-            if optlen is not None and value is not None:
-                data = data[:optlen]
-            O.setopt(self, optname, data)
-            return
-        if level == SOL_SOCKET and optname == socket.SO_RCVTIMEO:
-            self._timeout = O.timeval(bytes(value))
-            return
-        if level == SOL_SOCKET and optname == socket.SO_SNDTIMEO:
-            self._sndtimeo = O.timeval(bytes(value))
-            return
-        if level == SOL_SOCKET:
-            return  # SO_REUSEPORT, buffers, ...: accepted
-        raise err(errno.ENOPROTOOPT)
-
-    def getsockopt(self, level: int, optname: int, buflen: Any = None) -> Any:  # type: ignore[override]
-        if level == C.SOL_QUIC:
-            if isinstance(buflen, (bytes, bytearray, memoryview)):
-                arg = bytes(buflen)
-                optlen = len(arg)
-            else:
-                arg = b""
-                optlen = 4096 if buflen is None else int(buflen)
-            return O.getopt(self, optname, arg, optlen)
-        if level == SOL_SOCKET:
-            if optname == socket.SO_TYPE:
-                return self._qtype
-            if optname == socket.SO_PROTOCOL:
-                return C.IPPROTO_QUIC
-            if optname == socket.SO_DOMAIN:
-                return self._qfamily
-            if optname == socket.SO_ERROR:
-                return 0
-        if buflen is None:
-            return 0
-        return bytes(int(buflen))
 
     # -- sending ---------------------------------------------------------------------------------
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:  # type: ignore[override]

@@ -57,14 +57,14 @@ class TransportParam:
     FMT = struct.Struct("<8BHHIIHHQQQQ")
 
     def pack(self) -> bytes:
-        return self.FMT.pack(*(getattr(self, f) for f in _TP_FIELDS))
+        return self.FMT.pack(*(getattr(self, f) for f in TP_FIELDS))
 
     @classmethod
     def unpack(cls, buf: bytes | None) -> TransportParam:
         return cls(*cls.FMT.unpack(_fill(buf, cls.FMT.size)))
 
 
-_TP_FIELDS = [f for f in TransportParam.__dataclass_fields__ if f != "FMT"]
+TP_FIELDS = [f for f in TransportParam.__dataclass_fields__ if f != "FMT"]
 
 
 def default_transport_param() -> TransportParam:
@@ -92,14 +92,14 @@ class Config:
     FMT = struct.Struct("<IIII5B3xI")
 
     def pack(self) -> bytes:
-        return self.FMT.pack(*(getattr(self, f) for f in _CFG_FIELDS))
+        return self.FMT.pack(*(getattr(self, f) for f in CFG_FIELDS))
 
     @classmethod
     def unpack(cls, buf: bytes | None) -> Config:
         return cls(*cls.FMT.unpack(_fill(buf, cls.FMT.size)))
 
 
-_CFG_FIELDS = [f for f in Config.__dataclass_fields__ if f != "FMT"]
+CFG_FIELDS = [f for f in Config.__dataclass_fields__ if f != "FMT"]
 
 
 def default_config() -> Config:
