@@ -627,7 +627,7 @@ class QuicSocket(O.QuicOptionsMixin):
                     raise err(errno.ETIMEDOUT, "handshake timed out")
                 eng.cond.wait(remaining if remaining is not None else 1.0)
         self._state = C.ESTABLISHED
-        self._cids = O.ConnectionIds(max(2, min(8, c.quic._remote_active_connection_id_limit or 7))
+        self._cids = O.ConnectionIds(max(2, min(8, c.quic.remote_active_connection_id_limit or 7))
                                      if c.quic is not None else 7)
         c.cids = self._cids
 
@@ -684,18 +684,12 @@ class QuicSocket(O.QuicOptionsMixin):
     def _peer_tp(self) -> uapi.TransportParam:
         c = self._conn
         q = c.quic if c is not None else None
-        if q is None or not c.handshake_done:  # type: ignore[union-attr]
+        if c is None or q is None or not c.handshake_done:
             return self._remote_tp or uapi.TransportParam(remote=1)
-        idle = q._remote_max_idle_timeout or 0
         return uapi.TransportParam(
-            remote=1, active_connection_id_limit=q._remote_active_connection_id_limit or 0,
-            max_datagram_frame_size=q._remote_max_datagram_frame_size or 0,
-            max_idle_timeout=int(idle * 1e6), max_ack_delay=int((q._remote_max_ack_delay or 0) * 1e6) if hasattr(q, "_remote_max_ack_delay") else 0,
-            max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),  # type: ignore[union-attr]
-            max_data=q._remote_max_data, max_stream_data_bidi_local=q._remote_max_stream_data_bidi_local,
-            max_stream_data_bidi_remote=q._remote_max_stream_data_bidi_remote,
-            max_stream_data_uni=q._remote_max_stream_data_uni,
-            disable_1rtt_encryption=int(getattr(q, "peer_disable_1rtt", False)))
+            remote=1, **q.peer_transport_parameters(),
+            max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),
+            disable_1rtt_encryption=int(q.peer_disable_1rtt))
 
     # -- sending ---------------------------------------------------------------------------------
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:  # type: ignore[override]
