@@ -134,7 +134,7 @@ class Connection:
         self.ku_sent = False
         self.buffered: list[tuple[bytes, Any]] = []  # server: datagrams before server_handshake
         self.last_send = 0.0
-        self.cids: Any = None  # options.ConnectionIds, set when the handshake completes
+        self.cids: Any = None  # connection_ids.ConnectionIds, set when the handshake completes
         self.migrating: tuple | None = None  # our new local address while a local migration is pending
         self.local_addr: tuple | None = None
         self.request_client_cert = False

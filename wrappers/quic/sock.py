@@ -31,6 +31,7 @@ from . import constants as C
 from . import options as O
 from . import routing, tlsext, uapi
 from .arrivals import accept_handoff, accept_moved_peer, accept_paths, accept_seqpacket, endpoint_for
+from .connection_ids import ConnectionIds
 from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
 from .loop import Engine, Link, Listener, get_engine, make_pair
 
@@ -79,7 +80,7 @@ class QuicSocket(O.QuicOptionsMixin):
         self._eof = False
         self._wake_out = False
         self._remote_tp: uapi.TransportParam | None = None
-        self._cids = O.ConnectionIds()
+        self._cids = ConnectionIds()
         self._ticket_secret = os.urandom(32)
         self.dropped = 0
         self._request_client_cert = False
@@ -627,7 +628,7 @@ class QuicSocket(O.QuicOptionsMixin):
                     raise err(errno.ETIMEDOUT, "handshake timed out")
                 eng.cond.wait(remaining if remaining is not None else 1.0)
         self._state = C.ESTABLISHED
-        self._cids = O.ConnectionIds(max(2, min(8, c.quic.remote_active_connection_id_limit or 7))
+        self._cids = ConnectionIds(max(2, min(8, c.quic.remote_active_connection_id_limit or 7))
                                      if c.quic is not None else 7)
         c.cids = self._cids
 

@@ -16,8 +16,8 @@ from ..sockbase import _orig_socket
 
 if TYPE_CHECKING:
     from . import uapi
+    from .connection_ids import ConnectionIds
     from .core import Connection, Options
-    from .options import ConnectionIds
 
 
 class QuicSocketParts(_orig_socket):
