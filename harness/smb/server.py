@@ -19,7 +19,7 @@ Rules this state machine enforces, in the order a request meets them (MS-SMB2 §
 6. Encryption: responses to encrypted requests are encrypted with the S2C key; a session or share
    that requires encryption answers unencrypted requests with STATUS_ACCESS_DENIED (§3.3.5.2.9,
    §3.3.5.2.11).  With AcceptTransportSecurity (QUIC only) encryption is skipped.
-7. Only contexts the client sent get a response context (pitfall 11).
+7. Only contexts the client sent get a response context (§3.3.5.4).
 8. On 3.1.1 a TREE_CONNECT that is neither signed nor encrypted drops the connection (§3.3.5.7): it
    is what protects the negotiation once VALIDATE_NEGOTIATE_INFO is gone.
 

@@ -17,7 +17,8 @@ class ConnectionIds:
 
     The live range is prior_to .. prior_to + limit - 1 (new IDs are issued as old ones retire).
     aioquic issues and retires the IDs on the wire by its own rules; these numbers are what the
-    CONNECTION_ID option reports and checks (specs section 4.5).
+    CONNECTION_ID option reports and checks (quic.ko's checks on set: prior_to inside the live
+    range, active a live ID above the current one).
     """
 
     def __init__(self, limit: int = 7):

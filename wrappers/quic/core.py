@@ -5,7 +5,7 @@ datagrams and timer ticks in, takes datagrams and receive-queue items out, and c
 operations below while holding the engine lock. Every operation either succeeds, raises ``OSError``
 with quic.ko's errno, or raises ``Blocked`` so the caller can wait (blocking socket) or give EAGAIN.
 
-Rules (specs/quic-socket-api.md sections 3, 5, 8):
+Rules (quic.ko's data path, events and streams, lxin/quic main at 03a9c7c):
 
 * Streams. ``streams`` holds quic.ko's stream objects: every stream opened by us or the peer and not
   yet *released*. Opening a local stream also opens every lower unopened local stream of its type
@@ -371,7 +371,7 @@ class Connection:
         """Client, before the handshake (quic.ko: after setting the saved remote transport parameters):
         the data is queued and goes out in 0-RTT packets when the handshake resumes a session whose
         ticket allows early data, otherwise in 1-RTT after the handshake. Stream IDs beyond the saved
-        limits are EINVAL, not a wait (spec 7.6)."""
+        limits are EINVAL, not a wait, as quic.ko has it for 0-RTT sends."""
         if self.early_limits is None:
             raise err(errno.EINVAL, "the handshake has not finished (0-RTT needs the saved remote transport parameters)")
         if self.quic is not None:

@@ -1,4 +1,4 @@
-"""setsockopt/getsockopt of the QUIC socket, with quic.ko's checks in quic.ko's order (specs section 4).
+"""setsockopt/getsockopt of the QUIC socket, with quic.ko's checks in quic.ko's order (lxin/quic main at 03a9c7c).
 
 ``QuicOptionsMixin`` is part of ``QuicSocket``'s class hierarchy, as ``wrappers/sockopts.py`` is of
 the emulated TCP/UDP socket: the option code works on the socket's own state (``self``). SOL_QUIC

@@ -5,12 +5,12 @@ A ``QuicSocket`` is a real ``socket.socket`` whose fd is the app end of a SEQPAC
 ``sockparts.QuicSocketParts``). Reads come from that fd; everything else (send, options, handshake) calls the
 engine under its lock. The receive queue is kept here, in quic.ko's order: items arrive from the
 engine in order, and an event that arrives while stream data is queued moves ahead of that data
-(specs section 3.2). A partial read keeps the rest at the head; when items remain queued here after
+(as in quic.ko's receive queue). A partial read keeps the rest at the head; when items remain queued here after
 a call, the engine is asked for a WAKE item so the fd stays readable for select/poll/asyncio.
 
 State machine (quic.ko's sk_state): CLOSED --listen--> LISTENING --listen(0)--> CLOSED;
 CLOSED --connect--> ESTABLISHING --handshake--> ESTABLISHED --close/shutdown/peer/idle--> CLOSED;
-an accepted socket starts in ESTABLISHING. Errnos follow the spec's table; nothing else escapes.
+an accepted socket starts in ESTABLISHING. Errnos are the ones quic.ko returns for each call; nothing else escapes.
 """
 
 from __future__ import annotations

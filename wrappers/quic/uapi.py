@@ -1,4 +1,4 @@
-"""Pack and unpack the UAPI structs of ``linux/quic.h`` (LP64 layouts, specs section 2).
+"""Pack and unpack the UAPI structs of ``linux/quic.h`` (LP64 layouts, lxin/quic main at 03a9c7c).
 
 Each struct is a small dataclass with ``pack()`` and ``unpack(buf)``. ``unpack`` follows the kernel's
 setsockopt rule: it copies ``min(len(buf), size)`` bytes into a zeroed struct, so short values are
@@ -68,7 +68,7 @@ TP_FIELDS = [f for f in TransportParam.__dataclass_fields__ if f != "FMT"]
 
 
 def default_transport_param() -> TransportParam:
-    """quic.ko's local defaults (specs section 2, the code's values, not the man page's)."""
+    """quic.ko's local defaults (the kernel code's values, where its man page differs)."""
     return TransportParam(
         active_connection_id_limit=7, ack_delay_exponent=3, max_udp_payload_size=65527,
         max_idle_timeout=30_000_000, max_ack_delay=25_000, max_streams_bidi=100, max_streams_uni=100,
