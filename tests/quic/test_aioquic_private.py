@@ -70,14 +70,33 @@ def _aioquic_private_names() -> set[str]:
     return names
 
 
+def _aioquic_subclasses(tree: ast.Module) -> list[ast.ClassDef]:
+    """Classes of a module that derive from something imported from aioquic."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aioquic"):
+            names |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names if a.name.startswith("aioquic")}
+    return [c for c in ast.walk(tree) if isinstance(c, ast.ClassDef)
+            and any(ast.unparse(b).split(".")[0] in names for b in c.bases)]
+
+
 def _private_uses(path: Path) -> list[tuple[int, str, str]]:
-    """(line, receiver, name) of every ``X._name`` in a module, X not self or cls."""
+    """(line, receiver, name) of every ``X._name`` in a module, X not self or cls, and of every
+    ``self._name`` inside a class that derives from an aioquic class."""
+    tree = ast.parse(path.read_text(), str(path))
     out = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
             recv = ast.unparse(node.value)
             if recv not in ("self", "cls"):
                 out.append((node.lineno, recv, node.attr))
+    for cls in _aioquic_subclasses(tree):
+        for node in ast.walk(cls):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self"
+                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+                out.append((node.lineno, f"self ({cls.name})", node.attr))
     return out
 
 
@@ -128,8 +147,11 @@ def test_the_scan_finds_a_private_access(tmp_path):
     """The scan above is not vacuous: a module reaching into aioquic is reported (and our own
     private attributes are not)."""
     bad = tmp_path / "bad.py"
-    bad.write_text("def f(conn):\n    return conn.quic._streams, conn._opts\n")
-    assert _offenders([bad]) == [f"{bad}:2: conn.quic._streams"]
+    bad.write_text("from aioquic.quic.logger import QuicLogger\n\n"
+                   "def f(conn):\n    return conn.quic._streams, conn._opts\n\n"
+                   "class Log(QuicLogger):\n    def end_trace(self, trace):\n        self._traces.remove(trace)\n\n"
+                   "class Ours:\n    def g(self):\n        return self._traces\n")
+    assert _offenders([bad]) == [f"{bad}:4: conn.quic._streams", f"{bad}:8: self (Log)._traces"]
 
 
 def test_the_one_rtt_accessor_is_aioquics_crypto_pair():
