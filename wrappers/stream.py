@@ -4,7 +4,7 @@ Theory of operation: a connection is a unix stream socket pair; the pcap view is
 (tcplog.py) that both ends keep in step. Who records which segment follows recorder.py: the
 sender records its data and FIN when it logs to the same pcap, else the receiver does. A send
 that records takes the pcap lock around "send without blocking, write the record", so a reply
-never precedes its request in the file. Impaired connections (impair.py) send through a
+never precedes its request in the file. Impaired connections (impair/) send through a
 StreamShaper queue (stream_shaper.py) that a timer drains, so delays never sleep the application;
 a cut is an RST (both ends see ECONNRESET: the reset marker tells the peer it was no FIN) or a
 silent blackhole.
