@@ -327,7 +327,7 @@ def wirecheck_smb(wirecheck_net: EmulatedNetwork, tmp_path: Path):
         path.mkdir(exist_ok=True)
         out = tmp_path / f"smb-server-{host}.out"
         port = DEFAULT_PORTS[transport]
-        argv = ["python", "-m", "harness.smb.scenario_ops", "server", "--transport", transport,
+        argv = ["python", "-m", "harness.peers.smb_ops", "server", "--transport", transport,
                 "--addr", wirecheck_net.address(host), "--port", str(port), "--share", share, "--path", str(path),
                 "--user", f"{user}:{password}"] + (["--encrypt"] if encrypt else [])
         with open(out, "wb") as f:
