@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness.smbd_peer import PASSWORD, USER, Smbd, free_port, need, wait_port
+from harness.peers.smb_samba import PASSWORD, USER, Smbd, free_port, need, wait_port
 
 MODES = ("plain", "signed", "encrypted")
 

@@ -1,13 +1,28 @@
-"""Peer programs: the processes a scenario cell, a test or a benchmark starts on the emulated network.
+"""Peer programs: the processes a scenario cell, a test, a benchmark or the demo starts on the
+emulated network, all in this package under one naming rule.
 
 Naming rule: ``harness/peers/<protocol>_<job>.py``, run as ``python -m harness.peers.<protocol>_<job>
-ROLE [options]``. ``<protocol>`` is what the peer speaks on the wire (``net`` for plain TCP/UDP,
-``quic``, ``smb``, ``smbdirect``); ``<job>`` says what it is for (the scenario operations it serves, a
-demo, an echo). The first positional argument is the role (``server``, ``client``, ...). A peer prints
-its state and its result as JSON lines on stdout, so the launcher can follow it without parsing prose.
+[ROLE] [options]``. ``<protocol>`` is what the peer speaks on the wire (``net`` for plain TCP/UDP,
+``quic``, ``smb``, ``smbdirect``); ``<job>`` says what it is for (the scenario operations it serves,
+an echo, the demo). A peer with more than one role takes it as its first positional argument
+(``server``, ``client``, ...). Peers report their state and results on stdout (JSON lines, except the
+demo's and the echo's plain text), so a launcher follows them without parsing prose.
 
-A peer is a program, not a library: it knows its launcher only through argv, stdout and files in a
-control directory, and nothing in harness imports a peer except for shared constants and helpers of
-another peer. Peers that are not Python programs of ours (Samba's smbd) have a launcher module here
-under the same rule (``smb_samba``).
+* ``net_demo``: the client and UDP echo server of ``wirecheck demo`` (standard library only).
+* ``quic_echo``: an IPPROTO_QUIC echo server and client (external PSK, one stream).
+* ``quic_streams``: the two ends of the ``quic.streams`` scenario operation (the stream matrix).
+* ``smb_ops``: the reference SMB server and the request-driven SMB client of the ``smb.*`` operations.
+* ``smb_reconnect``: the durable server, resilient client and multichannel client of the reconnect
+  operations.
+* ``smb_samba``: not a program of ours but the launcher of one: Samba's smbd as a private peer
+  (interop tests and the SMB benchmark).
+* ``smbdirect_commands``: an SMB Direct listener that obeys text commands (register, RDMA
+  read/write, send with invalidate).
+
+A peer knows its launcher only through argv, stdout and files in a control directory. Launchers
+import from here only the constants a peer's command line needs (transport names, defaults) and,
+for smb_samba, its launcher class.
+
+Test-only programs stay with the tests: ``tests/peers.py`` must run as a file under ``python3 -I``
+(standard library only, no package on the path) beside cwrap's C library.
 """

@@ -1,7 +1,7 @@
 """Scenario operations on QUIC: `quic.streams` (the stream matrix) on IPPROTO_QUIC sockets, and
 `quic.migrate`, `quic.rebind`, `quic.state` on the QUIC connection of an SMB client.
 
-The two ends are processes on emulated hosts (harness.scenario.quicpeer), so the cell's pcap and key
+The two ends are processes on emulated hosts (harness.peers.quic_streams), so the cell's pcap and key
 log capture them like any other peer. The operation starts the server, then the client, waits for
 both within its timeout, and returns both sides' reports plus the verdicts a scenario checks:
 
@@ -91,7 +91,7 @@ def quic_streams(ctx: Context, args: dict) -> dict:
         common += ["--limit", str(args["limit"])]
     if args.get("interleave"):
         common.append("--interleave")
-    py = [sys.executable, "-m", "harness.scenario.quicpeer"]
+    py = [sys.executable, "-m", "harness.peers.quic_streams"]
     srv = ctx.start(f"{name}-server", [*py, "server", *common], host=args["to"], cwd=os.getcwd())
     deadline = time.monotonic() + 20
     while '"listening"' not in srv.stdout():
