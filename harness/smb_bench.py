@@ -57,7 +57,7 @@ def _mbps(size: int, seconds: float) -> float:
 
 
 def bench_ours_client(port: int, mode: str, size: int) -> tuple[float, float]:
-    from harness.smb_client import SMBClient
+    from harness.blocking.client import SMBClient
 
     chunk = b"\xa5" * (1 << 20)
     with SMBClient("127.0.0.1", port, username=USER, password=PASSWORD, encrypt=mode == "encrypted",
@@ -134,7 +134,7 @@ class OurServerProcess:
 
 
 def memory_with_clients(share: Path, count: int = 50) -> dict:
-    from harness.smb_client import SMBClient
+    from harness.blocking.client import SMBClient
 
     server = OurServerProcess(share)
     try:

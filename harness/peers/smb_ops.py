@@ -4,7 +4,7 @@
 Both run as child processes on emulated hosts, started through the cell context, so the socket
 wrapper's pcap of the cell captures them; each prints one JSON line (its state) on stdout.
 
-* ``server`` runs the reference server (harness.smb_server.SMBServer) on one share and prints
+* ``server`` runs the reference server (harness.blocking.server.SMBServer) on one share and prints
   ``{"state": "listening", ...}`` once it listens.
 * ``client`` opens the transport connection (TCP, SMB Direct, or QUIC including its handshake), prints
   ``{"state": "connected", ...}`` and then serves requests handed to it through files in its control
@@ -94,8 +94,8 @@ def quic_listener(a: argparse.Namespace) -> Any:
 
 
 def run_server(a: argparse.Namespace) -> int:
+    from harness.blocking.server import SMBServer
     from harness.smb.server import ServerConfig, ShareConfig
-    from harness.smb_server import SMBServer
     from harness.transport import listen
 
     user, password = a.user.split(":", 1)
@@ -265,7 +265,7 @@ def _side_requests(ctl: Path, transport: Any) -> None:
 
 
 def _client_class() -> type:
-    from harness.smb_client import SMBClient
+    from harness.blocking.client import SMBClient
 
     class Client(SMBClient):
         """SMBClient whose constructor stops after NEGOTIATE (SESSION_SETUP on the first use)."""

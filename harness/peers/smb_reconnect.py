@@ -42,8 +42,8 @@ def _emit(obj: dict) -> None:
 
 
 def run_server(a: argparse.Namespace) -> int:
+    from harness.blocking.server import SMBServer
     from harness.smb.server import ServerConfig, ShareConfig
-    from harness.smb_server import SMBServer
     from harness.transport import listen
 
     user, password = a.user.split(":", 1)
@@ -89,7 +89,7 @@ def _factory(a: argparse.Namespace, plan, port: int, transport: str):
 
 
 def run_client(a: argparse.Namespace) -> int:
-    from harness.smb_reconnect import ResilientClient
+    from harness.blocking.reconnect import ResilientClient
     from harness.transport.fault import FaultPlan
 
     user, password = a.user.split(":", 1)
@@ -128,7 +128,7 @@ def run_client(a: argparse.Namespace) -> int:
 
 
 def run_multichannel(a: argparse.Namespace) -> int:
-    from harness.smb_multichannel import MultiChannelClient
+    from harness.blocking.multichannel import MultiChannelClient
     from harness.transport.fault import FaultPlan, FaultyTransport
 
     user, password = a.user.split(":", 1)
