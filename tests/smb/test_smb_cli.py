@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from harness.blocking.server import SMBServer
+from harness.cli.smb import _split_hostport, serve, smb
 from harness.smb.keys import parse_keys_file
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smbcli import _split_hostport, serve, smb
 
 USER = "cli:Cli-pw-1"
 

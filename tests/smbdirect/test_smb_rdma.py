@@ -192,7 +192,7 @@ def test_bad_descriptor_terminates_the_connection(server, what):
 
 def test_wirecheck_smb_cli_over_smbdirect(peer_server, tmp_path, monkeypatch):
     """`wirecheck smb --transport smbdirect` puts and gets through RDMA and says how much went that way."""
-    from harness.smbcli import smb
+    from harness.cli.smb import smb
 
     monkeypatch.chdir(tmp_path)
     data = os.urandom(2 << 20)

@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+import click
+
 from wrappers.addressing import Network, socket_name
 from wrappers.launch import child_environ
 from wrappers.sockdir import make_socket_dir
@@ -99,3 +101,10 @@ def _report(pcap: str) -> int:
     print("demo: OK: no malformed packet, no bad checksum, no retransmission "
           "(checksum validation on for IP, TCP and UDP)")
     return 0
+
+
+@click.command("demo")
+@click.option("--out", default="results/demo", show_default=True, help="Where the run leaves its pcap.")
+def demo(out: str) -> None:
+    """The built-in default job: two processes talk TCP and UDP on the emulated network."""
+    sys.exit(run_demo(out))
