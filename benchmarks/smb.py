@@ -1,7 +1,7 @@
 """SMB throughput benchmark (issue 5): all numbers in one run, ratios against baselines measured in
 the same run on the same machine.
 
-    python -m harness.smb_bench [--size-mib 256] [--json FILE]
+    python -m benchmarks.smb [--size-mib 256] [--json FILE]
 
 - client side: our client vs smbprotocol 1.17, both against Samba's smbd (real loopback);
 - server side: smbclient 4.17 against our server vs smbclient against smbd;
