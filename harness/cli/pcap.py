@@ -12,8 +12,7 @@ import click
 
 from harness.pcap.capture import Capture
 from harness.pcap.checks_yaml import ChecksError, load_checks
-from harness.pcap.ladder import ladder
-from harness.pcap.ladder_svg import render
+from harness.pcap.ladder import ladder, render
 from harness.pcap.tshark import PcapError
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD = 0, 1, 2
