@@ -22,7 +22,7 @@ Fixtures for users' own tests:
 - ``wirecheck_net``: a private emulated network (socket directory, pcap, processes stopped at teardown)::
 
       def test_echo(wirecheck_net):
-          srv = wirecheck_net.start(["python", "-m", "harness.scenario.peers", "udp-echo-server",
+          srv = wirecheck_net.start(["python", "-m", "harness.peers.net_exchange", "udp-echo-server",
                                      "--addr", wirecheck_net.address(10), "--port", "7"], host=10)
           ...
           cap = wirecheck_net.capture()      # stops the processes, returns a harness.pcap.Capture

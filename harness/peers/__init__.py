@@ -9,6 +9,8 @@ an echo, the demo). A peer with more than one role takes it as its first positio
 demo's and the echo's plain text), so a launcher follows them without parsing prose.
 
 * ``net_demo``: the client and UDP echo server of ``wirecheck demo`` (standard library only).
+* ``net_exchange``: the TCP/UDP echo servers and clients of the ``tcp.*``/``udp.*`` exchange operations
+  (standard library only; the UDP client is stop-and-wait, so it delivers every byte through loss).
 * ``quic_echo``: an IPPROTO_QUIC echo server and client (external PSK, one stream).
 * ``quic_streams``: the two ends of the ``quic.streams`` scenario operation (the stream matrix).
 * ``smb_ops``: the reference SMB server and the request-driven SMB client of the ``smb.*`` operations.
