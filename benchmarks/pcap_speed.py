@@ -11,7 +11,7 @@ Prints ratios measured in the same run and memory peaks, never pass/fail on wall
     .venv/bin/python -m benchmarks.pcap_speed --big 0         # speed only
     .venv/bin/python -m benchmarks.pcap_speed --packets 5000 --json   # quicker, plus pyshark use_json
 
-The captures come from tests/pcap/captures_fast.py (struct-packed, ~300k packets/s).
+The captures come from benchmarks/pcap_fast_capture.py (struct-packed, ~300k packets/s).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.pcap import Absent, Before, Capture, Count, First, Values  # noqa: E402
-from tests.pcap.captures_fast import fast_smb_tcp_capture  # noqa: E402
+from benchmarks.pcap_fast_capture import fast_smb_tcp_capture  # noqa: E402
 
 STREAMS = 8
 

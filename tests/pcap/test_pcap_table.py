@@ -5,7 +5,7 @@ import pytest
 
 from harness.pcap.table import AGG, NumColumn, ObjColumn, Table, new_column
 
-from .captures_fast import fast_smb_tcp_capture
+from benchmarks.pcap_fast_capture import fast_smb_tcp_capture
 
 
 def test_pcap_table_num_column_cells():

@@ -1,6 +1,6 @@
 """TCP and UDP exchanges between emulated hosts, with sha256 of the data both ways.
 
-The servers and clients are child processes (harness.scenario.peers) on emulated hosts given by
+The servers and clients are child processes (harness.peers.net_exchange) on emulated hosts given by
 interface number; addresses come from the family (`ipv4` 127.0.0.N, `ipv6` fd00::5357:5fNN).
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _server(ctx: Context, args: dict, proto: str) -> dict:
     family = args.get("family", "ipv4")
     addr = address(family, args["host"])
     name = args.get("as") or f"{proto}-server-{args['port']}"
-    argv = [sys.executable, "-m", "harness.scenario.peers", f"{proto}-echo-server", "--family", family,
+    argv = [sys.executable, "-m", "harness.peers.net_exchange", f"{proto}-echo-server", "--family", family,
             "--addr", addr, "--port", str(args["port"]), "--timeout", str(args.get("idle", 20))]
     if proto == "tcp":
         argv += ["--conns", str(args.get("conns", 1)), "--mode", args.get("mode", "echo")]
@@ -51,7 +51,7 @@ def _server(ctx: Context, args: dict, proto: str) -> dict:
 def _client(ctx: Context, args: dict, proto: str) -> dict:
     family = args.get("family", "ipv4")
     name = args.get("as") or f"{proto}-client-{len(ctx.procs) + 1}"
-    argv = [sys.executable, "-m", "harness.scenario.peers", f"{proto}-client", "--family", family,
+    argv = [sys.executable, "-m", "harness.peers.net_exchange", f"{proto}-client", "--family", family,
             "--addr", address(family, args["to"]), "--port", str(args["port"]),
             "--size", str(size_of(args.get("size", 65536))), "--seed", str(args.get("seed", 1)),
             "--timeout", str(args.get("io_timeout", 20))]

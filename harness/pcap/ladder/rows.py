@@ -1,12 +1,15 @@
-"""A text ladder (sequence) diagram of a capture: endpoints as lanes, one line per event.
+"""The rows of a ladder (sequence) diagram: endpoints as lanes, one labelled event per frame.
 
-Why text: it goes into CI logs and failure reports, where a Wireshark flow graph cannot. The
-events come from the same frame table as the assertions (one tshark pass), so what the ladder
-shows is exactly what the assertions saw.
+Every rendering (text.py, picture.py) draws these rows, so they never disagree. The events come
+from the same frame table as the assertions (one tshark pass), so what the ladder shows is exactly
+what the assertions saw.
 """
 from __future__ import annotations
 
-from .capture import Capture
+from ..capture import Capture
+
+#: one row: frame number, time, from-lane, to-lane, label
+Event = tuple[int, float, int, int, str]
 
 SMB2_COMMANDS = ["NEGOTIATE", "SESSION_SETUP", "LOGOFF", "TREE_CONNECT", "TREE_DISCONNECT", "CREATE", "CLOSE",
                  "FLUSH", "READ", "WRITE", "LOCK", "IOCTL", "CANCEL", "ECHO", "QUERY_DIRECTORY", "CHANGE_NOTIFY",
@@ -114,7 +117,7 @@ def _endpoint(f) -> tuple[str, str]:
     return (f"{src}:{sp}" if sp is not None else str(src)), (f"{dst}:{dp}" if dp is not None else str(dst))
 
 
-def events(cap: Capture, all_tcp: bool = False) -> tuple[list[str], list[tuple[int, float, int, int, str]]]:
+def events(cap: Capture, all_tcp: bool = False) -> tuple[list[str], list[Event]]:
     """The lanes (endpoints, in order of first appearance) and the events (frame number, time,
     from-lane, to-lane, label) that every rendering of the ladder draws: text, SVG, HTML."""
     frames = cap.frames(None, FIELDS)
@@ -131,40 +134,3 @@ def events(cap: Capture, all_tcp: bool = False) -> tuple[list[str], list[tuple[i
         evs.append((f.number, f.time, lanes.index(a), lanes.index(b), label))
     return lanes, evs
 
-
-def ladder(cap: Capture, all_tcp: bool = False, lane: int = 28) -> list[str]:
-    lanes, evs = events(cap, all_tcp)
-    width = max(1, len(lanes) - 1) * lane + 1
-    head = [" " * 18 + _header(lanes, lane)]
-    out = head + [" " * 18 + _lanes(width, lane)]
-    for num, t, i, j, label in evs:
-        row = list(_lanes(width, lane))
-        lo, hi = sorted((i * lane, j * lane))
-        for k in range(lo + 1, hi):
-            row[k] = "-"
-        if j > i:
-            row[hi - 1] = ">"
-        elif j < i:
-            row[lo + 1] = "<"
-        out.append(f"{num:>6} {t:10.6f} " + "".join(row) + "  " + label)
-    return out
-
-
-def write_ladder(capture_path, out_dir, keylog=None, smb_keys=None, **kw):
-    """SVG + HTML ladder of a capture into `out_dir` (for reports); see ladder_svg.write_ladder."""
-    from .ladder_svg import write_ladder as _write
-
-    return _write(capture_path, out_dir, keylog=keylog, smb_keys=smb_keys, **kw)
-
-
-def _lanes(width: int, lane: int) -> str:
-    return "".join("|" if k % lane == 0 else " " for k in range(width))
-
-
-def _header(lanes: list[str], lane: int) -> str:
-    s = ""
-    for i, name in enumerate(lanes):
-        pos = i * lane
-        start = max(len(s), pos - len(name) // 2) if i else 0
-        s = s.ljust(start) + name
-    return s

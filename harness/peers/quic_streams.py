@@ -1,4 +1,4 @@
-"""The two ends of a stream-matrix cell: `python -m harness.scenario.quicpeer server|client ...`.
+"""The two ends of a stream-matrix cell: `python -m harness.peers.quic_streams server|client ...`.
 
 Both run on emulated hosts (the cell starts them with the wrapper's environment) and use only the
 IPPROTO_QUIC socket API of wrappers.quic (quic_sendmsg / quic_recvmsg, STREAM_OPEN, STREAM_RESET,
@@ -288,7 +288,7 @@ def peer(end: End) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.scenario.quicpeer")
+    p = argparse.ArgumentParser(prog="python -m harness.peers.quic_streams")
     p.add_argument("role", choices=["server", "client"])
     p.add_argument("--addr", required=True)
     p.add_argument("--port", type=int, required=True)

@@ -1,6 +1,6 @@
 """`wirecheck pcap show|check`: ladder diagrams and declarative checks on a capture.
 
-The main CLI adds this group with `main.add_command(pcap)`. Exit status: 0 all checks passed,
+harness.cli registers this group. Exit status: 0 all checks passed,
 1 a check failed, 2 usage error or bad input (unreadable capture, bad checks file, unknown field,
 tshark missing) — so CI can tell "the product is wrong" from "the test is wrong".
 """
@@ -10,11 +10,10 @@ import sys
 
 import click
 
-from .capture import Capture
-from .checks_yaml import ChecksError, load_checks
-from .ladder import ladder
-from .ladder_svg import render
-from .tshark import PcapError
+from harness.pcap.capture import Capture
+from harness.pcap.checks_yaml import ChecksError, load_checks
+from harness.pcap.ladder import ladder, render
+from harness.pcap.tshark import PcapError
 
 EXIT_OK, EXIT_FAIL, EXIT_BAD = 0, 1, 2
 

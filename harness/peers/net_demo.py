@@ -1,7 +1,7 @@
 """The two programs of `wirecheck demo`, plain Python with no knowledge of the wrapper.
 
 They use ordinary AF_INET/AF_INET6 sockets; `wirecheck exec` is what puts them on the emulated
-network. Run as ``python -m harness.demo_peers udp-echo HOST PORT`` or ``... client``.
+network. Run as ``python -m harness.peers.net_demo udp-echo HOST PORT`` or ``... client``.
 """
 
 from __future__ import annotations

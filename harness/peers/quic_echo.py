@@ -1,7 +1,8 @@
-"""A QUIC peer for cross-process tests, run under `wirecheck exec`: plain socket(..., 261) calls.
+"""A QUIC echo peer for cross-process runs under `wirecheck exec`: plain socket(..., 261) calls, as a
+C program on quic.ko would make them (external PSK, one stream).
 
-    peer_quic.py server HOST PORT PSKFILE     -> prints "ready", echoes one stream upper-cased
-    peer_quic.py client HOST PORT PSKFILE MSG -> prints the reply
+    python -m harness.peers.quic_echo server HOST PORT PSKFILE     -> prints "ready", echoes one stream upper-cased
+    python -m harness.peers.quic_echo client HOST PORT PSKFILE MSG -> prints the reply
 """
 
 from __future__ import annotations

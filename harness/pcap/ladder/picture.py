@@ -2,7 +2,7 @@
 
 Why hand-written SVG: reports (and the runner's failing cells) need a picture that opens in any
 browser with no plotting library to install; a ladder is only lines and text. The events are the
-same as the text ladder's (ladder.events), so the three renderings never disagree.
+same as the text ladder's (rows.events), so the three renderings never disagree.
 
     from harness.pcap.ladder import write_ladder
     paths = write_ladder("run.pcap", "results/cell-3", keylog="run.keys", smb_keys="run.smbkeys")
@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .capture import Capture
-from .ladder import events
+from ..capture import Capture
+from .rows import Event, events
 
 CHAR_W = 6.7  # average advance of an 11 px monospace glyph, to size lanes and truncate labels
 ROW_H = 22
@@ -26,8 +26,6 @@ MAX_EVENTS = 3000  # a picture of more rows is unreadable; the table and text la
 COLOURS = [("MALFORMED", "#c62828"), ("retransmission", "#c62828"), ("status=0x", "#e65100"),
            ("SMB3[enc]", "#6a1b9a"), ("SMB3 encrypted", "#6a1b9a"), ("SMBD", "#00838f"), ("RoCE", "#00838f"), ("SMB2", "#1565c0"),
            ("QUIC", "#2e7d32"), ("TCP", "#757575")]
-
-Event = tuple[int, float, int, int, str]
 
 
 def colour(label: str) -> str:

@@ -29,6 +29,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 
+from harness.blocking.client import SMBClient
 from harness.smb import messages as m
 from harness.smb import reconnect as rc
 from harness.smb.auth import Initiator
@@ -45,7 +46,6 @@ from harness.smb.constants import (
 )
 from harness.smb.crypto import NonceGenerator, derive_session_keys, sign_message, verify_signature
 from harness.smb.errors import SMBProtocolError
-from harness.smb_client import SMBClient
 from harness.transport import Transport, TransportError, connect
 
 SEND_FAILURES = (TransportError, OSError, TimeoutError, EOFError)

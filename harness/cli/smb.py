@@ -69,8 +69,8 @@ def _user(text: str) -> tuple[str, str]:
 def serve(listen_at, transport, shares, users, encrypt, sign, accept_transport_security, cert, key, client_ca,
           keys_out):
     """Serve directories over SMB 3.1.1 (and 2.0.2-3.0.2) until interrupted."""
+    from harness.blocking.server import SMBServer
     from harness.smb.server import ServerConfig, ShareConfig
-    from harness.smb_server import SMBServer
     from harness.transport import TransportUnavailable
 
     host, port = _split_hostport(listen_at, DEFAULT_PORTS[transport])
@@ -145,8 +145,8 @@ def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, ci
       cat REMOTE          print a file to stdout
       rm PATH / mkdir PATH / rmdir PATH
     """
+    from harness.blocking.client import SMBClient
     from harness.smb.client import SMBError
-    from harness.smb_client import SMBClient
     from harness.transport import TransportError
 
     match = _UNC.match(unc)

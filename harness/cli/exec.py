@@ -1,5 +1,4 @@
-"""The `wirecheck` command line: one command whose subcommands (exec, demo, serve, smb, h3,
-check, pcap) share one vocabulary."""
+"""`wirecheck exec`: run a program, unmodified, on the emulated network."""
 
 from __future__ import annotations
 
@@ -16,12 +15,7 @@ from wrappers.launch import child_environ
 from wrappers.sockdir import check_socket_dir, make_socket_dir, sweep_stale
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """wirecheck: SMB 3.1.1 transports emulated in user space."""
-
-
-@main.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option("--dir", "socket_dir", metavar="D", help="Socket directory (default: $SOCKET_WRAPPER_DIR, else a new private one).")
 @click.option("--iface", metavar="N", help="This program's interface number, 1..64 (SOCKET_WRAPPER_DEFAULT_IFACE).")
 @click.option("--pcap", metavar="F", help="Append every packet to this pcap (SOCKET_WRAPPER_PCAP_FILE).")
@@ -63,25 +57,3 @@ def exec_(socket_dir: str | None, iface: str | None, pcap: str | None, network: 
             shutil.rmtree(temp, ignore_errors=True)
     sys.exit(rc if rc >= 0 else 128 - rc)
 
-
-@main.command()
-@click.option("--out", default="results/demo", show_default=True, help="Where the run leaves its pcap.")
-def demo(out: str) -> None:
-    """The built-in default job: two processes talk TCP and UDP on the emulated network."""
-    from harness.demo import run_demo
-
-    sys.exit(run_demo(out))
-
-
-def _add_optional_commands() -> None:
-    """Sub-commands of parts that may not be installed yet register themselves here."""
-    for module, attr in (("harness.pcap.cli", "pcap"), ("harness.smbcli", "serve"), ("harness.smbcli", "smb"),
-                         ("harness.runner.cli", "check"), ("harness.h3cli", "h3")):
-        try:
-            mod = __import__(module, fromlist=[attr])
-        except ImportError:
-            continue
-        main.add_command(getattr(mod, attr))
-
-
-_add_optional_commands()

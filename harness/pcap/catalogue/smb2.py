@@ -1,31 +1,26 @@
-"""Named checks that need more than a count: migration with a fresh connection id, 1-RTT sent in
-clear, transport security accepted, command sequences per session, replay, channel binding, RDMA.
+"""Named checks on SMB2/3 (MS-SMB2): dialect, signing and encryption, errors, every request
+answered, transport security over QUIC, command sequences per session, replay, channel binding.
 
-Why a module of its own: these checks walk the table (per connection, per session, in order)
-instead of composing the primitives, and each needs a page of reasoning about what tshark 4.0
-shows. They register in the same CATALOGUE (imported by catalogue.py), so YAML sees one list.
+The helpers that walk the frame table per connection and per session (conn_key, smb_pdus,
+session_commands) live here too: only SMB2 checks need them.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from .assertions import AllOf, Assertion, Context, Count, Custom, frame_list
-from .catalogue import CATALOGUE, named
-from .table import Table
+from ..assertions import Absent, AllOf, Assertion, Context, Count, Custom, Values, frame_list
+from ..table import Table
+from .registry import CATALOGUE, named
 
+SMB2_NEGOTIATE, SMB2_SESSION_SETUP = 0, 1
+STATUS_MORE_PROCESSING_REQUIRED = 0xC0000016
 SMB2_COMMANDS = ["NEGOTIATE", "SESSION_SETUP", "LOGOFF", "TREE_CONNECT", "TREE_DISCONNECT", "CREATE", "CLOSE",
                  "FLUSH", "READ", "WRITE", "LOCK", "IOCTL", "CANCEL", "ECHO", "QUERY_DIRECTORY", "CHANGE_NOTIFY",
                  "QUERY_INFO", "SET_INFO", "OPLOCK_BREAK"]
 ACCEPT_TRANSPORT_LEVEL_SECURITY = 0x1  # SMB2_TRANSPORT_CAPABILITIES flag (MS-SMB2 2.2.3.1.5)
 TRANSPORT_CAPABILITIES = 0x6
-# RoCE RC opcodes (IBA 9.2): RDMA WRITE FIRST..ONLY_WITH_IMMEDIATE, READ REQUEST, READ RESPONSE *
-IB_RDMA_WRITE = range(0x06, 0x0C)
-IB_RDMA_READ_REQUEST = 0x0C
-IB_RDMA_READ_RESPONSE = range(0x0D, 0x11)
-CHANNEL_RDMA = {1, 2}  # SMB2_CHANNEL_RDMA_V1, SMB2_CHANNEL_RDMA_V1_INVALIDATE
 
 _CONN_FIELDS = ["tcp.stream", "quic.connection.number", "udp.srcport", "udp.dstport"]
-_ADDR_FIELDS = ["ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "udp.srcport", "udp.dstport"]
 
 
 def cmd_name(c: int) -> str:
@@ -67,93 +62,59 @@ def smb_pdus(t: Table, r: int) -> list[tuple[int, int, int]]:
     return [(c, int(bool(x)), s) for c, x, s in zip(cmds, resp, sids + [0] * (len(cmds) - len(sids)), strict=False)]
 
 
-# --------------------------------------------------------------------------- QUIC
+@named("smb2.dialect", {"eq": {"type": "integer"}})
+def smb2_dialect(eq: int = 0x0311) -> Assertion:
+    """Every NEGOTIATE response selected dialect `eq` (default 0x0311)."""
+    q = {"smb2.cmd": SMB2_NEGOTIATE, "smb2.flags.response": 1}
+    return Values("smb2.dialect", q, all={"eq": eq}, any={"eq": eq})
 
-def _addr(t: Table, r: int, which: str) -> tuple:
-    ip = (t.values(f"ip.{which}", r) or t.values(f"ipv6.{which}", r) or ("?",))[0]
-    port = (t.values(f"udp.{which[:3]}port", r) or ("?",))[0]
-    return (str(ip), port)
+
+_AFTER_SETUP = "smb2.cmd && !(smb2.cmd in {0,1}) && smb2.sesid != 0"
 
 
-@named("quic.new_cid_after_migration")
-def quic_new_cid_after_migration() -> Assertion:
-    """The client migrated (its 1-RTT packets to the server came from a new address or port) and,
-    on every new path, used only destination connection ids it never used on an earlier path
-    (RFC 9000 9.5: an endpoint MUST NOT reuse a connection id when it migrates). A path change that
-    keeps the old DCID looks like NAT rebinding and fails. The server is the destination of each
-    connection's first packet. Needs the keys only to link the new DCID to the connection."""
+@named("smb2.signed")
+def smb2_signed() -> Assertion:
+    """Every SMB2 message after SESSION_SETUP that is not inside an SMB3 transform header has the
+    signed flag (smb2.flags.signature). tshark does not verify signatures; this is the flag only."""
+    q = f"{_AFTER_SETUP} && !smb2.header.transform.msg_size"
+    return AllOf("", Count(q, min=1), Values("smb2.flags.signature", q, all={"eq": 1}))
+
+
+@named("smb2.encrypted")
+def smb2_encrypted() -> Assertion:
+    """Every SMB2 message after SESSION_SETUP travelled inside an SMB3 transform header, and at
+    least one such message exists. Frames that stayed encrypted count as encrypted."""
+    return AllOf("", Count("smb2.header.transform.msg_size", min=1),
+                 Absent(f"{_AFTER_SETUP} && !smb2.header.transform.msg_size"))
+
+
+@named("smb2.no_error")
+def smb2_no_error() -> Assertion:
+    """No SMB2 response carries an error status: severity bits 11 (0xC0000000 and up, MS-ERREF
+    2.3). STATUS_MORE_PROCESSING_REQUIRED of a multi-leg SESSION_SETUP is not an error, and neither
+    are warnings such as STATUS_NO_MORE_FILES (0x80000006) that end every directory listing."""
+    return Absent(f"smb2.flags.response == 1 && smb2.nt_status >= 0xc0000000 && smb2.nt_status != {STATUS_MORE_PROCESSING_REQUIRED:#x}")
+
+
+@named("smb2.all_requests_answered")
+def smb2_all_requests_answered() -> Assertion:
+    """Every SMB2 request (per message id and TCP stream/QUIC connection) has a response."""
     def check(ctx: Context):
         t = ctx.table
-        server: dict[Any, tuple] = {}
-        paths: dict[Any, dict[tuple, set]] = {}
-        moves, reused = [], []
+        pending: dict[tuple, int] = {}
         for r in range(len(t)):
-            conn = t.values("quic.connection.number", r)
-            if not conn:
-                continue
-            conn = conn[0]
-            if conn not in server:
-                server[conn] = _addr(t, r, "dst")
-            if not t.values("quic.short", r) or _addr(t, r, "dst") != server[conn]:
-                continue
-            dcids = t.values("quic.dcid", r)
-            if not dcids:
-                continue
-            dcid, path = str(dcids[-1]), _addr(t, r, "src")  # a short header is the last packet in a datagram
-            seen = paths.setdefault(conn, {})
-            if seen and path not in seen:
-                moves.append((conn, path, t.numbers[r]))
-            if seen and path != next(iter(seen)) and any(dcid in v for p, v in seen.items() if p != path):
-                reused.append((conn, path, t.numbers[r], dcid))
-            seen.setdefault(path, set()).add(dcid)
-        exp = "a client migration to a new path with a new destination connection id"
-        if not moves:
-            return False, exp, "no migration: every QUIC client stayed on its first address", []
-        if reused:
-            first = {}
-            for conn, path, n, dcid in reused:
-                first.setdefault((conn, path), (n, dcid))
-            txt = "; ".join(f"connection {c} moved to {p[0]}:{p[1]} but kept DCID {d} (frame {n})"
-                            for (c, p), (n, d) in first.items())
-            return False, exp, txt, [n for n, _ in first.values()]
-        txt = "; ".join(f"connection {c} moved to {p[0]}:{p[1]} at frame {n} with a new DCID" for c, p, n in moves)
-        return True, exp, txt, [n for *_, n in moves]
-    return Custom("quic.new_cid_after_migration", check,
-                  needs=["quic.connection.number", "quic.short", "quic.dcid", *_ADDR_FIELDS])
+            conn = (t.values("tcp.stream", r) or t.values("quic.connection.number", r) or (None,))[0]
+            for mid, resp in zip(t.values("smb2.msg_id", r), t.values("smb2.flags.response", r), strict=False):
+                if resp:
+                    pending.pop((conn, mid), None)
+                else:
+                    pending.setdefault((conn, mid), t.numbers[r])
+        lonely = sorted(pending.values())
+        return (not lonely, "a response for every SMB2 request",
+                f"{len(lonely)} unanswered: {frame_list(lonely)}" if lonely else "all answered", lonely)
+    return Custom("smb2.all_requests_answered", check,
+                  needs=["smb2.msg_id", "smb2.flags.response", "tcp.stream", "quic.connection.number"])
 
-
-@named("quic.1rtt_in_clear", {"marker": {"type": "string", "pattern": "^([0-9a-fA-F]{2})+$"},
-                              "absent": {"type": "boolean"}})
-def quic_1rtt_in_clear(marker: str = "fe534d42", absent: bool = False) -> Assertion:
-    """Short-header (1-RTT) packets carry their payload in clear, as quic.ko sends them when both
-    ends set disable_1rtt_encryption (transport parameter 0xbaad). tshark 4.0 has no notion of
-    that: it shows such packets as undecryptable, the bytes in `quic.remaining_payload` (no keys)
-    or `quic.protected_payload` with the expert note "Decryption failed" (keys given; packets
-    shorter than the header-protection sample even show as Malformed). So the evidence is that
-    those undecrypted bytes contain `marker` (hex; default FE 'S' 'M' 'B', the SMB2 protocol id),
-    which real AEAD output never does. `absent: true` asserts the opposite (nothing in clear)."""
-    want = bytes.fromhex(marker).hex()
-
-    def check(ctx: Context):
-        t = ctx.table
-        hits = []
-        for r in range(len(t)):
-            if not t.values("quic.short", r):
-                continue
-            blobs = [*t.values("quic.remaining_payload", r), *t.values("quic.protected_payload", r)]
-            if any(want in str(b).replace(":", "").lower() for b in blobs):
-                hits.append(t.numbers[r])
-        what = f"1-RTT payload containing {want} readable without keys"
-        if absent:
-            return (not hits, f"no {what}", f"{len(hits)} in clear ({frame_list(hits)})" if hits
-                    else "none in clear", hits)
-        return (bool(hits), what, f"{len(hits)} short-header packet(s) in clear ({frame_list(hits)})" if hits
-                else "no short-header packet with its payload in clear", hits)
-    return Custom("quic.1rtt_in_clear", check,
-                  needs=["quic.short", "quic.remaining_payload", "quic.protected_payload"])
-
-
-# --------------------------------------------------------------------------- SMB2
 
 @named("smb2.transport_security_accepted")
 def smb2_transport_security_accepted() -> Assertion:
@@ -301,30 +262,3 @@ def smb2_channel_binding() -> Assertion:
     return Custom("smb2.channel_binding", check,
                   needs=["smb2.cmd", "smb2.flags.response", "smb2.sesid", "smb2.nt_status",
                          "smb2.ses_req_flags.session_binding", "smb2.header.transform.msg_size", *_CONN_FIELDS])
-
-
-# --------------------------------------------------------------------------- SMB Direct
-
-def _ops(values) -> str:
-    return ",".join(str(v) for v in values)
-
-
-@named("smbdirect.rdma_used", {"read": {"type": "boolean"}, "write": {"type": "boolean"}})
-def smbdirect_rdma_used(read: bool = True, write: bool = True) -> Assertion:
-    """SMB Direct moved file data by RDMA: `write` (the server pushes READ data) needs an RDMA WRITE
-    (RoCE opcodes 0x06-0x0b, iWARP RDMAP Write) and an SMB2 READ request with Channel RDMA_V1 or
-    RDMA_V1_INVALIDATE; `read` (the server pulls WRITE data) needs an RDMA READ REQUEST (0x0c) and
-    READ RESPONSE (0x0d-0x10, iWARP 1 and 2) and an SMB2 WRITE request with an RDMA channel.
-    tshark 4.0 dissects RDMA transfers at the IB/iWARP level and leaves their payload a `data` layer, so it is counted, not decoded."""
-    chan = f"smb2.channel in {{{_ops(CHANNEL_RDMA)}}} && smb2.flags.response == 0"
-    parts: list[Assertion] = []
-    if write:
-        parts += [Count(f"infiniband.bth.opcode in {{{_ops(IB_RDMA_WRITE)}}} || iwarp_rdma.opcode == 0", min=1),
-                  Count(f"smb2.cmd == 8 && {chan}", min=1)]
-    if read:
-        parts += [Count(f"infiniband.bth.opcode == {IB_RDMA_READ_REQUEST} || iwarp_rdma.opcode == 1", min=1),
-                  Count(f"infiniband.bth.opcode in {{{_ops(IB_RDMA_READ_RESPONSE)}}} || iwarp_rdma.opcode == 2", min=1),
-                  Count(f"smb2.cmd == 9 && {chan}", min=1)]
-    if not parts:
-        raise ValueError("smbdirect.rdma_used: at least one of read/write must be true")
-    return AllOf("", *parts)

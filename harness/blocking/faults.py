@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import threading
 
+from harness.blocking.server import SMBServer
 from harness.smb.server import ServerConfig
-from harness.smb_server import SMBServer
 from harness.transport import Transport, connect, listen
 from harness.transport.fault import FaultPlan, FaultyTransport
 

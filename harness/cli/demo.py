@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+import click
+
 from wrappers.addressing import Network, socket_name
 from wrappers.launch import child_environ
 from wrappers.sockdir import make_socket_dir
@@ -48,13 +50,13 @@ def run_demo(out: str) -> int:
         http = subprocess.Popen([py, "-m", "http.server", "8080", "--bind", "127.0.0.10"], env=server_env,
                                 cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         servers.append(http)
-        udp = subprocess.Popen([py, "-m", "harness.demo_peers", "udp-echo", v6_server, "7", "5"], env=server_env)
+        udp = subprocess.Popen([py, "-m", "harness.peers.net_demo", "udp-echo", v6_server, "7", "5"], env=server_env)
         servers.append(udp)
         _wait_for(os.path.join(socket_dir, socket_name(socket.AF_INET, socket.SOCK_STREAM, 10, 8080)), http)
         _wait_for(os.path.join(socket_dir, socket_name(socket.AF_INET6, socket.SOCK_DGRAM, 10, 7)), udp)
         print(f"demo: servers up on emulated 127.0.0.10:8080 (http.server) and [{v6_server}]:7 (UDP echo)")
         print(f"demo: socket directory {socket_dir}: {', '.join(sorted(n for n in os.listdir(socket_dir) if not n.startswith('.')))}")
-        rc = subprocess.run([py, "-m", "harness.demo_peers", "client", "127.0.0.10", "8080", v6_server, "7", "5"],
+        rc = subprocess.run([py, "-m", "harness.peers.net_demo", "client", "127.0.0.10", "8080", v6_server, "7", "5"],
                             env=client_env, timeout=60).returncode
         if rc != 0:
             print(f"demo: FAILED: client exited with status {rc}")
@@ -99,3 +101,10 @@ def _report(pcap: str) -> int:
     print("demo: OK: no malformed packet, no bad checksum, no retransmission "
           "(checksum validation on for IP, TCP and UDP)")
     return 0
+
+
+@click.command("demo")
+@click.option("--out", default="results/demo", show_default=True, help="Where the run leaves its pcap.")
+def demo(out: str) -> None:
+    """The built-in default job: two processes talk TCP and UDP on the emulated network."""
+    sys.exit(run_demo(out))

@@ -1,11 +1,11 @@
-"""`wirecheck check`: the click command (registered by harness.cli._add_optional_commands)."""
+"""`wirecheck check`: the command line of the scenario runner (harness.runner holds the logic)."""
 from __future__ import annotations
 
 import sys
 
 import click
 
-from .run import Options, run_check
+from harness.runner.run import Options, run_check
 
 
 @click.command("check", context_settings={"help_option_names": ["-h", "--help"]})

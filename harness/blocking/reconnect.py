@@ -6,7 +6,7 @@
         share.put_bytes("a.bin", data)     # a reset, a blackhole or a server restart in the middle
                                            # costs time, not an error
 
-Why a subclass of :class:`~harness.smb_client.SMBClient`: the blocking API (``send``/``wait`` with
+Why a subclass of :class:`~harness.blocking.client.SMBClient`: the blocking API (``send``/``wait`` with
 MessageIds, pipelined READ/WRITE) is unchanged, so every helper of :class:`Share` gets reconnect for
 free.  The application keeps the MessageIds, TreeIds and FileIds it was given; after a reconnect they
 are translated to the new connection's.
@@ -22,18 +22,18 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+from harness.blocking.client import SMBClient
 from harness.smb import messages as m
 from harness.smb import reconnect as rc
 from harness.smb.client import ClientConnection, Response, SMBError
 from harness.smb.constants import UNSOLICITED_MESSAGE_ID, Command, NtStatus
-from harness.smb.errors import SMBProtocolError
-from harness.smb_client import SMBClient
+from harness.smb.errors import ReconnectError, SMBProtocolError
 from harness.transport import Transport, TransportError, connect
 
 FAILURES = (TransportError, OSError, TimeoutError, EOFError)
 
 
-class ReconnectFailed(Exception):
+class ReconnectFailed(ReconnectError):
     """The client could not get back to the server within ``reconnect_timeout``."""
 
 

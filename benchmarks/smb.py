@@ -1,7 +1,7 @@
 """SMB throughput benchmark: all numbers in one run, ratios against baselines measured in
 the same run on the same machine.
 
-    python -m harness.smb_bench [--size-mib 256] [--json FILE]
+    python -m benchmarks.smb [--size-mib 256] [--json FILE]
 
 - client side: our client vs smbprotocol 1.17, both against Samba's smbd (real loopback);
 - server side: smbclient 4.17 against our server vs smbclient against smbd;
@@ -22,7 +22,7 @@ import threading
 import time
 from pathlib import Path
 
-from harness.smbd_peer import PASSWORD, USER, Smbd, free_port, need, wait_port
+from harness.peers.smb_samba import PASSWORD, USER, Smbd, free_port, need, wait_port
 
 MODES = ("plain", "signed", "encrypted")
 
@@ -57,7 +57,7 @@ def _mbps(size: int, seconds: float) -> float:
 
 
 def bench_ours_client(port: int, mode: str, size: int) -> tuple[float, float]:
-    from harness.smb_client import SMBClient
+    from harness.blocking.client import SMBClient
 
     chunk = b"\xa5" * (1 << 20)
     with SMBClient("127.0.0.1", port, username=USER, password=PASSWORD, encrypt=mode == "encrypted",
@@ -134,7 +134,7 @@ class OurServerProcess:
 
 
 def memory_with_clients(share: Path, count: int = 50) -> dict:
-    from harness.smb_client import SMBClient
+    from harness.blocking.client import SMBClient
 
     server = OurServerProcess(share)
     try:

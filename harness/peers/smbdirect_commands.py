@@ -1,4 +1,6 @@
-"""An SMB Direct peer process for the two-process tests.
+"""An SMB Direct peer driven by text commands: ``python -m harness.peers.smbdirect_commands``.
+
+A second process for two-process SMB Direct runs (the tests of the RDMA emulation use it).
 
 Runs under the wrapper (SOCKET_WRAPPER_DIR from the environment, interface 2), listens on
 127.0.0.2:445, accepts one connection and obeys text commands sent as SMB Direct messages.

@@ -1,6 +1,6 @@
 """Child programs of the tcp/udp exchange operations: plain sockets, no knowledge of the wrapper.
 
-`python -m harness.scenario.peers MODE ...` runs on an emulated host because the cell starts it with
+`python -m harness.peers.net_exchange MODE ...` runs on an emulated host because the cell starts it with
 the wrapper's environment. Each prints one JSON object on its last stdout line (bytes, sha256,
 errno), which the operation reads back; that is the data-integrity evidence of a scenario.
 
@@ -205,7 +205,7 @@ def udp_client(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.scenario.peers")
+    p = argparse.ArgumentParser(prog="python -m harness.peers.net_exchange")
     p.add_argument("mode", choices=["tcp-echo-server", "tcp-client", "udp-echo-server", "udp-client"])
     p.add_argument("--family", default="ipv4", choices=["ipv4", "ipv6"])
     p.add_argument("--addr", required=True)
