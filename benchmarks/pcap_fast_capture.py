@@ -12,6 +12,7 @@ import socket
 import struct
 from pathlib import Path
 
+from benchmarks import smb2_bytes as c
 
 #: The first record's time (2023-11-14 22:13:20 UTC), as in the tests' hand-made captures.
 T0 = 1_700_000_000.0

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.pcap import Absent, Before, Capture, Count, First, Values  # noqa: E402
 from benchmarks.pcap_fast_capture import fast_smb_tcp_capture  # noqa: E402
+from harness.pcap import Absent, Before, Capture, Count, First, Values  # noqa: E402
 
 STREAMS = 8
 
