@@ -40,6 +40,7 @@ from .aioconn import KoQuicConnection
 
 ITEM = struct.Struct("<BxxxIq")
 K_DATA, K_EVENT, K_DGRAM, K_WAKE, K_ACCEPT, K_PURGE = 1, 2, 3, 4, 5, 6
+K_HS = 7  # raw mode: the peer's CRYPTO bytes, the crypto level in the flags field (raw.py)
 MAX_ITEM = 65536
 SNDBUF = 4 * 1024 * 1024
 
@@ -79,11 +80,12 @@ class Options:
     close_phrase: bytes = b""
     token: bytes = b""
     ticket: bytes = b""
+    raw: bool = False  # the application runs TLS (raw.py); a listener passes it to accepted sockets
 
     def copy(self) -> Options:
         return Options(uapi.TransportParam(**{k: getattr(self.tp, k) for k in uapi._TP_FIELDS}),
                        uapi.Config(**{k: getattr(self.cfg, k) for k in uapi._CFG_FIELDS}), list(self.alpn),
-                       set(self.events), self.close_errcode, self.close_phrase, self.token, self.ticket)
+                       set(self.events), self.close_errcode, self.close_phrase, self.token, self.ticket, self.raw)
 
 
 @dataclass
@@ -146,19 +148,20 @@ class Connection:
         self.require_resumption = False  # client: PSK mode resuming a ticket: no certificate fallback
         self.preferred_address: tuple | None = None  # server: announced preferred_address (host, port)
         self.ticket_handler: Any = None  # server: stores issued tickets (handshake.py)
+        self.quic_class: Any = KoQuicConnection  # raw mode: rawtls.RawQuicConnection (raw.py)
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, configuration: QuicConfiguration, now: float, *, psk: bool, odcid: bytes | None = None,
               ticket_fetcher: Any = None) -> None:
         if self.is_client:
-            q = KoQuicConnection(configuration=configuration, token_handler=self._on_new_token,
-                                 session_ticket_handler=self._on_session)
+            q = self.quic_class(configuration=configuration, token_handler=self._on_new_token,
+                                session_ticket_handler=self._on_session)
             q.raw_ticket_cb = self._on_ticket
             self.opts.token = b""  # the Initial carries it; NEW_TOKEN fills it again
         else:
-            q = KoQuicConnection(configuration=configuration, original_destination_connection_id=odcid,
-                                 session_ticket_fetcher=ticket_fetcher,
-                                 session_ticket_handler=self.ticket_handler or _ignore)
+            q = self.quic_class(configuration=configuration, original_destination_connection_id=odcid,
+                                session_ticket_fetcher=ticket_fetcher,
+                                session_ticket_handler=self.ticket_handler or _ignore)
             q.refuse_early = self.refuse_early
         q.external_psk = psk
         q.request_client_cert = self.request_client_cert

@@ -136,14 +136,13 @@ def setopt(s: QuicSocket, opt: int, v: bytes) -> None:
             raise err(errno.EINVAL, "session ticket length must be 64..4096")
         s._opts.ticket = bytes(v)
     elif opt == C.QUIC_SOCKOPT_CRYPTO_SECRET:
-        cs = uapi.CryptoSecret.unpack(v)
-        if state != C.ESTABLISHING or cs.level in (C.QUIC_CRYPTO_INITIAL,) or cs.level > C.QUIC_CRYPTO_EARLY:
-            raise err(errno.EINVAL, "CRYPTO_SECRET outside ESTABLISHING or at a bad level")
-        raise err(errno.EOPNOTSUPP, "TLS runs inside the engine: use client_handshake/server_handshake")
+        from . import raw
+
+        raw.set_crypto_secret(s, v)
     elif opt == C.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT:
-        if state != C.ESTABLISHING or len(v) > 512:
-            raise err(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING or too long")
-        raise err(errno.EOPNOTSUPP, "TLS runs inside the engine: use client_handshake/server_handshake")
+        from . import raw
+
+        raw.set_transport_param_ext(s, v)
 
 
 def _need(conn: Connection | None) -> Connection:
@@ -212,9 +211,9 @@ def getopt(s: QuicSocket, opt: int, arg: bytes, optlen: int) -> bytes:
             raise err(errno.EINVAL, "buffer too small")
         return data
     if opt == C.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT:
-        if state != C.ESTABLISHING:
-            raise err(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING")
-        raise err(errno.EOPNOTSUPP, "TLS runs inside the engine: use client_handshake/server_handshake")
+        from . import raw
+
+        return raw.get_transport_param_ext(s, optlen)
     raise err(errno.ENOPROTOOPT)
 
 

@@ -30,7 +30,7 @@ from . import constants as C
 from . import options as O
 from . import routing, tlsext, uapi
 from .arrivals import accept_handoff, accept_moved_peer, accept_paths, accept_seqpacket, endpoint_for
-from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
+from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_HS, K_PURGE, K_WAKE, Blocked, Connection, Options, err
 from .loop import Engine, Link, Listener, get_engine, make_pair
 
 SOL_SOCKET = socket.SOL_SOCKET
@@ -74,6 +74,7 @@ class QuicSocket(_OrigSocket):
         self._listener: Listener | None = None
         self._is_client: bool | None = None
         self._q: deque[list[Any]] = deque()
+        self._nhs = 0  # raw handshake items at the head of the queue, then _nev events
         self._nev = 0
         self._eof = False
         self._wake_out = False
@@ -376,6 +377,10 @@ class QuicSocket(_OrigSocket):
                 new._ticket_secret = self._ticket_secret
                 self._engine.add_link(link)
                 self._engine.flush(link)
+                if new._opts.raw:
+                    from . import raw
+
+                    raw.start(new)  # the ClientHello is readable (and polls readable) at once
             return new, link.peer
 
     # -- connect ---------------------------------------------------------------------------------
@@ -625,10 +630,22 @@ class QuicSocket(_OrigSocket):
                 if remaining is not None and remaining <= 0:
                     raise err(errno.ETIMEDOUT, "handshake timed out")
                 eng.cond.wait(remaining if remaining is not None else 1.0)
+        self._established(c)
+
+    def _established(self, c: Connection) -> None:
+        """The handshake completed (engine TLS, or the second APP key in raw mode)."""
+        if self._state == C.ESTABLISHED:
+            return
         self._state = C.ESTABLISHED
         self._cids = O.ConnectionIds(max(2, min(8, c.quic._remote_active_connection_id_limit or 7))
                                      if c.quic is not None else 7)
         c.cids = self._cids
+
+    def set_raw_handshake(self) -> None:
+        """Opt into quic.ko's raw handshake interface (raw.py): the application runs TLS."""
+        from . import raw
+
+        raw.enable(self)
 
     # -- engine calls -----------------------------------------------------------------------------
     def _engine_call(self, fn: Callable[[], Any]) -> Any:
@@ -749,6 +766,7 @@ class QuicSocket(_OrigSocket):
         if self._state in (C.CLOSED, C.LISTENING) and c is None or c is not None and c.closed:
             raise err(errno.EPIPE)
         info: uapi.StreamInfo | None = None
+        hs_level: int | None = None
         for level, ctype, cdata in ancdata or ():
             if level != C.SOL_QUIC:
                 continue
@@ -757,11 +775,15 @@ class QuicSocket(_OrigSocket):
                 if info.stream_flags & ~C.STREAM_FLAGS:
                     raise err(errno.EINVAL, "bad stream_flags")
             elif ctype == C.QUIC_HANDSHAKE_INFO:
-                raise err(errno.EINVAL, "raw handshake messages: TLS runs inside the engine")
+                hs_level = bytes(cdata)[0] if len(cdata) else 0
             else:
                 raise err(errno.EINVAL, f"unknown SOL_QUIC cmsg {ctype}")
         data = b"".join(bytes(b) for b in buffers) if not isinstance(buffers, (bytes, bytearray)) else bytes(buffers)
         assert c is not None
+        if hs_level is not None:
+            from . import raw
+
+            return raw.send_handshake(self, hs_level, data, flags)
         nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
         if flags & C.MSG_QUIC_DATAGRAM:
             return int(self._engine_call(lambda: c.send_datagram(data)))
@@ -812,12 +834,16 @@ class QuicSocket(_OrigSocket):
                 self._wake_out = False
                 continue
             if kind == K_PURGE:
-                keep = [e for i, e in enumerate(self._q) if i < self._nev or not (e[0] == K_DATA and e[1] == sid)]
+                head = self._nhs + self._nev
+                keep = [e for i, e in enumerate(self._q) if i < head or not (e[0] == K_DATA and e[1] == sid)]
                 self._q = deque(keep)
                 continue
             entry = [kind, sid, flags, memoryview(m)[ITEM.size:]]
-            if kind == K_EVENT:
-                self._q.insert(self._nev, entry)
+            if kind == K_HS:  # handshake messages go ahead of everything else (spec 3.2)
+                self._q.insert(self._nhs, entry)
+                self._nhs += 1
+            elif kind == K_EVENT:
+                self._q.insert(self._nhs + self._nev, entry)
                 self._nev += 1
             else:
                 self._q.append(entry)
@@ -827,6 +853,12 @@ class QuicSocket(_OrigSocket):
             raise err(errno.ENOTCONN)
         if self._link is None and not self._q:
             raise err(errno.ENOTCONN)
+        c = self._conn
+        if c is not None and not c.is_client and c.quic is None and not c.closed:
+            from . import raw
+
+            with self._engine.lock:  # an accepted socket read before any handshake: libquic's server
+                raw.start(self)
         nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
         deadline = None if nonblock else self._deadline(self._timeout)
         while True:
@@ -843,7 +875,23 @@ class QuicSocket(_OrigSocket):
         kind = head[0]
         msg_flags = 0
         anc: list = []
-        if kind in (K_EVENT, K_DGRAM):
+        if kind == K_HS:
+            payload = head[3]
+            out = bytes(payload[:bufsize])
+            whole = len(payload) <= bufsize
+            if whole:
+                msg_flags |= C.MSG_EOR
+            if ancbufsize >= socket.CMSG_SPACE(1):
+                anc = [(C.SOL_QUIC, C.QUIC_HANDSHAKE_INFO, bytes([head[2]]))]
+            else:
+                msg_flags |= C.MSG_CTRUNC
+            if not peek:
+                if whole:
+                    self._q.popleft()
+                    self._nhs -= 1
+                else:
+                    head[3] = payload[bufsize:]
+        elif kind in (K_EVENT, K_DGRAM):
             payload = head[3]
             out = bytes(payload[:bufsize])
             whole = len(payload) <= bufsize
