@@ -83,8 +83,8 @@ def client_app(*, psk: tuple[bytes, bytes] | None = None, server_name: str | Non
 
 def server_app(*, psk: tuple[bytes, bytes] | None = None, cert_file: str | None = None,
                key_file: str | None = None, tickets: dict[bytes, Any] | None = None,
-               cipher_suites: list[CipherSuite] | None = None) -> App:
-    ctx = tls.Context(is_client=False, max_early_data=None, cipher_suites=cipher_suites or (
+               cipher_suites: list[CipherSuite] | None = None, max_early_data: int | None = None) -> App:
+    ctx = tls.Context(is_client=False, max_early_data=max_early_data, cipher_suites=cipher_suites or (
         [tlsext.PSK_CIPHER] if psk is not None else None))
     app = App(ctx, psk=psk is not None)
     if psk is not None:

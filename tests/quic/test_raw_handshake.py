@@ -32,12 +32,14 @@ from wrappers.quic import (
     QUIC_SOCKOPT_EVENT,
     QUIC_SOCKOPT_SESSION_TICKET,
     QUIC_SOCKOPT_TOKEN,
+    QUIC_SOCKOPT_TRANSPORT_PARAM,
     QUIC_SOCKOPT_TRANSPORT_PARAM_EXT,
     QUIC_VERSION_V2,
     SOL_QUIC,
     Config,
     CryptoSecret,
     EventOption,
+    TransportParam,
     client_handshake,
     quic_recvmsg,
     quic_sendmsg,
@@ -101,7 +103,8 @@ class Pair:
         self.c = c = quic_socket()
         if setup_client is not None:
             setup_client(c)
-        c.connect(self.ls.getsockname())
+        if c.quic_state == CLOSED:  # setup_client may have connected it (0-RTT data is sent after connect)
+            c.connect(self.ls.getsockname())
         if self.capp is not None:
             rawapp.quic_handshake(c, self.capp, TIMEOUT)
         elif mode == "psk":
@@ -388,3 +391,51 @@ def test_raw_recvmsg_item_rules(net, pki):
         t.join(5)
     finally:
         close_all(c, ls)
+
+
+def test_raw_zero_rtt(pki):
+    """Resumption with early data, both ends raw: the client queues stream data before its handshake
+    (after loading the saved peer parameters); its EARLY send secret releases it in 0-RTT packets
+    behind the Initial; the server's EARLY receive secret decrypts them, and the data becomes
+    readable only once the server is ESTABLISHED (libquic's loop reads nothing but handshake
+    messages until then)."""
+    tickets: dict[bytes, Any] = {}
+    early = 0xFFFFFFFF  # RFC 9001 4.6.1: a QUIC ticket allowing 0-RTT carries this max_early_data_size
+    with emulated() as n:
+        ls = quic_socket()
+        ls.bind(("127.0.0.11", 0))
+        ls.listen(8)
+        capp = _client_app("cert", pki)
+        p = Pair(pki, "cert", "raw", "raw", ls=ls, capp=capp, sapp=_server_app("cert", pki, tickets=tickets,
+                                                                                max_early_data=early))
+        try:
+            p.echo(b"first")
+            saved = p.c.getsockopt(SOL_QUIC, QUIC_SOCKOPT_TRANSPORT_PARAM, TransportParam(remote=1).pack())
+            deadline = time.monotonic() + 5
+            ticket = None
+            while ticket is None and time.monotonic() < deadline:
+                ticket = rawapp.session_get_data(p.c, capp)
+                time.sleep(0.02)
+            assert ticket is not None and ticket.max_early_data_size == early
+        finally:
+            p.close(listener=False)
+
+        def zero_rtt(c: Any) -> None:
+            c.connect(ls.getsockname())
+            c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_TRANSPORT_PARAM, saved)
+            assert quic_sendmsg(c, b"sent in 0-RTT", -1, MSG_STREAM_NEW | MSG_STREAM_FIN) == 13
+
+        sapp2 = _server_app("cert", pki, tickets=tickets, max_early_data=early)
+        capp2 = _client_app("cert", pki, ticket=ticket)
+        p2 = Pair(pki, "cert", "raw", "raw", ls=ls, setup_client=zero_rtt, capp=capp2, sapp=sapp2)
+        try:
+            assert capp2.ctx.early_data_accepted and sapp2.ctx.early_data_accepted
+            assert ("secret_tx", QUIC_CRYPTO_EARLY) in capp2.calls and ("secret_rx", QUIC_CRYPTO_EARLY) in sapp2.calls
+            data, sid, flags = p2.recv(p2.s)
+            assert (data, sid) == (b"sent in 0-RTT", 0) and flags & MSG_STREAM_FIN
+        finally:
+            p2.close()
+        rows = fields(n.pcap, ["quic.long.packet_type", "quic.stream_data"],
+                      display_filter="quic.long.packet_type == 1 && quic.stream_data",
+                      options=["-o", f"tls.keylog_file:{n.keys}"])
+        assert any(b"sent in 0-RTT".hex() in r[1].replace(":", "") for r in rows), rows

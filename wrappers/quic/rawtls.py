@@ -48,6 +48,7 @@ from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 from .aioconn import KoQuicConnection
 
 MAX_PENDING = 64  # undecryptable packets kept per connection until their key arrives
+HELD_EVENTS = (events.StreamDataReceived, events.StreamReset, events.DatagramFrameReceived)
 
 
 def client_random_of(hello: bytes) -> bytes | None:
@@ -161,6 +162,34 @@ class RawQuicConnection(KoQuicConnection):
         if self._is_client and not self._raw_hello_sent:
             return self._close_at
         return super().get_timer()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        # a client's 0-RTT key can be installed before its ClientHello is handed over: nothing may
+        # leave before the Initial that carries it
+        if self._is_client and not self._raw_hello_sent:
+            return []
+        return super().datagrams_to_send(now)
+
+    _raw_held: list[Any] | None = None
+    _raw_released = False
+
+    def next_event(self) -> Any:
+        """quic.ko keeps stream data that arrives before the handshake completes (0-RTT) out of the
+        receive queue until the socket is ESTABLISHED (libquic would read it as a handshake message
+        without HANDSHAKE_INFO); the engine's events for it wait until HandshakeCompleted is out."""
+        held = self._raw_held
+        if self._raw_released and held:
+            return held.pop(0)
+        while True:
+            ev = super().next_event()
+            if isinstance(ev, events.HandshakeCompleted):
+                self._raw_released = True
+                return ev
+            if ev is None or self._raw_released or not isinstance(ev, HELD_EVENTS):
+                return ev
+            if held is None:
+                held = self._raw_held = []
+            held.append(ev)
 
     def raw_send_crypto(self, epoch: tls.Epoch, data: bytes) -> None:
         self._raw_hello_sent = True
