@@ -60,6 +60,7 @@ class App:
     psk: bool = False
     calls: list[tuple[str, int]] = field(default_factory=list)
     tickets: list[Any] = field(default_factory=list)
+    before_send: Any = None  # called with the level before each handshake sendmsg (tests slow a step down)
 
 
 def client_app(*, psk: tuple[bytes, bytes] | None = None, server_name: str | None = None,
@@ -163,6 +164,8 @@ def quic_handshake(sock: Any, app: App, timeout: float = 10.0) -> None:
         while sends:
             level, data = sends.pop(0)
             flags = MSG_NOSIGNAL | (MSG_MORE if sends else 0)
+            if app.before_send is not None:
+                app.before_send(level)
             n = sock.sendmsg([data], hs_cmsg(level), flags)
             if n != len(data):
                 raise OSError(errno.EMSGSIZE, "short handshake send")
