@@ -41,8 +41,8 @@ from wrappers.quic import (
     QUIC_SOCKOPT_TRANSPORT_PARAM_EXT,
     SOL_QUIC,
     CryptoSecret,
+    tlsext,
 )
-from wrappers.quic import tlsext
 
 TP_EXT = 0x39
 EPOCH_LEVEL = {tls.Epoch.INITIAL: 1, tls.Epoch.HANDSHAKE: 2, tls.Epoch.ONE_RTT: 0, tls.Epoch.ZERO_RTT: 3}

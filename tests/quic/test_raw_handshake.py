@@ -18,8 +18,8 @@ import pytest
 from tsharkutil import fields
 
 from wrappers.quic import (
-    MSG_STREAM_FIN,
     MSG_QUIC_NOTIFICATION,
+    MSG_STREAM_FIN,
     MSG_STREAM_NEW,
     QUIC_CRYPTO_APP,
     QUIC_CRYPTO_EARLY,

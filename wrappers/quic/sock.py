@@ -30,7 +30,20 @@ from . import constants as C
 from . import options as O
 from . import routing, tlsext, uapi
 from .arrivals import accept_handoff, accept_moved_peer, accept_paths, accept_seqpacket, endpoint_for
-from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_HS, K_PURGE, K_WAKE, Blocked, Connection, Options, err
+from .core import (
+    ITEM,
+    K_ACCEPT,
+    K_DATA,
+    K_DGRAM,
+    K_EVENT,
+    K_HS,
+    K_PURGE,
+    K_WAKE,
+    Blocked,
+    Connection,
+    Options,
+    err,
+)
 from .loop import Engine, Link, Listener, get_engine, make_pair
 
 SOL_SOCKET = socket.SOL_SOCKET
