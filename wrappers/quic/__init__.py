@@ -14,8 +14,9 @@ SOCK_STREAM, IPPROTO_QUIC)`` returns a :class:`QuicSocket`. Without the wrapper,
 Modules: constants (UAPI numbers), uapi (struct pack/unpack), sock (the socket), options
 (SOL_QUIC options), core (sans-IO connection state), aioconn (aioquic adjustments), loop (engine
 thread), arrivals (new connections and new paths at a listener), carriers (SEQPACKET / emulated
-UDP / real UDP), handshake (client_handshake / server_handshake), tlsext (external PSK, key log,
-qlog), routing (ALPN routing of new connections among listeners sharing an address:port, in one
+UDP / real UDP), handshake (client_handshake / server_handshake), raw and rawtls (quic.ko's raw
+handshake interface that libquic drives: the application runs TLS, the socket carries CRYPTO data
+per level and takes the secrets), tlsext (external PSK, key log, qlog), routing (ALPN routing of new connections among listeners sharing an address:port, in one
 process and, on the SEQPACKET carrier, across processes), h3 (a minimal HTTP/3 client/server over
 this API, for interop with ngtcp2).
 
