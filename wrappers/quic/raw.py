@@ -15,7 +15,8 @@ Calls (the order libquic makes them, handshake.c):
   checked; a bad one closes the connection with TRANSPORT_PARAMETER_ERROR and gives EINVAL
   (VERSION_NEGOTIATION_ERROR and EPROTONOSUPPORT for a bad version_information).
 * sendmsg(data, [HANDSHAKE_INFO{level}], MSG_NOSIGNAL[|MSG_MORE]): CRYPTO frames at that level.
-  MSG_MORE holds the flight back until a send without it.
+  MSG_MORE holds every packet of the connection back until a handshake send without it, so one
+  flight goes out in as few datagrams as possible.
 * recvmsg(..., CMSG_SPACE(1)): the peer's CRYPTO bytes of one level with a HANDSHAKE_INFO cmsg,
   ahead of everything else in the receive queue; MSG_EOR when read whole; MSG_CTRUNC and no cmsg
   without room for it. APP-level CRYPTO bytes are not queued: a client keeps the first complete
@@ -24,6 +25,13 @@ Calls (the order libquic makes them, handshake.c):
   HANDSHAKE, APP or EARLY, with the cipher of ``type`` (TLS_CIPHER_AES_GCM_128/_256,
   CHACHA20_POLY1305; the secret is the first 32 or 48 bytes, by the cipher's hash). Packets that
   arrived before their key are processed when it is installed.
+
+From Python (and from a process hosting sockets for native programs) the calls take and give the C
+bytes: ``sock.sendmsg([data], [(SOL_QUIC, QUIC_HANDSHAKE_INFO, bytes([level]))], flags)``;
+``data, anc, msg_flags, _ = sock.recvmsg(n, socket.CMSG_SPACE(1), flags)`` with ``anc ==
+[(SOL_QUIC, QUIC_HANDSHAKE_INFO, bytes([level]))]``; ``sock.setsockopt(SOL_QUIC,
+QUIC_SOCKOPT_CRYPTO_SECRET, CryptoSecret(...).pack())``; ``sock.getsockopt(SOL_QUIC,
+QUIC_SOCKOPT_TRANSPORT_PARAM_EXT, buflen)`` -> bytes; ``sock.set_raw_handshake()`` on a listener.
 
 Raw mode starts with the first of these calls on a connected or accepted socket whose handshake has
 not started, with the first recvmsg on an accepted socket, or at accept() on a listener where
@@ -173,7 +181,8 @@ def send_handshake(sock: QuicSocket, level: int, data: bytes, flags: int) -> int
         if not data:
             raise err(errno.EMSGSIZE, "zero-length handshake message")
         q.raw_send_crypto(epoch, data)
-        if not flags & C.MSG_MORE:
+        q.raw_corked = bool(flags & C.MSG_MORE)
+        if not q.raw_corked:
             assert sock._link is not None
             eng.flush(sock._link)
     return len(data)

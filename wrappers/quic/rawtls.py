@@ -154,19 +154,21 @@ class RawQuicConnection(KoQuicConnection):
             and not self._spaces[epoch].discarded
 
     _raw_hello_sent = False
+    raw_replayed = 0  # packets processed after their receive key arrived
+    raw_corked = False  # a handshake sendmsg with MSG_MORE: the flight waits for the rest (raw.py)
 
     def get_timer(self) -> float | None:
         # quic.ko's connect() sends nothing; aioquic's client arms its probe timer from time 0 and
         # would send a PING-only Initial before the application's ClientHello. Until the client's
         # first CRYPTO bytes are handed over only the idle timer runs.
-        if self._is_client and not self._raw_hello_sent:
+        if self._is_client and not self._raw_hello_sent or self.raw_corked:
             return self._close_at
         return super().get_timer()
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         # a client's 0-RTT key can be installed before its ClientHello is handed over: nothing may
-        # leave before the Initial that carries it
-        if self._is_client and not self._raw_hello_sent:
+        # leave before the Initial that carries it. While corked (MSG_MORE) nothing leaves either.
+        if self._is_client and not self._raw_hello_sent or self.raw_corked:
             return []
         return super().datagrams_to_send(now)
 
@@ -218,6 +220,7 @@ class RawQuicConnection(KoQuicConnection):
             for ep, packet, addr in self._raw_pending:
                 if ep == epoch:
                     if addr is not None:
+                        self.raw_replayed += 1
                         self.receive_datagram(packet, addr, now)
                 else:
                     keep.append((ep, packet, addr))
