@@ -56,8 +56,10 @@ not started, with the first recvmsg on an accepted socket, or at accept() on a l
 | ESTABLISHED | sendmsg HANDSHAKE_INFO at a level with a send key | sent (client Finished, server NewSessionTicket) |
 | any | the connection closed while buffered packets were processed by CRYPTO_SECRET | EPIPE |
 
-Not emulated: AES-128-CCM (aioquic has no CCM suite). quic.ko holds a server's 0-RTT stream data back
-until the 1-RTT receive key; here it is readable as soon as the EARLY receive key decrypts it.
+0-RTT: a client's stream data sent before its handshake (after TRANSPORT_PARAM remote=1) leaves in
+0-RTT packets behind its ClientHello once the EARLY send key is in; a server's 0-RTT stream data
+becomes readable when the socket is ESTABLISHED (quic.ko: when the APP receive key is installed,
+which on a server is the last key). Not emulated: AES-128-CCM (aioquic has no CCM suite).
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ CIPHERS = {C.TLS_CIPHER_AES_GCM_128: (CipherSuite.AES_128_GCM_SHA256, 32),
            C.TLS_CIPHER_CHACHA20_POLY1305: (CipherSuite.CHACHA20_POLY1305_SHA256, 32)}
 TP_EXT_MAX = 512
 NEW_SESSION_TICKET = 4  # TLS HandshakeType (RFC 8446 4)
+MAX_APP_MESSAGE = 65536
 
 
 class CryptoSink:
@@ -107,6 +110,9 @@ class CryptoSink:
         self.app += data
         while len(self.app) >= 4:
             n = 4 + int.from_bytes(self.app[1:4], "big")
+            if n > MAX_APP_MESSAGE:  # no ticket is that long (quic.ko keeps at most 4096 bytes)
+                self.app = b""
+                break
             if len(self.app) < n:
                 break
             msg, self.app = self.app[:n], self.app[n:]
