@@ -199,3 +199,49 @@ def session_get_data(sock: Any, app: App) -> Any:
     bufs = {e: Buffer(capacity=4096) for e in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE, tls.Epoch.ONE_RTT)}
     app.ctx.handle_message(nst, bufs)
     return app.tickets[-1] if app.tickets else None
+
+
+def _psk_line(path: str) -> tuple[bytes, bytes]:
+    ident, _, key = open(path, encoding="ascii").read().split("\n")[0].partition(":")
+    return ident.encode(), bytes.fromhex(key)
+
+
+def main(argv: list[str]) -> int:
+    """A raw-handshake peer for cross-process tests, run under `wirecheck exec` (the command line of
+    peer_quic.py, which runs the engine's TLS instead):
+
+        rawapp.py server HOST PORT PSKFILE     -> prints "ready", echoes one stream upper-cased
+        rawapp.py client HOST PORT PSKFILE MSG -> prints the reply
+    """
+    from wrappers.quic import IPPROTO_QUIC, MSG_STREAM_FIN, MSG_STREAM_NEW, quic_recvmsg, quic_sendmsg
+
+    role, host, port, psk = argv[:4]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+    s.settimeout(20)
+    if role == "server":
+        s.bind((host, int(port)))
+        s.listen(1)
+        print("ready", flush=True)
+        c, _ = s.accept()
+        quic_handshake(c, server_app(psk=_psk_line(psk)), timeout=20)
+        data, sid, _ = quic_recvmsg(c, 1000)
+        quic_sendmsg(c, data.upper(), sid, MSG_STREAM_FIN)
+        c.settimeout(5)
+        try:
+            c.recv(10)  # until the client closes
+        except OSError:
+            pass
+        c.close()
+    else:
+        s.connect((host, int(port)))
+        quic_handshake(s, client_app(psk=_psk_line(psk)), timeout=20)
+        quic_sendmsg(s, argv[4].encode(), -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+        print(quic_recvmsg(s, 1000)[0].decode(), flush=True)
+    s.close()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

@@ -441,3 +441,41 @@ def test_raw_zero_rtt(pki):
                       display_filter="quic.long.packet_type == 1 && quic.stream_data",
                       options=["-o", f"tls.keylog_file:{n.keys}"])
         assert any(b"sent in 0-RTT".hex() in r[1].replace(":", "") for r in rows), rows
+
+
+@pytest.mark.parametrize("client,server", [("rawapp.py", "peer_quic.py"), ("peer_quic.py", "rawapp.py"),
+                                           ("rawapp.py", "rawapp.py")])
+def test_raw_peers_in_two_processes_under_wirecheck_exec(client, server, tmp_path, pki):
+    """The raw handshake across processes on the emulated network, against the engine's TLS both
+    ways; one pcap, decrypted with the key log both processes write."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from procutil import clean_env, wirecheck_exec
+
+    here = Path(__file__).parent
+    sockdir = tmp_path / "w"
+    sockdir.mkdir(mode=0o700)
+    pcap = tmp_path / "run.pcap"
+    env = clean_env()
+    env["PYTHONPATH"] = str(here.parents[1])
+    srv = subprocess.Popen(wirecheck_exec(sockdir, sys.executable, str(here / server), "server", "127.0.0.12", "443",
+                                          pki["psk"], iface=12, pcap=pcap), env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout is not None
+        assert srv.stdout.readline().strip() == "ready"
+        out = subprocess.run(wirecheck_exec(sockdir, sys.executable, str(here / client), "client", "127.0.0.12", "443",
+                                            pki["psk"], "raw across processes", iface=11, pcap=pcap),
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "RAW ACROSS PROCESSES"
+        assert srv.wait(30) == 0
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+    keys = os.fspath(tmp_path / "run.keys")
+    data = _stream_data(os.fspath(pcap), keys)
+    assert {b"raw across processes", b"RAW ACROSS PROCESSES"} <= set(data)
+    assert 11 not in _tls_types(os.fspath(pcap), keys)  # PSK: no Certificate
