@@ -479,3 +479,33 @@ def test_raw_peers_in_two_processes_under_wirecheck_exec(client, server, tmp_pat
     data = _stream_data(os.fspath(pcap), keys)
     assert {b"raw across processes", b"RAW ACROSS PROCESSES"} <= set(data)
     assert 11 not in _tls_types(os.fspath(pcap), keys)  # PSK: no Certificate
+
+
+def test_raw_version_negotiation_check_fails_with_eprotonosupport(net, pki):
+    """A client that starts in an unknown version gets Version Negotiation and sends its
+    application's ClientHello again in v1, unchanged: its transport parameters still name the first
+    version, so the server's setsockopt(TRANSPORT_PARAM_EXT) fails the RFC 9368 check with
+    EPROTONOSUPPORT and closes with VERSION_NEGOTIATION_ERROR; the client sees the close."""
+    ls = quic_socket()
+    ls.bind(("127.0.0.11", 0))
+    ls.listen(4)
+    c = quic_socket()
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        ls.settimeout(TIMEOUT)
+        s, _ = ls.accept()
+        box["s"] = s
+        box["err"] = _err(lambda: rawapp.quic_handshake(s, _server_app("psk", pki), TIMEOUT))
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONFIG, Config(version=123).pack())
+        c.connect(ls.getsockname())
+        assert _err(lambda: rawapp.quic_handshake(c, _client_app("psk", pki), TIMEOUT)) == errno.ENOTCONN
+        t.join(TIMEOUT)
+        assert box["err"] == errno.EPROTONOSUPPORT
+        assert c._conn.peer_close is not None and c._conn.peer_close.errcode == 0x11
+    finally:
+        close_all(c, ls, *([box["s"]] if "s" in box else []))

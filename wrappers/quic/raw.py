@@ -60,6 +60,12 @@ not started, with the first recvmsg on an accepted socket, or at accept() on a l
 0-RTT packets behind its ClientHello once the EARLY send key is in; a server's 0-RTT stream data
 becomes readable when the socket is ESTABLISHED (quic.ko: when the APP receive key is installed,
 which on a server is the last key). Not emulated: AES-128-CCM (aioquic has no CCM suite).
+
+Version Negotiation: the client's engine starts over in a version both know and sends the
+application's ClientHello again, unchanged. Its transport parameters still name the first version
+(version_information, RFC 9368), so a peer that checks them (the engine does, in raw mode and not)
+refuses the handshake with VERSION_NEGOTIATION_ERROR; its setsockopt(TRANSPORT_PARAM_EXT) gives
+EPROTONOSUPPORT.
 """
 
 from __future__ import annotations

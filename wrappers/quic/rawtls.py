@@ -115,6 +115,19 @@ class RawQuicConnection(KoQuicConnection):
 
         pair.decrypt_packet = keep  # type: ignore[method-assign]
 
+    _raw_initial_sent = b""  # client: the Initial-level CRYPTO bytes handed over so far
+
+    def _connect(self, now: float) -> None:
+        """aioquic starts over after a Version Negotiation (and a Retry): new Initial keys and empty
+        CRYPTO streams. Its own TLS would write a new ClientHello; here the application's ClientHello
+        is sent again, as quic.ko does (the application is not told)."""
+        old = self.tls if isinstance(getattr(self, "tls", None), RawTls) else None
+        super()._connect(now)
+        if old is not None:
+            self.tls.client_random = old.client_random
+            if self._raw_initial_sent:
+                self._crypto_streams[tls.Epoch.INITIAL].sender.write(self._raw_initial_sent)
+
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         self._raw_addr = addr
         super().receive_datagram(data, addr, now)
@@ -195,6 +208,8 @@ class RawQuicConnection(KoQuicConnection):
 
     def raw_send_crypto(self, epoch: tls.Epoch, data: bytes) -> None:
         self._raw_hello_sent = True
+        if epoch == tls.Epoch.INITIAL and self._is_client:
+            self._raw_initial_sent += bytes(data)
         if epoch == tls.Epoch.INITIAL and self._is_client and self.tls.client_random is None:
             self.tls.client_random = client_random_of(data)
             self._log_pending_secrets()
