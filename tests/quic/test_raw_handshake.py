@@ -100,7 +100,7 @@ class Pair:
 
         t = threading.Thread(target=serve, daemon=True)
         t.start()
-        self.c = c = quic_socket()
+        self.c = c = quic_socket(self.ls.family)
         if setup_client is not None:
             setup_client(c)
         if c.quic_state == CLOSED:  # setup_client may have connected it (0-RTT data is sent after connect)
@@ -509,3 +509,17 @@ def test_raw_version_negotiation_check_fails_with_eprotonosupport(net, pki):
         assert c._conn.peer_close is not None and c._conn.peer_close.errcode == 0x11
     finally:
         close_all(c, ls, *([box["s"]] if "s" in box else []))
+
+
+@pytest.mark.parametrize("carrier", ["udp", "seqpacket6"])
+def test_raw_on_the_udp_carrier_and_ipv6(carrier, pki):
+    with emulated("udp" if carrier == "udp" else "seqpacket") as n:
+        ls = quic_socket(socket.AF_INET6 if carrier == "seqpacket6" else socket.AF_INET)
+        ls.bind(("fd00::5357:5f0b", 0) if carrier == "seqpacket6" else ("127.0.0.11", 0))
+        ls.listen(4)
+        p = Pair(pki, "psk", "raw", "raw", ls=ls)
+        try:
+            p.echo(b"carried")
+        finally:
+            p.close()
+        assert b"carried" in _stream_data(n.pcap, n.keys)
