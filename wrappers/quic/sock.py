@@ -10,6 +10,9 @@ a call, the engine is asked for a WAKE item so the fd stays readable for select/
 State machine (quic.ko's sk_state): CLOSED --listen--> LISTENING --listen(0)--> CLOSED;
 CLOSED --connect--> ESTABLISHING --handshake--> ESTABLISHED --close/shutdown/peer/idle--> CLOSED;
 an accepted socket starts in ESTABLISHING. Errnos follow the spec's table; nothing else escapes.
+In raw mode (raw.py: the application runs TLS, as with libquic) ESTABLISHING becomes ESTABLISHED when
+setsockopt(CRYPTO_SECRET) installs the second APP key, and the peer's CRYPTO bytes are queued ahead
+of everything else, each with its crypto level in a HANDSHAKE_INFO cmsg.
 """
 
 from __future__ import annotations
