@@ -523,3 +523,30 @@ def test_raw_on_the_udp_carrier_and_ipv6(carrier, pki):
         finally:
             p.close()
         assert b"carried" in _stream_data(n.pcap, n.keys)
+
+
+def test_raw_close_while_corked_still_sends_the_close(net, pki):
+    """A flight corked with MSG_MORE and never finished: close() still sends CONNECTION_CLOSE, and the
+    peer sees the connection end at once, not after its handshake or idle timeout."""
+    ls = quic_socket()
+    ls.bind(("127.0.0.11", 0))
+    ls.listen(4)
+    c = quic_socket()
+    result: list[int] = []
+    try:
+        c.connect(ls.getsockname())
+        capp = _client_app("psk", pki)
+        t = threading.Thread(target=lambda: result.append(_err(lambda: rawapp.quic_handshake(c, capp, 20))),
+                             daemon=True)
+        t.start()
+        ls.settimeout(5)
+        s, _ = ls.accept()
+        hello, _, _, _ = s.recvmsg(65536, socket.CMSG_SPACE(1))
+        assert hello[0] == 1
+        assert s.sendmsg([b"\x02\x00\x00\x00"], _hs(QUIC_CRYPTO_INITIAL), 0x8000) == 4  # MSG_MORE: corked
+        s.close()
+        t.join(5)
+        assert result == [errno.ENOTCONN]  # the close arrived; no ServerHello ever left
+        assert c._conn.peer_close is not None
+    finally:
+        close_all(c, ls)

@@ -185,6 +185,10 @@ class RawQuicConnection(KoQuicConnection):
             return []
         return super().datagrams_to_send(now)
 
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        self.raw_corked = False  # the CONNECTION_CLOSE must not wait for the rest of a flight
+        super().close(*args, **kwargs)
+
     _raw_held: list[Any] | None = None
     _raw_released = False
 
