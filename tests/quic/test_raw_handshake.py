@@ -74,7 +74,8 @@ class Pair:
     """One connection: a listener, a server thread and a client, each end raw or engine TLS."""
 
     def __init__(self, pki: dict[str, str], mode: str, client: str, server: str, *, ls: Any = None,
-                 setup_client: Any = None, capp: rawapp.App | None = None, sapp: rawapp.App | None = None):
+                 setup_client: Any = None, setup_server: Any = None, capp: rawapp.App | None = None,
+                 sapp: rawapp.App | None = None):
         self.ls = ls if ls is not None else quic_socket()
         if ls is None:
             self.ls.bind(("127.0.0.11", 0))
@@ -89,6 +90,8 @@ class Pair:
                 self.ls.settimeout(TIMEOUT)
                 s, _ = self.ls.accept()
                 self.box["s"] = s
+                if setup_server is not None:
+                    setup_server(s)
                 if self.sapp is not None:
                     rawapp.quic_handshake(s, self.sapp, TIMEOUT)
                 elif mode == "psk":
@@ -550,3 +553,33 @@ def test_raw_close_while_corked_still_sends_the_close(net, pki):
         assert c._conn.peer_close is not None
     finally:
         close_all(c, ls)
+
+
+def test_raw_server_preferred_address(pki):
+    """alpn_test's server: CONNECTION_MIGRATION between accept() and the handshake on a listener in
+    raw mode (the engine started at accept): the address goes into the transport parameters the
+    server's TLS fetches, and the client moves there after the handshake."""
+    from wrappers.quic import QUIC_SOCKOPT_CONNECTION_MIGRATION, sockaddr_in
+
+    with emulated():
+        ls = quic_socket()
+        ls.bind(("127.0.0.11", 0))
+        ls.listen(2)
+        ls.set_raw_handshake()
+        host, port = ls.getsockname()[:2]
+        pref = (host, port + 7)
+
+        def prefer(s: Any) -> None:
+            assert s._conn.quic is not None  # started at accept()
+            s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_MIGRATION, sockaddr_in(*pref))
+
+        p = Pair(pki, "cert", "raw", "raw", ls=ls, setup_server=prefer)
+        try:
+            deadline = time.monotonic() + 5
+            while p.c.getpeername()[:2] != pref and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert p.c.getpeername()[:2] == pref
+            p.echo(b"to the preferred address")
+            assert p.s.getsockname()[:2] == pref
+        finally:
+            p.close()

@@ -478,7 +478,12 @@ class QuicSocket(_OrigSocket):
         if self._carrier != "seqpacket":
             raise err(errno.EOPNOTSUPP, f"a preferred address needs the seqpacket carrier, not {self._carrier}")
         link, c = self._link, self._conn
-        if link is None or c is None or c.quic is not None:
+        from . import raw
+
+        # raw mode: the engine may have started (the ClientHello arrived); the address goes into the
+        # transport parameters the application's TLS fetches with TRANSPORT_PARAM_EXT later
+        started = c is not None and c.quic is not None and not (raw.is_raw(self) and not c.handshake_done)
+        if link is None or c is None or started:
             raise err(errno.EINVAL, "set the preferred address after accept() and before the handshake")
         if c.preferred_address is not None:
             raise err(errno.EAGAIN, "a preferred address is already set")
@@ -497,6 +502,8 @@ class QuicSocket(_OrigSocket):
         eng = self._engine
         with eng.lock:
             c.preferred_address = (local[0], local[1])
+            if c.quic is not None:
+                c.quic.preferred_address = c.preferred_address
             holder = CR.SeqpacketPath(lst, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
             holder.rendezvous = lst  # closed (and its name removed) with the connection
             link.old_paths.append(holder)
