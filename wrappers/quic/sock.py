@@ -393,7 +393,7 @@ class QuicSocket(_OrigSocket):
                 new._ticket_secret = self._ticket_secret
                 self._engine.add_link(link)
                 self._engine.flush(link)
-                if new._opts.raw:
+                if new._opts.raw and not link.core.closed:
                     from . import raw
 
                     raw.start(new)  # the ClientHello is readable (and polls readable) at once
