@@ -105,6 +105,19 @@ def server_app(*, psk: tuple[bytes, bytes] | None = None, cert_file: str | None 
     return app
 
 
+def raw_client(mode: str, pki: dict[str, str]) -> App:
+    """A client's TLS side for the test PKI: "psk" (the PSK file's first line) or "cert"."""
+    if mode == "psk":
+        return client_app(psk=_psk_line(pki["psk"]))
+    return client_app(server_name="server.test", cafile=pki["ca"])
+
+
+def raw_server(mode: str, pki: dict[str, str]) -> App:
+    if mode == "psk":
+        return server_app(psk=_psk_line(pki["psk"]))
+    return server_app(cert_file=pki["server"], key_file=pki["server_key"])
+
+
 def hs_cmsg(level: int) -> list[tuple[int, int, bytes]]:
     return [(SOL_QUIC, QUIC_HANDSHAKE_INFO, bytes([level]))]
 
