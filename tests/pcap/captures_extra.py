@@ -194,7 +194,7 @@ def cleartext_1rtt(conn) -> None:
     (private transport parameter 0xbaad). Applied after the handshake, on both ends."""
     from aioquic.quic.packet import decode_packet_number
 
-    from wrappers.quic.aioconn import one_rtt_crypto
+    from wrappers.quic.aio import one_rtt_crypto
 
     crypto = one_rtt_crypto(conn)
     assert crypto is not None, "cleartext_1rtt needs the 1-RTT keys (after the handshake)"

@@ -1,8 +1,8 @@
-"""aioquic's private attributes: used in one module (wrappers/quic/aioconn.py), all listed, all present.
+"""aioquic's private attributes: used in one place (the package wrappers/quic/aio), all listed, all present.
 
 aioquic promises nothing about names that start with an underscore. wirecheck needs some of them
-(quic.ko's stream rules, receive credit, key update state: see aioconn.py), so they are kept in one
-module with a table of every name it uses (``aioconn.AIOQUIC_PRIVATE``). These tests make an aioquic
+(quic.ko's stream rules, receive credit, key update state, the raw TLS adapter: see wrappers/quic/aio),
+so they are kept in one package with a table of every name it uses (``aio.AIOQUIC_PRIVATE``). These tests make an aioquic
 upgrade that renames or removes one fail here, by name, instead of changing behaviour quietly: an
 override of a vanished private method is never called, and ``getattr(q, "_x", 0)`` reads 0 forever.
 """
@@ -19,10 +19,11 @@ from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.logger import QuicLogger
 from aioquic.quic.stream import QuicStream
 
-from wrappers.quic import aioconn
+from wrappers.quic import aio
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIC_PKG = ROOT / "wrappers" / "quic"
+BOUNDARY = QUIC_PKG / "aio"
 # Our own classes have private attributes that happen to share a name with one of aioquic's.
 OWN_NAMES_SHARED_WITH_AIOQUIC = {"_is_client", "_state", "_configuration", "_version"}
 
@@ -101,7 +102,7 @@ def _private_uses(path: Path) -> list[tuple[int, str, str]]:
 
 
 def test_every_listed_private_name_exists_in_the_installed_aioquic():
-    assert missing_private_names(aioconn.AIOQUIC_PRIVATE) == []
+    assert missing_private_names(aio.AIOQUIC_PRIVATE) == []
 
 
 def test_the_check_reports_a_name_aioquic_does_not_have():
@@ -118,16 +119,18 @@ def test_the_check_reports_a_name_aioquic_does_not_have():
     ]
 
 
-def test_the_table_lists_every_private_name_aioconn_uses():
-    """Every ``._x`` in aioconn.py that aioquic defines, and every private aioquic method that
-    KoQuicConnection overrides, is in AIOQUIC_PRIVATE (our own private names need not be)."""
-    listed = {n for kinds in aioconn.AIOQUIC_PRIVATE.values() for names in kinds.values() for n in names}
+def test_the_table_lists_every_private_name_the_boundary_uses():
+    """Every ``._x`` in wrappers/quic/aio that aioquic defines, and every private aioquic method that
+    its classes override, is in AIOQUIC_PRIVATE (our own private names need not be)."""
+    listed = {n for kinds in aio.AIOQUIC_PRIVATE.values() for names in kinds.values() for n in names}
     aioquic_names = _aioquic_private_names()
-    tree = ast.parse((QUIC_PKG / "aioconn.py").read_text())
-    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
-    overridden = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
-    unlisted = sorted(n for n in (used | overridden) & aioquic_names if n not in listed)
-    assert unlisted == [], f"aioconn.py uses aioquic private names missing from AIOQUIC_PRIVATE: {unlisted}"
+    unlisted: set[str] = set()
+    for path in sorted(BOUNDARY.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        overridden = {node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+        unlisted |= {f"{path.name}: {n}" for n in (used | overridden) & aioquic_names if n not in listed}
+    assert sorted(unlisted) == [], f"private aioquic names missing from AIOQUIC_PRIVATE: {sorted(unlisted)}"
 
 
 def _offenders(paths: list[Path]) -> list[str]:
@@ -137,7 +140,7 @@ def _offenders(paths: list[Path]) -> list[str]:
 
 
 def test_no_other_module_touches_aioquic_private_names():
-    paths = [p for p in sorted(QUIC_PKG.rglob("*.py")) if p.name != "aioconn.py"]
+    paths = [p for p in sorted(QUIC_PKG.rglob("*.py")) if BOUNDARY not in p.parents]
     paths += sorted((ROOT / "harness").rglob("*.py")) + sorted((ROOT / "tests").rglob("*.py"))
     paths = [p for p in paths if p.resolve() != Path(__file__).resolve()]
     assert _offenders(paths) == []
@@ -157,4 +160,4 @@ def test_the_scan_finds_a_private_access(tmp_path):
 def test_the_one_rtt_accessor_is_aioquics_crypto_pair():
     q = QuicConnection(configuration=QuicConfiguration(is_client=True, server_name="wirecheck.test"))
     q.connect(("127.0.0.1", 4433), now=0.0)
-    assert aioconn.one_rtt_crypto(q) is q._cryptos[tls.Epoch.ONE_RTT]
+    assert aio.one_rtt_crypto(q) is q._cryptos[tls.Epoch.ONE_RTT]

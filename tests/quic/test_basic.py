@@ -156,7 +156,7 @@ def test_config_version_2_and_cubic(net, pki):
 def test_peer_transport_parameters_report_the_peers_max_ack_delay(net, pki):
     """getsockopt(TRANSPORT_PARAM, remote=1) reports what the peer announced. aioquic announces
     max_ack_delay 25 ms (RFC 9000 18.2's default) and keeps the peer's value in its loss recovery;
-    a private name read through a hasattr() fallback reported 0 here before (see aioconn.py)."""
+    a private name read through a hasattr() fallback reported 0 here before (see aio/connection.py)."""
     from wrappers.quic import QUIC_SOCKOPT_TRANSPORT_PARAM, SOL_QUIC, TransportParam
 
     c, s, ls = open_pair("psk", pki)

@@ -18,7 +18,7 @@ Rules (quic.ko's data path, events and streams, lxin/quic main at 03a9c7c):
 * Stream limits: a local open of ID n needs n//4 < the peer's current MAX_STREAMS and (streams this
   open creates + local streams open) <= the peer's *initial* limit; otherwise Blocked("streams")
   (EAGAIN with MSG_QUIC_STREAM_DONTWAIT). The peer's limit grows one for one as its streams are
-  released (aioconn.py).
+  released (aio/connection.py).
 * Receive queue items are produced in quic.ko's order within one input: events first, then data.
   The app side (sock.py) keeps the final queue and moves later events ahead of earlier data.
 """
@@ -36,10 +36,11 @@ from aioquic.quic.configuration import QuicConfiguration
 
 from . import constants as C
 from . import uapi
-from .aioconn import KoQuicConnection, key_update_requested
+from .aio import KoQuicConnection, key_update_requested
 
 ITEM = struct.Struct("<BxxxIq")
 K_DATA, K_EVENT, K_DGRAM, K_WAKE, K_ACCEPT, K_PURGE = 1, 2, 3, 4, 5, 6
+K_HS = 7  # raw mode: the peer's CRYPTO bytes, the crypto level in the flags field (raw.py)
 MAX_ITEM = 65536
 SNDBUF = 4 * 1024 * 1024
 
@@ -79,11 +80,12 @@ class Options:
     close_phrase: bytes = b""
     token: bytes = b""
     ticket: bytes = b""
+    raw: bool = False  # the application runs TLS (raw.py); a listener passes it to accepted sockets
 
     def copy(self) -> Options:
         return Options(uapi.TransportParam(**{k: getattr(self.tp, k) for k in uapi.TP_FIELDS}),
                        uapi.Config(**{k: getattr(self.cfg, k) for k in uapi.CFG_FIELDS}), list(self.alpn),
-                       set(self.events), self.close_errcode, self.close_phrase, self.token, self.ticket)
+                       set(self.events), self.close_errcode, self.close_phrase, self.token, self.ticket, self.raw)
 
 
 @dataclass
@@ -146,19 +148,20 @@ class Connection:
         self.require_resumption = False  # client: PSK mode resuming a ticket: no certificate fallback
         self.preferred_address: tuple | None = None  # server: announced preferred_address (host, port)
         self.ticket_handler: Any = None  # server: stores issued tickets (handshake.py)
+        self.quic_class: Any = KoQuicConnection  # raw mode: aio.RawQuicConnection (raw.py)
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, configuration: QuicConfiguration, now: float, *, psk: bool, odcid: bytes | None = None,
               ticket_fetcher: Any = None) -> None:
         if self.is_client:
-            q = KoQuicConnection(configuration=configuration, token_handler=self._on_new_token,
-                                 session_ticket_handler=self._on_session)
+            q = self.quic_class(configuration=configuration, token_handler=self._on_new_token,
+                                session_ticket_handler=self._on_session)
             q.raw_ticket_cb = self._on_ticket
             self.opts.token = b""  # the Initial carries it; NEW_TOKEN fills it again
         else:
-            q = KoQuicConnection(configuration=configuration, original_destination_connection_id=odcid,
-                                 session_ticket_fetcher=ticket_fetcher,
-                                 session_ticket_handler=self.ticket_handler or _ignore)
+            q = self.quic_class(configuration=configuration, original_destination_connection_id=odcid,
+                                session_ticket_fetcher=ticket_fetcher,
+                                session_ticket_handler=self.ticket_handler or _ignore)
             q.refuse_early = self.refuse_early
         q.external_psk = psk
         q.request_client_cert = self.request_client_cert
@@ -345,7 +348,7 @@ class Connection:
         A server (client migrating, NAT rebinding) reports it once the new path is validated. A
         client reports a quic.ko server's move when it switches to the new path: quic.ko's migrating
         end validates the path before it sends data there, so its peer sees the event ahead of that
-        data; our migrating server sends at once and the client's challenge follows (aioconn.py)."""
+        data; our migrating server sends at once and the client's challenge follows (aio/connection.py)."""
         q = self.quic
         paths = q.network_paths if q is not None else []
         if q is None or not paths or not self.handshake_done:

@@ -20,7 +20,7 @@ import struct
 from typing import Any
 
 from . import constants as C
-from . import uapi
+from . import raw, uapi
 from .core import Connection, err
 from .sockparts import QuicSocketParts
 
@@ -186,14 +186,9 @@ class QuicOptionsMixin(QuicSocketParts):
                 raise err(errno.EINVAL, "session ticket length must be 64..4096")
             self._opts.ticket = bytes(v)
         elif opt == C.QUIC_SOCKOPT_CRYPTO_SECRET:
-            cs = uapi.CryptoSecret.unpack(v)
-            if state != C.ESTABLISHING or cs.level in (C.QUIC_CRYPTO_INITIAL,) or cs.level > C.QUIC_CRYPTO_EARLY:
-                raise err(errno.EINVAL, "CRYPTO_SECRET outside ESTABLISHING or at a bad level")
-            raise err(errno.EOPNOTSUPP, "TLS runs inside the engine: use client_handshake/server_handshake")
+            raw.set_crypto_secret(self, v)  # type: ignore[arg-type]
         elif opt == C.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT:
-            if state != C.ESTABLISHING or len(v) > 512:
-                raise err(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING or too long")
-            raise err(errno.EOPNOTSUPP, "TLS runs inside the engine: use client_handshake/server_handshake")
+            raw.set_transport_param_ext(self, v)  # type: ignore[arg-type]
 
     def _get_quic_option(self, opt: int, arg: bytes, optlen: int) -> bytes:
         if opt not in C.GET_OPTIONS:
@@ -251,9 +246,7 @@ class QuicOptionsMixin(QuicSocketParts):
                 raise err(errno.EINVAL, "buffer too small")
             return data
         if opt == C.QUIC_SOCKOPT_TRANSPORT_PARAM_EXT:
-            if state != C.ESTABLISHING:
-                raise err(errno.EINVAL, "TRANSPORT_PARAM_EXT outside ESTABLISHING")
-            raise err(errno.EOPNOTSUPP, "TLS runs inside the engine: use client_handshake/server_handshake")
+            return raw.get_transport_param_ext(self, optlen)  # type: ignore[arg-type]
         raise err(errno.ENOPROTOOPT)
 
 

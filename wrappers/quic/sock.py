@@ -11,6 +11,9 @@ a call, the engine is asked for a WAKE item so the fd stays readable for select/
 State machine (quic.ko's sk_state): CLOSED --listen--> LISTENING --listen(0)--> CLOSED;
 CLOSED --connect--> ESTABLISHING --handshake--> ESTABLISHED --close/shutdown/peer/idle--> CLOSED;
 an accepted socket starts in ESTABLISHING. Errnos are the ones quic.ko returns for each call; nothing else escapes.
+In raw mode (raw.py: the application runs TLS, as with libquic) ESTABLISHING becomes ESTABLISHED when
+setsockopt(CRYPTO_SECRET) installs the second APP key, and the peer's CRYPTO bytes are queued ahead
+of everything else, each with its crypto level in a HANDSHAKE_INFO cmsg.
 """
 
 from __future__ import annotations
@@ -32,7 +35,20 @@ from . import options as O
 from . import routing, tlsext, uapi
 from .arrivals import accept_handoff, accept_moved_peer, accept_paths, accept_seqpacket, endpoint_for
 from .connection_ids import ConnectionIds
-from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
+from .core import (
+    ITEM,
+    K_ACCEPT,
+    K_DATA,
+    K_DGRAM,
+    K_EVENT,
+    K_HS,
+    K_PURGE,
+    K_WAKE,
+    Blocked,
+    Connection,
+    Options,
+    err,
+)
 from .loop import Engine, Link, Listener, get_engine, make_pair
 
 SOL_SOCKET = socket.SOL_SOCKET
@@ -76,6 +92,7 @@ class QuicSocket(O.QuicOptionsMixin):
         self._listener: Listener | None = None
         self._is_client: bool | None = None
         self._q: deque[list[Any]] = deque()
+        self._nhs = 0  # raw handshake items at the head of the queue, then _nev events
         self._nev = 0
         self._eof = False
         self._wake_out = False
@@ -378,6 +395,10 @@ class QuicSocket(O.QuicOptionsMixin):
                 new._ticket_secret = self._ticket_secret
                 self._engine.add_link(link)
                 self._engine.flush(link)
+                if new._opts.raw and not link.core.closed:
+                    from . import raw
+
+                    raw.start(new)  # the ClientHello is readable (and polls readable) at once
             return new, link.peer
 
     # -- connect ---------------------------------------------------------------------------------
@@ -459,7 +480,12 @@ class QuicSocket(O.QuicOptionsMixin):
         if self._carrier != "seqpacket":
             raise err(errno.EOPNOTSUPP, f"a preferred address needs the seqpacket carrier, not {self._carrier}")
         link, c = self._link, self._conn
-        if link is None or c is None or c.quic is not None:
+        from . import raw
+
+        # raw mode: the engine may have started (the ClientHello arrived); the address goes into the
+        # transport parameters the application's TLS fetches with TRANSPORT_PARAM_EXT later
+        started = c is not None and c.quic is not None and not (raw.is_raw(self) and not c.handshake_done)
+        if link is None or c is None or started:
             raise err(errno.EINVAL, "set the preferred address after accept() and before the handshake")
         if c.preferred_address is not None:
             raise err(errno.EAGAIN, "a preferred address is already set")
@@ -478,6 +504,8 @@ class QuicSocket(O.QuicOptionsMixin):
         eng = self._engine
         with eng.lock:
             c.preferred_address = (local[0], local[1])
+            if c.quic is not None:
+                c.quic.preferred_address = c.preferred_address
             holder = CR.SeqpacketPath(lst, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
             holder.rendezvous = lst  # closed (and its name removed) with the connection
             link.old_paths.append(holder)
@@ -513,7 +541,7 @@ class QuicSocket(O.QuicOptionsMixin):
         """A quic.ko server moves to ``new_local`` after the handshake: a new path from that name to
         the client's rendezvous listener (carriers.open_rendezvous), a fresh destination CID, and the
         old paths kept until the first packet arrives on the new one (the client validates the new
-        server address with PATH_CHALLENGE, aioconn.py). Only the seqpacket carrier can open a path
+        server address with PATH_CHALLENGE, aio/connection.py). Only the seqpacket carrier can open a path
         from the server's side; on the others this is EOPNOTSUPP."""
         if self._carrier != "seqpacket":
             raise err(errno.EOPNOTSUPP, f"server migration needs the seqpacket carrier, not {self._carrier}")
@@ -627,10 +655,22 @@ class QuicSocket(O.QuicOptionsMixin):
                 if remaining is not None and remaining <= 0:
                     raise err(errno.ETIMEDOUT, "handshake timed out")
                 eng.cond.wait(remaining if remaining is not None else 1.0)
+        self._established(c)
+
+    def _established(self, c: Connection) -> None:
+        """The handshake completed (engine TLS, or the second APP key in raw mode)."""
+        if self._state == C.ESTABLISHED:
+            return
         self._state = C.ESTABLISHED
         self._cids = ConnectionIds(max(2, min(8, c.quic.remote_active_connection_id_limit or 7))
                                      if c.quic is not None else 7)
         c.cids = self._cids
+
+    def set_raw_handshake(self) -> None:
+        """Opt into quic.ko's raw handshake interface (raw.py): the application runs TLS."""
+        from . import raw
+
+        raw.enable(self)
 
     # -- engine calls -----------------------------------------------------------------------------
     def _engine_call(self, fn: Callable[[], Any]) -> Any:
@@ -700,6 +740,7 @@ class QuicSocket(O.QuicOptionsMixin):
         if self._state in (C.CLOSED, C.LISTENING) and c is None or c is not None and c.closed:
             raise err(errno.EPIPE)
         info: uapi.StreamInfo | None = None
+        hs_level: int | None = None
         for level, ctype, cdata in ancdata or ():
             if level != C.SOL_QUIC:
                 continue
@@ -708,11 +749,15 @@ class QuicSocket(O.QuicOptionsMixin):
                 if info.stream_flags & ~C.STREAM_FLAGS:
                     raise err(errno.EINVAL, "bad stream_flags")
             elif ctype == C.QUIC_HANDSHAKE_INFO:
-                raise err(errno.EINVAL, "raw handshake messages: TLS runs inside the engine")
+                hs_level = bytes(cdata)[0] if len(cdata) else 0
             else:
                 raise err(errno.EINVAL, f"unknown SOL_QUIC cmsg {ctype}")
         data = b"".join(bytes(b) for b in buffers) if not isinstance(buffers, (bytes, bytearray)) else bytes(buffers)
         assert c is not None
+        if hs_level is not None:
+            from . import raw
+
+            return raw.send_handshake(self, hs_level, data, flags)
         nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
         if flags & C.MSG_QUIC_DATAGRAM:
             return int(self._engine_call(lambda: c.send_datagram(data)))
@@ -763,12 +808,16 @@ class QuicSocket(O.QuicOptionsMixin):
                 self._wake_out = False
                 continue
             if kind == K_PURGE:
-                keep = [e for i, e in enumerate(self._q) if i < self._nev or not (e[0] == K_DATA and e[1] == sid)]
+                head = self._nhs + self._nev
+                keep = [e for i, e in enumerate(self._q) if i < head or not (e[0] == K_DATA and e[1] == sid)]
                 self._q = deque(keep)
                 continue
             entry = [kind, sid, flags, memoryview(m)[ITEM.size:]]
-            if kind == K_EVENT:
-                self._q.insert(self._nev, entry)
+            if kind == K_HS:  # handshake messages go ahead of everything else, as quic.ko queues them
+                self._q.insert(self._nhs, entry)
+                self._nhs += 1
+            elif kind == K_EVENT:
+                self._q.insert(self._nhs + self._nev, entry)
                 self._nev += 1
             else:
                 self._q.append(entry)
@@ -778,6 +827,12 @@ class QuicSocket(O.QuicOptionsMixin):
             raise err(errno.ENOTCONN)
         if self._link is None and not self._q:
             raise err(errno.ENOTCONN)
+        c = self._conn
+        if c is not None and not c.is_client and c.quic is None and not c.closed:
+            from . import raw
+
+            with self._engine.lock:  # an accepted socket read before any handshake: libquic's server
+                raw.start(self)
         nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
         deadline = None if nonblock else self._deadline(self._timeout)
         while True:
@@ -794,7 +849,23 @@ class QuicSocket(O.QuicOptionsMixin):
         kind = head[0]
         msg_flags = 0
         anc: list = []
-        if kind in (K_EVENT, K_DGRAM):
+        if kind == K_HS:
+            payload = head[3]
+            out = bytes(payload[:bufsize])
+            whole = len(payload) <= bufsize
+            if whole:
+                msg_flags |= C.MSG_EOR
+            if ancbufsize >= socket.CMSG_SPACE(1):
+                anc = [(C.SOL_QUIC, C.QUIC_HANDSHAKE_INFO, bytes([head[2]]))]
+            else:
+                msg_flags |= C.MSG_CTRUNC
+            if not peek:
+                if whole:
+                    self._q.popleft()
+                    self._nhs -= 1
+                else:
+                    head[3] = payload[bufsize:]
+        elif kind in (K_EVENT, K_DGRAM):
             payload = head[3]
             out = bytes(payload[:bufsize])
             whole = len(payload) <= bufsize

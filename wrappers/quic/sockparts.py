@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from . import uapi
     from .connection_ids import ConnectionIds
     from .core import Connection, Options
+    from .loop import Engine, Link
 
 
 class QuicSocketParts(_orig_socket):
@@ -31,6 +32,9 @@ class QuicSocketParts(_orig_socket):
     _sndtimeo: float | None
     _qfamily: int
     _qtype: int
+    _engine: Engine
+    _link: Link | None
+    _cfg: Any  # the wrapper Config (config.py) this socket was made under, or None
 
     if TYPE_CHECKING:
         @property
@@ -38,6 +42,7 @@ class QuicSocketParts(_orig_socket):
         @property
         def quic_state(self) -> int: ...
         def _engine_call(self, fn: Callable[[], Any]) -> Any: ...
+        def _established(self, c: Connection) -> None: ...
         def _stream_open(self, info: uapi.StreamInfo) -> int: ...
         def _migrate(self, new_local: tuple) -> None: ...
         def _set_preferred(self, addr: tuple) -> None: ...

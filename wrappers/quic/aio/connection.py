@@ -33,12 +33,10 @@ exactly them, through overriding, never by editing aioquic:
 
 External PSK binders need ``tlsext.external_psk`` around every call that runs TLS code.
 
-This is the only module of the package that touches aioquic's private attributes and overrides its
-private methods: everything else goes through the public methods below (``stream``,
-``remote_stream_limits``, ``one_rtt_crypto``, ...). ``AIOQUIC_PRIVATE`` lists every private name used
-here, by the aioquic object that holds it; tests/quic/test_aioquic_private.py checks each one on real
-aioquic objects, so an aioquic upgrade that renames or removes one fails there instead of silently
-changing behaviour (an override of a vanished method is simply never called).
+With rawtls.py this module is the aioquic boundary (the package wrappers/quic/aio): only these two
+touch aioquic's private attributes and override its private methods; everything else goes through the
+public methods below (``stream``, ``remote_stream_limits``, ``one_rtt_crypto``, ...). The package's
+``AIOQUIC_PRIVATE`` lists every private name they use.
 """
 
 from __future__ import annotations
@@ -53,39 +51,10 @@ from aioquic.quic.packet import QuicFrameType, decode_packet_number
 from aioquic.quic.packet_builder import QuicDeliveryState
 from aioquic.quic.stream import QuicStream
 
-from .tlsext import external_psk
+from ..tlsext import external_psk
 
 TP_DISABLE_1RTT_ENCRYPTION = 0xBAAD
 
-# Every aioquic private name this module uses, by the aioquic class (or object) that holds it.
-# "attributes" are read or written on instances; "methods" are overridden or called.
-AIOQUIC_PRIVATE: dict[str, dict[str, tuple[str, ...]]] = {
-    "aioquic.quic.connection.QuicConnection": {
-        "attributes": (
-            "_close_event", "_configuration", "_cryptos", "_host_cid_seq", "_host_cids", "_is_client",
-            "_local_active_connection_id_limit", "_local_max_data", "_local_max_stream_data_bidi_local",
-            "_local_max_streams_bidi", "_local_max_streams_uni", "_local_next_stream_id_bidi",
-            "_local_next_stream_id_uni", "_loss", "_max_datagram_size", "_network_paths", "_quic_logger",
-            "_remote_active_connection_id_limit", "_remote_max_data", "_remote_max_datagram_frame_size",
-            "_remote_max_idle_timeout", "_remote_max_stream_data_bidi_local",
-            "_remote_max_stream_data_bidi_remote", "_remote_max_stream_data_uni", "_remote_max_streams_bidi",
-            "_remote_max_streams_uni", "_remote_version_information", "_spaces", "_state", "_streams",
-            "_streams_queue", "_version",
-        ),
-        "methods": (
-            "_find_preferred_address", "_handle_max_stream_data_frame", "_initialize",
-            "_parse_transport_parameters", "_probe_preferred_address", "_serialize_transport_parameters",
-            "_update_traffic_key", "_write_connection_limits", "_write_stream_limits",
-        ),
-    },
-    "aioquic.tls.Context": {
-        "attributes": ("_request_client_certificate",),
-        "methods": ("_client_handle_new_session_ticket",),
-    },
-    "aioquic.quic.stream.QuicStreamSender": {"attributes": ("_buffer", "_buffer_stop"), "methods": ()},
-    "aioquic.quic.stream.QuicStreamReceiver": {"attributes": ("_final_size",), "methods": ()},
-    "aioquic.quic.crypto.CryptoPair": {"attributes": ("_update_key_requested",), "methods": ()},
-}
 
 
 def has_transport_param(data: bytes, param_id: int) -> bool:
