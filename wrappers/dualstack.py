@@ -31,6 +31,7 @@ only the socket directory.
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
 import os
 import socket
@@ -57,6 +58,12 @@ def default_v6only(path: str | None = None) -> bool:
         return False  # no IPv6 sysctl: the kernel's compiled-in default
 
 
+V4_ONLY = frozenset({AF_INET})
+V6_ONLY = frozenset({AF_INET6})
+DUAL = frozenset({AF_INET, AF_INET6})
+
+
+@functools.lru_cache(maxsize=4096)
 def v4_of_mapped(host: str) -> str | None:
     """'127.0.0.10' for '::ffff:127.0.0.10' (any spelling), None for anything not v4-mapped."""
     if ":" not in host:
@@ -72,6 +79,45 @@ def v4_of_mapped(host: str) -> str | None:
 
 def mapped(v4: str) -> str:
     return f"::ffff:{v4}"
+
+
+def canonical(host: str) -> str:
+    """A v4-mapped host in the one spelling getpeername() gives (``::ffff:a.b.c.d``)."""
+    v4 = v4_of_mapped(host)
+    return host if v4 is None else mapped(v4)
+
+
+def bind_plan(net: Network, family: int, host: str, v6only: bool) -> tuple[int, str, frozenset[int]]:
+    """(family of the file name, host to name it by, families that reach the socket) for a bind.
+
+    Linux: an AF_INET6 bind to a v4-mapped address makes an IPv4-only socket (EINVAL with
+    IPV6_V6ONLY set); one to ``::`` without IPV6_V6ONLY is dual-stack; any other IPv6 address
+    is IPv6-only.
+    """
+    if family != AF_INET6:
+        return family, host, V4_ONLY
+    v4 = v4_of_mapped(host)
+    if v4 is not None:
+        if v6only:
+            raise OSError(errno.EINVAL, "a v4-mapped address on an IPV6_V6ONLY socket")
+        return AF_INET, v4, V4_ONLY
+    if not v6only and net.is_wildcard(AF_INET6, host):
+        return AF_INET6, host, DUAL
+    return AF_INET6, host, V6_ONLY
+
+
+def remote_plan(family: int, host: str, v6only: bool, reach: frozenset[int]) -> tuple[int, str]:
+    """(family of the destination's file name, host to name it by) for a connect/sendto.
+
+    Only a dual-stack socket (not IPV6_V6ONLY, not bound to an IPv6 address) speaks IPv4 through
+    a v4-mapped address; Linux gives the others ENETUNREACH.
+    """
+    v4 = v4_of_mapped(host) if family == AF_INET6 else None
+    if v4 is None:
+        return family, host
+    if v6only or reach == V6_ONLY:
+        raise OSError(errno.ENETUNREACH, "a v4-mapped address on an IPv6-only socket")
+    return AF_INET, v4
 
 
 def unmap(addr: tuple) -> tuple:
@@ -91,7 +137,7 @@ def wire_pair(net: Network, src: tuple, dst: tuple, src_iface: int) -> tuple[tup
     if s_v4 == d_v4:
         return s, d
     family = AF_INET if d_v4 else AF_INET6
-    iface = net.iface_of(AF_INET if s_v4 else AF_INET6, s[0]) or src_iface
+    iface = net.iface_of(AF_INET if s_v4 else AF_INET6, s[0]) or src_iface or net.default_iface
     if iface:
         return (net.iface_address(family, iface), s[1]), d
     return s, d
@@ -131,6 +177,7 @@ def accepted_local(net: Network, family: int, local: tuple | None, iface: int, p
         return local
     if family == AF_INET:
         return (net.iface_address(AF_INET, iface), local[1])
+    iface = net.iface_of(AF_INET6, local[0]) or iface
     host = mapped(net.iface_address(AF_INET, iface)) if peer_v4 else net.iface_address(AF_INET6, iface)
     return (host, local[1], 0, 0)
 
@@ -177,6 +224,18 @@ def link_twin(primary: str, twin: str) -> int:
     except FileExistsError:
         raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from None
     return os.lstat(twin).st_ino
+
+
+def unlink_twin_of(name: str) -> None:
+    """Before a bound name goes: remove its twin if it is a link to the same socket."""
+    twin = twin_name(name)
+    if twin is None:
+        return
+    try:
+        if os.lstat(twin).st_ino == os.lstat(name).st_ino:
+            os.unlink(twin)
+    except OSError:
+        pass
 
 
 def unlink_twin(twin: str | None, ino: int | None) -> None:

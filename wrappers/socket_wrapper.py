@@ -323,23 +323,13 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         m.local_iface = iface
 
     def _bind_family(self, host: str) -> tuple[int, str, frozenset]:
-        """(family of the file name, host to name, families that reach us) for a bind to ``host``.
-
-        Linux: an AF_INET6 bind to a v4-mapped address makes an IPv4-only socket (EINVAL with
-        IPV6_V6ONLY); one to ``::`` without IPV6_V6ONLY is dual-stack (dualstack.py).
-        """
+        """(family of the file name, host to name, families that reach us): dualstack.bind_plan."""
         m = self._sw
         assert m is not None
-        if m.family != AF_INET6:
-            return m.family, host, _V4_ONLY
-        v4 = dualstack.v4_of_mapped(host)
-        if v4 is not None:
-            if m.v6only:
-                raise _oserror(errno.EINVAL, "a v4-mapped address on an IPV6_V6ONLY socket")
-            return AF_INET, v4, _V4_ONLY
-        if not m.v6only and self._net.is_wildcard(AF_INET6, host):
-            return AF_INET6, host, _DUAL
-        return AF_INET6, host, _V6_ONLY
+        try:
+            return dualstack.bind_plan(self._net, m.family, host, m.v6only)
+        except OSError as e:
+            raise _oserror(e.errno or errno.EINVAL, e.strerror or "") from None
 
     def _link_twin(self, twin: str) -> None:
         """Give the just-bound socket its IPv4 name too; undo the bind if that fails."""
@@ -467,14 +457,10 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         host, port, full = self._parse_addr(address, what)
         if port == 0:
             raise _oserror(errno.EINVAL, "port 0")
-        fam, name_host = m.family, host
-        v4 = dualstack.v4_of_mapped(host) if m.family == AF_INET6 else None
-        if v4 is not None:
-            # Linux: only a dual-stack socket (not IPV6_V6ONLY, not bound to an IPv6 address)
-            # speaks IPv4 through a v4-mapped address; the others get ENETUNREACH.
-            if m.v6only or m.reach == _V6_ONLY:
-                raise _oserror(errno.ENETUNREACH, "a v4-mapped address on an IPv6-only socket")
-            fam, name_host = AF_INET, v4
+        try:
+            fam, name_host = dualstack.remote_plan(m.family, host, m.v6only, m.reach)
+        except OSError as e:
+            raise _oserror(e.errno or errno.ENETUNREACH, e.strerror or "") from None
         try:
             iface = self._net.remote_iface(fam, name_host)
         except AddressError as e:
@@ -667,9 +653,7 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
                 f"laddr={self._sw.local}, raddr={self._sw.peer}>")
 
 
-_V4_ONLY = frozenset({AF_INET})
-_V6_ONLY = frozenset({AF_INET6})
-_DUAL = frozenset({AF_INET, AF_INET6})
+_V4_ONLY, _V6_ONLY, _DUAL = dualstack.V4_ONLY, dualstack.V6_ONLY, dualstack.DUAL
 
 _protocol_hooks: dict[int, Callable[..., Any]] = {}
 

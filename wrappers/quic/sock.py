@@ -24,6 +24,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .. import dualstack
+from ..addressing import Network
 from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before any wrapping
 from . import carriers as CR
 from . import constants as C
@@ -70,6 +72,7 @@ class QuicSocket(_OrigSocket):
         self._state = C.CLOSED
         self._local: tuple | None = None
         self._peer: tuple | None = None
+        self._v6only = family == socket.AF_INET6 and dualstack.default_v6only()  # as the kernel: at socket()
         self._link: Link | None = None
         self._listener: Listener | None = None
         self._is_client: bool | None = None
@@ -152,19 +155,31 @@ class QuicSocket(_OrigSocket):
                 socket.inet_aton(host)
                 return (host, port)
             socket.inet_pton(socket.AF_INET6, host.split("%")[0])
-            return (host, port, 0, 0)
+            return (dualstack.canonical(host), port, 0, 0)
         except OSError:
             raise err(errno.EINVAL, f"bad address {host!r}") from None
 
     def _wildcard(self, addr: tuple) -> bool:
-        return addr[0] in ("0.0.0.0", "::", "")
+        return addr[0] in ("0.0.0.0", "::", "", "::ffff:0.0.0.0")
+
+    def _names(self, host: str) -> tuple[int, str, frozenset[int], CR.Addressing]:
+        """How a bind to ``host`` is named on the carrier (dualstack.bind_plan) and the addressing
+        that reads peers' names back as this socket sees them."""
+        assert self._cfg is not None
+        fam, name_host, reach = dualstack.bind_plan(self._cfg.network, self._qfamily, host, self._v6only)
+        return fam, name_host, reach, CR.Addressing(self._cfg, self._qfamily, reach)
 
     def bind(self, address: Any) -> None:
         if self._local is not None:
             raise err(errno.EINVAL, "already bound")
         addr = self._parse(address)
-        if self._cfg is not None and not self._wildcard(addr):
-            if self._cfg.network.iface_of(self._qfamily, addr[0]) is None:
+        try:
+            fam, host, _reach = dualstack.bind_plan(self._cfg.network if self._cfg else Network(),
+                                                    self._qfamily, addr[0], self._v6only)
+        except OSError as e:
+            raise err(e.errno or errno.EINVAL, e.strerror or "") from None
+        if self._cfg is not None and not self._wildcard((host,)):
+            if self._cfg.network.iface_of(fam, host) is None:
                 raise err(errno.EADDRNOTAVAIL)
         self._local = addr
 
@@ -193,7 +208,9 @@ class QuicSocket(_OrigSocket):
         return host
 
     def _tuple(self, host: str, port: int) -> tuple:
-        return (host, port) if self._qfamily == socket.AF_INET else (host, port, 0, 0)
+        if self._qfamily == socket.AF_INET:
+            return (host, port)
+        return (dualstack.mapped(host) if ":" not in host else host, port, 0, 0)
 
     # -- listen / accept -----------------------------------------------------------------------
     def listen(self, backlog: int = 128) -> None:
@@ -230,18 +247,18 @@ class QuicSocket(_OrigSocket):
                 if router.base:
                     routing.publish(router, router.base)
             elif self._carrier == "seqpacket":
-                addressing = CR.Addressing(self._cfg)
+                fam, name_host, reach, addressing = self._names(host)
                 s = CR._unix(_socket.SOCK_SEQPACKET)
                 foreign = False
                 try:
-                    port = CR.bind_unix(s, addressing, self._qfamily, host, port)
+                    port = CR.bind_unix(s, addressing, fam, name_host, port, twin=len(reach) == 2)
                     s.listen(max(backlog, 16))
                 except OSError as e:
                     if e.errno != errno.EADDRINUSE or not port:
                         s.close()
                         raise
                     # another process owns this address:port: share it by ALPN through a listener file
-                    base = addressing.path(self._qfamily, host, port, local=True)
+                    base = addressing.path(fam, name_host, port, local=True)
                     try:
                         routing.check_foreign(base, self._opts.alpn)
                         name = routing.listener_file(base, self._opts.alpn)
@@ -270,7 +287,7 @@ class QuicSocket(_OrigSocket):
                     routing.publish(router, s.getsockname())
                     eng.watch(s.fileno(), lambda: accept_seqpacket(eng, router, addressing))
             else:
-                ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
+                ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port, v6only=self._v6only)
                 if ep.listener is not None:
                     raise err(errno.EADDRINUSE)
                 router = routing.new_router((self._carrier, self._qfamily, host, ep.local[1], sockdir), self._cfg)
@@ -322,7 +339,7 @@ class QuicSocket(_OrigSocket):
                     name = lst.carrier.getsockname()
                     lst.carrier.close()
                     if name:
-                        os.unlink(name)
+                        CR.unlink_name(name)
                 except OSError:
                     pass
             for link in lst.queue:
@@ -369,6 +386,9 @@ class QuicSocket(_OrigSocket):
                 new._timeout = self._timeout
                 new._sndtimeo = self._sndtimeo
                 new._local = lst.local if lst is not None else None
+                if new._local is not None and self._cfg is not None:  # an IPv4 peer of a dual-stack listener
+                    new._local = dualstack.accepted_local(self._cfg.network, self._qfamily, new._local,
+                                                          self._cfg.network.default_iface, link.peer)
                 new._peer = link.peer
                 new._is_client = False
                 new._state = C.ESTABLISHING
@@ -559,11 +579,21 @@ class QuicSocket(_OrigSocket):
         port = self._local[1] if self._local else 0
         if local_addr is not None:
             host, port = local_addr[0], local_addr[1]
+        fam = self._qfamily
+        if self._cfg is not None:
+            # a v4-mapped peer: the path is IPv4, from this interface's IPv4 name (dualstack.py)
+            try:
+                fam, _ = dualstack.remote_plan(fam, peer[0], self._v6only,
+                                               self._names(self._local[0])[2] if self._local else frozenset())
+            except OSError as e:
+                raise err(e.errno or errno.ENETUNREACH, e.strerror or "") from None
+            if fam != self._qfamily:
+                host = dualstack.v4_of_mapped(host) or self._cfg.network.my_address(fam)
         if self._carrier == "seqpacket":
-            addressing = CR.Addressing(self._cfg)
+            addressing = CR.Addressing(self._cfg, self._qfamily, frozenset({fam}))
             s = CR._unix(_socket.SOCK_SEQPACKET)
             try:
-                port = CR.bind_unix(s, addressing, self._qfamily, host, port)
+                port = CR.bind_unix(s, addressing, fam, host, port)
                 local = addressing.addr_of(s.getsockname()) or self._tuple(host, port)
                 remote_path = addressing.path(self._qfamily, peer[0], peer[1], local=False)
             except OSError:
@@ -579,7 +609,7 @@ class QuicSocket(_OrigSocket):
             path = CR.SeqpacketPath(s, wire, remote_path, addressing)
             path.rendezvous = CR.open_rendezvous(s.getsockname())
             return path, self._tuple(local[0], local[1]), None
-        ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
+        ep = endpoint_for(eng, self._carrier, fam, self._cfg, host, port, view=self._qfamily)
         ep.refs += 1
         wire = CR.Wire(self._cfg, ep.local, peer, eng.schedule)
         return CR.DatagramPath(ep, peer, wire), ep.local, ep
@@ -717,6 +747,11 @@ class QuicSocket(_OrigSocket):
             return
         if level == SOL_SOCKET:
             return  # SO_REUSEPORT, buffers, ...: accepted
+        if (level, optname) == (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) and self._qfamily == socket.AF_INET6:
+            if self._local is not None:  # it decides the names a bind takes: not after bind (Linux)
+                raise err(errno.EINVAL, "IPV6_V6ONLY after bind")
+            self._v6only = bool(int.from_bytes(bytes(value)[:4], "little") if not isinstance(value, int) else value)
+            return
         raise err(errno.ENOPROTOOPT)
 
     def getsockopt(self, level: int, optname: int, buflen: Any = None) -> Any:  # type: ignore[override]
@@ -737,6 +772,8 @@ class QuicSocket(_OrigSocket):
                 return self._qfamily
             if optname == socket.SO_ERROR:
                 return 0
+        if (level, optname) == (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) and self._qfamily == socket.AF_INET6:
+            return int(self._v6only) if buflen is None else int(self._v6only).to_bytes(4, "little")[:int(buflen)]
         if buflen is None:
             return 0
         return bytes(int(buflen))
