@@ -51,6 +51,7 @@ class DatagramMixin(SocketParts):
         assert m is not None
         path, peer = self._remote(address, "connect")
         self._autobind(peer=peer)
+        self._reach_out(path)
         if m.twin_path is not None and os.path.basename(path)[0] == "U":
             m.v4_peers.add(path)
         m.peer, m.peer_path, m.unix_connected = peer, path, False
@@ -104,6 +105,7 @@ class DatagramMixin(SocketParts):
         m = self._sw
         assert m is not None
         self._autobind(peer=peer)
+        self._reach_out(path)
         if m.twin_path is not None and os.path.basename(path)[0] == "U":
             m.v4_peers.add(path)  # replies from its dual-stack twin come by IPv4 (dualstack.py)
         payload = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))

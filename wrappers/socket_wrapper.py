@@ -388,8 +388,10 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         """Bind an ephemeral name before a connect/sendto/listen, as the kernel does.
 
         An AF_INET6 socket that is not IPV6_V6ONLY names itself by the family of its first
-        destination (IPv4 for a v4-mapped one); a UDP socket or a listener gets the other family's
-        name as its twin as well, since Linux's ephemeral bind is to ``::`` (dualstack.py).
+        destination (IPv4 for a v4-mapped one). Linux's ephemeral bind is to ``::``: a listener (or
+        a socket that receives first) gets the other family's name as its twin at once, a UDP
+        socket when it first sends to the other family (_reach_out), so that a socket that only
+        ever speaks one family leaves one file, as before (dualstack.py).
         """
         m = self._sw
         assert m is not None
@@ -399,7 +401,7 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         dual = m.family == AF_INET6 and not m.v6only
         if dual and peer is not None and dualstack.v4_of_mapped(peer[0]) is not None:
             fam = AF_INET
-        twin = dual and (peer is None or m.sotype == SOCK_DGRAM)
+        twin = dual and peer is None
         iface = self._net.default_iface
         for port in _autobind.candidates():
             path = self._path(fam, iface, port)
@@ -430,6 +432,26 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
             return
         raise _oserror(errno.ENFILE, "no free ephemeral port")
 
+    def _reach_out(self, path: str) -> None:
+        """An autobound dual-stack UDP socket about to send to the other family takes its twin name
+        first, so the answer finds it (Linux bound it to ``::`` all along)."""
+        m = self._sw
+        assert m is not None
+        if m.family != AF_INET6 or m.v6only or not m.autobound or m.reach == _DUAL or not m.bound_path:
+            return
+        dest = AF_INET if os.path.basename(path)[0] in "TU" else AF_INET6
+        if dest in m.reach:
+            return
+        twin = dualstack.twin_name(m.bound_path)
+        if twin is None:
+            return
+        try:
+            self._claim(twin)
+            m.twin_ino = dualstack.link_twin(m.bound_path, twin)
+        except OSError:
+            return  # the name is taken: answers from that family cannot reach us (counted nowhere)
+        m.twin_path, m.reach = twin, _DUAL
+
     def _wire(self, peer: tuple) -> tuple[tuple, tuple]:
         """(local, peer) as the pcap writes them: one family, v4-mapped addresses as IPv4."""
         m = self._sw
@@ -458,7 +480,8 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         if port == 0:
             raise _oserror(errno.EINVAL, "port 0")
         try:
-            fam, name_host = dualstack.remote_plan(m.family, host, m.v6only, m.reach)
+            fam, name_host = dualstack.remote_plan(m.family, host, m.v6only,
+                                                   frozenset() if m.autobound else m.reach)
         except OSError as e:
             raise _oserror(e.errno or errno.ENETUNREACH, e.strerror or "") from None
         try:
