@@ -1,0 +1,163 @@
+"""Dual-stack IPPROTO_QUIC sockets in one process, on both emulated carriers.
+
+An AF_INET6 QUIC listener on ``[::]:port`` (lxin/quic's perf_test default) takes IPv4 clients and
+AF_INET6 clients speaking to ``::ffff:127.0.0.N``; both ends report what Linux reports for an IPv4
+peer of a dual-stack socket; the pcap shows IPv4 UDP with good checksums. With IPV6_V6ONLY the
+listener is IPv6-only and a v4-mapped connect is ENETUNREACH.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import threading
+from typing import Any
+
+import pytest
+import tsharkutil
+
+from wrappers.quic import MSG_STREAM_FIN, MSG_STREAM_NEW, client_handshake, quic_recvmsg, quic_sendmsg, server_handshake
+
+from .conftest import close_all, emulated, quic_socket
+
+A4, A6, M4 = "127.0.0.11", "fd00::5357:5f0b", "::ffff:127.0.0.11"
+V6ONLY = (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+CLIENTS = {"ipv4": (socket.AF_INET, A4), "mapped": (socket.AF_INET6, M4), "ipv6": (socket.AF_INET6, A6)}
+
+
+def names(d: str) -> list[str]:
+    return sorted(n for n in os.listdir(d) if n[:1] in "UY" and "~" not in n and "." not in n)
+
+
+def handshake_pair(ls: Any, family: int, dest: str, pki: dict[str, str], timeout: float = 5.0) -> tuple[Any, Any, Any]:
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        try:
+            ls.settimeout(timeout)
+            s, peer = ls.accept()
+            box["peer"] = peer
+            server_handshake(s, pki["psk"], None, timeout=timeout)
+            box["s"] = s
+        except BaseException as e:  # noqa: BLE001 - reported by the client side
+            box["e"] = e
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    c = quic_socket(family)
+    c.connect((dest, ls.getsockname()[1]))
+    client_handshake(c, pki["psk"], timeout=timeout)
+    t.join(timeout + 5)
+    if "e" in box:
+        raise box["e"]
+    return c, box["s"], box["peer"]
+
+
+@pytest.mark.parametrize("carrier", ["seqpacket", "udp"])
+@pytest.mark.parametrize("client", list(CLIENTS))
+def test_wildcard_listener_takes_both_families(pki, carrier, client):
+    family, dest = CLIENTS[client]
+    with emulated(carrier) as n:
+        ls = quic_socket(socket.AF_INET6)
+        assert ls.getsockopt(*V6ONLY) == 0
+        ls.bind(("::", 4433))
+        ls.listen(8)
+        assert names(n.socket_dir) == ["U0B1151", "Y0B1151"]
+        c, s, peer = handshake_pair(ls, family, dest, pki)
+        try:
+            quic_sendmsg(c, b"hello", -1, MSG_STREAM_NEW | MSG_STREAM_FIN)
+            data, sid, _flags = quic_recvmsg(s, 100)
+            quic_sendmsg(s, b"HELLO", sid, MSG_STREAM_FIN)
+            assert data == b"hello" and quic_recvmsg(c, 100)[0] == b"HELLO"
+            cport = c.getsockname()[1]
+            if client == "ipv6":
+                assert peer == (A6, cport, 0, 0) and s.getsockname() == (A6, 4433, 0, 0)
+            else:
+                assert peer == (M4, cport, 0, 0) and s.getpeername() == peer
+                assert s.getsockname() == (M4, 4433, 0, 0)
+                want = (A4, cport) if family == socket.AF_INET else (M4, cport, 0, 0)
+                assert c.getsockname() == want
+                assert c.getpeername() == ((A4, 4433) if family == socket.AF_INET else (M4, 4433, 0, 0))
+        finally:
+            close_all(c, s, ls)
+        rows = tsharkutil.fields(n.pcap, ["ip.src", "ipv6.src", "udp.checksum.status", "ip.checksum.status"],
+                                 display_filter="udp", options=tsharkutil.CHECKSUM_OPTS)
+        assert len(rows) >= 4
+        if client == "ipv6":
+            assert all(r[1] == A6 and not r[0] and r[2] == "1" for r in rows), rows
+        else:
+            assert all(r[0] == A4 and not r[1] and r[2] == "1" and r[3] == "1" for r in rows), rows
+        assert tsharkutil.count_frames(n.pcap, display_filter="quic") == len(rows)
+        assert tsharkutil.count_frames(n.pcap, display_filter="_ws.malformed") == 0
+
+
+@pytest.mark.parametrize("carrier", ["seqpacket", "udp"])
+def test_v6only_listener(pki, carrier):
+    with emulated(carrier) as n:
+        ls = quic_socket(socket.AF_INET6)
+        ls.setsockopt(*V6ONLY, 1)
+        assert ls.getsockopt(*V6ONLY) == 1
+        ls.bind(("::", 4434))
+        ls.listen(8)
+        assert names(n.socket_dir) == ["Y0B1152"]
+        c, s, peer = handshake_pair(ls, socket.AF_INET6, A6, pki)
+        assert peer[0] == A6
+        close_all(c, s)
+        four = quic_socket(socket.AF_INET)
+        four.connect((A4, 4434))  # nobody has the IPv4 name: the Initial goes unanswered
+        with pytest.raises(OSError) as e:
+            client_handshake(four, pki["psk"], timeout=1.0)
+        assert e.value.errno in (errno.ETIMEDOUT, errno.ECONNREFUSED)
+        close_all(four, ls)
+
+
+def test_v6only_client_and_bind_errnos(net):
+    c = quic_socket(socket.AF_INET6)
+    c.setsockopt(*V6ONLY, 1)
+    with pytest.raises(OSError) as e:
+        c.connect((M4, 4435))
+    assert e.value.errno == errno.ENETUNREACH
+    with pytest.raises(OSError) as e:
+        c.bind((M4, 4435))
+    assert e.value.errno == errno.EINVAL
+    b = quic_socket(socket.AF_INET6)
+    b.bind(("::", 4435))
+    with pytest.raises(OSError) as e:
+        b.setsockopt(*V6ONLY, 1)
+    assert e.value.errno == errno.EINVAL
+    close_all(c, b)
+
+
+@pytest.mark.parametrize("carrier", ["seqpacket", "udp"])
+def test_eaddrinuse_on_the_ipv4_name(pki, carrier):
+    with emulated(carrier):
+        four = quic_socket(socket.AF_INET)
+        four.bind((A4, 4436))
+        four.listen(8)
+        dual = quic_socket(socket.AF_INET6)
+        dual.bind(("::", 4436))
+        with pytest.raises(OSError) as e:
+            dual.listen(8)
+        assert e.value.errno == errno.EADDRINUSE
+        close_all(four, dual)
+        again = quic_socket(socket.AF_INET6)
+        again.bind(("::", 4436))
+        again.listen(8)  # the IPv4 name went with its listener
+        other = quic_socket(socket.AF_INET)
+        other.bind((A4, 4436))
+        with pytest.raises(OSError) as e:
+            other.listen(8)  # ... and is the dual-stack listener's now
+        assert e.value.errno == errno.EADDRINUSE
+        close_all(again, other)
+
+
+def test_bind_to_v4_mapped_address(pki):
+    with emulated() as n:
+        ls = quic_socket(socket.AF_INET6)
+        ls.bind((M4, 4437))
+        ls.listen(8)
+        assert names(n.socket_dir) == ["U0B1155"] and ls.getsockname() == (M4, 4437, 0, 0)
+        c, s, peer = handshake_pair(ls, socket.AF_INET, A4, pki)
+        assert peer[0] == M4 and s.getsockname() == (M4, 4437, 0, 0)
+        close_all(c, s, ls)
