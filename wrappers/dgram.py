@@ -41,6 +41,17 @@ from .sockbase import (
 )
 
 
+def _via_twin(twin: Any, payload: bytes, flags: int, path: str) -> bool:
+    """Send from the twin-named socket; False when the receiver is a unix socket connected to our
+    primary one (the kernel allows it only datagrams from that peer: EPERM), which then gets it
+    from the primary name (our receivers read it back right; dualstack.py)."""
+    try:
+        twin.sendto(payload, flags | _MSG_DONTWAIT, path)
+    except PermissionError:
+        return False
+    return True
+
+
 class DatagramMixin(SocketParts):
     """Part of WrappedSocket (socket_wrapper.py); self is the socket."""
 
@@ -52,8 +63,6 @@ class DatagramMixin(SocketParts):
         path, peer = self._remote(address, "connect")
         self._autobind(peer=peer)
         self._reach_out(path)
-        if m.twin_path is not None and os.path.basename(path)[0] == "U":
-            m.v4_peers.add(path)
         m.peer, m.peer_path, m.unix_connected = peer, path, False
         try:
             _orig_socket.connect(self, path)
@@ -106,8 +115,6 @@ class DatagramMixin(SocketParts):
         assert m is not None
         self._autobind(peer=peer)
         self._reach_out(path)
-        if m.twin_path is not None and os.path.basename(path)[0] == "U":
-            m.v4_peers.add(path)  # replies from its dual-stack twin come by IPv4 (dualstack.py)
         payload = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
         imp = self._impairer("out", peer)
         if imp is None:
@@ -132,10 +139,13 @@ class DatagramMixin(SocketParts):
             return
         rec = self._sw_rec
         connected = m.peer is not None
+        twin = self._twin_sender_for(path) if m.twin_path is not None else None
 
         def attempt() -> None:
             try:
-                if connected:
+                if twin is not None and _via_twin(twin, payload, flags, path):
+                    pass  # a dual-stack socket speaking its twin's family (dualstack.py)
+                elif connected:
                     if not m.unix_connected:
                         _orig_socket.connect(self, path)
                         m.unix_connected = True
@@ -292,8 +302,7 @@ class DatagramMixin(SocketParts):
     def _addr_of(self, unix_path: Any) -> tuple:
         m = self._sw
         assert m is not None
-        view = peer_view(self._net, m.family, m.reach, unix_path, m.v4_peers) \
-            if isinstance(unix_path, str) and unix_path else None
+        view = peer_view(self._net, m.family, m.reach, unix_path) if isinstance(unix_path, str) and unix_path else None
         if view is None:
             return sockaddr(m.family, "0.0.0.0" if m.family == AF_INET else "::", 0)
         return view

@@ -20,6 +20,11 @@ The emulation, in three rules:
   socket); a source name of the other family can only be a dual-stack sender that used its twin,
   so it is reported under the twin's address (same interface and port). Between two dual-stack
   sockets both families are reachable and the sender's own name wins (the README lists it).
+* **Datagram sources.** A unix datagram carries its sender's bound name, and a receiver (a cwrap
+  one included: it fails recvfrom() on an AF_INET socket given an IPv6 name) must see the family
+  the sender used. So a dual-stack socket sending to the family of its twin sends through a second
+  unix socket bound to ``<dir>/.twin/<twin name>``: the same last path component, which is all
+  cwrap and we parse. Answers go to the twin name in the directory, i.e. to the socket itself.
 * **The wire.** Packets between a v4-mapped pair are logged as IPv4 with the unmapped addresses;
   a wildcard or IPv6 source of a dual-stack socket speaking IPv4 becomes its interface's IPv4
   address (what the kernel's route lookup picks).
@@ -147,20 +152,13 @@ def other(family: int) -> int:
     return AF_INET if family == AF_INET6 else AF_INET6
 
 
-def peer_view(net: Network, sock_family: int, reach: frozenset[int], unix_name: str,
-              v4_peers: set[str] | frozenset[str] = frozenset()) -> tuple | None:
+def peer_view(net: Network, sock_family: int, reach: frozenset[int], unix_name: str) -> tuple | None:
     """The address a socket reports for a peer known by its unix name (module docstring: "What a
-    peer is called"); None when the name is not one of cwrap's.
-
-    ``v4_peers``: the IPv4 names a dual-stack socket has sent to. A reply from the IPv6 name of a
-    dual-stack peer we addressed by its IPv4 twin is that peer answering over IPv4.
-    """
+    peer is called"); None when the name is not one of cwrap's."""
     parsed = parse_socket_name(unix_name)
     if parsed is None:
         return None
     family = parsed.family if parsed.family in reach or not reach else other(parsed.family)
-    if v4_peers and family == AF_INET6 and twin_name(unix_name) in v4_peers:
-        family = AF_INET
     host = net.iface_address(family, parsed.iface)
     if sock_family == AF_INET6:
         return (mapped(host) if family == AF_INET else host, parsed.port, 0, 0)
@@ -224,6 +222,51 @@ def link_twin(primary: str, twin: str) -> int:
     except FileExistsError:
         raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)) from None
     return os.lstat(twin).st_ino
+
+
+TWIN_SENDERS = ".twin"
+"""Subdirectory of the socket directory holding dual-stack sockets' second senders (see above)."""
+_SUN_PATH_MAX = 107
+
+
+def open_twin_sender(twin: str, sotype: int):  # type: ignore[no-untyped-def]
+    """A non-blocking unix socket of ``sotype`` bound to ``<dir>/.twin/<basename of twin>``, or None
+    when that path does not fit in sun_path (the datagrams then leave under the primary name)."""
+    from .sockbase import _orig_socket
+
+    head, base = os.path.split(twin)
+    folder = os.path.join(head, TWIN_SENDERS)
+    path = os.path.join(folder, base)
+    if len(path.encode()) > _SUN_PATH_MAX:
+        return None
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    sock = _orig_socket(socket.AF_UNIX, sotype | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC, 0)
+    try:
+        try:
+            os.unlink(path)  # a crashed run's leftover: the twin name itself is ours now
+        except FileNotFoundError:
+            pass
+        sock.bind(path)
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def close_twin_sender(sock) -> None:  # type: ignore[no-untyped-def]
+    if sock is None:
+        return
+    try:
+        path = sock.getsockname()
+        sock.close()
+        if path:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def family_of_name(path: str) -> int:
+    return AF_INET if os.path.basename(path)[:1] in ("T", "U") else AF_INET6
 
 
 def unlink_twin_of(name: str) -> None:

@@ -48,7 +48,7 @@ class SocketMeta:
     reach: frozenset = frozenset()
     twin_path: str | None = None
     twin_ino: int | None = None
-    v4_peers: set[str] = field(default_factory=set)  # IPv4 names a dual-stack UDP socket sent to
+    twin_sender: Any = None  # UDP: the unix socket that sends under the twin name (dualstack.py)
     # pcap state (streams): the flow model, whether the peer logs its own sends
     flow: Any = None
     peer_logs: bool | None = False  # None: not known yet (socket_wrapper._peer_logs)

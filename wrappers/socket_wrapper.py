@@ -452,6 +452,18 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
             return  # the name is taken: answers from that family cannot reach us (counted nowhere)
         m.twin_path, m.reach = twin, _DUAL
 
+    def _twin_sender_for(self, path: str) -> Any:
+        """The socket a datagram to ``path`` leaves from when that is the twin's family, else None."""
+        m = self._sw
+        assert m is not None
+        if m.twin_path is None or m.bound_path is None:
+            return None
+        if dualstack.family_of_name(path) == dualstack.family_of_name(m.bound_path):
+            return None
+        if m.twin_sender is None:
+            m.twin_sender = dualstack.open_twin_sender(m.twin_path, m.sotype) or False
+        return m.twin_sender or None
+
     def _wire(self, peer: tuple) -> tuple[tuple, tuple]:
         """(local, peer) as the pcap writes them: one family, v4-mapped addresses as IPv4."""
         m = self._sw
@@ -657,6 +669,8 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
             except OSError:
                 pass
             dualstack.unlink_twin(m.twin_path, m.twin_ino)
+        if m.twin_sender:
+            dualstack.close_twin_sender(m.twin_sender)
         metamod.forget(m)
 
     def __del__(self) -> None:

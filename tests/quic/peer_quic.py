@@ -1,6 +1,7 @@
 """A QUIC peer for cross-process tests, run under `wirecheck exec`: plain socket(..., 261) calls.
 
-    peer_quic.py server HOST PORT PSKFILE     -> prints "ready", echoes one stream upper-cased
+    peer_quic.py server HOST PORT PSKFILE     -> prints "ready", then "peer ADDR PORT" (accept()'s
+                                                 answer), echoes one stream upper-cased
     peer_quic.py client HOST PORT PSKFILE MSG -> prints the reply
 """
 
@@ -22,13 +23,14 @@ from wrappers.quic import (
 
 def main() -> int:
     role, host, port, psk = sys.argv[1:5]
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
     s.settimeout(20)
     if role == "server":
         s.bind((host, int(port)))
         s.listen(1)
         print("ready", flush=True)
-        c, _ = s.accept()
+        c, peer = s.accept()
+        print("peer", peer[0], peer[1], flush=True)
         server_handshake(c, psk, None, timeout=20)
         data, sid, _ = quic_recvmsg(c, 1000)
         quic_sendmsg(c, data.upper(), sid, MSG_STREAM_FIN)

@@ -11,11 +11,14 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 import tsharkutil
+from procutil import Procs, clean_env, listing, wait_for_path, wirecheck_exec
 
 from wrappers.quic import MSG_STREAM_FIN, MSG_STREAM_NEW, client_handshake, quic_recvmsg, quic_sendmsg, server_handshake
 
@@ -23,6 +26,9 @@ from .conftest import close_all, emulated, quic_socket
 
 A4, A6, M4 = "127.0.0.11", "fd00::5357:5f0b", "::ffff:127.0.0.11"
 V6ONLY = (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
+QUIC_PEER = str(Path(__file__).with_name("peer_quic.py"))
+SERVER_IFACE, CLIENT_IFACE = 10, 21
+A4S, M4S, C4 = "127.0.0.10", "::ffff:127.0.0.10", "127.0.0.21"
 CLIENTS = {"ipv4": (socket.AF_INET, A4), "mapped": (socket.AF_INET6, M4), "ipv6": (socket.AF_INET6, A6)}
 
 
@@ -161,3 +167,32 @@ def test_bind_to_v4_mapped_address(pki):
         c, s, peer = handshake_pair(ls, socket.AF_INET, A4, pki)
         assert peer[0] == M4 and s.getsockname() == (M4, 4437, 0, 0)
         close_all(c, s, ls)
+
+
+# -- across processes (`wirecheck exec`) ----------------------------------------------------------
+
+@pytest.mark.parametrize("carrier", ["seqpacket", "udp"])
+@pytest.mark.parametrize("client", ["ipv4", "mapped"])
+def test_quic_wildcard_server_across_processes(procs: Procs, sockdir: Path, tmp_path: Path, pki, carrier: str,
+                                               client: str) -> None:
+    pcap = tmp_path / "run.pcap"
+    env = clean_env()
+    env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    env["WIRECHECK_QUIC_CARRIER"] = carrier
+    server = procs.start("server", wirecheck_exec(sockdir, sys.executable, QUIC_PEER, "server", "::", "443",
+                                                  pki["psk"], iface=SERVER_IFACE, pcap=pcap), env=env)
+    wait_for_path(sockdir / "U0A01BB", server)
+    assert [n for n in listing(sockdir) if "." not in n] == ["U0A01BB", "Y0A01BB"]
+    dest = A4S if client == "ipv4" else M4S
+    c = procs.run("client", wirecheck_exec(sockdir, sys.executable, QUIC_PEER, "client", dest, "443", pki["psk"],
+                                           "hello over quic", iface=CLIENT_IFACE, pcap=pcap), env=env, timeout=60)
+    assert c.lines == ["HELLO OVER QUIC"]
+    server.finish()
+    peer_line = next(line for line in server.lines if line.startswith("peer "))
+    assert peer_line.split()[1] == "::ffff:127.0.0.21"  # accept() saw the IPv4 client as ::ffff:127.0.0.21
+    keys = tmp_path / "run.keys"
+    rows = tsharkutil.fields(pcap, ["ip.src", "ip.dst", "ipv6.src", "udp.checksum.status", "quic.stream_data"],
+                             display_filter="udp", options=[*tsharkutil.CHECKSUM_OPTS, "-o", f"tls.keylog_file:{keys}"])
+    assert rows and all(r[2] == "" and {r[0], r[1]} == {A4S, C4} and r[3] == "1" for r in rows), rows
+    data = {bytes.fromhex(r[4].replace(":", "").split(",")[0]) for r in rows if r[4]}
+    assert {b"hello over quic", b"HELLO OVER QUIC"} <= data

@@ -180,6 +180,8 @@ def endpoint_for(eng: Engine, carrier: str, family: int, cfg: Any, host: str, po
             raise
         local = addressing.addr_of(s.getsockname()) or ((host, port) if family == socket.AF_INET else (host, port, 0, 0))
         ep = CR.DatagramEndpoint(s, local, addressing)
+        if len(reach) == 2:
+            ep.twin = dualstack.twin_name(s.getsockname())
     else:
         s = _socket.socket(family, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC, 0)
         s.setblocking(False)

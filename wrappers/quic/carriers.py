@@ -446,6 +446,8 @@ class DatagramEndpoint:
         self.listener: Any = None
         self.dropped = 0
         self.olds: list[Any] = []  # sockets of the names this endpoint had before a rebind
+        self.twin: str | None = None  # a dual-stack endpoint's second name (dualstack.py)
+        self.twin_sender: Any = None
         self.watch_fd: Callable[[int], None] | None = None
         self.unwatch_fd: Callable[[int], None] | None = None
         # Emulated UDP: a native peer under cwrap without SOCKET_WRAPPER_PCAP_FILE does not log its
@@ -481,6 +483,21 @@ class DatagramEndpoint:
         if self.watch_fd is not None:
             self.watch_fd(int(new.fileno()))
         return local
+
+    def sendto(self, data: bytes, dest: Any) -> None:
+        """Send from this endpoint; to the family of a dual-stack endpoint's twin name, from a socket
+        bearing that name, so that the receiver (cwrap's too) sees the family it was sent by."""
+        if self.twin is not None and isinstance(dest, str) and \
+                dualstack.family_of_name(dest) == dualstack.family_of_name(self.twin):
+            if self.twin_sender is None:
+                self.twin_sender = dualstack.open_twin_sender(self.twin, _socket.SOCK_DGRAM) or False
+            if self.twin_sender:
+                try:
+                    self.twin_sender.sendto(data, dest)
+                    return
+                except PermissionError:
+                    pass  # a receiver connected to our primary name takes datagrams from it only
+        self.sock.sendto(data, dest)
 
     def dest(self, peer: tuple) -> Any:
         if self.addressing is None:
@@ -528,6 +545,9 @@ class DatagramEndpoint:
         return out
 
     def close(self) -> None:
+        if self.twin_sender:
+            dualstack.close_twin_sender(self.twin_sender)
+        self.twin_sender = None
         for sock in (*self.olds, self.sock):
             if self.unwatch_fd is not None and sock.fileno() >= 0:
                 self.unwatch_fd(int(sock.fileno()))
@@ -552,7 +572,7 @@ class DatagramPath:
 
     def _raw(self, data: bytes) -> None:
         try:
-            self.ep.sock.sendto(data, self._dest)
+            self.ep.sendto(data, self._dest)
         except OSError:
             self.wire.full += 1
 
