@@ -262,6 +262,14 @@ def test_udp_dual_stack(wrapped_pcap):
     assert (data, src) == (b"four", (M4, c4.getsockname()[1], 0, 0))
     srv.sendto(b"FOUR", src)
     assert c4.recvfrom(100) == (b"FOUR", (A4, 4000))  # the answer comes from the IPv4 address
+    cc = socket.socket(V4, socket.SOCK_DGRAM)  # connected: the answer must come from its peer
+    cc.settimeout(5)
+    cc.connect((A4, 4000))
+    cc.send(b"conn")
+    data, src = srv.recvfrom(100)
+    srv.sendto(b"CONN", src)
+    assert cc.recvfrom(100) == (b"CONN", (A4, 4000))
+    cc.close()
     cm = socket.socket(V6, socket.SOCK_DGRAM)  # an AF_INET6 client speaking IPv4
     cm.settimeout(5)
     cm.sendto(b"mapped", (M4, 4000))
@@ -290,7 +298,7 @@ def test_udp_dual_stack(wrapped_pcap):
         s.close()
     rows = pcap_rows(pcap)
     v4 = [r for r in rows if r[0]]
-    assert len(v4) == 4 and all(r[0] == A4 and r[4] == "1" and r[5] == "1" for r in v4), rows
+    assert len(v4) == 6 and all(r[0] == A4 and r[4] == "1" and r[5] == "1" for r in v4), rows
     assert len([r for r in rows if r[2]]) == 3  # six, SIX, plain6
     assert tsharkutil.problems(pcap) == []
 
