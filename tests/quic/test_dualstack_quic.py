@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -196,3 +197,50 @@ def test_quic_wildcard_server_across_processes(procs: Procs, sockdir: Path, tmp_
     assert rows and all(r[2] == "" and {r[0], r[1]} == {A4S, C4} and r[3] == "1" for r in rows), rows
     data = {bytes.fromhex(r[4].replace(":", "").split(",")[0]) for r in rows if r[4]}
     assert {b"hello over quic", b"HELLO OVER QUIC"} <= data
+
+
+@pytest.mark.peer
+def test_native_ipv4_quic_client_of_a_wildcard_server(pki, tmp_path):
+    """ngtcp2's gtlsclient, a native IPv4 QUIC client under cwrap, GETs over HTTP/3 from
+    `wirecheck h3 serve --listen [::]:4433` (udp carrier: cwrap's UDP names)."""
+    from procutil import native_env, need_libsocket_wrapper, need_program
+
+    need_libsocket_wrapper()
+    client = need_program("gtlsclient", "ngtcp2-client")
+    www = tmp_path / "www"
+    www.mkdir()
+    blob = os.urandom(200_000)
+    (www / "f.bin").write_bytes(blob)
+    sockdir = tmp_path / "w"
+    sockdir.mkdir(mode=0o700)
+    pcap, dl = tmp_path / "run.pcap", tmp_path / "dl"
+    dl.mkdir()
+    env = clean_env()
+    env["WIRECHECK_QUIC_CARRIER"] = "udp"
+    wirecheck = [sys.executable, "-c", "from harness.cli import main; main()"]
+    serve = subprocess.Popen([*wirecheck, "exec", "--dir", str(sockdir), "--iface", "10", "--pcap", str(pcap), "--",
+                              *wirecheck, "h3", "serve", "--listen", "[::]:4433", "--cert", pki["server"],
+                              "--key", pki["server_key"], "--root", str(www), "--count", "1", "--timeout", "20"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115
+                             start_new_session=True)
+    gc = None
+    try:
+        wait_for_path(sockdir / "U0A1151")
+        assert (sockdir / "Y0A1151").exists()
+        gc = subprocess.run([client, "-q", "--exit-on-all-streams-close", f"--download={dl}", A4S, "4433",
+                             "https://localhost:4433/f.bin"], env=native_env(sockdir, iface=CLIENT_IFACE),
+                            capture_output=True, timeout=30, start_new_session=True)
+        assert gc.returncode == 0, gc.stdout[-2000:] + gc.stderr[-2000:]
+        assert serve.wait(20) == 0, (tmp_path / "serve.log").read_text()
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(5)
+    assert (dl / "f.bin").read_bytes() == blob
+    rows = tsharkutil.fields(pcap, ["ip.src", "ip.dst", "ipv6.src", "udp.checksum.status"], display_filter="udp",
+                             options=tsharkutil.CHECKSUM_OPTS)
+    ours = [r for r in rows if r[0] == A4S]
+    assert ours and all(not r[2] and r[3] == "1" for r in ours), rows  # our answers: IPv4, good checksums
+    assert len({r[1] for r in ours}) == 1, rows  # to the one client address cwrap gave gtlsclient
+    assert not any(r[2] for r in rows), rows  # nothing went as IPv6
+    assert tsharkutil.count_frames(pcap, display_filter=f"quic && ip.dst == {A4S}") >= 1  # the client's, logged by us
