@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 from . import impair, markers
-from .addressing import parse_socket_name
 from .dualstack import accepted_local, peer_view
 from .meta import SocketMeta
 from .sockbase import (
@@ -159,12 +158,11 @@ class StreamMixin(SocketParts):
         if not m.listening:
             raise _oserror(errno.EINVAL)
         fd, unix_addr = self._io(lambda: self._accept(), _POLLIN)  # type: ignore[attr-defined]
-        parsed = parse_socket_name(unix_addr) if isinstance(unix_addr, str) and unix_addr else None
-        if parsed is None:
+        peer = peer_view(self._net, m.family, m.reach, unix_addr) if isinstance(unix_addr, str) and unix_addr else None
+        if peer is None:
             # cwrap cannot name an unbound client either; it fails accept() and the client sees a reset.
             os.close(fd)
             raise _oserror(errno.EINVAL, "connecting unix socket has no socket_wrapper name")
-        peer = peer_view(self._net, m.family, m.reach, unix_addr)
         child = type(self).__new__(type(self))
         child._sw_closed = False
         _orig_socket.__init__(child, AF_UNIX, m.sotype, 0, fd)

@@ -21,7 +21,14 @@ import pytest
 import tsharkutil
 from procutil import Procs, clean_env, listing, wait_for_path, wirecheck_exec
 
-from wrappers.quic import MSG_STREAM_FIN, MSG_STREAM_NEW, client_handshake, quic_recvmsg, quic_sendmsg, server_handshake
+from wrappers.quic import (
+    MSG_STREAM_FIN,
+    MSG_STREAM_NEW,
+    client_handshake,
+    quic_recvmsg,
+    quic_sendmsg,
+    server_handshake,
+)
 
 from .conftest import close_all, emulated, quic_socket
 

@@ -386,7 +386,7 @@ class QuicSocket(_OrigSocket):
                 new._timeout = self._timeout
                 new._sndtimeo = self._sndtimeo
                 new._local = lst.local if lst is not None else None
-                if new._local is not None and self._cfg is not None:  # an IPv4 peer of a dual-stack listener
+                if new._local is not None and self._cfg is not None and link.peer is not None:  # IPv4 peer, [::]
                     new._local = dualstack.accepted_local(self._cfg.network, self._qfamily, new._local,
                                                           self._cfg.network.default_iface, link.peer)
                 new._peer = link.peer
