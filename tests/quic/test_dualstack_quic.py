@@ -251,3 +251,27 @@ def test_native_ipv4_quic_client_of_a_wildcard_server(pki, tmp_path):
     assert len({r[1] for r in ours}) == 1, rows  # to the one client address cwrap gave gtlsclient
     assert not any(r[2] for r in rows), rows  # nothing went as IPv6
     assert tsharkutil.count_frames(pcap, display_filter=f"quic && ip.dst == {A4S}") >= 1  # the client's, logged by us
+
+
+@pytest.mark.parametrize("carrier", ["seqpacket", "udp"])
+def test_quic_v6only_server_across_processes(procs: Procs, sockdir: Path, tmp_path: Path, pki, carrier: str) -> None:
+    """IPV6_V6ONLY from the server process's (stand-in) bindv6only sysctl: IPv6 only, IPv4 goes unanswered."""
+    sysctl = tmp_path / "bindv6only"
+    sysctl.write_text("1\n")
+    env = clean_env()
+    env["PYTHONPATH"] = str(Path(__file__).parents[1])
+    env["WIRECHECK_QUIC_CARRIER"] = carrier
+    server = procs.start("server", wirecheck_exec(sockdir, sys.executable, QUIC_PEER, "server", "::", "443",
+                                                  pki["psk"], iface=SERVER_IFACE),
+                         env={**env, "WIRECHECK_BINDV6ONLY_FILE": str(sysctl)})
+    wait_for_path(sockdir / "Y0A01BB", server)
+    assert [n for n in listing(sockdir) if "." not in n] == ["Y0A01BB"]
+    four = procs.run("ipv4-client", wirecheck_exec(sockdir, sys.executable, QUIC_PEER, "client", A4S, "443",
+                                                   pki["psk"], "x", iface=CLIENT_IFACE),
+                     env={**env, "PEER_QUIC_TIMEOUT": "1.5"}, timeout=30, rc=None)
+    assert four.popen.returncode != 0 and four.lines == []
+    six = procs.run("ipv6-client", wirecheck_exec(sockdir, sys.executable, QUIC_PEER, "client", "fd00::5357:5f0a",
+                                                  "443", pki["psk"], "six", iface=CLIENT_IFACE), env=env, timeout=60)
+    assert six.lines == ["SIX"]
+    server.finish()
+    assert next(line for line in server.lines if line.startswith("peer ")).split()[1] == "fd00::5357:5f15"
