@@ -46,7 +46,7 @@ def server_env(tmp_path: Path, v6only: bool) -> dict[str, str]:
     return {**os.environ, "WIRECHECK_BINDV6ONLY_FILE": str(sysctl)}
 
 
-def start_server(procs: Procs, sockdir: Path, pcap: Path, proto: str, env: dict[str, str]):  # noqa: ANN201
+def start_server(procs: Procs, sockdir: Path, pcap: Path | None, proto: str, env: dict[str, str]):  # noqa: ANN201
     server = procs.start("server", wirecheck_exec(
         sockdir, *py_peer(f"{proto}-server", "::", str(PORTS[proto]), str(len(MESSAGES))),
         iface=SERVER_IFACE, pcap=pcap), env=env)
@@ -199,3 +199,28 @@ def test_cwrap_has_no_dual_stack(procs: Procs, sockdir: Path) -> None:
     six = procs.run("ours6", wirecheck_exec(sockdir, *py_peer("tcp-client", A6, "445", "hi"), iface=CLIENT_IFACE))
     assert list(tuples(six.expect("replies"))["replies"]) == ["HI"]
     server.finish()
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_eaddrinuse_across_processes(procs: Procs, sockdir: Path, tmp_path: Path, proto: str) -> None:
+    """A dual-stack bind in one process and an IPv4 bind of the same port in another refuse each other."""
+    pcap = None  # nothing is sent
+    port = PORTS[proto]
+    sotype = "socket.SOCK_STREAM" if proto == "tcp" else "socket.SOCK_DGRAM"
+    code = ("import errno, socket, sys\n"
+            f"s = socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET, {sotype})\n"
+            "try:\n    s.bind((sys.argv[1], int(sys.argv[2])))\n    print('bound')\n"
+            "except OSError as e:\n    print(errno.errorcode[e.errno])\n")
+    four = procs.start("ipv4-server", wirecheck_exec(sockdir, *py_peer(f"{proto}-server", A4, str(port), "1"),
+                                                     iface=SERVER_IFACE, pcap=pcap))
+    four.expect("ready")
+    dual = procs.run("dual", wirecheck_exec(sockdir, PYTHON, "-c", code, "::", str(port), iface=SERVER_IFACE))
+    assert dual.lines == ["EADDRINUSE"]
+    four.kill()
+    server = start_server(procs, sockdir, pcap, proto, server_env(tmp_path, v6only=False))
+    again = procs.run("ipv4", wirecheck_exec(sockdir, PYTHON, "-c", code, A4, str(port), iface=SERVER_IFACE))
+    assert again.lines == ["EADDRINUSE"]
+    other = procs.run("ipv4-other-port", wirecheck_exec(sockdir, PYTHON, "-c", code, A4, str(port + 1),
+                                                        iface=SERVER_IFACE))
+    assert other.lines == ["bound"]
+    server.kill()
