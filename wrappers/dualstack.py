@@ -6,7 +6,7 @@ RFC 3493 section 3.7); it may connect and send to such v4-mapped addresses, and 
 wire are plain IPv4. cwrap knows nothing of this: an emulated endpoint is one file, ``X``/``Y`` for
 IPv6 and ``T``/``U`` for IPv4, and an IPv4 client only ever looks for the ``T``/``U`` name.
 
-The emulation, in three rules:
+The emulation, in four rules:
 
 * **Names.** A dual-stack bind binds the unix socket to its IPv6 name and hard-links the IPv4 name
   of the same interface and port to it (the *twin*). A unix connect() or sendto() finds the socket
@@ -18,8 +18,9 @@ The emulation, in three rules:
   which of a twin pair the sender used. The receiver knows the families it can be reached by: a
   source name of one of them is reported as itself (IPv4 as ``::ffff:a.b.c.d`` on an AF_INET6
   socket); a source name of the other family can only be a dual-stack sender that used its twin,
-  so it is reported under the twin's address (same interface and port). Between two dual-stack
-  sockets both families are reachable and the sender's own name wins (the README lists it).
+  so it is reported under the twin's address (same interface and port). A dual-stack receiver
+  takes the name as it is, which the next rule makes right for datagrams; a TCP client names itself
+  by the family of its destination.
 * **Datagram sources.** A unix datagram carries its sender's bound name, and a receiver (a cwrap
   one included: it fails recvfrom() on an AF_INET socket given an IPv6 name) must see the family
   the sender used. So a dual-stack socket sending to the family of its twin sends through a second
