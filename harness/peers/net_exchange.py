@@ -25,7 +25,14 @@ import time
 
 
 def _family(text: str) -> int:
-    return socket.AF_INET6 if text == "ipv6" else socket.AF_INET
+    """ipv4 -> AF_INET; ipv6 and mapped (an AF_INET6 socket given ::ffff:a.b.c.d) -> AF_INET6."""
+    return socket.AF_INET6 if text in ("ipv6", "mapped") else socket.AF_INET
+
+
+def _v6only(s: socket.socket, a: argparse.Namespace) -> None:
+    """--v6only 0/1 sets IPV6_V6ONLY before bind; without it the socket keeps the system default."""
+    if a.v6only is not None:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, a.v6only)
 
 
 def data_of(size: int, seed: int) -> bytes:
@@ -48,16 +55,19 @@ def _emit(obj: dict) -> None:
 def tcp_echo_server(a: argparse.Namespace) -> int:
     srv = socket.socket(_family(a.family), socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _v6only(srv, a)
     srv.bind((a.addr, a.port))
     srv.listen(16)
     srv.settimeout(a.timeout)
     total, digest, errors = 0, hashlib.sha256(), []
+    peers: list[str] = []
     for _ in range(a.conns):
         try:
-            conn, _peer = srv.accept()
+            conn, peer = srv.accept()
         except OSError as e:
             errors.append(_err(e))
             break
+        peers.append(peer[0])
         conn.settimeout(a.timeout)
         try:
             while True:
@@ -74,7 +84,8 @@ def tcp_echo_server(a: argparse.Namespace) -> int:
         finally:
             conn.close()
     srv.close()
-    _emit({"received": total, "received_sha256": digest.hexdigest(), "errno": errors[0] if errors else None})
+    _emit({"received": total, "received_sha256": digest.hexdigest(), "errno": errors[0] if errors else None,
+           "peer": peers[0] if peers else None})
     return 0
 
 
@@ -84,9 +95,12 @@ def tcp_client(a: argparse.Namespace) -> int:
            "received_sha256": None, "errno": None}
     digest = hashlib.sha256()
     read_error: list[str] = []
+    s = socket.socket(_family(a.family), socket.SOCK_STREAM)
     try:
-        s = socket.create_connection((a.addr, a.port), timeout=a.timeout)
+        s.settimeout(a.timeout)
+        s.connect((a.addr, a.port))
     except OSError as e:
+        s.close()
         out["errno"] = _err(e)
         _emit(out)
         return 3
@@ -134,6 +148,7 @@ HDR = struct.Struct(">I8s")  # sequence number, first 8 bytes of sha256(payload)
 
 def udp_echo_server(a: argparse.Namespace) -> int:
     s = socket.socket(_family(a.family), socket.SOCK_DGRAM)
+    _v6only(s, a)
     s.bind((a.addr, a.port))
     s.settimeout(a.timeout)
     stats = {"datagrams": 0, "bytes": 0, "errno": None}
@@ -207,7 +222,8 @@ def udp_client(a: argparse.Namespace) -> int:
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.peers.net_exchange")
     p.add_argument("mode", choices=["tcp-echo-server", "tcp-client", "udp-echo-server", "udp-client"])
-    p.add_argument("--family", default="ipv4", choices=["ipv4", "ipv6"])
+    p.add_argument("--family", default="ipv4", choices=["ipv4", "ipv6", "mapped"])
+    p.add_argument("--v6only", type=int, choices=[0, 1], default=None)
     p.add_argument("--addr", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--conns", type=int, default=1)

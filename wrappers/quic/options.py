@@ -76,6 +76,11 @@ class QuicOptionsMixin(QuicSocketParts):
             return
         if level == socket.SOL_SOCKET:
             return  # SO_REUSEPORT, buffers, ...: accepted
+        if (level, optname) == (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) and self._qfamily == socket.AF_INET6:
+            if self._local is not None:  # it decides the names a bind takes: not after bind (Linux)
+                raise err(errno.EINVAL, "IPV6_V6ONLY after bind")
+            self._v6only = bool(int.from_bytes(bytes(value)[:4], "little") if not isinstance(value, int) else value)
+            return
         raise err(errno.ENOPROTOOPT)
 
     def getsockopt(self, level: int, optname: int, buflen: Any = None) -> Any:  # type: ignore[override]
@@ -96,6 +101,8 @@ class QuicOptionsMixin(QuicSocketParts):
                 return self._qfamily
             if optname == socket.SO_ERROR:
                 return 0
+        if (level, optname) == (socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) and self._qfamily == socket.AF_INET6:
+            return int(self._v6only) if buflen is None else int(self._v6only).to_bytes(4, "little")[:int(buflen)]
         if buflen is None:
             return 0
         return bytes(int(buflen))

@@ -28,6 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .. import dualstack
+from ..addressing import Network
 from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before any wrapping
 from . import carriers as CR
 from . import constants as C
@@ -88,6 +90,7 @@ class QuicSocket(O.QuicOptionsMixin):
         self._state = C.CLOSED
         self._local: tuple | None = None
         self._peer: tuple | None = None
+        self._v6only = family == socket.AF_INET6 and dualstack.default_v6only()  # as the kernel: at socket()
         self._link: Link | None = None
         self._listener: Listener | None = None
         self._is_client: bool | None = None
@@ -171,19 +174,31 @@ class QuicSocket(O.QuicOptionsMixin):
                 socket.inet_aton(host)
                 return (host, port)
             socket.inet_pton(socket.AF_INET6, host.split("%")[0])
-            return (host, port, 0, 0)
+            return (dualstack.canonical(host), port, 0, 0)
         except OSError:
             raise err(errno.EINVAL, f"bad address {host!r}") from None
 
     def _wildcard(self, addr: tuple) -> bool:
-        return addr[0] in ("0.0.0.0", "::", "")
+        return addr[0] in ("0.0.0.0", "::", "", "::ffff:0.0.0.0")
+
+    def _names(self, host: str) -> tuple[int, str, frozenset[int], CR.Addressing]:
+        """How a bind to ``host`` is named on the carrier (dualstack.bind_plan) and the addressing
+        that reads peers' names back as this socket sees them."""
+        assert self._cfg is not None
+        fam, name_host, reach = dualstack.bind_plan(self._cfg.network, self._qfamily, host, self._v6only)
+        return fam, name_host, reach, CR.Addressing(self._cfg, self._qfamily, reach)
 
     def bind(self, address: Any) -> None:
         if self._local is not None:
             raise err(errno.EINVAL, "already bound")
         addr = self._parse(address)
-        if self._cfg is not None and not self._wildcard(addr):
-            if self._cfg.network.iface_of(self._qfamily, addr[0]) is None:
+        try:
+            fam, host, _reach = dualstack.bind_plan(self._cfg.network if self._cfg else Network(),
+                                                    self._qfamily, addr[0], self._v6only)
+        except OSError as e:
+            raise err(e.errno or errno.EINVAL, e.strerror or "") from None
+        if self._cfg is not None and not self._wildcard((host,)):
+            if self._cfg.network.iface_of(fam, host) is None:
                 raise err(errno.EADDRNOTAVAIL)
         self._local = addr
 
@@ -212,7 +227,9 @@ class QuicSocket(O.QuicOptionsMixin):
         return host
 
     def _tuple(self, host: str, port: int) -> tuple:
-        return (host, port) if self._qfamily == socket.AF_INET else (host, port, 0, 0)
+        if self._qfamily == socket.AF_INET:
+            return (host, port)
+        return (dualstack.mapped(host) if ":" not in host else host, port, 0, 0)
 
     # -- listen / accept -----------------------------------------------------------------------
     def listen(self, backlog: int = 128) -> None:
@@ -249,18 +266,18 @@ class QuicSocket(O.QuicOptionsMixin):
                 if router.base:
                     routing.publish(router, router.base)
             elif self._carrier == "seqpacket":
-                addressing = CR.Addressing(self._cfg)
+                fam, name_host, reach, addressing = self._names(host)
                 s = CR._unix(_socket.SOCK_SEQPACKET)
                 foreign = False
                 try:
-                    port = CR.bind_unix(s, addressing, self._qfamily, host, port)
+                    port = CR.bind_unix(s, addressing, fam, name_host, port, twin=len(reach) == 2)
                     s.listen(max(backlog, 16))
                 except OSError as e:
                     if e.errno != errno.EADDRINUSE or not port:
                         s.close()
                         raise
                     # another process owns this address:port: share it by ALPN through a listener file
-                    base = addressing.path(self._qfamily, host, port, local=True)
+                    base = addressing.path(fam, name_host, port, local=True)
                     try:
                         routing.check_foreign(base, self._opts.alpn)
                         name = routing.listener_file(base, self._opts.alpn)
@@ -289,7 +306,7 @@ class QuicSocket(O.QuicOptionsMixin):
                     routing.publish(router, s.getsockname())
                     eng.watch(s.fileno(), lambda: accept_seqpacket(eng, router, addressing))
             else:
-                ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
+                ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port, v6only=self._v6only)
                 if ep.listener is not None:
                     raise err(errno.EADDRINUSE)
                 router = routing.new_router((self._carrier, self._qfamily, host, ep.local[1], sockdir), self._cfg)
@@ -341,7 +358,7 @@ class QuicSocket(O.QuicOptionsMixin):
                     name = lst.carrier.getsockname()
                     lst.carrier.close()
                     if name:
-                        os.unlink(name)
+                        CR.unlink_name(name)
                 except OSError:
                     pass
             for link in lst.queue:
@@ -388,6 +405,9 @@ class QuicSocket(O.QuicOptionsMixin):
                 new._timeout = self._timeout
                 new._sndtimeo = self._sndtimeo
                 new._local = lst.local if lst is not None else None
+                if new._local is not None and self._cfg is not None and link.peer is not None:  # IPv4 peer, [::]
+                    new._local = dualstack.accepted_local(self._cfg.network, self._qfamily, new._local,
+                                                          self._cfg.network.default_iface, link.peer)
                 new._peer = link.peer
                 new._is_client = False
                 new._state = C.ESTABLISHING
@@ -589,11 +609,21 @@ class QuicSocket(O.QuicOptionsMixin):
         port = self._local[1] if self._local else 0
         if local_addr is not None:
             host, port = local_addr[0], local_addr[1]
+        fam = self._qfamily
+        if self._cfg is not None:
+            # a v4-mapped peer: the path is IPv4, from this interface's IPv4 name (dualstack.py)
+            try:
+                fam, _ = dualstack.remote_plan(fam, peer[0], self._v6only,
+                                               self._names(self._local[0])[2] if self._local else frozenset())
+            except OSError as e:
+                raise err(e.errno or errno.ENETUNREACH, e.strerror or "") from None
+            if fam != self._qfamily:
+                host = dualstack.v4_of_mapped(host) or self._cfg.network.my_address(fam)
         if self._carrier == "seqpacket":
-            addressing = CR.Addressing(self._cfg)
+            addressing = CR.Addressing(self._cfg, self._qfamily, frozenset({fam}))
             s = CR._unix(_socket.SOCK_SEQPACKET)
             try:
-                port = CR.bind_unix(s, addressing, self._qfamily, host, port)
+                port = CR.bind_unix(s, addressing, fam, host, port)
                 local = addressing.addr_of(s.getsockname()) or self._tuple(host, port)
                 remote_path = addressing.path(self._qfamily, peer[0], peer[1], local=False)
             except OSError:
@@ -609,7 +639,7 @@ class QuicSocket(O.QuicOptionsMixin):
             path = CR.SeqpacketPath(s, wire, remote_path, addressing)
             path.rendezvous = CR.open_rendezvous(s.getsockname())
             return path, self._tuple(local[0], local[1]), None
-        ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
+        ep = endpoint_for(eng, self._carrier, fam, self._cfg, host, port, view=self._qfamily)
         ep.refs += 1
         wire = CR.Wire(self._cfg, ep.local, peer, eng.schedule)
         return CR.DatagramPath(ep, peer, wire), ep.local, ep

@@ -32,6 +32,8 @@ class QuicSocketParts(_orig_socket):
     _sndtimeo: float | None
     _qfamily: int
     _qtype: int
+    _v6only: bool
+    _local: tuple | None
     _engine: Engine
     _link: Link | None
     _cfg: Any  # the wrapper Config (config.py) this socket was made under, or None
