@@ -37,15 +37,20 @@ class PduCapture:
         self._ports = itertools.count(40000)
         self.connections: list[RecordingTransport] = []
 
-    def wrap(self, transport: Transport, local: tuple | None = None, peer: tuple | None = None) -> RecordingTransport:
+    def wrap(self, transport: Transport, local: tuple | None = None, peer: tuple | None = None,
+             accepted: bool = False) -> RecordingTransport:
+        """``accepted``: the peer opened the connection (its SYN comes first), as on a server."""
         local = tuple(local or transport.local or ("127.0.0.1", next(self._ports)))[:2]
         peer = tuple(peer or transport.peer)[:2]
-        rec = RecordingTransport(transport, self, local, peer)
+        rec = RecordingTransport(transport, self, local, peer, accepted)
         self.connections.append(rec)
         return rec
 
-    def listener(self, inner: Listener) -> RecordingListener:
-        return RecordingListener(inner, self)
+    def listener(self, inner: Listener, local: tuple | None = None) -> RecordingListener:
+        """``local``: the server address to show in the capture (default: the real one).  Large SMB2
+        messages are framed right by tshark only on port 445 (on another port, decoded as NBSS, a
+        message of 128 KiB or more is mis-framed), so a server on a free port is best shown on 445."""
+        return RecordingListener(inner, self, local)
 
     def write(self, src: tuple, dst: tuple, seq: int, ack: int, flags: int, payload: bytes = b"") -> None:
         with self._lock:
@@ -58,7 +63,8 @@ class PduCapture:
 class RecordingTransport(Transport):
     """``inner`` with every PDU written to the capture; ``local`` is this end."""
 
-    def __init__(self, inner: Transport, capture: PduCapture, local: tuple, peer: tuple) -> None:
+    def __init__(self, inner: Transport, capture: PduCapture, local: tuple, peer: tuple,
+                 accepted: bool = False) -> None:
         self.inner = inner
         self.capture = capture
         self.name = inner.name
@@ -70,9 +76,10 @@ class RecordingTransport(Transport):
         self._next = {local: 1000, peer: 5000}  # next sequence number of each end
         self._lock = threading.Lock()
         self._closed = False
-        capture.write(local, peer, 999, 0, SYN)
-        capture.write(peer, local, 4999, 1000, SYN | ACK)
-        capture.write(local, peer, 1000, 5000, ACK)
+        opener, other = (peer, local) if accepted else (local, peer)
+        capture.write(opener, other, self._next[opener] - 1, 0, SYN)
+        capture.write(other, opener, self._next[other] - 1, self._next[opener], SYN | ACK)
+        capture.write(opener, other, self._next[opener], self._next[other], ACK)
 
     def _log(self, src: tuple, dst: tuple, pdu: bytes) -> None:
         framed = len(pdu).to_bytes(4, "big") + pdu  # first byte 0: Direct TCP / NBSS session message
@@ -110,14 +117,16 @@ class RecordingTransport(Transport):
 class RecordingListener(Listener):
     """Every accepted connection is recorded (server side: ``local`` is the listening address)."""
 
-    def __init__(self, inner: Listener, capture: PduCapture) -> None:
+    def __init__(self, inner: Listener, capture: PduCapture, local: tuple | None = None) -> None:
         self.inner = inner
         self.capture = capture
         self.address = inner.address
+        self.shown = local
 
     def accept(self, timeout: float | None = None) -> Transport:
         transport = self.inner.accept(timeout)
-        return self.capture.wrap(transport, local=transport.local or self.address, peer=transport.peer)
+        return self.capture.wrap(transport, local=self.shown or transport.local or self.address, peer=transport.peer,
+                                 accepted=True)
 
     def close(self) -> None:
         self.inner.close()
