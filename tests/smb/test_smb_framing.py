@@ -36,9 +36,11 @@ def test_empty_message_frames_to_a_bare_header():
 
 @pytest.mark.parametrize("framing", [Framing.DIRECT_TCP, Framing.NBSS])
 def test_header_needs_four_bytes(framing):
-    with pytest.raises(SMBProtocolError, match="transport header: need 4 bytes"):
+    with pytest.raises(SMBProtocolError, match=r"^transport header: need 4 bytes \(status 0xC000000D\)$"):
         frame_length(b"\x00\x00\x01", framing)
     assert frame_length(b"\x00\x00\x01\x00", framing) == (0, 256)
+    # Only the first four bytes are the header: what follows (the message) does not change it.
+    assert frame_length(b"\x00\x00\x01\x00\xfe\xff", framing) == (0, 256)
 
 
 def test_direct_tcp_first_byte_must_be_zero():
@@ -57,9 +59,9 @@ def test_nbss_type_flags_and_17th_bit():
 
 
 def test_smb_direct_has_no_header_to_read():
-    with pytest.raises(ValueError, match="SMB Direct messages have no transport header"):
+    with pytest.raises(ValueError, match=r"^SMB Direct messages have no transport header$"):
         frame_length(b"\x00\x00\x00\x00", Framing.SMB_DIRECT)
-    with pytest.raises(ValueError, match="message-oriented"):
+    with pytest.raises(ValueError, match=r"^SMB Direct is message-oriented: no deframing$"):
         Deframer(Framing.SMB_DIRECT)
 
 
@@ -74,6 +76,12 @@ def test_deframer_byte_by_byte_keeps_every_message(framing):
         got += d.feed(stream[i:i + 1])
     assert got == [(0, m) for m in messages]
     assert d.feed(b"") == []
+
+
+def test_nbss_deframer_reads_nbss_headers():
+    """A keepalive (type 0x85, RFC 1002 4.3.7) is an NBSS message that Direct TCP would refuse."""
+    d = Deframer(Framing.NBSS)
+    assert d.feed(b"\x85\x00\x00\x00" + frame(b"m", Framing.NBSS)) == [(0x85, b""), (0, b"m")]
 
 
 def test_deframer_holds_an_incomplete_header_and_body():
