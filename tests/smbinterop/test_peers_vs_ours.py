@@ -209,6 +209,10 @@ def test_smbprotocol_encrypted(our_server):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("OK")
     assert not (our_server.share_dir / "sp.bin").exists()
+    our_server.stop()
+    cap = _server_capture(our_server)
+    cap.expect(catalogue.build("smb2.encrypted")).verify()  # encrypt=True: nothing plain after setup
+    assert cap.count("smb2.cmd == 9 && smb2.flags.response == 0") >= 1, "no decrypted WRITE"
 
 
 def test_port_helpers():
