@@ -73,6 +73,7 @@ def test_buffer_descriptors_layout_and_array():
     raw = encode_descriptors([a, b])
     assert raw == a.encode() + b.encode() and len(raw) == 32
     assert decode_descriptors(raw) == [a, b]
+    assert BufferDescriptor.decode(raw) == a  # from the start by default
     assert BufferDescriptor.decode(b"xx" + raw, 2) == a
     assert BufferDescriptor.decode(raw, 16) == b
     assert encode_descriptors([]) == b""
