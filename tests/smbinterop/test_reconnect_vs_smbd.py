@@ -88,7 +88,7 @@ def test_durable_v2_handle_is_granted_and_reopened_by_smbd(smbd, tmp_path):
 
     cap = Capture(tmp_path / "dh2c.pcap", smb_ports=[smbd.port])
     fields = ["tcp.stream", "smb2.tag", "smb2.fid", "smb2.nt_status", "smb2.create.action", "smb2.msg_id",
-              "smb2.filename"]
+              "smb2.filename", "smb2.lease.lease_key"]
     requests = cap.frames("smb2.cmd == 5 && smb2.flags.response == 0", fields=fields)
     responses = cap.frames("smb2.cmd == 5 && smb2.flags.response == 1", fields=fields)
 
@@ -118,6 +118,10 @@ def test_durable_v2_handle_is_granted_and_reopened_by_smbd(smbd, tmp_path):
     assert answered["smb2.fid"].replace("-", "")[:16] == persistent, (answered["smb2.fid"], original)
     assert answered["smb2.fid"].replace("-", "").lower() == _guid_hex(handle.file_id)
     assert cap.count('tcp.stream == 1 && smb2.cmd == 5 && smb2.flags.response == 0 && !(smb2.tag == "DH2C")') == 0
+    # The reconnect's response carries the lease of the original open (its key), the only context
+    # 3.3.5.9.12 has the server return for a leased durable v2 open.
+    assert granted["smb2.lease.lease_key"] is not None, "the original open got no lease"
+    assert "RqLs" in tags(answered) and answered["smb2.lease.lease_key"] == granted["smb2.lease.lease_key"]
 
 
 def _guid_hex(file_id: bytes) -> str:
