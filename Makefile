@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up first (idempotent).
-.PHONY: setup demo test test-slow check-auto mutation lint bench clean
+.PHONY: setup demo test test-slow check-auto mutation lint lint-imports bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -8,7 +8,9 @@ demo: setup
 	@.venv/bin/wirecheck demo
 	@.venv/bin/wirecheck check -j 2
 
+# the layering contracts (pyproject.toml [tool.importlinter]) first: a layer violation fails the suite
 test: setup
+	@.venv/bin/lint-imports
 	@.venv/bin/python -m pytest -n 2 -m "not slow and not quicfunc"
 	@.venv/bin/python -m pytest -m "quicfunc and not slow"
 
@@ -24,6 +26,9 @@ check-auto: setup
 # hours on two cores, so not part of `make test`.  MODULES="harness/smb/keys.py ..." narrows it.
 mutation: setup
 	@.venv/bin/python scripts/mutation.py $(MODULES)
+
+lint-imports: setup
+	@.venv/bin/lint-imports
 
 lint: setup
 	@.venv/bin/ruff check wrappers harness tests benchmarks

@@ -1,6 +1,6 @@
 """pcap analysis speed and memory: Capture's one tshark pass vs a plain pyshark FileCapture loop.
 
-Issue 6's benchmark: a capture of 20,000 packets and 10 assertions, the library against a plain
+The benchmark: a capture of 20,000 packets and 10 assertions, the library against a plain
 pyshark FileCapture loop evaluating the same assertions, in one run (target >= 50x); and the peak
 memory for a 1,000,000-packet capture with 10 fields (target <= 500 MB).
 

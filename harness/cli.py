@@ -1,4 +1,5 @@
-"""The `wirecheck` command line: one command, one vocabulary (DESIGN.md)."""
+"""The `wirecheck` command line: one command whose subcommands (exec, demo, serve, smb, h3,
+check, pcap) share one vocabulary."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SMB throughput benchmark (issue 5): all numbers in one run, ratios against baselines measured in
+"""SMB throughput benchmark: all numbers in one run, ratios against baselines measured in
 the same run on the same machine.
 
     python -m harness.smb_bench [--size-mib 256] [--json FILE]

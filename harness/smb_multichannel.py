@@ -11,7 +11,7 @@ Why it is built this way:
   plus its own :class:`~harness.smb.client.ClientConnection` (MessageIds and credits are per
   connection) and a view of the session whose signing key is the channel's own.  Encryption keys and
   the nonce counter are the session's, shared by every channel.
-- Binding (rule 12 of smb3-transport-facts): the new connection negotiates the primary's dialect,
+- Binding (§3.2.4.1.1, §3.3.5.5.3): the new connection negotiates the primary's dialect,
   cipher and signing algorithm with the same ClientGuid, then sends SESSION_SETUP with
   SMB2_SESSION_FLAG_BINDING and the session's id, signed with Session.SigningKey.  The final response
   is verified with the new Channel.SigningKey (3.1.1: derived over this connection's preauth hash).

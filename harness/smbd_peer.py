@@ -1,6 +1,7 @@
 """Samba's smbd as a private test peer (interop tests and the SMB benchmark).
 
-smbd runs on real loopback (it panics under libsocket_wrapper 1.3.5, peers.md), on a port above
+smbd runs on real loopback (under Debian's libsocket_wrapper 1.3.5 it panics at start: Samba sets
+SO_REUSEPORT, which 1.3.5 passes to the unix socket and gets EOPNOTSUPP), on a port above
 20000, with a private smb.conf and every state directory inside the test's tmp dir; its user comes
 from libnss_wrapper files plus ``smbpasswd``, so /etc/passwd is never touched.  Under ``CI`` a missing
 program is a failure, not a skip (procutil._missing).

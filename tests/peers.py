@@ -217,6 +217,30 @@ def fdpass_parent_conn(channel: str, host: str, port: int) -> None:
     say(event="passed")
 
 
+def fdpass_parent_conn_hold(channel: str, host: str, port: int, go_file: str) -> None:
+    """As fdpass-parent-conn, but keep our copy open until GO_FILE exists, then close it.
+
+    The child then closes first while we still hold the socket: the kernel sends no FIN then;
+    our later close is the last one and the FIN goes out with it.
+    """
+    import time
+
+    fam = family_of(host)
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(TIMEOUT)
+    s.connect((host, port))
+    say(event="connected", sockname=s.getsockname(), peername=s.getpeername())
+    _send_sock(channel, s, b"6" if fam == socket.AF_INET6 else b"4")
+    say(event="passed")
+    deadline = time.monotonic() + TIMEOUT
+    while not os.path.exists(go_file):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{go_file} never appeared")
+        time.sleep(0.01)
+    s.close()
+    say(event="closed")
+
+
 def main(argv: list[str]) -> None:
     mode, *args = argv
     if mode == "tcp-server":
@@ -235,6 +259,8 @@ def main(argv: list[str]) -> None:
         fdpass_child(args[0], args[1])
     elif mode == "fdpass-parent-listener":
         fdpass_parent_listener(args[0], args[1], int(args[2]))
+    elif mode == "fdpass-parent-conn-hold":
+        fdpass_parent_conn_hold(args[0], args[1], int(args[2]), args[3])
     elif mode == "fdpass-parent-conn":
         fdpass_parent_conn(args[0], args[1], int(args[2]))
     else:

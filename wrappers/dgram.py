@@ -1,7 +1,7 @@
 """Emulated UDP: sendto/recvfrom over unix datagram sockets, broadcast, impairments, NAT rebinding.
 
 A datagram's source address is the sender's unix name, parsed back into (host, port). A UDP
-connect() is deferred to the first send, as cwrap does. Impairment fates (impair.py) are carried
+connect() is deferred to the first send, as cwrap does. Impairment fates (impair/) are carried
 out here: dropped, duplicated, corrupted, delayed on the timer thread, or sent from a rebound name.
 The pcap records a datagram when it is delivered, by the sender if it logs, else by the receiver
 (SCM_CREDENTIALS tells the receiver who sent it).

@@ -140,6 +140,56 @@ def export_for_passing(fd: int) -> None:
     os.replace(tmp, path)
 
 
+def _handover_path(socket_dir: str, ino: int) -> str:
+    return os.path.join(private_dir(socket_dir, "passed"), f"{ino}.handover.json")
+
+
+def note_handover(meta: SocketMeta, ino: int) -> None:
+    """A holder that is not the last closes: leave its view of the connection to the last one.
+
+    Called with the pcap lock held (socket_wrapper._fin_owner), so the last holder reads it after
+    it was written. Only the counters and the FIN flags matter: they are what the last holder
+    needs to log a FIN that follows everything this holder logged.
+    """
+    assert meta.flow is not None
+    path = _handover_path(meta.socket_dir, ino)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump({"seq": [meta.flow.local_seq, meta.flow.remote_seq], "fin_sent": meta.fin_sent,
+                   "fin_seen": meta.fin_seen}, f)
+    os.replace(tmp, path)
+
+
+def take_handover(socket_dir: str, ino: int) -> dict | None:
+    """The handover another holder left for this socket, removed as it is read (or None)."""
+    path = _handover_path(socket_dir, ino)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+    return data if isinstance(data, dict) else None
+
+
+def _ahead(a: int, b: int) -> int:
+    """The later of two sequence numbers (RFC 1982 serial arithmetic on 32 bits)."""
+    return b if 0 < (b - a) % (1 << 32) < (1 << 31) else a
+
+
+def adopt_handover(meta: SocketMeta, data: dict) -> None:
+    """Take the counters a closed holder left: each direction as far as either of us got."""
+    seq = data.get("seq")
+    if meta.flow is not None and isinstance(seq, list) and len(seq) == 2:
+        meta.flow.local_seq = _ahead(meta.flow.local_seq, int(seq[0]))
+        meta.flow.remote_seq = _ahead(meta.flow.remote_seq, int(seq[1]))
+    meta.fin_sent = meta.fin_sent or bool(data.get("fin_sent"))
+    meta.fin_seen = meta.fin_seen or bool(data.get("fin_seen"))
+
+
 def import_passed(fd: int, socket_dir: str) -> SocketMeta | None:
     """Rebuild the meta of a unix socket that arrived by fd passing (or was inherited)."""
     meta = lookup(fd)

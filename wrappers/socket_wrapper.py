@@ -509,32 +509,50 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
 
     def _real_close(self, _ss: Any = _socket.socket) -> None:  # type: ignore[override]
         m = self._sw
-        if m is not None and not self._sw_closed:
-            self._sw_closed = True
+        if m is None or self._sw_closed:
+            _ss.close(self)
+            return
+        self._sw_closed = True
+        rec = self._sw_rec
+        if m.refs > 1 or rec is None or m.sotype != SOCK_STREAM or not m.unix_connected:
             try:
                 self._last_close_cleanup(m)
             except Exception:  # noqa: BLE001 - closing must never fail on bookkeeping
                 pass
-        _ss.close(self)
+            _ss.close(self)
+            return
+        if m.shaper is not None:
+            m.shaper.drain()  # sends (and logs) what waits in the impairment queue: before the lock
+        # The last close of a logged connection in this process: deciding who logs the FIN,
+        # logging it and the real close happen under one hold of the pcap lock. Another process
+        # closing the same connection (the peer, or a process holding a copy of this socket) then
+        # sees either all of it or none of it: see _log_fin_out_locked and _fin_owner.
+        with rec.locked():
+            try:
+                self._last_close_cleanup(m, locked=True)
+            except Exception:  # noqa: BLE001 - closing must never fail on bookkeeping
+                pass
+            _ss.close(self)
 
-    def _last_close_cleanup(self, m: SocketMeta) -> None:
+    def _last_close_cleanup(self, m: SocketMeta, locked: bool = False) -> None:
         m.refs -= 1
         if m.refs > 0:
             return
         try:
-            ino = metamod.inode_of(self.fileno())
+            ino: int | None = metamod.inode_of(self.fileno())
         except OSError:
             ino = None
-        if m.passed or (m.shared and ino is not None and metamod.others_hold(ino)):
-            # Still alive elsewhere (an fd in flight in SCM_RIGHTS is held by no process yet, so a
-            # passed socket never counts as closed here, as with cwrap).
+        if not self._fin_owner(m, ino, locked):
             metamod.forget(m)
             return
-        if m.shaper is not None:
+        if m.shaper is not None and not locked:
             m.shaper.drain()
         m.closed = True
-        if m.sotype == SOCK_STREAM and m.unix_connected and not m.fin_sent and not m.reset and m.cut is None:
-            self._log_fin_out(closing=True)
+        if (locked and m.sotype == SOCK_STREAM and m.unix_connected and not m.fin_sent and not m.reset
+                and m.cut is None):
+            self._log_fin_out_locked(closing=True)
+            m.fin_sent = True
+        elif m.sotype == SOCK_STREAM and m.unix_connected:
             m.fin_sent = True
         if m.autobound and m.accepted is False and m.peer_path:
             markers.remove_reset_marker(m)
@@ -546,6 +564,30 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
             except OSError:
                 pass
         metamod.forget(m)
+
+    def _fin_owner(self, m: SocketMeta, ino: int | None, locked: bool) -> bool:
+        """Is this close the one that puts the FIN on the wire (the last reference anywhere)?
+
+        A socket that crossed fork() or SCM_RIGHTS may be held by other processes; the kernel
+        sends the FIN when the last of them closes. With the pcap lock held (``locked``), every
+        holder that logs decides and closes its descriptor atomically, so exactly one of them finds
+        nobody else holding it. A holder that is not the last leaves its flow counters in the
+        socket's sidecar (meta.note_handover), so the last one, which may be the process that
+        passed the socket long ago, logs the FIN with the numbers the connection has now. A
+        sender of SCM_RIGHTS whose socket is still in flight (held by no process) finds no
+        handover and leaves the FIN to the receiver, as before.
+        """
+        if not (m.shared or m.passed) or ino is None:
+            return True
+        if metamod.others_hold(ino):
+            if locked and not m.passed and m.flow is not None:
+                metamod.note_handover(m, ino)
+            return False
+        handover = metamod.take_handover(m.socket_dir, ino) if locked else None
+        if handover is not None:
+            metamod.adopt_handover(m, handover)
+            return True
+        return not m.passed
 
     def __del__(self) -> None:
         # Replaces _socket.socket's finalizer: a socket dropped without close() still releases

@@ -4,7 +4,7 @@ Theory of operation: a connection is a unix stream socket pair; the pcap view is
 (tcplog.py) that both ends keep in step. Who records which segment follows recorder.py: the
 sender records its data and FIN when it logs to the same pcap, else the receiver does. A send
 that records takes the pcap lock around "send without blocking, write the record", so a reply
-never precedes its request in the file. Impaired connections (impair.py) send through a
+never precedes its request in the file. Impaired connections (impair/) send through a
 StreamShaper queue (stream_shaper.py) that a timer drains, so delays never sleep the application;
 a cut is an RST (both ends see ECONNRESET: the reset marker tells the peer it was no FIN) or a
 silent blackhole.
@@ -433,8 +433,15 @@ class StreamMixin(SocketParts):
         p.register(self.fileno(), _POLLRDHUP)
         return any(ev & (_POLLRDHUP | select.POLLHUP) for _, ev in p.poll(0))
 
-    def _log_fin_out(self, closing: bool = False) -> None:
+    def _log_fin_out_locked(self, closing: bool = False) -> None:
         """Our FIN (and the peer kernel's ACK of it), with the ack number the peer kernel would use.
+
+        The caller holds the pcap lock and performs the real shutdown or close of the unix socket
+        before it lets go of it. That pairing is what keeps a simultaneous close consistent: a
+        peer that closes at the same moment either runs entirely before us (and we see its FIN
+        through POLLRDHUP) or entirely after us (and it sees ours); it can never find our FIN in
+        the capture while our socket still looks open to it (before, it then logged its own FIN
+        acking one byte too few, and our ACK of that FIN showed as a keep-alive).
 
         The kernel acknowledges bytes it holds, read or not, so the ack counts what still sits in
         our receive queue (and the peer's FIN if it came); the flow's own counter is left alone,
@@ -448,14 +455,14 @@ class StreamMixin(SocketParts):
             return
         unread = self._inq()
         peer_fin = not m.fin_seen and self._peer_shut()
-        with rec.locked():
-            counted = m.flow.remote_seq
-            m.flow.note_received(unread + peer_fin)
-            if closing and unread:
-                rec.write(m.flow.rst("out"))
-            else:
-                rec.write(m.flow.fin("out", acked=True))
-            m.flow.remote_seq = counted
+        counted = m.flow.remote_seq
+        m.flow.note_received(unread + peer_fin)
+        if closing and unread:
+            rec.write(m.flow.rst("out"))
+        else:
+            rec.write(m.flow.fin("out", acked=True))
+        m.flow.remote_seq = counted
+        _after_fin_logged()
 
     def shutdown(self, how: int) -> None:
         if self._sw is None:
@@ -472,11 +479,32 @@ class StreamMixin(SocketParts):
     def _shutdown_now(self, how: int) -> None:
         m = self._sw
         assert m is not None
-        if how in (_socket_mod.SHUT_WR, _socket_mod.SHUT_RDWR) and m.sotype == SOCK_STREAM and not m.fin_sent:
-            self._log_fin_out()
+        rec = self._sw_rec
+        if (how in (_socket_mod.SHUT_WR, _socket_mod.SHUT_RDWR) and m.sotype == SOCK_STREAM and not m.fin_sent
+                and rec is not None and m.flow is not None):
+            # FIN record and the real shutdown under one lock hold: see _log_fin_out_locked.
+            with rec.locked():
+                self._log_fin_out_locked()
+                m.fin_sent = True
+                self._real_shutdown(how)
+            return
+        if how in (_socket_mod.SHUT_WR, _socket_mod.SHUT_RDWR) and m.sotype == SOCK_STREAM:
             m.fin_sent = True
+        self._real_shutdown(how)
+
+    def _real_shutdown(self, how: int) -> None:
+        m = self._sw
+        assert m is not None
         try:
             _orig_socket.shutdown(self, how)
         except OSError:
             if not m.cut:
                 raise
+
+
+def _after_fin_logged() -> None:
+    """Test seam: runs between writing our FIN record and the real shutdown/close, lock held.
+
+    Tests replace it with a pause to force the interleaving where the peer closes in exactly that
+    window (tests/test_tcp_close.py); in production it does nothing.
+    """

@@ -233,7 +233,7 @@ def tcp_no_retransmission() -> Assertion:
 @named("no_malformed", {"ignore_empty_fin": {"type": "boolean"}, "ignore_spnego_over_quic": {"type": "boolean"}})
 def no_malformed(ignore_empty_fin: bool = False, ignore_spnego_over_quic: bool = False) -> Assertion:
     """No frame has a malformed-packet error (_ws.malformed). `ignore_empty_fin` skips QUIC packets
-    with a FIN, which tshark 4.0 shows as malformed NBSS when the STREAM frame is empty (pcap-facts).
+    with a FIN, which tshark 4.0 shows as malformed NBSS when the STREAM frame is empty.
     `ignore_spnego_over_quic` skips SMB2 NEGOTIATE responses over QUIC: tshark 4.0 reads their
     SPNEGO negTokenInit2 (negHints at [3], as Windows and Samba send it) as RFC 4178 negTokenInit
     when the port is not 445/139, and reports a BER error (seen in captures/smb3-quic.pcap)."""

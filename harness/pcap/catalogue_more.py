@@ -315,7 +315,7 @@ def smbdirect_rdma_used(read: bool = True, write: bool = True) -> Assertion:
     (RoCE opcodes 0x06-0x0b, iWARP RDMAP Write) and an SMB2 READ request with Channel RDMA_V1 or
     RDMA_V1_INVALIDATE; `read` (the server pulls WRITE data) needs an RDMA READ REQUEST (0x0c) and
     READ RESPONSE (0x0d-0x10, iWARP 1 and 2) and an SMB2 WRITE request with an RDMA channel.
-    The RDMA payload itself is a `data` layer for tshark (pcap-facts 2), so it is counted, not decoded."""
+    tshark 4.0 dissects RDMA transfers at the IB/iWARP level and leaves their payload a `data` layer, so it is counted, not decoded."""
     chan = f"smb2.channel in {{{_ops(CHANNEL_RDMA)}}} && smb2.flags.response == 0"
     parts: list[Assertion] = []
     if write:

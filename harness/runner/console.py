@@ -12,9 +12,12 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .outcome import CellReport
+
+if TYPE_CHECKING:  # rich is imported only when a progress bar is shown (it is slow to import)
+    from rich.progress import Progress, TaskID
 
 LABEL_WIDTH = 14
 
@@ -85,8 +88,8 @@ class Output:
         if progress is None:
             progress = self.stream.isatty() and not os.environ.get("CI")
         self.progress_on = progress
-        self._progress = None
-        self._task = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
 
     def line(self, text: str = "") -> None:
         if self._progress is not None:
@@ -101,20 +104,21 @@ class Output:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=Console(file=self.stream), transient=True)
-        self._progress.start()
-        self._task = self._progress.add_task(what, total=total)
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=Console(file=self.stream), transient=True)
+        progress.start()
+        self._progress = progress
+        self._task = progress.add_task(what, total=total)
 
     def running(self, names: list[str]) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             from rich.markup import escape
 
             desc = "running " + ", ".join(names[:3]) + (" ..." if len(names) > 3 else "") if names else "done"
             self._progress.update(self._task, description=escape(desc))  # cell ids have [brackets]
 
     def advance(self) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.advance(self._task)
 
     def stop(self) -> None:

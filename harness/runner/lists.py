@@ -12,6 +12,7 @@ ignored; a passing one is a pass.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def _files(path: Path) -> list[Path]:
     return [path] if path.exists() else []
 
 
-def load(name: str, paths: list[str | Path]) -> ExpectedList:
+def load(name: str, paths: Sequence[str | Path]) -> ExpectedList:
     entries: list[Entry] = []
     problems = []
     for base in paths:

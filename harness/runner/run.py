@@ -108,8 +108,8 @@ class Runner:
         except config.ConfigError as e:
             raise UsageError(str(e)) from None
         try:
-            self.knownfail = lists.load("knownfail", opts.knownfail or [])
-            self.flapping = lists.load("flapping", opts.flapping or [])
+            self.knownfail = lists.load("knownfail", list(opts.knownfail or []))
+            self.flapping = lists.load("flapping", list(opts.flapping or []))
         except lists.ListError as e:
             raise UsageError(str(e)) from None
         if opts.randomize and opts.exact_order:
@@ -133,10 +133,10 @@ class Runner:
 
     def run_section(self, section: config.Section) -> list[CellReport]:
         opts = self.opts
-        order = "random" if opts.randomize else "exact" if opts.exact_order else "sorted"
+        ordering = "random" if opts.randomize else "exact" if opts.exact_order else "sorted"
         seed = None if opts.seed is None else opts.seed + self.iteration
         sel = select(self.scenarios, opts.tests, opts.groups, opts.exclude_groups, self.excluded, section.areas,
-                     order=order, seed=seed)
+                     order=ordering, seed=seed)
         rdir = self.report_dir(section)
         rdir.mkdir(parents=True, exist_ok=True)
         shown = {k: v for k, v in section.vars.items() if k != "AREAS"}

@@ -180,6 +180,9 @@ def main(argv: list[str]) -> int:
     except ScenarioError as e:
         finish(Outcome("fail", e.problems[0], e.problems))
         return 1
+    if scen is None:  # load_file raises rather than return None when no problem list is given
+        finish(Outcome("fail", f"{a['scenario']}: not loaded"))
+        return 1
     cell = next((c for c in scen.cells() if c.label == a["cell"]), None)
     if cell is None:
         finish(Outcome("fail", f"{scen.id}: no cell {a['cell']!r}"))

@@ -163,7 +163,7 @@ def substitute(value: Any, env: dict[str, Any], strict: bool = False) -> Any:
         new = LDict() if isinstance(value, LDict) else {}
         for k, v in value.items():
             new[k] = substitute(v, env, strict)
-        if isinstance(value, LDict):
+        if isinstance(value, LDict) and isinstance(new, LDict):
             new.mark, new.key_marks, new.value_marks = value.mark, value.key_marks, value.value_marks
         return new
     if isinstance(value, list):

@@ -23,6 +23,8 @@ from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 from spnego._spnego import NegTokenInit
 from spnego.exceptions import SpnegoError
 
+from .errors import AuthError
+
 _MARKER = "wirecheck:in-memory-store"
 _STORE: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("wirecheck_ntlm_store", default=None)
 _original_file = _ntlm._get_credential_file
@@ -73,12 +75,9 @@ def _compute_response_v2(nt_hash, server_challenge, client_challenge, time, av_p
 
 
 _original_v2 = _ntlm.compute_response_v2
-_messages.NTClientChallengeV2.av_pairs = property(_av_pairs_keeping_blob)
+# a method replaced by a property on a third-party class: deliberate (see _av_pairs_keeping_blob)
+_messages.NTClientChallengeV2.av_pairs = property(_av_pairs_keeping_blob)  # type: ignore[method-assign,assignment]
 _ntlm.compute_response_v2 = _compute_response_v2
-
-
-class AuthError(Exception):
-    """Authentication failed (the server answers STATUS_LOGON_FAILURE)."""
 
 
 def server_hint() -> bytes:

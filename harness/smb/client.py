@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from . import messages as m
 from .auth import Initiator
@@ -56,7 +57,7 @@ from .crypto import (
     signing_algorithm_for,
     verify_signature,
 )
-from .errors import SMBProtocolError
+from .errors import SMBProtocolError, SMBStatusError
 from .header import HEADER_SIZE, Header
 from .keys import SessionKeyRecord
 
@@ -65,17 +66,20 @@ CIPHER_NAMES = {"aes-128-ccm": Cipher.AES_128_CCM, "aes-128-gcm": Cipher.AES_128
 DEFAULT_CIPHERS = (Cipher.AES_128_GCM, Cipher.AES_128_CCM, Cipher.AES_256_GCM, Cipher.AES_256_CCM)
 
 
-class SMBError(Exception):
-    """A request failed with an NTSTATUS."""
+class SMBError(SMBStatusError):
+    """A request failed with an NTSTATUS (the server's answer to a client request)."""
 
     def __init__(self, status: int, command: int, message: str = "") -> None:
         try:
             name = NtStatus(status).name
         except ValueError:
             name = "?"
-        super().__init__(f"{Command(command).name} failed: 0x{status:08X} ({name}){': ' + message if message else ''}")
-        self.status = status
+        super().__init__(status, f"{Command(command).name} failed: 0x{status:08X} ({name})"
+                                 f"{': ' + message if message else ''}")
         self.command = command
+
+
+_Body = TypeVar("_Body", bound=m.Message)
 
 
 @dataclass
@@ -83,6 +87,14 @@ class Response:
     header: Header
     body: m.Message
     raw: bytes
+
+    def body_as(self, cls: type[_Body]) -> _Body:
+        """The body as the structure ``cls`` the command answers with; anything else (an ERROR
+        structure where the command's own was due) is an invalid response."""
+        if not isinstance(self.body, cls):
+            raise SMBProtocolError(NtStatus.INVALID_NETWORK_RESPONSE,
+                                   f"{type(self.body).__name__} where {cls.__name__} was expected")
+        return self.body
 
 
 @dataclass
@@ -126,7 +138,7 @@ class ClientConnection:
         self.credits = 1
         self.dialect = 0
         self.cipher = Cipher.NONE
-        self.signing_algorithm = SigningAlgorithm.AES_CMAC
+        self.signing_algorithm: int = SigningAlgorithm.AES_CMAC
         self.multicredit = False
         self.max_read = self.max_write = self.max_transact = 65536
         self.server_guid = b""
@@ -135,7 +147,7 @@ class ClientConnection:
         self.accept_transport_security = False
         self.key_records: list[SessionKeyRecord] = []
         self._negotiate_raw = b""
-        self._offered: dict[int, object] = {}
+        self._offered: dict[int, Any] = {}
         self.channel_sequence = 0  # copied into every 3.x request (§3.2.4.1.1); see harness/smb/reconnect.py
 
     # ------------------------------------------------------------------ NEGOTIATE
@@ -167,7 +179,7 @@ class ClientConnection:
         (response,) = self.receive(pdu)
         if response.header.status != NtStatus.SUCCESS:
             raise SMBError(response.header.status, Command.NEGOTIATE)
-        body: m.NegotiateResponse = response.body
+        body = response.body_as(m.NegotiateResponse)
         if body.dialect_revision not in self.dialects:
             raise SMBProtocolError(NtStatus.INVALID_NETWORK_RESPONSE, f"dialect 0x{body.dialect_revision:04x} not offered")
         self.dialect = body.dialect_revision
@@ -192,7 +204,7 @@ class ClientConnection:
     rdma_transform_ids: tuple[int, ...] = ()
 
     def _check_contexts(self, contexts: list) -> None:
-        seen: dict[int, object] = {}
+        seen: dict[int, Any] = {}  # negotiate context type -> its (type-specific) context
         for context in contexts:
             if context.context_type in seen and context.context_type in (1, 2, 3, 6, 7, 8):
                 raise SMBProtocolError(NtStatus.INVALID_NETWORK_RESPONSE, f"duplicate context {context.context_type}")
@@ -240,18 +252,21 @@ class ClientConnection:
     def session_setup_response(self, session: ClientSession, response: Response) -> bytes | None:
         """Process one SESSION_SETUP response; return the next token to send, or None when done."""
         status = response.header.status
-        body = response.body
+        initiator = session.initiator
+        if initiator is None:
+            raise SMBProtocolError(NtStatus.INVALID_NETWORK_RESPONSE, "SESSION_SETUP response without a setup")
+        if status not in (NtStatus.MORE_PROCESSING_REQUIRED, NtStatus.SUCCESS):
+            raise SMBError(status, Command.SESSION_SETUP)
+        body = response.body_as(m.SessionSetupResponse)
         if status == NtStatus.MORE_PROCESSING_REQUIRED:
             session.session_id = response.header.session_id
             if session.preauth is not None:
                 session.preauth.add(response.raw)
-            return session.initiator.step(body.security_buffer) or b""
-        if status != NtStatus.SUCCESS:
-            raise SMBError(status, Command.SESSION_SETUP)
+            return initiator.step(body.security_buffer) or b""
         session.session_id = response.header.session_id
         if body.security_buffer:
-            session.initiator.step(body.security_buffer)
-        key = session.initiator.session_key
+            initiator.step(body.security_buffer)
+        key = initiator.session_key
         cipher = self.cipher if self.dialect >= Dialect.SMB_3_0 else Cipher.NONE
         session.keys = derive_session_keys(self.dialect, key, session.preauth.value if session.preauth else None,
                                            cipher)
@@ -269,7 +284,7 @@ class ClientConnection:
             if not response.header.is_signed:
                 raise SMBProtocolError(NtStatus.ACCESS_DENIED, "final SESSION_SETUP response is not signed")
             verify_signature(response.raw, session.keys.signing, self.signing_algorithm)
-        if session.keys.c2s:
+        if session.keys.c2s and session.keys.s2c:
             self.key_records.append(SessionKeyRecord(session.session_id, session.keys.session_key,
                                                      session.keys.s2c, session.keys.c2s))
         session.initiator = None
@@ -352,7 +367,7 @@ class ClientConnection:
         if encrypted:
             session_id = int.from_bytes(pdu[44:52], "little")
             session = (sessions or {}).get(session_id)
-            if session is None or session.keys is None:
+            if session is None or session.keys is None or session.keys.s2c is None:
                 raise SMBProtocolError(NtStatus.INVALID_NETWORK_RESPONSE, "encrypted response for an unknown session")
             _, pdu = decrypt_message(pdu, session.keys.s2c, self.cipher)
         responses = []

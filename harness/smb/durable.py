@@ -25,10 +25,10 @@ Rules this module enforces:
    the share; nothing is cached in memory that a restart could lose).
 
 Theory of operation: :class:`DurableTable` is the server-wide GlobalOpenTable restricted to durable
-opens (keyed by FileId.Persistent, plus CreateGuid for replay).  :mod:`.server_files` calls
-:func:`create_hook` at the start of CREATE (which may answer the whole CREATE: replay or reconnect)
-and :func:`grant` once a new open exists; :mod:`.server` calls :meth:`DurableTable.detach` from
-``close``.  Time comes from ``ServerConfig.clock`` (nanoseconds); expiry is checked lazily on every
+opens (keyed by FileId.Persistent, plus CreateGuid for replay).  The server's CREATE handler
+(:mod:`harness.smb.server.create`) calls :func:`parse_request`, :func:`find_reconnect` and
+:func:`find_replay` first (which may answer the whole CREATE: replay or reconnect) and :func:`grant`
+once a new open exists; a lost connection calls :meth:`DurableTable.detach`.  Time comes from ``ServerConfig.clock`` (nanoseconds); expiry is checked lazily on every
 lookup, so no timers run here.
 """
 
@@ -38,8 +38,10 @@ import json
 import os
 import struct
 from dataclasses import dataclass
+from typing import Any
 
-from .constants import Dialect, LeaseState, NtStatus, OplockLevel
+from .constants import Dialect, HeaderFlags, LeaseState, NtStatus, OplockLevel
+from .errors import SMBStatusError
 from .messages.create_contexts import (
     DH2C,
     DH2Q,
@@ -83,19 +85,17 @@ class DurableInfo:
         return self.detached_at is not None and now - self.detached_at > self.timeout_ms * 1_000_000
 
 
-class Reject(Exception):
+class Reject(SMBStatusError):
     """A durable context makes the CREATE fail with ``status``."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class DurableTable:
     def __init__(self, state_dir: str | None = None, clock=lambda: 0) -> None:
         self.state_dir = state_dir
         self.clock = clock
-        self.opens: dict[int, object] = {}  # persistent id -> server_files.Open with .durable set
+        # persistent id -> the server's Open with .durable set (typed Any: the Open lives in the
+        # server package, which imports this module)
+        self.opens: dict[int, Any] = {}
         self.loaded: list[dict] = []
 
     # -------------------------------------------------------------- table
@@ -105,7 +105,7 @@ class DurableTable:
         self.save()
 
     def remove(self, opened) -> None:
-        if self.opens.get(opened.persistent) is opened:
+        if opened.persistent in self.opens and self.opens[opened.persistent] is opened:
             del self.opens[opened.persistent]
             self.save()
 
@@ -127,7 +127,8 @@ class DurableTable:
 
     def detach(self, opened) -> bool:
         """The open's connection is gone: keep it (True) if durable, else the caller closes it."""
-        if getattr(opened, "durable", None) is None or self.opens.get(opened.persistent) is not opened:
+        if getattr(opened, "durable", None) is None or opened.persistent not in self.opens \
+                or self.opens[opened.persistent] is not opened:
             return False
         opened.durable.detached_at = self.clock()
         opened.session = opened.tree = opened.connection = None
@@ -206,16 +207,24 @@ def parse_request(conn, request) -> tuple[str, object] | CreateIntent:
     if (v2q or v2c) and conn.dialect < Dialect.SMB_3_0:
         v2q = v2c = False  # 3.x only: ignored on 2.x
     if v1c:
-        return ("reconnect", DurableHandleReconnect.from_context(find_context(request.contexts, DHNC)))
+        return ("reconnect", DurableHandleReconnect.from_context(_present(request, DHNC)))
     if v2c:
-        return ("reconnect2", DurableHandleReconnectV2.from_context(find_context(request.contexts, DH2C)))
+        return ("reconnect2", DurableHandleReconnectV2.from_context(_present(request, DH2C)))
     if v2q:
-        ctx = DurableHandleRequestV2.from_context(find_context(request.contexts, DH2Q))
+        ctx = DurableHandleRequestV2.from_context(_present(request, DH2Q))
         timeout = min(ctx.timeout, MAX_TIMEOUT_MS) if ctx.timeout else DEFAULT_TIMEOUT_MS
         return CreateIntent(2, timeout, bool(ctx.flags & DHANDLE_FLAG_PERSISTENT), ctx.create_guid)
     if v1q:
         return CreateIntent(1, V1_TIMEOUT_MS)
     return CreateIntent()
+
+
+def _present(request, name: bytes):
+    """A context the request is known to carry (its name was seen among the contexts)."""
+    context = find_context(request.contexts, name)
+    if context is None:
+        raise Reject(NtStatus.INVALID_PARAMETER, f"no {name!r} context")
+    return context
 
 
 def wants_handle_caching(request) -> bool:
@@ -242,7 +251,7 @@ def grant(conn, session, tree, request, intent: CreateIntent, opened, table: Dur
         return []
     lease_version = 0
     if opened.lease_key is not None:
-        lease_version = 2 if len(find_context(request.contexts, RQLS).data) == 52 else 1
+        lease_version = 2 if len(_present(request, RQLS).data) == 52 else 1
     opened.durable = DurableInfo(intent.version, session.username, conn.client_guid, intent.create_guid,
                                  intent.timeout_ms, persistent, lease_version, share.name if share else "",
                                  request.name)
@@ -255,8 +264,6 @@ def grant(conn, session, tree, request, intent: CreateIntent, opened, table: Dur
 
 def find_replay(conn, header, request, intent: CreateIntent, table: DurableTable):
     """Rule 3: the open a DH2Q CreateGuid names, or None.  Raises DUPLICATE_OBJECTID without REPLAY."""
-    from .constants import HeaderFlags
-
     if intent.version != 2 or not intent.create_guid:
         return None
     existing = table.by_create_guid(intent.create_guid, conn.client_guid)

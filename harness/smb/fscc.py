@@ -269,7 +269,7 @@ class FileAllInformation:
     alignment: FileAlignmentInformation = field(default_factory=FileAlignmentInformation)
     name: FileNameInformation = field(default_factory=FileNameInformation)
 
-    _PARTS: ClassVar[tuple[tuple[str, type], ...]] = (
+    _PARTS: ClassVar[tuple[tuple[str, type[FixedInfo]], ...]] = (
         ("basic", FileBasicInformation), ("standard", FileStandardInformation),
         ("internal", FileInternalInformation), ("ea", FileEaInformation), ("access", FileAccessInformation),
         ("position", FilePositionInformation), ("mode", FileModeInformation),
@@ -296,6 +296,8 @@ class FileAllInformation:
 class DirectoryEntry(NamedInfo):
     """Entries start with NextEntryOffset(4) FileIndex(4); NextEntryOffset is computed by
     :func:`pack_directory_entries`, so it is not a field (``_next`` in the layout)."""
+
+    file_name: str  # every entry class has the name (declared here for the checker; not a field of this base)
 
     def pack_entry(self, next_offset: int) -> bytes:
         name = encode_utf16(self.file_name)

@@ -1,4 +1,4 @@
-"""Scenario operations for QUIC path changes and handshakes of an SMB client connection (issue 10).
+"""Scenario operations for QUIC path changes and handshakes of an SMB client connection.
 
 * ``quic.migrate {on, how}``: the client of an ``smb.connect`` (QUIC) moves to a new local address with
   quic.ko's CONNECTION_MIGRATION (``how: option``, same IP, port + ``port_offset``), or its host's NAT

@@ -1,5 +1,5 @@
 """SMB2 READ and WRITE through an RDMA channel (MS-SMB2 §3.2.4.6, §3.2.4.7, §3.2.5.12, §3.3.5.12,
-§3.3.5.13; MS-SMBD §3.1.4.2-§3.1.4.6), for both ends, kept out of client.py and server_files.py.
+§3.3.5.13; MS-SMBD §3.1.4.2-§3.1.4.6), for both ends, kept out of client.py and the server's READ/WRITE handlers.
 
 Why a module of its own: the RDMA rules touch READ and WRITE on both sides, and nothing else; the
 command handlers call in here at two points each and stay readable (and mergeable).
@@ -49,16 +49,15 @@ from __future__ import annotations
 
 from . import messages as m
 from .constants import Channel, Dialect, NtStatus
-from .errors import SMBProtocolError
+from .errors import Disconnect, Fail, SMBProtocolError
+from .vfs import Share
 
 #: Client: READ/WRITE larger than this use an RDMA channel (ours, like Windows' 4 KiB..64 KiB
 #: range: below it the register + RDMA + invalidate round costs more than inline data).
 RDMA_THRESHOLD = 16 * 1024
 
 
-def _fail(message: str, status: int = NtStatus.INVALID_PARAMETER):
-    from .server import Fail
-
+def _fail(message: str, status: int = NtStatus.INVALID_PARAMETER) -> Fail:
     return Fail(status, message)
 
 
@@ -108,17 +107,16 @@ def read_channel(conn, request: m.ReadRequest) -> list[m.BufferDescriptorV1] | N
     return descriptors
 
 
-def send_read_data(conn, request: m.ReadRequest, descriptors: list[m.BufferDescriptorV1], data: bytes):
+def send_read_data(conn, request: m.ReadRequest, descriptors: list[m.BufferDescriptorV1],
+                   data: bytes | memoryview) -> m.ReadResponse:
     """RDMA WRITE the data into the client's buffer; the READ response that goes with it (rule 3)."""
-    from .server import Disconnect, Reply
-
     if data:
         try:
             conn.rdma.rdma_write(descriptors, data)
         except Exception as exc:  # the NIC refused: the connection is gone (rule 6)
             raise Disconnect(f"RDMA WRITE for READ: {exc}") from exc
     _invalidate_with_reply(conn, request.channel, descriptors)
-    return Reply(NtStatus.SUCCESS, m.ReadResponse(data=b"", data_remaining=len(data)))
+    return m.ReadResponse(data=b"", data_remaining=len(data))
 
 
 def write_channel(conn, request: m.WriteRequest) -> tuple[list[m.BufferDescriptorV1] | None, int]:
@@ -143,8 +141,6 @@ def write_channel(conn, request: m.WriteRequest) -> tuple[list[m.BufferDescripto
 
 def pull_write_data(conn, request: m.WriteRequest, descriptors: list[m.BufferDescriptorV1], length: int) -> bytes:
     """RDMA READ the WRITE's data from the client's buffer (rule 4)."""
-    from .server import Disconnect
-
     try:
         data = conn.rdma.rdma_read(descriptors, length, into=scratch(conn, length))
     except Exception as exc:  # the NIC refused: the connection is gone (rule 6)
@@ -163,12 +159,10 @@ def scratch(conn, length: int) -> bytearray:
     return buffer
 
 
-def pread(conn, fd: int, length: int, offset: int) -> memoryview:
+def pread(conn, fs: Share, handle: object, length: int, offset: int) -> memoryview:
     """Read file data for an RDMA READ response into the staging buffer (a view of what was read)."""
-    import os
-
     buffer = scratch(conn, length)
-    count = os.preadv(fd, [memoryview(buffer)[:length]], offset)
+    count = fs.readinto(handle, memoryview(buffer)[:length], offset)
     return memoryview(buffer)[:count]
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from . import messages as m
 from .constants import Command, CreateDisposition, CreateOptions, HeaderFlags, LeaseState, OplockLevel
@@ -144,4 +145,4 @@ def translate(body: m.Message, file_ids: dict[bytes, bytes]) -> m.Message:
     file_id = getattr(body, "file_id", None)
     if file_id is None or file_id not in file_ids or file_ids[file_id] == file_id:
         return body
-    return dataclasses.replace(body, file_id=file_ids[file_id])
+    return dataclasses.replace(cast(Any, body), file_id=file_ids[file_id])  # every body is a dataclass

@@ -1,38 +1,49 @@
-"""The directory a server share exposes, and the one rule that matters most: never outside it.
+"""The file system behind a server share: the one interface through which the server touches files.
 
-Why a separate module: the server state machine decides *what* a request means; this module decides
-*which host path* a share-relative SMB name denotes and reports file metadata in FSCC terms.  It is
-the only place the server touches the file system, so containment is checked in one spot:
+Why a separate module: the server state machine decides *what* a request means; a :class:`Share`
+decides *which file* a share-relative SMB name denotes, keeps it inside the share, and does the
+file operations.  The server handlers call nothing else, so a share can live on the host
+(:class:`LocalShare`) or in memory (:class:`harness.smb.vfs_memory.MemoryShare`, for tests and
+for scenarios that must not leave files behind) and the same protocol rules hold for both.
+
+The contract every share keeps:
 
 - SMB names use ``\\``; ``/`` is accepted too.  A leading separator is stripped (§2.2.13: names are
   relative to the share), drive letters, ``:`` streams and NUL are refused (OBJECT_NAME_INVALID).
 - ``..`` may not climb above the share root (OBJECT_PATH_SYNTAX_BAD in Windows; we answer
-  ACCESS_DENIED as Samba does for paths outside the share).
-- After lexical checks the real path (symlinks resolved) must still lie inside the real root; a
-  symlink pointing out of the share is ACCESS_DENIED.
+  ACCESS_DENIED as Samba does for paths outside the share).  A share with symlinks checks the real
+  path too: a symlink pointing out of the share is ACCESS_DENIED.
+- Lookup is case-insensitive as on Windows: a component that does not exist with its exact
+  spelling resolves to the one entry that matches it ignoring case (exact matches win).
+- :meth:`Share.resolve` returns a *path*: an opaque string the share understands, unique across
+  shares of one server (it keys the server's table of opens per file); every other method takes
+  such paths, or a *handle* from :meth:`Share.open`.
+- Failures of the file operations are ``OSError`` with the POSIX ``errno`` (ENOENT, EEXIST,
+  ENOTEMPTY, ENOSPC, ...), which the server maps to an NTSTATUS in one table; name refusals are
+  :class:`ShareError` with the NTSTATUS itself.
 """
 
 from __future__ import annotations
 
 import os
 import stat as statmod
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
 from .constants import FileAttributes, NtStatus
+from .errors import SMBStatusError
 from .fscc import filetime_from_unix_ns
 
 
-class ShareError(Exception):
+class ShareError(SMBStatusError):
     """A name that must be refused; ``status`` is the NTSTATUS to answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
 class FileMeta:
-    """Stat results in the units SMB uses (FILETIMEs, FILE_ATTRIBUTE_*)."""
+    """Stat results in the units SMB uses (FILETIMEs, FILE_ATTRIBUTE_*).  ``file_id`` and
+    ``volume_id`` together name the file for as long as it exists (inode and device on a host)."""
 
     creation_time: int
     last_access_time: int
@@ -44,6 +55,17 @@ class FileMeta:
     is_dir: bool
     file_id: int
     nlink: int
+    volume_id: int = 0
+
+
+@dataclass
+class VolumeSpace:
+    """The sizes FileFsSizeInformation and FileFsFullSizeInformation report (MS-FSCC §2.5.8, §2.5.4)."""
+
+    total_units: int
+    available_units: int  # to the caller (POSIX f_bavail)
+    free_units: int  # on the volume (f_bfree)
+    unit_size: int  # bytes per allocation unit
 
 
 def meta_from_stat(st: os.stat_result) -> FileMeta:
@@ -56,7 +78,8 @@ def meta_from_stat(st: os.stat_result) -> FileMeta:
     birth = min(st.st_mtime_ns, st.st_ctime_ns)
     return FileMeta(filetime_from_unix_ns(birth), filetime_from_unix_ns(st.st_atime_ns),
                     filetime_from_unix_ns(st.st_mtime_ns), filetime_from_unix_ns(st.st_ctime_ns), size,
-                    (st.st_blocks * 512) if not is_dir else 0, int(attributes), is_dir, st.st_ino, st.st_nlink)
+                    (st.st_blocks * 512) if not is_dir else 0, int(attributes), is_dir, st.st_ino, st.st_nlink,
+                    st.st_dev)
 
 
 def short_name(name: str) -> str:
@@ -78,13 +101,10 @@ def short_name(name: str) -> str:
     return f"{clean}~{tail}" + (f".{short_ext}" if short_ext else "")
 
 
-class LocalShare:
-    """A share backed by a host directory."""
+class Share(ABC):
+    """What the server needs of a share's file system (see the module docstring for the contract)."""
 
-    def __init__(self, root: str) -> None:
-        self.root = os.path.realpath(root)
-        if not os.path.isdir(self.root):
-            raise ValueError(f"share path {root!r} is not a directory")
+    root: str  # the path of the share's root directory
 
     def components(self, name: str) -> list[str]:
         """Split and normalise an SMB name, refusing anything that could leave the share."""
@@ -107,11 +127,120 @@ class LocalShare:
             parts.append(part)
         return parts
 
-    def resolve(self, name: str) -> str:
-        """The host path for ``name``; its parent must exist inside the share (the leaf may not exist).
+    # -------------------------------------------------------------------------------- names
 
-        Lookup is case-insensitive as on Windows: a component that does not exist with its exact
-        spelling resolves to the one entry that matches it ignoring case (exact matches win)."""
+    @abstractmethod
+    def resolve(self, name: str) -> str:
+        """The path for ``name``; its parent must be a directory inside the share (the leaf may not
+        exist).  Raises :class:`ShareError`."""
+
+    @abstractmethod
+    def relative(self, path: str) -> str:
+        """The SMB name (``a\\b``, empty for the root) of a path inside the share."""
+
+    @abstractmethod
+    def parent(self, path: str) -> str:
+        """The directory holding ``path`` (the root is its own parent)."""
+
+    @abstractmethod
+    def child(self, directory: str, name: str) -> str:
+        """The path of entry ``name`` (as :meth:`listdir` spells it) of ``directory``."""
+
+    @abstractmethod
+    def basename(self, path: str) -> str:
+        """The last component of ``path``."""
+
+    @abstractmethod
+    def contains(self, path: str) -> bool:
+        """Whether ``path``, with any symlink resolved, lies inside the share."""
+
+    @abstractmethod
+    def same_file(self, a: str, b: str) -> bool:
+        """Whether two paths name the same file (a rename onto itself, in another case)."""
+
+    # -------------------------------------------------------------------------------- metadata
+
+    @abstractmethod
+    def exists(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def is_dir(self, path: str) -> bool: ...
+
+    @abstractmethod
+    def stat(self, path: str) -> FileMeta: ...
+
+    @abstractmethod
+    def fstat(self, handle: Any) -> FileMeta: ...
+
+    @abstractmethod
+    def listdir(self, path: str) -> list[str]:
+        """The names in a directory, without "." and ".." (order unspecified)."""
+
+    @abstractmethod
+    def set_times(self, path: str, access_ns: int | None, write_ns: int | None) -> None:
+        """Set the last access and last write times (unix nanoseconds); None keeps one."""
+
+    @abstractmethod
+    def space(self) -> VolumeSpace: ...
+
+    # -------------------------------------------------------------------------------- namespace
+
+    @abstractmethod
+    def mkdir(self, path: str) -> None: ...
+
+    @abstractmethod
+    def create(self, path: str) -> None:
+        """Create an empty file; EEXIST if the name is taken."""
+
+    @abstractmethod
+    def truncate(self, path: str, size: int) -> None: ...
+
+    @abstractmethod
+    def remove(self, path: str) -> None:
+        """Delete a file (open handles keep reading what it held, as on POSIX)."""
+
+    @abstractmethod
+    def rmdir(self, path: str) -> None:
+        """Delete an empty directory; ENOTEMPTY otherwise."""
+
+    @abstractmethod
+    def rename(self, old: str, new: str) -> None:
+        """Move ``old`` to ``new``, replacing a file there (the caller checks ReplaceIfExists)."""
+
+    # -------------------------------------------------------------------------------- data
+
+    @abstractmethod
+    def open(self, path: str, writable: bool) -> Any:
+        """A handle on a file for the data methods; EACCES/EROFS when ``writable`` is refused."""
+
+    @abstractmethod
+    def close(self, handle: Any) -> None: ...
+
+    @abstractmethod
+    def pread(self, handle: Any, length: int, offset: int) -> bytes:
+        """Up to ``length`` bytes at ``offset`` (fewer at the end of the file)."""
+
+    @abstractmethod
+    def readinto(self, handle: Any, buffer: memoryview, offset: int) -> int:
+        """Fill ``buffer`` from ``offset`` (for RDMA staging buffers); the number of bytes read."""
+
+    @abstractmethod
+    def pwrite(self, handle: Any, data: bytes | memoryview, offset: int) -> int:
+        """Write ``data`` at ``offset`` (a gap before it reads as zeros); the number of bytes written."""
+
+    @abstractmethod
+    def ftruncate(self, handle: Any, size: int) -> None: ...
+
+
+class LocalShare(Share):
+    """A share backed by a host directory; paths are host paths, handles file descriptors."""
+
+    def __init__(self, root: str) -> None:
+        self.root = os.path.realpath(root)
+        if not os.path.isdir(self.root):
+            raise ValueError(f"share path {root!r} is not a directory")
+
+    def resolve(self, name: str) -> str:
         parts = self._case_fold(self.components(name))
         path = os.path.join(self.root, *parts) if parts else self.root
         parent = os.path.dirname(path) if parts else self.root
@@ -141,9 +270,85 @@ class LocalShare:
             raise ShareError(NtStatus.ACCESS_DENIED, "path resolves outside the share")
 
     def relative(self, path: str) -> str:
-        """The SMB name (``a\\b``) of a host path inside the share."""
         rel = os.path.relpath(path, self.root)
         return "" if rel == "." else rel.replace(os.sep, "\\")
 
-    def statvfs(self) -> os.statvfs_result:
-        return os.statvfs(self.root)
+    def parent(self, path: str) -> str:
+        return self.root if path == self.root else os.path.dirname(path)
+
+    def child(self, directory: str, name: str) -> str:
+        return os.path.join(directory, name)
+
+    def basename(self, path: str) -> str:
+        return os.path.basename(path)
+
+    def contains(self, path: str) -> bool:
+        try:
+            self.check_inside(os.path.realpath(path))
+        except ShareError:
+            return False
+        return True
+
+    def same_file(self, a: str, b: str) -> bool:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def is_dir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def stat(self, path: str) -> FileMeta:
+        return meta_from_stat(os.stat(path))
+
+    def fstat(self, handle: Any) -> FileMeta:
+        return meta_from_stat(os.fstat(handle))
+
+    def listdir(self, path: str) -> list[str]:
+        return os.listdir(path)
+
+    def set_times(self, path: str, access_ns: int | None, write_ns: int | None) -> None:
+        st = os.stat(path)
+        wanted = (st.st_atime_ns if access_ns is None else access_ns, st.st_mtime_ns if write_ns is None else write_ns)
+        if wanted != (st.st_atime_ns, st.st_mtime_ns):
+            os.utime(path, ns=wanted)
+
+    def space(self) -> VolumeSpace:
+        vfs = os.statvfs(self.root)
+        return VolumeSpace(vfs.f_blocks, vfs.f_bavail, vfs.f_bfree, vfs.f_frsize)
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path)
+
+    def create(self, path: str) -> None:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+
+    def truncate(self, path: str, size: int) -> None:
+        os.truncate(path, size)
+
+    def remove(self, path: str) -> None:
+        os.unlink(path)
+
+    def rmdir(self, path: str) -> None:
+        os.rmdir(path)
+
+    def rename(self, old: str, new: str) -> None:
+        os.rename(old, new)
+
+    def open(self, path: str, writable: bool) -> int:
+        return os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+
+    def close(self, handle: Any) -> None:
+        os.close(handle)
+
+    def pread(self, handle: Any, length: int, offset: int) -> bytes:
+        return os.pread(handle, length, offset)
+
+    def readinto(self, handle: Any, buffer: memoryview, offset: int) -> int:
+        return os.preadv(handle, [buffer], offset)
+
+    def pwrite(self, handle: Any, data: bytes | memoryview, offset: int) -> int:
+        return os.pwrite(handle, data, offset)
+
+    def ftruncate(self, handle: Any, size: int) -> None:
+        os.ftruncate(handle, size)

@@ -2,23 +2,34 @@
 
 Each read checks the buffer first and raises :class:`SMBProtocolError` instead of letting
 ``struct.error``/``IndexError`` escape: a harness that talks to buggy peers must turn every malformed
-input into one well-defined error.  The ``NewType`` aliases document the wire width of each dataclass
-field (and let property tests generate in-range values from the annotations alone).
+input into one well-defined error.  The aliases ``U8``..``U64``, ``Bytes16`` and ``Utf16`` document the
+wire width of each dataclass field.  At run time they are distinct ``NewType``s, so property tests
+can generate in-range values from the annotations alone; to the type checker they are plain
+``int``/``bytes``/``str``: a NewType would demand ``U16(x)`` at every construction, which checks
+nothing (the width is enforced where the field is packed, by ``struct``).
 """
 
 from __future__ import annotations
 
 import struct
-from typing import NewType
+from typing import TYPE_CHECKING, NewType, TypeAlias
 
 from .errors import malformed
 
-U8 = NewType("U8", int)
-U16 = NewType("U16", int)
-U32 = NewType("U32", int)
-U64 = NewType("U64", int)
-Bytes16 = NewType("Bytes16", bytes)  # GUIDs, FileIds, lease keys, signatures: exactly 16 bytes
-Utf16 = NewType("Utf16", str)  # text carried as UTF-16LE without a terminating NUL
+if TYPE_CHECKING:
+    U8: TypeAlias = int
+    U16: TypeAlias = int
+    U32: TypeAlias = int
+    U64: TypeAlias = int
+    Bytes16: TypeAlias = bytes
+    Utf16: TypeAlias = str
+else:
+    U8 = NewType("U8", int)
+    U16 = NewType("U16", int)
+    U32 = NewType("U32", int)
+    U64 = NewType("U64", int)
+    Bytes16 = NewType("Bytes16", bytes)  # GUIDs, FileIds, lease keys, signatures: exactly 16 bytes
+    Utf16 = NewType("Utf16", str)  # text carried as UTF-16LE without a terminating NUL
 
 ZERO16 = bytes(16)
 HEADER_SIZE = 64  # offsets in SMB2 bodies count from the start of the 64-byte header (§2.2.1)

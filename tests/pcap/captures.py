@@ -330,7 +330,7 @@ def _self_signed():
 @dataclass
 class QuicPair:
     """An aioquic client and server wired back to back on a fake clock, writing every datagram to a
-    Raw-IP pcap with synthetic IPv4/UDP headers (pcap-facts: tshark decrypts this like real traffic)."""
+    Raw-IP pcap with synthetic IPv4/UDP headers (tshark 4.0 decrypts this like real traffic)."""
 
     w: RawIpWriter
     client_addr: tuple = (CLIENT, 50001)
@@ -376,7 +376,8 @@ def quic_smb_capture(path: str | os.PathLike, keylog: str | os.PathLike, *, resu
                      zero_rtt: bool = False, key_update: bool = False, migrate: bool = False,
                      new_cid: bool = True, cleartext: bool = False, version: int | None = None) -> Path:
     """SMB2 over QUIC (ALPN "smb"): handshake, NEGOTIATE request/response and one ECHO on stream 0,
-    each SMB2 message in one QUIC packet (pcap-facts: no reassembly across QUIC packets).
+    each SMB2 message in one QUIC packet (tshark 4.0 does not reassemble an SMB2 message across
+QUIC packets).
 
     `resume` first runs a full connection, then a second one resuming its session ticket (no
     Certificate in the second handshake); `zero_rtt` additionally sends the NEGOTIATE as 0-RTT
@@ -433,7 +434,7 @@ def quic_smb_capture(path: str | os.PathLike, keylog: str | os.PathLike, *, resu
             pair.pump()
             server.send_stream_data(sid, direct_tcp(echo(1, response=True, sesid=0)))
             pair.pump()
-            # FIN together with data: an empty FIN shows as a malformed NBSS packet (pcap-facts)
+            # FIN together with data: tshark 4.0 shows an empty FIN as a malformed NBSS packet
             client.send_stream_data(sid, direct_tcp(echo(2, sesid=0)), end_stream=True)
             pair.pump()
             server.send_stream_data(sid, direct_tcp(echo(2, response=True, sesid=0)), end_stream=True)

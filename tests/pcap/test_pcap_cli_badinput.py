@@ -1,4 +1,4 @@
-"""Every bad input of issue 6, through the CLI: a clear message, exit status 2, never a traceback.
+"""Every kind of bad input to `wirecheck pcap`, through the CLI: a clear message, exit status 2, never a traceback.
 
 Why through the CLI: the library raises typed errors (test_pcap_badinput.py), but users meet the
 command, and a forgotten `except` there turns a bad file into a Python traceback and exit 1 —

@@ -1,6 +1,6 @@
 """Multichannel: interface discovery, session binding over TCP and QUIC, I/O spread over channels,
 survival of a channel loss (replay on the survivor) and re-binding; the binding rules' bad input
-(harness/smb/channels.py, harness/smb_multichannel.py)."""
+(harness/smb/server/channels.py, harness/smb_multichannel.py)."""
 
 from __future__ import annotations
 

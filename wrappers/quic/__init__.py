@@ -19,7 +19,7 @@ qlog), routing (ALPN routing of new connections among listeners sharing an addre
 process and, on the SEQPACKET carrier, across processes), h3 (a minimal HTTP/3 client/server over
 this API, for interop with ngtcp2).
 
-Issue 10 features: TRANSPORT_PARAM.disable_1rtt_encryption (TEST-ONLY: 1-RTT in cleartext when both
+Beyond the basic socket API: TRANSPORT_PARAM.disable_1rtt_encryption (TEST-ONLY: 1-RTT in cleartext when both
 ends set it, aioconn.py point 6); CONFIG.version (v1, v2, compatible upgrade by a v2 listener, Version
 Negotiation for unknown versions); KEY_UPDATE with the passive side's event.
 

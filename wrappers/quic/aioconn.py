@@ -32,6 +32,13 @@ exactly them, through overriding, never by editing aioquic:
    QUIC and read the SMB layer in the capture without a key log.
 
 External PSK binders need ``tlsext.external_psk`` around every call that runs TLS code.
+
+This is the only module of the package that touches aioquic's private attributes and overrides its
+private methods: everything else goes through the public methods below (``stream``,
+``remote_stream_limits``, ``one_rtt_crypto``, ...). ``AIOQUIC_PRIVATE`` lists every private name used
+here, by the aioquic object that holds it; tests/quic/test_aioquic_private.py checks each one on real
+aioquic objects, so an aioquic upgrade that renames or removes one fails there instead of silently
+changing behaviour (an override of a vanished method is simply never called).
 """
 
 from __future__ import annotations
@@ -49,6 +56,36 @@ from aioquic.quic.stream import QuicStream
 from .tlsext import external_psk
 
 TP_DISABLE_1RTT_ENCRYPTION = 0xBAAD
+
+# Every aioquic private name this module uses, by the aioquic class (or object) that holds it.
+# "attributes" are read or written on instances; "methods" are overridden or called.
+AIOQUIC_PRIVATE: dict[str, dict[str, tuple[str, ...]]] = {
+    "aioquic.quic.connection.QuicConnection": {
+        "attributes": (
+            "_close_event", "_configuration", "_cryptos", "_host_cid_seq", "_host_cids", "_is_client",
+            "_local_active_connection_id_limit", "_local_max_data", "_local_max_stream_data_bidi_local",
+            "_local_max_streams_bidi", "_local_max_streams_uni", "_local_next_stream_id_bidi",
+            "_local_next_stream_id_uni", "_loss", "_max_datagram_size", "_network_paths", "_quic_logger",
+            "_remote_active_connection_id_limit", "_remote_max_data", "_remote_max_datagram_frame_size",
+            "_remote_max_idle_timeout", "_remote_max_stream_data_bidi_local",
+            "_remote_max_stream_data_bidi_remote", "_remote_max_stream_data_uni", "_remote_max_streams_bidi",
+            "_remote_max_streams_uni", "_remote_version_information", "_spaces", "_state", "_streams",
+            "_streams_queue", "_version",
+        ),
+        "methods": (
+            "_find_preferred_address", "_handle_max_stream_data_frame", "_initialize",
+            "_parse_transport_parameters", "_probe_preferred_address", "_serialize_transport_parameters",
+            "_update_traffic_key", "_write_connection_limits", "_write_stream_limits",
+        ),
+    },
+    "aioquic.tls.Context": {
+        "attributes": ("_request_client_certificate",),
+        "methods": ("_client_handle_new_session_ticket",),
+    },
+    "aioquic.quic.stream.QuicStreamSender": {"attributes": ("_buffer", "_buffer_stop"), "methods": ()},
+    "aioquic.quic.stream.QuicStreamReceiver": {"attributes": ("_final_size",), "methods": ()},
+    "aioquic.quic.crypto.CryptoPair": {"attributes": ("_update_key_requested",), "methods": ()},
+}
 
 
 def has_transport_param(data: bytes, param_id: int) -> bool:
@@ -87,7 +124,20 @@ def make_cleartext(pair: Any) -> None:
     pair.cleartext = True
 
 
+def one_rtt_crypto(q: QuicConnection) -> Any:
+    """The 1-RTT ``CryptoPair`` of any aioquic connection, or None before its keys exist."""
+    return q._cryptos.get(tls.Epoch.ONE_RTT)
+
+
+def key_update_requested(pair: Any) -> bool:
+    """Whether a ``CryptoPair`` still waits to send its first packet under the updated keys."""
+    return bool(pair._update_key_requested)
+
+
 class KoQuicConnection(QuicConnection):
+    """aioquic's connection with quic.ko's adjustments, and the public view of aioquic's private
+    state that core.py, sock.py and loop.py need (they touch nothing private of aioquic)."""
+
     external_psk = False
     request_client_cert = False
 
@@ -349,3 +399,96 @@ class KoQuicConnection(QuicConnection):
         self._streams[stream_id] = stream
         self._streams_queue.append(stream)
         return stream
+
+    # -- the public view of aioquic's private state -----------------------------------------------
+    @property
+    def configuration(self) -> Any:
+        return self._configuration
+
+    @property
+    def version(self) -> int | None:
+        """The QUIC version in use (after a compatible upgrade, the new one)."""
+        return self._version
+
+    @property
+    def remote_stream_limits(self) -> tuple[int, int]:
+        """The peer's MAX_STREAMS for (bidirectional, unidirectional) streams."""
+        return self._remote_max_streams_bidi, self._remote_max_streams_uni
+
+    @property
+    def remote_active_connection_id_limit(self) -> int:
+        return int(self._remote_active_connection_id_limit)
+
+    def set_local_active_connection_id_limit(self, limit: int) -> None:
+        self._local_active_connection_id_limit = limit
+
+    @property
+    def remote_max_datagram_frame_size(self) -> int:
+        return self._remote_max_datagram_frame_size or 0
+
+    @property
+    def max_datagram_size(self) -> int:
+        return int(self._max_datagram_size)
+
+    @property
+    def network_paths(self) -> list[Any]:
+        """aioquic's paths, the one in use first (read only: moving paths is receive_datagram's job)."""
+        return list(self._network_paths)
+
+    @property
+    def terminated(self) -> bool:
+        return bool(self._state.name == "TERMINATED")
+
+    def one_rtt_crypto(self) -> Any:
+        return one_rtt_crypto(self)
+
+    def receive_fingerprint(self) -> tuple:
+        """Changes whenever a received datagram had an effect (a packet number, an ACK to send, a
+        close, a state change): a datagram that leaves it unchanged was dropped as undecodable."""
+        return (tuple((s.largest_received_packet, len(s.ack_queue)) for s in self._spaces.values()),
+                self._close_event is not None, self._state)
+
+    def ack_now(self) -> None:
+        """Send every pending ACK with the next packet instead of after the ACK delay."""
+        for space in self._spaces.values():
+            if space.ack_at is not None:
+                space.ack_at = 0.0
+
+    def stream(self, stream_id: int) -> QuicStream | None:
+        return self._streams.get(stream_id)
+
+    def stream_final_size(self, stream_id: int) -> int:
+        """The final size the peer announced for a stream (FIN or RESET_STREAM), 0 when unknown."""
+        stream = self._streams.get(stream_id)
+        return (stream.receiver._final_size or 0) if stream is not None else 0
+
+    def send_buffered_bytes(self) -> int:
+        """Bytes written to streams and not yet acknowledged, over all streams."""
+        return sum(len(s.sender._buffer) for s in self._streams.values())
+
+    def stream_flow_blocked(self, stream_id: int) -> bool:
+        """Whether the stream's send buffer already reaches the peer's MAX_STREAM_DATA."""
+        stream = self._streams.get(stream_id)
+        return stream is not None and stream.sender._buffer_stop >= stream.max_stream_data_remote
+
+    def owns_host_cid(self, cid: bytes) -> bool:
+        return any(h.cid == cid for h in self._host_cids)
+
+    def peer_transport_parameters(self) -> dict[str, int]:
+        """The peer's transport parameters as aioquic stored them (times in microseconds)."""
+        return {
+            "active_connection_id_limit": self._remote_active_connection_id_limit or 0,
+            "max_datagram_frame_size": self._remote_max_datagram_frame_size or 0,
+            "max_idle_timeout": int((self._remote_max_idle_timeout or 0) * 1e6),
+            "max_ack_delay": round(self._loss.max_ack_delay * 1e6),
+            "max_data": self._remote_max_data,
+            "max_stream_data_bidi_local": self._remote_max_stream_data_bidi_local,
+            "max_stream_data_bidi_remote": self._remote_max_stream_data_bidi_remote,
+            "max_stream_data_uni": self._remote_max_stream_data_uni,
+        }
+
+    def end_qlog_trace(self) -> None:
+        """Write out this connection's qlog trace now (aioquic ends it only after the closing period)."""
+        if self._quic_logger is not None and self._configuration.quic_logger is not None:
+            self._configuration.quic_logger.end_trace(self._quic_logger)
+            self._quic_logger = None

@@ -14,7 +14,7 @@ failure: ECONNREFUSED with the reason). Two modes, as in libquic:
 The socket's options become the QUIC configuration: TRANSPORT_PARAM (idle timeout, stream and data
 limits, datagrams), ALPN (when ``alpns`` is not given), TOKEN, CONFIG (keepalive, run by the engine).
 
-Resumption and 0-RTT (spec 7.6), libquic's session calls:
+Resumption and 0-RTT, with libquic's session calls (as lxin/quic's ticket_test.c runs them):
 
 * a server issues one ticket per connection, under its SESSION_TICKET master key (the option's value
   on the accepted socket: set, or derived from the listener and the client's IP); it resumes only

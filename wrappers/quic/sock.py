@@ -1,15 +1,16 @@
 """The application's IPPROTO_QUIC socket: quic.ko's socket calls on top of the engine.
 
 A ``QuicSocket`` is a real ``socket.socket`` whose fd is the app end of a SEQPACKET pair (see
-``loop.py``). Reads come from that fd; everything else (send, options, handshake) calls the
+``loop.py``); its option calls come from ``options.QuicOptionsMixin`` (the parts share
+``sockparts.QuicSocketParts``). Reads come from that fd; everything else (send, options, handshake) calls the
 engine under its lock. The receive queue is kept here, in quic.ko's order: items arrive from the
 engine in order, and an event that arrives while stream data is queued moves ahead of that data
-(specs section 3.2). A partial read keeps the rest at the head; when items remain queued here after
+(as in quic.ko's receive queue). A partial read keeps the rest at the head; when items remain queued here after
 a call, the engine is asked for a WAKE item so the fd stays readable for select/poll/asyncio.
 
 State machine (quic.ko's sk_state): CLOSED --listen--> LISTENING --listen(0)--> CLOSED;
 CLOSED --connect--> ESTABLISHING --handshake--> ESTABLISHED --close/shutdown/peer/idle--> CLOSED;
-an accepted socket starts in ESTABLISHING. Errnos follow the spec's table; nothing else escapes.
+an accepted socket starts in ESTABLISHING. Errnos are the ones quic.ko returns for each call; nothing else escapes.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from . import constants as C
 from . import options as O
 from . import routing, tlsext, uapi
 from .arrivals import accept_handoff, accept_moved_peer, accept_paths, accept_seqpacket, endpoint_for
+from .connection_ids import ConnectionIds
 from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
 from .loop import Engine, Link, Listener, get_engine, make_pair
 
@@ -42,7 +44,7 @@ def _active_config() -> Any:
     return ac()
 
 
-class QuicSocket(_OrigSocket):
+class QuicSocket(O.QuicOptionsMixin):
     """socket(AF_INET|AF_INET6, SOCK_DGRAM|SOCK_STREAM, IPPROTO_QUIC) with quic.ko semantics."""
 
     def __init__(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = C.IPPROTO_QUIC,
@@ -78,7 +80,7 @@ class QuicSocket(_OrigSocket):
         self._eof = False
         self._wake_out = False
         self._remote_tp: uapi.TransportParam | None = None
-        self._cids = O.ConnectionIds()
+        self._cids = ConnectionIds()
         self._ticket_secret = os.urandom(32)
         self.dropped = 0
         self._request_client_cert = False
@@ -626,7 +628,7 @@ class QuicSocket(_OrigSocket):
                     raise err(errno.ETIMEDOUT, "handshake timed out")
                 eng.cond.wait(remaining if remaining is not None else 1.0)
         self._state = C.ESTABLISHED
-        self._cids = O.ConnectionIds(max(2, min(8, c.quic._remote_active_connection_id_limit or 7))
+        self._cids = ConnectionIds(max(2, min(8, c.quic.remote_active_connection_id_limit or 7))
                                      if c.quic is not None else 7)
         c.cids = self._cids
 
@@ -683,63 +685,12 @@ class QuicSocket(_OrigSocket):
     def _peer_tp(self) -> uapi.TransportParam:
         c = self._conn
         q = c.quic if c is not None else None
-        if q is None or not c.handshake_done:  # type: ignore[union-attr]
+        if c is None or q is None or not c.handshake_done:
             return self._remote_tp or uapi.TransportParam(remote=1)
-        idle = q._remote_max_idle_timeout or 0
         return uapi.TransportParam(
-            remote=1, active_connection_id_limit=q._remote_active_connection_id_limit or 0,
-            max_datagram_frame_size=q._remote_max_datagram_frame_size or 0,
-            max_idle_timeout=int(idle * 1e6), max_ack_delay=int((q._remote_max_ack_delay or 0) * 1e6) if hasattr(q, "_remote_max_ack_delay") else 0,
-            max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),  # type: ignore[union-attr]
-            max_data=q._remote_max_data, max_stream_data_bidi_local=q._remote_max_stream_data_bidi_local,
-            max_stream_data_bidi_remote=q._remote_max_stream_data_bidi_remote,
-            max_stream_data_uni=q._remote_max_stream_data_uni,
-            disable_1rtt_encryption=int(getattr(q, "peer_disable_1rtt", False)))
-
-    # -- options ----------------------------------------------------------------------------------
-    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:  # type: ignore[override]
-        if level == C.SOL_QUIC:
-            if value is None:
-                data = b""
-            elif isinstance(value, int):
-                data = value.to_bytes(4, "little", signed=True)
-            else:
-                data = bytes(value)
-            if optlen is not None and value is not None:
-                data = data[:optlen]
-            O.setopt(self, optname, data)
-            return
-        if level == SOL_SOCKET and optname == socket.SO_RCVTIMEO:
-            self._timeout = O.timeval(bytes(value))
-            return
-        if level == SOL_SOCKET and optname == socket.SO_SNDTIMEO:
-            self._sndtimeo = O.timeval(bytes(value))
-            return
-        if level == SOL_SOCKET:
-            return  # SO_REUSEPORT, buffers, ...: accepted
-        raise err(errno.ENOPROTOOPT)
-
-    def getsockopt(self, level: int, optname: int, buflen: Any = None) -> Any:  # type: ignore[override]
-        if level == C.SOL_QUIC:
-            if isinstance(buflen, (bytes, bytearray, memoryview)):
-                arg = bytes(buflen)
-                optlen = len(arg)
-            else:
-                arg = b""
-                optlen = 4096 if buflen is None else int(buflen)
-            return O.getopt(self, optname, arg, optlen)
-        if level == SOL_SOCKET:
-            if optname == socket.SO_TYPE:
-                return self._qtype
-            if optname == socket.SO_PROTOCOL:
-                return C.IPPROTO_QUIC
-            if optname == socket.SO_DOMAIN:
-                return self._qfamily
-            if optname == socket.SO_ERROR:
-                return 0
-        if buflen is None:
-            return 0
-        return bytes(int(buflen))
+            remote=1, **q.peer_transport_parameters(),
+            max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),
+            disable_1rtt_encryption=int(q.peer_disable_1rtt))
 
     # -- sending ---------------------------------------------------------------------------------
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:  # type: ignore[override]

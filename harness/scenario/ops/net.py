@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from typing import Any
 
 from wrappers.addressing import Network, socket_name
 
@@ -72,12 +73,12 @@ def _client(ctx: Context, args: dict, proto: str) -> dict:
     return result
 
 
-SERVER = {"type": "object", "additionalProperties": False, "required": ["host", "port"],
+SERVER: dict[str, Any] = {"type": "object", "additionalProperties": False, "required": ["host", "port"],
           "properties": {"host": HOST, "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                          "family": FAMILY, "conns": {"type": "integer", "minimum": 1},
                          "mode": {"enum": ["echo", "sink"]}, "idle": {"type": "number", "minimum": 0},
                          "as": {"type": "string"}}}
-CLIENT = {"type": "object", "additionalProperties": False, "required": ["host", "to", "port"],
+CLIENT: dict[str, Any] = {"type": "object", "additionalProperties": False, "required": ["host", "to", "port"],
           "properties": {"host": HOST, "to": HOST, "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                          "family": FAMILY, "size": SIZE, "seed": {"type": "integer"}, "chunk": SIZE,
                          "mode": {"enum": ["echo", "sink"]}, "rto": {"type": "number", "exclusiveMinimum": 0},

@@ -4,6 +4,7 @@ which picks the class for a (header, body) pair."""
 from __future__ import annotations
 
 import struct as _struct
+from typing import cast
 
 from ..constants import Command, NtStatus
 from ..errors import malformed
@@ -78,7 +79,7 @@ _U16 = _struct.Struct("<H")
 # Non-error statuses with which a command still returns its own response structure (§3.2.5.1.x):
 # SESSION_SETUP continues with MORE_PROCESSING_REQUIRED; READ/QUERY_INFO/IOCTL/QUERY_DIRECTORY/
 # CHANGE_NOTIFY may return partial data with BUFFER_OVERFLOW; CHANGE_NOTIFY also NOTIFY_ENUM_DIR.
-_OWN_RESPONSE_STATUSES = {
+_OWN_RESPONSE_STATUSES: dict[int, set[int]] = {
     Command.SESSION_SETUP: {NtStatus.MORE_PROCESSING_REQUIRED},
     Command.READ: {NtStatus.BUFFER_OVERFLOW},
     Command.QUERY_INFO: {NtStatus.BUFFER_OVERFLOW},
@@ -102,8 +103,12 @@ def is_error_response(command: int, status: int, body: bytes) -> bool:
     return True
 
 
-def decode_body(command: int, is_response: bool, body: bytes, status: int = 0) -> Message:
-    """Decode one body given its header's Command, direction and Status."""
+def decode_body(command: int, is_response: bool, data: bytes | memoryview, status: int = 0) -> Message:
+    """Decode one body given its header's Command, direction and Status.
+
+    ``data`` may be a memoryview of the received PDU: the decoders only slice it and unpack with
+    ``struct``, which a view supports, so a 1 MiB READ or WRITE body is not copied to be decoded."""
+    body = cast(bytes, data)
     if is_response and is_error_response(command, status, body):
         return ErrorResponse.unpack(body)
     candidates = REGISTRY.get((command, is_response))

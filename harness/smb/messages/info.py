@@ -67,13 +67,14 @@ class QueryDirectoryRequest(Message):
         return cls(file_id, info_class, flags, index, name, output_length)
 
 
+@dataclass
 class _BufferResponse(Message):
     """StructureSize(2)=9, OutputBufferOffset(2), OutputBufferLength(4), Buffer: the shape shared by
     the QUERY_DIRECTORY, CHANGE_NOTIFY and QUERY_INFO responses."""
 
     STRUCTURE_SIZE: ClassVar[int] = 9
     IS_RESPONSE: ClassVar[bool] = True
-    output: bytes
+    output: bytes = b""
 
     def pack(self) -> bytes:
         return _BUFFER_RESPONSE.pack(self.STRUCTURE_SIZE, HEADER_SIZE + _BUFFER_RESPONSE.size,

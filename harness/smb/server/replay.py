@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import struct
 
-from .constants import Command, Dialect, NtStatus
+from ..constants import Command, Dialect, NtStatus
+from .model import ALL_FF, Fail
 
 FAILS_WHEN_STALE = (Command.WRITE, Command.SET_INFO, Command.IOCTL)
 FILE_ID_COMMANDS = (Command.WRITE, Command.READ, Command.SET_INFO, Command.QUERY_INFO, Command.IOCTL,
                     Command.FLUSH, Command.LOCK, Command.CLOSE, Command.QUERY_DIRECTORY, Command.CHANGE_NOTIFY)
-ALL_FF = b"\xff" * 16
 
 
 def sequence_ahead(new: int, current: int) -> bool:
@@ -37,8 +37,6 @@ def sequence_ahead(new: int, current: int) -> bool:
 
 def check_channel_sequence(conn, session, header, request, related) -> None:
     """Apply the rules to one request; raises ``Fail(STATUS_FILE_NOT_AVAILABLE)`` (rule 3)."""
-    from .server import Fail
-
     if conn.dialect < Dialect.SMB_3_0 or header.command not in FILE_ID_COMMANDS:
         return
     file_id = getattr(request, "file_id", None)

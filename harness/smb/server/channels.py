@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import messages as m
-from .auth import Acceptor, AuthError
-from .constants import Capabilities, Cipher, Dialect, NtStatus
-from .crypto import PreauthIntegrity, derive_session_keys, verify_signature
-from .errors import SMBProtocolError
+from .. import messages as m
+from ..auth import Acceptor
+from ..constants import Capabilities, Cipher, Dialect, NtStatus
+from ..crypto import PreauthIntegrity, derive_session_keys, verify_signature
+from ..errors import AuthError, SMBProtocolError
+from .model import Fail, Reply
+from .opens import close_session_opens
 
 MAX_CHANNELS = 32  # per session, as Samba (smbtorture smb2.multichannel.generic.num_channels)
 
@@ -64,8 +66,6 @@ def server_capabilities(config, dialect: int, client_caps: int) -> int:
 
 def bind(conn, header, request: m.SessionSetupRequest, raw: bytes):
     """One leg of a binding SESSION_SETUP; returns a server ``Reply`` or raises ``Fail``."""
-    from .server import Fail, Reply
-
     if not conn.config.multichannel or conn.dialect < Dialect.SMB_3_0:
         raise Fail(NtStatus.REQUEST_NOT_ACCEPTED, "multichannel is not enabled")
     session = conn.state.sessions.get(header.session_id)
@@ -141,14 +141,12 @@ def previous_session(conn, header, request, username: str) -> None:
     """PreviousSessionId (§3.3.5.5.3): the client lost a connection and logs on again; the old session
     of the same user goes away, which detaches its durable opens so they can be reconnected even if
     the old connection is still half-open (blackholed) on our side."""
-    from . import server_files
-
     old = conn.state.sessions.get(request.previous_session_id)
     if old is None or old.session_id == header.session_id or old.username != username or not old.valid:
         return
     for channel in list(old.channels or [old.connection]):
         channel.sessions.pop(old.session_id, None)
         channel.channel_keys.pop(old.session_id, None)
-    server_files.close_session_opens(conn, old, keep_durable=True)
+    close_session_opens(conn, old, keep_durable=True)
     conn.state.sessions.pop(old.session_id, None)
     old.valid = False

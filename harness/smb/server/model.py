@@ -1,0 +1,182 @@
+"""The server's shared types: configuration, sessions, trees, opens, replies and pending requests.
+
+Why a module of its own: every request handler (negotiate, session, tree, create, read/write, info,
+directory, ioctl, lock/notify) and the connection that dispatches to them use these types; keeping
+them here, importing nothing else of the server, is what lets the handlers live in one module per
+command family without importing each other in a circle.  The failures a handler raises
+(:class:`Fail`, :class:`Disconnect`) live in :mod:`harness.smb.errors`, under the stack's one root.
+
+Back references to the connection are typed ``Any``: the connection module imports the handlers,
+so naming its class here would close the circle this module exists to break.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import durable
+from .. import messages as m
+from ..auth import Acceptor
+from ..constants import Cipher, Dialect, SigningAlgorithm
+from ..crypto import NonceGenerator, PreauthIntegrity, SessionKeys
+from ..errors import Disconnect, Fail
+from ..keys import SessionKeyRecord
+from ..vfs import Share
+
+MAX_CREDITS = 8192
+LARGE_MTU_SIZE = 8 * 1024 * 1024
+SMALL_MTU_SIZE = 65536
+ALL_DIALECTS = (Dialect.SMB_3_1_1, Dialect.SMB_3_0_2, Dialect.SMB_3_0, Dialect.SMB_2_1, Dialect.SMB_2_0_2)
+FULL_ACCESS = 0x001F01FF
+ALL_FF = b"\xff" * 16  # FileId {-1, -1}: "the FileId of the previous element" in a related compound
+
+
+@dataclass
+class ShareConfig:
+    name: str
+    path: str
+    encrypt: bool = False
+    continuously_available: bool = False  # persistent handles (DH2Q PERSISTENT) are granted here
+    fs: Share | None = None  # the share's file system; None: the host directory ``path`` (LocalShare)
+
+
+@dataclass
+class ServerConfig:
+    """What a server offers.  ``transport`` is "tcp", "nbt" or "quic" (which dialects and
+    multi-credit are allowed depends on it, §2.1, §3.3.5.4)."""
+
+    shares: dict[str, ShareConfig] = field(default_factory=dict)
+    users: dict[str, str] = field(default_factory=dict)
+    encrypt: bool = False
+    sign: bool = False
+    accept_transport_security: bool = False
+    server_guid: bytes = field(default_factory=lambda: os.urandom(16))
+    dialects: tuple[int, ...] = ALL_DIALECTS
+    ciphers: tuple[int, ...] = (Cipher.AES_128_GCM, Cipher.AES_128_CCM, Cipher.AES_256_GCM, Cipher.AES_256_CCM)
+    signing_algorithms: tuple[int, ...] = (SigningAlgorithm.AES_GMAC, SigningAlgorithm.AES_CMAC,
+                                           SigningAlgorithm.HMAC_SHA256)
+    max_size: int = LARGE_MTU_SIZE
+    clock: Callable[[], int] = lambda: 0  # unix nanoseconds; injected by the I/O adapter
+    interfaces: list = field(default_factory=list)  # NetworkInterfaceInfo for QUERY_NETWORK_INTERFACE_INFO
+    key_sink: Callable[[SessionKeyRecord], None] | None = None
+    multichannel: bool = False  # SMB2_GLOBAL_CAP_MULTI_CHANNEL and session binding (channels.py in this package)
+    state_dir: str | None = None  # durable opens survive a server restart here (harness/smb/durable.py)
+    trace: Callable[[str], None] | None = None  # told why each request failed (debugging aid)
+
+
+@dataclass
+class Tree:
+    tree_id: int
+    share: ShareConfig | None  # None = IPC$
+    fs: Share | None  # None for IPC$
+    encrypt: bool
+
+
+@dataclass
+class Session:
+    session_id: int
+    connection: Any  # the ServerConnection it was set up on (the first channel)
+    acceptor: Acceptor | None = None
+    preauth: PreauthIntegrity | None = None
+    keys: SessionKeys | None = None
+    valid: bool = False
+    username: str = ""
+    signing_required: bool = False
+    encrypt_data: bool = False
+    trees: dict[int, Tree] = field(default_factory=dict)
+    opens: dict[int, Open] = field(default_factory=dict)  # volatile id -> Open
+    next_tree_id: int = 1
+    nonces: NonceGenerator | None = None
+    channels: list[Any] = field(default_factory=list)  # connections bound to it, once there are two
+
+
+@dataclass
+class Open:
+    """An open file or directory (the spec's Open, §3.3.1.10).  ``path`` is the share's own name for
+    it (see :mod:`harness.smb.vfs`)."""
+
+    persistent: int
+    volatile: int
+    path: str  # the share's path for it (Share.resolve)
+    handle: Any  # the share's handle of an open file; None for a directory or a detached open
+    is_dir: bool
+    access: int
+    share_access: int
+    session: Session | None  # None while a durable open is detached
+    tree: Tree | None
+    connection: Any  # the ServerConnection breaks and notifications go to; None when detached
+    delete_on_close: bool = False
+    dir_entries: list | None = None
+    dir_pos: int = 0
+    dir_pattern: str = "*"
+    oplock: int = 0
+    lease_key: bytes | None = None
+    lease_state: int = 0
+    lease_epoch: int = 0
+    position: int = 0
+    durable: durable.DurableInfo | None = None  # set when the open is durable (harness/smb/durable.py)
+    channel_sequence: int = 0  # Open.ChannelSequence (replay.py in this package)
+    fs: Share | None = None  # the share ``path`` and ``handle`` belong to; None until a restored open is claimed
+
+    @property
+    def file_id(self) -> bytes:
+        return struct.pack("<QQ", self.persistent, self.volatile)
+
+
+@dataclass
+class Reply:
+    """A handler's result for one element."""
+
+    status: int
+    body: m.Message | bytes
+    session_id: int | None = None
+    tree_id: int | None = None
+    force_sign: bool = False
+    sign_session: Session | None = None
+    after_pack: Callable[[bytes], object] | None = None  # told the packed response (preauth hash)
+    async_id: int = 0
+    file_id: bytes | None = None
+
+
+@dataclass
+class Pending:
+    """An async request (CHANGE_NOTIFY) waiting for completion or CANCEL."""
+
+    async_id: int
+    message_id: int
+    session: Session
+    tree_id: int
+    command: int
+    encrypted: bool
+    open: Open | None = None
+    signed: bool = False
+    connection: Any = None
+
+
+@dataclass
+class Related:
+    """What a related compound element inherits from the one before it (§3.3.5.2.7.2)."""
+
+    session_id: int = 0
+    tree_id: int = 0
+    file_id: bytes = b"\xff" * 16
+    status: int = 0
+
+
+# A command handler: (conn, session, tree, header, request, related, encrypted) -> Reply; each
+# handler module maps the commands it answers to one in its HANDLERS table.
+Handler = Callable[..., Reply]
+
+
+def error_reply(status: int) -> Reply:
+    """The ERROR response (§2.2.2) for a failed request."""
+    return Reply(status, m.ErrorResponse())
+
+
+__all__ = ["MAX_CREDITS", "LARGE_MTU_SIZE", "SMALL_MTU_SIZE", "ALL_DIALECTS", "FULL_ACCESS", "ALL_FF", "Disconnect",
+           "Fail", "ShareConfig", "ServerConfig", "Tree", "Session", "Open", "Reply", "Pending", "Related",
+           "Handler", "error_reply"]

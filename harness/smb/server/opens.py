@@ -1,0 +1,214 @@
+"""Open bookkeeping shared by the file handlers: FileId lookup, access mapping, closing, durable
+attach/detach.
+
+Why apart from the handlers: CREATE, CLOSE, TREE_DISCONNECT, LOGOFF and a lost connection all end
+or hand over opens, and every handler looks its open up by FileId; one module keeps the rules:
+
+- A FileId of all 0xFF in a related compound element means the previous element's FileId
+  (§3.3.5.2.7.2); an unknown or stale FileId is STATUS_FILE_CLOSED.
+- Generic access bits are mapped to file rights at CREATE (§3.3.5.9 via MS-FSCC).
+- LOGOFF and TREE_DISCONNECT close every open; a lost connection detaches durable opens instead,
+  so a reconnect can claim them (§3.3.7.1).
+- The last close of an open with delete-on-close removes the file and tells directory watchers.
+"""
+
+from __future__ import annotations
+
+import errno
+import struct
+
+from .. import messages as m
+from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel
+from ..vfs import FileMeta, Share
+from .breaks import notify_change
+from .model import ALL_FF, FULL_ACCESS, Fail, Open, Reply
+
+GENERIC_MAP = {
+    AccessMask.GENERIC_READ: 0x00120089,
+    AccessMask.GENERIC_WRITE: 0x00120116,
+    AccessMask.GENERIC_EXECUTE: 0x001200A0,
+    AccessMask.GENERIC_ALL: FULL_ACCESS,
+    AccessMask.MAXIMUM_ALLOWED: FULL_ACCESS,
+}
+READ_RIGHTS = AccessMask.FILE_READ_DATA | AccessMask.FILE_EXECUTE
+WRITE_RIGHTS = AccessMask.FILE_WRITE_DATA | AccessMask.FILE_APPEND_DATA
+
+
+def file_meta(conn, meta: FileMeta) -> FileMeta:
+    """A share's metadata with what SET_INFO stored that POSIX cannot keep (creation time, change
+    time, DOS attributes); Samba keeps these in an xattr, we keep them for the server's lifetime."""
+    override = conn.state.meta_overrides.get((meta.volume_id, meta.file_id))
+    if override:
+        for name, value in override.items():
+            setattr(meta, name, value)
+    return meta
+
+
+def share_of(opened: Open) -> Share:
+    """The share an open's path and handle belong to (set when it is created or claimed)."""
+    if opened.fs is None:
+        raise Fail(NtStatus.FILE_CLOSED, "open not claimed by a session")
+    return opened.fs
+
+
+def stat_open(opened: Open) -> FileMeta:
+    """The share's metadata of an open: through its handle when it has one (follows a rename)."""
+    fs = share_of(opened)
+    return fs.fstat(opened.handle) if opened.handle is not None else fs.stat(opened.path)
+
+
+def open_handle(fs: Share, path: str, access: int, fallback: bool) -> object:
+    """The share's handle for an open granted ``access``: writable when the open may write or delete;
+    with ``fallback`` a file the share will not open for writing is opened read-only (the access
+    checks of READ/WRITE still apply to the open's granted access)."""
+    writable = bool(access & (WRITE_RIGHTS | AccessMask.DELETE))
+    try:
+        return fs.open(path, writable)
+    except OSError:
+        if not (fallback and writable):
+            raise
+        return fs.open(path, False)
+
+
+def map_access(desired: int) -> int:
+    granted = desired & 0x01FF01FF
+    for bit, rights in GENERIC_MAP.items():
+        if desired & bit:
+            granted |= rights
+    return granted
+
+
+def os_error(exc: OSError) -> Fail:
+    table = {errno.ENOENT: NtStatus.OBJECT_NAME_NOT_FOUND, errno.EEXIST: NtStatus.OBJECT_NAME_COLLISION,
+             errno.EACCES: NtStatus.ACCESS_DENIED, errno.EPERM: NtStatus.ACCESS_DENIED,
+             errno.ENOTEMPTY: NtStatus.DIRECTORY_NOT_EMPTY, errno.ENOTDIR: NtStatus.OBJECT_PATH_NOT_FOUND,
+             errno.EISDIR: NtStatus.FILE_IS_A_DIRECTORY, errno.ENOSPC: NtStatus.DISK_FULL,
+             errno.ENAMETOOLONG: NtStatus.OBJECT_NAME_INVALID, errno.EINVAL: NtStatus.INVALID_PARAMETER,
+             errno.EFBIG: NtStatus.INVALID_PARAMETER, errno.ELOOP: NtStatus.ACCESS_DENIED}
+    return Fail(table.get(exc.errno or 0, NtStatus.ACCESS_DENIED), str(exc))
+
+
+def open_for(session, request_file_id: bytes, related) -> Open:
+    file_id = related.file_id if request_file_id == ALL_FF else request_file_id
+    persistent, volatile = struct.unpack("<QQ", file_id)
+    found = session.opens.get(volatile)
+    if found is None or found.persistent != persistent:
+        raise Fail(NtStatus.FILE_CLOSED, "unknown FileId")
+    return found
+
+
+def forget(conn, opened: Open) -> None:
+    state = conn.state
+    if opened.durable is not None:
+        state.durable.remove(opened)
+    if opened.session is not None:
+        opened.session.opens.pop(opened.volatile, None)
+    others = state.opens_by_path.get(opened.path, [])
+    if opened in others:
+        others.remove(opened)
+    if not others:
+        state.opens_by_path.pop(opened.path, None)
+    fs = opened.fs
+    if opened.handle is not None and fs is not None:
+        fs.close(opened.handle)
+        opened.handle = None
+    for pending in list(opened.connection.pending.values() if opened.connection else ()):
+        if pending.open is opened:
+            state.watchers = [w for w in state.watchers if w is not pending]
+            opened.connection.complete_async(pending, NtStatus.NOTIFY_CLEANUP, m.ChangeNotifyResponse(b""))
+    if opened.delete_on_close and not others and fs is not None:
+        try:
+            meta = fs.stat(opened.path)
+            state.meta_overrides.pop((meta.volume_id, meta.file_id), None)
+            if opened.is_dir:
+                fs.rmdir(opened.path)
+            else:
+                fs.remove(opened.path)
+        except OSError:
+            pass
+        notify_change(conn, fs.parent(opened.path))
+
+
+def close_session_opens(conn, session, keep_durable: bool = False) -> None:
+    """LOGOFF closes every open; a lost connection (``keep_durable``) detaches durable ones (§3.3.7.1)."""
+    for opened in list(session.opens.values()):
+        if keep_durable:
+            volatile = opened.volatile
+            for pending in list(opened.connection.pending.values() if opened.connection else ()):
+                if pending.open is opened:
+                    conn.state.watchers = [w for w in conn.state.watchers if w is not pending]
+                    opened.connection.pending.pop(pending.async_id, None)
+            if conn.state.durable.detach(opened):
+                session.opens.pop(volatile, None)
+                continue
+        forget(conn, opened)
+
+
+def forget_detached(state, opened: Open) -> None:
+    """Release a detached durable open (expired, purged by a conflicting open)."""
+    others = state.opens_by_path.get(opened.path, [])
+    if opened in others:
+        others.remove(opened)
+    if not others:
+        state.opens_by_path.pop(opened.path, None)
+    if opened.handle is not None and opened.fs is not None:
+        opened.fs.close(opened.handle)
+        opened.handle = None
+
+
+def expire_durable(state) -> None:
+    state.durable.expire(lambda opened: forget_detached(state, opened))
+
+
+def restore_open(state, record: dict, info) -> Open:
+    """An open loaded from the durable state directory (server restart): detached, no handle yet."""
+    opened = Open(record["persistent"], record["persistent"], record["path"], None, record["is_dir"],
+                  record["access"], record["share_access"], None, None, None, oplock=record["oplock"],
+                  lease_key=bytes.fromhex(record["lease_key"]) or None, lease_state=record["lease_state"],
+                  lease_epoch=record["lease_epoch"], durable=info)
+    state.opens_by_path.setdefault(opened.path, []).append(opened)
+    return opened
+
+
+def attach(conn, session, tree, opened: Open, contexts: list, action: int = CreateAction.OPENED) -> Reply:
+    """Hand a durable open to this session (reconnect, or a replayed CREATE): §3.3.5.9.7/.12."""
+    state = conn.state
+    if opened.session is not session:
+        if opened.session is not None:  # replay from another session of the same client
+            opened.session.opens.pop(opened.volatile, None)
+        state.next_file_id += 1
+        opened.volatile = state.next_file_id
+        opened.session, opened.tree = session, tree
+        session.opens[opened.volatile] = opened
+    if opened.durable is None:
+        raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "not a durable open")
+    opened.connection = conn
+    opened.durable.detached_at = None
+    opened.fs = tree.fs
+    try:
+        if opened.handle is None and not opened.is_dir:
+            opened.handle = open_handle(tree.fs, opened.path, opened.access, fallback=False)
+        st = stat_open(opened)
+    except OSError as exc:
+        state.durable.remove(opened)
+        forget_detached(state, opened)
+        raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, f"durable open's file is gone: {exc}") from exc
+    state.durable.save()
+    oplock = OplockLevel.LEASE if opened.lease_key is not None else opened.oplock
+    return create_reply(opened, file_meta(conn, st), oplock, action, contexts)
+
+
+def create_reply(opened: Open, meta: FileMeta, oplock: int, action: int, contexts: list) -> Reply:
+    """The CREATE response for an open (§2.2.14): its FileId, what was granted, the file's metadata."""
+    response = m.CreateResponse(file_id=opened.file_id, oplock_level=oplock, create_action=action,
+                                creation_time=meta.creation_time, last_access_time=meta.last_access_time,
+                                last_write_time=meta.last_write_time, change_time=meta.change_time,
+                                allocation_size=meta.allocation_size, end_of_file=meta.end_of_file,
+                                file_attributes=meta.attributes, contexts=contexts)
+    return Reply(NtStatus.SUCCESS, response, file_id=opened.file_id)
+
+
+def close_tree_opens(conn, session, tree) -> None:
+    for opened in list(session.opens.values()):
+        if opened.tree is tree:
+            forget(conn, opened)

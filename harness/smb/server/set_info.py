@@ -1,0 +1,120 @@
+"""SET_INFO (MS-SMB2 §3.3.5.21): times and attributes, end of file, delete disposition, rename,
+position.
+
+Times and DOS attributes that POSIX cannot keep are stored for the server's lifetime (the
+``meta_overrides`` of the server state).  Rename and delete need DELETE access; a non-empty
+directory cannot be marked for deletion, nor can the share root.
+"""
+
+from __future__ import annotations
+
+from .. import fscc
+from .. import messages as m
+from ..constants import AccessMask, Command, FileAttributes, InfoType, NtStatus
+from ..errors import SMBProtocolError
+from ..vfs import ShareError
+from .breaks import notify_change
+from .model import Fail, Handler, Open, Reply
+from .opens import WRITE_RIGHTS, open_for, os_error, share_of
+
+
+def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, encrypted) -> Reply:
+    opened = open_for(session, request.file_id, related)
+    if request.info_type == InfoType.SECURITY:
+        return Reply(NtStatus.SUCCESS, m.SetInfoResponse())
+    if request.info_type != InfoType.FILE:
+        raise Fail(NtStatus.NOT_SUPPORTED if request.info_type == InfoType.FILESYSTEM else NtStatus.INVALID_PARAMETER,
+                   "SET_INFO type")
+    cls = request.file_info_class
+    buf = request.buffer
+    try:
+        if cls == 4:
+            basic = unpack_info(fscc.FileBasicInformation, buf)
+            share_of(opened).set_times(opened.path, _ns(basic.last_access_time), _ns(basic.last_write_time))
+            st = share_of(opened).stat(opened.path)
+            override = conn.state.meta_overrides.setdefault((st.volume_id, st.file_id), {})
+            if basic.creation_time not in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
+                override["creation_time"] = basic.creation_time
+            if basic.change_time not in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
+                override["change_time"] = basic.change_time
+            if basic.file_attributes:
+                attributes = basic.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
+                if opened.is_dir:
+                    attributes |= FileAttributes.DIRECTORY
+                override["attributes"] = int(attributes or FileAttributes.ARCHIVE)
+        elif cls == 20:
+            if opened.is_dir or not opened.access & WRITE_RIGHTS:
+                raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "EOF")
+            share_of(opened).ftruncate(opened.handle, unpack_info(fscc.FileEndOfFileInformation, buf).end_of_file)
+        elif cls == 19:
+            need(buf, 8)
+        elif cls in (13, 64):
+            need(buf, 1 if cls == 13 else 4)
+            delete = bool(buf[0] & 1)
+            if delete and not opened.access & AccessMask.DELETE:
+                raise Fail(NtStatus.ACCESS_DENIED, "no DELETE access")
+            if delete and opened.is_dir and share_of(opened).listdir(opened.path):
+                raise Fail(NtStatus.DIRECTORY_NOT_EMPTY, "directory not empty")
+            if delete and opened.path == share_of(opened).root:
+                raise Fail(NtStatus.CANNOT_DELETE, "share root")
+            opened.delete_on_close = delete
+        elif cls == 10:
+            _rename(conn, tree, opened, buf)
+        elif cls == 14:
+            opened.position = unpack_info(fscc.FilePositionInformation, buf).current_byte_offset
+        elif cls == 16:
+            need(buf, 4)
+        else:
+            raise Fail(NtStatus.INVALID_INFO_CLASS, f"SET_INFO class {cls}")
+    except OSError as exc:
+        raise os_error(exc) from exc
+    return Reply(NtStatus.SUCCESS, m.SetInfoResponse())
+
+
+def need(buf: bytes, size: int) -> None:
+    if len(buf) < size:
+        raise Fail(NtStatus.INFO_LENGTH_MISMATCH, "SET_INFO buffer too small")
+
+
+def unpack_info(cls, buf: bytes):
+    try:
+        return cls.unpack(buf)
+    except SMBProtocolError as exc:
+        raise Fail(NtStatus.INFO_LENGTH_MISMATCH, str(exc)) from exc
+
+
+def _ns(filetime: int) -> int | None:
+    """A FILE_BASIC_INFORMATION time in unix nanoseconds; None for 0, -1 and -2, which leave the
+    time as it is (MS-FSCC §2.4.7: 0 "do not change", -1/-2 "stop/resume automatic updates")."""
+    if filetime in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
+        return None
+    return fscc.filetime_to_unix_ns(filetime)
+
+
+def _rename(conn, tree, opened: Open, buf: bytes) -> None:
+    info = unpack_info(fscc.FileRenameInformation, buf)
+    if not opened.access & AccessMask.DELETE:
+        raise Fail(NtStatus.ACCESS_DENIED, "rename needs DELETE access")
+    try:
+        target = share_of(opened).resolve(info.file_name.lstrip("\\"))
+    except ShareError as exc:
+        raise Fail(exc.status, str(exc)) from exc
+    fs = share_of(opened)
+    if fs.exists(target) and not fs.same_file(target, opened.path):
+        if not info.replace_if_exists:
+            raise Fail(NtStatus.OBJECT_NAME_COLLISION, "rename target exists")
+        if fs.is_dir(target):
+            raise Fail(NtStatus.ACCESS_DENIED, "cannot replace a directory")
+    old = opened.path
+    fs.rename(old, target)
+    state = conn.state
+    for other in state.opens_by_path.pop(old, []):
+        other.path = target
+        state.opens_by_path.setdefault(target, []).append(other)
+    notify_change(conn, fs.parent(old))
+    notify_change(conn, fs.parent(target))
+
+
+HANDLERS: dict[int, Handler] = {
+    Command.SET_INFO: _set_info,
+}

@@ -1,0 +1,43 @@
+"""What all connections of one server share: sessions, open files (for breaks and sharing
+checks), directory watchers and the durable-open table.
+
+Why apart from the connection: a break or a CHANGE_NOTIFY completion caused on one connection goes
+out on another, and a durable open outlives its connection, so these tables belong to the server,
+not to a connection.  A server started on a state directory loads the durable opens a previous run
+left there (detached, waiting for a reconnect).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from .. import durable
+from ..vfs import LocalShare, Share
+from .model import Open, Pending, ServerConfig, Session, ShareConfig
+from .opens import restore_open
+
+
+class ServerState:
+    """What all connections of one server share: sessions and open files (for breaks)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.sessions: dict[int, Session] = {}
+        self.next_session = int.from_bytes(os.urandom(4), "little") << 16 | 1
+        self.next_file_id = 1
+        self.next_async = 1
+        self.opens_by_path: dict[str, list[Open]] = {}
+        self.watchers: list[Pending] = []
+        self.meta_overrides: dict[tuple[int, int], dict] = {}
+        self.on_output: Callable[[Any], None] = lambda connection: None
+        self.shares: dict[str, tuple[ShareConfig, Share]] = {
+            name.lower(): (share, share.fs or LocalShare(share.path)) for name, share in config.shares.items()}
+        self.durable = durable.DurableTable(config.state_dir, lambda: config.clock())
+        top = self.durable.load(lambda record, info: restore_open(self, record, info))
+        self.next_file_id = max(self.next_file_id, top + 1)
+
+    def new_session_id(self) -> int:
+        self.next_session += 1
+        return self.next_session
