@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up first (idempotent).
-.PHONY: setup demo test test-slow check-auto lint lint-imports bench clean
+.PHONY: setup demo test test-slow check-auto mutation lint lint-imports bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,11 @@ test-slow: setup
 # every matrix (`-g auto`), two cells at a time; exit status 1 on any failure or unexpected success
 check-auto: setup
 	@.venv/bin/wirecheck check --plain -g auto -j 2 --results results/auto
+
+# mutation testing (mutmut) of the modules everything rests on, each with the tests that cover it;
+# hours on two cores, so not part of `make test`.  MODULES="harness/smb/keys.py ..." narrows it.
+mutation: setup
+	@.venv/bin/python scripts/mutation.py $(MODULES)
 
 lint-imports: setup
 	@.venv/bin/lint-imports

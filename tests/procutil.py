@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 import tsharkutil
+from threadutil import joined
 
 from wrappers.launch import find_libsocket_wrapper
 
@@ -145,7 +146,7 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.kill()
             pytest.fail(f"{self.name} did not exit within {timeout}s\n{self.describe()}")
-        self._reader.join(timeout=5)
+        joined(self._reader, 5)
         if rc is not None and code != rc:
             pytest.fail(f"{self.name} exited {code}, expected {rc}\n{self.describe()}")
         return code
