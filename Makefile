@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up first (idempotent).
-.PHONY: setup demo test test-slow check-auto lint bench clean
+.PHONY: setup demo test test-slow check-auto lint bench clean interop-figures
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,10 @@ test-slow: setup
 # every matrix (`-g auto`), two cells at a time; exit status 1 on any failure or unexpected success
 check-auto: setup
 	@.venv/bin/wirecheck check --plain -g auto -j 2 --results results/auto
+
+# the README's smbtorture table, from tests/smbinterop/floors.tsv and the knownfail/flapping lists
+interop-figures:
+	@python3 scripts/interop_figures.py
 
 lint: setup
 	@.venv/bin/ruff check wrappers harness tests benchmarks
