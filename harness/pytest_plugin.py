@@ -143,8 +143,8 @@ class ScenarioItem(pytest.Item):
 
     def runtest(self) -> None:
         from harness.scenario.cellproc import run_isolated
-        from harness.scenario.requires import check
         from harness.scenario.model import substitute
+        from harness.scenario.requires import check
 
         cell = self.cell
         section, svars, areas = _section_vars(self.config, _scenario_root(Path(cell.scenario.path)) or Path("."))

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.scenario import Cell, ScenarioError, load_tree
-from harness.scenario.requires import check as check_requires
 from harness.scenario.cellproc import run_isolated, stop_all
 from harness.scenario.model import substitute
+from harness.scenario.requires import check as check_requires
 
 from . import config, lists, matrix, report
 from .console import Output, aggregate_line, cell_line, header_lines
