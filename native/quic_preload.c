@@ -97,10 +97,15 @@ static const struct override {
 };
 static void *next_fn[F_COUNT];
 
-/* Exported for tests: the names in the table above, so they can be compared with the exports. */
+/* Exported for tests and people: the table above, so it can be compared with the exports. */
 WQ_EXPORT const char *wirecheck_quic_override(int i)
 {
 	return i >= 0 && i < F_COUNT ? overrides[i].name : NULL;
+}
+
+WQ_EXPORT const char *wirecheck_quic_override_reason(int i)
+{
+	return i >= 0 && i < F_COUNT ? overrides[i].why : NULL;
 }
 
 static void resolve(void)
@@ -286,9 +291,9 @@ static void spawn_daemon(const char *name)
 			env[k++] = environ[i];
 	env[k++] = (char *)"WIRECHECK_QUICD=1";
 	env[k] = NULL;
-	char *argv[] = {(char *)py, (char *)"-m", (char *)"wrappers.quic.daemon", (char *)name, NULL};
 	pid_t pid = fork();
 	if (pid == 0) {
+		char *argv[] = {(char *)py, (char *)"-m", (char *)"wrappers.quic.daemon", (char *)name, NULL};
 		if (fork() != 0)
 			_exit(0);
 		setsid();

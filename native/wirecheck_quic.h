@@ -10,5 +10,7 @@ int wirecheck_quic_handshake(int fd, int role, const char *settings);
 
 /* The name of the i-th libc entry point the library overrides, NULL past the end. */
 const char *wirecheck_quic_override(int i);
+/* Why it is overridden. */
+const char *wirecheck_quic_override_reason(int i);
 
 #endif

@@ -1,0 +1,116 @@
+"""The Python side of the native QUIC tests, run under `wirecheck exec` (plain socket(..., 261) calls).
+
+    pyquic_peer.py server HOST PORT PSK        accept one client, echo one message upper-cased (FIN)
+    pyquic_peer.py client HOST PORT PSK        connect; then one command per stdin line:
+        send TEXT / fin TEXT   send on stream 0 (NEW the first time; FIN with fin)
+        recv                   print the next stream data (events skipped)
+        close                  close and exit
+    pyquic_peer.py sink HOST PORT PSK          accept one client, read one stream; print "got N" every
+                                               MiB and at the end "received N SHA256", or "closed N errno"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import sys
+
+from wrappers.quic import (
+    IPPROTO_QUIC,
+    MSG_NOTIFICATION,
+    MSG_STREAM_FIN,
+    MSG_STREAM_NEW,
+    STREAM_INFO_SPACE,
+    StreamInfo,
+    client_handshake,
+    server_handshake,
+    stream_info_cmsg,
+)
+
+
+def _listen(host: str, port: str) -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+    s.settimeout(60)
+    s.bind((host, int(port)))
+    s.setsockopt(288, 11, b"smb")
+    s.listen(4)
+    print("ready", flush=True)
+    return s
+
+
+def _recv(c: socket.socket, n: int) -> tuple[bytes, int]:
+    while True:
+        data, anc, flags, _ = c.recvmsg(n, STREAM_INFO_SPACE)
+        if flags & MSG_NOTIFICATION:
+            continue
+        fin = StreamInfo.unpack(anc[0][2]).stream_flags & MSG_STREAM_FIN if anc else 0
+        return data, fin
+
+
+def server(host: str, port: str, psk: str) -> int:
+    s = _listen(host, port)
+    c, _ = s.accept()
+    server_handshake(c, psk, None, "smb", timeout=30)
+    data, anc, _flags, _ = c.recvmsg(4096, STREAM_INFO_SPACE)
+    sid = StreamInfo.unpack(anc[0][2]).stream_id
+    c.sendmsg([data.upper()], [stream_info_cmsg(sid, MSG_STREAM_FIN)])
+    print(f"echoed {len(data)}", flush=True)
+    try:
+        while c.recv(16) is not None:
+            pass
+    except OSError:
+        pass
+    return 0
+
+
+def client(host: str, port: str, psk: str) -> int:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+    s.settimeout(60)
+    s.connect((host, int(port)))
+    client_handshake(s, psk, alpns="smb", timeout=30)
+    print("connected", flush=True)
+    opened = False
+    for line in sys.stdin:
+        cmd, _, text = line.rstrip("\n").partition(" ")
+        if cmd in ("send", "fin"):
+            flags = (0 if opened else MSG_STREAM_NEW) | (MSG_STREAM_FIN if cmd == "fin" else 0)
+            s.sendmsg([text.encode()], [stream_info_cmsg(0, flags)])
+            opened = True
+            print("sent", flush=True)
+        elif cmd == "recv":
+            print(_recv(s, 4096)[0].decode(), flush=True)
+        elif cmd == "close":
+            break
+    s.close()
+    return 0
+
+
+def sink(host: str, port: str, psk: str) -> int:
+    s = _listen(host, port)
+    c, _ = s.accept()
+    server_handshake(c, psk, None, "smb", timeout=30)
+    h = hashlib.sha256()
+    total = mark = 0
+    while True:
+        try:
+            data, fin = _recv(c, 1 << 20)
+        except OSError as e:
+            print(f"closed {total} {e.errno}", flush=True)
+            return 0
+        h.update(data)
+        total += len(data)
+        if total - mark >= 1 << 20:
+            mark = total
+            print(f"got {total}", flush=True)
+        if fin:
+            print(f"received {total} {h.hexdigest()}", flush=True)
+            return 0
+
+
+def main() -> int:
+    role, host, port, psk = sys.argv[1:5]
+    return {"server": server, "client": client, "sink": sink}[role](host, port, psk)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""Native programs on the emulated IPPROTO_QUIC socket: libwirecheck_quic.so in front of cwrap, the
+sockets living in the QUIC daemon (wrappers/quic/daemon.py) as ordinary Python QuicSockets.
+
+The C program (tests/native/c/qtest.c) makes plain quic.ko calls; its handshake is the engine's
+(wirecheck_quic_handshake) until a TLS library drives the raw HANDSHAKE_INFO interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from .nativeutil import PYPEER, exec_argv, net_env, python
+
+HOST = "127.0.0.12"
+
+
+def _errno_lines(out: str) -> list[str]:
+    return [ln for ln in out.splitlines() if ln.startswith(("ok ", "FAIL"))]
+
+
+@pytest.mark.parametrize("sanitize", [False, True], ids=["plain", "asan"])
+def test_socket_bind_listen_options_errnos(qtest, sockdir, peers, sanitize):
+    p = peers.start("errnos", exec_argv(sockdir, 11, str(qtest), "errnos"), net_env(sanitize=sanitize))
+    p.finish(rc=None)
+    lines = _errno_lines("\n".join(p.lines))
+    fails = [ln for ln in lines if ln.startswith("FAIL")]
+    assert not fails and p.p.returncode == 0, p.describe()
+    assert len(lines) == 35, p.describe()  # every case ran (a crash or an early exit shows here)
+
+
+@pytest.mark.parametrize("mode", ["plain", "fork", "dup", "pass"])
+def test_native_client_native_server(qtest, sockdir, peers, psk, mode, tmp_path):
+    """fork: the child echoes on the fd its parent accepted (and closed); dup: on a dup of a dup, the
+    original closed; pass: a process that existed before the fd receives it by SCM_RIGHTS."""
+    env = net_env()
+    srv = peers.start("server", exec_argv(sockdir, 12, str(qtest), "server", HOST, "4433", psk, mode), env)
+    srv.expect("ready")
+    cli = peers.start("client", exec_argv(sockdir, 11, str(qtest), "client", HOST, "4433", psk, f"hello {mode}"), env)
+    cli.finish()
+    assert cli.lines == [f"HELLO {mode.upper()}"], cli.describe()
+    srv.finish()
+    echoed = next(ln for ln in srv.lines if ln.startswith("echoed"))
+    pid = int(echoed.rsplit(" ", 1)[1])
+    # the server's wirecheck exec runs the program as its child: a fork/pass echo comes from a grandchild
+    if mode in ("fork", "pass"):
+        assert pid != srv.p.pid and pid not in _children(srv.p.pid), srv.describe()
+    assert "closed: errno 107" in srv.lines, srv.describe()  # the client's close arrived: ENOTCONN
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("carrier", ["seqpacket", "udp"])
+def test_native_and_python_peers_both_ways(qtest, sockdir, peers, psk, carrier, tmp_path):
+    env = net_env(carrier=carrier)
+    pcap = tmp_path / "mixed.pcap"
+    srv = peers.start("pyserver", exec_argv(sockdir, 12, python(), PYPEER, "server", HOST, "4434", psk, pcap=pcap), env)
+    srv.expect("ready")
+    cli = peers.start("cclient", exec_argv(sockdir, 11, str(qtest), "client", HOST, "4434", psk, "c to python",
+                                           pcap=pcap), env)
+    cli.finish()
+    assert cli.lines == ["C TO PYTHON"], cli.describe()
+    srv.finish()
+    srv2 = peers.start("cserver", exec_argv(sockdir, 12, str(qtest), "server", HOST, "4435", psk, pcap=pcap), env)
+    srv2.expect("ready")
+    cli2 = peers.start("pyclient", exec_argv(sockdir, 11, python(), PYPEER, "client", HOST, "4435", psk, pcap=pcap),
+                       env)
+    cli2.expect("connected")
+    cli2.say("fin python to c")
+    cli2.say("recv")
+    cli2.expect("PYTHON TO C")
+    cli2.say("close")
+    cli2.finish()
+    srv2.finish()
+    from tsharkutil import fields
+
+    rows = fields(pcap, ["ip.src", "ip.dst", "quic.stream_data"], display_filter="quic.stream.stream_id",
+                  options=["-o", f"tls.keylog_file:{tmp_path / 'mixed.keys'}"])
+    data = {bytes.fromhex(r[2].replace(":", "")) for r in rows if r[2]}
+    assert {b"c to python", b"C TO PYTHON", b"python to c", b"PYTHON TO C"} <= data, rows
+
+
+def test_epoll_level_and_edge_triggered(qtest, sockdir, peers, psk):
+    """Readiness is exactly "a recvmsg would not block": nothing queued, data, a partial read, empty."""
+    env = net_env()
+    srv = peers.start("cserver", exec_argv(sockdir, 12, str(qtest), "server", HOST, "4436", psk, "epoll"), env)
+    srv.expect("ready")
+    cli = peers.start("pyclient", exec_argv(sockdir, 11, python(), PYPEER, "client", HOST, "4436", psk), env)
+    cli.expect("connected")
+    srv.expect("go")
+    time.sleep(0.3)  # the server's epoll_wait(0) saw nothing; now data arrives
+    cli.say("send hello world!")
+    cli.expect("sent")
+    srv.expect("ok LT: queue empty")
+    srv.expect("go")
+    time.sleep(0.3)
+    cli.say("send second")
+    srv.expect("ok ET: read it")
+    srv.finish()
+    cli.say("close")
+    cli.finish()
+    assert not [ln for ln in srv.lines if ln.startswith("FAIL")], srv.describe()
+    assert len([ln for ln in srv.lines if ln.startswith("ok ")]) == 12, srv.describe()
+
+
+def test_sigkill_mid_transfer_leaves_the_peer_a_close(qtest, sockdir, peers, psk):
+    """A native sender killed by SIGKILL in the middle of a stream: the daemon sees its fd close and
+    sends CONNECTION_CLOSE at once (the Python receiver gets ENOTCONN in well under the 30 s idle
+    timeout), and the daemon goes on serving the next connection."""
+    env = net_env()
+    sink = peers.start("pysink", exec_argv(sockdir, 12, python(), PYPEER, "sink", HOST, "4437", psk), env)
+    sink.expect("ready")
+    src = peers.start("csource", exec_argv(sockdir, 11, str(qtest), "source", HOST, "4437", psk, str(1 << 34)), env)
+    sink.expect("got", timeout=60)
+    src.kill()
+    t0 = time.monotonic()
+    line = sink.expect("closed", timeout=15)
+    assert time.monotonic() - t0 < 10, sink.describe()
+    assert int(line.split()[1]) >= 1 << 20 and line.split()[2] == "107", line
+    sink.finish()
+    # the same daemon (same socket directory and settings) serves a new pair
+    srv = peers.start("cserver", exec_argv(sockdir, 12, str(qtest), "server", HOST, "4438", psk), env)
+    srv.expect("ready")
+    cli = peers.start("cclient", exec_argv(sockdir, 11, str(qtest), "client", HOST, "4438", psk, "after"), env)
+    cli.finish()
+    assert cli.lines == ["AFTER"]
+    srv.finish()
+
+
+@pytest.mark.parametrize("size", [8 << 20, pytest.param(64 << 20, marks=pytest.mark.slow)], ids=["8MiB", "64MiB"])
+def test_bulk_native_to_native_sha256(qtest, sockdir, peers, psk, size):
+    env = net_env()
+    sink = peers.start("csink", exec_argv(sockdir, 12, str(qtest), "sink", HOST, "4439", psk), env)
+    sink.expect("ready")
+    t0 = time.monotonic()
+    src = peers.start("csource", exec_argv(sockdir, 11, str(qtest), "source", HOST, "4439", psk, str(size)), env)
+    sent = src.expect("sent", timeout=600)
+    got = sink.expect("received", timeout=600)
+    elapsed = time.monotonic() - t0
+    src.finish(timeout=60)
+    sink.finish(timeout=60)
+    assert sent.split()[1:] == got.split()[1:] == [str(size), got.split()[2]]
+    assert re.fullmatch(r"[0-9a-f]{64}", got.split()[2])
+    print(f"{size >> 20} MiB native -> native in {elapsed:.1f}s: {size / elapsed / 1e6:.1f} MB/s")
+
+
+def test_python_sink_sha256_matches_native_source(qtest, sockdir, peers, psk):
+    env = net_env()
+    sink = peers.start("pysink", exec_argv(sockdir, 12, python(), PYPEER, "sink", HOST, "4440", psk), env)
+    sink.expect("ready")
+    src = peers.start("csource", exec_argv(sockdir, 11, str(qtest), "source", HOST, "4440", psk, str(3 << 20)), env)
+    sent = src.expect("sent", timeout=120)
+    got = sink.expect("received", timeout=120)
+    assert sent.split()[1:] == got.split()[1:]
+    src.kill()
+    sink.finish()
+    assert hashlib.sha256(b"").hexdigest() != got.split()[2]
