@@ -92,7 +92,7 @@ static const struct override {
 	[F_CLOSE] = {"close", "forget the fd's QUIC mark (the daemon sees the last close itself)"},
 	[F_DUP] = {"dup", "the copy is a QUIC fd too"},
 	[F_DUP2] = {"dup2", "the copy is a QUIC fd too; the fd it replaces is not any more"},
-	[F_DUP3] = {"dup3", "as dup2"},
+	[F_DUP3] = {"dup3", "as dup2, with O_CLOEXEC"},
 	[F_FCNTL] = {"fcntl", "F_DUPFD/F_DUPFD_CLOEXEC make QUIC copies; the rest passes on"},
 };
 static void *next_fn[F_COUNT];

@@ -164,3 +164,73 @@ def test_python_sink_sha256_matches_native_source(qtest, sockdir, peers, psk):
     src.kill()
     sink.finish()
     assert hashlib.sha256(b"").hexdigest() != got.split()[2]
+
+
+def test_a_program_writing_garbage_into_its_fd_is_cut_off_alone(qtest, sockdir, peers, psk):
+    """Bad input: bytes written behind the library's back (a raw write(2)) into the daemon's side of the
+    pair. That socket is closed (its peer gets a close, the program EPIPE / ENOTCONN); a connection of
+    another program on the same daemon goes on working."""
+    env = net_env()
+    other_srv = peers.start("cserver", exec_argv(sockdir, 12, str(qtest), "server", HOST, "4441", psk), env)
+    other_srv.expect("ready")
+    other = peers.start("pyclient", exec_argv(sockdir, 11, python(), PYPEER, "client", HOST, "4441", psk), env)
+    other.expect("connected")
+    sink = peers.start("pysink", exec_argv(sockdir, 12, python(), PYPEER, "sink", HOST, "4442", psk), env)
+    sink.expect("ready")
+    bad = peers.start("garbage", exec_argv(sockdir, 13, str(qtest), "garbage", HOST, "4442", psk), env)
+    line = bad.expect("cut off")
+    bad.finish()
+    assert line.startswith("cut off: send errno 32, recv errno 107"), bad.describe()  # EPIPE, ENOTCONN
+    assert sink.expect("closed").split()[2] == "107"  # the peer saw the connection close
+    other.say("fin still here")
+    other.say("recv")
+    other.expect("STILL HERE")
+    other.say("close")
+    other.finish()
+    other_srv.finish()
+
+
+def test_every_override_is_in_the_table_and_exported(qtest):
+    """The one table of overridden libc entry points (with reasons) matches the library's exports."""
+    import ctypes
+    import subprocess
+
+    from .nativeutil import REPO
+
+    lib_path = REPO / "native" / "build" / "libwirecheck_quic.so"
+    lib = ctypes.CDLL(str(lib_path))
+    lib.wirecheck_quic_override.restype = ctypes.c_char_p
+    lib.wirecheck_quic_override_reason.restype = ctypes.c_char_p
+    table = {}
+    i = 0
+    while (name := lib.wirecheck_quic_override(i)) is not None:
+        reason = lib.wirecheck_quic_override_reason(i)
+        assert reason and len(reason) > 10, name
+        table[name.decode()] = reason.decode()
+        i += 1
+    out = subprocess.run(["nm", "-D", "--defined-only", str(lib_path)], capture_output=True, text=True,
+                         check=True).stdout
+    exported = {ln.split()[-1] for ln in out.splitlines() if " T " in ln}
+    ours = {n for n in exported if n.startswith("wirecheck_quic_")}
+    assert exported - ours == set(table), (sorted(exported - ours), sorted(table))
+    assert ours == {"wirecheck_quic_handshake", "wirecheck_quic_override", "wirecheck_quic_override_reason"}
+
+
+def test_protocol_headers_match_between_c_and_python(tmp_path):
+    from wrappers.quic import native_proto as P
+
+    from .nativeutil import REPO, need_toolchain
+
+    need_toolchain()
+    src = tmp_path / "layout.c"
+    src.write_text('#include <stdio.h>\n#include <stddef.h>\n#include "wqd_proto.h"\n'
+                   "int main(void){printf(\"%zu %zu %zu %zu %zu %zu\\n\", sizeof(struct wqd_req), "
+                   "sizeof(struct wqd_rep), sizeof(struct wqd_anc), offsetof(struct wqd_req, len2), "
+                   "offsetof(struct wqd_rep, aux), offsetof(struct wqd_rep, aux2)); return 0;}\n")
+    import subprocess
+
+    subprocess.run(["gcc", "-I", str(REPO / "native"), "-o", str(tmp_path / "layout"), str(src)], check=True)
+    got = subprocess.run([str(tmp_path / "layout")], capture_output=True, text=True, check=True).stdout.split()
+    assert [int(x) for x in got] == [P.REQ.size, P.REP.size, P.ANC.size, 28, 20, 24]
+    r = P.Request(P.OP_SENDMSG, 1, 2, 3, 4, b"abc", [(288, 0, b"x" * 16)])
+    assert P.Request.unpack(r.pack()) == r

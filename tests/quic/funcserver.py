@@ -39,8 +39,12 @@ from wrappers.quic import (
 
 
 class FuncServer(threading.Thread):
-    def __init__(self, sock: QuicSocket):
+    def __init__(self, sock: QuicSocket, echo_all: bool = False):
+        """``echo_all``: echo everything the stream carried up to its FIN, as func_test.c's server does
+        (its C client sends "quic " and "test11" in two calls and expects "quic test11"); the Python
+        port of the client expects only the last piece back."""
         super().__init__(daemon=True, name="func-server")
+        self.echo_all = echo_all
         self.s = sock
         self.stop = False
         self.errors: list[BaseException] = []
@@ -98,11 +102,11 @@ class FuncServer(threading.Thread):
                 s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_TOKEN, None, 0)
         elif b"client close" in acc:
             s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_CLOSE, ConnectionClose(10, 0, b"this is app err").pack())
-            quic_sendmsg(s, data, out_sid, out_flags)
+            quic_sendmsg(s, acc if self.echo_all else data, out_sid, out_flags)
             time.sleep(0.1)
             s.shutdown(socket.SHUT_WR)
             return
-        quic_sendmsg(s, data, out_sid, out_flags)
+        quic_sendmsg(s, acc if self.echo_all else data, out_sid, out_flags)
 
 
 @dataclass

@@ -9,6 +9,8 @@
  *   qtest client HOST PORT PSK MSG            connect, handshake, send MSG with FIN, print the reply
  *   qtest sink HOST PORT PSK                  accept, receive one stream to its FIN; print bytes + sha256
  *   qtest source HOST PORT PSK NBYTES         connect, send NBYTES in 64 KiB writes with FIN; print sha256
+ *   qtest garbage HOST PORT PSK               connect, then write bytes into the fd behind the library's
+ *                                             back (a raw write(2)); print what the next calls get
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -25,6 +27,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/quic.h>
@@ -509,6 +512,24 @@ static int mode_source(const char *host, const char *port, const char *psk, cons
 	return n == 1 ? 0 : 1;
 }
 
+static int mode_garbage(const char *host, const char *port, const char *psk)
+{
+	int fd = connect_one(host, port, psk);
+	printf("connected\n");
+	fflush(stdout);
+	if (syscall(SYS_write, fd, "garbage!", 8) != 8)
+		die("raw write");
+	struct pollfd p = {fd, POLLIN, 0};
+	poll(&p, 1, 5000); /* the daemon cuts the socket off: the fd reads EOF */
+	int e1 = send(fd, "x", 1, MSG_NOSIGNAL) == -1 ? errno : 0;
+	char b[8];
+	int e2 = recv(fd, b, sizeof(b), MSG_DONTWAIT) == -1 ? errno : 0;
+	printf("cut off: send errno %d, recv errno %d, revents %#x\n", e1, e2, (unsigned)p.revents);
+	fflush(stdout);
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -520,6 +541,8 @@ int main(int argc, char **argv)
 		return mode_client(argv[2], argv[3], argv[4], argv[5]);
 	if (argc >= 5 && strcmp(argv[1], "sink") == 0)
 		return mode_sink(argv[2], argv[3], argv[4]);
+	if (argc >= 5 && strcmp(argv[1], "garbage") == 0)
+		return mode_garbage(argv[2], argv[3], argv[4]);
 	if (argc >= 6 && strcmp(argv[1], "source") == 0)
 		return mode_source(argv[2], argv[3], argv[4], argv[5]);
 	fprintf(stderr, "usage: qtest errnos | server H P PSK [plain|fork|dup|pass|epoll] | client H P PSK MSG | "
