@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from procutil import WIRECHECK, _missing, clean_env
 
 REPO = Path(__file__).resolve().parents[2]

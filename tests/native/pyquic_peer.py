@@ -7,6 +7,8 @@
         close                  close and exit
     pyquic_peer.py sink HOST PORT PSK          accept one client, read one stream; print "got N" every
                                                MiB and at the end "received N SHA256", or "closed N errno"
+    pyquic_peer.py source HOST PORT PSK NBYTES connect, send NBYTES in 64 KiB messages with FIN; print
+                                               "sent N SHA256" (qtest source's data: same bytes, same hash)
 """
 
 from __future__ import annotations
@@ -104,12 +106,56 @@ def sink(host: str, port: str, psk: str) -> int:
             print(f"got {total}", flush=True)
         if fin:
             print(f"received {total} {h.hexdigest()}", flush=True)
+            c.sendmsg([b"k"], [stream_info_cmsg(1, MSG_STREAM_NEW | MSG_STREAM_FIN)])  # as qtest sink
+            try:
+                c.recv(16)  # until the source closes
+            except OSError:
+                pass
             return 0
+
+
+def _xorshift_bytes(n: int, state: list[int]) -> bytes:
+    """qtest.c's filler: xorshift64, 8 little-endian bytes per step."""
+    out = bytearray()
+    x = state[0]
+    m = (1 << 64) - 1
+    for _ in range((n + 7) // 8):
+        x ^= (x << 13) & m
+        x ^= x >> 7
+        x ^= (x << 17) & m
+        out += x.to_bytes(8, "little")
+    state[0] = x
+    return bytes(out[:n])
+
+
+def source(host: str, port: str, psk: str) -> int:
+    want = int(sys.argv[5])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+    s.settimeout(120)
+    s.connect((host, int(port)))
+    client_handshake(s, psk, alpns="smb", timeout=30)
+    chunk = _xorshift_bytes(65536, [0x9E3779B97F4A7C15])  # one chunk, repeated: the CPU goes to the engine
+    h = hashlib.sha256()
+    print("sending", flush=True)
+    sent = 0
+    while sent < want:
+        n = min(len(chunk), want - sent)
+        flags = (MSG_STREAM_NEW if sent == 0 else 0) | (MSG_STREAM_FIN if sent + n == want else 0)
+        s.sendmsg([chunk[:n]], [stream_info_cmsg(0, flags)])
+        h.update(chunk[:n])
+        sent += n
+    print(f"sent {sent} {h.hexdigest()}", flush=True)
+    try:
+        _recv(s, 16)
+    except OSError:
+        pass
+    s.close()
+    return 0
 
 
 def main() -> int:
     role, host, port, psk = sys.argv[1:5]
-    return {"server": server, "client": client, "sink": sink}[role](host, port, psk)
+    return {"server": server, "client": client, "sink": sink, "source": source}[role](host, port, psk)
 
 
 if __name__ == "__main__":

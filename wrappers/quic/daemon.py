@@ -247,11 +247,11 @@ class Daemon:
                 return self.op_socket(req)
             if len(fds) != 1:
                 return P.Reply.error(errno.EBADF, "a call without its fd"), None
-            e = self.entry_for(fds[0])
-            if e is None:
+            entry = self.entry_for(fds[0])
+            if entry is None:
                 return P.Reply.error(errno.EPIPE if req.op == P.OP_SENDMSG else errno.ENOTCONN,
                                      "not a live QUIC socket (closed, or cut off)"), None
-            return self.op(e, req, fds[0])
+            return self.op(entry, req, fds[0])
         except OSError as ex:
             return P.Reply.error(ex.errno or errno.EIO, ex.strerror or str(ex)), None
 
