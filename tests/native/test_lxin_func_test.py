@@ -17,7 +17,7 @@ import pytest
 
 from .nativeutil import HERE, VENDOR, build_library, exec_argv, need_toolchain, net_env, python
 
-PASS = re.compile(r"^test\d+: PASS")
+PASS = re.compile(r"^test\d+: PASS", re.M)
 RAW_MODE = "the raw handshake interface (HANDSHAKE_INFO, CRYPTO_SECRET, TRANSPORT_PARAM_EXT) is not in QuicSocket yet"
 
 
