@@ -234,3 +234,33 @@ def test_protocol_headers_match_between_c_and_python(tmp_path):
     assert [int(x) for x in got] == [P.REQ.size, P.REP.size, P.ANC.size, 28, 20, 24]
     r = P.Request(P.OP_SENDMSG, 1, 2, 3, 4, b"abc", [(288, 0, b"x" * 16)])
     assert P.Request.unpack(r.pack()) == r
+
+
+def test_a_stopped_program_keeps_its_connection_alive(qtest, sockdir, peers, psk, tmp_path):
+    """Timers run in the daemon, not in the program: a client with a 3 s idle timeout and a 1.5 s
+    keepalive is stopped (SIGSTOP) for 6 s; its keepalive PINGs go on, so after SIGCONT the connection
+    still works. (With the engine inside the program, the stop would outlast the idle timeout.)"""
+    import os
+    import signal
+
+    env = net_env()
+    pcap = tmp_path / "stop.pcap"
+    srv = peers.start("cserver", exec_argv(sockdir, 12, str(qtest), "server", HOST, "4443", psk, pcap=pcap), env)
+    srv.expect("ready")
+    cli = peers.start("cidle", exec_argv(sockdir, 11, str(qtest), "idle", HOST, "4443", psk, "still alive", pcap=pcap),
+                      env)
+    cli.expect("connected")
+    os.killpg(cli.p.pid, signal.SIGSTOP)
+    stopped_at = time.time()
+    time.sleep(6)
+    os.killpg(cli.p.pid, signal.SIGCONT)
+    cli.say("go")
+    cli.expect("STILL ALIVE")
+    cli.finish()
+    srv.finish()
+    from tsharkutil import fields
+
+    rows = fields(pcap, ["frame.time_epoch"], display_filter="quic.frame_type == 0x01 && ip.src == 127.0.0.11",
+                  options=["-o", f"tls.keylog_file:{tmp_path / 'stop.keys'}"])
+    pings = [float(r[0]) for r in rows if r[0] and stopped_at < float(r[0]) < stopped_at + 6]
+    assert len(pings) >= 2, rows  # PINGs from the stopped client's engine during the stop

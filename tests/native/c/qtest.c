@@ -9,6 +9,8 @@
  *   qtest client HOST PORT PSK MSG            connect, handshake, send MSG with FIN, print the reply
  *   qtest sink HOST PORT PSK                  accept, receive one stream to its FIN; print bytes + sha256
  *   qtest source HOST PORT PSK NBYTES         connect, send NBYTES in 64 KiB writes with FIN; print sha256
+ *   qtest idle HOST PORT PSK MSG              connect with a 3 s idle timeout and a 1.5 s keepalive,
+ *                                             print "connected", wait for a line on stdin, then as client
  *   qtest garbage HOST PORT PSK               connect, then write bytes into the fd behind the library's
  *                                             back (a raw write(2)); print what the next calls get
  */
@@ -512,6 +514,42 @@ static int mode_source(const char *host, const char *port, const char *psk, cons
 	return n == 1 ? 0 : 1;
 }
 
+static int mode_idle(const char *host, const char *port, const char *psk, const char *msg)
+{
+	int fd = socket(AF_INET, SOCK_DGRAM, IPPROTO_QUIC);
+	if (fd < 0)
+		die("socket");
+	struct quic_transport_param tp;
+	memset(&tp, 0, sizeof(tp));
+	tp.max_idle_timeout = 3000000;
+	struct quic_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.keepalive_probe_interval = 1500000;
+	if (setsockopt(fd, SOL_QUIC, QUIC_SOCKOPT_TRANSPORT_PARAM, &tp, sizeof(tp)) ||
+	    setsockopt(fd, SOL_QUIC, QUIC_SOCKOPT_CONFIG, &cfg, sizeof(cfg)))
+		die("idle/keepalive options");
+	struct sockaddr_in a = addr_of(host, port);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) || handshake(fd, 0, psk))
+		die("connect/handshake");
+	printf("connected\n");
+	fflush(stdout);
+	char line[64];
+	if (fgets(line, sizeof(line), stdin) == NULL) /* the test stops us (SIGSTOP) for longer than the idle timeout */
+		die("stdin");
+	if (send_stream(fd, msg, strlen(msg), -1, MSG_QUIC_STREAM_NEW | MSG_QUIC_STREAM_FIN) != (ssize_t)strlen(msg))
+		die("send after the stop");
+	char buf[256];
+	int64_t sid;
+	uint32_t flags;
+	ssize_t n = recv_stream(fd, buf, sizeof(buf) - 1, &sid, &flags);
+	if (n < 0)
+		die("recv after the stop");
+	buf[n] = 0;
+	printf("%s\n", buf);
+	close(fd);
+	return 0;
+}
+
 static int mode_garbage(const char *host, const char *port, const char *psk)
 {
 	int fd = connect_one(host, port, psk);
@@ -541,6 +579,8 @@ int main(int argc, char **argv)
 		return mode_client(argv[2], argv[3], argv[4], argv[5]);
 	if (argc >= 5 && strcmp(argv[1], "sink") == 0)
 		return mode_sink(argv[2], argv[3], argv[4]);
+	if (argc >= 6 && strcmp(argv[1], "idle") == 0)
+		return mode_idle(argv[2], argv[3], argv[4], argv[5]);
 	if (argc >= 5 && strcmp(argv[1], "garbage") == 0)
 		return mode_garbage(argv[2], argv[3], argv[4]);
 	if (argc >= 6 && strcmp(argv[1], "source") == 0)
