@@ -159,10 +159,35 @@ static void spawn_daemon(const char *name)
 	free(env);
 }
 
-static int open_control(void)
+/* The daemon that holds an existing QUIC fd: the daemon's end of the pair is bound to
+ * "\0" WQD_APP_PREFIX "<daemon name>:<n>". A process whose settings name another daemon (another host's
+ * impairments, say) that receives the fd still talks to the daemon that has the socket. */
+static int fd_daemon(int fd, char *out, size_t n)
 {
-	char name[64];
-	if (daemon_name(name, sizeof(name)) != 0)
+	struct sockaddr_un sun;
+	socklen_t len = sizeof(sun);
+	memset(&sun, 0, sizeof(sun));
+	if (syscall(SYS_getpeername, fd, (struct sockaddr *)&sun, &len) != 0 || sun.sun_family != AF_UNIX)
+		return -1;
+	size_t plen = strlen(WQD_APP_PREFIX), total = len - offsetof(struct sockaddr_un, sun_path);
+	if (total < 1 + plen || total > sizeof(sun.sun_path) || sun.sun_path[0] != '\0' ||
+	    memcmp(sun.sun_path + 1, WQD_APP_PREFIX, plen) != 0)
+		return -1;
+	const char *name = sun.sun_path + 1 + plen, *end = sun.sun_path + total;
+	const char *colon = NULL;
+	for (const char *q = name; q < end; q++)
+		if (*q == ':')
+			colon = q;
+	if (colon == NULL || (size_t)(colon - name) >= n)
+		return -1;
+	memcpy(out, name, (size_t)(colon - name));
+	out[colon - name] = '\0';
+	return 0;
+}
+
+static int open_control(char *name, size_t n)
+{
+	if (daemon_name(name, n) != 0)
 		return -1;
 	int fd = connect_abstract(name);
 	if (fd >= 0)
@@ -188,26 +213,39 @@ static int open_control(void)
 	return fd < 0 ? wq_set_errno(ECONNREFUSED) : fd;
 }
 
-/* This thread's control connection. After fork the child opens its own (the parent's is shared);
- * a call made while one is in progress on this thread (a signal handler) uses a fresh one. */
+/* This thread's control connection (to the daemon its settings name). After fork the child opens
+ * its own (the parent's is shared); a call made while one is in progress on this thread (a signal
+ * handler), or on an fd another daemon holds, uses a fresh one. */
 static __thread int ctl_fd = -1;
 static __thread pid_t ctl_pid;
 static __thread uint64_t ctl_ino;
 static __thread int ctl_busy;
+static __thread char ctl_name[64];
 
-static int control(int *fresh)
+static int control(int fd, int *fresh)
 {
+	char want[64];
 	*fresh = 0;
-	if (ctl_busy) {
-		*fresh = 1;
-		return open_control();
-	}
+	int have = fd >= 0 && fd_daemon(fd, want, sizeof(want)) == 0;
 	int ours = ctl_fd >= 0 && wq_fd_ino(ctl_fd) == ctl_ino;
+	if (have && !(ours && strcmp(want, ctl_name) == 0)) {
+		char mine[64];
+		if (daemon_name(mine, sizeof(mine)) != 0 || strcmp(want, mine) != 0) {
+			*fresh = 1; /* another daemon's socket: no start, it is there or the socket is gone */
+			int c = connect_abstract(want);
+			return c >= 0 ? c : wq_set_errno(ECONNRESET);
+		}
+	}
+	if (ctl_busy) {
+		char name[64];
+		*fresh = 1;
+		return open_control(name, sizeof(name));
+	}
 	if (ours && ctl_pid == getpid())
 		return ctl_fd;
 	if (ours) /* the parent's connection, inherited by fork: this process talks on its own */
 		syscall(SYS_close, ctl_fd);
-	ctl_fd = open_control();
+	ctl_fd = open_control(ctl_name, sizeof(ctl_name));
 	if (ctl_fd < 0)
 		return -1;
 	ctl_pid = getpid();
@@ -306,7 +344,7 @@ static int read_exact(int fd, void *buf, size_t n, int *got_fd)
 long wq_rpc(int fd, struct wq_call *c)
 {
 	int fresh;
-	int ctl = control(&fresh);
+	int ctl = control(fd, &fresh);
 	c->new_fd = -1;
 	if (ctl < 0)
 		return -1;

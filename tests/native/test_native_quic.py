@@ -36,7 +36,8 @@ def test_socket_bind_listen_options_errnos(qtest, sockdir, peers, sanitize):
 @pytest.mark.parametrize("mode", ["plain", "fork", "dup", "pass"])
 def test_native_client_native_server(qtest, sockdir, peers, psk, mode, tmp_path):
     """fork: the child echoes on the fd its parent accepted (and closed); dup: on a dup of a dup, the
-    original closed; pass: a process that existed before the fd receives it by SCM_RIGHTS."""
+    original closed; pass: a process that existed before the fd receives it by SCM_RIGHTS, with other
+    settings (so another daemon of its own) than the process that made the socket."""
     env = net_env()
     srv = peers.start("server", exec_argv(sockdir, 12, str(qtest), "server", HOST, "4433", psk, mode), env)
     srv.expect("ready")

@@ -163,7 +163,8 @@ class Daemon:
     # -- sockets ---------------------------------------------------------------------------------
     def new_entry(self, qs: Any) -> tuple[Entry, socket.socket]:
         app, end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        end.bind(P.APP_NAME_PREFIX + f"{os.getpid()}:{next(_names)}".encode())
+        # our own name in it: a process whose settings name another daemon finds this one from the fd
+        end.bind(P.APP_NAME_PREFIX + self.name + f":{next(_names)}".encode())
         end.setblocking(False)
         ino = os.fstat(app.fileno()).st_ino
         e = Entry(self, qs, end, ino)

@@ -39,8 +39,10 @@ TOKEN = b"\x01"
 """What the daemon writes into the app fd's queue while a recvmsg (or accept) would not block."""
 
 APP_NAME_PREFIX = b"\0wirecheck-quic:"
-"""Abstract name of the daemon's end of every app fd: how the library recognises a QUIC fd it did
-not create (after exec, or received by SCM_RIGHTS) with one getpeername() and no daemon call."""
+"""Abstract name of the daemon's end of every app fd, followed by the daemon's own name and a number:
+how the library recognises a QUIC fd it did not create (after exec, or received by SCM_RIGHTS) with
+one getpeername() and no daemon call, and which daemon holds it (processes with other settings, so
+another daemon of their own, still reach the socket's)."""
 
 
 @dataclass

@@ -310,6 +310,9 @@ static int mode_server(const char *host, const char *port, const char *psk, cons
 		kid = fork();
 		if (kid == 0) {
 			close(via[0]);
+			/* other settings name another daemon for this process: calls on the passed fd must
+			 * still reach the daemon that holds its socket */
+			setenv("WIRECHECK_QUIC_MTU", "1300", 1);
 			int fd = recv_fd(via[1]);
 			if (fd < 0)
 				die("recv_fd");
