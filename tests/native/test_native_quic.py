@@ -137,13 +137,20 @@ def test_sigkill_mid_transfer_leaves_the_peer_a_close(qtest, sockdir, peers, psk
     srv.finish()
 
 
+@pytest.mark.parametrize("way", ["client-sends", "server-sends"])
 @pytest.mark.parametrize("size", [8 << 20, pytest.param(64 << 20, marks=pytest.mark.slow)], ids=["8MiB", "64MiB"])
-def test_bulk_native_to_native_sha256(qtest, sockdir, peers, psk, size):
+def test_bulk_native_to_native_sha256(qtest, sockdir, peers, psk, size, way):
     env = net_env()
-    sink = peers.start("csink", exec_argv(sockdir, 12, str(qtest), "sink", HOST, "4439", psk), env)
-    sink.expect("ready")
     t0 = time.monotonic()
-    src = peers.start("csource", exec_argv(sockdir, 11, str(qtest), "source", HOST, "4439", psk, str(size)), env)
+    if way == "client-sends":
+        sink = peers.start("csink", exec_argv(sockdir, 12, str(qtest), "sink", HOST, "4439", psk), env)
+        sink.expect("ready")
+        src = peers.start("csource", exec_argv(sockdir, 11, str(qtest), "source", HOST, "4439", psk, str(size)), env)
+    else:
+        src = peers.start("csource", exec_argv(sockdir, 12, str(qtest), "source-listen", HOST, "4439", psk, str(size)),
+                          env)
+        src.expect("ready")
+        sink = peers.start("csink", exec_argv(sockdir, 11, str(qtest), "sink-connect", HOST, "4439", psk), env)
     sent = src.expect("sent", timeout=600)
     got = sink.expect("received", timeout=600)
     elapsed = time.monotonic() - t0
@@ -151,7 +158,7 @@ def test_bulk_native_to_native_sha256(qtest, sockdir, peers, psk, size):
     sink.finish(timeout=60)
     assert sent.split()[1:] == got.split()[1:] == [str(size), got.split()[2]]
     assert re.fullmatch(r"[0-9a-f]{64}", got.split()[2])
-    print(f"{size >> 20} MiB native -> native in {elapsed:.1f}s: {size / elapsed / 1e6:.1f} MB/s")
+    print(f"{size >> 20} MiB native -> native ({way}) in {elapsed:.1f}s: {size / elapsed / 1e6:.1f} MB/s")
 
 
 def test_python_sink_sha256_matches_native_source(qtest, sockdir, peers, psk):

@@ -9,6 +9,7 @@
  *   qtest client HOST PORT PSK MSG            connect, handshake, send MSG with FIN, print the reply
  *   qtest sink HOST PORT PSK                  accept, receive one stream to its FIN; print bytes + sha256
  *   qtest source HOST PORT PSK NBYTES         connect, send NBYTES in 64 KiB writes with FIN; print sha256
+ *   qtest sink-connect / source-listen ...    the same, the other way round (the server sends)
  *   qtest idle HOST PORT PSK MSG              connect with a 3 s idle timeout and a 1.5 s keepalive,
  *                                             print "connected", wait for a line on stdin, then as client
  *   qtest garbage HOST PORT PSK               connect, then write bytes into the fd behind the library's
@@ -438,12 +439,21 @@ static void hex(const unsigned char *d, size_t n, char *out)
 		sprintf(out + 2 * i, "%02x", d[i]);
 }
 
-static int mode_sink(const char *host, const char *port, const char *psk)
+/* The end of a bulk transfer: the listening side (accept + server handshake) or the connecting one. */
+static int bulk_end(const char *host, const char *port, const char *psk, int listening)
 {
+	if (!listening)
+		return connect_one(host, port, psk);
 	int lfd;
 	int c = accept_one(host, port, psk, &lfd);
 	if (handshake(c, 1, psk))
 		die("server handshake");
+	return c;
+}
+
+static int mode_sink(const char *host, const char *port, const char *psk, int listening)
+{
+	int c = bulk_end(host, port, psk, listening);
 	gnutls_hash_hd_t h;
 	gnutls_hash_init(&h, GNUTLS_DIG_SHA256);
 	static char buf[1 << 20];
@@ -467,22 +477,22 @@ static int mode_sink(const char *host, const char *port, const char *psk)
 	hex(d, 32, hx);
 	printf("received %llu %s\n", total, hx);
 	fflush(stdout);
-	send_stream(c, "k", 1, 1, MSG_QUIC_STREAM_NEW | MSG_QUIC_STREAM_FIN);
+	send_stream(c, "k", 1, listening ? 1 : 0, MSG_QUIC_STREAM_NEW | MSG_QUIC_STREAM_FIN);
 	char tail[16];
 	while (recv(c, tail, sizeof(tail), 0) >= 0)
 		;
 	return 0;
 }
 
-static int mode_source(const char *host, const char *port, const char *psk, const char *nbytes)
+static int mode_source(const char *host, const char *port, const char *psk, const char *nbytes, int listening)
 {
-	int fd = connect_one(host, port, psk);
+	int fd = bulk_end(host, port, psk, listening);
 	unsigned long long want = strtoull(nbytes, NULL, 10), sent = 0;
 	static char buf[65536];
 	gnutls_hash_hd_t h;
 	gnutls_hash_init(&h, GNUTLS_DIG_SHA256);
 	uint64_t x = 0x9e3779b97f4a7c15ull;
-	int64_t sid = 0;
+	int64_t sid = listening ? 1 : 0;
 	printf("sending\n");
 	fflush(stdout);
 	while (sent < want) {
@@ -581,14 +591,18 @@ int main(int argc, char **argv)
 	if (argc >= 6 && strcmp(argv[1], "client") == 0)
 		return mode_client(argv[2], argv[3], argv[4], argv[5]);
 	if (argc >= 5 && strcmp(argv[1], "sink") == 0)
-		return mode_sink(argv[2], argv[3], argv[4]);
+		return mode_sink(argv[2], argv[3], argv[4], 1);
+	if (argc >= 5 && strcmp(argv[1], "sink-connect") == 0)
+		return mode_sink(argv[2], argv[3], argv[4], 0);
+	if (argc >= 6 && strcmp(argv[1], "source-listen") == 0)
+		return mode_source(argv[2], argv[3], argv[4], argv[5], 1);
 	if (argc >= 6 && strcmp(argv[1], "idle") == 0)
 		return mode_idle(argv[2], argv[3], argv[4], argv[5]);
 	if (argc >= 5 && strcmp(argv[1], "garbage") == 0)
 		return mode_garbage(argv[2], argv[3], argv[4]);
 	if (argc >= 6 && strcmp(argv[1], "source") == 0)
-		return mode_source(argv[2], argv[3], argv[4], argv[5]);
+		return mode_source(argv[2], argv[3], argv[4], argv[5], 0);
 	fprintf(stderr, "usage: qtest errnos | server H P PSK [plain|fork|dup|pass|epoll] | client H P PSK MSG | "
-			"sink H P PSK | source H P PSK NBYTES\n");
+			"sink[-connect] H P PSK | source[-listen] H P PSK NBYTES\n");
 	return 2;
 }
