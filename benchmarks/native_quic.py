@@ -8,6 +8,9 @@ in one run against the same transfer between two Python processes and against pl
   the sender's first write ("sending") to the receiver's FIN ("received"), sha256 compared.
   native: tests/native/c/qtest.c (source/sink), compiled here; python: tests/native/pyquic_peer.py.
 * **tcp**: the same bytes over a plain TCP loopback connection between two processes (no wrapper).
+* **handshakes**: ``--handshakes`` PSK handshakes in a row (socket, connect, handshake; close not
+  timed), a native client and a Python client, each against the native server (whose sockets live
+  in the daemon, so the server side is the same Python engine for both).
 
 Each measurement is repeated, kinds interleaved, and the median reported in MB/s with ratios against
 the Python transfer. Timing is printed, never asserted. (quic.ko's published figure on a 100G NIC is
@@ -92,6 +95,32 @@ def quic_bulk(kind: str, qtest: Path, size: int, tmp: Path, port: int) -> float:
                 p.wait()
 
 
+def handshake_rate(kind: str, qtest: Path, count: int, tmp: Path, port: int) -> float:
+    sockdir = tmp / f"h{port}"
+    sockdir.mkdir(mode=0o700)
+    psk = tmp / "psk.txt"
+    psk.write_text("bench:" + bytes(range(32)).hex() + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKET_WRAPPER_") and k != "LD_PRELOAD"}
+    env["PYTHONPATH"] = str(REPO)
+    prog = [str(qtest)] if kind == "native" else [sys.executable, str(PYPEER)]
+    ex = [WIRECHECK, "exec", "--dir", str(sockdir), "--iface"]
+    # one server for both kinds (the native one): the clients differ, the server's work does not
+    srv = subprocess.Popen([*ex, "12", "--", str(qtest), "accept-loop", "127.0.0.12", str(port), str(psk), str(count)],
+                           env=env, stdout=subprocess.PIPE, text=True)
+    cli = None
+    try:
+        _line(srv, "ready")
+        cli = subprocess.Popen([*ex, "11", "--", *prog, "handshakes", "127.0.0.12", str(port), str(psk), str(count)],
+                               env=env, stdout=subprocess.PIPE, text=True)
+        line, _ = _line(cli, "handshakes")
+        return float(line.rsplit(" ", 1)[1].rstrip("/s"))
+    finally:
+        for p in (cli, srv):
+            if p is not None:
+                p.kill()
+                p.wait()
+
+
 def _tcp_sink(port_q, size: int) -> None:  # pragma: no cover - in a child process
     lst = socket.create_server(("127.0.0.1", 0))
     port_q.put(lst.getsockname()[1])
@@ -130,23 +159,32 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="32MiB")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--handshakes", type=int, default=30)
     args = ap.parse_args(argv)
     size = _size(args.size)
     with tempfile.TemporaryDirectory(prefix="wc-nbench-") as d:
         tmp = Path(d)
         qtest = build(tmp)
         runs: dict[str, list[float]] = {"native": [], "python": [], "tcp": []}
+        hs: dict[str, list[float]] = {}
         port = 5000
         for _ in range(args.repeat):
             for kind in ("native", "python"):
                 port += 1
                 runs[kind].append(quic_bulk(kind, qtest, size, tmp, port))
             runs["tcp"].append(tcp_bulk(size))
+            for kind in ("native", "python"):
+                port += 1
+                hs.setdefault(kind, []).append(handshake_rate(kind, qtest, args.handshakes, tmp, port))
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(f"bulk, one stream, {size >> 20} MiB in 64 KiB writes, median of {args.repeat}:")
     for k in ("native", "python", "tcp"):
         print(f"  {k:7s} {med[k]:8.1f} MB/s  {med[k] / med['python']:6.2f}x python  runs "
               + " ".join(f"{x:.1f}" for x in runs[k]))
+    print(f"handshakes (PSK), {args.handshakes} in a row, median of {args.repeat}:")
+    for k in ("native", "python"):
+        m = statistics.median(hs[k])
+        print(f"  {k:7s} {m:8.1f} /s    {m / statistics.median(hs['python']):6.2f}x python")
     return 0
 
 

@@ -153,9 +153,42 @@ def source(host: str, port: str, psk: str) -> int:
     return 0
 
 
+def accept_loop(host: str, port: str, psk: str) -> int:
+    n = int(sys.argv[5])
+    s = _listen(host, port)
+    for _ in range(n):
+        c, _ = s.accept()
+        server_handshake(c, psk, None, "smb", timeout=30)
+        try:
+            while c.recv(16) is not None:
+                pass
+        except OSError:
+            pass
+        c.close()
+    print(f"accepted {n}", flush=True)
+    return 0
+
+
+def handshakes(host: str, port: str, psk: str) -> int:
+    import time
+
+    n = int(sys.argv[5])
+    spent = 0.0
+    for _ in range(n):
+        t0 = time.monotonic()
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+        s.connect((host, int(port)))
+        client_handshake(s, psk, alpns="smb", timeout=30)
+        spent += time.monotonic() - t0
+        s.close()
+    print(f"handshakes {n} in {spent:.3f} s: {n / spent:.1f}/s", flush=True)
+    return 0
+
+
 def main() -> int:
     role, host, port, psk = sys.argv[1:5]
-    return {"server": server, "client": client, "sink": sink, "source": source}[role](host, port, psk)
+    return {"server": server, "client": client, "sink": sink, "source": source, "accept-loop": accept_loop,
+            "handshakes": handshakes}[role](host, port, psk)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@
  *   qtest sink-connect / source-listen ...    the same, the other way round (the server sends)
  *   qtest idle HOST PORT PSK MSG              connect with a 3 s idle timeout and a 1.5 s keepalive,
  *                                             print "connected", wait for a line on stdin, then as client
+ *   qtest accept-loop HOST PORT PSK N         accept and handshake N clients, one after the other
+ *   qtest handshakes HOST PORT PSK N          N connections (socket, connect, handshake, close); print the rate
  *   qtest garbage HOST PORT PSK               connect, then write bytes into the fd behind the library's
  *                                             back (a raw write(2)); print what the next calls get
  */
@@ -32,6 +34,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/quic.h>
 
@@ -563,6 +566,44 @@ static int mode_idle(const char *host, const char *port, const char *psk, const 
 	return 0;
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int mode_accept_loop(const char *host, const char *port, const char *psk, int n)
+{
+	int lfd;
+	int c = accept_one(host, port, psk, &lfd);
+	for (int i = 0; i < n; i++) {
+		if (i > 0 && (c = accept(lfd, NULL, NULL)) < 0)
+			die("accept");
+		if (handshake(c, 1, psk))
+			die("server handshake");
+		char b[8];
+		while (recv(c, b, sizeof(b), 0) >= 0) /* the client's close */
+			;
+		close(c);
+	}
+	printf("accepted %d\n", n);
+	return 0;
+}
+
+static int mode_handshakes(const char *host, const char *port, const char *psk, int n)
+{
+	double spent = 0;
+	for (int i = 0; i < n; i++) {
+		double t0 = now_s();
+		int fd = connect_one(host, port, psk);
+		spent += now_s() - t0;
+		close(fd);
+	}
+	printf("handshakes %d in %.3f s: %.1f/s\n", n, spent, n / spent);
+	return 0;
+}
+
 static int mode_garbage(const char *host, const char *port, const char *psk)
 {
 	int fd = connect_one(host, port, psk);
@@ -598,6 +639,10 @@ int main(int argc, char **argv)
 		return mode_source(argv[2], argv[3], argv[4], argv[5], 1);
 	if (argc >= 6 && strcmp(argv[1], "idle") == 0)
 		return mode_idle(argv[2], argv[3], argv[4], argv[5]);
+	if (argc >= 6 && strcmp(argv[1], "accept-loop") == 0)
+		return mode_accept_loop(argv[2], argv[3], argv[4], atoi(argv[5]));
+	if (argc >= 6 && strcmp(argv[1], "handshakes") == 0)
+		return mode_handshakes(argv[2], argv[3], argv[4], atoi(argv[5]));
 	if (argc >= 5 && strcmp(argv[1], "garbage") == 0)
 		return mode_garbage(argv[2], argv[3], argv[4]);
 	if (argc >= 6 && strcmp(argv[1], "source") == 0)
