@@ -66,15 +66,21 @@ def _line(p: subprocess.Popen, prefix: str, timeout: float = 600) -> tuple[str, 
     raise RuntimeError(f"timeout waiting for {prefix!r}")
 
 
-def quic_bulk(kind: str, qtest: Path, size: int, tmp: Path, port: int) -> float:
+def _network(tmp: Path, port: int) -> tuple[list[str], dict[str, str], Path]:
+    """A fresh socket directory: the `wirecheck exec` argv prefix (the interface comes next), the
+    environment and a PSK file."""
     sockdir = tmp / f"w{port}"
     sockdir.mkdir(mode=0o700)
     psk = tmp / "psk.txt"
     psk.write_text("bench:" + bytes(range(32)).hex() + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKET_WRAPPER_") and k != "LD_PRELOAD"}
     env["PYTHONPATH"] = str(REPO)
+    return [WIRECHECK, "exec", "--dir", str(sockdir), "--iface"], env, psk
+
+
+def quic_bulk(kind: str, qtest: Path, size: int, tmp: Path, port: int) -> float:
+    ex, env, psk = _network(tmp, port)
     prog = [str(qtest)] if kind == "native" else [sys.executable, str(PYPEER)]
-    ex = [WIRECHECK, "exec", "--dir", str(sockdir), "--iface"]
     sink = subprocess.Popen([*ex, "12", "--", *prog, "sink", "127.0.0.12", str(port), str(psk)], env=env,
                             stdout=subprocess.PIPE, text=True)
     src = None
@@ -96,14 +102,8 @@ def quic_bulk(kind: str, qtest: Path, size: int, tmp: Path, port: int) -> float:
 
 
 def handshake_rate(kind: str, qtest: Path, count: int, tmp: Path, port: int) -> float:
-    sockdir = tmp / f"h{port}"
-    sockdir.mkdir(mode=0o700)
-    psk = tmp / "psk.txt"
-    psk.write_text("bench:" + bytes(range(32)).hex() + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCKET_WRAPPER_") and k != "LD_PRELOAD"}
-    env["PYTHONPATH"] = str(REPO)
+    ex, env, psk = _network(tmp, port)
     prog = [str(qtest)] if kind == "native" else [sys.executable, str(PYPEER)]
-    ex = [WIRECHECK, "exec", "--dir", str(sockdir), "--iface"]
     # one server for both kinds (the native one): the clients differ, the server's work does not
     srv = subprocess.Popen([*ex, "12", "--", str(qtest), "accept-loop", "127.0.0.12", str(port), str(psk), str(count)],
                            env=env, stdout=subprocess.PIPE, text=True)
