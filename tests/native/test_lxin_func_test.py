@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,12 @@ def _run(lxin: Path, sockdir: Path, peers, mode: str, timeout: float, server: st
     if server == "c":
         srv = peers.start("func_server", exec_argv(sockdir, 12, str(lxin / "func_test"), "server", "127.0.0.12",
                                                    "1234", *sargs), env)
-        import time
-
-        time.sleep(1.0)  # func_test prints nothing when it listens
+        # func_test prints nothing when it listens: wait for its listener's name (seqpacket carrier,
+        # interface 12, port 1234) in the socket directory
+        deadline = time.monotonic() + 30
+        while not (sockdir / "U0C04D2").exists() and time.monotonic() < deadline and srv.p.poll() is None:
+            time.sleep(0.05)
+        assert (sockdir / "U0C04D2").exists(), srv.describe()
     else:
         srv = peers.start("py_funcserver", exec_argv(sockdir, 12, python(), str(HERE / "py_funcserver.py"),
                                                      "127.0.0.12", "1234", *sargs), env)
