@@ -66,10 +66,13 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
 }
 
 /* The settings that shape the engine: processes that agree on them share one daemon. The interface
- * is per socket (sent with each socket()), not part of the name. */
+ * is one of them: one daemon per emulated host, so two hosts' engines do not share one Python process
+ * (and its GIL): a native transfer between two hosts then runs as fast as one between two Python
+ * processes (measured: 1.03x, against 0.46x with one daemon for the whole network). */
 static const char *const engine_vars[] = {
-	"SOCKET_WRAPPER_PCAP_FILE", "SOCKET_WRAPPER_IPV4_NETWORK", "WIRECHECK_QUIC_CARRIER", "WIRECHECK_IMPAIR",
-	"WIRECHECK_IMPAIR_FILE", "WIRECHECK_QUIC_MTU", "QLOGDIR", "SSLKEYLOGFILE", NULL,
+	"SOCKET_WRAPPER_DEFAULT_IFACE", "SOCKET_WRAPPER_PCAP_FILE", "SOCKET_WRAPPER_IPV4_NETWORK",
+	"WIRECHECK_QUIC_CARRIER", "WIRECHECK_IMPAIR", "WIRECHECK_IMPAIR_FILE", "WIRECHECK_QUIC_MTU",
+	"QLOGDIR", "SSLKEYLOGFILE", NULL,
 };
 
 static int daemon_name(char *out, size_t n)

@@ -169,19 +169,20 @@ def handshakes(host: str, port: str, psk: str) -> int:
 
     n = int(sys.argv[5])
     spent = 0.0
-    for _ in range(n):
+    for i in range(n):
         t0 = time.monotonic()
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
         s.connect((host, int(port)))
         client_handshake(s, psk, alpns="smb", timeout=30)
-        spent += time.monotonic() - t0
+        if i > 0:  # the first one warms up (imports, the engine thread): not timed, as for qtest
+            spent += time.monotonic() - t0
         try:  # the server closes first: both ends finished their handshake
             while s.recv(16) is not None:
                 pass
         except OSError:
             pass
         s.close()
-    print(f"handshakes {n} in {spent:.3f} s: {n / spent:.1f}/s", flush=True)
+    print(f"handshakes {n - 1} in {spent:.3f} s: {(n - 1) / spent:.1f}/s", flush=True)
     return 0
 
 

@@ -116,7 +116,7 @@ def test_epoll_level_and_edge_triggered(qtest, sockdir, peers, psk):
 def test_sigkill_mid_transfer_leaves_the_peer_a_close(qtest, sockdir, peers, psk):
     """A native sender killed by SIGKILL in the middle of a stream: the daemon sees its fd close and
     sends CONNECTION_CLOSE at once (the Python receiver gets ENOTCONN in well under the 30 s idle
-    timeout), and the daemon goes on serving the next connection."""
+    timeout), and the daemon of the killed program's host goes on serving the next connection."""
     env = net_env()
     sink = peers.start("pysink", exec_argv(sockdir, 12, python(), PYPEER, "sink", HOST, "4437", psk), env)
     sink.expect("ready")
@@ -128,7 +128,7 @@ def test_sigkill_mid_transfer_leaves_the_peer_a_close(qtest, sockdir, peers, psk
     assert time.monotonic() - t0 < 10, sink.describe()
     assert int(line.split()[1]) >= 1 << 20 and line.split()[2] == "107", line
     sink.finish()
-    # the same daemon (same socket directory and settings) serves a new pair
+    # a new pair on the same hosts (host 11's daemon, unless it left for being idle)
     srv = peers.start("cserver", exec_argv(sockdir, 12, str(qtest), "server", HOST, "4438", psk), env)
     srv.expect("ready")
     cli = peers.start("cclient", exec_argv(sockdir, 11, str(qtest), "client", HOST, "4438", psk, "after"), env)
@@ -183,9 +183,10 @@ def test_a_program_writing_garbage_into_its_fd_is_cut_off_alone(qtest, sockdir, 
     other_srv.expect("ready")
     other = peers.start("pyclient", exec_argv(sockdir, 11, python(), PYPEER, "client", HOST, "4441", psk), env)
     other.expect("connected")
-    sink = peers.start("pysink", exec_argv(sockdir, 12, python(), PYPEER, "sink", HOST, "4442", psk), env)
+    # the bad program is on host 12, whose daemon also holds the other connection's server socket
+    sink = peers.start("pysink", exec_argv(sockdir, 13, python(), PYPEER, "sink", "127.0.0.13", "4442", psk), env)
     sink.expect("ready")
-    bad = peers.start("garbage", exec_argv(sockdir, 13, str(qtest), "garbage", HOST, "4442", psk), env)
+    bad = peers.start("garbage", exec_argv(sockdir, 12, str(qtest), "garbage", "127.0.0.13", "4442", psk), env)
     line = bad.expect("cut off")
     bad.finish()
     assert line.startswith("cut off: send errno 32, recv errno 107"), bad.describe()  # EPIPE, ENOTCONN

@@ -594,13 +594,14 @@ static int mode_handshakes(const char *host, const char *port, const char *psk, 
 	for (int i = 0; i < n; i++) {
 		double t0 = now_s();
 		int fd = connect_one(host, port, psk);
-		spent += now_s() - t0;
+		if (i > 0) /* the first one also starts this host's daemon: not timed */
+			spent += now_s() - t0;
 		char b[8]; /* the server closes first: both ends finished their handshake */
 		while (recv(fd, b, sizeof(b), 0) >= 0)
 			;
 		close(fd);
 	}
-	printf("handshakes %d in %.3f s: %.1f/s\n", n, spent, n / spent);
+	printf("handshakes %d in %.3f s: %.1f/s\n", n - 1, spent, (n - 1) / spent);
 	return 0;
 }
 
