@@ -2,7 +2,7 @@
  *
  * Preloaded in front of cwrap's libsocket_wrapper.so by `wirecheck exec`. It translates calls and
  * holds no socket state: every QUIC socket lives in the QUIC daemon (wrappers/quic/daemon.py), a
- * Python process per emulated network that hosts ordinary wrappers.quic QuicSocket objects, so
+ * Python process per emulated host that hosts ordinary wrappers.quic QuicSocket objects, so
  * timers run while this program sleeps, is stopped or is killed, and every call works from
  * whichever process holds the fd (after fork, dup or SCM_RIGHTS). The fd the program gets is one
  * end of a unix SOCK_SEQPACKET pair whose other end the daemon holds: poll/select/epoll work on it

@@ -1,6 +1,6 @@
 """The QUIC engine daemon: the ordinary Python ``QuicSocket`` objects behind native programs' QUIC fds.
 
-Why a daemon, per emulated network, outside the native program (and not a thread inside it):
+Why a daemon, per emulated host (and settings), outside the native program (and not a thread inside it):
 
 * timers, loss recovery, ACKs, keepalive and the idle timeout must go on while the program sleeps, is
   stopped (SIGSTOP) or blocks in a call we never see; a thread inside the program stops with it, and
@@ -262,7 +262,7 @@ class Daemon:
         env = dict(os.environ)
         for line in req.data.decode("utf-8", "replace").split("\0"):
             k, sep, v = line.partition("=")
-            if sep and k == "SOCKET_WRAPPER_DEFAULT_IFACE":  # the one setting that differs per process
+            if sep and k == "SOCKET_WRAPPER_DEFAULT_IFACE":  # the daemon is per host, but say it per socket
                 env[k] = v
         try:
             cfg = wconfig.from_environ(env)
