@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="32MiB")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--handshakes", type=int, default=8)  # see the README: sequential handshakes stall after ~20
+    ap.add_argument("--handshakes", type=int, default=20)
     args = ap.parse_args(argv)
     size = _size(args.size)
     with tempfile.TemporaryDirectory(prefix="wc-nbench-") as d:
