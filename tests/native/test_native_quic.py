@@ -33,12 +33,14 @@ def test_socket_bind_listen_options_errnos(qtest, sockdir, peers, sanitize):
     assert len(lines) == 35, p.describe()  # every case ran (a crash or an early exit shows here)
 
 
-@pytest.mark.parametrize("mode", ["plain", "fork", "dup", "pass"])
+@pytest.mark.parametrize("mode", ["plain", "fork", "dup", "pass", "pass-asan"])
 def test_native_client_native_server(qtest, sockdir, peers, psk, mode, tmp_path):
     """fork: the child echoes on the fd its parent accepted (and closed); dup: on a dup of a dup, the
     original closed; pass: a process that existed before the fd receives it by SCM_RIGHTS, with other
-    settings (so another daemon of its own) than the process that made the socket."""
-    env = net_env()
+    settings (so another daemon of its own) than the process that made the socket. pass-asan: the same
+    with the ASan+UBSan build of the library (a sanitizer report aborts the program)."""
+    env = net_env(sanitize=mode.endswith("-asan"))
+    mode = mode.removesuffix("-asan")
     srv = peers.start("server", exec_argv(sockdir, 12, str(qtest), "server", HOST, "4433", psk, mode), env)
     srv.expect("ready")
     cli = peers.start("client", exec_argv(sockdir, 11, str(qtest), "client", HOST, "4433", psk, f"hello {mode}"), env)
