@@ -38,6 +38,7 @@ interop-figures:
 lint: setup
 	@.venv/bin/ruff check wrappers harness tests benchmarks
 	@.venv/bin/mypy
+	@$(MAKE) --no-print-directory -s -C native lint
 
 bench: setup
 	@.venv/bin/python -m benchmarks.transport

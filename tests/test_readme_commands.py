@@ -8,6 +8,8 @@ where a real run would take minutes):
 * `wirecheck check ...`: the same arguments plus `-n` (selection and options parsed, cells listed);
 * `pytest ...`: the same arguments plus `--collect-only -q` (plugin and options load, cells collected);
 * `WIRECHECK_IMPAIR='...'`: the spec parses;
+* `wirecheck exec OPTIONS -- PROGRAM ...`: the same options run /bin/true in a fresh socket directory
+  (the options parse and the preload chain, cwrap and the native QUIC library, loads into a C program);
 * ```python blocks run as they are, with their paths pointed into a temporary directory.
 A line no rule covers fails the test: a new command needs a way to be run here.
 """
@@ -140,6 +142,13 @@ def run_example(cmd: str, tmp_path: Path) -> None:
         return
     if argv[0].startswith("WIRECHECK_IMPAIR="):
         assert impair.parse(argv[0].partition("=")[2]) is not None, cmd
+        return
+    if argv[:2] == ["wirecheck", "exec"] and "--" in argv:
+        options = argv[2:argv.index("--")]
+        sockdir = tmp_path / "sw"
+        sockdir.mkdir(mode=0o700)
+        res = run([WIRECHECK, "exec", "--dir", str(sockdir), *options, "--", "/bin/true"], cwd=tmp_path)
+        assert res.returncode == 0, f"{cmd}\n{res.stdout}{res.stderr}"
         return
     raise AssertionError(f"no rule runs this README command: {cmd}")
 

@@ -42,10 +42,15 @@ class FuncServer(threading.Thread):
     """The server end.  Every failure on its side (an echo that could not be sent, a migration, key
     update or token that the socket refused, the receive loop ending while the connection should be
     up) goes to ``errors`` as text; the ``func`` fixture fails the test case during which it
-    happened.  Only after the CLOSE group's "client close" may the loop end (it closed on purpose)."""
+    happened.  Only after the CLOSE group's "client close" may the loop end (it closed on purpose).
 
-    def __init__(self, sock: QuicSocket, carrier: str = "seqpacket"):
+    ``echo_all``: echo everything the stream carried up to its FIN, as func_test.c's server does (its
+    C client sends "quic " and "test11" in two calls and expects "quic test11"); the Python port of
+    the client expects only the last piece back."""
+
+    def __init__(self, sock: QuicSocket, carrier: str = "seqpacket", echo_all: bool = False):
         super().__init__(daemon=True, name="func-server")
+        self.echo_all = echo_all
         self.s = sock
         self.carrier = carrier
         self.stop = False
@@ -127,11 +132,11 @@ class FuncServer(threading.Thread):
         elif b"client close" in acc:
             self.closing = True
             s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_CLOSE, ConnectionClose(10, 0, b"this is app err").pack())
-            quic_sendmsg(s, data, out_sid, out_flags)
+            quic_sendmsg(s, acc if self.echo_all else data, out_sid, out_flags)
             time.sleep(0.1)
             s.shutdown(socket.SHUT_WR)
             return
-        quic_sendmsg(s, data, out_sid, out_flags)
+        quic_sendmsg(s, acc if self.echo_all else data, out_sid, out_flags)
 
 
 @dataclass
