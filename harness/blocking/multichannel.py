@@ -99,18 +99,20 @@ class MultiChannelClient(SMBClient):
         ipc.disconnect()
         return m.NetworkInterfaceInfo.unpack_list(response.body.output)
 
-    def bind_offered(self, max_channels: int = 32, **quic_options) -> list[Channel]:
+    def bind_offered(self, max_channels: int = 32, offered: list[m.NetworkInterfaceInfo] | None = None,
+                     **quic_options) -> list[Channel]:
         """Bind a channel to every address the server offers (§3.2.4.20.10 then §3.2.4.2.3), the way
         Windows does once a session is up: RDMA_CAPABLE addresses over SMB Direct (large READ/WRITE
         then move by RDMA on that channel), the others over TCP, and over QUIC where no TCP listener
         answers and ``quic_options`` (``ca`` or ``insecure``) say QUIC is wanted.  Nothing is bound
         without SMB2_GLOBAL_CAP_MULTI_CHANNEL.  Addresses already bound are skipped; one that fails
-        to bind is skipped too (the session goes on with the channels it has)."""
+        to bind is skipped too (the session goes on with the channels it has).  ``offered``: an
+        interface list already asked for (else it is asked here)."""
         if not self.multichannel or self.conn.dialect < Dialect.SMB_3_0:
             return []
         bound = {(c.how[1], c.how[2] or DEFAULT_PORTS[c.how[0]]) for c in self.channels}
         added: list[Channel] = []
-        for entry in self.interfaces():
+        for entry in self.interfaces() if offered is None else offered:
             if len(self.channels) >= max_channels:
                 break
             rdma = bool(entry.capability & InterfaceCapability.RDMA_CAPABLE)
