@@ -54,10 +54,10 @@ def host_addresses(family: int) -> list[tuple[str, int, str, int]]:
         except OSError:
             return []
         for at in range(0, len(lines) - 5, 6):
-            raw, index, _plen, scope, _flags, name = lines[at:at + 6]
+            raw, index_hex, _plen, scope, _flags, name = lines[at:at + 6]
             address = str(ipaddress.IPv6Address(bytes.fromhex(raw)))
             link_local = int(scope, 16) == 0x20
-            found.append((address, int(index, 16), name, int(index, 16) if link_local else 0))
+            found.append((address, int(index_hex, 16), name, int(index_hex, 16) if link_local else 0))
         return found
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:

@@ -7,11 +7,13 @@ harness/blocking/multichannel.py, harness/cli/smb.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -25,7 +27,18 @@ from harness.blocking.server import SMBServer
 from harness.cli import main as cli_main
 from harness.smb import messages as m
 from harness.smb.client import SMBError
-from harness.smb.constants import Command, Fsctl, InterfaceCapability, NtStatus
+from harness.smb.constants import (
+    AccessMask,
+    Command,
+    CreateDisposition,
+    CreateOptions,
+    Fsctl,
+    InterfaceCapability,
+    LeaseState,
+    NtStatus,
+    OplockLevel,
+)
+from harness.smb.messages.create_contexts import DH2Q, DurableHandleRequestV2, LeaseV2, find_context
 from harness.smb.messages.ioctl import IFACE_SIZE
 from harness.smb.server import ServerConfig, ShareConfig
 from harness.transport import listen
@@ -153,28 +166,35 @@ def test_bad_input_file_id_and_small_output(servers):
     client.close()
 
 
-def _serve(args: list[str]) -> tuple[subprocess.Popen, list[str]]:
+@contextlib.contextmanager
+def _serving(args: list[str]):
+    """`wirecheck serve ARGS` as a process; yields the TRANSPORT://ADDR:PORT it says it serves on."""
     p = subprocess.Popen([WIRECHECK, "serve", *args], stderr=subprocess.PIPE, start_new_session=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + 30
-    wanted = sum(1 for a in args if a == "--listen")
-    while len(lines) < wanted:
-        if time.monotonic() > deadline or p.poll() is not None:
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(lines) < args.count("--listen"):
+            if time.monotonic() > deadline or p.poll() is not None:
+                raise AssertionError(f"wirecheck serve did not start: {lines} {p.stderr.read()!r}")
+            line = p.stderr.readline().decode()
+            if line.startswith("serving"):
+                lines.append(line.split(" on ", 1)[1].strip())
+        yield lines
+    finally:
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
             p.kill()
-            raise AssertionError(f"wirecheck serve did not start: {lines} {p.stderr.read()!r}")
-        line = p.stderr.readline().decode()
-        if line.startswith("serving"):
-            lines.append(line.split(" on ", 1)[1].strip())
-    return p, lines
+            p.wait(10)
 
 
 def test_cli_serve_several_listeners_and_smb_multichannel(tmp_path, pki):
     share = tmp_path / "cli"
     share.mkdir()
-    p, bound = _serve(["--multichannel", "--listen", "tcp:127.0.0.1:0", "--listen", "tcp:[::1]:0,speed=10G,rss",
-                       "--listen", "quic:127.0.0.1:0", "--cert", pki["server"], "--key", pki["server_key"],
-                       "--durable-timeout", "5", "--share", f"s={share}:ca", "--user", f"{USER}:{PASSWORD}"])
-    try:
+    with _serving(["--multichannel", "--listen", "tcp:127.0.0.1:0", "--listen", "tcp:[::1]:0,speed=10G,rss",
+                   "--listen", "quic:127.0.0.1:0", "--cert", pki["server"], "--key", pki["server_key"],
+                   "--durable-timeout", "5", "--share", f"s={share}:ca", "--user", f"{USER}:{PASSWORD}"]) as bound:
         assert bound[0].startswith("tcp://127.0.0.1:") and bound[1].startswith("tcp://[::1]:")
         assert bound[2].startswith("quic://127.0.0.1:")
         port = int(bound[0].rsplit(":", 1)[1])
@@ -194,27 +214,61 @@ def test_cli_serve_several_listeners_and_smb_multichannel(tmp_path, pki):
         assert (ipv6.address, ipv6.link_speed, ipv6.capability) == ("::1", 10_000_000_000,
                                                                     InterfaceCapability.RSS_CAPABLE)
         client.close()
-    finally:
-        p.send_signal(signal.SIGINT)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
 
 
 def test_cli_without_multichannel_says_one_channel(tmp_path):
     share = tmp_path / "cli"
     share.mkdir()
-    p, bound = _serve(["--listen", "tcp:127.0.0.1:0", "--listen", "tcp:[::1]:0", "--share", f"s={share}",
-                       "--user", f"{USER}:{PASSWORD}"])
-    try:
+    with _serving(["--listen", "tcp:127.0.0.1:0", "--listen", "tcp:[::1]:0", "--share", f"s={share}",
+                   "--user", f"{USER}:{PASSWORD}"]) as bound:
         port = int(bound[0].rsplit(":", 1)[1])
         result = CliRunner().invoke(cli_main, ["smb", f"//127.0.0.1:{port}/s", "--user", f"{USER}:{PASSWORD}",
                                                "--multichannel", "ls"])
         assert result.exit_code == 0, result.output
         assert "does not offer multichannel" in result.output
         assert re.findall(r"channel \d: (\S+) \((\w+)", result.output) == [(bound[0], "primary")]
-    finally:
-        p.send_signal(signal.SIGINT)
-        p.wait(10)
+
+
+def _durable_v2(share, timeout: int) -> tuple[int, int]:
+    """A DH2Q open asking for ``timeout`` ms and a persistent handle: (granted timeout, flags)."""
+    contexts = [LeaseV2(lease_key=os.urandom(16), lease_state=LeaseState.READ_CACHING | LeaseState.HANDLE_CACHING)
+                .to_context(),
+                DurableHandleRequestV2(timeout=timeout, flags=2, create_guid=os.urandom(16)).to_context()]
+    body = m.CreateRequest(name=f"d{timeout}.bin", desired_access=AccessMask.FILE_READ_DATA | AccessMask.SYNCHRONIZE,
+                           share_access=7, create_disposition=CreateDisposition.OPEN_IF,
+                           create_options=CreateOptions.NON_DIRECTORY_FILE,
+                           requested_oplock_level=OplockLevel.LEASE, contexts=contexts)
+    created = share.client.request(Command.CREATE, body, share.tree_id).body
+    share.close_file(created.file_id)
+    return struct.unpack_from("<II", find_context(created.contexts, DH2Q).data)
+
+
+def test_cli_durable_timeouts_and_continuously_available_share(tmp_path):
+    """--durable-timeout answers a DH2Q asking for 0, --durable-max-timeout caps a larger request,
+    and a share marked :ca grants persistent handles (a plain one does not)."""
+    (tmp_path / "ca").mkdir()
+    (tmp_path / "plain").mkdir()
+    with _serving(["--listen", "tcp:127.0.0.1:0", "--durable-timeout", "7.5", "--durable-max-timeout", "42",
+                   "--share", f"ca={tmp_path / 'ca'}:ca", "--share", f"plain={tmp_path / 'plain'}",
+                   "--user", f"{USER}:{PASSWORD}"]) as bound:
+        client = _client(int(bound[0].rsplit(":", 1)[1]))
+        ca, plain = client.share("ca"), client.share("plain")
+        assert _durable_v2(ca, 0) == (7_500, 2)
+        assert _durable_v2(ca, 900_000) == (42_000, 2)
+        assert _durable_v2(plain, 1_000) == (1_000, 0)
+        client.close()
+
+
+@pytest.mark.parametrize("listen, message", [("tcp:127.0.0.1:445,bogus", "unknown option 'bogus'"),
+                                             ("tcp:127.0.0.1:445,speed=fast", "unknown option 'speed=fast'"),
+                                             ("tcp:[::1:445", "not HOST[:PORT]")])
+def test_cli_listen_bad_input(tmp_path, listen, message):
+    result = CliRunner().invoke(cli_main, ["serve", "--listen", listen, "--share", f"s={tmp_path}",
+                                           "--user", "u:p"])
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_cli_quic_listener_needs_certificate(tmp_path):
+    result = CliRunner().invoke(cli_main, ["serve", "--listen", "quic:127.0.0.1:0", "--share", f"s={tmp_path}",
+                                           "--user", "u:p"])
+    assert result.exit_code == 2 and "needs --cert and --key" in result.output, result.output
