@@ -10,14 +10,17 @@ an ioctl) or the emulated network's numbering; the sans-IO server only turns the
   interface.  There is no NIC, so the link speed is the default unless one is given.
 - On the host an address's interface comes from ``/proc/net/if_inet6`` (IPv6) or SIOCGIFADDR on
   each interface (IPv4; loopback addresses belong to ``lo``); the speed from
-  ``/sys/class/net/IF/speed`` (Mbit/s) when the driver reports one.  A wildcard listener lists
-  every address of its family.
+  ``/sys/class/net/IF/speed`` (Mbit/s) when the driver reports one; RSS_CAPABLE when the NIC has
+  more than one receive queue.  A wildcard listener lists every address of its family.
+- ``link_speed`` and ``rss`` given by the caller (``wirecheck serve --listen ...,speed=10G,rss``)
+  win over what is found.
 """
 
 from __future__ import annotations
 
 import fcntl
 import ipaddress
+import os
 import socket
 import struct
 
@@ -42,6 +45,16 @@ def _speed(name: str) -> int | None:
     except (OSError, ValueError):
         return None  # the loopback and virtual links have no speed
     return mbits * 1_000_000 if mbits > 0 else None
+
+
+def _rss(name: str) -> bool:
+    """Receive side scaling: the NIC spreads incoming traffic over more than one receive queue
+    (``/sys/class/net/IF/queues/rx-N``), so several connections to it are served in parallel
+    (a Windows client opens more channels to an RSS_CAPABLE interface)."""
+    try:
+        return sum(entry.startswith("rx-") for entry in os.listdir(f"/sys/class/net/{name}/queues")) > 1
+    except OSError:
+        return False
 
 
 def host_addresses(family: int) -> list[tuple[str, int, str, int]]:
@@ -88,7 +101,7 @@ def describe(transport: str, host: str, port: int, *, link_speed: int | None = N
     for address, index, name, scope in host_addresses(family):
         if _wildcard(host) or ipaddress.ip_address(address) == ipaddress.ip_address(host.split("%", 1)[0]):
             records.append(ListenerInfo(transport, address, port, index,
-                                        link_speed or _speed(name) or DEFAULT_LINK_SPEED, rss, scope))
+                                        link_speed or _speed(name) or DEFAULT_LINK_SPEED, rss or _rss(name), scope))
     if not records and not _wildcard(host) and ipaddress.ip_address(host.split("%", 1)[0]).is_loopback:
         # 127.0.0.2..127.255.255.254 answer on lo without being configured addresses of it.
         records.append(ListenerInfo(transport, host, port, socket.if_nametoindex("lo"),

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import struct
@@ -272,3 +274,19 @@ def test_cli_quic_listener_needs_certificate(tmp_path):
     result = CliRunner().invoke(cli_main, ["serve", "--listen", "quic:127.0.0.1:0", "--share", f"s={tmp_path}",
                                            "--user", "u:p"])
     assert result.exit_code == 2 and "needs --cert and --key" in result.output, result.output
+
+
+def test_wildcard_listener_lists_every_host_address(tmp_path):
+    """0.0.0.0 stands for every IPv4 address of the host: the list matches what `ip -j addr` says
+    (address and interface index), an independent view of the same interfaces."""
+    if not shutil.which("ip"):
+        pytest.skip("no ip(8) to compare with") if not os.environ.get("CI") else pytest.fail("ip(8) missing")
+    shown = json.loads(subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, check=True, text=True).stdout)
+    expected = sorted((a["local"], link["ifindex"]) for link in shown for a in link.get("addr_info", [])
+                      if a.get("family") == "inet")
+    with SMBServer(_config(tmp_path), "0.0.0.0", 0) as srv:
+        client = _client(srv.port)
+        found = client.interfaces()
+        client.close()
+    assert sorted((e.address, e.if_index) for e in found) == expected
+    assert {e.port for e in found} == {srv.port}

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 
 import pytest
 import tsharkutil
+from click.testing import CliRunner
 
 from harness.blocking.multichannel import MultiChannelClient
 from harness.blocking.server import SMBServer
+from harness.cli import main as cli_main
 from harness.pcap import Capture
 from harness.pcap.assertions import Count
 from harness.pcap.catalogue import build
@@ -94,3 +97,18 @@ def test_signed_session_binds_but_stays_inline(servers):
         assert share.get_bytes("i.bin") == data
     assert client.rdma_bytes == {"read": 0, "write": 0}
     client.close()
+
+
+def test_wirecheck_smb_multichannel_shows_the_smbdirect_channel(servers, tmp_path):
+    """`wirecheck smb --multichannel` binds what the server lists and says which channels it has;
+    the upload above the RDMA threshold goes by RDMA on the SMB Direct one."""
+    source = tmp_path / "up.bin"
+    source.write_bytes(os.urandom(1 << 20))
+    result = CliRunner().invoke(cli_main, ["smb", "//127.0.0.11:445/s", "--user", f"{USER}:{PASSWORD}", "--no-sign",
+                                           "--multichannel", "put", str(source), "up.bin"])
+    assert result.exit_code == 0, result.output
+    assert re.findall(r"channel \d: (\S+) \(([\w, ]+)\)", result.output) == [
+        ("tcp://127.0.0.11:445", "primary"), ("smbdirect://127.0.0.11:5445", "bound, RDMA"),
+        (f"tcp://[{V6}]:445", "bound")], result.output
+    assert f"{1 << 20} bytes by RDMA" in result.output
+    assert (servers[0].share_dir / "up.bin").read_bytes() == source.read_bytes()
