@@ -90,6 +90,10 @@ def describe(transport: str, host: str, port: int, *, link_speed: int | None = N
     """The :class:`ListenerInfo` records for a listener bound to ``host``:``port``."""
     import wrappers
 
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0] or "0.0.0.0")
+    except ValueError:
+        return []  # not an address (a listener that reports a name): nothing to list
     family = _family(host)
     config = wrappers.active_config()
     if config is not None:
