@@ -145,7 +145,7 @@ def _network_interfaces(conn, request: m.IoctlRequest) -> Reply:
     """§3.3.5.15: this FSCTL names no open, FileId must be {-1, -1} (else STATUS_INVALID_PARAMETER);
     §3.3.5.15.11: NOT_SUPPORTED below 3.x or without SMB2_GLOBAL_CAP_MULTI_CHANNEL (the server
     offers no channel to bind); an output larger than MaxOutputResponse is STATUS_BUFFER_TOO_SMALL
-    (Windows and Samba: nothing is truncated, the client asks again with a larger buffer)."""
+    and no list at all: a truncated list would hide interfaces, a short entry is malformed."""
     if request.file_id != ALL_FF:
         raise Fail(NtStatus.INVALID_PARAMETER, "QUERY_NETWORK_INTERFACE_INFO needs FileId {-1, -1}")
     if conn.dialect < Dialect.SMB_3_0 or not conn.server_capabilities & Capabilities.MULTI_CHANNEL:
