@@ -178,6 +178,11 @@ class SMBClient:
         return self.rdma and rdma_channel.client_uses_rdma(self.conn, self.session, tree_id, self.transport, length,
                                                            self.rdma_threshold)
 
+    def rdma_port(self):
+        """The transport whose RDMA registrations READ/WRITE descriptors name (a multichannel
+        client's SMB Direct channel; here the one connection)."""
+        return self.transport
+
     def inline_limit(self) -> int:
         """The largest READ/WRITE payload that fits one message of the transport (SMB Direct:
         the peer's MaxFragmentedSize less the SMB2 headers; unlimited elsewhere)."""
@@ -286,7 +291,7 @@ class Share:
                 if registered is not None:
                     # §3.2.5.12: deregister before the data goes to the application (a no-op when the
                     # server's SEND with Invalidate already revoked the token).
-                    client.transport.deregister_buffer(registered[1])
+                    client.rdma_port().deregister_buffer(registered[1])
                 if response.header.status != NtStatus.SUCCESS:
                     raise SMBError(response.header.status, Command.READ)
                 if registered is None:
@@ -312,7 +317,7 @@ class Share:
                 _sink.append(end)
         finally:
             for _buffer, descriptors in buffers.values():
-                client.transport.deregister_buffer(descriptors)
+                client.rdma_port().deregister_buffer(descriptors)
             self.close_file(created.file_id)
 
     def _send_registered(self, command: int, buffer, file_id: bytes, offset: int, length: int) -> tuple[int, list]:
@@ -320,13 +325,13 @@ class Share:
         its descriptors in the channel info; (MessageId, descriptors).  Deregistered if sending fails."""
         client = self.client
         reading = command == Command.READ
-        descriptors = client.transport.register_buffer(buffer, writable=reading)
+        descriptors = client.rdma_port().register_buffer(buffer, writable=reading)
         build = rdma_channel.read_request if reading else rdma_channel.write_request
         try:
             body = build(client.conn, file_id, offset, length, descriptors)
             return client.send(command, body, self.tree_id, length), descriptors
         except BaseException:
-            client.transport.deregister_buffer(descriptors)
+            client.rdma_port().deregister_buffer(descriptors)
             raise
 
     def _fit(self, length: int, busy: bool) -> int:
@@ -385,7 +390,7 @@ class Share:
                 self._finish_write(inflight.pop(0))
         finally:
             for descriptors in self._registered.values():
-                client.transport.deregister_buffer(descriptors)
+                client.rdma_port().deregister_buffer(descriptors)
             self._registered = {}
             self.close_file(created.file_id)
         return offset
@@ -396,7 +401,7 @@ class Share:
         response = self.client.wait(mid)
         descriptors = self._registered.pop(mid, None)
         if descriptors is not None:
-            self.client.transport.deregister_buffer(descriptors)  # §3.2.5.13, as for READ
+            self.client.rdma_port().deregister_buffer(descriptors)  # §3.2.5.13, as for READ
             if response.header.status == NtStatus.SUCCESS:
                 self.client.rdma_bytes["write"] += response.body.count
         if response.header.status != NtStatus.SUCCESS:

@@ -2,6 +2,7 @@
 
     client = MultiChannelClient("127.0.0.1", port, username="u", password="p")
     client.add_channel("quic", "127.0.0.1", quic_port, server_name="srv", ca=ca)   # bind a 2nd channel
+    client.bind_offered()          # or: bind to what FSCTL_QUERY_NETWORK_INTERFACE_INFO offers
     with client.share("data") as share:
         share.put_bytes("big.bin", data)   # WRITEs spread over both channels; one may die
 
@@ -15,6 +16,10 @@ Why it is built this way:
   cipher and signing algorithm with the same ClientGuid, then sends SESSION_SETUP with
   SMB2_SESSION_FLAG_BINDING and the session's id, signed with Session.SigningKey.  The final response
   is verified with the new Channel.SigningKey (3.1.1: derived over this connection's preauth hash).
+- Discovery (:meth:`bind_offered`): the server's interface list says where else it listens; an
+  RDMA_CAPABLE address gets an SMB Direct channel, and READ/WRITE larger than the RDMA threshold
+  then go on that channel with their data moved by RDMA (harness/smb/rdma_channel.py), since only
+  the connection that registered a buffer can name it.
 - Spreading: requests go round-robin over live channels that have the credits for them.
 - Channel loss: the channel is dropped, the channel sequence goes up, and every request that was
   outstanding on it is sent again on a survivor with SMB2_FLAGS_REPLAY_OPERATION; the application
@@ -31,6 +36,7 @@ from dataclasses import dataclass, field
 
 from harness.blocking.client import SMBClient
 from harness.smb import messages as m
+from harness.smb import rdma_channel
 from harness.smb import reconnect as rc
 from harness.smb.auth import Initiator
 from harness.smb.client import ClientConnection, ClientSession, Response, SMBError
@@ -40,13 +46,14 @@ from harness.smb.constants import (
     Command,
     Dialect,
     Fsctl,
+    InterfaceCapability,
     NtStatus,
     SecurityMode,
     SessionSetupFlags,
 )
 from harness.smb.crypto import NonceGenerator, derive_session_keys, sign_message, verify_signature
 from harness.smb.errors import SMBProtocolError
-from harness.transport import Transport, TransportError, connect
+from harness.transport import DEFAULT_PORTS, Transport, TransportError, connect
 
 SEND_FAILURES = (TransportError, OSError, TimeoutError, EOFError)
 FAILURES = (*SEND_FAILURES, SMBProtocolError)  # a reply cut short by a dying transport
@@ -91,6 +98,62 @@ class MultiChannelClient(SMBClient):
         response = self.request(Command.IOCTL, body, ipc.tree_id)
         ipc.disconnect()
         return m.NetworkInterfaceInfo.unpack_list(response.body.output)
+
+    def bind_offered(self, max_channels: int = 32, offered: list[m.NetworkInterfaceInfo] | None = None,
+                     **quic_options) -> list[Channel]:
+        """Bind a channel to every address the server offers (§3.2.4.20.10 then §3.2.4.2.3), the way
+        Windows does once a session is up: RDMA_CAPABLE addresses over SMB Direct (large READ/WRITE
+        then move by RDMA on that channel), the others over TCP, and over QUIC where no TCP listener
+        answers and ``quic_options`` (``ca`` or ``insecure``) say QUIC is wanted.  Nothing is bound
+        without SMB2_GLOBAL_CAP_MULTI_CHANNEL.  Addresses already bound are skipped; one that fails
+        to bind is skipped too (the session goes on with the channels it has).  ``offered``: an
+        interface list already asked for (else it is asked here)."""
+        if not self.multichannel or self.conn.dialect < Dialect.SMB_3_0:
+            return []
+        bound = {(c.how[1], c.how[2] or DEFAULT_PORTS[c.how[0]]) for c in self.channels}
+        added: list[Channel] = []
+        for entry in self.interfaces() if offered is None else offered:
+            if len(self.channels) >= max_channels:
+                break
+            rdma = bool(entry.capability & InterfaceCapability.RDMA_CAPABLE)
+            kinds = ["smbdirect"] if rdma else ["tcp"] + (["quic"] if quic_options else [])
+            for kind in kinds:
+                port = entry.port or DEFAULT_PORTS[kind]
+                if (entry.address, port) in bound:
+                    break
+                try:
+                    channel = self.add_channel(kind, entry.address, port, **(quic_options if kind == "quic" else {}))
+                except (*FAILURES, SMBError):
+                    continue
+                bound.add((entry.address, port))
+                added.append(channel)
+                break
+        return added
+
+    # ------------------------------------------------------------------ RDMA on an SMB Direct channel
+
+    def _rdma_channel(self) -> Channel | None:
+        return next((c for c in self.channels if c.alive and getattr(c.transport, "supports_rdma", False)), None)
+
+    def rdma_port(self):
+        """READ/WRITE buffers are registered with the SMB Direct channel that will carry the request."""
+        channel = self._rdma_channel()
+        return channel.transport if channel is not None else self.transport
+
+    def rdma_for(self, tree_id: int, length: int) -> bool:
+        channel = self._rdma_channel()
+        return self.rdma and channel is not None and rdma_channel.client_uses_rdma(
+            channel.conn, channel.session, tree_id, channel.transport, length, self.rdma_threshold)
+
+    def inline_limit(self) -> int:
+        """Inline READ/WRITE go round-robin, so they must fit the smallest SMB Direct channel's messages."""
+        limits = [max(4096, (c.transport.max_send - 0x200) // 4096 * 4096) for c in self._alive()
+                  if getattr(c.transport, "supports_rdma", False)]
+        return min(limits, default=1 << 62)
+
+    @staticmethod
+    def _needs_rdma(out: rc.Outstanding) -> bool:
+        return out.command in (Command.READ, Command.WRITE) and bool(getattr(out.body, "channel", 0))
 
     @property
     def multichannel(self) -> bool:
@@ -203,22 +266,25 @@ class MultiChannelClient(SMBClient):
     def _alive(self) -> list[Channel]:
         return [c for c in self.channels if c.alive]
 
-    def _pick(self, charge_payload: int) -> Channel:
+    def _pick(self, charge_payload: int, rdma: bool = False) -> Channel:
         """The next live channel with the credits for the request; without one, read replies
-        (which grant credits) on a channel that has requests in flight."""
+        (which grant credits) on a channel that has requests in flight.  ``rdma``: the request
+        names registered buffers, only the SMB Direct channel that registered them can carry it."""
         while True:
             alive = self._alive()
+            if rdma:
+                alive = [c for c in alive if c is self._rdma_channel()]
             if not alive:
-                raise TransportError("every channel is lost")
+                raise TransportError("every channel is lost" if not rdma else "the SMB Direct channel is lost")
             for _ in range(len(alive)):
                 self._rr = (self._rr + 1) % len(alive)
                 channel = alive[self._rr]
                 if channel.conn.credits >= channel.conn.charge_for(charge_payload):
                     return channel
             busy = [ch for ch, mid, _out in self.outstanding.values() if ch.alive and mid >= 0
-                    and mid not in ch.responses]
+                    and mid not in ch.responses and ch in alive]
             if not busy:
-                return alive[self._rr]  # build_parts reports the shortage
+                return alive[self._rr % len(alive)]  # build_parts reports the shortage
             try:
                 self._receive(busy[0])
             except FAILURES:
@@ -240,7 +306,7 @@ class MultiChannelClient(SMBClient):
         out = rc.Outstanding(self._app_mid, command, body, tree_id, payload, -1)
         if command == Command.CREATE:
             out.body, out.create_guid, out.lease_key = rc.durable_create(body, self.handles)
-        channel = self._pick(payload)
+        channel = self._pick(payload, self._needs_rdma(out))
         try:
             self._send_on(channel, out, replay=False)
         except SEND_FAILURES:
@@ -287,7 +353,7 @@ class MultiChannelClient(SMBClient):
 
     def _replay(self, out: rc.Outstanding) -> None:
         while True:
-            channel = self._pick(out.payload)
+            channel = self._pick(out.payload, self._needs_rdma(out))
             try:
                 self._send_on(channel, out, replay=True)
                 self.replayed += 1

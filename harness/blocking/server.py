@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
+from harness.blocking.netif import describe
 from harness.smb.keys import SessionKeyRecord
 from harness.smb.rdma_channel import take_invalidate
 from harness.smb.server import Disconnect, ServerConfig, ServerConnection, ServerState
@@ -23,7 +24,8 @@ PRE_NEGOTIATE_LIMIT = 0x1FFFF  # what Samba allows before NEGOTIATE
 class SMBServer:
     def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int | None = None,
                  transport: str = "tcp", keys_out: str | None = None, idle_timeout: float = 900.0,
-                 listener: Listener | None = None, share_with: SMBServer | None = None) -> None:
+                 listener: Listener | None = None, share_with: SMBServer | None = None,
+                 link_speed: int | None = None, rss: bool = False) -> None:
         if config.clock is None or config.clock() == 0:
             config.clock = time.time_ns
         self.keys_out = keys_out
@@ -37,6 +39,10 @@ class SMBServer:
         self.kind = transport
         self.listener = listener or listen(transport, host, port)
         self.address = self.listener.address
+        # What FSCTL_QUERY_NETWORK_INTERFACE_INFO lists: this listener's real address(es), so a
+        # multichannel client finds every transport of the server (harness/blocking/netif.py).
+        self.interfaces = describe(transport, self.address[0], self.address[1], link_speed=link_speed, rss=rss)
+        self.state.config.listeners.extend(self.interfaces)
         self.idle_timeout = idle_timeout
         self.lock = share_with.lock if share_with else threading.RLock()
         self._send_locks: dict[int, threading.Lock] = share_with._send_locks if share_with else {}
@@ -72,6 +78,8 @@ class SMBServer:
     def stop(self) -> None:
         self._stop.set()
         self.listener.close()
+        listeners = self.state.config.listeners
+        listeners[:] = [entry for entry in listeners if not any(entry is mine for mine in self.interfaces)]
         for transport in list(self._transports.values()):
             transport.close()
         for thread in self._threads:

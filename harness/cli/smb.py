@@ -1,6 +1,7 @@
 """``wirecheck serve`` and ``wirecheck smb``: the reference server and client as commands.
 
     wirecheck serve --listen 127.0.0.1:4450 --share data=/srv/data --user alice:secret [--encrypt]
+    wirecheck serve --multichannel --listen tcp:127.0.0.10:445 --listen smbdirect:127.0.0.10:5445 ...
     wirecheck smb //127.0.0.1:4450/data --user alice:secret [--encrypt] ls|get|put|rm|mkdir|cat ...
 
 Both write SMB session keys for tshark's smb2_seskey_list with --keys-out (one line per session).
@@ -51,64 +52,119 @@ def _user(text: str) -> tuple[str, str]:
     return user, password
 
 
+TRANSPORTS = ("tcp", "nbt", "quic", "smbdirect")
+_SPEED_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def _listener(text: str, default_transport: str) -> tuple[str, str, int, dict]:
+    """``[TRANSPORT:]ADDR[:PORT][,speed=10G][,rss]`` -> (transport, host, port, options).  An IPv6
+    address with a port is written in brackets: ``tcp:[::1]:445``."""
+    spec, *extras = text.split(",")
+    transport = default_transport
+    head, sep, rest = spec.partition(":")
+    if sep and head in TRANSPORTS:
+        transport, spec = head, rest
+    host, port = _split_hostport(spec, DEFAULT_PORTS[transport])
+    options: dict = {}
+    for extra in extras:
+        key, _, value = extra.partition("=")
+        if key == "rss" and not value:
+            options["rss"] = True
+        elif key == "speed" and (match := re.fullmatch(r"(\d+)([KMGT]?)", value.upper())):
+            options["link_speed"] = int(match.group(1)) * _SPEED_UNITS[match.group(2)]
+        else:
+            raise click.BadParameter(f"--listen {text!r}: unknown option {extra!r} (speed=N[K|M|G|T], rss)")
+    return transport, host, port, options
+
+
+def _share(item: str):
+    """``NAME=PATH[:encrypt][:ca]`` (``ca``: continuously available, persistent handles granted)."""
+    from harness.smb.server import ShareConfig
+
+    if "=" not in item:
+        raise click.BadParameter(f"--share {item!r}: expected NAME=PATH")
+    name, path = item.split("=", 1)
+    flags: set[str] = set()
+    while (tail := path.rsplit(":", 1)) and len(tail) == 2 and tail[1] in ("encrypt", "ca"):
+        path = tail[0]
+        flags.add(tail[1])
+    if not os.path.isdir(path):
+        raise click.BadParameter(f"--share {item!r}: {path} is not a directory")
+    return ShareConfig(name, path, "encrypt" in flags, continuously_available="ca" in flags)
+
+
 @click.command("serve")
-@click.option("--listen", "listen_at", default="0.0.0.0", show_default=True, help="ADDR[:PORT]")
-@click.option("--transport", type=click.Choice(["tcp", "nbt", "quic", "smbdirect"]), default="tcp", show_default=True,
-              help="smbdirect: SMB Direct (MS-SMBD) with RDMA on the emulated network (under `wirecheck exec`)")
+@click.option("--listen", "listen_at", multiple=True, show_default=True,
+              help="[TRANSPORT:]ADDR[:PORT][,speed=10G][,rss], repeatable (e.g. --listen tcp:127.0.0.10:445 "
+                   "--listen smbdirect:127.0.0.10:5445 --listen quic:127.0.0.10:443); default 0.0.0.0 on --transport")
+@click.option("--transport", type=click.Choice(TRANSPORTS), default="tcp", show_default=True,
+              help="for a --listen without TRANSPORT:; smbdirect: SMB Direct (MS-SMBD) with RDMA on the emulated "
+                   "network (under `wirecheck exec`)")
 @click.option("--share", "shares", multiple=True, required=True,
-              help="NAME=PATH, or NAME=PATH:encrypt to require encryption on that share")
+              help="NAME=PATH, with :encrypt to require encryption and/or :ca for a continuously available share")
 @click.option("--user", "users", multiple=True, required=True, help="USER:PASSWORD (repeatable)")
 @click.option("--encrypt", is_flag=True, help="require encryption for every session")
 @click.option("--sign", is_flag=True, help="require signing")
 @click.option("--accept-transport-security", is_flag=True,
               help="over QUIC, accept SMB2_ACCEPT_TRANSPORT_LEVEL_SECURITY (no SMB encryption)")
+@click.option("--multichannel/--no-multichannel", default=False, show_default=True,
+              help="offer SMB2_GLOBAL_CAP_MULTI_CHANNEL: session binding and the interface list of the listeners")
+@click.option("--durable-timeout", type=click.FloatRange(0, 3600), default=60.0, show_default=True,
+              help="seconds a durable v2 handle asking for no timeout survives its connection")
+@click.option("--durable-max-timeout", type=click.FloatRange(0, 3600), default=300.0, show_default=True,
+              help="cap on the timeout a durable v2 handle asks for, seconds")
+@click.option("--durable-v1-timeout", type=click.FloatRange(0, 3600), default=16.0, show_default=True,
+              help="seconds a durable v1 handle survives its connection")
 @click.option("--cert", type=click.Path(exists=True), help="QUIC: certificate (PEM)")
 @click.option("--key", type=click.Path(exists=True), help="QUIC: private key (PEM)")
 @click.option("--client-ca", type=click.Path(exists=True), help="QUIC: require client certificates from this CA")
 @click.option("--keys-out", type=click.Path(), help="append SMB session keys (tshark smb2_seskey_list lines)")
-def serve(listen_at, transport, shares, users, encrypt, sign, accept_transport_security, cert, key, client_ca,
-          keys_out):
+def serve(listen_at, transport, shares, users, encrypt, sign, accept_transport_security, multichannel,
+          durable_timeout, durable_max_timeout, durable_v1_timeout, cert, key, client_ca, keys_out):
     """Serve directories over SMB 3.1.1 (and 2.0.2-3.0.2) until interrupted."""
     from harness.blocking.server import SMBServer
-    from harness.smb.server import ServerConfig, ShareConfig
-    from harness.transport import TransportUnavailable
+    from harness.smb.server import ServerConfig
+    from harness.transport import TransportUnavailable, listen
 
-    host, port = _split_hostport(listen_at, DEFAULT_PORTS[transport])
-    share_configs = {}
-    for item in shares:
-        if "=" not in item:
-            raise click.BadParameter(f"--share {item!r}: expected NAME=PATH")
-        name, path = item.split("=", 1)
-        share_encrypt = False
-        if path.endswith(":encrypt"):
-            path, share_encrypt = path[: -len(":encrypt")], True
-        if not os.path.isdir(path):
-            raise click.BadParameter(f"--share {item!r}: {path} is not a directory")
-        share_configs[name] = ShareConfig(name, path, share_encrypt)
+    listeners = [_listener(text, transport) for text in (listen_at or ("0.0.0.0",))]
+    share_configs = {config.name: config for config in map(_share, shares)}
     config = ServerConfig(shares=share_configs, users=dict(_user(u) for u in users), encrypt=encrypt, sign=sign,
-                          accept_transport_security=accept_transport_security)
-    _emulated_network(transport)
-    options = {}
-    if transport == "quic":
-        if not (cert and key):
-            raise click.UsageError("--transport quic needs --cert and --key")
-        options = {"cert": cert, "key": key, "client_ca": client_ca}
+                          accept_transport_security=accept_transport_security, multichannel=multichannel,
+                          durable_timeout_ms=int(durable_timeout * 1000),
+                          durable_max_timeout_ms=int(durable_max_timeout * 1000),
+                          durable_v1_timeout_ms=int(durable_v1_timeout * 1000))
+    if any(kind == "smbdirect" for kind, *_ in listeners):
+        _emulated_network("smbdirect")
+    if any(kind == "quic" for kind, *_ in listeners) and not (cert and key):
+        raise click.UsageError("a QUIC listener needs --cert and --key")
+    servers: list = []
     try:
-        if options:
-            from harness.transport import listen
-
-            server = SMBServer(config, transport=transport, keys_out=keys_out,
-                               listener=listen(transport, host, port, **options))
-        else:
-            server = SMBServer(config, host, port, transport=transport, keys_out=keys_out)
-    except TransportUnavailable as exc:
+        for kind, host, port, options in listeners:
+            quic = {"cert": cert, "key": key, "client_ca": client_ca} if kind == "quic" else {}
+            # One server state behind every listener: a session bound over several transports is one session.
+            server = SMBServer(config, transport=kind, keys_out=keys_out, listener=listen(kind, host, port, **quic),
+                               share_with=servers[0] if servers else None, **options)
+            servers.append(server)
+            click.echo(f"serving {', '.join(share_configs)} on {kind}://{_hostport(server.address)}", err=True)
+    except (TransportUnavailable, OSError) as exc:
+        for server in servers:
+            server.stop()
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"serving {', '.join(share_configs)} on {transport}://{server.address[0]}:{server.port}", err=True)
     sys.stderr.flush()
+    for server in servers[1:]:
+        server.start()
     try:
-        server.serve_forever()
+        servers[0].serve_forever()
     except KeyboardInterrupt:
         pass
+    finally:
+        for server in servers[1:]:
+            server.stop()
+
+
+def _hostport(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 _UNC = re.compile(r"^(?://|\\\\)([^/\\]+)[/\\]([^/\\]+)[/\\]?$")
@@ -131,11 +187,14 @@ _UNC = re.compile(r"^(?://|\\\\)([^/\\]+)[/\\]([^/\\]+)[/\\]?$")
 @click.option("--ca", type=click.Path(exists=True), help="QUIC: trust this CA")
 @click.option("--insecure", is_flag=True, help="QUIC: do not check the certificate")
 @click.option("--keys-out", type=click.Path(), help="append SMB session keys (tshark smb2_seskey_list lines)")
+@click.option("--multichannel", is_flag=True,
+              help="bind a channel to every address the server lists (SMB Direct where RDMA_CAPABLE, else TCP, "
+                   "QUIC with --ca/--insecure where no TCP answers) and print the channels")
 @click.option("--timeout", type=float, default=30.0, show_default=True)
 @click.argument("command", type=click.Choice(["ls", "get", "put", "rm", "mkdir", "rmdir", "cat"]))
 @click.argument("args", nargs=-1)
 def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, cipher, server_name, ca, insecure, keys_out,
-        timeout, command, args):
+        multichannel, timeout, command, args):
     """Run one command against //HOST[:PORT]/SHARE.
 
     \b
@@ -146,6 +205,7 @@ def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, ci
       rm PATH / mkdir PATH / rmdir PATH
     """
     from harness.blocking.client import SMBClient
+    from harness.blocking.multichannel import MultiChannelClient
     from harness.smb.client import SMBError
     from harness.transport import TransportError
 
@@ -158,17 +218,37 @@ def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, ci
     if transport == "quic":
         options = {"ca": ca, "insecure": insecure}
     _emulated_network(transport)
+    if multichannel and os.environ.get("SOCKET_WRAPPER_DIR"):
+        _emulated_network("smbdirect")  # SMB Direct channels exist only on the emulated network
+    factory = MultiChannelClient if multichannel else SMBClient
     try:
-        with SMBClient(host, port, transport=transport, username=username, password=password, encrypt=encrypt,
-                       cipher=cipher, server_name=server_name, timeout=timeout, keys_out=keys_out, sign=sign,
-                       rdma=rdma, accept_transport_security=accept_transport_security,
-                       **options) as client, client.share(match.group(2)) as share:
-            _run(share, command, args)
+        with factory(host, port, transport=transport, username=username, password=password, encrypt=encrypt,
+                     cipher=cipher, server_name=server_name, timeout=timeout, keys_out=keys_out, sign=sign,
+                     rdma=rdma, accept_transport_security=accept_transport_security,
+                     **options) as client:
+            if multichannel:
+                _bind_channels(client, {k: v for k, v in (("ca", ca), ("insecure", insecure)) if v})
+            with client.share(match.group(2)) as share:
+                _run(share, command, args)
             moved = client.rdma_bytes["read"] + client.rdma_bytes["write"]
-            if transport == "smbdirect" and command in ("get", "put", "cat"):
+            if (transport == "smbdirect" or multichannel) and command in ("get", "put", "cat"):
                 click.echo(f"{moved} bytes by RDMA", err=True)
     except (SMBError, TransportError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _bind_channels(client, quic_options: dict) -> None:
+    """``--multichannel``: bind what the server offers and say which channels the session has."""
+    if not client.multichannel:
+        click.echo("server does not offer multichannel: 1 channel", err=True)
+    else:
+        client.bind_offered(**quic_options)
+    for number, channel in enumerate(client.channels, 1):
+        kind, host, port, _options = channel.how
+        role = "primary" if number == 1 else "bound"
+        rdma = ", RDMA" if getattr(channel.transport, "supports_rdma", False) else ""
+        click.echo(f"channel {number}: {kind}://{_hostport((host, port or DEFAULT_PORTS[kind]))} ({role}{rdma})",
+                   err=True)
 
 
 def _run(share, command: str, args: tuple[str, ...]) -> None:

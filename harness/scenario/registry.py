@@ -45,7 +45,8 @@ __all__ = ["Operation", "operation", "get", "known", "discover", "BUILTIN_MODULE
 DEFAULT_TIMEOUT = 30.0
 
 BUILTIN_MODULES = ["harness.scenario.ops.core", "harness.scenario.ops.net", "harness.scenario.ops.quic",
-                   "harness.scenario.ops.smb", "harness.scenario.ops.smb_reconnect"]
+                   "harness.scenario.ops.smb", "harness.scenario.ops.smb_reconnect",
+                   "harness.scenario.ops.smb_multichannel"]
 OPTIONAL_MODULES = ["harness.transport.scenario_ops", "wrappers.quic.scenario_ops", "wrappers.smbdirect.scenario_ops"]
 ENTRY_POINT_GROUP = "wirecheck.operations"
 

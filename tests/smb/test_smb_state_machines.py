@@ -505,13 +505,16 @@ def test_lease_break_notification(state):
     assert note.body.lease_key == b"k" * 16 and note.body.new_lease_state == 0
 
 
-def test_ioctls(state):
-    pair, tree = connected(state)
+def test_ioctls(tmp_path):
     from harness.smb.constants import Fsctl
+    from harness.smb.server import ListenerInfo
 
+    state = make_state(tmp_path, multichannel=True, listeners=[ListenerInfo("tcp", "127.0.0.9", 4450, 7)])
+    pair, tree = connected(state)
     response = pair.request(Command.IOCTL, m.IoctlRequest(ctl_code=Fsctl.QUERY_NETWORK_INTERFACE_INFO, file_id=ALL_FF,
                                                           max_output_response=65536), tree)
-    assert m.NetworkInterfaceInfo.unpack_list(response.body.output)[0].address == "127.0.0.1"
+    (entry,) = m.NetworkInterfaceInfo.unpack_list(response.body.output)
+    assert (entry.address, entry.port, entry.if_index) == ("127.0.0.9", 4450, 7)
     # VALIDATE_NEGOTIATE_INFO (3.0.x): a mismatch means a downgrade: disconnect (§3.3.5.15.12).
     pair30 = Pair(state, dialects=(Dialect.SMB_3_0_2,), require_signing=True)
     pair30.negotiate()

@@ -45,6 +45,23 @@ class ShareConfig:
 
 
 @dataclass
+class ListenerInfo:
+    """One address the server listens on, as FSCTL_QUERY_NETWORK_INTERFACE_INFO reports it
+    (MS-SMB2 §2.2.32.5).  The I/O adapter fills it in from its real listener: ``if_index`` is the
+    network interface that owns ``address`` (never 0: §3.3.5.15.11 forbids listing such an
+    interface), ``link_speed`` its speed in bit/s, ``rss`` whether it spreads receive work over
+    several CPUs.  An SMB Direct listener makes its address RDMA_CAPABLE."""
+
+    transport: str  # "tcp", "nbt", "quic" or "smbdirect"
+    address: str  # textual IPv4 or IPv6 address ("127.0.0.10", "fd00::5357:5f0a")
+    port: int
+    if_index: int = 1
+    link_speed: int = 1_000_000_000
+    rss: bool = False
+    scope_id: int = 0
+
+
+@dataclass
 class ServerConfig:
     """What a server offers.  ``transport`` is "tcp", "nbt" or "quic" (which dialects and
     multi-credit are allowed depends on it, §2.1, §3.3.5.4)."""
@@ -61,9 +78,13 @@ class ServerConfig:
                                            SigningAlgorithm.HMAC_SHA256)
     max_size: int = LARGE_MTU_SIZE
     clock: Callable[[], int] = lambda: 0  # unix nanoseconds; injected by the I/O adapter
-    interfaces: list = field(default_factory=list)  # NetworkInterfaceInfo for QUERY_NETWORK_INTERFACE_INFO
+    interfaces: list = field(default_factory=list)  # NetworkInterfaceInfo: overrides what ``listeners`` says
+    listeners: list[ListenerInfo] = field(default_factory=list)  # what QUERY_NETWORK_INTERFACE_INFO lists
     key_sink: Callable[[SessionKeyRecord], None] | None = None
     multichannel: bool = False  # SMB2_GLOBAL_CAP_MULTI_CHANNEL and session binding (channels.py in this package)
+    durable_timeout_ms: int = durable.DEFAULT_TIMEOUT_MS  # DH2Q asking for Timeout 0 gets this
+    durable_max_timeout_ms: int = durable.MAX_TIMEOUT_MS  # and a larger Timeout is cut to this
+    durable_v1_timeout_ms: int = durable.V1_TIMEOUT_MS  # DHnQ has no Timeout field: this
     state_dir: str | None = None  # durable opens survive a server restart here (harness/smb/durable.py)
     trace: Callable[[str], None] | None = None  # told why each request failed (debugging aid)
 
