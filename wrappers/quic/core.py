@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 from aioquic.quic import events as qe
@@ -37,78 +36,34 @@ from aioquic.quic.configuration import QuicConfiguration
 from . import constants as C
 from . import uapi
 from .aio import KoQuicConnection, key_update_requested
-
-ITEM = struct.Struct("<BxxxIq")
-K_DATA, K_EVENT, K_DGRAM, K_WAKE, K_ACCEPT, K_PURGE = 1, 2, 3, 4, 5, 6
-K_HS = 7  # raw mode: the peer's CRYPTO bytes, the crypto level in the flags field (raw.py)
-MAX_ITEM = 65536
-SNDBUF = 4 * 1024 * 1024
-
-
-def item(kind: int, sid: int = 0, flags: int = 0, payload: bytes = b"") -> bytes:
-    return ITEM.pack(kind, flags, sid) + payload
+from .items import (  # noqa: F401 - re-exported: the socket classes import them from here
+    ITEM,
+    K_ACCEPT,
+    K_DATA,
+    K_DGRAM,
+    K_EVENT,
+    K_HS,
+    K_PURGE,
+    K_WAKE,
+    MAX_ITEM,
+    RECV_FINAL,
+    SEND_FINAL,
+    SNDBUF,
+    Blocked,
+    Options,
+    Stream,
+    _final,
+    err,
+    item,
+)
+from .resumption import ResumptionMixin
 
 
 def _ignore(_: object) -> None:
     """A session-ticket handler: with one, aioquic servers issue tickets and clients accept them."""
 
 
-class Blocked(Exception):
-    """The operation has to wait: ``kind`` is "streams" (stream limit) or "space" (send buffer)."""
-
-    def __init__(self, kind: str, enospc: bool = False):
-        super().__init__(kind)
-        self.kind = kind
-        self.enospc = enospc
-
-
-def err(code: int, what: str = "") -> OSError:
-    import os
-
-    return OSError(code, f"{os.strerror(code)}{': ' + what if what else ''}")
-
-
-@dataclass
-class Options:
-    """Per-socket settings, copied from a listener to the sockets it accepts."""
-
-    tp: uapi.TransportParam = field(default_factory=uapi.default_transport_param)
-    cfg: uapi.Config = field(default_factory=uapi.default_config)
-    alpn: list[str] = field(default_factory=list)
-    events: set[int] = field(default_factory=set)
-    close_errcode: int = 0
-    close_phrase: bytes = b""
-    token: bytes = b""
-    ticket: bytes = b""
-    raw: bool = False  # the application runs TLS (raw.py); a listener passes it to accepted sockets
-
-    def copy(self) -> Options:
-        return Options(uapi.TransportParam(**{k: getattr(self.tp, k) for k in uapi.TP_FIELDS}),
-                       uapi.Config(**{k: getattr(self.cfg, k) for k in uapi.CFG_FIELDS}), list(self.alpn),
-                       set(self.events), self.close_errcode, self.close_phrase, self.token, self.ticket, self.raw)
-
-
-@dataclass
-class Stream:
-    sid: int
-    send: int | None  # send state, None when we cannot send (peer uni)
-    recv: int | None  # receive state, None before data / when we cannot receive (local uni)
-    sent: int = 0
-    reset_code: int = 0
-    stop_sent: bool = False
-    in_quic: bool = False
-    recv_seen: bool = False
-
-
-def _final(state: int | None, finals: tuple[int, int]) -> bool:
-    return state is None or state in finals
-
-
-SEND_FINAL = (C.QUIC_STREAM_SEND_STATE_RECVD, C.QUIC_STREAM_SEND_STATE_RESET_RECVD)
-RECV_FINAL = (C.QUIC_STREAM_RECV_STATE_RECVD, C.QUIC_STREAM_RECV_STATE_RESET_RECVD)
-
-
-class Connection:
+class Connection(ResumptionMixin):
     """quic.ko's per-connection state (see the module docstring)."""
 
     def __init__(self, is_client: bool, opts: Options):
@@ -370,96 +325,6 @@ class Connection:
         self._event(C.QUIC_EVENT_STREAM_MAX_DATA, uapi.StreamMaxData(sid, maximum).pack())
 
     # -- 0-RTT: data sent before the handshake ------------------------------------------------------
-    def send_early(self, sid: int, sflags: int, data: bytes) -> int:
-        """Client, before the handshake (quic.ko: after setting the saved remote transport parameters):
-        the data is queued and goes out in 0-RTT packets when the handshake resumes a session whose
-        ticket allows early data, otherwise in 1-RTT after the handshake. Stream IDs beyond the saved
-        limits are EINVAL, not a wait, as quic.ko has it for 0-RTT sends."""
-        if self.early_limits is None:
-            raise err(errno.EINVAL, "the handshake has not finished (0-RTT needs the saved remote transport parameters)")
-        if self.quic is not None:
-            raise err(errno.EINVAL, "the handshake is in progress")
-        fin = bool(sflags & C.MSG_QUIC_STREAM_FIN)
-        sid = self.resolve(sid, sflags)
-        if not self.is_local(sid):
-            raise err(errno.EINVAL, f"stream {sid} is not ours")
-        limit = self.early_limits[1] if sid & 2 else self.early_limits[0]
-        if sid // 4 >= limit:
-            raise err(errno.EINVAL, f"stream {sid} is beyond the saved stream limit {limit}")
-        st = self.streams.get(sid)
-        if st is None:
-            if sid < self.next_id[sid & 3]:
-                raise err(errno.ENOSTR, f"stream {sid} was released")
-            if not sflags & C.MSG_QUIC_STREAM_NEW:
-                raise err(errno.EINVAL, f"stream {sid} is not open (MSG_QUIC_STREAM_NEW missing)")
-            for n in range(self.next_id[sid & 3], sid + 4, 4):
-                self.streams[n] = Stream(n, C.QUIC_STREAM_SEND_STATE_READY, None)
-            self.next_id[sid & 3] = sid + 4
-            self.active = sid
-            st = self.streams[sid]
-        if st.send is not None and st.send >= C.QUIC_STREAM_SEND_STATE_SENT:
-            raise err(errno.EINVAL, f"stream {sid} is finished")
-        if not data and not fin:
-            raise err(errno.EMSGSIZE, "zero-length send without FIN")
-        self.early.append((sid, bytes(data), fin))
-        st.sent += len(data)
-        st.send = C.QUIC_STREAM_SEND_STATE_SENT if fin else C.QUIC_STREAM_SEND_STATE_SEND
-        if fin:
-            self.watch.add(sid)
-            if self.active == sid:
-                self.active = None
-        return len(data)
-
-    def _release_early(self) -> None:
-        """Hand the queued early data to aioquic right after connect(): with 0-RTT keys (a resumed
-        session that allows early data) it leaves in 0-RTT packets, otherwise it waits for 1-RTT."""
-        q = self.quic
-        assert q is not None
-        for sid, data, fin in self.early:
-            q.create_local_stream(sid)
-            self.streams[sid].in_quic = True
-            q.send_stream_data(sid, data, end_stream=fin)
-            self.early_sent += len(data) + fin
-        self.early.clear()
-
-    early_sent = 0  # client: bytes queued before the handshake (0-RTT candidates)
-
-    @property
-    def early_data_accepted(self) -> bool:
-        """Client: data was sent before the handshake and the server accepted it as 0-RTT (aioquic
-        says "accepted" whenever the server would take early data, sent or not)."""
-        q = self.quic
-        return bool(self.early_sent and q is not None and q.tls is not None and q.tls.early_data_accepted)
-
-    @property
-    def session_resumed(self) -> bool:
-        q = self.quic
-        return bool(q is not None and q.tls is not None and q.tls.session_resumed)
-
-    def _on_session(self, ticket: Any) -> None:
-        """Client: aioquic's parsed ticket with its resumption secret (libquic's session data)."""
-        if self.session is None:
-            self.session = ticket
-
-    def _on_ticket(self, raw: bytes) -> None:
-        """Client: the first NewSessionTicket is kept (getsockopt SESSION_TICKET) and reported."""
-        if self.ticket is None:
-            self.ticket = raw
-            self._event(C.QUIC_EVENT_NEW_SESSION_TICKET, raw)
-
-    def _on_new_token(self, token: bytes) -> None:
-        self.opts.token = bytes(token)
-        self._event(C.QUIC_EVENT_NEW_TOKEN, bytes(token))
-
-    def new_token(self) -> None:
-        """Server setsockopt(TOKEN): send a fresh NEW_TOKEN (EAGAIN while the last one is unacked)."""
-        q = self.quic
-        if q is None or not self.handshake_done or self.closed:
-            raise err(errno.EINVAL, "not established")
-        if q.token_unacked or q.token_pending is not None:
-            raise err(errno.EAGAIN, "the last NEW_TOKEN is not acknowledged yet")
-        q.queue_new_token(os.urandom(32))
-
     def _peer_stream(self, sid: int) -> Stream | None:
         st = self.streams.get(sid)
         if st is not None or (sid & 3) in self.local_types:
