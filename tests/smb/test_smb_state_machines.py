@@ -15,6 +15,7 @@ from harness.smb import messages as m
 from harness.smb.auth import Initiator
 from harness.smb.client import ClientConnection, ClientSession, SMBError
 from harness.smb.compound import split_compound
+from harness.smb import change_notify
 from harness.smb.constants import (
     UNSOLICITED_MESSAGE_ID,
     AccessMask,
@@ -473,7 +474,8 @@ def test_change_notify_completes_on_change(state):
     pair.roundtrip(pair.client.seal([raw], pair.session, tree))
     pair.create(tree, "new.txt", CreateDisposition.CREATE)
     (final,) = pair.client.receive(pair.server.take_output()[0], pair.sessions)
-    assert final.header.status == NtStatus.NOTIFY_ENUM_DIR and final.header.message_id == mid
+    assert final.header.status == NtStatus.SUCCESS and final.header.message_id == mid
+    assert change_notify.decode(final.body.output) == [(change_notify.ADDED, "new.txt")]
 
 
 def test_oplock_break_notification(state):

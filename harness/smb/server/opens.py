@@ -20,7 +20,8 @@ import struct
 from .. import messages as m
 from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel
 from ..vfs import FileMeta, Share
-from .breaks import notify_change
+from . import notify
+from .locking import release_locks
 from .model import ALL_FF, FULL_ACCESS, Fail, Open, Reply
 
 GENERIC_MAP = {
@@ -112,10 +113,8 @@ def forget(conn, opened: Open) -> None:
     if opened.handle is not None and fs is not None:
         fs.close(opened.handle)
         opened.handle = None
-    for pending in list(opened.connection.pending.values() if opened.connection else ()):
-        if pending.open is opened:
-            state.watchers = [w for w in state.watchers if w is not pending]
-            opened.connection.complete_async(pending, NtStatus.NOTIFY_CLEANUP, m.ChangeNotifyResponse(b""))
+    release_locks(state, opened)  # its locks go, its blocking locks end cancelled
+    notify.close_watch(state, opened)  # its CHANGE_NOTIFY requests end with NOTIFY_CLEANUP
     if opened.delete_on_close and not others and fs is not None:
         try:
             meta = fs.stat(opened.path)
@@ -126,7 +125,7 @@ def forget(conn, opened: Open) -> None:
                 fs.remove(opened.path)
         except OSError:
             pass
-        notify_change(conn, fs.parent(opened.path))
+        notify.removed(state, fs, opened.path, opened.is_dir)
 
 
 def close_session_opens(conn, session, keep_durable: bool = False) -> None:
@@ -135,9 +134,10 @@ def close_session_opens(conn, session, keep_durable: bool = False) -> None:
         if keep_durable:
             volatile = opened.volatile
             for pending in list(opened.connection.pending.values() if opened.connection else ()):
-                if pending.open is opened:
-                    conn.state.watchers = [w for w in conn.state.watchers if w is not pending]
+                if pending.open is opened:  # its requests die with the connection, its locks stay
                     opened.connection.pending.pop(pending.async_id, None)
+                    if pending.on_drop is not None:
+                        pending.on_drop()
             if conn.state.durable.detach(opened):
                 session.opens.pop(volatile, None)
                 continue
@@ -146,6 +146,7 @@ def close_session_opens(conn, session, keep_durable: bool = False) -> None:
 
 def forget_detached(state, opened: Open) -> None:
     """Release a detached durable open (expired, purged by a conflicting open)."""
+    release_locks(state, opened)  # a detached durable open kept its byte-range locks until now
     others = state.opens_by_path.get(opened.path, [])
     if opened in others:
         others.remove(opened)

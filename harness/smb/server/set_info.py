@@ -13,7 +13,8 @@ from .. import messages as m
 from ..constants import AccessMask, Command, FileAttributes, InfoType, NtStatus
 from ..errors import SMBProtocolError
 from ..vfs import ShareError
-from .breaks import notify_change
+from . import notify
+from .locking import move_locks
 from .model import Fail, Handler, Open, Reply
 from .opens import WRITE_RIGHTS, open_for, os_error, share_of
 
@@ -111,8 +112,8 @@ def _rename(conn, tree, opened: Open, buf: bytes) -> None:
     for other in state.opens_by_path.pop(old, []):
         other.path = target
         state.opens_by_path.setdefault(target, []).append(other)
-    notify_change(conn, fs.parent(old))
-    notify_change(conn, fs.parent(target))
+    move_locks(state, old, target)
+    notify.renamed(state, fs, old, target, opened.is_dir)
 
 
 HANDLERS: dict[int, Handler] = {

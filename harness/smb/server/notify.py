@@ -1,0 +1,107 @@
+"""CHANGE_NOTIFY (MS-SMB2 3.3.5.19) over the server's :class:`~harness.smb.change_notify.NotifyTable`:
+the request, the changes the server's own handlers report, the changes the I/O side sees on a
+local share, and the end of a watch when its directory is closed.
+
+Why apart from the handler table: CREATE, CLOSE, WRITE and SET_INFO report changes, and CLOSE
+ends watches; they import these functions, and nothing here imports them back.
+
+- A request on a directory open without FILE_LIST_DIRECTORY is STATUS_ACCESS_DENIED, on a file
+  STATUS_INVALID_PARAMETER, with an OutputBufferLength above MaxTransactSize
+  STATUS_INVALID_PARAMETER (3.3.5.19).
+- A request with changes already queued completes at once; otherwise it goes async (an interim
+  STATUS_PENDING) and completes on a change, CANCEL (STATUS_CANCELLED) or the close of its
+  directory (STATUS_NOTIFY_CLEANUP).  A request whose connection went away is forgotten.
+- A change is reported with the share it happened in, so a watch only sees its own share.
+"""
+
+from __future__ import annotations
+
+from .. import change_notify as cn
+from .. import messages as m
+from ..constants import AccessMask, NtStatus
+from ..vfs import Share
+from .model import Fail, Open, Reply
+
+FILE_LIST_DIRECTORY = AccessMask.FILE_READ_DATA  # the same bit, named for a directory (MS-SMB2 2.2.13.1.2)
+
+
+def change_notify(conn, session, tree, header, request: m.ChangeNotifyRequest, encrypted: bool,
+                  opened: Open) -> Reply:
+    """The CHANGE_NOTIFY ``request`` on ``opened`` (found by the caller)."""
+    if request.output_buffer_length > conn.max_size:
+        raise Fail(NtStatus.INVALID_PARAMETER, "OutputBufferLength above MaxTransactSize")
+    if not opened.is_dir:
+        raise Fail(NtStatus.INVALID_PARAMETER, "CHANGE_NOTIFY on a file")
+    if not opened.access & FILE_LIST_DIRECTORY:
+        raise Fail(NtStatus.ACCESS_DENIED, "CHANGE_NOTIFY without FILE_LIST_DIRECTORY")
+    fs = opened.fs
+    if fs is None:
+        raise Fail(NtStatus.FILE_CLOSED, "open not claimed by a session")
+    state = conn.state
+    token = state.next_async  # the async id go_async gives it, should it wait
+    new_watch = id(opened) not in state.notify.watches
+    outcome = state.notify.request(id(opened), fs, fs.relative(opened.path), request.flags,
+                                   request.completion_filter, request.output_buffer_length, token)
+    if new_watch:
+        state.on_watch(fs, opened.path, bool(request.flags & cn.WATCH_TREE))
+    if isinstance(outcome, cn.Completion):
+        if outcome.status != NtStatus.SUCCESS:
+            return Reply(outcome.status, m.ChangeNotifyResponse(b""))
+        return Reply(NtStatus.SUCCESS, m.ChangeNotifyResponse(outcome.data))
+    reply = conn.go_async(header, session, tree.tree_id, encrypted, opened)
+    pending = conn.pending[reply.async_id]
+    state.notify_waiters[token] = pending
+    pending.on_cancel = lambda: _finish(state, [c for c in [state.notify.cancel(token)] if c is not None])
+    pending.on_drop = lambda: (state.notify.forget_request(token), state.notify_waiters.pop(token, None))
+    return reply
+
+
+def _finish(state, completions: list[cn.Completion]) -> None:
+    for done in completions:
+        pending = state.notify_waiters.pop(done.token, None)
+        if pending is None:
+            continue
+        connection = pending.connection or pending.session.connection
+        connection.complete_async(pending, done.status, m.ChangeNotifyResponse(done.data))
+
+
+def _kind(is_dir: bool) -> int:
+    return cn.DIR_NAME if is_dir else cn.FILE_NAME
+
+
+def report(state, fs: Share, action: int, path: str, filter_bits: int, *, local: bool = False) -> None:
+    """Entry ``path`` of share ``fs`` changed: complete the requests that were waiting for it."""
+    name = fs.relative(path)
+    if not name:
+        return  # the share's root has no parent directory to watch it from
+    _finish(state, state.notify.change(fs, action, name, filter_bits, now=state.config.clock(), local=local))
+
+
+def added(state, fs: Share, path: str, is_dir: bool) -> None:
+    report(state, fs, cn.ADDED, path, _kind(is_dir))
+
+
+def removed(state, fs: Share, path: str, is_dir: bool) -> None:
+    report(state, fs, cn.REMOVED, path, _kind(is_dir))
+
+
+def renamed(state, fs: Share, old: str, new: str, is_dir: bool) -> None:
+    """Within one directory a rename is RENAMED_OLD_NAME then RENAMED_NEW_NAME; a move to another
+    directory is REMOVED from the old one and ADDED to the new one (as Windows and Samba report)."""
+    if fs.parent(old) == fs.parent(new):
+        report(state, fs, cn.RENAMED_OLD_NAME, old, _kind(is_dir))
+        report(state, fs, cn.RENAMED_NEW_NAME, new, _kind(is_dir))
+    else:
+        removed(state, fs, old, is_dir)
+        added(state, fs, new, is_dir)
+
+
+def modified(state, fs: Share, path: str, filter_bits: int) -> None:
+    """A file's data or metadata changed: ``filter_bits`` say which (SIZE, LAST_WRITE, ATTRIBUTES...)."""
+    report(state, fs, cn.MODIFIED, path, filter_bits)
+
+
+def close_watch(state, opened: Open) -> None:
+    """The directory's open closed: its waiting requests end with STATUS_NOTIFY_CLEANUP."""
+    if opened.is_dir:
+        _finish(state, state.notify.close(id(opened)))
