@@ -11,11 +11,11 @@ import struct
 
 import pytest
 
+from harness.smb import change_notify
 from harness.smb import messages as m
 from harness.smb.auth import Initiator
 from harness.smb.client import ClientConnection, ClientSession, SMBError
 from harness.smb.compound import split_compound
-from harness.smb import change_notify
 from harness.smb.constants import (
     UNSOLICITED_MESSAGE_ID,
     AccessMask,
