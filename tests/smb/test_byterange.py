@@ -112,6 +112,16 @@ def test_unlock_with_a_lock_flag_is_invalid_and_earlier_unlocks_stay() -> None:
     assert [(h.offset, h.length) for h in t.held] == [(5, 1)]
 
 
+def test_unlock_with_fail_immediately_is_invalid() -> None:
+    """smbtorture smb2.lock.valid-request: UNLOCK|FAIL_IMMEDIATELY is STATUS_INVALID_PARAMETER
+    (Samba), not an unlock that ignores the flag; the lock stays held."""
+    t = RangeLocks()
+    t.lock("a", [el(1, 1, EX)])
+    status, _ = t.unlock("a", [el(1, 1, UN | LOCKFLAG_FAIL_IMMEDIATELY)])
+    assert status == NtStatus.INVALID_PARAMETER
+    assert [(h.offset, h.length) for h in t.held] == [(1, 1)]
+
+
 def test_blocking_lock_waits_and_is_granted_on_unlock() -> None:
     t = RangeLocks()
     t.lock("a", [el(0, 10, EX)])
