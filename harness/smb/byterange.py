@@ -22,7 +22,8 @@ lock request, one blocking element  a conflict queues it (the server answers STA
                                     is granted when a release makes room (waiters are tried in
                                     arrival order; a new request is judged against held locks
                                     only, as Samba does), or ends with STATUS_CANCELLED on CANCEL
-                                    or close of its open.
+                                    and STATUS_RANGE_NOT_LOCKED on close of its open (Samba;
+                                    smbtorture smb2.lock.cancel, "cancel by close").
 unlock                              must name a lock this open holds with the same offset and
                                     length, else STATUS_RANGE_NOT_LOCKED (elements before it stay
                                     unlocked: 3.3.5.14.1 does not roll back); any flag besides
@@ -234,9 +235,10 @@ class RangeLocks:
         return []
 
     def release(self, owner: Hashable) -> list[Completed]:
-        """The open closed: its locks go, its waiters end cancelled, others' waiters may fit now."""
+        """The open closed: its locks go, its waiters end with STATUS_RANGE_NOT_LOCKED (what Samba
+        answers a blocking lock whose handle closed), others' waiters may fit now."""
         self.held = [h for h in self.held if h.owner != owner]
-        done = [Completed(w.token, NtStatus.CANCELLED) for w in self.waiting if w.owner == owner]
+        done = [Completed(w.token, NtStatus.RANGE_NOT_LOCKED) for w in self.waiting if w.owner == owner]
         self.waiting = [w for w in self.waiting if w.owner != owner]
         return done + self._wake()
 

@@ -130,14 +130,16 @@ def test_blocking_lock_waits_and_is_granted_on_unlock() -> None:
     assert [(h.owner, h.offset) for h in t.held] == [("b", 5)]
 
 
-def test_cancel_and_close_end_waiters_cancelled() -> None:
+def test_cancel_ends_a_waiter_cancelled_and_close_range_not_locked() -> None:
+    """CANCEL: STATUS_CANCELLED; close of the waiting open: STATUS_RANGE_NOT_LOCKED (smbtorture
+    smb2.lock.cancel checks both against Samba)."""
     t = RangeLocks()
     t.lock("a", [el(0, 10, EX)])
     t.lock("b", [el(0, 1, LOCKFLAG_SHARED)], token=1)
     t.lock("c", [el(1, 1, LOCKFLAG_EXCLUSIVE)], token=2)
     assert t.cancel(1) == [Completed(1, NtStatus.CANCELLED)]
     assert t.cancel(1) == []
-    assert t.release("c") == [Completed(2, NtStatus.CANCELLED)]
+    assert t.release("c") == [Completed(2, NtStatus.RANGE_NOT_LOCKED)]
     assert t.waiting == []
 
 

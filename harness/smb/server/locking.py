@@ -8,8 +8,8 @@ ends on another connection's unlock or close.  The rules of ranges live in
 
 - the file's lock table is found by the file's path and follows a rename (``move_locks``);
 - a blocking lock that must wait answers STATUS_PENDING (an interim async response) and completes
-  with SUCCESS when a range frees, STATUS_CANCELLED on CANCEL or when its open closes; a waiter of
-  a connection that went away is dropped unanswered;
+  with SUCCESS when a range frees, STATUS_CANCELLED on CANCEL, STATUS_RANGE_NOT_LOCKED when its
+  open closes (as Samba answers); a waiter of a connection that went away is dropped unanswered;
 - LockSequenceIndex 1..64 names an entry of Open.LockSequenceArray; on a durable open, or on 3.x
   with multichannel, a request whose LockSequenceNumber equals the entry's succeeds without being
   processed again (a replay after a lost connection), a different number invalidates the entry;
@@ -125,7 +125,7 @@ def finish(state, completed: list[Completed]) -> None:
 
 
 def release_locks(state, opened: Open) -> None:
-    """The open closed: its locks go, its waiters end cancelled, others' waiters may be granted."""
+    """The open closed: its locks go, its waiters end (RANGE_NOT_LOCKED), others' waiters may be granted."""
     table = state.byte_locks.get(opened.path)
     if table is None:
         return
