@@ -101,6 +101,19 @@ def modified(state, fs: Share, path: str, filter_bits: int) -> None:
     report(state, fs, cn.MODIFIED, path, filter_bits)
 
 
+_UNCHANGED_TIMES = (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE)  # FILE_BASIC_INFORMATION "leave as is"
+
+
+def basic_info_bits(basic) -> int:
+    """The completion filter bits a SET_INFO FileBasicInformation meets: one per field it sets."""
+    bits = cn.ATTRIBUTES if basic.file_attributes else 0
+    for value, bit in ((basic.creation_time, cn.CREATION), (basic.last_access_time, cn.LAST_ACCESS),
+                       (basic.last_write_time, cn.LAST_WRITE), (basic.change_time, cn.LAST_WRITE)):
+        if value not in _UNCHANGED_TIMES:
+            bits |= bit
+    return bits
+
+
 def close_watch(state, opened: Open) -> None:
     """The directory's open closed: its waiting requests end with STATUS_NOTIFY_CLEANUP."""
     if opened.is_dir:
