@@ -197,11 +197,12 @@ class ShareWatcher:
                 changes = inotify.read(0.5)
                 if not changes:
                     continue
-                with self.lock:
+                with self.lock:  # one batch of events, one completion per waiting request
                     for change in changes:
                         for fs in self.shares:
                             if change.path.startswith(fs.root.rstrip(os.sep) + os.sep):
                                 notify.report(self.state, fs, change.action, change.path, change.filter_bits,
-                                              local=True)
+                                              local=True, flush=False)
+                    notify.flush(self.state)
         finally:
             inotify.close()

@@ -19,6 +19,8 @@ which changes                         a change to an entry of the directory, or 
                                       valid bit a request waits until cancel or close.
 between requests                      changes queue on the watch and the next request completes at
                                       once with them (Windows keeps this buffer too).
+one operation, one response           a waiting request completes after the operation that changed
+                                      things (a rename: old and new name together), not per change.
 completion                            every queued change, in order, as FILE_NOTIFY_INFORMATION
                                       entries aligned to 4 bytes; names relative to the directory.
 overflow                              the entries do not fit the request's OutputBufferLength (or
@@ -183,8 +185,10 @@ class NotifyTable:
         return Completion(request.token, NtStatus.SUCCESS, data)
 
     def change(self, scope: Hashable, action: int, name: str, filter_bits: int, now: int = 0,
-               local: bool = False) -> list[Completion]:
-        """Entry ``name`` changed (``action``, meeting ``filter_bits``); the requests that complete.
+               local: bool = False) -> None:
+        """Entry ``name`` changed (``action``, meeting ``filter_bits``): queue it on the watches that
+        cover it.  :meth:`flush` then completes the waiting requests, once per operation, so that
+        the two halves of a rename reach the client in one response (smbtorture checks that).
 
         ``local``: seen by the file-system monitor rather than made by the server; dropped when it
         echoes a change the server reported within ``ECHO_WINDOW_NS`` of ``now``.
@@ -193,11 +197,10 @@ class NotifyTable:
         if local:
             seen = self._recent.get(echo)
             if seen is not None and now - seen <= ECHO_WINDOW_NS:
-                return []
+                return
         else:
             self._recent = {k: t for k, t in self._recent.items() if now - t <= ECHO_WINDOW_NS}
             self._recent[echo] = now
-        done: list[Completion] = []
         for watch in self.watches.values():
             if watch.scope != scope or not watch.completion_filter & filter_bits:
                 continue
@@ -209,9 +212,11 @@ class NotifyTable:
                 watch.queue = []
             elif not watch.overflowed:
                 watch.queue.append((action, relative))
-            if watch.requests:
-                done.append(self._answer(watch, watch.requests.pop(0)))
-        return done
+
+    def flush(self) -> list[Completion]:
+        """Complete the first waiting request of every watch that has changes queued."""
+        return [self._answer(watch, watch.requests.pop(0)) for watch in self.watches.values()
+                if watch.requests and (watch.queue or watch.overflowed)]
 
     def cancel(self, token: Hashable) -> Completion | None:
         for watch in self.watches.values():

@@ -65,16 +65,24 @@ def _finish(state, completions: list[cn.Completion]) -> None:
         connection.complete_async(pending, done.status, m.ChangeNotifyResponse(done.data))
 
 
+def flush(state) -> None:
+    """Complete the requests waiting on watches that have changes queued."""
+    _finish(state, state.notify.flush())
+
+
 def _kind(is_dir: bool) -> int:
     return cn.DIR_NAME if is_dir else cn.FILE_NAME
 
 
-def report(state, fs: Share, action: int, path: str, filter_bits: int, *, local: bool = False) -> None:
-    """Entry ``path`` of share ``fs`` changed: complete the requests that were waiting for it."""
+def report(state, fs: Share, action: int, path: str, filter_bits: int, *, local: bool = False,
+           flush: bool = True) -> None:
+    """Entry ``path`` of share ``fs`` changed: queue it on the watches covering it and (unless more
+    changes of the same operation follow, ``flush=False``) complete the requests waiting there."""
     name = fs.relative(path)
-    if not name:
-        return  # the share's root has no parent directory to watch it from
-    _finish(state, state.notify.change(fs, action, name, filter_bits, now=state.config.clock(), local=local))
+    if name:  # the share's root has no parent directory to watch it from
+        state.notify.change(fs, action, name, filter_bits, now=state.config.clock(), local=local)
+    if flush:
+        _finish(state, state.notify.flush())
 
 
 def added(state, fs: Share, path: str, is_dir: bool) -> None:
@@ -88,12 +96,9 @@ def removed(state, fs: Share, path: str, is_dir: bool) -> None:
 def renamed(state, fs: Share, old: str, new: str, is_dir: bool) -> None:
     """Within one directory a rename is RENAMED_OLD_NAME then RENAMED_NEW_NAME; a move to another
     directory is REMOVED from the old one and ADDED to the new one (as Windows and Samba report)."""
-    if fs.parent(old) == fs.parent(new):
-        report(state, fs, cn.RENAMED_OLD_NAME, old, _kind(is_dir))
-        report(state, fs, cn.RENAMED_NEW_NAME, new, _kind(is_dir))
-    else:
-        removed(state, fs, old, is_dir)
-        added(state, fs, new, is_dir)
+    same = fs.parent(old) == fs.parent(new)
+    report(state, fs, cn.RENAMED_OLD_NAME if same else cn.REMOVED, old, _kind(is_dir), flush=False)
+    report(state, fs, cn.RENAMED_NEW_NAME if same else cn.ADDED, new, _kind(is_dir))
 
 
 def modified(state, fs: Share, path: str, filter_bits: int) -> None:
