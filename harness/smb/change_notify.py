@@ -28,6 +28,8 @@ overflow                              the entries do not fit the request's Outpu
                                       ``MAX_QUEUED`` changes queued: STATUS_NOTIFY_ENUM_DIR with no
                                       data (the client must re-read the directory).
 close of the directory                waiting requests end with STATUS_NOTIFY_CLEANUP.
+delete of the directory               when another open with delete-on-close closes, the waiting
+                                      requests end with STATUS_DELETE_PENDING (smbtorture rmdir1-4).
 CANCEL                                the request ends with STATUS_CANCELLED.
 echoes                                a change the server made is also seen by the file-system
                                       monitor a moment later; a local change equal to one the server
@@ -230,6 +232,15 @@ class NotifyTable:
         """A waiting request went away with its connection: nobody to answer."""
         for watch in self.watches.values():
             watch.requests = [r for r in watch.requests if r.token != token]
+
+    def fail(self, key: Hashable, status: NtStatus) -> list[Completion]:
+        """End the waiting requests of one watch with ``status`` (the directory is being deleted:
+        STATUS_DELETE_PENDING); the watch itself stays until its open closes."""
+        watch = self.watches.get(key)
+        if watch is None:
+            return []
+        done, watch.requests = [Completion(r.token, status) for r in watch.requests], []
+        return done
 
     def close(self, key: Hashable) -> list[Completion]:
         """The directory's open closed: its waiting requests end with STATUS_NOTIFY_CLEANUP."""

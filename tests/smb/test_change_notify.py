@@ -96,3 +96,10 @@ def test_close_cleans_up_and_echoes_are_dropped():
     t.request("dir", "share", "d", 0, 0, 1000, token=6)
     assert t.close("dir") == [cn.Completion(6, NtStatus.NOTIFY_CLEANUP)]
     assert t.close("dir") == []
+
+
+def test_delete_of_the_directory_ends_requests_delete_pending():
+    t, _ = _table()
+    assert t.fail("dir", NtStatus.DELETE_PENDING) == [cn.Completion(1, NtStatus.DELETE_PENDING)]
+    assert t.fail("dir", NtStatus.DELETE_PENDING) == []  # nothing waits any more; the watch stays
+    assert "dir" in t.watches

@@ -207,6 +207,19 @@ def test_notify_cleanup_on_close_and_cancel(server):
         assert sa.notify_result(mid)[0] == NtStatus.CANCELLED
 
 
+def test_notify_ends_delete_pending_when_the_directory_is_deleted(server):
+    """smbtorture smb2.notify.rmdir1-4: another open deletes the watched directory (delete-on-close,
+    then close): the waiting request ends with STATUS_DELETE_PENDING."""
+    (server.share_dir / "doomed").mkdir()
+    with _client(server) as a, _client(server) as b:
+        sa, sb = a.share("share"), b.share("share")
+        _, mid = _watch(sa, "doomed")
+        other = sb.open("doomed", AccessMask.DELETE | AccessMask.FILE_READ_ATTRIBUTES, CreateDisposition.OPEN,
+                        CreateOptions.DIRECTORY_FILE | CreateOptions.DELETE_ON_CLOSE).file_id
+        sb.close_file(other)
+        assert sa.notify_result(mid)[0] == NtStatus.DELETE_PENDING
+
+
 def test_notify_of_a_change_by_another_program(server):
     """A file created in the share directory by this process (not through SMB) completes the
     request through inotify."""

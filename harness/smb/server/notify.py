@@ -119,6 +119,13 @@ def basic_info_bits(basic) -> int:
     return bits
 
 
+def delete_pending(state, opened: Open) -> None:
+    """The directory ``opened`` names is being deleted (another open's delete-on-close closed):
+    its waiting requests end with STATUS_DELETE_PENDING."""
+    if opened.is_dir:
+        _finish(state, state.notify.fail(id(opened), NtStatus.DELETE_PENDING))
+
+
 def close_watch(state, opened: Open) -> None:
     """The directory's open closed: its waiting requests end with STATUS_NOTIFY_CLEANUP."""
     if opened.is_dir:

@@ -115,6 +115,9 @@ def forget(conn, opened: Open) -> None:
         opened.handle = None
     release_locks(state, opened)  # its locks go, its blocking locks end cancelled
     notify.close_watch(state, opened)  # its CHANGE_NOTIFY requests end with NOTIFY_CLEANUP
+    if opened.delete_on_close and opened.is_dir:
+        for other in others:  # the directory is being deleted under their CHANGE_NOTIFY requests
+            notify.delete_pending(state, other)
     if opened.delete_on_close and not others and fs is not None:
         try:
             meta = fs.stat(opened.path)
