@@ -129,6 +129,9 @@ class SMBClient:
                     continue
                 if response.header.status == NtStatus.PENDING and response.header.is_async:
                     continue
+                if response.header.command != Command.SESSION_SETUP:  # e.g. an async completion
+                    self._responses[response.header.message_id] = response
+                    continue
                 return response
 
     def send(self, command: int, body: m.Message, tree_id: int = 0, payload: int = 0) -> int:

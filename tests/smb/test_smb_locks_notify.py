@@ -220,6 +220,16 @@ def test_notify_ends_delete_pending_when_the_directory_is_deleted(server):
         assert sa.notify_result(mid)[0] == NtStatus.DELETE_PENDING
 
 
+def test_notify_cleanup_when_a_new_session_replaces_the_old_one(server):
+    """smbtorture smb2.notify.session-reconnect: a SESSION_SETUP naming the session as its
+    PreviousSessionId closes the old session's opens; their waiting requests end NOTIFY_CLEANUP."""
+    with _client(server) as a:
+        sa = a.share("share")
+        _, mid = _watch(sa)
+        a._login(previous_session_id=a.session.session_id)
+        assert sa.notify_result(mid)[0] == NtStatus.NOTIFY_CLEANUP
+
+
 def test_notify_of_a_change_by_another_program(server):
     """A file created in the share directory by this process (not through SMB) completes the
     request through inotify."""

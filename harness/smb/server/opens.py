@@ -136,15 +136,16 @@ def close_session_opens(conn, session, keep_durable: bool = False) -> None:
     for opened in list(session.opens.values()):
         if keep_durable:
             volatile = opened.volatile
-            for pending in list(opened.connection.pending.values() if opened.connection else ()):
-                if pending.open is opened:  # its requests die with the connection, its locks stay
-                    opened.connection.pending.pop(pending.async_id, None)
+            connection = opened.connection
+            waiting = [p for p in (connection.pending.values() if connection else ()) if p.open is opened]
+            if conn.state.durable.detach(opened):
+                for pending in waiting:  # its requests die with the connection, its locks stay
+                    connection.pending.pop(pending.async_id, None)
                     if pending.on_drop is not None:
                         pending.on_drop()
-            if conn.state.durable.detach(opened):
                 session.opens.pop(volatile, None)
                 continue
-        forget(conn, opened)
+        forget(conn, opened)  # waiting requests end (NOTIFY_CLEANUP, RANGE_NOT_LOCKED) if anyone listens
 
 
 def forget_detached(state, opened: Open) -> None:
