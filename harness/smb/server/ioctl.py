@@ -14,6 +14,7 @@ from .. import messages as m
 from ..constants import AccessMask, Command, Fsctl, NtStatus
 from ..errors import SMBProtocolError
 from .breaks import break_others
+from .locking import check_io
 from .model import ALL_FF, Disconnect, Fail, Handler, Reply
 from .opens import WRITE_RIGHTS, open_for, share_of, stat_open
 
@@ -110,6 +111,14 @@ def _copychunk(conn, session, request: m.IoctlRequest, related) -> Reply:
     for source_offset, target_offset, length in chunks:
         if source_offset + length > size:
             raise Fail(INVALID_VIEW_SIZE, "chunk beyond the source's end")
+        # Byte-range locks bind a server-side copy as they bind READ and WRITE: FILE_LOCK_CONFLICT,
+        # with the SRV_COPYCHUNK_RESPONSE of what was copied before (smbtorture copy_chunk_*_lock).
+        try:
+            check_io(conn.state, source, source_offset, length, write=False)
+            check_io(conn.state, target, target_offset, length, write=True)
+        except Fail as exc:
+            output = struct.pack("<III", written, 0, bytes_written)
+            return Reply(exc.status, m.IoctlResponse(request.ctl_code, target.file_id, output, b"", 0))
         block = share_of(source).pread(source.handle, length, source_offset)
         share_of(target).pwrite(target.handle, block, target_offset)
         written += 1
