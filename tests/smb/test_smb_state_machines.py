@@ -572,3 +572,26 @@ def test_names_are_case_insensitive(state, tmp_path):
     response = pair.create(tree, "mixedcase\\FILE.txt", CreateDisposition.OPEN)
     assert response.header.status == NtStatus.SUCCESS
     assert response.body.end_of_file == 1
+
+
+def test_failed_reauthentication_ends_the_session_and_its_notify(state):
+    """§3.3.5.5.3: a failed SESSION_SETUP removes the session and closes its opens, a valid session
+    re-authenticating too (smbtorture smb2.notify.invalid-reauth: the waiting CHANGE_NOTIFY ends
+    with STATUS_NOTIFY_CLEANUP)."""
+    pair, tree = connected(state)
+    dir_id = pair.create(tree, "", CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE).body.file_id
+    raw, mid = pair.client.build(Command.CHANGE_NOTIFY, m.ChangeNotifyRequest(file_id=dir_id, output_buffer_length=4096,
+                                                                              completion_filter=0x3), pair.session, tree)
+    pair.roundtrip(pair.client.seal([raw], pair.session, tree))
+    wrong = ClientSession(initiator=Initiator(USER, "not-the-password", hostname="client"))
+    wrong.session_id = pair.session.session_id
+    token = wrong.initiator.step(None)
+    (challenge,) = pair.roundtrip(pair.client.session_setup_request(wrong, token))
+    assert challenge.header.status == NtStatus.MORE_PROCESSING_REQUIRED
+    token = wrong.initiator.step(challenge.body.security_buffer)
+    (failed,) = pair.roundtrip(pair.client.session_setup_request(wrong, token))
+    assert failed.header.status == NtStatus.LOGON_FAILURE
+    (cleanup,) = pair.client.receive(pair.server.take_output()[0], pair.sessions)
+    assert cleanup.header.message_id == mid and cleanup.header.status == NtStatus.NOTIFY_CLEANUP
+    assert pair.request(Command.ECHO, m.EchoRequest()).header.status == NtStatus.SUCCESS  # the connection lives
+    assert pair.create(tree, "x.txt").header.status == NtStatus.USER_SESSION_DELETED
