@@ -595,3 +595,18 @@ def test_failed_reauthentication_ends_the_session_and_its_notify(state):
     assert cleanup.header.message_id == mid and cleanup.header.status == NtStatus.NOTIFY_CLEANUP
     assert pair.request(Command.ECHO, m.EchoRequest()).header.status == NtStatus.SUCCESS  # the connection lives
     assert pair.create(tree, "x.txt").header.status == NtStatus.USER_SESSION_DELETED
+
+
+def test_a_byte_range_lock_breaks_level_ii_oplocks(state):
+    """A granted LOCK invalidates other opens' read caches as a WRITE does: a level II oplock is
+    broken to NONE (Windows breaks level II oplocks on byte-range locks)."""
+    first, tree1 = connected(state)
+    second, tree2 = connected(state)
+    granted = first.create(tree1, "locked.txt", requested_oplock_level=OplockLevel.II).body
+    assert granted.oplock_level == OplockLevel.II
+    locker = second.create(tree2, "locked.txt").body.file_id
+    assert first.server.take_output() == []
+    lock = m.LockRequest(file_id=locker, locks=[m.LockElement(0, 1, 0x12)])
+    assert second.request(Command.LOCK, lock, tree2).header.status == NtStatus.SUCCESS
+    (note,) = first.client.receive(first.server.take_output()[0], first.sessions)
+    assert note.header.message_id == UNSOLICITED_MESSAGE_ID and note.body.oplock_level == OplockLevel.NONE
