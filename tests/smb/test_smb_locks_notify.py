@@ -9,6 +9,7 @@ completion filters; NOTIFY_CLEANUP on close; and the lock rules against a byte m
 from __future__ import annotations
 
 import os
+import struct
 import time
 
 import pytest
@@ -144,6 +145,23 @@ def test_lock_sequence_replay_on_a_multichannel_server(tmp_path):
         assert _status(lambda: sa.lock(fa, 0, 10, sequence=(4 << 4) | 2)) == NtStatus.SUCCESS
         assert _status(lambda: sa.lock(fa, 0, 10, sequence=(5 << 4) | 2)) == NtStatus.LOCK_NOT_GRANTED
         assert not srv.errors
+
+
+def test_lock_sequence_replay_on_a_resilient_handle(server):
+    """FSCTL_LMR_REQUEST_RESILIENCY makes an open resilient: a LOCK replayed with the same
+    LockSequenceNumber/Index succeeds without effect.  Before, on this single-channel server, the
+    same replay is processed again (and refused: the range is locked)."""
+    with _client(server) as a:
+        sa = a.share("share")
+        fa = _file(sa)
+        sa.lock(fa, 0, 10, sequence=(1 << 4) | 7)
+        assert _status(sa.lock, fa, 0, 10, sequence=(1 << 4) | 7) == NtStatus.LOCK_NOT_GRANTED
+        resiliency = m.IoctlRequest(ctl_code=0x001401D4, file_id=fa, input=struct.pack("<II", 60_000, 0))
+        a.request(Command.IOCTL, resiliency, sa.tree_id)
+        sa.lock(fa, 20, 10, sequence=(2 << 4) | 8)
+        sa.lock(fa, 20, 10, sequence=(2 << 4) | 8)  # a replay
+        too_long = m.IoctlRequest(ctl_code=0x001401D4, file_id=fa, input=struct.pack("<II", 10**9, 0))
+        a.request(Command.IOCTL, too_long, sa.tree_id, ok=(NtStatus.INVALID_PARAMETER,))
 
 
 # -------------------------------------------------------------------------------- notify

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 
 from .. import messages as m
-from ..constants import AccessMask, Command, Fsctl, NtStatus
+from ..constants import AccessMask, Command, Dialect, Fsctl, NtStatus
 from ..errors import SMBProtocolError
 from .breaks import break_others
 from .locking import check_io
@@ -60,6 +60,21 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<I", ranges), b"", 0))
     if code in (Fsctl.SRV_COPYCHUNK, Fsctl.SRV_COPYCHUNK_WRITE) and tree.fs is not None:
         return _copychunk(conn, session, request, related)
+    if code == FSCTL_LMR_REQUEST_RESILIENCY:
+        # §3.3.5.15.9: NETWORK_RESILIENCY_REQUEST {Timeout (ms), Reserved}; the open becomes resilient
+        # (its LOCKs are sequence-checked, locking.py); keeping it across a lost connection is not offered.
+        opened = open_for(session, request.file_id, related)
+        if conn.dialect == Dialect.SMB_2_0_2:
+            raise Fail(NtStatus.INVALID_DEVICE_REQUEST, "no resiliency on 2.0.2")
+        if len(request.input) < 8:
+            raise Fail(NtStatus.INVALID_PARAMETER, "short NETWORK_RESILIENCY_REQUEST")
+        if struct.unpack_from("<I", request.input)[0] > MAX_RESILIENCY_TIMEOUT_MS:
+            raise Fail(NtStatus.INVALID_PARAMETER, "resiliency Timeout above the maximum")
+        opened.resilient = True
+        if opened.durable is not None:  # Open.IsDurable MUST be set to FALSE
+            conn.state.durable.remove(opened)
+            opened.durable = None
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, b"", b"", 0))
     if code == Fsctl.PIPE_TRANSCEIVE or code == Fsctl.DFS_GET_REFERRALS or code == Fsctl.DFS_GET_REFERRALS_EX:
         raise Fail(NtStatus.NOT_FOUND if code != Fsctl.PIPE_TRANSCEIVE else NtStatus.NOT_SUPPORTED, "unsupported")
     raise Fail(NtStatus.INVALID_DEVICE_REQUEST, f"FSCTL 0x{code:08x}")
@@ -148,6 +163,8 @@ def _validate_negotiate(conn, request: m.IoctlRequest) -> Reply:
 
 
 FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
+FSCTL_LMR_REQUEST_RESILIENCY = 0x001401D4
+MAX_RESILIENCY_TIMEOUT_MS = 300_000  # MaxResiliencyTimeout (§3.3.1.5; Windows: 300 seconds)
 
 
 HANDLERS: dict[int, Handler] = {

@@ -56,7 +56,7 @@ def check_io(state, opened: Open, offset: int, length: int, *, write: bool) -> N
 def _sequence_applies(conn, opened: Open) -> bool:
     if conn.dialect == Dialect.SMB_2_0_2:
         return False
-    return opened.durable is not None or (conn.dialect >= Dialect.SMB_3_0
+    return opened.durable is not None or opened.resilient or (conn.dialect >= Dialect.SMB_3_0
                                           and bool(conn.server_capabilities & Capabilities.MULTI_CHANNEL))
 
 

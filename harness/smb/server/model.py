@@ -122,6 +122,7 @@ class Open:
     channel_sequence: int = 0  # Open.ChannelSequence (replay.py in this package)
     fs: Share | None = None  # the share ``path`` and ``handle`` belong to; None until a restored open is claimed
     lock_sequences: dict[int, int] = field(default_factory=dict)  # Open.LockSequenceArray: index -> number
+    resilient: bool = False  # Open.IsResilient (FSCTL_LMR_REQUEST_RESILIENCY): LOCKs are sequence-checked
 
     @property
     def file_id(self) -> bytes:
