@@ -21,6 +21,9 @@ between requests                      changes queue on the watch and the next re
                                       once with them (Windows keeps this buffer too).
 one operation, one response           a waiting request completes after the operation that changed
                                       things (a rename: old and new name together), not per change.
+a renamed file's close                MODIFIED with ATTRIBUTES for its new name, when the handle it
+                                      was renamed through closes (a rename sets the archive bit;
+                                      Windows reports it at close: smbtorture smb2.notify.mask-change).
 completion                            every queued change, in order, as FILE_NOTIFY_INFORMATION
                                       entries aligned to 4 bytes; names relative to the directory.
 overflow                              the entries do not fit the request's OutputBufferLength (or
@@ -164,6 +167,18 @@ class NotifyTable:
     def __init__(self) -> None:
         self.watches: dict[Hashable, Watch] = {}
         self._recent: dict[tuple[Hashable, int, str], int] = {}
+        self._renamed: set[Hashable] = set()  # opens of files renamed through them, until they close
+
+    def renamed_through(self, key: Hashable) -> None:
+        """A file was renamed through open ``key``: its close reports MODIFIED (ATTRIBUTES)."""
+        self._renamed.add(key)
+
+    def closing(self, key: Hashable) -> bool:
+        """Open ``key`` closes: whether a file was renamed through it (see :meth:`renamed_through`)."""
+        if key in self._renamed:
+            self._renamed.discard(key)
+            return True
+        return False
 
     def request(self, key: Hashable, scope: Hashable, directory: str, flags: int, completion_filter: int,
                 buffer_length: int, token: Hashable) -> Completion | Waiting:

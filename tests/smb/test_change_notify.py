@@ -103,3 +103,11 @@ def test_delete_of_the_directory_ends_requests_delete_pending():
     assert t.fail("dir", NtStatus.DELETE_PENDING) == [cn.Completion(1, NtStatus.DELETE_PENDING)]
     assert t.fail("dir", NtStatus.DELETE_PENDING) == []  # nothing waits any more; the watch stays
     assert "dir" in t.watches
+
+
+def test_a_file_renamed_through_an_open_reports_modified_at_its_close():
+    t = cn.NotifyTable()
+    t.renamed_through("handle")
+    assert t.closing("other") is False
+    assert t.closing("handle") is True
+    assert t.closing("handle") is False  # once

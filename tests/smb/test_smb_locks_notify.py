@@ -187,6 +187,30 @@ def test_notify_reports_what_changed_through_the_server(server):
         assert sa.notify_result(mid) == (NtStatus.SUCCESS, [(cn.REMOVED, "new.txt")])
 
 
+def test_rename_reports_both_names_at_once_and_modified_at_close(server):
+    """A rename through SET_INFO: RENAMED_OLD_NAME and RENAMED_NEW_NAME in one response; closing the
+    handle it was renamed through reports MODIFIED (ATTRIBUTES) for the new name (smbtorture
+    smb2.notify.mask-change expects it)."""
+    from harness.smb import fscc
+
+    with _client(server) as a, _client(server) as b:
+        sa, sb = a.share("share"), b.share("share")
+        dir_id, mid = _watch(sa, completion_filter=cn.FILE_NAME | cn.ATTRIBUTES)
+        fid = sb.open("old.txt", RW | AccessMask.DELETE, CreateDisposition.OPEN_IF).file_id
+        assert sa.notify_result(mid) == (NtStatus.SUCCESS, [(cn.ADDED, "old.txt")])
+        mid = sa.notify_request(dir_id, 0)
+        sa.client.wait_interim(mid)
+        info = fscc.FileRenameInformation(replace_if_exists=False, file_name="new.txt").pack()
+        b.request(Command.SET_INFO, m.SetInfoRequest(file_id=fid, info_type=1, file_info_class=10, buffer=info),
+                  sb.tree_id)
+        assert sa.notify_result(mid) == (NtStatus.SUCCESS, [(cn.RENAMED_OLD_NAME, "old.txt"),
+                                                             (cn.RENAMED_NEW_NAME, "new.txt")])
+        mid = sa.notify_request(dir_id, 0)
+        sa.client.wait_interim(mid)
+        sb.close_file(fid)
+        assert sa.notify_result(mid) == (NtStatus.SUCCESS, [(cn.MODIFIED, "new.txt")])
+
+
 def test_notify_completion_filter_and_watch_tree(server):
     (server.share_dir / "sub").mkdir()
     with _client(server) as a, _client(server) as b:

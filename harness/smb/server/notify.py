@@ -93,12 +93,14 @@ def removed(state, fs: Share, path: str, is_dir: bool) -> None:
     report(state, fs, cn.REMOVED, path, _kind(is_dir))
 
 
-def renamed(state, fs: Share, old: str, new: str, is_dir: bool) -> None:
+def renamed(state, fs: Share, old: str, new: str, is_dir: bool, through: Open | None = None) -> None:
     """Within one directory a rename is RENAMED_OLD_NAME then RENAMED_NEW_NAME; a move to another
     directory is REMOVED from the old one and ADDED to the new one (as Windows and Samba report)."""
     same = fs.parent(old) == fs.parent(new)
     report(state, fs, cn.RENAMED_OLD_NAME if same else cn.REMOVED, old, _kind(is_dir), flush=False)
     report(state, fs, cn.RENAMED_NEW_NAME if same else cn.ADDED, new, _kind(is_dir))
+    if through is not None and not is_dir:
+        state.notify.renamed_through(id(through))
 
 
 def modified(state, fs: Share, path: str, filter_bits: int) -> None:
@@ -127,6 +129,9 @@ def delete_pending(state, opened: Open) -> None:
 
 
 def close_watch(state, opened: Open) -> None:
-    """The directory's open closed: its waiting requests end with STATUS_NOTIFY_CLEANUP."""
+    """An open closed: a directory's waiting requests end with STATUS_NOTIFY_CLEANUP; a file renamed
+    through it reports MODIFIED (ATTRIBUTES)."""
     if opened.is_dir:
         _finish(state, state.notify.close(id(opened)))
+    elif state.notify.closing(id(opened)) and opened.fs is not None:
+        modified(state, opened.fs, opened.path, cn.ATTRIBUTES)

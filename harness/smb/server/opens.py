@@ -113,7 +113,7 @@ def forget(conn, opened: Open) -> None:
     if opened.handle is not None and fs is not None:
         fs.close(opened.handle)
         opened.handle = None
-    release_locks(state, opened)  # its locks go, its blocking locks end cancelled
+    release_locks(state, opened)  # its locks go, its blocking locks end (RANGE_NOT_LOCKED)
     notify.close_watch(state, opened)  # its CHANGE_NOTIFY requests end with NOTIFY_CLEANUP
     if opened.delete_on_close and opened.is_dir:
         for other in others:  # the directory is being deleted under their CHANGE_NOTIFY requests
@@ -127,7 +127,7 @@ def forget(conn, opened: Open) -> None:
             else:
                 fs.remove(opened.path)
         except OSError:
-            pass
+            return  # nothing was removed: nothing to report
         notify.removed(state, fs, opened.path, opened.is_dir)
 
 

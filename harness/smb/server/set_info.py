@@ -116,7 +116,7 @@ def _rename(conn, tree, opened: Open, buf: bytes) -> None:
         other.path = target
         state.opens_by_path.setdefault(target, []).append(other)
     move_locks(state, old, target)
-    notify.renamed(state, fs, old, target, opened.is_dir)
+    notify.renamed(state, fs, old, target, opened.is_dir, through=opened)
 
 
 HANDLERS: dict[int, Handler] = {
