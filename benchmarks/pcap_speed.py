@@ -1,6 +1,6 @@
 """pcap analysis speed and memory: Capture's one tshark pass vs a plain pyshark FileCapture loop.
 
-Issue 6's benchmark: a capture of 20,000 packets and 10 assertions, the library against a plain
+The benchmark: a capture of 20,000 packets and 10 assertions, the library against a plain
 pyshark FileCapture loop evaluating the same assertions, in one run (target >= 50x); and the peak
 memory for a 1,000,000-packet capture with 10 fields (target <= 500 MB).
 
@@ -11,7 +11,7 @@ Prints ratios measured in the same run and memory peaks, never pass/fail on wall
     .venv/bin/python -m benchmarks.pcap_speed --big 0         # speed only
     .venv/bin/python -m benchmarks.pcap_speed --packets 5000 --json   # quicker, plus pyshark use_json
 
-The captures come from tests/pcap/captures_fast.py (struct-packed, ~300k packets/s).
+The captures come from benchmarks/pcap_fast_capture.py (struct-packed, ~300k packets/s).
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.pcap_fast_capture import fast_smb_tcp_capture  # noqa: E402
 from harness.pcap import Absent, Before, Capture, Count, First, Values  # noqa: E402
-from tests.pcap.captures_fast import fast_smb_tcp_capture  # noqa: E402
 
 STREAMS = 8
 

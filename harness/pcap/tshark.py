@@ -130,7 +130,7 @@ def field_catalogue() -> dict[str, FieldInfo]:
     for ln in text.splitlines():
         name, ftype, base = (ln.split("\t") + ["", ""])[:3]
         out.setdefault(name, FieldInfo(name, ftype, base))
-    # column pseudo-fields work with -e but are not listed by -G fields (pcap-facts 4)
+    # column pseudo-fields work with -e but are not listed by -G fields (tshark 4.0)
     for col in ("_ws.col.Info", "_ws.col.Protocol", "_ws.col.Source", "_ws.col.Destination",
                 "_ws.col.No.", "_ws.col.Time", "_ws.col.Length"):
         out[col] = FieldInfo(col, "FT_STRING")

@@ -154,7 +154,7 @@ class ClientConnection:
 
     def negotiate_request(self) -> bytes:
         capabilities = Capabilities.LEASING | Capabilities.LARGE_MTU | Capabilities.ENCRYPTION
-        if max(self.dialects) >= Dialect.SMB_3_0:  # harness/smb_multichannel.py, harness/smb_reconnect.py
+        if max(self.dialects) >= Dialect.SMB_3_0:  # harness/blocking/multichannel.py, harness/blocking/reconnect.py
             capabilities |= Capabilities.MULTI_CHANNEL | Capabilities.PERSISTENT_HANDLES
         contexts: list = []
         if Dialect.SMB_3_1_1 in self.dialects:

@@ -83,11 +83,18 @@ def open_pair(mode: str, pki: dict[str, str], *, addr: tuple = ("127.0.0.11", 0)
     ls.listen(8)
     box: dict[str, Any] = {}
 
+    raw = mode.startswith("raw-")  # the application runs TLS (rawapp.py: libquic's loop), both ends
+    mode = mode.removeprefix("raw-")
+
     def serve() -> None:
         try:
             ls.settimeout(timeout)
             s, _ = ls.accept()
-            if mode == "psk":
+            if raw:
+                from . import rawapp
+
+                rawapp.quic_handshake(s, rawapp.raw_server(mode, pki), timeout)
+            elif mode == "psk":
                 server_handshake(s, pki["psk"], None, timeout=timeout)
             else:
                 server_handshake(s, pki["server_key"], pki["server"], timeout=timeout)
@@ -101,13 +108,21 @@ def open_pair(mode: str, pki: dict[str, str], *, addr: tuple = ("127.0.0.11", 0)
     if setup_client:
         setup_client(c)
     c.connect(ls.getsockname())
-    if mode == "psk":
+    if raw:
+        from . import rawapp
+
+        rawapp.quic_handshake(c, rawapp.raw_client(mode, pki), timeout)
+    elif mode == "psk":
         client_handshake(c, pki["psk"], timeout=timeout)
     else:
         client_handshake(c, None, "server.test", cafile=pki["ca"], timeout=timeout)
     t.join(timeout + 5)
     if "e" in box:
         raise box["e"]
+    if raw:
+        from wrappers.quic import raw as rawmode
+
+        assert rawmode.is_raw(c) and rawmode.is_raw(box["s"])
     return c, box["s"], ls
 
 
@@ -128,11 +143,12 @@ def serve_thread(fn: Callable[[], None]) -> threading.Thread:
     return t
 
 
-@pytest.fixture(scope="session", params=MODES)
+@pytest.fixture(scope="session", params=[*MODES, "raw-psk"])
 def func(request: pytest.FixtureRequest, pki: dict[str, str]) -> Iterator[Any]:
     """The func_test connection for one mode, shared by test_func_1..4 in order (STREAM, CONNECTION,
     NOTIFICATION, CLOSE), as tests/func_test.c runs its groups on one connection. Both ends set
-    max_datagram_frame_size = 1400 and keep every other default."""
+    max_datagram_frame_size = 1400 and keep every other default. "raw-psk": the handshake is libquic's
+    on both ends (the application's TLS over the raw interface), the 98 cases the same."""
     from wrappers.quic import QUIC_SOCKOPT_TRANSPORT_PARAM, SOL_QUIC, TransportParam
 
     from .funcserver import FuncServer, Session

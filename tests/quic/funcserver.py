@@ -1,6 +1,6 @@
 """The server half of lxin/quic tests/func_test.c, on wirecheck's IPPROTO_QUIC, and the client session.
 
-The echo loop (specs/quic-socket-api.md section 11.1): data read with FIN is echoed on the same
+The echo loop of lxin/quic's tests/func_test.c server: data read with FIN is echoed on the same
 stream with FIN (a client uni stream: on the matching server uni stream ``sid | 1`` with NEW|FIN),
 datagrams as datagrams. Keywords make it act: "client reset" (with FIN: after 1 s send the text and
 reset that stream, errcode 1), "client stop_sending" (STOP_SENDING errcode 1, no echo),

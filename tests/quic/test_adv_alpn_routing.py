@@ -1,4 +1,4 @@
-"""ALPN routing (quic.ko's final design, specs 6.3 and 7.3): listeners set ALPN before listen(), share one
+"""ALPN routing (quic.ko's design since 2026-01): listeners set ALPN before listen(), share one
 address:port when their lists are disjoint, and each new connection goes to the first listener that
 matches the client's ALPNs in the client's order; no match drops the Initial silently."""
 

@@ -1,4 +1,4 @@
-"""Connection migration and NAT rebinding (issue 10): what a user of the socket relies on is that a
+"""Connection migration and NAT rebinding: what a user of the socket relies on is that a
 connection survives its client changing address, with nothing lost, and that the ends see it as
 quic.ko reports it (the migration event, getpeername/getsockname). Each case checks the capture:
 the new path was validated (PATH_CHALLENGE answered) and, for a real migration, the client used a

@@ -60,9 +60,7 @@ def www(tmp_path):
 
 
 def _one_rtt(sock: QuicSocket):
-    from aioquic import tls
-
-    return sock._conn.quic._cryptos[tls.Epoch.ONE_RTT]  # type: ignore[union-attr]
+    return sock._conn.quic.one_rtt_crypto()  # type: ignore[union-attr]
 
 
 def test_our_client_gets_from_gtlsserver_after_key_update(pki, www, tmp_path):

@@ -1,4 +1,4 @@
-"""Session resumption and 0-RTT (issue 10, spec 7.6): a client keeps the ticket of a first connection
+"""Session resumption and 0-RTT (the flow of lxin/quic's ticket_test.c): a client keeps the ticket of a first connection
 (NEW_SESSION_TICKET event, getsockopt SESSION_TICKET, session_get_data) and resumes with it: the
 second handshake has no Certificate (checked in the capture), data sent before the handshake goes in
 0-RTT packets when the server accepts it, and arrives all the same (in 1-RTT) when the server

@@ -87,14 +87,14 @@ def test_wirecheck_net_fixture_runs_processes_and_captures(pytester):
 
         def test_udp(wirecheck_net):
             net = wirecheck_net
-            net.start(["python", "-m", "harness.scenario.peers", "udp-echo-server", "--addr", net.address(10),
+            net.start(["python", "-m", "harness.peers.net_exchange", "udp-echo-server", "--addr", net.address(10),
                        "--port", "7", "--timeout", "5"], host=10)
             import os, time
             deadline = time.time() + 20
             while not any(n.startswith("U0A0007") for n in os.listdir(net.socket_dir)):
                 assert time.time() < deadline
                 time.sleep(0.05)
-            done = net.run(["python", "-m", "harness.scenario.peers", "udp-client", "--addr", net.address(10),
+            done = net.run(["python", "-m", "harness.peers.net_exchange", "udp-client", "--addr", net.address(10),
                             "--port", "7", "--size", "4096", "--chunk", "1024"], host=11,
                            capture_output=True, text=True)
             result = json.loads(done.stdout.splitlines()[-1])

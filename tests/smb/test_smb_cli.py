@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from harness.blocking.server import SMBServer
+from harness.cli.smb import _split_hostport, serve, smb
 from harness.smb.keys import parse_keys_file
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_server import SMBServer
-from harness.smbcli import _split_hostport, serve, smb
 
 USER = "cli:Cli-pw-1"
 

@@ -1,4 +1,4 @@
-"""tshark smb2_seskey_list export (pcap-facts.md §3)."""
+"""tshark smb2_seskey_list export (the uat:smb2_seskey_list preference of tshark 4.0)."""
 
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ import pytest
 import tsharkutil
 
 import wrappers
+from harness.blocking.client import SMBClient
+from harness.blocking.server import SMBServer
 from harness.pcap import Capture, Count
 from harness.smb.constants import AccessMask, CreateDisposition, NtStatus
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import SMBClient
-from harness.smb_server import SMBServer
 from harness.transport import listen
 
 USER, PASSWORD = "lk", "Pw-lock123"

@@ -16,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.blocking.client import SMBClient
+from harness.blocking.server import SMBServer
 from harness.smb import change_notify as cn
 from harness.smb import messages as m
 from harness.smb.client import SMBError
 from harness.smb.constants import AccessMask, Command, CreateDisposition, CreateOptions, NtStatus
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import SMBClient
-from harness.smb_server import SMBServer
 
 USER, PASSWORD = "bob", "Pw-123456"
 RW = AccessMask.GENERIC_READ | AccessMask.GENERIC_WRITE

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.blocking.client import SMBClient
+from harness.blocking.server import SMBServer
 from harness.smb.constants import Dialect
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import SMBClient
-from harness.smb_server import SMBServer
 from harness.transport import TransportError, listen
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

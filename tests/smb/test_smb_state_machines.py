@@ -185,13 +185,13 @@ def _negotiate_status(state, contexts, **kw):
     ([PREAUTH, m.SigningCapabilities([])], NtStatus.INVALID_PARAMETER),
 ])
 def test_negotiate_context_errors(state, contexts, status):
-    """§3.3.5.4 context checks (pitfall 9: only these are errors)."""
+    """§3.3.5.4 context checks (only these are errors: NETNAME and unknown types are ignored)."""
     assert _negotiate_status(state, contexts)[0] == status
 
 
 def test_negotiate_responds_only_to_requested_contexts(state):
-    """Pitfall 11: COMPRESSION/RDMA/SIGNING/TRANSPORT response contexts only if requested; pitfall 9:
-    NETNAME and unknown types ignored; pitfall 10: ENCRYPTION with cipher 0 when nothing matches."""
+    """§3.3.5.4: COMPRESSION/RDMA/SIGNING/TRANSPORT response contexts only if requested; NETNAME and
+    unknown types ignored; ENCRYPTION with cipher 0 when nothing matches."""
     status, reply, _ = _negotiate_status(state, [PREAUTH, m.NetnameContext("x"), m.RawNegotiateContext(0x0100, b"z"),
                                                  m.EncryptionCapabilities([0x77])])
     assert status == 0
@@ -480,7 +480,7 @@ def test_change_notify_completes_on_change(state):
 
 def test_oplock_break_notification(state):
     """A write through another open breaks a level II oplock to NONE with an unsolicited message
-    (MessageId 0xFFFF..., TreeId 0, pitfall 14) that needs no acknowledgment."""
+    (MessageId 0xFFFF..., TreeId 0, §3.3.4.6) that needs no acknowledgment."""
     first, tree1 = connected(state, require_signing=True)
     second, tree2 = connected(state)
     granted = first.create(tree1, "shared.txt", requested_oplock_level=OplockLevel.BATCH).body

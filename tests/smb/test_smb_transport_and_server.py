@@ -14,13 +14,13 @@ import time
 
 import pytest
 
+from harness.blocking.client import SMBClient
+from harness.blocking.server import SMBServer
 from harness.smb import messages as m
 from harness.smb.client import SMBError
 from harness.smb.constants import Command, Dialect, NtStatus
 from harness.smb.header import Header
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import SMBClient
-from harness.smb_server import SMBServer
 from harness.transport import FrameTooLarge, TransportClosed, connect, listen
 from harness.transport.tcp import netbios_name
 

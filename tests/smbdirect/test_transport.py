@@ -9,9 +9,9 @@ import threading
 
 import tsharkutil
 
+from harness.blocking.client import SMBClient
+from harness.blocking.server import SMBServer
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import SMBClient
-from harness.smb_server import SMBServer
 from harness.transport.smbdirect import SmbDirectListener, connect_smbdirect
 
 USER, PASSWORD = "rd", "Rdma-pw1"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from peers_smb import PASSWORD, USER, Smbd, free_port  # noqa: E402
 
+from harness.blocking.server import SMBServer  # noqa: E402
 from harness.smb.server import ServerConfig, ShareConfig  # noqa: E402
-from harness.smb_server import SMBServer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

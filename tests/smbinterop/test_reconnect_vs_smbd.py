@@ -10,9 +10,9 @@ import os
 import pytest
 from peers_smb import PASSWORD, USER, Smbd
 
-from harness.smb_faults import faulty_factory
-from harness.smb_multichannel import MultiChannelClient
-from harness.smb_reconnect import ResilientClient
+from harness.blocking.faults import faulty_factory
+from harness.blocking.multichannel import MultiChannelClient
+from harness.blocking.reconnect import ResilientClient
 from harness.transport.fault import FaultPlan, FaultyTransport
 
 

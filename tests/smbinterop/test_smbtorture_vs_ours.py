@@ -87,7 +87,7 @@ def test_smbtorture_slow(suite, tmp_path):
     run_suite(suite, tmp_path)
 
 
-# Issue 8: durable handles, replay, session binding, multichannel.  smb2.replay is run test by test:
+# Durable handles, replay, session binding, multichannel.  smb2.replay is run test by test:
 # replay-regular is left out (smbtorture's cleanup loops forever on a file it cannot delete here) and so
 # are the dhv2-pending* tests (each waits ~35 s for an oplock/lease break this server does not send).
 RECONNECT = ["smb2.durable-open", "smb2.durable-v2-open", "smb2.session", "smb2.multichannel"]

@@ -1,15 +1,19 @@
 """The application's IPPROTO_QUIC socket: quic.ko's socket calls on top of the engine.
 
 A ``QuicSocket`` is a real ``socket.socket`` whose fd is the app end of a SEQPACKET pair (see
-``loop.py``). Reads come from that fd; everything else (send, options, handshake) calls the
+``loop.py``); its option calls come from ``options.QuicOptionsMixin`` (the parts share
+``sockparts.QuicSocketParts``). Reads come from that fd; everything else (send, options, handshake) calls the
 engine under its lock. The receive queue is kept here, in quic.ko's order: items arrive from the
 engine in order, and an event that arrives while stream data is queued moves ahead of that data
-(specs section 3.2). A partial read keeps the rest at the head; when items remain queued here after
+(as in quic.ko's receive queue). A partial read keeps the rest at the head; when items remain queued here after
 a call, the engine is asked for a WAKE item so the fd stays readable for select/poll/asyncio.
 
 State machine (quic.ko's sk_state): CLOSED --listen--> LISTENING --listen(0)--> CLOSED;
 CLOSED --connect--> ESTABLISHING --handshake--> ESTABLISHED --close/shutdown/peer/idle--> CLOSED;
-an accepted socket starts in ESTABLISHING. Errnos follow the spec's table; nothing else escapes.
+an accepted socket starts in ESTABLISHING. Errnos are the ones quic.ko returns for each call; nothing else escapes.
+In raw mode (raw.py: the application runs TLS, as with libquic) ESTABLISHING becomes ESTABLISHED when
+setsockopt(CRYPTO_SECRET) installs the second APP key, and the peer's CRYPTO bytes are queued ahead
+of everything else, each with its crypto level in a HANDSHAKE_INFO cmsg.
 """
 
 from __future__ import annotations
@@ -24,13 +28,29 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .. import dualstack
+from ..addressing import Network
 from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before any wrapping
 from . import carriers as CR
 from . import constants as C
 from . import options as O
 from . import routing, tlsext, uapi
 from .arrivals import accept_handoff, accept_moved_peer, accept_paths, accept_seqpacket, endpoint_for
-from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
+from .connection_ids import ConnectionIds
+from .core import (
+    ITEM,
+    K_ACCEPT,
+    K_DATA,
+    K_DGRAM,
+    K_EVENT,
+    K_HS,
+    K_PURGE,
+    K_WAKE,
+    Blocked,
+    Connection,
+    Options,
+    err,
+)
 from .loop import Engine, Link, Listener, get_engine, make_pair
 
 SOL_SOCKET = socket.SOL_SOCKET
@@ -42,7 +62,7 @@ def _active_config() -> Any:
     return ac()
 
 
-class QuicSocket(_OrigSocket):
+class QuicSocket(O.QuicOptionsMixin):
     """socket(AF_INET|AF_INET6, SOCK_DGRAM|SOCK_STREAM, IPPROTO_QUIC) with quic.ko semantics."""
 
     def __init__(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = C.IPPROTO_QUIC,
@@ -70,15 +90,17 @@ class QuicSocket(_OrigSocket):
         self._state = C.CLOSED
         self._local: tuple | None = None
         self._peer: tuple | None = None
+        self._v6only = family == socket.AF_INET6 and dualstack.default_v6only()  # as the kernel: at socket()
         self._link: Link | None = None
         self._listener: Listener | None = None
         self._is_client: bool | None = None
         self._q: deque[list[Any]] = deque()
+        self._nhs = 0  # raw handshake items at the head of the queue, then _nev events
         self._nev = 0
         self._eof = False
         self._wake_out = False
         self._remote_tp: uapi.TransportParam | None = None
-        self._cids = O.ConnectionIds()
+        self._cids = ConnectionIds()
         self._ticket_secret = os.urandom(32)
         self.dropped = 0
         self._request_client_cert = False
@@ -152,19 +174,31 @@ class QuicSocket(_OrigSocket):
                 socket.inet_aton(host)
                 return (host, port)
             socket.inet_pton(socket.AF_INET6, host.split("%")[0])
-            return (host, port, 0, 0)
+            return (dualstack.canonical(host), port, 0, 0)
         except OSError:
             raise err(errno.EINVAL, f"bad address {host!r}") from None
 
     def _wildcard(self, addr: tuple) -> bool:
-        return addr[0] in ("0.0.0.0", "::", "")
+        return addr[0] in ("0.0.0.0", "::", "", "::ffff:0.0.0.0")
+
+    def _names(self, host: str) -> tuple[int, str, frozenset[int], CR.Addressing]:
+        """How a bind to ``host`` is named on the carrier (dualstack.bind_plan) and the addressing
+        that reads peers' names back as this socket sees them."""
+        assert self._cfg is not None
+        fam, name_host, reach = dualstack.bind_plan(self._cfg.network, self._qfamily, host, self._v6only)
+        return fam, name_host, reach, CR.Addressing(self._cfg, self._qfamily, reach)
 
     def bind(self, address: Any) -> None:
         if self._local is not None:
             raise err(errno.EINVAL, "already bound")
         addr = self._parse(address)
-        if self._cfg is not None and not self._wildcard(addr):
-            if self._cfg.network.iface_of(self._qfamily, addr[0]) is None:
+        try:
+            fam, host, _reach = dualstack.bind_plan(self._cfg.network if self._cfg else Network(),
+                                                    self._qfamily, addr[0], self._v6only)
+        except OSError as e:
+            raise err(e.errno or errno.EINVAL, e.strerror or "") from None
+        if self._cfg is not None and not self._wildcard((host,)):
+            if self._cfg.network.iface_of(fam, host) is None:
                 raise err(errno.EADDRNOTAVAIL)
         self._local = addr
 
@@ -193,7 +227,9 @@ class QuicSocket(_OrigSocket):
         return host
 
     def _tuple(self, host: str, port: int) -> tuple:
-        return (host, port) if self._qfamily == socket.AF_INET else (host, port, 0, 0)
+        if self._qfamily == socket.AF_INET:
+            return (host, port)
+        return (dualstack.mapped(host) if ":" not in host else host, port, 0, 0)
 
     # -- listen / accept -----------------------------------------------------------------------
     def listen(self, backlog: int = 128) -> None:
@@ -230,18 +266,18 @@ class QuicSocket(_OrigSocket):
                 if router.base:
                     routing.publish(router, router.base)
             elif self._carrier == "seqpacket":
-                addressing = CR.Addressing(self._cfg)
+                fam, name_host, reach, addressing = self._names(host)
                 s = CR._unix(_socket.SOCK_SEQPACKET)
                 foreign = False
                 try:
-                    port = CR.bind_unix(s, addressing, self._qfamily, host, port)
+                    port = CR.bind_unix(s, addressing, fam, name_host, port, twin=len(reach) == 2)
                     s.listen(max(backlog, 16))
                 except OSError as e:
                     if e.errno != errno.EADDRINUSE or not port:
                         s.close()
                         raise
                     # another process owns this address:port: share it by ALPN through a listener file
-                    base = addressing.path(self._qfamily, host, port, local=True)
+                    base = addressing.path(fam, name_host, port, local=True)
                     try:
                         routing.check_foreign(base, self._opts.alpn)
                         name = routing.listener_file(base, self._opts.alpn)
@@ -270,7 +306,7 @@ class QuicSocket(_OrigSocket):
                     routing.publish(router, s.getsockname())
                     eng.watch(s.fileno(), lambda: accept_seqpacket(eng, router, addressing))
             else:
-                ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
+                ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port, v6only=self._v6only)
                 if ep.listener is not None:
                     raise err(errno.EADDRINUSE)
                 router = routing.new_router((self._carrier, self._qfamily, host, ep.local[1], sockdir), self._cfg)
@@ -322,7 +358,7 @@ class QuicSocket(_OrigSocket):
                     name = lst.carrier.getsockname()
                     lst.carrier.close()
                     if name:
-                        os.unlink(name)
+                        CR.unlink_name(name)
                 except OSError:
                     pass
             for link in lst.queue:
@@ -369,6 +405,9 @@ class QuicSocket(_OrigSocket):
                 new._timeout = self._timeout
                 new._sndtimeo = self._sndtimeo
                 new._local = lst.local if lst is not None else None
+                if new._local is not None and self._cfg is not None and link.peer is not None:  # IPv4 peer, [::]
+                    new._local = dualstack.accepted_local(self._cfg.network, self._qfamily, new._local,
+                                                          self._cfg.network.default_iface, link.peer)
                 new._peer = link.peer
                 new._is_client = False
                 new._state = C.ESTABLISHING
@@ -376,6 +415,10 @@ class QuicSocket(_OrigSocket):
                 new._ticket_secret = self._ticket_secret
                 self._engine.add_link(link)
                 self._engine.flush(link)
+                if new._opts.raw and not link.core.closed:
+                    from . import raw
+
+                    raw.start(new)  # the ClientHello is readable (and polls readable) at once
             return new, link.peer
 
     # -- connect ---------------------------------------------------------------------------------
@@ -457,7 +500,12 @@ class QuicSocket(_OrigSocket):
         if self._carrier != "seqpacket":
             raise err(errno.EOPNOTSUPP, f"a preferred address needs the seqpacket carrier, not {self._carrier}")
         link, c = self._link, self._conn
-        if link is None or c is None or c.quic is not None:
+        from . import raw
+
+        # raw mode: the engine may have started (the ClientHello arrived); the address goes into the
+        # transport parameters the application's TLS fetches with TRANSPORT_PARAM_EXT later
+        started = c is not None and c.quic is not None and not (raw.is_raw(self) and not c.handshake_done)
+        if link is None or c is None or started:
             raise err(errno.EINVAL, "set the preferred address after accept() and before the handshake")
         if c.preferred_address is not None:
             raise err(errno.EAGAIN, "a preferred address is already set")
@@ -476,6 +524,8 @@ class QuicSocket(_OrigSocket):
         eng = self._engine
         with eng.lock:
             c.preferred_address = (local[0], local[1])
+            if c.quic is not None:
+                c.quic.preferred_address = c.preferred_address
             holder = CR.SeqpacketPath(lst, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
             holder.rendezvous = lst  # closed (and its name removed) with the connection
             link.old_paths.append(holder)
@@ -511,7 +561,7 @@ class QuicSocket(_OrigSocket):
         """A quic.ko server moves to ``new_local`` after the handshake: a new path from that name to
         the client's rendezvous listener (carriers.open_rendezvous), a fresh destination CID, and the
         old paths kept until the first packet arrives on the new one (the client validates the new
-        server address with PATH_CHALLENGE, aioconn.py). Only the seqpacket carrier can open a path
+        server address with PATH_CHALLENGE, aio/connection.py). Only the seqpacket carrier can open a path
         from the server's side; on the others this is EOPNOTSUPP."""
         if self._carrier != "seqpacket":
             raise err(errno.EOPNOTSUPP, f"server migration needs the seqpacket carrier, not {self._carrier}")
@@ -559,11 +609,21 @@ class QuicSocket(_OrigSocket):
         port = self._local[1] if self._local else 0
         if local_addr is not None:
             host, port = local_addr[0], local_addr[1]
+        fam = self._qfamily
+        if self._cfg is not None:
+            # a v4-mapped peer: the path is IPv4, from this interface's IPv4 name (dualstack.py)
+            try:
+                fam, _ = dualstack.remote_plan(fam, peer[0], self._v6only,
+                                               self._names(self._local[0])[2] if self._local else frozenset())
+            except OSError as e:
+                raise err(e.errno or errno.ENETUNREACH, e.strerror or "") from None
+            if fam != self._qfamily:
+                host = dualstack.v4_of_mapped(host) or self._cfg.network.my_address(fam)
         if self._carrier == "seqpacket":
-            addressing = CR.Addressing(self._cfg)
+            addressing = CR.Addressing(self._cfg, self._qfamily, frozenset({fam}))
             s = CR._unix(_socket.SOCK_SEQPACKET)
             try:
-                port = CR.bind_unix(s, addressing, self._qfamily, host, port)
+                port = CR.bind_unix(s, addressing, fam, host, port)
                 local = addressing.addr_of(s.getsockname()) or self._tuple(host, port)
                 remote_path = addressing.path(self._qfamily, peer[0], peer[1], local=False)
             except OSError:
@@ -579,7 +639,7 @@ class QuicSocket(_OrigSocket):
             path = CR.SeqpacketPath(s, wire, remote_path, addressing)
             path.rendezvous = CR.open_rendezvous(s.getsockname())
             return path, self._tuple(local[0], local[1]), None
-        ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
+        ep = endpoint_for(eng, self._carrier, fam, self._cfg, host, port, view=self._qfamily)
         ep.refs += 1
         wire = CR.Wire(self._cfg, ep.local, peer, eng.schedule)
         return CR.DatagramPath(ep, peer, wire), ep.local, ep
@@ -625,10 +685,22 @@ class QuicSocket(_OrigSocket):
                 if remaining is not None and remaining <= 0:
                     raise err(errno.ETIMEDOUT, "handshake timed out")
                 eng.cond.wait(remaining if remaining is not None else 1.0)
+        self._established(c)
+
+    def _established(self, c: Connection) -> None:
+        """The handshake completed (engine TLS, or the second APP key in raw mode)."""
+        if self._state == C.ESTABLISHED:
+            return
         self._state = C.ESTABLISHED
-        self._cids = O.ConnectionIds(max(2, min(8, c.quic._remote_active_connection_id_limit or 7))
+        self._cids = ConnectionIds(max(2, min(8, c.quic.remote_active_connection_id_limit or 7))
                                      if c.quic is not None else 7)
         c.cids = self._cids
+
+    def set_raw_handshake(self) -> None:
+        """Opt into quic.ko's raw handshake interface (raw.py): the application runs TLS."""
+        from . import raw
+
+        raw.enable(self)
 
     # -- engine calls -----------------------------------------------------------------------------
     def _engine_call(self, fn: Callable[[], Any]) -> Any:
@@ -683,63 +755,12 @@ class QuicSocket(_OrigSocket):
     def _peer_tp(self) -> uapi.TransportParam:
         c = self._conn
         q = c.quic if c is not None else None
-        if q is None or not c.handshake_done:  # type: ignore[union-attr]
+        if c is None or q is None or not c.handshake_done:
             return self._remote_tp or uapi.TransportParam(remote=1)
-        idle = q._remote_max_idle_timeout or 0
         return uapi.TransportParam(
-            remote=1, active_connection_id_limit=q._remote_active_connection_id_limit or 0,
-            max_datagram_frame_size=q._remote_max_datagram_frame_size or 0,
-            max_idle_timeout=int(idle * 1e6), max_ack_delay=int((q._remote_max_ack_delay or 0) * 1e6) if hasattr(q, "_remote_max_ack_delay") else 0,
-            max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),  # type: ignore[union-attr]
-            max_data=q._remote_max_data, max_stream_data_bidi_local=q._remote_max_stream_data_bidi_local,
-            max_stream_data_bidi_remote=q._remote_max_stream_data_bidi_remote,
-            max_stream_data_uni=q._remote_max_stream_data_uni,
-            disable_1rtt_encryption=int(getattr(q, "peer_disable_1rtt", False)))
-
-    # -- options ----------------------------------------------------------------------------------
-    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:  # type: ignore[override]
-        if level == C.SOL_QUIC:
-            if value is None:
-                data = b""
-            elif isinstance(value, int):
-                data = value.to_bytes(4, "little", signed=True)
-            else:
-                data = bytes(value)
-            if optlen is not None and value is not None:
-                data = data[:optlen]
-            O.setopt(self, optname, data)
-            return
-        if level == SOL_SOCKET and optname == socket.SO_RCVTIMEO:
-            self._timeout = O.timeval(bytes(value))
-            return
-        if level == SOL_SOCKET and optname == socket.SO_SNDTIMEO:
-            self._sndtimeo = O.timeval(bytes(value))
-            return
-        if level == SOL_SOCKET:
-            return  # SO_REUSEPORT, buffers, ...: accepted
-        raise err(errno.ENOPROTOOPT)
-
-    def getsockopt(self, level: int, optname: int, buflen: Any = None) -> Any:  # type: ignore[override]
-        if level == C.SOL_QUIC:
-            if isinstance(buflen, (bytes, bytearray, memoryview)):
-                arg = bytes(buflen)
-                optlen = len(arg)
-            else:
-                arg = b""
-                optlen = 4096 if buflen is None else int(buflen)
-            return O.getopt(self, optname, arg, optlen)
-        if level == SOL_SOCKET:
-            if optname == socket.SO_TYPE:
-                return self._qtype
-            if optname == socket.SO_PROTOCOL:
-                return C.IPPROTO_QUIC
-            if optname == socket.SO_DOMAIN:
-                return self._qfamily
-            if optname == socket.SO_ERROR:
-                return 0
-        if buflen is None:
-            return 0
-        return bytes(int(buflen))
+            remote=1, **q.peer_transport_parameters(),
+            max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),
+            disable_1rtt_encryption=int(q.peer_disable_1rtt))
 
     # -- sending ---------------------------------------------------------------------------------
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:  # type: ignore[override]
@@ -749,6 +770,7 @@ class QuicSocket(_OrigSocket):
         if self._state in (C.CLOSED, C.LISTENING) and c is None or c is not None and c.closed:
             raise err(errno.EPIPE)
         info: uapi.StreamInfo | None = None
+        hs_level: int | None = None
         for level, ctype, cdata in ancdata or ():
             if level != C.SOL_QUIC:
                 continue
@@ -757,11 +779,15 @@ class QuicSocket(_OrigSocket):
                 if info.stream_flags & ~C.STREAM_FLAGS:
                     raise err(errno.EINVAL, "bad stream_flags")
             elif ctype == C.QUIC_HANDSHAKE_INFO:
-                raise err(errno.EINVAL, "raw handshake messages: TLS runs inside the engine")
+                hs_level = bytes(cdata)[0] if len(cdata) else 0
             else:
                 raise err(errno.EINVAL, f"unknown SOL_QUIC cmsg {ctype}")
         data = b"".join(bytes(b) for b in buffers) if not isinstance(buffers, (bytes, bytearray)) else bytes(buffers)
         assert c is not None
+        if hs_level is not None:
+            from . import raw
+
+            return raw.send_handshake(self, hs_level, data, flags)
         nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
         if flags & C.MSG_QUIC_DATAGRAM:
             return int(self._engine_call(lambda: c.send_datagram(data)))
@@ -812,12 +838,16 @@ class QuicSocket(_OrigSocket):
                 self._wake_out = False
                 continue
             if kind == K_PURGE:
-                keep = [e for i, e in enumerate(self._q) if i < self._nev or not (e[0] == K_DATA and e[1] == sid)]
+                head = self._nhs + self._nev
+                keep = [e for i, e in enumerate(self._q) if i < head or not (e[0] == K_DATA and e[1] == sid)]
                 self._q = deque(keep)
                 continue
             entry = [kind, sid, flags, memoryview(m)[ITEM.size:]]
-            if kind == K_EVENT:
-                self._q.insert(self._nev, entry)
+            if kind == K_HS:  # handshake messages go ahead of everything else, as quic.ko queues them
+                self._q.insert(self._nhs, entry)
+                self._nhs += 1
+            elif kind == K_EVENT:
+                self._q.insert(self._nhs + self._nev, entry)
                 self._nev += 1
             else:
                 self._q.append(entry)
@@ -827,6 +857,12 @@ class QuicSocket(_OrigSocket):
             raise err(errno.ENOTCONN)
         if self._link is None and not self._q:
             raise err(errno.ENOTCONN)
+        c = self._conn
+        if c is not None and not c.is_client and c.quic is None and not c.closed:
+            from . import raw
+
+            with self._engine.lock:  # an accepted socket read before any handshake: libquic's server
+                raw.start(self)
         nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
         deadline = None if nonblock else self._deadline(self._timeout)
         while True:
@@ -843,7 +879,23 @@ class QuicSocket(_OrigSocket):
         kind = head[0]
         msg_flags = 0
         anc: list = []
-        if kind in (K_EVENT, K_DGRAM):
+        if kind == K_HS:
+            payload = head[3]
+            out = bytes(payload[:bufsize])
+            whole = len(payload) <= bufsize
+            if whole:
+                msg_flags |= C.MSG_EOR
+            if ancbufsize >= socket.CMSG_SPACE(1):
+                anc = [(C.SOL_QUIC, C.QUIC_HANDSHAKE_INFO, bytes([head[2]]))]
+            else:
+                msg_flags |= C.MSG_CTRUNC
+            if not peek:
+                if whole:
+                    self._q.popleft()
+                    self._nhs -= 1
+                else:
+                    head[3] = payload[bufsize:]
+        elif kind in (K_EVENT, K_DGRAM):
             payload = head[3]
             out = bytes(payload[:bufsize])
             whole = len(payload) <= bufsize
