@@ -255,11 +255,17 @@ def test_notify_ends_delete_pending_when_the_directory_is_deleted(server):
     (server.share_dir / "doomed").mkdir()
     with _client(server) as a, _client(server) as b:
         sa, sb = a.share("share"), b.share("share")
-        _, mid = _watch(sa, "doomed")
+        watcher, mid = _watch(sa, "doomed")
         other = sb.open("doomed", AccessMask.DELETE | AccessMask.FILE_READ_ATTRIBUTES, CreateDisposition.OPEN,
                         CreateOptions.DIRECTORY_FILE | CreateOptions.DELETE_ON_CLOSE).file_id
         sb.close_file(other)
         assert sa.notify_result(mid)[0] == NtStatus.DELETE_PENDING
+        # the delete stays pending on the file: new opens are refused, the last close deletes it
+        assert _status(sb.open, "doomed", DIR_ACCESS, CreateDisposition.OPEN,
+                       CreateOptions.DIRECTORY_FILE) == NtStatus.DELETE_PENDING
+        assert (server.share_dir / "doomed").is_dir()
+        sa.close_file(watcher)
+        assert not (server.share_dir / "doomed").exists()
 
 
 def test_notify_cleanup_when_a_new_session_replaces_the_old_one(server):

@@ -9,7 +9,8 @@ or hand over opens, and every handler looks its open up by FileId; one module ke
 - Generic access bits are mapped to file rights at CREATE (§3.3.5.9 via MS-FSCC).
 - LOGOFF and TREE_DISCONNECT close every open; a lost connection detaches durable opens instead,
   so a reconnect can claim them (§3.3.7.1).
-- The last close of an open with delete-on-close removes the file and tells directory watchers.
+- The last close of an open with delete-on-close removes the file and tells directory watchers; an
+  earlier close with delete-on-close leaves the delete pending on the opens that remain.
 """
 
 from __future__ import annotations
@@ -115,8 +116,12 @@ def forget(conn, opened: Open) -> None:
         opened.handle = None
     release_locks(state, opened)  # its locks go, its blocking locks end (RANGE_NOT_LOCKED)
     notify.close_watch(state, opened)  # its CHANGE_NOTIFY requests end with NOTIFY_CLEANUP
-    if opened.delete_on_close and opened.is_dir:
-        for other in others:  # the directory is being deleted under their CHANGE_NOTIFY requests
+    if opened.delete_on_close and others:
+        # The delete is pending on the file, not on this open: it happens at the last close, and
+        # opens until then fail with STATUS_DELETE_PENDING (MS-FSA 2.1.5.4: delete-on-close at
+        # cleanup marks the file DeletePending).  Watchers of a directory hear it now.
+        for other in others:
+            other.delete_on_close = True
             notify.delete_pending(state, other)
     if opened.delete_on_close and not others and fs is not None:
         try:
