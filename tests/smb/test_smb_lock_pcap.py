@@ -6,13 +6,10 @@ STATUS_CANCELLED.  tshark is required (fails, not skips, under CI)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 import tsharkutil
+from wrapfix import swdir, wrapped_pcap  # noqa: F401
 
-import wrappers
 from harness.blocking.client import SMBClient
 from harness.blocking.server import SMBServer
 from harness.pcap import Capture, Count
@@ -25,21 +22,9 @@ HOST = "127.0.0.12"
 
 
 @pytest.fixture
-def net(tmp_path):
+def net(wrapped_pcap):
     tsharkutil.tshark_path()  # no tshark: fail under CI, skip elsewhere (tests/tsharkutil.py)
-    d = tempfile.mkdtemp(prefix="wclk-", dir="/tmp")
-    pcap = str(tmp_path / "lock.pcap")
-    saved = dict(os.environ)
-    with wrappers.activate(d, iface=12, pcap=pcap) as cfg:
-        yield cfg
-    os.environ.clear()
-    os.environ.update(saved)
-    for root, dirs, files in os.walk(d, topdown=False):
-        for f in files:
-            os.unlink(os.path.join(root, f))
-        for x in dirs:
-            os.rmdir(os.path.join(root, x))
-    os.rmdir(d)
+    return wrapped_pcap[0]
 
 
 def test_blocking_lock_interim_and_final_on_the_wire(net, tmp_path):
