@@ -610,3 +610,16 @@ def test_a_byte_range_lock_breaks_level_ii_oplocks(state):
     assert second.request(Command.LOCK, lock, tree2).header.status == NtStatus.SUCCESS
     (note,) = first.client.receive(first.server.take_output()[0], first.sessions)
     assert note.header.message_id == UNSOLICITED_MESSAGE_ID and note.body.oplock_level == OplockLevel.NONE
+
+
+def test_change_notify_credit_charge_covers_the_output_buffer(state):
+    """§3.3.5.19 with §3.3.5.2.5: a CHANGE_NOTIFY asking for 128 KiB of output must be charged two
+    credits on a multi-credit connection (INVALID_PARAMETER otherwise), and OutputBufferLength may
+    not pass MaxTransactSize."""
+    pair, tree = connected(state)
+    dir_id = pair.create(tree, "", CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE).body.file_id
+    body = m.ChangeNotifyRequest(file_id=dir_id, output_buffer_length=131072, completion_filter=0x3)
+    assert pair.request(Command.CHANGE_NOTIFY, body, tree).header.status == NtStatus.INVALID_PARAMETER
+    assert pair.request(Command.CHANGE_NOTIFY, body, tree, payload=131072).header.status == NtStatus.PENDING
+    huge = m.ChangeNotifyRequest(file_id=dir_id, output_buffer_length=pair.server.max_size + 1, completion_filter=0x3)
+    assert pair.request(Command.CHANGE_NOTIFY, huge, tree).header.status == NtStatus.INVALID_PARAMETER

@@ -11,8 +11,9 @@ from __future__ import annotations
 from .. import messages as m
 from ..constants import Command, NtStatus, OplockLevel
 from . import locking, notify
-from .model import Handler, Reply
+from .model import Fail, Handler, Reply
 from .opens import open_for
+from .readwrite import check_charge
 
 
 def _lock(conn, session, tree, header, request: m.LockRequest, related, encrypted) -> Reply:
@@ -21,6 +22,9 @@ def _lock(conn, session, tree, header, request: m.LockRequest, related, encrypte
 
 def _change_notify(conn, session, tree, header, request: m.ChangeNotifyRequest, related, encrypted) -> Reply:
     opened = open_for(session, request.file_id, related)
+    if request.output_buffer_length > conn.max_size:  # §3.3.5.19, in its order: the size, then the charge
+        raise Fail(NtStatus.INVALID_PARAMETER, "OutputBufferLength above MaxTransactSize")
+    check_charge(conn, header, request.output_buffer_length)
     return notify.change_notify(conn, session, tree, header, request, encrypted, opened)
 
 

@@ -6,8 +6,8 @@ Why apart from the handler table: CREATE, CLOSE, WRITE and SET_INFO report chang
 ends watches; they import these functions, and nothing here imports them back.
 
 - A request on a directory open without FILE_LIST_DIRECTORY is STATUS_ACCESS_DENIED, on a file
-  STATUS_INVALID_PARAMETER, with an OutputBufferLength above MaxTransactSize
-  STATUS_INVALID_PARAMETER (3.3.5.19).
+  STATUS_INVALID_PARAMETER (3.3.5.19; the caller has checked OutputBufferLength against
+  MaxTransactSize and the CreditCharge).
 - A request with changes already queued completes at once; otherwise it goes async (an interim
   STATUS_PENDING) and completes on a change, CANCEL (STATUS_CANCELLED) or the close of its
   directory (STATUS_NOTIFY_CLEANUP).  A request whose connection went away is forgotten.
@@ -28,8 +28,6 @@ FILE_LIST_DIRECTORY = AccessMask.FILE_READ_DATA  # the same bit, named for a dir
 def change_notify(conn, session, tree, header, request: m.ChangeNotifyRequest, encrypted: bool,
                   opened: Open) -> Reply:
     """The CHANGE_NOTIFY ``request`` on ``opened`` (found by the caller)."""
-    if request.output_buffer_length > conn.max_size:
-        raise Fail(NtStatus.INVALID_PARAMETER, "OutputBufferLength above MaxTransactSize")
     if not opened.is_dir:
         raise Fail(NtStatus.INVALID_PARAMETER, "CHANGE_NOTIFY on a file")
     if not opened.access & FILE_LIST_DIRECTORY:
