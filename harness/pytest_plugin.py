@@ -142,19 +142,21 @@ class ScenarioItem(pytest.Item):
             self.add_marker(pytest.mark.xfail(reason=f"knownfail: {e.reason} ({e.where})", strict=True))
 
     def runtest(self) -> None:
-        from harness.scenario import unmet
         from harness.scenario.cellproc import run_isolated
         from harness.scenario.model import substitute
+        from harness.scenario.requires import check
 
         cell = self.cell
         section, svars, areas = _section_vars(self.config, _scenario_root(Path(cell.scenario.path)) or Path("."))
         if areas is not None and cell.scenario.area not in areas:
             pytest.skip(f"area {cell.scenario.area} is not in section {section} (AREAS={' '.join(areas)})")
         needs_tshark = any("pcap" in i for i in (cell.scenario.data.get("expect") or []))
-        reason = unmet(substitute(cell.scenario.requires, cell.variables(svars)), section=section, needs_tshark=needs_tshark,
-                       missing_ops=cell.scenario.missing_ops)
-        if reason:
-            pytest.skip(reason)
+        found = check(substitute(cell.scenario.requires, cell.variables(svars)), section=section,
+                      needs_tshark=needs_tshark, missing_ops=cell.scenario.missing_ops)
+        if found and found.fails_here():
+            pytest.fail(f"{found.reason} (a failure under CI)", pytrace=False)
+        if found:
+            pytest.skip(found.reason)
         base = self.config.getoption("--wirecheck-results")
         base = Path(base) if base else self.config._tmp_path_factory.getbasetemp() / "wirecheck"  # type: ignore[attr-defined]
         outdir = base / (section or "global") / cell.scenario.area

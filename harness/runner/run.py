@@ -24,9 +24,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.scenario import Cell, ScenarioError, load_tree, unmet
+from harness.scenario import Cell, ScenarioError, load_tree
 from harness.scenario.cellproc import run_isolated, stop_all
 from harness.scenario.model import substitute
+from harness.scenario.requires import check as check_requires
 
 from . import config, lists, matrix, report
 from .console import Output, aggregate_line, cell_line, header_lines
@@ -195,11 +196,16 @@ class Runner:
             if opts.list_only:
                 emit(order[cell.id], cell.id)
                 continue
-            reason = unmet(substitute(cell.scenario.requires, cell.variables(section.vars)), section=section.name,
-                           needs_tshark=_needs_tshark(cell), missing_ops=cell.scenario.missing_ops)
-            if reason:
+            found = check_requires(substitute(cell.scenario.requires, cell.variables(section.vars)),
+                                   section=section.name, needs_tshark=_needs_tshark(cell),
+                                   missing_ops=cell.scenario.missing_ops)
+            if found:
                 now = time.time()
-                finish(cell, {"status": "notrun", "reason": reason, "started": now, "ended": now})
+                if found.fails_here():  # under CI: a failure that no knownfail/flapping entry can excuse
+                    finish(cell, {"status": "missing", "reason": f"{found.reason} (a failure under CI)",
+                                  "started": now, "ended": now})
+                else:
+                    finish(cell, {"status": "notrun", "reason": found.reason, "started": now, "ended": now})
                 continue
             todo.append(cell)
         if opts.list_only:

@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import pytest
+from threadutil import joined
 from tsharkutil import fields
 
 from wrappers.quic import (
@@ -68,7 +69,7 @@ class Server:
 
     def close(self) -> None:
         self.stop.set()
-        self.t.join(2)
+        joined(self.t, 2)
         close_all(*self.conns, self.ls)
 
 

@@ -21,6 +21,7 @@ import time
 
 import pytest
 from procutil import need_program
+from threadutil import joined
 
 from wrappers.quic import (
     QUIC_EVENT_KEY_UPDATE,
@@ -151,7 +152,7 @@ def test_gtlsclient_is_routed_by_alpn(pki, www, tmp_path):
     t.start()
     r = subprocess.run([client, "-q", "--exit-on-all-streams-close", f"--download={dl}", "127.0.0.1", str(port),
                         f"https://localhost:{port}/small.bin"], capture_output=True, timeout=20)
-    t.join(10)
+    joined(t, 10)
     try:
         assert r.returncode == 0, r.stderr
         assert "e" not in done, done

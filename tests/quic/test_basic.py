@@ -6,6 +6,7 @@ import errno
 import socket
 
 import pytest
+from threadutil import joined
 
 from wrappers.quic import (
     MSG_STREAM_FIN,
@@ -75,7 +76,7 @@ def test_large_transfer(net, pki):
             got += data
             if flags & MSG_STREAM_FIN:
                 break
-        t.join(10)
+        joined(t, 10)
         assert bytes(got) == blob
     finally:
         close_all(c, s, ls)

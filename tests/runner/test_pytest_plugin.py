@@ -48,13 +48,21 @@ def test_cells_are_items_with_cell_ids(tree):
                    "scenarios/udp/002.yaml::udp/002[ipv4-b]", "scenarios/udp/002.yaml::udp/002[ipv6-a]"]
 
 
-def test_outcomes_skip_reasons_and_failure_naming_the_step(tree):
+def test_outcomes_skip_reasons_and_failure_naming_the_step(tree, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
     res = tree.runpytest(*P, "scenarios", "-rs")
     res.assert_outcomes(passed=4, failed=1, skipped=1)
     out = res.stdout.str()
     assert "tcp/002 failed: step 0 host.run (002.yaml:5): run1 exited with status 3, expected 0" in out
     assert "full: " in out
     assert "requires program no-such-program-wirecheck (not found in PATH)" in out
+
+
+def test_missing_requirement_fails_under_ci(tree, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    res = tree.runpytest(*P, "scenarios", "-rs")
+    res.assert_outcomes(passed=4, failed=2)
+    assert "requires program no-such-program-wirecheck (not found in PATH) (a failure under CI)" in res.stdout.str()
 
 
 def test_group_selection(tree):

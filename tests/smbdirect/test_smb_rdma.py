@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import tsharkutil
 from click.testing import CliRunner
+from threadutil import joined
 
 from harness.blocking.client import SMBClient
 from harness.blocking.server import SMBServer
@@ -245,7 +246,7 @@ def test_concurrent_clients(server):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        joined(t, 60)
     assert not errors, errors
 
 

@@ -339,8 +339,8 @@ class Engine:
                     _, _, cb = heapq.heappop(self._timers)
                     try:
                         cb()
-                    except Exception:
-                        pass
+                    except Exception:  # one failing timer must not stop the loop; say it, as above
+                        traceback.print_exc()
                 for lk in list(self.links.values()):
                     t = lk.core.next_timer()
                     if t is not None and t <= now:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import _socket
 import errno
 import os
-import select
 import socket
 import time
 from collections import deque
@@ -35,23 +34,19 @@ from . import carriers as CR
 from . import constants as C
 from . import options as O
 from . import routing, tlsext, uapi
-from .arrivals import accept_handoff, accept_moved_peer, accept_paths, accept_seqpacket, endpoint_for
+from .arrivals import accept_handoff, accept_seqpacket, endpoint_for
 from .connection_ids import ConnectionIds
 from .core import (
     ITEM,
     K_ACCEPT,
-    K_DATA,
-    K_DGRAM,
-    K_EVENT,
-    K_HS,
-    K_PURGE,
-    K_WAKE,
     Blocked,
     Connection,
     Options,
     err,
 )
 from .loop import Engine, Link, Listener, get_engine, make_pair
+from .sockdata import QuicDataMixin
+from .sockpaths import QuicPathsMixin
 
 SOL_SOCKET = socket.SOL_SOCKET
 
@@ -62,7 +57,7 @@ def _active_config() -> Any:
     return ac()
 
 
-class QuicSocket(O.QuicOptionsMixin):
+class QuicSocket(QuicDataMixin, QuicPathsMixin, O.QuicOptionsMixin):
     """socket(AF_INET|AF_INET6, SOCK_DGRAM|SOCK_STREAM, IPPROTO_QUIC) with quic.ko semantics."""
 
     def __init__(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = C.IPPROTO_QUIC,
@@ -455,195 +450,6 @@ class QuicSocket(O.QuicOptionsMixin):
             return e.errno or errno.EINVAL
         return 0
 
-    def _watch_path(self, link: Link, path: Any, ep: Any) -> None:
-        eng = self._engine
-        if isinstance(path, CR.SeqpacketPath):
-            reader = lambda: eng.path_readable(link, path)  # noqa: E731
-            path.watch_fd = lambda fd: eng.watch(fd, reader)
-            path.unwatch_fd = eng.unwatch
-            eng.watch(path.fileno(), reader)
-            if path.rendezvous is not None:
-                eng.watch(path.rendezvous.fileno(), lambda: accept_moved_peer(eng, link, path))
-        elif ep is not None:
-            ep.links[path.peer] = link
-            ep.paths[path.peer] = path
-
-    def _migrate(self, new_local: tuple) -> None:
-        """Client: bind a second path at ``new_local`` and move the connection onto it (the first
-        packet back on it completes the migration: event, getsockname, old path closed)."""
-        link, c = self._link, self._conn
-        if link is None or c is None or self._peer is None:
-            raise err(errno.EPIPE)
-        if not self._is_client:
-            self._migrate_server(link, c, new_local)
-            return
-        eng = self._engine
-        with eng.lock:
-            if c.migrating is not None:
-                raise err(errno.EAGAIN, "a migration is in progress")
-            path, local, ep = self._client_path(c.addr or self._peer, new_local)
-            try:
-                c.start_local_migration(local)
-            except OSError:
-                path.close()
-                raise
-            link.old_paths += [link.path, *link.paths.values()]  # everything goes on the new path now
-            link.paths = {}
-            link.path = path
-            self._watch_path(link, path, ep)
-            eng.flush(link)
-
-    def _set_preferred(self, addr: tuple) -> None:
-        """Server, before the handshake: quic.ko's preferred_address. The address is bound now (a
-        listener for the client's new path, seqpacket carrier only) and announced in the transport
-        parameters; aioquic's client validates it after the handshake and moves there."""
-        if self._carrier != "seqpacket":
-            raise err(errno.EOPNOTSUPP, f"a preferred address needs the seqpacket carrier, not {self._carrier}")
-        link, c = self._link, self._conn
-        from . import raw
-
-        # raw mode: the engine may have started (the ClientHello arrived); the address goes into the
-        # transport parameters the application's TLS fetches with TRANSPORT_PARAM_EXT later
-        started = c is not None and c.quic is not None and not (raw.is_raw(self) and not c.handshake_done)
-        if link is None or c is None or started:
-            raise err(errno.EINVAL, "set the preferred address after accept() and before the handshake")
-        if c.preferred_address is not None:
-            raise err(errno.EAGAIN, "a preferred address is already set")
-        import socket as so
-
-        family = so.AF_INET6 if ":" in addr[0] else so.AF_INET
-        addressing = CR.Addressing(self._cfg)
-        lst = CR._unix(_socket.SOCK_SEQPACKET)
-        try:
-            port = CR.bind_unix(lst, addressing, family, addr[0], addr[1])
-            lst.listen(8)
-        except OSError:
-            lst.close()
-            raise
-        local = addressing.addr_of(lst.getsockname()) or (addr[0], port)
-        eng = self._engine
-        with eng.lock:
-            c.preferred_address = (local[0], local[1])
-            if c.quic is not None:
-                c.quic.preferred_address = c.preferred_address
-            holder = CR.SeqpacketPath(lst, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
-            holder.rendezvous = lst  # closed (and its name removed) with the connection
-            link.old_paths.append(holder)
-            eng.watch(lst.fileno(), lambda: accept_paths(eng, link, lst, addressing, local))
-
-    def _open_path_to(self, link: Link, addr: tuple) -> Any:
-        """Client, seqpacket carrier: a path from our current address to a new server address (its
-        preferred address). Our UDP name is taken by the connected path, so the new socket is bound
-        to ``name~p``, which the server reads back as our address (carriers.peer_name)."""
-        cur = link.path
-        if not isinstance(cur, CR.SeqpacketPath) or cur.addressing is None:
-            return None
-        eng = self._engine
-        s = CR._unix(_socket.SOCK_SEQPACKET)
-        try:
-            name = cur.sock.getsockname() + CR.OUTBOUND
-            CR._claim(name, _socket.SOCK_DGRAM)
-            s.bind(name)
-            import socket as so
-
-            family = so.AF_INET6 if len(addr) == 4 or ":" in str(addr[0]) else so.AF_INET
-            s.connect(cur.addressing.path(family, addr[0], addr[1], local=False))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            s.close()
-            return None
-        path = CR.SeqpacketPath(s, CR.Wire(self._cfg, cur.wire.local, tuple(addr), eng.schedule))
-        eng.watch(path.fileno(), lambda: eng.path_readable(link, path))
-        return path
-
-    def _migrate_server(self, link: Link, c: Any, new_local: tuple) -> None:
-        """A quic.ko server moves to ``new_local`` after the handshake: a new path from that name to
-        the client's rendezvous listener (carriers.open_rendezvous), a fresh destination CID, and the
-        old paths kept until the first packet arrives on the new one (the client validates the new
-        server address with PATH_CHALLENGE, aio/connection.py). Only the seqpacket carrier can open a path
-        from the server's side; on the others this is EOPNOTSUPP."""
-        if self._carrier != "seqpacket":
-            raise err(errno.EOPNOTSUPP, f"server migration needs the seqpacket carrier, not {self._carrier}")
-        eng = self._engine
-        with eng.lock:
-            if c.migrating is not None:
-                raise err(errno.EAGAIN, "a migration is in progress")
-            if c.closed or not c.handshake_done:
-                raise err(errno.EPIPE)
-            addressing = CR.Addressing(self._cfg)
-            lst = CR._unix(_socket.SOCK_SEQPACKET)
-            s = CR._unix(_socket.SOCK_SEQPACKET)
-            try:
-                port = CR.bind_unix(lst, addressing, self._qfamily, new_local[0], new_local[1])
-                lst.listen(8)
-                name = lst.getsockname()
-                local = addressing.addr_of(name) or self._tuple(new_local[0], port)
-                CR._claim(name + CR.OUTBOUND, _socket.SOCK_DGRAM)
-                s.bind(name + CR.OUTBOUND)
-                s.connect(addressing.path(self._qfamily, c.addr[0], c.addr[1], local=False) + CR.RENDEZVOUS)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as e:
-                s.close()
-                lst.close()
-                raise err(e.errno or errno.EADDRNOTAVAIL, "cannot open a path from the new address to the peer") from e
-            local = self._tuple(local[0], local[1])
-            try:
-                c.start_local_migration(local)
-            except OSError:
-                s.close()
-                lst.close()
-                raise
-            path = CR.SeqpacketPath(s, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
-            path.rendezvous = lst
-            link.old_paths += [link.path, *link.paths.values()]
-            link.paths = {}
-            link.path = path
-            self._watch_path(link, path, None)
-            eng.flush(link)
-
-    def _client_path(self, peer: tuple, local_addr: tuple | None = None) -> tuple[Any, tuple, Any]:
-        eng = self._engine
-        host = self._local[0] if self._local and not self._wildcard(self._local) else self._local_host()
-        port = self._local[1] if self._local else 0
-        if local_addr is not None:
-            host, port = local_addr[0], local_addr[1]
-        fam = self._qfamily
-        if self._cfg is not None:
-            # a v4-mapped peer: the path is IPv4, from this interface's IPv4 name (dualstack.py)
-            try:
-                fam, _ = dualstack.remote_plan(fam, peer[0], self._v6only,
-                                               self._names(self._local[0])[2] if self._local else frozenset())
-            except OSError as e:
-                raise err(e.errno or errno.ENETUNREACH, e.strerror or "") from None
-            if fam != self._qfamily:
-                host = dualstack.v4_of_mapped(host) or self._cfg.network.my_address(fam)
-        if self._carrier == "seqpacket":
-            addressing = CR.Addressing(self._cfg, self._qfamily, frozenset({fam}))
-            s = CR._unix(_socket.SOCK_SEQPACKET)
-            try:
-                port = CR.bind_unix(s, addressing, fam, host, port)
-                local = addressing.addr_of(s.getsockname()) or self._tuple(host, port)
-                remote_path = addressing.path(self._qfamily, peer[0], peer[1], local=False)
-            except OSError:
-                s.close()
-                raise
-            try:
-                s.connect(remote_path)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                pass  # no listener: the handshake times out, as an unanswered Initial does
-            wire = CR.Wire(self._cfg, local, peer, eng.schedule)
-            path = CR.SeqpacketPath(s, wire, remote_path, addressing)
-            path.rendezvous = CR.open_rendezvous(s.getsockname())
-            return path, self._tuple(local[0], local[1]), None
-        ep = endpoint_for(eng, self._carrier, fam, self._cfg, host, port, view=self._qfamily)
-        ep.refs += 1
-        wire = CR.Wire(self._cfg, ep.local, peer, eng.schedule)
-        return CR.DatagramPath(ep, peer, wire), ep.local, ep
-
     # -- handshake (called by handshake.py) --------------------------------------------------------
     def _ticket_key(self) -> bytes:
         """A server connection's SESSION_TICKET master key (options.py's get: set, or derived)."""
@@ -761,213 +567,6 @@ class QuicSocket(O.QuicOptionsMixin):
             remote=1, **q.peer_transport_parameters(),
             max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),
             disable_1rtt_encryption=int(q.peer_disable_1rtt))
-
-    # -- sending ---------------------------------------------------------------------------------
-    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:  # type: ignore[override]
-        if flags & ~C.SEND_FLAGS:
-            raise err(errno.EINVAL, f"send flags {flags & ~C.SEND_FLAGS:#x} are not allowed")
-        c = self._conn
-        if self._state in (C.CLOSED, C.LISTENING) and c is None or c is not None and c.closed:
-            raise err(errno.EPIPE)
-        info: uapi.StreamInfo | None = None
-        hs_level: int | None = None
-        for level, ctype, cdata in ancdata or ():
-            if level != C.SOL_QUIC:
-                continue
-            if ctype == C.QUIC_STREAM_INFO:
-                info = uapi.StreamInfo.unpack(cdata)
-                if info.stream_flags & ~C.STREAM_FLAGS:
-                    raise err(errno.EINVAL, "bad stream_flags")
-            elif ctype == C.QUIC_HANDSHAKE_INFO:
-                hs_level = bytes(cdata)[0] if len(cdata) else 0
-            else:
-                raise err(errno.EINVAL, f"unknown SOL_QUIC cmsg {ctype}")
-        data = b"".join(bytes(b) for b in buffers) if not isinstance(buffers, (bytes, bytearray)) else bytes(buffers)
-        assert c is not None
-        if hs_level is not None:
-            from . import raw
-
-            return raw.send_handshake(self, hs_level, data, flags)
-        nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
-        if flags & C.MSG_QUIC_DATAGRAM:
-            return int(self._engine_call(lambda: c.send_datagram(data)))
-        if info is None:
-            sid, sflags, has = -1, flags & C.STREAM_FLAGS, False
-        else:
-            sid, sflags, has = info.stream_id, info.stream_flags, True
-        if c.is_client and c.quic is None and not c.closed:
-            if self._remote_tp is not None and c.early_limits is None:
-                c.early_limits = (self._remote_tp.max_streams_bidi, self._remote_tp.max_streams_uni)
-            return int(self._engine_call(lambda: c.send_early(sid, sflags, data)))
-        return int(self._blocking(lambda: c.send_stream(sid, sflags, data, has, nonblock), nonblock,
-                                  self._send_timeout()))
-
-    def send(self, data: Any, flags: int = 0) -> int:  # type: ignore[override]
-        return self.sendmsg([data], (), flags)
-
-    def sendall(self, data: Any, flags: int = 0) -> None:  # type: ignore[override]
-        self.sendmsg([data], (), flags)
-
-    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:  # type: ignore[override]
-        flags = flags_or_addr if isinstance(flags_or_addr, int) else 0
-        return self.sendmsg([data], (), flags)
-
-    # -- receiving -------------------------------------------------------------------------------
-    def _wait_readable(self, deadline: float | None) -> None:
-        if deadline is not None and deadline - time.monotonic() <= 0 or self._timeout == 0.0:
-            raise err(errno.EAGAIN)
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        r, _, _ = select.select([self], [], [], remaining)
-        if not r and deadline is not None and time.monotonic() >= deadline:
-            raise err(errno.EAGAIN, "timed out")
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                m = _socket.socket.recv(self, 1 << 17)
-            except BlockingIOError:
-                return
-            except OSError:
-                self._eof = True
-                return
-            if not m:
-                self._eof = True
-                return
-            kind, flags, sid = ITEM.unpack_from(m)
-            if kind == K_WAKE:
-                self._wake_out = False
-                continue
-            if kind == K_PURGE:
-                head = self._nhs + self._nev
-                keep = [e for i, e in enumerate(self._q) if i < head or not (e[0] == K_DATA and e[1] == sid)]
-                self._q = deque(keep)
-                continue
-            entry = [kind, sid, flags, memoryview(m)[ITEM.size:]]
-            if kind == K_HS:  # handshake messages go ahead of everything else, as quic.ko queues them
-                self._q.insert(self._nhs, entry)
-                self._nhs += 1
-            elif kind == K_EVENT:
-                self._q.insert(self._nhs + self._nev, entry)
-                self._nev += 1
-            else:
-                self._q.append(entry)
-
-    def recvmsg(self, bufsize: int = 65536, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list, int, Any]:  # type: ignore[override]
-        if self._state == C.LISTENING:
-            raise err(errno.ENOTCONN)
-        if self._link is None and not self._q:
-            raise err(errno.ENOTCONN)
-        c = self._conn
-        if c is not None and not c.is_client and c.quic is None and not c.closed:
-            from . import raw
-
-            with self._engine.lock:  # an accepted socket read before any handshake: libquic's server
-                raw.start(self)
-        nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
-        deadline = None if nonblock else self._deadline(self._timeout)
-        while True:
-            self._drain()
-            if self._q:
-                break
-            if self._eof:
-                raise err(errno.ENOTCONN)
-            if nonblock:
-                raise err(errno.EAGAIN)
-            self._wait_readable(deadline)
-        peek = bool(flags & C.MSG_PEEK)
-        head = self._q[0]
-        kind = head[0]
-        msg_flags = 0
-        anc: list = []
-        if kind == K_HS:
-            payload = head[3]
-            out = bytes(payload[:bufsize])
-            whole = len(payload) <= bufsize
-            if whole:
-                msg_flags |= C.MSG_EOR
-            if ancbufsize >= socket.CMSG_SPACE(1):
-                anc = [(C.SOL_QUIC, C.QUIC_HANDSHAKE_INFO, bytes([head[2]]))]
-            else:
-                msg_flags |= C.MSG_CTRUNC
-            if not peek:
-                if whole:
-                    self._q.popleft()
-                    self._nhs -= 1
-                else:
-                    head[3] = payload[bufsize:]
-        elif kind in (K_EVENT, K_DGRAM):
-            payload = head[3]
-            out = bytes(payload[:bufsize])
-            whole = len(payload) <= bufsize
-            msg_flags |= C.MSG_QUIC_NOTIFICATION if kind == K_EVENT else C.MSG_QUIC_DATAGRAM
-            if whole:
-                msg_flags |= C.MSG_EOR
-            if not peek:
-                if whole:
-                    self._q.popleft()
-                    if kind == K_EVENT:
-                        self._nev -= 1
-                else:
-                    head[3] = payload[bufsize:]
-        else:
-            sid = head[1]
-            parts: list[bytes] = []
-            room = bufsize
-            fin = 0
-            i = 0
-            consumed: list[tuple[int, int]] = []
-            while i < len(self._q) and room >= 0:
-                e = self._q[i]
-                if e[0] != K_DATA or e[1] != sid:
-                    break
-                take = e[3][:room]
-                parts.append(bytes(take))
-                room -= len(take)
-                whole = len(take) == len(e[3])
-                consumed.append((i, len(take)))
-                if not whole:
-                    break
-                if e[2] & C.MSG_QUIC_STREAM_FIN:
-                    fin = C.MSG_QUIC_STREAM_FIN
-                    break
-                i += 1
-                if room == 0:
-                    break
-            out = b"".join(parts)
-            if not peek:
-                for idx, n in reversed(consumed):
-                    e = self._q[idx]
-                    if n == len(e[3]):
-                        del self._q[idx]
-                    else:
-                        e[3] = e[3][n:]
-            if ancbufsize >= uapi.STREAM_INFO_SPACE:
-                anc = [(C.SOL_QUIC, C.QUIC_STREAM_INFO, uapi.StreamInfo(sid, fin).pack())]
-            else:
-                msg_flags |= C.MSG_CTRUNC | fin
-            if fin:
-                msg_flags |= C.MSG_EOR
-        if self._q and not self._wake_out and self._link is not None:
-            with self._engine.lock:
-                # Re-read under the lock: close() in another thread drops the link and sets it to None.
-                link = self._link
-                if link is not None:
-                    self._wake_out = True
-                    self._engine.wake(link)
-        return out, anc, msg_flags, self._peer
-
-    def recv(self, bufsize: int = 65536, flags: int = 0) -> bytes:  # type: ignore[override]
-        return self.recvmsg(bufsize, 0, flags)[0]
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
-        view = memoryview(buffer).cast("B")
-        data = self.recvmsg(nbytes or len(view), 0, flags)[0]
-        view[:len(data)] = data
-        return len(data)
-
-    def recvfrom(self, bufsize: int = 65536, flags: int = 0) -> tuple[bytes, Any]:  # type: ignore[override]
-        d, _, _, a = self.recvmsg(bufsize, 0, flags)
-        return d, a
 
     # -- closing ---------------------------------------------------------------------------------
     def shutdown(self, how: int) -> None:

@@ -9,6 +9,7 @@ others, all of which ``QuicSocket`` (``sock.py``) defines.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +17,14 @@ from ..sockbase import _orig_socket
 
 if TYPE_CHECKING:
     from . import uapi
+    from .carriers import Addressing
     from .connection_ids import ConnectionIds
     from .core import Connection, Options
     from .loop import Engine, Link
 
 
 class QuicSocketParts(_orig_socket):
-    """The common base of QuicSocket's parts (sock.py, options.py)."""
+    """The common base of QuicSocket's parts (sock.py, sockdata.py, sockpaths.py, options.py)."""
 
     _opts: Options
     _cids: ConnectionIds
@@ -37,6 +39,12 @@ class QuicSocketParts(_orig_socket):
     _engine: Engine
     _link: Link | None
     _cfg: Any  # the wrapper Config (config.py) this socket was made under, or None
+    _carrier: str
+    _state: int
+    _peer: tuple | None
+    _q: deque[list[Any]]
+    _nhs: int  # raw handshake items at the head of the receive queue
+    _nev: int  # then this many events
 
     if TYPE_CHECKING:
         @property
@@ -51,3 +59,10 @@ class QuicSocketParts(_orig_socket):
         def _ticket_key(self) -> bytes: ...
         def _peer_tp(self) -> uapi.TransportParam: ...
         def _local_event(self, etype: int, payload: bytes) -> None: ...
+        def _blocking(self, fn: Callable[[], Any], nonblock: bool, timeout: float | None) -> Any: ...
+        def _send_timeout(self) -> float | None: ...
+        def _deadline(self, timeout: float | None) -> float | None: ...
+        def _wildcard(self, addr: tuple) -> bool: ...
+        def _local_host(self) -> str: ...
+        def _tuple(self, host: str, port: int) -> tuple: ...
+        def _names(self, host: str) -> tuple[int, str, frozenset[int], Addressing]: ...

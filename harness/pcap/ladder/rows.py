@@ -7,6 +7,7 @@ what the assertions saw.
 from __future__ import annotations
 
 from ..capture import Capture
+from ..smbinfo import INFO_FIELD, details
 
 #: one row: frame number, time, from-lane, to-lane, label
 Event = tuple[int, float, int, int, str]
@@ -29,7 +30,7 @@ FIELDS = ["ip.src", "ip.dst", "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstpor
           "tcp.analysis.retransmission", "smb2.cmd", "smb2.flags.response", "smb2.nt_status",
           "smb2.header.transform.msg_size", "quic.long.packet_type", "quic.short", "quic.frame_type", "quic.key_phase",
           "quic.remaining_payload", "tls.handshake.type", "smb_direct.negotiate_request",
-          "smb_direct.negotiate_response", "infiniband.bth.opcode", "infiniband.reth.dmalen", "_ws.malformed"]
+          "smb_direct.negotiate_response", "infiniband.bth.opcode", "infiniband.reth.dmalen", "_ws.malformed", INFO_FIELD]
 # RoCE RC opcodes that move memory instead of carrying SMBD messages (IBA 9.2)
 IB_RDMA = {0x06: "RDMA WRITE FIRST", 0x07: "RDMA WRITE MIDDLE", 0x08: "RDMA WRITE LAST", 0x09: "RDMA WRITE LAST+IMM",
            0x0A: "RDMA WRITE ONLY", 0x0B: "RDMA WRITE ONLY+IMM", 0x0C: "RDMA READ REQUEST",
@@ -40,11 +41,14 @@ IB_RDMA = {0x06: "RDMA WRITE FIRST", 0x07: "RDMA WRITE MIDDLE", 0x08: "RDMA WRIT
 def _smb2(f) -> str:
     cmds, resps, stats = f.all("smb2.cmd"), f.all("smb2.flags.response"), f.all("smb2.nt_status")
     parts = []
+    info = details(f.get(INFO_FIELD), len(cmds))  # file names, status names, info classes
     for i, c in enumerate(cmds):
         name = SMB2_COMMANDS[c] if 0 <= c < len(SMB2_COMMANDS) else f"cmd {c}"
         resp = resps[i] if i < len(resps) else 0
         st = stats[i] if i < len(stats) else 0
-        parts.append(f"{name} {'resp' if resp else 'req'}" + (f" status=0x{st:08x}" if resp and st else ""))
+        extra = info[i] if info else ""
+        status = f" status=0x{st:08x}" if resp and st and "STATUS_" not in extra else ""
+        parts.append(f"{name} {'resp' if resp else 'req'}" + status + (f" {extra}" if extra else ""))
     prefix = "SMB3[enc] " if f.all("smb2.header.transform.msg_size") else "SMB2 "
     if not parts and f.all("smb2.header.transform.msg_size"):
         return "SMB3 encrypted (no key)"
