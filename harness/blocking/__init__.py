@@ -10,4 +10,6 @@ timeouts, and drive the sans-IO state machines.
 * ``multichannel``: MultiChannelClient, one session over several connections (session binding).
 * ``reconnect``: ResilientClient, a client that survives transport failures with durable handles.
 * ``faults``: a restartable server and transports whose first connection carries a planned cut.
+* ``inotify``: Linux inotify through ctypes, feeding other programs' changes in a local share to
+  the server's CHANGE_NOTIFY rules.
 """

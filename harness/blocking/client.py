@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from harness.smb import fscc, rdma_channel
+from harness.smb import change_notify, fscc, rdma_channel
 from harness.smb import messages as m
 from harness.smb.auth import Initiator
 from harness.smb.client import (
@@ -39,6 +39,7 @@ from harness.smb.constants import (
     FileAttributes,
     FileInfoClass,
     InfoType,
+    LockFlags,
     NtStatus,
     ShareAccess,
 )
@@ -86,6 +87,7 @@ class SMBClient:
         self.sessions: dict[int, ClientSession] = {}
         self.session: ClientSession | None = None
         self._responses: dict[int, Response] = {}
+        self.async_ids: dict[int, int] = {}  # MessageId -> AsyncId of an interim STATUS_PENDING response
         self.notifications: list[Response] = []
         try:
             self._negotiate()
@@ -127,6 +129,9 @@ class SMBClient:
                     continue
                 if response.header.status == NtStatus.PENDING and response.header.is_async:
                     continue
+                if response.header.command != Command.SESSION_SETUP:  # e.g. an async completion
+                    self._responses[response.header.message_id] = response
+                    continue
                 return response
 
     def send(self, command: int, body: m.Message, tree_id: int = 0, payload: int = 0) -> int:
@@ -134,17 +139,35 @@ class SMBClient:
         self.transport.send_pdu(self.conn.seal_parts(parts, self.session, tree_id))
         return message_id
 
-    def wait(self, message_id: int) -> Response:
+    def _receive_one(self, timeout: float) -> None:
+        for response in self.conn.receive(self.transport.recv_pdu(timeout), self.sessions):
+            mid = response.header.message_id
+            if mid == UNSOLICITED_MESSAGE_ID:
+                self.notifications.append(response)
+            elif response.header.status == NtStatus.PENDING and response.header.is_async:
+                self.async_ids[mid] = response.header.async_id
+            else:
+                self._responses[mid] = response
+
+    def wait(self, message_id: int, timeout: float | None = None) -> Response:
+        """The final response to ``message_id`` (interim STATUS_PENDING responses are noted in
+        ``async_ids``); raises TimeoutError after ``timeout`` (default: the client's) without one."""
         while message_id not in self._responses:
-            for response in self.conn.receive(self.transport.recv_pdu(self.timeout), self.sessions):
-                mid = response.header.message_id
-                if mid == UNSOLICITED_MESSAGE_ID:
-                    self.notifications.append(response)
-                elif response.header.status == NtStatus.PENDING and response.header.is_async:
-                    continue
-                else:
-                    self._responses[mid] = response
+            self._receive_one(self.timeout if timeout is None else timeout)
+        self.async_ids.pop(message_id, None)
         return self._responses.pop(message_id)
+
+    def wait_interim(self, message_id: int, timeout: float | None = None) -> int | None:
+        """The AsyncId of the interim response to ``message_id``; None when the final response
+        came first (it stays for :meth:`wait`)."""
+        while message_id not in self.async_ids and message_id not in self._responses:
+            self._receive_one(self.timeout if timeout is None else timeout)
+        return self.async_ids.get(message_id)
+
+    def cancel(self, message_id: int) -> None:
+        """CANCEL a request still waiting (by its AsyncId when the interim response came)."""
+        self.transport.send_pdu(self.conn.cancel_request(message_id, self.async_ids.get(message_id, 0),
+                                                         self.session))
 
     def request(self, command: int, body: m.Message, tree_id: int = 0, payload: int = 0,
                 ok: tuple[int, ...] = (NtStatus.SUCCESS,)) -> Response:
@@ -473,6 +496,51 @@ class Share:
             return fscc.FileAllInformation.unpack(self._req(Command.QUERY_INFO, body).body.output)
         finally:
             self.close_file(created.file_id)
+
+    # ------------------------------------------------------------------ locks and change notify
+
+    def lock_request(self, file_id: bytes, offset: int, length: int, *, exclusive: bool = True,
+                     fail_immediately: bool = True, sequence: int = 0) -> int:
+        """Send a LOCK of one range (MS-SMB2 2.2.26) and return its MessageId; a blocking lock
+        (``fail_immediately=False``) answers STATUS_PENDING first and its final response when
+        the range frees or on :meth:`SMBClient.cancel`."""
+        flags = (LockFlags.EXCLUSIVE_LOCK if exclusive else LockFlags.SHARED_LOCK) | (
+            LockFlags.FAIL_IMMEDIATELY if fail_immediately else 0)
+        body = m.LockRequest(file_id=file_id, locks=[m.LockElement(offset, length, flags)], lock_sequence=sequence)
+        return self.client.send(Command.LOCK, body, self.tree_id)
+
+    def lock(self, file_id: bytes, offset: int, length: int, *, exclusive: bool = True, wait: bool = False,
+             timeout: float | None = None, sequence: int = 0) -> None:
+        """Lock a range; with ``wait`` block until it is granted (or ``timeout``: then cancel it and
+        raise TimeoutError).  A refusal raises SMBError (LOCK_NOT_GRANTED, CANCELLED, ...)."""
+        mid = self.lock_request(file_id, offset, length, exclusive=exclusive, fail_immediately=not wait,
+                                sequence=sequence)
+        try:
+            response = self.client.wait(mid, timeout)
+        except TimeoutError:
+            self.client.cancel(mid)
+            self.client.wait(mid)
+            raise
+        if response.header.status != NtStatus.SUCCESS:
+            raise SMBError(response.header.status, Command.LOCK)
+
+    def unlock(self, file_id: bytes, offset: int, length: int, sequence: int = 0) -> None:
+        body = m.LockRequest(file_id=file_id, locks=[m.LockElement(offset, length, LockFlags.UNLOCK)],
+                             lock_sequence=sequence)
+        self._req(Command.LOCK, body)
+
+    def notify_request(self, dir_id: bytes, completion_filter: int, *, watch_tree: bool = False,
+                       buffer_length: int = 65536) -> int:
+        """Send a CHANGE_NOTIFY on an open directory (MS-SMB2 2.2.35); its MessageId."""
+        body = m.ChangeNotifyRequest(file_id=dir_id, flags=change_notify.WATCH_TREE if watch_tree else 0,
+                                     output_buffer_length=buffer_length, completion_filter=completion_filter)
+        return self.client.send(Command.CHANGE_NOTIFY, body, self.tree_id)
+
+    def notify_result(self, message_id: int, timeout: float | None = None) -> tuple[int, list[tuple[int, str]]]:
+        """The status of a CHANGE_NOTIFY and the (action, name) changes it reported."""
+        response = self.client.wait(message_id, timeout)
+        status = response.header.status
+        return status, change_notify.decode(response.body.output) if status == NtStatus.SUCCESS else []
 
     def disconnect(self) -> None:
         self._req(Command.TREE_DISCONNECT, m.TreeDisconnectRequest())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
+from harness.blocking.inotify import ShareWatcher
 from harness.blocking.netif import describe
 from harness.smb.keys import SessionKeyRecord
 from harness.smb.rdma_channel import take_invalidate
@@ -51,6 +52,8 @@ class SMBServer:
         self._stop = threading.Event()
         self._accept_thread: threading.Thread | None = None
         self.errors: list[str] = []
+        if share_with is None:  # changes by other programs in a local share complete CHANGE_NOTIFY too
+            self.state.on_watch = ShareWatcher(self.state, self.lock, self._stop, self.errors).watch
 
     @property
     def port(self) -> int:

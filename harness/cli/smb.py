@@ -191,7 +191,7 @@ _UNC = re.compile(r"^(?://|\\\\)([^/\\]+)[/\\]([^/\\]+)[/\\]?$")
               help="bind a channel to every address the server lists (SMB Direct where RDMA_CAPABLE, else TCP, "
                    "QUIC with --ca/--insecure where no TCP answers) and print the channels")
 @click.option("--timeout", type=float, default=30.0, show_default=True)
-@click.argument("command", type=click.Choice(["ls", "get", "put", "rm", "mkdir", "rmdir", "cat"]))
+@click.argument("command", type=click.Choice(["ls", "get", "put", "rm", "mkdir", "rmdir", "cat", "lock", "notify"]))
 @click.argument("args", nargs=-1)
 def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, cipher, server_name, ca, insecure, keys_out,
         multichannel, timeout, command, args):
@@ -203,6 +203,11 @@ def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, ci
       put LOCAL [REMOTE]  upload
       cat REMOTE          print a file to stdout
       rm PATH / mkdir PATH / rmdir PATH
+      lock PATH OFFSET LENGTH [shared] [wait] [hold=SECONDS]
+                          take a byte-range lock (exclusive unless `shared`; `wait`: block
+                          until granted, at most --timeout, then cancel), hold it, unlock
+      notify [DIR] [tree] [count=N] [filter=names|all|0xBITS]
+                          print the next N changes in DIR (with `tree`: below it too)
     """
     from harness.blocking.client import SMBClient
     from harness.blocking.multichannel import MultiChannelClient
@@ -256,7 +261,11 @@ def _run(share, command: str, args: tuple[str, ...]) -> None:
         if len(args) < count:
             raise click.UsageError(f"{command} needs {count} argument(s)")
 
-    if command == "ls":
+    if command == "lock":
+        _lock(share, args)
+    elif command == "notify":
+        _notify(share, args)
+    elif command == "ls":
         for entry in share.listdir(args[0] if args else ""):
             kind = "D" if entry.is_dir else "A"
             click.echo(f"{entry.name:40} {kind} {entry.size:>12}")
@@ -286,3 +295,74 @@ def _run(share, command: str, args: tuple[str, ...]) -> None:
     elif command == "rmdir":
         need(1)
         share.remove(args[0], directory=True)
+
+
+def _options(args: tuple[str, ...]) -> tuple[list[str], set[str], dict[str, str]]:
+    """Positional words, bare flags from ``flags``-like words and key=value options of a command."""
+    words, flags, values = [], set(), {}
+    for arg in args:
+        if "=" in arg:
+            key, value = arg.split("=", 1)
+            values[key] = value
+        elif arg in ("shared", "wait", "tree"):
+            flags.add(arg)
+        else:
+            words.append(arg)
+    return words, flags, values
+
+
+def _lock(share, args: tuple[str, ...]) -> None:
+    import time
+
+    from harness.smb.constants import AccessMask, CreateDisposition
+
+    words, flags, values = _options(args)
+    if len(words) != 3:
+        raise click.UsageError("lock needs PATH OFFSET LENGTH")
+    path, offset, length = words[0], int(words[1], 0), int(words[2], 0)
+    hold = float(values.get("hold", "0"))
+    file_id = share.open(path, AccessMask.GENERIC_READ, CreateDisposition.OPEN).file_id
+    kind = "shared" if "shared" in flags else "exclusive"
+    try:
+        try:
+            share.lock(file_id, offset, length, exclusive=kind == "exclusive", wait="wait" in flags)
+        except TimeoutError as exc:
+            raise click.ClickException(f"{path} {offset}+{length}: not granted within --timeout "
+                                       "(the request was cancelled)") from exc
+        click.echo(f"locked {path} {offset}+{length} ({kind})", err=True)
+        time.sleep(hold)
+        share.unlock(file_id, offset, length)
+        click.echo(f"unlocked {path} {offset}+{length}", err=True)
+    finally:
+        share.close_file(file_id)
+
+
+_FILTERS = {"names": 0x3, "all": 0xFFF}
+_ACTIONS = {1: "ADDED", 2: "REMOVED", 3: "MODIFIED", 4: "RENAMED_OLD_NAME", 5: "RENAMED_NEW_NAME"}
+
+
+def _notify(share, args: tuple[str, ...]) -> None:
+    from harness.smb.constants import AccessMask, CreateDisposition, CreateOptions, NtStatus
+
+    words, flags, values = _options(args)
+    spec = values.get("filter", "all")
+    completion_filter = _FILTERS[spec] if spec in _FILTERS else int(spec, 0)
+    count = int(values.get("count", "1"))
+    access = AccessMask.FILE_READ_DATA | AccessMask.FILE_READ_ATTRIBUTES | AccessMask.SYNCHRONIZE
+    dir_id = share.open(words[0] if words else "", access, CreateDisposition.OPEN,
+                        CreateOptions.DIRECTORY_FILE).file_id
+    try:
+        for _ in range(count):
+            mid = share.notify_request(dir_id, completion_filter, watch_tree="tree" in flags)
+            try:
+                status, changes = share.notify_result(mid)
+            except TimeoutError as exc:
+                share.client.cancel(mid)
+                share.client.wait(mid)
+                raise click.ClickException("no change within --timeout") from exc
+            if status == NtStatus.NOTIFY_ENUM_DIR:
+                click.echo("overflow: too many changes to list, re-read the directory")
+            for action, name in changes:
+                click.echo(f"{_ACTIONS.get(action, str(action)):18} {name}")
+    finally:
+        share.close_file(dir_id)

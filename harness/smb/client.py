@@ -327,6 +327,14 @@ class ClientConnection:
         body_parts = body.pack_parts() if hasattr(body, "pack_parts") else [body.pack()]
         return [header.pack(), *body_parts], message_id
 
+    def cancel_request(self, message_id: int, async_id: int, session: ClientSession | None) -> bytes:
+        """A CANCEL of the request ``message_id`` (3.2.4.24): it takes the target's MessageId and, once
+        the interim response gave one, its AsyncId; it spends no credit and gets no response."""
+        header = Header(command=Command.CANCEL, message_id=message_id, async_id=async_id,
+                        flags=HeaderFlags.ASYNC_COMMAND if async_id else 0,
+                        session_id=session.session_id if session else 0)
+        return self.seal_parts([header.pack(), m.CancelRequest().pack()], session)
+
     def seal_parts(self, parts: list[bytes], session: ClientSession | None, tree_id: int = 0) -> bytes:
         """:meth:`seal` for one uncompounded request given as buffers: the data is copied once."""
         if session is None or session.keys is None:

@@ -67,3 +67,32 @@ def test_parsers():
     assert _split_hostport("[fd00::1]", 443) == ("fd00::1", 443)
     result = CliRunner().invoke(serve, ["--share", "x=/nonexistent", "--user", "a:b"])
     assert result.exit_code != 0
+
+
+def test_lock_and_notify_commands(server):
+    """`lock` holds a range another `lock` cannot take (and a waiting one gets once it is released);
+    `notify` prints the change another client makes."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    unc = f"//127.0.0.1:{server.port}/data"
+    (server.share_dir / "locked.bin").write_bytes(bytes(64))
+    holder = threading.Thread(target=run, args=(unc, "--user", USER, "lock", "locked.bin", "0", "16", "hold=1.5"))
+    holder.start()
+    time.sleep(0.7)
+    refused = CliRunner().invoke(smb, [unc, "--user", USER, "lock", "locked.bin", "8", "4"])
+    assert refused.exit_code != 0 and "LOCK_NOT_GRANTED" in refused.output
+    waited = CliRunner().invoke(smb, [unc, "--user", USER, "lock", "locked.bin", "8", "4", "wait"])
+    holder.join()
+    assert waited.exit_code == 0, waited.output
+    # click's runner swaps sys.stdout for the whole process: the watcher runs as its own process
+    watcher = subprocess.Popen([sys.executable, "-c", "from harness.cli import main; main()", "smb", unc, "--user",
+                                USER, "--timeout", "10", "notify", "filter=names"], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30  # until its CHANGE_NOTIFY waits on the server
+    while not any(w.requests for w in server.state.notify.watched()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run(unc, "--user", USER, "mkdir", "made-by-another").exit_code == 0
+    output, _ = watcher.communicate(timeout=20)
+    assert watcher.returncode == 0 and output.split() == ["ADDED", "made-by-another"]

@@ -11,6 +11,7 @@ import struct
 
 import pytest
 
+from harness.smb import change_notify
 from harness.smb import messages as m
 from harness.smb.auth import Initiator
 from harness.smb.client import ClientConnection, ClientSession, SMBError
@@ -473,7 +474,8 @@ def test_change_notify_completes_on_change(state):
     pair.roundtrip(pair.client.seal([raw], pair.session, tree))
     pair.create(tree, "new.txt", CreateDisposition.CREATE)
     (final,) = pair.client.receive(pair.server.take_output()[0], pair.sessions)
-    assert final.header.status == NtStatus.NOTIFY_ENUM_DIR and final.header.message_id == mid
+    assert final.header.status == NtStatus.SUCCESS and final.header.message_id == mid
+    assert change_notify.decode(final.body.output) == [(change_notify.ADDED, "new.txt")]
 
 
 def test_oplock_break_notification(state):
@@ -573,3 +575,54 @@ def test_names_are_case_insensitive(state, tmp_path):
     response = pair.create(tree, "mixedcase\\FILE.txt", CreateDisposition.OPEN)
     assert response.header.status == NtStatus.SUCCESS
     assert response.body.end_of_file == 1
+
+
+def test_failed_reauthentication_ends_the_session_and_its_notify(state):
+    """§3.3.5.5.3: a failed SESSION_SETUP removes the session and closes its opens, a valid session
+    re-authenticating too (smbtorture smb2.notify.invalid-reauth: the waiting CHANGE_NOTIFY ends
+    with STATUS_NOTIFY_CLEANUP)."""
+    pair, tree = connected(state)
+    dir_id = pair.create(tree, "", CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE).body.file_id
+    raw, mid = pair.client.build(Command.CHANGE_NOTIFY, m.ChangeNotifyRequest(file_id=dir_id, output_buffer_length=4096,
+                                                                              completion_filter=0x3), pair.session, tree)
+    pair.roundtrip(pair.client.seal([raw], pair.session, tree))
+    wrong = ClientSession(initiator=Initiator(USER, "not-the-password", hostname="client"))
+    wrong.session_id = pair.session.session_id
+    token = wrong.initiator.step(None)
+    (challenge,) = pair.roundtrip(pair.client.session_setup_request(wrong, token))
+    assert challenge.header.status == NtStatus.MORE_PROCESSING_REQUIRED
+    token = wrong.initiator.step(challenge.body.security_buffer)
+    (failed,) = pair.roundtrip(pair.client.session_setup_request(wrong, token))
+    assert failed.header.status == NtStatus.LOGON_FAILURE
+    (cleanup,) = pair.client.receive(pair.server.take_output()[0], pair.sessions)
+    assert cleanup.header.message_id == mid and cleanup.header.status == NtStatus.NOTIFY_CLEANUP
+    assert pair.request(Command.ECHO, m.EchoRequest()).header.status == NtStatus.SUCCESS  # the connection lives
+    assert pair.create(tree, "x.txt").header.status == NtStatus.USER_SESSION_DELETED
+
+
+def test_a_byte_range_lock_breaks_level_ii_oplocks(state):
+    """A granted LOCK invalidates other opens' read caches as a WRITE does: a level II oplock is
+    broken to NONE (Windows breaks level II oplocks on byte-range locks)."""
+    first, tree1 = connected(state)
+    second, tree2 = connected(state)
+    granted = first.create(tree1, "locked.txt", requested_oplock_level=OplockLevel.II).body
+    assert granted.oplock_level == OplockLevel.II
+    locker = second.create(tree2, "locked.txt").body.file_id
+    assert first.server.take_output() == []
+    lock = m.LockRequest(file_id=locker, locks=[m.LockElement(0, 1, 0x12)])
+    assert second.request(Command.LOCK, lock, tree2).header.status == NtStatus.SUCCESS
+    (note,) = first.client.receive(first.server.take_output()[0], first.sessions)
+    assert note.header.message_id == UNSOLICITED_MESSAGE_ID and note.body.oplock_level == OplockLevel.NONE
+
+
+def test_change_notify_credit_charge_covers_the_output_buffer(state):
+    """§3.3.5.19 with §3.3.5.2.5: a CHANGE_NOTIFY asking for 128 KiB of output must be charged two
+    credits on a multi-credit connection (INVALID_PARAMETER otherwise), and OutputBufferLength may
+    not pass MaxTransactSize."""
+    pair, tree = connected(state)
+    dir_id = pair.create(tree, "", CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE).body.file_id
+    body = m.ChangeNotifyRequest(file_id=dir_id, output_buffer_length=131072, completion_filter=0x3)
+    assert pair.request(Command.CHANGE_NOTIFY, body, tree).header.status == NtStatus.INVALID_PARAMETER
+    assert pair.request(Command.CHANGE_NOTIFY, body, tree, payload=131072).header.status == NtStatus.PENDING
+    huge = m.ChangeNotifyRequest(file_id=dir_id, output_buffer_length=pair.server.max_size + 1, completion_filter=0x3)
+    assert pair.request(Command.CHANGE_NOTIFY, huge, tree).header.status == NtStatus.INVALID_PARAMETER

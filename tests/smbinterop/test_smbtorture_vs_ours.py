@@ -21,8 +21,8 @@ import torture_lists as tl
 from conftest import OurServer
 from peers_smb import PASSWORD, USER, need
 
-FAST = ["smb2.connect", "smb2.rw", "smb2.credits", "smb2.ioctl", "smb2.getinfo", "smb2.read"]
-SLOW = ["smb2.bench", "smb2.dir", "smb2.create"]
+FAST = ["smb2.connect", "smb2.rw", "smb2.credits", "smb2.ioctl", "smb2.getinfo", "smb2.read", "smb2.lock"]
+SLOW = ["smb2.bench", "smb2.dir", "smb2.create", "smb2.notify"]
 # Durable handles, replay, session binding, multichannel.  smb2.replay is run test by test:
 # replay-regular is left out (smbtorture's cleanup loops forever on a file it cannot delete here) and so
 # are the dhv2-pending* tests (each waits ~35 s for an oplock/lease break this server does not send).

@@ -1,16 +1,15 @@
-"""What a change made through this server tells other clients: oplock and lease breaks, and the
-completion of CHANGE_NOTIFY requests waiting on a directory.
+"""What a change made through this server tells other clients' caches: oplock and lease breaks
+(change notification is :mod:`.notify`).
 
 Rules kept here (why they are simple): oplocks are granted at most at level II (BATCH only for a v1
 durable open) and leases at most READ (plus HANDLE for durability), so a break to NONE never needs
-an acknowledgment (§3.3.4.6, §3.3.4.7) and nothing here waits.  A CHANGE_NOTIFY completes with
-STATUS_NOTIFY_ENUM_DIR on any change in its directory: the server does not say what changed.
+an acknowledgment (§3.3.4.6, §3.3.4.7) and nothing here waits.
 """
 
 from __future__ import annotations
 
 from .. import messages as m
-from ..constants import UNSOLICITED_MESSAGE_ID, Command, HeaderFlags, LeaseState, NtStatus, OplockLevel
+from ..constants import UNSOLICITED_MESSAGE_ID, Command, HeaderFlags, LeaseState, OplockLevel
 from ..header import Header
 from .model import Open
 
@@ -42,10 +41,3 @@ def break_others(conn, writer: Open) -> None:
                                             new_lease_state=other.lease_state, new_epoch=other.lease_epoch)
             target.send_unsolicited(header, body, None, False)
 
-
-def notify_change(conn, directory: str) -> None:
-    state = conn.state
-    for pending in list(state.watchers):
-        if pending.open is not None and pending.open.path == directory:
-            state.watchers.remove(pending)
-            (pending.connection or pending.session.connection).complete_async(pending, NtStatus.NOTIFY_ENUM_DIR, m.ChangeNotifyResponse(b""))

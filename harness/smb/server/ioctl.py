@@ -16,6 +16,7 @@ from .. import messages as m
 from ..constants import AccessMask, Capabilities, Command, Dialect, Fsctl, InterfaceCapability, NtStatus
 from ..errors import SMBProtocolError
 from .breaks import break_others
+from .locking import check_io
 from .model import ALL_FF, Disconnect, Fail, Handler, Reply
 from .opens import WRITE_RIGHTS, open_for, share_of, stat_open
 
@@ -57,6 +58,21 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<I", ranges), b"", 0))
     if code in (Fsctl.SRV_COPYCHUNK, Fsctl.SRV_COPYCHUNK_WRITE) and tree.fs is not None:
         return _copychunk(conn, session, request, related)
+    if code == FSCTL_LMR_REQUEST_RESILIENCY:
+        # §3.3.5.15.9: NETWORK_RESILIENCY_REQUEST {Timeout (ms), Reserved}; the open becomes resilient
+        # (its LOCKs are sequence-checked, locking.py); keeping it across a lost connection is not offered.
+        opened = open_for(session, request.file_id, related)
+        if conn.dialect == Dialect.SMB_2_0_2:
+            raise Fail(NtStatus.INVALID_DEVICE_REQUEST, "no resiliency on 2.0.2")
+        if len(request.input) < 8:
+            raise Fail(NtStatus.INVALID_PARAMETER, "short NETWORK_RESILIENCY_REQUEST")
+        if struct.unpack_from("<I", request.input)[0] > MAX_RESILIENCY_TIMEOUT_MS:
+            raise Fail(NtStatus.INVALID_PARAMETER, "resiliency Timeout above the maximum")
+        opened.resilient = True
+        if opened.durable is not None:  # Open.IsDurable MUST be set to FALSE
+            conn.state.durable.remove(opened)
+            opened.durable = None
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, b"", b"", 0))
     if code == Fsctl.PIPE_TRANSCEIVE or code == Fsctl.DFS_GET_REFERRALS or code == Fsctl.DFS_GET_REFERRALS_EX:
         raise Fail(NtStatus.NOT_FOUND if code != Fsctl.PIPE_TRANSCEIVE else NtStatus.NOT_SUPPORTED, "unsupported")
     raise Fail(NtStatus.INVALID_DEVICE_REQUEST, f"FSCTL 0x{code:08x}")
@@ -108,6 +124,14 @@ def _copychunk(conn, session, request: m.IoctlRequest, related) -> Reply:
     for source_offset, target_offset, length in chunks:
         if source_offset + length > size:
             raise Fail(INVALID_VIEW_SIZE, "chunk beyond the source's end")
+        # Byte-range locks bind a server-side copy as they bind READ and WRITE: FILE_LOCK_CONFLICT,
+        # with the SRV_COPYCHUNK_RESPONSE of what was copied before (smbtorture copy_chunk_*_lock).
+        try:
+            check_io(conn.state, source, source_offset, length, write=False)
+            check_io(conn.state, target, target_offset, length, write=True)
+        except Fail as exc:
+            output = struct.pack("<III", written, 0, bytes_written)
+            return Reply(exc.status, m.IoctlResponse(request.ctl_code, target.file_id, output, b"", 0))
         block = share_of(source).pread(source.handle, length, source_offset)
         share_of(target).pwrite(target.handle, block, target_offset)
         written += 1
@@ -176,6 +200,8 @@ def _validate_negotiate(conn, request: m.IoctlRequest) -> Reply:
 
 
 FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
+FSCTL_LMR_REQUEST_RESILIENCY = 0x001401D4
+MAX_RESILIENCY_TIMEOUT_MS = 300_000  # MaxResiliencyTimeout (§3.3.1.5; Windows: 300 seconds)
 
 
 HANDLERS: dict[int, Handler] = {

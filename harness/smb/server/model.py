@@ -142,6 +142,8 @@ class Open:
     durable: durable.DurableInfo | None = None  # set when the open is durable (harness/smb/durable.py)
     channel_sequence: int = 0  # Open.ChannelSequence (replay.py in this package)
     fs: Share | None = None  # the share ``path`` and ``handle`` belong to; None until a restored open is claimed
+    lock_sequences: dict[int, int] = field(default_factory=dict)  # Open.LockSequenceArray: index -> number
+    resilient: bool = False  # Open.IsResilient (FSCTL_LMR_REQUEST_RESILIENCY): LOCKs are sequence-checked
 
     @property
     def file_id(self) -> bytes:
@@ -165,7 +167,10 @@ class Reply:
 
 @dataclass
 class Pending:
-    """An async request (CHANGE_NOTIFY) waiting for completion or CANCEL."""
+    """An async request (CHANGE_NOTIFY, a blocking LOCK) waiting for completion or CANCEL.
+
+    ``on_cancel`` ends it on CANCEL (the table that holds it answers STATUS_CANCELLED and may
+    wake others); ``on_drop`` forgets it unanswered when its connection goes away."""
 
     async_id: int
     message_id: int
@@ -176,6 +181,8 @@ class Pending:
     open: Open | None = None
     signed: bool = False
     connection: Any = None
+    on_cancel: Callable[[], None] | None = None
+    on_drop: Callable[[], None] | None = None
 
 
 @dataclass
