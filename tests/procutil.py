@@ -381,7 +381,8 @@ class PcapCheck:
                     rest.append(m)
             if malformed and not reasons & {"ipv6-length", "zero-checksum"}:
                 rest.append("malformed")
-            if "missing" in reasons and "TCP ACKed unseen segment" in info:
+            if "missing" in reasons and ("TCP ACKed unseen segment" in info
+                                         or "TCP Previous segment not captured" in info):
                 pending_late.append((int(num), reasons))  # decided once the later frames are known
             for r in reasons:
                 kinds[r].append(num)
@@ -391,11 +392,13 @@ class PcapCheck:
         # without our pcap lock, so the order between the two writers is not causal). Only when the
         # very bytes that were ACKed (same connection, other direction, the sequence range between
         # what that direction had shown and the ACK) appear after it; a segment nobody logged stays
-        # "missing", whatever else is retransmitted elsewhere.
+        # "missing", whatever else is retransmitted elsewhere. The same for a segment that follows a
+        # gap in its own direction ("previous segment not captured": our writer logged the peer's ACK
+        # of our FIN before cwrap logged the peer's request): late only if the gap's bytes come later.
         if pending_late:
             segments = tcp_segments(path)
             for n, reasons in pending_late:
-                if not acked_range_logged_later(segments, n):
+                if not (acked_range_logged_later(segments, n) or gap_logged_later(segments, n)):
                     continue
                 reasons.discard("missing")
                 reasons.add("late")
@@ -511,6 +514,38 @@ def acked_range_logged_later(segments: list[Segment], frame: int) -> bool:
     # cover [start, start + want) with the later segments (cwrap may cut the bytes into several records)
     covered = 0
     later = sorted((s for s in back if s.frame > frame), key=lambda s: _ahead(s.seq, start))
+    for s in later:
+        lo, hi = _ahead(s.seq, start), _ahead(s.end, start)
+        if lo > covered:
+            break
+        covered = max(covered, hi)
+        if covered >= want:
+            return True
+    return False
+
+
+def gap_logged_later(segments: list[Segment], frame: int) -> bool:
+    """Whether the bytes missing before `frame` in its own direction appear after it, same connection.
+
+    The gap is [what that direction had shown before `frame`, frame's sequence number); it counts as
+    logged late only when segments of that direction, after `frame`, cover all of it.
+    """
+    seg = next((s for s in segments if s.frame == frame), None)
+    if seg is None:
+        return False
+    same = [s for s in segments if s.stream == seg.stream and s.src == seg.src and s.dst == seg.dst]
+    before = [s.end for s in same if s.frame < frame]
+    if not before:
+        return False
+    start = before[0]
+    for end in before[1:]:
+        if _ahead(end, start) > 0:
+            start = end
+    want = _ahead(seg.seq, start)
+    if want <= 0:
+        return False
+    covered = 0
+    later = sorted((s for s in same if s.frame > frame), key=lambda s: _ahead(s.seq, start))
     for s in later:
         lo, hi = _ahead(s.seq, start), _ahead(s.end, start)
         if lo > covered:

@@ -90,3 +90,26 @@ def test_acked_range_must_be_covered_completely(tmp_path):
     frames.append(_data(B, A, 80, 40000, 11, 11, b"r" * 10))  # the rest, cut differently (cwrap's recv sizes)
     segments = tcp_segments(_write(tmp_path / "whole.pcap", frames))
     assert acked_range_logged_later(segments, 5)
+
+
+def _gap_capture(tmp_path: Path, *, request_logged_later: bool) -> Path:
+    """B answers A's 10-byte request and closes; our writer logs A's ACK of B's FIN (seq 11) before the
+    other writer logs A's request (bytes 1..10): "previous segment not captured" on that ACK."""
+    frames = _handshake(A, B, 40000) + [
+        _data(B, A, 80, 40000, 1, 11, b"r" * 20),
+        IP(src=B, dst=A) / TCP(sport=80, dport=40000, flags="FA", seq=21, ack=11),
+        IP(src=A, dst=B) / TCP(sport=40000, dport=80, flags="A", seq=11, ack=22),
+    ]
+    if request_logged_later:
+        frames.append(_data(A, B, 40000, 80, 1, 1, b"x" * 10))
+    return _write(tmp_path / "gap.pcap", frames)
+
+
+def test_gap_filled_later_in_its_own_direction_is_late(checker, tmp_path):
+    kinds = checker.assert_tolerant(_gap_capture(tmp_path, request_logged_later=True), tolerate=TOLERATE)
+    assert kinds.get("late") and "missing" not in kinds, kinds
+
+
+def test_gap_never_filled_stays_missing(checker, tmp_path):
+    with pytest.raises(AssertionError, match="Previous segment"):
+        checker.assert_tolerant(_gap_capture(tmp_path, request_logged_later=False), tolerate=TOLERATE)

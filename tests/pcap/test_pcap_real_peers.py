@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from harness.smbd_peer import PASSWORD, USER, Smbd
 from procutil import PYTHON, clean_env, native_env, need_program, need_tshark, wirecheck_exec
 from quic.certs import make_pki
 
 from harness.pcap import Capture, Count
 from harness.pcap.ladder import ladder
+from harness.peers.smb_samba import PASSWORD, USER, Smbd
 
 pytestmark = pytest.mark.peer
 
