@@ -80,3 +80,19 @@ def test_bad_arguments() -> None:
         transport.main(["--only", "nonsense"])
     with pytest.raises(SystemExit):
         transport.main(["--repeat", "0"])
+
+
+def test_pcap_benchmark_tshark_per_check_baseline(tmp_path, capsys) -> None:
+    """The `tshark -Y` once-per-check baseline answers as the library does, and can answer False."""
+    from benchmarks import pcap_speed
+    from benchmarks.pcap_fast_capture import fast_smb_tcp_capture
+
+    path = fast_smb_tcp_capture(tmp_path / "b.pcap", 300, pcap_speed.STREAMS)
+    _, ours, _ = pcap_speed.library(path)
+    secs, theirs = pcap_speed.tshark_per_check(path)
+    assert ours == theirs == [True] * 10 and secs > 0
+    # told to expect one more connection, its SYN count check fails (it reads the capture)
+    assert pcap_speed.tshark_per_check(path, pcap_speed.STREAMS + 1)[1] == [True] * 9 + [False]
+    pcap_speed.main(["--packets", "300", "--big", "0", "--no-pyshark"])
+    out = capsys.readouterr().out
+    assert re.search(r"^ratio: library is [\d.]+x faster than tshark -Y once per check$", out, re.M)
