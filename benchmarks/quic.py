@@ -24,6 +24,10 @@ reference the emulated carrier is measured against, with quic.ko's published 3.8
 processes (spawned), as in benchmarks/transport.py, so the GIL does not serialise them. Each
 measurement is repeated, kinds interleaved, and the median reported with ratios against aioquic.
 Timing is printed, never asserted.
+
+Where bulk time goes: ``py-spy record --subprocesses -r 200 -f raw -o prof.txt -- python -m
+benchmarks.quic --only bulk --kinds emu-pcap`` samples client, server and their engine threads
+(py-spy is a PyPI tool, not a dependency); measure a change that way before making it.
 """
 
 from __future__ import annotations
