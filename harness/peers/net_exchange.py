@@ -45,8 +45,18 @@ def _err(e: OSError) -> str:
     return errno.errorcode.get(e.errno or 0, str(e)) if e.errno else type(e).__name__
 
 
+READY = "listening"
+
+
 def _emit(obj: dict) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _ready() -> None:
+    """``listening`` (plain text: the last JSON line stays the report) once bound: the launcher waits
+    for this line on the pipe instead of polling for the socket file."""
+    sys.stdout.write(f"{READY}\n")
     sys.stdout.flush()
 
 
@@ -58,6 +68,7 @@ def tcp_echo_server(a: argparse.Namespace) -> int:
     _v6only(srv, a)
     srv.bind((a.addr, a.port))
     srv.listen(16)
+    _ready()
     srv.settimeout(a.timeout)
     total, digest, errors = 0, hashlib.sha256(), []
     peers: list[str] = []
@@ -150,6 +161,7 @@ def udp_echo_server(a: argparse.Namespace) -> int:
     s = socket.socket(_family(a.family), socket.SOCK_DGRAM)
     _v6only(s, a)
     s.bind((a.addr, a.port))
+    _ready()
     s.settimeout(a.timeout)
     stats = {"datagrams": 0, "bytes": 0, "errno": None}
 

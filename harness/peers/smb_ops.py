@@ -8,7 +8,8 @@ wrapper's pcap of the cell captures them; each prints one JSON line (its state) 
   ``{"state": "listening", ...}`` once it listens.
 * ``client`` opens the transport connection (TCP, SMB Direct, or QUIC including its handshake), prints
   ``{"state": "connected", ...}`` and then serves requests handed to it through files in its control
-  directory (``N.req.json`` -> ``N.res.json``, in order; ``close`` ends it). Over QUIC a thread also
+  directory (``N.req.json`` -> ``N.res.json``, in order, each announced by its name on stdin and
+  answered by ``res N`` on stdout; ``close`` ends it). Over QUIC a thread also
   serves side requests (``side.N.req.json``: ``quic.migrate``) while an SMB request is in progress.
   With ``--resume resumed|0rtt`` it first makes a full connection, keeps its session ticket and closes
   it, then resumes; ``0rtt`` sends the first SMB PDU before the handshake (0-RTT). The SMB client stops
@@ -28,6 +29,7 @@ import json
 import random
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,9 +42,14 @@ READY = "listening"
 
 # ------------------------------------------------------------------------------------- peer programs
 
-def _emit(obj: dict) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+_OUT = threading.Lock()
+
+
+def _emit(obj: dict | str) -> None:
+    """One whole line on stdout (a JSON state, or ``res N``), whichever thread prints it."""
+    with _OUT:
+        sys.stdout.write((obj if isinstance(obj, str) else json.dumps(obj)) + "\n")
+        sys.stdout.flush()
 
 
 def _quic_tune(sock: Any, a: argparse.Namespace) -> None:
@@ -94,19 +101,23 @@ def quic_listener(a: argparse.Namespace) -> Any:
 
 
 def run_server(a: argparse.Namespace) -> int:
-    from harness.blocking.server import SMBServer
-    from harness.smb.server import ServerConfig, ShareConfig
+    """Listen first, say so, then load the SMB server: its modules take most of a second to import,
+    and a client connecting meanwhile waits in the listen backlog (a QUIC client retransmits its
+    Initial) rather than the whole cell waiting for the import before it starts the client."""
     from harness.transport import listen
 
-    user, password = a.user.split(":", 1)
-    from harness.smb.client import CIPHER_NAMES
+    listener = quic_listener(a) if a.transport == "quic" else listen(a.transport, a.addr, a.port)
+    _emit({"state": READY, "address": a.addr, "port": listener.address[1]})
 
+    from harness.blocking.server import SMBServer
+    from harness.smb.client import CIPHER_NAMES
+    from harness.smb.server import ServerConfig, ShareConfig
+
+    user, password = a.user.split(":", 1)
     extra = {"ciphers": tuple(CIPHER_NAMES[c] for c in a.ciphers.split(","))} if a.ciphers else {}
     config = ServerConfig(shares={a.share: ShareConfig(a.share, a.path, False)}, users={user: password},
                           encrypt=a.encrypt, accept_transport_security=a.accept_transport_security, **extra)
-    listener = quic_listener(a) if a.transport == "quic" else listen(a.transport, a.addr, a.port)
     server = SMBServer(config, transport=a.transport, listener=listener)
-    _emit({"state": READY, "address": a.addr, "port": server.port})
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -222,14 +233,41 @@ def _quic_state(transport: Any) -> dict:
     return {"resumed": conn.session_resumed, "early_data": conn.early_data_accepted}
 
 
-def _serve_requests(ctl: Path, prefix: str, handle: Any) -> None:
-    """The client's control-file protocol: ``<prefix>N.req.json`` -> ``<prefix>N.res.json`` in order;
-    ``handle(req)`` returns the result, an exception becomes ``error`` (and ``ntstatus``); ``close`` ends."""
+class _Wakeups:
+    """The launcher announces each request file by a line on stdin naming it (``N`` or ``side.N``);
+    a thread sorts the lines into one queue per prefix, so each server loop blocks until its next
+    request is there instead of polling the control directory. End of stdin (the launcher is gone)
+    ends both loops."""
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+
+        self.queues: dict[str, Any] = {"": queue.Queue(), "side.": queue.Queue()}
+        threading.Thread(target=self._read, name="wakeups", daemon=True).start()
+
+    def _read(self) -> None:
+        for line in sys.stdin:
+            name = line.strip()
+            self.queues["side." if name.startswith("side.") else ""].put(name)
+        for q in self.queues.values():
+            q.put(None)
+
+    def next(self, prefix: str) -> str | None:
+        return self.queues[prefix].get()
+
+
+def _serve_requests(ctl: Path, prefix: str, handle: Any, wakeups: _Wakeups) -> None:
+    """The client's control-file protocol: ``<prefix>N.req.json`` -> ``<prefix>N.res.json`` in order,
+    each announced on stdin and answered by the line ``res <prefix>N`` on stdout once its result file
+    is in place; ``handle(req)`` returns the result, an exception becomes ``error`` (and ``ntstatus``);
+    ``close`` ends."""
     n = 0
     while True:
         req_path = ctl / f"{prefix}{n}.req.json"
         if not req_path.exists():
-            time.sleep(0.005)
+            if wakeups.next(prefix) is None:
+                return
             continue
         req = json.loads(req_path.read_text())
         try:
@@ -241,12 +279,13 @@ def _serve_requests(ctl: Path, prefix: str, handle: Any) -> None:
         tmp = ctl / f"{prefix}{n}.res.tmp"
         tmp.write_text(json.dumps(res))
         tmp.rename(ctl / f"{prefix}{n}.res.json")
+        _emit(f"res {prefix}{n}")
         n += 1
         if req["op"] == "close":
             return
 
 
-def _side_requests(ctl: Path, transport: Any) -> None:
+def _side_requests(ctl: Path, transport: Any, wakeups: _Wakeups) -> None:
     """Requests that must not wait for the SMB request in progress (``quic.migrate`` during a
     transfer): ``side.N.req.json`` -> ``side.N.res.json``, served by a thread of the client."""
     from wrappers import quic
@@ -261,7 +300,7 @@ def _side_requests(ctl: Path, transport: Any) -> None:
         sock.setsockopt(quic.SOL_QUIC, quic.QUIC_SOCKOPT_CONNECTION_MIGRATION, quic.sockaddr_in(host, new_port, fam))
         return {"old_port": port, "new_port": new_port}
 
-    _serve_requests(ctl, "side.", handle)
+    _serve_requests(ctl, "side.", handle, wakeups)
 
 
 def _client_class() -> type:
@@ -284,6 +323,9 @@ def run_client(a: argparse.Namespace) -> int:
 
     ctl = Path(a.control)
     user, password = a.user.split(":", 1)
+    # the SMB client's modules before the connection, so NEGOTIATE follows the handshake at once
+    # (imported on the first request, they left a gap of 0.2-0.4 s after it in every capture)
+    client_class = _client_class()
     try:
         transport = connect_quic(a) if a.transport == "quic" else connect(a.transport, a.addr, a.port,
                                                                           timeout=a.timeout)
@@ -291,10 +333,11 @@ def run_client(a: argparse.Namespace) -> int:
         _emit({"state": "error", "error": f"{type(exc).__name__}: {exc}", "errno": _errno_of(exc)})
         return 3
     _emit({"state": "connected", "transport": a.transport, **_quic_state(transport)})
+    wakeups = _Wakeups()
     if a.transport == "quic":
         import threading
 
-        threading.Thread(target=_side_requests, args=(ctl, transport), daemon=True).start()
+        threading.Thread(target=_side_requests, args=(ctl, transport, wakeups), daemon=True).start()
     client: Any = None
     share: Any = None
     side: Any = None
@@ -302,7 +345,7 @@ def run_client(a: argparse.Namespace) -> int:
     def negotiate() -> Any:
         nonlocal client
         if client is None:
-            client = _client_class()(a.addr, a.port, transport=a.transport, username=user, password=password,
+            client = client_class(a.addr, a.port, transport=a.transport, username=user, password=password,
                                      server_name=SERVER_NAME, timeout=a.timeout, keys_out=a.keys_out,
                                      transport_obj=transport, sign=a.sign == "yes", encrypt=a.encrypt,
                                      cipher=a.cipher, accept_transport_security=a.transport_security)
@@ -360,7 +403,7 @@ def run_client(a: argparse.Namespace) -> int:
             return {"closed": True}
         return {}
 
-    _serve_requests(ctl, "", handle)
+    _serve_requests(ctl, "", handle, wakeups)
     return 0
 
 

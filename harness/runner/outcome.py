@@ -36,6 +36,7 @@ class CellReport:
     duration: float = 0.0
     list_reason: str = ""           # the knownfail/flapping line that applied
     order: int = 0                  # position in the selection (reports are listed in this order)
+    startup: dict[str, float] = field(default_factory=dict)  # seconds to the first packet/request
 
     @property
     def failed(self) -> bool:

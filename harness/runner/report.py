@@ -58,6 +58,18 @@ def summary_lines(reports: list[CellReport], brief: bool = False) -> list[str]:
     return lines
 
 
+def startup_line(reports: list[CellReport]) -> str:
+    """Start-up per cell (cell start to its first request on the wire, from the cell's capture): the
+    median and the slowest cell; empty when no cell's capture showed a request."""
+    times = sorted((r.startup["first_request"], r.id) for r in reports if "first_request" in r.startup)
+    if not times:
+        return ""
+    median = times[len(times) // 2][0] if len(times) % 2 else (times[len(times) // 2 - 1][0]
+                                                                + times[len(times) // 2][0]) / 2
+    return (f"Start-up to the first request: median {median:.2f}s, max {times[-1][0]:.2f}s ({times[-1][1]}) "
+            f"over {len(times)} cells")
+
+
 def cell_dir(report_dir: Path, r: CellReport) -> Path:
     return report_dir / r.area
 

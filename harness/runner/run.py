@@ -168,7 +168,7 @@ class Runner:
             v, why = verdict(raw["status"], cell.id, section.label, self.knownfail, self.flapping)
             r = CellReport(cell.id, cell.scenario.id, cell.scenario.area, cell.file_stem, cell.labels,
                            section.label, v, raw.get("reason", ""), list(raw.get("details") or []),
-                           float(raw.get("duration", 0.0)), why, order[cell.id])
+                           float(raw.get("duration", 0.0)), why, order[cell.id], dict(raw.get("startup") or {}))
             reports.append(r)
             report.write_cell_files(rdir, r, raw.get("ladder"))
             bad = rdir / r.area / f"{r.stem}.out.bad"
@@ -308,6 +308,9 @@ class Runner:
     def finish_section(self, section: config.Section, reports: list[CellReport], interrupted: bool = False) -> None:
         rdir = self.report_dir(section)
         for line in report.summary_lines(reports, self.opts.brief):
+            self.out.line(line)
+        line = report.startup_line(reports)
+        if line:
             self.out.line(line)
         self.out.line()
         report.append_log(rdir / "check.log", reports, self.started, interrupted)

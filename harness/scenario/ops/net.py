@@ -11,6 +11,7 @@ import socket
 import sys
 from typing import Any
 
+from harness.peers.net_exchange import READY
 from wrappers.addressing import Network, socket_name
 
 from ..context import Context, OpError, StepFailed
@@ -52,7 +53,7 @@ def _server(ctx: Context, args: dict, proto: str) -> dict:
     proc = ctx.start(name, argv, host=args["host"])
     af = socket.AF_INET6 if family == "ipv6" or (family == "mapped" and addr == "::") else socket.AF_INET
     st = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    ctx.wait_socket(socket_name(af, st, int(args["host"]), int(args["port"])), proc, 10.0)
+    ctx.wait_socket(socket_name(af, st, int(args["host"]), int(args["port"])), proc, 10.0, READY)
     return {"address": addr, "port": args["port"]}
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 from ..context import Context, OpError, StepFailed
 from ..impairspec import problem
@@ -93,14 +92,13 @@ def quic_streams(ctx: Context, args: dict) -> dict:
         common.append("--interleave")
     py = [sys.executable, "-m", "harness.peers.quic_streams"]
     srv = ctx.start(f"{name}-server", [*py, "server", *common], host=args["to"], cwd=os.getcwd())
-    deadline = time.monotonic() + 20
-    while '"listening"' not in srv.stdout():
+    if not srv.wait_output(lambda text: '"listening"' in text, 20):  # woken by the line, no polling
+        if srv.stdout_closed:
+            srv.wait(2.0)
         if srv.popen.poll() is not None:
             raise StepFailed(f"{srv.name} exited with status {srv.popen.returncode} before listening: "
                              + srv.err_path.read_text(errors="replace")[-800:])
-        if time.monotonic() > deadline:
-            raise StepFailed(f"{srv.name} did not listen within 20s")
-        time.sleep(0.01)
+        raise StepFailed(f"{srv.name} did not listen within 20s")
     cli = ctx.start(f"{name}-client", [*py, "client", *common], host=args["host"], cwd=os.getcwd())
     reports = {}
     for proc in (cli, srv):

@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -142,21 +141,28 @@ def port_of(args: dict) -> int:
     return int(args.get("port") or DEFAULT_PORTS[args["transport"]])
 
 
+def first_json(text: str) -> dict | None:
+    """The first complete line of ``text`` that is a JSON object."""
+    for line in text.split("\n")[:-1]:
+        if line.strip().startswith("{"):
+            return json.loads(line)
+    return None
+
+
 def wait_line(ctx: Context, name: str, timeout: float) -> dict:
-    """The first JSON line a peer prints (its state), or StepFailed when it exits or stays silent."""
+    """The first JSON line a peer prints (its state), or StepFailed when it exits or stays silent.
+    Woken by the line itself (the cell follows the peer's stdout pipe), not by polling."""
     proc = ctx.proc(name)
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in proc.stdout().splitlines():
-            line = line.strip()
-            if line.startswith("{"):
-                return json.loads(line)
-        if proc.popen.poll() is not None:
-            raise StepFailed(f"{name} exited with status {proc.popen.returncode}: "
-                             + proc.err_path.read_text(errors="replace")[-800:])
-        if time.monotonic() > deadline:
-            raise StepFailed(f"{name} printed nothing within {timeout:g}s")
-        time.sleep(0.01)
+    state = proc.wait_output(first_json, timeout)
+    if state is not None:
+        return state
+    if proc.stdout_closed:
+        proc.wait(2.0)  # it closed stdout: it is exiting
+    if proc.popen.poll() is not None:
+        raise StepFailed(f"{name} exited with status {proc.popen.returncode}: "
+                         + proc.err_path.read_text(errors="replace")[-800:])
+    raise StepFailed(f"{name} printed nothing within {timeout:g}s")
+
 
 CIPHERS = {"enum": ["aes-128-ccm", "aes-128-gcm", "aes-256-ccm", "aes-256-gcm"]}
 COMMON = {"transport": {"enum": TRANSPORTS}, "host": HOST, "family": FAMILY,
@@ -234,15 +240,16 @@ def request(ctx: Context, on: str, req: dict, timeout: float = 120.0, side: bool
     tmp.write_text(json.dumps(req))
     tmp.rename(d / f"{prefix}{n}.req.json")
     proc = ctx.proc(on)
+    proc.tell(f"{prefix}{n}")  # the client wakes on this line; it answers with `res <prefix><n>`
     res_path = d / f"{prefix}{n}.res.json"
-    deadline = time.monotonic() + timeout
-    while not res_path.exists():
+    done = f"res {prefix}{n}\n"
+    if not proc.wait_output(lambda text: done in text, timeout):
+        if proc.stdout_closed:
+            proc.wait(2.0)
         if proc.popen.poll() is not None:
             raise StepFailed(f"client {on} exited with status {proc.popen.returncode}: "
                              + proc.err_path.read_text(errors="replace")[-800:])
-        if time.monotonic() > deadline:
-            raise StepFailed(f"client {on} did not answer {req['op']} within {timeout:g}s")
-        time.sleep(0.005)
+        raise StepFailed(f"client {on} did not answer {req['op']} within {timeout:g}s")
     res = json.loads(res_path.read_text())
     if res.get("error"):
         raise OpError(f"{req['op']} on {on}: {res['error']}", ntstatus=res.get("ntstatus"), result=res)
@@ -274,7 +281,7 @@ def smb_connect(ctx: Context, args: dict) -> dict:
         argv += ["--cipher", args["cipher"]]
     if args.get("transport_security"):
         argv.append("--transport-security")
-    ctx.start(name, argv, host=args["host"], cwd=os.getcwd())  # relative key and pcap paths
+    ctx.start(name, argv, host=args["host"], cwd=os.getcwd(), stdin=True)  # cwd: relative key and pcap paths
 
     def close() -> None:
         if ctx.proc(name).popen.poll() is None:
