@@ -290,7 +290,7 @@ class InOrder(Assertion):
         return " → ".join(str(s) for s in self.steps) + (f" per {self.per}" if self.per else "")
 
     def _walk(self, ctx, allowed: set[int] | None):
-        pos, found = -1, []
+        pos, found = -1, list[int]()
         for i, s in enumerate(self.steps):
             nxt = next((r for r in ctx.rows(s) if r > pos and (allowed is None or r in allowed)), None)
             if nxt is None:

@@ -122,6 +122,7 @@ class Capture:
             self._valid_filters |= filters
         for q in queries:
             if q.needs_tshark and q.filter not in self._tshark_frames:
+                assert q.filter is not None  # only a query with a filter needs tshark
                 rows = ts.fields_pass(self.path, ["frame.number"], self.options, display_filter=q.filter,
                                       timeout=self.timeout)
                 self._tshark_frames[q.filter] = {int(r[0]) for r in rows}

@@ -227,6 +227,7 @@ class _Builder:
                      f"(one of {', '.join(sorted(KIND_SCHEMAS))} or a catalogue name)")
             return None
         n_before = len(self.problems)
+        a: Assertion | None
         if kind in catalogue.CATALOGUE:
             entry = catalogue.CATALOGUE[kind]
             if not self.schema(args if args is not None else {}, entry.params, amark, kind):

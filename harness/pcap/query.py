@@ -132,6 +132,7 @@ def tokenize(text: str) -> list[tuple[str, str]]:
         if not m or m.end() == pos:
             raise Unsupported(f"unexpected character at {pos}: {text[pos:pos + 10]!r}")
         kind = m.lastgroup
+        assert kind is not None  # every alternative of _TOKEN is a named group
         toks.append((kind, m.group(kind)))
         pos = m.end()
     return toks
@@ -292,7 +293,7 @@ class _Parser:
         lit, quoted = self.literal()
         if _kind(field_type(fname)) != "str" or not quoted:
             raise Unsupported("matches on a non-string field")
-        flags = re.IGNORECASE
+        flags: int = re.IGNORECASE
         if lit.startswith("(?-i)"):
             lit, flags = lit[5:], 0
         try:
@@ -462,6 +463,7 @@ class Query:
             if self._compiled.pred is not None:
                 preds.insert(0, self._compiled.pred)
             else:
+                assert self.filter is not None  # _compiled is set only from a filter
                 frames = (tshark_frames or {})[self.filter]
                 nums = table.numbers
                 preds.insert(0, lambda t, r: nums[r] in frames)

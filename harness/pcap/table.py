@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .tshark import AGG, field_catalogue
@@ -41,6 +41,7 @@ def converter(field: str):
     """A function str -> typed value for one field (int, float or str, by its tshark type)."""
     info = field_catalogue().get(field)
     ftype = info.ftype if info else "FT_STRING"
+    base: Callable[[str], int | float]
     if ftype in _INT_TYPES:
         base = parse_int
     elif ftype in _FLOAT_TYPES:
@@ -74,7 +75,8 @@ class NumColumn:
     __slots__ = ("vals", "state", "other", "conv")
 
     def __init__(self, typecode: str, conv):
-        self.vals, self.state, self.other, self.conv = array(typecode), bytearray(), {}, conv
+        self.other: dict[int, tuple] = {}
+        self.vals, self.state, self.conv = array(typecode), bytearray(), conv
 
     def append_text(self, cell: str) -> None:
         if not cell:

@@ -255,7 +255,10 @@ def fields_pass(path: str | os.PathLike, fields: Sequence[str], options: Options
         proc = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=err, text=True, errors="replace",
                                 bufsize=1 << 20)
         fired: list[bool] = []
-        timer = threading.Timer(timeout, lambda: (fired.append(True), proc.kill()))
+        def on_timeout() -> None:
+            fired.append(True)
+            proc.kill()
+        timer = threading.Timer(timeout, on_timeout)
         timer.start()
         try:
             assert proc.stdout is not None

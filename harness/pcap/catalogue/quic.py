@@ -164,7 +164,7 @@ def quic_new_cid_after_migration() -> Assertion:
         if not moves:
             return False, exp, "no migration: every QUIC client stayed on its first address", []
         if reused:
-            first = {}
+            first: dict[tuple[Any, tuple], tuple[int, str]] = {}
             for conn, path, n, dcid in reused:
                 first.setdefault((conn, path), (n, dcid))
             txt = "; ".join(f"connection {c} moved to {p[0]}:{p[1]} but kept DCID {d} (frame {n})"

@@ -6,6 +6,7 @@ session_commands) live here too: only SMB2 checks need them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..assertions import Absent, AllOf, Assertion, Context, Count, Custom, Values, frame_list
@@ -218,6 +219,18 @@ def smb2_replay_flag_seen(min: int = 1) -> Assertion:
     return Count({"smb2.flags.replay": 1, "smb2.flags.response": 0}, min=min)
 
 
+@dataclass
+class _Bind:
+    """One SESSION_SETUP request with the BINDING flag: the session it names, the connection (conn_key)
+    and frame it came on, where that session was established before it (connection, frame) if it was,
+    and the frame of its successful response once one is seen."""
+    sid: int
+    conn: tuple
+    frame: int
+    known: tuple[tuple, int] | None
+    ok: int | None = None
+
+
 @named("smb2.channel_binding")
 def smb2_channel_binding() -> Assertion:
     """A SESSION_SETUP request with SMB2_SESSION_FLAG_BINDING names a session id established
@@ -226,7 +239,7 @@ def smb2_channel_binding() -> Assertion:
     def check(ctx: Context):
         t = ctx.table
         established: dict[int, tuple[tuple, int]] = {}
-        binds = []
+        binds: list[_Bind] = []
         for r in range(len(t)):
             pdus = smb_pdus(t, r)
             if len(pdus) != 1 or pdus[0][0] != 1:
@@ -237,27 +250,27 @@ def smb2_channel_binding() -> Assertion:
                 status = (t.values("smb2.nt_status", r) or (0,))[0]
                 if status == 0 and sid:
                     for b in binds:
-                        if b["sid"] == sid and b["conn"] == k and b.get("ok") is None:
-                            b["ok"] = t.numbers[r]
+                        if b.sid == sid and b.conn == k and b.ok is None:
+                            b.ok = t.numbers[r]
                     established.setdefault(sid, (k, t.numbers[r]))
             elif 1 in t.values("smb2.ses_req_flags.session_binding", r):
-                binds.append({"sid": sid, "conn": k, "frame": t.numbers[r], "known": established.get(sid)})
+                binds.append(_Bind(sid, k, t.numbers[r], established.get(sid)))
         exp = "a SESSION_SETUP with the BINDING flag on a second connection for a known session, answered with success"
         if not binds:
             return False, exp, "no SESSION_SETUP request with SMB2_SESSION_FLAG_BINDING", []
         good, bad = [], []
         for b in binds:
-            known = b["known"]
+            known = b.known
             if known is None:
-                bad.append(f"frame {b['frame']}: binds session 0x{b['sid']:x}, not established before")
-            elif known[0] == b["conn"]:
-                bad.append(f"frame {b['frame']}: binds session 0x{b['sid']:x} on the connection that established it")
-            elif not b.get("ok"):
-                bad.append(f"frame {b['frame']}: binding of session 0x{b['sid']:x} got no successful response")
+                bad.append(f"frame {b.frame}: binds session 0x{b.sid:x}, not established before")
+            elif known[0] == b.conn:
+                bad.append(f"frame {b.frame}: binds session 0x{b.sid:x} on the connection that established it")
+            elif not b.ok:
+                bad.append(f"frame {b.frame}: binding of session 0x{b.sid:x} got no successful response")
             else:
-                good.append(f"session 0x{b['sid']:x} from {_fmt_conn(known[0])} (frame {known[1]}) bound on "
-                            f"{_fmt_conn(b['conn'])} (frames {b['frame']}, {b['ok']})")
-        frames = [b["frame"] for b in binds]
+                good.append(f"session 0x{b.sid:x} from {_fmt_conn(known[0])} (frame {known[1]}) bound on "
+                            f"{_fmt_conn(b.conn)} (frames {b.frame}, {b.ok})")
+        frames = [b.frame for b in binds]
         return bool(good), exp, "; ".join(good or bad), frames
     return Custom("smb2.channel_binding", check,
                   needs=["smb2.cmd", "smb2.flags.response", "smb2.sesid", "smb2.nt_status",
