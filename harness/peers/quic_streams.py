@@ -35,7 +35,10 @@ import select
 import socket
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from wrappers.quic import QuicSocket
 
 RESET_CODE = 7
 STOP_CODE = 9
@@ -307,7 +310,8 @@ def main(argv: list[str]) -> int:
     from wrappers import quic as q
 
     family = socket.AF_INET6 if ":" in a.addr else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_DGRAM, q.IPPROTO_QUIC)
+    # socket.socket(..., IPPROTO_QUIC) is a QuicSocket at run time (the wrapper's socket factory)
+    s = cast("QuicSocket", socket.socket(family, socket.SOCK_DGRAM, q.IPPROTO_QUIC))
     s.settimeout(a.timeout)
     result: dict[str, Any] = {"role": a.role, "errno": None}
     is_opener = a.role == a.opener

@@ -96,6 +96,7 @@ def run_client(a: argparse.Namespace) -> int:
     restart_file = Path(a.control) / "restart.req" if a.control else None
 
     def ask_restart() -> None:
+        assert restart_file is not None  # only a "restart" fault calls this; main() requires --control for it
         restart_file.write_text("restart")
         done = restart_file.with_suffix(".done")
         deadline = time.monotonic() + 30
@@ -194,6 +195,8 @@ def main(argv: list[str]) -> int:
     for name in ("--cert", "--key", "--ca", "--client-cert", "--client-key", "--psk"):
         p.add_argument(name)
     a = p.parse_args(argv)
+    if a.role == "client" and a.fault == "restart" and not a.control:
+        p.error("--fault restart needs --control: the directory where restart.req asks for the restart")
     return {"server": run_server, "client": run_client, "multichannel": run_multichannel}[a.role](a)
 
 
