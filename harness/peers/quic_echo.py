@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from typing import cast
 
 from wrappers.quic import (
     IPPROTO_QUIC,
     MSG_STREAM_FIN,
     MSG_STREAM_NEW,
+    QuicSocket,
     client_handshake,
     quic_recvmsg,
     quic_sendmsg,
@@ -27,7 +29,9 @@ from wrappers.quic import (
 
 def main() -> int:
     role, host, port, psk = sys.argv[1:5]
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # socket.socket(..., IPPROTO_QUIC) is a QuicSocket at run time (the wrapper's socket factory)
+    s = cast(QuicSocket, socket.socket(family, socket.SOCK_DGRAM, IPPROTO_QUIC))
     timeout = float(os.environ.get("PEER_QUIC_TIMEOUT", "20"))
     s.settimeout(timeout)
     if role == "server":

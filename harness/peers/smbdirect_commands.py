@@ -22,8 +22,12 @@ import os
 import random
 import socket
 import sys
+from typing import TYPE_CHECKING, cast
 
 import wrappers
+
+if TYPE_CHECKING:
+    from wrappers.smbdirect import SmbDirectSocket
 
 
 def out(**kw) -> None:
@@ -39,7 +43,8 @@ def main() -> None:
     wrappers.activate(iface=2)
     from wrappers import smbdirect as sd
 
-    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, sd.IPPROTO_SMBDIRECT)
+    # socket.socket(..., IPPROTO_SMBDIRECT) is an SmbDirectSocket at run time (wrappers.activate's factory)
+    srv = cast("SmbDirectSocket", socket.socket(socket.AF_INET, socket.SOCK_STREAM, sd.IPPROTO_SMBDIRECT))
     srv.bind(("127.0.0.2", 445))
     srv.listen()
     out(event="listening")
