@@ -102,8 +102,9 @@ def tcp_echo_server(a: argparse.Namespace) -> int:
 
 def tcp_client(a: argparse.Namespace) -> int:
     data = data_of(a.size, a.seed)
-    out = {"sent": 0, "sent_sha256": hashlib.sha256(data).hexdigest(), "received": 0,
-           "received_sha256": None, "errno": None}
+    out: dict[str, object] = {"sent": 0, "sent_sha256": hashlib.sha256(data).hexdigest(), "received": 0,
+                              "received_sha256": None, "errno": None}
+    sent = received = 0
     digest = hashlib.sha256()
     read_error: list[str] = []
     s = socket.socket(_family(a.family), socket.SOCK_STREAM)
@@ -117,12 +118,13 @@ def tcp_client(a: argparse.Namespace) -> int:
         return 3
 
     def reader() -> None:
+        nonlocal received
         try:
             while True:
                 chunk = s.recv(65536)
                 if not chunk:
                     return
-                out["received"] += len(chunk)
+                received += len(chunk)
                 digest.update(chunk)
         except OSError as e:
             read_error.append(_err(e))
@@ -133,7 +135,7 @@ def tcp_client(a: argparse.Namespace) -> int:
     try:
         for i in range(0, len(data), a.chunk):
             s.sendall(data[i:i + a.chunk])
-            out["sent"] += len(data[i:i + a.chunk])
+            sent += len(data[i:i + a.chunk])
         s.shutdown(socket.SHUT_WR)
     except OSError as e:
         out["errno"] = _err(e)
@@ -144,7 +146,7 @@ def tcp_client(a: argparse.Namespace) -> int:
     else:
         reader()
     s.close()
-    out["received_sha256"] = digest.hexdigest()
+    out.update(sent=sent, received=received, received_sha256=digest.hexdigest())
     # After a reset the writer often sees EPIPE while the reader saw the ECONNRESET: report the cause.
     if read_error and out["errno"] in (None, "EPIPE"):
         out["errno"] = read_error[0]
@@ -163,7 +165,8 @@ def udp_echo_server(a: argparse.Namespace) -> int:
     s.bind((a.addr, a.port))
     _ready()
     s.settimeout(a.timeout)
-    stats = {"datagrams": 0, "bytes": 0, "errno": None}
+    datagrams = nbytes = 0
+    err: str | None = None
 
     def stop(_sig: int, _frame: object) -> None:
         raise SystemExit(0)
@@ -174,13 +177,13 @@ def udp_echo_server(a: argparse.Namespace) -> int:
                 data, peer = s.recvfrom(65535)
             except TimeoutError:
                 break
-            stats["datagrams"] += 1
-            stats["bytes"] += len(data)
+            datagrams += 1
+            nbytes += len(data)
             s.sendto(data, peer)
     except OSError as e:
-        stats["errno"] = _err(e)
+        err = _err(e)
     finally:
-        _emit(stats)
+        _emit({"datagrams": datagrams, "bytes": nbytes, "errno": err})
     return 0
 
 
@@ -190,7 +193,7 @@ def udp_client(a: argparse.Namespace) -> int:
     s.connect((a.addr, a.port))
     got = bytearray()
     sent = retrans = stale = 0
-    out = {"sent_sha256": hashlib.sha256(data).hexdigest(), "errno": None}
+    out: dict[str, object] = {"sent_sha256": hashlib.sha256(data).hexdigest(), "errno": None}
     deadline = time.monotonic() + a.timeout
     try:
         for seq, off in enumerate(range(0, len(data), a.chunk)):
