@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -136,10 +136,10 @@ class ScenarioItem(pytest.Item):
                 raise pytest.UsageError(str(e)) from None
         knownfail, flapping = cache[root]
         lid = lists.list_id(self.cell.id, section or "global")
-        if (e := flapping.match(lid)) is not None:
-            self.add_marker(pytest.mark.xfail(reason=f"flapping: {e.reason} ({e.where})", strict=False))
-        elif (e := knownfail.match(lid)) is not None:
-            self.add_marker(pytest.mark.xfail(reason=f"knownfail: {e.reason} ({e.where})", strict=True))
+        if (entry := flapping.match(lid)) is not None:
+            self.add_marker(pytest.mark.xfail(reason=f"flapping: {entry.reason} ({entry.where})", strict=False))
+        elif (entry := knownfail.match(lid)) is not None:
+            self.add_marker(pytest.mark.xfail(reason=f"knownfail: {entry.reason} ({entry.where})", strict=True))
 
     def runtest(self) -> None:
         from harness.scenario.cellproc import run_isolated
@@ -255,6 +255,7 @@ def wirecheck_run(tmp_path: Path):
     def run(path: str | os.PathLike, cell: str | None = None, section_vars: dict | None = None) -> dict:
         registry.discover()
         scen = load_file(path)
+        assert scen is not None  # without a problem list, load_file raises ScenarioError rather than return None
         cells = [c for c in scen.cells() if cell in (None, c.id, c.label)]
         if not cells:
             raise LookupError(f"{scen.id} has no cell {cell!r}")
@@ -393,9 +394,10 @@ def wirecheck_quic_pair(tmp_path: Path):
     pair = None
     try:
         with wrappers.activate(sock_dir, iface=11, pcap=str(pcap)):
-            from wrappers.quic import IPPROTO_QUIC, client_handshake, server_handshake
+            from wrappers.quic import IPPROTO_QUIC, QuicSocket, client_handshake, server_handshake
 
-            ls = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+            # socket.socket(..., IPPROTO_QUIC) is a QuicSocket at run time (the wrapper's socket factory)
+            ls = cast(QuicSocket, socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC))
             ls.bind(("127.0.0.11", 0))
             ls.listen(1)
             box: dict[str, Any] = {}
@@ -410,7 +412,7 @@ def wirecheck_quic_pair(tmp_path: Path):
                     box["e"] = e
             t = threading.Thread(target=accept, daemon=True)
             t.start()
-            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC)
+            c = cast(QuicSocket, socket.socket(socket.AF_INET, socket.SOCK_DGRAM, IPPROTO_QUIC))
             c.settimeout(10)
             c.connect(ls.getsockname())
             client_handshake(c, str(psk), None, "smb", timeout=10)
@@ -435,9 +437,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     wanted = [g for v in config.getoption("--wirecheck-group") or [] for g in v.split(",") if g]
     if not wanted:
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
-        groups = getattr(item, "cell", None) and item.cell.scenario.groups
+        groups = item.cell.scenario.groups if isinstance(item, ScenarioItem) else None
         (keep if groups is None or groups is False or set(groups) & set(wanted) else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)

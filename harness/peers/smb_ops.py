@@ -114,9 +114,10 @@ def run_server(a: argparse.Namespace) -> int:
     from harness.smb.server import ServerConfig, ShareConfig
 
     user, password = a.user.split(":", 1)
-    extra = {"ciphers": tuple(CIPHER_NAMES[c] for c in a.ciphers.split(","))} if a.ciphers else {}
     config = ServerConfig(shares={a.share: ShareConfig(a.share, a.path, False)}, users={user: password},
-                          encrypt=a.encrypt, accept_transport_security=a.accept_transport_security, **extra)
+                          encrypt=a.encrypt, accept_transport_security=a.accept_transport_security)
+    if a.ciphers:
+        config.ciphers = tuple(CIPHER_NAMES[c] for c in a.ciphers.split(","))
     server = SMBServer(config, transport=a.transport, listener=listener)
     try:
         server.serve_forever()
@@ -311,9 +312,9 @@ def _client_class() -> type:
 
         deferred = True
 
-        def _login(self) -> None:
+        def _login(self, previous_session_id: int = 0) -> None:
             if not self.deferred:
-                super()._login()
+                super()._login(previous_session_id)
 
     return Client
 
@@ -360,8 +361,6 @@ def run_client(a: argparse.Namespace) -> int:
         if share is None:
             share = c.share(a.share)
         return share
-
-    side: Any = None
 
     def handle(req: dict) -> dict:
         nonlocal side
