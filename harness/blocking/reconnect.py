@@ -102,6 +102,7 @@ class ResilientClient(SMBClient):
         self._next_app_mid += 1
         out = rc.Outstanding(self._next_app_mid, command, body, tree_id, payload, -1)
         if command == Command.CREATE:
+            assert isinstance(body, m.CreateRequest), f"CREATE sent with a {type(body).__name__} body"
             out.body, out.create_guid, out.lease_key = rc.durable_create(body, self.handles, self.durable_timeout_ms)
             out.kind = self.handles if out.body is not body else "none"
         self.outstanding[out.app_mid] = out
@@ -111,16 +112,16 @@ class ResilientClient(SMBClient):
             self._recover()
         return out.app_mid
 
-    def wait(self, message_id: int) -> Response:
+    def wait(self, message_id: int, timeout: float | None = None) -> Response:
         while True:
             out = self.outstanding.get(message_id)
             if out is None:
-                return super().wait(message_id)
+                return super().wait(message_id, timeout)
             if message_id in self._done:
                 response = self._done.pop(message_id)
             else:
                 try:
-                    response = super().wait(out.mid)
+                    response = super().wait(out.mid, timeout)
                 except (*FAILURES, SMBProtocolError):  # SMBProtocolError: a reply cut short
                     self._recover()
                     continue
@@ -151,12 +152,15 @@ class ResilientClient(SMBClient):
         if response.header.status != NtStatus.SUCCESS:
             return
         if out.command == Command.CREATE:
-            kind = rc.granted_kind(out.kind, response.body) if out.kind != "none" else "none"
-            file_id = response.body.file_id
+            created = response.body_as(m.CreateResponse)
+            assert isinstance(out.body, m.CreateRequest)  # send() checked it
+            kind = rc.granted_kind(out.kind, created) if out.kind != "none" else "none"
+            file_id = created.file_id
             self.file_ids[file_id] = file_id
             self.open_handles[file_id] = rc.Handle(kind, file_id, file_id, out.app_tree, out.body,
                                                    out.create_guid, out.lease_key)
         elif out.command == Command.CLOSE:
+            assert isinstance(out.body, m.CloseRequest), f"CLOSE sent with a {type(out.body).__name__} body"
             self.file_ids.pop(out.body.file_id, None)
             self.open_handles.pop(out.body.file_id, None)
 
@@ -222,7 +226,9 @@ class ResilientClient(SMBClient):
             if response.header.status != NtStatus.SUCCESS:
                 raise SMBError(response.header.status, Command.TREE_CONNECT)
             self.tree_ids[app_tree] = response.header.tree_id
-            self.session.trees[response.header.tree_id] = self.conn.tree_encrypts(response.body)
+            assert self.session is not None  # _login above set it (or raised)
+            self.session.trees[response.header.tree_id] = self.conn.tree_encrypts(
+                response.body_as(m.TreeConnectResponse))
         for handle in list(self.open_handles.values()):
             self._reopen(handle)
         for out in sorted(self.outstanding.values(), key=lambda o: o.app_mid):
@@ -241,8 +247,9 @@ class ResilientClient(SMBClient):
             self.open_handles.pop(handle.app_file_id, None)
             self.file_ids[handle.app_file_id] = b"\x00" * 16  # later requests fail with FILE_CLOSED
             return
-        self.file_ids[handle.app_file_id] = response.body.file_id
-        handle.file_id = response.body.file_id
+        file_id = response.body_as(m.CreateResponse).file_id
+        self.file_ids[handle.app_file_id] = file_id
+        handle.file_id = file_id
 
     def close(self) -> None:
         self.reconnect_timeout = min(self.reconnect_timeout, 2.0)
