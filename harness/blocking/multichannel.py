@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 from harness.blocking.client import SMBClient
 from harness.smb import messages as m
@@ -54,6 +55,9 @@ from harness.smb.constants import (
 from harness.smb.crypto import NonceGenerator, derive_session_keys, sign_message, verify_signature
 from harness.smb.errors import SMBProtocolError
 from harness.transport import DEFAULT_PORTS, Transport, TransportError, connect
+
+if TYPE_CHECKING:
+    from harness.transport.smbdirect import SmbDirectTransport
 
 SEND_FAILURES = (TransportError, OSError, TimeoutError, EOFError)
 FAILURES = (*SEND_FAILURES, SMBProtocolError)  # a reply cut short by a dying transport
@@ -77,6 +81,7 @@ class MultiChannelClient(SMBClient):
         self.handles = handles
         self.primary_how = (transport, host, port, {k: v for k, v in kwargs.items() if k in ("ca",)})
         super().__init__(host, port, transport=transport, **kwargs)
+        assert self.session is not None  # the constructor logged in (or raised)
         self.channels: list[Channel] = [Channel(self.transport, self.conn, self.session, self.primary_how)]
         self.outstanding: dict[int, tuple[Channel, int, rc.Outstanding]] = {}
         self.done: dict[int, Response] = {}
@@ -97,7 +102,7 @@ class MultiChannelClient(SMBClient):
         body = m.IoctlRequest(ctl_code=Fsctl.QUERY_NETWORK_INTERFACE_INFO, file_id=ALL_FF, max_output_response=65536)
         response = self.request(Command.IOCTL, body, ipc.tree_id)
         ipc.disconnect()
-        return m.NetworkInterfaceInfo.unpack_list(response.body.output)
+        return m.NetworkInterfaceInfo.unpack_list(response.body_as(m.IoctlResponse).output)
 
     def bind_offered(self, max_channels: int = 32, offered: list[m.NetworkInterfaceInfo] | None = None,
                      **quic_options) -> list[Channel]:
@@ -147,8 +152,9 @@ class MultiChannelClient(SMBClient):
 
     def inline_limit(self) -> int:
         """Inline READ/WRITE go round-robin, so they must fit the smallest SMB Direct channel's messages."""
-        limits = [max(4096, (c.transport.max_send - 0x200) // 4096 * 4096) for c in self._alive()
-                  if getattr(c.transport, "supports_rdma", False)]
+        # supports_rdma: the transport is an SmbDirectTransport (or a fault wrapper passing its attributes on)
+        limits = [max(4096, (cast("SmbDirectTransport", c.transport).max_send - 0x200) // 4096 * 4096)
+                  for c in self._alive() if getattr(c.transport, "supports_rdma", False)]
         return min(limits, default=1 << 62)
 
     @staticmethod
@@ -184,6 +190,7 @@ class MultiChannelClient(SMBClient):
         signature, another user, another ClientGuid."""
         primary = self.channels[0].conn
         base = self.session
+        assert base is not None and base.keys is not None  # channels bind to a session already set up
         request_key = signing_key or base.keys.signing
         conn = ClientConnection(transport.name, primary.server_name,
                                 ciphers=(primary.cipher,) if primary.cipher else primary.ciphers,
@@ -216,12 +223,13 @@ class MultiChannelClient(SMBClient):
                 verify_signature(response.raw, base.keys.signing, conn.signing_algorithm)
                 if preauth is not None:
                     preauth.add(response.raw)
-                token = initiator.step(response.body.security_buffer) or b""
+                token = initiator.step(response.body_as(m.SessionSetupResponse).security_buffer) or b""
                 continue
             if status != NtStatus.SUCCESS:
                 raise SMBError(status, Command.SESSION_SETUP, "binding")
-            if response.body.security_buffer:
-                initiator.step(response.body.security_buffer)
+            final = response.body_as(m.SessionSetupResponse)
+            if final.security_buffer:
+                initiator.step(final.security_buffer)
             break
         key = derive_session_keys(conn.dialect, initiator.session_key,
                                   preauth.value if preauth is not None else None, conn.cipher).signing
@@ -305,6 +313,7 @@ class MultiChannelClient(SMBClient):
         self._app_mid += 1
         out = rc.Outstanding(self._app_mid, command, body, tree_id, payload, -1)
         if command == Command.CREATE:
+            assert isinstance(body, m.CreateRequest), f"CREATE sent with a {type(body).__name__} body"
             out.body, out.create_guid, out.lease_key = rc.durable_create(body, self.handles)
         channel = self._pick(payload, self._needs_rdma(out))
         try:
@@ -314,7 +323,7 @@ class MultiChannelClient(SMBClient):
             self._lose(channel)
         return out.app_mid
 
-    def wait(self, message_id: int) -> Response:
+    def wait(self, message_id: int, timeout: float | None = None) -> Response:
         while True:
             if message_id in self.done:
                 self.outstanding.pop(message_id, None)
@@ -336,12 +345,12 @@ class MultiChannelClient(SMBClient):
                     self.events.append(("first-io", time.monotonic()))
                 return response
             try:
-                self._receive(channel)
+                self._receive(channel, timeout)
             except FAILURES:
                 self._lose(channel)
 
-    def _receive(self, channel: Channel) -> None:
-        pdu = channel.transport.recv_pdu(self.timeout)
+    def _receive(self, channel: Channel, timeout: float | None = None) -> None:
+        pdu = channel.transport.recv_pdu(self.timeout if timeout is None else timeout)
         for response in channel.conn.receive(pdu, {channel.session.session_id: channel.session}):
             mid = response.header.message_id
             if mid == UNSOLICITED_MESSAGE_ID:
