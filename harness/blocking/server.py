@@ -35,7 +35,7 @@ class SMBServer:
             config.key_sink = self._write_key
         # share_with: another listener (e.g. QUIC next to TCP) of the *same* server: one state, one
         # lock, so a session bound over both transports is one session (multichannel).
-        self.state = share_with.state if share_with else ServerState(config)
+        self.state: ServerState = share_with.state if share_with else ServerState(config)
         self.state.on_output = self._flush_other
         self.kind = transport
         self.listener = listener or listen(transport, host, port)
@@ -45,7 +45,7 @@ class SMBServer:
         self.interfaces = describe(transport, self.address[0], self.address[1], link_speed=link_speed, rss=rss)
         self.state.config.listeners.extend(self.interfaces)
         self.idle_timeout = idle_timeout
-        self.lock = share_with.lock if share_with else threading.RLock()
+        self.lock: threading.RLock = share_with.lock if share_with else threading.RLock()
         self._send_locks: dict[int, threading.Lock] = share_with._send_locks if share_with else {}
         self._transports: dict[int, Transport] = share_with._transports if share_with else {}
         self._threads: list[threading.Thread] = []
