@@ -33,6 +33,7 @@ from procutil import (
     PYTHON,
     Procs,
     listing,
+    listing_of,
     native_env,
     native_peer,
     need_libsocket_wrapper,
@@ -241,4 +242,7 @@ def test_curl_fetches_from_python_http_server(procs: Procs, sockdir: Path, pcaps
     server.kill()
     assert f"{NET.iface_address(family, 21)} - - [" in server.stderr
     pcaps.assert_tolerant(pcap, tolerate=MIXED_TOLERATES)
-    assert tsharkutil.count_frames(pcap, display_filter='http.request.uri == "/f.txt"') == 1  # from curl: once
+    requests = tsharkutil.count_frames(pcap, display_filter='http.request.uri == "/f.txt"')
+    # From curl: once. (Seen once as 0 for ipv6 on a loaded machine, cause not found yet: the listing
+    # shows the order the two writers produced and how tshark dissected curl's GET.)
+    assert requests == 1, listing_of(pcap)
