@@ -136,13 +136,24 @@ class CachingTable:
         lease = self._leases.get(ident)
         return lease.state if lease is not None else 0
 
-    def must_wait(self, path: str) -> bool:
-        """Does a CREATE (or rename, delete) on ``path`` still wait for an acknowledgment?"""
-        for open_id in self._opens.get(path, ()):
-            hold = self._oplocks.get(open_id)
+    def lease_of(self, open_id: Hashable) -> LeaseId | None:
+        return self._lease_of.get(open_id)
+
+    def lease_epoch(self, ident: LeaseId) -> int:
+        lease = self._leases.get(ident)
+        return lease.epoch if lease is not None else 0
+
+    def must_wait(self, path: str, *, lease: LeaseId | None = None, open_id: Hashable | None = None) -> bool:
+        """Does a CREATE (or rename, delete) on ``path`` still wait for an acknowledgment?
+
+        ``lease`` and ``open_id`` are the requester's own: a second open with a lease key that is
+        breaking gets BREAK_IN_PROGRESS at once, and an open never waits for its own acknowledgment.
+        """
+        for other in self._others(path, open_id, lease):
+            hold = self._oplocks.get(other)
             if hold is not None and hold.breaking and hold.deadline is not None:
                 return True
-            ident = self._lease_of.get(open_id)
+            ident = self._lease_of.get(other)
             lease = self._leases.get(ident) if ident is not None else None
             if lease is not None and lease.breaking and lease.deadline is not None:
                 return True
@@ -285,6 +296,17 @@ class CachingTable:
         level = requested if not others else OplockLevel.II
         self._oplocks[open_id] = _Oplock(open_id, path, level)
         return Grant(level)
+
+    def adopt(self, path: str, open_id: Hashable, *, oplock_level: int = 0, lease: LeaseId | None = None,
+              lease_state: int = 0, lease_version: int = 1, epoch: int = 0) -> None:
+        """Register an open that already holds caching (a durable open restored after a restart)."""
+        self._opens.setdefault(path, set()).add(open_id)
+        if lease is not None:
+            held = self._leases.setdefault(lease, _Lease(lease, path, lease_version, state=lease_state, epoch=epoch))
+            held.opens.add(open_id)
+            self._lease_of[open_id] = lease
+        elif oplock_level in (OplockLevel.II, OplockLevel.EXCLUSIVE, OplockLevel.BATCH):
+            self._oplocks[open_id] = _Oplock(open_id, path, oplock_level)
 
     def _holds_write_or_exclusive(self, other: Hashable) -> bool:
         hold = self._oplocks.get(other)

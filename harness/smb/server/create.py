@@ -9,8 +9,9 @@ Rules kept here, in the order a CREATE meets them:
   with NON_DIRECTORY_FILE, a bad disposition or impersonation level are STATUS_INVALID_PARAMETER.
 - Share modes are checked against the other opens of the same name (STATUS_SHARING_VIOLATION); a
   detached durable open in the way is closed, since nobody could acknowledge its break.
-- Oplocks are granted at most at level II (BATCH for a v1 durable open) and leases at most READ
-  (plus HANDLE for durability), so that a break never needs an acknowledgment (§3.3.4.6, §3.3.4.7).
+- Before an existing file is opened, the caching of other opens is broken as the caching table
+  says (:mod:`.oplocks`); while a break waits for its acknowledgment the CREATE is asynchronous and
+  runs again from the start afterwards. Oplocks and leases are then granted by the same table.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from ..constants import (
     CreateOptions,
     Dialect,
     FileAttributes,
-    LeaseState,
     NtStatus,
     OplockLevel,
     ShareAccess,
@@ -43,8 +43,9 @@ from ..messages.create_contexts import (
     find_context,
 )
 from ..vfs import ShareError
+from . import oplocks
 from .breaks import notify_change
-from .model import FULL_ACCESS, Fail, Handler, Open, Reply
+from .model import FULL_ACCESS, Fail, Handler, Open, Pending, Reply
 from .opens import (
     READ_RIGHTS,
     WRITE_RIGHTS,
@@ -71,7 +72,9 @@ def _sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) 
     return one_way(a_access, b_share) or one_way(b_access, a_share)
 
 
-def _create(conn, session, tree, header, request: m.CreateRequest, related, encrypted) -> Reply:
+def _create(conn, session, tree, header, request: m.CreateRequest, related, encrypted,
+            waiting: Pending | None = None) -> Reply:
+    """``waiting``: the Pending of a CREATE run again after the breaks it waited for (oplocks.py)."""
     state = conn.state
     options = request.create_options
     # A durable reconnect skips path validation and open execution (§3.3.5.9.7, .12): it comes first.
@@ -108,6 +111,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         raise Fail(NtStatus.ACCESS_DENIED, "DesiredAccess 0")
     fs = tree.fs
     disposition = request.create_disposition
+    lease = _lease_request(conn, request, path)
     exists = fs.exists(path)
     action = CreateAction.OPENED
     want_dir = bool(options & CreateOptions.DIRECTORY_FILE)
@@ -120,6 +124,19 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
                 raise Fail(NtStatus.FILE_IS_A_DIRECTORY, "is a directory")
             if not is_dir and want_dir:
                 raise Fail(NtStatus.NOT_A_DIRECTORY, "not a directory")
+            overwrite = disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
+                                        CreateDisposition.SUPERSEDE)
+            ident = oplocks.lease_id(conn, lease.lease_key) if lease is not None else None
+            conflicts = [o.persistent for o in state.opens_by_path.get(path, [])
+                         if _sharing_conflict(granted, request.share_access, o.access, o.share_access)]
+            oplocks.deliver(state, state.caching.before_open(path, now=oplocks.now(state), lease=ident,
+                                                             overwrite=overwrite, sharing_conflicts=conflicts))
+            parked = oplocks.wait_or_go(
+                conn, header, session, tree.tree_id, encrypted, path,
+                lambda pending: _create(conn, session, tree, header, request, related, encrypted, pending),
+                waiting, lease=ident)
+            if parked is not None:
+                return parked
             _check_sharing(state, path, granted, request.share_access)
             if disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
                                CreateDisposition.SUPERSEDE):
@@ -163,35 +180,29 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         contexts.append(MaximalAccessResponse(0, FULL_ACCESS).to_context())
     if find_context(request.contexts, QFID):
         contexts.append(QueryOnDiskIdResponse(st.file_id, st.volume_id).to_context())
-    oplock = OplockLevel.NONE
-    lease_request = find_context(request.contexts, RQLS)
-    if request.requested_oplock_level == OplockLevel.LEASE and lease_request and conn.dialect >= Dialect.SMB_2_1 \
-            and not is_dir:
-        lease_cls = LeaseV2 if len(lease_request.data) == 52 else LeaseV1
-        try:
-            lease = lease_cls.from_context(lease_request)
-        except SMBProtocolError as exc:
-            raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
-        # HANDLE caching only when durability needs it (a durable open keeps it across a disconnect).
-        cacheable = LeaseState.READ_CACHING | (LeaseState.HANDLE_CACHING if intent.version else 0)
-        granted_state = lease.lease_state & cacheable
-        opened.lease_key, opened.lease_state = lease.lease_key, granted_state
-        lease.lease_state, lease.lease_flags, lease.lease_duration = granted_state, 0, 0
-        if lease_cls is LeaseV2:
-            opened.lease_epoch = lease.epoch + 1
-            lease.epoch = opened.lease_epoch
-        contexts.append(lease.to_context())
-        oplock = OplockLevel.LEASE
-    elif request.requested_oplock_level in (OplockLevel.II, OplockLevel.EXCLUSIVE, OplockLevel.BATCH) and not is_dir:
-        oplock = OplockLevel.II
-        if intent.version and request.requested_oplock_level == OplockLevel.BATCH \
-                and len(state.opens_by_path.get(path, [])) == 1:
-            oplock = OplockLevel.BATCH  # what a v1 durable open needs (§3.3.5.9.6)
-        opened.oplock = oplock
+    oplock, lease_contexts = oplocks.grant(conn, opened, request.requested_oplock_level,
+                                           lease if not is_dir else None)
+    contexts += lease_contexts
     contexts += durable.grant(conn, session, tree, request, intent, opened, state.durable)
     if opened.durable is not None:
         opened.durable.create_action = int(action)  # a replayed CREATE answers with the original action
     return create_reply(opened, file_meta(conn, st), oplock, action, contexts)
+
+
+def _lease_request(conn, request: m.CreateRequest, path: str) -> LeaseV1 | LeaseV2 | None:
+    """The lease a CREATE asks for (2.1 and later), checked before anything changes: a lease key
+    already used by this client for another file is STATUS_INVALID_PARAMETER (§3.3.5.9.8)."""
+    context = find_context(request.contexts, RQLS)
+    if request.requested_oplock_level != OplockLevel.LEASE or context is None or conn.dialect < Dialect.SMB_2_1:
+        return None
+    try:
+        lease = (LeaseV2 if len(context.data) == 52 else LeaseV1).from_context(context)
+    except SMBProtocolError as exc:
+        raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
+    status = conn.state.caching.check_lease_key(oplocks.lease_id(conn, lease.lease_key), path)
+    if status is not None:
+        raise Fail(status, "lease key in use for another file")
+    return lease
 
 
 def _check_sharing(state, path: str, access: int, share: int) -> None:

@@ -13,9 +13,9 @@ import struct
 from .. import messages as m
 from ..constants import AccessMask, Command, Fsctl, NtStatus
 from ..errors import SMBProtocolError
-from .breaks import break_others
 from .model import ALL_FF, Disconnect, Fail, Handler, Reply
 from .opens import WRITE_RIGHTS, open_for, share_of, stat_open
+from .oplocks import on_write
 
 
 def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encrypted) -> Reply:
@@ -115,7 +115,7 @@ def _copychunk(conn, session, request: m.IoctlRequest, related) -> Reply:
         written += 1
         bytes_written += len(block)
     if chunks:
-        break_others(conn, target)
+        on_write(conn, target)
     output = struct.pack("<III", written, 0, bytes_written)
     return Reply(NtStatus.SUCCESS, m.IoctlResponse(request.ctl_code, target.file_id, output, b"", 0))
 

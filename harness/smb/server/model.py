@@ -65,6 +65,7 @@ class ServerConfig:
     key_sink: Callable[[SessionKeyRecord], None] | None = None
     multichannel: bool = False  # SMB2_GLOBAL_CAP_MULTI_CHANNEL and session binding (channels.py in this package)
     state_dir: str | None = None  # durable opens survive a server restart here (harness/smb/durable.py)
+    break_timeout: float = 35.0  # seconds a break waits for its acknowledgment (§3.3.2.1: Windows' 35 s)
     trace: Callable[[str], None] | None = None  # told why each request failed (debugging aid)
 
 

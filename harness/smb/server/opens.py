@@ -20,6 +20,7 @@ import struct
 from .. import messages as m
 from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel
 from ..vfs import FileMeta, Share
+from . import oplocks
 from .breaks import notify_change
 from .model import ALL_FF, FULL_ACCESS, Fail, Open, Reply
 
@@ -108,6 +109,7 @@ def forget(conn, opened: Open) -> None:
         others.remove(opened)
     if not others:
         state.opens_by_path.pop(opened.path, None)
+    oplocks.on_close(state, opened)
     fs = opened.fs
     if opened.handle is not None and fs is not None:
         fs.close(opened.handle)
@@ -151,6 +153,7 @@ def forget_detached(state, opened: Open) -> None:
         others.remove(opened)
     if not others:
         state.opens_by_path.pop(opened.path, None)
+    oplocks.on_close(state, opened)
     if opened.handle is not None and opened.fs is not None:
         opened.fs.close(opened.handle)
         opened.handle = None
@@ -167,6 +170,7 @@ def restore_open(state, record: dict, info) -> Open:
                   lease_key=bytes.fromhex(record["lease_key"]) or None, lease_state=record["lease_state"],
                   lease_epoch=record["lease_epoch"], durable=info)
     state.opens_by_path.setdefault(opened.path, []).append(opened)
+    oplocks.adopt(state, opened, info.client_guid, info.lease_version)
     return opened
 
 

@@ -13,9 +13,10 @@ from .. import messages as m
 from .. import rdma_channel
 from ..constants import Command, NtStatus
 from ..header import Header
-from .breaks import break_others, notify_change
+from .breaks import notify_change
 from .model import Fail, Handler, Reply
 from .opens import READ_RIGHTS, WRITE_RIGHTS, open_for, os_error, share_of
+from .oplocks import on_write
 
 MAX_FILE_SIZE = 0xFFFFFFF0000  # Samba's MAXFILESIZE: no byte may be written at or past it
 
@@ -79,7 +80,7 @@ def _write(conn, session, tree, header, request: m.WriteRequest, related, encryp
     except OSError as exc:
         raise os_error(exc) from exc
     opened.position = offset + written
-    break_others(conn, opened)
+    on_write(conn, opened)
     notify_change(conn, share_of(opened).parent(opened.path))
     return Reply(NtStatus.SUCCESS, m.WriteResponse(count=written))
 

@@ -13,12 +13,14 @@ from .. import messages as m
 from ..constants import AccessMask, Command, FileAttributes, InfoType, NtStatus
 from ..errors import SMBProtocolError
 from ..vfs import ShareError
+from . import oplocks
 from .breaks import notify_change
-from .model import Fail, Handler, Open, Reply
+from .model import Fail, Handler, Open, Pending, Reply
 from .opens import WRITE_RIGHTS, open_for, os_error, share_of
 
 
-def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, encrypted) -> Reply:
+def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, encrypted,
+              waiting: Pending | None = None) -> Reply:
     opened = open_for(session, request.file_id, related)
     if request.info_type == InfoType.SECURITY:
         return Reply(NtStatus.SUCCESS, m.SetInfoResponse())
@@ -46,6 +48,7 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             if opened.is_dir or not opened.access & WRITE_RIGHTS:
                 raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "EOF")
             share_of(opened).ftruncate(opened.handle, unpack_info(fscc.FileEndOfFileInformation, buf).end_of_file)
+            oplocks.on_write(conn, opened)
         elif cls == 19:
             need(buf, 8)
         elif cls in (13, 64):
@@ -59,6 +62,9 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
                 raise Fail(NtStatus.CANNOT_DELETE, "share root")
             opened.delete_on_close = delete
         elif cls == 10:
+            parked = _break_handles(conn, session, tree, header, request, related, encrypted, opened, waiting)
+            if parked is not None:
+                return parked
             _rename(conn, tree, opened, buf)
         elif cls == 14:
             opened.position = unpack_info(fscc.FilePositionInformation, buf).current_byte_offset
@@ -69,6 +75,17 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
     except OSError as exc:
         raise os_error(exc) from exc
     return Reply(NtStatus.SUCCESS, m.SetInfoResponse())
+
+
+def _break_handles(conn, session, tree, header, request, related, encrypted, opened: Open,
+                   waiting: Pending | None) -> Reply | None:
+    """A rename first breaks other opens' HANDLE caching and BATCH oplocks so their clients may close
+    them; it waits (asynchronously) for the acknowledgments. None: go on now."""
+    oplocks.before_rename_or_delete(conn, opened)
+    return oplocks.wait_or_go(
+        conn, header, session, tree.tree_id, encrypted, opened.path,
+        lambda pending: _set_info(conn, session, tree, header, request, related, encrypted, pending),
+        waiting, open_id=opened.persistent, lease=conn.state.caching.lease_of(opened.persistent))
 
 
 def need(buf: bytes, size: int) -> None:
@@ -108,6 +125,7 @@ def _rename(conn, tree, opened: Open, buf: bytes) -> None:
     old = opened.path
     fs.rename(old, target)
     state = conn.state
+    oplocks.renamed(state, old, target)
     for other in state.opens_by_path.pop(old, []):
         other.path = target
         state.opens_by_path.setdefault(target, []).append(other)
