@@ -66,8 +66,10 @@ def _user(text: str) -> tuple[str, str]:
 @click.option("--key", type=click.Path(exists=True), help="QUIC: private key (PEM)")
 @click.option("--client-ca", type=click.Path(exists=True), help="QUIC: require client certificates from this CA")
 @click.option("--keys-out", type=click.Path(), help="append SMB session keys (tshark smb2_seskey_list lines)")
+@click.option("--break-timeout", type=click.FloatRange(min=0.01), default=35.0, show_default=True,
+              help="seconds an oplock or lease break waits for its acknowledgment before the holder loses it")
 def serve(listen_at, transport, shares, users, encrypt, sign, accept_transport_security, cert, key, client_ca,
-          keys_out):
+          keys_out, break_timeout):
     """Serve directories over SMB 3.1.1 (and 2.0.2-3.0.2) until interrupted."""
     from harness.smb.server import ServerConfig, ShareConfig
     from harness.smb_server import SMBServer
@@ -86,7 +88,7 @@ def serve(listen_at, transport, shares, users, encrypt, sign, accept_transport_s
             raise click.BadParameter(f"--share {item!r}: {path} is not a directory")
         share_configs[name] = ShareConfig(name, path, share_encrypt)
     config = ServerConfig(shares=share_configs, users=dict(_user(u) for u in users), encrypt=encrypt, sign=sign,
-                          accept_transport_security=accept_transport_security)
+                          accept_transport_security=accept_transport_security, break_timeout=break_timeout)
     _emulated_network(transport)
     options = {}
     if transport == "quic":
@@ -132,10 +134,15 @@ _UNC = re.compile(r"^(?://|\\\\)([^/\\]+)[/\\]([^/\\]+)[/\\]?$")
 @click.option("--insecure", is_flag=True, help="QUIC: do not check the certificate")
 @click.option("--keys-out", type=click.Path(), help="append SMB session keys (tshark smb2_seskey_list lines)")
 @click.option("--timeout", type=float, default=30.0, show_default=True)
-@click.argument("command", type=click.Choice(["ls", "get", "put", "rm", "mkdir", "rmdir", "cat"]))
+@click.option("--lease", "lease", type=click.Choice(["R", "RH", "RW", "RWH"], case_sensitive=False),
+              help="hold: ask for this lease (v2, a random key)")
+@click.option("--oplock", type=click.Choice(["ii", "exclusive", "batch"], case_sensitive=False),
+              help="hold: ask for this oplock instead of a lease")
+@click.option("--no-ack", is_flag=True, help="hold: print breaks without acknowledging them")
+@click.argument("command", type=click.Choice(["ls", "get", "put", "rm", "mkdir", "rmdir", "cat", "hold"]))
 @click.argument("args", nargs=-1)
 def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, cipher, server_name, ca, insecure, keys_out,
-        timeout, command, args):
+        timeout, lease, oplock, no_ack, command, args):
     """Run one command against //HOST[:PORT]/SHARE.
 
     \b
@@ -144,6 +151,8 @@ def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, ci
       put LOCAL [REMOTE]  upload
       cat REMOTE          print a file to stdout
       rm PATH / mkdir PATH / rmdir PATH
+      hold PATH [SECONDS] open PATH with --lease (default RWH) or --oplock, print the grant
+                          and each break as it comes (acknowledged unless --no-ack), close
     """
     from harness.smb.client import SMBError
     from harness.smb_client import SMBClient
@@ -163,12 +172,56 @@ def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, ci
                        cipher=cipher, server_name=server_name, timeout=timeout, keys_out=keys_out, sign=sign,
                        rdma=rdma, accept_transport_security=accept_transport_security,
                        **options) as client, client.share(match.group(2)) as share:
-            _run(share, command, args)
+            if command == "hold":
+                _hold(client, share, args, lease, oplock, no_ack)
+            else:
+                _run(share, command, args)
             moved = client.rdma_bytes["read"] + client.rdma_bytes["write"]
             if transport == "smbdirect" and command in ("get", "put", "cat"):
                 click.echo(f"{moved} bytes by RDMA", err=True)
     except (SMBError, TransportError, OSError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _hold(client, share, args: tuple[str, ...], lease: str | None, oplock: str | None, no_ack: bool) -> None:
+    """Hold an oplock or a lease and show what the server does to it (MS-SMB2 §3.3.4.6-7)."""
+    from harness.smb.constants import AccessMask, CreateDisposition, LeaseState, OplockLevel
+    from harness.smb_client import Lease, granted_lease
+
+    if not args:
+        raise click.UsageError("hold needs PATH [SECONDS]")
+    seconds = float(args[1]) if len(args) > 1 else 60.0
+    bits = {"R": LeaseState.READ_CACHING, "W": LeaseState.WRITE_CACHING, "H": LeaseState.HANDLE_CACHING}
+
+    def letters(state: int) -> str:
+        return "".join(c for c, bit in bits.items() if state & bit) or "NONE"
+
+    access = AccessMask.FILE_READ_DATA | AccessMask.FILE_WRITE_DATA | AccessMask.FILE_READ_ATTRIBUTES
+    if oplock:
+        level = {"ii": OplockLevel.II, "exclusive": OplockLevel.EXCLUSIVE, "batch": OplockLevel.BATCH}[oplock.lower()]
+        response = share.open(args[0], access, CreateDisposition.OPEN_IF, oplock=level)
+        click.echo(f"granted oplock {OplockLevel(response.oplock_level).name}")
+    else:
+        wanted = sum(bits[c] for c in (lease or "RWH").upper())
+        response = share.open(args[0], access, CreateDisposition.OPEN_IF, lease=Lease(os.urandom(16), wanted))
+        got = granted_lease(response)
+        click.echo(f"granted lease {letters(got.lease_state) if got else 'none'}"
+                   + (f" epoch {got.epoch}" if got is not None and hasattr(got, "epoch") else ""))
+
+    def show(note) -> bool:
+        body = note.body
+        if hasattr(body, "lease_key"):
+            click.echo(f"lease break {letters(body.current_lease_state)} -> {letters(body.new_lease_state)}"
+                       f" epoch {body.new_epoch}{' (ack required)' if body.flags & 1 else ''}")
+        else:
+            click.echo(f"oplock break -> {OplockLevel(body.oplock_level).name}")
+        return no_ack
+
+    client.on_break = show
+    client.poll(seconds)
+    for ack in client.break_acks:
+        click.echo(f"acknowledged: status 0x{ack.header.status:08x}")
+    share.close_file(response.file_id)
 
 
 def _run(share, command: str, args: tuple[str, ...]) -> None:
