@@ -99,6 +99,7 @@ class SMBClient:
         self.break_acks: list[Response] = []
         self._ack_mids: set[int] = set()
         self._break_trees: dict[bytes, int] = {}  # FileId or LeaseKey -> the tree an acknowledgment goes to
+        self._oplocks: dict[bytes, int] = {}  # FileId -> the oplock level held
         try:
             self._negotiate()
             self._login()
@@ -165,6 +166,13 @@ class SMBClient:
         self.notifications.append(response)
         if self.on_break is not None and self.on_break(response):
             return
+        body = response.body
+        if isinstance(body, m.OplockBreakNotification):
+            # Only a break of EXCLUSIVE or BATCH wants an acknowledgment; II -> NONE is news only.
+            held = self._oplocks.get(bytes(body.file_id), OplockLevel.NONE)
+            self._oplocks[bytes(body.file_id)] = body.oplock_level
+            if held not in (OplockLevel.EXCLUSIVE, OplockLevel.BATCH):
+                return
         if self.auto_ack and response.header.command == Command.OPLOCK_BREAK:
             self.acknowledge(response)
 
@@ -320,6 +328,7 @@ class Share:
             self.client._break_trees[bytes(lease.key)] = self.tree_id
         elif response.oplock_level != OplockLevel.NONE:
             self.client._break_trees[bytes(response.file_id)] = self.tree_id
+            self.client._oplocks[bytes(response.file_id)] = response.oplock_level
         return response
 
     def close_file(self, file_id: bytes) -> None:

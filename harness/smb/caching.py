@@ -22,8 +22,9 @@ open                                       BATCH/EXCLUSIVE -> II (NONE if the op
 open that would meet a sharing violation   a lease with HANDLE or a BATCH oplock of the conflicting
                                            open is broken first (HANDLE goes, BATCH -> II); the
                                            CREATE re-checks sharing after the acknowledgment.
-write, set end of file, byte-range lock    II oplocks and READ caching of other lease keys break
-                                           to NONE (no wait: the write goes on at once).
+write, set end of file, byte-range lock    II oplocks (the writer's own too) and READ caching of
+                                           other lease keys break to NONE (no wait: the write
+                                           goes on at once).
 rename or delete by another open           HANDLE caching (and BATCH) breaks first, then it runs.
 acknowledgment missing at the deadline     the holder is NONE, the waiting CREATE goes on.
 =========================================  ========================================================
@@ -113,6 +114,7 @@ class _Oplock:
     breaking: bool = False
     break_to: int = 0
     deadline: float | None = None
+    told_without_ack: bool = False  # the last break needed no acknowledgment (see ack_oplock)
 
 
 @dataclass
@@ -192,7 +194,7 @@ class CachingTable:
         if ack:
             hold.breaking, hold.break_to, hold.deadline = True, to, now + self.break_timeout
         else:
-            hold.level = to
+            hold.level, hold.told_without_ack = to, True
         return OplockBreak(hold.open_id, to, ack)
 
     def _break_lease(self, lease: _Lease, to: int, now: float) -> LeaseBreak | None:
@@ -272,8 +274,16 @@ class CachingTable:
     def on_write(self, path: str, open_id: Hashable, *, now: float) -> list[Break]:
         """A WRITE, SET_INFO end-of-file or byte-range LOCK through ``open_id``: others' read caches go."""
         ident = self._lease_of.get(open_id)
-        return self._break_each(self._others(path, open_id, ident), now, oplock_to=OplockLevel.NONE,
-                                lease_mask=H, only_levels=(OplockLevel.II,))
+        out = self._break_each(self._others(path, open_id, ident), now, oplock_to=OplockLevel.NONE,
+                               lease_mask=H, only_levels=(OplockLevel.II,))
+        own = self._oplocks.get(open_id)
+        if own is not None and own.level == OplockLevel.II and not own.breaking:
+            # The writer's own level II oplock goes too (smbtorture smb2.oplock.batch1, levelii500:
+            # Windows and Samba send this "self break"); its own lease keeps READ (same key).
+            ev = self._break_oplock(own, OplockLevel.NONE, now)
+            if ev is not None:
+                out.append(ev)
+        return out
 
     def before_rename_or_delete(self, path: str, open_id: Hashable, *, now: float) -> list[Break]:
         """Rename or delete-on-close through ``open_id``: others' HANDLE caching and BATCH go first."""
@@ -344,6 +354,12 @@ class CachingTable:
     def ack_oplock(self, open_id: Hashable, level: int) -> tuple[NtStatus, int]:
         """3.3.5.22.1: the status of the acknowledgment and the open's level afterwards."""
         hold = self._oplocks.get(open_id)
+        if hold is not None and not hold.breaking and hold.told_without_ack:
+            # An acknowledgment of a break that needed none (II -> NONE): Windows and Samba answer
+            # STATUS_INVALID_OPLOCK_PROTOCOL (smbtorture smb2.oplock.levelii500), not the
+            # INVALID_DEVICE_STATE of an open that was never told of a break.
+            hold.told_without_ack = False
+            return NtStatus.INVALID_OPLOCK_PROTOCOL, hold.level
         if hold is None or not hold.breaking:
             return NtStatus.INVALID_DEVICE_STATE, self.oplock_level(open_id)
         if level == OplockLevel.LEASE:

@@ -45,9 +45,22 @@ def test_level_ii_breaks_without_ack_on_write_and_overwrite_only() -> None:
     t.grant("f", 1, requested=OplockLevel.II)
     t.grant("f", 2, requested=OplockLevel.II)
     assert t.before_open("f", now=0.0) == []
-    assert t.on_write("f", 2, now=0.0) == [OplockBreak(1, OplockLevel.NONE, ack_required=False)]
-    assert t.oplock_level(1) == OplockLevel.NONE and t.oplock_level(2) == OplockLevel.II
+    assert t.on_write("f", 2, now=0.0) == [OplockBreak(1, OplockLevel.NONE, ack_required=False),
+                                           OplockBreak(2, OplockLevel.NONE, ack_required=False)]
+    assert t.oplock_level(1) == OplockLevel.NONE and t.oplock_level(2) == OplockLevel.NONE
     assert not t.must_wait("f")
+    # Acknowledging a break that needed none: STATUS_INVALID_OPLOCK_PROTOCOL (smb2.oplock.levelii500).
+    assert t.ack_oplock(1, OplockLevel.NONE) == (NtStatus.INVALID_OPLOCK_PROTOCOL, OplockLevel.NONE)
+    assert t.ack_oplock(1, OplockLevel.NONE) == (NtStatus.INVALID_DEVICE_STATE, OplockLevel.NONE)
+
+
+def test_a_write_breaks_the_writers_own_level_ii_but_not_batch() -> None:
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.BATCH)
+    assert t.on_write("f", 1, now=0.0) == []
+    t.before_open("f", now=0.0)
+    t.ack_oplock(1, OplockLevel.II)
+    assert t.on_write("f", 1, now=0.0) == [OplockBreak(1, OplockLevel.NONE, ack_required=False)]
 
 
 def test_a_silent_client_is_broken_to_none_at_the_deadline() -> None:

@@ -158,7 +158,13 @@ def test_write_breaks_level_ii_oplocks_without_waiting(server):
         sb._req(Command.WRITE, m.WriteRequest(file_id=second.file_id, offset=0, data=b"x"))
         breaks = a.poll(0.5)
         assert [(n.body.file_id, n.body.oplock_level) for n in breaks] == [(first.file_id, OplockLevel.NONE)]
-        assert not b.notifications  # the writer's own oplock is not broken
+        # The writer's own level II goes too (a "self break", as Windows and Samba send it).
+        assert [(n.body.file_id, n.body.oplock_level) for n in b.notifications] == [(second.file_id, 0)]
+        assert not a.break_acks and not b.break_acks  # II -> NONE needs no acknowledgment
+        # Acknowledged anyway: STATUS_INVALID_OPLOCK_PROTOCOL.
+        b.acknowledge(b.notifications[0])
+        b.poll(0.3)
+        assert [r.header.status for r in b.break_acks] == [NtStatus.INVALID_OPLOCK_PROTOCOL]
 
 
 def test_bad_acknowledgments_get_their_statuses(server):
