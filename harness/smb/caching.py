@@ -19,9 +19,9 @@ open                                       BATCH/EXCLUSIVE -> II (NONE if the op
                                            required unless the lease was READ only; II / READ
                                            leases break to NONE without acknowledgment only when
                                            the open overwrites.
-open that would meet a sharing violation   a lease with HANDLE or a BATCH oplock of the conflicting
-                                           open is broken first (HANDLE goes, BATCH -> II); the
-                                           CREATE re-checks sharing after the acknowledgment.
+open that would meet a sharing violation   only a lease with HANDLE or a BATCH oplock of the
+                                           conflicting open is broken (HANDLE goes, BATCH -> II);
+                                           the CREATE re-checks sharing after the acknowledgment.
 write, set end of file, byte-range lock    II oplocks (the writer's own too) and READ caching of
                                            other lease keys break to NONE (no wait: the write
                                            goes on at once).
@@ -242,6 +242,8 @@ class CachingTable:
         HANDLE caching (and BATCH) goes first so that a client may close the cached handle.
         """
         conflicts = set(sharing_conflicts)
+        if conflicts:
+            return self._break_for_sharing(path, lease, conflicts, now)
         out: list[Break] = []
         for other in self._others(path, None, lease):
             hold = self._oplocks.get(other)
@@ -269,6 +271,32 @@ class CachingTable:
             ev2 = self._break_lease(le, keep, now)
             if ev2 is not None:
                 out.append(ev2)
+        return out
+
+    def _break_for_sharing(self, path: str, lease: LeaseId | None, conflicts: set[Hashable],
+                           now: float) -> list[Break]:
+        """MS-FSA 2.1.5.1.2: an open that meets a sharing violation first breaks what lets a client
+        keep a handle it no longer uses (BATCH -> II, a lease's HANDLE), so that it may close it; it
+        breaks nothing else, since it fails if the conflict stays (smbtorture smb2.oplock.exclusive1:
+        an EXCLUSIVE oplock is not broken by an open that fails with a sharing violation)."""
+        out: list[Break] = []
+        seen: set[LeaseId] = set()
+        for other in self._others(path, None, lease):
+            if other not in conflicts:
+                continue
+            hold = self._oplocks.get(other)
+            if hold is not None and hold.level == OplockLevel.BATCH:
+                ev = self._break_oplock(hold, OplockLevel.II, now)
+                if ev is not None:
+                    out.append(ev)
+            ident = self._lease_of.get(other)
+            if ident is not None and ident not in seen:
+                seen.add(ident)
+                le = self._leases[ident]
+                if le.state & H:
+                    ev2 = self._break_lease(le, le.state & ~H, now)
+                    if ev2 is not None:
+                        out.append(ev2)
         return out
 
     def on_write(self, path: str, open_id: Hashable, *, now: float) -> list[Break]:

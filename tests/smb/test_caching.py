@@ -169,6 +169,18 @@ def test_sharing_conflict_breaks_handle_caching() -> None:
     assert t.before_open("f", now=0.0, lease=B, sharing_conflicts=[1]) == [LeaseBreak(A, R | H, R, 0, True)]
 
 
+def test_sharing_conflict_breaks_only_batch_and_handle_of_the_conflicting_opens() -> None:
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.EXCLUSIVE)
+    assert t.before_open("f", now=0.0, sharing_conflicts=[1]) == []  # smb2.oplock.exclusive1
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.BATCH)
+    assert t2.before_open("f", now=0.0, overwrite=True, sharing_conflicts=[1]) == [OplockBreak(1, OplockLevel.II, True)]
+    t3 = CachingTable()
+    t3.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H)
+    assert t3.before_open("f", now=0.0, lease=B, sharing_conflicts=[1]) == [LeaseBreak(A, R | W | H, R | W, 0, True)]
+
+
 def test_rename_breaks_handle_caching_and_waits() -> None:
     t = CachingTable()
     t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | H)

@@ -118,6 +118,11 @@ def forget(conn, opened: Open) -> None:
         if pending.open is opened:
             state.watchers = [w for w in state.watchers if w is not pending]
             opened.connection.complete_async(pending, NtStatus.NOTIFY_CLEANUP, m.ChangeNotifyResponse(b""))
+    if opened.delete_on_close and others:
+        # The file is delete pending now (MS-FSA 2.1.5.4): it goes with the last open, and new opens
+        # meet STATUS_DELETE_PENDING; smbtorture's cleanup loops forever on a file that stays.
+        for other in others:
+            other.delete_on_close = True
     if opened.delete_on_close and not others and fs is not None:
         try:
             meta = fs.stat(opened.path)
