@@ -222,3 +222,27 @@ def test_no_cpu_while_idle_with_leases_held_and_a_break_waiting(tmp_path):
     finally:
         srv.stop()
 
+
+
+def test_a_stat_open_breaks_nothing_and_gets_no_oplock_unless_it_overwrites(server):
+    stat = AccessMask.FILE_READ_ATTRIBUTES | AccessMask.FILE_WRITE_ATTRIBUTES | AccessMask.SYNCHRONIZE
+    with client(server) as a, client(server) as b:
+        sa, sb = a.share("share"), b.share("share")
+        held = sa.open("f.txt", RW, CreateDisposition.OPEN, oplock=OplockLevel.BATCH, share_access=0)
+        assert held.oplock_level == OplockLevel.BATCH
+        # Share mode NONE does not keep an attributes-only open out, and it breaks nothing.
+        peek = sb.open("f.txt", stat, CreateDisposition.OPEN, oplock=OplockLevel.BATCH)
+        assert peek.oplock_level == OplockLevel.NONE
+        assert not a.poll(0.3)
+        # Overwriting is more than a look: the BATCH holder is broken (to NONE) and the opener gets II.
+        sa.close_file(held.file_id)
+        sb.close_file(peek.file_id)
+        held = sa.open("f.txt", RW, CreateDisposition.OPEN, oplock=OplockLevel.BATCH)
+        assert held.oplock_level == OplockLevel.BATCH
+        request = m.CreateRequest(name="f.txt", desired_access=stat, share_access=7,
+                                  create_disposition=CreateDisposition.OVERWRITE,
+                                  requested_oplock_level=OplockLevel.II)
+        mid = b.send(Command.CREATE, request, sb.tree_id)
+        breaks = a.poll(1.0)
+        assert [(n.body.file_id, n.body.oplock_level) for n in breaks] == [(held.file_id, OplockLevel.NONE)]
+        assert b.wait(mid).body.oplock_level == OplockLevel.II

@@ -62,8 +62,16 @@ from .opens import (
     stat_open,
 )
 
+DATA_RIGHTS = READ_RIGHTS | WRITE_RIGHTS | AccessMask.DELETE
+STAT_RIGHTS = AccessMask.FILE_READ_ATTRIBUTES | AccessMask.FILE_WRITE_ATTRIBUTES | AccessMask.SYNCHRONIZE
+
 
 def _sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) -> bool:
+    """Two opens' access and share modes collide. An open without data access (attributes only)
+    takes no part in sharing (MS-FSA 2.1.5.1.2; smbtorture smb2.oplock.exclusive4, batch8)."""
+    if not a_access & DATA_RIGHTS or not b_access & DATA_RIGHTS:
+        return False
+
     def one_way(access: int, share: int) -> bool:
         return bool((access & READ_RIGHTS and not share & ShareAccess.READ)
                     or (access & WRITE_RIGHTS and not share & ShareAccess.WRITE)
@@ -112,6 +120,10 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     fs = tree.fs
     disposition = request.create_disposition
     lease = _lease_request(conn, request, path)
+    # A "stat open" (attributes and SYNCHRONIZE only) neither breaks nor gets an oplock next to
+    # other opens unless it overwrites (MS-FSA 2.1.5.17; smbtorture smb2.oplock.statopen1).
+    stat_open = not granted & ~STAT_RIGHTS
+    overwrite = False
     exists = fs.exists(path)
     action = CreateAction.OPENED
     want_dir = bool(options & CreateOptions.DIRECTORY_FILE)
@@ -129,8 +141,11 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             ident = oplocks.lease_id(conn, lease.lease_key) if lease is not None else None
             conflicts = [o.persistent for o in state.opens_by_path.get(path, [])
                          if _sharing_conflict(granted, request.share_access, o.access, o.share_access)]
-            oplocks.deliver(state, state.caching.before_open(path, now=oplocks.now(state), lease=ident,
-                                                             overwrite=overwrite, sharing_conflicts=conflicts))
+            if any(other.delete_on_close for other in state.opens_by_path.get(path, [])):
+                raise Fail(NtStatus.DELETE_PENDING, "delete pending")  # before any break (smb2.oplock.doc)
+            if not stat_open or overwrite:  # an attributes-only open breaks nothing (batch8)
+                oplocks.deliver(state, state.caching.before_open(path, now=oplocks.now(state), lease=ident,
+                                                                 overwrite=overwrite, sharing_conflicts=conflicts))
             parked = oplocks.wait_or_go(
                 conn, header, session, tree.tree_id, encrypted, path,
                 lambda pending: _create(conn, session, tree, header, request, related, encrypted, pending),
@@ -180,8 +195,10 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         contexts.append(MaximalAccessResponse(0, FULL_ACCESS).to_context())
     if find_context(request.contexts, QFID):
         contexts.append(QueryOnDiskIdResponse(st.file_id, st.volume_id).to_context())
-    oplock, lease_contexts = oplocks.grant(conn, opened, request.requested_oplock_level,
-                                           lease if not is_dir else None)
+    requested = request.requested_oplock_level
+    if stat_open and not overwrite and requested != OplockLevel.LEASE and len(state.opens_by_path[path]) > 1:
+        requested = OplockLevel.NONE  # attributes only, next to other opens: no oplock (batch8, batch9a)
+    oplock, lease_contexts = oplocks.grant(conn, opened, requested, lease if not is_dir else None)
     contexts += lease_contexts
     contexts += durable.grant(conn, session, tree, request, intent, opened, state.durable)
     if opened.durable is not None:

@@ -51,6 +51,7 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             oplocks.on_write(conn, opened)
         elif cls == 19:
             need(buf, 8)
+            oplocks.on_write(conn, opened)  # allocation changes break read caches as a write does (batch12)
         elif cls in (13, 64):
             need(buf, 1 if cls == 13 else 4)
             delete = bool(buf[0] & 1)
@@ -62,6 +63,11 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
                 raise Fail(NtStatus.CANNOT_DELETE, "share root")
             opened.delete_on_close = delete
         elif cls == 10:
+            parent = share_of(opened).parent(opened.path)
+            if any(o.access & AccessMask.DELETE for o in conn.state.opens_by_path.get(parent, [])):
+                # Windows and Samba: the parent directory open for DELETE blocks renames out of it,
+                # before any break (smbtorture smb2.oplock.exclusive6, batch19, batch20).
+                raise Fail(NtStatus.SHARING_VIOLATION, "parent directory open with DELETE access")
             parked = _break_handles(conn, session, tree, header, request, related, encrypted, opened, waiting)
             if parked is not None:
                 return parked
