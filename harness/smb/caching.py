@@ -27,14 +27,22 @@ write, set end of file, byte-range lock    II oplocks (the writer's own too) and
                                            goes on at once).
 rename or delete by another open           HANDLE caching (and BATCH) breaks first, then it runs.
 acknowledgment missing at the deadline     the holder is NONE, the waiting CREATE goes on.
+a lease already breaking                   nothing new is announced; the waiting request runs
+                                           again after the acknowledgment and breaks further.
 =========================================  ========================================================
 
+Who waits: a request waits for an acknowledgment only when the break takes WRITE away (BATCH and
+EXCLUSIVE oplocks, leases with WRITE), or HANDLE for a sharing violation, rename or delete; a
+lease break RH -> NONE for an overwrite wants its acknowledgment but the open goes on at once.
+
 Grants: a lease state is one of R, RH, RW, RWH (anything else asks for nothing and gets NONE);
-WRITE only to the only lease key with opens on the file; directories get at most RH and no
-oplock. An oplock of BATCH or EXCLUSIVE only to the only open of the file, else II. A second open
-with the same lease key shares the lease and may upgrade it (never downgrade it); while the lease
-is breaking it gets the current state with BREAK_IN_PROGRESS. Valid lease states on the wire
-(3.3.4.7): NONE, R, RW, RH; a break that would leave HANDLE alone leaves NONE.
+WRITE only to the only lease key with opens on the file, READ only next to an oplock; directories
+get at most RH and no oplock. An oplock of BATCH or EXCLUSIVE only to the only open of the file,
+else II, and none next to a lease with HANDLE. A second open with the same lease key shares the
+lease and may upgrade it (never downgrade it) to a strict superset it can hold as asked (with
+other lease keys on the file, asking for WRITE changes nothing); while the lease is breaking it
+gets the current state with BREAK_IN_PROGRESS. Valid lease states on the wire (3.3.4.7): NONE,
+R, RW, RH; a break that would leave HANDLE alone leaves NONE.
 """
 
 from __future__ import annotations
@@ -104,6 +112,7 @@ class _Lease:
     break_to: int = 0
     deadline: float | None = None
     opens: set[Hashable] = field(default_factory=set)
+    blocking: bool = False  # requests wait for this break's acknowledgment
 
 
 @dataclass
@@ -157,7 +166,7 @@ class CachingTable:
                 return True
             ident = self._lease_of.get(other)
             lease = self._leases.get(ident) if ident is not None else None
-            if lease is not None and lease.breaking and lease.deadline is not None:
+            if lease is not None and lease.breaking and lease.blocking and lease.deadline is not None:
                 return True
         return False
 
@@ -197,10 +206,14 @@ class CachingTable:
             hold.level, hold.told_without_ack = to, True
         return OplockBreak(hold.open_id, to, ack)
 
-    def _break_lease(self, lease: _Lease, to: int, now: float) -> LeaseBreak | None:
+    def _break_lease(self, lease: _Lease, to: int, now: float, blocking: bool = False) -> LeaseBreak | None:
+        """``blocking``: the request that causes it waits for the acknowledgment even if WRITE is not
+        taken away (HANDLE for a sharing violation, a rename or a delete)."""
         to = _wire_state(to & lease.state)
         if lease.breaking:
-            lease.break_to = _wire_state(lease.break_to & to)
+            # A break in flight is not changed (its acknowledgment must match what was announced,
+            # smbtorture smb2.lease.breaking3); the waiting requests run again after it and break
+            # further then.
             return None
         if to == lease.state:
             return None
@@ -210,12 +223,16 @@ class CachingTable:
             lease.epoch += 1
         if ack:
             lease.breaking, lease.break_to, lease.deadline = True, to, now + self.break_timeout
+            # Only a break that takes WRITE away (dirty data to flush) or a blocking one makes the
+            # request wait; RH -> NONE for an overwrite is acknowledged later (smb2.lease.breaking4).
+            lease.blocking = blocking or bool(current & ~to & W)
         else:
             lease.state = to
         return LeaseBreak(lease.ident, current, to, lease.epoch if lease.version >= 2 else 0, ack)
 
     def _break_each(self, others: Iterable[Hashable], now: float, *, oplock_to: int,
-                    lease_mask: int, only_levels: Iterable[int] | None = None) -> list[Break]:
+                    lease_mask: int, only_levels: Iterable[int] | None = None,
+                    blocking: bool = False) -> list[Break]:
         out: list[Break] = []
         seen: set[LeaseId] = set()
         levels = set(only_levels) if only_levels is not None else None
@@ -229,7 +246,7 @@ class CachingTable:
             if ident is not None and ident not in seen:
                 seen.add(ident)
                 lease = self._leases[ident]
-                ev2 = self._break_lease(lease, lease.state & lease_mask, now)
+                ev2 = self._break_lease(lease, lease.state & lease_mask, now, blocking)
                 if ev2 is not None:
                     out.append(ev2)
         return out
@@ -294,7 +311,7 @@ class CachingTable:
                 seen.add(ident)
                 le = self._leases[ident]
                 if le.state & H:
-                    ev2 = self._break_lease(le, le.state & ~H, now)
+                    ev2 = self._break_lease(le, le.state & ~H, now, blocking=True)
                     if ev2 is not None:
                         out.append(ev2)
         return out
@@ -317,7 +334,7 @@ class CachingTable:
         """Rename or delete-on-close through ``open_id``: others' HANDLE caching and BATCH go first."""
         ident = self._lease_of.get(open_id)
         return self._break_each(self._others(path, open_id, ident), now, oplock_to=OplockLevel.II,
-                                lease_mask=R | W, only_levels=(OplockLevel.BATCH,))
+                                lease_mask=R | W, only_levels=(OplockLevel.BATCH,), blocking=True)
 
     # -- grants -------------------------------------------------------------------------------
     def grant(self, path: str, open_id: Hashable, *, requested: int, lease: LeaseId | None = None,
@@ -329,8 +346,10 @@ class CachingTable:
             return self._grant_lease(path, open_id, lease, lease_state, lease_version, lease_epoch, is_dir, others)
         if is_dir or requested not in (OplockLevel.II, OplockLevel.EXCLUSIVE, OplockLevel.BATCH):
             return Grant(OplockLevel.NONE)
-        if any(self._holds_write_or_exclusive(o) for o in others):
-            return Grant(OplockLevel.NONE)  # a holder whose break timed out badly: grant nothing
+        if any(self._holds_write_or_exclusive(o) or self._lease_has(o, H) for o in others):
+            # A holder whose break timed out badly, or a lease with HANDLE caching: an oplock
+            # cannot sit next to it (smbtorture smb2.lease.oplock: RH lease, oplock request -> NONE).
+            return Grant(OplockLevel.NONE)
         level = requested if not others else OplockLevel.II
         self._oplocks[open_id] = _Oplock(open_id, path, level)
         return Grant(level)
@@ -346,6 +365,10 @@ class CachingTable:
         elif oplock_level in (OplockLevel.II, OplockLevel.EXCLUSIVE, OplockLevel.BATCH):
             self._oplocks[open_id] = _Oplock(open_id, path, oplock_level)
 
+    def _lease_has(self, other: Hashable, bits: int) -> bool:
+        ident = self._lease_of.get(other)
+        return ident is not None and bool(self._leases[ident].state & bits)
+
     def _holds_write_or_exclusive(self, other: Hashable) -> bool:
         hold = self._oplocks.get(other)
         if hold is not None and hold.level in (OplockLevel.EXCLUSIVE, OplockLevel.BATCH):
@@ -355,13 +378,16 @@ class CachingTable:
 
     def _grant_lease(self, path: str, open_id: Hashable, ident: LeaseId, requested: int, version: int,
                      epoch: int, is_dir: bool, others: list[Hashable]) -> Grant:
-        want = requested if requested in VALID_LEASE_STATES else 0
+        asked = requested if requested in VALID_LEASE_STATES else 0
         if is_dir:
-            want &= R | H
+            asked &= R | H
+        want = asked
         if others:
             want &= ~W
             if any(self._holds_write_or_exclusive(o) for o in others):
                 want = 0
+            if any(o in self._oplocks and self._oplocks[o].level != OplockLevel.NONE for o in others):
+                want &= R  # next to an oplock a lease gets READ only (smbtorture smb2.lease.oplock)
         lease = self._leases.get(ident)
         if lease is None or not lease.opens:
             lease = _Lease(ident, path, version, state=want, epoch=epoch + 1 if version >= 2 else 0)
@@ -370,8 +396,11 @@ class CachingTable:
             lease.opens.add(open_id)
             self._lease_of[open_id] = ident
             return Grant(OplockLevel.LEASE, lease.state, LeaseFlags.BREAK_IN_PROGRESS, lease.epoch)
-        elif want | lease.state == want and want != lease.state:
-            lease.state = want  # an upgrade: the request is a superset of what is held
+        elif asked | lease.state == asked and asked != lease.state and asked == want:
+            # An upgrade: the request is a strict superset of what is held and can be held next to
+            # the other opens as asked (a contended request with WRITE changes nothing, smbtorture
+            # smb2.lease.upgrade3), else the lease stays as it is.
+            lease.state = want
             if lease.version >= 2:
                 lease.epoch += 1
         lease.opens.add(open_id)
@@ -417,7 +446,7 @@ class CachingTable:
             return NtStatus.UNSUCCESSFUL, lease.state
         if state & ~lease.break_to:
             return NtStatus.REQUEST_NOT_ACCEPTED, lease.state
-        lease.state, lease.breaking, lease.break_to, lease.deadline = state, False, 0, None
+        lease.state, lease.breaking, lease.break_to, lease.deadline, lease.blocking = state, False, 0, None, False
         return NtStatus.SUCCESS, state
 
     def expire(self, now: float) -> list[Hashable | LeaseId]:

@@ -205,3 +205,53 @@ def test_lease_key_for_another_file_and_close() -> None:
     assert t.check_lease_key(A, "f") is None
     t.close(1)
     assert t.check_lease_key(A, "g") is None and t.lease_state(A) == 0
+
+
+# -- rules smbtorture showed (Windows and Samba behaviour) ----------------------------------------
+
+
+def test_a_break_in_flight_keeps_what_it_announced() -> None:
+    """smb2.lease.breaking3: an overwrite while RWH -> RH is in flight sends nothing new; the RH
+    acknowledgment is accepted, and the next open breaks further."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H)
+    assert t.before_open("f", now=0.0) == [LeaseBreak(A, R | W | H, R | H, 0, True)]
+    assert t.before_open("f", now=0.0, overwrite=True) == []
+    assert t.must_wait("f")
+    assert t.ack_lease(A, R | H) == (NtStatus.SUCCESS, R | H)
+    assert t.before_open("f", now=0.0, overwrite=True) == [LeaseBreak(A, R | H, 0, 0, True)]
+
+
+def test_only_a_break_taking_write_or_handle_for_sharing_makes_the_open_wait() -> None:
+    """smb2.lease.breaking4: RH -> NONE for an overwrite wants an acknowledgment, the open goes on."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | H)
+    assert t.before_open("f", now=0.0, overwrite=True) == [LeaseBreak(A, R | H, 0, 0, True)]
+    assert not t.must_wait("f")
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | H)
+    t2.before_open("f", now=0.0, sharing_conflicts=[1])
+    assert t2.must_wait("f")
+
+
+@pytest.mark.parametrize(("held1", "upgrade", "result"), [
+    (R, R | H, R | H), (R, R | W, R), (R, R | W | H, R), (R | H, R | W | H, R | H), (R | H, R, R | H)])
+def test_contended_upgrade_changes_only_to_what_can_be_held_as_asked(held1: int, upgrade: int, result: int) -> None:
+    """smb2.lease.upgrade3: with a second lease key on the file, an upgrade asking for WRITE changes nothing."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=held1)
+    t.grant("f", 2, requested=OplockLevel.LEASE, lease=B, lease_state=R)
+    assert t.grant("f", 3, requested=OplockLevel.LEASE, lease=A, lease_state=upgrade).lease_state == result
+
+
+def test_leases_and_oplocks_side_by_side() -> None:
+    """smb2.lease.oplock: next to an oplock a lease gets READ only; next to a HANDLE lease no oplock."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.II)
+    assert t.grant("f", 2, requested=OplockLevel.LEASE, lease=A, lease_state=R | H).lease_state == R
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | H)
+    assert t2.grant("f", 2, requested=OplockLevel.BATCH) == Grant(OplockLevel.NONE)
+    t3 = CachingTable()
+    t3.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R)
+    assert t3.grant("f", 2, requested=OplockLevel.BATCH) == Grant(OplockLevel.II)
