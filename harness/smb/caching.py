@@ -99,6 +99,7 @@ class Grant:
     lease_state: int = 0
     lease_flags: int = 0
     epoch: int = 0
+    version: int = 0  # the lease's version (its first open's): the response context's layout
 
 
 @dataclass
@@ -330,9 +331,11 @@ class CachingTable:
                 out.append(ev)
         return out
 
-    def before_rename_or_delete(self, path: str, open_id: Hashable, *, now: float) -> list[Break]:
-        """Rename or delete-on-close through ``open_id``: others' HANDLE caching and BATCH go first."""
-        ident = self._lease_of.get(open_id)
+    def before_rename_or_delete(self, path: str, open_id: Hashable, *, now: float,
+                                lease: LeaseId | None = None) -> list[Break]:
+        """Rename or delete-on-close through ``open_id`` (or a new open with DELETE_ON_CLOSE and
+        lease key ``lease``, smbtorture smb2.lease.unlink): others' HANDLE caching and BATCH go first."""
+        ident = self._lease_of.get(open_id) or lease
         return self._break_each(self._others(path, open_id, ident), now, oplock_to=OplockLevel.II,
                                 lease_mask=R | W, only_levels=(OplockLevel.BATCH,), blocking=True)
 
@@ -395,7 +398,7 @@ class CachingTable:
         elif lease.breaking:
             lease.opens.add(open_id)
             self._lease_of[open_id] = ident
-            return Grant(OplockLevel.LEASE, lease.state, LeaseFlags.BREAK_IN_PROGRESS, lease.epoch)
+            return Grant(OplockLevel.LEASE, lease.state, LeaseFlags.BREAK_IN_PROGRESS, lease.epoch, lease.version)
         elif asked | lease.state == asked and asked != lease.state and asked == want:
             # An upgrade: the request is a strict superset of what is held and can be held next to
             # the other opens as asked (a contended request with WRITE changes nothing, smbtorture
@@ -405,7 +408,7 @@ class CachingTable:
                 lease.epoch += 1
         lease.opens.add(open_id)
         self._lease_of[open_id] = ident
-        return Grant(OplockLevel.LEASE, lease.state, 0, lease.epoch)
+        return Grant(OplockLevel.LEASE, lease.state, 0, lease.epoch, lease.version)
 
     # -- acknowledgments, timeouts, close -----------------------------------------------------
     def ack_oplock(self, open_id: Hashable, level: int) -> tuple[NtStatus, int]:

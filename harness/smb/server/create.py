@@ -146,6 +146,9 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             if not stat_open or overwrite:  # an attributes-only open breaks nothing (batch8)
                 oplocks.deliver(state, state.caching.before_open(path, now=oplocks.now(state), lease=ident,
                                                                  overwrite=overwrite, sharing_conflicts=conflicts))
+            if options & CreateOptions.DELETE_ON_CLOSE and not conflicts:  # a delete: HANDLE goes first
+                oplocks.deliver(state, state.caching.before_rename_or_delete(path, None, now=oplocks.now(state),
+                                                                             lease=ident))
             parked = oplocks.wait_or_go(
                 conn, header, session, tree.tree_id, encrypted, path,
                 lambda pending: _create(conn, session, tree, header, request, related, encrypted, pending),

@@ -30,7 +30,7 @@ from ..caching import Break, CachingTable, LeaseBreak, LeaseId, OplockBreak
 from ..constants import UNSOLICITED_MESSAGE_ID, Command, HeaderFlags, LeaseState, NtStatus, OplockLevel
 from ..errors import Fail
 from ..header import Header
-from ..messages.create_contexts import LeaseV2
+from ..messages.create_contexts import LeaseV1, LeaseV2
 from .model import Handler, Open, Pending, Reply
 
 Retry = Callable[[Pending], Reply]
@@ -249,11 +249,16 @@ def grant(conn, opened: Open, requested: int, lease_context) -> tuple[int, list]
                            lease_state=lease_context.lease_state, lease_version=2 if v2 else 1,
                            lease_epoch=lease_context.epoch if v2 else 0, is_dir=opened.is_dir)
     opened.lease_key, opened.lease_state, opened.lease_epoch = ident[1], result.lease_state, result.epoch
-    lease_context.lease_state, lease_context.lease_flags, lease_context.lease_duration = (
-        result.lease_state, result.lease_flags, 0)
-    if v2:
-        lease_context.epoch = result.epoch  # ParentLeaseKey is echoed unchanged
-    return OplockLevel.LEASE, [lease_context.to_context()]
+    # The response has the layout of the lease's version, which its first open chose, whatever this
+    # request used (smbtorture smb2.lease.v2_epoch2, v2_epoch3); ParentLeaseKey is echoed.
+    response: LeaseV1 | LeaseV2
+    if result.version >= 2:
+        response = LeaseV2(lease_key=ident[1], lease_state=result.lease_state, lease_flags=result.lease_flags,
+                           parent_lease_key=lease_context.parent_lease_key if v2 else bytes(16),
+                           epoch=result.epoch)
+    else:
+        response = LeaseV1(lease_key=ident[1], lease_state=result.lease_state, lease_flags=result.lease_flags)
+    return OplockLevel.LEASE, [response.to_context()]
 
 
 def adopt(state, opened: Open, client_guid: bytes, lease_version: int) -> None:

@@ -61,6 +61,10 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
                 raise Fail(NtStatus.DIRECTORY_NOT_EMPTY, "directory not empty")
             if delete and opened.path == share_of(opened).root:
                 raise Fail(NtStatus.CANNOT_DELETE, "share root")
+            if delete:
+                parked = _break_handles(conn, session, tree, header, request, related, encrypted, opened, waiting)
+                if parked is not None:
+                    return parked
             opened.delete_on_close = delete
         elif cls == 10:
             parent = share_of(opened).parent(opened.path)
@@ -85,8 +89,8 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
 
 def _break_handles(conn, session, tree, header, request, related, encrypted, opened: Open,
                    waiting: Pending | None) -> Reply | None:
-    """A rename first breaks other opens' HANDLE caching and BATCH oplocks so their clients may close
-    them; it waits (asynchronously) for the acknowledgments. None: go on now."""
+    """A rename or a delete first breaks other opens' HANDLE caching and BATCH oplocks so their
+    clients may close them; it waits (asynchronously) for the acknowledgments. None: go on now."""
     oplocks.before_rename_or_delete(conn, opened)
     return oplocks.wait_or_go(
         conn, header, session, tree.tree_id, encrypted, opened.path,
