@@ -110,7 +110,7 @@ def test_no_oplock_on_directories() -> None:
 def test_rwh_to_the_only_lease_then_a_second_key_breaks_write_away() -> None:
     t = CachingTable()
     g = t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H, lease_version=2, lease_epoch=0)
-    assert g == Grant(OplockLevel.LEASE, R | W | H, 0, 1)
+    assert g == Grant(OplockLevel.LEASE, R | W | H, 0, 1, version=2)
     breaks = t.before_open("f", now=0.0, lease=B)
     assert breaks == [LeaseBreak(A, R | W | H, R | H, new_epoch=2, ack_required=True)]
     assert t.must_wait("f")
