@@ -118,7 +118,7 @@ def test_rwh_to_the_only_lease_then_a_second_key_breaks_write_away() -> None:
     assert t.ack_lease(A, R | H) == (NtStatus.SUCCESS, R | H)
     assert not t.must_wait("f")
     assert t.grant("f", 2, requested=OplockLevel.LEASE, lease=B, lease_state=R | W | H) == Grant(
-        OplockLevel.LEASE, R | H, 0, 0)
+        OplockLevel.LEASE, R | H, 0, 0, version=1)
 
 
 def test_read_lease_breaks_on_write_without_ack() -> None:
