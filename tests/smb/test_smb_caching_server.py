@@ -246,3 +246,23 @@ def test_a_stat_open_breaks_nothing_and_gets_no_oplock_unless_it_overwrites(serv
         breaks = a.poll(1.0)
         assert [(n.body.file_id, n.body.oplock_level) for n in breaks] == [(held.file_id, OplockLevel.NONE)]
         assert b.wait(mid).body.oplock_level == OplockLevel.II
+
+
+def test_app_instance_id_closes_the_previous_instances_open(server):
+    """§3.3.5.9.13: the same AppInstanceId from another client (ClientGuid) closes the old open, so a
+    failed-over application is not locked out by its own previous instance's share modes."""
+    from harness.smb.messages.create_contexts import AppInstanceId
+
+    instance = AppInstanceId(app_instance_id=b"\x5a" * 16).to_context()
+    other = AppInstanceId(app_instance_id=b"\x5b" * 16).to_context()
+    with client(server) as a, client(server) as b, client(server) as c:
+        assert a.conn.client_guid != b.conn.client_guid
+        sa, sb, sc = a.share("share"), b.share("share"), c.share("share")
+        old = sa.open("f.txt", RW, CreateDisposition.OPEN, share_access=0, contexts=[instance])
+        # Another AppInstanceId does not close it: the share mode keeps the third client out.
+        with pytest.raises(Exception, match="SHARING_VIOLATION"):
+            sc.open("f.txt", RW, CreateDisposition.OPEN, share_access=0, contexts=[other])
+        new = sb.open("f.txt", RW, CreateDisposition.OPEN, share_access=0, contexts=[instance])
+        assert new.file_id != old.file_id
+        gone = a.wait(a.send(Command.READ, m.ReadRequest(file_id=old.file_id, length=1, offset=0), sa.tree_id))
+        assert gone.header.status == NtStatus.FILE_CLOSED

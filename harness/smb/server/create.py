@@ -33,9 +33,11 @@ from ..constants import (
 )
 from ..errors import SMBProtocolError
 from ..messages.create_contexts import (
+    APP_INSTANCE_ID,
     MXAC,
     QFID,
     RQLS,
+    AppInstanceId,
     LeaseV1,
     LeaseV2,
     MaximalAccessResponse,
@@ -120,6 +122,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     fs = tree.fs
     disposition = request.create_disposition
     lease = _lease_request(conn, request, path)
+    app_instance = _close_previous_instance(conn, tree, request, path)
     # A "stat open" (attributes and SYNCHRONIZE only) neither breaks nor gets an oplock next to
     # other opens unless it overwrites (MS-FSA 2.1.5.17; smbtorture smb2.oplock.statopen1).
     stat_open = not granted & ~STAT_RIGHTS
@@ -191,6 +194,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     state.next_file_id += 1
     opened = Open(state.next_file_id, state.next_file_id, path, handle, is_dir, granted, request.share_access,
                   session, tree, conn, delete_on_close=bool(options & CreateOptions.DELETE_ON_CLOSE), fs=fs)
+    opened.app_instance_id = app_instance
     session.opens[opened.volatile] = opened
     state.opens_by_path.setdefault(path, []).append(opened)
     contexts = []
@@ -207,6 +211,34 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     if opened.durable is not None:
         opened.durable.create_action = int(action)  # a replayed CREATE answers with the original action
     return create_reply(opened, file_meta(conn, st), oplock, action, contexts)
+
+
+def _close_previous_instance(conn, tree, request: m.CreateRequest, path: str) -> bytes | None:
+    """§3.3.5.9.13: an open of the same file on the same share by another client (ClientGuid) with
+    the same AppInstanceId is the previous instance of a failed-over application: it is closed, so
+    that the new instance does not meet its sharing modes and caching (smbtorture
+    smb2.durable-v2-open.app-instance). Returns the request's AppInstanceId (3.x only)."""
+    context = find_context(request.contexts, APP_INSTANCE_ID)
+    if context is None or conn.dialect < Dialect.SMB_3_0:
+        return None
+    try:
+        app_instance = bytes(AppInstanceId.from_context(context).app_instance_id)
+    except SMBProtocolError as exc:
+        raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
+    state = conn.state
+    for other in list(state.opens_by_path.get(path, [])):
+        if other.app_instance_id != app_instance or (other.fs is not None and other.fs is not tree.fs):
+            continue
+        owner = other.connection.client_guid if other.connection is not None else (
+            other.durable.client_guid if other.durable is not None else b"")
+        if owner == conn.client_guid:
+            continue
+        if other.connection is None:  # detached durable open
+            state.durable.remove(other)
+            forget_detached(state, other)
+        else:
+            forget(other.connection, other)
+    return app_instance
 
 
 def _lease_request(conn, request: m.CreateRequest, path: str) -> LeaseV1 | LeaseV2 | None:

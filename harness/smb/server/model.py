@@ -122,6 +122,7 @@ class Open:
     durable: durable.DurableInfo | None = None  # set when the open is durable (harness/smb/durable.py)
     channel_sequence: int = 0  # Open.ChannelSequence (replay.py in this package)
     fs: Share | None = None  # the share ``path`` and ``handle`` belong to; None until a restored open is claimed
+    app_instance_id: bytes | None = None  # SMB2_CREATE_APP_INSTANCE_ID (create.py, §3.3.5.9.13)
 
     @property
     def file_id(self) -> bytes:
