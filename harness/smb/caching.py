@@ -166,8 +166,8 @@ class CachingTable:
             if hold is not None and hold.breaking and hold.deadline is not None:
                 return True
             ident = self._lease_of.get(other)
-            lease = self._leases.get(ident) if ident is not None else None
-            if lease is not None and lease.breaking and lease.blocking and lease.deadline is not None:
+            held = self._leases.get(ident) if ident is not None else None
+            if held is not None and held.breaking and held.blocking and held.deadline is not None:
                 return True
         return False
 
