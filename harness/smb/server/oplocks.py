@@ -258,6 +258,7 @@ def grant(conn, opened: Open, requested: int, lease_context) -> tuple[int, list]
                            epoch=result.epoch)
     else:
         response = LeaseV1(lease_key=ident[1], lease_state=result.lease_state, lease_flags=result.lease_flags)
+    sync(conn.state)  # an upgrade changed the lease of the key's other opens too (a replay answers with it)
     return OplockLevel.LEASE, [response.to_context()]
 
 
