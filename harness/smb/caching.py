@@ -136,6 +136,7 @@ class CachingTable:
     _oplocks: dict[Hashable, _Oplock] = field(default_factory=dict)
     _leases: dict[LeaseId, _Lease] = field(default_factory=dict)
     _lease_of: dict[Hashable, LeaseId] = field(default_factory=dict)
+    _stat_opens: set[Hashable] = field(default_factory=set)  # attributes-only opens: no bar to a grant
 
     # -- questions ----------------------------------------------------------------------------
     def oplock_level(self, open_id: Hashable) -> int:
@@ -341,10 +342,20 @@ class CachingTable:
 
     # -- grants -------------------------------------------------------------------------------
     def grant(self, path: str, open_id: Hashable, *, requested: int, lease: LeaseId | None = None,
-              lease_state: int = 0, lease_version: int = 1, lease_epoch: int = 0, is_dir: bool = False) -> Grant:
-        """Register a new open and decide its caching (after the breaks ``before_open`` asked for)."""
+              lease_state: int = 0, lease_version: int = 1, lease_epoch: int = 0, is_dir: bool = False,
+              stat_open: bool = False) -> Grant:
+        """Register a new open and decide its caching (after the breaks ``before_open`` asked for).
+
+        ``stat_open``: the open has attributes/READ_CONTROL/SYNCHRONIZE access only; later grants
+        do not count it as another open (smbtorture smb2.lease.statopen3: RWH next to a stat open).
+        """
         self._opens.setdefault(path, set()).add(open_id)
-        others = list(self._others(path, open_id, lease))
+        if stat_open:
+            self._stat_opens.add(open_id)
+        # A stat open holding no caching of its own is no bar; one holding a lease is a holder like
+        # any other (smbtorture smb2.lease.statopen: its RWH lease is broken to RH by a second key).
+        others = [o for o in self._others(path, open_id, lease)
+                  if o not in self._stat_opens or o in self._lease_of or o in self._oplocks]
         if requested == OplockLevel.LEASE and lease is not None:
             return self._grant_lease(path, open_id, lease, lease_state, lease_version, lease_epoch, is_dir, others)
         if is_dir or requested not in (OplockLevel.II, OplockLevel.EXCLUSIVE, OplockLevel.BATCH):
@@ -471,6 +482,7 @@ class CachingTable:
             opens.discard(open_id)
         self._opens = {p: o for p, o in self._opens.items() if o}
         self._oplocks.pop(open_id, None)
+        self._stat_opens.discard(open_id)
         ident = self._lease_of.pop(open_id, None)
         if ident is not None:
             lease = self._leases[ident]

@@ -255,3 +255,16 @@ def test_leases_and_oplocks_side_by_side() -> None:
     t3 = CachingTable()
     t3.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R)
     assert t3.grant("f", 2, requested=OplockLevel.BATCH) == Grant(OplockLevel.II)
+
+
+def test_a_stat_open_without_caching_does_not_keep_write_away() -> None:
+    """smb2.lease.statopen3: RWH next to an attributes-only open; smb2.lease.statopen: a stat open
+    that holds a lease is a holder like any other."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.NONE, stat_open=True)
+    assert t.grant("f", 2, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H).lease_state == R | W | H
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H, stat_open=True)
+    t2.before_open("f", now=0.0, lease=B)
+    t2.ack_lease(A, R | H)
+    assert t2.grant("f", 2, requested=OplockLevel.LEASE, lease=B, lease_state=R | W | H).lease_state == R | H

@@ -65,7 +65,8 @@ from .opens import (
 )
 
 DATA_RIGHTS = READ_RIGHTS | WRITE_RIGHTS | AccessMask.DELETE
-STAT_RIGHTS = AccessMask.FILE_READ_ATTRIBUTES | AccessMask.FILE_WRITE_ATTRIBUTES | AccessMask.SYNCHRONIZE
+STAT_RIGHTS = (AccessMask.FILE_READ_ATTRIBUTES | AccessMask.FILE_WRITE_ATTRIBUTES | AccessMask.SYNCHRONIZE
+               | AccessMask.READ_CONTROL)  # smbtorture smb2.lease.statopen4
 
 
 def _sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) -> bool:
@@ -123,7 +124,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     disposition = request.create_disposition
     lease = _lease_request(conn, request, path)
     app_instance = _close_previous_instance(conn, tree, request, path)
-    # A "stat open" (attributes and SYNCHRONIZE only) neither breaks nor gets an oplock next to
+    # A "stat open" (attributes, READ_CONTROL, SYNCHRONIZE only) neither breaks nor gets an oplock next to
     # other opens unless it overwrites (MS-FSA 2.1.5.17; smbtorture smb2.oplock.statopen1).
     stat_open = not granted & ~STAT_RIGHTS
     overwrite = False
@@ -205,7 +206,8 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     requested = request.requested_oplock_level
     if stat_open and not overwrite and requested != OplockLevel.LEASE and len(state.opens_by_path[path]) > 1:
         requested = OplockLevel.NONE  # attributes only, next to other opens: no oplock (batch8, batch9a)
-    oplock, lease_contexts = oplocks.grant(conn, opened, requested, lease if not is_dir else None)
+    oplock, lease_contexts = oplocks.grant(conn, opened, requested, lease if not is_dir else None,
+                                           stat_open=stat_open and not overwrite)
     contexts += lease_contexts
     contexts += durable.grant(conn, session, tree, request, intent, opened, state.durable)
     if opened.durable is not None:

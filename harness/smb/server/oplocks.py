@@ -236,18 +236,20 @@ def before_rename_or_delete(conn, opened: Open) -> None:
 
 # -- grants --------------------------------------------------------------------------------------
 
-def grant(conn, opened: Open, requested: int, lease_context) -> tuple[int, list]:
+def grant(conn, opened: Open, requested: int, lease_context, stat_open: bool = False) -> tuple[int, list]:
     """Register a new open in the table; the OplockLevel and the lease response context."""
     caching = table(conn.state)
     if lease_context is None:
-        level = caching.grant(opened.path, opened.persistent, requested=requested, is_dir=opened.is_dir).oplock_level
+        level = caching.grant(opened.path, opened.persistent, requested=requested, is_dir=opened.is_dir,
+                              stat_open=stat_open).oplock_level
         opened.oplock = level
         return level, []
     v2 = isinstance(lease_context, LeaseV2)
     ident = lease_id(conn, lease_context.lease_key)
     result = caching.grant(opened.path, opened.persistent, requested=OplockLevel.LEASE, lease=ident,
                            lease_state=lease_context.lease_state, lease_version=2 if v2 else 1,
-                           lease_epoch=lease_context.epoch if v2 else 0, is_dir=opened.is_dir)
+                           lease_epoch=lease_context.epoch if v2 else 0, is_dir=opened.is_dir,
+                           stat_open=stat_open)
     opened.lease_key, opened.lease_state, opened.lease_epoch = ident[1], result.lease_state, result.epoch
     # The response has the layout of the lease's version, which its first open chose, whatever this
     # request used (smbtorture smb2.lease.v2_epoch2, v2_epoch3); ParentLeaseKey is echoed.
