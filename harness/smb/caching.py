@@ -254,11 +254,13 @@ class CachingTable:
         return out
 
     def before_open(self, path: str, *, now: float, lease: LeaseId | None = None, overwrite: bool = False,
-                    sharing_conflicts: Iterable[Hashable] = ()) -> list[Break]:
+                    sharing_conflicts: Iterable[Hashable] = (), leases: bool = True) -> list[Break]:
         """Breaks a new open of ``path`` causes; the CREATE waits while ``must_wait(path)``.
 
         ``sharing_conflicts``: open ids the new open would meet a sharing violation with; their
         HANDLE caching (and BATCH) goes first so that a client may close the cached handle.
+        ``leases`` False: an open that is a stat open for leases but not for oplocks (READ_CONTROL)
+        breaks oplocks only.
         """
         conflicts = set(sharing_conflicts)
         if conflicts:
@@ -276,7 +278,7 @@ class CachingTable:
                 if ev is not None:
                     out.append(ev)
         seen: set[LeaseId] = set()
-        for other in self._others(path, None, lease):
+        for other in self._others(path, None, lease) if leases else ():
             ident = self._lease_of.get(other)
             if ident is None or ident in seen:
                 continue

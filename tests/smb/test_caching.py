@@ -268,3 +268,14 @@ def test_a_stat_open_without_caching_does_not_keep_write_away() -> None:
     t2.before_open("f", now=0.0, lease=B)
     t2.ack_lease(A, R | H)
     assert t2.grant("f", 2, requested=OplockLevel.LEASE, lease=B, lease_state=R | W | H).lease_state == R | H
+
+
+def test_a_read_control_open_breaks_oplocks_but_not_leases() -> None:
+    """smb2.oplock.statopen1 (READ_CONTROL is no stat open for oplocks) and smb2.lease.statopen4 (it is one
+    for leases): the server asks ``before_open(leases=False)`` for it."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.BATCH)
+    assert t.before_open("f", now=0.0, leases=False) == [OplockBreak(1, OplockLevel.II, True)]
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H)
+    assert t2.before_open("f", now=0.0, leases=False) == []

@@ -65,8 +65,9 @@ from .opens import (
 )
 
 DATA_RIGHTS = READ_RIGHTS | WRITE_RIGHTS | AccessMask.DELETE
-STAT_RIGHTS = (AccessMask.FILE_READ_ATTRIBUTES | AccessMask.FILE_WRITE_ATTRIBUTES | AccessMask.SYNCHRONIZE
-               | AccessMask.READ_CONTROL)  # smbtorture smb2.lease.statopen4
+# A stat open for oplocks; for leases READ_CONTROL is one too (smbtorture smb2.oplock.statopen1 and
+# smb2.lease.statopen4 disagree on READ_CONTROL exactly so).
+STAT_RIGHTS = AccessMask.FILE_READ_ATTRIBUTES | AccessMask.FILE_WRITE_ATTRIBUTES | AccessMask.SYNCHRONIZE
 
 
 def _sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) -> bool:
@@ -124,9 +125,10 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     disposition = request.create_disposition
     lease = _lease_request(conn, request, path)
     app_instance = _close_previous_instance(conn, tree, request, path)
-    # A "stat open" (attributes, READ_CONTROL, SYNCHRONIZE only) neither breaks nor gets an oplock next to
+    # A "stat open" (attributes and SYNCHRONIZE only, READ_CONTROL too for leases) neither breaks nor gets an oplock next to
     # other opens unless it overwrites (MS-FSA 2.1.5.17; smbtorture smb2.oplock.statopen1).
-    stat_open = not granted & ~STAT_RIGHTS
+    oplock_stat = not granted & ~STAT_RIGHTS
+    lease_stat = not granted & ~(STAT_RIGHTS | AccessMask.READ_CONTROL)  # leases also let READ_CONTROL by
     overwrite = False
     exists = fs.exists(path)
     action = CreateAction.OPENED
@@ -147,9 +149,10 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
                          if _sharing_conflict(granted, request.share_access, o.access, o.share_access)]
             if any(other.delete_on_close for other in state.opens_by_path.get(path, [])):
                 raise Fail(NtStatus.DELETE_PENDING, "delete pending")  # before any break (smb2.oplock.doc)
-            if not stat_open or overwrite:  # an attributes-only open breaks nothing (batch8)
-                oplocks.deliver(state, state.caching.before_open(path, now=oplocks.now(state), lease=ident,
-                                                                 overwrite=overwrite, sharing_conflicts=conflicts))
+            if not oplock_stat or overwrite:  # an attributes-only open breaks nothing (batch8)
+                oplocks.deliver(state, state.caching.before_open(
+                    path, now=oplocks.now(state), lease=ident, overwrite=overwrite, sharing_conflicts=conflicts,
+                    leases=not lease_stat or overwrite))
             if options & CreateOptions.DELETE_ON_CLOSE and not conflicts:  # a delete: HANDLE goes first
                 oplocks.deliver(state, state.caching.before_rename_or_delete(path, None, now=oplocks.now(state),
                                                                              lease=ident))
@@ -204,10 +207,10 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     if find_context(request.contexts, QFID):
         contexts.append(QueryOnDiskIdResponse(st.file_id, st.volume_id).to_context())
     requested = request.requested_oplock_level
-    if stat_open and not overwrite and requested != OplockLevel.LEASE and len(state.opens_by_path[path]) > 1:
+    if oplock_stat and not overwrite and requested != OplockLevel.LEASE and len(state.opens_by_path[path]) > 1:
         requested = OplockLevel.NONE  # attributes only, next to other opens: no oplock (batch8, batch9a)
     oplock, lease_contexts = oplocks.grant(conn, opened, requested, lease if not is_dir else None,
-                                           stat_open=stat_open and not overwrite)
+                                           stat_open=lease_stat and not overwrite)
     contexts += lease_contexts
     contexts += durable.grant(conn, session, tree, request, intent, opened, state.durable)
     if opened.durable is not None:
