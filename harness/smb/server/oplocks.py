@@ -9,9 +9,10 @@ turns its answers into messages and waits:
   of the lease's client (ClientGuid). With no connection left: a detached durable open is closed
   when the break takes away what durability rests on (BATCH, HANDLE caching), else the break
   completes at once as if acknowledged, since nobody can answer it.
-- A request that caused a break needing an acknowledgment (CREATE, a rename or delete) goes
-  asynchronous: an interim STATUS_PENDING now (§3.3.4.2), the real response when every holder has
-  acknowledged, closed its open, or run out of time (``expire`` at the break deadline, driven by
+- A request that caused a break it must wait for (one taking WRITE away, or HANDLE for a sharing
+  violation, rename or delete: the table's ``must_wait``) goes asynchronous: an interim
+  STATUS_PENDING now (§3.3.4.2), the real response when every holder has acknowledged, closed its
+  open, or run out of time (``expire`` at the break deadline, driven by
   the I/O adapter's timer through :func:`next_deadline` and :func:`on_timer`). The request is run
   again from the start then, so it meets the sharing rules with what the holders kept.
 - OPLOCK_BREAK acknowledgments (§3.3.5.22) are checked by the table and answered with its status.
