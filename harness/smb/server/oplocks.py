@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .. import messages as m
 from ..caching import Break, CachingTable, LeaseBreak, LeaseId, OplockBreak
-from ..constants import UNSOLICITED_MESSAGE_ID, Command, HeaderFlags, LeaseState, NtStatus, OplockLevel
+from ..constants import UNSOLICITED_MESSAGE_ID, Command, HeaderFlags, NtStatus, OplockLevel
 from ..errors import Fail
 from ..header import Header
 from ..messages.create_contexts import LeaseV1, LeaseV2
@@ -131,9 +131,13 @@ def deliver(state, events: list[Break]) -> None:
             holders = [o for o in _all_opens(state) if caching.lease_of(o.persistent) == event.lease]
             target = next((o.connection for o in holders if _live(o.connection)), None)
             if target is None:
+                # §3.3.4.7: nobody can hear the break. A persistent open keeps its lease at the new
+                # state; any other holder is closed, so its client's reconnect finds nothing and the
+                # new open gets what it asked for (smbtorture smb2.durable-open.lease: RWH, as
+                # Windows and smbd grant it once the first client is gone).
                 for holder in holders:
-                    if not event.new_state & LeaseState.HANDLE_CACHING or holder.durable is None:
-                        _close_detached(state, holder)  # §3.3.4.7
+                    if holder.durable is None or not holder.durable.persistent:
+                        _close_detached(state, holder)
                 if event.ack_required and caching.lease_state(event.lease):
                     caching.ack_lease(event.lease, event.new_state)
                 continue
