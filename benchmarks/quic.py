@@ -18,10 +18,16 @@
 
 Kinds: ``aioquic`` (its asyncio API over real loopback UDP, the baseline), ``real`` (our QuicSocket
 over real loopback UDP: a user-space quic.ko), ``emu`` (under ``wrappers.activate``: SEQPACKET
-carrier), ``emu-pcap`` (the same plus the pcap and key log). Client and server run in two fresh
+carrier), ``emu-pcap`` (the same plus the pcap and key log); for bulk also ``ngtcp2`` (ngtcp2's
+gtlsclient downloading the same size from gtlsserver over real loopback UDP: a native QUIC stack, the
+reference the emulated carrier is measured against, with quic.ko's published 3.83 Gbit/s). Client and server run in two fresh
 processes (spawned), as in benchmarks/transport.py, so the GIL does not serialise them. Each
 measurement is repeated, kinds interleaved, and the median reported with ratios against aioquic.
 Timing is printed, never asserted.
+
+Where bulk time goes: ``py-spy record --subprocesses -r 200 -f raw -o prof.txt -- python -m
+benchmarks.quic --only bulk --kinds emu-pcap`` samples client, server and their engine threads
+(py-spy is a PyPI tool, not a dependency); measure a change that way before making it.
 """
 
 from __future__ import annotations
@@ -34,12 +40,15 @@ import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
 KINDS = ("aioquic", "real", "emu", "emu-pcap")
+#: bulk only: ngtcp2's gtlsclient/gtlsserver (the native reference), when installed
+BULK_ONLY = ("ngtcp2",)
 CHUNK = 64 * 1024
 
 
@@ -376,6 +385,69 @@ def _aio_client(task: str, n: int, size: int, pki: dict[str, str], port: int, ou
 
 # -- trials -----------------------------------------------------------------------------------------
 
+#: quic.ko's published bulk figure (3.83 Gbit/s), in MB/s
+QUIC_KO_MBPS = 3.83e9 / 8 / 1e6
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _udp_bound(port: int) -> bool:
+    """Whether some process has bound UDP 127.0.0.1:port (the server is up): the kernel's table."""
+    want = f"0100007F:{port:04X}"
+    with open("/proc/net/udp") as f:
+        return any(line.split()[1] == want for line in list(f)[1:])
+
+
+def ngtcp2_bulk(size: int, pki: dict[str, str], tmp: str, timeout: float = 600.0) -> dict:
+    """ngtcp2's own example programs, the reference a QUIC user compares with: gtlsclient downloads a
+    ``size``-byte file from gtlsserver over real loopback UDP (HTTP/3, GnuTLS, one stream); timed from
+    the client's start to its exit (handshake included), the file checked byte for byte after."""
+    import filecmp
+
+    work = tempfile.mkdtemp(prefix="ngtcp2-", dir=tmp)
+    www, dl = os.path.join(work, "www"), os.path.join(work, "dl")
+    os.mkdir(www)
+    os.mkdir(dl)
+    src = os.path.join(www, "bulk.bin")
+    with open(src, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 1 << 20)
+            f.write(os.urandom(n))
+            left -= n
+    port = _free_udp_port()
+    server = shutil.which("gtlsserver") or "/usr/sbin/gtlsserver"
+    srv = subprocess.Popen([server, "-q", "-d", www, "127.0.0.1", str(port), pki["server_key"], pki["server"]],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not _udp_bound(port):  # readiness outside the timed part: it prints nothing with -q
+            if srv.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gtlsserver did not bind UDP port {port} (status {srv.poll()})")
+            time.sleep(0.01)
+        t = time.perf_counter()
+        subprocess.run(["gtlsclient", "-q", "--exit-on-all-streams-close", f"--download={dl}", "127.0.0.1",
+                        str(port), f"https://localhost:{port}/bulk.bin"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True, timeout=timeout)
+        secs = time.perf_counter() - t
+        got = os.path.join(dl, "bulk.bin")
+        if not os.path.exists(got) or not filecmp.cmp(src, got, shallow=False):
+            raise RuntimeError("gtlsclient's download differs from the served file")
+        return {"rate": size / secs / 1e6, "bytes": size, "seconds": secs}
+    finally:
+        srv.terminate()
+        try:
+            srv.wait(5)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _trial(kind: str, task: str, s: argparse.Namespace, pki: dict[str, str], tmp: str, psk: bool = False,
            spec: str | None = None, size: int | None = None) -> dict:
     ctx = multiprocessing.get_context("spawn")
@@ -383,6 +455,8 @@ def _trial(kind: str, task: str, s: argparse.Namespace, pki: dict[str, str], tmp
     sockdir = tempfile.mkdtemp(prefix="wqb-", dir="/tmp")
     pcap = os.path.join(tmp, f"{kind}-{task}.pcap")
     n = s.handshakes
+    if kind == "ngtcp2":
+        return ngtcp2_bulk(size or s.size, pki, tmp, s.timeout)
     try:
         if kind == "aioquic":
             srv = ctx.Process(target=_aio_server, args=(task, n, pki, port_q, out_q))
@@ -476,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loss-size", type=_size, help="bytes per lossy transfer (default 8MiB)")
     p.add_argument("--loss", default="2%,10%", help="loss rates against none (default 2%%,10%%)")
     p.add_argument("--paths", type=int, help="migrations and resumptions measured (default 30)")
-    p.add_argument("--kinds", help="comma-separated subset of: " + ",".join(KINDS))
+    p.add_argument("--kinds", help="comma-separated subset of: " + ",".join(KINDS + BULK_ONLY))
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--json", metavar="FILE")
     a = p.parse_args(argv)
@@ -494,9 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tasks = [t for t in ("bulk", "handshakes") if t in only]
         for task in tasks:
-            samples: dict[str, list[float]] = {k: [] for k in kinds}
+            samples: dict[str, list[float]] = {k: [] for k in kinds if k not in BULK_ONLY}
             if task == "handshakes" and "real" in kinds:
                 samples["real-psk"] = []
+            if task == "bulk" and (a.kinds is None or "ngtcp2" in kinds) and shutil.which("gtlsclient"):
+                samples["ngtcp2"] = []
             for _ in range(a.repeat):
                 for k in list(samples):
                     kind, psk = (k[:-4], True) if k.endswith("-psk") else (k, False)
@@ -523,6 +599,13 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in results[task].items():
                 ratio = f"{v['ratio']:.2f}x" if v["ratio"] is not None else "-"
                 print(f"  {k:9s} {v['median']:10.2f}  {ratio}")
+    ng = results.get("bulk", {}).get("ngtcp2")
+    if ng:
+        print(f"bulk against ngtcp2 gtlsclient/gtlsserver over real loopback UDP ({ng['median']:.2f} MB/s, this run; "
+              f"target for emu-pcap >= 0.5x) and quic.ko's published {QUIC_KO_MBPS:.0f} MB/s (3.83 Gbit/s):")
+        for k, v in results["bulk"].items():
+            if k != "ngtcp2":
+                print(f"  {k:9s} {v['median'] / ng['median']:.3f}x ngtcp2  {v['median'] / QUIC_KO_MBPS:.4f}x quic.ko")
     if "memory" in results:
         m = results["memory"]
         print(f"idle memory ({m['connections']} connections; target <= 200 KiB per connection): "

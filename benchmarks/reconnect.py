@@ -21,13 +21,13 @@ import statistics
 import tempfile
 import time
 
+from harness.blocking.faults import faulty_factory
+from harness.blocking.multichannel import MultiChannelClient
+from harness.blocking.reconnect import ResilientClient
+from harness.blocking.server import SMBServer
 from harness.smb import messages as m
 from harness.smb.constants import Command
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_faults import faulty_factory
-from harness.smb_multichannel import MultiChannelClient
-from harness.smb_reconnect import ResilientClient
-from harness.smb_server import SMBServer
 from harness.transport.fault import FaultPlan, FaultyTransport
 
 USER, PASSWORD = "bench", "Pw-bench1"

@@ -152,7 +152,7 @@ def _smb2_share(port: int, transport: str, rdma: bool, socket_dir: str):
     import subprocess
     import sys
 
-    from harness.smb_client import SMBClient
+    from harness.blocking.client import SMBClient
 
     share = tempfile.mkdtemp(prefix="wcsdb-share-")
     wirecheck = os.path.join(os.path.dirname(sys.executable), "wirecheck")

@@ -1,1 +1,1 @@
-"""wirecheck harness: the SMB stack, transports, scenarios, runner and pcap library (see DESIGN.md)."""
+"""wirecheck harness: the SMB stack, transports, scenarios, runner and pcap library (docs/architecture.md)."""

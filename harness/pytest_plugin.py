@@ -22,7 +22,7 @@ Fixtures for users' own tests:
 - ``wirecheck_net``: a private emulated network (socket directory, pcap, processes stopped at teardown)::
 
       def test_echo(wirecheck_net):
-          srv = wirecheck_net.start(["python", "-m", "harness.scenario.peers", "udp-echo-server",
+          srv = wirecheck_net.start(["python", "-m", "harness.peers.net_exchange", "udp-echo-server",
                                      "--addr", wirecheck_net.address(10), "--port", "7"], host=10)
           ...
           cap = wirecheck_net.capture()      # stops the processes, returns a harness.pcap.Capture
@@ -30,7 +30,7 @@ Fixtures for users' own tests:
 
 - ``wirecheck_run``: run a scenario file (or one cell id of it) in-test and get its result record.
 - ``wirecheck_smb``: ``serve()`` starts the reference SMB server on the emulated network;
-  ``with srv.client() as c:`` is the reference client (harness.smb_client) against it; ``srv.capture()``
+  ``with srv.client() as c:`` is the reference client (harness.blocking.client) against it; ``srv.capture()``
   opens the pcap with the session keys.
 - ``wirecheck_quic_pair``: a handshaken IPPROTO_QUIC client/server pair in this process (``.client``,
   ``.server``), ``.capture()`` with the TLS key log.
@@ -142,19 +142,21 @@ class ScenarioItem(pytest.Item):
             self.add_marker(pytest.mark.xfail(reason=f"knownfail: {e.reason} ({e.where})", strict=True))
 
     def runtest(self) -> None:
-        from harness.scenario import unmet
         from harness.scenario.cellproc import run_isolated
         from harness.scenario.model import substitute
+        from harness.scenario.requires import check
 
         cell = self.cell
         section, svars, areas = _section_vars(self.config, _scenario_root(Path(cell.scenario.path)) or Path("."))
         if areas is not None and cell.scenario.area not in areas:
             pytest.skip(f"area {cell.scenario.area} is not in section {section} (AREAS={' '.join(areas)})")
         needs_tshark = any("pcap" in i for i in (cell.scenario.data.get("expect") or []))
-        reason = unmet(substitute(cell.scenario.requires, cell.variables(svars)), section=section, needs_tshark=needs_tshark,
-                       missing_ops=cell.scenario.missing_ops)
-        if reason:
-            pytest.skip(reason)
+        found = check(substitute(cell.scenario.requires, cell.variables(svars)), section=section,
+                      needs_tshark=needs_tshark, missing_ops=cell.scenario.missing_ops)
+        if found and found.fails_here():
+            pytest.fail(f"{found.reason} (a failure under CI)", pytrace=False)
+        if found:
+            pytest.skip(found.reason)
         base = self.config.getoption("--wirecheck-results")
         base = Path(base) if base else self.config._tmp_path_factory.getbasetemp() / "wirecheck"  # type: ignore[attr-defined]
         outdir = base / (section or "global") / cell.scenario.area
@@ -261,7 +263,7 @@ def wirecheck_run(tmp_path: Path):
 
 
 class SMBServerHandle:
-    """The reference SMB server (harness.smb_server) running on a host of a wirecheck_net."""
+    """The reference SMB server (harness.blocking.server) running on a host of a wirecheck_net."""
 
     def __init__(self, net: EmulatedNetwork, proc: subprocess.Popen, *, transport: str, address: str, port: int,
                  share: str, path: Path, user: str, password: str, keys: Path):
@@ -270,7 +272,7 @@ class SMBServerHandle:
         self.user, self.password, self.keys = user, password, keys
 
     def client(self, host: int = 11, **kwargs: Any):
-        """A harness.smb_client.SMBClient connected from `host`, in this process (context manager).
+        """A harness.blocking.client.SMBClient connected from `host`, in this process (context manager).
 
         The socket wrapper is active in this process while the block runs (it is process-wide), so the
         client's packets land in the same pcap; its SMB session keys go to `self.keys` for decryption.
@@ -280,7 +282,7 @@ class SMBServerHandle:
         @contextlib.contextmanager
         def connected():
             import wrappers
-            from harness.smb_client import SMBClient
+            from harness.blocking.client import SMBClient
 
             saved = dict(os.environ)
             try:
@@ -327,7 +329,7 @@ def wirecheck_smb(wirecheck_net: EmulatedNetwork, tmp_path: Path):
         path.mkdir(exist_ok=True)
         out = tmp_path / f"smb-server-{host}.out"
         port = DEFAULT_PORTS[transport]
-        argv = ["python", "-m", "harness.smb.scenario_ops", "server", "--transport", transport,
+        argv = ["python", "-m", "harness.peers.smb_ops", "server", "--transport", transport,
                 "--addr", wirecheck_net.address(host), "--port", str(port), "--share", share, "--path", str(path),
                 "--user", f"{user}:{password}"] + (["--encrypt"] if encrypt else [])
         with open(out, "wb") as f:

@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEB_PACKAGES=(tshark libsocket-wrapper libnss-wrapper samba smbclient samba-testsuite ngtcp2-client ngtcp2-server)
+# gcc, pkg-config, libgnutls28-dev: the native QUIC preload library and the C test programs (lxin/quic's
+# libquic and func_test need GnuTLS); cppcheck: `make lint` on the C code.
+DEB_PACKAGES=(tshark libsocket-wrapper libnss-wrapper samba smbclient samba-testsuite ngtcp2-client ngtcp2-server
+              gcc libc6-dev make pkg-config libgnutls28-dev cppcheck)
 PYTHON=${PYTHON:-python3}
 
 missing=()
@@ -35,4 +38,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q -e '.[test]'
     echo "$want" > "$stamp"
+fi
+
+# The native QUIC preload library (native/), with the system compiler: make rebuilds only what changed.
+if command -v gcc >/dev/null && command -v make >/dev/null; then
+    make -s -C native >/dev/null
+else
+    echo "setup: WARNING: no gcc/make: native programs get no IPPROTO_QUIC (native/ is not built)" >&2
 fi

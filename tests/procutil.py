@@ -29,10 +29,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import tsharkutil
+from threadutil import joined
 
 from wrappers.launch import find_libsocket_wrapper
 
@@ -145,7 +147,7 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.kill()
             pytest.fail(f"{self.name} did not exit within {timeout}s\n{self.describe()}")
-        self._reader.join(timeout=5)
+        joined(self._reader, 5)
         if rc is not None and code != rc:
             pytest.fail(f"{self.name} exited {code}, expected {rc}\n{self.describe()}")
         return code
@@ -344,7 +346,6 @@ class PcapCheck:
         kinds: dict[str, list[str]] = defaultdict(list)
         unexplained: list = []
         pending_late: list[tuple[int, set[str]]] = []
-        retransmitted: list[int] = []
         for num, info, expert, malformed, severity, tcsum, ucsum, ipcsum, _plen in rows:
             reasons = set()
             # Notes, warnings and errors count, not chat ( "Connection establish request (SYN)", ...).
@@ -380,19 +381,25 @@ class PcapCheck:
                     rest.append(m)
             if malformed and not reasons & {"ipv6-length", "zero-checksum"}:
                 rest.append("malformed")
-            if "missing" in reasons and "TCP ACKed unseen segment" in info:
+            if "missing" in reasons and ("TCP ACKed unseen segment" in info
+                                         or "TCP Previous segment not captured" in info):
                 pending_late.append((int(num), reasons))  # decided once the later frames are known
-            if "duplicate" in reasons and "Retransmission" in info:
-                retransmitted.append(int(num))
             for r in reasons:
                 kinds[r].append(num)
             if rest or not reasons or not reasons <= tolerate:
                 unexplained.append((int(num), reasons, f"{num}\t{info}\t{expert}\t{sorted(reasons)}\t{rest}"))
         # "late": an ACK of a segment that does appear, logged later by the other writer (cwrap writes
-        # without our pcap lock, so the order between the two writers is not causal). Only with a
-        # (re)transmission of data after it; a segment nobody logged stays "missing".
-        for n, reasons in pending_late:
-            if any(r > n for r in retransmitted):
+        # without our pcap lock, so the order between the two writers is not causal). Only when the
+        # very bytes that were ACKed (same connection, other direction, the sequence range between
+        # what that direction had shown and the ACK) appear after it; a segment nobody logged stays
+        # "missing", whatever else is retransmitted elsewhere. The same for a segment that follows a
+        # gap in its own direction ("previous segment not captured": our writer logged the peer's ACK
+        # of our FIN before cwrap logged the peer's request): late only if the gap's bytes come later.
+        if pending_late:
+            segments = tcp_segments(path)
+            for n, reasons in pending_late:
+                if not (acked_range_logged_later(segments, n) or gap_logged_later(segments, n)):
+                    continue
                 reasons.discard("missing")
                 reasons.add("late")
                 kinds["missing"].remove(str(n))
@@ -446,3 +453,104 @@ def tcp_flags(path: Path) -> list[tuple[str, str, str]]:
     rows = tsharkutil.fields(path, ["ip.src", "ipv6.src", "tcp.srcport", "ip.dst", "ipv6.dst", "tcp.dstport",
                                     "tcp.flags.str"], display_filter="tcp")
     return [(f"{r[0] or r[1]}:{r[2]}", f"{r[3] or r[4]}:{r[5]}", r[6]) for r in rows]
+
+
+_SEQ_MOD = 1 << 32
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One TCP frame, with raw sequence numbers (ISNs differ per writer; raw numbers match across them)."""
+
+    frame: int
+    stream: int
+    src: str        # "addr:port"
+    dst: str
+    seq: int        # raw
+    end: int        # raw sequence number after this segment (SYN and FIN count one), mod 2**32
+    ack: int | None  # raw, None without the ACK flag
+
+
+def tcp_segments(path: Path) -> list[Segment]:
+    """Every TCP frame of the capture, in file order."""
+    rows = tsharkutil.fields(path, ["frame.number", "tcp.stream", "ip.src", "ipv6.src", "ip.dst", "ipv6.dst",
+                                    "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.len",
+                                    "tcp.flags.syn", "tcp.flags.fin", "tcp.flags.ack"], display_filter="tcp")
+    out = []
+    for num, stream, s4, s6, d4, d6, sport, dport, seq, ack, length, syn, fin, has_ack in rows:
+        seq_raw = int(seq)
+        size = int(length or 0) + (syn in ("1", "True")) + (fin in ("1", "True"))
+        out.append(Segment(int(num), int(stream), f"{s4 or s6}:{sport}", f"{d4 or d6}:{dport}", seq_raw,
+                           (seq_raw + size) % _SEQ_MOD, int(ack) if has_ack in ("1", "True") and ack else None))
+    return out
+
+
+def _ahead(a: int, b: int) -> int:
+    """How far sequence number a is past b (mod 2**32, as a signed distance)."""
+    d = (a - b) % _SEQ_MOD
+    return d - _SEQ_MOD if d >= _SEQ_MOD // 2 else d
+
+
+def acked_range_logged_later(segments: list[Segment], frame: int) -> bool:
+    """Whether the bytes frame ACKs without having been seen appear after it, in the same connection.
+
+    The ACKed-unseen range is [what the other direction had shown before `frame`, the ACK number). It
+    counts as logged late only when segments of that direction, after `frame`, cover all of it.
+    """
+    acker = next((s for s in segments if s.frame == frame), None)
+    if acker is None or acker.ack is None:
+        return False
+    back = [s for s in segments if s.stream == acker.stream and s.src == acker.dst and s.dst == acker.src]
+    before = [s.end for s in back if s.frame < frame]
+    if not before:
+        return False
+    start = before[0]
+    for end in before[1:]:
+        if _ahead(end, start) > 0:
+            start = end
+    want = _ahead(acker.ack, start)
+    if want <= 0:
+        return False
+    # cover [start, start + want) with the later segments (cwrap may cut the bytes into several records)
+    covered = 0
+    later = sorted((s for s in back if s.frame > frame), key=lambda s: _ahead(s.seq, start))
+    for s in later:
+        lo, hi = _ahead(s.seq, start), _ahead(s.end, start)
+        if lo > covered:
+            break
+        covered = max(covered, hi)
+        if covered >= want:
+            return True
+    return False
+
+
+def gap_logged_later(segments: list[Segment], frame: int) -> bool:
+    """Whether the bytes missing before `frame` in its own direction appear after it, same connection.
+
+    The gap is [what that direction had shown before `frame`, frame's sequence number); it counts as
+    logged late only when segments of that direction, after `frame`, cover all of it.
+    """
+    seg = next((s for s in segments if s.frame == frame), None)
+    if seg is None:
+        return False
+    same = [s for s in segments if s.stream == seg.stream and s.src == seg.src and s.dst == seg.dst]
+    before = [s.end for s in same if s.frame < frame]
+    if not before:
+        return False
+    start = before[0]
+    for end in before[1:]:
+        if _ahead(end, start) > 0:
+            start = end
+    want = _ahead(seg.seq, start)
+    if want <= 0:
+        return False
+    covered = 0
+    later = sorted((s for s in same if s.frame > frame), key=lambda s: _ahead(s.seq, start))
+    for s in later:
+        lo, hi = _ahead(s.seq, start), _ahead(s.end, start)
+        if lo > covered:
+            break
+        covered = max(covered, hi)
+        if covered >= want:
+            return True
+    return False

@@ -80,3 +80,34 @@ def test_bad_arguments() -> None:
         transport.main(["--only", "nonsense"])
     with pytest.raises(SystemExit):
         transport.main(["--repeat", "0"])
+
+
+def test_pcap_benchmark_tshark_per_check_baseline(tmp_path, capsys) -> None:
+    """The `tshark -Y` once-per-check baseline answers as the library does, and can answer False."""
+    from benchmarks import pcap_speed
+    from benchmarks.pcap_fast_capture import fast_smb_tcp_capture
+
+    path = fast_smb_tcp_capture(tmp_path / "b.pcap", 300, pcap_speed.STREAMS)
+    _, ours, _ = pcap_speed.library(path)
+    secs, theirs = pcap_speed.tshark_per_check(path)
+    assert ours == theirs == [True] * 10 and secs > 0
+    # told to expect one more connection, its SYN count check fails (it reads the capture)
+    assert pcap_speed.tshark_per_check(path, pcap_speed.STREAMS + 1)[1] == [True] * 9 + [False]
+    pcap_speed.main(["--packets", "300", "--big", "0", "--no-pyshark"])
+    out = capsys.readouterr().out
+    assert re.search(r"^ratio: library is [\d.]+x faster than tshark -Y once per check$", out, re.M)
+
+
+def test_quic_bulk_against_ngtcp2(tmp_path, capsys) -> None:
+    """benchmarks/quic.py's bulk prints the emulated carrier against ngtcp2's gtlsclient/gtlsserver
+    (which must be installed) and quic.ko's published figure."""
+    from benchmarks import quic as bench
+
+    out = tmp_path / "q.json"
+    assert bench.main(["--only", "bulk", "--size", "1MiB", "--repeat", "1", "--kinds", "emu-pcap,ngtcp2",
+                       "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "against ngtcp2 gtlsclient/gtlsserver over real loopback UDP" in text, text
+    assert re.search(r"^  emu-pcap +[\d.]+x ngtcp2 +[\d.]+x quic\.ko$", text, re.M), text
+    bulk = json.loads(out.read_text())["bulk"]
+    assert bulk["ngtcp2"]["median"] > 0 and bulk["emu-pcap"]["median"] > 0

@@ -356,7 +356,7 @@ def test_icmp_accepts_buffer_list_and_checks_family() -> None:
 
 
 def test_pcap_layer_knows_nothing_about_smb() -> None:
-    """wrappers/ must know nothing about SMB (DESIGN.md)."""
+    """wrappers/ must know nothing about SMB: it is the layer below the SMB stack."""
     import inspect
 
     from wrappers import pcapfile, tcplog

@@ -11,6 +11,7 @@ import stat
 import threading
 
 import pytest
+from threadutil import joined
 from wrapfix import swdir, wrapped, wrapped_pcap  # noqa: F401
 
 import wrappers
@@ -65,7 +66,7 @@ def test_tcp_echo_names_and_addresses(wrapped, family):
         got += c.recv(1 << 20)
     assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
     c.close()
-    t.join(5)
+    joined(t, 5)
     peer, srv_local, srv_peer = seen[0]
     assert peer[:2] == local[:2] and srv_peer[:2] == local[:2]
     assert srv_local[:2] == (SERVER[family], 445)

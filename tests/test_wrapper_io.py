@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from threadutil import joined
 from tsharkutil import tshark_path as require_tshark
 from wrapfix import swdir, wrapped, wrapped_pcap  # noqa: F401
 
@@ -214,7 +215,7 @@ def run_fates(spec, n=200, expect=None):
     t.start()
     for i in range(n):
         s.sendto(b"%05d" % i, ("127.0.0.10", 4000))
-    t.join(15)
+    joined(t, 15)
     s.close()
     r.close()
     return got

@@ -2,7 +2,7 @@
 
 A native program under Debian's ``libsocket_wrapper.so`` and a Python program under ``wrappers``
 meet only through file names in ``SOCKET_WRAPPER_DIR``, so this module is the compatibility
-contract and must match cwrap byte for byte (specs/socket-wrapper-compat.md section 3):
+contract and must match cwrap byte for byte (socket_wrapper 1.3.5 to 1.5.2 name their files this way):
 
     $SOCKET_WRAPPER_DIR/<L><II><PPPP>      printf("%c%02X%04X", letter, iface, port)
 

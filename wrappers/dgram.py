@@ -1,7 +1,7 @@
 """Emulated UDP: sendto/recvfrom over unix datagram sockets, broadcast, impairments, NAT rebinding.
 
 A datagram's source address is the sender's unix name, parsed back into (host, port). A UDP
-connect() is deferred to the first send, as cwrap does. Impairment fates (impair.py) are carried
+connect() is deferred to the first send, as cwrap does. Impairment fates (impair/) are carried
 out here: dropped, duplicated, corrupted, delayed on the timer thread, or sent from a rebound name.
 The pcap records a datagram when it is delivered, by the sender if it logs, else by the receiver
 (SCM_CREDENTIALS tells the receiver who sent it).
@@ -19,6 +19,7 @@ from typing import Any
 from . import addressing
 from . import meta as metamod
 from .addressing import parse_socket_name, sockaddr
+from .dualstack import peer_view
 from .sockbase import (
     _DGRAM_PATIENCE,
     _DGRAM_PATIENCE_NONBLOCKING,
@@ -40,6 +41,17 @@ from .sockbase import (
 )
 
 
+def _via_twin(twin: Any, payload: bytes, flags: int, path: str) -> bool:
+    """Send from the twin-named socket; False when the receiver is a unix socket connected to our
+    primary one (the kernel allows it only datagrams from that peer: EPERM), which then gets it
+    from the primary name (our receivers read it back right; dualstack.py)."""
+    try:
+        twin.sendto(payload, flags | _MSG_DONTWAIT, path)
+    except PermissionError:
+        return False
+    return True
+
+
 class DatagramMixin(SocketParts):
     """Part of WrappedSocket (socket_wrapper.py); self is the socket."""
 
@@ -49,7 +61,8 @@ class DatagramMixin(SocketParts):
         m = self._sw
         assert m is not None
         path, peer = self._remote(address, "connect")
-        self._autobind()
+        self._autobind(peer=peer)
+        self._reach_out(path)
         m.peer, m.peer_path, m.unix_connected = peer, path, False
         try:
             _orig_socket.connect(self, path)
@@ -100,7 +113,8 @@ class DatagramMixin(SocketParts):
     def _sendto_dgram(self, data: Any, flags: int, path: str, peer: tuple) -> int:
         m = self._sw
         assert m is not None
-        self._autobind()
+        self._autobind(peer=peer)
+        self._reach_out(path)
         payload = data if isinstance(data, bytes) else bytes(memoryview(data).cast("B"))
         imp = self._impairer("out", peer)
         if imp is None:
@@ -125,10 +139,13 @@ class DatagramMixin(SocketParts):
             return
         rec = self._sw_rec
         connected = m.peer is not None
+        twin = self._twin_sender_for(path) if m.twin_path is not None else None
 
         def attempt() -> None:
             try:
-                if connected:
+                if twin is not None and _via_twin(twin, payload, flags, path):
+                    pass  # a dual-stack socket speaking its twin's family (dualstack.py)
+                elif connected:
                     if not m.unix_connected:
                         _orig_socket.connect(self, path)
                         m.unix_connected = True
@@ -139,7 +156,7 @@ class DatagramMixin(SocketParts):
                 if rec is not None:
                     from .packets import build_udp
 
-                    pkt = build_udp(m.local[:2], peer[:2], payload)  # type: ignore[index]
+                    pkt = build_udp(*self._wire(peer), payload)
                     rec.write([pkt])
                     rec.icmp_unreachable(pkt, m.family)
                 raise _oserror(errno.EHOSTUNREACH) from None
@@ -148,7 +165,7 @@ class DatagramMixin(SocketParts):
                     raise _oserror(errno.EHOSTUNREACH, "not a datagram socket at that address") from None
                 raise
             if rec is not None:
-                rec.udp(m.local, peer, payload)  # type: ignore[arg-type]
+                rec.udp(*self._wire(peer), payload)
 
         def locked_attempt() -> None:
             if rec is None:
@@ -277,17 +294,18 @@ class DatagramMixin(SocketParts):
                 data = fate.deliveries[0].payload
                 m.inbox.extend((d.payload, src) for d in fate.deliveries[1:])
             if rec is not None and not rec.peer_logs(_cred_pid(ancdata)):
+                local, remote = self._wire(src)
                 with rec.locked():
-                    rec.udp(src, m.local, data)  # type: ignore[arg-type]
+                    rec.udp(remote, local, data)
             return data, src
 
     def _addr_of(self, unix_path: Any) -> tuple:
         m = self._sw
         assert m is not None
-        parsed = parse_socket_name(unix_path) if isinstance(unix_path, str) and unix_path else None
-        if parsed is None:
+        view = peer_view(self._net, m.family, m.reach, unix_path) if isinstance(unix_path, str) and unix_path else None
+        if view is None:
             return sockaddr(m.family, "0.0.0.0" if m.family == AF_INET else "::", 0)
-        return sockaddr(m.family, self._net.iface_address(parsed.family, parsed.iface), parsed.port)
+        return view
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
         if self._sw is None:

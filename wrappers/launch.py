@@ -1,7 +1,8 @@
 """The environment that puts a child process on the emulated network (used by `wirecheck exec`).
 
 Python children get ``wrappers/preload`` on PYTHONPATH, whose sitecustomize activates the wrapper;
-native children get Debian's libsocket_wrapper.so in LD_PRELOAD. Both read the same
+native children get Debian's libsocket_wrapper.so in LD_PRELOAD, behind wirecheck's own preload
+library for IPPROTO_QUIC (native/quic_preload.c) when setup has built it. Both read the same
 SOCKET_WRAPPER_* variables, so they share one socket directory and one pcap.
 """
 
@@ -11,6 +12,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 
 import wrappers
 
@@ -45,6 +47,35 @@ def find_libsocket_wrapper() -> str | None:
     return None
 
 
+NATIVE_DIR = os.path.join(PACKAGE_PARENT, "native")
+
+
+def find_quic_preload(sanitizers: bool | None = None) -> list[str]:
+    """The preload entries that give native programs IPPROTO_QUIC (native/quic_preload.c), to go in
+    front of libsocket_wrapper.so: ``$WIRECHECK_QUIC_PRELOAD`` if set, else the library setup built.
+    With sanitizers (``WIRECHECK_QUIC_SANITIZE=1``) the ASan+UBSan build, after the sanitizer runtime,
+    which must come first in the preload order. Empty when the library is not built."""
+    explicit = os.environ.get("WIRECHECK_QUIC_PRELOAD")
+    if explicit is not None:
+        return explicit.split()
+    if sanitizers is None:
+        sanitizers = os.environ.get("WIRECHECK_QUIC_SANITIZE", "") not in ("", "0")
+    build = os.path.join(NATIVE_DIR, "build")
+    if sanitizers:
+        lib = os.path.join(build, "libwirecheck_quic_asan.so")
+        runtime = _gcc_file("libasan.so")
+        return [runtime, lib] if runtime and os.path.exists(lib) else []
+    lib = os.path.join(build, "libwirecheck_quic.so")
+    return [lib] if os.path.exists(lib) else []
+
+
+def _gcc_file(name: str) -> str | None:
+    if not shutil.which("gcc"):
+        return None
+    out = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True, check=False).stdout.strip()
+    return os.path.realpath(out) if out and os.path.isabs(out) and os.path.exists(out) else None
+
+
 def child_environ(
     socket_dir: str,
     *,
@@ -64,6 +95,11 @@ def child_environ(
     if native:
         lib = find_libsocket_wrapper()
         if lib is not None:
-            preload = [p for p in env.get("LD_PRELOAD", "").split() if "socket_wrapper" not in p]
-            env["LD_PRELOAD"] = " ".join([lib] + preload)
+            ours = find_quic_preload()
+            preload = [p for p in env.get("LD_PRELOAD", "").split()
+                       if "socket_wrapper" not in p and "wirecheck_quic" not in p and p not in ours]
+            # the QUIC library first (it sees IPPROTO_QUIC before cwrap refuses it), then cwrap
+            env["LD_PRELOAD"] = " ".join(ours + [lib] + preload)
+            # the QUIC daemon that native programs' QUIC sockets live in runs on this Python
+            env.setdefault("WIRECHECK_PYTHON", sys.executable)
     return env

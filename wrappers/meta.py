@@ -42,6 +42,13 @@ class SocketMeta:
     shared: bool = False  # crossed a fork() or SCM_RIGHTS: another process may hold it
     passed: bool = False  # sent away in SCM_RIGHTS: the receiver owns its FIN and its file now
     options: dict[tuple[int, int], Any] = field(default_factory=dict)
+    # dual-stack (dualstack.py): IPV6_V6ONLY, the families a peer can reach us by (empty: not bound
+    # yet), and the second name hard-linked to the bound one
+    v6only: bool = False
+    reach: frozenset = frozenset()
+    twin_path: str | None = None
+    twin_ino: int | None = None
+    twin_sender: Any = None  # UDP: the unix socket that sends under the twin name (dualstack.py)
     # pcap state (streams): the flow model, whether the peer logs its own sends
     flow: Any = None
     peer_logs: bool | None = False  # None: not known yet (socket_wrapper._peer_logs)
@@ -77,6 +84,9 @@ class SocketMeta:
             "fin_sent": self.fin_sent,
             "fin_seen": self.fin_seen,
             "seq": [self.flow.local_seq, self.flow.remote_seq] if self.flow is not None else None,
+            "v6only": self.v6only,
+            "reach": sorted(self.reach),
+            "twin_path": self.twin_path,
         }
 
 
@@ -226,6 +236,8 @@ def import_passed(fd: int, socket_dir: str) -> SocketMeta | None:
             peer_pid=data.get("peer_pid"), fin_sent=data.get("fin_sent", False),
             fin_seen=data.get("fin_seen", False),
             passed_seq=tuple(data["seq"]) if data.get("seq") else None,  # type: ignore[arg-type]
+            v6only=bool(data.get("v6only", False)), reach=frozenset(data.get("reach") or ()),
+            twin_path=data.get("twin_path"),
         )
         if not meta.accepted:
             meta.peer_logs = None

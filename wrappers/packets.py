@@ -8,7 +8,7 @@ because real stacks increment it and Wireshark's IP analysis is happier that way
 Why we build headers by hand instead of using scapy: the socket wrapper logs every send, and
 scapy needs about a millisecond per packet; ``struct`` needs about a microsecond.
 
-Differences from cwrap's socket_wrapper, on purpose (see specs/socket-wrapper-compat.md §4.3):
+Differences from cwrap's socket_wrapper (1.3.5 to 1.5.x), on purpose:
 every checksum is computed, the IPv4 TTL and the IPv6 hop limit are 64, the IPv6 payload length
 does not count the 40-byte IPv6 header, the UDP checksum is never 0, and an ICMPv6 error quotes the
 original packet unchanged (cwrap rewrites the inner next-header to 58).

@@ -74,8 +74,13 @@ def bound_unix_sockets() -> dict[str, list[tuple[int, int, int]]]:
     return result
 
 
-def is_in_use(path: str, sotype: int, table: dict[str, list[tuple[int, int, int]]] | None = None) -> bool:
-    """True when a live socket owns this name: a listener or bound stream socket, or any datagram socket."""
+def is_in_use(path: str, sotype: int, table: dict[str, list[tuple[int, int, int]]] | None = None,
+              *, twins: bool = True) -> bool:
+    """True when a live socket owns this name: a listener or bound stream socket, or any datagram socket.
+
+    A dual-stack socket's second name is a hard link (dualstack.py) that the kernel's table does not
+    list: it is alive when the name it links to is.
+    """
     table = bound_unix_sockets() if table is None else table
     want = _UNIX_TYPE.get(sotype)
     for t, state, flags in table.get(path, ()):
@@ -86,6 +91,10 @@ def is_in_use(path: str, sotype: int, table: dict[str, list[tuple[int, int, int]
                 return True
         else:
             return True
+    if twins:
+        from .dualstack import linked_alive
+
+        return linked_alive(path, lambda twin: is_in_use(twin, sotype, table, twins=False))
     return False
 
 

@@ -33,11 +33,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import addressing, impair, markers
+from . import addressing, dualstack, impair, markers
 from . import meta as metamod
 from .addressing import AddressError, Network, sockaddr, socket_name
 from .config import Config, from_environ
 from .dgram import DatagramMixin
+from .dualsock import DualStackMixin
 from .meta import SocketMeta
 from .recorder import Recorder, recorder_for
 from .sockbase import (
@@ -68,7 +69,7 @@ from .sockopts import OptionsMixin
 from .stream import StreamMixin
 
 
-class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket):
+class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _socket_mod.socket):
     """socket.socket while the wrapper is active (see the module docstring)."""
 
     __slots__ = ["_sw", "_sw_cfg", "_sw_timeout", "_sw_rec", "_sw_closed"]
@@ -103,7 +104,12 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         if base_type not in allowed or proto not in allowed[base_type]:
             raise _oserror(errno.EPROTONOSUPPORT, "socket_wrapper emulates TCP and UDP only")
         _orig_socket.__init__(self, AF_UNIX, type & ~_socket_mod.SOCK_NONBLOCK, 0)
-        self._emulate(cfg, SocketMeta(family, base_type, proto, cfg.socket_dir))
+        meta = SocketMeta(family, base_type, proto, cfg.socket_dir)
+        if family == AF_INET6:
+            meta.v6only = dualstack.default_v6only()  # the kernel copies the sysctl at socket()
+        else:
+            meta.reach = _V4_ONLY
+        self._emulate(cfg, meta)
         self._set_timeout(0.0 if type & _socket_mod.SOCK_NONBLOCK else _socket_mod.getdefaulttimeout())
         if base_type == SOCK_STREAM:
             self._set_buffers()
@@ -123,7 +129,7 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
             from .tcplog import TcpFlow
 
             # A connection that arrived by fd passing: carry on with the sender's numbers.
-            meta.flow = TcpFlow(meta.local[:2], meta.peer[:2])
+            meta.flow = TcpFlow(*self._wire(meta.peer))
             meta.flow.local_seq, meta.flow.remote_seq = meta.passed_seq or (1, 1)
             if meta.accepted:
                 meta.peer_logs = self._sw_rec.peer_logs(meta.peer_pid)
@@ -278,14 +284,16 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         if m.bound_path is not None:
             raise _oserror(errno.EINVAL, "socket is already bound")
         host, port, full = self._parse_addr(address, "bind")
+        fam, name_host, reach = self._bind_family(host)
         try:
-            iface = self._net.bind_iface(m.family, m.sotype, host)
+            iface = self._net.bind_iface(fam, m.sotype, name_host)
         except AddressError as e:
             raise _oserror(e.errno or errno.EINVAL, e.strerror or "") from None
+        twin = len(reach) == 2
         if port == 0:
             for candidate in range(addressing.PORT0_FIRST, addressing.PORT0_LAST + 1):
-                path = self._path(m.family, iface, candidate)
-                if os.path.lexists(path):
+                path = self._path(fam, iface, candidate)
+                if os.path.lexists(path) or (twin and os.path.lexists(self._path(AF_INET, iface, candidate))):
                     continue
                 try:
                     self._bind_unix(path)
@@ -298,10 +306,20 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
             else:
                 raise _oserror(errno.ENFILE, "no free port in 5001..9999")
         else:
-            path = self._path(m.family, iface, port)
+            path = self._path(fam, iface, port)
             self._claim(path)
+            if twin:
+                self._claim(self._path(AF_INET, iface, port))
             self._bind_unix(path)
-        report_host = host if self._net.is_wildcard(m.family, host) else self._net.iface_address(m.family, iface)
+        if twin:
+            self._link_twin(self._path(AF_INET, iface, port))
+        m.reach = reach
+        if self._net.is_wildcard(fam, name_host):
+            report_host = host
+        else:
+            report_host = self._net.iface_address(fam, iface)
+            if fam != m.family:
+                report_host = dualstack.mapped(report_host)
         m.local = sockaddr(m.family, report_host, port) if m.family == AF_INET else (report_host, port, 0, full[3])
         m.local_iface = iface
 
@@ -328,16 +346,29 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         except FileNotFoundError:
             pass
 
-    def _autobind(self, family: int | None = None) -> None:
+    def _autobind(self, family: int | None = None, peer: tuple | None = None) -> None:
+        """Bind an ephemeral name before a connect/sendto/listen, as the kernel does.
+
+        An AF_INET6 socket that is not IPV6_V6ONLY names itself by the family of its first
+        destination (IPv4 for a v4-mapped one). Linux's ephemeral bind is to ``::``: a listener (or
+        a socket that receives first) gets the other family's name as its twin at once, a UDP
+        socket when it first sends to the other family (_reach_out), so that a socket that only
+        ever speaks one family leaves one file, as before (dualstack.py).
+        """
         m = self._sw
         assert m is not None
         if m.bound_path is not None:
             return
         fam = family or m.family
+        dual = m.family == AF_INET6 and not m.v6only
+        if dual and peer is not None and dualstack.v4_of_mapped(peer[0]) is not None:
+            fam = AF_INET
+        twin = dual and peer is None
         iface = self._net.default_iface
         for port in _autobind.candidates():
             path = self._path(fam, iface, port)
-            if os.path.lexists(path):
+            twin_path = self._path(dualstack.other(fam), iface, port) if twin else None
+            if os.path.lexists(path) or (twin_path and os.path.lexists(twin_path)):
                 continue
             try:
                 self._bind_unix(path)
@@ -345,10 +376,21 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
                 if e.errno in (errno.EADDRINUSE, errno.EALREADY):
                     continue
                 raise
+            if twin_path:
+                try:
+                    m.twin_ino = dualstack.link_twin(path, twin_path)
+                    m.twin_path = twin_path
+                except OSError:
+                    self._undo_bind()
+                    continue
             _autobind.next = port + 1
-            m.local = sockaddr(fam, self._net.iface_address(fam, iface), port)
+            host = self._net.iface_address(fam, iface)
+            if fam != m.family:
+                host = dualstack.mapped(host)
+            m.local = sockaddr(m.family, host, port)
             m.local_iface = iface
             m.autobound = True
+            m.reach = _DUAL if twin else (_V4_ONLY if fam == AF_INET else _V6_ONLY)
             return
         raise _oserror(errno.ENFILE, "no free ephemeral port")
 
@@ -356,7 +398,7 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         """The unix path and the emulated tuple of a destination, or the errno cwrap gives."""
         m = self._sw
         assert m is not None
-        key = (self._sw_cfg, m.family, m.sotype, address) if type(address) is tuple else None
+        key = (self._sw_cfg, m.family, m.sotype, m.v6only, m.reach, address) if type(address) is tuple else None
         hit = _remote_cache.get(key) if key is not None else None
         if hit is not None:
             return hit
@@ -374,10 +416,15 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         if port == 0:
             raise _oserror(errno.EINVAL, "port 0")
         try:
-            iface = self._net.remote_iface(m.family, host)
+            fam, name_host = dualstack.remote_plan(m.family, host, m.v6only,
+                                                   frozenset() if m.autobound else m.reach)
+        except OSError as e:
+            raise _oserror(e.errno or errno.ENETUNREACH, e.strerror or "") from None
+        try:
+            iface = self._net.remote_iface(fam, name_host)
         except AddressError as e:
             raise _oserror(e.errno or errno.EINVAL, e.strerror or "") from None
-        return self._path(m.family, iface, port), sockaddr(m.family, host, port) if m.family == AF_INET else full
+        return self._path(fam, iface, port), sockaddr(m.family, host, port) if m.family == AF_INET else full
 
     def getsockname(self) -> Any:
         if self._sw is None:
@@ -563,6 +610,9 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
                     os.unlink(m.bound_path)
             except OSError:
                 pass
+            dualstack.unlink_twin(m.twin_path, m.twin_ino)
+        if m.twin_sender:
+            dualstack.close_twin_sender(m.twin_sender)
         metamod.forget(m)
 
     def _fin_owner(self, m: SocketMeta, ino: int | None, locked: bool) -> bool:
@@ -605,6 +655,8 @@ class WrappedSocket(StreamMixin, DatagramMixin, OptionsMixin, _socket_mod.socket
         return (f"<wrappers.WrappedSocket {state}, family={self.family!r}, type={self.type!r}, "
                 f"laddr={self._sw.local}, raddr={self._sw.peer}>")
 
+
+_V4_ONLY, _V6_ONLY, _DUAL = dualstack.V4_ONLY, dualstack.V6_ONLY, dualstack.DUAL
 
 _protocol_hooks: dict[int, Callable[..., Any]] = {}
 

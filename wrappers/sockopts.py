@@ -31,9 +31,9 @@ _OPTION_DEFAULTS: dict[tuple[int, int], int] = {
     (_IPPROTO_TCP, getattr(_socket_mod, "TCP_KEEPCNT", 6)): 9,
     (_socket_mod.IPPROTO_IP, _socket_mod.IP_TTL): 64,
     (_socket_mod.IPPROTO_IP, _socket_mod.IP_TOS): 0,
-    (_socket_mod.IPPROTO_IPV6, _socket_mod.IPV6_V6ONLY): 0,
     (_socket_mod.IPPROTO_IPV6, _socket_mod.IPV6_UNICAST_HOPS): 64,
 }
+_V6ONLY = (_socket_mod.IPPROTO_IPV6, _socket_mod.IPV6_V6ONLY)
 
 
 class OptionsMixin(SocketParts):
@@ -55,7 +55,23 @@ class OptionsMixin(SocketParts):
             if optlen is None:
                 return _orig_socket.setsockopt(self, level, optname, value)
             return _orig_socket.setsockopt(self, level, optname, value, optlen)
+        if (level, optname) == _V6ONLY:
+            return self._set_v6only(value)
         m.options[(level, optname)] = value
+        return None
+
+    def _set_v6only(self, value: Any) -> None:
+        """IPV6_V6ONLY decides which names a bind takes (dualstack.py), so, as on Linux, it is an
+        AF_INET6 option (ENOPROTOOPT elsewhere) that cannot change once the socket is bound."""
+        m = self._sw
+        assert m is not None
+        if m.family != _socket_mod.AF_INET6:
+            raise _oserror(errno.ENOPROTOOPT)
+        if m.bound_path is not None:
+            raise _oserror(errno.EINVAL, "IPV6_V6ONLY after bind")
+        if isinstance(value, bytes | bytearray):
+            value = int.from_bytes(bytes(value)[:4].ljust(4, b"\0"), "little")
+        m.v6only = bool(value)
         return None
 
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:  # type: ignore[override]
@@ -77,6 +93,10 @@ class OptionsMixin(SocketParts):
             else:
                 return _orig_socket.getsockopt(self, level, optname) if buflen is None else \
                     _orig_socket.getsockopt(self, level, optname, buflen)
+        elif (level, optname) == _V6ONLY:
+            if m.family != _socket_mod.AF_INET6:
+                raise _oserror(errno.EOPNOTSUPP)
+            value = int(m.v6only)
         elif (level, optname) in m.options:
             value = m.options[(level, optname)]
         elif (level, optname) in _OPTION_DEFAULTS:

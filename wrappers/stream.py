@@ -4,7 +4,7 @@ Theory of operation: a connection is a unix stream socket pair; the pcap view is
 (tcplog.py) that both ends keep in step. Who records which segment follows recorder.py: the
 sender records its data and FIN when it logs to the same pcap, else the receiver does. A send
 that records takes the pcap lock around "send without blocking, write the record", so a reply
-never precedes its request in the file. Impaired connections (impair.py) send through a
+never precedes its request in the file. Impaired connections (impair/) send through a
 StreamShaper queue (stream_shaper.py) that a timer drains, so delays never sleep the application;
 a cut is an RST (both ends see ECONNRESET: the reset marker tells the peer it was no FIN) or a
 silent blackhole.
@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from . import impair, markers
-from .addressing import parse_socket_name, sockaddr
+from .dualstack import accepted_local, peer_view
 from .meta import SocketMeta
 from .sockbase import (
     _MSG_DONTWAIT,
@@ -63,7 +63,7 @@ class StreamMixin(SocketParts):
         if m.listening:
             raise _oserror(errno.EINVAL)
         path, peer = self._remote(address, "connect")
-        self._autobind()
+        self._autobind(peer=peer)
         rec = self._sw_rec
 
         def attempt() -> None:
@@ -114,7 +114,7 @@ class StreamMixin(SocketParts):
             from .tcplog import TcpFlow
 
             m.peer_logs = None  # decided at the first receive: the acceptor may not be the listener's creator
-            m.flow = TcpFlow(m.local[:2], peer[:2])  # type: ignore[index]
+            m.flow = TcpFlow(*self._wire(peer))
             rec.write(m.flow.handshake("local"))
         self._arm_timed_cut()
 
@@ -125,7 +125,7 @@ class StreamMixin(SocketParts):
             return
         from .tcplog import TcpFlow
 
-        syn = TcpFlow(m.local[:2], peer[:2]).handshake("local")[0]
+        syn = TcpFlow(*self._wire(peer)).handshake("local")[0]
         rec.write([syn])
         rec.icmp_unreachable(syn, m.family)
 
@@ -158,18 +158,15 @@ class StreamMixin(SocketParts):
         if not m.listening:
             raise _oserror(errno.EINVAL)
         fd, unix_addr = self._io(lambda: self._accept(), _POLLIN)  # type: ignore[attr-defined]
-        parsed = parse_socket_name(unix_addr) if isinstance(unix_addr, str) and unix_addr else None
-        if parsed is None:
+        peer = peer_view(self._net, m.family, m.reach, unix_addr) if isinstance(unix_addr, str) and unix_addr else None
+        if peer is None:
             # cwrap cannot name an unbound client either; it fails accept() and the client sees a reset.
             os.close(fd)
             raise _oserror(errno.EINVAL, "connecting unix socket has no socket_wrapper name")
-        peer = sockaddr(m.family, self._net.iface_address(parsed.family, parsed.iface), parsed.port)
         child = type(self).__new__(type(self))
         child._sw_closed = False
         _orig_socket.__init__(child, AF_UNIX, m.sotype, 0, fd)
-        local = m.local
-        if local is not None and self._net.is_wildcard(m.family, local[0]):
-            local = sockaddr(m.family, self._net.iface_address(m.family, m.local_iface), local[1])
+        local = accepted_local(self._net, m.family, m.local, m.local_iface, peer)
         cm = SocketMeta(m.family, m.sotype, m.proto, m.socket_dir, local=local, local_iface=m.local_iface,
                         peer=peer, peer_path=unix_addr, unix_connected=True, accepted=True,
                         bound_path=m.bound_path)  # the listener's name: never unlinked by a child
@@ -187,7 +184,7 @@ class StreamMixin(SocketParts):
             if m.shared:
                 # The client's SO_PEERCRED names whoever called listen(): tell it who accepted.
                 markers.note_acceptor(cm)
-            cm.flow = TcpFlow(local[:2], peer[:2])  # type: ignore[index]
+            cm.flow = TcpFlow(*child._wire(peer))
             if cm.peer_logs:
                 cm.flow.advance("in", 1)  # the client logged SYN, SYN/ACK, ACK: count the SYNs only
                 cm.flow.advance("out", 1)

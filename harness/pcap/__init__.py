@@ -7,9 +7,9 @@
 
 Modules: tshark (running tshark, streaming its rows), table (the compact columnar frame table),
 query (filters, predicates, grouping), assertions (assertion kinds + failure text), capture (Capture),
-keys (decryption material), checks_yaml (declarative checks), catalogue + catalogue_more (named
-checks), ladder (text ladder, `show`), ladder_svg (SVG/HTML ladder; `write_ladder` for the runner),
-cli (`wirecheck pcap`).
+keys (decryption material), checks_yaml (declarative checks), the catalogue package (named checks,
+one module per protocol), the ladder package (text ladder for `wirecheck pcap show`, SVG/HTML ladder;
+`write_ladder` for the runner). The command line is harness/cli/pcap.py.
 
 A failing scenario cell gets its pictures with
     from harness.pcap.ladder import write_ladder

@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .query import Query, as_query, field_predicate, group_field, groups
+from .query import Query, _coerce_loose, as_query, field_predicate, group_field, groups
 from .table import Table
+from .tshark import field_catalogue
 
 MAX_LISTED = 20
 
@@ -348,7 +349,6 @@ class Values(Assertion):
         shown = _show_values(pairs, fieldname=self.field)
         problems, frames = [], []
         if self.equals is not None:
-            from .query import _coerce_loose
             want = [_coerce_loose(self.field, x) for x in self.equals]
             if vals != want:
                 problems.append(f"values {shown}, expected {want!r}")
@@ -409,8 +409,6 @@ def _fmt_val(v, hexa: bool = False) -> str:
 
 
 def is_hex_field(fieldname: str) -> bool:
-    from .tshark import field_catalogue
-
     info = field_catalogue().get(fieldname)
     return bool(info and info.base == "BASE_HEX")
 

@@ -3,8 +3,8 @@
 Why here and not in the caller: the runs record keys in files, and users pass those files as they
 are. This module accepts the forms people actually have (NSS key log; SMB keys as text, as
 Wireshark's own UAT file, or JSON; Python objects), checks them with file:line errors, and
-converts them to exactly what tshark 4.0 wants (pcap-facts 3: the session id as little-endian
-wire bytes, the S2C and C2S keys, no quotes).
+converts them to exactly what tshark 4.0 wants (the session id as little-endian wire bytes,
+the S2C and C2S keys, no quotes).
 """
 from __future__ import annotations
 

@@ -130,7 +130,7 @@ def field_catalogue() -> dict[str, FieldInfo]:
     for ln in text.splitlines():
         name, ftype, base = (ln.split("\t") + ["", ""])[:3]
         out.setdefault(name, FieldInfo(name, ftype, base))
-    # column pseudo-fields work with -e but are not listed by -G fields (pcap-facts 4)
+    # column pseudo-fields work with -e but are not listed by -G fields (tshark 4.0)
     for col in ("_ws.col.Info", "_ws.col.Protocol", "_ws.col.Source", "_ws.col.Destination",
                 "_ws.col.No.", "_ws.col.Time", "_ws.col.Length"):
         out[col] = FieldInfo(col, "FT_STRING")
@@ -316,3 +316,70 @@ def summary_lines(path: str | os.PathLike, frames: Iterable[int], options: Optio
         if len(p) >= 6 and p[0].isdigit():
             lines[int(p[0])] = f"{int(p[0]):>6} {float(p[1] or 0):10.6f} {p[2]} → {p[3]} {p[4]} {p[5]}"
     return lines
+
+
+# --------------------------------------------------------------------------- SMB on any TCP port
+
+#: Ports tshark dissects as NBSS (and so SMB/SMB2) without being told: 139 and 445.
+SMB_DEFAULT_PORTS = frozenset({139, 445})
+# An SMB message over TCP: a 4-byte header (Direct TCP, MS-SMB2 2.1: a zero byte and a 24-bit length;
+# NBSS session message, RFC 1002 4.3.6: type 0x00, flags, 16-bit length) followed by the protocol
+# id: 0xFE 'SMB' (SMB2), 0xFD 'SMB' (SMB3 transform header), 0xFC 'SMB' (compression transform)
+# or 0xFF 'SMB' (an SMB1 NEGOTIATE that a client may still start with).
+SMB_MAGIC_FILTER = ("tcp.len > 8 && tcp.payload[0] == 00 && (tcp.payload[4:4] == fe:53:4d:42 || "
+                    "tcp.payload[4:4] == fd:53:4d:42 || tcp.payload[4:4] == fc:53:4d:42 || "
+                    "tcp.payload[4:4] == ff:53:4d:42)")
+_SYN_FILTER = "tcp.flags.syn == 1 && tcp.flags.ack == 0"
+# Only TCP matters for the search: leave the expensive dissectors out of that pass.
+_DETECT_DISABLED = ("nbss", "smb", "smb2", "tls", "quic", "http", "infiniband", "dcerpc")
+
+
+def smb_tcp_ports(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) -> list[int]:
+    """The server ports of TCP connections that carry SMB, found by the SMB magic after the 4-byte
+    transport header, whatever the port; 139 and 445 excluded (tshark reads those already).
+
+    tshark 4.0 has no heuristic that finds SMB2 over TCP: off its well-known ports the bytes show
+    as bare TCP data, so every SMB question would be answered "none" on such a capture. The server
+    port is the one the connection's SYN went to; without a captured SYN, the port the first SMB
+    message went to (a client speaks first in SMB: NEGOTIATE)."""
+    args = []
+    for proto in _DETECT_DISABLED:
+        args += ["--disable-protocol", proto]
+    rows = fields_pass(path, ["tcp.stream", "tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack"],
+                       Options(prefs={"tcp.desegment_tcp_streams": "FALSE"}, extra=args),
+                       display_filter=f"({_SYN_FILTER}) || ({SMB_MAGIC_FILTER})", timeout=timeout)
+    syn_port: dict[str, int] = {}
+    first_smb: dict[str, int] = {}
+    for stream, _sport, dport, syn, ack in rows:
+        if syn in ("1", "True") and ack not in ("1", "True"):
+            syn_port.setdefault(stream, int(dport))
+        else:
+            first_smb.setdefault(stream, int(dport))
+    ports = {syn_port.get(stream, port) for stream, port in first_smb.items()}
+    return sorted(ports - SMB_DEFAULT_PORTS)
+
+
+#: The protocols a check can be about, as tshark names them in frame.protocols.
+CHECKED_PROTOCOLS = ("smb2", "quic", "smb_direct")
+_PROTO_FIELD = re.compile(r"(?<![\w.])(smb2|quic|smb_direct)\.\w")
+_PROTO_BARE = re.compile(r"(?<![\w.])(smb2|quic|smb_direct)(?![\w.])")
+
+
+def protocols_mentioned(*texts: str | None) -> set[str]:
+    """Which of smb2 / quic / smb_direct the fields of a filter or field list belong to
+    ("smb2.cmd == 5" -> smb2)."""
+    out: set[str] = set()
+    for t in texts:
+        if t:
+            out |= set(_PROTO_FIELD.findall(t))
+    return out
+
+
+def protocols_named(*texts: str | None) -> set[str]:
+    """Protocols a filter names on their own ("smb2", "quic && udp.srcport == 443"): such a check is
+    about whether the protocol is there at all, which is never vacuous."""
+    out: set[str] = set()
+    for t in texts:
+        if t:
+            out |= set(_PROTO_BARE.findall(t))
+    return out

@@ -1,4 +1,5 @@
-"""`wirecheck check`: the xfstests-style scenario runner (conventions: shared/specs/runner-conventions.md).
+"""`wirecheck check`: the xfstests-style scenario runner: console lines, summary, results
+tree and exit status as fstests' `check` prints them.
 
 Modules: config (sections file), select (-g/-x/-e/-E/TESTS), lists (knownfail/flapping), outcome
 (verdicts), report (results tree, check.log, check.time, xunit), console (lines, progress),

@@ -45,7 +45,8 @@ def build(reports: list[CellReport]) -> list[dict[str, Any]]:
         if col not in t["columns"]:
             t["columns"].append(col)
         t["cells"].setdefault(row, {}).setdefault(col, {}).setdefault(SYMBOL[r.verdict], []).append(entry)
-        t["results"].append({"id": r.id, "result": r.verdict, "reason": r.reason, "time": round(r.duration, 2)})
+        t["results"].append({"id": r.id, "result": r.verdict, "reason": r.reason, "time": round(r.duration, 2),
+                                **({"startup": r.startup} if r.startup else {})})
     return list(tables.values())
 
 

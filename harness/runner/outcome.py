@@ -8,6 +8,10 @@
 | fail   | yes             | no             | xfail       | no            |
 | fail   | any             | yes            | flapping    | no            |
 | notrun | -               | -              | notrun      | no            |
+| missing| -               | -              | fail        | yes           |
+
+"missing" is a requirement absent under CI (see harness.scenario.requires): the lists cannot excuse it,
+since a known failure of the cell says nothing about the peer the run lacked.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ class CellReport:
     duration: float = 0.0
     list_reason: str = ""           # the knownfail/flapping line that applied
     order: int = 0                  # position in the selection (reports are listed in this order)
+    startup: dict[str, float] = field(default_factory=dict)  # seconds to the first packet/request
 
     @property
     def failed(self) -> bool:
@@ -42,6 +47,8 @@ def verdict(raw: str, cell_id: str, section: str, knownfail: ExpectedList, flapp
     lid = list_id(cell_id, section)
     if raw == "notrun":
         return "notrun", ""
+    if raw == "missing":
+        return "fail", ""
     flap = flapping.match(lid)
     known = knownfail.match(lid)
     if raw == "pass":

@@ -30,14 +30,20 @@ def iso(ts: float) -> str:
 
 
 def summary_lines(reports: list[CellReport], brief: bool = False) -> list[str]:
-    """Ran:/Not run:/Failures:/Failed N of M tests|Passed all N tests (expunged cells not counted)."""
-    ran = sorted((r for r in reports if r.verdict != "expunged"), key=lambda r: r.order)
-    notrun = [r.id for r in ran if r.verdict == "notrun"]
+    """Ran:/Not run:/Failures:/Failed N of M tests|Passed all N tests, as xfstests prints them.
+
+    Only cells that ran count (not run and expunged ones do not); when nothing ran there is no
+    `Ran:` and no `Passed all` line (a run of nothing has passed nothing), but a line that says so.
+    """
+    cells = sorted((r for r in reports if r.verdict != "expunged"), key=lambda r: r.order)
+    ran = [r for r in cells if r.verdict != "notrun"]
+    notrun = [r.id for r in cells if r.verdict == "notrun"]
     failures = [r.id for r in ran if r.failed]
     known = [r.id for r in ran if r.verdict in ("xfail", "flapping")]
     lines = []
     if not brief:
-        lines.append("Ran: " + " ".join(r.id for r in ran))
+        if ran:
+            lines.append("Ran: " + " ".join(r.id for r in ran))
         if notrun:
             lines.append("Not run: " + " ".join(notrun))
     if known:
@@ -45,9 +51,23 @@ def summary_lines(reports: list[CellReport], brief: bool = False) -> list[str]:
     if failures:
         lines.append("Failures: " + " ".join(failures))
         lines.append(f"Failed {len(failures)} of {len(ran)} tests")
-    else:
+    elif ran:
         lines.append(f"Passed all {len(ran)} tests")
+    else:
+        lines.append(f"No tests ran ({len(notrun)} not run)")
     return lines
+
+
+def startup_line(reports: list[CellReport]) -> str:
+    """Start-up per cell (cell start to its first request on the wire, from the cell's capture): the
+    median and the slowest cell; empty when no cell's capture showed a request."""
+    times = sorted((r.startup["first_request"], r.id) for r in reports if "first_request" in r.startup)
+    if not times:
+        return ""
+    median = times[len(times) // 2][0] if len(times) % 2 else (times[len(times) // 2 - 1][0]
+                                                                + times[len(times) // 2][0]) / 2
+    return (f"Start-up to the first request: median {median:.2f}s, max {times[-1][0]:.2f}s ({times[-1][1]}) "
+            f"over {len(times)} cells")
 
 
 def cell_dir(report_dir: Path, r: CellReport) -> Path:

@@ -24,9 +24,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.scenario import Cell, ScenarioError, load_tree, unmet
+from harness.scenario import Cell, ScenarioError, load_tree
 from harness.scenario.cellproc import run_isolated, stop_all
 from harness.scenario.model import substitute
+from harness.scenario.requires import check as check_requires
 
 from . import config, lists, matrix, report
 from .console import Output, aggregate_line, cell_line, header_lines
@@ -167,7 +168,7 @@ class Runner:
             v, why = verdict(raw["status"], cell.id, section.label, self.knownfail, self.flapping)
             r = CellReport(cell.id, cell.scenario.id, cell.scenario.area, cell.file_stem, cell.labels,
                            section.label, v, raw.get("reason", ""), list(raw.get("details") or []),
-                           float(raw.get("duration", 0.0)), why, order[cell.id])
+                           float(raw.get("duration", 0.0)), why, order[cell.id], dict(raw.get("startup") or {}))
             reports.append(r)
             report.write_cell_files(rdir, r, raw.get("ladder"))
             bad = rdir / r.area / f"{r.stem}.out.bad"
@@ -195,11 +196,16 @@ class Runner:
             if opts.list_only:
                 emit(order[cell.id], cell.id)
                 continue
-            reason = unmet(substitute(cell.scenario.requires, cell.variables(section.vars)), section=section.name,
-                           needs_tshark=_needs_tshark(cell), missing_ops=cell.scenario.missing_ops)
-            if reason:
+            found = check_requires(substitute(cell.scenario.requires, cell.variables(section.vars)),
+                                   section=section.name, needs_tshark=_needs_tshark(cell),
+                                   missing_ops=cell.scenario.missing_ops)
+            if found:
                 now = time.time()
-                finish(cell, {"status": "notrun", "reason": reason, "started": now, "ended": now})
+                if found.fails_here():  # under CI: a failure that no knownfail/flapping entry can excuse
+                    finish(cell, {"status": "missing", "reason": f"{found.reason} (a failure under CI)",
+                                  "started": now, "ended": now})
+                else:
+                    finish(cell, {"status": "notrun", "reason": found.reason, "started": now, "ended": now})
                 continue
             todo.append(cell)
         if opts.list_only:
@@ -302,6 +308,9 @@ class Runner:
     def finish_section(self, section: config.Section, reports: list[CellReport], interrupted: bool = False) -> None:
         rdir = self.report_dir(section)
         for line in report.summary_lines(reports, self.opts.brief):
+            self.out.line(line)
+        line = report.startup_line(reports)
+        if line:
             self.out.line(line)
         self.out.line()
         report.append_log(rdir / "check.log", reports, self.started, interrupted)

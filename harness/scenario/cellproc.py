@@ -24,6 +24,7 @@ from typing import Any
 
 from .model import Cell
 from .pcapcheck import failure_ladders, run_checks
+from .startup import describe, startup
 
 _ACTIVE: dict[int, subprocess.Popen] = {}
 _ACTIVE_LOCK = threading.Lock()
@@ -67,8 +68,9 @@ def run_isolated(cell: Cell, outdir: str | Path, *, section_vars: dict[str, str]
     full = outdir / f"{stem}.full"
     result_path = outdir / f"{stem}.json"
     socket_dir = tempfile.mkdtemp(prefix="wc-")
+    wall0 = time.time()
     args = {"scenario": str(cell.scenario.path), "cell": cell.label, "outdir": str(outdir), "stem": stem,
-            "socket_dir": socket_dir, "vars": section_vars or {}}
+            "socket_dir": socket_dir, "vars": section_vars or {}, "started": wall0}
     t0 = time.monotonic()
     hung = False
     try:
@@ -108,6 +110,7 @@ def run_isolated(cell: Cell, outdir: str | Path, *, section_vars: dict[str, str]
     pcap = outdir / f"{stem}.pcap"
     ladder_out = outdir / f"{stem}.ladder" if ladder else None
     keys, smbkeys = outdir / f"{stem}.keys", outdir / f"{stem}.smbkeys"
+    result["startup"] = startup(pcap, wall0)
     if result["status"] == "pass":
         result["checks"], failures = run_checks(cell, pcap, variables, keys, smbkeys, ladder_out)
         if failures:
@@ -119,6 +122,7 @@ def run_isolated(cell: Cell, outdir: str | Path, *, section_vars: dict[str, str]
         result["ladder"] = [str(p) for p in paths]
     result["duration"] = time.monotonic() - t0
     with open(full, "a") as log:
+        log.write(f"[{time.strftime('%H:%M:%S')}] {describe(result['startup'])}\n")
         log.write(f"[{time.strftime('%H:%M:%S')}] pcap checks: {result.get('checks', 0)}; "
                   f"final outcome: {result['status']} {result.get('reason', '')}\n")
         for line in result.get("details") or []:
@@ -188,6 +192,8 @@ def main(argv: list[str]) -> int:
         finish(Outcome("fail", f"{scen.id}: no cell {a['cell']!r}"))
         return 1
     log(f"{cell.id}: {scen.description}")
+    if "started" in a:
+        log(f"cell process ready after {time.time() - float(a['started']):.2f}s")
     log(f"socket directory {a['socket_dir']}, pcap {outdir / (a['stem'] + '.pcap')}")
     ctx = Context(cell, socket_dir=a["socket_dir"], outdir=outdir, stem=a["stem"], section_vars=a["vars"], log=log)
     try:

@@ -40,6 +40,10 @@ class StepFailed(Exception):
 
 @dataclass
 class Proc:
+    """A process the cell started. Its stdout is a pipe that a thread copies into ``out_path`` and
+    keeps in memory: an operation waiting for a peer's state line (``wait_output``) wakes up when the
+    line arrives or the process closes its stdout, rather than polling a file."""
+
     name: str
     popen: subprocess.Popen
     argv: list[str]
@@ -47,6 +51,62 @@ class Proc:
     out_path: Path
     err_path: Path
     started: float = field(default_factory=time.monotonic)
+    _text: str = ""
+    _eof: bool = True      # no pipe to read (a Proc made without start())
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _tee: threading.Thread | None = None
+
+    def follow(self, pipe: Any) -> None:
+        """Copy ``pipe`` (the child's stdout) to ``out_path`` and memory, waking waiters per chunk."""
+        self._eof = False
+
+        def copy() -> None:
+            with open(self.out_path, "ab", buffering=0) as f:
+                try:
+                    while chunk := os.read(pipe.fileno(), 65536):
+                        f.write(chunk)
+                        with self._cond:
+                            self._text += chunk.decode(errors="replace")
+                            self._cond.notify_all()
+                except OSError:
+                    pass
+                finally:
+                    pipe.close()
+                    with self._cond:
+                        self._eof = True
+                        self._cond.notify_all()
+        self._tee = threading.Thread(target=copy, name=f"stdout:{self.name}", daemon=True)
+        self._tee.start()
+
+    def tell(self, line: str) -> None:
+        """One line on the process's stdin (started with ``stdin=True``); several threads may tell."""
+        with self._cond:
+            if self.popen.stdin is None:
+                raise StepFailed(f"{self.name} was started without a stdin pipe")
+            try:
+                self.popen.stdin.write(line.encode() + b"\n")
+                self.popen.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # it exited; the caller's wait for an answer reports how
+
+    @property
+    def stdout_closed(self) -> bool:
+        with self._cond:
+            return self._eof
+
+    def wait_output(self, done: Callable[[str], Any], timeout: float) -> Any:
+        """``done(stdout so far)`` once it is true; None when stdout closed (the process exited, or
+        closed it) or ``timeout`` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                got = done(self._text)
+                if got or self._eof:
+                    return got or None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
 
     def wait(self, timeout: float | None) -> int | None:
         try:
@@ -67,10 +127,17 @@ class Proc:
             pass
 
     def stdout(self) -> str:
-        try:
-            return self.out_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        """What the process printed; once it exited, all of it (the copy thread drained the pipe,
+        unless a child it left behind holds the pipe open for more than a second)."""
+        if self._tee is None:
+            try:
+                return self.out_path.read_text(errors="replace")
+            except OSError:
+                return ""
+        if self.popen.poll() is not None:
+            self._tee.join(1.0)
+        with self._cond:
+            return self._text
 
 
 @dataclass
@@ -144,18 +211,22 @@ class Context:
         return env
 
     def start(self, name: str, argv: list[str], *, host: int | None, env: dict[str, str] | None = None,
-              cwd: str | None = None) -> Proc:
+              cwd: str | None = None, stdin: bool = False) -> Proc:
+        """Start `argv` on emulated host `host`; ``stdin``: a pipe the cell writes to (Proc.tell)."""
         if name in self.procs:
             raise StepFailed(f"a process named {name!r} already exists in this cell")
         argv = [sys.executable if a == "python" and i == 0 else str(a) for i, a in enumerate(argv)]
         out, err = self.work / f"{name}.stdout", self.work / f"{name}.stderr"
-        with open(out, "wb") as fo, open(err, "wb") as fe:
+        out.write_bytes(b"")
+        with open(err, "wb") as fe:
             try:
                 popen = subprocess.Popen(argv, env=self.env(host, env), cwd=cwd or str(self.work),
-                                         stdin=subprocess.DEVNULL, stdout=fo, stderr=fe)
+                                         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=fe)
             except OSError as e:
                 raise OpError(f"cannot start {argv[0]}: {e.strerror}", errno=_errno_name(e.errno)) from None
         proc = Proc(name, popen, argv, host, out, err)
+        proc.follow(popen.stdout)
         with self.lock:
             self.procs[name] = proc
         self.log(f"started {name} (pid {popen.pid}, host {host}): {' '.join(argv)}")
@@ -167,17 +238,19 @@ class Context:
         except KeyError:
             raise StepFailed(f"no process named {name!r} (started: {', '.join(self.procs) or 'none'})") from None
 
-    def wait_socket(self, filename: str, proc: Proc, timeout: float) -> None:
-        """Wait until a server's socket file appears in the socket directory (it is listening)."""
+    def wait_socket(self, filename: str, proc: Proc, timeout: float, ready: str) -> None:
+        """Wait until a server says it listens (the line ``ready`` on its stdout, no polling), then
+        check that its socket file is in the socket directory (it listens where it should)."""
         path = os.path.join(self.socket_dir, filename)
-        deadline = time.monotonic() + timeout
-        while not os.path.exists(path):
+        if not proc.wait_output(lambda text: f"{ready}\n" in text, timeout):
+            if proc.stdout_closed:
+                proc.wait(2.0)
             if proc.popen.poll() is not None:
                 raise StepFailed(f"{proc.name} exited with status {proc.popen.returncode} before listening: "
                                  + _tail(proc.err_path))
-            if time.monotonic() > deadline:
-                raise StepFailed(f"{proc.name} did not bind {filename} within {timeout:g}s")
-            time.sleep(0.01)
+            raise StepFailed(f"{proc.name} did not bind {filename} within {timeout:g}s")
+        if not os.path.exists(path):
+            raise StepFailed(f"{proc.name} says it listens, but {filename} is not in the socket directory")
 
     # -- teardown
 
@@ -195,8 +268,11 @@ class Context:
             proc.stop()
         for proc in self.procs.values():
             self.log(f"--- {proc.name}: exit status {proc.popen.returncode}; argv: {' '.join(proc.argv)}")
-            for kind, path in (("stdout", proc.out_path), ("stderr", proc.err_path)):
-                text = path.read_text(errors="replace") if path.exists() else ""
+            for kind, path in (("stdout", None), ("stderr", proc.err_path)):
+                if path is None:
+                    text = proc.stdout()
+                else:
+                    text = path.read_text(errors="replace") if path.exists() else ""
                 if text.strip():
                     self.log(f"--- {proc.name} {kind}:\n{text.rstrip()}")
 

@@ -44,9 +44,10 @@ __all__ = ["Operation", "operation", "get", "known", "discover", "BUILTIN_MODULE
 
 DEFAULT_TIMEOUT = 30.0
 
-BUILTIN_MODULES = ["harness.scenario.ops.core", "harness.scenario.ops.net", "harness.scenario.ops.quic"]
-OPTIONAL_MODULES = ["harness.smb.scenario_ops", "harness.transport.scenario_ops", "wrappers.quic.scenario_ops",
-                    "wrappers.smbdirect.scenario_ops", "harness.smb.scenario_reconnect"]
+BUILTIN_MODULES = ["harness.scenario.ops.core", "harness.scenario.ops.net", "harness.scenario.ops.quic",
+                   "harness.scenario.ops.smb", "harness.scenario.ops.smb_reconnect",
+                   "harness.scenario.ops.smb_multichannel"]
+OPTIONAL_MODULES = ["harness.transport.scenario_ops", "wrappers.quic.scenario_ops", "wrappers.smbdirect.scenario_ops"]
 ENTRY_POINT_GROUP = "wirecheck.operations"
 
 #: Namespaces of capabilities still being built. A step naming an unregistered operation in one of them

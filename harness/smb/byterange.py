@@ -22,10 +22,12 @@ lock request, one blocking element  a conflict queues it (the server answers STA
                                     is granted when a release makes room (waiters are tried in
                                     arrival order; a new request is judged against held locks
                                     only, as Samba does), or ends with STATUS_CANCELLED on CANCEL
-                                    or close of its open.
+                                    and STATUS_RANGE_NOT_LOCKED on close of its open (Samba;
+                                    smbtorture smb2.lock.cancel, "cancel by close").
 unlock                              must name a lock this open holds with the same offset and
                                     length, else STATUS_RANGE_NOT_LOCKED (elements before it stay
-                                    unlocked: 3.3.5.14.1 does not roll back).
+                                    unlocked: 3.3.5.14.1 does not roll back); any flag besides
+                                    UNLOCK (FAIL_IMMEDIATELY too) is STATUS_INVALID_PARAMETER.
 READ                                refused by another open's exclusive lock on any byte of it.
 WRITE                               refused by any other open's lock, and by the writer's own
                                     shared lock (a shared lock "disallows writes": smbtorture's
@@ -206,7 +208,9 @@ class RangeLocks:
         """A LOCK request whose first element is an unlock (3.3.5.14.1); waiters that now fit."""
         status = NtStatus.SUCCESS
         for e in elements:
-            if e.flags != LOCKFLAG_UNLOCK and e.flags != LOCKFLAG_UNLOCK | LOCKFLAG_FAIL_IMMEDIATELY:
+            # UNLOCK alone: smbtorture's smb2.lock.valid-request expects UNLOCK|FAIL_IMMEDIATELY to be
+            # STATUS_INVALID_PARAMETER too (3.3.5.14.1 lets a server ignore the flag; Samba does not).
+            if e.flags != LOCKFLAG_UNLOCK:
                 status = NtStatus.INVALID_PARAMETER
                 break
             match = self._match(owner, e.offset, e.length)
@@ -231,9 +235,10 @@ class RangeLocks:
         return []
 
     def release(self, owner: Hashable) -> list[Completed]:
-        """The open closed: its locks go, its waiters end cancelled, others' waiters may fit now."""
+        """The open closed: its locks go, its waiters end with STATUS_RANGE_NOT_LOCKED (what Samba
+        answers a blocking lock whose handle closed), others' waiters may fit now."""
         self.held = [h for h in self.held if h.owner != owner]
-        done = [Completed(w.token, NtStatus.CANCELLED) for w in self.waiting if w.owner == owner]
+        done = [Completed(w.token, NtStatus.RANGE_NOT_LOCKED) for w in self.waiting if w.owner == owner]
         self.waiting = [w for w in self.waiting if w.owner != owner]
         return done + self._wake()
 

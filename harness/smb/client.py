@@ -154,7 +154,7 @@ class ClientConnection:
 
     def negotiate_request(self) -> bytes:
         capabilities = Capabilities.LEASING | Capabilities.LARGE_MTU | Capabilities.ENCRYPTION
-        if max(self.dialects) >= Dialect.SMB_3_0:  # harness/smb_multichannel.py, harness/smb_reconnect.py
+        if max(self.dialects) >= Dialect.SMB_3_0:  # harness/blocking/multichannel.py, harness/blocking/reconnect.py
             capabilities |= Capabilities.MULTI_CHANNEL | Capabilities.PERSISTENT_HANDLES
         contexts: list = []
         if Dialect.SMB_3_1_1 in self.dialects:
@@ -326,6 +326,14 @@ class ClientConnection:
             header.flags |= 0x10  # priority 1, as smbclient does
         body_parts = body.pack_parts() if hasattr(body, "pack_parts") else [body.pack()]
         return [header.pack(), *body_parts], message_id
+
+    def cancel_request(self, message_id: int, async_id: int, session: ClientSession | None) -> bytes:
+        """A CANCEL of the request ``message_id`` (3.2.4.24): it takes the target's MessageId and, once
+        the interim response gave one, its AsyncId; it spends no credit and gets no response."""
+        header = Header(command=Command.CANCEL, message_id=message_id, async_id=async_id,
+                        flags=HeaderFlags.ASYNC_COMMAND if async_id else 0,
+                        session_id=session.session_id if session else 0)
+        return self.seal_parts([header.pack(), m.CancelRequest().pack()], session)
 
     def seal_parts(self, parts: list[bytes], session: ClientSession | None, tree_id: int = 0) -> bytes:
         """:meth:`seal` for one uncompounded request given as buffers: the data is copied once."""

@@ -1,8 +1,9 @@
 """SMB 3.x cryptography: preauth integrity hash, key derivation, signing and encryption.
 
 Pure functions and tiny value classes over ``cryptography``; no state beyond what a caller hands in.
-The rules that implementers most often get wrong are numbered as in smb3-transport-facts.md §0 and
-each has a test in tests/smb/test_smb_pitfalls.py.
+The rules that implementers most often get wrong (which bytes are hashed, the KDF label, key sizes
+and names, nonces, the transform AAD, what is never encrypted) each have a test in
+tests/smb/test_smb_pitfalls.py that fails if the rule is broken.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ PREAUTH_HASH_SIZE = 64
 
 def preauth_update(previous: bytes, message: bytes) -> bytes:
     """H(previous ‖ message) with SHA-512.  ``message`` must be a bare SMB2 message: the Direct-TCP /
-    NBSS 4-byte header is never hashed (pitfall 1), so anything not starting with 0xFE 'SMB' is refused."""
+    NBSS 4-byte header is never hashed (§3.2.5.2, §3.3.5.4), so anything not starting with 0xFE 'SMB' is refused."""
     if bytes(message[:4]) != PROTOCOL_ID_SMB2:
         raise ValueError("preauth hash input must start with 0xFE 'SMB' (strip the transport header)")
     return hashlib.sha512(previous + message).digest()
@@ -56,7 +57,7 @@ class PreauthIntegrity:
     response.  ``connection.for_session()`` starts a session (or a binding's PreauthSession on that
     connection) from the connection value; feed it every SESSION_SETUP request and each response —
     :meth:`add_session_setup_response` hashes a response only while its status is
-    STATUS_MORE_PROCESSING_REQUIRED, never the final one (pitfall 2)."""
+    STATUS_MORE_PROCESSING_REQUIRED, never the final one (§3.2.5.3.1, §3.3.5.5.3)."""
 
     def __init__(self, value: bytes = bytes(PREAUTH_HASH_SIZE)) -> None:
         if len(value) != PREAUTH_HASH_SIZE:
@@ -87,7 +88,7 @@ def kdf(key: bytes, label: bytes, context: bytes, length_bits: int = 128) -> byt
     ``K(i) = HMAC(key, i(BE32) ‖ label ‖ 0x00 ‖ context ‖ L(BE32))``.
 
     ``label`` already ends with its NUL (e.g. b"SMBSigningKey\\x00", 14 bytes) and the KDF still adds
-    its own 0x00 separator (pitfall 3).
+    its own 0x00 separator (§3.1.4.2; checked against smbd's keys).
     """
     if length_bits % 8 or length_bits <= 0:
         raise ValueError("length must be a positive multiple of 8 bits")
@@ -122,7 +123,7 @@ class SessionKeys:
     """The keys of one session (or, for ``signing``, one channel).
 
     ``c2s`` is what a client encrypts with (its EncryptionKey, smbd's "ServerIn"), ``s2c`` what a
-    server encrypts with (client DecryptionKey, "ServerOut") — pitfall 5.  Use :meth:`encryption_key`
+    server encrypts with (client DecryptionKey, "ServerOut") (§3.2.5.3.1, §3.3.5.5.3).  Use :meth:`encryption_key`
     / :meth:`decryption_key` with a role to avoid choosing by hand."""
 
     session_key: bytes
@@ -148,7 +149,7 @@ def derive_session_keys(dialect: int, gss_key: bytes, preauth_hash: bytes | None
     """All session keys for ``dialect`` from the GSS session key.
 
     Signing and application keys are always 128-bit from SessionKey; only the two cipher keys become
-    256-bit, from FullSessionKey, when an AES-256 cipher is negotiated (pitfall 4).  2.x has no KDF:
+    256-bit, from FullSessionKey, when an AES-256 cipher is negotiated (§3.2.5.3.1, §3.3.1.8).  2.x has no KDF:
     the signing key is SessionKey itself.  3.1.1 needs the session's preauth hash as context.
     ``cipher`` 0 (no common cipher) yields no cipher keys.
     """
@@ -196,7 +197,7 @@ def signing_algorithm_for(dialect: int, negotiated: int | None = None) -> int:
 
 
 def gmac_nonce(message_id: int, is_response: bool, is_cancel: bool) -> bytes:
-    """AES-GMAC nonce (§3.1.4.1, pitfall 6): MessageId(LE64) ‖ LE32 with bit 0 = server→client and
+    """AES-GMAC nonce (§3.1.4.1): MessageId(LE64) ‖ LE32 with bit 0 = server→client and
     bit 1 = CANCEL request."""
     return struct.pack("<QI", message_id, (1 if is_response else 0) | (2 if is_cancel else 0))
 
@@ -286,7 +287,7 @@ def sign_compound(chain: bytes, key: bytes, algorithm: int) -> bytes:
 
 def must_verify_signature(header: Header) -> bool:
     """Whether a received message's signature is checked (§3.2.5.1.3): not for unsolicited
-    notifications (MessageId 0xFFFFFFFFFFFFFFFF, pitfall 14), interim STATUS_PENDING responses, or
+    notifications (MessageId 0xFFFFFFFFFFFFFFFF, §3.3.4.6, §3.3.4.7), interim STATUS_PENDING responses, or
     unsigned messages (whether an unsigned one is acceptable is the session's decision)."""
     if header.message_id == UNSOLICITED_MESSAGE_ID:
         return False
@@ -316,7 +317,7 @@ def is_gcm(cipher: int) -> bool:
 
 
 def nonce_length(cipher: int) -> int:
-    """CCM nonces are 11 bytes, GCM nonces 12 (§2.2.41, pitfall 8)."""
+    """CCM nonces are 11 bytes, GCM nonces 12 (§2.2.41)."""
     if cipher not in (Cipher.AES_128_CCM, Cipher.AES_128_GCM, Cipher.AES_256_CCM, Cipher.AES_256_GCM):
         raise ValueError(f"not a cipher: {cipher}")
     return 12 if is_gcm(cipher) else 11
@@ -353,8 +354,8 @@ class NonceGenerator:
 
 
 def refuse_to_encrypt(message: bytes) -> None:
-    """NEGOTIATE and a binding SESSION_SETUP request are never encrypted (§3.2.4.1.8, §3.3.4.1.4,
-    pitfall 13): raise ValueError for them."""
+    """NEGOTIATE and a binding SESSION_SETUP request are never encrypted (§3.2.4.1.8,
+    §3.3.4.1.4): raise ValueError for them."""
     if bytes(message[:4]) != PROTOCOL_ID_SMB2:
         return
     header = Header.unpack(message)
@@ -370,7 +371,7 @@ def encrypt_message(message: bytes, key: bytes, cipher: int, session_id: int, no
     """Wrap ``message`` (one SMB2 message or a whole compound) in a TRANSFORM_HEADER.
 
     The nonce field carries the CCM (11) or GCM (12) nonce followed by zeros; the AAD is the 32 header
-    bytes from Nonce through SessionId (pitfall 7); Flags/EncryptionAlgorithm is 0x0001."""
+    bytes from Nonce through SessionId (§3.1.4.3); Flags/EncryptionAlgorithm is 0x0001."""
     if len(nonce) != nonce_length(cipher):
         raise ValueError(f"{Cipher(cipher).name} needs a {nonce_length(cipher)}-byte nonce")
     refuse_to_encrypt(message)

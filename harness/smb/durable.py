@@ -212,10 +212,11 @@ def parse_request(conn, request) -> tuple[str, object] | CreateIntent:
         return ("reconnect2", DurableHandleReconnectV2.from_context(_present(request, DH2C)))
     if v2q:
         ctx = DurableHandleRequestV2.from_context(_present(request, DH2Q))
-        timeout = min(ctx.timeout, MAX_TIMEOUT_MS) if ctx.timeout else DEFAULT_TIMEOUT_MS
+        config = conn.config  # the server's configured timeouts (`wirecheck serve --durable-timeout`)
+        timeout = min(ctx.timeout, config.durable_max_timeout_ms) if ctx.timeout else config.durable_timeout_ms
         return CreateIntent(2, timeout, bool(ctx.flags & DHANDLE_FLAG_PERSISTENT), ctx.create_guid)
     if v1q:
-        return CreateIntent(1, V1_TIMEOUT_MS)
+        return CreateIntent(1, conn.config.durable_v1_timeout_ms)
     return CreateIntent()
 
 

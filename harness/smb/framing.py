@@ -1,10 +1,10 @@
-"""How one SMB2 message is framed on each transport (§2.1; smb3-transport-facts.md §1), as pure
+"""How one SMB2 message is framed on each transport (MS-SMB2 §2.1, MS-SMBD §2.2.3), as pure
 functions and a sans-IO deframer.  The transports call these; nothing here touches a socket.
 
-- Direct TCP (445) and QUIC: ``0x00`` + 24-bit big-endian length (pitfall 15).
+- Direct TCP (445) and QUIC: ``0x00`` + 24-bit big-endian length (§2.1).
 - NetBIOS session service (139): type byte, flags byte whose bit 0 is length bit 16, 16-bit length:
-  17 bits in all (RFC 1002, pitfall 15).
-- SMB Direct: no header at all; the SMB2 message is the SMBD data-transfer payload (pitfall 16).
+  17 bits in all (RFC 1002).
+- SMB Direct: no header at all; the SMB2 message is the SMBD data-transfer payload (MS-SMBD §2.2.3).
 """
 
 from __future__ import annotations

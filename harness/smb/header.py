@@ -116,7 +116,7 @@ _TRANSFORM = struct.Struct("<4s16s16sIHHQ")
 @dataclass
 class TransformHeader:
     """SMB2 TRANSFORM_HEADER (§2.2.41).  ``nonce`` is the full 16-byte field: CCM uses the first 11
-    bytes, GCM the first 12; the rest is reserved (pitfall 8).  ``flags`` is Flags (3.1.1) /
+    bytes, GCM the first 12; the rest is reserved and zero.  ``flags`` is Flags (3.1.1) /
     EncryptionAlgorithm (3.0.x), 0x0001 in both cases."""
 
     signature: Bytes16 = field(default=ZERO16)
@@ -131,7 +131,7 @@ class TransformHeader:
                                self.reserved, self.flags, self.session_id)
 
     def aad(self) -> bytes:
-        """The associated data of the AEAD: bytes 20..51, Nonce through SessionId (§3.1.4.3, pitfall 7)."""
+        """The associated data of the AEAD: bytes 20..51, Nonce through SessionId (§3.1.4.3)."""
         return self.pack()[20:TRANSFORM_HEADER_SIZE]
 
     @classmethod

@@ -1,5 +1,5 @@
 """SMB session keys in the form tshark's ``uat:smb2_seskey_list`` preference takes
-(pcap-facts.md §3): ``<SessionId as its 8 LE wire bytes, hex>,<SessionKey>,<S2C key>,<C2S key>``,
+(tshark 4.0): ``<SessionId as its 8 LE wire bytes, hex>,<SessionKey>,<S2C key>,<C2S key>``,
 hex without quotes.  tshark decrypts with the derived S2C/C2S keys; the SessionKey column may be
 empty.  Only text is produced here; writing the file is the caller's (I/O-free layer)."""
 

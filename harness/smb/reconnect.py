@@ -1,6 +1,6 @@
 """Client side of reconnect and replay (MS-SMB2 §3.2.4.1.1, §3.2.4.4, §3.2.7.1), sans-IO.
 
-Rules the I/O adapters (harness/smb_reconnect.py, harness/smb_multichannel.py) follow with these
+Rules the I/O adapters (harness/blocking/reconnect.py, harness/blocking/multichannel.py) follow with these
 helpers:
 
 1. A file opened for resilience asks for durability: v2 = DH2Q with a fresh CreateGuid and a v2 lease

@@ -1,6 +1,6 @@
 """Transport faults for reconnect tests: cut a connection after N bytes, by reset or by blackhole.
 
-Why a transport wrapper and not only the impairment layer (wrappers/impair.py, ``cut=rst@N`` /
+Why a transport wrapper and not only the impairment layer (wrappers/impair/, ``cut=rst@N`` /
 ``cut=blackhole@N``): the impairment layer acts on sockets of the emulated network (the socket
 wrapper, scenario peers), and does not see QUIC streams (its ``cut`` is for TCP).  This wrapper works
 on any :class:`~.base.Transport` -- tcp, nbt, quic, smbdirect -- in the test's own process, with the

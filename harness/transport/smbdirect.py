@@ -1,8 +1,8 @@
 """SMB over SMB Direct (MS-SMB2 §2.1, MS-SMBD): a thin adapter over wrappers/smbdirect's
 IPPROTO_SMBDIRECT socket.
 
-SMB2 messages travel as whole SMBD upper-layer messages, with no 4-byte header (smb3-transport-facts
-pitfall 16); the socket fragments and reassembles, runs credits and keepalives.  The RDMA hooks of
+SMB2 messages travel as whole SMBD upper-layer messages, with no 4-byte header (MS-SMBD
+§2.2.3); the socket fragments and reassembles, runs credits and keepalives.  The RDMA hooks of
 :class:`~.base.Transport` map onto the socket's register / rdma_read / rdma_write, and
 ``send_pdu(pdu, invalidate_token=...)`` is SEND with Invalidate (SMB2_CHANNEL_RDMA_V1_INVALIDATE).
 ``last_invalidated_token`` is the token the peer invalidated with the PDU just received.

@@ -1,7 +1,7 @@
 """Framed PDUs over a stream socket: Direct TCP (port 445) and the NetBIOS session service (139).
 
 Why the limit is checked on the 4-byte header: a peer that announces 16 MiB must not make us
-allocate or read 16 MiB (issue 5 "an oversized frame is refused without being buffered"), so the
+allocate or read 16 MiB (an oversized frame is refused without being buffered), so the
 length is compared with ``max_recv`` before the body is read, and the connection is then unusable.
 Every blocking call has a timeout (``io_timeout`` for a started frame, the caller's for the next).
 """

@@ -192,10 +192,12 @@ def cleartext_1rtt(conn) -> None:
     """Make an aioquic connection send and accept 1-RTT packets without header protection and
     without payload encryption, as quic.ko does when both ends set disable_1rtt_encryption
     (private transport parameter 0xbaad). Applied after the handshake, on both ends."""
-    from aioquic import tls
     from aioquic.quic.packet import decode_packet_number
 
-    crypto = conn._cryptos[tls.Epoch.ONE_RTT]
+    from wrappers.quic.aio import one_rtt_crypto
+
+    crypto = one_rtt_crypto(conn)
+    assert crypto is not None, "cleartext_1rtt needs the 1-RTT keys (after the handshake)"
 
     def encrypt_packet(plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes:
         return plain_header + plain_payload

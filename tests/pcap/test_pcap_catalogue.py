@@ -24,7 +24,8 @@ CASES = [
     ("smb2.encrypted", {}, "enc+keys", "clean", r"actual:   0 \(no frames\)"),
     ("smb2.no_error", {}, "clean", "denied", r"actual:   1 \(frame 18\)"),
     ("smb2.all_requests_answered", {}, "clean", "tcp", r"1 unanswered: frame 33"),
-    ("smbdirect.negotiated", {}, "rdma", "clean", r"actual:   0 \(no frames\)"),
+    # a capture without any SMB Direct: the check fails for that reason, not for "0 frames"
+    ("smbdirect.negotiated", {}, "rdma", "clean", r"actual:   no frame was dissected as smb_direct at all"),
     ("tcp.no_retransmission", {}, "clean", "tcp", r"actual:   1 \(frame 17\)"),
     ("no_malformed", {"ignore_empty_fin": True}, "clean", "tcp", r"actual:   1 \(frame 33\)"),
     ("decrypted", {}, "enc+keys", "enc", r"notice: SMB3 traffic stayed encrypted"),

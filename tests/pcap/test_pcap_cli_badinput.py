@@ -1,4 +1,4 @@
-"""Every bad input of issue 6, through the CLI: a clear message, exit status 2, never a traceback.
+"""Every kind of bad input to `wirecheck pcap`, through the CLI: a clear message, exit status 2, never a traceback.
 
 Why through the CLI: the library raises typed errors (test_pcap_badinput.py), but users meet the
 command, and a forgotten `except` there turns a bad file into a Python traceback and exit 1 —
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from harness.pcap.cli import pcap
+from harness.cli.pcap import pcap
 
 from . import captures as gen
 
@@ -105,7 +105,7 @@ def test_pcap_cli_tshark_not_installed(tcp_pcap, tmp_path, checks):
     env = dict(os.environ, WIRECHECK_TSHARK=str(tmp_path / "no-tshark"), PATH=str(tmp_path),
                XDG_CACHE_HOME=str(tmp_path / "cache"))
     for args in (["check", str(tcp_pcap), "--checks", str(checks)], ["show", str(tcp_pcap)]):
-        r = subprocess.run([sys.executable, "-c", "from harness.pcap.cli import pcap; pcap()", *args],
+        r = subprocess.run([sys.executable, "-c", "from harness.cli.pcap import pcap; pcap()", *args],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2, r.stderr
         assert "apt-get install tshark" in r.stderr and "Traceback" not in r.stderr, r.stderr

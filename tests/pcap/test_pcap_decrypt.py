@@ -83,11 +83,17 @@ def test_pcap_smb3_without_keys_says_which_session(enc_capture):
     assert "do not decrypt it" in wrong.notices()[0]
 
 
-def test_pcap_smb_on_other_port_needs_decode_as(port8445_pcap):
-    assert Capture(port8445_pcap).count("smb2") == 0
-    cap = Capture(port8445_pcap, smb_ports=[8445])
-    assert cap.count("smb2.cmd == 9") == 2
+def test_pcap_smb_on_other_port_is_found_by_its_magic(port8445_pcap):
+    # without detection (or on tshark alone) port 8445 is bare TCP data: every SMB count would be 0
+    blind = Capture(port8445_pcap, detect_smb=False)
+    assert blind.count("smb2") == 0
+    with pytest.raises(AssertionError, match="no frame was dissected as smb2 at all"):
+        blind.check(Count("smb2.cmd == 5", eq=0))  # "no CREATE" must not pass on SMB tshark did not see
+    cap = Capture(port8445_pcap)
+    assert cap.count("smb2.cmd == 9") == 2 and cap.detected_smb_ports == [8445]
     cap.check(catalogue.smb2_dialect(0x311))
+    told = Capture(port8445_pcap, smb_ports=[8445])
+    assert told.count("smb2.cmd == 9") == 2 and told.detected_smb_ports == []
 
 
 def test_pcap_smb_direct_over_rocev2(rdma_pcap):

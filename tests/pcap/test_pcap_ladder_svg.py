@@ -5,10 +5,9 @@ import xml.etree.ElementTree as ET
 
 from click.testing import CliRunner
 
+from harness.cli.pcap import pcap
 from harness.pcap import Capture
-from harness.pcap.cli import pcap
-from harness.pcap.ladder import events, write_ladder
-from harness.pcap.ladder_svg import MAX_EVENTS, svg
+from harness.pcap.ladder import MAX_EVENTS, events, svg, write_ladder
 
 NS = "{http://www.w3.org/2000/svg}"
 

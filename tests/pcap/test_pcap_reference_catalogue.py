@@ -58,6 +58,9 @@ def test_pcap_reference_catalogue_known_answers(name):
     keys, passing = KNOWN[name]
     if name != "smb2-tcp445.pcap":
         passing = passing | ALWAYS
+    if name == "quic-1rtt-clear.pcap":
+        # tshark cannot read cleartext 1-RTT payloads, so no frame is SMB2: an SMB2-only check fails as vacuous
+        passing = passing - {"smb2.no_error"}
     cap = Capture(CAPTURES / name, **{k: CAPTURES / v for k, v in keys.items()})
     names = sorted(catalogue.CATALOGUE)
     results = cap.results([catalogue.build(n, ARGS.get(n)) for n in names])

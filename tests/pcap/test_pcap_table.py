@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks.pcap_fast_capture import fast_smb_tcp_capture
 from harness.pcap.table import AGG, NumColumn, ObjColumn, Table, new_column
-
-from .captures_fast import fast_smb_tcp_capture
 
 
 def test_pcap_table_num_column_cells():

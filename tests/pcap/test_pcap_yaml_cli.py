@@ -6,10 +6,10 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
+from harness.cli.pcap import pcap
 from harness.pcap import ChecksError, load_checks, parse_checks
 from harness.pcap import tshark as ts
 from harness.pcap.checks_yaml import load_yaml
-from harness.pcap.cli import pcap
 
 GOOD = """\
 checks:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from threadutil import joined
 
 import wrappers
 from wrappers.quic import IPPROTO_QUIC, QuicSocket, client_handshake, server_handshake
@@ -83,11 +84,18 @@ def open_pair(mode: str, pki: dict[str, str], *, addr: tuple = ("127.0.0.11", 0)
     ls.listen(8)
     box: dict[str, Any] = {}
 
+    raw = mode.startswith("raw-")  # the application runs TLS (rawapp.py: libquic's loop), both ends
+    mode = mode.removeprefix("raw-")
+
     def serve() -> None:
         try:
             ls.settimeout(timeout)
             s, _ = ls.accept()
-            if mode == "psk":
+            if raw:
+                from . import rawapp
+
+                rawapp.quic_handshake(s, rawapp.raw_server(mode, pki), timeout)
+            elif mode == "psk":
                 server_handshake(s, pki["psk"], None, timeout=timeout)
             else:
                 server_handshake(s, pki["server_key"], pki["server"], timeout=timeout)
@@ -101,13 +109,21 @@ def open_pair(mode: str, pki: dict[str, str], *, addr: tuple = ("127.0.0.11", 0)
     if setup_client:
         setup_client(c)
     c.connect(ls.getsockname())
-    if mode == "psk":
+    if raw:
+        from . import rawapp
+
+        rawapp.quic_handshake(c, rawapp.raw_client(mode, pki), timeout)
+    elif mode == "psk":
         client_handshake(c, pki["psk"], timeout=timeout)
     else:
         client_handshake(c, None, "server.test", cafile=pki["ca"], timeout=timeout)
-    t.join(timeout + 5)
+    joined(t, timeout + 5)
     if "e" in box:
         raise box["e"]
+    if raw:
+        from wrappers.quic import raw as rawmode
+
+        assert rawmode.is_raw(c) and rawmode.is_raw(box["s"])
     return c, box["s"], ls
 
 
@@ -128,29 +144,57 @@ def serve_thread(fn: Callable[[], None]) -> threading.Thread:
     return t
 
 
-@pytest.fixture(scope="session", params=MODES)
+#: the func_test port runs on the default carrier and on the udp one (carriers.py), each in both modes;
+#: "raw-psk" (the handshake is libquic's on both ends: the application's TLS over the raw interface)
+#: runs the same 98 cases on the default carrier.
+FUNC_PARAMS = [(m, c) for c in ("seqpacket", "udp") for m in MODES] + [("raw-psk", "seqpacket")]
+
+
+@pytest.fixture(scope="session", params=FUNC_PARAMS, ids=[f"{m}-{c}" for m, c in FUNC_PARAMS])
 def func(request: pytest.FixtureRequest, pki: dict[str, str]) -> Iterator[Any]:
-    """The func_test connection for one mode, shared by test_func_1..4 in order (STREAM, CONNECTION,
-    NOTIFICATION, CLOSE), as tests/func_test.c runs its groups on one connection. Both ends set
-    max_datagram_frame_size = 1400 and keep every other default."""
+    """The func_test connection for one mode and carrier, shared by test_func_1..4 in order (STREAM,
+    CONNECTION, NOTIFICATION, CLOSE), as tests/func_test.c runs its groups on one connection. Both
+    ends set max_datagram_frame_size = 1400 and keep every other default.  The server side's
+    failures fail the case that was running (``func_server_clean``); its thread must end at teardown."""
     from wrappers.quic import QUIC_SOCKOPT_TRANSPORT_PARAM, SOL_QUIC, TransportParam
 
     from .funcserver import FuncServer, Session
 
+    mode, carrier = request.param
+
     def tp(s: QuicSocket) -> None:
         s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_TRANSPORT_PARAM, TransportParam(max_datagram_frame_size=1400).pack())
 
-    with emulated() as n:
-        c, s, ls = open_pair(str(request.param), pki, setup_listener=tp, setup_client=tp)
+    with emulated(carrier) as n:
+        c, s, ls = open_pair(mode, pki, setup_listener=tp, setup_client=tp)
         c.settimeout(5)
-        srv = FuncServer(s)
+        srv = FuncServer(s, carrier)
         srv.start()
         sess = Session(c, srv, [s, ls])
         sess.memo["net"] = n
-        yield sess
-        srv.stop = True
-        srv.join(2)
-        close_all(c, s, ls)
+        sess.memo["carrier"] = carrier
+        try:
+            yield sess
+        finally:
+            srv.stop = True
+            srv.join(2)
+            close_all(c, s, ls)
+        assert not srv.is_alive(), "func server thread still running after stop"
+        assert not srv.errors, srv.errors
+
+
+@pytest.fixture(autouse=True)
+def func_server_clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A func_test case fails when the server side failed while it ran (and the server's loop must
+    still be running unless the connection was closed on purpose)."""
+    if "func" not in request.fixturenames:
+        yield
+        return
+    sess = request.getfixturevalue("func")
+    before = len(sess.server.errors)
+    yield
+    assert not sess.server.errors[before:], sess.server.errors[before:]
+    assert sess.server.is_alive() or sess.server.closing, "the func server's loop ended"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,4 +1,4 @@
-"""ALPN routing (quic.ko's final design, specs 6.3 and 7.3): listeners set ALPN before listen(), share one
+"""ALPN routing (quic.ko's design since 2026-01): listeners set ALPN before listen(), share one
 address:port when their lists are disjoint, and each new connection goes to the first listener that
 matches the client's ALPNs in the client's order; no match drops the Initial silently."""
 
@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 import pytest
+from threadutil import joined
 from tsharkutil import fields
 
 from wrappers.quic import (
@@ -68,7 +69,7 @@ class Server:
 
     def close(self) -> None:
         self.stop.set()
-        self.t.join(2)
+        joined(self.t, 2)
         close_all(*self.conns, self.ls)
 
 

@@ -1,4 +1,4 @@
-"""Connection migration and NAT rebinding (issue 10): what a user of the socket relies on is that a
+"""Connection migration and NAT rebinding: what a user of the socket relies on is that a
 connection survives its client changing address, with nothing lost, and that the ends see it as
 quic.ko reports it (the migration event, getpeername/getsockname). Each case checks the capture:
 the new path was validated (PATH_CHALLENGE answered) and, for a real migration, the client used a
@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from threadutil import joined
 
 from harness.pcap import Capture, catalogue
 from wrappers import impair
@@ -165,7 +166,7 @@ def _transfer(c, s, size: int, during=None) -> None:
         if during is not None:
             during(sent)
     data, _, _ = _recv_data(c)
-    t.join(60)
+    joined(t, 60)
     assert "e" not in box, box.get("e")
     assert box["n"] == size
     assert data == mine.hexdigest().encode()
@@ -406,7 +407,7 @@ def test_server_preferred_address(pki):
         _events_on(c)
         c.connect(ls.getsockname())
         client_handshake(c, None, "server.test", cafile=pki["ca"], timeout=5)
-        t.join(10)
+        joined(t, 10)
         assert "e" not in box, box.get("e")
         s = box["s"]
         try:

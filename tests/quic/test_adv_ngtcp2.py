@@ -21,6 +21,7 @@ import time
 
 import pytest
 from procutil import need_program
+from threadutil import joined
 
 from wrappers.quic import (
     QUIC_EVENT_KEY_UPDATE,
@@ -60,9 +61,7 @@ def www(tmp_path):
 
 
 def _one_rtt(sock: QuicSocket):
-    from aioquic import tls
-
-    return sock._conn.quic._cryptos[tls.Epoch.ONE_RTT]  # type: ignore[union-attr]
+    return sock._conn.quic.one_rtt_crypto()  # type: ignore[union-attr]
 
 
 def test_our_client_gets_from_gtlsserver_after_key_update(pki, www, tmp_path):
@@ -153,7 +152,7 @@ def test_gtlsclient_is_routed_by_alpn(pki, www, tmp_path):
     t.start()
     r = subprocess.run([client, "-q", "--exit-on-all-streams-close", f"--download={dl}", "127.0.0.1", str(port),
                         f"https://localhost:{port}/small.bin"], capture_output=True, timeout=20)
-    t.join(10)
+    joined(t, 10)
     try:
         assert r.returncode == 0, r.stderr
         assert "e" not in done, done

@@ -1,4 +1,4 @@
-"""Issue 10 item 8 on the emulated network: Debian's ngtcp2 0.12 examples run as native programs under
+"""Interop with ngtcp2 on the emulated network: Debian's ngtcp2 0.12 examples run as native programs under
 cwrap's libsocket_wrapper.so (LD_PRELOAD, interface 12) and talk HTTP/3 to our IPPROTO_QUIC socket on the
 ``udp`` carrier (WIRECHECK_QUIC_CARRIER=udp: emulated UDP datagrams under cwrap's socket names), both ways:
 our h3 client GETs from gtlsserver, gtlsclient GETs from `wirecheck h3 serve` (under `wirecheck exec`).

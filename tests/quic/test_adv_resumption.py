@@ -1,4 +1,4 @@
-"""Session resumption and 0-RTT (issue 10, spec 7.6): a client keeps the ticket of a first connection
+"""Session resumption and 0-RTT (the flow of lxin/quic's ticket_test.c): a client keeps the ticket of a first connection
 (NEW_SESSION_TICKET event, getsockopt SESSION_TICKET, session_get_data) and resumes with it: the
 second handshake has no Certificate (checked in the capture), data sent before the handshake goes in
 0-RTT packets when the server accepts it, and arrives all the same (in 1-RTT) when the server
@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import pytest
+from threadutil import joined
 
 from harness.pcap import Capture, Count, catalogue
 from wrappers.quic import (
@@ -138,7 +139,7 @@ def _first(pki, auth: str, server: Server, version: int | None = None):
     t = server.serve_one()
     c = _client(pki, auth, server, events=True, version=version)
     c.events_seen = _echo(c, b"first connection")
-    t.join(10)
+    joined(t, 10)
     assert not server.errors, server.errors
     deadline = time.monotonic() + 5
     while True:
@@ -179,12 +180,12 @@ def test_resumed_handshake_has_no_certificate(pki, auth):
             c2 = _client(pki, auth, server, session=session)
             assert c2._conn.session_resumed
             _echo(c2, b"resumed")
-            t.join(10)
+            joined(t, 10)
             assert not server.errors, server.errors
             t = server.serve_one()
             close_all(c2)
             _echo(_client(pki, auth, server), b"no ticket: a full handshake")
-            t.join(10)
+            joined(t, 10)
             assert not server.errors, server.errors
             evs = c1.events_seen + _events(c1)
             assert [e[1:] for e in evs if e[0] == QUIC_EVENT_NEW_SESSION_TICKET] == [raw]
@@ -208,7 +209,7 @@ def test_zero_rtt_accepted(pki, auth):
             c2 = _client(pki, auth, server, session=session, early=b"early data", saved_tp=saved)
             assert c2._conn.early_data_accepted
             _echo(c2, b"early data", sent=True)
-            t.join(10)
+            joined(t, 10)
             assert not server.errors, server.errors
             assert server.got[-1] == b"early data"
         finally:
@@ -229,7 +230,7 @@ def test_zero_rtt_in_v2_is_found_by_the_named_check(pki):
                          version=QUIC_VERSION_V2)
             assert c2._conn.early_data_accepted
             _echo(c2, b"early v2", sent=True)
-            t.join(10)
+            joined(t, 10)
             assert not server.errors, server.errors
         finally:
             server.close()
@@ -252,7 +253,7 @@ def test_zero_rtt_refused_goes_in_1rtt(pki):
             c2 = _client(pki, "cert", server, session=session, early=text, saved_tp=saved)
             assert c2._conn.session_resumed and not c2._conn.early_data_accepted
             _echo(c2, text, sent=True)
-            t.join(10)
+            joined(t, 10)
             assert server.got[-1] == text
         finally:
             server.close()
@@ -275,11 +276,11 @@ def test_ticket_from_another_server(pki):
             c2 = _client(pki, "cert", b, session=session, early=b"to the wrong server", saved_tp=saved)
             assert not c2._conn.session_resumed
             _echo(c2, b"to the wrong server", sent=True)
-            t.join(10)
+            joined(t, 10)
             assert not b.errors, b.errors
             t = a.serve_one()
             _echo(_client(pki, "cert", a), b"a still serves")
-            t.join(10)
+            joined(t, 10)
         finally:
             a.close()
             b.close()
@@ -301,7 +302,7 @@ def test_ticket_key_shared_between_listeners(pki):
             c2 = _client(pki, "cert", b, session=session)
             assert c2._conn.session_resumed
             _echo(c2, b"resumed elsewhere")
-            t.join(10)
+            joined(t, 10)
         finally:
             a.close()
             b.close()
@@ -331,6 +332,6 @@ def test_bad_session_data(pki):
                     _echo(c2, b"full handshake")
                 else:
                     expect_errno(lambda a=auth, s=server, b=bad: _client(pki, a, s, session=b), errno.ECONNREFUSED)
-                t.join(12)
+                joined(t, 12)
             finally:
                 server.close()

@@ -77,7 +77,7 @@ def _versions(pcap: str) -> list[tuple[str, int]]:
 
 
 def _negotiated(sock) -> int:
-    return int(sock._conn.quic._version)
+    return int(sock._conn.quic.version)
 
 
 def _run(mode, pki, client=None, listener=None):

@@ -9,6 +9,7 @@ import os
 import socket
 
 import pytest
+from threadutil import joined
 
 from wrappers.quic import (
     MSG_DATAGRAM,
@@ -222,7 +223,7 @@ def _handshake_fails(pki, client_fn, server_fn):
         with pytest.raises(OSError) as e:
             client_fn(c)
         assert e.value.errno in (errno.ECONNREFUSED, errno.ETIMEDOUT)
-        t.join(5)
+        joined(t, 5)
         assert box.get("server") in (errno.ECONNREFUSED, errno.ETIMEDOUT)
     finally:
         close_all(c, box.get("s"), ls)

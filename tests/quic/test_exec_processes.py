@@ -11,7 +11,7 @@ from pathlib import Path
 from procutil import clean_env, wirecheck_exec
 from tsharkutil import fields
 
-PEER = str(Path(__file__).with_name("peer_quic.py"))
+PEER = ("-m", "harness.peers.quic_echo")
 
 
 def test_two_processes_over_wirecheck_exec(tmp_path, pki):
@@ -20,13 +20,13 @@ def test_two_processes_over_wirecheck_exec(tmp_path, pki):
     pcap = tmp_path / "run.pcap"
     env = clean_env()
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2])])
-    server = subprocess.Popen(wirecheck_exec(sockdir, sys.executable, PEER, "server", "127.0.0.12", "443", pki["psk"],
+    server = subprocess.Popen(wirecheck_exec(sockdir, sys.executable, *PEER, "server", "127.0.0.12", "443", pki["psk"],
                                              iface=12, pcap=pcap), env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None
         assert server.stdout.readline().strip() == "ready"
         assert (sockdir / "U0C01BB").is_socket()
-        out = subprocess.run(wirecheck_exec(sockdir, sys.executable, PEER, "client", "127.0.0.12", "443", pki["psk"],
+        out = subprocess.run(wirecheck_exec(sockdir, sys.executable, *PEER, "client", "127.0.0.12", "443", pki["psk"],
                                             "hello over quic", iface=11, pcap=pcap),
                              env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr

@@ -2,6 +2,8 @@
 
 The peer (server) migration cases (17-19): the server moves to its port+1 after "client migration"
 (on the SEQPACKET carrier it opens the new path to the client's rendezvous listener, carriers.py).
+On the udp carrier a server's accepted path cannot move: the server's socket refuses with
+EOPNOTSUPP (checked by the server, funcserver.py) and the client sees the peer where it was.
 """
 
 from __future__ import annotations
@@ -163,14 +165,15 @@ def test17(func):
 
 
 def test18(func):
-    """connection migration is done"""
+    """connection migration is done (udp carrier: the server's path cannot move, it stays)"""
     time.sleep(2)
-    assert func.c.getpeername()[1] == func.memo["peer_port"] + 1
+    moved = 0 if func.memo["carrier"] == "udp" else 1
+    assert func.c.getpeername()[1] == func.memo["peer_port"] + moved
 
 
 def test19(func):
-    """retire source & dest connection id when doing migration"""
-    assert cid_get(func.c, 1).active == 13
+    """retire source & dest connection id when doing migration (udp carrier: no migration, no new one)"""
+    assert cid_get(func.c, 1).active == (12 if func.memo["carrier"] == "udp" else 13)
 
 
 def test20(func):

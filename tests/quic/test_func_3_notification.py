@@ -178,7 +178,8 @@ def test18(func):
     """QUIC_EVENT_CONNECTION_MIGRATION event for peer migration"""
     c = func.c
     quic_sendmsg(c, b"client migration", 110, NEW | FIN)
-    assert next_event(c, QUIC_EVENT_CONNECTION_MIGRATION) == 0
+    if func.memo["carrier"] != "udp":  # udp carrier: the server cannot move (EOPNOTSUPP there), no event
+        assert next_event(c, QUIC_EVENT_CONNECTION_MIGRATION) == 0
     next_data(c, b"client migration", 111)  # 110 is a client uni stream: the echo comes on 111 (func_test.c
     # checks only the text)
 

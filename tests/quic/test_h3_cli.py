@@ -1,4 +1,4 @@
-"""`wirecheck h3 serve` / `wirecheck h3 get` (harness/h3cli.py) over real loopback UDP: a file comes
+"""`wirecheck h3 serve` / `wirecheck h3 get` (harness/cli/h3.py) over real loopback UDP: a file comes
 back byte-exact, a missing one is a 404 (exit 1), no server is a failure within the timeout (exit 2),
 and ngtcp2's gtlsclient fetches from `wirecheck h3 serve`."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from threadutil import joined
 
 from wrappers import impair
 from wrappers.quic import MSG_STREAM_FIN, MSG_STREAM_NEW, quic_recvmsg, quic_sendmsg
@@ -41,7 +42,7 @@ def test_transfer_survives_loss_dup_reorder_corruption(net, pki, impaired, mode)
             got += data
             if flags & MSG_STREAM_FIN:
                 break
-        t.join(20)
+        joined(t, 20)
         assert bytes(got) == blob
         history = [h for imp in list(impair.flows().values()) for h in list(getattr(imp, "history", []))]
         reasons = {r for h in history for r in h.reasons}

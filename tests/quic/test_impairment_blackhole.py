@@ -1,4 +1,4 @@
-"""Issue 10 item 7: a transfer both ways under 10% loss each way, 2% corruption on arrival,
+"""A transfer both ways under 10% loss each way, 2% corruption on arrival,
 reordering, duplication and a 2 s blackhole completes byte-exact (sha256 both ways), and the capture
 shows why that is not luck: STREAM data was retransmitted (the same offset in two packet numbers),
 the connection lived through the blackhole (one connection, one ClientHello, data after the window).

@@ -9,6 +9,8 @@ import socket
 import ssl
 import threading
 
+from threadutil import joined
+
 from wrappers.quic import (
     MSG_STREAM_FIN,
     MSG_STREAM_NEW,
@@ -88,7 +90,7 @@ def test_plain_aioquic_client_over_emulated_udp(pki):
                 return await asyncio.wait_for(reader.read(), 5)
 
         assert asyncio.run(asyncio.wait_for(client(), 10)) == b"HELLO FROM PLAIN AIOQUIC"
-        t.join(5)
+        joined(t, 5)
         assert "e" not in box, box.get("e")
         close_all(box.get("s"), ls)
 

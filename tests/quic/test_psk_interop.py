@@ -22,9 +22,8 @@ pytestmark = pytest.mark.peer
 
 
 def _client_hello(key: bytes, external: bool) -> bytes:
-    ctx = tls.Context(is_client=True)
+    ctx = tls.Context(is_client=True, cipher_suites=[tlsext.PSK_CIPHER])
     ctx.session_ticket = tlsext.psk_ticket(b"wirecheck", key, None)  # type: ignore[arg-type]
-    ctx._cipher_suites = [tlsext.PSK_CIPHER]
     ctx.update_traffic_key_cb = lambda *a: None
     bufs = {e: Buffer(capacity=4096) for e in tls.Epoch}
     with tlsext.external_psk(external):

@@ -9,6 +9,7 @@ import selectors
 import threading
 
 import pytest
+from threadutil import joined
 
 from wrappers.quic import MSG_STREAM_FIN, MSG_STREAM_NEW, quic_recvmsg, quic_sendmsg
 
@@ -55,7 +56,7 @@ def test_poll_listener_readable_on_new_connection(net, pki):
         from wrappers.quic import server_handshake
 
         server_handshake(s, pki["psk"], None, timeout=3)
-        t.join(5)
+        joined(t, 5)
         assert box["e"] is None
         close_all(s)
     finally:

@@ -1,4 +1,4 @@
-"""The QUIC scenario operations (harness/smb/quic_scenario_ops.py) and the scenarios that use them:
+"""The QUIC scenario operations (harness/scenario/ops/quic.py) and the scenarios that use them:
 migration/001 (client migration and NAT rebinding under SMB I/O) and quic/002 (resumed and 0-RTT
 handshakes). One real cell of each runs here (slow: a server, a client and tshark per cell); the
 full matrices run with `wirecheck check -s quic -j 2 migration/001 quic/002`."""
@@ -12,7 +12,7 @@ from harness.scenario.cellproc import run_isolated
 
 
 def test_rebind_spec_keeps_the_hosts_other_impairments():
-    from harness.smb.quic_scenario_ops import _rebind_problem, _rebind_spec
+    from harness.scenario.ops.quic import _rebind_problem, _rebind_spec
 
     assert _rebind_spec({"kind": "port"}) == "out: rebind=port@0s"
     assert _rebind_spec({"kind": "addr", "spec": "seed=5; out: loss=5%; in: loss=5%"}) == \

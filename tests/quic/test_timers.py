@@ -6,6 +6,7 @@ import errno
 import time
 
 import pytest
+from threadutil import joined
 
 from wrappers.quic import (
     MSG_NOTIFICATION,
@@ -135,7 +136,7 @@ def test_shutdown_wakes_blocked_calls(net, pki):
     t.start()
     time.sleep(0.2)
     ls.shutdown(2)
-    t.join(3)
+    joined(t, 3)
     assert box.get("accept") == errno.EINVAL
 
     c, s, ls2 = open_pair("psk", pki)
@@ -150,7 +151,7 @@ def test_shutdown_wakes_blocked_calls(net, pki):
     t.start()
     time.sleep(0.2)
     c.shutdown(1)
-    t.join(3)
+    joined(t, 3)
     assert box.get("recv") == errno.ENOTCONN
     close_all(c, s, ls, ls2)
 

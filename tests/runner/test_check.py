@@ -22,11 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 WIRECHECK = [sys.executable, "-c", "from harness.cli import main; main()"]
 
 
-def check(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def check(tmp_path: Path, *args: str, timeout: float = 120, ci: bool = False) -> subprocess.CompletedProcess:
     cmd = [*WIRECHECK, "check", "--plain", "--scenarios", str(tmp_path / "sc"),
            "--results", str(tmp_path / "results"), *args]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("CI", None)
+    if ci:
+        env["CI"] = "true"
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=str(ROOT))
 
 
@@ -45,15 +47,15 @@ def test_pass_fail_notrun_console_tree_xunit_and_exit_status(tmp_path):
     assert out[3] == f"tcp/002       - output mismatch (see {bad})"
     assert out[4].startswith("    step 0 host.run (002.yaml:5): run1 exited with status 3, expected 0")
     assert out[5] == "udp/001       [not run] requires program no-such-program-wirecheck (not found in PATH)"
-    assert out[6:9] == ["Ran: tcp/001 tcp/002 udp/001", "Not run: udp/001", "Failures: tcp/002"]
-    assert out[9] == "Failed 1 of 3 tests"
+    assert out[6:9] == ["Ran: tcp/001 tcp/002", "Not run: udp/001", "Failures: tcp/002"]
+    assert out[9] == "Failed 1 of 2 tests"
     assert f"Xunit report: {tmp_path / 'results/result.xml'}" in out
     r = tmp_path / "results"
     assert sorted(p.name for p in (r / "tcp").iterdir()) == ["001.full", "001.json", "002.full", "002.json", "002.out.bad"]
     assert (r / "udp/001.notrun").read_text() == "requires program no-such-program-wirecheck (not found in PATH)\n"
     assert "started run1" in (r / "tcp/002.full").read_text()
     assert re.fullmatch(r"tcp/001 \d+\n", (r / "check.time").read_text())
-    assert "Failed 1 of 3 tests" in (r / "check.log").read_text()
+    assert "Failed 1 of 2 tests" in (r / "check.log").read_text()
     doc = etree.parse(str(r / "result.xml"))
     assert XSD.validate(doc), XSD.error_log
     matrix = json.loads((r / "matrix.json").read_text())
@@ -63,6 +65,43 @@ def test_pass_fail_notrun_console_tree_xunit_and_exit_status(tmp_path):
     res2 = check(tmp_path, "tcp/001")
     assert re.fullmatch(r"tcp/001 \d+s \.\.\.  \d+s", res2.stdout.splitlines()[2])
     assert res2.returncode == 0 and "Passed all 1 tests" in res2.stdout
+
+
+SECTION_ONLY = """
+id: {id}
+description: meant for another section only
+groups: [{groups}]
+requires:
+  sections: [elsewhere]
+steps:
+  - sleep: {{seconds: 0}}
+"""
+
+
+def test_missing_requirement_is_a_failure_under_ci_that_knownfail_cannot_excuse(tmp_path):
+    sc(tmp_path, **{"tcp/001": PASS, "udp/001": NOTRUN, "udp/002": SECTION_ONLY})
+    (tmp_path / "sc/sections.conf").write_text("[here]\nAREAS=tcp udp\n")
+    (tmp_path / "sc/knownfail").write_text("^udp/001  # listed, but a missing peer is not a known failure\n")
+    res = check(tmp_path, ci=True)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "requires program no-such-program-wirecheck (not found in PATH) (a failure under CI)" in res.stdout
+    assert "Failures: udp/001\nFailed 1 of 2 tests" in res.stdout
+    # a cell that is not for this section stays "not run", CI or not
+    assert "Not run: udp/002" in res.stdout and "Ran: tcp/001 udp/001" in res.stdout
+    assert (tmp_path / "results/here/udp/001.out.bad").exists()
+    # outside CI the same tree passes with udp/001 not run
+    res = check(tmp_path)
+    assert res.returncode == 0, res.stdout
+    assert "Not run: udp/001 udp/002" in res.stdout and "Passed all 1 tests" in res.stdout
+
+
+def test_a_run_of_nothing_passes_nothing(tmp_path):
+    sc(tmp_path, **{"udp/002": SECTION_ONLY})
+    (tmp_path / "sc/sections.conf").write_text("[here]\nAREAS=udp\n")
+    res = check(tmp_path, ci=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "No tests ran (1 not run)" in res.stdout
+    assert "Passed all" not in res.stdout and "Ran:" not in res.stdout
 
 
 def test_knownfail_xfail_and_unexpected_success(tmp_path):
@@ -224,8 +263,11 @@ def test_shipped_quick_cells_on_the_emulated_network(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "Passed all 3 tests" in res.stdout
     r = tmp_path / "results/tcp"
-    for name in ("tcp/001.ipv6.pcap", "tcp/001.ipv6.ladder", "udp/003.pcap"):
-        assert (r / name).stat().st_size > 0, name
+    assert (r / "tcp/001.ipv6.ladder").stat().st_size > 0
+    # The kept captures hold what their cells ran (decoded, not only non-empty): TCP over IPv6, UDP.
+    assert tsharkutil.count_frames(r / "tcp/001.ipv6.pcap", display_filter="ipv6 && tcp.len > 0") > 0
+    assert tsharkutil.count_frames(r / "tcp/001.ipv6.pcap", display_filter="ip") == 0
+    assert tsharkutil.count_frames(r / "udp/003.pcap", display_filter="udp && udp.length > 8") > 0
     assert "RST" in (r / "tcp/003.ipv4.ladder").read_text()
 
 

@@ -33,14 +33,28 @@ def test_summary_failures_notrun_and_expunged():
           rep("quic/001", "notrun", "needs quic", order=2), rep("tcp/003", "expunged", order=3),
           rep("tcp/004", "uxsuccess", order=4), rep("tcp/005", "xfail", order=5)]
     assert report.summary_lines(rs) == [
-        "Ran: tcp/001 tcp/002 quic/001 tcp/004 tcp/005",
+        "Ran: tcp/001 tcp/002 tcp/004 tcp/005",
         "Not run: quic/001",
         "Known failures: tcp/005",
         "Failures: tcp/002 tcp/004",
-        "Failed 2 of 5 tests",
+        "Failed 2 of 4 tests",
     ]
     assert report.summary_lines(rs, brief=True) == ["Known failures: tcp/005", "Failures: tcp/002 tcp/004",
-                                                    "Failed 2 of 5 tests"]
+                                                    "Failed 2 of 4 tests"]
+
+
+def test_summary_counts_only_cells_that_ran():
+    rs = [rep("tcp/001", "pass", order=0), rep("quic/001", "notrun", "needs quic", order=1),
+          rep("quic/002", "notrun", "needs quic", order=2)]
+    assert report.summary_lines(rs) == ["Ran: tcp/001", "Not run: quic/001 quic/002", "Passed all 1 tests"]
+
+
+def test_summary_of_a_section_that_ran_nothing_has_no_passed_line():
+    rs = [rep("quic/001", "notrun", "needs quic", order=0), rep("tcp/003", "expunged", order=1)]
+    lines = report.summary_lines(rs)
+    assert lines == ["Not run: quic/001", "No tests ran (1 not run)"]
+    assert not any(line.startswith(("Passed all", "Ran:")) for line in lines)
+    assert report.summary_lines([]) == ["No tests ran (0 not run)"]
 
 
 def test_summary_lists_in_selection_order_not_completion_order():
@@ -91,8 +105,8 @@ def test_results_files_check_time_and_check_log(tmp_path):
     report.append_log(tmp_path / "check.log", rs[:1], 0.0, interrupted=True)
     log = (tmp_path / "check.log").read_text().splitlines()
     assert log[0] == "" and log[1].startswith("Kernel version: ")
-    assert log[3:7] == ["Ran: tcp/001[ipv4] tcp/002 quic/001 tcp/003", "Not run: quic/001",
-                        "Failures: tcp/002 tcp/003", "Failed 2 of 4 tests"]
+    assert log[3:7] == ["Ran: tcp/001[ipv4] tcp/002 tcp/003", "Not run: quic/001",
+                        "Failures: tcp/002 tcp/003", "Failed 2 of 3 tests"]
     assert log[-2:] == ["Passed all 1 tests", "Interrupted!"]
 
 

@@ -1,5 +1,5 @@
 """xfstests' loop, order and output options of `wirecheck check`: -r/--exact-order, -i/-I, -L, -T, -d, -X,
-against the formats xfstests' `check` prints (../shared/specs/runner-conventions.md §1.2, §1.4)."""
+against the formats xfstests' `check` prints (its options and console lines, fstests 63a2972)."""
 from __future__ import annotations
 
 import re

@@ -48,13 +48,21 @@ def test_cells_are_items_with_cell_ids(tree):
                    "scenarios/udp/002.yaml::udp/002[ipv4-b]", "scenarios/udp/002.yaml::udp/002[ipv6-a]"]
 
 
-def test_outcomes_skip_reasons_and_failure_naming_the_step(tree):
+def test_outcomes_skip_reasons_and_failure_naming_the_step(tree, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
     res = tree.runpytest(*P, "scenarios", "-rs")
     res.assert_outcomes(passed=4, failed=1, skipped=1)
     out = res.stdout.str()
     assert "tcp/002 failed: step 0 host.run (002.yaml:5): run1 exited with status 3, expected 0" in out
     assert "full: " in out
     assert "requires program no-such-program-wirecheck (not found in PATH)" in out
+
+
+def test_missing_requirement_fails_under_ci(tree, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    res = tree.runpytest(*P, "scenarios", "-rs")
+    res.assert_outcomes(passed=4, failed=2)
+    assert "requires program no-such-program-wirecheck (not found in PATH) (a failure under CI)" in res.stdout.str()
 
 
 def test_group_selection(tree):
@@ -73,7 +81,8 @@ def test_schema_errors_are_collection_errors_with_positions(pytester):
     assert f"{p}:5:5: unknown operation 'nope.op'" in res.stdout.str()
 
 
-def test_xdist_runs_cells_isolated(tree):
+def test_xdist_runs_cells_isolated(tree, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)  # udp/001 is "not run" only outside CI
     res = tree.runpytest_subprocess(*P, "scenarios", "-n", "2")
     res.assert_outcomes(passed=4, failed=1, skipped=1)
 
@@ -87,14 +96,14 @@ def test_wirecheck_net_fixture_runs_processes_and_captures(pytester):
 
         def test_udp(wirecheck_net):
             net = wirecheck_net
-            net.start(["python", "-m", "harness.scenario.peers", "udp-echo-server", "--addr", net.address(10),
+            net.start(["python", "-m", "harness.peers.net_exchange", "udp-echo-server", "--addr", net.address(10),
                        "--port", "7", "--timeout", "5"], host=10)
             import os, time
             deadline = time.time() + 20
             while not any(n.startswith("U0A0007") for n in os.listdir(net.socket_dir)):
                 assert time.time() < deadline
                 time.sleep(0.05)
-            done = net.run(["python", "-m", "harness.scenario.peers", "udp-client", "--addr", net.address(10),
+            done = net.run(["python", "-m", "harness.peers.net_exchange", "udp-client", "--addr", net.address(10),
                             "--port", "7", "--size", "4096", "--chunk", "1024"], host=11,
                            capture_output=True, text=True)
             result = json.loads(done.stdout.splitlines()[-1])
@@ -117,7 +126,8 @@ def test_wirecheck_run_fixture(tree):
     res.assert_outcomes(passed=1)
 
 
-def test_knownfail_is_strict_xfail_and_flapping_is_xfail(tree):
+def test_knownfail_is_strict_xfail_and_flapping_is_xfail(tree, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)  # udp/001 is "not run" only outside CI
     (tree.path / "scenarios/knownfail").write_text("^tcp/002  # bug 7\n^tcp/001  # fixed already\n")
     (tree.path / "scenarios/flapping").write_text("^udp/002\\[ipv4-a\\]\n")
     res = tree.runpytest(*P, "scenarios")

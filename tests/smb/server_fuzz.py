@@ -75,12 +75,21 @@ def record_session(state: ServerState, sign: bool) -> list[bytes]:
     req(Command.SET_INFO, m.SetInfoRequest(file_id=fid, info_type=1, file_info_class=20, buffer=struct.pack("<Q", 5)),
         tree)
     req(Command.IOCTL, m.IoctlRequest(ctl_code=0x001401FC, file_id=ALL_FF, max_output_response=4096), tree)
+    req(Command.LOCK, m.LockRequest(file_id=fid, locks=[m.LockElement(0, 10, 0x12)], lock_sequence=0x11), tree)
+    req(Command.LOCK, m.LockRequest(file_id=fid, locks=[m.LockElement(0, 10, 0x04)]), tree)
     req(Command.CLOSE, m.CloseRequest(file_id=fid), tree)
     dir_id = req(Command.CREATE, m.CreateRequest(name="", desired_access=AccessMask.GENERIC_READ, share_access=7,
                                                  create_disposition=CreateDisposition.OPEN,
                                                  create_options=CreateOptions.DIRECTORY_FILE), tree).body.file_id
     req(Command.QUERY_DIRECTORY, m.QueryDirectoryRequest(file_id=dir_id, file_information_class=37, file_name="*",
                                                          output_buffer_length=8192), tree)
+    # a CHANGE_NOTIFY that goes async, and its CANCEL (which gets no reply of its own)
+    raw, mid = client.build(Command.CHANGE_NOTIFY, m.ChangeNotifyRequest(file_id=dir_id, flags=1, completion_filter=0xFFF,
+                                                                         output_buffer_length=4096), session, tree)
+    interim = send(client.seal([raw], session, tree))[0]
+    pdus.append(client.cancel_request(mid, interim.header.async_id, session))
+    server.receive_pdu(pdus[-1])
+    server.take_output()
     raws = [client.build(Command.CREATE, m.CreateRequest(name="g.txt", desired_access=AccessMask.GENERIC_ALL,
                                                          share_access=7, create_disposition=3), session, tree)[0],
             client.build(Command.CLOSE, m.CloseRequest(file_id=ALL_FF), session, tree)[0]]

@@ -112,6 +112,16 @@ def test_unlock_with_a_lock_flag_is_invalid_and_earlier_unlocks_stay() -> None:
     assert [(h.offset, h.length) for h in t.held] == [(5, 1)]
 
 
+def test_unlock_with_fail_immediately_is_invalid() -> None:
+    """smbtorture smb2.lock.valid-request: UNLOCK|FAIL_IMMEDIATELY is STATUS_INVALID_PARAMETER
+    (Samba), not an unlock that ignores the flag; the lock stays held."""
+    t = RangeLocks()
+    t.lock("a", [el(1, 1, EX)])
+    status, _ = t.unlock("a", [el(1, 1, UN | LOCKFLAG_FAIL_IMMEDIATELY)])
+    assert status == NtStatus.INVALID_PARAMETER
+    assert [(h.offset, h.length) for h in t.held] == [(1, 1)]
+
+
 def test_blocking_lock_waits_and_is_granted_on_unlock() -> None:
     t = RangeLocks()
     t.lock("a", [el(0, 10, EX)])
@@ -120,14 +130,16 @@ def test_blocking_lock_waits_and_is_granted_on_unlock() -> None:
     assert [(h.owner, h.offset) for h in t.held] == [("b", 5)]
 
 
-def test_cancel_and_close_end_waiters_cancelled() -> None:
+def test_cancel_ends_a_waiter_cancelled_and_close_range_not_locked() -> None:
+    """CANCEL: STATUS_CANCELLED; close of the waiting open: STATUS_RANGE_NOT_LOCKED (smbtorture
+    smb2.lock.cancel checks both against Samba)."""
     t = RangeLocks()
     t.lock("a", [el(0, 10, EX)])
     t.lock("b", [el(0, 1, LOCKFLAG_SHARED)], token=1)
     t.lock("c", [el(1, 1, LOCKFLAG_EXCLUSIVE)], token=2)
     assert t.cancel(1) == [Completed(1, NtStatus.CANCELLED)]
     assert t.cancel(1) == []
-    assert t.release("c") == [Completed(2, NtStatus.CANCELLED)]
+    assert t.release("c") == [Completed(2, NtStatus.RANGE_NOT_LOCKED)]
     assert t.waiting == []
 
 

@@ -13,12 +13,12 @@ import pytest
 import tsharkutil
 
 import wrappers
+from harness.blocking.client import Lease, SMBClient, granted_lease
+from harness.blocking.server import SMBServer
 from harness.pcap import Capture, Count
 from harness.smb import messages as m
 from harness.smb.constants import AccessMask, Command, CreateDisposition, LeaseState, OplockLevel
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import Lease, SMBClient, granted_lease
-from harness.smb_server import SMBServer
 from harness.transport import listen
 
 USER, PASSWORD = "pc", "Pw-pcap123"

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from harness.blocking.client import Lease, SMBClient, granted_lease
+from harness.blocking.server import SMBServer
 from harness.smb import messages as m
 from harness.smb.constants import (
     AccessMask,
@@ -21,8 +23,6 @@ from harness.smb.constants import (
     OplockLevel,
 )
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import Lease, SMBClient, granted_lease
-from harness.smb_server import SMBServer
 
 USER, PASSWORD = "alice", "Pw-alice1"
 RW = AccessMask.FILE_READ_DATA | AccessMask.FILE_WRITE_DATA | AccessMask.FILE_READ_ATTRIBUTES | AccessMask.SYNCHRONIZE

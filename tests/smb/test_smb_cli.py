@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from harness.blocking.server import SMBServer
+from harness.cli.smb import _split_hostport, serve, smb
 from harness.smb.keys import parse_keys_file
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_server import SMBServer
-from harness.smbcli import _split_hostport, serve, smb
 
 USER = "cli:Cli-pw-1"
 
@@ -73,8 +73,8 @@ def test_hold_prints_the_lease_and_its_break(server, tmp_path):
     import threading
     import time
 
+    from harness.blocking.client import SMBClient
     from harness.smb.constants import AccessMask, CreateDisposition
-    from harness.smb_client import SMBClient
 
     (server.share_dir / "held.txt").write_bytes(b"x")
     unc = f"//127.0.0.1:{server.port}/data"
@@ -93,3 +93,32 @@ def test_hold_prints_the_lease_and_its_break(server, tmp_path):
     assert lines[0].startswith("granted lease RWH epoch 1")
     assert "lease break RWH -> RH epoch 2 (ack required)" in lines
     assert "acknowledged: status 0x00000000" in lines
+
+
+def test_lock_and_notify_commands(server):
+    """`lock` holds a range another `lock` cannot take (and a waiting one gets once it is released);
+    `notify` prints the change another client makes."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    unc = f"//127.0.0.1:{server.port}/data"
+    (server.share_dir / "locked.bin").write_bytes(bytes(64))
+    holder = threading.Thread(target=run, args=(unc, "--user", USER, "lock", "locked.bin", "0", "16", "hold=1.5"))
+    holder.start()
+    time.sleep(0.7)
+    refused = CliRunner().invoke(smb, [unc, "--user", USER, "lock", "locked.bin", "8", "4"])
+    assert refused.exit_code != 0 and "LOCK_NOT_GRANTED" in refused.output
+    waited = CliRunner().invoke(smb, [unc, "--user", USER, "lock", "locked.bin", "8", "4", "wait"])
+    holder.join()
+    assert waited.exit_code == 0, waited.output
+    # click's runner swaps sys.stdout for the whole process: the watcher runs as its own process
+    watcher = subprocess.Popen([sys.executable, "-c", "from harness.cli import main; main()", "smb", unc, "--user",
+                                USER, "--timeout", "10", "notify", "filter=names"], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30  # until its CHANGE_NOTIFY waits on the server
+    while not any(w.requests for w in server.state.notify.watched()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run(unc, "--user", USER, "mkdir", "made-by-another").exit_code == 0
+    output, _ = watcher.communicate(timeout=20)
+    assert watcher.returncode == 0 and output.split() == ["ADDED", "made-by-another"]

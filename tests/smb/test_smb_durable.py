@@ -9,6 +9,8 @@ import struct
 
 import pytest
 
+from harness.blocking.client import SMBClient
+from harness.blocking.server import SMBServer
 from harness.smb import messages as m
 from harness.smb.client import SMBError
 from harness.smb.constants import (
@@ -32,8 +34,6 @@ from harness.smb.messages.create_contexts import (
     find_context,
 )
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import SMBClient
-from harness.smb_server import SMBServer
 
 USERS = {"alice": "Pw-alice1", "bob": "Pw-bob12"}
 RW = AccessMask.FILE_READ_DATA | AccessMask.FILE_WRITE_DATA | AccessMask.FILE_READ_ATTRIBUTES | AccessMask.SYNCHRONIZE

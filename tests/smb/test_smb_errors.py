@@ -97,4 +97,7 @@ def test_client_status_error_from_a_failed_request(tmp_path):
 def test_reconnect_error_is_under_the_root():
     # The resilient client's failure (ReconnectFailed) derives from ReconnectError.
     assert issubclass(errors.ReconnectError, SMBStackError)
+    from harness.blocking.reconnect import ReconnectFailed
+
+    assert issubclass(ReconnectFailed, errors.ReconnectError)
     assert not issubclass(errors.ReconnectError, errors.SMBStatusError | errors.SMBProtocolError)

@@ -1,4 +1,4 @@
-"""The known-answer vector of specs/smb3-known-answer.md, byte for byte: decode every message, re-encode
+"""The known-answer vector of vectors.py (a captured smbclient 4.17 <-> smbd 4.17 session), byte for byte: decode every message, re-encode
 it identically, recompute the NTLM session key (pyspnego primitives + password), both preauth hashes,
 the four 3.1.1 keys and the GMAC signature of the first TREE_CONNECT."""
 

@@ -107,15 +107,49 @@ def test_smb_structure_parsers_raise_only_protocol_errors(parser, buf):
         pass
 
 
-@settings(max_examples=200, deadline=None)
-@given(data=st.data(), cipher=st.sampled_from([Cipher.AES_128_CCM, Cipher.AES_128_GCM]))
-def test_smb_tampered_encrypted_messages_raise_decryption_errors(data, cipher):
-    key = bytes(16)
+CIPHERS = [Cipher.AES_128_CCM, Cipher.AES_128_GCM, Cipher.AES_256_CCM, Cipher.AES_256_GCM]
+
+
+def _sealed(cipher: int) -> tuple[bytes, bytes, bytes]:
+    """(key, plaintext, sealed): one ECHO of session 3 under ``cipher`` with a fixed nonce."""
+    key = bytes(range(32 if cipher in (Cipher.AES_256_CCM, Cipher.AES_256_GCM) else 16))
     plain = pack_message(Header(command=Command.ECHO, session_id=3), b"\x04\x00\x00\x00")
-    sealed = encrypt_message(plain, key, cipher, 3, bytes(11 if cipher == Cipher.AES_128_CCM else 12))
+    nonce = bytes(range(1, 12 if cipher in (Cipher.AES_128_CCM, Cipher.AES_256_CCM) else 13))
+    return key, plain, encrypt_message(plain, key, cipher, 3, nonce)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), cipher=st.sampled_from(CIPHERS))
+def test_smb_tampered_encrypted_messages_raise_decryption_errors(data, cipher):
+    """Every byte of a TRANSFORM_HEADER message is either checked (ProtocolId, Flags, size) or
+    authenticated (Nonce through SessionId as AAD, the tag, the ciphertext), so a message that
+    differs from the sealed one in any byte never decrypts (MS-SMB2 3.3.5.2.1.1)."""
+    key, _, sealed = _sealed(cipher)
     mutated = _mutations(sealed, data)
     try:
         decrypt_message(mutated, key, cipher)
     except SMBProtocolError:
         return
-    assert mutated[:52] == sealed[:52] or mutated[52:] == sealed[52:]  # only a harmless change can pass
+    assert mutated == sealed, "a modified encrypted message decrypted"
+
+
+@pytest.mark.parametrize("cipher", CIPHERS, ids=lambda c: Cipher(c).name)
+def test_smb_every_single_bit_flip_of_an_encrypted_message_is_refused(cipher):
+    """Deterministic companion of the property above: each region -- ProtocolId, tag, nonce (also
+    its reserved tail), OriginalMessageSize, Reserved, Flags, SessionId, ciphertext -- flipped one
+    bit at a time, and truncation by one byte; none may decrypt."""
+    key, plain, sealed = _sealed(cipher)
+    assert decrypt_message(sealed, key, cipher)[1] == plain  # the untouched message does open
+    accepted = []
+    for position in range(len(sealed)):
+        for bit in (0, 7):
+            mutated = bytearray(sealed)
+            mutated[position] ^= 1 << bit
+            try:
+                decrypt_message(bytes(mutated), key, cipher)
+            except SMBProtocolError:
+                continue
+            accepted.append((position, bit))
+    assert not accepted, f"bit flips at (byte, bit) {accepted} still decrypted"
+    with pytest.raises(SMBProtocolError):
+        decrypt_message(sealed[:-1], key, cipher)

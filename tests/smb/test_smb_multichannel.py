@@ -1,6 +1,6 @@
 """Multichannel: interface discovery, session binding over TCP and QUIC, I/O spread over channels,
 survival of a channel loss (replay on the survivor) and re-binding; the binding rules' bad input
-(harness/smb/server/channels.py, harness/smb_multichannel.py)."""
+(harness/smb/server/channels.py, harness/blocking/multichannel.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.blocking.multichannel import MultiChannelClient
+from harness.blocking.server import SMBServer
 from harness.smb import messages as m
 from harness.smb.client import SMBError
 from harness.smb.constants import NtStatus
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_multichannel import MultiChannelClient
-from harness.smb_server import SMBServer
 from harness.transport import connect, listen
 from harness.transport.fault import FaultPlan, FaultyTransport
 

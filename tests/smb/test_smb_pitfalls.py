@@ -1,4 +1,5 @@
-"""One test per pitfall of smb3-transport-facts.md §0; each fails if its rule is broken."""
+"""One test per rule SMB 3 implementations most often get wrong (hashing, key derivation, nonces, the
+transform AAD, negotiate contexts, unsolicited messages, framing); each fails if its rule is broken."""
 
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.blocking.faults import RestartableServer, faulty_factory
+from harness.blocking.reconnect import ResilientClient
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_faults import RestartableServer, faulty_factory
-from harness.smb_reconnect import ResilientClient
 from harness.transport.fault import FaultPlan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -13,12 +13,12 @@ import pytest
 import tsharkutil
 
 import wrappers
+from harness.blocking.faults import faulty_factory
+from harness.blocking.multichannel import MultiChannelClient
+from harness.blocking.reconnect import ResilientClient
+from harness.blocking.server import SMBServer
 from harness.pcap import Capture, Count, catalogue
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_faults import faulty_factory
-from harness.smb_multichannel import MultiChannelClient
-from harness.smb_reconnect import ResilientClient
-from harness.smb_server import SMBServer
 from harness.transport import listen
 from harness.transport.fault import FaultPlan, FaultyTransport
 

@@ -11,6 +11,7 @@ import struct
 
 import pytest
 
+from harness.smb import change_notify
 from harness.smb import messages as m
 from harness.smb.auth import Initiator
 from harness.smb.client import ClientConnection, ClientSession, SMBError
@@ -184,13 +185,13 @@ def _negotiate_status(state, contexts, **kw):
     ([PREAUTH, m.SigningCapabilities([])], NtStatus.INVALID_PARAMETER),
 ])
 def test_negotiate_context_errors(state, contexts, status):
-    """§3.3.5.4 context checks (pitfall 9: only these are errors)."""
+    """§3.3.5.4 context checks (only these are errors: NETNAME and unknown types are ignored)."""
     assert _negotiate_status(state, contexts)[0] == status
 
 
 def test_negotiate_responds_only_to_requested_contexts(state):
-    """Pitfall 11: COMPRESSION/RDMA/SIGNING/TRANSPORT response contexts only if requested; pitfall 9:
-    NETNAME and unknown types ignored; pitfall 10: ENCRYPTION with cipher 0 when nothing matches."""
+    """§3.3.5.4: COMPRESSION/RDMA/SIGNING/TRANSPORT response contexts only if requested; NETNAME and
+    unknown types ignored; ENCRYPTION with cipher 0 when nothing matches."""
     status, reply, _ = _negotiate_status(state, [PREAUTH, m.NetnameContext("x"), m.RawNegotiateContext(0x0100, b"z"),
                                                  m.EncryptionCapabilities([0x77])])
     assert status == 0
@@ -473,12 +474,13 @@ def test_change_notify_completes_on_change(state):
     pair.roundtrip(pair.client.seal([raw], pair.session, tree))
     pair.create(tree, "new.txt", CreateDisposition.CREATE)
     (final,) = pair.client.receive(pair.server.take_output()[0], pair.sessions)
-    assert final.header.status == NtStatus.NOTIFY_ENUM_DIR and final.header.message_id == mid
+    assert final.header.status == NtStatus.SUCCESS and final.header.message_id == mid
+    assert change_notify.decode(final.body.output) == [(change_notify.ADDED, "new.txt")]
 
 
 def test_oplock_break_notification(state):
     """A write through another open breaks a level II oplock to NONE with an unsolicited message
-    (MessageId 0xFFFF..., TreeId 0, pitfall 14) that needs no acknowledgment."""
+    (MessageId 0xFFFF..., TreeId 0, §3.3.4.6) that needs no acknowledgment."""
     first, tree1 = connected(state, require_signing=True)
     second, tree2 = connected(state)
     granted = first.create(tree1, "shared.txt", requested_oplock_level=OplockLevel.II).body
@@ -505,13 +507,16 @@ def test_lease_break_notification(state):
     assert note.body.lease_key == b"k" * 16 and note.body.new_lease_state == 0
 
 
-def test_ioctls(state):
-    pair, tree = connected(state)
+def test_ioctls(tmp_path):
     from harness.smb.constants import Fsctl
+    from harness.smb.server import ListenerInfo
 
+    state = make_state(tmp_path, multichannel=True, listeners=[ListenerInfo("tcp", "127.0.0.9", 4450, 7)])
+    pair, tree = connected(state)
     response = pair.request(Command.IOCTL, m.IoctlRequest(ctl_code=Fsctl.QUERY_NETWORK_INTERFACE_INFO, file_id=ALL_FF,
                                                           max_output_response=65536), tree)
-    assert m.NetworkInterfaceInfo.unpack_list(response.body.output)[0].address == "127.0.0.1"
+    (entry,) = m.NetworkInterfaceInfo.unpack_list(response.body.output)
+    assert (entry.address, entry.port, entry.if_index) == ("127.0.0.9", 4450, 7)
     # VALIDATE_NEGOTIATE_INFO (3.0.x): a mismatch means a downgrade: disconnect (§3.3.5.15.12).
     pair30 = Pair(state, dialects=(Dialect.SMB_3_0_2,), require_signing=True)
     pair30.negotiate()
@@ -598,3 +603,54 @@ def test_a_create_waits_for_the_batch_break_and_goes_on_at_the_deadline(tmp_path
     assert done.header.status == NtStatus.SUCCESS and done.header.async_id == interim.header.async_id
     assert done.body.oplock_level == OplockLevel.II
     assert oplocks.next_deadline(state) is None
+
+
+def test_failed_reauthentication_ends_the_session_and_its_notify(state):
+    """§3.3.5.5.3: a failed SESSION_SETUP removes the session and closes its opens, a valid session
+    re-authenticating too (smbtorture smb2.notify.invalid-reauth: the waiting CHANGE_NOTIFY ends
+    with STATUS_NOTIFY_CLEANUP)."""
+    pair, tree = connected(state)
+    dir_id = pair.create(tree, "", CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE).body.file_id
+    raw, mid = pair.client.build(Command.CHANGE_NOTIFY, m.ChangeNotifyRequest(file_id=dir_id, output_buffer_length=4096,
+                                                                              completion_filter=0x3), pair.session, tree)
+    pair.roundtrip(pair.client.seal([raw], pair.session, tree))
+    wrong = ClientSession(initiator=Initiator(USER, "not-the-password", hostname="client"))
+    wrong.session_id = pair.session.session_id
+    token = wrong.initiator.step(None)
+    (challenge,) = pair.roundtrip(pair.client.session_setup_request(wrong, token))
+    assert challenge.header.status == NtStatus.MORE_PROCESSING_REQUIRED
+    token = wrong.initiator.step(challenge.body.security_buffer)
+    (failed,) = pair.roundtrip(pair.client.session_setup_request(wrong, token))
+    assert failed.header.status == NtStatus.LOGON_FAILURE
+    (cleanup,) = pair.client.receive(pair.server.take_output()[0], pair.sessions)
+    assert cleanup.header.message_id == mid and cleanup.header.status == NtStatus.NOTIFY_CLEANUP
+    assert pair.request(Command.ECHO, m.EchoRequest()).header.status == NtStatus.SUCCESS  # the connection lives
+    assert pair.create(tree, "x.txt").header.status == NtStatus.USER_SESSION_DELETED
+
+
+def test_a_byte_range_lock_breaks_level_ii_oplocks(state):
+    """A granted LOCK invalidates other opens' read caches as a WRITE does: a level II oplock is
+    broken to NONE (Windows breaks level II oplocks on byte-range locks)."""
+    first, tree1 = connected(state)
+    second, tree2 = connected(state)
+    granted = first.create(tree1, "locked.txt", requested_oplock_level=OplockLevel.II).body
+    assert granted.oplock_level == OplockLevel.II
+    locker = second.create(tree2, "locked.txt").body.file_id
+    assert first.server.take_output() == []
+    lock = m.LockRequest(file_id=locker, locks=[m.LockElement(0, 1, 0x12)])
+    assert second.request(Command.LOCK, lock, tree2).header.status == NtStatus.SUCCESS
+    (note,) = first.client.receive(first.server.take_output()[0], first.sessions)
+    assert note.header.message_id == UNSOLICITED_MESSAGE_ID and note.body.oplock_level == OplockLevel.NONE
+
+
+def test_change_notify_credit_charge_covers_the_output_buffer(state):
+    """§3.3.5.19 with §3.3.5.2.5: a CHANGE_NOTIFY asking for 128 KiB of output must be charged two
+    credits on a multi-credit connection (INVALID_PARAMETER otherwise), and OutputBufferLength may
+    not pass MaxTransactSize."""
+    pair, tree = connected(state)
+    dir_id = pair.create(tree, "", CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE).body.file_id
+    body = m.ChangeNotifyRequest(file_id=dir_id, output_buffer_length=131072, completion_filter=0x3)
+    assert pair.request(Command.CHANGE_NOTIFY, body, tree).header.status == NtStatus.INVALID_PARAMETER
+    assert pair.request(Command.CHANGE_NOTIFY, body, tree, payload=131072).header.status == NtStatus.PENDING
+    huge = m.ChangeNotifyRequest(file_id=dir_id, output_buffer_length=pair.server.max_size + 1, completion_filter=0x3)
+    assert pair.request(Command.CHANGE_NOTIFY, huge, tree).header.status == NtStatus.INVALID_PARAMETER

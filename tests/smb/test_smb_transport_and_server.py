@@ -13,14 +13,15 @@ import threading
 import time
 
 import pytest
+from threadutil import joined
 
+from harness.blocking.client import SMBClient
+from harness.blocking.server import SMBServer
 from harness.smb import messages as m
 from harness.smb.client import SMBError
 from harness.smb.constants import Command, Dialect, NtStatus
 from harness.smb.header import Header
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import SMBClient
-from harness.smb_server import SMBServer
 from harness.transport import FrameTooLarge, TransportClosed, connect, listen
 from harness.transport.tcp import netbios_name
 
@@ -46,7 +47,7 @@ def _pair(kind: str):
     thread = threading.Thread(target=lambda: accepted.setdefault("t", listener.accept(timeout=5)))
     thread.start()
     client = connect(kind, "127.0.0.1", listener.address[1], timeout=5)
-    thread.join(5)
+    joined(thread, 5)
     listener.close()
     return client, accepted["t"]
 
@@ -136,7 +137,7 @@ def test_many_clients_at_once(server):
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(60)
+        joined(thread, 60)
     assert errors == []
     assert len(list(server.share_dir.iterdir())) == 12
 

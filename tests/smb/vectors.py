@@ -1,4 +1,4 @@
-"""Byte-exact messages of specs/smb3-known-answer.md (smbclient 4.17 <-> smbd 4.17, SMB 3.1.1, NTLMv2,
+"""Byte-exact messages of a captured session (smbclient 4.17 <-> smbd 4.17, SMB 3.1.1, NTLMv2,
 AES-GMAC signing), SMB2 messages without the 4-byte transport header."""
 
 from __future__ import annotations
@@ -79,4 +79,4 @@ APPLICATION_KEY = bytes.fromhex("b10a7f68ee41b2ab076aee630b1146aa")
 C2S_KEY = bytes.fromhex("629a92066c0fffcb288618176effccaf")  # smbd "ServerIn"
 S2C_KEY = bytes.fromhex("9d1d5abe9a4c582a9e6e377ad40eb309")  # smbd "ServerOut"
 TREE_CONNECT_SIGNATURE = bytes.fromhex("0c83b82a2605a4c680c8c8abb58d277b")
-WRONG_SIGNING_KEY_WITHOUT_LABEL_NUL_PREFIX = "cdfccd20"  # what dropping the label NUL gives (pitfall 3)
+WRONG_SIGNING_KEY_WITHOUT_LABEL_NUL_PREFIX = "cdfccd20"  # what dropping the label NUL gives (§3.1.4.2)

@@ -1,5 +1,5 @@
 """Fixtures for the SMB Direct tests: an emulated network in this process (interface 11) and a
-peer process (peer_smbd.py, interface 2) on the same socket directory."""
+peer process (harness.peers.smbdirect_commands, interface 2) on the same socket directory."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def net(tmp_path):
 
 class Peer:
     def __init__(self, env: dict[str, str]):
-        self.p = subprocess.Popen([sys.executable, str(HERE / "peer_smbd.py")], env=env, stdout=subprocess.PIPE,
+        self.p = subprocess.Popen([sys.executable, "-m", "harness.peers.smbdirect_commands"], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, cwd=str(ROOT), start_new_session=True)
         self._buf = b""
 

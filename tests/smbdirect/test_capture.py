@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 import tsharkutil
+from threadutil import joined
 
 from wrappers import smbdirect as sd
 
@@ -65,7 +66,7 @@ def test_tshark_shows_smb_direct_and_smb2(net):
     assert token == d[0].token and resp == m.read_response_rdma(3, len(dest))
     assert bytes(dest) == b"R" * len(dest)
     c.close()
-    t.join(20)
+    joined(t, 20)
     srv.close()
     assert result["big"] == 200 * 1024 + 112 and result["pulled"] == bytes(src) and result["eof"] == b""
 

@@ -372,14 +372,34 @@ def test_keepalive_unanswered_terminates():
 
 
 def test_keepalive_flag_rides_on_queued_message():
+    """MS-SMBD 3.1.6.2: when the idle timer fires while an upper-layer message waits to be sent, the
+    SMB_DIRECT_RESPONSE_REQUESTED flag goes on that message; an empty keepalive is built only when
+    nothing is pending.  The message waits here on the last-credit rule (3.1.5.1: the last send
+    credit must carry a grant) while the application has stopped reading, so nothing arrives from
+    the peer in between (a received message would prove liveness and clear the keepalive)."""
     a, p = pair(Params(keepalive_interval=10.0), Params(receive_credit_max=1))
     shuttle(a, p, 0.0)
-    a.send(b"q" * 10, 0.0)  # one credit, no grant inside? (grant rides) -- drain what goes
-    a.sends()
-    a.send(b"r" * 10, 0.0)
-    a.handle_timer(10.0)
+    a.pause_receive(True, 0.0)
+    a.send(b"q" * 10, 0.0)  # spends a's only grant and its only send credit
+    for s in a.sends():
+        p.receive(s.data, 0.5)
+    for s in p.sends():  # p gives the credit back; a, paused, posts nothing new to grant
+        a.receive(s.data, 0.5)
+    assert a.send_credits == 1 and a.timer() == 10.5
+    a.send(b"r" * 10, 1.0)
+    assert a.sends() == [] and a.queued() == 1  # held: its last credit would carry no grant
+    a.handle_timer(10.5)
+    assert a.keepalive_requested == "PENDING"
+    assert a.sends() == [] and a.queued() == 1  # no empty keepalive queued behind it
+    a.pause_receive(False, 11.0)  # receives posted again: the queued message can carry a grant
     out = a.sends()
-    assert out == [] or DataTransfer.decode_header(out[0].data)[2] == 1
+    assert len(out) == 1
+    credits_requested, granted, flags, _, remaining, offset, length = DataTransfer.decode_header(out[0].data)
+    assert flags == C.SMB_DIRECT_RESPONSE_REQUESTED and granted >= 1 and remaining == 0
+    assert bytes(out[0].data[offset:offset + length]) == b"r" * 10
+    assert a.keepalive_requested == "SENT" and a.stats.keepalives_sent == 1
+    assert a.timer() == 11.0 + a.params.keepalive_response_timeout
+    assert a.queued() == 0 and a.sends() == []
 
 
 def test_any_message_rearms_idle_timer():

@@ -97,10 +97,10 @@ def test_access_outside_registration_terminates(net, peer, mode, how):
     s = connect(mode)
     p.expect("accepted")
     buf = bytearray(os.urandom(4096))
+    before = bytes(buf)
     access = sd.RDMA_REMOTE_WRITE if how == "wrong_right" else sd.RDMA_REMOTE_READ
     d = s.register(buf, access)[0]
     if how == "past_end":
-        arg = f"PULL {sd.encode_descriptors([d]).hex()} 4000 200"
         bad = sd.BufferDescriptor(d.offset, d.token, 8192)
         arg = f"PULL {sd.encode_descriptors([bad]).hex()} 4000 200"
     elif how == "before_start":
@@ -120,7 +120,64 @@ def test_access_outside_registration_terminates(net, peer, mode, how):
     assert exc.value.errno == errno.ECONNRESET
     with pytest.raises(OSError):
         s.send(b"more")
-    assert bytes(buf) == bytes(buf)  # still ours, untouched
+    assert bytes(buf) == before  # still ours, untouched
+
+
+GUARD = 4096
+
+
+@pytest.mark.parametrize("op", ["read", "write"])
+@pytest.mark.parametrize("where", ["one_before_start", "one_past_end"])
+def test_out_of_range_access_from_another_process_leaves_guard_bytes(net, peer, mode, op, where):
+    """The RDMA emulation itself (not a fake NIC): the peer process reads (PULL) or writes (PUSH)
+    a range one byte before or one byte past the 4096 bytes we registered in the middle of a
+    larger buffer.  The access fails as a remote access error (EREMOTEIO, then the connection is
+    gone for both ends), and neither the guard bytes on both sides nor the registered bytes change:
+    nothing is written partially before the bounds check (MS-SMBD 3.1.4.4: a peer may only reach
+    the memory a descriptor was registered for)."""
+    p = peer()
+    s = connect(mode)
+    p.expect("accepted")
+    whole = bytearray(random.Random(17).randbytes(GUARD + 4096 + GUARD))
+    before = bytes(whole)
+    region = memoryview(whole)[GUARD:GUARD + 4096]
+    d = s.register(region, sd.RDMA_REMOTE_READ | sd.RDMA_REMOTE_WRITE)[0]
+    assert d.length == 4096
+    if where == "one_before_start":
+        bad = sd.BufferDescriptor(d.offset - 1, d.token, d.length)
+    else:
+        bad = sd.BufferDescriptor(d.offset + 1, d.token, d.length)
+    wire = sd.encode_descriptors([bad]).hex()
+    cmd(s, f"PULL {wire}" if op == "read" else f"PUSH 23 {wire}")
+    e = p.expect("error")
+    assert e["errno"] == errno.EREMOTEIO, e
+    assert p.expect("after")["errno"] == errno.ECONNABORTED
+    with pytest.raises(OSError) as exc:
+        s.recv()
+    assert exc.value.errno == errno.ECONNRESET
+    s.close()  # memfd mode: a registration's shadow is copied back (if at all) by now
+    del region
+    assert whole[:GUARD] == before[:GUARD], "guard bytes before the registration changed"
+    assert whole[-GUARD:] == before[-GUARD:], "guard bytes after the registration changed"
+    assert whole == before, "the registered bytes changed although the access was refused"
+
+
+def test_in_range_access_from_another_process_reaches_exactly_the_registration(net, peer, mode):
+    """The positive control of the guard test: the same buffer layout, the exact registered range
+    written by the peer: all 4096 bytes change, not one guard byte does."""
+    p = peer()
+    s = connect(mode)
+    p.expect("accepted")
+    whole = bytearray(GUARD + 4096 + GUARD)
+    region = memoryview(whole)[GUARD:GUARD + 4096]
+    d = s.register(region, sd.RDMA_REMOTE_WRITE)
+    cmd(s, f"PUSH 23 {sd.encode_descriptors(d).hex()}")
+    sha = p.expect("pushed")["sha"]
+    s.deregister(d)  # memfd mode copies back here
+    assert hashlib.sha256(region).hexdigest() == sha
+    del region
+    assert whole[:GUARD] == bytes(GUARD) and whole[-GUARD:] == bytes(GUARD)
+    s.close()
     s.close()
 
 

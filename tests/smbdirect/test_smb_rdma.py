@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 import tsharkutil
 from click.testing import CliRunner
+from threadutil import joined
 
+from harness.blocking.client import SMBClient
+from harness.blocking.server import SMBServer
 from harness.pcap import Capture
 from harness.pcap.assertions import Count
 from harness.pcap.catalogue import build
@@ -26,8 +29,6 @@ from harness.smb import rdma_channel
 from harness.smb.client import SMBError
 from harness.smb.constants import AccessMask, Command, CreateDisposition, NtStatus
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import SMBClient
-from harness.smb_server import SMBServer
 from harness.transport import TransportError
 from harness.transport.smbdirect import SmbDirectListener
 
@@ -192,7 +193,7 @@ def test_bad_descriptor_terminates_the_connection(server, what):
 
 def test_wirecheck_smb_cli_over_smbdirect(peer_server, tmp_path, monkeypatch):
     """`wirecheck smb --transport smbdirect` puts and gets through RDMA and says how much went that way."""
-    from harness.smbcli import smb
+    from harness.cli.smb import smb
 
     monkeypatch.chdir(tmp_path)
     data = os.urandom(2 << 20)
@@ -245,14 +246,14 @@ def test_concurrent_clients(server):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(60)
+        joined(t, 60)
     assert not errors, errors
 
 
 CLIENT_SCRIPT = """
 import os, sys, wrappers
 wrappers.activate()
-from harness.smb_client import SMBClient
+from harness.blocking.client import SMBClient
 with SMBClient("127.0.0.11", 445, transport="smbdirect", username=sys.argv[1], password=sys.argv[2], sign=False,
                timeout=20) as c, c.share("s") as sh:
     def blocks():

@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from threadutil import joined
 
 from wrappers import smbdirect as sd
 from wrappers.smbdirect import link as L
@@ -237,7 +238,7 @@ def test_many_messages_both_ways_concurrently(net):
     for i in range(N):
         c.send(i.to_bytes(4, "little") * (1 + i * 13))
         a.send(b"back")
-    t.join(20)
+    joined(t, 20)
     assert [len(g) for g in got] == [4 * (1 + i * 13) for i in range(N)]
     assert all(c.recv() == b"back" for _ in range(N))
     for s in (c, a, srv):
@@ -444,7 +445,7 @@ def test_connect_against_bad_negotiate_response(net, resp, err):
     with pytest.raises(OSError) as e:
         c.connect(("127.0.0.11", 0x22))
     assert e.value.errno == err
-    t.join(5)
+    joined(t, 5)
     ls.close()
 
 
@@ -485,6 +486,6 @@ def test_slow_reader_starves_the_sender_of_credits(net):
     t.start()
     for _ in range(sent + 5):
         assert a.recv() == msg
-    t.join(20)
+    joined(t, 20)
     for s in (c, a, srv):
         s.close()

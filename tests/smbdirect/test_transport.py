@@ -8,10 +8,11 @@ import os
 import threading
 
 import tsharkutil
+from threadutil import joined
 
+from harness.blocking.client import SMBClient
+from harness.blocking.server import SMBServer
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.smb_client import SMBClient
-from harness.smb_server import SMBServer
 from harness.transport.smbdirect import SmbDirectListener, connect_smbdirect
 
 USER, PASSWORD = "rd", "Rdma-pw1"
@@ -78,7 +79,7 @@ def test_transport_rdma_hooks(net):
     assert c.recv_pdu(10) == b"read done" and c.last_invalidated_token == d2[0].token
     c.deregister_buffer(d2)  # already invalidated: no error
     c.deregister_buffer(d)
-    th.join(10)
+    joined(th, 10)
     assert got["pulled"] == hashlib.sha256(src).hexdigest() and bytes(dest) == b"\x5a" * (1 << 20)
     c.close()
     lst.close()

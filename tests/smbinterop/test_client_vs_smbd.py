@@ -8,10 +8,10 @@ import os
 import pytest
 from peers_smb import PASSWORD, USER
 
+from harness.blocking.client import SMBClient
 from harness.smb.client import SMBError
 from harness.smb.constants import Cipher, Dialect, NtStatus
 from harness.smb.keys import parse_keys_file
-from harness.smb_client import SMBClient
 
 CIPHERS = ["aes-128-ccm", "aes-128-gcm", "aes-256-ccm", "aes-256-gcm"]
 

@@ -12,6 +12,7 @@ import tsharkutil
 from peers_smb import PASSWORD, USER, free_port, need, wait_port
 from procutil import WIRECHECK, clean_env, native_env, wirecheck_exec
 
+from harness.pcap import Capture, catalogue
 from harness.smb.keys import parse_keys_file
 
 
@@ -31,8 +32,15 @@ def test_smbclient_put_get_ls(our_server, tmp_path, protection):
     assert (our_server.share_dir / "r.bin").read_bytes() == data
     assert (tmp_path / "down.bin").read_bytes() == data
     assert "r.bin" in result.stdout
+    our_server.stop()  # the capture is complete once every connection is closed
+    cap = _server_capture(our_server)
+    assert cap.count("smb2.cmd == 9 && smb2.flags.response == 0") >= 1, "no WRITE (decrypted) in the capture"
+    assert cap.count("smb2.cmd == 8 && smb2.flags.response == 0") >= 1, "no READ (decrypted) in the capture"
     if protection == "encrypt":
-        assert parse_keys_file(our_server.keys.read_text())
+        cap.expect(catalogue.build("smb2.encrypted")).verify()  # nothing after SESSION_SETUP in the clear
+    else:
+        assert cap.count("smb2.header.transform.msg_size") == 0, "sign only, yet TRANSFORM headers"
+        cap.expect(catalogue.build("smb2.signed")).verify()
 
 
 def test_smbclient_encrypted_share(our_server, tmp_path):
@@ -40,6 +48,10 @@ def test_smbclient_encrypted_share(our_server, tmp_path):
     result = _smbclient(our_server.port, "encrypt", "put a b; ls", tmp_path, share="enc")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (our_server.enc_dir / "b").read_bytes() == b"x" * 1000
+    our_server.stop()
+    cap = _server_capture(our_server)
+    cap.expect(catalogue.build("smb2.encrypted")).verify()
+    _assert_tree_encrypted(cap, "enc")
 
 
 def test_smbclient_signed_cannot_use_encrypted_share_unencrypted(our_server, tmp_path):
@@ -49,6 +61,40 @@ def test_smbclient_signed_cannot_use_encrypted_share_unencrypted(our_server, tmp
     (tmp_path / "a").write_bytes(b"y" * 10)
     result = _smbclient(our_server.port, "sign", "put a c", tmp_path, share="enc")
     assert result.returncode == 0, result.stdout + result.stderr
+    assert (our_server.enc_dir / "c").read_bytes() == b"y" * 10
+    our_server.stop()
+    _assert_tree_encrypted(_server_capture(our_server), "enc")
+
+
+def _server_capture(server) -> Capture:
+    """The capture of every connection our server accepted (tests/pdu_pcap.py), with the session
+    keys it wrote, so that tshark decrypts what was encrypted."""
+    tsharkutil.tshark_path()  # no tshark: fail under CI, skip elsewhere
+    assert server.pcap is not None and parse_keys_file(server.keys.read_text()), "no capture or no keys"
+    return Capture(server.pcap, smb_keys=server.keys)
+
+
+def _assert_tree_encrypted(cap: Capture, share: str) -> None:
+    """The tree of ``share`` was used only encrypted: its TREE_CONNECT response carries
+    SMB2_SHAREFLAG_ENCRYPT_DATA, at least one request used the tree, and every other message on that
+    tree id travelled in a TRANSFORM header.  The TREE_CONNECT itself may be plain both ways on a
+    session without EncryptData (MS-SMB2 3.3.4.1.4 exempts its response); after it, the server
+    refuses a plain request on such a tree (3.3.5.2.9), so a plain one here is a server that let it in."""
+    connects = cap.frames("smb2.cmd == 3 && smb2.flags.response == 0", fields=["smb2.tree", "smb2.msg_id", "tcp.stream"])
+    ours = [f for f in connects if str(f["smb2.tree"]).lower().endswith("\\" + share)]
+    assert ours, f"no TREE_CONNECT to {share}"
+    responses = cap.frames("smb2.cmd == 3 && smb2.flags.response == 1 && smb2.nt_status == 0",
+                           fields=["smb2.tid", "smb2.msg_id", "tcp.stream", "smb2.share_flags.encrypt_data"])
+    tids = set()
+    for request in ours:
+        answer = [r for r in responses if (r["tcp.stream"], r["smb2.msg_id"]) == (request["tcp.stream"], request["smb2.msg_id"])]
+        assert len(answer) == 1, f"TREE_CONNECT in frame {request.number}: no successful response"
+        assert answer[0]["smb2.share_flags.encrypt_data"] in (1, True), "share without ENCRYPT_DATA"
+        tids.add(answer[0]["smb2.tid"])
+    on_tree = " || ".join(f"smb2.tid == {t}" for t in tids)
+    assert cap.count(f"({on_tree}) && smb2.cmd != 3 && smb2.flags.response == 0") >= 1, "nothing used the tree"
+    plain = cap.frames(f"({on_tree}) && smb2.cmd != 3 && !smb2.header.transform.msg_size")
+    assert not plain, f"plain SMB2 on the encrypted tree: frames {[f.number for f in plain]}"
 
 
 def test_smbclient_emulated_network(tmp_path, sockdir):
@@ -163,6 +209,10 @@ def test_smbprotocol_encrypted(our_server):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("OK")
     assert not (our_server.share_dir / "sp.bin").exists()
+    our_server.stop()
+    cap = _server_capture(our_server)
+    cap.expect(catalogue.build("smb2.encrypted")).verify()  # encrypt=True: nothing plain after setup
+    assert cap.count("smb2.cmd == 9 && smb2.flags.response == 0") >= 1, "no decrypted WRITE"
 
 
 def test_port_helpers():

@@ -1,6 +1,6 @@
 """Injected by `wirecheck exec` (PYTHONPATH): emulate sockets in this Python process.
 
-Invisible when off: without SOCKET_WRAPPER_DIR it does nothing. It then hands over to the
+Invisible when off: without SOCKET_WRAPPER_DIR (or inside the QUIC daemon) it does nothing. It then hands over to the
 sitecustomize it shadows, if any, so a distribution's own start-up hooks still run.
 """
 
@@ -11,7 +11,9 @@ import sys
 
 _here = os.path.dirname(os.path.abspath(__file__))
 
-if os.environ.get("SOCKET_WRAPPER_DIR"):
+# The QUIC daemon (wrappers/quic/daemon.py) reads the settings itself and must not wrap its own
+# sockets: it is the engine behind native programs' QUIC fds, not a program on the network.
+if os.environ.get("SOCKET_WRAPPER_DIR") and not os.environ.get("WIRECHECK_QUICD"):
     try:
         import wrappers as _wrappers
 

@@ -12,15 +12,16 @@ SOCK_STREAM, IPPROTO_QUIC)`` returns a :class:`QuicSocket`. Without the wrapper,
     data, anc, flags, _ = s.recvmsg(4096, STREAM_INFO_SPACE)
 
 Modules: constants (UAPI numbers), uapi (struct pack/unpack), sock (the socket), options
-(SOL_QUIC options), core (sans-IO connection state), aioconn (aioquic adjustments), loop (engine
+(SOL_QUIC options), core (sans-IO connection state), aio/ (the aioquic boundary: adjustments and the raw TLS adapter), loop (engine
 thread), arrivals (new connections and new paths at a listener), carriers (SEQPACKET / emulated
-UDP / real UDP), handshake (client_handshake / server_handshake), tlsext (external PSK, key log,
-qlog), routing (ALPN routing of new connections among listeners sharing an address:port, in one
+UDP / real UDP), handshake (client_handshake / server_handshake), raw (quic.ko's raw
+handshake interface that libquic drives: the application runs TLS, the socket carries CRYPTO data
+per level and takes the secrets), tlsext (external PSK, key log, qlog), routing (ALPN routing of new connections among listeners sharing an address:port, in one
 process and, on the SEQPACKET carrier, across processes), h3 (a minimal HTTP/3 client/server over
 this API, for interop with ngtcp2).
 
-Issue 10 features: TRANSPORT_PARAM.disable_1rtt_encryption (TEST-ONLY: 1-RTT in cleartext when both
-ends set it, aioconn.py point 6); CONFIG.version (v1, v2, compatible upgrade by a v2 listener, Version
+Beyond the basic socket API: TRANSPORT_PARAM.disable_1rtt_encryption (TEST-ONLY: 1-RTT in cleartext when both
+ends set it, aio/connection.py point 6); CONFIG.version (v1, v2, compatible upgrade by a v2 listener, Version
 Negotiation for unknown versions); KEY_UPDATE with the passive side's event.
 
 Carrier: ``WIRECHECK_QUIC_CARRIER`` = seqpacket (default) | udp. Key log: ``<pcap>.keys`` next to

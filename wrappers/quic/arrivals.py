@@ -25,6 +25,7 @@ from typing import Any
 from aioquic.buffer import Buffer
 from aioquic.quic.packet import encode_quic_version_negotiation, pull_quic_header
 
+from .. import dualstack
 from . import carriers as CR
 from . import routing
 from .core import Connection
@@ -157,19 +158,30 @@ def _known_connection(eng: Engine, data: bytes) -> Link | None:
     return eng.find_by_cid(dcid) if dcid else None
 
 
-def endpoint_for(eng: Engine, carrier: str, family: int, cfg: Any, host: str, port: int) -> CR.DatagramEndpoint:
+def endpoint_for(eng: Engine, carrier: str, family: int, cfg: Any, host: str, port: int, *,
+                 v6only: bool = True, view: int | None = None) -> CR.DatagramEndpoint:
     """The shared datagram endpoint for (family, host, port): emulated DGRAM or real UDP. Several QUIC
-    sockets on one address and port share it, as quic.ko's sockets share one UDP tunnel socket."""
-    key = (carrier, family, host, port, cfg.socket_dir if cfg else None)
+    sockets on one address and port share it, as quic.ko's sockets share one UDP tunnel socket.
+
+    Emulated: an AF_INET6 endpoint on ``::`` without ``v6only`` is dual-stack (dualstack.py); ``view``
+    is the family of the sockets using an IPv4 endpoint (AF_INET6 for a v4-mapped peer's client)."""
+    key = (carrier, family, host, port, cfg.socket_dir if cfg else None, v6only, view)
     ep = _endpoints.get(key) if port else None
     if ep is not None:
         return ep
     if carrier == "udp":
-        addressing = CR.Addressing(cfg)
+        fam, name_host, reach = dualstack.bind_plan(cfg.network, family, host, v6only)
+        addressing = CR.Addressing(cfg, view or family, reach)
         s = CR._unix(_socket.SOCK_DGRAM)
-        port = CR.bind_unix(s, addressing, family, host, port)
+        try:
+            port = CR.bind_unix(s, addressing, fam, name_host, port, twin=len(reach) == 2)
+        except OSError:
+            s.close()
+            raise
         local = addressing.addr_of(s.getsockname()) or ((host, port) if family == socket.AF_INET else (host, port, 0, 0))
         ep = CR.DatagramEndpoint(s, local, addressing)
+        if len(reach) == 2:
+            ep.twin = dualstack.twin_name(s.getsockname())
     else:
         s = _socket.socket(family, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC, 0)
         s.setblocking(False)
@@ -177,7 +189,7 @@ def endpoint_for(eng: Engine, carrier: str, family: int, cfg: Any, host: str, po
         s.bind((host, port) if family == socket.AF_INET else (host, port, 0, 0))
         local = s.getsockname()
         ep = CR.DatagramEndpoint(s, local, None)
-    _endpoints[(carrier, family, host, local[1], cfg.socket_dir if cfg else None)] = ep
+    _endpoints[(carrier, family, host, local[1], cfg.socket_dir if cfg else None, v6only, view)] = ep
     reader = lambda: _endpoint_readable(eng, ep)  # noqa: E731
     ep.watch_fd = lambda fd: eng.watch(fd, reader)
     ep.unwatch_fd = eng.unwatch

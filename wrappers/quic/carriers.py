@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import impair
+from .. import dualstack, impair
 from ..addressing import AUTOBIND_FIRST, AUTOBIND_LAST, parse_socket_name, socket_name
 from ..config import Config
 from ..recorder import recorder_for
@@ -56,17 +56,29 @@ def carrier_kind(cfg: Config | None) -> str:
 
 
 class Addressing:
-    """Emulated address <-> unix path for one configuration (the UDP letters, cwrap's rule)."""
+    """Emulated address <-> unix path for one configuration (the UDP letters, cwrap's rule).
 
-    def __init__(self, cfg: Config):
+    With ``family`` (the QUIC socket's) and ``reach`` (the families its name answers to), names
+    read back as that socket sees them: an IPv4 peer of an AF_INET6 socket as ``::ffff:a.b.c.d``
+    (dualstack.peer_view). A v4-mapped host always names an IPv4 file.
+    """
+
+    def __init__(self, cfg: Config, family: int | None = None, reach: frozenset[int] = frozenset()):
         self.cfg = cfg
+        self.family = family
+        self.reach = reach
 
     def path(self, family: int, host: str, port: int, *, local: bool) -> str:
         net = self.cfg.network
+        v4 = dualstack.v4_of_mapped(host) if family == socket.AF_INET6 else None
+        if v4 is not None:
+            family, host = socket.AF_INET, v4
         iface = net.bind_iface(family, socket.SOCK_DGRAM, host) if local else net.remote_iface(family, host)
         return self.cfg.path(socket_name(family, socket.SOCK_DGRAM, iface, port))
 
     def addr_of(self, path: str) -> tuple | None:
+        if self.family is not None:
+            return dualstack.peer_view(self.cfg.network, self.family, self.reach, path)
         p = parse_socket_name(path)
         if p is None:
             return None
@@ -137,7 +149,7 @@ class Wire:
 
     def _emit(self, data: bytes, send: Callable[[bytes], None]) -> None:
         if self.rec is not None:
-            self.rec.udp(self.local, self.peer, data)
+            self.rec.udp(*dualstack.wire_pair(self.cfg.network, self.local, self.peer, 0), data)  # type: ignore[union-attr]
         self.sent += 1
         send(data)
 
@@ -165,19 +177,29 @@ def _unix(kind: int) -> Any:
     return s
 
 
-def bind_unix(sock: Any, addressing: Addressing, family: int, host: str, port: int) -> int:
-    """Bind ``sock`` to the emulated name; port 0 takes a free ephemeral port. Returns the port."""
+def bind_unix(sock: Any, addressing: Addressing, family: int, host: str, port: int, *, twin: bool = False) -> int:
+    """Bind ``sock`` to the emulated name; port 0 takes a free ephemeral port. Returns the port.
+
+    ``twin``: a dual-stack socket, also reachable under the IPv4 name of the same interface and
+    port (a hard link, dualstack.py); EADDRINUSE when either name is alive.
+    """
     if port:
         path = addressing.path(family, host, port, local=True)
         _claim(path, sock.type)
+        twin_path = dualstack.twin_name(path) if twin else None
+        if twin_path:
+            _claim(twin_path, sock.type)
         sock.bind(path)
+        if twin_path:
+            _link_or_unbind(sock, path, twin_path)
         return port
     start = random.randint(AUTOBIND_FIRST, AUTOBIND_LAST)
     span = AUTOBIND_LAST - AUTOBIND_FIRST + 1
     for i in range(span):
         p = AUTOBIND_FIRST + (start - AUTOBIND_FIRST + i) % span
         path = addressing.path(family, host, p, local=True)
-        if os.path.lexists(path):
+        twin_path = dualstack.twin_name(path) if twin else None
+        if os.path.lexists(path) or (twin_path and os.path.lexists(twin_path)):
             continue
         try:
             sock.bind(path)
@@ -185,8 +207,31 @@ def bind_unix(sock: Any, addressing: Addressing, family: int, host: str, port: i
             if e.errno == errno.EADDRINUSE:
                 continue
             raise
+        if twin_path:
+            _link_or_unbind(sock, path, twin_path)
         return p
     raise OSError(errno.EADDRINUSE, "no free emulated port")
+
+
+def _link_or_unbind(sock: Any, path: str, twin_path: str) -> None:
+    """Link the twin name; on failure the bound name goes (the caller closes the socket)."""
+    try:
+        dualstack.link_twin(path, twin_path)
+    except OSError:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        raise
+
+
+def unlink_name(name: str) -> None:
+    """A carrier's bound name goes, its dual-stack twin first."""
+    dualstack.unlink_twin_of(name)
+    try:
+        os.unlink(name)
+    except OSError:
+        pass
 
 
 def bind_rebound(sock: Any, addressing: Addressing, current: str, kind: str) -> str | None:
@@ -217,11 +262,14 @@ def bind_rebound(sock: Any, addressing: Addressing, current: str, kind: str) -> 
     return None
 
 
-def seqpacket_listening(path: str) -> bool:
-    """A live SEQPACKET *listener* owns ``path`` (sockdir.is_in_use knows stream and datagram names only)."""
+def seqpacket_listening(path: str, *, twins: bool = True) -> bool:
+    """A live SEQPACKET *listener* owns ``path`` (sockdir.is_in_use knows stream and datagram names
+    only), under its bound name or as a dual-stack twin of it."""
     from ..sockdir import _SO_ACCEPTCON, bound_unix_sockets
 
-    return any(t == 5 and flags & _SO_ACCEPTCON for t, _, flags in bound_unix_sockets().get(path, ()))
+    if any(t == 5 and flags & _SO_ACCEPTCON for t, _, flags in bound_unix_sockets().get(path, ())):
+        return True
+    return twins and dualstack.linked_alive(path, lambda twin: seqpacket_listening(twin, twins=False))
 
 
 def _claim(path: str, sotype: int) -> None:
@@ -398,6 +446,8 @@ class DatagramEndpoint:
         self.listener: Any = None
         self.dropped = 0
         self.olds: list[Any] = []  # sockets of the names this endpoint had before a rebind
+        self.twin: str | None = None  # a dual-stack endpoint's second name (dualstack.py)
+        self.twin_sender: Any = None
         self.watch_fd: Callable[[int], None] | None = None
         self.unwatch_fd: Callable[[int], None] | None = None
         # Emulated UDP: a native peer under cwrap without SOCKET_WRAPPER_PCAP_FILE does not log its
@@ -434,6 +484,21 @@ class DatagramEndpoint:
             self.watch_fd(int(new.fileno()))
         return local
 
+    def sendto(self, data: bytes, dest: Any) -> None:
+        """Send from this endpoint; to the family of a dual-stack endpoint's twin name, from a socket
+        bearing that name, so that the receiver (cwrap's too) sees the family it was sent by."""
+        if self.twin is not None and isinstance(dest, str) and \
+                dualstack.family_of_name(dest) == dualstack.family_of_name(self.twin):
+            if self.twin_sender is None:
+                self.twin_sender = dualstack.open_twin_sender(self.twin, _socket.SOCK_DGRAM) or False
+            if self.twin_sender:
+                try:
+                    self.twin_sender.sendto(data, dest)
+                    return
+                except PermissionError:
+                    pass  # a receiver connected to our primary name takes datagrams from it only
+        self.sock.sendto(data, dest)
+
     def dest(self, peer: tuple) -> Any:
         if self.addressing is None:
             return peer
@@ -467,8 +532,9 @@ class DatagramEndpoint:
                     continue
                 src = addr
             if rec is not None and not rec.peer_logs(pid):
+                local, remote = dualstack.wire_pair(self.addressing.cfg.network, self.local, src, 0)  # type: ignore[union-attr]
                 with rec.locked():
-                    rec.udp(src, self.local, d)
+                    rec.udp(remote, local, d)
             if impair.current():
                 now = time.monotonic()
                 imp = impair.impairer_for("udp", self.local[:2], src[:2], "in")
@@ -479,6 +545,9 @@ class DatagramEndpoint:
         return out
 
     def close(self) -> None:
+        if self.twin_sender:
+            dualstack.close_twin_sender(self.twin_sender)
+        self.twin_sender = None
         for sock in (*self.olds, self.sock):
             if self.unwatch_fd is not None and sock.fileno() >= 0:
                 self.unwatch_fd(int(sock.fileno()))
@@ -503,7 +572,7 @@ class DatagramPath:
 
     def _raw(self, data: bytes) -> None:
         try:
-            self.ep.sock.sendto(data, self._dest)
+            self.ep.sendto(data, self._dest)
         except OSError:
             self.wire.full += 1
 

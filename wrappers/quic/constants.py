@@ -1,6 +1,6 @@
 """The numbers of the quic.ko UAPI (``linux/quic.h``), so a Python port of a C test reads like the C.
 
-Values follow specs/quic-socket-api.md section 1 (lxin/quic main at 03a9c7c). Python's socket module
+Values are those of lxin/quic's ``linux/quic.h`` (main at 03a9c7c). Python's socket module
 lacks MSG_SYN, MSG_FIN, MSG_RST, MSG_WAITFORONE and MSG_BATCH, which quic.ko reuses for its stream
 flags, so the plain numbers are spelled out here.
 """

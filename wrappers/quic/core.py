@@ -5,7 +5,7 @@ datagrams and timer ticks in, takes datagrams and receive-queue items out, and c
 operations below while holding the engine lock. Every operation either succeeds, raises ``OSError``
 with quic.ko's errno, or raises ``Blocked`` so the caller can wait (blocking socket) or give EAGAIN.
 
-Rules (specs/quic-socket-api.md sections 3, 5, 8):
+Rules (quic.ko's data path, events and streams, lxin/quic main at 03a9c7c):
 
 * Streams. ``streams`` holds quic.ko's stream objects: every stream opened by us or the peer and not
   yet *released*. Opening a local stream also opens every lower unopened local stream of its type
@@ -18,7 +18,7 @@ Rules (specs/quic-socket-api.md sections 3, 5, 8):
 * Stream limits: a local open of ID n needs n//4 < the peer's current MAX_STREAMS and (streams this
   open creates + local streams open) <= the peer's *initial* limit; otherwise Blocked("streams")
   (EAGAIN with MSG_QUIC_STREAM_DONTWAIT). The peer's limit grows one for one as its streams are
-  released (aioconn.py).
+  released (aio/connection.py).
 * Receive queue items are produced in quic.ko's order within one input: events first, then data.
   The app side (sock.py) keeps the final queue and moves later events ahead of earlier data.
 """
@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from dataclasses import dataclass, field
 from typing import Any
 
 from aioquic.quic import events as qe
@@ -36,77 +35,35 @@ from aioquic.quic.configuration import QuicConfiguration
 
 from . import constants as C
 from . import uapi
-from .aioconn import KoQuicConnection
-
-ITEM = struct.Struct("<BxxxIq")
-K_DATA, K_EVENT, K_DGRAM, K_WAKE, K_ACCEPT, K_PURGE = 1, 2, 3, 4, 5, 6
-MAX_ITEM = 65536
-SNDBUF = 4 * 1024 * 1024
-
-
-def item(kind: int, sid: int = 0, flags: int = 0, payload: bytes = b"") -> bytes:
-    return ITEM.pack(kind, flags, sid) + payload
+from .aio import KoQuicConnection, key_update_requested
+from .items import (  # noqa: F401 - re-exported: the socket classes import them from here
+    ITEM,
+    K_ACCEPT,
+    K_DATA,
+    K_DGRAM,
+    K_EVENT,
+    K_HS,
+    K_PURGE,
+    K_WAKE,
+    MAX_ITEM,
+    RECV_FINAL,
+    SEND_FINAL,
+    SNDBUF,
+    Blocked,
+    Options,
+    Stream,
+    _final,
+    err,
+    item,
+)
+from .resumption import ResumptionMixin
 
 
 def _ignore(_: object) -> None:
     """A session-ticket handler: with one, aioquic servers issue tickets and clients accept them."""
 
 
-class Blocked(Exception):
-    """The operation has to wait: ``kind`` is "streams" (stream limit) or "space" (send buffer)."""
-
-    def __init__(self, kind: str, enospc: bool = False):
-        super().__init__(kind)
-        self.kind = kind
-        self.enospc = enospc
-
-
-def err(code: int, what: str = "") -> OSError:
-    import os
-
-    return OSError(code, f"{os.strerror(code)}{': ' + what if what else ''}")
-
-
-@dataclass
-class Options:
-    """Per-socket settings, copied from a listener to the sockets it accepts."""
-
-    tp: uapi.TransportParam = field(default_factory=uapi.default_transport_param)
-    cfg: uapi.Config = field(default_factory=uapi.default_config)
-    alpn: list[str] = field(default_factory=list)
-    events: set[int] = field(default_factory=set)
-    close_errcode: int = 0
-    close_phrase: bytes = b""
-    token: bytes = b""
-    ticket: bytes = b""
-
-    def copy(self) -> Options:
-        return Options(uapi.TransportParam(**{k: getattr(self.tp, k) for k in uapi._TP_FIELDS}),
-                       uapi.Config(**{k: getattr(self.cfg, k) for k in uapi._CFG_FIELDS}), list(self.alpn),
-                       set(self.events), self.close_errcode, self.close_phrase, self.token, self.ticket)
-
-
-@dataclass
-class Stream:
-    sid: int
-    send: int | None  # send state, None when we cannot send (peer uni)
-    recv: int | None  # receive state, None before data / when we cannot receive (local uni)
-    sent: int = 0
-    reset_code: int = 0
-    stop_sent: bool = False
-    in_quic: bool = False
-    recv_seen: bool = False
-
-
-def _final(state: int | None, finals: tuple[int, int]) -> bool:
-    return state is None or state in finals
-
-
-SEND_FINAL = (C.QUIC_STREAM_SEND_STATE_RECVD, C.QUIC_STREAM_SEND_STATE_RESET_RECVD)
-RECV_FINAL = (C.QUIC_STREAM_RECV_STATE_RECVD, C.QUIC_STREAM_RECV_STATE_RESET_RECVD)
-
-
-class Connection:
+class Connection(ResumptionMixin):
     """quic.ko's per-connection state (see the module docstring)."""
 
     def __init__(self, is_client: bool, opts: Options):
@@ -134,7 +91,7 @@ class Connection:
         self.ku_sent = False
         self.buffered: list[tuple[bytes, Any]] = []  # server: datagrams before server_handshake
         self.last_send = 0.0
-        self.cids: Any = None  # options.ConnectionIds, set when the handshake completes
+        self.cids: Any = None  # connection_ids.ConnectionIds, set when the handshake completes
         self.migrating: tuple | None = None  # our new local address while a local migration is pending
         self.local_addr: tuple | None = None
         self.request_client_cert = False
@@ -146,19 +103,20 @@ class Connection:
         self.require_resumption = False  # client: PSK mode resuming a ticket: no certificate fallback
         self.preferred_address: tuple | None = None  # server: announced preferred_address (host, port)
         self.ticket_handler: Any = None  # server: stores issued tickets (handshake.py)
+        self.quic_class: Any = KoQuicConnection  # raw mode: aio.RawQuicConnection (raw.py)
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, configuration: QuicConfiguration, now: float, *, psk: bool, odcid: bytes | None = None,
               ticket_fetcher: Any = None) -> None:
         if self.is_client:
-            q = KoQuicConnection(configuration=configuration, token_handler=self._on_new_token,
-                                 session_ticket_handler=self._on_session)
+            q = self.quic_class(configuration=configuration, token_handler=self._on_new_token,
+                                session_ticket_handler=self._on_session)
             q.raw_ticket_cb = self._on_ticket
             self.opts.token = b""  # the Initial carries it; NEW_TOKEN fills it again
         else:
-            q = KoQuicConnection(configuration=configuration, original_destination_connection_id=odcid,
-                                 session_ticket_fetcher=ticket_fetcher,
-                                 session_ticket_handler=self.ticket_handler or _ignore)
+            q = self.quic_class(configuration=configuration, original_destination_connection_id=odcid,
+                                session_ticket_fetcher=ticket_fetcher,
+                                session_ticket_handler=self.ticket_handler or _ignore)
             q.refuse_early = self.refuse_early
         q.external_psk = psk
         q.request_client_cert = self.request_client_cert
@@ -168,7 +126,7 @@ class Connection:
         q.preferred_version = self.opts.cfg.version
         q.preferred_address = None if self.is_client else self.preferred_address
         q.set_local_stream_limits(tp.max_streams_bidi, tp.max_streams_uni)
-        q._local_active_connection_id_limit = tp.active_connection_id_limit or 7
+        q.set_local_active_connection_id_limit(tp.active_connection_id_limit or 7)
         q.set_windows(configuration.max_data, configuration.max_stream_data)
         q.max_stream_data_cb = self._on_max_stream_data
         self.quic = q
@@ -187,7 +145,7 @@ class Connection:
             self.buffered.append((data, addr))
             return
         before = self._fingerprint()
-        remote = (q._remote_max_streams_bidi, q._remote_max_streams_uni)
+        remote = q.remote_stream_limits
         phase = self._recv_phase()
         try:
             q.receive_datagram(data, addr, now)
@@ -203,10 +161,8 @@ class Connection:
         self._pump(now, remote)
 
     def _one_rtt(self) -> Any:
-        from aioquic import tls
-
         q = self.quic
-        pair = q._cryptos.get(tls.Epoch.ONE_RTT) if q is not None else None
+        pair = q.one_rtt_crypto() if q is not None else None
         return pair if pair is not None and pair.recv.is_valid() else None
 
     def _recv_phase(self) -> int | None:
@@ -223,14 +179,13 @@ class Connection:
         if before is not None and pair.recv.key_phase != before:
             self.ku_pending = False
             self._event(C.QUIC_EVENT_KEY_UPDATE, bytes([pair.recv.key_phase]))
-        elif self.ku_pending and not pair._update_key_requested and self.ku_sent:
+        elif self.ku_pending and not key_update_requested(pair) and self.ku_sent:
             self.ku_pending = False
 
     def _fingerprint(self) -> tuple:
         q = self.quic
         assert q is not None
-        return (tuple((s.largest_received_packet, len(s.ack_queue)) for s in q._spaces.values()),
-                q._close_event is not None, q._state)
+        return q.receive_fingerprint()
 
     def timer(self, now: float) -> None:
         q = self.quic
@@ -246,7 +201,7 @@ class Connection:
 
     def next_timer(self) -> float | None:
         q = self.quic
-        if q is None or self.closed and q._state.name == "TERMINATED":
+        if q is None or self.closed and q.terminated:
             return None
         t = q.get_timer()
         ka = self.opts.cfg.keepalive_probe_interval
@@ -310,11 +265,13 @@ class Connection:
                 self.handshake_done = True
                 self.state = C.ESTABLISHED
                 self.alpn = ev.alpn_protocol
-                self.peer_init = {0: q._remote_max_streams_bidi, 2: q._remote_max_streams_uni}
+                bidi, uni = q.remote_stream_limits
+                self.peer_init = {0: bidi, 2: uni}
             elif isinstance(ev, qe.ConnectionTerminated):
                 self._on_terminated(ev, evs)
         if remote is not None:
-            for t, old, new in ((0, remote[0], q._remote_max_streams_bidi), (2, remote[1], q._remote_max_streams_uni)):
+            now_limits = q.remote_stream_limits
+            for t, old, new in ((0, remote[0], now_limits[0]), (2, remote[1], now_limits[1])):
                 if new > old and self.handshake_done and self.peer_init[t]:
                     typ = self.local_types[0] | t
                     self._event(C.QUIC_EVENT_STREAM_MAX_STREAM, struct.pack("<Q", (new - 1) * 4 + typ), evs)
@@ -346,11 +303,12 @@ class Connection:
         A server (client migrating, NAT rebinding) reports it once the new path is validated. A
         client reports a quic.ko server's move when it switches to the new path: quic.ko's migrating
         end validates the path before it sends data there, so its peer sees the event ahead of that
-        data; our migrating server sends at once and the client's challenge follows (aioconn.py)."""
+        data; our migrating server sends at once and the client's challenge follows (aio/connection.py)."""
         q = self.quic
-        if q is None or not q._network_paths or not self.handshake_done:
+        paths = q.network_paths if q is not None else []
+        if q is None or not paths or not self.handshake_done:
             return
-        path = q._network_paths[0]
+        path = paths[0]
         if path.addr != self.addr and (path.is_validated or self.is_client):
             self.addr = path.addr
             self._bump_dest_cid()
@@ -367,96 +325,6 @@ class Connection:
         self._event(C.QUIC_EVENT_STREAM_MAX_DATA, uapi.StreamMaxData(sid, maximum).pack())
 
     # -- 0-RTT: data sent before the handshake ------------------------------------------------------
-    def send_early(self, sid: int, sflags: int, data: bytes) -> int:
-        """Client, before the handshake (quic.ko: after setting the saved remote transport parameters):
-        the data is queued and goes out in 0-RTT packets when the handshake resumes a session whose
-        ticket allows early data, otherwise in 1-RTT after the handshake. Stream IDs beyond the saved
-        limits are EINVAL, not a wait (spec 7.6)."""
-        if self.early_limits is None:
-            raise err(errno.EINVAL, "the handshake has not finished (0-RTT needs the saved remote transport parameters)")
-        if self.quic is not None:
-            raise err(errno.EINVAL, "the handshake is in progress")
-        fin = bool(sflags & C.MSG_QUIC_STREAM_FIN)
-        sid = self.resolve(sid, sflags)
-        if not self.is_local(sid):
-            raise err(errno.EINVAL, f"stream {sid} is not ours")
-        limit = self.early_limits[1] if sid & 2 else self.early_limits[0]
-        if sid // 4 >= limit:
-            raise err(errno.EINVAL, f"stream {sid} is beyond the saved stream limit {limit}")
-        st = self.streams.get(sid)
-        if st is None:
-            if sid < self.next_id[sid & 3]:
-                raise err(errno.ENOSTR, f"stream {sid} was released")
-            if not sflags & C.MSG_QUIC_STREAM_NEW:
-                raise err(errno.EINVAL, f"stream {sid} is not open (MSG_QUIC_STREAM_NEW missing)")
-            for n in range(self.next_id[sid & 3], sid + 4, 4):
-                self.streams[n] = Stream(n, C.QUIC_STREAM_SEND_STATE_READY, None)
-            self.next_id[sid & 3] = sid + 4
-            self.active = sid
-            st = self.streams[sid]
-        if st.send is not None and st.send >= C.QUIC_STREAM_SEND_STATE_SENT:
-            raise err(errno.EINVAL, f"stream {sid} is finished")
-        if not data and not fin:
-            raise err(errno.EMSGSIZE, "zero-length send without FIN")
-        self.early.append((sid, bytes(data), fin))
-        st.sent += len(data)
-        st.send = C.QUIC_STREAM_SEND_STATE_SENT if fin else C.QUIC_STREAM_SEND_STATE_SEND
-        if fin:
-            self.watch.add(sid)
-            if self.active == sid:
-                self.active = None
-        return len(data)
-
-    def _release_early(self) -> None:
-        """Hand the queued early data to aioquic right after connect(): with 0-RTT keys (a resumed
-        session that allows early data) it leaves in 0-RTT packets, otherwise it waits for 1-RTT."""
-        q = self.quic
-        assert q is not None
-        for sid, data, fin in self.early:
-            q.create_local_stream(sid)
-            self.streams[sid].in_quic = True
-            q.send_stream_data(sid, data, end_stream=fin)
-            self.early_sent += len(data) + fin
-        self.early.clear()
-
-    early_sent = 0  # client: bytes queued before the handshake (0-RTT candidates)
-
-    @property
-    def early_data_accepted(self) -> bool:
-        """Client: data was sent before the handshake and the server accepted it as 0-RTT (aioquic
-        says "accepted" whenever the server would take early data, sent or not)."""
-        q = self.quic
-        return bool(self.early_sent and q is not None and q.tls is not None and q.tls.early_data_accepted)
-
-    @property
-    def session_resumed(self) -> bool:
-        q = self.quic
-        return bool(q is not None and q.tls is not None and q.tls.session_resumed)
-
-    def _on_session(self, ticket: Any) -> None:
-        """Client: aioquic's parsed ticket with its resumption secret (libquic's session data)."""
-        if self.session is None:
-            self.session = ticket
-
-    def _on_ticket(self, raw: bytes) -> None:
-        """Client: the first NewSessionTicket is kept (getsockopt SESSION_TICKET) and reported."""
-        if self.ticket is None:
-            self.ticket = raw
-            self._event(C.QUIC_EVENT_NEW_SESSION_TICKET, raw)
-
-    def _on_new_token(self, token: bytes) -> None:
-        self.opts.token = bytes(token)
-        self._event(C.QUIC_EVENT_NEW_TOKEN, bytes(token))
-
-    def new_token(self) -> None:
-        """Server setsockopt(TOKEN): send a fresh NEW_TOKEN (EAGAIN while the last one is unacked)."""
-        q = self.quic
-        if q is None or not self.handshake_done or self.closed:
-            raise err(errno.EINVAL, "not established")
-        if q.token_unacked or q.token_pending is not None:
-            raise err(errno.EAGAIN, "the last NEW_TOKEN is not acknowledged yet")
-        q.queue_new_token(os.urandom(32))
-
     def _peer_stream(self, sid: int) -> Stream | None:
         st = self.streams.get(sid)
         if st is not None or (sid & 3) in self.local_types:
@@ -484,8 +352,7 @@ class Connection:
             st.recv = C.QUIC_STREAM_RECV_STATE_RECVD
             q = self.quic
             assert q is not None
-            stream = q._streams.get(st.sid)
-            final = stream.receiver._final_size if stream is not None else 0
+            final = q.stream_final_size(st.sid)
             self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(
                 st.sid, C.QUIC_STREAM_RECV_STATE_RECVD, 0, final or 0).pack(), evs)
             self.watch.add(st.sid)
@@ -507,8 +374,7 @@ class Connection:
         st.recv = C.QUIC_STREAM_RECV_STATE_RESET_RECVD
         q = self.quic
         assert q is not None
-        stream = q._streams.get(st.sid)
-        final = (stream.receiver._final_size or 0) if stream is not None else 0
+        final = q.stream_final_size(st.sid)
         self._event(C.QUIC_EVENT_STREAM_UPDATE, uapi.StreamUpdate(
             st.sid, C.QUIC_STREAM_RECV_STATE_RESET_RECVD, ev.error_code, final).pack(), evs)
         # unread data of a reset stream is dropped, in our list and in the app's queue
@@ -562,7 +428,7 @@ class Connection:
                 self.watch.discard(sid)
                 continue
             if st.send in (C.QUIC_STREAM_SEND_STATE_SENT, C.QUIC_STREAM_SEND_STATE_RESET_SENT):
-                stream = q._streams.get(sid)
+                stream = q.stream(sid)
                 if stream is None or stream.sender.is_finished:
                     reset = st.send == C.QUIC_STREAM_SEND_STATE_RESET_SENT
                     st.send = C.QUIC_STREAM_SEND_STATE_RESET_RECVD if reset else C.QUIC_STREAM_SEND_STATE_RECVD
@@ -590,7 +456,7 @@ class Connection:
         t = sid & 3
         nxt = self.next_id[t]
         uni = bool(sid & 2)
-        limit = q._remote_max_streams_uni if uni else q._remote_max_streams_bidi
+        limit = q.remote_stream_limits[1 if uni else 0]
         create = (sid - nxt) // 4 + 1
         if sid // 4 >= limit or create + self._open_count(t) > self.peer_init[t & 2]:
             if sflags & C.MSG_QUIC_STREAM_DONTWAIT:
@@ -631,7 +497,7 @@ class Connection:
     def buffered_bytes(self) -> int:
         q = self.quic
         assert q is not None
-        return sum(len(s.sender._buffer) for s in q._streams.values())
+        return q.send_buffered_bytes()
 
     def send_stream(self, sid: int, sflags: int, data: bytes, has_cmsg: bool, nonblock: bool) -> int:
         if self.state in (C.CLOSED, C.LISTENING) or self.closed:
@@ -646,8 +512,7 @@ class Connection:
         q = self.quic
         assert q is not None
         if data and self.buffered_bytes() + len(data) > SNDBUF and self.buffered_bytes() > 0:
-            stream = q._streams.get(sid)
-            by_stream = stream is not None and stream.sender._buffer_stop >= stream.max_stream_data_remote
+            by_stream = q.stream_flow_blocked(sid)
             # quic.ko: ENOSPC when the stream's flow control is the cause and a STREAM_INFO cmsg was given
             raise Blocked("space", enospc=has_cmsg and by_stream)
         if self.is_local(sid):
@@ -667,9 +532,7 @@ class Connection:
     def _piggyback_ack(q: KoQuicConnection) -> None:
         """Data we send carries the pending ACK at once, as quic.ko's packets do; aioquic would hold
         it back for the ACK delay and send it separately (events would then come out of order)."""
-        for space in q._spaces.values():
-            if space.ack_at is not None:
-                space.ack_at = 0.0
+        q.ack_now()
 
     def send_datagram(self, data: bytes) -> int:
         if self.state in (C.CLOSED, C.LISTENING) or self.closed:
@@ -677,10 +540,10 @@ class Connection:
         q = self.quic
         if q is None or not self.handshake_done:
             raise err(errno.EINVAL, "no datagram support negotiated yet")
-        peer_max = q._remote_max_datagram_frame_size or 0
+        peer_max = q.remote_max_datagram_frame_size
         if not peer_max:
             raise err(errno.EINVAL, "the peer's max_datagram_frame_size is 0")
-        if not data or len(data) > min(peer_max, q._max_datagram_size) - 64:
+        if not data or len(data) > min(peer_max, q.max_datagram_size) - 64:
             raise err(errno.EMSGSIZE, "datagram does not fit one packet")
         q.send_datagram_frame(bytes(data))
         return len(data)
@@ -752,7 +615,7 @@ class Connection:
             raise err(errno.EAGAIN, "STOP_SENDING already sent")
         q = self.quic
         assert q is not None
-        if sid not in q._streams:
+        if q.stream(sid) is None:
             raise err(errno.EINVAL, f"stream {sid} is not open")
         q.stop_stream(sid, ei.errcode)
         st.stop_sent = True
@@ -774,9 +637,8 @@ class Connection:
         """The engine forgets this connection: write out its qlog trace (aioquic ends a trace only
         after the closing period, which a dropped connection no longer waits for)."""
         q = self.quic
-        if q is not None and q._quic_logger is not None:
-            q._configuration.quic_logger.end_trace(q._quic_logger)  # type: ignore[union-attr]
-            q._quic_logger = None
+        if q is not None:
+            q.end_qlog_trace()
 
     def close(self, now: float) -> None:
         """close()/shutdown(SHUT_WR): application close with the CONNECTION_CLOSE option's values."""

@@ -4,7 +4,7 @@ Enough HTTP/3 (RFC 9114) and QPACK (RFC 9204, through pylsqpack, static table on
 announce a dynamic table capacity of 0) to GET one file per request stream and to serve files from a
 directory: a control stream with an empty SETTINGS frame, HEADERS and DATA frames on the request
 streams. Peer control and QPACK streams are read and ignored. Used for interop with ngtcp2's
-gtlsclient/gtlsserver (tests/quic/test_adv_ngtcp2.py) and by ``wirecheck h3`` (harness/h3cli.py).
+gtlsclient/gtlsserver (tests/quic/test_adv_ngtcp2.py) and by ``wirecheck h3`` (harness/cli/h3.py).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ failure: ECONNREFUSED with the reason). Two modes, as in libquic:
 The socket's options become the QUIC configuration: TRANSPORT_PARAM (idle timeout, stream and data
 limits, datagrams), ALPN (when ``alpns`` is not given), TOKEN, CONFIG (keepalive, run by the engine).
 
-Resumption and 0-RTT (spec 7.6), libquic's session calls:
+Resumption and 0-RTT, with libquic's session calls (as lxin/quic's ticket_test.c runs them):
 
 * a server issues one ticket per connection, under its SESSION_TICKET master key (the option's value
   on the accepted socket: set, or derived from the listener and the client's IP); it resumes only
@@ -38,44 +38,11 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.tls import CipherSuite
 
 from . import tlsext
+from .configuration import quic_configuration
 from .core import err
 from .sock import QuicSocket
 
 DEFAULT_TIMEOUT = 30.0
-MAX_DATAGRAM = int(os.environ.get("WIRECHECK_QUIC_MTU", "1452") or 1452)
-
-
-def _configuration(sock: QuicSocket, is_client: bool, alpns: str | list[str] | None) -> QuicConfiguration:
-    o = sock._opts
-    tp = o.tp
-    if isinstance(alpns, str):
-        alpn_list = [a.strip() for a in alpns.split(",") if a.strip()]
-    else:
-        alpn_list = list(alpns) if alpns else list(o.alpn)
-    cfg = QuicConfiguration(is_client=is_client, alpn_protocols=alpn_list or None, max_datagram_size=MAX_DATAGRAM)
-    cfg.idle_timeout = tp.max_idle_timeout / 1e6
-    cfg.max_data = tp.max_data
-    cfg.max_stream_data = max(tp.max_stream_data_bidi_local, tp.max_stream_data_bidi_remote, tp.max_stream_data_uni)
-    cfg.max_datagram_frame_size = tp.max_datagram_frame_size or None
-    if is_client and o.token:
-        cfg.token = o.token
-    if o.cfg.congestion_control_algo == 1:
-        cfg.congestion_control_algorithm = "cubic"
-    if is_client and o.cfg.version:
-        # the first Initial goes out in CONFIG.version (V2 included); an unknown version gets a Version
-        # Negotiation from the listener and the client retries with a version both know (RFC 9000 6)
-        if o.cfg.version not in cfg.supported_versions:
-            cfg.supported_versions = [o.cfg.version, *cfg.supported_versions]
-        cfg.original_version = o.cfg.version
-    # aioquic only calls write() and flush() on it
-    keylog = tlsext.secrets_log(sock._cfg.pcap_file if sock._cfg is not None else None)
-    cfg.secrets_log_file = keylog  # type: ignore[assignment]
-    qlogdir = os.environ.get("QLOGDIR")
-    if qlogdir:
-        cfg.quic_logger = tlsext.QlogDir(qlogdir)
-    return cfg
-
-
 def _psk_from(psk_file: str | os.PathLike[str] | None, psk: tuple[bytes, bytes] | None) -> list[tuple[bytes, bytes]]:
     if psk is not None:
         ident, key = psk
@@ -120,7 +87,7 @@ def client_handshake(sock: QuicSocket, psk_file: str | os.PathLike[str] | None =
                      session_data: bytes | None = None) -> None:
     if not isinstance(sock, QuicSocket):
         raise err(errno.ENOTSOCK, "not a QUIC socket")
-    cfg = _configuration(sock, True, alpns)
+    cfg = quic_configuration(sock, True, alpns)
     cfg.server_name = hostname
     psks = _psk_from(psk_file, psk)
     ticket = None
@@ -162,7 +129,7 @@ def server_handshake(sock: QuicSocket, pkey_file: str | os.PathLike[str] | None 
         raise err(errno.ENOTSOCK, "not a QUIC socket")
     if sock.quic_state == 10:
         raise err(errno.EINVAL, "handshake on a listening socket")
-    cfg = _configuration(sock, False, alpns)
+    cfg = quic_configuration(sock, False, alpns)
     fetcher: Any = None
     psks = _psk_from(pkey_file if cert_file is None else None, psk)
     ticket_key = sock._ticket_key()

@@ -291,7 +291,7 @@ class Engine:
         """The server connection that owns destination CID ``dcid`` (a new path of a known connection)."""
         for lk in self.links.values():
             q = lk.core.quic
-            if q is not None and not lk.core.is_client and any(h.cid == dcid for h in q._host_cids):
+            if q is not None and not lk.core.is_client and q.owns_host_cid(dcid):
                 return lk
         return None
 
@@ -339,8 +339,8 @@ class Engine:
                     _, _, cb = heapq.heappop(self._timers)
                     try:
                         cb()
-                    except Exception:
-                        pass
+                    except Exception:  # one failing timer must not stop the loop; say it, as above
+                        traceback.print_exc()
                 for lk in list(self.links.values()):
                     t = lk.core.next_timer()
                     if t is not None and t <= now:

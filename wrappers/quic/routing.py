@@ -1,4 +1,5 @@
-"""ALPN routing of incoming connections, as the final quic.ko does it (specs section 7.3, 6.3).
+"""ALPN routing of incoming connections, as quic.ko does it since its 2026-01 design (a static key
+that is on while any listener has QUIC_SOCKOPT_ALPN set).
 
 Several listeners may share one address and port when their ALPN lists (set with QUIC_SOCKOPT_ALPN
 before listen()) do not overlap: identical lists (both empty included) or lists sharing one ALPN give
@@ -52,7 +53,9 @@ class Router:
         self.base: str | None = None  # SEQPACKET owner: the carrier's name (see publish)
 
     def check(self, alpn: list[str], reuseport: bool = False) -> None:
-        """listen()'s conflict check against the listeners already here (specs 6.3)."""
+        """listen()'s conflict check against the listeners already here: identical ALPN lists (both empty
+        included) or lists sharing an ALPN are EADDRINUSE, as at quic.ko's listen() (its SO_REUSEPORT groups
+        are not emulated here)."""
         mine = set(alpn)
         for other in self.listeners:
             theirs = set(other.opts.alpn)

@@ -1,15 +1,19 @@
 """The application's IPPROTO_QUIC socket: quic.ko's socket calls on top of the engine.
 
 A ``QuicSocket`` is a real ``socket.socket`` whose fd is the app end of a SEQPACKET pair (see
-``loop.py``). Reads come from that fd; everything else (send, options, handshake) calls the
+``loop.py``); its option calls come from ``options.QuicOptionsMixin`` (the parts share
+``sockparts.QuicSocketParts``). Reads come from that fd; everything else (send, options, handshake) calls the
 engine under its lock. The receive queue is kept here, in quic.ko's order: items arrive from the
 engine in order, and an event that arrives while stream data is queued moves ahead of that data
-(specs section 3.2). A partial read keeps the rest at the head; when items remain queued here after
+(as in quic.ko's receive queue). A partial read keeps the rest at the head; when items remain queued here after
 a call, the engine is asked for a WAKE item so the fd stays readable for select/poll/asyncio.
 
 State machine (quic.ko's sk_state): CLOSED --listen--> LISTENING --listen(0)--> CLOSED;
 CLOSED --connect--> ESTABLISHING --handshake--> ESTABLISHED --close/shutdown/peer/idle--> CLOSED;
-an accepted socket starts in ESTABLISHING. Errnos follow the spec's table; nothing else escapes.
+an accepted socket starts in ESTABLISHING. Errnos are the ones quic.ko returns for each call; nothing else escapes.
+In raw mode (raw.py: the application runs TLS, as with libquic) ESTABLISHING becomes ESTABLISHED when
+setsockopt(CRYPTO_SECRET) installs the second APP key, and the peer's CRYPTO bytes are queued ahead
+of everything else, each with its crypto level in a HANDSHAKE_INFO cmsg.
 """
 
 from __future__ import annotations
@@ -17,21 +21,32 @@ from __future__ import annotations
 import _socket
 import errno
 import os
-import select
 import socket
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from .. import dualstack
+from ..addressing import Network
 from ..socket_wrapper import _orig_socket as _OrigSocket  # socket.socket before any wrapping
 from . import carriers as CR
 from . import constants as C
 from . import options as O
 from . import routing, tlsext, uapi
-from .arrivals import accept_handoff, accept_moved_peer, accept_paths, accept_seqpacket, endpoint_for
-from .core import ITEM, K_ACCEPT, K_DATA, K_DGRAM, K_EVENT, K_PURGE, K_WAKE, Blocked, Connection, Options, err
+from .arrivals import accept_handoff, accept_seqpacket, endpoint_for
+from .connection_ids import ConnectionIds
+from .core import (
+    ITEM,
+    K_ACCEPT,
+    Blocked,
+    Connection,
+    Options,
+    err,
+)
 from .loop import Engine, Link, Listener, get_engine, make_pair
+from .sockdata import QuicDataMixin
+from .sockpaths import QuicPathsMixin
 
 SOL_SOCKET = socket.SOL_SOCKET
 
@@ -42,7 +57,7 @@ def _active_config() -> Any:
     return ac()
 
 
-class QuicSocket(_OrigSocket):
+class QuicSocket(QuicDataMixin, QuicPathsMixin, O.QuicOptionsMixin):
     """socket(AF_INET|AF_INET6, SOCK_DGRAM|SOCK_STREAM, IPPROTO_QUIC) with quic.ko semantics."""
 
     def __init__(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM, proto: int = C.IPPROTO_QUIC,
@@ -70,15 +85,17 @@ class QuicSocket(_OrigSocket):
         self._state = C.CLOSED
         self._local: tuple | None = None
         self._peer: tuple | None = None
+        self._v6only = family == socket.AF_INET6 and dualstack.default_v6only()  # as the kernel: at socket()
         self._link: Link | None = None
         self._listener: Listener | None = None
         self._is_client: bool | None = None
         self._q: deque[list[Any]] = deque()
+        self._nhs = 0  # raw handshake items at the head of the queue, then _nev events
         self._nev = 0
         self._eof = False
         self._wake_out = False
         self._remote_tp: uapi.TransportParam | None = None
-        self._cids = O.ConnectionIds()
+        self._cids = ConnectionIds()
         self._ticket_secret = os.urandom(32)
         self.dropped = 0
         self._request_client_cert = False
@@ -152,19 +169,31 @@ class QuicSocket(_OrigSocket):
                 socket.inet_aton(host)
                 return (host, port)
             socket.inet_pton(socket.AF_INET6, host.split("%")[0])
-            return (host, port, 0, 0)
+            return (dualstack.canonical(host), port, 0, 0)
         except OSError:
             raise err(errno.EINVAL, f"bad address {host!r}") from None
 
     def _wildcard(self, addr: tuple) -> bool:
-        return addr[0] in ("0.0.0.0", "::", "")
+        return addr[0] in ("0.0.0.0", "::", "", "::ffff:0.0.0.0")
+
+    def _names(self, host: str) -> tuple[int, str, frozenset[int], CR.Addressing]:
+        """How a bind to ``host`` is named on the carrier (dualstack.bind_plan) and the addressing
+        that reads peers' names back as this socket sees them."""
+        assert self._cfg is not None
+        fam, name_host, reach = dualstack.bind_plan(self._cfg.network, self._qfamily, host, self._v6only)
+        return fam, name_host, reach, CR.Addressing(self._cfg, self._qfamily, reach)
 
     def bind(self, address: Any) -> None:
         if self._local is not None:
             raise err(errno.EINVAL, "already bound")
         addr = self._parse(address)
-        if self._cfg is not None and not self._wildcard(addr):
-            if self._cfg.network.iface_of(self._qfamily, addr[0]) is None:
+        try:
+            fam, host, _reach = dualstack.bind_plan(self._cfg.network if self._cfg else Network(),
+                                                    self._qfamily, addr[0], self._v6only)
+        except OSError as e:
+            raise err(e.errno or errno.EINVAL, e.strerror or "") from None
+        if self._cfg is not None and not self._wildcard((host,)):
+            if self._cfg.network.iface_of(fam, host) is None:
                 raise err(errno.EADDRNOTAVAIL)
         self._local = addr
 
@@ -193,7 +222,9 @@ class QuicSocket(_OrigSocket):
         return host
 
     def _tuple(self, host: str, port: int) -> tuple:
-        return (host, port) if self._qfamily == socket.AF_INET else (host, port, 0, 0)
+        if self._qfamily == socket.AF_INET:
+            return (host, port)
+        return (dualstack.mapped(host) if ":" not in host else host, port, 0, 0)
 
     # -- listen / accept -----------------------------------------------------------------------
     def listen(self, backlog: int = 128) -> None:
@@ -230,18 +261,18 @@ class QuicSocket(_OrigSocket):
                 if router.base:
                     routing.publish(router, router.base)
             elif self._carrier == "seqpacket":
-                addressing = CR.Addressing(self._cfg)
+                fam, name_host, reach, addressing = self._names(host)
                 s = CR._unix(_socket.SOCK_SEQPACKET)
                 foreign = False
                 try:
-                    port = CR.bind_unix(s, addressing, self._qfamily, host, port)
+                    port = CR.bind_unix(s, addressing, fam, name_host, port, twin=len(reach) == 2)
                     s.listen(max(backlog, 16))
                 except OSError as e:
                     if e.errno != errno.EADDRINUSE or not port:
                         s.close()
                         raise
                     # another process owns this address:port: share it by ALPN through a listener file
-                    base = addressing.path(self._qfamily, host, port, local=True)
+                    base = addressing.path(fam, name_host, port, local=True)
                     try:
                         routing.check_foreign(base, self._opts.alpn)
                         name = routing.listener_file(base, self._opts.alpn)
@@ -270,7 +301,7 @@ class QuicSocket(_OrigSocket):
                     routing.publish(router, s.getsockname())
                     eng.watch(s.fileno(), lambda: accept_seqpacket(eng, router, addressing))
             else:
-                ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
+                ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port, v6only=self._v6only)
                 if ep.listener is not None:
                     raise err(errno.EADDRINUSE)
                 router = routing.new_router((self._carrier, self._qfamily, host, ep.local[1], sockdir), self._cfg)
@@ -322,7 +353,7 @@ class QuicSocket(_OrigSocket):
                     name = lst.carrier.getsockname()
                     lst.carrier.close()
                     if name:
-                        os.unlink(name)
+                        CR.unlink_name(name)
                 except OSError:
                     pass
             for link in lst.queue:
@@ -369,6 +400,9 @@ class QuicSocket(_OrigSocket):
                 new._timeout = self._timeout
                 new._sndtimeo = self._sndtimeo
                 new._local = lst.local if lst is not None else None
+                if new._local is not None and self._cfg is not None and link.peer is not None:  # IPv4 peer, [::]
+                    new._local = dualstack.accepted_local(self._cfg.network, self._qfamily, new._local,
+                                                          self._cfg.network.default_iface, link.peer)
                 new._peer = link.peer
                 new._is_client = False
                 new._state = C.ESTABLISHING
@@ -376,6 +410,10 @@ class QuicSocket(_OrigSocket):
                 new._ticket_secret = self._ticket_secret
                 self._engine.add_link(link)
                 self._engine.flush(link)
+                if new._opts.raw and not link.core.closed:
+                    from . import raw
+
+                    raw.start(new)  # the ClientHello is readable (and polls readable) at once
             return new, link.peer
 
     # -- connect ---------------------------------------------------------------------------------
@@ -411,178 +449,6 @@ class QuicSocket(_OrigSocket):
         except OSError as e:
             return e.errno or errno.EINVAL
         return 0
-
-    def _watch_path(self, link: Link, path: Any, ep: Any) -> None:
-        eng = self._engine
-        if isinstance(path, CR.SeqpacketPath):
-            reader = lambda: eng.path_readable(link, path)  # noqa: E731
-            path.watch_fd = lambda fd: eng.watch(fd, reader)
-            path.unwatch_fd = eng.unwatch
-            eng.watch(path.fileno(), reader)
-            if path.rendezvous is not None:
-                eng.watch(path.rendezvous.fileno(), lambda: accept_moved_peer(eng, link, path))
-        elif ep is not None:
-            ep.links[path.peer] = link
-            ep.paths[path.peer] = path
-
-    def _migrate(self, new_local: tuple) -> None:
-        """Client: bind a second path at ``new_local`` and move the connection onto it (the first
-        packet back on it completes the migration: event, getsockname, old path closed)."""
-        link, c = self._link, self._conn
-        if link is None or c is None or self._peer is None:
-            raise err(errno.EPIPE)
-        if not self._is_client:
-            self._migrate_server(link, c, new_local)
-            return
-        eng = self._engine
-        with eng.lock:
-            if c.migrating is not None:
-                raise err(errno.EAGAIN, "a migration is in progress")
-            path, local, ep = self._client_path(c.addr or self._peer, new_local)
-            try:
-                c.start_local_migration(local)
-            except OSError:
-                path.close()
-                raise
-            link.old_paths += [link.path, *link.paths.values()]  # everything goes on the new path now
-            link.paths = {}
-            link.path = path
-            self._watch_path(link, path, ep)
-            eng.flush(link)
-
-    def _set_preferred(self, addr: tuple) -> None:
-        """Server, before the handshake: quic.ko's preferred_address. The address is bound now (a
-        listener for the client's new path, seqpacket carrier only) and announced in the transport
-        parameters; aioquic's client validates it after the handshake and moves there."""
-        if self._carrier != "seqpacket":
-            raise err(errno.EOPNOTSUPP, f"a preferred address needs the seqpacket carrier, not {self._carrier}")
-        link, c = self._link, self._conn
-        if link is None or c is None or c.quic is not None:
-            raise err(errno.EINVAL, "set the preferred address after accept() and before the handshake")
-        if c.preferred_address is not None:
-            raise err(errno.EAGAIN, "a preferred address is already set")
-        import socket as so
-
-        family = so.AF_INET6 if ":" in addr[0] else so.AF_INET
-        addressing = CR.Addressing(self._cfg)
-        lst = CR._unix(_socket.SOCK_SEQPACKET)
-        try:
-            port = CR.bind_unix(lst, addressing, family, addr[0], addr[1])
-            lst.listen(8)
-        except OSError:
-            lst.close()
-            raise
-        local = addressing.addr_of(lst.getsockname()) or (addr[0], port)
-        eng = self._engine
-        with eng.lock:
-            c.preferred_address = (local[0], local[1])
-            holder = CR.SeqpacketPath(lst, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
-            holder.rendezvous = lst  # closed (and its name removed) with the connection
-            link.old_paths.append(holder)
-            eng.watch(lst.fileno(), lambda: accept_paths(eng, link, lst, addressing, local))
-
-    def _open_path_to(self, link: Link, addr: tuple) -> Any:
-        """Client, seqpacket carrier: a path from our current address to a new server address (its
-        preferred address). Our UDP name is taken by the connected path, so the new socket is bound
-        to ``name~p``, which the server reads back as our address (carriers.peer_name)."""
-        cur = link.path
-        if not isinstance(cur, CR.SeqpacketPath) or cur.addressing is None:
-            return None
-        eng = self._engine
-        s = CR._unix(_socket.SOCK_SEQPACKET)
-        try:
-            name = cur.sock.getsockname() + CR.OUTBOUND
-            CR._claim(name, _socket.SOCK_DGRAM)
-            s.bind(name)
-            import socket as so
-
-            family = so.AF_INET6 if len(addr) == 4 or ":" in str(addr[0]) else so.AF_INET
-            s.connect(cur.addressing.path(family, addr[0], addr[1], local=False))
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            s.close()
-            return None
-        path = CR.SeqpacketPath(s, CR.Wire(self._cfg, cur.wire.local, tuple(addr), eng.schedule))
-        eng.watch(path.fileno(), lambda: eng.path_readable(link, path))
-        return path
-
-    def _migrate_server(self, link: Link, c: Any, new_local: tuple) -> None:
-        """A quic.ko server moves to ``new_local`` after the handshake: a new path from that name to
-        the client's rendezvous listener (carriers.open_rendezvous), a fresh destination CID, and the
-        old paths kept until the first packet arrives on the new one (the client validates the new
-        server address with PATH_CHALLENGE, aioconn.py). Only the seqpacket carrier can open a path
-        from the server's side; on the others this is EOPNOTSUPP."""
-        if self._carrier != "seqpacket":
-            raise err(errno.EOPNOTSUPP, f"server migration needs the seqpacket carrier, not {self._carrier}")
-        eng = self._engine
-        with eng.lock:
-            if c.migrating is not None:
-                raise err(errno.EAGAIN, "a migration is in progress")
-            if c.closed or not c.handshake_done:
-                raise err(errno.EPIPE)
-            addressing = CR.Addressing(self._cfg)
-            lst = CR._unix(_socket.SOCK_SEQPACKET)
-            s = CR._unix(_socket.SOCK_SEQPACKET)
-            try:
-                port = CR.bind_unix(lst, addressing, self._qfamily, new_local[0], new_local[1])
-                lst.listen(8)
-                name = lst.getsockname()
-                local = addressing.addr_of(name) or self._tuple(new_local[0], port)
-                CR._claim(name + CR.OUTBOUND, _socket.SOCK_DGRAM)
-                s.bind(name + CR.OUTBOUND)
-                s.connect(addressing.path(self._qfamily, c.addr[0], c.addr[1], local=False) + CR.RENDEZVOUS)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as e:
-                s.close()
-                lst.close()
-                raise err(e.errno or errno.EADDRNOTAVAIL, "cannot open a path from the new address to the peer") from e
-            local = self._tuple(local[0], local[1])
-            try:
-                c.start_local_migration(local)
-            except OSError:
-                s.close()
-                lst.close()
-                raise
-            path = CR.SeqpacketPath(s, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
-            path.rendezvous = lst
-            link.old_paths += [link.path, *link.paths.values()]
-            link.paths = {}
-            link.path = path
-            self._watch_path(link, path, None)
-            eng.flush(link)
-
-    def _client_path(self, peer: tuple, local_addr: tuple | None = None) -> tuple[Any, tuple, Any]:
-        eng = self._engine
-        host = self._local[0] if self._local and not self._wildcard(self._local) else self._local_host()
-        port = self._local[1] if self._local else 0
-        if local_addr is not None:
-            host, port = local_addr[0], local_addr[1]
-        if self._carrier == "seqpacket":
-            addressing = CR.Addressing(self._cfg)
-            s = CR._unix(_socket.SOCK_SEQPACKET)
-            try:
-                port = CR.bind_unix(s, addressing, self._qfamily, host, port)
-                local = addressing.addr_of(s.getsockname()) or self._tuple(host, port)
-                remote_path = addressing.path(self._qfamily, peer[0], peer[1], local=False)
-            except OSError:
-                s.close()
-                raise
-            try:
-                s.connect(remote_path)
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                pass  # no listener: the handshake times out, as an unanswered Initial does
-            wire = CR.Wire(self._cfg, local, peer, eng.schedule)
-            path = CR.SeqpacketPath(s, wire, remote_path, addressing)
-            path.rendezvous = CR.open_rendezvous(s.getsockname())
-            return path, self._tuple(local[0], local[1]), None
-        ep = endpoint_for(eng, self._carrier, self._qfamily, self._cfg, host, port)
-        ep.refs += 1
-        wire = CR.Wire(self._cfg, ep.local, peer, eng.schedule)
-        return CR.DatagramPath(ep, peer, wire), ep.local, ep
 
     # -- handshake (called by handshake.py) --------------------------------------------------------
     def _ticket_key(self) -> bytes:
@@ -625,10 +491,22 @@ class QuicSocket(_OrigSocket):
                 if remaining is not None and remaining <= 0:
                     raise err(errno.ETIMEDOUT, "handshake timed out")
                 eng.cond.wait(remaining if remaining is not None else 1.0)
+        self._established(c)
+
+    def _established(self, c: Connection) -> None:
+        """The handshake completed (engine TLS, or the second APP key in raw mode)."""
+        if self._state == C.ESTABLISHED:
+            return
         self._state = C.ESTABLISHED
-        self._cids = O.ConnectionIds(max(2, min(8, c.quic._remote_active_connection_id_limit or 7))
+        self._cids = ConnectionIds(max(2, min(8, c.quic.remote_active_connection_id_limit or 7))
                                      if c.quic is not None else 7)
         c.cids = self._cids
+
+    def set_raw_handshake(self) -> None:
+        """Opt into quic.ko's raw handshake interface (raw.py): the application runs TLS."""
+        from . import raw
+
+        raw.enable(self)
 
     # -- engine calls -----------------------------------------------------------------------------
     def _engine_call(self, fn: Callable[[], Any]) -> Any:
@@ -683,239 +561,12 @@ class QuicSocket(_OrigSocket):
     def _peer_tp(self) -> uapi.TransportParam:
         c = self._conn
         q = c.quic if c is not None else None
-        if q is None or not c.handshake_done:  # type: ignore[union-attr]
+        if c is None or q is None or not c.handshake_done:
             return self._remote_tp or uapi.TransportParam(remote=1)
-        idle = q._remote_max_idle_timeout or 0
         return uapi.TransportParam(
-            remote=1, active_connection_id_limit=q._remote_active_connection_id_limit or 0,
-            max_datagram_frame_size=q._remote_max_datagram_frame_size or 0,
-            max_idle_timeout=int(idle * 1e6), max_ack_delay=int((q._remote_max_ack_delay or 0) * 1e6) if hasattr(q, "_remote_max_ack_delay") else 0,
-            max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),  # type: ignore[union-attr]
-            max_data=q._remote_max_data, max_stream_data_bidi_local=q._remote_max_stream_data_bidi_local,
-            max_stream_data_bidi_remote=q._remote_max_stream_data_bidi_remote,
-            max_stream_data_uni=q._remote_max_stream_data_uni,
-            disable_1rtt_encryption=int(getattr(q, "peer_disable_1rtt", False)))
-
-    # -- options ----------------------------------------------------------------------------------
-    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None) -> None:  # type: ignore[override]
-        if level == C.SOL_QUIC:
-            if value is None:
-                data = b""
-            elif isinstance(value, int):
-                data = value.to_bytes(4, "little", signed=True)
-            else:
-                data = bytes(value)
-            if optlen is not None and value is not None:
-                data = data[:optlen]
-            O.setopt(self, optname, data)
-            return
-        if level == SOL_SOCKET and optname == socket.SO_RCVTIMEO:
-            self._timeout = O.timeval(bytes(value))
-            return
-        if level == SOL_SOCKET and optname == socket.SO_SNDTIMEO:
-            self._sndtimeo = O.timeval(bytes(value))
-            return
-        if level == SOL_SOCKET:
-            return  # SO_REUSEPORT, buffers, ...: accepted
-        raise err(errno.ENOPROTOOPT)
-
-    def getsockopt(self, level: int, optname: int, buflen: Any = None) -> Any:  # type: ignore[override]
-        if level == C.SOL_QUIC:
-            if isinstance(buflen, (bytes, bytearray, memoryview)):
-                arg = bytes(buflen)
-                optlen = len(arg)
-            else:
-                arg = b""
-                optlen = 4096 if buflen is None else int(buflen)
-            return O.getopt(self, optname, arg, optlen)
-        if level == SOL_SOCKET:
-            if optname == socket.SO_TYPE:
-                return self._qtype
-            if optname == socket.SO_PROTOCOL:
-                return C.IPPROTO_QUIC
-            if optname == socket.SO_DOMAIN:
-                return self._qfamily
-            if optname == socket.SO_ERROR:
-                return 0
-        if buflen is None:
-            return 0
-        return bytes(int(buflen))
-
-    # -- sending ---------------------------------------------------------------------------------
-    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:  # type: ignore[override]
-        if flags & ~C.SEND_FLAGS:
-            raise err(errno.EINVAL, f"send flags {flags & ~C.SEND_FLAGS:#x} are not allowed")
-        c = self._conn
-        if self._state in (C.CLOSED, C.LISTENING) and c is None or c is not None and c.closed:
-            raise err(errno.EPIPE)
-        info: uapi.StreamInfo | None = None
-        for level, ctype, cdata in ancdata or ():
-            if level != C.SOL_QUIC:
-                continue
-            if ctype == C.QUIC_STREAM_INFO:
-                info = uapi.StreamInfo.unpack(cdata)
-                if info.stream_flags & ~C.STREAM_FLAGS:
-                    raise err(errno.EINVAL, "bad stream_flags")
-            elif ctype == C.QUIC_HANDSHAKE_INFO:
-                raise err(errno.EINVAL, "raw handshake messages: TLS runs inside the engine")
-            else:
-                raise err(errno.EINVAL, f"unknown SOL_QUIC cmsg {ctype}")
-        data = b"".join(bytes(b) for b in buffers) if not isinstance(buffers, (bytes, bytearray)) else bytes(buffers)
-        assert c is not None
-        nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
-        if flags & C.MSG_QUIC_DATAGRAM:
-            return int(self._engine_call(lambda: c.send_datagram(data)))
-        if info is None:
-            sid, sflags, has = -1, flags & C.STREAM_FLAGS, False
-        else:
-            sid, sflags, has = info.stream_id, info.stream_flags, True
-        if c.is_client and c.quic is None and not c.closed:
-            if self._remote_tp is not None and c.early_limits is None:
-                c.early_limits = (self._remote_tp.max_streams_bidi, self._remote_tp.max_streams_uni)
-            return int(self._engine_call(lambda: c.send_early(sid, sflags, data)))
-        return int(self._blocking(lambda: c.send_stream(sid, sflags, data, has, nonblock), nonblock,
-                                  self._send_timeout()))
-
-    def send(self, data: Any, flags: int = 0) -> int:  # type: ignore[override]
-        return self.sendmsg([data], (), flags)
-
-    def sendall(self, data: Any, flags: int = 0) -> None:  # type: ignore[override]
-        self.sendmsg([data], (), flags)
-
-    def sendto(self, data: Any, flags_or_addr: Any, addr: Any = None) -> int:  # type: ignore[override]
-        flags = flags_or_addr if isinstance(flags_or_addr, int) else 0
-        return self.sendmsg([data], (), flags)
-
-    # -- receiving -------------------------------------------------------------------------------
-    def _wait_readable(self, deadline: float | None) -> None:
-        if deadline is not None and deadline - time.monotonic() <= 0 or self._timeout == 0.0:
-            raise err(errno.EAGAIN)
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        r, _, _ = select.select([self], [], [], remaining)
-        if not r and deadline is not None and time.monotonic() >= deadline:
-            raise err(errno.EAGAIN, "timed out")
-
-    def _drain(self) -> None:
-        while True:
-            try:
-                m = _socket.socket.recv(self, 1 << 17)
-            except BlockingIOError:
-                return
-            except OSError:
-                self._eof = True
-                return
-            if not m:
-                self._eof = True
-                return
-            kind, flags, sid = ITEM.unpack_from(m)
-            if kind == K_WAKE:
-                self._wake_out = False
-                continue
-            if kind == K_PURGE:
-                keep = [e for i, e in enumerate(self._q) if i < self._nev or not (e[0] == K_DATA and e[1] == sid)]
-                self._q = deque(keep)
-                continue
-            entry = [kind, sid, flags, memoryview(m)[ITEM.size:]]
-            if kind == K_EVENT:
-                self._q.insert(self._nev, entry)
-                self._nev += 1
-            else:
-                self._q.append(entry)
-
-    def recvmsg(self, bufsize: int = 65536, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list, int, Any]:  # type: ignore[override]
-        if self._state == C.LISTENING:
-            raise err(errno.ENOTCONN)
-        if self._link is None and not self._q:
-            raise err(errno.ENOTCONN)
-        nonblock = bool(flags & C.MSG_DONTWAIT) or self._timeout == 0.0
-        deadline = None if nonblock else self._deadline(self._timeout)
-        while True:
-            self._drain()
-            if self._q:
-                break
-            if self._eof:
-                raise err(errno.ENOTCONN)
-            if nonblock:
-                raise err(errno.EAGAIN)
-            self._wait_readable(deadline)
-        peek = bool(flags & C.MSG_PEEK)
-        head = self._q[0]
-        kind = head[0]
-        msg_flags = 0
-        anc: list = []
-        if kind in (K_EVENT, K_DGRAM):
-            payload = head[3]
-            out = bytes(payload[:bufsize])
-            whole = len(payload) <= bufsize
-            msg_flags |= C.MSG_QUIC_NOTIFICATION if kind == K_EVENT else C.MSG_QUIC_DATAGRAM
-            if whole:
-                msg_flags |= C.MSG_EOR
-            if not peek:
-                if whole:
-                    self._q.popleft()
-                    if kind == K_EVENT:
-                        self._nev -= 1
-                else:
-                    head[3] = payload[bufsize:]
-        else:
-            sid = head[1]
-            parts: list[bytes] = []
-            room = bufsize
-            fin = 0
-            i = 0
-            consumed: list[tuple[int, int]] = []
-            while i < len(self._q) and room >= 0:
-                e = self._q[i]
-                if e[0] != K_DATA or e[1] != sid:
-                    break
-                take = e[3][:room]
-                parts.append(bytes(take))
-                room -= len(take)
-                whole = len(take) == len(e[3])
-                consumed.append((i, len(take)))
-                if not whole:
-                    break
-                if e[2] & C.MSG_QUIC_STREAM_FIN:
-                    fin = C.MSG_QUIC_STREAM_FIN
-                    break
-                i += 1
-                if room == 0:
-                    break
-            out = b"".join(parts)
-            if not peek:
-                for idx, n in reversed(consumed):
-                    e = self._q[idx]
-                    if n == len(e[3]):
-                        del self._q[idx]
-                    else:
-                        e[3] = e[3][n:]
-            if ancbufsize >= uapi.STREAM_INFO_SPACE:
-                anc = [(C.SOL_QUIC, C.QUIC_STREAM_INFO, uapi.StreamInfo(sid, fin).pack())]
-            else:
-                msg_flags |= C.MSG_CTRUNC | fin
-            if fin:
-                msg_flags |= C.MSG_EOR
-        if self._q and not self._wake_out and self._link is not None:
-            with self._engine.lock:
-                # Re-read under the lock: close() in another thread drops the link and sets it to None.
-                link = self._link
-                if link is not None:
-                    self._wake_out = True
-                    self._engine.wake(link)
-        return out, anc, msg_flags, self._peer
-
-    def recv(self, bufsize: int = 65536, flags: int = 0) -> bytes:  # type: ignore[override]
-        return self.recvmsg(bufsize, 0, flags)[0]
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:  # type: ignore[override]
-        view = memoryview(buffer).cast("B")
-        data = self.recvmsg(nbytes or len(view), 0, flags)[0]
-        view[:len(data)] = data
-        return len(data)
-
-    def recvfrom(self, bufsize: int = 65536, flags: int = 0) -> tuple[bytes, Any]:  # type: ignore[override]
-        d, _, _, a = self.recvmsg(bufsize, 0, flags)
-        return d, a
+            remote=1, **q.peer_transport_parameters(),
+            max_streams_bidi=min(c.peer_init[0], 0xFFFF), max_streams_uni=min(c.peer_init[2], 0xFFFF),
+            disable_1rtt_encryption=int(q.peer_disable_1rtt))
 
     # -- closing ---------------------------------------------------------------------------------
     def shutdown(self, how: int) -> None:

@@ -161,6 +161,12 @@ class QlogDir(QuicLogger):
         os.makedirs(path, exist_ok=True)
         self.path = path
         super().__init__()
+        self.open_traces: list[QuicLoggerTrace] = []  # ours: the base class's list is private
+
+    def start_trace(self, is_client: bool, odcid: bytes) -> QuicLoggerTrace:
+        trace = QuicLoggerTrace(is_client=is_client, odcid=odcid)
+        self.open_traces.append(trace)
+        return trace
 
     def end_trace(self, trace: QuicLoggerTrace) -> None:
         data = trace.to_dict()
@@ -169,7 +175,7 @@ class QlogDir(QuicLogger):
         with open(tmp, "w") as f:
             json.dump({"qlog_format": "JSON", "qlog_version": QLOG_VERSION, "traces": [data]}, f)
         os.replace(tmp, os.path.join(self.path, name))
-        self._traces.remove(trace)
+        self.open_traces.remove(trace)
 
 
 def keylog_paths(pcap_file: str | None) -> list[str]:

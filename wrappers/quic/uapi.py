@@ -1,4 +1,4 @@
-"""Pack and unpack the UAPI structs of ``linux/quic.h`` (LP64 layouts, specs section 2).
+"""Pack and unpack the UAPI structs of ``linux/quic.h`` (LP64 layouts, lxin/quic main at 03a9c7c).
 
 Each struct is a small dataclass with ``pack()`` and ``unpack(buf)``. ``unpack`` follows the kernel's
 setsockopt rule: it copies ``min(len(buf), size)`` bytes into a zeroed struct, so short values are
@@ -57,18 +57,18 @@ class TransportParam:
     FMT = struct.Struct("<8BHHIIHHQQQQ")
 
     def pack(self) -> bytes:
-        return self.FMT.pack(*(getattr(self, f) for f in _TP_FIELDS))
+        return self.FMT.pack(*(getattr(self, f) for f in TP_FIELDS))
 
     @classmethod
     def unpack(cls, buf: bytes | None) -> TransportParam:
         return cls(*cls.FMT.unpack(_fill(buf, cls.FMT.size)))
 
 
-_TP_FIELDS = [f for f in TransportParam.__dataclass_fields__ if f != "FMT"]
+TP_FIELDS = [f for f in TransportParam.__dataclass_fields__ if f != "FMT"]
 
 
 def default_transport_param() -> TransportParam:
-    """quic.ko's local defaults (specs section 2, the code's values, not the man page's)."""
+    """quic.ko's local defaults (the kernel code's values, where its man page differs)."""
     return TransportParam(
         active_connection_id_limit=7, ack_delay_exponent=3, max_udp_payload_size=65527,
         max_idle_timeout=30_000_000, max_ack_delay=25_000, max_streams_bidi=100, max_streams_uni=100,
@@ -92,14 +92,14 @@ class Config:
     FMT = struct.Struct("<IIII5B3xI")
 
     def pack(self) -> bytes:
-        return self.FMT.pack(*(getattr(self, f) for f in _CFG_FIELDS))
+        return self.FMT.pack(*(getattr(self, f) for f in CFG_FIELDS))
 
     @classmethod
     def unpack(cls, buf: bytes | None) -> Config:
         return cls(*cls.FMT.unpack(_fill(buf, cls.FMT.size)))
 
 
-_CFG_FIELDS = [f for f in Config.__dataclass_fields__ if f != "FMT"]
+CFG_FIELDS = [f for f in Config.__dataclass_fields__ if f != "FMT"]
 
 
 def default_config() -> Config:

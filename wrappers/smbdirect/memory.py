@@ -6,7 +6,9 @@ address, length), invalidating clears it.  The peer's NIC, and only it, moves da
 token up in the owner's table, checks the access right and that ``[offset, offset + length)`` lies
 inside the region, and copies with ``process_vm_readv``/``process_vm_writev`` (one-sided, as RDMA
 is) or, where ptrace rules forbid that, through a memfd the owner made for the region (copied in at
-registration for remote reads, copied back at invalidation for remote writes).  Table updates and
+registration whatever the access, copied back at invalidation for remote writes: a write-only
+region must come back with the bytes the peer did not write unchanged, as with a real NIC, not as
+the zeros of a fresh memfd).  Table updates and
 accesses take a flock on the table (exclusive for the owner, shared for the accessor), so an
 invalidation completes only after every access in flight and no access starts after it.
 
@@ -230,9 +232,8 @@ class LocalRegions:
             if self.memfd_mode:
                 reg.shadow_fd = memfd("smbdirect-mr", pinned.length)
                 reg.shadow = mmap.mmap(reg.shadow_fd, pinned.length)
-                if access & RDMA_REMOTE_READ:
-                    ctypes.memmove(ctypes.addressof(ctypes.c_char.from_buffer(reg.shadow)), pinned.address,
-                                   pinned.length)
+                ctypes.memmove(ctypes.addressof(ctypes.c_char.from_buffer(reg.shadow)), pinned.address,
+                               pinned.length)
             with self.table.locked(True):
                 self.table.put(slot, Entry(token, VALID | access, reg.addr, reg.length, slot))
             self.regs[token] = reg

@@ -1,6 +1,6 @@
 """RoCEv2 records for the capture: IPv4/IPv6 / UDP 4791 / InfiniBand BTH (+RETH/IETH/AETH) / payload / ICRC.
 
-What tshark 4.0 hands to its smb_direct heuristic (specs/pcap-facts.md): RC SEND opcodes only, each
+What tshark 4.0 hands to its smb_direct heuristic (checked with tshark 4.0.17): RC SEND opcodes only, each
 SMBD message in one SEND_ONLY (IB segmentation is not reassembled), the ICRC is not checked.  RDMA
 WRITE and READ are dissected at IB level with their RETH (VA = the descriptor's Offset, R_Key = its
 Token, DMA length) and a ``data`` payload.

@@ -40,7 +40,8 @@ NEEDS_PROGRAM = {"anyOf": [{"required": ["argv"]}, {"required": ["script"]}]}
 def _argv(ctx: Context, args: dict) -> list[str]:
     """`argv`, or this Python running `script` (a path relative to the scenario file) with `argv` as arguments."""
     if "script" in args:
-        return [sys.executable, str(ctx.scenario_dir / args["script"]), *map(str, args.get("argv", []))]
+        # absolute: the program runs in the cell's work directory, and the scenario dir may be relative
+        return [sys.executable, str((ctx.scenario_dir / args["script"]).resolve()), *map(str, args.get("argv", []))]
     return list(args["argv"])
 
 

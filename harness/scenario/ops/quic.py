@@ -1,6 +1,7 @@
-"""Scenario operations on IPPROTO_QUIC sockets: `quic.streams` (the stream matrix).
+"""Scenario operations on QUIC: `quic.streams` (the stream matrix) on IPPROTO_QUIC sockets, and
+`quic.migrate`, `quic.rebind`, `quic.state` on the QUIC connection of an SMB client.
 
-The two ends are processes on emulated hosts (harness.scenario.quicpeer), so the cell's pcap and key
+The two ends are processes on emulated hosts (harness.peers.quic_streams), so the cell's pcap and key
 log capture them like any other peer. The operation starts the server, then the client, waits for
 both within its timeout, and returns both sides' reports plus the verdicts a scenario checks:
 
@@ -20,12 +21,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 from ..context import Context, OpError, StepFailed
+from ..impairspec import problem
 from ..registry import operation
-from .core import HOST
+from .core import HOST, HOSTS, write_impairments
 from .net import FAMILY, SIZE, address, size_of
+from .smb import request
 
 STREAMS = {
     "type": "object", "additionalProperties": False, "required": ["host", "to"],
@@ -39,6 +41,18 @@ STREAMS = {
         "io_timeout": {"type": "number", "exclusiveMinimum": 0}, "as": {"type": "string"},
     },
 }
+
+MIGRATE = {"type": "object", "additionalProperties": False, "required": ["on"],
+           "properties": {"on": {"type": "string"}, "as": {"type": "string"},
+                          "port_offset": {"type": "integer", "minimum": 1, "maximum": 1000},
+                          "how": {"enum": ["option", "nat-port", "nat-addr", "nat-both"]},
+                          "host": {"type": "integer", "minimum": 1, "maximum": 64},
+                          "spec": {"type": ["string", "null"]}}}
+REBIND = {"type": "object", "additionalProperties": False, "required": ["host", "kind"],
+          "properties": {"host": HOSTS, "kind": {"enum": ["port", "addr", "both"]},
+                         "spec": {"type": ["string", "null"]}, "as": {"type": "string"}}}
+STATE = {"type": "object", "additionalProperties": False, "required": ["on"],
+         "properties": {"on": {"type": "string"}, "as": {"type": "string"}}}
 
 
 def _psk(ctx: Context) -> str:
@@ -76,16 +90,15 @@ def quic_streams(ctx: Context, args: dict) -> dict:
         common += ["--limit", str(args["limit"])]
     if args.get("interleave"):
         common.append("--interleave")
-    py = [sys.executable, "-m", "harness.scenario.quicpeer"]
+    py = [sys.executable, "-m", "harness.peers.quic_streams"]
     srv = ctx.start(f"{name}-server", [*py, "server", *common], host=args["to"], cwd=os.getcwd())
-    deadline = time.monotonic() + 20
-    while '"listening"' not in srv.stdout():
+    if not srv.wait_output(lambda text: '"listening"' in text, 20):  # woken by the line, no polling
+        if srv.stdout_closed:
+            srv.wait(2.0)
         if srv.popen.poll() is not None:
             raise StepFailed(f"{srv.name} exited with status {srv.popen.returncode} before listening: "
                              + srv.err_path.read_text(errors="replace")[-800:])
-        if time.monotonic() > deadline:
-            raise StepFailed(f"{srv.name} did not listen within 20s")
-        time.sleep(0.01)
+        raise StepFailed(f"{srv.name} did not listen within 20s")
     cli = ctx.start(f"{name}-client", [*py, "client", *common], host=args["host"], cwd=os.getcwd())
     reports = {}
     for proc in (cli, srv):
@@ -115,3 +128,65 @@ def quic_streams(ctx: Context, args: dict) -> dict:
         if side.get("errno"):
             raise OpError(f"{side['role']}: {side['errno']}", errno=side["errno"], result=result)
     return result
+
+
+def _side(ctx: Context, on: str, req: dict, timeout: float = 10.0) -> dict:
+    return request(ctx, on, req, timeout, side=True)
+
+
+def _rebind_spec(args: dict) -> str:
+    base = (args.get("spec") or "").strip()
+    field = f"rebind={args['kind']}@0s"
+    if not base:
+        return f"out: {field}"
+    if "|" in base:
+        raise ValueError("quic.rebind spec: one rule set only")
+    clauses = [c.strip() for c in base.split(";") if c.strip()]
+    for i, c in enumerate(clauses):
+        if c.startswith("out:"):
+            clauses[i] = f"{c} {field}"
+            break
+    else:
+        clauses.append(f"out: {field}")
+    return "; ".join(clauses)
+
+
+def _rebind_problem(args: dict) -> str | None:
+    try:
+        return problem(_rebind_spec(args))
+    except ValueError as e:
+        return str(e)
+
+
+def _migrate_problem(args: dict) -> str | None:
+    how = args.get("how", "option")
+    if how == "option":
+        return None
+    if "host" not in args:
+        return f"quic.migrate how: {how} needs `host` (the client's host, whose NAT rebinds)"
+    return _rebind_problem({"kind": how[4:], "spec": args.get("spec")})
+
+
+@operation("quic.migrate", schema=MIGRATE, timeout=15, check=_migrate_problem)
+def quic_migrate(ctx: Context, args: dict) -> dict:
+    """The smb.connect client's path changes, even mid-transfer: `how: option` (default) moves it to its
+    port + port_offset with CONNECTION_MIGRATION; `nat-port|nat-addr|nat-both` rebinds `host`'s NAT
+    (quic.rebind with `spec`, the host's other impairments), the client unaware."""
+    how = args.get("how", "option")
+    if how != "option":
+        return {"how": how, **quic_rebind(ctx, {"host": args["host"], "kind": how[4:], "spec": args.get("spec")})}
+    return {"how": how, **_side(ctx, args["on"], {"op": "quic.migrate", "port_offset": args.get("port_offset", 1)})}
+
+
+@operation("quic.rebind", schema=REBIND, timeout=10, check=_rebind_problem)
+def quic_rebind(ctx: Context, args: dict) -> dict:
+    """NAT rebinding: what `host` sends next comes from a new port/address (`spec`: its other impairments)."""
+    spec = _rebind_spec(args)
+    write_impairments(ctx, args["host"], spec)
+    return {"spec": spec}
+
+
+@operation("quic.state", schema=STATE, timeout=10)
+def quic_state(ctx: Context, args: dict) -> dict:
+    """The client's QUIC handshake facts: resumed, early_data."""
+    return request(ctx, args["on"], {"op": "quic.state"})

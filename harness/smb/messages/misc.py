@@ -40,7 +40,7 @@ class EchoResponse(FixedMessage):
 @dataclass
 class CancelRequest(FixedMessage):
     """§2.2.30.  No response; it reuses the MessageId (or AsyncId) of the request it cancels and
-    consumes no credit.  Its GMAC signature sets the CANCEL bit of the nonce (pitfall 6)."""
+    consumes no credit.  Its GMAC signature sets the CANCEL bit of the nonce (§3.1.4.1)."""
 
     COMMAND: ClassVar[int] = Command.CANCEL
     IS_RESPONSE: ClassVar[bool] = False
@@ -70,7 +70,7 @@ class OplockBreakAcknowledgment(FixedMessage):
 @register
 @dataclass
 class OplockBreakNotification(FixedMessage):
-    """§2.2.23.1 notification (MessageId 0xFFFF..., pitfall 14) and §2.2.25.1 response to an
+    """§2.2.23.1 notification (MessageId 0xFFFF..., §3.3.4.6) and §2.2.25.1 response to an
     acknowledgment: the same 24 bytes, told apart by the header's MessageId."""
 
     COMMAND: ClassVar[int] = Command.OPLOCK_BREAK

@@ -2,8 +2,8 @@
 
 Contexts are 8-byte aligned relative to the SMB2 header; the last one is not padded.  Unknown context
 types are kept as :class:`RawNegotiateContext` because §3.3.5.4 / §3.2.5.2 require receivers to ignore
-them, not to fail (pitfall 9).  This module only encodes; which contexts are *allowed* where (counts,
-duplicates, responses only to what was asked, pitfalls 9-11) is the state machines' job.
+them, not to fail.  This module only encodes; which contexts are *allowed* where (counts,
+duplicates, responses only to what was asked: §3.3.5.4) is the state machines' job.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from .model import (
     SMALL_MTU_SIZE,
     Disconnect,
     Fail,
+    ListenerInfo,
     Open,
     Pending,
     Reply,
@@ -40,5 +41,5 @@ from .model import (
 from .state import ServerState
 
 __all__ = ["ALL_DIALECTS", "FULL_ACCESS", "LARGE_MTU_SIZE", "MAX_CREDITS", "SMALL_MTU_SIZE", "Disconnect", "Fail",
-           "Open", "Pending", "Reply", "ServerConfig", "ServerConnection", "ServerState", "Session", "ShareConfig",
+           "ListenerInfo", "Open", "Pending", "Reply", "ServerConfig", "ServerConnection", "ServerState", "Session", "ShareConfig",
            "Tree"]

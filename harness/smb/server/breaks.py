@@ -1,19 +1,15 @@
-"""What a change made through this server tells other clients: the completion of CHANGE_NOTIFY
-requests waiting on a directory (oplock and lease breaks are :mod:`.oplocks`'s).
-
-A CHANGE_NOTIFY completes with
-STATUS_NOTIFY_ENUM_DIR on any change in its directory: the server does not say what changed.
+"""What a change made through this server tells other clients' caches: a WRITE, an end-of-file or
+allocation change, a COPYCHUNK or a byte-range lock breaks the read caching of other opens (level II
+oplocks, also the writer's own; READ leases of other lease keys). Change notification is
+:mod:`.notify`; the rules and the break messages are :mod:`.oplocks` on the caching table.
 """
 
 from __future__ import annotations
 
-from .. import messages as m
-from ..constants import NtStatus
+from .model import Open
+from .oplocks import on_write
 
 
-def notify_change(conn, directory: str) -> None:
-    state = conn.state
-    for pending in list(state.watchers):
-        if pending.open is not None and pending.open.path == directory:
-            state.watchers.remove(pending)
-            (pending.connection or pending.session.connection).complete_async(pending, NtStatus.NOTIFY_ENUM_DIR, m.ChangeNotifyResponse(b""))
+def break_others(conn, writer: Open) -> None:
+    """Others' read caches go; these breaks need no acknowledgment to wait for (§3.3.4.6, §3.3.4.7)."""
+    on_write(conn, writer)

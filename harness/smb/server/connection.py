@@ -164,7 +164,10 @@ class ServerConnection:
     def close(self) -> None:
         """The transport went away: forget sessions bound here and their opens (§3.3.7.1)."""
         self.closed = True
-        self.state.watchers = [w for w in self.state.watchers if (w.connection or w.session.connection) is not self]
+        for pending in list(self.pending.values()):  # nobody left to answer: forget them
+            self.pending.pop(pending.async_id, None)
+            if pending.on_drop is not None:
+                pending.on_drop()
         for session in list(self.sessions.values()):
             if channels.drop_channel(self, session):
                 continue  # still bound to another channel (multichannel)
@@ -402,9 +405,11 @@ class ServerConnection:
                 target = pending
                 break
         if target is not None:
-            self.state.watchers = [w for w in self.state.watchers if w is not target]
             oplocks.drop_waiting(self.state, pending=target)
-            self.complete_async(target, NtStatus.CANCELLED, m.ErrorResponse())
+            if target.on_cancel is not None:  # its table answers STATUS_CANCELLED (and may wake others)
+                target.on_cancel()
+            else:
+                self.complete_async(target, NtStatus.CANCELLED, m.ErrorResponse())
 
 
 def _s2c_key(session: Session) -> bytes:

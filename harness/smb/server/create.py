@@ -45,8 +45,7 @@ from ..messages.create_contexts import (
     find_context,
 )
 from ..vfs import ShareError
-from . import oplocks
-from .breaks import notify_change
+from . import notify, oplocks
 from .model import FULL_ACCESS, Fail, Handler, Open, Pending, Reply
 from .opens import (
     READ_RIGHTS,
@@ -180,7 +179,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
                 fs.create(path)
             is_dir = want_dir
             action = CreateAction.CREATED
-            notify_change(conn, fs.parent(path))
+            notify.added(state, fs, path, is_dir)
         if options & CreateOptions.DELETE_ON_CLOSE and not granted & AccessMask.DELETE:
             raise Fail(NtStatus.ACCESS_DENIED, "DELETE_ON_CLOSE without DELETE access")
         handle = None if is_dir else open_handle(fs, path, granted, fallback=True)

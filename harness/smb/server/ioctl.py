@@ -1,7 +1,9 @@
 """IOCTL (MS-SMB2 §3.3.5.15): the FSCTLs this server answers.
 
 VALIDATE_NEGOTIATE_INFO disconnects on any mismatch with what NEGOTIATE saw (a downgrade,
-§3.3.5.15.12); QUERY_NETWORK_INTERFACE_INFO lists the configured interfaces; SRV_COPYCHUNK copies
+§3.3.5.15.12); QUERY_NETWORK_INTERFACE_INFO lists the addresses the server really listens on
+(§3.3.5.15.11, from ``ServerConfig.listeners``), so that a client can bind further channels to
+them, over SMB Direct where an address is RDMA_CAPABLE; SRV_COPYCHUNK copies
 between two opens of the session within Samba's limits (§3.3.5.15.6); the rest answer what
 smbtorture expects of a plain file system.  Pipes and DFS are not served.
 """
@@ -11,11 +13,12 @@ from __future__ import annotations
 import struct
 
 from .. import messages as m
-from ..constants import AccessMask, Command, Fsctl, NtStatus
+from ..constants import AccessMask, Capabilities, Command, Dialect, Fsctl, InterfaceCapability, NtStatus
 from ..errors import SMBProtocolError
+from .breaks import break_others
+from .locking import check_io
 from .model import ALL_FF, Disconnect, Fail, Handler, Reply
 from .opens import WRITE_RIGHTS, open_for, share_of, stat_open
-from .oplocks import on_write
 
 
 def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encrypted) -> Reply:
@@ -23,11 +26,7 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
     if code == Fsctl.VALIDATE_NEGOTIATE_INFO:
         return _validate_negotiate(conn, request)
     if code == Fsctl.QUERY_NETWORK_INTERFACE_INFO:
-        entries = conn.config.interfaces or [m.NetworkInterfaceInfo(1, 0, 1_000_000_000, "127.0.0.1")]
-        output = m.NetworkInterfaceInfo.pack_list(entries)
-        if len(output) > request.max_output_response:
-            raise Fail(NtStatus.BUFFER_TOO_SMALL, "output buffer too small")
-        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, ALL_FF, output, b"", 0))
+        return _network_interfaces(conn, request)
     if code == FSCTL_CREATE_OR_GET_OBJECT_ID and tree.fs is not None:
         # FILE_OBJECTID_BUFFER (MS-FSCC 2.3.7, 2.1.3.1): ObjectId from the inode, the rest zero.
         # smbtorture smb2.replay uses it as its IOCTL for channel-sequence checks.
@@ -59,6 +58,21 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<I", ranges), b"", 0))
     if code in (Fsctl.SRV_COPYCHUNK, Fsctl.SRV_COPYCHUNK_WRITE) and tree.fs is not None:
         return _copychunk(conn, session, request, related)
+    if code == FSCTL_LMR_REQUEST_RESILIENCY:
+        # §3.3.5.15.9: NETWORK_RESILIENCY_REQUEST {Timeout (ms), Reserved}; the open becomes resilient
+        # (its LOCKs are sequence-checked, locking.py); keeping it across a lost connection is not offered.
+        opened = open_for(session, request.file_id, related)
+        if conn.dialect == Dialect.SMB_2_0_2:
+            raise Fail(NtStatus.INVALID_DEVICE_REQUEST, "no resiliency on 2.0.2")
+        if len(request.input) < 8:
+            raise Fail(NtStatus.INVALID_PARAMETER, "short NETWORK_RESILIENCY_REQUEST")
+        if struct.unpack_from("<I", request.input)[0] > MAX_RESILIENCY_TIMEOUT_MS:
+            raise Fail(NtStatus.INVALID_PARAMETER, "resiliency Timeout above the maximum")
+        opened.resilient = True
+        if opened.durable is not None:  # Open.IsDurable MUST be set to FALSE
+            conn.state.durable.remove(opened)
+            opened.durable = None
+        return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, b"", b"", 0))
     if code == Fsctl.PIPE_TRANSCEIVE or code == Fsctl.DFS_GET_REFERRALS or code == Fsctl.DFS_GET_REFERRALS_EX:
         raise Fail(NtStatus.NOT_FOUND if code != Fsctl.PIPE_TRANSCEIVE else NtStatus.NOT_SUPPORTED, "unsupported")
     raise Fail(NtStatus.INVALID_DEVICE_REQUEST, f"FSCTL 0x{code:08x}")
@@ -110,14 +124,61 @@ def _copychunk(conn, session, request: m.IoctlRequest, related) -> Reply:
     for source_offset, target_offset, length in chunks:
         if source_offset + length > size:
             raise Fail(INVALID_VIEW_SIZE, "chunk beyond the source's end")
+        # Byte-range locks bind a server-side copy as they bind READ and WRITE: FILE_LOCK_CONFLICT,
+        # with the SRV_COPYCHUNK_RESPONSE of what was copied before (smbtorture copy_chunk_*_lock).
+        try:
+            check_io(conn.state, source, source_offset, length, write=False)
+            check_io(conn.state, target, target_offset, length, write=True)
+        except Fail as exc:
+            output = struct.pack("<III", written, 0, bytes_written)
+            return Reply(exc.status, m.IoctlResponse(request.ctl_code, target.file_id, output, b"", 0))
         block = share_of(source).pread(source.handle, length, source_offset)
         share_of(target).pwrite(target.handle, block, target_offset)
         written += 1
         bytes_written += len(block)
     if chunks:
-        on_write(conn, target)
+        break_others(conn, target)
     output = struct.pack("<III", written, 0, bytes_written)
     return Reply(NtStatus.SUCCESS, m.IoctlResponse(request.ctl_code, target.file_id, output, b"", 0))
+
+
+def interface_entries(config) -> list[m.NetworkInterfaceInfo]:
+    """NETWORK_INTERFACE_INFO entries for the server's listeners (§3.3.5.15.11): one per listening
+    address and port, in listening order.  An SMB Direct listener's entry is RDMA_CAPABLE (the
+    client may then bind an SMB Direct channel there and move READ/WRITE data by RDMA), RSS_CAPABLE
+    where the listener says its interface spreads receive work; IfIndex is the interface that owns
+    the address, so an interface's IPv4 and IPv6 addresses share it, as the section requires.
+    The port travels in the SOCKADDR's Port field: with listeners on other than the well-known
+    ports (445 TCP, 5445 SMB Direct, 443 QUIC) a client could not find them otherwise.
+    ``config.interfaces``, when given, replaces the list (a test may describe any network)."""
+    if config.interfaces:
+        return list(config.interfaces)
+    entries = []
+    for listener in config.listeners:
+        if listener.if_index == 0:
+            continue  # "MUST NOT include the IP address for a network interface with IfIndex equal to zero"
+        capability = InterfaceCapability.RDMA_CAPABLE if listener.transport == "smbdirect" else 0
+        if listener.rss:
+            capability |= InterfaceCapability.RSS_CAPABLE
+        entries.append(m.NetworkInterfaceInfo(listener.if_index, int(capability), listener.link_speed,
+                                              listener.address, listener.port, 0, listener.scope_id))
+    return entries
+
+
+def _network_interfaces(conn, request: m.IoctlRequest) -> Reply:
+    """§3.3.5.15: this FSCTL names no open, FileId must be {-1, -1} (else STATUS_INVALID_PARAMETER);
+    §3.3.5.15.11: NOT_SUPPORTED below 3.x or without SMB2_GLOBAL_CAP_MULTI_CHANNEL (the server
+    offers no channel to bind); an output larger than MaxOutputResponse is STATUS_BUFFER_TOO_SMALL
+    and no list at all: a truncated list would hide interfaces, a short entry is malformed."""
+    if request.file_id != ALL_FF:
+        raise Fail(NtStatus.INVALID_PARAMETER, "QUERY_NETWORK_INTERFACE_INFO needs FileId {-1, -1}")
+    if conn.dialect < Dialect.SMB_3_0 or not conn.server_capabilities & Capabilities.MULTI_CHANNEL:
+        raise Fail(NtStatus.NOT_SUPPORTED, "multichannel is off")
+    output = m.NetworkInterfaceInfo.pack_list(interface_entries(conn.config))
+    if len(output) > request.max_output_response:
+        raise Fail(NtStatus.BUFFER_TOO_SMALL, f"{len(output)} bytes of interfaces, MaxOutputResponse "
+                                              f"{request.max_output_response}")
+    return Reply(NtStatus.SUCCESS, m.IoctlResponse(Fsctl.QUERY_NETWORK_INTERFACE_INFO, ALL_FF, output, b"", 0))
 
 
 def _validate_negotiate(conn, request: m.IoctlRequest) -> Reply:
@@ -139,6 +200,8 @@ def _validate_negotiate(conn, request: m.IoctlRequest) -> Reply:
 
 
 FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
+FSCTL_LMR_REQUEST_RESILIENCY = 0x001401D4
+MAX_RESILIENCY_TIMEOUT_MS = 300_000  # MaxResiliencyTimeout (§3.3.1.5; Windows: 300 seconds)
 
 
 HANDLERS: dict[int, Handler] = {

@@ -1,34 +1,31 @@
 """LOCK, CHANGE_NOTIFY and the oplock/lease break acknowledgments (MS-SMB2 §3.3.5.14, §3.3.5.19,
 §3.3.5.22).
 
-CHANGE_NOTIFY goes asynchronous (an interim STATUS_PENDING) and completes with
-STATUS_NOTIFY_ENUM_DIR on a change made through this server, STATUS_NOTIFY_CLEANUP on CLOSE and
-STATUS_CANCELLED on CANCEL.  Byte-range locks are accepted and not enforced: no test client of
-this server relies on conflicting locks.
+The rules of LOCK live in :mod:`.locking` (over :mod:`harness.smb.byterange`) and those of
+CHANGE_NOTIFY in :mod:`.notify` (over :mod:`harness.smb.change_notify`); this module finds the
+open each request names and answers the break acknowledgments.
 """
 
 from __future__ import annotations
 
 from .. import messages as m
 from ..constants import Command, NtStatus, OplockLevel
+from . import locking, notify
 from .model import Fail, Handler, Reply
 from .opens import open_for
+from .readwrite import check_charge
 
 
 def _lock(conn, session, tree, header, request: m.LockRequest, related, encrypted) -> Reply:
-    open_for(session, request.file_id, related)
-    if not request.locks:
-        raise Fail(NtStatus.INVALID_PARAMETER, "LOCK without elements")
-    return Reply(NtStatus.SUCCESS, m.LockResponse())
+    return locking.lock(conn, session, tree, header, request, encrypted, open_for(session, request.file_id, related))
 
 
 def _change_notify(conn, session, tree, header, request: m.ChangeNotifyRequest, related, encrypted) -> Reply:
     opened = open_for(session, request.file_id, related)
-    if not opened.is_dir:
-        raise Fail(NtStatus.INVALID_PARAMETER, "CHANGE_NOTIFY on a file")
-    reply = conn.go_async(header, session, tree.tree_id, encrypted, opened)
-    conn.state.watchers.append(conn.pending[reply.async_id])
-    return reply
+    if request.output_buffer_length > conn.max_size:  # §3.3.5.19, in its order: the size, then the charge
+        raise Fail(NtStatus.INVALID_PARAMETER, "OutputBufferLength above MaxTransactSize")
+    check_charge(conn, header, request.output_buffer_length)
+    return notify.change_notify(conn, session, tree, header, request, encrypted, opened)
 
 
 def _oplock_break_ack(conn, session, tree, header, request, related, encrypted) -> Reply:

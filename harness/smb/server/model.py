@@ -45,6 +45,23 @@ class ShareConfig:
 
 
 @dataclass
+class ListenerInfo:
+    """One address the server listens on, as FSCTL_QUERY_NETWORK_INTERFACE_INFO reports it
+    (MS-SMB2 §2.2.32.5).  The I/O adapter fills it in from its real listener: ``if_index`` is the
+    network interface that owns ``address`` (never 0: §3.3.5.15.11 forbids listing such an
+    interface), ``link_speed`` its speed in bit/s, ``rss`` whether it spreads receive work over
+    several CPUs.  An SMB Direct listener makes its address RDMA_CAPABLE."""
+
+    transport: str  # "tcp", "nbt", "quic" or "smbdirect"
+    address: str  # textual IPv4 or IPv6 address ("127.0.0.10", "fd00::5357:5f0a")
+    port: int
+    if_index: int = 1
+    link_speed: int = 1_000_000_000
+    rss: bool = False
+    scope_id: int = 0
+
+
+@dataclass
 class ServerConfig:
     """What a server offers.  ``transport`` is "tcp", "nbt" or "quic" (which dialects and
     multi-credit are allowed depends on it, §2.1, §3.3.5.4)."""
@@ -61,9 +78,13 @@ class ServerConfig:
                                            SigningAlgorithm.HMAC_SHA256)
     max_size: int = LARGE_MTU_SIZE
     clock: Callable[[], int] = lambda: 0  # unix nanoseconds; injected by the I/O adapter
-    interfaces: list = field(default_factory=list)  # NetworkInterfaceInfo for QUERY_NETWORK_INTERFACE_INFO
+    interfaces: list = field(default_factory=list)  # NetworkInterfaceInfo: overrides what ``listeners`` says
+    listeners: list[ListenerInfo] = field(default_factory=list)  # what QUERY_NETWORK_INTERFACE_INFO lists
     key_sink: Callable[[SessionKeyRecord], None] | None = None
     multichannel: bool = False  # SMB2_GLOBAL_CAP_MULTI_CHANNEL and session binding (channels.py in this package)
+    durable_timeout_ms: int = durable.DEFAULT_TIMEOUT_MS  # DH2Q asking for Timeout 0 gets this
+    durable_max_timeout_ms: int = durable.MAX_TIMEOUT_MS  # and a larger Timeout is cut to this
+    durable_v1_timeout_ms: int = durable.V1_TIMEOUT_MS  # DHnQ has no Timeout field: this
     state_dir: str | None = None  # durable opens survive a server restart here (harness/smb/durable.py)
     break_timeout: float = 35.0  # seconds a break waits for its acknowledgment (§3.3.2.1: Windows' 35 s)
     trace: Callable[[str], None] | None = None  # told why each request failed (debugging aid)
@@ -122,6 +143,8 @@ class Open:
     durable: durable.DurableInfo | None = None  # set when the open is durable (harness/smb/durable.py)
     channel_sequence: int = 0  # Open.ChannelSequence (replay.py in this package)
     fs: Share | None = None  # the share ``path`` and ``handle`` belong to; None until a restored open is claimed
+    lock_sequences: dict[int, int] = field(default_factory=dict)  # Open.LockSequenceArray: index -> number
+    resilient: bool = False  # Open.IsResilient (FSCTL_LMR_REQUEST_RESILIENCY): LOCKs are sequence-checked
     app_instance_id: bytes | None = None  # SMB2_CREATE_APP_INSTANCE_ID (create.py, §3.3.5.9.13)
 
     @property
@@ -146,7 +169,10 @@ class Reply:
 
 @dataclass
 class Pending:
-    """An async request (CHANGE_NOTIFY) waiting for completion or CANCEL."""
+    """An async request (CHANGE_NOTIFY, a blocking LOCK) waiting for completion or CANCEL.
+
+    ``on_cancel`` ends it on CANCEL (the table that holds it answers STATUS_CANCELLED and may
+    wake others); ``on_drop`` forgets it unanswered when its connection goes away."""
 
     async_id: int
     message_id: int
@@ -157,6 +183,8 @@ class Pending:
     open: Open | None = None
     signed: bool = False
     connection: Any = None
+    on_cancel: Callable[[], None] | None = None
+    on_drop: Callable[[], None] | None = None
 
 
 @dataclass

@@ -9,7 +9,8 @@ or hand over opens, and every handler looks its open up by FileId; one module ke
 - Generic access bits are mapped to file rights at CREATE (§3.3.5.9 via MS-FSCC).
 - LOGOFF and TREE_DISCONNECT close every open; a lost connection detaches durable opens instead,
   so a reconnect can claim them (§3.3.7.1).
-- The last close of an open with delete-on-close removes the file and tells directory watchers.
+- The last close of an open with delete-on-close removes the file and tells directory watchers; an
+  earlier close with delete-on-close leaves the delete pending on the opens that remain.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import struct
 from .. import messages as m
 from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel
 from ..vfs import FileMeta, Share
-from . import oplocks
-from .breaks import notify_change
+from . import notify, oplocks
+from .locking import release_locks
 from .model import ALL_FF, FULL_ACCESS, Fail, Open, Reply
 
 GENERIC_MAP = {
@@ -114,15 +115,15 @@ def forget(conn, opened: Open) -> None:
     if opened.handle is not None and fs is not None:
         fs.close(opened.handle)
         opened.handle = None
-    for pending in list(opened.connection.pending.values() if opened.connection else ()):
-        if pending.open is opened:
-            state.watchers = [w for w in state.watchers if w is not pending]
-            opened.connection.complete_async(pending, NtStatus.NOTIFY_CLEANUP, m.ChangeNotifyResponse(b""))
+    release_locks(state, opened)  # its locks go, its blocking locks end (RANGE_NOT_LOCKED)
+    notify.close_watch(state, opened)  # its CHANGE_NOTIFY requests end with NOTIFY_CLEANUP
     if opened.delete_on_close and others:
-        # The file is delete pending now (MS-FSA 2.1.5.4): it goes with the last open, and new opens
-        # meet STATUS_DELETE_PENDING; smbtorture's cleanup loops forever on a file that stays.
+        # The delete is pending on the file, not on this open: it happens at the last close, and
+        # opens until then fail with STATUS_DELETE_PENDING (MS-FSA 2.1.5.4: delete-on-close at
+        # cleanup marks the file DeletePending).  Watchers of a directory hear it now.
         for other in others:
             other.delete_on_close = True
+            notify.delete_pending(state, other)
     if opened.delete_on_close and not others and fs is not None:
         try:
             meta = fs.stat(opened.path)
@@ -132,8 +133,8 @@ def forget(conn, opened: Open) -> None:
             else:
                 fs.remove(opened.path)
         except OSError:
-            pass
-        notify_change(conn, fs.parent(opened.path))
+            return  # nothing was removed: nothing to report
+        notify.removed(state, fs, opened.path, opened.is_dir)
 
 
 def close_session_opens(conn, session, keep_durable: bool = False) -> None:
@@ -141,18 +142,21 @@ def close_session_opens(conn, session, keep_durable: bool = False) -> None:
     for opened in list(session.opens.values()):
         if keep_durable:
             volatile = opened.volatile
-            for pending in list(opened.connection.pending.values() if opened.connection else ()):
-                if pending.open is opened:
-                    conn.state.watchers = [w for w in conn.state.watchers if w is not pending]
-                    opened.connection.pending.pop(pending.async_id, None)
+            connection = opened.connection
+            waiting = [p for p in (connection.pending.values() if connection else ()) if p.open is opened]
             if conn.state.durable.detach(opened):
+                for pending in waiting:  # its requests die with the connection, its locks stay
+                    connection.pending.pop(pending.async_id, None)
+                    if pending.on_drop is not None:
+                        pending.on_drop()
                 session.opens.pop(volatile, None)
                 continue
-        forget(conn, opened)
+        forget(conn, opened)  # waiting requests end (NOTIFY_CLEANUP, RANGE_NOT_LOCKED) if anyone listens
 
 
 def forget_detached(state, opened: Open) -> None:
     """Release a detached durable open (expired, purged by a conflicting open)."""
+    release_locks(state, opened)  # a detached durable open kept its byte-range locks until now
     others = state.opens_by_path.get(opened.path, [])
     if opened in others:
         others.remove(opened)

@@ -4,19 +4,22 @@ Rules kept here: READ needs FILE_READ_DATA or FILE_EXECUTE and WRITE FILE_WRITE_
 FILE_APPEND_DATA (else STATUS_ACCESS_DENIED); lengths are bounded by MaxRead/WriteSize and a
 multi-credit request must be charged for its size (§3.3.5.2.5); offsets above INT64_MAX and bytes
 at or past the largest file size are STATUS_INVALID_PARAMETER.  Data may travel through an RDMA
-channel (:mod:`harness.smb.rdma_channel`).  A WRITE breaks other opens' read caches.
+channel (:mod:`harness.smb.rdma_channel`).  A WRITE breaks other opens' read caches.  A range
+another open locked (a WRITE: also one this open locked shared) is STATUS_FILE_LOCK_CONFLICT.
 """
 
 from __future__ import annotations
 
+from .. import change_notify as cn
 from .. import messages as m
 from .. import rdma_channel
 from ..constants import Command, NtStatus
 from ..header import Header
-from .breaks import notify_change
+from . import notify
+from .breaks import break_others
+from .locking import check_io
 from .model import Fail, Handler, Reply
 from .opens import READ_RIGHTS, WRITE_RIGHTS, open_for, os_error, share_of
-from .oplocks import on_write
 
 MAX_FILE_SIZE = 0xFFFFFFF0000  # Samba's MAXFILESIZE: no byte may be written at or past it
 
@@ -32,6 +35,7 @@ def _read(conn, session, tree, header, request: m.ReadRequest, related, encrypte
     check_charge(conn, header, request.length)
     if request.offset > 0x7FFFFFFFFFFFFFFF or request.offset + request.length > 0x7FFFFFFFFFFFFFFF:
         raise Fail(NtStatus.INVALID_PARAMETER, "READ beyond the largest file offset")
+    check_io(conn.state, opened, request.offset, request.length, write=False)
     data: bytes | memoryview
     try:
         if descriptors is not None:
@@ -74,14 +78,15 @@ def _write(conn, session, tree, header, request: m.WriteRequest, related, encryp
         raise Fail(NtStatus.INVALID_PARAMETER, "WRITE outside the file size limits")
     if not length:
         return Reply(NtStatus.SUCCESS, m.WriteResponse(count=0))
+    check_io(conn.state, opened, offset, length, write=True)
     data = request.data if descriptors is None else rdma_channel.pull_write_data(conn, request, descriptors, length)
     try:
         written = share_of(opened).pwrite(opened.handle, data, offset)
     except OSError as exc:
         raise os_error(exc) from exc
     opened.position = offset + written
-    on_write(conn, opened)
-    notify_change(conn, share_of(opened).parent(opened.path))
+    break_others(conn, opened)
+    notify.modified(conn.state, share_of(opened), opened.path, cn.SIZE | cn.LAST_WRITE)
     return Reply(NtStatus.SUCCESS, m.WriteResponse(count=written))
 
 

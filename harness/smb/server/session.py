@@ -1,8 +1,8 @@
 """SESSION_SETUP and LOGOFF (MS-SMB2 §3.3.5.5, §3.3.5.6): authentication, session keys, re-auth.
 
 Rules: encryption required by the server needs a client and dialect that can encrypt
-(STATUS_ACCESS_DENIED); a failed authentication is STATUS_LOGON_FAILURE and forgets a session that
-was never valid; 3.1.1 keys are derived over the session's preauth hash, which covers every
+(STATUS_ACCESS_DENIED); a failed authentication is STATUS_LOGON_FAILURE and forgets the session (a
+failed re-authentication too, closing its opens: their waiting CHANGE_NOTIFYs end NOTIFY_CLEANUP); 3.1.1 keys are derived over the session's preauth hash, which covers every
 SESSION_SETUP up to the final one; a binding SESSION_SETUP (multichannel) is handled by
 :mod:`.channels`; PreviousSessionId ends the user's old session.  LOGOFF closes the session's opens.
 """
@@ -58,8 +58,10 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
         token, result = session.acceptor.step(request.security_buffer)
     except AuthError:
         session.acceptor = None
-        if not session.valid:
-            drop_session(conn, session)
+        if session.valid:  # a failed re-authentication ends the session and closes its opens (§3.3.5.5.3)
+            close_session_opens(conn, session)
+            session.valid = False
+        drop_session(conn, session)
         raise Fail(NtStatus.LOGON_FAILURE, "authentication failed") from None
     if result is None:
         reply = Reply(NtStatus.MORE_PROCESSING_REQUIRED, m.SessionSetupResponse(0, token or b""),

@@ -8,13 +8,14 @@ directory cannot be marked for deletion, nor can the share root.
 
 from __future__ import annotations
 
+from .. import change_notify as cn
 from .. import fscc
 from .. import messages as m
 from ..constants import AccessMask, Command, FileAttributes, InfoType, NtStatus
 from ..errors import SMBProtocolError
 from ..vfs import ShareError
-from . import oplocks
-from .breaks import notify_change
+from . import notify, oplocks
+from .locking import move_locks
 from .model import Fail, Handler, Open, Pending, Reply
 from .opens import WRITE_RIGHTS, open_for, os_error, share_of
 
@@ -44,11 +45,13 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
                 if opened.is_dir:
                     attributes |= FileAttributes.DIRECTORY
                 override["attributes"] = int(attributes or FileAttributes.ARCHIVE)
+            notify.modified(conn.state, share_of(opened), opened.path, notify.basic_info_bits(basic))
         elif cls == 20:
             if opened.is_dir or not opened.access & WRITE_RIGHTS:
                 raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "EOF")
             share_of(opened).ftruncate(opened.handle, unpack_info(fscc.FileEndOfFileInformation, buf).end_of_file)
             oplocks.on_write(conn, opened)
+            notify.modified(conn.state, share_of(opened), opened.path, cn.SIZE | cn.LAST_WRITE)
         elif cls == 19:
             need(buf, 8)
             oplocks.on_write(conn, opened)  # allocation changes break read caches as a write does (batch12)
@@ -139,8 +142,8 @@ def _rename(conn, tree, opened: Open, buf: bytes) -> None:
     for other in state.opens_by_path.pop(old, []):
         other.path = target
         state.opens_by_path.setdefault(target, []).append(other)
-    notify_change(conn, fs.parent(old))
-    notify_change(conn, fs.parent(target))
+    move_locks(state, old, target)
+    notify.renamed(state, fs, old, target, opened.is_dir, through=opened)
 
 
 HANDLERS: dict[int, Handler] = {

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import durable
+from ..byterange import RangeLocks
 from ..caching import CachingTable
+from ..change_notify import NotifyTable
 from ..vfs import LocalShare, Share
 from .model import Open, Pending, ServerConfig, Session, ShareConfig
 from .opens import restore_open
@@ -30,7 +32,13 @@ class ServerState:
         self.next_file_id = 1
         self.next_async = 1
         self.opens_by_path: dict[str, list[Open]] = {}
-        self.watchers: list[Pending] = []
+        self.notify = NotifyTable()  # directory watches of CHANGE_NOTIFY (notify.py in this package)
+        self.byte_locks: dict[str, RangeLocks] = {}  # path -> the file's byte-range locks (locking.py)
+        self.notify_waiters: dict[int, Pending] = {}  # async id -> a CHANGE_NOTIFY waiting (notify.py)
+        self.lock_waiters: dict[object, tuple] = {}  # blocking LOCK token -> (Pending, Open, index, number)
+        # Told (share, path, recursive) when a directory gets watched: the I/O side may watch it on
+        # the local file system too (changes by other programs); a no-op by default.
+        self.on_watch: Callable[[Share, str, bool], None] = lambda share, path, recursive: None
         self.meta_overrides: dict[tuple[int, int], dict] = {}
         self.on_output: Callable[[Any], None] = lambda connection: None
         self.shares: dict[str, tuple[ShareConfig, Share]] = {

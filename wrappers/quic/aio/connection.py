@@ -1,0 +1,463 @@
+"""aioquic's QuicConnection, adjusted at the few points where quic.ko's stream rules differ.
+
+Theory. aioquic does the transport (packet protection, loss recovery, flow control); ``core.py`` keeps
+quic.ko's view of streams (which IDs are open, released, active) and decides every errno *before*
+aioquic sees a call. Three aioquic behaviours would contradict that view, so this subclass changes
+exactly them, through overriding, never by editing aioquic:
+
+1. MAX_STREAMS batching. aioquic raises the peer's stream limit by one per released stream (as
+   quic.ko does) but holds the frame back until the peer is nearly blocked. quic.ko announces every
+   increase at once, and func_test's numbers (424, 436, 488, ...) depend on it:
+   ``_write_connection_limits`` sends the stream limits as soon as they change.
+2. Sender-side implicit opening. quic.ko opens every lower local stream of the same type when a
+   stream is opened; aioquic creates a local stream only when data is first written, and afterwards
+   treats every lower ID it has not created as finished. ``create_local_stream`` makes the stream
+   object the way aioquic would, so a later send on an implicitly opened stream works.
+5. Receive credit. aioquic doubles MAX_DATA / MAX_STREAM_DATA as data *arrives*, so an application
+   that never reads would make the engine buffer without bound. quic.ko returns credit as the
+   application *consumes* data, with a window of the initial value. Here "consumed" is what the
+   engine has handed to the application's socket pair (``note_consumed``; the pair's buffer is the
+   socket receive buffer), and the limits slide to consumed + initial window.
+4. NEW_TOKEN. aioquic's server never sends one; quic.ko's sends one when the handshake completes
+   and another on setsockopt(TOKEN). ``queue_new_token`` adds the frame to the next 1-RTT packet
+   (written next to MAX_STREAMS, retransmitted when lost, ``token_unacked`` until acknowledged).
+3. The initial stream limits are quic.ko's (100, configurable), not aioquic's fixed 128:
+   ``set_local_stream_limits``.
+6. disable_1rtt_encryption (TEST-ONLY, never for real traffic): quic.ko's private transport parameter
+   0xbaad (empty value). When both ends send it, short-header (1-RTT) packets go out as quic.ko sends
+   them with taglen 0: no AEAD, no tag, no header protection, the packet number read straight from the
+   header. ``disable_1rtt`` says we send it, ``peer_disable_1rtt`` that the peer did; the 1-RTT
+   ``CryptoPair`` is switched to cleartext when its keys are installed (``_update_traffic_key``).
+   Handshake packets stay protected. It exists so a test matrix can run "SMB encryption only" over
+   QUIC and read the SMB layer in the capture without a key log.
+
+External PSK binders need ``tlsext.external_psk`` around every call that runs TLS code.
+
+With rawtls.py this module is the aioquic boundary (the package wrappers/quic/aio): only these two
+touch aioquic's private attributes and override its private methods; everything else goes through the
+public methods below (``stream``, ``remote_stream_limits``, ``one_rtt_crypto``, ...). The package's
+``AIOQUIC_PRIVATE`` lists every private name they use.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aioquic import tls
+from aioquic.buffer import Buffer
+from aioquic.quic.connection import Limit, QuicConnection
+from aioquic.quic.packet import QuicFrameType, decode_packet_number
+from aioquic.quic.packet_builder import QuicDeliveryState
+from aioquic.quic.stream import QuicStream
+
+from ..tlsext import external_psk
+
+TP_DISABLE_1RTT_ENCRYPTION = 0xBAAD
+
+
+
+def has_transport_param(data: bytes, param_id: int) -> bool:
+    """Whether a transport-parameters blob carries ``param_id`` (aioquic skips ids it does not know)."""
+    buf = Buffer(data=data)
+    try:
+        while not buf.eof():
+            pid = buf.pull_uint_var()
+            n = buf.pull_uint_var()
+            if pid == param_id:
+                return True
+            buf.pull_bytes(n)
+    except Exception:
+        return False
+    return False
+
+
+def make_cleartext(pair: Any) -> None:
+    """Switch one 1-RTT ``CryptoPair`` to quic.ko's taglen-0 mode (see point 6 above)."""
+    pair.aead_tag_size = 0
+
+    def encrypt(plain_header: bytes, plain_payload: bytes, packet_number: int) -> bytes:
+        return bytes(plain_header) + bytes(plain_payload)
+
+    def decrypt(packet: bytes, encrypted_offset: int, expected_packet_number: int) -> tuple[bytes, bytes, int, bool]:
+        pn_length = (packet[0] & 0x03) + 1
+        end = encrypted_offset + pn_length
+        if len(packet) < end:
+            raise ValueError("short packet")
+        truncated = int.from_bytes(packet[encrypted_offset:end], "big")
+        pn = decode_packet_number(truncated, pn_length * 8, expected_packet_number)
+        return bytes(packet[:end]), bytes(packet[end:]), pn, False
+
+    pair.send.encrypt_packet = encrypt
+    pair.recv.decrypt_packet = decrypt
+    pair.cleartext = True
+
+
+def one_rtt_crypto(q: QuicConnection) -> Any:
+    """The 1-RTT ``CryptoPair`` of any aioquic connection, or None before its keys exist."""
+    return q._cryptos.get(tls.Epoch.ONE_RTT)
+
+
+def key_update_requested(pair: Any) -> bool:
+    """Whether a ``CryptoPair`` still waits to send its first packet under the updated keys."""
+    return bool(pair._update_key_requested)
+
+
+class KoQuicConnection(QuicConnection):
+    """aioquic's connection with quic.ko's adjustments, and the public view of aioquic's private
+    state that core.py, sock.py and loop.py need (they touch nothing private of aioquic)."""
+
+    external_psk = False
+    request_client_cert = False
+
+    raw_ticket_cb: Any = None
+    max_stream_data_cb: Any = None
+    disable_1rtt = False
+    peer_disable_1rtt = False
+
+    # -- disable_1rtt_encryption (test-only) ---------------------------------------------------------
+    def _serialize_transport_parameters(self) -> bytes:
+        data = super()._serialize_transport_parameters()
+        if self.preferred_address is not None and not self._is_client:
+            data += self._preferred_tp()
+        if self.disable_1rtt:
+            buf = Buffer(capacity=16)
+            buf.push_uint_var(TP_DISABLE_1RTT_ENCRYPTION)
+            buf.push_uint_var(0)
+            data += buf.data
+        return data
+
+    # -- server preferred address (quic.ko: CONNECTION_MIGRATION on a server before the handshake) ------
+    preferred_address: Any = None  # server: (host, port) announced in the transport parameters
+    preferred_probe: Any = None  # client: the preferred address aioquic went to validate
+
+    def _preferred_tp(self) -> bytes:
+        """The preferred_address parameter, with a connection ID of sequence 1 (RFC 9000 18.2) that
+        joins our host CIDs; aioquic's client probes it after the handshake and moves there."""
+        from aioquic.quic.connection import QuicConnectionId
+        from aioquic.quic.packet import (
+            QuicPreferredAddress,
+            QuicTransportParameters,
+            push_quic_transport_parameters,
+        )
+
+        cid = getattr(self, "_preferred_cid", None)
+        if cid is None:
+            cid = QuicConnectionId(cid=os.urandom(self._configuration.connection_id_length),
+                                   sequence_number=self._host_cid_seq, stateless_reset_token=os.urandom(16),
+                                   was_sent=True)
+            self._host_cids.append(cid)
+            self._host_cid_seq += 1
+            self._preferred_cid = cid
+        host, port = self.preferred_address[0], self.preferred_address[1]
+        v6 = ":" in host
+        pa = QuicPreferredAddress(ipv4_address=None if v6 else (host, port), ipv6_address=(host, port) if v6 else None,
+                                  connection_id=cid.cid, stateless_reset_token=cid.stateless_reset_token)
+        buf = Buffer(capacity=256)
+        push_quic_transport_parameters(buf, QuicTransportParameters(preferred_address=pa))
+        return bytes(buf.data)
+
+    def _probe_preferred_address(self) -> None:
+        self.preferred_probe = self._find_preferred_address()
+        super()._probe_preferred_address()
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        if not from_session_ticket:
+            self.peer_disable_1rtt = has_transport_param(data, TP_DISABLE_1RTT_ENCRYPTION)
+            vi = getattr(self, "_remote_version_information", None)
+            if not self._is_client and vi is not None:
+                self._server_version_choice(vi)
+
+    # -- compatible version negotiation (RFC 9368), quic.ko's listener rules ----------------------------------
+    preferred_version = 0  # server: CONFIG.version of the listener (V2: upgrade a compatible client)
+    disable_compatible_version = False
+
+    def _server_version_choice(self, vi: Any) -> None:
+        """aioquic's server takes the first of the client's available versions it supports; quic.ko's
+        listener upgrades to V2 only when it was configured with V2, and never with
+        disable_compatible_version. Reorder (or empty) the client's list as seen by aioquic."""
+        if self.disable_compatible_version:
+            vi.available_versions = [self._version]
+        elif self.preferred_version and self.preferred_version in vi.available_versions:
+            vi.available_versions = [self.preferred_version] + [
+                v for v in vi.available_versions if v != self.preferred_version]
+        else:
+            vi.available_versions = [self._version]
+
+    @property
+    def cleartext_1rtt(self) -> bool:
+        return bool(getattr(self._cryptos[tls.Epoch.ONE_RTT], "cleartext", False))
+
+    refuse_early = False  # server: decline 0-RTT although the ticket is good (server_handshake early_data=False)
+
+    def _update_traffic_key(self, direction: Any, epoch: Any, cipher_suite: Any, secret: bytes) -> None:
+        if (epoch == tls.Epoch.ZERO_RTT and self.refuse_early and not self._is_client
+                and direction == tls.Direction.DECRYPT):
+            # aioquic's server accepts early data whenever the ticket resumes; declining means not
+            # installing the 0-RTT keys and saying so in EncryptedExtensions (built after this call).
+            # The client's 0-RTT packets are then undecryptable, never acknowledged, and their data
+            # is sent again in 1-RTT by loss recovery: nothing is lost.
+            self.tls.early_data_accepted = False
+            return
+        super()._update_traffic_key(direction, epoch, cipher_suite, secret)
+        if epoch == tls.Epoch.ONE_RTT and self.disable_1rtt and self.peer_disable_1rtt:
+            make_cleartext(self._cryptos[epoch])
+
+    def _handle_max_stream_data_frame(self, context: Any, frame_type: int, buf: Any) -> None:
+        # quic.ko reports a raised stream send limit (QUIC_EVENT_STREAM_MAX_DATA); aioquic does not
+        start = buf.tell()
+        stream_id = buf.pull_uint_var()
+        buf.seek(start)
+        stream = self._streams.get(stream_id)
+        before = stream.max_stream_data_remote if stream is not None else None
+        super()._handle_max_stream_data_frame(context, frame_type, buf)
+        stream = self._streams.get(stream_id)
+        if self.max_stream_data_cb is not None and stream is not None and stream.max_stream_data_remote != before:
+            self.max_stream_data_cb(stream_id, stream.max_stream_data_remote)
+
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if self.request_client_cert:
+            # aioquic's server can ask for a client certificate only through this private switch
+            self.tls._request_client_certificate = True
+            fetch = self.tls.get_session_ticket_cb
+            if fetch is not None:
+                ctx = self.tls
+
+                def fetch_no_cr(label: bytes) -> Any:
+                    # a resumed handshake authenticates by the ticket: no CertificateRequest then
+                    # (RFC 8446 4.3.2: only in certificate-based handshakes)
+                    t = fetch(label)
+                    if t is not None:
+                        ctx._request_client_certificate = False
+                    return t
+
+                self.tls.get_session_ticket_cb = fetch_no_cr
+        if self._is_client and self.raw_ticket_cb is not None:
+            # quic.ko hands the raw NewSessionTicket message to the application; aioquic keeps only
+            # its parsed form, so look at the message on its way in
+            handle = self.tls._client_handle_new_session_ticket
+            cb = self.raw_ticket_cb
+
+            def capture(input_buf: Any) -> None:
+                cb(bytes(input_buf.data_slice(0, input_buf.capacity)))
+                handle(input_buf)
+
+            self.tls._client_handle_new_session_ticket = capture  # type: ignore[method-assign]
+
+    # -- TLS-running entry points --------------------------------------------------------------
+    def connect(self, addr: Any, now: float) -> None:
+        with external_psk(self.external_psk):
+            super().connect(addr, now)
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        """quic.ko lets a server migrate too (setsockopt CONNECTION_MIGRATION on either end); aioquic's
+        client drops packets from an unknown server address (RFC 9000 9). A client here takes a
+        packet from a new server address that decrypts (the carrier saw our connection on it) and
+        moves to that path when its packet is the newest 1-RTT packet so far: the path is unvalidated, so
+        aioquic sends a PATH_CHALLENGE there, and the core reports the peer migration when it is
+        answered (validation failure falls back to the old path, aioquic's own rule)."""
+        new_path = None
+        if self._is_client and self._network_paths and all(p.addr != addr for p in self._network_paths):
+            from aioquic.quic.connection import QuicNetworkPath
+
+            new_path = QuicNetworkPath(addr)
+            self._network_paths.append(new_path)
+        before = self._spaces[tls.Epoch.ONE_RTT].largest_received_packet if tls.Epoch.ONE_RTT in self._spaces else None
+        with external_psk(self.external_psk):
+            super().receive_datagram(data, addr, now)
+        if new_path is None:
+            return
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and before is not None and space.largest_received_packet > before \
+                and new_path in self._network_paths:
+            self._network_paths.remove(new_path)
+            self._network_paths.insert(0, new_path)
+        elif new_path in self._network_paths:
+            self._network_paths.remove(new_path)  # not ours, or older than what we have: no move
+
+    # -- stream limits -------------------------------------------------------------------------
+    def set_local_stream_limits(self, bidi: int, uni: int) -> None:
+        self._local_max_streams_bidi = Limit(QuicFrameType.MAX_STREAMS_BIDI, "max_streams_bidi", bidi)
+        self._local_max_streams_uni = Limit(QuicFrameType.MAX_STREAMS_UNI, "max_streams_uni", uni)
+
+    token_pending: bytes | None = None
+    token_unacked = False
+    consumed_total = 0
+    data_window = 0  # 0: aioquic's own policy (until core.start sets the windows)
+    stream_window = 0
+
+    def set_windows(self, data_window: int, stream_window: int) -> None:
+        self.consumed: dict[int, int] = {}
+        self.data_window, self.stream_window = data_window, stream_window
+
+    def note_consumed(self, stream_id: int, n: int) -> None:
+        if self.data_window:
+            self.consumed[stream_id] = self.consumed.get(stream_id, 0) + n
+            self.consumed_total += n
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        if not self.data_window:
+            return super()._write_stream_limits(builder, space, stream)
+        if stream.max_stream_data_local:
+            target = self.consumed.get(stream.stream_id, 0) + self.stream_window
+            if target - stream.max_stream_data_local >= self.stream_window // 2:
+                stream.max_stream_data_local = target
+        highest = stream.receiver.highest_offset
+        stream.receiver.highest_offset = 0  # switch aioquic's doubling off for this call
+        try:
+            super()._write_stream_limits(builder, space, stream)
+        finally:
+            stream.receiver.highest_offset = highest
+
+    def queue_new_token(self, token: bytes) -> None:
+        self.token_pending = token
+
+    def _on_new_token_delivery(self, delivery: QuicDeliveryState, token: bytes) -> None:
+        if delivery == QuicDeliveryState.ACKED:
+            self.token_unacked = False
+        elif self.token_pending is None:
+            self.token_pending = token
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        token = self.token_pending
+        if token is not None and not self._is_client:
+            buf = builder.start_frame(QuicFrameType.NEW_TOKEN, capacity=9 + len(token),
+                                      handler=self._on_new_token_delivery, handler_args=(token,))
+            buf.push_uint_var(len(token))
+            buf.push_bytes(token)
+            self.token_pending = None
+            self.token_unacked = True
+        # aioquic's batching test (sent - used >= value - sent) is false once used has reached
+        # sent; pretend so for the duration of the call whenever a stream limit changed.
+        saved = [(lim, lim.used) for lim in (self._local_max_streams_bidi, self._local_max_streams_uni)]
+        for lim, _ in saved:
+            if lim.value != lim.sent:
+                lim.used = max(lim.used, lim.sent)
+        if self.data_window:
+            md = self._local_max_data
+            target = self.consumed_total + self.data_window
+            if target - md.value >= self.data_window // 2:
+                md.value = target
+            saved.append((md, md.used))
+            md.used = 0  # switch aioquic's doubling off for this call
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            for lim, used in saved:
+                lim.used = used
+
+    def stream_limits_pending(self) -> bool:
+        return any(lim.value != lim.sent for lim in (self._local_max_streams_bidi, self._local_max_streams_uni))
+
+    # -- sender-side implicit opening ------------------------------------------------------------
+    def create_local_stream(self, stream_id: int) -> QuicStream:
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            return stream
+        uni = bool(stream_id & 2)
+        if uni:
+            stream = QuicStream(stream_id=stream_id, max_stream_data_local=0,
+                                max_stream_data_remote=self._remote_max_stream_data_uni, readable=False)
+            self._local_next_stream_id_uni = max(self._local_next_stream_id_uni, stream_id + 4)
+        else:
+            stream = QuicStream(stream_id=stream_id, max_stream_data_local=self._local_max_stream_data_bidi_local,
+                                max_stream_data_remote=self._remote_max_stream_data_bidi_remote)
+            self._local_next_stream_id_bidi = max(self._local_next_stream_id_bidi, stream_id + 4)
+        self._streams[stream_id] = stream
+        self._streams_queue.append(stream)
+        return stream
+
+    # -- the public view of aioquic's private state -----------------------------------------------
+    @property
+    def configuration(self) -> Any:
+        return self._configuration
+
+    @property
+    def version(self) -> int | None:
+        """The QUIC version in use (after a compatible upgrade, the new one)."""
+        return self._version
+
+    @property
+    def remote_stream_limits(self) -> tuple[int, int]:
+        """The peer's MAX_STREAMS for (bidirectional, unidirectional) streams."""
+        return self._remote_max_streams_bidi, self._remote_max_streams_uni
+
+    @property
+    def remote_active_connection_id_limit(self) -> int:
+        return int(self._remote_active_connection_id_limit)
+
+    def set_local_active_connection_id_limit(self, limit: int) -> None:
+        self._local_active_connection_id_limit = limit
+
+    @property
+    def remote_max_datagram_frame_size(self) -> int:
+        return self._remote_max_datagram_frame_size or 0
+
+    @property
+    def max_datagram_size(self) -> int:
+        return int(self._max_datagram_size)
+
+    @property
+    def network_paths(self) -> list[Any]:
+        """aioquic's paths, the one in use first (read only: moving paths is receive_datagram's job)."""
+        return list(self._network_paths)
+
+    @property
+    def terminated(self) -> bool:
+        return bool(self._state.name == "TERMINATED")
+
+    def one_rtt_crypto(self) -> Any:
+        return one_rtt_crypto(self)
+
+    def receive_fingerprint(self) -> tuple:
+        """Changes whenever a received datagram had an effect (a packet number, an ACK to send, a
+        close, a state change): a datagram that leaves it unchanged was dropped as undecodable."""
+        return (tuple((s.largest_received_packet, len(s.ack_queue)) for s in self._spaces.values()),
+                self._close_event is not None, self._state)
+
+    def ack_now(self) -> None:
+        """Send every pending ACK with the next packet instead of after the ACK delay."""
+        for space in self._spaces.values():
+            if space.ack_at is not None:
+                space.ack_at = 0.0
+
+    def stream(self, stream_id: int) -> QuicStream | None:
+        return self._streams.get(stream_id)
+
+    def stream_final_size(self, stream_id: int) -> int:
+        """The final size the peer announced for a stream (FIN or RESET_STREAM), 0 when unknown."""
+        stream = self._streams.get(stream_id)
+        return (stream.receiver._final_size or 0) if stream is not None else 0
+
+    def send_buffered_bytes(self) -> int:
+        """Bytes written to streams and not yet acknowledged, over all streams."""
+        return sum(len(s.sender._buffer) for s in self._streams.values())
+
+    def stream_flow_blocked(self, stream_id: int) -> bool:
+        """Whether the stream's send buffer already reaches the peer's MAX_STREAM_DATA."""
+        stream = self._streams.get(stream_id)
+        return stream is not None and stream.sender._buffer_stop >= stream.max_stream_data_remote
+
+    def owns_host_cid(self, cid: bytes) -> bool:
+        return any(h.cid == cid for h in self._host_cids)
+
+    def peer_transport_parameters(self) -> dict[str, int]:
+        """The peer's transport parameters as aioquic stored them (times in microseconds)."""
+        return {
+            "active_connection_id_limit": self._remote_active_connection_id_limit or 0,
+            "max_datagram_frame_size": self._remote_max_datagram_frame_size or 0,
+            "max_idle_timeout": int((self._remote_max_idle_timeout or 0) * 1e6),
+            "max_ack_delay": round(self._loss.max_ack_delay * 1e6),
+            "max_data": self._remote_max_data,
+            "max_stream_data_bidi_local": self._remote_max_stream_data_bidi_local,
+            "max_stream_data_bidi_remote": self._remote_max_stream_data_bidi_remote,
+            "max_stream_data_uni": self._remote_max_stream_data_uni,
+        }
+
+    def end_qlog_trace(self) -> None:
+        """Write out this connection's qlog trace now (aioquic ends it only after the closing period)."""
+        if self._quic_logger is not None and self._configuration.quic_logger is not None:
+            self._configuration.quic_logger.end_trace(self._quic_logger)
+            self._quic_logger = None

@@ -1,0 +1,48 @@
+"""aioquic's QuicConfiguration for one connection, built from the socket's options.
+
+Both ways of running the handshake need it: TLS inside the engine (handshake.py) and the raw mode
+where the application runs TLS (raw.py). It reads only what every QuicSocket holds (its options and
+the wrapper configuration that names the pcap, for the key log), so it sits below both.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aioquic.quic.configuration import QuicConfiguration
+
+from . import tlsext
+from .sockparts import QuicSocketParts
+
+MAX_DATAGRAM = int(os.environ.get("WIRECHECK_QUIC_MTU", "1452") or 1452)
+
+
+def quic_configuration(sock: QuicSocketParts, is_client: bool, alpns: str | list[str] | None) -> QuicConfiguration:
+    o = sock._opts
+    tp = o.tp
+    if isinstance(alpns, str):
+        alpn_list = [a.strip() for a in alpns.split(",") if a.strip()]
+    else:
+        alpn_list = list(alpns) if alpns else list(o.alpn)
+    cfg = QuicConfiguration(is_client=is_client, alpn_protocols=alpn_list or None, max_datagram_size=MAX_DATAGRAM)
+    cfg.idle_timeout = tp.max_idle_timeout / 1e6
+    cfg.max_data = tp.max_data
+    cfg.max_stream_data = max(tp.max_stream_data_bidi_local, tp.max_stream_data_bidi_remote, tp.max_stream_data_uni)
+    cfg.max_datagram_frame_size = tp.max_datagram_frame_size or None
+    if is_client and o.token:
+        cfg.token = o.token
+    if o.cfg.congestion_control_algo == 1:
+        cfg.congestion_control_algorithm = "cubic"
+    if is_client and o.cfg.version:
+        # the first Initial goes out in CONFIG.version (V2 included); an unknown version gets a Version
+        # Negotiation from the listener and the client retries with a version both know (RFC 9000 6)
+        if o.cfg.version not in cfg.supported_versions:
+            cfg.supported_versions = [o.cfg.version, *cfg.supported_versions]
+        cfg.original_version = o.cfg.version
+    # aioquic only calls write() and flush() on it
+    keylog = tlsext.secrets_log(sock._cfg.pcap_file if sock._cfg is not None else None)
+    cfg.secrets_log_file = keylog  # type: ignore[assignment]
+    qlogdir = os.environ.get("QLOGDIR")
+    if qlogdir:
+        cfg.quic_logger = tlsext.QlogDir(qlogdir)
+    return cfg
