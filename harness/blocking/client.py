@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from harness.smb import change_notify, fscc, rdma_channel
@@ -41,9 +42,11 @@ from harness.smb.constants import (
     InfoType,
     LockFlags,
     NtStatus,
+    OplockLevel,
     ShareAccess,
 )
 from harness.smb.keys import keys_file_text
+from harness.smb.messages.create_contexts import RQLS, LeaseV1, LeaseV2, find_context, parse_lease
 from harness.transport import Transport, connect
 
 ALL_FF = b"\xff" * 16
@@ -89,6 +92,16 @@ class SMBClient:
         self._responses: dict[int, Response] = {}
         self.async_ids: dict[int, int] = {}  # MessageId -> AsyncId of an interim STATUS_PENDING response
         self.notifications: list[Response] = []
+        # Oplock and lease breaks (§3.2.5.19): kept in ``notifications``; ``on_break`` (a test's
+        # hook) sees each one first, and unless it returns True the break is acknowledged with what
+        # the server asked for (``auto_ack``). Acknowledgments are sent without waiting; their
+        # responses land in ``break_acks``.
+        self.on_break: Callable[[Response], bool | None] | None = None
+        self.auto_ack = True
+        self.break_acks: list[Response] = []
+        self._ack_mids: set[int] = set()
+        self._break_trees: dict[bytes, int] = {}  # FileId or LeaseKey -> the tree an acknowledgment goes to
+        self._oplocks: dict[bytes, int] = {}  # FileId -> the oplock level held
         try:
             self._negotiate()
             self._login()
@@ -125,7 +138,7 @@ class SMBClient:
         while True:
             for response in self.conn.receive(self.transport.recv_pdu(self.timeout), self.sessions):
                 if response.header.message_id == UNSOLICITED_MESSAGE_ID:
-                    self.notifications.append(response)
+                    self._on_unsolicited(response)
                     continue
                 if response.header.status == NtStatus.PENDING and response.header.is_async:
                     continue
@@ -143,9 +156,12 @@ class SMBClient:
         for response in self.conn.receive(self.transport.recv_pdu(timeout), self.sessions):
             mid = response.header.message_id
             if mid == UNSOLICITED_MESSAGE_ID:
-                self.notifications.append(response)
+                self._on_unsolicited(response)
             elif response.header.status == NtStatus.PENDING and response.header.is_async:
                 self.async_ids[mid] = response.header.async_id
+            elif mid in self._ack_mids:
+                self._ack_mids.discard(mid)
+                self.break_acks.append(response)
             else:
                 self._responses[mid] = response
 
@@ -168,6 +184,51 @@ class SMBClient:
         """CANCEL a request still waiting (by its AsyncId when the interim response came)."""
         self.transport.send_pdu(self.conn.cancel_request(message_id, self.async_ids.get(message_id, 0),
                                                          self.session))
+
+    def _on_unsolicited(self, response: Response) -> None:
+        self.notifications.append(response)
+        if self.on_break is not None and self.on_break(response):
+            return
+        body = response.body
+        if isinstance(body, m.OplockBreakNotification):
+            # Only a break of EXCLUSIVE or BATCH wants an acknowledgment; II -> NONE is news only.
+            held = self._oplocks.get(bytes(body.file_id), OplockLevel.NONE)
+            self._oplocks[bytes(body.file_id)] = body.oplock_level
+            if held not in (OplockLevel.EXCLUSIVE, OplockLevel.BATCH):
+                return
+        if self.auto_ack and response.header.command == Command.OPLOCK_BREAK:
+            self.acknowledge(response)
+
+    def acknowledge(self, notification: Response, level_or_state: int | None = None) -> int | None:
+        """Acknowledge a break (§3.2.4.24, 2.2.24): an oplock with the level it was broken to, a
+        lease with the new state (or what is given). Returns the MessageId; None when a lease break
+        needs no acknowledgment. The response is collected into ``break_acks``."""
+        body = notification.body
+        if isinstance(body, m.LeaseBreakNotification):
+            if not body.flags & 1:  # SMB2_NOTIFY_BREAK_LEASE_FLAG_ACK_REQUIRED
+                return None
+            state = body.new_lease_state if level_or_state is None else level_or_state
+            ack: m.Message = m.LeaseBreakAcknowledgment(lease_key=body.lease_key, lease_state=state)
+            tree = self._break_trees.get(bytes(body.lease_key), 0)
+        else:
+            level = body.oplock_level if level_or_state is None else level_or_state
+            ack = m.OplockBreakAcknowledgment(file_id=body.file_id, oplock_level=level)
+            tree = self._break_trees.get(bytes(body.file_id), 0)
+        mid = self.send(Command.OPLOCK_BREAK, ack, tree)
+        self._ack_mids.add(mid)
+        return mid
+
+    def poll(self, seconds: float) -> list[Response]:
+        """Read what the server sends unasked for ``seconds`` (breaks, late acknowledgment
+        responses); the breaks that arrived in that time."""
+        before = len(self.notifications)
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                self._receive_one(left)
+            except TimeoutError:
+                break
+        return self.notifications[before:]
 
     def request(self, command: int, body: m.Message, tree_id: int = 0, payload: int = 0,
                 ok: tuple[int, ...] = (NtStatus.SUCCESS,)) -> Response:
@@ -229,6 +290,29 @@ class SMBClient:
         self.close()
 
 
+@dataclass
+class Lease:
+    """A lease to ask for in CREATE (§2.2.13.2.8, v2 §2.2.13.2.10): ``state`` of R, H, W bits."""
+
+    key: bytes
+    state: int
+    version: int = 2
+    epoch: int = 0
+    parent_key: bytes = bytes(16)
+
+    def context(self):
+        if self.version == 1:
+            return LeaseV1(lease_key=self.key, lease_state=self.state).to_context()
+        return LeaseV2(lease_key=self.key, lease_state=self.state, parent_lease_key=self.parent_key,
+                       epoch=self.epoch).to_context()
+
+
+def granted_lease(response: m.CreateResponse) -> LeaseV1 | LeaseV2 | None:
+    """The lease a CREATE response granted (its RqLs context), None without one."""
+    context = find_context(response.contexts, RQLS)
+    return parse_lease(context) if context is not None else None
+
+
 def _smb_path(path: str) -> str:
     return path.replace("/", "\\").strip("\\")
 
@@ -246,11 +330,25 @@ class Share:
 
     def open(self, path: str, access: int, disposition: int, options: int = 0,
              share_access: int = ShareAccess.READ | ShareAccess.WRITE | ShareAccess.DELETE,
-             attributes: int = 0, contexts: list | None = None) -> m.CreateResponse:
+             attributes: int = 0, contexts: list | None = None, oplock: int = OplockLevel.NONE,
+             lease: Lease | None = None) -> m.CreateResponse:
+        """``oplock``: the OplockLevel to ask for; ``lease``: a lease to ask for instead (its
+        context is added and the level is SMB2_OPLOCK_LEVEL_LEASE). Breaks of what is granted are
+        acknowledged on this tree."""
+        contexts = list(contexts or [])
+        if lease is not None:
+            contexts.append(lease.context())
+            oplock = OplockLevel.LEASE
         body = m.CreateRequest(name=_smb_path(path), desired_access=access, file_attributes=attributes,
                                share_access=share_access, create_disposition=disposition, create_options=options,
-                               contexts=contexts or [])
-        return self._req(Command.CREATE, body).body
+                               requested_oplock_level=oplock, contexts=contexts)
+        response = self._req(Command.CREATE, body).body
+        if response.oplock_level == OplockLevel.LEASE and lease is not None:
+            self.client._break_trees[bytes(lease.key)] = self.tree_id
+        elif response.oplock_level != OplockLevel.NONE:
+            self.client._break_trees[bytes(response.file_id)] = self.tree_id
+            self.client._oplocks[bytes(response.file_id)] = response.oplock_level
+        return response
 
     def close_file(self, file_id: bytes) -> None:
         self._req(Command.CLOSE, m.CloseRequest(file_id=file_id))

@@ -15,7 +15,7 @@ from harness.blocking.inotify import ShareWatcher
 from harness.blocking.netif import describe
 from harness.smb.keys import SessionKeyRecord
 from harness.smb.rdma_channel import take_invalidate
-from harness.smb.server import Disconnect, ServerConfig, ServerConnection, ServerState
+from harness.smb.server import Disconnect, ServerConfig, ServerConnection, ServerState, oplocks
 from harness.transport import Listener, Transport, TransportError, listen
 
 FRAME_HEADROOM = 64 * 1024
@@ -51,6 +51,10 @@ class SMBServer:
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._accept_thread: threading.Thread | None = None
+        # One timer thread for break acknowledgment deadlines (harness/smb/server/oplocks.py): it
+        # sleeps until the next deadline, or forever while no break waits (no polling).
+        self._timer_wake = share_with._timer_wake if share_with else threading.Condition(self.lock)
+        self._timer_thread: threading.Thread | None = None
         self.errors: list[str] = []
         if share_with is None:  # changes by other programs in a local share complete CHANGE_NOTIFY too
             self.state.on_watch = ShareWatcher(self.state, self.lock, self._stop, self.errors).watch
@@ -68,6 +72,10 @@ class SMBServer:
     def start(self) -> SMBServer:
         self._accept_thread = threading.Thread(target=self._accept_loop, name="smb-accept", daemon=True)
         self._accept_thread.start()
+        if not hasattr(self.state, "_timer_started"):
+            self.state._timer_started = True
+            self._timer_thread = threading.Thread(target=self._timer_loop, name="smb-timer", daemon=True)
+            self._timer_thread.start()
         return self
 
     def serve_forever(self) -> None:
@@ -80,6 +88,8 @@ class SMBServer:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._timer_wake:
+            self._timer_wake.notify_all()
         self.listener.close()
         listeners = self.state.config.listeners
         listeners[:] = [entry for entry in listeners if not any(entry is mine for mine in self.interfaces)]
@@ -110,6 +120,23 @@ class SMBServer:
             self._threads.append(thread)
             thread.start()
 
+    def _timer_loop(self) -> None:
+        with self._timer_wake:
+            while not self._stop.is_set():
+                deadline = oplocks.next_deadline(self.state)
+                if deadline is None:
+                    self._timer_wake.wait()
+                    continue
+                delay = deadline - self.state.config.clock() / 1e9
+                if delay > 0:
+                    self._timer_wake.wait(delay)
+                    continue
+                try:
+                    oplocks.on_timer(self.state)
+                except Exception as exc:  # a bug must not stop the timer for every other client
+                    self.errors.append(f"timer: {type(exc).__name__}: {exc}")
+                    self._timer_wake.wait(1.0)
+
     # ------------------------------------------------------------------ one connection
 
     def _serve(self, transport: Transport) -> None:
@@ -138,6 +165,7 @@ class SMBServer:
                         self.errors.append(f"{type(exc).__name__}: {exc}")
                         return
                     invalidate = take_invalidate(connection)
+                    self._timer_wake.notify_all()  # a break may have set a new deadline
                     if connection.negotiated and connection.rdma is None:
                         transport.max_recv = connection.max_size + FRAME_HEADROOM
                     # Take the send lock before letting other threads in, so an async completion
@@ -160,6 +188,7 @@ class SMBServer:
         finally:
             with self.lock:
                 connection.close()
+                self._timer_wake.notify_all()
             self._send_locks.pop(key, None)
             self._transports.pop(key, None)
             transport.close()

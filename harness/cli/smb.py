@@ -119,8 +119,10 @@ def _share(item: str):
 @click.option("--key", type=click.Path(exists=True), help="QUIC: private key (PEM)")
 @click.option("--client-ca", type=click.Path(exists=True), help="QUIC: require client certificates from this CA")
 @click.option("--keys-out", type=click.Path(), help="append SMB session keys (tshark smb2_seskey_list lines)")
+@click.option("--break-timeout", type=click.FloatRange(min=0.01), default=35.0, show_default=True,
+              help="seconds an oplock or lease break waits for its acknowledgment before the holder loses it")
 def serve(listen_at, transport, shares, users, encrypt, sign, accept_transport_security, multichannel,
-          durable_timeout, durable_max_timeout, durable_v1_timeout, cert, key, client_ca, keys_out):
+          durable_timeout, durable_max_timeout, durable_v1_timeout, cert, key, client_ca, keys_out, break_timeout):
     """Serve directories over SMB 3.1.1 (and 2.0.2-3.0.2) until interrupted."""
     from harness.blocking.server import SMBServer
     from harness.smb.server import ServerConfig
@@ -132,7 +134,7 @@ def serve(listen_at, transport, shares, users, encrypt, sign, accept_transport_s
                           accept_transport_security=accept_transport_security, multichannel=multichannel,
                           durable_timeout_ms=int(durable_timeout * 1000),
                           durable_max_timeout_ms=int(durable_max_timeout * 1000),
-                          durable_v1_timeout_ms=int(durable_v1_timeout * 1000))
+                          durable_v1_timeout_ms=int(durable_v1_timeout * 1000), break_timeout=break_timeout)
     if any(kind == "smbdirect" for kind, *_ in listeners):
         _emulated_network("smbdirect")
     if any(kind == "quic" for kind, *_ in listeners) and not (cert and key):
@@ -191,10 +193,16 @@ _UNC = re.compile(r"^(?://|\\\\)([^/\\]+)[/\\]([^/\\]+)[/\\]?$")
               help="bind a channel to every address the server lists (SMB Direct where RDMA_CAPABLE, else TCP, "
                    "QUIC with --ca/--insecure where no TCP answers) and print the channels")
 @click.option("--timeout", type=float, default=30.0, show_default=True)
-@click.argument("command", type=click.Choice(["ls", "get", "put", "rm", "mkdir", "rmdir", "cat", "lock", "notify"]))
+@click.option("--lease", "lease", type=click.Choice(["R", "RH", "RW", "RWH"], case_sensitive=False),
+              help="hold: ask for this lease (v2, a random key)")
+@click.option("--oplock", type=click.Choice(["ii", "exclusive", "batch"], case_sensitive=False),
+              help="hold: ask for this oplock instead of a lease")
+@click.option("--no-ack", is_flag=True, help="hold: print breaks without acknowledging them")
+@click.argument("command", type=click.Choice(["ls", "get", "put", "rm", "mkdir", "rmdir", "cat", "lock", "notify",
+                                             "hold"]))
 @click.argument("args", nargs=-1)
 def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, cipher, server_name, ca, insecure, keys_out,
-        multichannel, timeout, command, args):
+        multichannel, timeout, lease, oplock, no_ack, command, args):
     """Run one command against //HOST[:PORT]/SHARE.
 
     \b
@@ -208,6 +216,8 @@ def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, ci
                           until granted, at most --timeout, then cancel), hold it, unlock
       notify [DIR] [tree] [count=N] [filter=names|all|0xBITS]
                           print the next N changes in DIR (with `tree`: below it too)
+      hold PATH [SECONDS] open PATH with --lease (default RWH) or --oplock, print the grant
+                          and each break as it comes (acknowledged unless --no-ack), close
     """
     from harness.blocking.client import SMBClient
     from harness.blocking.multichannel import MultiChannelClient
@@ -234,7 +244,10 @@ def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, ci
             if multichannel:
                 _bind_channels(client, {k: v for k, v in (("ca", ca), ("insecure", insecure)) if v})
             with client.share(match.group(2)) as share:
-                _run(share, command, args)
+                if command == "hold":
+                    _hold(client, share, args, lease, oplock, no_ack)
+                else:
+                    _run(share, command, args)
             moved = client.rdma_bytes["read"] + client.rdma_bytes["write"]
             if (transport == "smbdirect" or multichannel) and command in ("get", "put", "cat"):
                 click.echo(f"{moved} bytes by RDMA", err=True)
@@ -254,6 +267,47 @@ def _bind_channels(client, quic_options: dict) -> None:
         rdma = ", RDMA" if getattr(channel.transport, "supports_rdma", False) else ""
         click.echo(f"channel {number}: {kind}://{_hostport((host, port or DEFAULT_PORTS[kind]))} ({role}{rdma})",
                    err=True)
+
+
+def _hold(client, share, args: tuple[str, ...], lease: str | None, oplock: str | None, no_ack: bool) -> None:
+    """Hold an oplock or a lease and show what the server does to it (MS-SMB2 §3.3.4.6-7)."""
+    from harness.blocking.client import Lease, granted_lease
+    from harness.smb.constants import AccessMask, CreateDisposition, LeaseState, OplockLevel
+
+    if not args:
+        raise click.UsageError("hold needs PATH [SECONDS]")
+    seconds = float(args[1]) if len(args) > 1 else 60.0
+    bits = {"R": LeaseState.READ_CACHING, "W": LeaseState.WRITE_CACHING, "H": LeaseState.HANDLE_CACHING}
+
+    def letters(state: int) -> str:
+        return "".join(c for c, bit in bits.items() if state & bit) or "NONE"
+
+    access = AccessMask.FILE_READ_DATA | AccessMask.FILE_WRITE_DATA | AccessMask.FILE_READ_ATTRIBUTES
+    if oplock:
+        level = {"ii": OplockLevel.II, "exclusive": OplockLevel.EXCLUSIVE, "batch": OplockLevel.BATCH}[oplock.lower()]
+        response = share.open(args[0], access, CreateDisposition.OPEN_IF, oplock=level)
+        click.echo(f"granted oplock {OplockLevel(response.oplock_level).name}")
+    else:
+        wanted = sum(bits[c] for c in (lease or "RWH").upper())
+        response = share.open(args[0], access, CreateDisposition.OPEN_IF, lease=Lease(os.urandom(16), wanted))
+        got = granted_lease(response)
+        click.echo(f"granted lease {letters(got.lease_state) if got else 'none'}"
+                   + (f" epoch {got.epoch}" if got is not None and hasattr(got, "epoch") else ""))
+
+    def show(note) -> bool:
+        body = note.body
+        if hasattr(body, "lease_key"):
+            click.echo(f"lease break {letters(body.current_lease_state)} -> {letters(body.new_lease_state)}"
+                       f" epoch {body.new_epoch}{' (ack required)' if body.flags & 1 else ''}")
+        else:
+            click.echo(f"oplock break -> {OplockLevel(body.oplock_level).name}")
+        return no_ack
+
+    client.on_break = show
+    client.poll(seconds)
+    for ack in client.break_acks:
+        click.echo(f"acknowledged: status 0x{ack.header.status:08x}")
+    share.close_file(response.file_id)
 
 
 def _run(share, command: str, args: tuple[str, ...]) -> None:

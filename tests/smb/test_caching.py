@@ -45,9 +45,22 @@ def test_level_ii_breaks_without_ack_on_write_and_overwrite_only() -> None:
     t.grant("f", 1, requested=OplockLevel.II)
     t.grant("f", 2, requested=OplockLevel.II)
     assert t.before_open("f", now=0.0) == []
-    assert t.on_write("f", 2, now=0.0) == [OplockBreak(1, OplockLevel.NONE, ack_required=False)]
-    assert t.oplock_level(1) == OplockLevel.NONE and t.oplock_level(2) == OplockLevel.II
+    assert t.on_write("f", 2, now=0.0) == [OplockBreak(1, OplockLevel.NONE, ack_required=False),
+                                           OplockBreak(2, OplockLevel.NONE, ack_required=False)]
+    assert t.oplock_level(1) == OplockLevel.NONE and t.oplock_level(2) == OplockLevel.NONE
     assert not t.must_wait("f")
+    # Acknowledging a break that needed none: STATUS_INVALID_OPLOCK_PROTOCOL (smb2.oplock.levelii500).
+    assert t.ack_oplock(1, OplockLevel.NONE) == (NtStatus.INVALID_OPLOCK_PROTOCOL, OplockLevel.NONE)
+    assert t.ack_oplock(1, OplockLevel.NONE) == (NtStatus.INVALID_DEVICE_STATE, OplockLevel.NONE)
+
+
+def test_a_write_breaks_the_writers_own_level_ii_but_not_batch() -> None:
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.BATCH)
+    assert t.on_write("f", 1, now=0.0) == []
+    t.before_open("f", now=0.0)
+    t.ack_oplock(1, OplockLevel.II)
+    assert t.on_write("f", 1, now=0.0) == [OplockBreak(1, OplockLevel.NONE, ack_required=False)]
 
 
 def test_a_silent_client_is_broken_to_none_at_the_deadline() -> None:
@@ -97,7 +110,7 @@ def test_no_oplock_on_directories() -> None:
 def test_rwh_to_the_only_lease_then_a_second_key_breaks_write_away() -> None:
     t = CachingTable()
     g = t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H, lease_version=2, lease_epoch=0)
-    assert g == Grant(OplockLevel.LEASE, R | W | H, 0, 1)
+    assert g == Grant(OplockLevel.LEASE, R | W | H, 0, 1, version=2)
     breaks = t.before_open("f", now=0.0, lease=B)
     assert breaks == [LeaseBreak(A, R | W | H, R | H, new_epoch=2, ack_required=True)]
     assert t.must_wait("f")
@@ -105,7 +118,7 @@ def test_rwh_to_the_only_lease_then_a_second_key_breaks_write_away() -> None:
     assert t.ack_lease(A, R | H) == (NtStatus.SUCCESS, R | H)
     assert not t.must_wait("f")
     assert t.grant("f", 2, requested=OplockLevel.LEASE, lease=B, lease_state=R | W | H) == Grant(
-        OplockLevel.LEASE, R | H, 0, 0)
+        OplockLevel.LEASE, R | H, 0, 0, version=1)
 
 
 def test_read_lease_breaks_on_write_without_ack() -> None:
@@ -156,6 +169,18 @@ def test_sharing_conflict_breaks_handle_caching() -> None:
     assert t.before_open("f", now=0.0, lease=B, sharing_conflicts=[1]) == [LeaseBreak(A, R | H, R, 0, True)]
 
 
+def test_sharing_conflict_breaks_only_batch_and_handle_of_the_conflicting_opens() -> None:
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.EXCLUSIVE)
+    assert t.before_open("f", now=0.0, sharing_conflicts=[1]) == []  # smb2.oplock.exclusive1
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.BATCH)
+    assert t2.before_open("f", now=0.0, overwrite=True, sharing_conflicts=[1]) == [OplockBreak(1, OplockLevel.II, True)]
+    t3 = CachingTable()
+    t3.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H)
+    assert t3.before_open("f", now=0.0, lease=B, sharing_conflicts=[1]) == [LeaseBreak(A, R | W | H, R | W, 0, True)]
+
+
 def test_rename_breaks_handle_caching_and_waits() -> None:
     t = CachingTable()
     t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | H)
@@ -180,3 +205,77 @@ def test_lease_key_for_another_file_and_close() -> None:
     assert t.check_lease_key(A, "f") is None
     t.close(1)
     assert t.check_lease_key(A, "g") is None and t.lease_state(A) == 0
+
+
+# -- rules smbtorture showed (Windows and Samba behaviour) ----------------------------------------
+
+
+def test_a_break_in_flight_keeps_what_it_announced() -> None:
+    """smb2.lease.breaking3: an overwrite while RWH -> RH is in flight sends nothing new; the RH
+    acknowledgment is accepted, and the next open breaks further."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H)
+    assert t.before_open("f", now=0.0) == [LeaseBreak(A, R | W | H, R | H, 0, True)]
+    assert t.before_open("f", now=0.0, overwrite=True) == []
+    assert t.must_wait("f")
+    assert t.ack_lease(A, R | H) == (NtStatus.SUCCESS, R | H)
+    assert t.before_open("f", now=0.0, overwrite=True) == [LeaseBreak(A, R | H, 0, 0, True)]
+
+
+def test_only_a_break_taking_write_or_handle_for_sharing_makes_the_open_wait() -> None:
+    """smb2.lease.breaking4: RH -> NONE for an overwrite wants an acknowledgment, the open goes on."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | H)
+    assert t.before_open("f", now=0.0, overwrite=True) == [LeaseBreak(A, R | H, 0, 0, True)]
+    assert not t.must_wait("f")
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | H)
+    t2.before_open("f", now=0.0, sharing_conflicts=[1])
+    assert t2.must_wait("f")
+
+
+@pytest.mark.parametrize(("held1", "upgrade", "result"), [
+    (R, R | H, R | H), (R, R | W, R), (R, R | W | H, R), (R | H, R | W | H, R | H), (R | H, R, R | H)])
+def test_contended_upgrade_changes_only_to_what_can_be_held_as_asked(held1: int, upgrade: int, result: int) -> None:
+    """smb2.lease.upgrade3: with a second lease key on the file, an upgrade asking for WRITE changes nothing."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=held1)
+    t.grant("f", 2, requested=OplockLevel.LEASE, lease=B, lease_state=R)
+    assert t.grant("f", 3, requested=OplockLevel.LEASE, lease=A, lease_state=upgrade).lease_state == result
+
+
+def test_leases_and_oplocks_side_by_side() -> None:
+    """smb2.lease.oplock: next to an oplock a lease gets READ only; next to a HANDLE lease no oplock."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.II)
+    assert t.grant("f", 2, requested=OplockLevel.LEASE, lease=A, lease_state=R | H).lease_state == R
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | H)
+    assert t2.grant("f", 2, requested=OplockLevel.BATCH) == Grant(OplockLevel.NONE)
+    t3 = CachingTable()
+    t3.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R)
+    assert t3.grant("f", 2, requested=OplockLevel.BATCH) == Grant(OplockLevel.II)
+
+
+def test_a_stat_open_without_caching_does_not_keep_write_away() -> None:
+    """smb2.lease.statopen3: RWH next to an attributes-only open; smb2.lease.statopen: a stat open
+    that holds a lease is a holder like any other."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.NONE, stat_open=True)
+    assert t.grant("f", 2, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H).lease_state == R | W | H
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H, stat_open=True)
+    t2.before_open("f", now=0.0, lease=B)
+    t2.ack_lease(A, R | H)
+    assert t2.grant("f", 2, requested=OplockLevel.LEASE, lease=B, lease_state=R | W | H).lease_state == R | H
+
+
+def test_a_read_control_open_breaks_oplocks_but_not_leases() -> None:
+    """smb2.oplock.statopen1 (READ_CONTROL is no stat open for oplocks) and smb2.lease.statopen4 (it is one
+    for leases): the server asks ``before_open(leases=False)`` for it."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.BATCH)
+    assert t.before_open("f", now=0.0, leases=False) == [OplockBreak(1, OplockLevel.II, True)]
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H)
+    assert t2.before_open("f", now=0.0, leases=False) == []

@@ -69,6 +69,32 @@ def test_parsers():
     assert result.exit_code != 0
 
 
+def test_hold_prints_the_lease_and_its_break(server, tmp_path):
+    import threading
+    import time
+
+    from harness.blocking.client import SMBClient
+    from harness.smb.constants import AccessMask, CreateDisposition
+
+    (server.share_dir / "held.txt").write_bytes(b"x")
+    unc = f"//127.0.0.1:{server.port}/data"
+    out: list = []
+    holder = threading.Thread(target=lambda: out.append(run(unc, "--user", USER, "--lease", "RWH", "hold",
+                                                            "held.txt", "1.5")))
+    holder.start()
+    time.sleep(0.7)  # the holder has its lease
+    with SMBClient("127.0.0.1", server.port, username="cli", password="Cli-pw-1") as other:
+        share = other.share("data")
+        share.open("held.txt", AccessMask.FILE_READ_DATA, CreateDisposition.OPEN)
+    holder.join(10)
+    result = out[0]
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("granted lease RWH epoch 1")
+    assert "lease break RWH -> RH epoch 2 (ack required)" in lines
+    assert "acknowledged: status 0x00000000" in lines
+
+
 def test_lock_and_notify_commands(server):
     """`lock` holds a range another `lock` cannot take (and a waiting one gets once it is released);
     `notify` prints the change another client makes."""

@@ -483,7 +483,7 @@ def test_oplock_break_notification(state):
     (MessageId 0xFFFF..., TreeId 0, §3.3.4.6) that needs no acknowledgment."""
     first, tree1 = connected(state, require_signing=True)
     second, tree2 = connected(state)
-    granted = first.create(tree1, "shared.txt", requested_oplock_level=OplockLevel.BATCH).body
+    granted = first.create(tree1, "shared.txt", requested_oplock_level=OplockLevel.II).body
     assert granted.oplock_level == OplockLevel.II
     writer = second.create(tree2, "shared.txt").body.file_id
     second.request(Command.WRITE, m.WriteRequest(file_id=writer, data=b"x"), tree2)
@@ -497,7 +497,7 @@ def test_lease_break_notification(state):
 
     first, tree1 = connected(state)
     second, tree2 = connected(state)
-    lease = LeaseV2(lease_key=b"k" * 16, lease_state=7).to_context()
+    lease = LeaseV2(lease_key=b"k" * 16, lease_state=3).to_context()  # RH: the second open breaks nothing
     granted = first.create(tree1, "leased.txt", requested_oplock_level=OplockLevel.LEASE, contexts=[lease]).body
     assert granted.oplock_level == OplockLevel.LEASE
     writer = second.create(tree2, "leased.txt").body.file_id
@@ -575,6 +575,34 @@ def test_names_are_case_insensitive(state, tmp_path):
     response = pair.create(tree, "mixedcase\\FILE.txt", CreateDisposition.OPEN)
     assert response.header.status == NtStatus.SUCCESS
     assert response.body.end_of_file == 1
+
+
+def test_a_create_waits_for_the_batch_break_and_goes_on_at_the_deadline(tmp_path):
+    """Sans-IO with a clock of our own: the CREATE that breaks a BATCH oplock gets an interim
+    STATUS_PENDING, the holder the break; nothing happens until the clock passes the break timeout,
+    then ``on_timer`` breaks the silent holder to NONE and completes the CREATE with level II."""
+    from harness.smb.server import oplocks
+
+    now = [1_000 * 10**9]
+    state = make_state(tmp_path, clock=lambda: now[0], break_timeout=5.0)
+    first, tree1 = connected(state)
+    second, tree2 = connected(state)
+    held = first.create(tree1, "b.txt", requested_oplock_level=OplockLevel.BATCH).body
+    assert held.oplock_level == OplockLevel.BATCH
+    interim = second.create(tree2, "b.txt", requested_oplock_level=OplockLevel.BATCH)
+    assert interim.header.status == NtStatus.PENDING and interim.header.is_async
+    (note,) = first.client.receive(first.server.take_output()[0], first.sessions)
+    assert note.body.file_id == held.file_id and note.body.oplock_level == OplockLevel.II
+    assert oplocks.next_deadline(state) == 1_005.0
+    now[0] += 4 * 10**9
+    oplocks.on_timer(state)
+    assert not second.server.take_output()  # not yet
+    now[0] += 1 * 10**9
+    oplocks.on_timer(state)
+    (done,) = second.client.receive(second.server.take_output()[0], second.sessions)
+    assert done.header.status == NtStatus.SUCCESS and done.header.async_id == interim.header.async_id
+    assert done.body.oplock_level == OplockLevel.II
+    assert oplocks.next_deadline(state) is None
 
 
 def test_failed_reauthentication_ends_the_session_and_its_notify(state):

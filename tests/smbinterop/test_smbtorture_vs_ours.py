@@ -22,7 +22,7 @@ from conftest import OurServer
 from peers_smb import PASSWORD, USER, need
 
 FAST = ["smb2.connect", "smb2.rw", "smb2.credits", "smb2.ioctl", "smb2.getinfo", "smb2.read", "smb2.lock"]
-SLOW = ["smb2.bench", "smb2.dir", "smb2.create", "smb2.notify"]
+SLOW = ["smb2.bench", "smb2.dir", "smb2.create", "smb2.notify", "smb2.oplock", "smb2.lease"]
 # Durable handles, replay, session binding, multichannel.  smb2.replay is run test by test:
 # replay-regular is left out (smbtorture's cleanup loops forever on a file it cannot delete here) and so
 # are the dhv2-pending* tests (each waits ~35 s for an oplock/lease break this server does not send).
@@ -74,6 +74,7 @@ def test_smbtorture(suite, tmp_path, record_property):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # smb2.lease waits out a 35 s break timeout among its tests
 @pytest.mark.parametrize("suite", SLOW)
 def test_smbtorture_slow(suite, tmp_path, record_property):
     run_suite(suite, tmp_path, record_property)

@@ -10,7 +10,9 @@ The package's layout follows the command families, as :mod:`harness.smb.messages
 - Handlers: :mod:`.negotiate`, :mod:`.session` (+ :mod:`.channels` for multichannel binding),
   :mod:`.tree`, and behind :mod:`.dispatch` the file commands: :mod:`.create`, :mod:`.readwrite`,
   :mod:`.lock_notify`, :mod:`.directory`, :mod:`.query_info`, :mod:`.set_info`, :mod:`.ioctl`,
-  with :mod:`.opens`, :mod:`.breaks` and :mod:`.replay` as their shared rules.
+  with :mod:`.opens`, :mod:`.breaks` and :mod:`.replay` as their shared rules, and
+  :mod:`.oplocks` (oplock and lease grants, breaks, requests waiting for acknowledgments, and the
+  OPLOCK_BREAK acknowledgments) on the rules of :mod:`harness.smb.caching`.
 
 Imports go one way: handlers -> opens/breaks -> model; connection -> handlers.  File access goes
 through a share of :mod:`harness.smb.vfs`.

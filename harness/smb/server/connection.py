@@ -59,7 +59,7 @@ from ..crypto import (
 )
 from ..errors import SMBProtocolError
 from ..header import HEADER_SIZE, Header
-from . import channels
+from . import channels, oplocks
 from .dispatch import dispatch
 from .model import (
     MAX_CREDITS,
@@ -156,6 +156,7 @@ class ServerConnection:
             if reply is None:  # CANCEL: no response
                 continue
             replies.append((header, reply))
+        oplocks.resume(self.state)  # acknowledgments and closes above may let waiting requests go on
         if not replies:
             return []
         return [self._pack_replies(replies, encrypted_session)]
@@ -174,6 +175,8 @@ class ServerConnection:
             if self.state.sessions.get(session.session_id) is session:
                 del self.state.sessions[session.session_id]
         self.sessions.clear()
+        oplocks.drop_waiting(self.state, connection=self)
+        oplocks.resume(self.state)
 
     def _consume_credits(self, header: Header) -> None:
         if header.command == Command.CANCEL:
@@ -402,6 +405,7 @@ class ServerConnection:
                 target = pending
                 break
         if target is not None:
+            oplocks.drop_waiting(self.state, pending=target)
             if target.on_cancel is not None:  # its table answers STATUS_CANCELLED (and may wake others)
                 target.on_cancel()
             else:

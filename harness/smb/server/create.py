@@ -9,8 +9,9 @@ Rules kept here, in the order a CREATE meets them:
   with NON_DIRECTORY_FILE, a bad disposition or impersonation level are STATUS_INVALID_PARAMETER.
 - Share modes are checked against the other opens of the same name (STATUS_SHARING_VIOLATION); a
   detached durable open in the way is closed, since nobody could acknowledge its break.
-- Oplocks are granted at most at level II (BATCH for a v1 durable open) and leases at most READ
-  (plus HANDLE for durability), so that a break never needs an acknowledgment (§3.3.4.6, §3.3.4.7).
+- Before an existing file is opened, the caching of other opens is broken as the caching table
+  says (:mod:`.oplocks`); while a break waits for its acknowledgment the CREATE is asynchronous and
+  runs again from the start afterwards. Oplocks and leases are then granted by the same table.
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ from ..constants import (
     CreateOptions,
     Dialect,
     FileAttributes,
-    LeaseState,
     NtStatus,
     OplockLevel,
     ShareAccess,
 )
 from ..errors import SMBProtocolError
 from ..messages.create_contexts import (
+    APP_INSTANCE_ID,
     MXAC,
     QFID,
     RQLS,
+    AppInstanceId,
     LeaseV1,
     LeaseV2,
     MaximalAccessResponse,
@@ -43,8 +45,8 @@ from ..messages.create_contexts import (
     find_context,
 )
 from ..vfs import ShareError
-from . import notify
-from .model import FULL_ACCESS, Fail, Handler, Open, Reply
+from . import notify, oplocks
+from .model import FULL_ACCESS, Fail, Handler, Open, Pending, Reply
 from .opens import (
     READ_RIGHTS,
     WRITE_RIGHTS,
@@ -61,8 +63,18 @@ from .opens import (
     stat_open,
 )
 
+DATA_RIGHTS = READ_RIGHTS | WRITE_RIGHTS | AccessMask.DELETE
+# A stat open for oplocks; for leases READ_CONTROL is one too (smbtorture smb2.oplock.statopen1 and
+# smb2.lease.statopen4 disagree on READ_CONTROL exactly so).
+STAT_RIGHTS = AccessMask.FILE_READ_ATTRIBUTES | AccessMask.FILE_WRITE_ATTRIBUTES | AccessMask.SYNCHRONIZE
+
 
 def _sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) -> bool:
+    """Two opens' access and share modes collide. An open without data access (attributes only)
+    takes no part in sharing (MS-FSA 2.1.5.1.2; smbtorture smb2.oplock.exclusive4, batch8)."""
+    if not a_access & DATA_RIGHTS or not b_access & DATA_RIGHTS:
+        return False
+
     def one_way(access: int, share: int) -> bool:
         return bool((access & READ_RIGHTS and not share & ShareAccess.READ)
                     or (access & WRITE_RIGHTS and not share & ShareAccess.WRITE)
@@ -71,7 +83,9 @@ def _sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) 
     return one_way(a_access, b_share) or one_way(b_access, a_share)
 
 
-def _create(conn, session, tree, header, request: m.CreateRequest, related, encrypted) -> Reply:
+def _create(conn, session, tree, header, request: m.CreateRequest, related, encrypted,
+            waiting: Pending | None = None) -> Reply:
+    """``waiting``: the Pending of a CREATE run again after the breaks it waited for (oplocks.py)."""
     state = conn.state
     options = request.create_options
     # A durable reconnect skips path validation and open execution (§3.3.5.9.7, .12): it comes first.
@@ -108,6 +122,13 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         raise Fail(NtStatus.ACCESS_DENIED, "DesiredAccess 0")
     fs = tree.fs
     disposition = request.create_disposition
+    lease = _lease_request(conn, request, path)
+    app_instance = _close_previous_instance(conn, tree, request, path)
+    # A "stat open" (attributes and SYNCHRONIZE only, READ_CONTROL too for leases) neither breaks nor gets an oplock next to
+    # other opens unless it overwrites (MS-FSA 2.1.5.17; smbtorture smb2.oplock.statopen1).
+    oplock_stat = not granted & ~STAT_RIGHTS
+    lease_stat = not granted & ~(STAT_RIGHTS | AccessMask.READ_CONTROL)  # leases also let READ_CONTROL by
+    overwrite = False
     exists = fs.exists(path)
     action = CreateAction.OPENED
     want_dir = bool(options & CreateOptions.DIRECTORY_FILE)
@@ -120,6 +141,26 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
                 raise Fail(NtStatus.FILE_IS_A_DIRECTORY, "is a directory")
             if not is_dir and want_dir:
                 raise Fail(NtStatus.NOT_A_DIRECTORY, "not a directory")
+            overwrite = disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
+                                        CreateDisposition.SUPERSEDE)
+            ident = oplocks.lease_id(conn, lease.lease_key) if lease is not None else None
+            conflicts = [o.persistent for o in state.opens_by_path.get(path, [])
+                         if _sharing_conflict(granted, request.share_access, o.access, o.share_access)]
+            if any(other.delete_on_close for other in state.opens_by_path.get(path, [])):
+                raise Fail(NtStatus.DELETE_PENDING, "delete pending")  # before any break (smb2.oplock.doc)
+            if not oplock_stat or overwrite:  # an attributes-only open breaks nothing (batch8)
+                oplocks.deliver(state, state.caching.before_open(
+                    path, now=oplocks.now(state), lease=ident, overwrite=overwrite, sharing_conflicts=conflicts,
+                    leases=not lease_stat or overwrite))
+            if options & CreateOptions.DELETE_ON_CLOSE and not conflicts:  # a delete: HANDLE goes first
+                oplocks.deliver(state, state.caching.before_rename_or_delete(path, None, now=oplocks.now(state),
+                                                                             lease=ident))
+            parked = oplocks.wait_or_go(
+                conn, header, session, tree.tree_id, encrypted, path,
+                lambda pending: _create(conn, session, tree, header, request, related, encrypted, pending),
+                waiting, lease=ident)
+            if parked is not None:
+                return parked
             _check_sharing(state, path, granted, request.share_access)
             if disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
                                CreateDisposition.SUPERSEDE):
@@ -156,6 +197,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     state.next_file_id += 1
     opened = Open(state.next_file_id, state.next_file_id, path, handle, is_dir, granted, request.share_access,
                   session, tree, conn, delete_on_close=bool(options & CreateOptions.DELETE_ON_CLOSE), fs=fs)
+    opened.app_instance_id = app_instance
     session.opens[opened.volatile] = opened
     state.opens_by_path.setdefault(path, []).append(opened)
     contexts = []
@@ -163,35 +205,60 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         contexts.append(MaximalAccessResponse(0, FULL_ACCESS).to_context())
     if find_context(request.contexts, QFID):
         contexts.append(QueryOnDiskIdResponse(st.file_id, st.volume_id).to_context())
-    oplock = OplockLevel.NONE
-    lease_request = find_context(request.contexts, RQLS)
-    if request.requested_oplock_level == OplockLevel.LEASE and lease_request and conn.dialect >= Dialect.SMB_2_1 \
-            and not is_dir:
-        lease_cls = LeaseV2 if len(lease_request.data) == 52 else LeaseV1
-        try:
-            lease = lease_cls.from_context(lease_request)
-        except SMBProtocolError as exc:
-            raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
-        # HANDLE caching only when durability needs it (a durable open keeps it across a disconnect).
-        cacheable = LeaseState.READ_CACHING | (LeaseState.HANDLE_CACHING if intent.version else 0)
-        granted_state = lease.lease_state & cacheable
-        opened.lease_key, opened.lease_state = lease.lease_key, granted_state
-        lease.lease_state, lease.lease_flags, lease.lease_duration = granted_state, 0, 0
-        if lease_cls is LeaseV2:
-            opened.lease_epoch = lease.epoch + 1
-            lease.epoch = opened.lease_epoch
-        contexts.append(lease.to_context())
-        oplock = OplockLevel.LEASE
-    elif request.requested_oplock_level in (OplockLevel.II, OplockLevel.EXCLUSIVE, OplockLevel.BATCH) and not is_dir:
-        oplock = OplockLevel.II
-        if intent.version and request.requested_oplock_level == OplockLevel.BATCH \
-                and len(state.opens_by_path.get(path, [])) == 1:
-            oplock = OplockLevel.BATCH  # what a v1 durable open needs (§3.3.5.9.6)
-        opened.oplock = oplock
+    requested = request.requested_oplock_level
+    if oplock_stat and not overwrite and requested != OplockLevel.LEASE and len(state.opens_by_path[path]) > 1:
+        requested = OplockLevel.NONE  # attributes only, next to other opens: no oplock (batch8, batch9a)
+    oplock, lease_contexts = oplocks.grant(conn, opened, requested, lease if not is_dir else None,
+                                           stat_open=lease_stat and not overwrite)
+    contexts += lease_contexts
     contexts += durable.grant(conn, session, tree, request, intent, opened, state.durable)
     if opened.durable is not None:
         opened.durable.create_action = int(action)  # a replayed CREATE answers with the original action
     return create_reply(opened, file_meta(conn, st), oplock, action, contexts)
+
+
+def _close_previous_instance(conn, tree, request: m.CreateRequest, path: str) -> bytes | None:
+    """§3.3.5.9.13: an open of the same file on the same share by another client (ClientGuid) with
+    the same AppInstanceId is the previous instance of a failed-over application: it is closed, so
+    that the new instance does not meet its sharing modes and caching (smbtorture
+    smb2.durable-v2-open.app-instance). Returns the request's AppInstanceId (3.x only)."""
+    context = find_context(request.contexts, APP_INSTANCE_ID)
+    if context is None or conn.dialect < Dialect.SMB_3_0:
+        return None
+    try:
+        app_instance = bytes(AppInstanceId.from_context(context).app_instance_id)
+    except SMBProtocolError as exc:
+        raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
+    state = conn.state
+    for other in list(state.opens_by_path.get(path, [])):
+        if other.app_instance_id != app_instance or (other.fs is not None and other.fs is not tree.fs):
+            continue
+        owner = other.connection.client_guid if other.connection is not None else (
+            other.durable.client_guid if other.durable is not None else b"")
+        if owner == conn.client_guid:
+            continue
+        if other.connection is None:  # detached durable open
+            state.durable.remove(other)
+            forget_detached(state, other)
+        else:
+            forget(other.connection, other)
+    return app_instance
+
+
+def _lease_request(conn, request: m.CreateRequest, path: str) -> LeaseV1 | LeaseV2 | None:
+    """The lease a CREATE asks for (2.1 and later), checked before anything changes: a lease key
+    already used by this client for another file is STATUS_INVALID_PARAMETER (§3.3.5.9.8)."""
+    context = find_context(request.contexts, RQLS)
+    if request.requested_oplock_level != OplockLevel.LEASE or context is None or conn.dialect < Dialect.SMB_2_1:
+        return None
+    try:
+        lease = (LeaseV2 if len(context.data) == 52 else LeaseV1).from_context(context)
+    except SMBProtocolError as exc:
+        raise Fail(NtStatus.INVALID_PARAMETER, str(exc)) from exc
+    status = conn.state.caching.check_lease_key(oplocks.lease_id(conn, lease.lease_key), path)
+    if status is not None:
+        raise Fail(status, "lease key in use for another file")
+    return lease
 
 
 def _check_sharing(state, path: str, access: int, share: int) -> None:

@@ -86,6 +86,7 @@ class ServerConfig:
     durable_max_timeout_ms: int = durable.MAX_TIMEOUT_MS  # and a larger Timeout is cut to this
     durable_v1_timeout_ms: int = durable.V1_TIMEOUT_MS  # DHnQ has no Timeout field: this
     state_dir: str | None = None  # durable opens survive a server restart here (harness/smb/durable.py)
+    break_timeout: float = 35.0  # seconds a break waits for its acknowledgment (§3.3.2.1: Windows' 35 s)
     trace: Callable[[str], None] | None = None  # told why each request failed (debugging aid)
 
 
@@ -144,6 +145,7 @@ class Open:
     fs: Share | None = None  # the share ``path`` and ``handle`` belong to; None until a restored open is claimed
     lock_sequences: dict[int, int] = field(default_factory=dict)  # Open.LockSequenceArray: index -> number
     resilient: bool = False  # Open.IsResilient (FSCTL_LMR_REQUEST_RESILIENCY): LOCKs are sequence-checked
+    app_instance_id: bytes | None = None  # SMB2_CREATE_APP_INSTANCE_ID (create.py, §3.3.5.9.13)
 
     @property
     def file_id(self) -> bytes:

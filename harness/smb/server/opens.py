@@ -21,7 +21,7 @@ import struct
 from .. import messages as m
 from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel
 from ..vfs import FileMeta, Share
-from . import notify
+from . import notify, oplocks
 from .locking import release_locks
 from .model import ALL_FF, FULL_ACCESS, Fail, Open, Reply
 
@@ -110,6 +110,7 @@ def forget(conn, opened: Open) -> None:
         others.remove(opened)
     if not others:
         state.opens_by_path.pop(opened.path, None)
+    oplocks.on_close(state, opened)
     fs = opened.fs
     if opened.handle is not None and fs is not None:
         fs.close(opened.handle)
@@ -161,6 +162,7 @@ def forget_detached(state, opened: Open) -> None:
         others.remove(opened)
     if not others:
         state.opens_by_path.pop(opened.path, None)
+    oplocks.on_close(state, opened)
     if opened.handle is not None and opened.fs is not None:
         opened.fs.close(opened.handle)
         opened.handle = None
@@ -177,6 +179,7 @@ def restore_open(state, record: dict, info) -> Open:
                   lease_key=bytes.fromhex(record["lease_key"]) or None, lease_state=record["lease_state"],
                   lease_epoch=record["lease_epoch"], durable=info)
     state.opens_by_path.setdefault(opened.path, []).append(opened)
+    oplocks.adopt(state, opened, info.client_guid, info.lease_version)
     return opened
 
 

@@ -99,7 +99,7 @@ def drop_session(conn, session: Session) -> None:
 
 
 def logoff(conn, session: Session) -> Reply:
-    close_session_opens(conn, session)
+    close_session_opens(conn, session, keep_durable=True)  # §3.3.5.6: durable opens wait for a reconnect
     reply = Reply(NtStatus.SUCCESS, m.LogoffResponse(), sign_session=session)
     drop_session(conn, session)
     session.valid = False

@@ -14,13 +14,14 @@ from .. import messages as m
 from ..constants import AccessMask, Command, FileAttributes, InfoType, NtStatus
 from ..errors import SMBProtocolError
 from ..vfs import ShareError
-from . import notify
+from . import notify, oplocks
 from .locking import move_locks
-from .model import Fail, Handler, Open, Reply
+from .model import Fail, Handler, Open, Pending, Reply
 from .opens import WRITE_RIGHTS, open_for, os_error, share_of
 
 
-def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, encrypted) -> Reply:
+def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, encrypted,
+              waiting: Pending | None = None) -> Reply:
     opened = open_for(session, request.file_id, related)
     if request.info_type == InfoType.SECURITY:
         return Reply(NtStatus.SUCCESS, m.SetInfoResponse())
@@ -49,9 +50,11 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             if opened.is_dir or not opened.access & WRITE_RIGHTS:
                 raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "EOF")
             share_of(opened).ftruncate(opened.handle, unpack_info(fscc.FileEndOfFileInformation, buf).end_of_file)
+            oplocks.on_write(conn, opened)
             notify.modified(conn.state, share_of(opened), opened.path, cn.SIZE | cn.LAST_WRITE)
         elif cls == 19:
             need(buf, 8)
+            oplocks.on_write(conn, opened)  # allocation changes break read caches as a write does (batch12)
         elif cls in (13, 64):
             need(buf, 1 if cls == 13 else 4)
             delete = bool(buf[0] & 1)
@@ -61,8 +64,20 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
                 raise Fail(NtStatus.DIRECTORY_NOT_EMPTY, "directory not empty")
             if delete and opened.path == share_of(opened).root:
                 raise Fail(NtStatus.CANNOT_DELETE, "share root")
+            if delete:
+                parked = _break_handles(conn, session, tree, header, request, related, encrypted, opened, waiting)
+                if parked is not None:
+                    return parked
             opened.delete_on_close = delete
         elif cls == 10:
+            parent = share_of(opened).parent(opened.path)
+            if any(o.access & AccessMask.DELETE for o in conn.state.opens_by_path.get(parent, [])):
+                # Windows and Samba: the parent directory open for DELETE blocks renames out of it,
+                # before any break (smbtorture smb2.oplock.exclusive6, batch19, batch20).
+                raise Fail(NtStatus.SHARING_VIOLATION, "parent directory open with DELETE access")
+            parked = _break_handles(conn, session, tree, header, request, related, encrypted, opened, waiting)
+            if parked is not None:
+                return parked
             _rename(conn, tree, opened, buf)
         elif cls == 14:
             opened.position = unpack_info(fscc.FilePositionInformation, buf).current_byte_offset
@@ -73,6 +88,17 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
     except OSError as exc:
         raise os_error(exc) from exc
     return Reply(NtStatus.SUCCESS, m.SetInfoResponse())
+
+
+def _break_handles(conn, session, tree, header, request, related, encrypted, opened: Open,
+                   waiting: Pending | None) -> Reply | None:
+    """A rename or a delete first breaks other opens' HANDLE caching and BATCH oplocks so their
+    clients may close them; it waits (asynchronously) for the acknowledgments. None: go on now."""
+    oplocks.before_rename_or_delete(conn, opened)
+    return oplocks.wait_or_go(
+        conn, header, session, tree.tree_id, encrypted, opened.path,
+        lambda pending: _set_info(conn, session, tree, header, request, related, encrypted, pending),
+        waiting, open_id=opened.persistent, lease=conn.state.caching.lease_of(opened.persistent))
 
 
 def need(buf: bytes, size: int) -> None:
@@ -112,6 +138,7 @@ def _rename(conn, tree, opened: Open, buf: bytes) -> None:
     old = opened.path
     fs.rename(old, target)
     state = conn.state
+    oplocks.renamed(state, old, target)
     for other in state.opens_by_path.pop(old, []):
         other.path = target
         state.opens_by_path.setdefault(target, []).append(other)

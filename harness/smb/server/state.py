@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import durable
 from ..byterange import RangeLocks
+from ..caching import CachingTable
 from ..change_notify import NotifyTable
 from ..vfs import LocalShare, Share
 from .model import Open, Pending, ServerConfig, Session, ShareConfig
@@ -42,6 +43,8 @@ class ServerState:
         self.on_output: Callable[[Any], None] = lambda connection: None
         self.shares: dict[str, tuple[ShareConfig, Share]] = {
             name.lower(): (share, share.fs or LocalShare(share.path)) for name, share in config.shares.items()}
+        self.caching = CachingTable(break_timeout=config.break_timeout)  # oplocks and leases (oplocks.py)
+        self.waiting: list[Any] = []  # requests waiting for break acknowledgments (oplocks.Waiting)
         self.durable = durable.DurableTable(config.state_dir, lambda: config.clock())
         top = self.durable.load(lambda record, info: restore_open(self, record, info))
         self.next_file_id = max(self.next_file_id, top + 1)
