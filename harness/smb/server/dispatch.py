@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from ..constants import Command, NtStatus
 from ..header import Header
-from . import create, directory, ioctl, lock_notify, oplocks, query_info, readwrite, replay, set_info
+from . import create, directory, ioctl, lock_notify, query_info, readwrite, replay, set_info
 from .model import Fail, Handler, Related, Reply, Session, Tree
 
 HANDLERS: dict[int, Handler] = {**create.HANDLERS, **readwrite.HANDLERS, **lock_notify.HANDLERS, **directory.HANDLERS,
-                               **query_info.HANDLERS, **set_info.HANDLERS, **ioctl.HANDLERS,
-                               **oplocks.HANDLERS}  # last: OPLOCK_BREAK acknowledgments are oplocks.py's
+                               **query_info.HANDLERS, **set_info.HANDLERS, **ioctl.HANDLERS}
 
 
 def dispatch(conn, session: Session, tree: Tree, header: Header, request, related: Related, encrypted: bool) -> Reply:

@@ -9,8 +9,8 @@ open each request names and answers the break acknowledgments.
 from __future__ import annotations
 
 from .. import messages as m
-from ..constants import Command, NtStatus, OplockLevel
-from . import locking, notify
+from ..constants import Command, NtStatus
+from . import locking, notify, oplocks
 from .model import Fail, Handler, Reply
 from .opens import open_for
 from .readwrite import check_charge
@@ -29,12 +29,13 @@ def _change_notify(conn, session, tree, header, request: m.ChangeNotifyRequest, 
 
 
 def _oplock_break_ack(conn, session, tree, header, request, related, encrypted) -> Reply:
+    """§3.3.5.22: an oplock or lease break acknowledgment, checked by the caching table (oplocks.py)."""
     if isinstance(request, m.LeaseBreakAcknowledgment):
-        return Reply(NtStatus.SUCCESS, m.LeaseBreakResponse(lease_key=request.lease_key,
-                                                            lease_state=request.lease_state))
+        state = oplocks.ack_lease(conn, request.lease_key, request.lease_state)
+        return Reply(NtStatus.SUCCESS, m.LeaseBreakResponse(lease_key=request.lease_key, lease_state=state))
     opened = open_for(session, request.file_id, related)
-    opened.oplock = OplockLevel.NONE
-    return Reply(NtStatus.SUCCESS, m.OplockBreakResponse(file_id=opened.file_id, oplock_level=0))
+    level = oplocks.ack_oplock(conn, opened, request.oplock_level)
+    return Reply(NtStatus.SUCCESS, m.OplockBreakResponse(file_id=opened.file_id, oplock_level=level))
 
 
 HANDLERS: dict[int, Handler] = {

@@ -168,6 +168,9 @@ def forget_detached(state, opened: Open) -> None:
         opened.handle = None
 
 
+oplocks.set_detached_closer(forget_detached)
+
+
 def expire_durable(state) -> None:
     state.durable.expire(lambda opened: forget_detached(state, opened))
 

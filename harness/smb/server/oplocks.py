@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .. import messages as m
 from ..caching import Break, CachingTable, LeaseBreak, LeaseId, OplockBreak
@@ -32,7 +33,7 @@ from ..constants import UNSOLICITED_MESSAGE_ID, Command, HeaderFlags, NtStatus, 
 from ..errors import Fail
 from ..header import Header
 from ..messages.create_contexts import LeaseV1, LeaseV2
-from .model import Handler, Open, Pending, Reply
+from .model import Open, Pending, Reply
 
 Retry = Callable[[Pending], Reply]
 
@@ -99,13 +100,23 @@ def _oplock_target(opened: Open):
     return None
 
 
-def _close_detached(state, opened: Open) -> None:
-    from .opens import forget_detached  # opens imports this module for close bookkeeping
+#: How the server's open registry releases a detached open (opens.forget_detached). The registry
+#: imports this module for its close bookkeeping, so it hands the function over when it is imported
+#: (dependency inversion: this module never imports the registry).
+_forget_detached: Callable[[Any, Open], None] | None = None
 
+
+def set_detached_closer(forget: Callable[[Any, Open], None]) -> None:
+    global _forget_detached
+    _forget_detached = forget
+
+
+def _close_detached(state, opened: Open) -> None:
     if opened.durable is not None:
         state.durable.remove(opened)
     table(state).close(opened.persistent)
-    forget_detached(state, opened)
+    assert _forget_detached is not None, "harness.smb.server.opens registers the detached-open closer"
+    _forget_detached(state, opened)
 
 
 def deliver(state, events: list[Break]) -> None:
@@ -277,29 +288,28 @@ def adopt(state, opened: Open, client_guid: bytes, lease_version: int) -> None:
                        epoch=opened.lease_epoch)
 
 
-# -- OPLOCK_BREAK acknowledgments ----------------------------------------------------------------
 
-def _break_ack(conn, session, tree, header, request, related, encrypted) -> Reply:
-    from .opens import open_for
+# -- OPLOCK_BREAK acknowledgments (§3.3.5.22): the handler is lock_notify.py's -------------------
 
+def ack_lease(conn, lease_key: bytes, lease_state: int) -> int:
+    """The lease acknowledgment checked by the table; the lease state afterwards, or Fail."""
     state = conn.state
-    caching = table(state)
-    if isinstance(request, m.LeaseBreakAcknowledgment):
-        ident = lease_id(conn, request.lease_key)
-        status, lease_state = caching.ack_lease(ident, request.lease_state)
-        sync(state)
-        if status != NtStatus.SUCCESS:
-            raise Fail(status, "lease break acknowledgment")
-        return Reply(NtStatus.SUCCESS, m.LeaseBreakResponse(lease_key=request.lease_key, lease_state=lease_state))
-    opened = open_for(session, request.file_id, related)
-    status, level = caching.ack_oplock(opened.persistent, request.oplock_level)
+    status, new_state = table(state).ack_lease(lease_id(conn, lease_key), lease_state)
+    sync(state)
+    if status != NtStatus.SUCCESS:
+        raise Fail(status, "lease break acknowledgment")
+    return new_state
+
+
+def ack_oplock(conn, opened: Open, level: int) -> int:
+    """The oplock acknowledgment checked by the table; the open's level afterwards, or Fail."""
+    state = conn.state
+    status, new_level = table(state).ack_oplock(opened.persistent, level)
     sync(state)
     if status != NtStatus.SUCCESS:
         raise Fail(status, "oplock break acknowledgment")
-    return Reply(NtStatus.SUCCESS, m.OplockBreakResponse(file_id=opened.file_id, oplock_level=level))
+    return new_level
 
-
-HANDLERS: dict[int, Handler] = {Command.OPLOCK_BREAK: _break_ack}
 
 __all__ = ["Waiting", "adopt", "deliver", "grant", "next_deadline", "on_close", "on_timer",
-           "on_write", "resume", "wait_or_go", "HANDLERS"]
+           "on_write", "resume", "wait_or_go", "set_detached_closer", "ack_lease", "ack_oplock"]
