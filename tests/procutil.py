@@ -491,6 +491,31 @@ def _ahead(a: int, b: int) -> int:
     return d - _SEQ_MOD if d >= _SEQ_MOD // 2 else d
 
 
+def _logged_later(flow: list[Segment], frame: int, upto: int) -> bool:
+    """Whether segments of `flow` after `frame` cover [what `flow` had shown before `frame`, upto)."""
+    before = [s.end for s in flow if s.frame < frame]
+    if not before:
+        return False
+    start = before[0]
+    for end in before[1:]:
+        if _ahead(end, start) > 0:
+            start = end
+    want = _ahead(upto, start)
+    if want <= 0:
+        return False
+    # cover [start, start + want) with the later segments (cwrap may cut the bytes into several records)
+    covered = 0
+    later = sorted((s for s in flow if s.frame > frame), key=lambda s: _ahead(s.seq, start))
+    for s in later:
+        lo, hi = _ahead(s.seq, start), _ahead(s.end, start)
+        if lo > covered:
+            break
+        covered = max(covered, hi)
+        if covered >= want:
+            return True
+    return False
+
+
 def acked_range_logged_later(segments: list[Segment], frame: int) -> bool:
     """Whether the bytes frame ACKs without having been seen appear after it, in the same connection.
 
@@ -501,27 +526,7 @@ def acked_range_logged_later(segments: list[Segment], frame: int) -> bool:
     if acker is None or acker.ack is None:
         return False
     back = [s for s in segments if s.stream == acker.stream and s.src == acker.dst and s.dst == acker.src]
-    before = [s.end for s in back if s.frame < frame]
-    if not before:
-        return False
-    start = before[0]
-    for end in before[1:]:
-        if _ahead(end, start) > 0:
-            start = end
-    want = _ahead(acker.ack, start)
-    if want <= 0:
-        return False
-    # cover [start, start + want) with the later segments (cwrap may cut the bytes into several records)
-    covered = 0
-    later = sorted((s for s in back if s.frame > frame), key=lambda s: _ahead(s.seq, start))
-    for s in later:
-        lo, hi = _ahead(s.seq, start), _ahead(s.end, start)
-        if lo > covered:
-            break
-        covered = max(covered, hi)
-        if covered >= want:
-            return True
-    return False
+    return _logged_later(back, frame, acker.ack)
 
 
 def gap_logged_later(segments: list[Segment], frame: int) -> bool:
@@ -534,23 +539,4 @@ def gap_logged_later(segments: list[Segment], frame: int) -> bool:
     if seg is None:
         return False
     same = [s for s in segments if s.stream == seg.stream and s.src == seg.src and s.dst == seg.dst]
-    before = [s.end for s in same if s.frame < frame]
-    if not before:
-        return False
-    start = before[0]
-    for end in before[1:]:
-        if _ahead(end, start) > 0:
-            start = end
-    want = _ahead(seg.seq, start)
-    if want <= 0:
-        return False
-    covered = 0
-    later = sorted((s for s in same if s.frame > frame), key=lambda s: _ahead(s.seq, start))
-    for s in later:
-        lo, hi = _ahead(s.seq, start), _ahead(s.end, start)
-        if lo > covered:
-            break
-        covered = max(covered, hi)
-        if covered >= want:
-            return True
-    return False
+    return _logged_later(same, frame, seg.seq)
