@@ -427,7 +427,7 @@ static void check_invalidated(struct conn *c, const struct smbdirect_buffer_desc
 	errno = 0;
 	if (wirecheck_smbdirect_deregister(c->fd, d->token) == 0 || errno != ENOENT)
 		FAIL("%s: deregister of an invalidated token did not give ENOENT", what);
-	printf("%s: token %#x invalidated by the response\n", what, d->token);
+	printf("%s: token %#x at %#llx invalidated by the response\n", what, d->token, (unsigned long long)d->offset);
 }
 
 static void rdma_write_file(struct conn *c, const uint8_t fid[16], const uint8_t *data, size_t size)
