@@ -156,3 +156,30 @@ def test_errnos_are_the_python_sockets(smbdtest, sockdir, server, sanitize):
     values = re.findall(r"^value (\S+) (\d+)$", c.stdout, re.M)
     assert ("receive_credit_max", "255") in values and ("max_send_size", "1364") in values, c.stdout
     assert ("so_protocol", "257") in values, c.stdout
+
+
+def test_c_header_numbers_are_the_python_ones(tmp_path):
+    """native/wirecheck_smbdirect.h (what a C program includes) and wqd_proto.h's SMB Direct calls carry
+    the same numbers as wrappers.smbdirect.constants and the daemon's protocol module."""
+    from wrappers.quic import native_proto as P
+    from wrappers.smbdirect import constants as C
+
+    if shutil.which("gcc") is None:
+        _missing("gcc", "gcc")
+    names = ["IPPROTO_SMBDIRECT", "SOL_SMBDIRECT", *sorted(n for n in dir(C) if n.startswith("SMBDIRECT_"))]
+    src = tmp_path / "nums.c"
+    src.write_text('#include <stdio.h>\n#include "wirecheck_smbdirect.h"\n#include "wqd_proto.h"\nint main(void){\n'
+                   + "".join(f'printf("{n} %d\\n", (int){n});\n' for n in names)
+                   + 'printf("RDMA_REMOTE_READ %d\\nRDMA_REMOTE_WRITE %d\\n", SMBDIRECT_RDMA_REMOTE_READ, '
+                     "SMBDIRECT_RDMA_REMOTE_WRITE);\n"
+                   + 'printf("OPS %d %d %d\\n", WQD_SMBD_REGISTER, WQD_SMBD_DEREGISTER, WQD_SMBD_RDMA_READ);\n'
+                   + "printf(\"DESC %zu\\n\", sizeof(struct smbdirect_buffer_descriptor_v1)); return 0;}\n")
+    subprocess.run(["gcc", "-Wall", "-Werror", "-I", str(REPO / "native"), "-o", str(tmp_path / "nums"), str(src)],
+                   check=True)
+    got = dict(ln.split(" ", 1) for ln in subprocess.run([str(tmp_path / "nums")], capture_output=True, text=True,
+                                                         check=True).stdout.splitlines())
+    for n in names:
+        assert int(got[n]) == getattr(C, n), n
+    assert int(got["RDMA_REMOTE_READ"]) == C.RDMA_REMOTE_READ and int(got["RDMA_REMOTE_WRITE"]) == C.RDMA_REMOTE_WRITE
+    assert got["OPS"].split() == [str(P.OP_SMBD_REGISTER), str(P.OP_SMBD_DEREGISTER), str(P.OP_SMBD_RDMA_READ)]
+    assert got["DESC"] == str(C.BUFFER_DESCRIPTOR_SIZE)

@@ -273,6 +273,7 @@ class Daemon:
             cfg = wconfig.from_environ(env)
         except ValueError as ex:
             return P.Reply.error(errno.EINVAL, str(ex)), None
+        qs: Any
         if req.c == IPPROTO_SMBDIRECT:  # the same engine daemon hosts native programs' SMB Direct sockets
             from ..smbdirect.native import NativeSmbDirectSocket
 
