@@ -183,3 +183,28 @@ def test_c_header_numbers_are_the_python_ones(tmp_path):
     assert int(got["RDMA_REMOTE_READ"]) == C.RDMA_REMOTE_READ and int(got["RDMA_REMOTE_WRITE"]) == C.RDMA_REMOTE_WRITE
     assert got["OPS"].split() == [str(P.OP_SMBD_REGISTER), str(P.OP_SMBD_DEREGISTER), str(P.OP_SMBD_RDMA_READ)]
     assert got["DESC"] == str(C.BUFFER_DESCRIPTOR_SIZE)
+
+
+@pytest.mark.parametrize("sanitize", [False, True], ids=["plain", "asan"])
+def test_native_listener_rdma_both_ways_with_a_python_peer(smbdtest, sockdir, peers, tmp_path, sanitize):
+    """A C program listens and accepts (IPv4, the Python peer's address reported), RDMA-WRITEs into the
+    Python peer's buffer with sendmsg(MSG_OOB) in two pieces (the second at SMBDIRECT_CMSG_RDMA_OFFSET),
+    RDMA-READs the peer's other buffer, answers with a SEND with Invalidate of the peer's write token,
+    and the peer RDMA-WRITEs into the C program's registered buffer: sha256 equal on both sides."""
+    size = 1024 * 1024 + 513
+    pcap = tmp_path / "peer.pcap"
+    srv = peers.start("cserver", exec_argv(sockdir, 12, str(smbdtest), "rdma-server", "127.0.0.12", "5445", pcap=pcap),
+                      net_env(sanitize=sanitize))
+    srv.expect("ready", timeout=60)
+    cli = peers.start("pypeer", exec_argv(sockdir, 11, python(), str(HERE / "pysmbd_peer.py"), "127.0.0.12", "5445",
+                                          str(size), pcap=pcap), net_env())
+    cli.finish(timeout=120)
+    srv.finish(timeout=60)
+    c = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in srv.lines if " " in ln}
+    p = {ln.split(" ", 1)[0]: ln.split(" ", 1)[1] for ln in cli.lines if " " in ln}
+    assert c["accepted"] == "127.0.0.11", srv.describe()
+    assert c["wrote"] == p["got"], (srv.describe(), cli.describe())  # C's RDMA WRITE landed in Python's buffer
+    assert c["read"] == p["source"], (srv.describe(), cli.describe())  # C's RDMA READ got Python's buffer
+    assert c["peer"] == "wrote " + p["wrote"], (srv.describe(), cli.describe())  # Python's RDMA WRITE into C's
+    assert p["invalidated"] == "True" and p["deregister"] == "2", cli.describe()  # SEND with Invalidate: ENOENT
+    assert c["end"] == "0", srv.describe()  # the peer's close is a clean end of stream

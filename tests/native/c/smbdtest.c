@@ -8,6 +8,9 @@
  *       whose data the server RDMA-READs from our registered buffer, a READ it RDMA-WRITEs into
  *       another, CLOSE. The session does not sign READ/WRITE (an RDMA channel needs that). Prints
  *       "write <sha256>", "read <sha256>" and what it checked; "FAIL ..." and exit 1 on any error.
+ *   smbdtest rdma-server HOST PORT
+ *       listen, accept, RDMA WRITE (sendmsg MSG_OOB) and READ into/from the peer's registered buffers,
+ *       then let the peer RDMA WRITE into ours (tests/native/pysmbd_peer.py is the peer).
  *   smbdtest errnos HOST PORT
  *       every option/state misuse, before and after connecting to an SMB Direct server, printed as
  *       "case NAME errno N" (the test compares them with the Python socket's).
@@ -569,6 +572,136 @@ static int run_smb(char **argv)
 	return 0;
 }
 
+/* ---- native server: RDMA initiated by the C program, and into its own registered memory ------------- */
+static void fill(uint8_t *p, size_t n, uint64_t seed)
+{
+	uint64_t x = seed;
+	for (size_t i = 0; i < n; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		p[i] = (uint8_t)x;
+	}
+}
+
+static ssize_t recv_whole(int fd, uint8_t *buf, size_t cap)
+{
+	ssize_t n = recv(fd, buf, cap, 0);
+	if (n <= 0)
+		FAIL("recv gave %zd", n);
+	return n;
+}
+
+/* The peer (tests/native/pysmbd_peer.py) sends "DESC" + a descriptor to RDMA WRITE into + one to RDMA
+ * READ from + u32 size. We write with sendmsg(MSG_OOB) (two pieces, the second at
+ * SMBDIRECT_CMSG_RDMA_OFFSET), read with wirecheck_smbdirect_rdma_read, then send "MINE" + a descriptor
+ * of our own buffer as a SEND with Invalidate of the peer's write token; the peer RDMA-WRITEs into ours
+ * and answers "WROTE" + the sha256 it wrote. */
+static int run_rdma_server(char **argv)
+{
+	int lst = socket(AF_INET, SOCK_STREAM, IPPROTO_SMBDIRECT);
+	struct sockaddr_in sin;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)atoi(argv[3]));
+	inet_pton(AF_INET, argv[2], &sin.sin_addr);
+	if (lst < 0 || bind(lst, (struct sockaddr *)&sin, sizeof(sin)) != 0 || listen(lst, 4) != 0)
+		FAIL("socket/bind/listen");
+	printf("ready\n");
+	struct sockaddr_in peer;
+	socklen_t pl = sizeof(peer);
+	int fd = accept(lst, (struct sockaddr *)&peer, &pl);
+	if (fd < 0)
+		FAIL("accept");
+	char pa[64];
+	inet_ntop(AF_INET, &peer.sin_addr, pa, sizeof(pa));
+	printf("accepted %s\n", pa);
+	uint8_t msg[256];
+	ssize_t n = recv_whole(fd, msg, sizeof(msg));
+	if (n != 4 + 32 + 4 || memcmp(msg, "DESC", 4) != 0)
+		FAIL("bad DESC message (%zd bytes)", n);
+	struct smbdirect_buffer_descriptor_v1 wd = {g64(msg + 4), g32(msg + 12), g32(msg + 16)};
+	struct smbdirect_buffer_descriptor_v1 rd = {g64(msg + 20), g32(msg + 28), g32(msg + 32)};
+	size_t size = g32(msg + 36);
+	uint8_t *out = malloc(size), *in = malloc(size), *mine = calloc(1, size);
+	if (out == NULL || in == NULL || mine == NULL)
+		FAIL("malloc");
+	fill(out, size, 0x1234567887654321ull);
+	/* RDMA WRITE in two pieces: [0, half) then [half, size) with SMBDIRECT_CMSG_RDMA_OFFSET */
+	size_t half = size / 2;
+	for (int piece = 0; piece < 2; piece++) {
+		union {
+			char b[CMSG_SPACE(16) + CMSG_SPACE(8)];
+			struct cmsghdr align;
+		} u;
+		memset(u.b, 0, sizeof(u.b));
+		struct iovec iov = {piece ? out + half : out, piece ? size - half : half};
+		struct msghdr mh;
+		memset(&mh, 0, sizeof(mh));
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = u.b;
+		mh.msg_controllen = sizeof(u.b);
+		struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+		h->cmsg_level = SOL_SMBDIRECT;
+		h->cmsg_type = SMBDIRECT_CMSG_RDMA_DESCRIPTORS;
+		h->cmsg_len = CMSG_LEN(16);
+		p64(CMSG_DATA(h), wd.offset), p32(CMSG_DATA(h) + 8, wd.token), p32(CMSG_DATA(h) + 12, wd.length);
+		h = CMSG_NXTHDR(&mh, h);
+		h->cmsg_level = SOL_SMBDIRECT;
+		h->cmsg_type = SMBDIRECT_CMSG_RDMA_OFFSET;
+		h->cmsg_len = CMSG_LEN(8);
+		p64(CMSG_DATA(h), piece ? half : 0);
+		ssize_t w = sendmsg(fd, &mh, MSG_OOB);
+		if (w != (ssize_t)iov.iov_len)
+			FAIL("RDMA WRITE piece %d gave %zd", piece, w);
+	}
+	if (wirecheck_smbdirect_rdma_read(fd, in, size, &rd, 1, 0) != (ssize_t)size)
+		FAIL("RDMA READ of %zu bytes", size);
+	char h1[65], h2[65];
+	sha256_hex(out, size, h1);
+	sha256_hex(in, size, h2);
+	printf("wrote %s\nread %s\n", h1, h2);
+	struct smbdirect_buffer_descriptor_v1 md;
+	if (wirecheck_smbdirect_register(fd, mine, size, SMBDIRECT_RDMA_REMOTE_WRITE, &md) != 0)
+		FAIL("register our buffer");
+	union {
+		char b[CMSG_SPACE(4)];
+		struct cmsghdr align;
+	} u;
+	memset(u.b, 0, sizeof(u.b));
+	memcpy(msg, "MINE", 4);
+	p64(msg + 4, md.offset), p32(msg + 12, md.token), p32(msg + 16, md.length);
+	struct iovec iov = {msg, 20};
+	struct msghdr mh;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.b;
+	mh.msg_controllen = sizeof(u.b);
+	struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+	h->cmsg_level = SOL_SMBDIRECT;
+	h->cmsg_type = SMBDIRECT_CMSG_REMOTE_INVALIDATE;
+	h->cmsg_len = CMSG_LEN(4);
+	p32(CMSG_DATA(h), wd.token);
+	if (sendmsg(fd, &mh, 0) != 20)
+		FAIL("send MINE with invalidate");
+	n = recv_whole(fd, msg, sizeof(msg));
+	if (n != 5 + 64 || memcmp(msg, "WROTE", 5) != 0)
+		FAIL("bad WROTE message (%zd bytes)", n);
+	sha256_hex(mine, size, h1);
+	if (memcmp(msg + 5, h1, 64) != 0)
+		FAIL("our registered buffer has sha256 %s, the peer wrote %.64s", h1, (const char *)msg + 5);
+	if (wirecheck_smbdirect_deregister(fd, md.token) != 0)
+		FAIL("deregister our buffer");
+	printf("peer wrote %s\n", h1);
+	n = recv(fd, msg, sizeof(msg), 0);
+	printf("end %zd\n", n);
+	close(fd);
+	close(lst);
+	free(out), free(in), free(mine);
+	printf("done\n");
+	return 0;
+}
+
 /* ---- errno cases -------------------------------------------------------------------------------- */
 static void report(const char *name, int r)
 {
@@ -710,6 +843,8 @@ int main(int argc, char **argv)
 		return run_smb(argv);
 	if (argc == 4 && strcmp(argv[1], "errnos") == 0)
 		return run_errnos(argv);
-	fprintf(stderr, "usage: smbdtest smb HOST PORT USER PASSWORD SHARE FILE SIZE | errnos HOST PORT\n");
+	if (argc == 4 && strcmp(argv[1], "rdma-server") == 0)
+		return run_rdma_server(argv);
+	fprintf(stderr, "usage: smbdtest smb HOST PORT USER PASSWORD SHARE FILE SIZE | errnos HOST PORT | rdma-server HOST PORT\n");
 	return 2;
 }
