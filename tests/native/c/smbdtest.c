@@ -82,6 +82,11 @@ static uint64_t g64(const uint8_t *p)
 	return (uint64_t)g32(p) | (uint64_t)g32(p + 4) << 32;
 }
 
+static void put_desc(uint8_t out[16], const struct smbdirect_buffer_descriptor_v1 *d)
+{
+	p64(out, d->offset), p32(out + 8, d->token), p32(out + 12, d->length);
+}
+
 static size_t utf16(uint8_t *out, const char *s, int upper)
 {
 	size_t n = 0;
@@ -448,7 +453,7 @@ static void rdma_write_file(struct conn *c, const uint8_t fid[16], const uint8_t
 	p32(b + 36, (uint32_t)size);
 	p16(b + 40, 64 + 48);
 	p16(b + 42, 16);
-	p64(b + 48, d.offset), p32(b + 56, d.token), p32(b + 60, d.length);
+	put_desc(b + 48, &d);
 	c->last_token = 0;
 	sendmsg_smb(c, m, 64 + 48 + 16);
 	uint32_t st;
@@ -476,7 +481,7 @@ static void rdma_read_file(struct conn *c, const uint8_t fid[16], uint8_t *into,
 	p32(b + 36, 2); /* SMB2_CHANNEL_RDMA_V1_INVALIDATE */
 	p16(b + 44, 64 + 48);
 	p16(b + 46, 16);
-	p64(b + 48, d.offset), p32(b + 56, d.token), p32(b + 60, d.length);
+	put_desc(b + 48, &d);
 	c->last_token = 0;
 	sendmsg_smb(c, m, 64 + 48 + 16);
 	uint32_t st;
@@ -572,6 +577,42 @@ static int run_smb(char **argv)
 	return 0;
 }
 
+/* ---- sendmsg with control messages ------------------------------------------------------------------ */
+struct cm {
+	int level, type;
+	const uint8_t *data;
+	size_t len;
+};
+
+/* One sendmsg of [data, data+len) with the control messages cms[0..n) (each at most 16 bytes). */
+static ssize_t send_cmsgs(int fd, const void *data, size_t len, int flags, const struct cm *cms, size_t n)
+{
+	union {
+		char b[CMSG_SPACE(16) * 4];
+		struct cmsghdr align;
+	} u;
+	memset(u.b, 0, sizeof(u.b));
+	struct iovec iov = {(void *)data, len};
+	struct msghdr mh;
+	memset(&mh, 0, sizeof(mh));
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = u.b;
+	mh.msg_controllen = sizeof(u.b);
+	size_t used = 0;
+	struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
+	for (size_t i = 0; i < n && i < 4 && cms[i].len <= 16; i++) {
+		h->cmsg_level = cms[i].level;
+		h->cmsg_type = cms[i].type;
+		h->cmsg_len = CMSG_LEN(cms[i].len);
+		memcpy(CMSG_DATA(h), cms[i].data, cms[i].len);
+		used += CMSG_SPACE(cms[i].len);
+		h = (struct cmsghdr *)(u.b + used);
+	}
+	mh.msg_controllen = used;
+	return sendmsg(fd, &mh, flags);
+}
+
 /* ---- native server: RDMA initiated by the C program, and into its own registered memory ------------- */
 static void fill(uint8_t *p, size_t n, uint64_t seed)
 {
@@ -627,31 +668,15 @@ static int run_rdma_server(char **argv)
 	fill(out, size, 0x1234567887654321ull);
 	/* RDMA WRITE in two pieces: [0, half) then [half, size) with SMBDIRECT_CMSG_RDMA_OFFSET */
 	size_t half = size / 2;
+	uint8_t wdesc[16], offs[8];
+	put_desc(wdesc, &wd);
 	for (int piece = 0; piece < 2; piece++) {
-		union {
-			char b[CMSG_SPACE(16) + CMSG_SPACE(8)];
-			struct cmsghdr align;
-		} u;
-		memset(u.b, 0, sizeof(u.b));
-		struct iovec iov = {piece ? out + half : out, piece ? size - half : half};
-		struct msghdr mh;
-		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
-		mh.msg_control = u.b;
-		mh.msg_controllen = sizeof(u.b);
-		struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
-		h->cmsg_level = SOL_SMBDIRECT;
-		h->cmsg_type = SMBDIRECT_CMSG_RDMA_DESCRIPTORS;
-		h->cmsg_len = CMSG_LEN(16);
-		p64(CMSG_DATA(h), wd.offset), p32(CMSG_DATA(h) + 8, wd.token), p32(CMSG_DATA(h) + 12, wd.length);
-		h = CMSG_NXTHDR(&mh, h);
-		h->cmsg_level = SOL_SMBDIRECT;
-		h->cmsg_type = SMBDIRECT_CMSG_RDMA_OFFSET;
-		h->cmsg_len = CMSG_LEN(8);
-		p64(CMSG_DATA(h), piece ? half : 0);
-		ssize_t w = sendmsg(fd, &mh, MSG_OOB);
-		if (w != (ssize_t)iov.iov_len)
+		p64(offs, piece ? half : 0);
+		struct cm cms[2] = {{SOL_SMBDIRECT, SMBDIRECT_CMSG_RDMA_DESCRIPTORS, wdesc, 16},
+				    {SOL_SMBDIRECT, SMBDIRECT_CMSG_RDMA_OFFSET, offs, 8}};
+		size_t len = piece ? size - half : half;
+		ssize_t w = send_cmsgs(fd, piece ? out + half : out, len, MSG_OOB, cms, 2);
+		if (w != (ssize_t)len)
 			FAIL("RDMA WRITE piece %d gave %zd", piece, w);
 	}
 	if (wirecheck_smbdirect_rdma_read(fd, in, size, &rd, 1, 0) != (ssize_t)size)
@@ -663,26 +688,12 @@ static int run_rdma_server(char **argv)
 	struct smbdirect_buffer_descriptor_v1 md;
 	if (wirecheck_smbdirect_register(fd, mine, size, SMBDIRECT_RDMA_REMOTE_WRITE, &md) != 0)
 		FAIL("register our buffer");
-	union {
-		char b[CMSG_SPACE(4)];
-		struct cmsghdr align;
-	} u;
-	memset(u.b, 0, sizeof(u.b));
 	memcpy(msg, "MINE", 4);
-	p64(msg + 4, md.offset), p32(msg + 12, md.token), p32(msg + 16, md.length);
-	struct iovec iov = {msg, 20};
-	struct msghdr mh;
-	memset(&mh, 0, sizeof(mh));
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = u.b;
-	mh.msg_controllen = sizeof(u.b);
-	struct cmsghdr *h = CMSG_FIRSTHDR(&mh);
-	h->cmsg_level = SOL_SMBDIRECT;
-	h->cmsg_type = SMBDIRECT_CMSG_REMOTE_INVALIDATE;
-	h->cmsg_len = CMSG_LEN(4);
-	p32(CMSG_DATA(h), wd.token);
-	if (sendmsg(fd, &mh, 0) != 20)
+	put_desc(msg + 4, &md);
+	uint8_t tok[4];
+	p32(tok, wd.token);
+	struct cm inv = {SOL_SMBDIRECT, SMBDIRECT_CMSG_REMOTE_INVALIDATE, tok, 4};
+	if (send_cmsgs(fd, msg, 20, 0, &inv, 1) != 20)
 		FAIL("send MINE with invalidate");
 	n = recv_whole(fd, msg, sizeof(msg));
 	if (n != 5 + 64 || memcmp(msg, "WROTE", 5) != 0)
@@ -715,7 +726,7 @@ static int run_errnos(char **argv)
 	const char *host = argv[2];
 	int port = atoi(argv[3]);
 	uint32_t v = 0;
-	socklen_t vl = sizeof(v);
+	socklen_t vl;
 	char buf[64];
 	report("socket_dgram", socket(AF_INET, SOCK_DGRAM, IPPROTO_SMBDIRECT) >= 0 ? 0 : -1);
 	report("socket_unix", socket(AF_UNIX, SOCK_STREAM, IPPROTO_SMBDIRECT) >= 0 ? 0 : -1);
@@ -786,45 +797,21 @@ static int run_errnos(char **argv)
 	report("recv_nothing_waiting", recv(fd, buf, sizeof(buf), MSG_DONTWAIT) >= 0 ? 0 : -1);
 	report("send_oob_without_descriptors", send(fd, "x", 1, MSG_OOB) >= 0 ? 0 : -1);
 	/* cmsg cases */
-	union {
-		char b[CMSG_SPACE(32)];
-		struct cmsghdr align;
-	} u;
-	struct iovec iov = {(void *)"abcd", 4};
-	struct msghdr mh;
-	memset(&mh, 0, sizeof(mh));
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = u.b;
-	struct cmsghdr *h = (struct cmsghdr *)u.b;
-	memset(u.b, 0, sizeof(u.b));
-	h->cmsg_level = SOL_SOCKET + 1000;
-	h->cmsg_type = 1;
-	h->cmsg_len = CMSG_LEN(4);
-	mh.msg_controllen = CMSG_SPACE(4);
-	report("send_bad_cmsg_level", sendmsg(fd, &mh, 0) >= 0 ? 0 : -1);
-	h->cmsg_level = SOL_SMBDIRECT;
-	h->cmsg_type = SMBDIRECT_CMSG_RDMA_DESCRIPTORS;
-	h->cmsg_len = CMSG_LEN(16);
-	mh.msg_controllen = CMSG_SPACE(16);
-	uint8_t desc[16] = {0};
-	memcpy(CMSG_DATA(h), desc, 16);
-	report("send_descriptors_without_oob", sendmsg(fd, &mh, 0) >= 0 ? 0 : -1);
-	h->cmsg_len = CMSG_LEN(12);
-	mh.msg_controllen = CMSG_SPACE(12);
-	report("send_oob_short_descriptors", sendmsg(fd, &mh, MSG_OOB) >= 0 ? 0 : -1);
-	h->cmsg_type = SMBDIRECT_CMSG_REMOTE_INVALIDATE;
-	h->cmsg_len = CMSG_LEN(2);
-	mh.msg_controllen = CMSG_SPACE(2);
-	report("send_invalidate_short", sendmsg(fd, &mh, 0) >= 0 ? 0 : -1);
+	uint8_t zero[16] = {0}, bad[16];
+	struct cm c_level = {SOL_SOCKET + 1000, 1, zero, 4};
+	struct cm c_desc = {SOL_SMBDIRECT, SMBDIRECT_CMSG_RDMA_DESCRIPTORS, zero, 16};
+	struct cm c_short = {SOL_SMBDIRECT, SMBDIRECT_CMSG_RDMA_DESCRIPTORS, zero, 12};
+	struct cm c_inv = {SOL_SMBDIRECT, SMBDIRECT_CMSG_REMOTE_INVALIDATE, zero, 2};
+	report("send_bad_cmsg_level", send_cmsgs(fd, "abcd", 4, 0, &c_level, 1) >= 0 ? 0 : -1);
+	report("send_descriptors_without_oob", send_cmsgs(fd, "abcd", 4, 0, &c_desc, 1) >= 0 ? 0 : -1);
+	report("send_oob_short_descriptors", send_cmsgs(fd, "abcd", 4, MSG_OOB, &c_short, 1) >= 0 ? 0 : -1);
+	report("send_invalidate_short", send_cmsgs(fd, "abcd", 4, 0, &c_inv, 1) >= 0 ? 0 : -1);
 	report("rdma_read_no_descriptors", wirecheck_smbdirect_rdma_read(fd, buf, 4, NULL, 0, 0) >= 0 ? 0 : -1);
 	/* last: an RDMA WRITE to a token the peer never registered is a remote access error, fatal */
-	h->cmsg_type = SMBDIRECT_CMSG_RDMA_DESCRIPTORS;
-	h->cmsg_len = CMSG_LEN(16);
-	mh.msg_controllen = CMSG_SPACE(16);
-	p64(desc, 0x1000), p32(desc + 8, 0x12345678), p32(desc + 12, 4);
-	memcpy(CMSG_DATA(h), desc, 16);
-	report("rdma_write_bad_token", sendmsg(fd, &mh, MSG_OOB) >= 0 ? 0 : -1);
+	struct smbdirect_buffer_descriptor_v1 bogus = {0x1000, 0x12345678, 4};
+	put_desc(bad, &bogus);
+	struct cm c_bad = {SOL_SMBDIRECT, SMBDIRECT_CMSG_RDMA_DESCRIPTORS, bad, 16};
+	report("rdma_write_bad_token", send_cmsgs(fd, "abcd", 4, MSG_OOB, &c_bad, 1) >= 0 ? 0 : -1);
 	report("send_after_abort", send(fd, "x", 1, MSG_NOSIGNAL) >= 0 ? 0 : -1);
 	close(fd);
 	printf("done\n");
