@@ -438,60 +438,47 @@ static void check_invalidated(struct conn *c, const struct smbdirect_buffer_desc
 	printf("%s: token %#x at %#llx invalidated by the response\n", what, d->token, (unsigned long long)d->offset);
 }
 
-static void rdma_write_file(struct conn *c, const uint8_t fid[16], const uint8_t *data, size_t size)
+/* WRITE (MS-SMB2 2.2.21) or READ (2.2.19) through Channel RDMA_V1_INVALIDATE: the buffer registered for
+ * the server's RDMA READ (our WRITE's source) or RDMA WRITE (our READ's destination), its descriptor
+ * after the 48-byte body; no data in the messages either way. */
+static void rdma_io(struct conn *c, const uint8_t fid[16], uint8_t *buf, size_t size, int write)
 {
+	const char *what = write ? "write" : "read";
 	struct smbdirect_buffer_descriptor_v1 d;
-	if (wirecheck_smbdirect_register(c->fd, (void *)data, size, SMBDIRECT_RDMA_REMOTE_READ, &d) != 0)
-		FAIL("register the WRITE source");
+	int access = write ? SMBDIRECT_RDMA_REMOTE_READ : SMBDIRECT_RDMA_REMOTE_WRITE;
+	if (wirecheck_smbdirect_register(c->fd, buf, size, access, &d) != 0)
+		FAIL("register the %s buffer", what);
 	uint8_t m[256];
 	memset(m, 0, sizeof(m));
-	header(c, m, 0x0009, charge(size));
+	header(c, m, write ? 0x0009 : 0x0008, charge(size));
 	uint8_t *b = m + 64;
 	p16(b, 49);
 	memcpy(b + 16, fid, 16);
-	p32(b + 32, 2); /* SMB2_CHANNEL_RDMA_V1_INVALIDATE */
-	p32(b + 36, (uint32_t)size);
-	p16(b + 40, 64 + 48);
-	p16(b + 42, 16);
+	if (write) { /* Length 0, DataOffset 0, RemainingBytes = size */
+		p32(b + 32, 2);
+		p32(b + 36, (uint32_t)size);
+		p16(b + 40, 64 + 48);
+		p16(b + 42, 16);
+	} else {
+		b[2] = 0x50;
+		p32(b + 4, (uint32_t)size);
+		p32(b + 36, 2);
+		p16(b + 44, 64 + 48);
+		p16(b + 46, 16);
+	}
 	put_desc(b + 48, &d);
 	c->last_token = 0;
 	sendmsg_smb(c, m, 64 + 48 + 16);
 	uint32_t st;
 	recv_smb(c, rbuf, sizeof(rbuf), &st);
 	if (st != 0)
-		FAIL("WRITE: status %#x", st);
-	if (g32(rbuf + 64 + 4) != size)
+		FAIL("%s: status %#x", what, st);
+	if (write && g32(rbuf + 64 + 4) != size)
 		FAIL("WRITE: count %u, not %zu", g32(rbuf + 64 + 4), size);
-	check_invalidated(c, &d, "write");
-}
-
-static void rdma_read_file(struct conn *c, const uint8_t fid[16], uint8_t *into, size_t size)
-{
-	struct smbdirect_buffer_descriptor_v1 d;
-	if (wirecheck_smbdirect_register(c->fd, into, size, SMBDIRECT_RDMA_REMOTE_WRITE, &d) != 0)
-		FAIL("register the READ destination");
-	uint8_t m[256];
-	memset(m, 0, sizeof(m));
-	header(c, m, 0x0008, charge(size));
-	uint8_t *b = m + 64;
-	p16(b, 49);
-	b[2] = 0x50;
-	p32(b + 4, (uint32_t)size);
-	memcpy(b + 16, fid, 16);
-	p32(b + 36, 2); /* SMB2_CHANNEL_RDMA_V1_INVALIDATE */
-	p16(b + 44, 64 + 48);
-	p16(b + 46, 16);
-	put_desc(b + 48, &d);
-	c->last_token = 0;
-	sendmsg_smb(c, m, 64 + 48 + 16);
-	uint32_t st;
-	recv_smb(c, rbuf, sizeof(rbuf), &st);
-	if (st != 0)
-		FAIL("READ: status %#x", st);
-	if (g32(rbuf + 64 + 4) != 0 || g32(rbuf + 64 + 8) != size)
+	if (!write && (g32(rbuf + 64 + 4) != 0 || g32(rbuf + 64 + 8) != size))
 		FAIL("READ: DataLength %u DataRemaining %u (an RDMA READ has 0 and %zu)", g32(rbuf + 64 + 4),
 		     g32(rbuf + 64 + 8), size);
-	check_invalidated(c, &d, "read");
+	check_invalidated(c, &d, what);
 }
 
 static void close_file(struct conn *c, const uint8_t fid[16])
@@ -564,9 +551,9 @@ static int run_smb(char **argv)
 	}
 	char h1[65], h2[65];
 	sha256_hex(src, size, h1);
-	rdma_write_file(&c, fid, src, size);
+	rdma_io(&c, fid, src, size, 1);
 	printf("write %s\n", h1);
-	rdma_read_file(&c, fid, dst, size);
+	rdma_io(&c, fid, dst, size, 0);
 	sha256_hex(dst, size, h2);
 	printf("read %s\n", h2);
 	close_file(&c, fid);
