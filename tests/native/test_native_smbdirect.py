@@ -1,7 +1,7 @@
 """Native programs on the emulated IPPROTO_SMBDIRECT socket: libwirecheck_quic.so in front of cwrap,
 the socket living in the engine daemon as a wrappers.smbdirect SmbDirectSocket.
 
-The C program (tests/native/c/smbdtest.c) is a minimal real SMB 3.1.1 client (NTLMv2, signed
+The C program (tests/native/c/smbdtest.c, its SMB client in smbd_smb2.c) is a minimal real SMB 3.1.1 client (NTLMv2, signed
 TREE_CONNECT, CREATE, WRITE and READ through RDMA channels, CLOSE) against `wirecheck serve
 --transport smbdirect` in another process: the server's RDMA READ takes the WRITE data out of the C
 program's registered buffer and its RDMA WRITE puts the READ data into another, by process_vm_* into
@@ -48,7 +48,7 @@ def smbdtest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_library()
     out = tmp_path_factory.mktemp("native-smbd") / "smbdtest"
     cmd = ["gcc", "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O1", "-g", f"-I{REPO}/native", "-o", str(out),
-           str(HERE / "c" / "smbdtest.c"), "-lnettle", "-ldl"]
+           str(HERE / "c" / "smbdtest.c"), str(HERE / "c" / "smbd_smb2.c"), "-lnettle", "-ldl"]
     r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
     return out
