@@ -55,9 +55,9 @@ def smbdtest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class Server:
-    def __init__(self, sockdir: Path, share: Path, pcap: Path, log: Path):
+    def __init__(self, sockdir: Path, share: Path, pcap: Path, log: Path, **env_extra: str):
         self.share = share
-        env = net_env()
+        env = {**net_env(), **env_extra}
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.log = log
         self.p = subprocess.Popen(exec_argv(sockdir, 10, WIRECHECK, "serve", "--transport", "smbdirect", "--listen",
@@ -208,3 +208,17 @@ def test_native_listener_rdma_both_ways_with_a_python_peer(smbdtest, sockdir, pe
     assert c["peer"] == "wrote " + p["wrote"], (srv.describe(), cli.describe())  # Python's RDMA WRITE into C's
     assert p["invalidated"] == "True" and p["deregister"] == "2", cli.describe()  # SEND with Invalidate: ENOENT
     assert c["end"] == "0", srv.describe()  # the peer's close is a clean end of stream
+
+
+@pytest.mark.parametrize("rdma, expected", [("auto", "mode 1 register errno 0"), ("memfd", "mode 2 register errno 95")])
+def test_native_registration_needs_process_vm(smbdtest, sockdir, tmp_path, rdma, expected):
+    """A native program's memory is reached by process_vm_* only: against a server that asks for memfd
+    mode (ptrace rules forbid process_vm), registering is EOPNOTSUPP, never a silent copy."""
+    share = tmp_path / "share"
+    share.mkdir()
+    srv = Server(sockdir, share, tmp_path / "m.pcap", tmp_path / "serve.log", WIRECHECK_SMBDIRECT_RDMA=rdma)
+    try:
+        r = _run(exec_argv(sockdir, 11, str(smbdtest), "register-mode", SERVER, "445"), net_env())
+    finally:
+        srv.stop()
+    assert r.returncode == 0 and r.stdout.strip() == expected, f"{r.stdout}\n{r.stderr[-2000:]}"

@@ -11,6 +11,8 @@
  *   smbdtest rdma-server HOST PORT
  *       listen, accept, RDMA WRITE (sendmsg MSG_OOB) and READ into/from the peer's registered buffers,
  *       then let the peer RDMA WRITE into ours (tests/native/pysmbd_peer.py is the peer).
+ *   smbdtest register-mode HOST PORT
+ *       connect, print the RDMA mode and the errno of registering our memory in it.
  *   smbdtest errnos HOST PORT
  *       every option/state misuse, before and after connecting to an SMB Direct server, printed as
  *       "case NAME errno N" (the test compares them with the Python socket's).
@@ -261,6 +263,30 @@ static int run_errnos(char **argv)
 	return 0;
 }
 
+/* Which RDMA mode the connection runs in, and whether our memory can be registered in it. */
+static int run_register_mode(char **argv)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, IPPROTO_SMBDIRECT);
+	struct sockaddr_in sin;
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((uint16_t)atoi(argv[3]));
+	inet_pton(AF_INET, argv[2], &sin.sin_addr);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0)
+		FAIL("socket/connect");
+	uint32_t mode = 0;
+	socklen_t ml = sizeof(mode);
+	if (getsockopt(fd, SOL_SMBDIRECT, SMBDIRECT_RDMA_MODE, &mode, &ml) != 0)
+		FAIL("getsockopt SMBDIRECT_RDMA_MODE");
+	static uint8_t buf[4096];
+	struct smbdirect_buffer_descriptor_v1 d;
+	errno = 0;
+	int r = wirecheck_smbdirect_register(fd, buf, sizeof(buf), SMBDIRECT_RDMA_REMOTE_WRITE, &d);
+	printf("mode %u register errno %d\n", mode, r == 0 ? 0 : errno);
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -273,8 +299,10 @@ int main(int argc, char **argv)
 		return run_smb(argv);
 	if (argc == 4 && strcmp(argv[1], "errnos") == 0)
 		return run_errnos(argv);
+	if (argc == 4 && strcmp(argv[1], "register-mode") == 0)
+		return run_register_mode(argv);
 	if (argc == 4 && strcmp(argv[1], "rdma-server") == 0)
 		return run_rdma_server(argv);
-	fprintf(stderr, "usage: smbdtest smb HOST PORT USER PASSWORD SHARE FILE SIZE | errnos HOST PORT | rdma-server HOST PORT\n");
+	fprintf(stderr, "usage: smbdtest smb HOST PORT USER PASSWORD SHARE FILE SIZE | errnos HOST PORT | rdma-server HOST PORT | register-mode HOST PORT\n");
 	return 2;
 }
