@@ -29,5 +29,6 @@ int wq_set_errno(int e);    /* errno = e; returns -1 */
 int wq_enabled(void);       /* SOCKET_WRAPPER_DIR is set: the emulation is on */
 int wq_debug(void);         /* WIRECHECK_QUIC_DEBUG: print the daemon's reasons */
 uint64_t wq_fd_ino(int fd); /* the inode of a socket fd, 0 for anything else */
+int wq_is_engine_fd(int fd); /* an fd whose socket the engine daemon holds (QUIC or SMB Direct) */
 
 #endif

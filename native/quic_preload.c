@@ -51,6 +51,7 @@ ssize_t __recv_chk(int fd, void *buf, size_t len, size_t buflen, int flags);
 ssize_t __recvfrom_chk(int fd, void *buf, size_t len, size_t buflen, int flags, struct sockaddr *a, socklen_t *al);
 
 #define IPPROTO_QUIC_ 261
+#define IPPROTO_SMBDIRECT_ 257 /* the engine daemon hosts these too (wrappers/smbdirect/native.py) */
 #define WQ_EXPORT __attribute__((visibility("default")))
 
 /* ---- every libc entry point this library overrides, with the reason (one table) -------------------
@@ -66,7 +67,7 @@ static const struct override {
 	const char *name;
 	const char *why;
 } overrides[F_COUNT] = {
-	[F_SOCKET] = {"socket", "IPPROTO_QUIC: the daemon makes the socket and hands back the app fd"},
+	[F_SOCKET] = {"socket", "IPPROTO_QUIC and IPPROTO_SMBDIRECT: the daemon makes the socket and hands back the app fd"},
 	[F_BIND] = {"bind", "QUIC: the address belongs to the daemon's socket"},
 	[F_CONNECT] = {"connect", "QUIC: quic.ko's connect (no packet sent, no EINPROGRESS)"},
 	[F_LISTEN] = {"listen", "QUIC: the daemon listens on the emulated carrier"},
@@ -145,6 +146,12 @@ static int is_quic(int fd)
 	return 0;
 }
 
+/* For smbd_calls.c: every call on an SMB Direct fd takes the QUIC path (one daemon, one protocol). */
+int wq_is_engine_fd(int fd)
+{
+	return is_quic(fd);
+}
+
 /* An fd we did not create (inherited across exec, received by SCM_RIGHTS): QUIC when its peer is the
  * daemon's end, bound to an abstract name with our prefix. One getpeername, no daemon call. */
 static int recognise(int fd)
@@ -215,7 +222,7 @@ static int adopt_new_fd(int fd, int flags)
 /* ---- the overrides -------------------------------------------------------------------------------- */
 WQ_EXPORT int socket(int domain, int type, int protocol)
 {
-	if (protocol != IPPROTO_QUIC_ || !wq_enabled())
+	if ((protocol != IPPROTO_QUIC_ && protocol != IPPROTO_SMBDIRECT_) || !wq_enabled())
 		return NEXT(F_SOCKET, int (*)(int, int, int))(domain, type, protocol);
 	char env[64];
 	const char *iface = getenv("SOCKET_WRAPPER_DEFAULT_IFACE");

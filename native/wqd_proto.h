@@ -22,6 +22,10 @@ enum wqd_op {
 	WQD_RECVMSG = 11,
 	WQD_SHUTDOWN = 12,
 	WQD_HANDSHAKE = 13,
+	/* IPPROTO_SMBDIRECT fds only (smbd_calls.c) */
+	WQD_SMBD_REGISTER = 32,
+	WQD_SMBD_DEREGISTER = 33,
+	WQD_SMBD_RDMA_READ = 34,
 };
 
 struct wqd_req {

@@ -222,9 +222,10 @@ def test_every_override_is_in_the_table_and_exported(qtest):
     out = subprocess.run(["nm", "-D", "--defined-only", str(lib_path)], capture_output=True, text=True,
                          check=True).stdout
     exported = {ln.split()[-1] for ln in out.splitlines() if " T " in ln}
-    ours = {n for n in exported if n.startswith("wirecheck_quic_")}
+    ours = {n for n in exported if n.startswith("wirecheck_")}
     assert exported - ours == set(table), (sorted(exported - ours), sorted(table))
-    assert ours == {"wirecheck_quic_handshake", "wirecheck_quic_override", "wirecheck_quic_override_reason"}
+    assert ours == {"wirecheck_quic_handshake", "wirecheck_quic_override", "wirecheck_quic_override_reason",
+                    "wirecheck_smbdirect_register", "wirecheck_smbdirect_deregister", "wirecheck_smbdirect_rdma_read"}
 
 
 def test_protocol_headers_match_between_c_and_python(tmp_path):

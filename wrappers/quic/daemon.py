@@ -80,7 +80,11 @@ class Entry:
             return
         qs = self.qs
         listening = qs._listener is not None
-        if listening:
+        native = getattr(qs, "native_readiness", None)  # an SMB Direct socket (wrappers.smbdirect.native)
+        if native is not None:
+            ready, eof = native()
+            listening = True  # level-triggered like a listener: watched only while nothing is ready
+        elif listening:
             ready = bool(select.select([qs.fileno()], [], [], 0)[0])
             eof = False
         else:
@@ -257,6 +261,7 @@ class Daemon:
             return P.Reply.error(ex.errno or errno.EIO, ex.strerror or str(ex)), None
 
     def op_socket(self, req: P.Request) -> tuple[P.Reply, socket.socket | None]:
+        from ..smbdirect.constants import IPPROTO_SMBDIRECT
         from .sock import QuicSocket
 
         env = dict(os.environ)
@@ -268,14 +273,22 @@ class Daemon:
             cfg = wconfig.from_environ(env)
         except ValueError as ex:
             return P.Reply.error(errno.EINVAL, str(ex)), None
-        qs = QuicSocket(req.a, req.b, C.IPPROTO_QUIC, _cfg=cfg)
+        qs: Any
+        if req.c == IPPROTO_SMBDIRECT:  # the same engine daemon hosts native programs' SMB Direct sockets
+            from ..smbdirect.native import NativeSmbDirectSocket
+
+            qs = NativeSmbDirectSocket(req.a, req.b, IPPROTO_SMBDIRECT, _cfg=cfg)
+        else:
+            qs = QuicSocket(req.a, req.b, C.IPPROTO_QUIC, _cfg=cfg)
         _e, app = self.new_entry(qs)
         return P.Reply(0), app
 
     def op(self, e: Entry, req: P.Request, fd: int) -> tuple[P.Reply, socket.socket | None]:
         qs, op, eng = e.qs, req.op, self.engine
+        if op >= P.OP_SMBD_REGISTER or (op == P.OP_HANDSHAKE and hasattr(qs, "native_register")):
+            return _smbd_op(qs, req), None
         if op in (P.OP_BIND, P.OP_CONNECT):
-            addr = P.sockaddr_to_tuple(qs._qfamily, req.data)
+            addr = P.sockaddr_to_tuple(int(qs.family), req.data)
             (qs.bind if op == P.OP_BIND else qs.connect)(addr)
             return P.Reply(0), None
         if op == P.OP_LISTEN:
@@ -370,7 +383,25 @@ def _ms(timeout: float | None) -> int:
     return -1 if timeout is None else int(timeout * 1000)
 
 
+def _smbd_op(qs: Any, req: P.Request) -> P.Reply:
+    """wirecheck's own SMB Direct calls (register, deregister, RDMA READ) on an SMB Direct socket."""
+    if not hasattr(qs, "native_register"):
+        return P.Reply.error(errno.EOPNOTSUPP, "not an SMB Direct socket")
+    if req.op == P.OP_SMBD_REGISTER:
+        return P.Reply(0, data=qs.native_register(req.d, req.data))
+    if req.op == P.OP_SMBD_DEREGISTER:
+        qs.native_deregister(req.data)
+        return P.Reply(0)
+    if req.op == P.OP_SMBD_RDMA_READ:
+        data = qs.native_rdma_read(req.a, req.data)
+        return P.Reply(len(data), data=data)
+    return P.Reply.error(errno.EOPNOTSUPP, f"call {req.op} is not defined on an SMB Direct socket")
+
+
 def _getsockopt(qs: Any, level: int, opt: int, optlen: int, arg: bytes) -> bytes:
+    native = getattr(qs, "native_getsockopt", None)
+    if native is not None:
+        return bytes(native(level, opt, optlen))
     if level == C.SOL_QUIC:
         return bytes(qs.getsockopt(level, opt, arg[:optlen]))
     if level == socket.SOL_SOCKET:

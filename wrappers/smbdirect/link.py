@@ -374,6 +374,26 @@ class Link:
                 self._send_ctl(bytes([OP_MR_FD]) + struct.pack("<I", reg.token), [reg.shadow_fd])
         return [BufferDescriptor(reg.addr, reg.token, reg.length)]
 
+    def register_foreign(self, pid: int, addr: int, length: int, access: int) -> BufferDescriptor:
+        """A native program's buffer (its pid and address), registered by the daemon that runs the
+        program's connection: the peer's NIC copies into that process directly. Probed first with one
+        process_vm_readv, so an address the program does not own is EFAULT here and never a remote
+        access error later."""
+        if self.closed:
+            raise OSError(self.error or errno.ENOTCONN, self.reason or "not connected")
+        if self.state != "established":
+            raise OSError(errno.ENOTCONN, "not connected")
+        if length > 0:
+            probe = ctypes.c_uint8(0)
+            for where in {addr, addr + length - 1}:
+                try:
+                    vm_copy(pid, ctypes.addressof(probe), where, 1, write=False)
+                except OSError as e:
+                    raise OSError(errno.EFAULT if e.errno in (errno.EFAULT, errno.ENOMEM) else e.errno or errno.EFAULT,
+                                  f"buffer at {where:#x} of pid {pid} not reachable: {e.strerror}") from None
+        reg = self.regions.register_foreign(pid, addr, length, access)
+        return BufferDescriptor(reg.addr, reg.token, reg.length)
+
     def deregister(self, token: int) -> bool:
         if self.closed:
             return True  # the connection is gone: every region was invalidated with it

@@ -35,7 +35,7 @@ from .constants import RDMA_REMOTE_READ, RDMA_REMOTE_WRITE
 
 SLOTS = 4096
 _HEAD = struct.Struct("<8sII")  # magic, slots, prefix
-_ENTRY = struct.Struct("<IIQQQ")  # token, flags, addr, length, generation
+_ENTRY = struct.Struct("<IIQQQ")  # token, flags, addr, length, owner pid (0: the pid the HELLO named)
 VALID = 0x80000000
 MAGIC = b"WCSMBDR1"
 TABLE_SIZE = _HEAD.size + SLOTS * _ENTRY.size
@@ -147,7 +147,7 @@ class Entry:
     flags: int
     addr: int
     length: int
-    generation: int
+    pid: int = 0  # whose memory: 0 = the connection end's own process (the HELLO's pid)
 
     @property
     def valid(self) -> bool:
@@ -174,7 +174,7 @@ class _TableFile:
         return Entry(*_ENTRY.unpack_from(self.map, _HEAD.size + slot * _ENTRY.size))
 
     def put(self, slot: int, e: Entry) -> None:
-        _ENTRY.pack_into(self.map, _HEAD.size + slot * _ENTRY.size, e.token, e.flags, e.addr, e.length, e.generation)
+        _ENTRY.pack_into(self.map, _HEAD.size + slot * _ENTRY.size, e.token, e.flags, e.addr, e.length, e.pid)
 
     def close(self) -> None:
         for f in (lambda: self.map.close(), lambda: os.close(self.lock_fd), lambda: os.close(self.fd)):
@@ -191,7 +191,7 @@ class Registration:
     addr: int
     length: int
     access: int
-    pinned: Pinned
+    pinned: Pinned | None  # None: another process's memory (a native program's, registered by the daemon)
     shadow_fd: int | None = None
     shadow: mmap.mmap | None = None
 
@@ -235,7 +235,32 @@ class LocalRegions:
                 ctypes.memmove(ctypes.addressof(ctypes.c_char.from_buffer(reg.shadow)), pinned.address,
                                pinned.length)
             with self.table.locked(True):
-                self.table.put(slot, Entry(token, VALID | access, reg.addr, reg.length, slot))
+                self.table.put(slot, Entry(token, VALID | access, reg.addr, reg.length))
+            self.regs[token] = reg
+            return reg
+
+    def register_foreign(self, pid: int, addr: int, length: int, access: int) -> Registration:
+        """A region in another process's memory (``pid``), for a native program whose connection the
+        QUIC/SMB Direct daemon runs: the peer's NIC copies with process_vm_* straight into that
+        process, never through us. Only without memfd mode (the peer must be able to reach it)."""
+        if access & ~(RDMA_REMOTE_READ | RDMA_REMOTE_WRITE) or not access:
+            raise OSError(errno.EINVAL, "access must be RDMA_REMOTE_READ and/or RDMA_REMOTE_WRITE")
+        if length <= 0 or addr <= 0 or pid <= 0:
+            raise OSError(errno.EINVAL, "cannot register an empty buffer")
+        if self.memfd_mode:
+            raise OSError(errno.EOPNOTSUPP, "the peer cannot reach process memory (memfd mode): "
+                                            "a native program's buffer cannot be registered")
+        with self._lock:
+            if self.closed:
+                raise OSError(errno.ENOTCONN, "connection closed")
+            if not self._free:
+                raise OSError(errno.ENOMEM, "region table full")
+            slot = self._free.pop()
+            self._keys[slot] = (self._keys[slot] + 1) & 0xFF
+            token = (self.prefix << 20) | (slot << 8) | self._keys[slot]
+            reg = Registration(token, slot, addr, length, access, None)
+            with self.table.locked(True):
+                self.table.put(slot, Entry(token, VALID | access, addr, length, pid))
             self.regs[token] = reg
             return reg
 
@@ -246,7 +271,7 @@ class LocalRegions:
             if reg is None:
                 return False
             with self.table.locked(True):
-                self.table.put(reg.slot, Entry(0, 0, 0, 0, 0))
+                self.table.put(reg.slot, Entry(0, 0, 0, 0))
             self._finish(reg)
             self._free.append(reg.slot)
             return True
@@ -260,14 +285,15 @@ class LocalRegions:
             except BufferError:
                 pass
             os.close(reg.shadow_fd)  # type: ignore[arg-type]
-        reg.pinned.release()
+        if reg.pinned is not None:
+            reg.pinned.release()
 
     def close(self) -> None:
         with self._lock:
             self.closed = True
             with self.table.locked(True):
                 for reg in self.regs.values():
-                    self.table.put(reg.slot, Entry(0, 0, 0, 0, 0))
+                    self.table.put(reg.slot, Entry(0, 0, 0, 0))
             for reg in self.regs.values():
                 self._finish(reg)
             self.regs.clear()
@@ -351,7 +377,7 @@ class RemoteRegions:
             if length == 0:
                 return
             if self.use_vm:
-                vm_copy(self.pid, local_addr, offset, length, write)
+                vm_copy(e.pid or self.pid, local_addr, offset, length, write)
                 return
             with self._lock:
                 sh = self.shadows.get(token)

@@ -245,7 +245,7 @@ class SmbDirectSocket(_OrigSocket):
                     if link.closed:
                         continue
                     link.listener = None
-                    child = SmbDirectSocket(self._sfamily, socket.SOCK_STREAM, _cfg=self._cfg, _link=link)
+                    child = type(self)(self._sfamily, socket.SOCK_STREAM, _cfg=self._cfg, _link=link)
                     child._local = link.local
                     child._peer = link.peer
                     return child, link.peer
