@@ -106,7 +106,10 @@ class FaultyTransport(Transport):
         if self.plan.fired or self.plan.count("send", len(pdu)):
             self._fire()
             return  # blackhole: swallowed
-        self.inner.send_pdu(pdu, invalidate_token=invalidate_token)
+        if invalidate_token is None:  # the plain call: an inner transport may predate the keyword
+            self.inner.send_pdu(pdu)
+        else:
+            self.inner.send_pdu(pdu, invalidate_token=invalidate_token)
 
     def recv_pdu(self, timeout: float | None = None) -> bytes:
         if self.plan.fired:
