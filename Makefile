@@ -8,9 +8,11 @@ demo: setup
 	@.venv/bin/wirecheck demo
 	@.venv/bin/wirecheck check -j 2
 
-# the layering contracts (pyproject.toml [tool.importlinter]) first: a layer violation fails the suite
+# the layering contracts (pyproject.toml [tool.importlinter]) and mypy over wrappers and harness first
+# (seconds, with its cache): a layer violation or a type error fails the suite
 test: setup
 	@.venv/bin/lint-imports
+	@.venv/bin/mypy
 	@.venv/bin/python -m pytest -n 2 -m "not slow and not quicfunc"
 	@.venv/bin/python -m pytest -m "quicfunc and not slow"
 

@@ -89,10 +89,10 @@ class RecordingTransport(Transport):
                 self.capture.write(src, dst, self._next[src], self._next[dst], PSH | ACK, piece)
                 self._next[src] += len(piece)
 
-    def send_pdu(self, pdu: bytes) -> None:
+    def send_pdu(self, pdu: bytes, *, invalidate_token: int | None = None) -> None:
         if not self._closed:  # after close() the inner transport refuses it: nothing crosses
             self._log(*self.ends, bytes(pdu))
-        self.inner.send_pdu(pdu)
+        self.inner.send_pdu(pdu, invalidate_token=invalidate_token)
 
     def recv_pdu(self, timeout: float | None = None) -> bytes:
         pdu = self.inner.recv_pdu(timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tsharkutil
 from procutil import PcapCheck, acked_range_logged_later, need_tshark, tcp_segments
 from scapy.layers.inet import IP, TCP
 from scapy.utils import wrpcap
@@ -113,3 +114,31 @@ def test_gap_filled_later_in_its_own_direction_is_late(checker, tmp_path):
 def test_gap_never_filled_stays_missing(checker, tmp_path):
     with pytest.raises(AssertionError, match="Previous segment"):
         checker.assert_tolerant(_gap_capture(tmp_path, request_logged_later=False), tolerate=TOLERATE)
+
+
+GET = b"GET /f.txt HTTP/1.1\r\nHost: b\r\n\r\n"
+OK = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _http_capture(tmp_path: Path, *, request_first: bool) -> Path:
+    """A fetches /f.txt from B; the request is logged before its reply, or (as curl's cwrap can log
+    it: after the send, without our lock) after the reply that ACKs it."""
+    request = _data(A, B, 40000, 80, 1, 1, GET)
+    reply = _data(B, A, 80, 40000, 1, 1 + len(GET), OK)
+    return _write(tmp_path / "http.pcap", _handshake(A, B, 40000) + ([request, reply] if request_first
+                                                                     else [reply, request]))
+
+
+@pytest.mark.parametrize("request_first", [True, False])
+def test_a_request_logged_after_its_reply_is_counted_order_free(checker, tmp_path, request_first):
+    """The curl-under-cwrap tests once counted 0 requests: the capture had the server's reply
+    before cwrap's record of the GET, and tshark's sequence analysis calls such a request a spurious
+    retransmission and dissects no HTTP in it.  The capture is still tolerated ("late" and
+    "duplicate" kinds), and counted with ORDER_FREE the request is there once, in either order."""
+    pcap = _http_capture(tmp_path, request_first=request_first)
+    checker.assert_tolerant(pcap, tolerate=TOLERATE)
+    uri = 'http.request.uri == "/f.txt"'
+    assert tsharkutil.count_frames(pcap, display_filter=uri) == (1 if request_first else 0)
+    assert tsharkutil.count_frames(pcap, display_filter=uri, options=tsharkutil.ORDER_FREE) == 1
+    assert tsharkutil.count_frames(pcap, display_filter="http.response.code == 200",
+                                   options=tsharkutil.ORDER_FREE) == 1

@@ -27,6 +27,13 @@ CHECKSUM_OPTS: tuple[str, ...] = (
 #: 10000-60000: quake3, eobi, ...) is found only when heuristics run first; queries about QUIC use it.
 QUIC_FIRST: tuple[str, ...] = ("-o", "udp.try_heuristic_first:TRUE")
 
+#: Dissect every segment's payload where it stands in the file.  In a capture that cwrap writes to
+#: as well, the two writers' order is not causal (cwrap logs a send after making it, without our
+#: lock): a request can come after the reply that ACKs it.  tshark's sequence analysis then takes
+#: the request for a spurious retransmission and hands its bytes to no dissector (no http.request),
+#: so a count of application messages in such a capture needs this.
+ORDER_FREE: tuple[str, ...] = ("-o", "tcp.analyze_sequence_numbers:FALSE")
+
 #: Frames that something is wrong with: malformed, an expert warning or error (bad checksum,
 #: "previous segment not captured", "ACKed unseen segment", ...), or any TCP analysis flag
 #: (retransmission, out-of-order, dup ack, ...).
@@ -83,9 +90,10 @@ def fields(
     return [line.split("\t") for line in out.splitlines()]
 
 
-def count_frames(path: str | os.PathLike[str], *, display_filter: str | None = None) -> int:
+def count_frames(path: str | os.PathLike[str], *, display_filter: str | None = None,
+                 options: Sequence[str] = ()) -> int:
     """How many frames tshark reads (matching ``display_filter``)."""
-    return len(fields(path, ["frame.number"], display_filter=display_filter))
+    return len(fields(path, ["frame.number"], display_filter=display_filter, options=options))
 
 
 def problems(path: str | os.PathLike[str], *, options: Sequence[str] = CHECKSUM_OPTS) -> list[list[str]]:

@@ -116,13 +116,13 @@ class SMBClient:
         self.conn.receive_negotiate(self.transport.recv_pdu(self.timeout))
 
     def _login(self, previous_session_id: int = 0) -> None:
-        session = ClientSession(initiator=Initiator(self.username, self.password, hostname=self.host),
-                                previous_session_id=previous_session_id)
-        token = session.initiator.step(None)
+        initiator = Initiator(self.username, self.password, hostname=self.host)
+        session = ClientSession(initiator=initiator, previous_session_id=previous_session_id)
+        token = initiator.step(None)
         while True:
             raw = self.conn.session_setup_request(session, token)
             self.transport.send_pdu(raw)
-            response = self._wait_raw(self.conn._last_mid if False else None)
+            response = self._wait_session_setup()
             if session.session_id == 0 and response.header.session_id:
                 session.session_id = response.header.session_id
             self.sessions[response.header.session_id] = session
@@ -134,7 +134,8 @@ class SMBClient:
             with open(self.keys_out, "a") as handle:
                 handle.write(keys_file_text(self.conn.key_records))
 
-    def _wait_raw(self, _unused) -> Response:
+    def _wait_session_setup(self) -> Response:
+        """The SESSION_SETUP response; whatever else arrives first is kept or handled as usual."""
         while True:
             for response in self.conn.receive(self.transport.recv_pdu(self.timeout), self.sessions):
                 if response.header.message_id == UNSOLICITED_MESSAGE_ID:
@@ -211,9 +212,10 @@ class SMBClient:
             ack: m.Message = m.LeaseBreakAcknowledgment(lease_key=body.lease_key, lease_state=state)
             tree = self._break_trees.get(bytes(body.lease_key), 0)
         else:
-            level = body.oplock_level if level_or_state is None else level_or_state
-            ack = m.OplockBreakAcknowledgment(file_id=body.file_id, oplock_level=level)
-            tree = self._break_trees.get(bytes(body.file_id), 0)
+            oplock = notification.body_as(m.OplockBreakNotification)
+            level = oplock.oplock_level if level_or_state is None else level_or_state
+            ack = m.OplockBreakAcknowledgment(file_id=oplock.file_id, oplock_level=level)
+            tree = self._break_trees.get(bytes(oplock.file_id), 0)
         mid = self.send(Command.OPLOCK_BREAK, ack, tree)
         self._ack_mids.add(mid)
         return mid
@@ -254,8 +256,15 @@ class SMBClient:
         path = f"\\\\{self.conn.server_name}\\{name}"
         response = self.request(Command.TREE_CONNECT, m.TreeConnectRequest(path))
         tree_id = response.header.tree_id
-        self.session.trees[tree_id] = self.conn.tree_encrypts(response.body)
+        self.logged_on().trees[tree_id] = self.conn.tree_encrypts(response.body_as(m.TreeConnectResponse))
         return Share(self, tree_id, name)
+
+    def logged_on(self) -> ClientSession:
+        """The session requests go out on: the constructor logs on (or raises), so only a call
+        from inside it before that finds none."""
+        if self.session is None:
+            raise RuntimeError("SMB client: not logged on yet")
+        return self.session
 
     def rdma_for(self, tree_id: int, length: int) -> bool:
         """Whether a READ/WRITE of ``length`` bytes on ``tree_id`` uses an RDMA channel."""
@@ -270,9 +279,8 @@ class SMBClient:
     def inline_limit(self) -> int:
         """The largest READ/WRITE payload that fits one message of the transport (SMB Direct:
         the peer's MaxFragmentedSize less the SMB2 headers; unlimited elsewhere)."""
-        if getattr(self.transport, "supports_rdma", False):
-            return max(4096, (self.transport.max_send - 0x200) // 4096 * 4096)
-        return 1 << 62
+        limit = inline_io_limit(self.transport)
+        return 1 << 62 if limit is None else limit
 
     def close(self) -> None:
         try:
@@ -288,6 +296,15 @@ class SMBClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def inline_io_limit(transport: Transport) -> int | None:
+    """The largest READ/WRITE payload one message of ``transport`` carries, in whole 4 KiB pages
+    (at least one): the peer's limit (SMB Direct's MaxFragmentedSize) less room for the SMB2
+    headers; None where only SMB2's own MaxReadSize/MaxWriteSize apply."""
+    if transport.max_send is None:
+        return None
+    return max(4096, (transport.max_send - 0x200) // 4096 * 4096)
 
 
 @dataclass
@@ -342,7 +359,7 @@ class Share:
         body = m.CreateRequest(name=_smb_path(path), desired_access=access, file_attributes=attributes,
                                share_access=share_access, create_disposition=disposition, create_options=options,
                                requested_oplock_level=oplock, contexts=contexts)
-        response = self._req(Command.CREATE, body).body
+        response = self._req(Command.CREATE, body).body_as(m.CreateResponse)
         if response.oplock_level == OplockLevel.LEASE and lease is not None:
             self.client._break_trees[bytes(lease.key)] = self.tree_id
         elif response.oplock_level != OplockLevel.NONE:
@@ -360,15 +377,16 @@ class Share:
         buffers are slices of it): no copy on this side."""
         sink: list = []
         for block in self.iter_read(path, _sink=sink):
-            block = None  # noqa: F841 - drop the view, so the buffer can be resized below
+            del block  # drop the view, so the buffer can be resized below
         whole, end = sink
         if end < len(whole):
             del whole[end:]  # the file shrank under us: what was read, no zero tail
         return whole
 
-    def iter_read(self, path: str, _sink: list | None = None) -> Iterator[bytes]:
+    def iter_read(self, path: str, _sink: list | None = None) -> Iterator[bytes | memoryview]:
         """The file's blocks in order.  With ``_sink`` (get_bytes) one buffer of the file's size is
-        appended to it and filled in place; the blocks are views of it."""
+        appended to it and filled in place; the blocks are views of it.  Without, an RDMA block
+        is bytes of its own, an inline one the READ response's data."""
         created = self.open(path, AccessMask.FILE_READ_DATA | AccessMask.FILE_READ_ATTRIBUTES | AccessMask.SYNCHRONIZE,
                             CreateDisposition.OPEN, CreateOptions.NON_DIRECTORY_FILE)
         client = self.client
@@ -393,6 +411,7 @@ class Share:
                     if not length:
                         break
                     if client.rdma_for(self.tree_id, length):
+                        buffer: bytearray | memoryview  # a slice of ``whole``, or a buffer of our own
                         if whole is not None:
                             buffer = memoryview(whole)[offset:offset + length]
                         else:
@@ -416,18 +435,18 @@ class Share:
                 if response.header.status != NtStatus.SUCCESS:
                     raise SMBError(response.header.status, Command.READ)
                 if registered is None:
-                    data = response.body.data
+                    data = response.body_as(m.ReadResponse).data
                     if whole is not None:
                         whole[at:at + len(data)] = data
                         end = max(end, at + len(data))
                     yield data
                     continue
                 buffer = registered[0]
-                count = rdma_channel.read_response_length(response.body, len(buffer))
+                count = rdma_channel.read_response_length(response.body_as(m.ReadResponse), len(buffer))
                 client.rdma_bytes["read"] += count
-                if whole is not None:
+                if isinstance(buffer, memoryview):  # a slice of ``whole`` at ``at``: the data is in place
                     end = max(end, at + count)
-                    yield memoryview(whole)[at:at + count]
+                    yield buffer[:count]
                     continue
                 # One copy out, and the buffer is reused: cheaper than faulting in fresh pages for
                 # every request (the RDMA WRITE would, in the server's process_vm_writev).
@@ -524,7 +543,7 @@ class Share:
         if descriptors is not None:
             self.client.rdma_port().deregister_buffer(descriptors)  # §3.2.5.13, as for READ
             if response.header.status == NtStatus.SUCCESS:
-                self.client.rdma_bytes["write"] += response.body.count
+                self.client.rdma_bytes["write"] += response.body_as(m.WriteResponse).count
         if response.header.status != NtStatus.SUCCESS:
             raise SMBError(response.header.status, Command.WRITE)
 
@@ -558,16 +577,17 @@ class Share:
                             else AccessMask.FILE_READ_DATA | AccessMask.FILE_READ_ATTRIBUTES | AccessMask.SYNCHRONIZE,
                             CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)
         entries: list[DirEntry] = []
+        entry_class = fscc.FileIdBothDirectoryInformation
         try:
             while True:
-                body = m.QueryDirectoryRequest(file_id=created.file_id,
-                                               file_information_class=FileInfoClass.ID_BOTH_DIRECTORY,
+                body = m.QueryDirectoryRequest(file_id=created.file_id, file_information_class=entry_class.INFO_CLASS,
                                                file_name=pattern, output_buffer_length=65536)
                 response = self._req(Command.QUERY_DIRECTORY, body,
                                      ok=(NtStatus.SUCCESS, NtStatus.NO_MORE_FILES, NtStatus.NO_SUCH_FILE))
                 if response.header.status != NtStatus.SUCCESS:
                     break
-                for entry in fscc.unpack_directory_entries(FileInfoClass.ID_BOTH_DIRECTORY, response.body.output):
+                output = response.body_as(m.QueryDirectoryResponse).output
+                for entry in fscc.unpack_entries(entry_class, output):
                     entries.append(DirEntry(entry.file_name, entry.end_of_file,
                                             bool(entry.file_attributes & FileAttributes.DIRECTORY),
                                             entry.last_write_time, entry.file_attributes))
@@ -591,7 +611,7 @@ class Share:
         try:
             body = m.QueryInfoRequest(file_id=created.file_id, info_type=InfoType.FILE,
                                       file_info_class=FileInfoClass.ALL, output_buffer_length=4096)
-            return fscc.FileAllInformation.unpack(self._req(Command.QUERY_INFO, body).body.output)
+            return fscc.FileAllInformation.unpack(self._req(Command.QUERY_INFO, body).body_as(m.QueryInfoResponse).output)
         finally:
             self.close_file(created.file_id)
 
@@ -638,11 +658,13 @@ class Share:
         """The status of a CHANGE_NOTIFY and the (action, name) changes it reported."""
         response = self.client.wait(message_id, timeout)
         status = response.header.status
-        return status, change_notify.decode(response.body.output) if status == NtStatus.SUCCESS else []
+        if status != NtStatus.SUCCESS:
+            return status, []
+        return status, change_notify.decode(response.body_as(m.ChangeNotifyResponse).output)
 
     def disconnect(self) -> None:
         self._req(Command.TREE_DISCONNECT, m.TreeDisconnectRequest())
-        self.client.session.trees.pop(self.tree_id, None)
+        self.client.logged_on().trees.pop(self.tree_id, None)
 
     def __enter__(self) -> Share:
         return self

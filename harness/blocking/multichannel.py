@@ -33,9 +33,8 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
 
-from harness.blocking.client import SMBClient
+from harness.blocking.client import SMBClient, inline_io_limit
 from harness.smb import messages as m
 from harness.smb import rdma_channel
 from harness.smb import reconnect as rc
@@ -55,9 +54,6 @@ from harness.smb.constants import (
 from harness.smb.crypto import NonceGenerator, derive_session_keys, sign_message, verify_signature
 from harness.smb.errors import SMBProtocolError
 from harness.transport import DEFAULT_PORTS, Transport, TransportError, connect
-
-if TYPE_CHECKING:
-    from harness.transport.smbdirect import SmbDirectTransport
 
 SEND_FAILURES = (TransportError, OSError, TimeoutError, EOFError)
 FAILURES = (*SEND_FAILURES, SMBProtocolError)  # a reply cut short by a dying transport
@@ -152,9 +148,7 @@ class MultiChannelClient(SMBClient):
 
     def inline_limit(self) -> int:
         """Inline READ/WRITE go round-robin, so they must fit the smallest SMB Direct channel's messages."""
-        # supports_rdma: the transport is an SmbDirectTransport (or a fault wrapper passing its attributes on)
-        limits = [max(4096, (cast("SmbDirectTransport", c.transport).max_send - 0x200) // 4096 * 4096)
-                  for c in self._alive() if getattr(c.transport, "supports_rdma", False)]
+        limits = [limit for c in self._alive() if (limit := inline_io_limit(c.transport)) is not None]
         return min(limits, default=1 << 62)
 
     @staticmethod

@@ -8,6 +8,7 @@ async completion) is sent through that connection's send lock, so frames never i
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -22,6 +23,12 @@ FRAME_HEADROOM = 64 * 1024
 PRE_NEGOTIATE_LIMIT = 0x1FFFF  # what Samba allows before NEGOTIATE
 
 
+def _append_key(path: str, record: SessionKeyRecord) -> None:
+    """The key sink of a server with ``keys_out``: one keys-file line per session, as it is set up."""
+    with open(path, "a") as handle:
+        handle.write(record.line() + "\n")
+
+
 class SMBServer:
     def __init__(self, config: ServerConfig, host: str = "127.0.0.1", port: int | None = None,
                  transport: str = "tcp", keys_out: str | None = None, idle_timeout: float = 900.0,
@@ -32,7 +39,7 @@ class SMBServer:
         self.keys_out = keys_out
         if keys_out:
             open(keys_out, "a").close()
-            config.key_sink = self._write_key
+            config.key_sink = functools.partial(_append_key, keys_out)
         # share_with: another listener (e.g. QUIC next to TCP) of the *same* server: one state, one
         # lock, so a session bound over both transports is one session (multichannel).
         self.state: ServerState = share_with.state if share_with else ServerState(config)
@@ -52,8 +59,10 @@ class SMBServer:
         self._stop = threading.Event()
         self._accept_thread: threading.Thread | None = None
         # One timer thread for break acknowledgment deadlines (harness/smb/server/oplocks.py): it
-        # sleeps until the next deadline, or forever while no break waits (no polling).
-        self._timer_wake = share_with._timer_wake if share_with else threading.Condition(self.lock)
+        # sleeps until the next deadline, or forever while no break waits (no polling).  Listeners
+        # of one server share it: whichever starts first starts it (_timer_started).
+        self._timer_wake: threading.Condition = share_with._timer_wake if share_with else threading.Condition(self.lock)
+        self._timer_started: threading.Event = share_with._timer_started if share_with else threading.Event()
         self._timer_thread: threading.Thread | None = None
         self.errors: list[str] = []
         if share_with is None:  # changes by other programs in a local share complete CHANGE_NOTIFY too
@@ -63,17 +72,13 @@ class SMBServer:
     def port(self) -> int:
         return self.address[1]
 
-    def _write_key(self, record: SessionKeyRecord) -> None:
-        with open(self.keys_out, "a") as handle:
-            handle.write(record.line() + "\n")
-
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> SMBServer:
         self._accept_thread = threading.Thread(target=self._accept_loop, name="smb-accept", daemon=True)
         self._accept_thread.start()
-        if not hasattr(self.state, "_timer_started"):
-            self.state._timer_started = True
+        if not self._timer_started.is_set():
+            self._timer_started.set()
             self._timer_thread = threading.Thread(target=self._timer_loop, name="smb-timer", daemon=True)
             self._timer_thread.start()
         return self
@@ -144,9 +149,8 @@ class SMBServer:
         key = id(connection)
         send_lock = threading.Lock()
         self._send_locks[key] = send_lock
-        self._transports[key] = transport
-        connection._transport = transport  # used by _flush_other
-        if getattr(transport, "supports_rdma", False):
+        self._transports[key] = transport  # where _flush_other sends this connection's output
+        if transport.supports_rdma:
             connection.rdma = transport  # the RDMA port of harness/smb/rdma_channel.py
         transport.max_recv = PRE_NEGOTIATE_LIMIT
         try:
@@ -194,7 +198,7 @@ class SMBServer:
             transport.close()
 
     def _flush_other(self, connection: ServerConnection) -> None:
-        transport = getattr(connection, "_transport", None)
+        transport = self._transports.get(id(connection))
         lock = self._send_locks.get(id(connection))
         if transport is None or lock is None:
             return

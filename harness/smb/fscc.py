@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from .errors import malformed
 from .wire import U8, U32, U64, Utf16, decode_utf16, encode_utf16, pad8, take, unpack_from
@@ -443,6 +443,8 @@ class FileNamesInformation(DirectoryEntry):
     file_index: U32 = 0
 
 
+_Entry = TypeVar("_Entry", bound=DirectoryEntry)
+
 DIRECTORY_CLASSES: dict[int, type[DirectoryEntry]] = {
     cls.INFO_CLASS: cls
     for cls in (FileDirectoryInformation, FileFullDirectoryInformation, FileIdFullDirectoryInformation,
@@ -463,10 +465,17 @@ def pack_directory_entries(entries: list[DirectoryEntry]) -> bytes:
 
 
 def unpack_directory_entries(info_class: int, buf: bytes) -> list[DirectoryEntry]:
+    """A QUERY_DIRECTORY output of the information class ``info_class`` (a number from the wire)."""
     cls = DIRECTORY_CLASSES.get(info_class)
     if cls is None:
         raise malformed(f"unsupported directory information class {info_class}")
-    entries = []
+    return unpack_entries(cls, buf)
+
+
+def unpack_entries(cls: type[_Entry], buf: bytes) -> list[_Entry]:
+    """A chain of ``cls`` entries, for a caller that knows which class it asked for (the entries
+    come back typed as that class)."""
+    entries: list[_Entry] = []
     position = 0
     while buf[position:]:
         (next_offset,) = unpack_from(_U32, buf, position, cls.__name__)

@@ -47,6 +47,8 @@ Rules (client, §3.2.4.6/§3.2.4.7/§3.2.5.12):
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from . import messages as m
 from .constants import Channel, Dialect, NtStatus
 from .errors import Disconnect, Fail, SMBProtocolError
@@ -55,6 +57,16 @@ from .vfs import Share
 #: Client: READ/WRITE larger than this use an RDMA channel (ours, like Windows' 4 KiB..64 KiB
 #: range: below it the register + RDMA + invalidate round costs more than inline data).
 RDMA_THRESHOLD = 16 * 1024
+
+
+class ServerRdmaPort(Protocol):
+    """What the server's I/O adapter hands a connection for one-sided RDMA (the SMB Direct
+    transport is one): the data of READ and WRITE with an RDMA channel moves through it."""
+
+    def rdma_read(self, descriptors: list[m.BufferDescriptorV1], length: int,
+                  into: bytearray | None = None) -> bytes | memoryview: ...
+
+    def rdma_write(self, descriptors: list[m.BufferDescriptorV1], data: bytes | memoryview) -> None: ...
 
 
 def _fail(message: str, status: int = NtStatus.INVALID_PARAMETER) -> Fail:

@@ -29,15 +29,21 @@ class Transport:
     """One connection.  ``name`` is "tcp", "nbt", "quic" or "smbdirect"; ``secure`` is True when the
     transport itself encrypts and authenticates (QUIC), which is what lets SMB skip its encryption
     with SMB2_ACCEPT_TRANSPORT_LEVEL_SECURITY.  ``max_recv`` is the largest PDU accepted; a larger
-    one raises :class:`FrameTooLarge` before any of it is read."""
+    one raises :class:`FrameTooLarge` before any of it is read.  ``max_send`` is the largest PDU the
+    peer takes in one message where that is below what the framing allows (SMB Direct: the peer's
+    MaxFragmentedSize, MS-SMBD §3.1.1.1); None where only the framing limits it."""
 
     name = "?"
     secure = False
     max_recv = 0xFFFFFF
+    max_send: int | None = None
     peer: tuple = ()
     local: tuple = ()
 
-    def send_pdu(self, pdu: bytes) -> None:  # pragma: no cover - interface
+    def send_pdu(self, pdu: bytes, *, invalidate_token: int | None = None) -> None:  # pragma: no cover - interface
+        """Send one whole PDU.  ``invalidate_token``: send it as SEND with Invalidate of the peer's
+        registration (MS-SMBD §3.1.4.1, SMB2_CHANNEL_RDMA_V1_INVALIDATE); only an RDMA transport
+        can, every other one raises :class:`TransportUnavailable` and sends nothing."""
         raise NotImplementedError
 
     def recv_pdu(self, timeout: float | None = None) -> bytes:  # pragma: no cover - interface
@@ -56,7 +62,7 @@ class Transport:
     def rdma_read(self, descriptors, length: int, into=None):  # pragma: no cover - interface
         raise TransportUnavailable(f"{self.name} has no RDMA")
 
-    def rdma_write(self, descriptors, data: bytes) -> None:  # pragma: no cover - interface
+    def rdma_write(self, descriptors, data: bytes | memoryview) -> None:  # pragma: no cover - interface
         raise TransportUnavailable(f"{self.name} has no RDMA")
 
     def __enter__(self):

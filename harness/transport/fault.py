@@ -80,6 +80,7 @@ class FaultyTransport(Transport):
         self.peer = inner.peer
         self.local = inner.local
         self.supports_rdma = inner.supports_rdma
+        self.max_send = inner.max_send
 
     @property
     def max_recv(self) -> int:  # type: ignore[override]
@@ -101,11 +102,14 @@ class FaultyTransport(Transport):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    def send_pdu(self, pdu: bytes, **kw) -> None:
+    def send_pdu(self, pdu: bytes, *, invalidate_token: int | None = None) -> None:
         if self.plan.fired or self.plan.count("send", len(pdu)):
             self._fire()
             return  # blackhole: swallowed
-        self.inner.send_pdu(pdu, **kw)
+        if invalidate_token is None:  # the plain call: an inner transport may predate the keyword
+            self.inner.send_pdu(pdu)
+        else:
+            self.inner.send_pdu(pdu, invalidate_token=invalidate_token)
 
     def recv_pdu(self, timeout: float | None = None) -> bytes:
         if self.plan.fired:
@@ -131,5 +135,5 @@ class FaultyTransport(Transport):
     def rdma_read(self, descriptors, length: int, into=None):
         return self.inner.rdma_read(descriptors, length, into=into)
 
-    def rdma_write(self, descriptors, data: bytes) -> None:
+    def rdma_write(self, descriptors, data: bytes | memoryview) -> None:
         return self.inner.rdma_write(descriptors, data)

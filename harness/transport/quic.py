@@ -75,7 +75,9 @@ class QuicTransport(StreamTransport):
         self.side_streams: dict[int, dict] = {}
         self._rbuf = bytearray()
 
-    def send_pdu(self, pdu: bytes) -> None:
+    def send_pdu(self, pdu: bytes, *, invalidate_token: int | None = None) -> None:
+        if invalidate_token is not None:
+            raise TransportUnavailable(f"{self.name} has no RDMA: no SEND with Invalidate")
         self.send_frame(frame(pdu, Framing.DIRECT_TCP))
 
     def send_frame(self, data: bytes) -> None:

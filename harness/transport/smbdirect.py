@@ -140,7 +140,7 @@ class SmbDirectTransport(Transport):
         except OSError as exc:
             raise TransportError(f"RDMA READ: {exc}") from exc
 
-    def rdma_write(self, descriptors, data: bytes) -> None:
+    def rdma_write(self, descriptors, data: bytes | memoryview) -> None:
         try:
             self.sock.rdma_write(data, self._descs(descriptors))
         except OSError as exc:

@@ -13,7 +13,7 @@ from typing import cast
 
 from harness.smb.framing import MAX_DIRECT_TCP, MAX_NBSS, Framing, frame
 
-from .base import FrameTooLarge, Transport, TransportClosed, TransportError
+from .base import FrameTooLarge, Transport, TransportClosed, TransportError, TransportUnavailable
 
 NBSS_SESSION_MESSAGE = 0x00
 NBSS_SESSION_REQUEST = 0x81
@@ -44,7 +44,9 @@ class StreamTransport(Transport):
 
     # ---------------------------------------------------------------- sending
 
-    def send_pdu(self, pdu: bytes) -> None:
+    def send_pdu(self, pdu: bytes, *, invalidate_token: int | None = None) -> None:
+        if invalidate_token is not None:
+            raise TransportUnavailable(f"{self.name} has no RDMA: no SEND with Invalidate")
         if len(pdu) < 65536:
             self.send_frame(frame(pdu, self.framing))
             return

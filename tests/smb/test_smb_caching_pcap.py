@@ -6,13 +6,10 @@ SessionId 0), its acknowledgment is answered, and then the CREATE completes. tsh
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 import tsharkutil
+from wrapfix import emulated_network
 
-import wrappers
 from harness.blocking.client import Lease, SMBClient, granted_lease
 from harness.blocking.server import SMBServer
 from harness.pcap import Capture, Count
@@ -31,19 +28,8 @@ RH = LeaseState.READ_CACHING | LeaseState.HANDLE_CACHING
 @pytest.fixture
 def net(tmp_path):
     tsharkutil.tshark_path()  # no tshark: fail under CI, skip elsewhere (tests/tsharkutil.py)
-    d = tempfile.mkdtemp(prefix="wcle-", dir="/tmp")
-    pcap = str(tmp_path / "run.pcap")
-    saved = dict(os.environ)
-    with wrappers.activate(d, iface=12, pcap=pcap) as cfg:
+    with emulated_network(iface=12, pcap=str(tmp_path / "run.pcap")) as cfg:
         yield cfg
-    os.environ.clear()
-    os.environ.update(saved)
-    for root, dirs, files in os.walk(d, topdown=False):
-        for f in files:
-            os.unlink(os.path.join(root, f))
-        for x in dirs:
-            os.rmdir(os.path.join(root, x))
-    os.rmdir(d)
 
 
 def test_lease_break_and_acknowledgment_on_the_wire(net, tmp_path):

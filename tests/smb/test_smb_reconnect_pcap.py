@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 
 import pytest
 import tsharkutil
+from wrapfix import emulated_network
 
-import wrappers
 from harness.blocking.faults import faulty_factory
 from harness.blocking.multichannel import MultiChannelClient
 from harness.blocking.reconnect import ResilientClient
@@ -30,19 +29,8 @@ SIZE = 800_000
 @pytest.fixture
 def net(tmp_path):
     tsharkutil.tshark_path()  # no tshark: fail under CI, skip elsewhere (tests/tsharkutil.py)
-    d = tempfile.mkdtemp(prefix="wcrc-", dir="/tmp")
-    pcap = str(tmp_path / "run.pcap")
-    saved = dict(os.environ)
-    with wrappers.activate(d, iface=11, pcap=pcap) as cfg:
+    with emulated_network(iface=11, pcap=str(tmp_path / "run.pcap")) as cfg:
         yield cfg
-    os.environ.clear()
-    os.environ.update(saved)
-    for root, dirs, files in os.walk(d, topdown=False):
-        for f in files:
-            os.unlink(os.path.join(root, f))
-        for x in dirs:
-            os.rmdir(os.path.join(root, x))
-    os.rmdir(d)
 
 
 def _config(tmp_path, **kw) -> ServerConfig:

@@ -15,14 +15,15 @@ import time
 import pytest
 from threadutil import joined
 
-from harness.blocking.client import SMBClient
+from harness.blocking.client import SMBClient, inline_io_limit
 from harness.blocking.server import SMBServer
 from harness.smb import messages as m
 from harness.smb.client import SMBError
 from harness.smb.constants import Command, Dialect, NtStatus
 from harness.smb.header import Header
 from harness.smb.server import ServerConfig, ShareConfig
-from harness.transport import FrameTooLarge, TransportClosed, connect, listen
+from harness.transport import FrameTooLarge, TransportClosed, TransportUnavailable, connect, listen
+from harness.transport.fault import FaultPlan, FaultyTransport
 from harness.transport.tcp import netbios_name
 
 USER, PASSWORD = "bob", "Pw-123456"
@@ -86,6 +87,28 @@ def test_oversized_frame_refused_before_buffering():
         client.sock.sendall(b"\x00" + (0xFFFFFF).to_bytes(3, "big") + b"x" * 10)
         with pytest.raises(FrameTooLarge):
             server.recv_pdu(timeout=5)
+
+
+@pytest.mark.parametrize("kind", ["tcp", "nbt"])
+def test_send_with_invalidate_is_refused_without_rdma(kind):
+    """SEND with Invalidate exists on SMB Direct only: a stream transport refuses the token and
+    sends nothing (the peer still sees the next PDU as the first)."""
+    client, server = _pair(kind)
+    with client, server:
+        with pytest.raises(TransportUnavailable):
+            client.send_pdu(b"never sent", invalidate_token=7)
+        client.send_pdu(b"first")
+        assert server.recv_pdu(timeout=5) == b"first"
+
+
+def test_fault_wrapper_keeps_the_inner_message_limit():
+    """A fault plan never hides a transport limit: the wrapper has the inner transport's max_send
+    (SMB Direct's MaxFragmentedSize), so inline READ/WRITE stay within it."""
+    client, server = _pair("tcp")
+    with client, server:
+        assert inline_io_limit(FaultyTransport(client, FaultPlan())) is None
+        client.max_send = 0x10200
+        assert inline_io_limit(FaultyTransport(client, FaultPlan())) == 0x10000
 
 
 def test_recv_timeout_and_close():

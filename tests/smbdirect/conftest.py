@@ -8,13 +8,11 @@ import os
 import select
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
-
-import wrappers
+from wrapfix import emulated_network
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -22,19 +20,8 @@ ROOT = HERE.parent.parent
 
 @pytest.fixture
 def net(tmp_path):
-    d = tempfile.mkdtemp(prefix="wcsd-", dir="/tmp")
-    pcap = str(tmp_path / "run.pcap")
-    saved = dict(os.environ)
-    with wrappers.activate(d, iface=11, pcap=pcap) as cfg:
+    with emulated_network(iface=11, pcap=str(tmp_path / "run.pcap")) as cfg:
         yield cfg
-    os.environ.clear()
-    os.environ.update(saved)
-    for root, dirs, files in os.walk(d, topdown=False):
-        for f in files:
-            os.unlink(os.path.join(root, f))
-        for x in dirs:
-            os.rmdir(os.path.join(root, x))
-    os.rmdir(d)
 
 
 class Peer:

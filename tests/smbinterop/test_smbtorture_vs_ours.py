@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
+import time
 from functools import cache
 from pathlib import Path
 
@@ -32,11 +35,21 @@ REPLAY_TESTS = ["replay-commands", "replay-dhv2-oplock1", "replay-dhv2-oplock2",
                 "replay-dhv2-lease-oplock", "channel-sequence", "replay3", "replay4", "replay5", "replay6",
                 "replay7"]
 SUITES = FAST + SLOW + RECONNECT + ["smb2.replay"]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @cache
 def listing(program: str) -> str:
     return tl.smbtorture_listing(program)
+
+
+def start_smbtorture(program: str, port: int, selection: list[str], workdir: Path) -> subprocess.Popen[str]:
+    """smbtorture against our share on ``port``, run in ``workdir``: it makes its scratch directory
+    smbtortureXXXXXX in its working directory and removes it only when it ends by itself, so a run
+    killed at a timeout leaves it there (tmp_path), never in the checkout."""
+    return subprocess.Popen([program, "//127.0.0.1/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+                             "--target=samba3", *selection], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=workdir)
 
 
 def run_suite(suite: str, tmp_path: Path, record_property, tests: list[str] | None = None,
@@ -46,13 +59,17 @@ def run_suite(suite: str, tmp_path: Path, record_property, tests: list[str] | No
     assert expected, f"smbtorture --list knows no test of {suite}"
     server = OurServer(tmp_path, **server_options)
     try:
-        result = subprocess.run([program, "//127.0.0.1/share", "-p", str(server.port), "-U", f"{USER}%{PASSWORD}",
-                                 "--target=samba3", *([f"{suite}.{t}" for t in tests] if tests else [suite])],
-                                capture_output=True, text=True, timeout=600)
+        proc = start_smbtorture(program, server.port, [f"{suite}.{t}" for t in tests] if tests else [suite], tmp_path)
+        try:
+            stdout, stderr = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
     finally:
         server.server.stop()
-    results = tl.parse(result.stdout)
-    verdict = tl.judge(suite, results, result.returncode, expected, tl.read_list(tl.KNOWNFAIL),
+    results = tl.parse(stdout)
+    verdict = tl.judge(suite, results, proc.returncode, expected, tl.read_list(tl.KNOWNFAIL),
                        tl.read_list(tl.FLAPPING), tl.read_floors().get(suite))
     record_property("smbtorture_summary", verdict.summary())
     print(verdict.summary())
@@ -64,7 +81,7 @@ def run_suite(suite: str, tmp_path: Path, record_property, tests: list[str] | No
         out.write_text(json.dumps(data, indent=1))
     assert not server.server.errors, server.server.errors
     assert not verdict.problems, "\n".join(verdict.problems) + "\n--- smbtorture output (end) ---\n" + \
-        result.stdout[-4000:] + result.stderr[-2000:]
+        stdout[-4000:] + stderr[-2000:]
     return verdict
 
 
@@ -94,6 +111,33 @@ def test_smbtorture_reconnect_suites(suite, tmp_path, record_property):
 def test_smbtorture_replay(tmp_path, record_property):
     run_suite("smb2.replay", tmp_path, record_property, tests=REPLAY_TESTS, multichannel=True,
               continuously_available=True)
+
+
+def test_a_killed_smbtorture_leaves_its_scratch_directory_in_tmp_path(tmp_path):
+    """A server that accepts and never answers keeps smbtorture waiting; killed then, as a suite run
+    is at its timeout, it leaves smbtortureXXXXXX behind: in tmp_path, not in the repository root."""
+    program = need("smbtorture", "samba-testsuite")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    before = {p.name for p in ROOT.iterdir()}
+
+    def scratch() -> list[Path]:
+        return [p for where in (workdir, ROOT) for p in where.iterdir()
+                if p.name.startswith("smbtorture") and p.name not in before]
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        proc = start_smbtorture(program, silent.getsockname()[1], ["smb2.connect"], workdir)
+        try:
+            deadline = time.monotonic() + 60
+            while not scratch() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            proc.kill()
+            proc.communicate()
+    made = scratch()
+    for path in made:  # the broken version's directory must not stay in the checkout either
+        shutil.rmtree(path)
+    assert [p.parent for p in made] == [workdir], f"smbtorture's scratch directory: {made}"
 
 
 def test_every_suite_run_has_a_floor_and_every_floor_a_suite():

@@ -22,6 +22,7 @@ import random
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from .spec import CutKind, DirectionRules
 
@@ -104,17 +105,20 @@ def _rng(seed: int, direction: str, stream_key: str, aspect: str) -> random.Rand
     return random.Random(int.from_bytes(digest, "big"))
 
 
-class DatagramImpairer:
-    """Decides the fate of each datagram of one flow in one direction.
+_Record = TypeVar("_Record")
+
+
+class _Decider(Generic[_Record]):
+    """What both deciders keep: one flow in one direction, its rules, the history of decisions.
 
     ``stream_key`` names the flow; :func:`impairer_for` uses :func:`flow_key` (``"udp
     127.0.0.1:40000>127.0.0.2:443"``: the emulated 5-tuple as seen by this process, before any rebind).
     Use any string that is stable from run to run: a different key gives an independent fate sequence.
-    ``epoch`` is the time blackhole windows and timed rebinds count from (None: the first ``decide``).
-    Not thread-safe by itself; a lock serialises ``decide`` because a socket may be used by threads.
+    ``epoch`` is the time blackhole windows, timed rebinds and timed cuts count from (None: the first
+    decision).  Not thread-safe by itself; a lock serialises decisions because a socket may be used by
+    threads.  A subclass keeps its own state in class attributes with immutable defaults, so the one
+    constructor here serves both.
     """
-
-    kind = "datagram"
 
     def __init__(
         self,
@@ -127,13 +131,33 @@ class DatagramImpairer:
     ) -> None:
         self.stream_key = stream_key
         self.direction = rules.direction
-        self.index = 0
-        self.history: deque[FateRecord] = deque(maxlen=history_limit)
+        self.history: deque[_Record] = deque(maxlen=history_limit)
         self._lock = threading.Lock()
         self._seed: int | None = None
-        self._bad: bool | None = None  # Gilbert-Elliott state; None until the first draw
         self._fifo = -math.inf  # latest in-order delivery time, keeps jitter from reordering
         self.update(rules, seed=seed, epoch=epoch)
+
+    def update(self, rules: DirectionRules, *, seed: int | None = None, epoch: float | None = None) -> None:
+        raise NotImplementedError
+
+    rules: DirectionRules
+    _rng_delay: random.Random
+
+    def _delay_sample(self) -> float:
+        """The delay of one delivery: ``delay``, spread evenly over +-``jitter`` (never below 0)."""
+        r = self.rules
+        if not r.jitter:
+            return r.delay
+        return max(0.0, r.delay + (2.0 * self._rng_delay.random() - 1.0) * r.jitter)
+
+
+class DatagramImpairer(_Decider[FateRecord]):
+    """Decides the fate of each datagram of one flow in one direction (``stream_key`` and ``epoch``:
+    see :class:`_Decider`)."""
+
+    kind = "datagram"
+    index = 0  # the next datagram's number
+    _bad: bool | None = None  # Gilbert-Elliott state; None until the first draw
 
     def update(self, rules: DirectionRules, *, seed: int | None = None, epoch: float | None = None) -> None:
         """Swap the rules mid-run. Counters, random streams and the loss state carry on (new random
@@ -181,12 +205,6 @@ class DatagramImpairer:
         if "both" in kinds or kinds == {"port", "addr"}:
             return "both"
         return kinds.pop()
-
-    def _delay_sample(self) -> float:
-        r = self.rules
-        if not r.jitter:
-            return r.delay
-        return max(0.0, r.delay + (2.0 * self._rng_delay.random() - 1.0) * r.jitter)
 
     def _corrupt(self, payload: bytes) -> bytes | None:
         # Three draws whatever the outcome, so the corrupt stream advances identically per copy.
@@ -274,31 +292,14 @@ class StreamRecord:
         return f"{self.offered}B -> {self.fate.allowed}B +{self.fate.delay * 1000:.1f}ms{cut}"
 
 
-class StreamImpairer:
-    """Decides delay and cut for the bytes of one stream in one direction (see DatagramImpairer for
-    ``stream_key`` and ``epoch``). ``on_send`` is called for bytes passing in this direction: sent ones
-    for an ``out`` impairer, received ones for an ``in`` impairer."""
+class StreamImpairer(_Decider[StreamRecord]):
+    """Decides delay and cut for the bytes of one stream in one direction (``stream_key`` and
+    ``epoch``: see :class:`_Decider`). ``on_send`` is called for bytes passing in this direction: sent
+    ones for an ``out`` impairer, received ones for an ``in`` impairer."""
 
     kind = "stream"
-
-    def __init__(
-        self,
-        rules: DirectionRules,
-        seed: int = 0,
-        stream_key: str = "",
-        *,
-        epoch: float | None = None,
-        history_limit: int = HISTORY_LIMIT,
-    ) -> None:
-        self.stream_key = stream_key
-        self.direction = rules.direction
-        self.total = 0  # bytes allowed through so far
-        self.cut: CutKind | None = None
-        self.history: deque[StreamRecord] = deque(maxlen=history_limit)
-        self._lock = threading.Lock()
-        self._seed: int | None = None
-        self._fifo = -math.inf
-        self.update(rules, seed=seed, epoch=epoch)
+    total = 0  # bytes allowed through so far
+    cut: CutKind | None = None
 
     def update(self, rules: DirectionRules, *, seed: int | None = None, epoch: float | None = None) -> None:
         """Swap the rules mid-run; byte counts, random stream and an existing cut carry on."""
@@ -347,9 +348,7 @@ class StreamImpairer:
             elif c.after_bytes is not None and self.total + nbytes >= c.after_bytes:
                 self.cut, allowed = c.kind, max(0, c.after_bytes - self.total)
         self.total += allowed
-        delay = r.delay
-        if r.jitter:
-            delay = max(0.0, r.delay + (2.0 * self._rng_delay.random() - 1.0) * r.jitter)
+        delay = self._delay_sample()
         if delay or self._fifo > now:
             at = max(now + delay, self._fifo)
             self._fifo = at

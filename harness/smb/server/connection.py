@@ -59,6 +59,7 @@ from ..crypto import (
 )
 from ..errors import SMBProtocolError
 from ..header import HEADER_SIZE, Header
+from ..rdma_channel import ServerRdmaPort
 from . import channels, oplocks
 from .dispatch import dispatch
 from .model import (
@@ -109,7 +110,7 @@ class ServerConnection:
         self.closed = False
         # RDMA (SMB Direct only): the adapter's RDMA port, and tokens the next reply must invalidate
         # (rdma_channel.py).  RDMATransformIds stays empty: RDMA transforms are declined.
-        self.rdma = None
+        self.rdma: ServerRdmaPort | None = None
         self.invalidate_tokens: list[int] = []
         self.rdma_transform_ids: list[int] = []
         self.channel_keys: dict[int, bytes] = {}  # session id -> Channel.SigningKey of a bound channel
