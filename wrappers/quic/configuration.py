@@ -16,6 +16,25 @@ from .sockparts import QuicSocketParts
 
 MAX_DATAGRAM = int(os.environ.get("WIRECHECK_QUIC_MTU", "1452") or 1452)
 
+#: aioquic writes every frame length and long-header packet length as a two-byte varint (at most
+#: 16383), so no datagram of ours may be larger: a STREAM frame longer than that would be corrupt.
+AIOQUIC_MAX_DATAGRAM = 16383
+
+#: The datagram size on an emulated carrier once the handshake is complete. The emulated interfaces are
+#: loopback devices, and quic.ko on the loopback device sizes its packets from the route's MTU
+#: (64 KiB there: up to 65507 bytes of UDP payload over IPv4, 65487 over IPv6), so full-size
+#: datagrams are what it puts on that wire; ours stop at aioquic's limit above, which is still within
+#: that MTU. ``WIRECHECK_QUIC_EMU_DATAGRAM`` lowers it (1452: the handshake's size throughout).
+EMULATED_DATAGRAM = min(AIOQUIC_MAX_DATAGRAM,
+                        int(os.environ.get("WIRECHECK_QUIC_EMU_DATAGRAM", "") or AIOQUIC_MAX_DATAGRAM))
+
+
+def path_datagram_size(carrier: str) -> int:
+    """The datagram size a connection moves to when its handshake completes (0: stay at
+    ``MAX_DATAGRAM``). The handshake itself always runs at ``MAX_DATAGRAM``, a size every path
+    carries. Real UDP stays there: the host's path MTU is unknown and aioquic has no PMTU discovery."""
+    return EMULATED_DATAGRAM if carrier in ("seqpacket", "udp") else 0
+
 
 def quic_configuration(sock: QuicSocketParts, is_client: bool, alpns: str | list[str] | None) -> QuicConfiguration:
     o = sock._opts

@@ -104,6 +104,7 @@ class Connection(ResumptionMixin):
         self.preferred_address: tuple | None = None  # server: announced preferred_address (host, port)
         self.ticket_handler: Any = None  # server: stores issued tickets (handshake.py)
         self.quic_class: Any = KoQuicConnection  # raw mode: aio.RawQuicConnection (raw.py)
+        self.path_datagram = 0  # datagram size once the handshake is complete (configuration.path_datagram_size)
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, configuration: QuicConfiguration, now: float, *, psk: bool, odcid: bytes | None = None,
@@ -264,6 +265,8 @@ class Connection(ResumptionMixin):
                     q.queue_new_token(os.urandom(32))
                 self.handshake_done = True
                 self.state = C.ESTABLISHED
+                if self.path_datagram:
+                    q.raise_datagram_size(self.path_datagram)
                 self.alpn = ev.alpn_protocol
                 bidi, uni = q.remote_stream_limits
                 self.peer_init = {0: bidi, 2: uni}

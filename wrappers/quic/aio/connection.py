@@ -161,9 +161,16 @@ class KoQuicConnection(QuicConnection):
         self.preferred_probe = self._find_preferred_address()
         super()._probe_preferred_address()
 
+    peer_max_udp_payload = 65527  # the peer's max_udp_payload_size (RFC 9000 18.2; 65527 when absent)
+
     def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
         super()._parse_transport_parameters(data, from_session_ticket)
         if not from_session_ticket:
+            from aioquic.quic.packet import pull_quic_transport_parameters
+
+            # aioquic checks the value's floor and then forgets it; raise_datagram_size needs it
+            tp = pull_quic_transport_parameters(Buffer(data=data))
+            self.peer_max_udp_payload = tp.max_udp_payload_size or 65527
             self.peer_disable_1rtt = has_transport_param(data, TP_DISABLE_1RTT_ENCRYPTION)
             vi = getattr(self, "_remote_version_information", None)
             if not self._is_client and vi is not None:
@@ -398,6 +405,14 @@ class KoQuicConnection(QuicConnection):
     @property
     def max_datagram_size(self) -> int:
         return int(self._max_datagram_size)
+
+    def raise_datagram_size(self, size: int) -> None:
+        """Send datagrams of up to ``size`` bytes from now on (never more than the peer's
+        max_udp_payload_size; never smaller than now). Packets already in flight keep their size; the
+        congestion controller and pacer count bytes, so a larger datagram only needs more window."""
+        size = min(size, self.peer_max_udp_payload)
+        if size > self._max_datagram_size:
+            self._max_datagram_size = size
 
     @property
     def network_paths(self) -> list[Any]:
