@@ -259,10 +259,10 @@ def _wc_server(kind: str, task: str, n: int, pki: dict[str, str], sockdir: str, 
 
 
 def _wc_client(kind: str, task: str, n: int, size: int, pki: dict[str, str], sockdir: str, port: int,
-               out_q: Any, psk: bool, spec: str | None = None) -> None:
+               out_q: Any, psk: bool, spec: str | None = None, pcap: str | None = None) -> None:
     from wrappers.quic import MSG_STREAM_FIN, MSG_STREAM_NEW, client_handshake, quic_sendmsg
 
-    _activate(kind, sockdir, None, spec)
+    _activate(kind, sockdir, pcap, spec)  # both ends record into the one capture, as under wirecheck exec
     host = "127.0.0.11" if kind.startswith("emu") else "127.0.0.1"
 
     def handshake() -> Any:
@@ -468,7 +468,7 @@ def _trial(kind: str, task: str, s: argparse.Namespace, pki: dict[str, str], tmp
             cli = ctx.Process(target=_aio_client, args=(task, n, s.size, pki, port, out_q))
         else:
             cli = ctx.Process(target=_wc_client, args=(kind, task, n, size or s.size, pki, sockdir, port, out_q, psk,
-                                                       spec))
+                                                       spec, pcap))
         cli.start()
         result = out_q.get(timeout=s.timeout)
         cli.join(30)

@@ -36,6 +36,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from . import constants as C
 from . import uapi
 from .aio import KoQuicConnection, key_update_requested
+from .aio.connection import TWO_BYTE_VARINT_MAX
 from .items import (  # noqa: F401 - re-exported: the socket classes import them from here
     ITEM,
     K_ACCEPT,
@@ -546,7 +547,8 @@ class Connection(ResumptionMixin):
         peer_max = q.remote_max_datagram_frame_size
         if not peer_max:
             raise err(errno.EINVAL, "the peer's max_datagram_frame_size is 0")
-        if not data or len(data) > min(peer_max, q.max_datagram_size) - 64:
+        # aioquic writes a DATAGRAM frame's length as a two-byte varint: larger ones do not fit that
+        if not data or len(data) > min(peer_max, q.max_datagram_size, TWO_BYTE_VARINT_MAX) - 64:
             raise err(errno.EMSGSIZE, "datagram does not fit one packet")
         q.send_datagram_frame(bytes(data))
         return len(data)

@@ -165,7 +165,7 @@ def start(sock: QuicSocket) -> RawQuicConnection:
         return q
 
     c.quic_class = make
-    c.path_datagram = path_datagram_size(sock._carrier)
+    c.path_datagram = path_datagram_size(sock._carrier, sock._qfamily)
     c.start(cfg, time.monotonic(), psk=False, odcid=None if c.is_client else link.odcid)
     sock._engine.flush(link)
     sock._engine.kick()

@@ -482,7 +482,7 @@ class QuicSocket(QuicDataMixin, QuicPathsMixin, O.QuicOptionsMixin):
                 c.refuse_early = not early_data
                 if ticket_key is not None:
                     c.ticket_handler = lambda t, k=ticket_key: tlsext.TicketStore.issue(k, t)
-            c.path_datagram = path_datagram_size(self._carrier)
+            c.path_datagram = path_datagram_size(self._carrier, self._qfamily)
             c.start(configuration, time.monotonic(), psk=psk, odcid=odcid, ticket_fetcher=fetcher)
             eng.flush(link)
             eng.kick()
