@@ -605,7 +605,11 @@ def main(argv: list[str] | None = None) -> int:
               f"target for emu-pcap >= 0.5x) and quic.ko's published {QUIC_KO_MBPS:.0f} MB/s (3.83 Gbit/s):")
         for k, v in results["bulk"].items():
             if k != "ngtcp2":
-                print(f"  {k:9s} {v['median'] / ng['median']:.3f}x ngtcp2  {v['median'] / QUIC_KO_MBPS:.4f}x quic.ko")
+                ratio = v["median"] / ng["median"]
+                verdict = f"  target >= 0.5x {'PASS' if ratio >= 0.5 else 'MISS'}" if k == "emu-pcap" else ""
+                print(f"  {k:9s} {ratio:.3f}x ngtcp2  {v['median'] / QUIC_KO_MBPS:.4f}x quic.ko{verdict}")
+                results["bulk"][k]["vs_ngtcp2"] = ratio
+                results["bulk"][k]["vs_quic_ko"] = v["median"] / QUIC_KO_MBPS
     if "memory" in results:
         m = results["memory"]
         print(f"idle memory ({m['connections']} connections; target <= 200 KiB per connection): "
