@@ -91,6 +91,21 @@ class EmulatedServer:
             pki["server_key"]]
         self.proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      start_new_session=True)
+        self._wait_listening(60.0)
+
+    def _wait_listening(self, timeout: float) -> None:
+        """Both listeners are bound: their socket files (cwrap names: T/U, interface 0x14, port) are in
+        the socket directory. A QUIC Initial sent before that is lost, and the client would wait out
+        its handshake timeout; the server's start-up is not what the benchmark measures."""
+        want = {f"T14{PORTS['tcp']:04X}", f"U14{PORTS['quic']:04X}"}
+        deadline = time.monotonic() + timeout
+        while not want <= {n.upper() for n in os.listdir(self.sockdir)}:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"wirecheck serve exited: {self.proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"wirecheck serve did not listen within {timeout:.0f} s: {os.listdir(self.sockdir)}")
+            time.sleep(0.05)
 
     def exec_argv(self, iface: int) -> list[str]:
         argv = [_wirecheck(), "exec", "--dir", str(self.sockdir), "--iface", str(iface)]
