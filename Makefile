@@ -44,6 +44,8 @@ lint: setup
 
 bench: setup
 	@.venv/bin/python -m benchmarks.transport
+	@.venv/bin/python -m benchmarks.quic --only bulk --kinds emu-pcap,ngtcp2
+	@.venv/bin/python -m benchmarks.smb_quic
 
 clean:
 	rm -rf .venv results

@@ -175,7 +175,8 @@ def _transfer(c, s, size: int, during=None) -> None:
 @pytest.mark.parametrize("loss", [0, 5])
 @pytest.mark.parametrize("kind", ["port", "addr"])
 def test_nat_rebind_mid_transfer(pki, kind, loss):
-    """The NAT mapping changes in the middle of a 4 MiB upload (datagram 300 of the client's flow),
+    """The NAT mapping changes in the middle of a 4 MiB upload (datagram 30 of the client's flow: the
+    upload is about 65 full-size datagrams on the emulated loopback carrier, 3,000 at 1452 bytes),
     with and without 5% loss each way: every byte arrives once (sha256), the server moved to the new
     path, still one connection."""
     with emulated() as n:
@@ -183,7 +184,7 @@ def test_nat_rebind_mid_transfer(pki, kind, loss):
         try:
             before = s.getpeername()
             lossy = f" loss={loss}%" if loss else ""
-            impair.configure(f"seed=3; out: rebind={kind}@300{lossy}")
+            impair.configure(f"seed=3; out: rebind={kind}@30{lossy}")
             _transfer(c, s, 4 << 20)
             assert s.getpeername() != before
         finally:

@@ -116,7 +116,12 @@ def _check_capture(n, size: int) -> None:
     pytest.param(1 << 20, id="1MiB"),
     pytest.param(16 << 20, id="16MiB", marks=pytest.mark.slow),
 ])
-def test_transfer_both_ways_survives_loss_corruption_and_blackhole(pki, size):
+def test_transfer_both_ways_survives_loss_corruption_and_blackhole(pki, size, monkeypatch):
+    # 1452-byte datagrams throughout: the loss pattern needs many packets, and the transfer has to
+    # outlast BLACKHOLE_AT (1 MiB is about 16 full-size loopback datagrams, done before the window)
+    from wrappers.quic import configuration
+
+    monkeypatch.setattr(configuration, "_EMU_LIMIT", 1452)
     with emulated() as n:
         reasons, _ = _transfer(pki, size, deadline=60 + size / 100_000)
         outs = [k for k, r in reasons.items() if k.endswith(":out") and "loss" in r]

@@ -26,7 +26,8 @@ Negotiation for unknown versions); KEY_UPDATE with the passive side's event.
 
 Carrier: ``WIRECHECK_QUIC_CARRIER`` = seqpacket (default) | udp. Key log: ``<pcap>.keys`` next to
 the pcap and ``$SSLKEYLOGFILE``. qlog: ``$QLOGDIR/<ODCID>_<client|server>.qlog``. Packet size:
-``WIRECHECK_QUIC_MTU`` (default 1452).
+``WIRECHECK_QUIC_MTU`` (default 1452) for the handshake and on real UDP; on the emulated carriers the
+loopback device's size after the handshake (configuration.py), ``WIRECHECK_QUIC_EMU_DATAGRAM`` to lower it.
 """
 
 from __future__ import annotations

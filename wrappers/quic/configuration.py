@@ -8,6 +8,7 @@ the wrapper configuration that names the pcap, for the key log), so it sits belo
 from __future__ import annotations
 
 import os
+import socket
 
 from aioquic.quic.configuration import QuicConfiguration
 
@@ -15,6 +16,24 @@ from . import tlsext
 from .sockparts import QuicSocketParts
 
 MAX_DATAGRAM = int(os.environ.get("WIRECHECK_QUIC_MTU", "1452") or 1452)
+
+#: The datagram size on an emulated carrier once the handshake is complete, by address family. The
+#: emulated interfaces are loopback devices, and quic.ko on the loopback device sizes its packets from
+#: the route's MTU (65536 there), so full-size datagrams are what it puts on that wire: an IPv4 packet
+#: holds at most 65535 bytes (65507 of UDP payload), an IPv6 one 65536 (65488). The peer's
+#: max_udp_payload_size caps it (aio/connection.py). ``WIRECHECK_QUIC_EMU_DATAGRAM`` lowers it (1452:
+#: the handshake's size throughout, as before).
+LOOPBACK_DATAGRAM: dict[int, int] = {socket.AF_INET: 65535 - 20 - 8, socket.AF_INET6: 65536 - 40 - 8}
+_EMU_LIMIT = int(os.environ.get("WIRECHECK_QUIC_EMU_DATAGRAM", "") or 65535)
+
+
+def path_datagram_size(carrier: str, family: int) -> int:
+    """The datagram size a connection moves to when its handshake completes (0: stay at
+    ``MAX_DATAGRAM``). The handshake itself always runs at ``MAX_DATAGRAM``, a size every path
+    carries. Real UDP stays there: the host's path MTU is unknown and aioquic has no PMTU discovery."""
+    if carrier not in ("seqpacket", "udp"):
+        return 0
+    return min(_EMU_LIMIT, LOOPBACK_DATAGRAM.get(family, LOOPBACK_DATAGRAM[socket.AF_INET6]))
 
 
 def quic_configuration(sock: QuicSocketParts, is_client: bool, alpns: str | list[str] | None) -> QuicConfiguration:

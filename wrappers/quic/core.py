@@ -36,6 +36,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from . import constants as C
 from . import uapi
 from .aio import KoQuicConnection, key_update_requested
+from .aio.connection import TWO_BYTE_VARINT_MAX
 from .items import (  # noqa: F401 - re-exported: the socket classes import them from here
     ITEM,
     K_ACCEPT,
@@ -104,6 +105,7 @@ class Connection(ResumptionMixin):
         self.preferred_address: tuple | None = None  # server: announced preferred_address (host, port)
         self.ticket_handler: Any = None  # server: stores issued tickets (handshake.py)
         self.quic_class: Any = KoQuicConnection  # raw mode: aio.RawQuicConnection (raw.py)
+        self.path_datagram = 0  # datagram size once the handshake is complete (configuration.path_datagram_size)
 
     # -- life cycle ---------------------------------------------------------------------------
     def start(self, configuration: QuicConfiguration, now: float, *, psk: bool, odcid: bytes | None = None,
@@ -264,6 +266,8 @@ class Connection(ResumptionMixin):
                     q.queue_new_token(os.urandom(32))
                 self.handshake_done = True
                 self.state = C.ESTABLISHED
+                if self.path_datagram:
+                    q.raise_datagram_size(self.path_datagram)
                 self.alpn = ev.alpn_protocol
                 bidi, uni = q.remote_stream_limits
                 self.peer_init = {0: bidi, 2: uni}
@@ -543,7 +547,8 @@ class Connection(ResumptionMixin):
         peer_max = q.remote_max_datagram_frame_size
         if not peer_max:
             raise err(errno.EINVAL, "the peer's max_datagram_frame_size is 0")
-        if not data or len(data) > min(peer_max, q.max_datagram_size) - 64:
+        # aioquic writes a DATAGRAM frame's length as a two-byte varint: larger ones do not fit that
+        if not data or len(data) > min(peer_max, q.max_datagram_size, TWO_BYTE_VARINT_MAX) - 64:
             raise err(errno.EMSGSIZE, "datagram does not fit one packet")
         q.send_datagram_frame(bytes(data))
         return len(data)

@@ -80,7 +80,7 @@ from aioquic.tls import CipherSuite
 from . import constants as C
 from . import tlsext, uapi
 from .aio import RawQuicConnection
-from .configuration import quic_configuration
+from .configuration import path_datagram_size, quic_configuration
 from .core import K_HS, MAX_ITEM, Connection, err, item
 
 if TYPE_CHECKING:
@@ -165,6 +165,7 @@ def start(sock: QuicSocket) -> RawQuicConnection:
         return q
 
     c.quic_class = make
+    c.path_datagram = path_datagram_size(sock._carrier, sock._qfamily)
     c.start(cfg, time.monotonic(), psk=False, odcid=None if c.is_client else link.odcid)
     sock._engine.flush(link)
     sock._engine.kick()

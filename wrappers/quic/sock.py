@@ -35,6 +35,7 @@ from . import constants as C
 from . import options as O
 from . import routing, tlsext, uapi
 from .arrivals import accept_handoff, accept_seqpacket, endpoint_for
+from .configuration import path_datagram_size
 from .connection_ids import ConnectionIds
 from .core import (
     ITEM,
@@ -481,6 +482,7 @@ class QuicSocket(QuicDataMixin, QuicPathsMixin, O.QuicOptionsMixin):
                 c.refuse_early = not early_data
                 if ticket_key is not None:
                     c.ticket_handler = lambda t, k=ticket_key: tlsext.TicketStore.issue(k, t)
+            c.path_datagram = path_datagram_size(self._carrier, self._qfamily)
             c.start(configuration, time.monotonic(), psk=psk, odcid=odcid, ticket_fetcher=fetcher)
             eng.flush(link)
             eng.kick()

@@ -35,7 +35,7 @@ AIOQUIC_PRIVATE: dict[str, dict[str, tuple[str, ...]]] = {
             "_handle_crypto_frame", "_handle_max_stream_data_frame", "_initialize",
             "_parse_transport_parameters", "_probe_preferred_address", "_replenish_connection_ids",
             "_serialize_transport_parameters", "_unblock_streams", "_update_traffic_key",
-            "_write_connection_limits", "_write_stream_limits",
+            "_write_connection_limits", "_write_crypto_frame", "_write_stream_frame", "_write_stream_limits",
         ),
     },
     "aioquic.tls.Context": {

@@ -31,6 +31,10 @@ exactly them, through overriding, never by editing aioquic:
    Handshake packets stay protected. It exists so a test matrix can run "SMB encryption only" over
    QUIC and read the SMB layer in the capture without a key log.
 
+7. Datagrams above 16383 bytes (the emulated loopback carriers, after the handshake): aioquic writes
+   STREAM and CRYPTO frame lengths as two-byte varints; ``_write_stream_frame`` and
+   ``_write_crypto_frame`` write the four-byte form when a datagram may be larger.
+
 External PSK binders need ``tlsext.external_psk`` around every call that runs TLS code.
 
 With rawtls.py this module is the aioquic boundary (the package wrappers/quic/aio): only these two
@@ -45,7 +49,7 @@ import os
 from typing import Any
 
 from aioquic import tls
-from aioquic.buffer import Buffer
+from aioquic.buffer import Buffer, size_uint_var
 from aioquic.quic.connection import Limit, QuicConnection
 from aioquic.quic.packet import QuicFrameType, decode_packet_number
 from aioquic.quic.packet_builder import QuicDeliveryState
@@ -54,6 +58,8 @@ from aioquic.quic.stream import QuicStream
 from ..tlsext import external_psk
 
 TP_DISABLE_1RTT_ENCRYPTION = 0xBAAD
+#: the largest two-byte varint: aioquic's own frame writers hold lengths up to this
+TWO_BYTE_VARINT_MAX = 16383
 
 
 
@@ -161,9 +167,16 @@ class KoQuicConnection(QuicConnection):
         self.preferred_probe = self._find_preferred_address()
         super()._probe_preferred_address()
 
+    peer_max_udp_payload = 65527  # the peer's max_udp_payload_size (RFC 9000 18.2; 65527 when absent)
+
     def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
         super()._parse_transport_parameters(data, from_session_ticket)
         if not from_session_ticket:
+            from aioquic.quic.packet import pull_quic_transport_parameters
+
+            # aioquic checks the value's floor and then forgets it; raise_datagram_size needs it
+            tp = pull_quic_transport_parameters(Buffer(data=data))
+            self.peer_max_udp_payload = tp.max_udp_payload_size or 65527
             self.peer_disable_1rtt = has_transport_param(data, TP_DISABLE_1RTT_ENCRYPTION)
             vi = getattr(self, "_remote_version_information", None)
             if not self._is_client and vi is not None:
@@ -398,6 +411,58 @@ class KoQuicConnection(QuicConnection):
     @property
     def max_datagram_size(self) -> int:
         return int(self._max_datagram_size)
+
+    def raise_datagram_size(self, size: int) -> None:
+        """Send datagrams of up to ``size`` bytes from now on (never more than the peer's
+        max_udp_payload_size; never smaller than now). Packets already in flight keep their size; the
+        congestion controller and pacer count bytes, so a larger datagram only needs more window.
+        Called once the handshake is complete: only 1-RTT packets (no length field) are that large."""
+        size = min(size, self.peer_max_udp_payload)
+        if size > self._max_datagram_size:
+            self._max_datagram_size = size
+
+    # -- frames longer than 16383 bytes (7. below) --------------------------------------------------
+    # aioquic writes the Length of STREAM and CRYPTO frames as a two-byte varint, so a frame in a
+    # datagram larger than 16383 bytes would be corrupt. In such datagrams these two write the
+    # four-byte form (RFC 9000 16 allows any varint length); the code is aioquic's otherwise.
+    def _write_stream_frame(self, builder: Any, space: Any, stream: QuicStream, max_offset: int) -> int:
+        if self._max_datagram_size <= TWO_BYTE_VARINT_MAX:
+            return int(super()._write_stream_frame(builder, space, stream, max_offset))
+        sender = stream.sender
+        sid = stream.stream_id
+        assert sid is not None  # a stream that has data to send has its id
+        overhead = 5 + size_uint_var(sid) + (size_uint_var(sender.next_offset) if sender.next_offset else 0)
+        previous_send_highest = sender.highest_offset
+        frame = sender.get_frame(builder.remaining_flight_space - overhead, max_offset)
+        if frame is None:
+            return 0
+        frame_type = QuicFrameType.STREAM_BASE | 2 | (4 if frame.offset else 0) | (1 if frame.fin else 0)
+        buf = builder.start_frame(frame_type, capacity=overhead, handler=sender.on_data_delivery,
+                                  handler_args=(frame.offset, frame.offset + len(frame.data), frame.fin))
+        buf.push_uint_var(sid)
+        if frame.offset:
+            buf.push_uint_var(frame.offset)
+        buf.push_uint32(len(frame.data) | 0x80000000)
+        buf.push_bytes(frame.data)
+        if self._quic_logger is not None:
+            builder.quic_logger_frames.append(self._quic_logger.encode_stream_frame(frame, stream_id=sid))
+        return int(sender.highest_offset - previous_send_highest)
+
+    def _write_crypto_frame(self, builder: Any, space: Any, stream: QuicStream) -> bool:
+        if self._max_datagram_size <= TWO_BYTE_VARINT_MAX:
+            return bool(super()._write_crypto_frame(builder, space, stream))
+        overhead = 5 + size_uint_var(stream.sender.next_offset)
+        frame = stream.sender.get_frame(builder.remaining_flight_space - overhead)
+        if frame is None:
+            return False
+        buf = builder.start_frame(QuicFrameType.CRYPTO, capacity=overhead, handler=stream.sender.on_data_delivery,
+                                  handler_args=(frame.offset, frame.offset + len(frame.data), False))
+        buf.push_uint_var(frame.offset)
+        buf.push_uint32(len(frame.data) | 0x80000000)
+        buf.push_bytes(frame.data)
+        if self._quic_logger is not None:
+            builder.quic_logger_frames.append(self._quic_logger.encode_crypto_frame(frame))
+        return True
 
     @property
     def network_paths(self) -> list[Any]:
