@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 
 from .. import access
+from .. import messages as m
 from ..constants import AccessMask, FileAttributes, NtStatus
 from ..errors import SMBProtocolError
 from ..fscc_lists import (
@@ -34,6 +35,7 @@ from ..fscc_lists import (
     pack_full_eas,
     unpack_full_eas,
 )
+from ..messages.create_contexts import EXTA, SECD, find_context
 from ..security import (
     BUILTIN_ADMINISTRATORS,
     DACL_SECURITY_INFORMATION,
@@ -155,6 +157,48 @@ def new_access(sd: SecurityDescriptor, conn, session, desired: int) -> int:
         return (wanted & ~int(AccessMask.MAXIMUM_ALLOWED)) | access.maximal_access(sd, token(conn, session)) \
             | AccessMask.DELETE | AccessMask.FILE_READ_ATTRIBUTES
     return wanted
+
+
+def new_file_contexts(request: m.CreateRequest) -> tuple:
+    """The descriptor (SMB2_CREATE_SD_BUFFER) and EAs (SMB2_CREATE_EA_BUFFER) a CREATE gives a new
+    file, checked before anything is created (§2.2.13.2)."""
+    secd = find_context(request.contexts, SECD)
+    creator = parse_creator(secd.data if secd is not None else None)
+    exta = find_context(request.contexts, EXTA)
+    eas: list[FullEa] | None = None
+    if exta is not None:
+        try:
+            eas = unpack_full_eas(exta.data)
+        except SMBProtocolError as exc:
+            raise Fail(exc.status, str(exc)) from exc
+    return creator, eas
+
+
+def make_new(conn, session, fs, path: str, want_dir: bool, request: m.CreateRequest, creator, eas) -> int:
+    """Create the file or directory with its descriptor and EAs; the access its open gets."""
+    parent = fs.parent(path)
+    check_create_in(conn, session, fs, parent, want_dir)
+    sd = new_descriptor(conn, session, fs, parent, creator, want_dir)
+    granted = new_access(sd, conn, session, request.desired_access)
+    if want_dir:
+        fs.mkdir(path)
+    else:
+        fs.create(path)
+    store(fs, path, sd)
+    if eas:
+        try:
+            apply_eas(fs, path, eas)
+        except Fail:
+            (fs.rmdir if want_dir else fs.remove)(path)
+            raise
+    return granted
+
+
+def new_attributes(requested: int, is_dir: bool) -> int:
+    """A created or overwritten file's attributes: those asked for, with ARCHIVE on a file
+    (MS-FSA 2.1.5.1.2.1); NORMAL alone means none."""
+    attributes = requested & 0x7FA7 & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
+    return int(attributes | FileAttributes.DIRECTORY) if is_dir else int(attributes | FileAttributes.ARCHIVE)
 
 
 # ---------------------------------------------------------------------------------------- SECURITY info

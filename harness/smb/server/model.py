@@ -146,6 +146,12 @@ class Open:
     lock_sequences: dict[int, int] = field(default_factory=dict)  # Open.LockSequenceArray: index -> number
     resilient: bool = False  # Open.IsResilient (FSCTL_LMR_REQUEST_RESILIENCY): LOCKs are sequence-checked
     app_instance_id: bytes | None = None  # SMB2_CREATE_APP_INSTANCE_ID (create.py, §3.3.5.9.13)
+    stream: str | None = None  # a named data stream of the file at ``path`` (streams.py); None: the file
+
+    @property
+    def stream_key(self) -> str | None:
+        """What two opens of one path compare to know they open the same stream (names ignore case)."""
+        return None if self.stream is None else self.stream.casefold()
 
     @property
     def file_id(self) -> bytes:

@@ -19,7 +19,7 @@ import errno
 import struct
 
 from .. import messages as m
-from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel
+from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel, ShareAccess
 from ..vfs import FileMeta, Share
 from . import notify, oplocks
 from .locking import release_locks
@@ -34,6 +34,21 @@ GENERIC_MAP = {
 }
 READ_RIGHTS = AccessMask.FILE_READ_DATA | AccessMask.FILE_EXECUTE
 WRITE_RIGHTS = AccessMask.FILE_WRITE_DATA | AccessMask.FILE_APPEND_DATA
+DATA_RIGHTS = READ_RIGHTS | WRITE_RIGHTS | AccessMask.DELETE
+
+
+def sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) -> bool:
+    """Two opens' access and share modes collide. An open without data access (attributes only)
+    takes no part in sharing (MS-FSA 2.1.5.1.2; smbtorture smb2.oplock.exclusive4, batch8)."""
+    if not a_access & DATA_RIGHTS or not b_access & DATA_RIGHTS:
+        return False
+
+    def one_way(access: int, share: int) -> bool:
+        return bool((access & READ_RIGHTS and not share & ShareAccess.READ)
+                    or (access & WRITE_RIGHTS and not share & ShareAccess.WRITE)
+                    or (access & AccessMask.DELETE and not share & ShareAccess.DELETE))
+
+    return one_way(a_access, b_share) or one_way(b_access, a_share)
 
 
 def file_meta(conn, meta: FileMeta) -> FileMeta:
@@ -117,6 +132,16 @@ def forget(conn, opened: Open) -> None:
         opened.handle = None
     release_locks(state, opened)  # its locks go, its blocking locks end (RANGE_NOT_LOCKED)
     notify.close_watch(state, opened)  # its CHANGE_NOTIFY requests end with NOTIFY_CLEANUP
+    others = [other for other in others if other.stream_key == opened.stream_key]  # the same stream's
+    if opened.delete_on_close and opened.stream is not None:
+        if not others and fs is not None:
+            try:
+                fs.remove_stream(opened.path, opened.stream)
+            except OSError:
+                pass
+        for other in others:
+            other.delete_on_close = True
+        return
     if opened.delete_on_close and others:
         # The delete is pending on the file, not on this open: it happens at the last close, and
         # opens until then fail with STATUS_DELETE_PENDING (MS-FSA 2.1.5.4: delete-on-close at
