@@ -67,6 +67,18 @@ def map_generic(mask: int) -> int:
     return out
 
 
+def map_explicit(sd: SecurityDescriptor) -> SecurityDescriptor:
+    """A descriptor as a client sent it, with the generic rights of the ACEs that apply to this
+    object alone mapped to file rights (Windows stores them so; inheritable ACEs keep generic
+    rights for the objects they will be inherited by)."""
+    if sd.dacl is None:
+        return sd
+    aces = [Ace(ace.ace_type, ace.flags, map_generic(ace.mask), ace.sid, ace.raw)
+            if ace.sid is not None and not ace.flags & (INHERIT_BITS & ~NO_PROPAGATE_INHERIT_ACE) else ace
+            for ace in sd.dacl.aces]
+    return SecurityDescriptor(sd.control, sd.owner, sd.group, sd.sacl, Acl(sd.dacl.revision, aces))
+
+
 @dataclass(frozen=True)
 class Token:
     """Who is asking: the user's SID, the primary group (the owner group of what they create) and

@@ -176,7 +176,7 @@ def split_stream(name: str) -> tuple[str, str | None]:
         if not sep:
             raise SMBProtocolError(NtStatus.OBJECT_NAME_INVALID, f"empty stream name in {name!r}")
         return base, None  # file::$DATA is the file itself
-    if any(ch in _STREAM_NAME_FORBIDDEN or ord(ch) < 0x20 for ch in stream) or len(stream) > 255:
+    if any(ch in _STREAM_NAME_FORBIDDEN for ch in stream) or len(stream) > 255:
         raise SMBProtocolError(NtStatus.OBJECT_NAME_INVALID, f"invalid stream name {stream!r}")
     return base, stream
 

@@ -134,6 +134,8 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
                 raise Fail(NtStatus.FILE_IS_A_DIRECTORY, "is a directory")
             if not is_dir and want_dir:
                 raise Fail(NtStatus.NOT_A_DIRECTORY, "not a directory")
+            if is_dir and request.name.upper().endswith("::$DATA"):
+                raise Fail(NtStatus.NOT_A_DIRECTORY, "a directory has no default data stream")
             overwrite = disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
                                         CreateDisposition.SUPERSEDE)
             ident = oplocks.lease_id(conn, lease.lease_key) if lease is not None else None
@@ -155,6 +157,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             if parked is not None:
                 return parked
             _check_sharing(state, path, granted, request.share_access)
+            streams.delete_conflict(state.opens_by_path.get(path, []), None, granted, request.share_access)
             if disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
                                CreateDisposition.SUPERSEDE):
                 if is_dir:

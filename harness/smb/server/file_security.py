@@ -63,8 +63,9 @@ def domain_sid(conn) -> Sid:
 
 
 def token(conn, session) -> access.Token:
-    names = sorted(conn.config.users)
-    username = getattr(session, "username", "") or ""
+    names = [name.upper() for name in sorted(conn.config.users)]
+    principal = (getattr(session, "username", "") or "").upper()
+    username = principal.rpartition("\\")[2].partition("@")[0]  # DOMAIN\\user or user@REALM
     rid = 1000 + names.index(username) if username in names else 501
     return access.token_for(domain_sid(conn), rid)
 
@@ -134,7 +135,7 @@ def parse_creator(raw: bytes | None) -> SecurityDescriptor | None:
     if raw is None:
         return None
     try:
-        return parse_descriptor(raw)
+        return access.map_explicit(parse_descriptor(raw))
     except SMBProtocolError as exc:
         raise Fail(exc.status, str(exc)) from exc
 
@@ -226,6 +227,7 @@ def set_descriptor(conn, session, opened: Open, fs: Share, info: int, buf: bytes
         new = parse_descriptor(buf)
     except SMBProtocolError as exc:
         raise Fail(exc.status, str(exc)) from exc
+    new = access.map_explicit(new)
     who = token(conn, session)
     if info & OWNER_SECURITY_INFORMATION:
         if new.owner is None:

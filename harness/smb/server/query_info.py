@@ -47,7 +47,8 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
     if info_class == 21:  # FileAlternateNameInformation: the same 8.3 alias QUERY_DIRECTORY reports
         return fscc.FileNameInformation(short_name(share_of(opened).basename(opened.path))).pack(), True
     if info_class == 48:  # FileNormalizedNameInformation: share-relative, no leading separator
-        return fscc.FileNameInformation(share_of(opened).relative(opened.path)).pack(), True
+        stream = f":{opened.stream}" if opened.stream is not None else ""
+        return fscc.FileNameInformation(fs.relative(opened.path) + stream).pack(), True
     if info_class == 14:
         return fscc.FilePositionInformation(opened.position).pack(), False
     if info_class == 16:
@@ -108,12 +109,12 @@ def _query_info(conn, session, tree, header, request: m.QueryInfoRequest, relate
             and not opened.access & AccessMask.FILE_READ_ATTRIBUTES):
         raise Fail(NtStatus.ACCESS_DENIED, "needs FILE_READ_ATTRIBUTES")
     try:
+        if request.info_type == InfoType.FILE and request.file_info_class == 15:
+            return _full_ea(opened, request)
         if request.info_type == InfoType.FILE:
             data, variable = _file_info(conn, tree, opened, request.file_info_class)
         elif request.info_type == InfoType.FILESYSTEM:
             data, variable = _fs_info(tree, request.file_info_class)
-        elif request.info_type == InfoType.FILE and request.file_info_class == 15:
-            return _full_ea(opened, request)
         elif request.info_type == InfoType.SECURITY:
             data = file_security.query(opened, share_of(opened), request.additional_information)
             if len(data) > request.output_buffer_length:

@@ -39,6 +39,11 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
     try:
         if cls == 4:
             basic = unpack_info(fscc.FileBasicInformation, buf)
+            # MS-FSA 2.1.5.14.2: DIRECTORY on a file, TEMPORARY on a directory are invalid (checked
+            # before anything changes)
+            if (basic.file_attributes & ~0x7FB7 or (opened.is_dir and basic.file_attributes & FileAttributes.TEMPORARY)
+                    or (not opened.is_dir and basic.file_attributes & FileAttributes.DIRECTORY)):
+                raise Fail(NtStatus.INVALID_PARAMETER, "attributes that cannot be set")
             share_of(opened).set_times(opened.path, _ns(basic.last_access_time), _ns(basic.last_write_time))
             st = share_of(opened).stat(opened.path)
             override = conn.state.meta_overrides.setdefault((st.volume_id, st.file_id), {})
@@ -47,8 +52,6 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             if basic.change_time not in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
                 override["change_time"] = basic.change_time
             if basic.file_attributes:
-                if basic.file_attributes & ~0x7FB7 or (opened.is_dir and basic.file_attributes & FileAttributes.TEMPORARY):
-                    raise Fail(NtStatus.INVALID_PARAMETER, "attributes that cannot be set")
                 attributes = basic.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
                 if opened.is_dir:
                     attributes |= FileAttributes.DIRECTORY
@@ -85,7 +88,7 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             if not opened.access & AccessMask.DELETE:
                 raise Fail(NtStatus.ACCESS_DENIED, "rename needs DELETE access")
             old_key = opened.stream_key
-            streams.rename_stream(opened, share_of(opened), info.file_name, bool(info.replace_if_exists))
+            streams.rename_stream(conn.state, opened, share_of(opened), info.file_name, bool(info.replace_if_exists))
             for other in conn.state.opens_by_path.get(opened.path, []):
                 if other is not opened and other.stream_key == old_key:
                     other.stream = opened.stream

@@ -20,14 +20,22 @@ Rules kept here:
 from __future__ import annotations
 
 from .. import messages as m
-from ..constants import AccessMask, CreateAction, CreateDisposition, CreateOptions, NtStatus, OplockLevel
+from ..constants import (
+    AccessMask,
+    CreateAction,
+    CreateDisposition,
+    CreateOptions,
+    NtStatus,
+    OplockLevel,
+    ShareAccess,
+)
 from ..errors import SMBProtocolError
 from ..fscc_lists import StreamEntry, pack_streams, split_stream
 from ..messages.create_contexts import MXAC, QFID, MaximalAccessResponse, QueryOnDiskIdResponse, find_context
 from . import file_security as fsec
 from . import notify
 from .model import Fail, Open, Reply
-from .opens import WRITE_RIGHTS, create_reply, file_meta, os_error, sharing_conflict
+from .opens import DATA_RIGHTS, WRITE_RIGHTS, create_reply, file_meta, os_error, sharing_conflict
 
 _CREATES = (CreateDisposition.SUPERSEDE, CreateDisposition.CREATE, CreateDisposition.OPEN_IF,
             CreateDisposition.OVERWRITE_IF)
@@ -57,6 +65,7 @@ def create_stream(conn, session, tree, request: m.CreateRequest, path: str, stre
             attributes = file_meta(conn, fs.stat(path)).attributes
             granted = fsec.existing_access(conn, session, fs, path, request.desired_access, attributes, False)
             siblings = state.opens_by_path.get(path, [])
+            delete_conflict(siblings, key, granted, request.share_access)
             if any(o.delete_on_close for o in siblings if o.stream_key in (None, key)):
                 raise Fail(NtStatus.DELETE_PENDING, "delete pending")
             if fs.stream_exists(path, stream):
@@ -99,6 +108,19 @@ def create_stream(conn, session, tree, request: m.CreateRequest, path: str, stre
     return create_reply(opened, meta, OplockLevel.NONE, action, contexts)
 
 
+def delete_conflict(opens: list[Open], key: str | None, access: int, share: int) -> None:
+    """DELETE reaches the whole file: an open asking for it collides with opens of the file's other
+    streams that do not share delete, and an open of another stream holding DELETE collides with
+    one that does not share it (MS-FSA 2.1.5.1.2)."""
+    for other in opens:
+        if other.stream_key == key:
+            continue
+        if (access & AccessMask.DELETE and not other.share_access & ShareAccess.DELETE
+                and other.access & DATA_RIGHTS) or (other.access & AccessMask.DELETE
+                                                    and not share & ShareAccess.DELETE and access & DATA_RIGHTS):
+            raise Fail(NtStatus.SHARING_VIOLATION, "DELETE against an open of another stream")
+
+
 def stream_information(fs, path: str, is_dir: bool, size: int, allocation: int) -> bytes:
     """FileStreamInformation (§2.4.44): ``::$DATA`` for a file's own data, then its named streams."""
     entries = [] if is_dir else [StreamEntry("::$DATA", size, allocation)]
@@ -107,7 +129,7 @@ def stream_information(fs, path: str, is_dir: bool, size: int, allocation: int) 
     return pack_streams(entries)
 
 
-def rename_stream(opened: Open, fs, target: str, replace: bool) -> None:
+def rename_stream(state, opened: Open, fs, target: str, replace: bool) -> None:
     """FileRenameInformation on a stream open naming ``:new`` or ``:new:$DATA`` (MS-FSA 2.1.5.14.11):
     the stream gets the new name on the same file; renaming to the file's own data is not supported
     here (STATUS_INVALID_PARAMETER)."""
@@ -117,6 +139,9 @@ def rename_stream(opened: Open, fs, target: str, replace: bool) -> None:
         raise Fail(exc.status, str(exc)) from exc
     if new is None or opened.stream is None:
         raise Fail(NtStatus.INVALID_PARAMETER, "rename between a stream and the file's own data")
+    if any(other is not opened and other.stream_key == opened.stream_key
+           for other in state.opens_by_path.get(opened.path, [])):
+        raise Fail(NtStatus.SHARING_VIOLATION, "the stream is open elsewhere")
     if new.casefold() != opened.stream.casefold() and fs.stream_exists(opened.path, new):
         if not replace:
             raise Fail(NtStatus.OBJECT_NAME_COLLISION, "stream name taken")
