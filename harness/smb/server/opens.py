@@ -57,6 +57,8 @@ def file_meta(conn, meta: FileMeta) -> FileMeta:
     override = conn.state.meta_overrides.get((meta.volume_id, meta.file_id))
     if override:
         for name, value in override.items():
+            if name == "allocation_size":  # SET_INFO FileAllocationInformation: at least this much
+                value = max(value, meta.allocation_size) if not meta.is_dir else 0
             setattr(meta, name, value)
     return meta
 

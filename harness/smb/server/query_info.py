@@ -27,7 +27,9 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
     meta = file_meta(conn, stat_open(opened))
     basic = fscc.FileBasicInformation(meta.creation_time, meta.last_access_time, meta.last_write_time,
                                       meta.change_time, meta.attributes)
-    standard = fscc.FileStandardInformation(meta.allocation_size, meta.end_of_file, meta.nlink,
+    # A name whose delete is pending no longer counts as a link (as Windows and Samba report it).
+    standard = fscc.FileStandardInformation(meta.allocation_size, meta.end_of_file,
+                                            max(0, meta.nlink - int(opened.delete_on_close)),
                                             int(opened.delete_on_close), int(meta.is_dir))
     fs = share_of(opened)
     name = "\\" + fs.relative(opened.path) + (f":{opened.stream}" if opened.stream is not None else "")
@@ -46,19 +48,21 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
         return fscc.FileNameInformation(name).pack(), True
     if info_class == 21:  # FileAlternateNameInformation: the same 8.3 alias QUERY_DIRECTORY reports
         return fscc.FileNameInformation(short_name(share_of(opened).basename(opened.path))).pack(), True
+    if info_class == 48 and opened.path == fs.root:
+        raise Fail(NtStatus.NOT_SUPPORTED, "no normalized name for the share root")
     if info_class == 48:  # FileNormalizedNameInformation: share-relative, no leading separator
         stream = f":{opened.stream}" if opened.stream is not None else ""
         return fscc.FileNameInformation(fs.relative(opened.path) + stream).pack(), True
     if info_class == 14:
         return fscc.FilePositionInformation(opened.position).pack(), False
     if info_class == 16:
-        return fscc.FileModeInformation(0).pack(), False
+        return fscc.FileModeInformation(opened.mode).pack(), False
     if info_class == 17:
         return fscc.FileAlignmentInformation(0).pack(), False
     if info_class == 18:
         return fscc.FileAllInformation(basic, standard, fscc.FileInternalInformation(meta.file_id),
                                        ea, fscc.FileAccessInformation(opened.access),
-                                       fscc.FilePositionInformation(opened.position), fscc.FileModeInformation(0),
+                                       fscc.FilePositionInformation(opened.position), fscc.FileModeInformation(opened.mode),
                                        fscc.FileAlignmentInformation(0), fscc.FileNameInformation(name)).pack(), True
     if info_class == 22:
         if opened.stream is not None:  # the file's streams, whichever of them is open

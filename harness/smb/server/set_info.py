@@ -65,6 +65,15 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             notify.modified(conn.state, share_of(opened), opened.path, cn.SIZE | cn.LAST_WRITE)
         elif cls == 19:
             need(buf, 8)
+            if opened.is_dir or not opened.access & WRITE_RIGHTS:
+                raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "allocation")
+            allocation = int.from_bytes(buf[:8], "little")
+            if allocation < stat_open(opened).end_of_file:  # MS-FSA 2.1.5.14.1: the end of file follows it down
+                share_of(opened).ftruncate(opened.handle, allocation)
+                notify.modified(conn.state, share_of(opened), opened.path, cn.SIZE | cn.LAST_WRITE)
+            st = stat_open(opened)
+            conn.state.meta_overrides.setdefault((st.volume_id, st.file_id), {})["allocation_size"] = \
+                -(-allocation // 4096) * 4096  # what the file keeps allocated, reported while it is more
             oplocks.on_write(conn, opened)  # allocation changes break read caches as a write does (batch12)
         elif cls in (13, 64):
             need(buf, 1 if cls == 13 else 4)
@@ -113,6 +122,11 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             opened.position = unpack_info(fscc.FilePositionInformation, buf).current_byte_offset
         elif cls == 16:
             need(buf, 4)
+            mode = int.from_bytes(buf[:4], "little")
+            # MS-FSA 2.1.5.14.8: only these bits may be set, and not both synchronous modes
+            if mode & ~0x36 or (mode & 0x30) == 0x30:
+                raise Fail(NtStatus.INVALID_PARAMETER, f"FileModeInformation {mode:#x}")
+            opened.mode = mode
         else:
             raise Fail(NtStatus.INVALID_INFO_CLASS, f"SET_INFO class {cls}")
     except OSError as exc:
