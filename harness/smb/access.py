@@ -10,7 +10,8 @@ a file server applies at CREATE (and SET_INFO SECURITY), with no bytes involved:
   MAXIMUM_ALLOWED asks for every right the walk grants.
 - Generic rights in an ACE are mapped through the file generic mapping (MS-SMB2 §2.2.13.1.1).
 - :func:`inherit` computes a new file's or directory's descriptor from its parent's (§2.5.3.4.1,
-  ComputeACL): inheritable ACEs flow down with INHERITED_ACE set, CREATOR OWNER / CREATOR GROUP
+  ComputeACL): inheritable ACEs flow down (marked INHERITED_ACE when the parent's DACL is
+  auto-inherited), CREATOR OWNER / CREATOR GROUP
   become the new owner and group, a container keeps an inherit-only copy when the ACE still flows
   further.  A creator's own DACL (the SMB2_CREATE_SD_BUFFER context) comes first, the inherited
   ACEs after it unless it is SE_DACL_PROTECTED.
@@ -146,7 +147,9 @@ def share_root_descriptor(owner: Sid, group: Sid) -> SecurityDescriptor:
     return SecurityDescriptor(SE_SELF_RELATIVE | SE_DACL_PRESENT, owner, group, None, dacl)
 
 
-def _inherited_aces(parent: Acl, is_dir: bool, owner: Sid, group: Sid) -> list[Ace]:
+def _inherited_aces(parent: Acl, is_dir: bool, owner: Sid, group: Sid, mark: int) -> list[Ace]:
+    """``mark``: INHERITED_ACE when the parent's DACL is auto-inherited, else 0 (Windows marks
+    inherited ACEs only then; smbtorture smb2.acls.INHERITANCE checks both)."""
     out: list[Ace] = []
     for ace in parent.aces:
         if ace.sid is None or ace.ace_type not in (ACCESS_ALLOWED_ACE_TYPE, ACCESS_DENIED_ACE_TYPE):
@@ -158,7 +161,7 @@ def _inherited_aces(parent: Acl, is_dir: bool, owner: Sid, group: Sid) -> list[A
                 # object-inherit only: passes through the directory to files below it
                 if ace.flags & NO_PROPAGATE_INHERIT_ACE:
                     continue
-                out.append(Ace(ace.ace_type, (ace.flags | INHERIT_ONLY_ACE | INHERITED_ACE), ace.mask, ace.sid))
+                out.append(Ace(ace.ace_type, (ace.flags & INHERIT_BITS) | INHERIT_ONLY_ACE | mark, ace.mask, ace.sid))
                 continue
             propagate = not ace.flags & NO_PROPAGATE_INHERIT_ACE
         else:
@@ -168,14 +171,14 @@ def _inherited_aces(parent: Acl, is_dir: bool, owner: Sid, group: Sid) -> list[A
         sid = owner if ace.sid == CREATOR_OWNER else group if ace.sid == CREATOR_GROUP else ace.sid
         effective_mask = map_generic(ace.mask)
         if not propagate:
-            out.append(Ace(ace.ace_type, INHERITED_ACE, effective_mask, sid))
+            out.append(Ace(ace.ace_type, mark, effective_mask, sid))
         elif sid != ace.sid or effective_mask != ace.mask:
             # the effective ACE for this directory, and the original passed on to its children
-            out.append(Ace(ace.ace_type, INHERITED_ACE, effective_mask, sid))
-            out.append(Ace(ace.ace_type, (ace.flags & INHERIT_BITS) | INHERIT_ONLY_ACE | INHERITED_ACE, ace.mask,
+            out.append(Ace(ace.ace_type, mark, effective_mask, sid))
+            out.append(Ace(ace.ace_type, (ace.flags & INHERIT_BITS) | INHERIT_ONLY_ACE | mark, ace.mask,
                            ace.sid))
         else:
-            out.append(Ace(ace.ace_type, (ace.flags & ~INHERIT_ONLY_ACE) | INHERITED_ACE, ace.mask, ace.sid))
+            out.append(Ace(ace.ace_type, (ace.flags & INHERIT_BITS & ~INHERIT_ONLY_ACE) | mark, ace.mask, ace.sid))
     return out
 
 
@@ -185,7 +188,8 @@ def inherit(parent: SecurityDescriptor, creator: SecurityDescriptor | None, toke
     sent in the create context (its owner, group and DACL win where present)."""
     owner = creator.owner if creator is not None and creator.owner is not None else token.user
     group = creator.group if creator is not None and creator.group is not None else token.primary_group
-    inherited = _inherited_aces(parent.dacl, is_dir, owner, group) if parent.dacl is not None else []
+    mark = INHERITED_ACE if parent.control & SE_DACL_AUTO_INHERITED else 0
+    inherited = _inherited_aces(parent.dacl, is_dir, owner, group, mark) if parent.dacl is not None else []
     control = SE_SELF_RELATIVE | SE_DACL_PRESENT
     if creator is not None and creator.control & SE_DACL_PRESENT:
         own = [ace for ace in (creator.dacl.aces if creator.dacl is not None else []) if not ace.flags & INHERITED_ACE]
