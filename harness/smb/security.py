@@ -278,6 +278,10 @@ class SecurityDescriptor:
         if info & DACL_SECURITY_INFORMATION:
             out.dacl = new.dacl
             out.control = (out.control & ~dacl_bits) | (new.control & dacl_bits) | SE_DACL_PRESENT
+            if not new.control & SE_DACL_AUTO_INHERIT_REQ:
+                # AUTO_INHERITED sticks only when the setter asks for auto-inheritance too, as on
+                # Windows (smbtorture smb2.acls.INHERITFLAGS)
+                out.control &= ~SE_DACL_AUTO_INHERITED
         if info & SACL_SECURITY_INFORMATION:
             out.sacl = new.sacl
             out.control = (out.control & ~sacl_bits) | (new.control & sacl_bits)
