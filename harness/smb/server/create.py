@@ -128,6 +128,10 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             old_attributes = file_meta(conn, fs.stat(path)).attributes
             if disposition != CreateDisposition.CREATE:
                 granted = fsec.existing_access(conn, session, fs, path, request.desired_access, old_attributes, is_dir)
+                if disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
+                                   CreateDisposition.SUPERSEDE) and not is_dir:
+                    # replacing the data needs the right to write it, asked for or not (Samba, MS-FSA 2.1.5.1.2.1)
+                    fsec.existing_access(conn, session, fs, path, AccessMask.FILE_WRITE_DATA, 0, is_dir)
             if disposition == CreateDisposition.CREATE:
                 raise Fail(NtStatus.OBJECT_NAME_COLLISION, "exists")
             if is_dir and options & CreateOptions.NON_DIRECTORY_FILE:
