@@ -106,7 +106,6 @@ def existing_access(conn, session, fs: Share, path: str, desired: int, attribute
             granted |= AccessMask.FILE_READ_ATTRIBUTES
     if attributes & FileAttributes.READONLY and not is_dir:
         granted &= ~READONLY_DENIED
-    granted |= AccessMask.SYNCHRONIZE if wanted & AccessMask.SYNCHRONIZE and granted else 0
     if wanted & AccessMask.MAXIMUM_ALLOWED:
         specific = wanted & ~int(AccessMask.MAXIMUM_ALLOWED)
         if specific & ~granted:
