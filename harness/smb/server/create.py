@@ -139,7 +139,10 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             if not is_dir and want_dir:
                 raise Fail(NtStatus.NOT_A_DIRECTORY, "not a directory")
             if is_dir and request.name.upper().endswith("::$DATA"):
-                raise Fail(NtStatus.NOT_A_DIRECTORY, "a directory has no default data stream")
+                # a directory has no default data stream; Windows' status depends on the options
+                # (smbtorture smb2.streams.dir)
+                raise Fail(NtStatus.FILE_IS_A_DIRECTORY if want_dir else NtStatus.NOT_A_DIRECTORY,
+                           "a directory has no default data stream")
             overwrite = disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
                                         CreateDisposition.SUPERSEDE)
             ident = oplocks.lease_id(conn, lease.lease_key) if lease is not None else None
@@ -191,8 +194,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     except OSError as exc:
         raise os_error(exc) from exc
     if action != CreateAction.OPENED:
-        state.meta_overrides[(st.volume_id, st.file_id)] = {
-            "attributes": fsec.new_attributes(request.file_attributes, is_dir)}
+        fsec.record_new(state, st, request.file_attributes, is_dir, created=action == CreateAction.CREATED)
     state.next_file_id += 1
     opened = Open(state.next_file_id, state.next_file_id, path, handle, is_dir, granted, request.share_access,
                   session, tree, conn, delete_on_close=bool(options & CreateOptions.DELETE_ON_CLOSE), fs=fs)

@@ -201,6 +201,17 @@ def new_attributes(requested: int, is_dir: bool) -> int:
     return int(attributes | FileAttributes.DIRECTORY) if is_dir else int(attributes | FileAttributes.ARCHIVE)
 
 
+def record_new(state, meta, requested: int, is_dir: bool, created: bool) -> None:
+    """What a created or overwritten file keeps beside the share's metadata: its attributes, and for
+    a new file its creation time, fixed now (a POSIX file system has no birth time to ask later)."""
+    key = (meta.volume_id, meta.file_id)
+    override = {} if created else state.meta_overrides.get(key, {})
+    override["attributes"] = new_attributes(requested, is_dir)
+    if created:
+        override["creation_time"] = meta.creation_time
+    state.meta_overrides[key] = override
+
+
 # ---------------------------------------------------------------------------------------- SECURITY info
 
 

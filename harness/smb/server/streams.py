@@ -55,9 +55,7 @@ def create_stream(conn, session, tree, request: m.CreateRequest, path: str, stre
                 raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "no such file")
             creator, eas = fsec.new_file_contexts(request)
             granted = fsec.make_new(conn, session, fs, path, False, request, creator, eas)
-            st = fs.stat(path)
-            state.meta_overrides[(st.volume_id, st.file_id)] = {
-                "attributes": fsec.new_attributes(request.file_attributes, False)}
+            fsec.record_new(state, fs.stat(path), request.file_attributes, False, created=True)
             notify.added(state, fs, path, False)
             fs.create_stream(path, stream)
             action = CreateAction.CREATED
@@ -133,6 +131,9 @@ def rename_stream(state, opened: Open, fs, target: str, replace: bool) -> None:
     """FileRenameInformation on a stream open naming ``:new`` or ``:new:$DATA`` (MS-FSA 2.1.5.14.11):
     the stream gets the new name on the same file; renaming to the file's own data is not supported
     here (STATUS_INVALID_PARAMETER)."""
+    if not target.startswith(":"):
+        # a target naming a file (``base:stream``) is refused as Windows does (smb2.streams.rename2)
+        raise Fail(NtStatus.SHARING_VIOLATION, "stream rename to a name with a file part")
     try:
         _, new = split_stream("x" + target)
     except SMBProtocolError as exc:
