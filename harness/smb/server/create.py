@@ -141,7 +141,7 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             if is_dir and request.name.upper().endswith("::$DATA"):
                 # a directory has no default data stream; Windows' status depends on the options
                 # (smbtorture smb2.streams.dir)
-                raise Fail(NtStatus.FILE_IS_A_DIRECTORY if want_dir else NtStatus.NOT_A_DIRECTORY,
+                raise Fail(NtStatus.NOT_A_DIRECTORY if want_dir else NtStatus.FILE_IS_A_DIRECTORY,
                            "a directory has no default data stream")
             overwrite = disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
                                         CreateDisposition.SUPERSEDE)

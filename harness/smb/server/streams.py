@@ -106,6 +106,29 @@ def create_stream(conn, session, tree, request: m.CreateRequest, path: str, stre
     return create_reply(opened, meta, OplockLevel.NONE, action, contexts)
 
 
+def _to_default_stream(state, opened: Open, fs, replace: bool) -> None:
+    """A named stream renamed to ``::$DATA`` becomes the file's data (MS-FSA 2.1.5.14.11: allowed
+    when the file's data is empty or ReplaceIfExists, and nobody else has the file's data open)."""
+    if fs.is_dir(opened.path):
+        raise Fail(NtStatus.INVALID_PARAMETER, "a directory has no default data stream")
+    if fs.stat(opened.path).end_of_file and not replace:
+        raise Fail(NtStatus.OBJECT_NAME_COLLISION, "the file's own data is not empty")
+    if any(other.stream is None for other in state.opens_by_path.get(opened.path, [])):
+        raise Fail(NtStatus.SHARING_VIOLATION, "the file's own data is open")
+    data = bytes(opened.handle.data)
+    writable = bool(opened.access & (WRITE_RIGHTS | AccessMask.DELETE))
+    target = fs.open(opened.path, True)
+    try:
+        fs.ftruncate(target, 0)
+        fs.pwrite(target, data, 0)
+    finally:
+        fs.close(target)
+    fs.remove_stream(opened.path, opened.stream)
+    fs.close(opened.handle)
+    opened.handle = fs.open(opened.path, writable)
+    opened.stream = None
+
+
 def delete_conflict(opens: list[Open], key: str | None, access: int, share: int) -> None:
     """DELETE reaches the whole file: an open asking for it collides with opens of the file's other
     streams that do not share delete, and an open of another stream holding DELETE collides with
@@ -129,8 +152,8 @@ def stream_information(fs, path: str, is_dir: bool, size: int, allocation: int) 
 
 def rename_stream(state, opened: Open, fs, target: str, replace: bool) -> None:
     """FileRenameInformation on a stream open naming ``:new`` or ``:new:$DATA`` (MS-FSA 2.1.5.14.11):
-    the stream gets the new name on the same file; renaming to the file's own data is not supported
-    here (STATUS_INVALID_PARAMETER)."""
+    the stream gets the new name on the same file, or becomes the file's data (``::$DATA``); the
+    stream may not be open elsewhere (STATUS_SHARING_VIOLATION)."""
     if not target.startswith(":"):
         # a target naming a file (``base:stream``) is refused as Windows does (smb2.streams.rename2)
         raise Fail(NtStatus.SHARING_VIOLATION, "stream rename to a name with a file part")
@@ -138,11 +161,14 @@ def rename_stream(state, opened: Open, fs, target: str, replace: bool) -> None:
         _, new = split_stream("x" + target)
     except SMBProtocolError as exc:
         raise Fail(exc.status, str(exc)) from exc
-    if new is None or opened.stream is None:
-        raise Fail(NtStatus.INVALID_PARAMETER, "rename between a stream and the file's own data")
+    if opened.stream is None:
+        raise Fail(NtStatus.INVALID_PARAMETER, "rename of the file's own data to a stream")
     if any(other is not opened and other.stream_key == opened.stream_key
            for other in state.opens_by_path.get(opened.path, [])):
         raise Fail(NtStatus.SHARING_VIOLATION, "the stream is open elsewhere")
+    if new is None:
+        _to_default_stream(state, opened, fs, replace)
+        return
     if new.casefold() != opened.stream.casefold() and fs.stream_exists(opened.path, new):
         if not replace:
             raise Fail(NtStatus.OBJECT_NAME_COLLISION, "stream name taken")
