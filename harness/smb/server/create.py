@@ -148,7 +148,8 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             ident = oplocks.lease_id(conn, lease.lease_key) if lease is not None else None
             conflicts = [o.persistent for o in state.opens_by_path.get(path, []) if o.stream is None
                          and sharing_conflict(granted, request.share_access, o.access, o.share_access)]
-            if any(other.delete_on_close for other in state.opens_by_path.get(path, []) if other.stream is None):
+            if any((other.delete_on_close and other.stream is None) or other.deletes_file
+                   for other in state.opens_by_path.get(path, [])):
                 raise Fail(NtStatus.DELETE_PENDING, "delete pending")  # before any break (smb2.oplock.doc)
             if not oplock_stat or overwrite:  # an attributes-only open breaks nothing (batch8)
                 oplocks.deliver(state, state.caching.before_open(

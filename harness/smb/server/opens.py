@@ -134,7 +134,19 @@ def forget(conn, opened: Open) -> None:
         opened.handle = None
     release_locks(state, opened)  # its locks go, its blocking locks end (RANGE_NOT_LOCKED)
     notify.close_watch(state, opened)  # its CHANGE_NOTIFY requests end with NOTIFY_CLEANUP
+    remaining = list(others)  # opens of any stream of the file
     others = [other for other in others if other.stream_key == opened.stream_key]  # the same stream's
+    if opened.deletes_file and not remaining:
+        opened.delete_on_close, opened.stream = True, None  # the file's delete waited for this open
+    elif opened.deletes_file:
+        for other in remaining:
+            other.deletes_file = True
+    if opened.delete_on_close and opened.stream is None and not others and remaining:
+        # The file's own data is closed but streams of it are open: the file is deleted when the last
+        # of them closes, and opens until then fail with STATUS_DELETE_PENDING (smb2.streams.delete).
+        for other in remaining:
+            other.deletes_file = True
+        return
     if opened.delete_on_close and opened.stream is not None:
         if not others and fs is not None:
             try:

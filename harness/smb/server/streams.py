@@ -64,7 +64,7 @@ def create_stream(conn, session, tree, request: m.CreateRequest, path: str, stre
             granted = fsec.existing_access(conn, session, fs, path, request.desired_access, attributes, False)
             siblings = state.opens_by_path.get(path, [])
             delete_conflict(siblings, key, granted, request.share_access)
-            if any(o.delete_on_close for o in siblings if o.stream_key in (None, key)):
+            if any((o.delete_on_close and o.stream_key in (None, key)) or o.deletes_file for o in siblings):
                 raise Fail(NtStatus.DELETE_PENDING, "delete pending")
             if fs.stream_exists(path, stream):
                 if disposition == CreateDisposition.CREATE:
