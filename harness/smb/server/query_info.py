@@ -13,7 +13,7 @@ import struct
 
 from .. import fscc
 from .. import messages as m
-from ..constants import AccessMask, Command, InfoType, NtStatus
+from ..constants import AccessMask, Command, Dialect, InfoType, NtStatus
 from ..errors import SMBProtocolError
 from ..fscc_lists import pack_full_eas, unpack_full_eas, unpack_get_eas
 from ..vfs import short_name
@@ -48,8 +48,8 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
         return fscc.FileNameInformation(name).pack(), True
     if info_class == 21:  # FileAlternateNameInformation: the same 8.3 alias QUERY_DIRECTORY reports
         return fscc.FileNameInformation(short_name(share_of(opened).basename(opened.path))).pack(), True
-    if info_class == 48 and opened.path == fs.root:
-        raise Fail(NtStatus.NOT_SUPPORTED, "no normalized name for the share root")
+    if info_class == 48 and conn.dialect != Dialect.SMB_3_1_1:  # §3.3.5.20.1
+        raise Fail(NtStatus.NOT_SUPPORTED, "FileNormalizedNameInformation needs SMB 3.1.1")
     if info_class == 48:  # FileNormalizedNameInformation: share-relative, no leading separator
         stream = f":{opened.stream}" if opened.stream is not None else ""
         return fscc.FileNameInformation(fs.relative(opened.path) + stream).pack(), True
