@@ -13,8 +13,8 @@ a file server applies at CREATE (and SET_INFO SECURITY), with no bytes involved:
   ComputeACL): inheritable ACEs flow down (marked INHERITED_ACE when the parent's DACL is
   auto-inherited), CREATOR OWNER / CREATOR GROUP
   become the new owner and group, a container keeps an inherit-only copy when the ACE still flows
-  further.  A creator's own DACL (the SMB2_CREATE_SD_BUFFER context) comes first, the inherited
-  ACEs after it unless it is SE_DACL_PROTECTED.
+  further.  A creator's own DACL (the SMB2_CREATE_SD_BUFFER context) is taken as given; under an
+  auto-inherited parent the inherited ACEs follow it unless it is SE_DACL_PROTECTED.
 """
 
 from __future__ import annotations
@@ -195,10 +195,12 @@ def inherit(parent: SecurityDescriptor, creator: SecurityDescriptor | None, toke
         own = [ace for ace in (creator.dacl.aces if creator.dacl is not None else []) if not ace.flags & INHERITED_ACE]
         if creator.dacl is None:
             return SecurityDescriptor(control, owner, group, None, None)  # NULL DACL, as asked
-        if creator.control & SE_DACL_PROTECTED:
-            return SecurityDescriptor(control | SE_DACL_PROTECTED, owner, group, None,
+        if creator.control & SE_DACL_PROTECTED or not parent.control & SE_DACL_AUTO_INHERITED:
+            # the creator's DACL as given: inheritance merges only under an auto-inherited parent
+            return SecurityDescriptor(control | (creator.control & SE_DACL_PROTECTED), owner, group, None,
                                       Acl(creator.dacl.revision, own))
-        return SecurityDescriptor(control, owner, group, None, Acl(creator.dacl.revision, own + inherited))
+        return SecurityDescriptor(control | SE_DACL_AUTO_INHERITED, owner, group, None,
+                                  Acl(creator.dacl.revision, own + inherited))
     if not inherited:
         return default_descriptor(owner, group, is_dir)
     auto = parent.control & SE_DACL_AUTO_INHERITED

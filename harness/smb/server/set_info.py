@@ -188,8 +188,6 @@ def _link(conn, opened: Open, buf: bytes) -> None:
     except ShareError as exc:
         raise Fail(exc.status, str(exc)) from exc
     if fs.exists(target):
-        if fs.same_file(target, opened.path):
-            return
         if not info.replace_if_exists:
             raise Fail(NtStatus.OBJECT_NAME_COLLISION, "link target exists")
         if fs.is_dir(target) or conn.state.opens_by_path.get(target):
