@@ -60,7 +60,8 @@ def pack_full_eas(eas: list[FullEa]) -> bytes:
 
 def unpack_full_eas(buf: bytes) -> list[FullEa]:
     """A chain filling ``buf``: entries 4-byte aligned, each inside the buffer, names valid."""
-    eas, at = [], 0
+    eas: list[FullEa] = []
+    at = 0
     if not buf:
         return eas
     while True:
@@ -88,7 +89,8 @@ def unpack_full_eas(buf: bytes) -> list[FullEa]:
 
 def unpack_get_eas(buf: bytes) -> list[str]:
     """§2.4.15.1 FILE_GET_EA_INFORMATION: NextEntryOffset(4) EaNameLength(1) EaName (NUL-terminated)."""
-    names, at = [], 0
+    names: list[str] = []
+    at = 0
     if not buf:
         return names
     while True:
@@ -132,7 +134,8 @@ def pack_streams(entries: list[StreamEntry]) -> bytes:
 
 
 def unpack_streams(buf: bytes) -> list[StreamEntry]:
-    entries, at = [], 0
+    entries: list[StreamEntry] = []
+    at = 0
     if not buf:
         return entries
     while True:
