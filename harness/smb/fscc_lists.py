@@ -29,6 +29,19 @@ _GET_EA = struct.Struct("<IB")
 _STREAM = struct.Struct("<IIqq")
 
 
+def _chain(entries: list[bytes], align: int) -> bytes:
+    """Entries chained by a leading NextEntryOffset(4): each but the last padded to ``align`` and
+    pointing at the next; the last has 0."""
+    out = bytearray()
+    for index, entry in enumerate(entries):
+        raw = bytearray(entry)
+        if index < len(entries) - 1:
+            raw += bytes(-len(raw) % align)
+            struct.pack_into("<I", raw, 0, len(raw))
+        out += raw
+    return bytes(out)
+
+
 @dataclass
 class FullEa:
     """§2.4.15: one FILE_FULL_EA_INFORMATION entry (NextEntryOffset is computed on pack)."""
@@ -47,15 +60,8 @@ def check_ea_name(name: str) -> None:
 
 
 def pack_full_eas(eas: list[FullEa]) -> bytes:
-    out = bytearray()
-    for index, ea in enumerate(eas):
-        name = ea.name.encode("ascii")
-        entry = bytearray(_EA.pack(0, ea.flags, len(name), len(ea.value)) + name + b"\x00" + ea.value)
-        if index < len(eas) - 1:
-            entry += bytes(-len(entry) % 4)
-            struct.pack_into("<I", entry, 0, len(entry))
-        out += entry
-    return bytes(out)
+    return _chain([_EA.pack(0, ea.flags, len(ea.name), len(ea.value)) + ea.name.encode("ascii") + b"\x00" + ea.value
+                   for ea in eas], 4)
 
 
 def unpack_full_eas(buf: bytes) -> list[FullEa]:
@@ -122,15 +128,8 @@ class StreamEntry:
 
 
 def pack_streams(entries: list[StreamEntry]) -> bytes:
-    out = bytearray()
-    for index, entry in enumerate(entries):
-        name = encode_utf16(entry.name)
-        raw = bytearray(_STREAM.pack(0, len(name), entry.size, entry.allocation_size) + name)
-        if index < len(entries) - 1:
-            raw += bytes(-len(raw) % 8)
-            struct.pack_into("<I", raw, 0, len(raw))
-        out += raw
-    return bytes(out)
+    return _chain([_STREAM.pack(0, len(encode_utf16(e.name)), e.size, e.allocation_size) + encode_utf16(e.name)
+                   for e in entries], 8)
 
 
 def unpack_streams(buf: bytes) -> list[StreamEntry]:
