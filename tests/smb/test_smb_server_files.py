@@ -346,3 +346,19 @@ def test_set_basic_information_rules(connected):
     assert _set_info(pair, tree, file_id, 16, struct.pack("<I", 2)).header.status == NtStatus.SUCCESS
     assert fscc.FileModeInformation.unpack(_query(pair, tree, file_id, 16).body.output).mode == 2
     assert _set_info(pair, tree, file_id, 16, struct.pack("<I", 0x1000)).header.status == NtStatus.INVALID_PARAMETER
+
+
+def test_a_write_time_set_by_an_open_is_kept_by_its_writes(connected):
+    pair, tree, fs = connected
+    _, file_id = _create(pair, tree, "w", CreateDisposition.CREATE)
+    stamp = 125_000_000_000_000_000  # 1997
+    basic = fscc.FileBasicInformation(0, 0, stamp, 0, 0).pack()
+    assert _set_info(pair, tree, file_id, 4, basic).header.status == NtStatus.SUCCESS
+    _write(pair, tree, file_id, b"data")
+    assert _set_info(pair, tree, file_id, 20, struct.pack("<Q", 2)).header.status == NtStatus.SUCCESS  # EOF
+    assert fscc.FileBasicInformation.unpack(_query(pair, tree, file_id, 4).body.output).last_write_time == stamp
+    # -2 resumes the updates (MS-FSA 2.1.5.14.2)
+    resume = fscc.FileBasicInformation(0, 0, 0xFFFFFFFFFFFFFFFE, 0, 0).pack()
+    assert _set_info(pair, tree, file_id, 4, resume).header.status == NtStatus.SUCCESS
+    _write(pair, tree, file_id, b"more")
+    assert fscc.FileBasicInformation.unpack(_query(pair, tree, file_id, 4).body.output).last_write_time != stamp

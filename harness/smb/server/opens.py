@@ -20,6 +20,7 @@ import struct
 
 from .. import messages as m
 from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel, ShareAccess
+from ..fscc import filetime_to_unix_ns
 from ..vfs import FileMeta, Share
 from . import notify, oplocks
 from .locking import release_locks
@@ -61,6 +62,17 @@ def file_meta(conn, meta: FileMeta) -> FileMeta:
                 value = max(value, meta.allocation_size) if not meta.is_dir else 0
             setattr(meta, name, value)
     return meta
+
+
+def keep_write_time(opened: Open):
+    """What :func:`restore_write_time` needs after a write through ``opened``: the file's write time
+    when the open's user set it (MS-FSA 2.1.5.14.2: then the open's own writes leave it alone)."""
+    return stat_open(opened).last_write_time if opened.user_set_write_time else None
+
+
+def restore_write_time(opened: Open, kept) -> None:
+    if kept is not None:
+        share_of(opened).set_times(opened.path, None, filetime_to_unix_ns(kept))
 
 
 def share_of(opened: Open) -> Share:

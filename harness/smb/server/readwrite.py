@@ -19,7 +19,15 @@ from . import notify
 from .breaks import break_others
 from .locking import check_io
 from .model import Fail, Handler, Reply
-from .opens import READ_RIGHTS, WRITE_RIGHTS, open_for, os_error, share_of
+from .opens import (
+    READ_RIGHTS,
+    WRITE_RIGHTS,
+    keep_write_time,
+    open_for,
+    os_error,
+    restore_write_time,
+    share_of,
+)
 
 MAX_FILE_SIZE = 0xFFFFFFF0000  # Samba's MAXFILESIZE: no byte may be written at or past it
 
@@ -81,7 +89,9 @@ def _write(conn, session, tree, header, request: m.WriteRequest, related, encryp
     check_io(conn.state, opened, offset, length, write=True)
     data = request.data if descriptors is None else rdma_channel.pull_write_data(conn, request, descriptors, length)
     try:
+        kept = keep_write_time(opened)
         written = share_of(opened).pwrite(opened.handle, data, offset)
+        restore_write_time(opened, kept)
     except OSError as exc:
         raise os_error(exc) from exc
     opened.position = offset + written
