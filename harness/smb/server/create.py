@@ -7,6 +7,13 @@ Rules kept here, in the order a CREATE meets them:
   the open it names (§3.3.5.9.7, .12; :mod:`harness.smb.durable`).
 - Names are relative to the share and may not leave it (:mod:`harness.smb.vfs`); DIRECTORY_FILE
   with NON_DIRECTORY_FILE, a bad disposition or impersonation level are STATUS_INVALID_PARAMETER.
+- A name with a stream part (``file:stream:$DATA``) is a stream's CREATE (:mod:`.streams`).
+- An existing file is opened with the access its security descriptor grants (MAXIMUM_ALLOWED: all
+  of it; :mod:`.file_security`); overwriting needs FILE_WRITE_DATA too, and a READONLY, HIDDEN or
+  SYSTEM file may not be overwritten without asking for the same attributes (MS-FSA 2.1.5.1.2.2).
+  A new file needs FILE_ADD_FILE / FILE_ADD_SUBDIRECTORY on its parent and gets the descriptor it
+  inherits (or the SD create context's), the EAs of the EA create context, and its attributes with
+  ARCHIVE.
 - Share modes are checked against the other opens of the same name (STATUS_SHARING_VIOLATION); a
   detached durable open in the way is closed, since nobody could acknowledge its break.
 - Before an existing file is opened, the caching of other opens is broken as the caching table
