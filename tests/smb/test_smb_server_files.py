@@ -362,3 +362,36 @@ def test_a_write_time_set_by_an_open_is_kept_by_its_writes(connected):
     assert _set_info(pair, tree, file_id, 4, resume).header.status == NtStatus.SUCCESS
     _write(pair, tree, file_id, b"more")
     assert fscc.FileBasicInformation.unpack(_query(pair, tree, file_id, 4).body.output).last_write_time != stamp
+
+
+def test_a_write_updates_the_write_time_once_two_seconds_later(connected):
+    """With a server clock: the first write's update waits ~2 s (no timer: the next request after it
+    is due applies it), a second write through the open changes nothing, its close does; FLUSH
+    applies a pending update at once."""
+    pair, tree, fs = connected
+    clock = [1_800_000_000 * 10**9]
+    pair.server.state.config.clock = lambda: clock[0]
+    _, file_id = _create(pair, tree, "w", CreateDisposition.CREATE)
+
+    def write_time():
+        return fscc.FileBasicInformation.unpack(_query(pair, tree, file_id, 4).body.output).last_write_time
+
+    created = write_time()
+    _write(pair, tree, file_id, b"one")
+    clock[0] += 1_900_000_000
+    assert write_time() == created  # not yet due
+    clock[0] += 200_000_000
+    due = fscc.filetime_from_unix_ns(clock[0] - 100_000_000)  # first write + 2 s
+    assert write_time() == due
+    _write(pair, tree, file_id, b"two")
+    clock[0] += 5 * 10**9
+    assert write_time() == due  # one update per open
+    clock[0] += 10**9
+    closed = pair.request(Command.CLOSE, m.CloseRequest(file_id=file_id, flags=1), tree).body
+    assert closed.last_write_time == fscc.filetime_from_unix_ns(clock[0])  # it wrote since: the close sets it
+    _, again = _create(pair, tree, "w", CreateDisposition.OPEN)
+    _write(pair, tree, again, b"three")
+    clock[0] += 10**9
+    assert pair.request(Command.FLUSH, m.FlushRequest(file_id=again), tree).header.status == NtStatus.SUCCESS
+    assert fscc.FileBasicInformation.unpack(_query(pair, tree, again, 4).body.output).last_write_time == \
+        fscc.filetime_from_unix_ns(clock[0])

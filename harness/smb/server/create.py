@@ -53,7 +53,7 @@ from ..messages.create_contexts import (
 )
 from ..vfs import ShareError
 from . import file_security as fsec
-from . import notify, oplocks, streams
+from . import notify, oplocks, streams, write_time
 from .model import Fail, Handler, Open, Pending, Reply
 from .opens import (
     attach,
@@ -314,6 +314,7 @@ def replay_contexts(opened: Open) -> list:
 
 def _close(conn, session, tree, header, request: m.CloseRequest, related, encrypted) -> Reply:
     opened = open_for(session, request.file_id, related)
+    write_time.on_close(conn.state, opened)  # before POSTQUERY_ATTRIB reads the times
     response = m.CloseResponse()
     if request.flags & CloseFlags.POSTQUERY_ATTRIB:
         try:

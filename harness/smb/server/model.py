@@ -147,6 +147,9 @@ class Open:
     resilient: bool = False  # Open.IsResilient (FSCTL_LMR_REQUEST_RESILIENCY): LOCKs are sequence-checked
     app_instance_id: bytes | None = None  # SMB2_CREATE_APP_INSTANCE_ID (create.py, §3.3.5.9.13)
     user_set_write_time: bool = False  # MS-FSA Open.UserSetModificationTime: its writes keep the write time
+    write_time_due: int | None = None  # server clock (ns) when its first write's write-time update is due
+    write_time_done: bool = False  # that update happened: its later writes leave the write time alone
+    write_time_written: bool = False  # it wrote: its close sets the write time
     mode: int = 0  # FileModeInformation (MS-FSCC §2.4.26) as SET_INFO last set it
     deletes_file: bool = False  # the file's delete is pending until this open (of a stream) closes
     stream: str | None = None  # a named data stream of the file at ``path`` (streams.py); None: the file

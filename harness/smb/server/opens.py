@@ -20,9 +20,8 @@ import struct
 
 from .. import messages as m
 from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel, ShareAccess
-from ..fscc import filetime_to_unix_ns
 from ..vfs import FileMeta, Share
-from . import notify, oplocks
+from . import notify, oplocks, write_time
 from .locking import release_locks
 from .model import ALL_FF, FULL_ACCESS, Fail, Open, Reply
 
@@ -62,17 +61,6 @@ def file_meta(conn, meta: FileMeta) -> FileMeta:
                 value = max(value, meta.allocation_size) if not meta.is_dir else 0
             setattr(meta, name, value)
     return meta
-
-
-def keep_write_time(opened: Open):
-    """What :func:`restore_write_time` needs after a write through ``opened``: the file's write time
-    when the open's user set it (MS-FSA 2.1.5.14.2: then the open's own writes leave it alone)."""
-    return stat_open(opened).last_write_time if opened.user_set_write_time else None
-
-
-def restore_write_time(opened: Open, kept) -> None:
-    if kept is not None:
-        share_of(opened).set_times(opened.path, None, filetime_to_unix_ns(kept))
 
 
 def share_of(opened: Open) -> Share:
@@ -130,6 +118,7 @@ def open_for(session, request_file_id: bytes, related) -> Open:
 
 def forget(conn, opened: Open) -> None:
     state = conn.state
+    write_time.on_close(state, opened)
     if opened.durable is not None:
         state.durable.remove(opened)
     if opened.session is not None:

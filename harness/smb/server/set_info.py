@@ -15,16 +15,14 @@ from .. import messages as m
 from ..constants import AccessMask, Command, FileAttributes, InfoType, NtStatus
 from ..errors import SMBProtocolError
 from ..vfs import ShareError
-from . import file_security, notify, oplocks, streams
+from . import file_security, notify, oplocks, streams, write_time
 from .locking import move_locks
 from .model import Fail, Handler, Open, Pending, Reply
 from .opens import (
     WRITE_RIGHTS,
     file_meta,
-    keep_write_time,
     open_for,
     os_error,
-    restore_write_time,
     share_of,
     stat_open,
 )
@@ -53,13 +51,9 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             if (basic.file_attributes & ~0x7FB7 or (opened.is_dir and basic.file_attributes & FileAttributes.TEMPORARY)
                     or (not opened.is_dir and basic.file_attributes & FileAttributes.DIRECTORY)):
                 raise Fail(NtStatus.INVALID_PARAMETER, "attributes that cannot be set")
+            write_time.now(conn.state, opened)  # a pending update first, then what is asked
             share_of(opened).set_times(opened.path, _ns(basic.last_access_time), _ns(basic.last_write_time))
-            # MS-FSA 2.1.5.14.2: a write time set (or -1) stops this open's writes from changing it, -2
-            # resumes that
-            if basic.last_write_time == 0xFFFFFFFFFFFFFFFE:
-                opened.user_set_write_time = False
-            elif basic.last_write_time:
-                opened.user_set_write_time = True
+            write_time.user_set(conn.state, opened, basic.last_write_time)
             st = share_of(opened).stat(opened.path)
             override = conn.state.meta_overrides.setdefault((st.volume_id, st.file_id), {})
             if basic.creation_time not in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
@@ -75,9 +69,9 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
         elif cls == 20:
             if opened.is_dir or not opened.access & WRITE_RIGHTS:
                 raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "EOF")
-            kept = keep_write_time(opened)
+            kept = write_time.keep(opened)
             share_of(opened).ftruncate(opened.handle, unpack_info(fscc.FileEndOfFileInformation, buf).end_of_file)
-            restore_write_time(opened, kept)
+            write_time.after_end_of_file(conn.state, opened, kept)
             oplocks.on_write(conn, opened)
             notify.modified(conn.state, share_of(opened), opened.path, cn.SIZE | cn.LAST_WRITE)
         elif cls == 19:
@@ -86,9 +80,9 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
                 raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "allocation")
             allocation = int.from_bytes(buf[:8], "little")
             if allocation < stat_open(opened).end_of_file:  # MS-FSA 2.1.5.14.1: the end of file follows it down
-                kept = keep_write_time(opened)
+                kept = write_time.keep(opened)
                 share_of(opened).ftruncate(opened.handle, allocation)
-                restore_write_time(opened, kept)
+                write_time.after_write(conn.state, opened, kept)
                 notify.modified(conn.state, share_of(opened), opened.path, cn.SIZE | cn.LAST_WRITE)
             st = stat_open(opened)
             conn.state.meta_overrides.setdefault((st.volume_id, st.file_id), {})["allocation_size"] = \
