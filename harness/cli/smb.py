@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from harness.cli import smb_files
 from harness.transport import DEFAULT_PORTS
 
 
@@ -199,7 +200,7 @@ _UNC = re.compile(r"^(?://|\\\\)([^/\\]+)[/\\]([^/\\]+)[/\\]?$")
               help="hold: ask for this oplock instead of a lease")
 @click.option("--no-ack", is_flag=True, help="hold: print breaks without acknowledging them")
 @click.argument("command", type=click.Choice(["ls", "get", "put", "rm", "mkdir", "rmdir", "cat", "lock", "notify",
-                                             "hold"]))
+                                             "hold", "getsd", "setsd", "streams"]))
 @click.argument("args", nargs=-1)
 def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, cipher, server_name, ca, insecure, keys_out,
         multichannel, timeout, lease, oplock, no_ack, command, args):
@@ -218,6 +219,9 @@ def smb(unc, transport, user, sign, rdma, encrypt, accept_transport_security, ci
                           print the next N changes in DIR (with `tree`: below it too)
       hold PATH [SECONDS] open PATH with --lease (default RWH) or --oplock, print the grant
                           and each break as it comes (acknowledged unless --no-ack), close
+      getsd PATH          print the owner, group and DACL (allow|deny:SID:MASK:FLAGS per ACE)
+      setsd PATH ACE...   replace the DACL; ACE as allow|deny:SID:MASK[:FLAGS]
+      streams PATH        list the named streams (reach one as PATH:NAME with get/put/cat/rm)
     """
     from harness.blocking.client import SMBClient
     from harness.blocking.multichannel import MultiChannelClient
@@ -349,6 +353,15 @@ def _run(share, command: str, args: tuple[str, ...]) -> None:
     elif command == "rmdir":
         need(1)
         share.remove(args[0], directory=True)
+    elif command == "getsd":
+        need(1)
+        smb_files.getsd(share, args[0])
+    elif command == "setsd":
+        need(2)
+        smb_files.setsd(share, args[0], args[1:])
+    elif command == "streams":
+        need(1)
+        smb_files.streams(share, args[0])
 
 
 def _options(args: tuple[str, ...]) -> tuple[list[str], set[str], dict[str, str]]:

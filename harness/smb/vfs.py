@@ -21,14 +21,20 @@ The contract every share keeps:
 - Failures of the file operations are ``OSError`` with the POSIX ``errno`` (ENOENT, EEXIST,
   ENOTEMPTY, ENOSPC, ...), which the server maps to an NTSTATUS in one table; name refusals are
   :class:`ShareError` with the NTSTATUS itself.
+- What NTFS keeps per file and POSIX does not (security descriptor, extended attributes, named
+  data streams) is a :class:`FileExtras` per *file*, not per name: hard links share it, a rename
+  keeps it, removing the last name drops it.  A handle on a named stream is a
+  :class:`StreamHandle`, which every data method (pread, pwrite, ftruncate, fstat, close) accepts
+  like a handle on the file itself.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat as statmod
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .constants import FileAttributes, NtStatus
@@ -99,6 +105,73 @@ def short_name(name: str) -> str:
     tail = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"[digest]
     short_ext = "".join(ch for ch in ext.upper() if ch.isalnum())[:3]
     return f"{clean}~{tail}" + (f".{short_ext}" if short_ext else "")
+
+
+@dataclass
+class FileExtras:
+    """The per-file state NTFS has and POSIX lacks.  ``security`` is a self-relative security
+    descriptor (MS-DTYP §2.4.6) in wire form, None until the server stores one; ``eas`` and
+    ``streams`` are keyed by the case-folded name and keep the name as first given (NTFS compares
+    EA and stream names ignoring case and preserves their spelling)."""
+
+    security: bytes | None = None
+    eas: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)  # key -> (name, value, flags)
+    streams: dict[str, tuple[str, bytearray]] = field(default_factory=dict)  # key -> (name, data)
+
+
+@dataclass
+class StreamHandle:
+    """An open named data stream: the file's own handle (for its metadata) and the stream's data,
+    shared with every other handle on that stream; a deleted stream stays readable through handles
+    opened before, as a deleted file does."""
+
+    base: Any  # None for a stream of a directory (``path`` then gives its metadata)
+    path: str
+    name: str
+    data: bytearray
+    writable: bool
+    closed: bool = False
+
+    def live(self) -> StreamHandle:
+        if self.closed:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return self
+
+    def pread(self, length: int, offset: int) -> bytes:
+        return bytes(self.live().data[offset:offset + length])
+
+    def readinto(self, buffer: memoryview, offset: int) -> int:
+        chunk = self.live().data[offset:offset + len(buffer)]
+        buffer[:len(chunk)] = chunk
+        return len(chunk)
+
+    def pwrite(self, data: bytes | memoryview, offset: int) -> int:
+        if not self.live().writable:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        end = offset + len(data)
+        if end > len(self.data):
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[offset:end] = data
+        return len(data)
+
+    def ftruncate(self, size: int) -> None:
+        if not self.live().writable:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        if size > len(self.data):
+            self.data.extend(bytes(size - len(self.data)))
+        else:
+            del self.data[size:]
+
+
+def stream_meta(meta: FileMeta, data: bytearray, unit: int = 4096) -> FileMeta:
+    """The file's metadata with a stream's sizes (a stream has the file's times and attributes)."""
+    meta.end_of_file = len(data)
+    meta.allocation_size = -(-len(data) // unit) * unit
+    return meta
+
+
+def _folded(name: str) -> str:
+    return name.casefold()
 
 
 class Share(ABC):
@@ -231,14 +304,78 @@ class Share(ABC):
     @abstractmethod
     def ftruncate(self, handle: Any, size: int) -> None: ...
 
+    # -------------------------------------------------------------------------------- NTFS extras
+
+    @abstractmethod
+    def extras(self, path: str) -> FileExtras:
+        """The :class:`FileExtras` of the file at ``path`` (created empty on first use); ENOENT if
+        there is no such file."""
+
+    @abstractmethod
+    def link(self, existing: str, new: str) -> None:
+        """A hard link: ``new`` names the file ``existing`` names (EEXIST if taken, EPERM for a
+        directory)."""
+
+    def list_streams(self, path: str) -> list[tuple[str, int]]:
+        """(name, size) of the file's named data streams, in creation order."""
+        return [(name, len(data)) for name, data in self.extras(path).streams.values()]
+
+    def create_stream(self, path: str, name: str) -> None:
+        """An empty named stream; EEXIST if the file has one of that name (ignoring case)."""
+        streams = self.extras(path).streams
+        if _folded(name) in streams:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), f"{path}:{name}")
+        streams[_folded(name)] = (name, bytearray())
+
+    def stream_exists(self, path: str, name: str) -> bool:
+        return _folded(name) in self.extras(path).streams
+
+    def open_stream(self, path: str, name: str, writable: bool) -> StreamHandle:
+        """A handle on a named stream (ENOENT if the file has none of that name)."""
+        entry = self.extras(path).streams.get(_folded(name))
+        if entry is None:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), f"{path}:{name}")
+        base = None if self.is_dir(path) else self.open(path, False)
+        return StreamHandle(base, path, entry[0], entry[1], writable)
+
+    def remove_stream(self, path: str, name: str) -> None:
+        if self.extras(path).streams.pop(_folded(name), None) is None:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), f"{path}:{name}")
+
+    def rename_stream(self, path: str, old: str, new: str, replace: bool) -> None:
+        """Rename a named stream of one file; EEXIST if ``new`` is taken and not ``replace``."""
+        streams = self.extras(path).streams
+        entry = streams.get(_folded(old))
+        if entry is None:
+            raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), f"{path}:{old}")
+        if _folded(new) in streams and _folded(new) != _folded(old) and not replace:
+            raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), f"{path}:{new}")
+        del streams[_folded(old)]
+        streams[_folded(new)] = (new, entry[1])
+
 
 class LocalShare(Share):
-    """A share backed by a host directory; paths are host paths, handles file descriptors."""
+    """A share backed by a host directory; paths are host paths, handles file descriptors.
+
+    The :class:`FileExtras` live beside the files, in a table keyed by (device, inode) for the
+    share object's lifetime: a side store rather than xattrs, because stream data outgrows what a
+    local file system allows in extended attributes (ext4: one block) and not every file system has
+    user xattrs.  A file removed through the share drops its entry when its last name goes."""
 
     def __init__(self, root: str) -> None:
         self.root = os.path.realpath(root)
         if not os.path.isdir(self.root):
             raise ValueError(f"share path {root!r} is not a directory")
+        self._extras: dict[tuple[int, int], FileExtras] = {}
+
+    def extras(self, path: str) -> FileExtras:
+        st = os.stat(path)
+        return self._extras.setdefault((st.st_dev, st.st_ino), FileExtras())
+
+    def link(self, existing: str, new: str) -> None:
+        if os.path.isdir(existing):
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM), existing)
+        os.link(existing, new)
 
     def resolve(self, name: str) -> str:
         parts = self._case_fold(self.components(name))
@@ -302,6 +439,10 @@ class LocalShare(Share):
         return meta_from_stat(os.stat(path))
 
     def fstat(self, handle: Any) -> FileMeta:
+        if isinstance(handle, StreamHandle):
+            live = handle.live()
+            st = os.fstat(live.base) if live.base is not None else os.stat(live.path)
+            return stream_meta(meta_from_stat(st), live.data)
         return meta_from_stat(os.fstat(handle))
 
     def listdir(self, path: str) -> list[str]:
@@ -327,28 +468,52 @@ class LocalShare(Share):
         os.truncate(path, size)
 
     def remove(self, path: str) -> None:
+        st = os.lstat(path)
         os.unlink(path)
+        if st.st_nlink <= 1:
+            self._extras.pop((st.st_dev, st.st_ino), None)
 
     def rmdir(self, path: str) -> None:
+        st = os.lstat(path)
         os.rmdir(path)
+        self._extras.pop((st.st_dev, st.st_ino), None)
 
     def rename(self, old: str, new: str) -> None:
+        if os.path.lexists(new) and not self.same_file(old, new):
+            target = os.lstat(new)
+            os.rename(old, new)
+            if target.st_nlink <= 1 or statmod.S_ISDIR(target.st_mode):
+                self._extras.pop((target.st_dev, target.st_ino), None)
+            return
         os.rename(old, new)
 
     def open(self, path: str, writable: bool) -> int:
         return os.open(path, os.O_RDWR if writable else os.O_RDONLY)
 
     def close(self, handle: Any) -> None:
+        if isinstance(handle, StreamHandle):
+            handle.live().closed = True
+            if handle.base is not None:
+                os.close(handle.base)
+            return
         os.close(handle)
 
     def pread(self, handle: Any, length: int, offset: int) -> bytes:
+        if isinstance(handle, StreamHandle):
+            return handle.pread(length, offset)
         return os.pread(handle, length, offset)
 
     def readinto(self, handle: Any, buffer: memoryview, offset: int) -> int:
+        if isinstance(handle, StreamHandle):
+            return handle.readinto(buffer, offset)
         return os.preadv(handle, [buffer], offset)
 
     def pwrite(self, handle: Any, data: bytes | memoryview, offset: int) -> int:
+        if isinstance(handle, StreamHandle):
+            return handle.pwrite(data, offset)
         return os.pwrite(handle, data, offset)
 
     def ftruncate(self, handle: Any, size: int) -> None:
+        if isinstance(handle, StreamHandle):
+            return handle.ftruncate(size)
         os.ftruncate(handle, size)

@@ -26,7 +26,7 @@ from typing import Any
 
 from .constants import FileAttributes, NtStatus
 from .fscc import filetime_from_unix_ns
-from .vfs import FileMeta, Share, ShareError, VolumeSpace
+from .vfs import FileExtras, FileMeta, Share, ShareError, StreamHandle, VolumeSpace, stream_meta
 
 UNIT = 4096  # allocation unit: sizes round up to it, as on a common local file system
 _share_ids = itertools.count(1)
@@ -42,6 +42,7 @@ class _Node:
     change_ns: int = 0
     birth_ns: int = 0
     links: int = 1
+    extras: FileExtras = field(default_factory=FileExtras)  # security descriptor, EAs, named streams
 
 
 @dataclass
@@ -93,7 +94,8 @@ class MemoryShare(Share):
         self._dir(self.parent(path))
 
     def _used(self) -> int:
-        return sum(len(node.data) for node in self._nodes.values())
+        nodes = {id(node): node for node in self._nodes.values()}.values()  # a hard-linked file counts once
+        return sum(len(node.data) + sum(len(data) for _, data in node.extras.streams.values()) for node in nodes)
 
     def _touch_dir(self, path: str) -> None:
         now = self.clock()
@@ -164,6 +166,10 @@ class MemoryShare(Share):
         return self._meta(self._node(path))
 
     def fstat(self, handle: Any) -> FileMeta:
+        if isinstance(handle, StreamHandle):
+            live = handle.live()
+            meta = self._meta(live.base.node) if live.base is not None else self.stat(live.path)
+            return stream_meta(meta, live.data, UNIT)
         return self._meta(self._open_handle(handle).node)
 
     def listdir(self, path: str) -> list[str]:
@@ -207,7 +213,8 @@ class MemoryShare(Share):
         if node.is_dir:
             raise _error(errno.EISDIR, path)
         del self._nodes[path]
-        node.links = 0
+        node.links -= 1
+        node.change_ns = self.clock()
         self._touch_dir(path)
 
     def rmdir(self, path: str) -> None:
@@ -236,7 +243,7 @@ class MemoryShare(Share):
                 raise _error(errno.ENOTDIR, new)
             if target.is_dir and self.listdir(new):
                 raise _error(errno.ENOTEMPTY, new)
-            target.links = 0
+            target.links -= 1
         moved = {key: value for key, value in self._nodes.items() if key == old or key.startswith(old + "/")}
         for key in moved:
             del self._nodes[key]
@@ -255,14 +262,21 @@ class MemoryShare(Share):
         return _Handle(node, writable)
 
     def close(self, handle: Any) -> None:
+        if isinstance(handle, StreamHandle):
+            handle.live().closed = True
+            return
         self._open_handle(handle).closed = True
 
     def pread(self, handle: Any, length: int, offset: int) -> bytes:
+        if isinstance(handle, StreamHandle):
+            return handle.pread(length, offset)
         node = self._open_handle(handle).node
         node.access_ns = self.clock()
         return bytes(node.data[offset:offset + length])
 
     def readinto(self, handle: Any, buffer: memoryview, offset: int) -> int:
+        if isinstance(handle, StreamHandle):
+            return handle.readinto(buffer, offset)
         node = self._open_handle(handle).node
         chunk = node.data[offset:offset + len(buffer)]
         buffer[:len(chunk)] = chunk
@@ -270,6 +284,11 @@ class MemoryShare(Share):
         return len(chunk)
 
     def pwrite(self, handle: Any, data: bytes | memoryview, offset: int) -> int:
+        if isinstance(handle, StreamHandle):
+            end = offset + len(data)
+            if end > len(handle.data) and self._used() + end - len(handle.data) > self.capacity:
+                raise _error(errno.ENOSPC, "")
+            return handle.pwrite(data, offset)
         opened = self._open_handle(handle)
         if not opened.writable:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
@@ -282,10 +301,27 @@ class MemoryShare(Share):
         return len(data)
 
     def ftruncate(self, handle: Any, size: int) -> None:
+        if isinstance(handle, StreamHandle):
+            return handle.ftruncate(size)
         opened = self._open_handle(handle)
         if not opened.writable:
             raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
         self._resize(opened.node, size, "")
+
+    # -------------------------------------------------------------------------------- NTFS extras
+
+    def extras(self, path: str) -> FileExtras:
+        return self._node(path).extras
+
+    def link(self, existing: str, new: str) -> None:
+        node = self._node(existing)
+        if node.is_dir:
+            raise _error(errno.EPERM, existing)
+        self._free_parent(new)
+        self._nodes[new] = node
+        node.links += 1
+        node.change_ns = self.clock()
+        self._touch_dir(new)
 
     def _resize(self, node: _Node, size: int, path: str) -> None:
         grow = size - len(node.data)

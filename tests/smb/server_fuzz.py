@@ -74,6 +74,23 @@ def record_session(state: ServerState, sign: bool) -> list[bytes]:
                                                output_buffer_length=4096), tree)
     req(Command.SET_INFO, m.SetInfoRequest(file_id=fid, info_type=1, file_info_class=20, buffer=struct.pack("<Q", 5)),
         tree)
+    # security descriptor, EAs and streams (their codecs read client bytes)
+    everyone = bytes([1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0])
+    ace = struct.pack("<BBHI", 0, 0, 8 + len(everyone), 0x1F01FF) + everyone
+    dacl = struct.pack("<BBHHH", 2, 0, 8 + len(ace), 1, 0) + ace
+    sd = struct.pack("<BBHIIII", 1, 0, 0x8004, 0, 0, 0, 20) + dacl
+    req(Command.SET_INFO, m.SetInfoRequest(file_id=fid, info_type=3, additional_information=4, buffer=sd), tree)
+    req(Command.QUERY_INFO, m.QueryInfoRequest(file_id=fid, info_type=3, additional_information=7,
+                                               output_buffer_length=4096), tree)
+    ea = struct.pack("<IBBH", 0, 0, 4, 3) + b"NAME\x00abc"
+    req(Command.SET_INFO, m.SetInfoRequest(file_id=fid, info_type=1, file_info_class=15, buffer=ea), tree)
+    req(Command.QUERY_INFO, m.QueryInfoRequest(file_id=fid, info_type=1, file_info_class=15, output_buffer_length=4096,
+                                               input_buffer=struct.pack("<IB", 0, 4) + b"NAME\x00"), tree)
+    stream = req(Command.CREATE, m.CreateRequest(name="f.txt:s:$DATA", desired_access=AccessMask.GENERIC_ALL,
+                                                 share_access=7, create_disposition=CreateDisposition.OVERWRITE_IF), tree)
+    req(Command.QUERY_INFO, m.QueryInfoRequest(file_id=stream.body.file_id, info_type=1, file_info_class=22,
+                                               output_buffer_length=4096), tree)
+    req(Command.CLOSE, m.CloseRequest(file_id=stream.body.file_id), tree)
     req(Command.IOCTL, m.IoctlRequest(ctl_code=0x001401FC, file_id=ALL_FF, max_output_response=4096), tree)
     req(Command.LOCK, m.LockRequest(file_id=fid, locks=[m.LockElement(0, 10, 0x12)], lock_sequence=0x11), tree)
     req(Command.LOCK, m.LockRequest(file_id=fid, locks=[m.LockElement(0, 10, 0x04)]), tree)

@@ -122,3 +122,28 @@ def test_lock_and_notify_commands(server):
     assert run(unc, "--user", USER, "mkdir", "made-by-another").exit_code == 0
     output, _ = watcher.communicate(timeout=20)
     assert watcher.returncode == 0 and output.split() == ["ADDED", "made-by-another"]
+
+
+def test_security_descriptor_and_stream_commands(server, tmp_path, monkeypatch):
+    """`setsd` replaces a file's DACL (an open the new DACL denies then fails), `getsd` prints it,
+    `put`/`cat` reach a named stream by FILE:STREAM and `streams` lists it."""
+    monkeypatch.chdir(tmp_path)
+    unc = f"//127.0.0.1:{server.port}/data"
+    (tmp_path / "local.txt").write_bytes(b"main")
+    (tmp_path / "side.txt").write_bytes(b"on the side")
+    assert run(unc, "--user", USER, "put", "local.txt", "f.txt").exit_code == 0
+    assert run(unc, "--user", USER, "put", "side.txt", "f.txt:notes").exit_code == 0
+    assert run(unc, "--user", USER, "cat", "f.txt:notes").output == "on the side"
+    listed = run(unc, "--user", USER, "streams", "f.txt").output.split()
+    assert listed == ["::$DATA", "4", ":notes:$DATA", "11"]
+    owner = run(unc, "--user", USER, "getsd", "f.txt").output.split()[1]
+    assert owner.startswith("S-1-5-21-")
+    # deny reading data to everyone, allow the rest to the owner
+    done = run(unc, "--user", USER, "setsd", "f.txt", "deny:S-1-1-0:0x1", f"allow:{owner}:0x1f01fe")
+    assert done.exit_code == 0, done.output
+    shown = run(unc, "--user", USER, "getsd", "f.txt").output
+    assert "deny:S-1-1-0:0x00000001:0x00" in shown and f"allow:{owner}:0x001f01fe:0x00" in shown
+    refused = CliRunner().invoke(smb, [unc, "--user", USER, "cat", "f.txt"])
+    assert refused.exit_code != 0 and "ACCESS_DENIED" in refused.output
+    bad = CliRunner().invoke(smb, [unc, "--user", USER, "setsd", "f.txt", "maybe:S-1-1-0:1"])
+    assert bad.exit_code != 0 and "allow|deny" in bad.output

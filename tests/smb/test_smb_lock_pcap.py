@@ -52,7 +52,7 @@ def test_blocking_lock_interim_and_final_on_the_wire(net, tmp_path):
         server.stop()
     assert not server.errors, server.errors
     lock = "smb2.cmd == 10"
-    Capture(net.pcap_file).expect(
+    Capture(net.pcap_file).check(
         Count(f"{lock} && smb2.flags.response == 0 && smb2.lock_flags.exclusive == 1"
               " && smb2.lock_flags.fail_immediately == 0", eq=2),
         Count(f"{lock} && smb2.flags.response == 1 && smb2.flags.async == 1 && smb2.nt_status == 0x00000103",

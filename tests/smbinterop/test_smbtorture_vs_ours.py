@@ -25,7 +25,11 @@ from conftest import OurServer
 from peers_smb import PASSWORD, USER, need
 
 FAST = ["smb2.connect", "smb2.rw", "smb2.credits", "smb2.ioctl", "smb2.getinfo", "smb2.read", "smb2.lock"]
-SLOW = ["smb2.bench", "smb2.dir", "smb2.create", "smb2.notify", "smb2.oplock", "smb2.lease"]
+# File metadata: security descriptors and access checks, streams, EAs, DOS attributes, SET_INFO rules.
+FILES = ["smb2.streams", "smb2.ea", "smb2.acls", "smb2.sdread", "smb2.maximum_allowed", "smb2.openattr",
+         "smb2.winattr", "smb2.dosmode", "smb2.setinfo"]
+SLOW = ["smb2.bench", "smb2.dir", "smb2.create", "smb2.notify", "smb2.oplock", "smb2.lease",
+        "smb2.timestamps"]  # smb2.timestamps waits out write-time delays: ~15 s
 # Durable handles, replay, session binding, multichannel.  smb2.replay is run test by test:
 # replay-regular is left out (smbtorture's cleanup loops forever on a file it cannot delete here) and so
 # are the dhv2-pending* tests (each waits ~35 s for an oplock/lease break this server does not send).
@@ -34,7 +38,7 @@ REPLAY_TESTS = ["replay-commands", "replay-dhv2-oplock1", "replay-dhv2-oplock2",
                 "replay-dhv2-oplock-lease", "replay-dhv2-lease1", "replay-dhv2-lease2", "replay-dhv2-lease3",
                 "replay-dhv2-lease-oplock", "channel-sequence", "replay3", "replay4", "replay5", "replay6",
                 "replay7"]
-SUITES = FAST + SLOW + RECONNECT + ["smb2.replay"]
+SUITES = FAST + FILES + SLOW + RECONNECT + ["smb2.replay"]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -87,6 +91,11 @@ def run_suite(suite: str, tmp_path: Path, record_property, tests: list[str] | No
 
 @pytest.mark.parametrize("suite", FAST)
 def test_smbtorture(suite, tmp_path, record_property):
+    run_suite(suite, tmp_path, record_property)
+
+
+@pytest.mark.parametrize("suite", FILES)
+def test_smbtorture_file_metadata(suite, tmp_path, record_property):
     run_suite(suite, tmp_path, record_property)
 
 

@@ -7,6 +7,13 @@ Rules kept here, in the order a CREATE meets them:
   the open it names (§3.3.5.9.7, .12; :mod:`harness.smb.durable`).
 - Names are relative to the share and may not leave it (:mod:`harness.smb.vfs`); DIRECTORY_FILE
   with NON_DIRECTORY_FILE, a bad disposition or impersonation level are STATUS_INVALID_PARAMETER.
+- A name with a stream part (``file:stream:$DATA``) is a stream's CREATE (:mod:`.streams`).
+- An existing file is opened with the access its security descriptor grants (MAXIMUM_ALLOWED: all
+  of it; :mod:`.file_security`); overwriting needs FILE_WRITE_DATA too, and a READONLY, HIDDEN or
+  SYSTEM file may not be overwritten without asking for the same attributes (MS-FSA 2.1.5.1.2.2).
+  A new file needs FILE_ADD_FILE / FILE_ADD_SUBDIRECTORY on its parent and gets the descriptor it
+  inherits (or the SD create context's), the EAs of the EA create context, and its attributes with
+  ARCHIVE.
 - Share modes are checked against the other opens of the same name (STATUS_SHARING_VIOLATION); a
   detached durable open in the way is closed, since nobody could acknowledge its break.
 - Before an existing file is opened, the caching of other opens is broken as the caching table
@@ -29,9 +36,9 @@ from ..constants import (
     FileAttributes,
     NtStatus,
     OplockLevel,
-    ShareAccess,
 )
 from ..errors import SMBProtocolError
+from ..fscc_lists import split_stream
 from ..messages.create_contexts import (
     APP_INSTANCE_ID,
     MXAC,
@@ -45,11 +52,10 @@ from ..messages.create_contexts import (
     find_context,
 )
 from ..vfs import ShareError
-from . import notify, oplocks
-from .model import FULL_ACCESS, Fail, Handler, Open, Pending, Reply
+from . import file_security as fsec
+from . import notify, oplocks, streams, write_time
+from .model import Fail, Handler, Open, Pending, Reply
 from .opens import (
-    READ_RIGHTS,
-    WRITE_RIGHTS,
     attach,
     create_reply,
     expire_durable,
@@ -60,27 +66,13 @@ from .opens import (
     open_for,
     open_handle,
     os_error,
+    sharing_conflict,
     stat_open,
 )
 
-DATA_RIGHTS = READ_RIGHTS | WRITE_RIGHTS | AccessMask.DELETE
 # A stat open for oplocks; for leases READ_CONTROL is one too (smbtorture smb2.oplock.statopen1 and
 # smb2.lease.statopen4 disagree on READ_CONTROL exactly so).
 STAT_RIGHTS = AccessMask.FILE_READ_ATTRIBUTES | AccessMask.FILE_WRITE_ATTRIBUTES | AccessMask.SYNCHRONIZE
-
-
-def _sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) -> bool:
-    """Two opens' access and share modes collide. An open without data access (attributes only)
-    takes no part in sharing (MS-FSA 2.1.5.1.2; smbtorture smb2.oplock.exclusive4, batch8)."""
-    if not a_access & DATA_RIGHTS or not b_access & DATA_RIGHTS:
-        return False
-
-    def one_way(access: int, share: int) -> bool:
-        return bool((access & READ_RIGHTS and not share & ShareAccess.READ)
-                    or (access & WRITE_RIGHTS and not share & ShareAccess.WRITE)
-                    or (access & AccessMask.DELETE and not share & ShareAccess.DELETE))
-
-    return one_way(a_access, b_share) or one_way(b_access, a_share)
 
 
 def _create(conn, session, tree, header, request: m.CreateRequest, related, encrypted,
@@ -114,13 +106,17 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     except durable.Reject as exc:
         raise Fail(exc.status, str(exc)) from exc
     try:
-        path = tree.fs.resolve(request.name)
-    except ShareError as exc:
+        base_name, stream = split_stream(request.name)
+        path = tree.fs.resolve(base_name)
+    except (ShareError, SMBProtocolError) as exc:
         raise Fail(exc.status, str(exc)) from exc
     granted = map_access(request.desired_access)
     if not granted and not request.desired_access:
         raise Fail(NtStatus.ACCESS_DENIED, "DesiredAccess 0")
+    if stream is not None:
+        return streams.create_stream(conn, session, tree, request, path, stream)
     fs = tree.fs
+    creator, eas = fsec.new_file_contexts(request)
     disposition = request.create_disposition
     lease = _lease_request(conn, request, path)
     app_instance = _close_previous_instance(conn, tree, request, path)
@@ -129,24 +125,38 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     oplock_stat = not granted & ~STAT_RIGHTS
     lease_stat = not granted & ~(STAT_RIGHTS | AccessMask.READ_CONTROL)  # leases also let READ_CONTROL by
     overwrite = False
+    old_attributes = 0
     exists = fs.exists(path)
     action = CreateAction.OPENED
     want_dir = bool(options & CreateOptions.DIRECTORY_FILE)
     try:
         if exists:
             is_dir = fs.is_dir(path)
+            old_attributes = file_meta(conn, fs.stat(path)).attributes
+            if disposition != CreateDisposition.CREATE:
+                granted = fsec.existing_access(conn, session, fs, path, request.desired_access, old_attributes, is_dir)
+                if disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
+                                   CreateDisposition.SUPERSEDE) and not is_dir:
+                    # replacing the data needs the right to write it, asked for or not (Samba, MS-FSA 2.1.5.1.2.1)
+                    fsec.existing_access(conn, session, fs, path, AccessMask.FILE_WRITE_DATA, 0, is_dir)
             if disposition == CreateDisposition.CREATE:
                 raise Fail(NtStatus.OBJECT_NAME_COLLISION, "exists")
             if is_dir and options & CreateOptions.NON_DIRECTORY_FILE:
                 raise Fail(NtStatus.FILE_IS_A_DIRECTORY, "is a directory")
             if not is_dir and want_dir:
                 raise Fail(NtStatus.NOT_A_DIRECTORY, "not a directory")
+            if is_dir and request.name.upper().endswith("::$DATA"):
+                # a directory has no default data stream; Windows' status depends on the options
+                # (smbtorture smb2.streams.dir)
+                raise Fail(NtStatus.NOT_A_DIRECTORY if want_dir else NtStatus.FILE_IS_A_DIRECTORY,
+                           "a directory has no default data stream")
             overwrite = disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
                                         CreateDisposition.SUPERSEDE)
             ident = oplocks.lease_id(conn, lease.lease_key) if lease is not None else None
-            conflicts = [o.persistent for o in state.opens_by_path.get(path, [])
-                         if _sharing_conflict(granted, request.share_access, o.access, o.share_access)]
-            if any(other.delete_on_close for other in state.opens_by_path.get(path, [])):
+            conflicts = [o.persistent for o in state.opens_by_path.get(path, []) if o.stream is None
+                         and sharing_conflict(granted, request.share_access, o.access, o.share_access)]
+            if any((other.delete_on_close and other.stream is None) or other.deletes_file
+                   for other in state.opens_by_path.get(path, [])):
                 raise Fail(NtStatus.DELETE_PENDING, "delete pending")  # before any break (smb2.oplock.doc)
             if not oplock_stat or overwrite:  # an attributes-only open breaks nothing (batch8)
                 oplocks.deliver(state, state.caching.before_open(
@@ -162,38 +172,37 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
             if parked is not None:
                 return parked
             _check_sharing(state, path, granted, request.share_access)
+            streams.delete_conflict(state.opens_by_path.get(path, []), None, granted, request.share_access)
             if disposition in (CreateDisposition.OVERWRITE, CreateDisposition.OVERWRITE_IF,
                                CreateDisposition.SUPERSEDE):
                 if is_dir:
                     raise Fail(NtStatus.INVALID_PARAMETER, "cannot overwrite a directory")
+                check_overwrite(old_attributes, request.file_attributes)
                 fs.truncate(path, 0)
+                if eas is not None:
+                    fs.extras(path).eas = {}
+                    fsec.apply_eas(fs, path, eas)
                 action = CreateAction.SUPERSEDED if disposition == CreateDisposition.SUPERSEDE else CreateAction.OVERWRITTEN
         else:
             if disposition in (CreateDisposition.OPEN, CreateDisposition.OVERWRITE):
                 raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "no such file")
-            if want_dir:
-                if disposition not in (CreateDisposition.CREATE, CreateDisposition.OPEN_IF):
-                    raise Fail(NtStatus.INVALID_PARAMETER, "directory with overwrite disposition")
-                fs.mkdir(path)
-            else:
-                fs.create(path)
+            if want_dir and disposition not in (CreateDisposition.CREATE, CreateDisposition.OPEN_IF):
+                raise Fail(NtStatus.INVALID_PARAMETER, "directory with overwrite disposition")
+            granted = fsec.make_new(conn, session, fs, path, want_dir, request, creator, eas)
             is_dir = want_dir
             action = CreateAction.CREATED
             notify.added(state, fs, path, is_dir)
         if options & CreateOptions.DELETE_ON_CLOSE and not granted & AccessMask.DELETE:
             raise Fail(NtStatus.ACCESS_DENIED, "DELETE_ON_CLOSE without DELETE access")
+        if (options & CreateOptions.DELETE_ON_CLOSE and action == CreateAction.OPENED and not is_dir
+                and old_attributes & FileAttributes.READONLY):
+            raise Fail(NtStatus.CANNOT_DELETE, "DELETE_ON_CLOSE on a read-only file")
         handle = None if is_dir else open_handle(fs, path, granted, fallback=True)
         st = fs.fstat(handle) if handle is not None else fs.stat(path)
     except OSError as exc:
         raise os_error(exc) from exc
-    if action != CreateAction.OPENED and request.file_attributes:
-        attributes = request.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
-        if is_dir:
-            attributes |= FileAttributes.DIRECTORY
-        state.meta_overrides[(st.volume_id, st.file_id)] = {"attributes": int(attributes or FileAttributes.ARCHIVE)}
-    else:
-        if action != CreateAction.OPENED:
-            state.meta_overrides.pop((st.volume_id, st.file_id), None)
+    if action != CreateAction.OPENED:
+        fsec.record_new(state, st, request.file_attributes, is_dir, created=action == CreateAction.CREATED)
     state.next_file_id += 1
     opened = Open(state.next_file_id, state.next_file_id, path, handle, is_dir, granted, request.share_access,
                   session, tree, conn, delete_on_close=bool(options & CreateOptions.DELETE_ON_CLOSE), fs=fs)
@@ -202,7 +211,8 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     state.opens_by_path.setdefault(path, []).append(opened)
     contexts = []
     if find_context(request.contexts, MXAC):
-        contexts.append(MaximalAccessResponse(0, FULL_ACCESS).to_context())
+        maximal = fsec.maximal(conn, session, fs, path, file_meta(conn, st).attributes, is_dir)
+        contexts.append(MaximalAccessResponse(0, maximal).to_context())
     if find_context(request.contexts, QFID):
         contexts.append(QueryOnDiskIdResponse(st.file_id, st.volume_id).to_context())
     requested = request.requested_oplock_level
@@ -215,6 +225,16 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     if opened.durable is not None:
         opened.durable.create_action = int(action)  # a replayed CREATE answers with the original action
     return create_reply(opened, file_meta(conn, st), oplock, action, contexts)
+
+
+def check_overwrite(old: int, requested: int) -> None:
+    """MS-FSA 2.1.5.1.2.2: overwriting a HIDDEN or SYSTEM file must ask for the same attribute, and a
+    READONLY file cannot be overwritten."""
+    if old & FileAttributes.READONLY:
+        raise Fail(NtStatus.ACCESS_DENIED, "overwrite of a read-only file")
+    for bit in (FileAttributes.HIDDEN, FileAttributes.SYSTEM):
+        if old & bit and not requested & bit:
+            raise Fail(NtStatus.ACCESS_DENIED, f"overwrite of a {bit.name} file without {bit.name}")
 
 
 def _close_previous_instance(conn, tree, request: m.CreateRequest, path: str) -> bytes | None:
@@ -261,9 +281,14 @@ def _lease_request(conn, request: m.CreateRequest, path: str) -> LeaseV1 | Lease
     return lease
 
 
-def _check_sharing(state, path: str, access: int, share: int) -> None:
+def _check_sharing(state, path: str, access: int, share: int, stream: str | None = None) -> None:
+    """Share modes against the other opens of the same stream of the file (the file's own data:
+    ``stream`` None); a delete pending on it is STATUS_DELETE_PENDING."""
+    key = None if stream is None else stream.casefold()
     for other in list(state.opens_by_path.get(path, [])):
-        if _sharing_conflict(access, share, other.access, other.share_access):
+        if other.stream_key != key:
+            continue
+        if sharing_conflict(access, share, other.access, other.share_access):
             if other.durable is not None and other.durable.detached_at is not None and not other.durable.persistent:
                 # Its BATCH oplock / HANDLE lease would be broken, and nobody is there to acknowledge
                 # the break: the detached durable open is closed and this CREATE proceeds.
@@ -289,6 +314,7 @@ def replay_contexts(opened: Open) -> list:
 
 def _close(conn, session, tree, header, request: m.CloseRequest, related, encrypted) -> Reply:
     opened = open_for(session, request.file_id, related)
+    write_time.on_close(conn.state, opened)  # before POSTQUERY_ATTRIB reads the times
     response = m.CloseResponse()
     if request.flags & CloseFlags.POSTQUERY_ATTRIB:
         try:

@@ -18,6 +18,7 @@ from .. import fscc
 from .. import messages as m
 from ..constants import Command, NtStatus, QueryDirectoryFlags
 from ..vfs import FileMeta, short_name
+from . import file_security
 from .model import Fail, Handler, Reply
 from .opens import file_meta, open_for, os_error, share_of
 
@@ -29,7 +30,7 @@ def _match(pattern: str, name: str) -> bool:
     return fnmatch.fnmatchcase(name.lower(), translated.lower())
 
 
-def _entry(conn, info_class: int, name: str, st: FileMeta, index: int):
+def _entry(conn, info_class: int, name: str, st: FileMeta, index: int, ea_size: int = 0):
     cls = fscc.DIRECTORY_CLASSES.get(info_class)
     if cls is None:
         raise Fail(NtStatus.INVALID_INFO_CLASS, f"directory class {info_class}")
@@ -37,7 +38,7 @@ def _entry(conn, info_class: int, name: str, st: FileMeta, index: int):
     values = dict(file_name=name, file_index=0, creation_time=meta.creation_time,
                   last_access_time=meta.last_access_time, last_write_time=meta.last_write_time,
                   change_time=meta.change_time, end_of_file=meta.end_of_file, allocation_size=meta.allocation_size,
-                  file_attributes=meta.attributes, ea_size=0, short_name=short_name(name), file_id=st.file_id)
+                  file_attributes=meta.attributes, ea_size=ea_size, short_name=short_name(name), file_id=st.file_id)
     names = {f.name for f in fields(cast(Any, cls))}  # every directory class is a dataclass
     return cls(**{key: value for key, value in values.items() if key in names})
 
@@ -77,7 +78,11 @@ def _query_directory(conn, session, tree, header, request: m.QueryDirectoryReque
         if st is None or not fs.contains(full):  # vanished, or a symlink out of the share
             opened.dir_pos += 1
             continue
-        entry = _entry(conn, request.file_information_class, name, st, opened.dir_pos)
+        try:
+            eas = file_security.ea_size(fs, full)  # the same EaSize FileEaInformation reports
+        except OSError:
+            eas = 0
+        entry = _entry(conn, request.file_information_class, name, st, opened.dir_pos, eas)
         packed = len(entry.pack_entry(0))
         aligned = size + (-size % 8)
         if aligned + packed > limit:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..constants import Command, NtStatus
 from ..header import Header
-from . import create, directory, ioctl, lock_notify, query_info, readwrite, replay, set_info
+from . import create, directory, ioctl, lock_notify, query_info, readwrite, replay, set_info, write_time
 from .model import Fail, Handler, Related, Reply, Session, Tree
 
 HANDLERS: dict[int, Handler] = {**create.HANDLERS, **readwrite.HANDLERS, **lock_notify.HANDLERS, **directory.HANDLERS,
@@ -27,4 +27,5 @@ def dispatch(conn, session: Session, tree: Tree, header: Header, request, relate
         if header.command == Command.CREATE:
             raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "no pipes on IPC$")
         raise Fail(NtStatus.NOT_SUPPORTED, "IPC$ has no files")
+    write_time.run_due(conn.state)  # delayed write-time updates that fell due before this request
     return handler(conn, session, tree, header, request, related, encrypted)

@@ -146,6 +146,18 @@ class Open:
     lock_sequences: dict[int, int] = field(default_factory=dict)  # Open.LockSequenceArray: index -> number
     resilient: bool = False  # Open.IsResilient (FSCTL_LMR_REQUEST_RESILIENCY): LOCKs are sequence-checked
     app_instance_id: bytes | None = None  # SMB2_CREATE_APP_INSTANCE_ID (create.py, §3.3.5.9.13)
+    user_set_write_time: bool = False  # MS-FSA Open.UserSetModificationTime: its writes keep the write time
+    write_time_due: int | None = None  # server clock (ns) when its first write's write-time update is due
+    write_time_done: bool = False  # that update happened: its later writes leave the write time alone
+    write_time_written: bool = False  # it wrote: its close sets the write time
+    mode: int = 0  # FileModeInformation (MS-FSCC §2.4.26) as SET_INFO last set it
+    deletes_file: bool = False  # the file's delete is pending until this open (of a stream) closes
+    stream: str | None = None  # a named data stream of the file at ``path`` (streams.py); None: the file
+
+    @property
+    def stream_key(self) -> str | None:
+        """What two opens of one path compare to know they open the same stream (names ignore case)."""
+        return None if self.stream is None else self.stream.casefold()
 
     @property
     def file_id(self) -> bytes:

@@ -19,9 +19,9 @@ import errno
 import struct
 
 from .. import messages as m
-from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel
+from ..constants import AccessMask, CreateAction, NtStatus, OplockLevel, ShareAccess
 from ..vfs import FileMeta, Share
-from . import notify, oplocks
+from . import notify, oplocks, write_time
 from .locking import release_locks
 from .model import ALL_FF, FULL_ACCESS, Fail, Open, Reply
 
@@ -34,6 +34,21 @@ GENERIC_MAP = {
 }
 READ_RIGHTS = AccessMask.FILE_READ_DATA | AccessMask.FILE_EXECUTE
 WRITE_RIGHTS = AccessMask.FILE_WRITE_DATA | AccessMask.FILE_APPEND_DATA
+DATA_RIGHTS = READ_RIGHTS | WRITE_RIGHTS | AccessMask.DELETE
+
+
+def sharing_conflict(a_access: int, a_share: int, b_access: int, b_share: int) -> bool:
+    """Two opens' access and share modes collide. An open without data access (attributes only)
+    takes no part in sharing (MS-FSA 2.1.5.1.2; smbtorture smb2.oplock.exclusive4, batch8)."""
+    if not a_access & DATA_RIGHTS or not b_access & DATA_RIGHTS:
+        return False
+
+    def one_way(access: int, share: int) -> bool:
+        return bool((access & READ_RIGHTS and not share & ShareAccess.READ)
+                    or (access & WRITE_RIGHTS and not share & ShareAccess.WRITE)
+                    or (access & AccessMask.DELETE and not share & ShareAccess.DELETE))
+
+    return one_way(a_access, b_share) or one_way(b_access, a_share)
 
 
 def file_meta(conn, meta: FileMeta) -> FileMeta:
@@ -42,6 +57,8 @@ def file_meta(conn, meta: FileMeta) -> FileMeta:
     override = conn.state.meta_overrides.get((meta.volume_id, meta.file_id))
     if override:
         for name, value in override.items():
+            if name == "allocation_size":  # SET_INFO FileAllocationInformation: at least this much
+                value = max(value, meta.allocation_size) if not meta.is_dir else 0
             setattr(meta, name, value)
     return meta
 
@@ -101,6 +118,7 @@ def open_for(session, request_file_id: bytes, related) -> Open:
 
 def forget(conn, opened: Open) -> None:
     state = conn.state
+    write_time.on_close(state, opened)
     if opened.durable is not None:
         state.durable.remove(opened)
     if opened.session is not None:
@@ -117,6 +135,28 @@ def forget(conn, opened: Open) -> None:
         opened.handle = None
     release_locks(state, opened)  # its locks go, its blocking locks end (RANGE_NOT_LOCKED)
     notify.close_watch(state, opened)  # its CHANGE_NOTIFY requests end with NOTIFY_CLEANUP
+    remaining = list(others)  # opens of any stream of the file
+    others = [other for other in others if other.stream_key == opened.stream_key]  # the same stream's
+    if opened.deletes_file and not remaining:
+        opened.delete_on_close, opened.stream = True, None  # the file's delete waited for this open
+    elif opened.deletes_file:
+        for other in remaining:
+            other.deletes_file = True
+    if opened.delete_on_close and opened.stream is None and not others and remaining:
+        # The file's own data is closed but streams of it are open: the file is deleted when the last
+        # of them closes, and opens until then fail with STATUS_DELETE_PENDING (smb2.streams.delete).
+        for other in remaining:
+            other.deletes_file = True
+        return
+    if opened.delete_on_close and opened.stream is not None:
+        if not others and fs is not None:
+            try:
+                fs.remove_stream(opened.path, opened.stream)
+            except OSError:
+                pass
+        for other in others:
+            other.delete_on_close = True
+        return
     if opened.delete_on_close and others:
         # The delete is pending on the file, not on this open: it happens at the last close, and
         # opens until then fail with STATUS_DELETE_PENDING (MS-FSA 2.1.5.4: delete-on-close at

@@ -2,7 +2,9 @@
 
 Rules: the FILE classes that expose attributes need FILE_READ_ATTRIBUTES; a buffer smaller than a
 class's fixed part is STATUS_INFO_LENGTH_MISMATCH, one that cannot hold the variable part gets
-STATUS_BUFFER_OVERFLOW and the truncated data (MS-FSCC §2.4); quotas are not supported.
+STATUS_BUFFER_OVERFLOW and the truncated data (MS-FSCC §2.4); quotas are not supported.  SECURITY
+returns the parts of the file's stored descriptor that AdditionalInformation names (READ_CONTROL
+needed), FileFullEaInformation its EAs (FILE_READ_EA needed), FileStreamInformation its streams.
 """
 
 from __future__ import annotations
@@ -11,22 +13,13 @@ import struct
 
 from .. import fscc
 from .. import messages as m
-from ..constants import AccessMask, Command, InfoType, NtStatus
+from ..constants import AccessMask, Command, Dialect, InfoType, NtStatus
+from ..errors import SMBProtocolError
+from ..fscc_lists import pack_full_eas, unpack_full_eas, unpack_get_eas
 from ..vfs import short_name
-from .model import FULL_ACCESS, Fail, Handler, Open, Reply
+from . import file_security, streams
+from .model import Fail, Handler, Open, Reply
 from .opens import file_meta, open_for, os_error, share_of, stat_open
-
-
-def _security_descriptor() -> bytes:
-    """A self-relative descriptor: owner and group S-1-1-0 (Everyone), DACL granting Everyone all."""
-    everyone = bytes([1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0])
-    ace = struct.pack("<BBHI", 0, 0, 8 + len(everyone), FULL_ACCESS) + everyone
-    acl = struct.pack("<BBHHH", 2, 0, 8 + len(ace), 1, 0) + ace
-    owner_at = 20
-    group_at = owner_at + len(everyone)
-    dacl_at = group_at + len(everyone)
-    header = struct.pack("<BBHIIII", 1, 0, 0x8004, owner_at, group_at, 0, dacl_at)
-    return header + everyone + everyone + acl
 
 
 def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
@@ -34,9 +27,13 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
     meta = file_meta(conn, stat_open(opened))
     basic = fscc.FileBasicInformation(meta.creation_time, meta.last_access_time, meta.last_write_time,
                                       meta.change_time, meta.attributes)
-    standard = fscc.FileStandardInformation(meta.allocation_size, meta.end_of_file, meta.nlink,
+    # A name whose delete is pending no longer counts as a link (as Windows and Samba report it).
+    standard = fscc.FileStandardInformation(meta.allocation_size, meta.end_of_file,
+                                            max(0, meta.nlink - int(opened.delete_on_close)),
                                             int(opened.delete_on_close), int(meta.is_dir))
-    name = "\\" + share_of(opened).relative(opened.path)
+    fs = share_of(opened)
+    name = "\\" + fs.relative(opened.path) + (f":{opened.stream}" if opened.stream is not None else "")
+    ea = fscc.FileEaInformation(file_security.ea_size(fs, opened.path))
     if info_class == 4:
         return basic.pack(), False
     if info_class == 5:
@@ -44,31 +41,36 @@ def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
     if info_class == 6:
         return fscc.FileInternalInformation(meta.file_id).pack(), False
     if info_class == 7:
-        return fscc.FileEaInformation(0).pack(), False
+        return ea.pack(), False
     if info_class == 8:
         return fscc.FileAccessInformation(opened.access).pack(), False
     if info_class == 9:
         return fscc.FileNameInformation(name).pack(), True
     if info_class == 21:  # FileAlternateNameInformation: the same 8.3 alias QUERY_DIRECTORY reports
         return fscc.FileNameInformation(short_name(share_of(opened).basename(opened.path))).pack(), True
+    if info_class == 48 and conn.dialect != Dialect.SMB_3_1_1:  # §3.3.5.20.1
+        raise Fail(NtStatus.NOT_SUPPORTED, "FileNormalizedNameInformation needs SMB 3.1.1")
     if info_class == 48:  # FileNormalizedNameInformation: share-relative, no leading separator
-        return fscc.FileNameInformation(share_of(opened).relative(opened.path)).pack(), True
+        stream = f":{opened.stream}" if opened.stream is not None else ""
+        return fscc.FileNameInformation(fs.relative(opened.path) + stream).pack(), True
     if info_class == 14:
         return fscc.FilePositionInformation(opened.position).pack(), False
     if info_class == 16:
-        return fscc.FileModeInformation(0).pack(), False
+        return fscc.FileModeInformation(opened.mode).pack(), False
     if info_class == 17:
         return fscc.FileAlignmentInformation(0).pack(), False
     if info_class == 18:
         return fscc.FileAllInformation(basic, standard, fscc.FileInternalInformation(meta.file_id),
-                                       fscc.FileEaInformation(0), fscc.FileAccessInformation(opened.access),
-                                       fscc.FilePositionInformation(opened.position), fscc.FileModeInformation(0),
+                                       ea, fscc.FileAccessInformation(opened.access),
+                                       fscc.FilePositionInformation(opened.position), fscc.FileModeInformation(opened.mode),
                                        fscc.FileAlignmentInformation(0), fscc.FileNameInformation(name)).pack(), True
     if info_class == 22:
-        if meta.is_dir:
-            return b"", True
-        stream = "::$DATA".encode("utf-16-le")
-        return struct.pack("<IIQQ", 0, len(stream), meta.end_of_file, meta.allocation_size) + stream, True
+        if opened.stream is not None:  # the file's streams, whichever of them is open
+            base = fs.stat(opened.path)
+            return streams.stream_information(fs, opened.path, base.is_dir, base.end_of_file,
+                                              base.allocation_size), True
+        return streams.stream_information(fs, opened.path, meta.is_dir, meta.end_of_file,
+                                          meta.allocation_size), True
     if info_class == 34:
         return fscc.FileNetworkOpenInformation(meta.creation_time, meta.last_access_time, meta.last_write_time,
                                                meta.change_time, meta.allocation_size, meta.end_of_file,
@@ -111,12 +113,14 @@ def _query_info(conn, session, tree, header, request: m.QueryInfoRequest, relate
             and not opened.access & AccessMask.FILE_READ_ATTRIBUTES):
         raise Fail(NtStatus.ACCESS_DENIED, "needs FILE_READ_ATTRIBUTES")
     try:
+        if request.info_type == InfoType.FILE and request.file_info_class == 15:
+            return _full_ea(opened, request)
         if request.info_type == InfoType.FILE:
             data, variable = _file_info(conn, tree, opened, request.file_info_class)
         elif request.info_type == InfoType.FILESYSTEM:
             data, variable = _fs_info(tree, request.file_info_class)
         elif request.info_type == InfoType.SECURITY:
-            data = _security_descriptor()
+            data = file_security.query(opened, share_of(opened), request.additional_information)
             if len(data) > request.output_buffer_length:
                 return Reply(NtStatus.BUFFER_TOO_SMALL, m.ErrorResponse(struct.pack("<I", len(data))))
             return Reply(NtStatus.SUCCESS, m.QueryInfoResponse(data))
@@ -132,6 +136,30 @@ def _query_info(conn, session, tree, header, request: m.QueryInfoRequest, relate
     if len(data) > request.output_buffer_length:
         return Reply(NtStatus.BUFFER_OVERFLOW, m.QueryInfoResponse(data[: request.output_buffer_length]))
     return Reply(NtStatus.SUCCESS, m.QueryInfoResponse(data))
+
+
+def _full_ea(opened: Open, request: m.QueryInfoRequest) -> Reply:
+    """FileFullEaInformation (MS-FSCC §2.4.15): the EAs named in the input buffer's
+    FILE_GET_EA_INFORMATION list, or all of them; entries that do not fit are left out
+    (STATUS_BUFFER_OVERFLOW), and a buffer too small for the first is STATUS_BUFFER_TOO_SMALL."""
+    if not opened.access & AccessMask.FILE_READ_EA:
+        raise Fail(NtStatus.ACCESS_DENIED, "needs FILE_READ_EA")
+    try:
+        names = unpack_get_eas(request.input_buffer)
+    except SMBProtocolError as exc:
+        raise Fail(exc.status, str(exc)) from exc
+    data = file_security.query_eas(share_of(opened), opened.path, names)
+    if len(data) <= request.output_buffer_length:
+        return Reply(NtStatus.SUCCESS, m.QueryInfoResponse(data))
+    entries = unpack_full_eas(data)
+    fitting: list = []
+    for entry in entries:
+        if len(pack_full_eas(fitting + [entry])) > request.output_buffer_length:
+            break
+        fitting.append(entry)
+    if not fitting:
+        raise Fail(NtStatus.BUFFER_TOO_SMALL, "the first EA does not fit")
+    return Reply(NtStatus.BUFFER_OVERFLOW, m.QueryInfoResponse(pack_full_eas(fitting)))
 
 
 # Fixed parts of the variable-length classes: a buffer smaller than these is INFO_LENGTH_MISMATCH,

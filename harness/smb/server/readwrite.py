@@ -15,11 +15,17 @@ from .. import messages as m
 from .. import rdma_channel
 from ..constants import Command, NtStatus
 from ..header import Header
-from . import notify
+from . import notify, write_time
 from .breaks import break_others
 from .locking import check_io
 from .model import Fail, Handler, Reply
-from .opens import READ_RIGHTS, WRITE_RIGHTS, open_for, os_error, share_of
+from .opens import (
+    READ_RIGHTS,
+    WRITE_RIGHTS,
+    open_for,
+    os_error,
+    share_of,
+)
 
 MAX_FILE_SIZE = 0xFFFFFFF0000  # Samba's MAXFILESIZE: no byte may be written at or past it
 
@@ -81,7 +87,9 @@ def _write(conn, session, tree, header, request: m.WriteRequest, related, encryp
     check_io(conn.state, opened, offset, length, write=True)
     data = request.data if descriptors is None else rdma_channel.pull_write_data(conn, request, descriptors, length)
     try:
+        kept = write_time.keep(opened)
         written = share_of(opened).pwrite(opened.handle, data, offset)
+        write_time.after_write(conn.state, opened, kept)
     except OSError as exc:
         raise os_error(exc) from exc
     opened.position = offset + written
@@ -94,6 +102,7 @@ def _flush(conn, session, tree, header, request: m.FlushRequest, related, encryp
     opened = open_for(session, request.file_id, related)
     if not opened.is_dir and not opened.access & (WRITE_RIGHTS):
         raise Fail(NtStatus.ACCESS_DENIED, "FLUSH needs write access")
+    write_time.now(conn.state, opened)  # a pending write-time update happens now
     return Reply(NtStatus.SUCCESS, m.FlushResponse())
 
 

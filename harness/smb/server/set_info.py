@@ -1,9 +1,10 @@
 """SET_INFO (MS-SMB2 §3.3.5.21): times and attributes, end of file, delete disposition, rename,
-position.
+hard links, EAs, position, and the security descriptor (InfoType SECURITY).
 
 Times and DOS attributes that POSIX cannot keep are stored for the server's lifetime (the
 ``meta_overrides`` of the server state).  Rename and delete need DELETE access; a non-empty
-directory cannot be marked for deletion, nor can the share root.
+directory cannot be marked for deletion, nor can the share root or a READONLY file
+(STATUS_CANNOT_DELETE).  A rename on a stream open, or to a ``:name``, renames the stream.
 """
 
 from __future__ import annotations
@@ -14,16 +15,28 @@ from .. import messages as m
 from ..constants import AccessMask, Command, FileAttributes, InfoType, NtStatus
 from ..errors import SMBProtocolError
 from ..vfs import ShareError
-from . import notify, oplocks
+from . import file_security, notify, oplocks, streams, write_time
 from .locking import move_locks
 from .model import Fail, Handler, Open, Pending, Reply
-from .opens import WRITE_RIGHTS, open_for, os_error, share_of
+from .opens import (
+    WRITE_RIGHTS,
+    file_meta,
+    open_for,
+    os_error,
+    share_of,
+    stat_open,
+)
 
 
 def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, encrypted,
               waiting: Pending | None = None) -> Reply:
     opened = open_for(session, request.file_id, related)
     if request.info_type == InfoType.SECURITY:
+        try:
+            file_security.set_descriptor(conn, session, opened, share_of(opened), request.additional_information,
+                                         request.buffer)
+        except OSError as exc:
+            raise os_error(exc) from exc
         return Reply(NtStatus.SUCCESS, m.SetInfoResponse())
     if request.info_type != InfoType.FILE:
         raise Fail(NtStatus.NOT_SUPPORTED if request.info_type == InfoType.FILESYSTEM else NtStatus.INVALID_PARAMETER,
@@ -33,7 +46,14 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
     try:
         if cls == 4:
             basic = unpack_info(fscc.FileBasicInformation, buf)
+            # MS-FSA 2.1.5.14.2: DIRECTORY on a file, TEMPORARY on a directory are invalid (checked
+            # before anything changes)
+            if (basic.file_attributes & ~0x7FB7 or (opened.is_dir and basic.file_attributes & FileAttributes.TEMPORARY)
+                    or (not opened.is_dir and basic.file_attributes & FileAttributes.DIRECTORY)):
+                raise Fail(NtStatus.INVALID_PARAMETER, "attributes that cannot be set")
+            write_time.now(conn.state, opened)  # a pending update first, then what is asked
             share_of(opened).set_times(opened.path, _ns(basic.last_access_time), _ns(basic.last_write_time))
+            write_time.user_set(conn.state, opened, basic.last_write_time)
             st = share_of(opened).stat(opened.path)
             override = conn.state.meta_overrides.setdefault((st.volume_id, st.file_id), {})
             if basic.creation_time not in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
@@ -44,16 +64,29 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
                 attributes = basic.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
                 if opened.is_dir:
                     attributes |= FileAttributes.DIRECTORY
-                override["attributes"] = int(attributes or FileAttributes.ARCHIVE)
+                override["attributes"] = int(attributes or FileAttributes.NORMAL)
             notify.modified(conn.state, share_of(opened), opened.path, notify.basic_info_bits(basic))
         elif cls == 20:
             if opened.is_dir or not opened.access & WRITE_RIGHTS:
                 raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "EOF")
+            kept = write_time.keep(opened)
             share_of(opened).ftruncate(opened.handle, unpack_info(fscc.FileEndOfFileInformation, buf).end_of_file)
+            write_time.after_end_of_file(conn.state, opened, kept)
             oplocks.on_write(conn, opened)
             notify.modified(conn.state, share_of(opened), opened.path, cn.SIZE | cn.LAST_WRITE)
         elif cls == 19:
             need(buf, 8)
+            if opened.is_dir or not opened.access & WRITE_RIGHTS:
+                raise Fail(NtStatus.ACCESS_DENIED if not opened.is_dir else NtStatus.INVALID_PARAMETER, "allocation")
+            allocation = int.from_bytes(buf[:8], "little")
+            if allocation < stat_open(opened).end_of_file:  # MS-FSA 2.1.5.14.1: the end of file follows it down
+                kept = write_time.keep(opened)
+                share_of(opened).ftruncate(opened.handle, allocation)
+                write_time.after_write(conn.state, opened, kept)
+                notify.modified(conn.state, share_of(opened), opened.path, cn.SIZE | cn.LAST_WRITE)
+            st = stat_open(opened)
+            conn.state.meta_overrides.setdefault((st.volume_id, st.file_id), {})["allocation_size"] = \
+                -(-allocation // 4096) * 4096  # what the file keeps allocated, reported while it is more
             oplocks.on_write(conn, opened)  # allocation changes break read caches as a write does (batch12)
         elif cls in (13, 64):
             need(buf, 1 if cls == 13 else 4)
@@ -64,11 +97,30 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
                 raise Fail(NtStatus.DIRECTORY_NOT_EMPTY, "directory not empty")
             if delete and opened.path == share_of(opened).root:
                 raise Fail(NtStatus.CANNOT_DELETE, "share root")
+            if (delete and not opened.is_dir and opened.stream is None
+                    and file_meta(conn, stat_open(opened)).attributes & FileAttributes.READONLY):
+                raise Fail(NtStatus.CANNOT_DELETE, "read-only file")
             if delete:
                 parked = _break_handles(conn, session, tree, header, request, related, encrypted, opened, waiting)
                 if parked is not None:
                     return parked
             opened.delete_on_close = delete
+        elif cls == 10 and (opened.stream is not None or _names_stream(buf)):
+            info = unpack_info(fscc.FileRenameInformation, buf)
+            if not opened.access & AccessMask.DELETE:
+                raise Fail(NtStatus.ACCESS_DENIED, "rename needs DELETE access")
+            old_key = opened.stream_key
+            streams.rename_stream(conn.state, opened, share_of(opened), info.file_name, bool(info.replace_if_exists))
+            for other in conn.state.opens_by_path.get(opened.path, []):
+                if other is not opened and other.stream_key == old_key:
+                    other.stream = opened.stream
+        elif cls == 11:
+            _link(conn, opened, buf)
+        elif cls == 15:
+            if not opened.access & AccessMask.FILE_WRITE_EA:
+                raise Fail(NtStatus.ACCESS_DENIED, "needs FILE_WRITE_EA")
+            file_security.set_eas(share_of(opened), opened.path, buf)
+            notify.modified(conn.state, share_of(opened), opened.path, cn.EA)
         elif cls == 10:
             parent = share_of(opened).parent(opened.path)
             if any(o.access & AccessMask.DELETE for o in conn.state.opens_by_path.get(parent, [])):
@@ -83,6 +135,11 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             opened.position = unpack_info(fscc.FilePositionInformation, buf).current_byte_offset
         elif cls == 16:
             need(buf, 4)
+            mode = int.from_bytes(buf[:4], "little")
+            # MS-FSA 2.1.5.14.8: only these bits may be set, and not both synchronous modes
+            if mode & ~0x36 or (mode & 0x30) == 0x30:
+                raise Fail(NtStatus.INVALID_PARAMETER, f"FileModeInformation {mode:#x}")
+            opened.mode = mode
         else:
             raise Fail(NtStatus.INVALID_INFO_CLASS, f"SET_INFO class {cls}")
     except OSError as exc:
@@ -119,6 +176,39 @@ def _ns(filetime: int) -> int | None:
     if filetime in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
         return None
     return fscc.filetime_to_unix_ns(filetime)
+
+
+def _names_stream(buf: bytes) -> bool:
+    """A rename of the file's own data to a stream name (``:name``) is a stream rename."""
+    try:
+        return fscc.FileRenameInformation.unpack(buf).file_name.startswith(":")
+    except SMBProtocolError:
+        return False
+
+
+def _link(conn, opened: Open, buf: bytes) -> None:
+    """FileLinkInformation (MS-FSCC §2.4.27.2, same layout as the rename class): a new name for the
+    file.  A directory cannot be linked (STATUS_FILE_IS_A_DIRECTORY), a taken name needs
+    ReplaceIfExists and may not be open (STATUS_ACCESS_DENIED), as in MS-FSA 2.1.5.14.6."""
+    info = unpack_info(fscc.FileRenameInformation, buf)
+    fs = share_of(opened)
+    if opened.is_dir:
+        raise Fail(NtStatus.FILE_IS_A_DIRECTORY, "a directory cannot be hard-linked")
+    if opened.stream is not None or ":" in info.file_name:
+        raise Fail(NtStatus.INVALID_PARAMETER, "hard link of or to a stream")
+    try:
+        target = fs.resolve(info.file_name.lstrip("\\"))
+    except ShareError as exc:
+        raise Fail(exc.status, str(exc)) from exc
+    if fs.exists(target):
+        if not info.replace_if_exists:
+            raise Fail(NtStatus.OBJECT_NAME_COLLISION, "link target exists")
+        if fs.is_dir(target) or conn.state.opens_by_path.get(target):
+            raise Fail(NtStatus.ACCESS_DENIED, "link target is a directory or open")
+        fs.remove(target)
+        notify.removed(conn.state, fs, target, False)
+    fs.link(opened.path, target)
+    notify.added(conn.state, fs, target, False)
 
 
 def _rename(conn, tree, opened: Open, buf: bytes) -> None:

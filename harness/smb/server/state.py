@@ -40,6 +40,7 @@ class ServerState:
         # the local file system too (changes by other programs); a no-op by default.
         self.on_watch: Callable[[Share, str, bool], None] = lambda share, path, recursive: None
         self.meta_overrides: dict[tuple[int, int], dict] = {}
+        self.write_time_pending: list[Open] = []  # opens whose delayed write-time update waits (write_time.py)
         self.on_output: Callable[[Any], None] = lambda connection: None
         self.shares: dict[str, tuple[ShareConfig, Share]] = {
             name.lower(): (share, share.fs or LocalShare(share.path)) for name, share in config.shares.items()}
