@@ -445,3 +445,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    """A test (or a fixture, torn down just now) that collected pcap assertions with expect() and
+    never ran verify() has checked nothing: that is an error of the test, not a pass."""
+    yield
+    # imported when used, as the plugin's other harness imports: every pytest run loads this entry point
+    from harness.pcap.capture import unverified
+
+    left = unverified()
+    if left:
+        pytest.fail("pcap assertions collected with Capture.expect() but never evaluated (call verify()):\n  "
+                    + "\n  ".join(left), pytrace=False)

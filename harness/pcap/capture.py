@@ -34,6 +34,21 @@ GENERIC_CHECKS = frozenset({"no_malformed", "decrypted", "tcp.no_retransmission"
 
 NBSS_TYPES = {0x00, 0x81, 0x82, 0x83, 0x84, 0x85}  # RFC 1002 4.3.1: anything else is mis-framed data
 
+# Captures holding assertions collected by expect() and not yet evaluated, by a token per instance
+# (not id(), which a later Capture may reuse): {token: "path (N assertions)"}. A forgotten verify()
+# turns every expect() into a check that cannot fail, and such a test looks green; the pytest
+# plugin and the project's own tests fail a test that leaves an entry here (unverified()).
+_UNVERIFIED: dict[int, str] = {}
+_TOKENS = iter(range(1, 1 << 62))
+
+
+def unverified(clear: bool = True) -> list[str]:
+    """Captures whose expect()ed assertions were never evaluated (verify/results), oldest first."""
+    left = list(_UNVERIFIED.values())
+    if clear:
+        _UNVERIFIED.clear()
+    return left
+
 
 class Capture:
     """A pcap/pcapng file plus the keys that decrypt it.
@@ -73,6 +88,7 @@ class Capture:
         self._tshark_frames: dict[str, set[int]] = {}
         self._valid_filters: set[str] = set()
         self._pending: list[Assertion] = []
+        self._token = next(_TOKENS)
         self.passes = 0  # tshark field passes run so far (the one-pass promise is tested)
         self.detect_smb = detect_smb
         self.detected_smb_ports: list[int] | None = None  # None: not searched yet
@@ -235,6 +251,8 @@ class Capture:
             if not isinstance(a, Assertion):
                 raise TypeError(f"expect() takes assertion objects, got {a!r}")
             self._pending.append(a)
+        if self._pending:
+            _UNVERIFIED[self._token] = f"{self.path} ({len(self._pending)} assertion(s) never verified)"
         return self
 
     def results(self, assertions: Sequence[Assertion] | None = None) -> list[Result]:
@@ -242,6 +260,7 @@ class Capture:
         todo = list(self._pending if assertions is None else assertions)
         if assertions is None:
             self._pending = []
+            _UNVERIFIED.pop(self._token, None)
         fields: set[str] = set()
         queries: list[Query] = []
         for a in todo:
