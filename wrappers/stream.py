@@ -208,6 +208,30 @@ class StreamMixin(SocketParts):
         child._arm_timed_cut()
         return child, peer
 
+    def _peer_logged_stream(self, m: SocketMeta) -> bool:
+        """A blocking, logged connection whose peer logs what it sends (so receiving logs nothing,
+        only counts), with nothing impaired, cut or finished: recv may sleep in the kernel."""
+        return (m.peer_logs is True and self._sw_timeout is None and m.flow is not None and m.cut is None
+                and not m.reset and not m.fin_seen and m.unix_connected and not m.listening
+                and impair.current() is None)
+
+    def _recv_peer_logged_into(self, buffer: Any, nbytes: int) -> int:
+        """The receive fast path of a logged connection (see _peer_logged_stream): one blocking
+        recv_into and the count the acks need, instead of poll + non-blocking recv; 0 sends the
+        caller to the full path (EOF, or an fd a dup made non-blocking)."""
+        m = self._sw
+        assert m is not None and m.flow is not None
+        try:
+            n = _orig_socket.recv_into(self, buffer, nbytes)
+        except BlockingIOError:
+            return 0
+        except ConnectionResetError:
+            self._on_reset_received()
+            raise
+        if n:
+            m.flow.note_received(n)
+        return n
+
     def _stream_check_send(self) -> None:
         m = self._sw
         assert m is not None
