@@ -176,7 +176,24 @@ def address_family(addr: Address) -> int:
     return _parse_host(addr[0])[0]
 
 
+#: (src host, src port, dst host, dst port) -> _endpoints' answer: every record of a flow asks the
+#: same question, and a dict lookup costs a fraction of two lru_cache calls and the checks.
+_ENDPOINTS: dict[tuple, tuple[int, bytes, bytes, int, int]] = {}
+_ENDPOINTS_MAX = 4096
+
+
 def _endpoints(src: Address, dst: Address) -> tuple[int, bytes, bytes, int, int]:
+    key = (src[0], src[1], dst[0], dst[1])
+    hit = _ENDPOINTS.get(key)
+    if hit is None:
+        hit = _check_endpoints(src, dst)
+        if len(_ENDPOINTS) >= _ENDPOINTS_MAX:
+            _ENDPOINTS.clear()
+        _ENDPOINTS[key] = hit
+    return hit
+
+
+def _check_endpoints(src: Address, dst: Address) -> tuple[int, bytes, bytes, int, int]:
     family, src_ip = _parse_host(src[0])
     dst_family, dst_ip = _parse_host(dst[0])
     if family != dst_family:

@@ -122,6 +122,13 @@ def _writev_all(fd: int, buffers: Sequence[Buffer], total: int = -1) -> None:
             written = os.writev(fd, views)
 
 
+def _timestamp(ts: float | None) -> tuple[int, int]:
+    """(seconds, microseconds) of ``ts``, or of now."""
+    if ts is None:
+        return divmod(time.time_ns() // 1000, 1_000_000)
+    return divmod(round(ts * 1_000_000), 1_000_000)
+
+
 def _nbytes(buffer: Buffer) -> int:
     return len(buffer) if type(buffer) is bytes else memoryview(buffer).nbytes
 
@@ -178,21 +185,23 @@ class PcapWriter:
         ``ts`` is seconds since the epoch; by default the time of this call, so that under
         ``locked()`` the timestamps follow the order of the records.
         """
-        self.write_packets((buffers,), ts)
+        fd = self.fileno()
+        sec, usec = _timestamp(ts)
+        length = sum(map(_nbytes, buffers))
+        if length > SNAPLEN:
+            raise ValueError(f"packet of {length} bytes exceeds the snaplen {SNAPLEN}")
+        _writev_all(fd, [_RECORD_HEADER.pack(sec, usec, length, length), *buffers], _RECORD_HEADER.size + length)
 
     def write_packets(self, packets: Sequence[Sequence[Buffer]], ts: float | None = None) -> None:
         """Append one record per packet, all in one ``writev()`` (so all of them or, on a failing
         disk, a prefix), in the order given; each record gets the same timestamp (``ts`` or now)."""
         fd = self.fileno()
-        if ts is None:
-            sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
-        else:
-            sec, usec = divmod(round(ts * 1_000_000), 1_000_000)
+        sec, usec = _timestamp(ts)
         iov: list[Buffer] = []
         total = 0
         pack = _RECORD_HEADER.pack
         for buffers in packets:
-            length = sum(_nbytes(b) for b in buffers)
+            length = sum(map(_nbytes, buffers))
             if length > SNAPLEN:
                 raise ValueError(f"packet of {length} bytes exceeds the snaplen {SNAPLEN}")
             if len(iov) + 1 + len(buffers) > IOV_MAX:
