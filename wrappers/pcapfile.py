@@ -20,7 +20,7 @@ because of three rules, all kept here:
   therefore interleave but are never torn.  A short write only happens when the disk is full, the
   file hits its size limit or a signal arrives; we then write the rest rather than drop it (that
   record may be split, but the file is broken anyway).  NFS emulates O_APPEND on the client and
-  gives no such guarantee: keep captures on a local file system (wirecheck uses /dev/shm).
+  gives no such guarantee: keep captures on a local file system.
 * **Causal order is the caller's to keep, with** ``writer.locked()``.  Appends are atomic but a
   process can be descheduled between its ``send()`` and the record of it, and the peer's reply
   could then be logged first.  The socket wrapper therefore holds ``writer.locked()`` around
