@@ -42,10 +42,10 @@ lint: setup
 	@.venv/bin/mypy
 	@$(MAKE) --no-print-directory -s -C native lint
 
+# every benchmark's table, then each ratio with its target (benchmarks/report.py);
+# `make bench BENCH_ARGS="--save --readme"` also records the run and regenerates the README's performance section
 bench: setup
-	@.venv/bin/python -m benchmarks.transport
-	@.venv/bin/python -m benchmarks.quic --only bulk --kinds emu-pcap,ngtcp2
-	@.venv/bin/python -m benchmarks.smb_quic
+	@.venv/bin/python -m benchmarks.report $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv results

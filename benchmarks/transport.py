@@ -200,6 +200,7 @@ def _child(role: Callable[..., dict[str, Any]], kind: str, workdir: str, iface: 
         if _is_emulated(kind):
             pcap = os.path.join(workdir, "run.pcap") if kind == "emu-pcap" else None
             wrappers.activate(socket_dir=os.path.join(workdir, "sock"), iface=iface, pcap=pcap)
+        cpu0 = time.process_time()
         if profile_path:
             import cProfile
 
@@ -208,6 +209,7 @@ def _child(role: Callable[..., dict[str, Any]], kind: str, workdir: str, iface: 
             prof.dump_stats(profile_path)
         else:
             result = role(kind, workdir, conn, *args)
+        result["cpu_s"] = time.process_time() - cpu0  # user + system time of this process's side
         conn.send(("ok", result))
     except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
         try:
@@ -413,7 +415,8 @@ def measure_throughput(kind: str, total: int, write_size: int = 64 * KiB,
     rate = srv["bytes"] / srv["elapsed"] / MB
     detail = {"receiver_s": srv["elapsed"], "sender_s": cli["elapsed"], "recv_calls": srv["recv_calls"],
               "avg_recv_bytes": srv["bytes"] / max(1, srv["recv_calls"]), "sndbuf": cli["sndbuf"],
-              "rcvbuf": srv["rcvbuf"], "pcap_bytes": pcap_size}
+              "rcvbuf": srv["rcvbuf"], "pcap_bytes": pcap_size,
+              "cpu_per_op_us": (srv["cpu_s"] + cli["cpu_s"]) / (total / MB) * 1e6}
     return rate, detail
 
 
@@ -422,9 +425,10 @@ def measure_connect_rate(kind: str, n: int, settings: Settings | None = None,
     """Complete connections per second (connect, accept, server close, client EOF, client close)."""
     settings = settings or Settings()
     warmup = min(50, max(1, n // 10))
-    _srv, cli, pcap_size = _run_pair("connect", kind, _connect_server, _connect_client, (n, warmup),
-                                     settings, trial)
-    return n / cli["elapsed"], {"client_s": cli["elapsed"], "pcap_bytes": pcap_size}
+    srv, cli, pcap_size = _run_pair("connect", kind, _connect_server, _connect_client, (n, warmup),
+                                    settings, trial)
+    return n / cli["elapsed"], {"client_s": cli["elapsed"], "pcap_bytes": pcap_size,
+                                "cpu_per_op_us": (srv["cpu_s"] + cli["cpu_s"]) / (n + warmup) * 1e6}
 
 
 def measure_udp_rate(kind: str, n: int, size: int = 1200, settings: Settings | None = None,
@@ -436,7 +440,7 @@ def measure_udp_rate(kind: str, n: int, size: int = 1200, settings: Settings | N
     rate = (got - 1) / srv["elapsed"] if got > 1 and srv["elapsed"] > 0 else 0.0
     return rate, {"received": got, "sent": cli["sent"], "loss": 1 - got / cli["sent"],
                   "send_rate": cli["sent"] / cli["send_elapsed"] if cli["send_elapsed"] else 0.0,
-                  "pcap_bytes": pcap_size}
+                  "pcap_bytes": pcap_size, "cpu_per_op_us": (srv["cpu_s"] + cli["cpu_s"]) / max(1, got) * 1e6}
 
 
 def measure(bench: str, kind: str, settings: Settings, trial: int = 0) -> tuple[float, dict[str, Any]]:
@@ -534,7 +538,23 @@ def _ratios(results: dict[str, Any]) -> list[dict[str, Any]]:
         if a is not None and b:
             out.append({"benchmark": bench, "label": "pcap cost (1 - with / without pcap)", "num": "emu-pcap",
                         "den": "emu", "value": 1 - a / b, "percent": True})
+        ca, cb = _cpu_median(results, bench, "emu-pcap"), _cpu_median(results, bench, "emu")
+        if ca and cb:
+            # What a CPU-bound run loses: the rate scales with 1 / (CPU per operation). On a loaded
+            # machine the wall-clock rates above mostly measure the scheduler; this does not.
+            out.append({"benchmark": bench, "label": "pcap cost in CPU (1 - CPU without / with)",
+                        "num": "emu-pcap", "den": "emu", "value": 1 - cb / ca, "percent": True})
     return out
+
+
+def _cpu_median(results: dict[str, Any], bench: str, kind: str) -> float | None:
+    """Median CPU time (both processes, user + system) per operation, in microseconds."""
+    try:
+        details = results["benchmarks"][bench]["kinds"][kind]["details"]
+    except KeyError:
+        return None
+    values = [d["cpu_per_op_us"] for d in details if d.get("cpu_per_op_us")]
+    return statistics.median(values) if values else None
 
 
 def _evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -617,6 +637,10 @@ def _notes(bench: str, kind: str, k: dict[str, Any]) -> str:
         loss = statistics.median(x["loss"] for x in details)
         send_rate = statistics.median(x["send_rate"] for x in details)
         notes.append(f"loss {loss:.1%}, sender {send_rate:,.0f}/s")
+    cpu = [x["cpu_per_op_us"] for x in details if x.get("cpu_per_op_us")]
+    if cpu:
+        per = {"throughput": "MB", "connect": "conn", "udp": "dgram"}[bench]
+        notes.append(f"CPU {statistics.median(cpu):,.0f} us/{per}")
     if d.get("pcap_bytes"):
         notes.append(f"pcap {d['pcap_bytes'] / MB:,.1f} MB" if d["pcap_bytes"] >= MB else f"pcap {d['pcap_bytes'] / 1000:,.0f} kB")
     return ", ".join(notes)

@@ -373,3 +373,33 @@ def test_c_accelerator_agrees_with_python(data: bytes) -> None:
     """wrappers/_csum.c must compute exactly what the pure-Python path computes."""
     value = int.from_bytes(data, "big")
     assert packets_module._c_fold(data) == (value % 0xFFFF, value != 0)
+
+
+@pytest.mark.skipif(packets_module._c_tcp_headers is None, reason="the optional C accelerator is not built")
+@big
+@given(endpoints(), u32, u32, st.integers(0, 0xFF), st.integers(0, 0xFFFF), payloads(), st.booleans())
+@example((AF4, ("10.0.0.1", 1), ("10.0.0.2", 2)), 0, 0, 0, 0, Payload(b""), True)  # IPv4 checksum -0
+@example((AF6, ("::", 0), ("::", 0)), 0, 0, 0, 0, Payload(b"\xff" * 9), False)  # odd payload, all ones
+def test_c_headers_agree_with_python(ends, seq, ack, flags, window, payload, udp) -> None:
+    """wrappers/_csum.c's tcp_headers/udp_headers build byte for byte what the Python builders do
+    (the IPv4 identification is taken from the same counter, so both runs start from one value)."""
+    import itertools
+
+    family, src, dst = ends
+    limit = MAX_DATAGRAM_PAYLOAD[family] if udp else MAX_SEGMENT_PAYLOAD[family]
+    payload = payload[:limit]
+
+    def build() -> bytes:
+        packets_module._ipv4_ids = itertools.count(4242)
+        if udp:
+            return packet_bytes(build_udp(src, dst, payload))
+        return packet_bytes(build_tcp(src, dst, seq=seq, ack=ack, flags=flags, payload=payload, window=window))
+
+    saved = packets_module._c_tcp_headers, packets_module._c_udp_headers, packets_module._ipv4_ids
+    try:
+        fast = build()
+        packets_module._c_tcp_headers = packets_module._c_udp_headers = None
+        slow = build()
+    finally:
+        packets_module._c_tcp_headers, packets_module._c_udp_headers, packets_module._ipv4_ids = saved
+    assert fast == slow

@@ -176,6 +176,19 @@ def test_largest_packets_fit_the_snaplen(tmp_path: Path) -> None:
     assert raw[24 + 16 :] == packet_bytes(v6) and len(records(path)) == 1
 
 
+def test_a_batch_longer_than_iov_max_is_written_whole_and_in_order(tmp_path: Path) -> None:
+    """write_packets splits what one writev() cannot take on record boundaries: nothing lost,
+    nothing reordered, every record with the batch's one timestamp."""
+    path = tmp_path / "a.pcap"
+    n = pcapfile.IOV_MAX + 7  # three buffers per record: several writev calls
+    pkts = [build_udp(SRC, DST, struct.pack("!I", i)) for i in range(n)]
+    with PcapWriter(path) as w:
+        w.write_packets(pkts, ts=1700000000.5)
+    got = records(path)
+    assert [data for data, _, _ in got] == [packet_bytes(p) for p in pkts]
+    assert {(sec, usec) for _, sec, usec in got} == {(1700000000, 500000)}
+
+
 def test_closed_writer_refuses(tmp_path: Path) -> None:
     w = PcapWriter(tmp_path / "a.pcap")
     w.close()
@@ -272,10 +285,19 @@ RECORDS = 300
 def _append_many(path: str, proc: int, barrier: object) -> None:
     barrier.wait()  # type: ignore[attr-defined]  # everybody creates the file at the same moment
     writer = get_writer(path)
+    batch = []
     for i in range(RECORDS):
         size = (proc * 7919 + i * 104729) % 4000  # varied sizes, up to a few pages
         body = struct.pack("!HH", proc, i) + bytes([proc * 16 + i % 16]) * size
-        writer.write_packet(build_udp((f"127.0.0.{proc + 1}", SRC[1] + proc), DST, body))
+        pkt = build_udp((f"127.0.0.{proc + 1}", SRC[1] + proc), DST, body)
+        if proc % 2 == 0:
+            writer.write_packet(pkt)
+            continue
+        # odd processes append batches of 1 to 5 records in one writev (Recorder.write's way)
+        batch.append(pkt)
+        if len(batch) == 1 + i % 5 or i == RECORDS - 1:
+            writer.write_packets(batch)
+            batch = []
 
 
 @pytest.fixture(scope="module")

@@ -157,6 +157,36 @@ def test_pcap_each_packet_once_with_both_ends_in_process(wrapped_pcap):
     assert len(tshark_fields(pcap, "udp.length", display_filter="udp")) == 3
 
 
+def test_pcap_blocking_receives_keep_the_acks_right(wrapped_pcap):
+    """Blocking sockets whose peer logs take the receive fast path (a blocking recv that only
+    counts): the replies' acks must still cover every byte received, by recv and by recv_into."""
+    _, pcap = wrapped_pcap
+    srv = socket.socket(V4)
+    srv.bind(("127.0.0.10", 446))
+    srv.listen()
+    c = socket.create_connection(("127.0.0.10", 446))
+    conn, _ = srv.accept()
+    assert c.gettimeout() is None and conn.gettimeout() is None
+    expected_acks = []
+    buf = bytearray(70000)
+    received = 0
+    for i, size in enumerate((100, 3000, 66000, 7)):
+        c.sendall(bytes([i]) * size)
+        got = 0
+        while got < size:  # the first receive learns that the peer logs; the rest take the fast path
+            got += conn.recv_into(buf, size - got) if i % 2 else len(conn.recv(size - got))
+        received += size
+        conn.sendall(b"ok")
+        assert c.recv(2) == b"ok"
+        expected_acks.append(1 + received)  # the SYN counts one
+    c.close()
+    assert conn.recv(10) == b""
+    conn.close()
+    assert_clean(pcap)
+    rows = tshark_fields(pcap, "tcp.ack", display_filter="tcp.srcport == 446 && tcp.len == 2")
+    assert [int(r[0]) for r in rows] == expected_acks
+
+
 def test_pcap_connect_failure_shows_icmp(wrapped_pcap):
     _, pcap = wrapped_pcap
     with pytest.raises(OSError):

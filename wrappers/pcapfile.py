@@ -10,9 +10,17 @@ because of three rules, all kept here:
   creates the file with O_EXCL and writes the header afterwards, so another process can slip a
   record in before the header.)  An existing file is appended to, never truncated, and refused
   with a ValueError if it is not a pcap we can extend.
-* **One record = one ``writev()`` on an ``O_APPEND`` descriptor.**  The kernel then places each
-  record at the end of the file as a unit, so records from different processes interleave but are
-  never torn.
+* **One record = one ``writev()`` on an ``O_APPEND`` descriptor** (or several whole records in one
+  call).  The rule that makes this safe, and its limits: POSIX only promises that each O_APPEND
+  write is positioned at the end of the file atomically (PIPE_BUF is a pipe rule and says nothing
+  here).  Linux goes further for regular files on local file systems (ext4, xfs, btrfs, tmpfs):
+  ``write``/``writev`` copies all its bytes while holding the inode lock (``i_rwsem``), so one call
+  lands as one contiguous run that no other writer's bytes can split, whatever its size (up to
+  MAX_RW_COUNT, just under 2 GiB, and IOV_MAX = 1024 buffers).  Records from different processes
+  therefore interleave but are never torn.  A short write only happens when the disk is full, the
+  file hits its size limit or a signal arrives; we then write the rest rather than drop it (that
+  record may be split, but the file is broken anyway).  NFS emulates O_APPEND on the client and
+  gives no such guarantee: keep captures on a local file system.
 * **Causal order is the caller's to keep, with** ``writer.locked()``.  Appends are atomic but a
   process can be descheduled between its ``send()`` and the record of it, and the peer's reply
   could then be logged first.  The socket wrapper therefore holds ``writer.locked()`` around
@@ -37,7 +45,8 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 from .packets import Buffer
 
@@ -91,17 +100,63 @@ def _refuse(path: str, found: str) -> ValueError:
     )
 
 
-def _writev_all(fd: int, buffers: Sequence[Buffer]) -> None:
+#: The most buffers one writev() takes (Linux UIO_MAXIOV); longer record lists are written in
+#: several calls, each ending on a record boundary.
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+
+def _writev_all(fd: int, buffers: Sequence[Buffer], total: int = -1) -> None:
     """writev() everything.  On a regular file a single call writes it all; the loop is only there
     so that a short write (disk full, signal) resumes rather than silently dropping bytes."""
+    written = os.writev(fd, buffers)
+    if written == total:
+        return  # the common case, without a single extra object
     views = [memoryview(b).cast("B") for b in buffers]
     while views:
-        written = os.writev(fd, views)
         while views and written >= views[0].nbytes:
             written -= views[0].nbytes
             views.pop(0)
         if views and written:
             views[0] = views[0][written:]
+        if views:
+            written = os.writev(fd, views)
+
+
+def _timestamp(ts: float | None) -> tuple[int, int]:
+    """(seconds, microseconds) of ``ts``, or of now."""
+    if ts is None:
+        return divmod(time.time_ns() // 1000, 1_000_000)
+    return divmod(round(ts * 1_000_000), 1_000_000)
+
+
+def _nbytes(buffer: Buffer) -> int:
+    return len(buffer) if type(buffer) is bytes else memoryview(buffer).nbytes
+
+
+class _Held:
+    """``writer.locked()``: a plain context manager object (a generator-based one costs a few
+    microseconds per record, and every logged send takes this lock)."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: PcapWriter) -> None:
+        self._writer = writer
+
+    def __enter__(self) -> None:
+        w = self._writer
+        w._thread_lock.acquire()
+        try:
+            fcntl.flock(w._lock_fd if w._lock_fd is not None else w._lock_descriptor(), fcntl.LOCK_EX)
+        except BaseException:
+            w._thread_lock.release()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        w = self._writer
+        try:
+            fcntl.flock(w._lock_fd, fcntl.LOCK_UN)  # type: ignore[arg-type]
+        finally:
+            w._thread_lock.release()
 
 
 class PcapWriter:
@@ -112,6 +167,7 @@ class PcapWriter:
         self._fd: int | None = _open_for_append(self.path)
         self._thread_lock = threading.Lock()
         self._lock_fd: int | None = None  # this process's own description for flock
+        self._held = _Held(self)
         _live_writers.add(self)
 
     @property
@@ -130,29 +186,39 @@ class PcapWriter:
         ``locked()`` the timestamps follow the order of the records.
         """
         fd = self.fileno()
-        length = sum(memoryview(b).nbytes for b in buffers)
+        sec, usec = _timestamp(ts)
+        length = sum(map(_nbytes, buffers))
         if length > SNAPLEN:
             raise ValueError(f"packet of {length} bytes exceeds the snaplen {SNAPLEN}")
-        if ts is None:
-            sec, usec = divmod(time.time_ns() // 1000, 1_000_000)
-        else:
-            sec, usec = divmod(round(ts * 1_000_000), 1_000_000)
-        header = _RECORD_HEADER.pack(sec, usec, length, length)
-        _writev_all(fd, [header, *buffers])
+        _writev_all(fd, [_RECORD_HEADER.pack(sec, usec, length, length), *buffers], _RECORD_HEADER.size + length)
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
+    def write_packets(self, packets: Sequence[Sequence[Buffer]], ts: float | None = None) -> None:
+        """Append one record per packet, all in one ``writev()`` (so all of them or, on a failing
+        disk, a prefix), in the order given; each record gets the same timestamp (``ts`` or now)."""
+        fd = self.fileno()
+        sec, usec = _timestamp(ts)
+        iov: list[Buffer] = []
+        total = 0
+        pack = _RECORD_HEADER.pack
+        for buffers in packets:
+            length = sum(map(_nbytes, buffers))
+            if length > SNAPLEN:
+                raise ValueError(f"packet of {length} bytes exceeds the snaplen {SNAPLEN}")
+            if len(iov) + 1 + len(buffers) > IOV_MAX:
+                _writev_all(fd, iov, total)  # a full batch: records stay whole and in order
+                iov, total = [], 0
+            iov.append(pack(sec, usec, length, length))
+            iov.extend(buffers)
+            total += _RECORD_HEADER.size + length
+        if iov:
+            _writev_all(fd, iov, total)
+
+    def locked(self) -> AbstractContextManager[None]:
         """Exclusive access to the capture across threads and processes (not reentrant).
 
         Hold it around "send syscall + write_packet" so that the capture's order is causal.
         """
-        with self._thread_lock:
-            fd = self._lock_descriptor()
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+        return self._held
 
     def _lock_descriptor(self) -> int:
         if self._lock_fd is None:

@@ -126,8 +126,9 @@ class Recorder:
         return self.writer.locked()
 
     def write(self, pkts: list[list[bytes | memoryview]]) -> None:
-        for pkt in pkts:
-            self.writer.write_packet(pkt)
+        """The records of one event (a handshake, a FIN and its ACK, a send split into segments)
+        in one append: one system call instead of one per record."""
+        self.writer.write_packets(pkts)
 
     def udp(self, src: tuple, dst: tuple, payload: bytes | memoryview) -> None:
         self.writer.write_packet(packets.build_udp(src[:2], dst[:2], payload))
@@ -137,12 +138,19 @@ class Recorder:
 
 
 _recorders: dict[tuple[str, str], Recorder] = {}
+_recorders_by_name: dict[tuple[str, str], Recorder] = {}
 _recorders_lock = threading.Lock()
 
 
 def recorder_for(pcap_path: str | None, socket_dir: str) -> Recorder | None:
     if not pcap_path:
         return None
+    # Every new socket asks: an absolute path is looked up as given (realpath() costs a dozen
+    # system calls), a relative one through realpath, since it depends on the working directory.
+    fast = (pcap_path, socket_dir) if os.path.isabs(pcap_path) else None
+    rec = _recorders_by_name.get(fast) if fast else None
+    if rec is not None:
+        return rec
     key = (os.path.realpath(pcap_path), socket_dir)
     rec = _recorders.get(key)
     if rec is None:
@@ -150,4 +158,6 @@ def recorder_for(pcap_path: str | None, socket_dir: str) -> Recorder | None:
             rec = _recorders.get(key)
             if rec is None:
                 rec = _recorders[key] = Recorder(pcap_path, socket_dir)
+    if fast:
+        _recorders_by_name[fast] = rec
     return rec

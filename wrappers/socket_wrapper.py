@@ -512,6 +512,11 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
             except BlockingIOError:
                 if self._sw_timeout == 0.0 or flags & _MSG_DONTWAIT:
                     raise
+        elif not flags and bufsize and self._peer_logged_stream(m):
+            buf = bytearray(bufsize)
+            n = self._recv_peer_logged_into(buf, bufsize)
+            if n:
+                return bytes(memoryview(buf)[:n])
         if m.sotype == SOCK_DGRAM:
             return self._recv_dgram(bufsize, flags)[0]
         buf = bytearray(bufsize)
@@ -531,6 +536,10 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
             except BlockingIOError:
                 if self._sw_timeout == 0.0 or flags & _MSG_DONTWAIT:
                     raise
+        elif not flags and self._peer_logged_stream(m):
+            n = self._recv_peer_logged_into(buffer, nbytes)
+            if n:
+                return n  # EOF, a dup's non-blocking fd and errors take the full path below
         view = memoryview(buffer).cast("B")
         nbytes = nbytes or len(view)
         if m.sotype == SOCK_DGRAM:

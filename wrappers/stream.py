@@ -65,6 +65,15 @@ class StreamMixin(SocketParts):
         path, peer = self._remote(address, "connect")
         self._autobind(peer=peer)
         rec = self._sw_rec
+        # The handshake's records are built before the pcap lock is taken (a fresh flow's numbers
+        # depend on nothing another process does): under the lock only the connect and one
+        # append remain, so a peer that wants the lock (an acceptor closing at once) waits less.
+        flow = handshake = None
+        if rec is not None:
+            from .tcplog import TcpFlow
+
+            flow = TcpFlow(*self._wire(peer))
+            handshake = flow.handshake("local")
 
         def attempt() -> None:
             try:
@@ -81,7 +90,7 @@ class StreamMixin(SocketParts):
                         finally:
                             if blocking:
                                 _orig_socket.settimeout(self, None)
-                        self._connected(peer, path)
+                        self._connected(peer, path, flow, handshake)
                         return
             except FileNotFoundError:
                 self._log_failed_connect(peer)
@@ -105,17 +114,22 @@ class StreamMixin(SocketParts):
                     raise TimeoutError("timed out") from None
                 time.sleep(0.001)
 
-    def _connected(self, peer: tuple, path: str) -> None:
+    def _connected(self, peer: tuple, path: str, flow: Any = None, handshake: Any = None) -> None:
+        """The connection is up; with a pcap, log the handshake (``flow`` and its ``handshake``
+        records when the caller built them ahead, under the pcap lock the caller holds)."""
         m = self._sw
         assert m is not None
         m.peer, m.peer_path, m.unix_connected = peer, path, True
         rec = self._sw_rec
         if rec is not None:
-            from .tcplog import TcpFlow
+            if flow is None:
+                from .tcplog import TcpFlow
 
+                flow = TcpFlow(*self._wire(peer))
+                handshake = flow.handshake("local")
             m.peer_logs = None  # decided at the first receive: the acceptor may not be the listener's creator
-            m.flow = TcpFlow(*self._wire(peer))
-            rec.write(m.flow.handshake("local"))
+            m.flow = flow
+            rec.write(handshake)
         self._arm_timed_cut()
 
     def _log_failed_connect(self, peer: tuple) -> None:
@@ -193,6 +207,30 @@ class StreamMixin(SocketParts):
                     rec.write(cm.flow.handshake("remote"))
         child._arm_timed_cut()
         return child, peer
+
+    def _peer_logged_stream(self, m: SocketMeta) -> bool:
+        """A blocking, logged connection whose peer logs what it sends (so receiving logs nothing,
+        only counts), with nothing impaired, cut or finished: recv may sleep in the kernel."""
+        return (m.peer_logs is True and self._sw_timeout is None and m.flow is not None and m.cut is None
+                and not m.reset and not m.fin_seen and m.unix_connected and not m.listening
+                and impair.current() is None)
+
+    def _recv_peer_logged_into(self, buffer: Any, nbytes: int) -> int:
+        """The receive fast path of a logged connection (see _peer_logged_stream): one blocking
+        recv_into and the count the acks need, instead of poll + non-blocking recv; 0 sends the
+        caller to the full path (EOF, or an fd a dup made non-blocking)."""
+        m = self._sw
+        assert m is not None and m.flow is not None
+        try:
+            n = _orig_socket.recv_into(self, buffer, nbytes)
+        except BlockingIOError:
+            return 0
+        except ConnectionResetError:
+            self._on_reset_received()
+            raise
+        if n:
+            m.flow.note_received(n)
+        return n
 
     def _stream_check_send(self) -> None:
         m = self._sw

@@ -342,3 +342,35 @@ def test_shipped_matrices_pass_and_a_wrong_expectation_fails(tmp_path):
     assert "quic.rsts.application_error_code == 8" in bad
     bad = (r / "mixed/encryption/001.quic-noenc-required-aes-256-gcm-no-offer-no-accept.out.bad").read_text()
     assert "quic.1rtt_in_clear" in bad and "in clear (frames" in bad
+
+
+SHOW_ENV = """
+id: {id}
+description: reports a variable of the environment it was started with
+groups: [{groups}]
+steps:
+  - host.run: {{argv: [python, -c, "import os,json; print(json.dumps(dict(mark=os.environ.get('WIRECHECK_T_MARK'))))"], as: r}}
+"""
+
+
+def test_cells_fork_from_a_preloaded_server_with_the_callers_environment(tmp_path, monkeypatch):
+    """A cell process is forked from multiprocessing's fork server (the cell's modules imported
+    once) yet sees the environment of the moment it is started, as a fresh interpreter would;
+    WIRECHECK_CELL_SPAWN=1 starts a fresh interpreter instead."""
+    from harness.scenario import cellproc
+    from harness.scenario.loader import load_file
+
+    sc(tmp_path, **{"tcp/001": SHOW_ENV})
+    scen = load_file(str(tmp_path / "sc/tcp/001.yaml"), check_pcap=False)
+    cell = next(iter(scen.cells()))
+    assert cellproc._forkserver() is not None
+    for value in ("one", "two", "spawned"):
+        monkeypatch.setenv("WIRECHECK_T_MARK", value)
+        if value == "spawned":
+            monkeypatch.setenv("WIRECHECK_CELL_SPAWN", "1")
+        result = cellproc.run_isolated(cell, tmp_path / value, ladder=False)
+        full = (tmp_path / value / f"{cell.file_stem}.full").read_text()
+        assert result["status"] == "pass", full
+        record = json.loads((tmp_path / value / f"{cell.file_stem}.json").read_text())
+        assert record["results"]["r"]["mark"] == value
+        assert "cell process ready after" in full
