@@ -40,16 +40,20 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
         conn.sessions[session.session_id] = session
     else:
         session = conn.state.sessions.get(header.session_id)
-        if session is None or conn.sessions.get(header.session_id) is not session:
+        if session is None:
             raise Fail(NtStatus.USER_SESSION_DELETED, "unknown session")
+        if session.valid and header.is_signed and not encrypted:
+            try:  # §3.3.5.2.4 first, also for a session set up on another connection
+                verify_signature(raw, *channels.signing_for(conn, session))
+            except SMBProtocolError as exc:
+                raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
+        elif session.valid and session.signing_required and not encrypted:
+            raise Fail(NtStatus.ACCESS_DENIED, "unsigned SESSION_SETUP on a signing-required session (§3.3.5.2.4)")
+        if conn.sessions.get(header.session_id) is not session:
+            raise Fail(NtStatus.USER_SESSION_DELETED, "session not on this connection (binding needs the flag)")
         if session.valid and session.acceptor is None:
             reauth = True
             session.acceptor = Acceptor(conn.config.users)
-        if session.valid and header.is_signed and not encrypted:
-            try:
-                verify_signature(raw, channels.signing_key(conn, session), conn.signing_algorithm)
-            except SMBProtocolError as exc:
-                raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
     if session.preauth is not None and not reauth and not session.valid:
         session.preauth.add(bytes(raw))
     if session.acceptor is None:
@@ -81,6 +85,7 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
             session.encrypt_data = True
             session.signing_required = False
         session.valid = True
+        session.dialect, session.signing_algorithm, session.cipher = conn.dialect, conn.signing_algorithm, conn.cipher
         if request.previous_session_id:
             channels.previous_session(conn, header, request, result.username)
         if conn.config.key_sink and session.keys.c2s and session.keys.s2c:
