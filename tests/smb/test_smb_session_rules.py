@@ -13,7 +13,7 @@ from harness.blocking.multichannel import MultiChannelClient
 from harness.blocking.server import SMBServer
 from harness.smb import messages as m
 from harness.smb.auth import Initiator
-from harness.smb.client import ClientConnection, ClientSession, SMBError
+from harness.smb.client import ClientConnection, ClientSession
 from harness.smb.constants import Cipher, Command, HeaderFlags, NtStatus, SessionSetupFlags, SigningAlgorithm
 from harness.smb.crypto import sign_message
 from harness.smb.server import ServerConfig, ShareConfig
