@@ -126,11 +126,25 @@ def _session_setup_elsewhere(client, port, *, sign: bool) -> tuple[int, bool]:
 
 def test_session_setup_for_a_session_of_another_connection(server):
     """§3.3.5.5: without BINDING the session is looked up on this connection only:
-    USER_SESSION_DELETED, signed when the request was (a signing client insists on a signed answer).
-    Unsigned, it is refused first, by §3.3.5.2.4 (the session requires signing)."""
+    USER_SESSION_DELETED, signed when the request was (a signing client insists on a signed answer)."""
     client = _client(server)
     assert client.session.signing_required
     assert _session_setup_elsewhere(client, server.port, sign=True) == (NtStatus.USER_SESSION_DELETED, True)
-    assert _session_setup_elsewhere(client, server.port, sign=False)[0] == NtStatus.ACCESS_DENIED
+    assert _session_setup_elsewhere(client, server.port, sign=False) == (NtStatus.USER_SESSION_DELETED, False)
+    _still_works(client)
+    client.close()
+
+
+def test_unsigned_reauthentication_of_a_signing_required_session_is_access_denied(server):
+    """§3.3.5.2.4: on the session's own connection an unsigned SESSION_SETUP for a session that
+    requires signing is refused, and the session stays as it was."""
+    client = _client(server)
+    assert client.session.signing_required
+    token = Initiator("mc", USERS["mc"]).step(None)
+    body = m.SessionSetupRequest(SessionSetupFlags(0), 1, 0, 0, 0, token)
+    raw, _ = client.conn.build(Command.SESSION_SETUP, body, ClientSession(session_id=client.session.session_id))
+    client.transport.send_pdu(raw)
+    (response,) = client.conn.receive(client.transport.recv_pdu(5.0))
+    assert response.header.status == NtStatus.ACCESS_DENIED
     _still_works(client)
     client.close()

@@ -47,10 +47,12 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
                 verify_signature(raw, *channels.signing_for(conn, session))
             except SMBProtocolError as exc:
                 raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
-        elif session.valid and session.signing_required and not encrypted:
-            raise Fail(NtStatus.ACCESS_DENIED, "unsigned SESSION_SETUP on a signing-required session (§3.3.5.2.4)")
         if conn.sessions.get(header.session_id) is not session:
             raise Fail(NtStatus.USER_SESSION_DELETED, "session not on this connection (binding needs the flag)")
+        if session.valid and session.signing_required and not header.is_signed and not encrypted:
+            # §3.3.5.2.4; Samba applies it only to a session of this connection (another
+            # connection's gets USER_SESSION_DELETED above), as smbtorture's bind tests expect.
+            raise Fail(NtStatus.ACCESS_DENIED, "unsigned SESSION_SETUP on a signing-required session")
         if session.valid and session.acceptor is None:
             reauth = True
             session.acceptor = Acceptor(conn.config.users)
