@@ -15,7 +15,7 @@ from harness.smb import messages as m
 from harness.smb.auth import Initiator
 from harness.smb.client import ClientConnection, ClientSession
 from harness.smb.constants import Cipher, Command, HeaderFlags, NtStatus, SessionSetupFlags, SigningAlgorithm
-from harness.smb.crypto import sign_message
+from harness.smb.crypto import sign_message, verify_signature
 from harness.smb.server import ServerConfig, ShareConfig
 from harness.transport import connect
 
@@ -147,4 +147,32 @@ def test_unsigned_reauthentication_of_a_signing_required_session_is_access_denie
     (response,) = client.conn.receive(client.transport.recv_pdu(5.0))
     assert response.header.status == NtStatus.ACCESS_DENIED
     _still_works(client)
+    client.close()
+
+
+def test_reauthentication_keeps_the_session_keys_over_every_leg(server):
+    """§3.3.5.5.2-3: a re-authentication (two NTLM legs) keeps Session.SessionKey and the signing
+    key: the interim response is signed with it (the request was), so is the final one, and the
+    session goes on signing with it.  The second leg used to be taken for a new authentication and
+    re-derived the keys."""
+    client = _client(server)
+    share = client.share("s")
+    share.put_bytes("before.bin", b"x")
+    key, algorithm = client.session.keys.signing, client.conn.signing_algorithm
+    initiator = Initiator("mc", USERS["mc"])
+    token = initiator.step(None)
+    statuses = []
+    while token is not None:
+        body = m.SessionSetupRequest(SessionSetupFlags(0), 1, 0, 0, 0, token)
+        raw, _ = client.conn.build(Command.SESSION_SETUP, body, ClientSession(session_id=client.session.session_id))
+        client.transport.send_pdu(sign_message(raw, key, algorithm))
+        (response,) = client.conn.receive(client.transport.recv_pdu(5.0))
+        statuses.append(response.header.status)
+        assert response.header.flags & HeaderFlags.SIGNED
+        verify_signature(response.raw, key, algorithm)
+        if response.header.status != NtStatus.MORE_PROCESSING_REQUIRED:
+            break
+        token = initiator.step(response.body_as(m.SessionSetupResponse).security_buffer)
+    assert statuses == [NtStatus.MORE_PROCESSING_REQUIRED, NtStatus.SUCCESS]
+    assert share.get_bytes("before.bin") == b"x"  # signed with the old key, still accepted
     client.close()

@@ -53,9 +53,10 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
             # §3.3.5.2.4; Samba applies it only to a session of this connection (another
             # connection's gets USER_SESSION_DELETED above), as smbtorture's bind tests expect.
             raise Fail(NtStatus.ACCESS_DENIED, "unsigned SESSION_SETUP on a signing-required session")
-        if session.valid and session.acceptor is None:
+        if session.valid:  # every leg of a re-authentication, not only the first (§3.3.5.5.2)
             reauth = True
-            session.acceptor = Acceptor(conn.config.users)
+            if session.acceptor is None:
+                session.acceptor = Acceptor(conn.config.users)
     if session.preauth is not None and not reauth and not session.valid:
         session.preauth.add(bytes(raw))
     if session.acceptor is None:
@@ -74,6 +75,8 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
                       session_id=session.session_id)
         if session.preauth is not None and not session.valid:
             reply.after_pack = session.preauth.add
+        if reauth:  # an established session signs its interim responses too (when the request was)
+            reply.sign_session = session
         return reply
     session.acceptor = None
     flags = 0
