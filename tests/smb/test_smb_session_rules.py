@@ -176,3 +176,24 @@ def test_reauthentication_keeps_the_session_keys_over_every_leg(server):
     assert statuses == [NtStatus.MORE_PROCESSING_REQUIRED, NtStatus.SUCCESS]
     assert share.get_bytes("before.bin") == b"x"  # signed with the old key, still accepted
     client.close()
+
+
+def test_signed_request_for_an_ended_session_gets_a_signed_user_session_deleted(server):
+    """After LOGOFF (or a failed re-authentication) a signed request for the session is
+    USER_SESSION_DELETED with SMB2_FLAGS_SIGNED set: Samba's client refuses an unsigned answer to a
+    signed request (ACCESS_DENIED) and skips checking the signature for this status only."""
+    client = _client(server)
+    session = client.session
+    key, algorithm = session.keys.signing, client.conn.signing_algorithm
+    raw, _ = client.conn.build(Command.LOGOFF, m.LogoffRequest(), session)
+    client.transport.send_pdu(sign_message(raw, key, algorithm))
+    (response,) = client.conn.receive(client.transport.recv_pdu(5.0))
+    assert response.header.status == NtStatus.SUCCESS
+    for sign in (True, False):
+        raw, _ = client.conn.build(Command.TREE_CONNECT, m.TreeConnectRequest("\\\\127.0.0.1\\s"), session)
+        client.transport.send_pdu(sign_message(raw, key, algorithm) if sign else raw)
+        (response,) = client.conn.receive(client.transport.recv_pdu(5.0))
+        assert response.header.status == NtStatus.USER_SESSION_DELETED
+        assert bool(response.header.flags & HeaderFlags.SIGNED) == sign
+        if sign:
+            verify_signature(response.raw, key, algorithm)

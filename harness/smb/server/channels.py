@@ -182,5 +182,5 @@ def previous_session(conn, header, request, username: str) -> None:
         channel.sessions.pop(old.session_id, None)
         channel.channel_keys.pop(old.session_id, None)
     close_session_opens(conn, old, keep_durable=True)
-    conn.state.sessions.pop(old.session_id, None)
+    conn.state.end_session(old)
     old.valid = False

@@ -268,6 +268,8 @@ class ServerConnection:
             if session is not None and session.valid and (exc.status != NtStatus.USER_SESSION_DELETED
                                                           or header.is_signed):
                 reply.sign_session = session
+            elif exc.status == NtStatus.USER_SESSION_DELETED and header.is_signed and not encrypted:
+                reply.sign_session = self.state.ended_sessions.get(header.session_id)
         if reply.session_id is None:
             reply.session_id = header.session_id
         if reply.tree_id is None:

@@ -104,7 +104,7 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
 
 
 def drop_session(conn, session: Session) -> None:
-    conn.state.sessions.pop(session.session_id, None)
+    conn.state.end_session(session)
     conn.sessions.pop(session.session_id, None)
 
 
