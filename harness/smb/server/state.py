@@ -21,7 +21,6 @@ from ..vfs import LocalShare, Share
 from .model import Open, Pending, ServerConfig, Session, ShareConfig
 from .opens import restore_open
 
-
 ENDED_SESSIONS_KEPT = 256
 
 
