@@ -23,7 +23,7 @@ from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 from spnego._spnego import NegTokenInit
 from spnego.exceptions import SpnegoError
 
-from .errors import AuthError
+from .errors import AuthError, MalformedTokenError
 
 _MARKER = "wirecheck:in-memory-store"
 _STORE: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("wirecheck_ntlm_store", default=None)
@@ -107,9 +107,12 @@ class Acceptor:
         marker = _STORE.set(self.users)
         try:
             out = self._ctx.step(token)
-        except Exception as exc:  # noqa: BLE001 - the token is untrusted input parsed by pyspnego, which
-            # raises whatever its parsers raise (StopIteration, struct.error, ...): all mean "logon failed".
+        except SpnegoError as exc:  # pyspnego judged the token: wrong password, bad MIC, refused
             raise AuthError(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - the token is untrusted input parsed by pyspnego, whose
+            # parsers raise whatever they meet (OverflowError on a timestamp, struct.error, StopIteration):
+            # the token is malformed, which is not the same answer as wrong credentials.
+            raise MalformedTokenError(f"{type(exc).__name__}: {exc}") from exc
         finally:
             _STORE.reset(marker)
         if self._ctx.complete:

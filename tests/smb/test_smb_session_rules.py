@@ -197,3 +197,41 @@ def test_signed_request_for_an_ended_session_gets_a_signed_user_session_deleted(
         assert bool(response.header.flags & HeaderFlags.SIGNED) == sign
         if sign:
             verify_signature(response.raw, key, algorithm)
+
+
+def _login_status(port, password: str, mangle=lambda token: token) -> int:
+    """Status of the last leg of a fresh NTLM login whose AUTHENTICATE token goes through ``mangle``."""
+    transport = connect("tcp", "127.0.0.1", port, timeout=5.0)
+    try:
+        conn = ClientConnection("tcp", "127.0.0.1")
+        transport.send_pdu(conn.negotiate_request())
+        conn.receive_negotiate(transport.recv_pdu(5.0))
+        initiator = Initiator("mc", password)
+        session = ClientSession()
+        token = initiator.step(None)
+        while True:
+            body = m.SessionSetupRequest(SessionSetupFlags(0), 1, 0, 0, 0, token)
+            raw, _ = conn.build(Command.SESSION_SETUP, body, session)
+            transport.send_pdu(raw)
+            (response,) = conn.receive(transport.recv_pdu(5.0))
+            if response.header.status != NtStatus.MORE_PROCESSING_REQUIRED:
+                return response.header.status
+            session.session_id = response.header.session_id
+            token = mangle(initiator.step(response.body_as(m.SessionSetupResponse).security_buffer))
+    finally:
+        transport.close()
+
+
+def _timestamp_out_of_range(token: bytes) -> bytes:
+    """The NTLMv2 client challenge's TimeStamp (after RespType 1, HiRespType 1 and 6 reserved zero
+    bytes) set to a FILETIME no calendar holds: the token can no longer be parsed."""
+    at = token.index(b"\x01\x01\x00\x00\x00\x00\x00\x00") + 8
+    return token[:at] + b"\xff" * 8 + token[at + 8:]
+
+
+def test_malformed_ntlm_authenticate_is_invalid_parameter_wrong_password_logon_failure(server):
+    """A token the server cannot parse is STATUS_INVALID_PARAMETER (as Samba; smbtorture
+    smb2.session.ntlmssp_bug14932); a well-formed one with the wrong password STATUS_LOGON_FAILURE."""
+    assert _login_status(server.port, USERS["mc"], _timestamp_out_of_range) == NtStatus.INVALID_PARAMETER
+    assert _login_status(server.port, "wrong-password") == NtStatus.LOGON_FAILURE
+    assert _login_status(server.port, USERS["mc"]) == NtStatus.SUCCESS

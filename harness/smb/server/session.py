@@ -13,7 +13,7 @@ from .. import messages as m
 from ..auth import Acceptor
 from ..constants import Capabilities, Cipher, Dialect, NtStatus, SecurityMode, SessionFlags, SessionSetupFlags
 from ..crypto import derive_session_keys, verify_signature
-from ..errors import AuthError, SMBProtocolError
+from ..errors import AuthError, MalformedTokenError, SMBProtocolError
 from ..header import Header
 from ..keys import SessionKeyRecord
 from . import channels
@@ -63,13 +63,14 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
         raise Fail(NtStatus.INVALID_PARAMETER, "no authentication in progress on this session")
     try:
         token, result = session.acceptor.step(request.security_buffer)
-    except AuthError:
+    except AuthError as exc:
         session.acceptor = None
         if session.valid:  # a failed re-authentication ends the session and closes its opens (§3.3.5.5.3)
             close_session_opens(conn, session)
             session.valid = False
         drop_session(conn, session)
-        raise Fail(NtStatus.LOGON_FAILURE, "authentication failed") from None
+        status = NtStatus.INVALID_PARAMETER if isinstance(exc, MalformedTokenError) else NtStatus.LOGON_FAILURE
+        raise Fail(status, f"authentication failed: {exc}") from None
     if result is None:
         reply = Reply(NtStatus.MORE_PROCESSING_REQUIRED, m.SessionSetupResponse(0, token or b""),
                       session_id=session.session_id)
