@@ -21,7 +21,7 @@ from spnego._context import GSSMech
 from spnego._ntlm_raw import messages as _messages
 from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 from spnego._spnego import NegTokenInit
-from spnego.exceptions import SpnegoError
+from spnego.exceptions import NoCredentialError, SpnegoError
 
 from .errors import AuthError, MalformedTokenError
 
@@ -43,7 +43,7 @@ def _credential(store, domain=None, username=None):
     for name, password in users.items():
         if not username or name.upper() == wanted:
             return domain, name, lmowfv1(password), ntowfv1(password)
-    raise SpnegoError(context_msg=f"unknown user {username!r}")
+    raise NoCredentialError(context_msg=f"unknown user {username!r}")  # LOGON_FAILURE, as a wrong password
 
 
 _ntlm._get_credential_file = _credential_file

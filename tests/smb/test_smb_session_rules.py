@@ -235,3 +235,27 @@ def test_malformed_ntlm_authenticate_is_invalid_parameter_wrong_password_logon_f
     assert _login_status(server.port, USERS["mc"], _timestamp_out_of_range) == NtStatus.INVALID_PARAMETER
     assert _login_status(server.port, "wrong-password") == NtStatus.LOGON_FAILURE
     assert _login_status(server.port, USERS["mc"]) == NtStatus.SUCCESS
+
+
+def test_unknown_user_is_logon_failure(server):
+    """A user the server does not know is STATUS_LOGON_FAILURE, like a wrong password (not a
+    malformed token: the lookup failing must not look like a parser failing)."""
+    transport = connect("tcp", "127.0.0.1", server.port, timeout=5.0)
+    try:
+        conn = ClientConnection("tcp", "127.0.0.1")
+        transport.send_pdu(conn.negotiate_request())
+        conn.receive_negotiate(transport.recv_pdu(5.0))
+        initiator, session = Initiator("nobody-here", "whatever"), ClientSession()
+        token = initiator.step(None)
+        for _ in range(2):
+            raw, _ = conn.build(Command.SESSION_SETUP, m.SessionSetupRequest(SessionSetupFlags(0), 1, 0, 0, 0, token),
+                                session)
+            transport.send_pdu(raw)
+            (response,) = conn.receive(transport.recv_pdu(5.0))
+            if response.header.status != NtStatus.MORE_PROCESSING_REQUIRED:
+                break
+            session.session_id = response.header.session_id
+            token = initiator.step(response.body_as(m.SessionSetupResponse).security_buffer)
+        assert response.header.status == NtStatus.LOGON_FAILURE
+    finally:
+        transport.close()
