@@ -15,7 +15,8 @@ Rules this state machine enforces, in the order a request meets them (MS-SMB2 §
 5. Signatures (§3.3.5.2.4): a signed request is verified with the session's signing key; a bad one
    is STATUS_ACCESS_DENIED.  An unsigned, unencrypted request on a signing-required session is
    STATUS_ACCESS_DENIED too.  Responses are signed when the request was, when signing is required,
-   and always for the final 3.1.1 SESSION_SETUP; never when encrypted.
+   and always for the final 3.1.1 SESSION_SETUP; never when encrypted.  STATUS_USER_SESSION_DELETED
+   is signed only when the request was (with the keys of a session that ended, kept a while).
 6. Encryption: responses to encrypted requests are encrypted with the S2C key; a session or share
    that requires encryption answers unencrypted requests with STATUS_ACCESS_DENIED (§3.3.5.2.9,
    §3.3.5.2.11).  With AcceptTransportSecurity (QUIC only) encryption is skipped.

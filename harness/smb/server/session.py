@@ -1,10 +1,17 @@
 """SESSION_SETUP and LOGOFF (MS-SMB2 §3.3.5.5, §3.3.5.6): authentication, session keys, re-auth.
 
 Rules: encryption required by the server needs a client and dialect that can encrypt
-(STATUS_ACCESS_DENIED); a failed authentication is STATUS_LOGON_FAILURE and forgets the session (a
-failed re-authentication too, closing its opens: their waiting CHANGE_NOTIFYs end NOTIFY_CLEANUP); 3.1.1 keys are derived over the session's preauth hash, which covers every
-SESSION_SETUP up to the final one; a binding SESSION_SETUP (multichannel) is handled by
-:mod:`.channels`; PreviousSessionId ends the user's old session.  LOGOFF closes the session's opens.
+(STATUS_ACCESS_DENIED).  A failed authentication is STATUS_LOGON_FAILURE (a token that cannot even
+be parsed STATUS_INVALID_PARAMETER) and forgets the session (a failed re-authentication too,
+closing its opens: their waiting CHANGE_NOTIFYs end NOTIFY_CLEANUP).  3.1.1 keys are derived over
+the session's preauth hash, which covers every SESSION_SETUP up to the final one.  A binding
+SESSION_SETUP (multichannel) is handled by :mod:`.channels`.  Without the BINDING flag, a session
+of another connection is STATUS_USER_SESSION_DELETED (after the signature check, which uses
+Session.SigningKey); an unsigned one on a signing-required session of this connection is
+STATUS_ACCESS_DENIED (§3.3.5.2.4).  A SESSION_SETUP on an established session is a
+re-authentication over all its legs: the keys stay, interim and final responses are signed with
+them (§3.3.5.5.2-3).  PreviousSessionId ends the user's old session.  LOGOFF closes the session's
+opens.
 """
 
 from __future__ import annotations
