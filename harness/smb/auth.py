@@ -21,9 +21,9 @@ from spnego._context import GSSMech
 from spnego._ntlm_raw import messages as _messages
 from spnego._ntlm_raw.crypto import lmowfv1, ntowfv1
 from spnego._spnego import NegTokenInit
-from spnego.exceptions import SpnegoError
+from spnego.exceptions import NoCredentialError, SpnegoError
 
-from .errors import AuthError
+from .errors import AuthError, MalformedTokenError
 
 _MARKER = "wirecheck:in-memory-store"
 _STORE: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("wirecheck_ntlm_store", default=None)
@@ -43,7 +43,7 @@ def _credential(store, domain=None, username=None):
     for name, password in users.items():
         if not username or name.upper() == wanted:
             return domain, name, lmowfv1(password), ntowfv1(password)
-    raise SpnegoError(context_msg=f"unknown user {username!r}")
+    raise NoCredentialError(context_msg=f"unknown user {username!r}")  # LOGON_FAILURE, as a wrong password
 
 
 _ntlm._get_credential_file = _credential_file
@@ -107,9 +107,12 @@ class Acceptor:
         marker = _STORE.set(self.users)
         try:
             out = self._ctx.step(token)
-        except Exception as exc:  # noqa: BLE001 - the token is untrusted input parsed by pyspnego, which
-            # raises whatever its parsers raise (StopIteration, struct.error, ...): all mean "logon failed".
+        except SpnegoError as exc:  # pyspnego judged the token: wrong password, bad MIC, refused
             raise AuthError(f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - the token is untrusted input parsed by pyspnego, whose
+            # parsers raise whatever they meet (OverflowError on a timestamp, struct.error, StopIteration):
+            # the token is malformed, which is not the same answer as wrong credentials.
+            raise MalformedTokenError(f"{type(exc).__name__}: {exc}") from exc
         finally:
             _STORE.reset(marker)
         if self._ctx.complete:

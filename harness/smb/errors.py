@@ -72,6 +72,12 @@ class AuthError(SMBStackError):
     """Authentication failed (the server answers STATUS_LOGON_FAILURE)."""
 
 
+class MalformedTokenError(AuthError):
+    """A security token the authentication code could not even parse (a timestamp out of range,
+    a truncated structure): the server answers STATUS_INVALID_PARAMETER, as Samba does, rather
+    than LOGON_FAILURE, which says the credentials were wrong."""
+
+
 class ReconnectError(SMBStackError):
     """A client could not reconnect its session and durable opens after a transport loss."""
 

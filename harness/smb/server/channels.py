@@ -1,26 +1,31 @@
 """Server side of multichannel: binding a session to another connection (MS-SMB2 §3.3.5.5, §3.3.5.5.3).
 
-Rules, in the order a binding SESSION_SETUP meets them (statuses from §3.3.5.5):
+Rules, in the order a binding SESSION_SETUP meets them (statuses from §3.3.5.5; where the spec
+leaves the order open, Samba's, which smbtorture's smb2.session.bind_negative_* tests pin down):
 
-1. Binding needs a 3.x dialect and a server configured for multichannel, else
-   STATUS_REQUEST_NOT_ACCEPTED.
-2. The SessionId must name a live session (else STATUS_USER_SESSION_DELETED) negotiated with the
-   same dialect (else STATUS_INVALID_PARAMETER) by a connection with the same ClientGuid (else
-   STATUS_USER_SESSION_DELETED); the session must be fully set up and not yet bound to this
-   connection (else STATUS_REQUEST_NOT_ACCEPTED).
-3. Every binding request is signed with the session's signing key: unsigned is
-   STATUS_INVALID_PARAMETER, a bad signature STATUS_ACCESS_DENIED.  No other session or channel
-   changes state when a binding fails.
-4. The binding authenticates again; another user is STATUS_NOT_SUPPORTED.
-5. A session has at most 32 channels; one more is STATUS_INSUFFICIENT_RESOURCES.
-6. On success the connection gets its own Channel.SigningKey, derived from the *binding's* GSS key
+1. SessionId 0 is STATUS_INVALID_PARAMETER; a SessionId naming no live session is
+   STATUS_USER_SESSION_DELETED; a session still being set up is STATUS_REQUEST_NOT_ACCEPTED.
+2. The request is signed with Session.SigningKey (§3.3.5.2.4, before any SESSION_SETUP rule):
+   unsigned is STATUS_INVALID_PARAMETER, a bad signature STATUS_ACCESS_DENIED.  Once this
+   connection is bound, its Channel.SigningKey is the one checked, so binding again is
+   STATUS_ACCESS_DENIED.  No other session or channel changes state when a binding fails.
+3. Signing algorithms: a session that signs with AES-GMAC binds only a connection that does too
+   (else STATUS_REQUEST_OUT_OF_SEQUENCE); a connection that signs with AES-GMAC binds only such a
+   session (else STATUS_NOT_SUPPORTED).  HMAC-SHA256 and AES-CMAC may mix.
+4. The connection needs a 3.x dialect and a server configured for multichannel (else
+   STATUS_REQUEST_NOT_ACCEPTED), the session's dialect and cipher (else STATUS_INVALID_PARAMETER),
+   and must not hold the session yet (else STATUS_REQUEST_NOT_ACCEPTED).  Another ClientGuid is
+   accepted: §3.3.5.5 only allows (MAY) refusing it, and Samba binds it (smbtorture expects that).
+5. The binding authenticates again; another user is STATUS_NOT_SUPPORTED.
+6. A session has at most 32 channels; one more is STATUS_INSUFFICIENT_RESOURCES.
+7. On success the connection gets its own Channel.SigningKey, derived from the *binding's* GSS key
    (3.1.1: over the binding's PreauthSession hash, which starts from this connection's NEGOTIATE
    hash).  Interim responses are signed with Session.SigningKey, the final one with the new key, and
    everything later on this connection uses the channel key.
 
 Theory of operation: a session lives in ``ServerState.sessions`` and in the ``sessions`` table of
 every connection bound to it (``Session.channels``).  ``ServerConnection.channel_keys`` holds this
-connection's Channel.SigningKey per session; :func:`signing_key` picks it (or the session key for
+connection's Channel.SigningKey per session; :func:`signing_for` picks it (or the session key for
 the first channel).  When a channel is lost, :func:`drop_channel` moves the session's opens to a
 surviving channel; only the last channel's loss ends the session (§3.3.7.1).
 """
@@ -31,7 +36,7 @@ from dataclasses import dataclass
 
 from .. import messages as m
 from ..auth import Acceptor
-from ..constants import Capabilities, Cipher, Dialect, NtStatus
+from ..constants import Capabilities, Cipher, Dialect, NtStatus, SigningAlgorithm
 from ..crypto import PreauthIntegrity, derive_session_keys, verify_signature
 from ..errors import AuthError, SMBProtocolError
 from .model import Fail, Reply
@@ -48,10 +53,6 @@ class Binding:
     preauth: PreauthIntegrity | None
 
 
-def signing_key(conn, session) -> bytes:
-    return conn.channel_keys.get(session.session_id) or session.keys.signing
-
-
 def server_capabilities(config, dialect: int, client_caps: int) -> int:
     """MULTI_CHANNEL and PERSISTENT_HANDLES, each only when configured and the client offered it
     (§3.3.5.4)."""
@@ -64,31 +65,64 @@ def server_capabilities(config, dialect: int, client_caps: int) -> int:
     return caps & client_caps
 
 
+def signing_for(conn, session) -> tuple[bytes, int]:
+    """The key and algorithm that sign and verify ``session``'s messages on ``conn``: this
+    connection's Channel.SigningKey once bound, else Session.SigningKey.  On a connection the
+    session is not bound to (a binding in progress, or a request that will be refused) the key is
+    Session.SigningKey under the algorithm the session was set up with, since that is what the
+    client signs with (§3.3.5.2.4, §3.3.5.5)."""
+    channel_key = conn.channel_keys.get(session.session_id)
+    if channel_key:
+        return channel_key, conn.signing_algorithm
+    if session.connection is conn or conn in session.channels or not session.valid:
+        return session.keys.signing, conn.signing_algorithm
+    return session.keys.signing, session.signing_algorithm
+
+
+def _verify_binding(conn, session, raw: bytes) -> None:
+    """A binding request is signed with Session.SigningKey (§3.3.5.2.4).  Samba's client signs it
+    under the algorithm the session was set up with, a client reading §3.1.4.1 literally under this
+    connection's: either is accepted, so the binding rules below decide what a mismatch means."""
+    key, algorithm = signing_for(conn, session)
+    try:
+        verify_signature(raw, key, algorithm)
+    except SMBProtocolError:
+        if algorithm == conn.signing_algorithm:
+            raise
+        verify_signature(raw, key, conn.signing_algorithm)
+
+
 def bind(conn, header, request: m.SessionSetupRequest, raw: bytes):
     """One leg of a binding SESSION_SETUP; returns a server ``Reply`` or raises ``Fail``."""
-    if not conn.config.multichannel or conn.dialect < Dialect.SMB_3_0:
-        raise Fail(NtStatus.REQUEST_NOT_ACCEPTED, "multichannel is not enabled")
     session = conn.state.sessions.get(header.session_id)
+    if header.session_id == 0:
+        raise Fail(NtStatus.INVALID_PARAMETER, "binding without a SessionId")
     if session is None:
         raise Fail(NtStatus.USER_SESSION_DELETED, "binding to an unknown session")
-    first = session.channels[0] if session.channels else session.connection
-    if first.dialect != conn.dialect:
-        raise Fail(NtStatus.INVALID_PARAMETER, "binding with another dialect")
-    if not header.is_signed:
-        raise Fail(NtStatus.INVALID_PARAMETER, "binding request is not signed")
-    if first.client_guid != conn.client_guid:
-        raise Fail(NtStatus.USER_SESSION_DELETED, "binding from another ClientGuid")
     if not session.valid or session.keys is None:
         raise Fail(NtStatus.REQUEST_NOT_ACCEPTED, "session setup still in progress")
+    if not header.is_signed:
+        raise Fail(NtStatus.INVALID_PARAMETER, "binding request is not signed")
+    try:  # §3.3.5.2.4 comes before the SESSION_SETUP rules
+        _verify_binding(conn, session, raw)
+    except SMBProtocolError as exc:
+        conn.bindings.pop(header.session_id, None)
+        raise Fail(NtStatus.ACCESS_DENIED, f"binding signature: {exc}") from exc
+    gmac = SigningAlgorithm.AES_GMAC
+    if session.signing_algorithm >= gmac and conn.signing_algorithm != session.signing_algorithm:
+        raise Fail(NtStatus.REQUEST_OUT_OF_SEQUENCE, "the session signs with AES-GMAC, this connection does not")
+    if conn.signing_algorithm >= gmac and conn.signing_algorithm != session.signing_algorithm:
+        raise Fail(NtStatus.NOT_SUPPORTED, "this connection signs with AES-GMAC, the session does not")
+    if not conn.config.multichannel or conn.dialect < Dialect.SMB_3_0:
+        raise Fail(NtStatus.REQUEST_NOT_ACCEPTED, "multichannel is not enabled")
+    if session.dialect != conn.dialect:
+        raise Fail(NtStatus.INVALID_PARAMETER, "binding with another dialect")
+    if session.cipher != conn.cipher:
+        raise Fail(NtStatus.INVALID_PARAMETER, "binding with another cipher")
     if header.session_id in conn.sessions:
         raise Fail(NtStatus.REQUEST_NOT_ACCEPTED, "session already bound to this connection")
     if len(session.channels) >= MAX_CHANNELS:
         raise Fail(NtStatus.INSUFFICIENT_RESOURCES, f"a session has at most {MAX_CHANNELS} channels")
-    try:
-        verify_signature(raw, session.keys.signing, conn.signing_algorithm)
-    except SMBProtocolError as exc:
-        conn.bindings.pop(header.session_id, None)
-        raise Fail(NtStatus.ACCESS_DENIED, f"binding signature: {exc}") from exc
     binding = conn.bindings.get(header.session_id)
     if binding is None:
         preauth = conn.preauth.for_session() if conn.dialect == Dialect.SMB_3_1_1 else None
@@ -148,5 +182,5 @@ def previous_session(conn, header, request, username: str) -> None:
         channel.sessions.pop(old.session_id, None)
         channel.channel_keys.pop(old.session_id, None)
     close_session_opens(conn, old, keep_durable=True)
-    conn.state.sessions.pop(old.session_id, None)
+    conn.state.end_session(old)
     old.valid = False

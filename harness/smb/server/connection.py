@@ -15,7 +15,8 @@ Rules this state machine enforces, in the order a request meets them (MS-SMB2 §
 5. Signatures (§3.3.5.2.4): a signed request is verified with the session's signing key; a bad one
    is STATUS_ACCESS_DENIED.  An unsigned, unencrypted request on a signing-required session is
    STATUS_ACCESS_DENIED too.  Responses are signed when the request was, when signing is required,
-   and always for the final 3.1.1 SESSION_SETUP; never when encrypted.
+   and always for the final 3.1.1 SESSION_SETUP; never when encrypted.  STATUS_USER_SESSION_DELETED
+   is signed only when the request was (with the keys of a session that ended, kept a while).
 6. Encryption: responses to encrypted requests are encrypted with the S2C key; a session or share
    that requires encryption answers unencrypted requests with STATUS_ACCESS_DENIED (§3.3.5.2.9,
    §3.3.5.2.11).  With AcceptTransportSecurity (QUIC only) encryption is skipped.
@@ -231,8 +232,7 @@ class ServerConnection:
                     session = self.state.sessions.get(header.session_id)
                     if session is not None and session.valid and header.is_signed and not encrypted:
                         try:
-                            verify_signature(element.raw, channels.signing_key(self, session),
-                                             self.signing_algorithm)
+                            verify_signature(element.raw, *channels.signing_for(self, session))
                         except SMBProtocolError as exc:
                             raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
                     reply = Reply(NtStatus.SUCCESS, m.EchoResponse())
@@ -264,8 +264,13 @@ class ServerConnection:
                 self.config.trace(f"{Command(header.command).name} mid={header.message_id}: 0x{exc.status:08X} {exc}")
             reply = error_reply(exc.status)
             session = self.state.sessions.get(header.session_id)
-            if session is not None and session.valid and exc.status != NtStatus.USER_SESSION_DELETED:
+            # USER_SESSION_DELETED is signed only when the request was: a client that signed it
+            # wants a signed answer (and skips checking that signature for this status).
+            if session is not None and session.valid and (exc.status != NtStatus.USER_SESSION_DELETED
+                                                          or header.is_signed):
                 reply.sign_session = session
+            elif exc.status == NtStatus.USER_SESSION_DELETED and header.is_signed and not encrypted:
+                reply.sign_session = self.state.ended_sessions.get(header.session_id)
         if reply.session_id is None:
             reply.session_id = header.session_id
         if reply.tree_id is None:
@@ -285,7 +290,7 @@ class ServerConnection:
             raise Fail(NtStatus.USER_SESSION_DELETED, f"no session 0x{header.session_id:x}")
         if header.is_signed and not encrypted:
             try:
-                verify_signature(raw, channels.signing_key(self, session), self.signing_algorithm)
+                verify_signature(raw, *channels.signing_for(self, session))
             except SMBProtocolError as exc:
                 raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
         elif session.signing_required and not encrypted:
@@ -328,7 +333,7 @@ class ServerConnection:
         session = reply.sign_session
         if (session is not None and session.keys is not None and reply.status != NtStatus.PENDING
                 and (reply.force_sign or request.is_signed or session.signing_required)):
-            head = sign_header(head, parts, channels.signing_key(self, session), self.signing_algorithm)
+            head = sign_header(head, parts, *channels.signing_for(self, session))
         return b"".join([head, *parts])
 
     def _reply_header(self, request: Header, reply: Reply) -> Header:
@@ -358,7 +363,7 @@ class ServerConnection:
         if reply.status == NtStatus.PENDING:
             return raw
         if reply.force_sign or request.is_signed or session.signing_required:
-            return sign_message(raw, channels.signing_key(self, session), self.signing_algorithm)
+            return sign_message(raw, *channels.signing_for(self, session))
         return raw
 
     def _encrypt(self, message: bytes, session: Session) -> bytes:
@@ -376,7 +381,7 @@ class ServerConnection:
             if encrypt and session.keys.s2c:
                 raw = self._encrypt(raw, session)
             elif sign or session.signing_required:
-                raw = sign_message(raw, channels.signing_key(self, session), self.signing_algorithm)
+                raw = sign_message(raw, *channels.signing_for(self, session))
         self.outbox.append(raw)
         self.state.on_output(self)
 

@@ -114,6 +114,12 @@ class Session:
     next_tree_id: int = 1
     nonces: NonceGenerator | None = None
     channels: list[Any] = field(default_factory=list)  # connections bound to it, once there are two
+    # What the first channel negotiated (Session.Connection.Dialect and its signing algorithm and
+    # cipher): binding rules compare a new connection with these, and a request signed with
+    # Session.SigningKey on a connection not bound to the session is checked with this algorithm.
+    dialect: int = 0
+    signing_algorithm: int = 0
+    cipher: int = 0
 
 
 @dataclass

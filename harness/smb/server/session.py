@@ -1,10 +1,17 @@
 """SESSION_SETUP and LOGOFF (MS-SMB2 §3.3.5.5, §3.3.5.6): authentication, session keys, re-auth.
 
 Rules: encryption required by the server needs a client and dialect that can encrypt
-(STATUS_ACCESS_DENIED); a failed authentication is STATUS_LOGON_FAILURE and forgets the session (a
-failed re-authentication too, closing its opens: their waiting CHANGE_NOTIFYs end NOTIFY_CLEANUP); 3.1.1 keys are derived over the session's preauth hash, which covers every
-SESSION_SETUP up to the final one; a binding SESSION_SETUP (multichannel) is handled by
-:mod:`.channels`; PreviousSessionId ends the user's old session.  LOGOFF closes the session's opens.
+(STATUS_ACCESS_DENIED).  A failed authentication is STATUS_LOGON_FAILURE (a token that cannot even
+be parsed STATUS_INVALID_PARAMETER) and forgets the session (a failed re-authentication too,
+closing its opens: their waiting CHANGE_NOTIFYs end NOTIFY_CLEANUP).  3.1.1 keys are derived over
+the session's preauth hash, which covers every SESSION_SETUP up to the final one.  A binding
+SESSION_SETUP (multichannel) is handled by :mod:`.channels`.  Without the BINDING flag, a session
+of another connection is STATUS_USER_SESSION_DELETED (after the signature check, which uses
+Session.SigningKey); an unsigned one on a signing-required session of this connection is
+STATUS_ACCESS_DENIED (§3.3.5.2.4).  A SESSION_SETUP on an established session is a
+re-authentication over all its legs: the keys stay, interim and final responses are signed with
+them (§3.3.5.5.2-3).  PreviousSessionId ends the user's old session.  LOGOFF closes the session's
+opens.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from .. import messages as m
 from ..auth import Acceptor
 from ..constants import Capabilities, Cipher, Dialect, NtStatus, SecurityMode, SessionFlags, SessionSetupFlags
 from ..crypto import derive_session_keys, verify_signature
-from ..errors import AuthError, SMBProtocolError
+from ..errors import AuthError, MalformedTokenError, SMBProtocolError
 from ..header import Header
 from ..keys import SessionKeyRecord
 from . import channels
@@ -40,34 +47,44 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
         conn.sessions[session.session_id] = session
     else:
         session = conn.state.sessions.get(header.session_id)
-        if session is None or conn.sessions.get(header.session_id) is not session:
+        if session is None:
             raise Fail(NtStatus.USER_SESSION_DELETED, "unknown session")
-        if session.valid and session.acceptor is None:
-            reauth = True
-            session.acceptor = Acceptor(conn.config.users)
         if session.valid and header.is_signed and not encrypted:
-            try:
-                verify_signature(raw, channels.signing_key(conn, session), conn.signing_algorithm)
+            try:  # §3.3.5.2.4 first, also for a session set up on another connection
+                verify_signature(raw, *channels.signing_for(conn, session))
             except SMBProtocolError as exc:
                 raise Fail(NtStatus.ACCESS_DENIED, str(exc)) from exc
+        if conn.sessions.get(header.session_id) is not session:
+            raise Fail(NtStatus.USER_SESSION_DELETED, "session not on this connection (binding needs the flag)")
+        if session.valid and session.signing_required and not header.is_signed and not encrypted:
+            # §3.3.5.2.4; Samba applies it only to a session of this connection (another
+            # connection's gets USER_SESSION_DELETED above), as smbtorture's bind tests expect.
+            raise Fail(NtStatus.ACCESS_DENIED, "unsigned SESSION_SETUP on a signing-required session")
+        if session.valid:  # every leg of a re-authentication, not only the first (§3.3.5.5.2)
+            reauth = True
+            if session.acceptor is None:
+                session.acceptor = Acceptor(conn.config.users)
     if session.preauth is not None and not reauth and not session.valid:
         session.preauth.add(bytes(raw))
     if session.acceptor is None:
         raise Fail(NtStatus.INVALID_PARAMETER, "no authentication in progress on this session")
     try:
         token, result = session.acceptor.step(request.security_buffer)
-    except AuthError:
+    except AuthError as exc:
         session.acceptor = None
         if session.valid:  # a failed re-authentication ends the session and closes its opens (§3.3.5.5.3)
             close_session_opens(conn, session)
             session.valid = False
         drop_session(conn, session)
-        raise Fail(NtStatus.LOGON_FAILURE, "authentication failed") from None
+        status = NtStatus.INVALID_PARAMETER if isinstance(exc, MalformedTokenError) else NtStatus.LOGON_FAILURE
+        raise Fail(status, f"authentication failed: {exc}") from None
     if result is None:
         reply = Reply(NtStatus.MORE_PROCESSING_REQUIRED, m.SessionSetupResponse(0, token or b""),
                       session_id=session.session_id)
         if session.preauth is not None and not session.valid:
             reply.after_pack = session.preauth.add
+        if reauth:  # an established session signs its interim responses too (when the request was)
+            reply.sign_session = session
         return reply
     session.acceptor = None
     flags = 0
@@ -81,6 +98,7 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
             session.encrypt_data = True
             session.signing_required = False
         session.valid = True
+        session.dialect, session.signing_algorithm, session.cipher = conn.dialect, conn.signing_algorithm, conn.cipher
         if request.previous_session_id:
             channels.previous_session(conn, header, request, result.username)
         if conn.config.key_sink and session.keys.c2s and session.keys.s2c:
@@ -94,7 +112,7 @@ def session_setup(conn, header: Header, request: m.SessionSetupRequest, raw: byt
 
 
 def drop_session(conn, session: Session) -> None:
-    conn.state.sessions.pop(session.session_id, None)
+    conn.state.end_session(session)
     conn.sessions.pop(session.session_id, None)
 
 

@@ -21,6 +21,8 @@ from ..vfs import LocalShare, Share
 from .model import Open, Pending, ServerConfig, Session, ShareConfig
 from .opens import restore_open
 
+ENDED_SESSIONS_KEPT = 256
+
 
 class ServerState:
     """What all connections of one server share: sessions and open files (for breaks)."""
@@ -28,6 +30,10 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.sessions: dict[int, Session] = {}
+        # Sessions that ended (LOGOFF, failed re-authentication, PreviousSessionId), the latest
+        # ENDED_SESSIONS_KEPT of them: a signed request for one gets a *signed*
+        # USER_SESSION_DELETED, as a client that signs insists on (see :meth:`end_session`).
+        self.ended_sessions: dict[int, Session] = {}
         self.next_session = int.from_bytes(os.urandom(4), "little") << 16 | 1
         self.next_file_id = 1
         self.next_async = 1
@@ -50,6 +56,15 @@ class ServerState:
         top = self.durable.load(lambda record, info: restore_open(self, record, info))
         self.next_file_id = max(self.next_file_id, top + 1)
 
+
+    def end_session(self, session: Session) -> None:
+        """``session`` is gone from the GlobalSessionTable; its keys are kept a while, only to sign
+        the USER_SESSION_DELETED that signed requests for it get."""
+        self.sessions.pop(session.session_id, None)
+        self.ended_sessions.pop(session.session_id, None)
+        self.ended_sessions[session.session_id] = session
+        while len(self.ended_sessions) > ENDED_SESSIONS_KEPT:
+            del self.ended_sessions[next(iter(self.ended_sessions))]
     def new_session_id(self) -> int:
         self.next_session += 1
         return self.next_session
