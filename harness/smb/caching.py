@@ -178,6 +178,15 @@ class CachingTable:
         deadlines += [le.deadline for le in self._leases.values() if le.breaking and le.deadline is not None]
         return min(deadlines, default=None)
 
+    def in_flight(self) -> list[Break]:
+        """Breaks announced and not acknowledged yet, as they were announced: what a server settles
+        itself when the connection that carried one is gone (MS-SMB2 3.3.4.6-7: a break nobody can
+        receive is completed at once, never waited out)."""
+        out: list[Break] = [OplockBreak(h.open_id, h.break_to, True) for h in self._oplocks.values() if h.breaking]
+        out += [LeaseBreak(le.ident, le.state, le.break_to, le.epoch if le.version >= 2 else 0, True)
+                for le in self._leases.values() if le.breaking]
+        return out
+
     def check_lease_key(self, ident: LeaseId, path: str) -> NtStatus | None:
         """3.3.5.9.8: a lease key already used for another file fails the CREATE."""
         lease = self._leases.get(ident)

@@ -176,6 +176,7 @@ class ServerConnection:
                 del self.state.sessions[session.session_id]
         self.sessions.clear()
         oplocks.drop_waiting(self.state, connection=self)
+        oplocks.settle_unheard(self.state)  # breaks this connection carried: nobody can acknowledge them now
         oplocks.resume(self.state)
 
     def _consume_credits(self, header: Header) -> None:
