@@ -146,6 +146,7 @@ class SMBServer:
         self._send_locks[key] = send_lock
         self._transports[key] = transport
         connection._transport = transport  # used by _flush_other
+        connection.peer_gone = transport.peer_gone
         if getattr(transport, "supports_rdma", False):
             connection.rdma = transport  # the RDMA port of harness/smb/rdma_channel.py
         transport.max_recv = PRE_NEGOTIATE_LIMIT

@@ -35,6 +35,8 @@ the types they share in :mod:`.model`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .. import messages as m
 from ..compound import build_compound, split_compound
 from ..constants import (
@@ -107,6 +109,9 @@ class ServerConnection:
         self.pending: dict[int, Pending] = {}
         self.outbox: list[bytes] = []
         self.closed = False
+        # Set by the I/O adapter: has the peer certainly gone (Transport.peer_gone)? Asked when
+        # another connection's request depends on this one being alive (a durable reconnect).
+        self.peer_gone: Callable[[], bool] = lambda: False
         # RDMA (SMB Direct only): the adapter's RDMA port, and tokens the next reply must invalidate
         # (rdma_channel.py).  RDMATransformIds stays empty: RDMA transforms are declined.
         self.rdma = None
