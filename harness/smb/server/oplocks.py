@@ -326,8 +326,9 @@ def adopt(state, opened: Open, client_guid: bytes, lease_version: int) -> None:
 def ack_lease(conn, lease_key: bytes, lease_state: int) -> int:
     """The lease acknowledgment checked by the table; the lease state afterwards, or Fail."""
     state = conn.state
-    status, new_state = table(state).ack_lease(lease_id(conn, lease_key), lease_state)
-    sync(state)
+    caching = table(state)
+    status, new_state = caching.ack_lease(lease_id(conn, lease_key), lease_state, now(state))
+    deliver(state, caching.take_followups())  # the next step of a two-step break (syncs the opens)
     if status != NtStatus.SUCCESS:
         raise Fail(status, "lease break acknowledgment")
     return new_state
