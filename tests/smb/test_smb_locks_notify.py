@@ -268,6 +268,24 @@ def test_notify_ends_delete_pending_when_the_directory_is_deleted(server):
         assert not (server.share_dir / "doomed").exists()
 
 
+def test_a_notify_that_arrives_after_the_delete_ends_delete_pending_at_once(server):
+    """smbtorture smb2.notify.rmdir1-4 send their CHANGE_NOTIFY without waiting for the interim
+    response, then delete the directory from another connection: when the delete reaches the server
+    first, the request arrives on a directory already being deleted and must end DELETE_PENDING at
+    once (it hung, waiting for a change that never comes)."""
+    (server.share_dir / "doomed").mkdir()
+    with _client(server) as a, _client(server) as b:
+        sa, sb = a.share("share"), b.share("share")
+        watcher = sa.open("doomed", DIR_ACCESS, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE).file_id
+        other = sb.open("doomed", AccessMask.DELETE | AccessMask.FILE_READ_ATTRIBUTES, CreateDisposition.OPEN,
+                        CreateOptions.DIRECTORY_FILE | CreateOptions.DELETE_ON_CLOSE).file_id
+        sb.close_file(other)
+        mid = sa.notify_request(watcher, cn.FILE_NAME | cn.DIR_NAME)
+        assert sa.notify_result(mid, timeout=5)[0] == NtStatus.DELETE_PENDING
+        sa.close_file(watcher)
+        assert not (server.share_dir / "doomed").exists()
+
+
 def test_notify_cleanup_when_a_new_session_replaces_the_old_one(server):
     """smbtorture smb2.notify.session-reconnect: a SESSION_SETUP naming the session as its
     PreviousSessionId closes the old session's opens; their waiting requests end NOTIFY_CLEANUP."""
