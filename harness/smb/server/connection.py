@@ -160,6 +160,9 @@ class ServerConnection:
             reply = self._handle(element, index, related, encrypted_session is not None)
             if reply is None:  # CANCEL: no response
                 continue
+            if reply.status == NtStatus.PENDING and reply.async_id and index < len(elements) - 1 \
+                    and header.command != Command.CREATE:
+                reply = self._no_async_inside_a_chain(reply)
             replies.append((header, reply))
         oplocks.resume(self.state)  # acknowledgments and closes above may let waiting requests go on
         if not replies:
@@ -395,6 +398,19 @@ class ServerConnection:
         self.state.next_async += 1
         self.pending[pending.async_id] = pending
         return Reply(NtStatus.PENDING, m.ErrorResponse(), async_id=pending.async_id, tree_id=tree_id)
+
+    def _no_async_inside_a_chain(self, reply: Reply) -> Reply:
+        """Only the last request of a compound, or a CREATE waiting for an oplock break, may go
+        asynchronous: Windows fails any other with STATUS_INTERNAL_ERROR in the compound response
+        (MS-SMB2 3.3.5.2.7 and its product notes; smbd does the same). A CHANGE_NOTIFY in the middle
+        of a chain would otherwise hold the whole compound response back until a change comes
+        (smbtorture smb2.compound.interim2 hung on it). The request is withdrawn as if never made."""
+        pending = self.pending.pop(reply.async_id, None)
+        if pending is not None:
+            oplocks.drop_waiting(self.state, pending=pending)
+            if pending.on_drop is not None:
+                pending.on_drop()
+        return Reply(NtStatus.INTERNAL_ERROR, m.ErrorResponse(), tree_id=reply.tree_id)
 
     def complete_async(self, pending: Pending, status: int, body: m.Message) -> None:
         self.pending.pop(pending.async_id, None)
