@@ -315,3 +315,20 @@ def test_a_break_in_flight_when_its_holder_disconnects_is_settled_at_once(tmp_pa
     finally:
         srv.stop()
     assert not srv.errors, srv.errors
+
+
+def test_a_lease_break_goes_to_another_live_channel_of_the_holders_session():
+    """§3.3.4.7 with multichannel: the holder's own channel is gone but its session has another
+    live channel: the client is reachable there, so the break is sent there and not settled as
+    unheard (which would close the holder's durable open)."""
+    from types import SimpleNamespace as NS
+
+    from harness.smb.server import oplocks
+
+    dead, live = NS(closed=True), NS(closed=False)
+    session = NS(connection=dead, channels=[live])
+    holder = NS(connection=dead, session=session)
+    assert oplocks._lease_target([holder]) is live
+    live.closed = True
+    assert oplocks._lease_target([holder]) is None
+    assert oplocks._lease_target([NS(connection=None, session=None), NS(connection=live, session=None)]) is None

@@ -141,6 +141,12 @@ def _settle_lease(state, event: LeaseBreak, holders: list[Open]) -> None:
         caching.ack_lease(event.lease, event.new_state)
 
 
+def _lease_target(holders: list[Open]):
+    """§3.3.4.7: a connection of the lease's client: a holder's own, else another live channel of
+    its session (multichannel: one channel gone does not make the client unreachable)."""
+    return next((t for t in map(_oplock_target, holders) if t is not None), None)
+
+
 def _lease_holders(state, lease: LeaseId) -> list[Open]:
     return [o for o in _all_opens(state) if table(state).lease_of(o.persistent) == lease]
 
@@ -158,7 +164,7 @@ def settle_unheard(state) -> None:
                 _settle_oplock(state, event, opened)
         else:
             holders = _lease_holders(state, event.lease)
-            if holders and not any(_live(o.connection) for o in holders):
+            if holders and _lease_target(holders) is None:
                 _settle_lease(state, event, holders)
     sync(state)
 
@@ -180,7 +186,7 @@ def deliver(state, events: list[Break]) -> None:
             target.send_unsolicited(header, body, None, False)
         elif isinstance(event, LeaseBreak):
             holders = _lease_holders(state, event.lease)
-            target = next((o.connection for o in holders if _live(o.connection)), None)
+            target = _lease_target(holders)
             if target is None:
                 _settle_lease(state, event, holders)
                 continue
