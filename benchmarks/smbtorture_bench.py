@@ -33,7 +33,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.peers.smb_samba import PASSWORD, USER, Smbd, free_port, need, wait_port
+from benchmarks.smb import OurServerProcess
+from harness.peers.smb_samba import PASSWORD, USER, Smbd, need
 
 TESTS = ("echo", "oplock1", "path-contention-shared")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -109,25 +110,6 @@ def run_test(test: str, port: int, pid: int, seconds: int, server: str) -> Resul
     return Result(test, server, parse_rate(test, res.stdout + res.stderr), min(float(seconds), elapsed), cpu)
 
 
-class OurServe:
-    def __init__(self, share: Path) -> None:
-        self.port = free_port()
-        wirecheck = str(Path(sys.executable).with_name("wirecheck"))
-        self.proc = subprocess.Popen([wirecheck, "serve", "--listen", f"tcp:127.0.0.1:{self.port}", "--share",
-                                      f"share={share}", "--user", f"{USER}:{PASSWORD}"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.pid = self.proc.pid
-        wait_port(self.port, 30, self.proc)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 def run(tests: list[str], seconds: int) -> list[tuple[Result, Result]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="torturebench-") as tmp:
@@ -140,9 +122,9 @@ def run(tests: list[str], seconds: int) -> list[tuple[Result, Result]]:
             finally:
                 smbd.stop()
             (tree / "ours").mkdir()
-            ours_server = OurServe(tree / "ours")
+            ours_server = OurServerProcess(tree / "ours")
             try:
-                ours = run_test(test, ours_server.port, ours_server.pid, seconds, "wirecheck")
+                ours = run_test(test, ours_server.port, ours_server.proc.pid, seconds, "wirecheck")
             finally:
                 ours_server.stop()
             rows.append((theirs, ours))

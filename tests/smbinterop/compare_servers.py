@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import torture_lists as tl  # noqa: E402
 
-from harness.peers.smb_samba import PASSWORD, USER, Smbd, free_port, need, wait_port  # noqa: E402
+from harness.peers.smb_samba import PASSWORD, USER, Smbd, free_port, need, stop_group, wait_port  # noqa: E402
 
 COMPARE_TSV = HERE / "compare.tsv"
 
@@ -93,7 +93,7 @@ def smbtorture(port: int, suite: str, timeout: float = TIMEOUT) -> Count:
 class OurServe:
     """`wirecheck serve` as a person runs it, in its own process (its CPU time is its own)."""
 
-    def __init__(self, tree: Path, reconnect: bool = False, break_timeout: float | None = None) -> None:
+    def __init__(self, tree: Path, reconnect: bool = False) -> None:
         share = tree / "share"
         share.mkdir(parents=True)
         self.port = free_port()
@@ -103,11 +103,8 @@ class OurServe:
                 "--share", f"share={share}" + (":ca" if reconnect else ""), "--user", f"{USER}:{PASSWORD}"]
         if reconnect:
             argv.append("--multichannel")
-        if break_timeout is not None:
-            argv += ["--break-timeout", str(break_timeout)]
         self.log = open(tree / "serve.out", "wb")
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.pid = self.proc.pid
         try:
             wait_port(self.port, 30, self.proc)
         except Exception:
@@ -115,13 +112,7 @@ class OurServe:
             raise
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop_group(self.proc)
         self.log.close()
 
 

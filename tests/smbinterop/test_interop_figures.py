@@ -20,11 +20,16 @@ def test_readme_table_is_up_to_date():
     assert res.returncode == 0, res.stderr
 
 
-def test_a_changed_floor_makes_the_readme_stale(tmp_path):
+def _copied_lists(tmp_path: Path) -> Path:
     interop = tmp_path / "smbinterop"
     interop.mkdir()
     for name in ("knownfail", "flapping", "floors.tsv", "compare.tsv"):
         shutil.copy(ROOT / "tests/smbinterop" / name, interop / name)
+    return interop
+
+
+def test_a_changed_floor_makes_the_readme_stale(tmp_path):
+    interop = _copied_lists(tmp_path)
     floors = interop / "floors.tsv"
     floors.write_text(floors.read_text().replace("smb2.rw\t3\t0", "smb2.rw\t2\t0"))
     readme = (ROOT / "README.md").read_text()
@@ -39,10 +44,7 @@ def test_a_changed_floor_makes_the_readme_stale(tmp_path):
 
 
 def test_a_changed_comparison_row_makes_the_readme_stale(tmp_path):
-    interop = tmp_path / "smbinterop"
-    interop.mkdir()
-    for name in ("knownfail", "flapping", "floors.tsv", "compare.tsv"):
-        shutil.copy(ROOT / "tests/smbinterop" / name, interop / name)
+    interop = _copied_lists(tmp_path)
     compare = interop / "compare.tsv"
     rows = compare.read_text().splitlines()
     at = next(i for i, line in enumerate(rows) if line.startswith("smb2.connect\t"))
