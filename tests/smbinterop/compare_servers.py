@@ -54,6 +54,9 @@ SUITES = ["smb2.connect", "smb2.rw", "smb2.credits", "smb2.read", "smb2.getinfo"
 RECONNECT = {"smb2.durable-open", "smb2.durable-v2-open", "smb2.session"}
 SMBD_GLOBAL = "ea support = yes\nstore dos attributes = yes"
 TIMEOUT = 600.0  # seconds per suite and server (smb2.lease takes ~200 s here: it waits out 35 s break timeouts)
+# smbd 4.17 hung once in smb2.notify (9 of 23 reported at the 600 s timeout; it takes ~100 s otherwise):
+# its counts are the reference, never judged, so it gets less time to stall a whole run.
+SMBD_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ def run_ours(suite: str, tree: Path, timeout: float) -> Count:
 def compare(suite: str, tree: Path, timeout: float = TIMEOUT) -> tuple[Count, Count]:
     """smbd's and our count for ``suite``, both servers run at the same time."""
     with ThreadPoolExecutor(2) as pool:
-        theirs = pool.submit(run_smbd, suite, tree, timeout)
+        theirs = pool.submit(run_smbd, suite, tree, min(timeout, SMBD_TIMEOUT))
         ours = pool.submit(run_ours, suite, tree, timeout)
         return theirs.result(), ours.result()
 
