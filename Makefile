@@ -1,5 +1,5 @@
 # The two commands of the README: `make demo` and `make test`. Both set up first (idempotent).
-.PHONY: setup demo test test-slow check-auto mutation lint lint-imports bench clean interop-figures
+.PHONY: setup demo test test-slow check-auto mutation lint lint-imports bench clean interop-figures interop-compare
 
 setup:
 	@bash scripts/setup.sh
@@ -33,9 +33,14 @@ mutation: setup
 lint-imports: setup
 	@.venv/bin/lint-imports
 
-# the README's smbtorture table, from tests/smbinterop/floors.tsv and the knownfail/flapping lists
+# the README's smbtorture tables, from tests/smbinterop/floors.tsv, the knownfail/flapping lists and compare.tsv
 interop-figures:
 	@python3 scripts/interop_figures.py
+
+# smbtorture's 36 server-semantics suites against smbd and against `wirecheck serve` in one run (~11 minutes
+# on two cores); stores tests/smbinterop/compare.tsv and regenerates the README's comparison table
+interop-compare: setup
+	@.venv/bin/python tests/smbinterop/compare_servers.py --write
 
 lint: setup
 	@.venv/bin/ruff check wrappers harness tests benchmarks

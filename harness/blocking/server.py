@@ -150,6 +150,7 @@ class SMBServer:
         send_lock = threading.Lock()
         self._send_locks[key] = send_lock
         self._transports[key] = transport  # where _flush_other sends this connection's output
+        connection.peer_gone = transport.peer_gone
         if transport.supports_rdma:
             connection.rdma = transport  # the RDMA port of harness/smb/rdma_channel.py
         transport.max_recv = PRE_NEGOTIATE_LIMIT

@@ -64,7 +64,9 @@ class Smbd:
     """smbd with two shares: ``share`` (signing mandatory) and ``enc`` (encryption required)."""
 
     def __init__(self, tree: Path, signing: str = "mandatory",
-                 missing: Callable[[str, str], None] = _missing, extra_global: str = "") -> None:
+                 missing: Callable[[str, str], None] = _missing, extra_global: str = "",
+                 min_protocol: str | None = "SMB3_11") -> None:
+        """``min_protocol`` None: smbd's own default (SMB2_02), as a server configured with defaults."""
         self.smbd = need("smbd", "samba", missing)
         self.smbpasswd = need("smbpasswd", "samba-common-bin", missing)
         if not os.path.exists(NSS_WRAPPER):
@@ -88,7 +90,7 @@ smb ports = {self.port}
 interfaces = 127.0.0.1
 bind interfaces only = yes
 disable netbios = yes
-server min protocol = SMB3_11
+{f"server min protocol = {min_protocol}" if min_protocol else ""}
 server signing = {signing}
 lock directory = {tree}/lock
 state directory = {tree}/state
@@ -130,11 +132,17 @@ server smb encrypt = required
             raise
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait(5)
+        stop_group(self.proc)
         self.log.close()
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """End a server started with ``start_new_session``: its whole process group (smbd forks one
+    process per connection), SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(5)

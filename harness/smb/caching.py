@@ -27,8 +27,10 @@ write, set end of file, byte-range lock    II oplocks (the writer's own too) and
                                            goes on at once).
 rename or delete by another open           HANDLE caching (and BATCH) breaks first, then it runs.
 acknowledgment missing at the deadline     the holder is NONE, the waiting CREATE goes on.
-a lease already breaking                   nothing new is announced; the waiting request runs
-                                           again after the acknowledgment and breaks further.
+a lease already breaking                   nothing new is announced; what the request needs is
+                                           kept, and the acknowledgment starts the next step at
+                                           once (RH -> R with acknowledgment, then R -> NONE),
+                                           the requests waiting until the steps are over.
 =========================================  ========================================================
 
 Who waits: a request waits for an acknowledgment only when the break takes WRITE away (BATCH and
@@ -114,6 +116,7 @@ class _Lease:
     deadline: float | None = None
     opens: set[Hashable] = field(default_factory=set)
     blocking: bool = False  # requests wait for this break's acknowledgment
+    requested: int = 0  # while breaking: what every request since the break began asked it to keep
 
 
 @dataclass
@@ -137,6 +140,7 @@ class CachingTable:
     _leases: dict[LeaseId, _Lease] = field(default_factory=dict)
     _lease_of: dict[Hashable, LeaseId] = field(default_factory=dict)
     _stat_opens: set[Hashable] = field(default_factory=set)  # attributes-only opens: no bar to a grant
+    _followups: list[Break] = field(default_factory=list)  # see ack_lease
 
     # -- questions ----------------------------------------------------------------------------
     def oplock_level(self, open_id: Hashable) -> int:
@@ -178,6 +182,15 @@ class CachingTable:
         deadlines += [le.deadline for le in self._leases.values() if le.breaking and le.deadline is not None]
         return min(deadlines, default=None)
 
+    def in_flight(self) -> list[Break]:
+        """Breaks announced and not acknowledged yet, as they were announced: what a server settles
+        itself when the connection that carried one is gone (MS-SMB2 3.3.4.6-7: a break nobody can
+        receive is completed at once, never waited out)."""
+        out: list[Break] = [OplockBreak(h.open_id, h.break_to, True) for h in self._oplocks.values() if h.breaking]
+        out += [LeaseBreak(le.ident, le.state, le.break_to, le.epoch if le.version >= 2 else 0, True)
+                for le in self._leases.values() if le.breaking]
+        return out
+
     def check_lease_key(self, ident: LeaseId, path: str) -> NtStatus | None:
         """3.3.5.9.8: a lease key already used for another file fails the CREATE."""
         lease = self._leases.get(ident)
@@ -213,9 +226,10 @@ class CachingTable:
         taken away (HANDLE for a sharing violation, a rename or a delete)."""
         to = _wire_state(to & lease.state)
         if lease.breaking:
-            # A break in flight is not changed (its acknowledgment must match what was announced,
-            # smbtorture smb2.lease.breaking3); the waiting requests run again after it and break
-            # further then.
+            # A break in flight is not changed (its acknowledgment must match what was announced);
+            # what this request needs is remembered, and the acknowledgment starts the next step
+            # (``ack_lease``: smbtorture smb2.lease.breaking3).
+            lease.requested &= to
             return None
         if to == lease.state:
             return None
@@ -225,6 +239,7 @@ class CachingTable:
             lease.epoch += 1
         if ack:
             lease.breaking, lease.break_to, lease.deadline = True, to, now + self.break_timeout
+            lease.requested = to
             # Only a break that takes WRITE away (dirty data to flush) or a blocking one makes the
             # request wait; RH -> NONE for an overwrite is acknowledged later (smb2.lease.breaking4).
             lease.blocking = blocking or bool(current & ~to & W)
@@ -453,8 +468,17 @@ class CachingTable:
     def _end_oplock(self, hold: _Oplock, level: int) -> None:
         hold.level, hold.breaking, hold.break_to, hold.deadline = level, False, 0, None
 
-    def ack_lease(self, ident: LeaseId, state: int) -> tuple[NtStatus, int]:
-        """3.3.5.22.2: the status of the acknowledgment and the lease state afterwards."""
+    def ack_lease(self, ident: LeaseId, state: int, now: float | None = None) -> tuple[NtStatus, int]:
+        """3.3.5.22.2: the status of the acknowledgment and the lease state afterwards.
+
+        Two-step breaks (``now`` given): when requests that arrived during the break want less than
+        was acknowledged, the next break starts at once, in the steps Windows takes (smbtorture
+        smb2.lease.breaking3, v2_breaking3): a state with more than READ first loses all but READ
+        and what is wanted (RH -> R, acknowledgment required, the requests keep waiting), then
+        READ goes (R -> NONE, no acknowledgment). A step keeps the lease's epoch: it continues the
+        break the client has already seen announced with its epoch (3.3.4.7 increments it once per
+        break the object store indicates). The step's notification is in :meth:`take_followups`.
+        """
         lease = self._leases.get(ident)
         if lease is None:
             return NtStatus.OBJECT_NAME_NOT_FOUND, 0
@@ -462,8 +486,24 @@ class CachingTable:
             return NtStatus.UNSUCCESSFUL, lease.state
         if state & ~lease.break_to:
             return NtStatus.REQUEST_NOT_ACCEPTED, lease.state
+        wanted, blocking = lease.requested & state, lease.blocking
         lease.state, lease.breaking, lease.break_to, lease.deadline, lease.blocking = state, False, 0, None, False
+        lease.requested = 0
+        if now is not None and wanted != state:
+            step = _wire_state(wanted | R if state & ~R else wanted)
+            event = LeaseBreak(lease.ident, state, step, lease.epoch if lease.version >= 2 else 0, state != R)
+            if event.ack_required:
+                lease.breaking, lease.break_to, lease.deadline = True, step, now + self.break_timeout
+                lease.requested, lease.blocking = wanted, blocking
+            else:
+                lease.state = step
+            self._followups.append(event)
         return NtStatus.SUCCESS, state
+
+    def take_followups(self) -> list[Break]:
+        """Breaks started by acknowledgments (two-step lease breaks) since the last call, to send."""
+        out, self._followups = self._followups, []
+        return out
 
     def expire(self, now: float) -> list[Hashable | LeaseId]:
         """Holders whose acknowledgment is overdue become NONE; returns who (open ids, lease ids)."""
@@ -475,6 +515,7 @@ class CachingTable:
         for lease in self._leases.values():
             if lease.breaking and lease.deadline is not None and lease.deadline <= now:
                 lease.state, lease.breaking, lease.break_to, lease.deadline = 0, False, 0, None
+                lease.blocking, lease.requested = False, 0
                 done.append(lease.ident)
         return done
 

@@ -306,6 +306,14 @@ def find_reconnect(conn, session, request, kind: str, ctx, table: DurableTable):
             raise Reject(NtStatus.INVALID_PARAMETER, "DH2C asks for PERSISTENT, open is not")
     # DHnC may reconnect a v2 open too: §3.3.5.9.7 checks durability, not the version (smbtorture
     # durable-v2-open.reopen2b).
+    holder = getattr(opened, "connection", None)
+    if info.detached_at is None and holder is not None and holder is not conn and holder.peer_gone():
+        # The client has already gone from the open's connection and comes back on this one, but
+        # this server has not yet handled that connection's end (another thread reads it): handle
+        # it now, which detaches the open, instead of telling the client its open is still in use
+        # (smbtorture smb2.durable-open.reopen1/2/3, lock-oplock: they reconnect right after the
+        # old socket's close).
+        holder.close()
     if info.detached_at is None:
         raise Reject(NtStatus.OBJECT_NAME_NOT_FOUND, "open still attached to a session")
     if info.lease_version:

@@ -50,6 +50,12 @@ class Transport:
         """The next whole PDU; raises TimeoutError, TransportClosed, FrameTooLarge, TransportError."""
         raise NotImplementedError
 
+    def peer_gone(self) -> bool:
+        """True when the peer has certainly ended the connection and nothing it sent is left to
+        read: the next ``recv_pdu`` can only report the end.  Never blocks, never consumes input.
+        False when unknown (a transport that cannot tell says so)."""
+        return False
+
     def close(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 

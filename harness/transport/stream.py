@@ -8,7 +8,11 @@ Every blocking call has a timeout (``io_timeout`` for a started frame, the calle
 
 from __future__ import annotations
 
+import array
+import fcntl
+import select
 import socket
+import termios
 from typing import cast
 
 from harness.smb.framing import MAX_DIRECT_TCP, MAX_NBSS, Framing, frame
@@ -143,6 +147,23 @@ class StreamTransport(Transport):
             if kind == NBSS_KEEPALIVE and self.framing is Framing.NBSS:
                 continue
             raise TransportError(f"unexpected frame type 0x{kind:02x}")
+
+    def peer_gone(self) -> bool:
+        """The peer's FIN or RST has arrived and no byte is left unread (poll with POLLRDHUP, then
+        FIONREAD): asked by another thread than the reader, so it only looks, it never reads."""
+        if self._closed:
+            return True
+        try:
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN | select.POLLRDHUP)
+            events = poller.poll(0)
+            if not events or not events[0][1] & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                return False
+            unread = array.array("i", [0])
+            fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, unread)
+            return unread[0] == 0
+        except (OSError, ValueError):
+            return True  # the socket is already closed here
 
     def close(self) -> None:
         if self._closed:

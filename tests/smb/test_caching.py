@@ -222,6 +222,61 @@ def test_a_break_in_flight_keeps_what_it_announced() -> None:
     assert t.before_open("f", now=0.0, overwrite=True) == [LeaseBreak(A, R | H, 0, 0, True)]
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_a_break_asked_for_more_while_in_flight_goes_on_in_two_steps(version: int) -> None:
+    """smb2.lease.breaking3 / v2_breaking3 (MS-SMB2 3.3.4.7, as Windows and smbd do it): RWH -> RH is
+    in flight for a plain open when an overwrite wants NONE; nothing new is sent then. The RH
+    acknowledgment starts RH -> R (acknowledgment required, same epoch) and both opens keep waiting;
+    the R acknowledgment starts R -> NONE (no acknowledgment) and the opens go on."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H, lease_version=version,
+            lease_epoch=0x11)
+    epoch = 0x13 if version == 2 else 0
+    assert t.before_open("f", now=0.0) == [LeaseBreak(A, R | W | H, R | H, epoch, True)]
+    assert t.before_open("f", now=1.0, overwrite=True) == []
+    assert t.take_followups() == []
+    assert t.ack_lease(A, R | H, now=2.0) == (NtStatus.SUCCESS, R | H)
+    assert t.take_followups() == [LeaseBreak(A, R | H, R, epoch, True)]
+    assert t.take_followups() == []  # taken once
+    assert t.must_wait("f") and t.next_deadline() == 2.0 + DEFAULT_BREAK_TIMEOUT
+    assert t.lease_state(A) == R | H and t.lease_epoch(A) == epoch
+    assert t.grant("f", 3, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H, lease_version=version) \
+        == Grant(OplockLevel.LEASE, R | H, LeaseFlags.BREAK_IN_PROGRESS, epoch, version)
+    assert t.ack_lease(A, R | H, now=3.0)[0] == NtStatus.REQUEST_NOT_ACCEPTED  # the step announced R
+    assert t.ack_lease(A, R, now=3.0) == (NtStatus.SUCCESS, R)
+    assert t.take_followups() == [LeaseBreak(A, R, 0, epoch, False)]
+    assert not t.must_wait("f") and t.lease_state(A) == 0 and t.next_deadline() is None
+    assert t.before_open("f", now=4.0, overwrite=True) == []  # nothing left to break
+
+
+def test_an_acknowledgment_that_meets_every_request_starts_no_step() -> None:
+    """Requests during the break that want no less than it announced (or acknowledgments that give
+    up more than announced) end the break there."""
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H)
+    t.before_open("f", now=0.0)
+    assert t.before_open("f", now=0.0) == []  # wants RH too
+    assert t.ack_lease(A, R | H, now=1.0) == (NtStatus.SUCCESS, R | H)
+    assert t.take_followups() == [] and not t.must_wait("f")
+    t2 = CachingTable()
+    t2.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H)
+    t2.before_open("f", now=0.0)
+    t2.before_open("f", now=0.0, overwrite=True)
+    assert t2.ack_lease(A, 0, now=1.0) == (NtStatus.SUCCESS, 0)  # gave up everything at once
+    assert t2.take_followups() == [] and not t2.must_wait("f")
+
+
+def test_a_step_nobody_acknowledges_times_out_to_none() -> None:
+    t = CachingTable()
+    t.grant("f", 1, requested=OplockLevel.LEASE, lease=A, lease_state=R | W | H)
+    t.before_open("f", now=0.0)
+    t.before_open("f", now=0.0, overwrite=True)
+    t.ack_lease(A, R | H, now=1.0)
+    assert t.take_followups() == [LeaseBreak(A, R | H, R, 0, True)]
+    assert t.expire(1.0 + DEFAULT_BREAK_TIMEOUT) == [A]
+    assert t.lease_state(A) == 0 and not t.must_wait("f") and t.take_followups() == []
+
+
 def test_only_a_break_taking_write_or_handle_for_sharing_makes_the_open_wait() -> None:
     """smb2.lease.breaking4: RH -> NONE for an overwrite wants an acknowledgment, the open goes on."""
     t = CachingTable()

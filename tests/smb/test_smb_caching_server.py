@@ -266,3 +266,69 @@ def test_app_instance_id_closes_the_previous_instances_open(server):
         assert new.file_id != old.file_id
         gone = a.wait(a.send(Command.READ, m.ReadRequest(file_id=old.file_id, length=1, offset=0), sa.tree_id))
         assert gone.header.status == NtStatus.FILE_CLOSED
+
+
+def _durable(name: str, oplock: int = OplockLevel.NONE, lease: Lease | None = None) -> m.CreateRequest:
+    from harness.smb.messages.create_contexts import DurableHandleRequest
+
+    body = create_request(name, oplock, lease)
+    body.contexts = [*body.contexts, DurableHandleRequest().to_context()]
+    return body
+
+
+@pytest.mark.parametrize("holds", ["batch", "lease"])
+def test_a_break_in_flight_when_its_holder_disconnects_is_settled_at_once(tmp_path, holds):
+    """MS-SMB2 3.3.4.6-7: a break nobody can acknowledge completes at once. The holder (a durable
+    BATCH oplock or RWH lease) gets the break and disconnects without acknowledging it, as
+    smbtorture smb2.durable-open.oplock/.lease do when their second open reaches the server before
+    the first connection's end: the waiting CREATE goes on when the server sees that connection end,
+    not at the break timeout (30 s here), and the detached durable open is closed (BATCH for the
+    new open, as Windows and smbd grant it)."""
+    srv = start(tmp_path, break_timeout=30.0)
+    try:
+        with client(srv) as b:
+            a = client(srv)
+            a.on_break = lambda note: True  # take the break, never acknowledge it
+            sa, sb = a.share("share"), b.share("share")
+            if holds == "batch":
+                first = sa.client.request(Command.CREATE, _durable("f.txt", OplockLevel.BATCH), sa.tree_id).body
+                assert first.oplock_level == OplockLevel.BATCH
+                ask = create_request("f.txt", OplockLevel.BATCH)
+            else:
+                first = sa.client.request(Command.CREATE, _durable("f.txt", lease=Lease(KEY1, R | H | W)),
+                                          sa.tree_id).body
+                assert granted_lease(first).lease_state == R | H | W
+                ask = create_request("f.txt", lease=Lease(KEY2, R | H | W))
+            began = time.monotonic()
+            mid = b.send(Command.CREATE, ask, sb.tree_id)
+            assert len(a.poll(2.0)) == 1  # the break reached the holder, which does not answer it
+            a.transport.close()  # gone without an acknowledgment (no LOGOFF: the durable open stays)
+            second = b.wait(mid)
+            waited = time.monotonic() - began
+            assert second.header.status == NtStatus.SUCCESS
+            assert second.header.flags & HeaderFlags.ASYNC_COMMAND  # it did wait for the break
+            assert waited < 10, f"the CREATE waited {waited:.1f} s: the break was waited out"
+            if holds == "batch":
+                assert second.body.oplock_level == OplockLevel.BATCH
+            else:
+                assert granted_lease(second.body).lease_state == R | H | W
+    finally:
+        srv.stop()
+    assert not srv.errors, srv.errors
+
+
+def test_a_lease_break_goes_to_another_live_channel_of_the_holders_session():
+    """§3.3.4.7 with multichannel: the holder's own channel is gone but its session has another
+    live channel: the client is reachable there, so the break is sent there and not settled as
+    unheard (which would close the holder's durable open)."""
+    from types import SimpleNamespace as NS
+
+    from harness.smb.server import oplocks
+
+    dead, live = NS(closed=True), NS(closed=False)
+    session = NS(connection=dead, channels=[live])
+    holder = NS(connection=dead, session=session)
+    assert oplocks._lease_target([holder]) is live
+    live.closed = True
+    assert oplocks._lease_target([holder]) is None
+    assert oplocks._lease_target([NS(connection=None, session=None), NS(connection=live, session=None)]) is None

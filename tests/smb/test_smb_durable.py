@@ -371,3 +371,95 @@ def test_durable_open_survives_server_restart_with_state_dir(tmp_path, clock):
     finally:
         second.stop()
     assert not second.errors
+
+
+class _StallingListener:
+    """Fault injection: once ``stall`` is set, a connection's reader that sees its connection end is
+    held back until ``release`` is set, as a busy machine holds back the server thread of a
+    connection the client has just dropped; what the transport reports is unchanged."""
+
+    def __init__(self, inner) -> None:
+        import threading
+
+        self.inner, self.address = inner, inner.address
+        self.stall, self.release = threading.Event(), threading.Event()
+
+    def accept(self, timeout=None):
+        transport = self.inner.accept(timeout=timeout)
+        outer = self
+
+        class Held:
+            def __getattr__(self, name):
+                return getattr(transport, name)
+
+            def recv_pdu(self, timeout=None):
+                try:
+                    return transport.recv_pdu(timeout)
+                except Exception:
+                    if outer.stall.is_set():
+                        outer.release.wait(30)
+                    raise
+
+        return Held()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_reconnect_that_overtakes_the_servers_view_of_the_old_connection_finds_the_open(tmp_path):
+    """The client drops its connection and reconnects its durable v1 handle (DHnC) at once; the
+    server thread of the old connection has not handled its end yet (held back here). The reconnect
+    must not fail with OBJECT_NAME_NOT_FOUND ("still attached") when the old transport has certainly
+    ended: the server handles that end first (smbtorture smb2.durable-open.lock-oplock, reopen1-3
+    failed this way on a loaded machine)."""
+    from harness.transport import listen
+
+    share = tmp_path / "share"
+    share.mkdir()
+    config = ServerConfig(shares={"share": ShareConfig("share", str(share))}, users=USERS)
+    listener = _StallingListener(listen("tcp", "127.0.0.1", 0))
+    srv = SMBServer(config, listener=listener).start()
+    try:
+        client = _client(srv)
+        sh = client.share("share")
+        batch = m.CreateRequest(name="v1.bin", desired_access=RW, share_access=7,
+                                create_disposition=CreateDisposition.OPEN_IF, requested_oplock_level=OplockLevel.BATCH,
+                                contexts=[DurableHandleRequest().to_context()])
+        created = client.request(Command.CREATE, batch, sh.tree_id).body
+        assert find_context(created.contexts, DHNQ) is not None
+        listener.stall.set()
+        _drop(client)
+        again = _client(srv)
+        again_share = again.share("share")
+        reconnect = m.CreateRequest(name="v1.bin", desired_access=RW, share_access=7,
+                                    create_disposition=CreateDisposition.OPEN,
+                                    requested_oplock_level=OplockLevel.BATCH,
+                                    contexts=[DurableHandleReconnect(file_id=created.file_id).to_context()])
+        answer = again.wait(again.send(Command.CREATE, reconnect, again_share.tree_id))
+        with srv.lock:
+            opened = srv.state.durable.opens.get(_pid(created.file_id))
+        assert answer.header.status == NtStatus.SUCCESS, NtStatus(answer.header.status).name
+        assert opened is not None and opened.connection is not None and opened.durable.detached_at is None
+        listener.release.set()
+        again.close()
+    finally:
+        listener.release.set()
+        srv.stop()
+    assert not srv.errors, srv.errors
+
+
+def test_stream_transport_peer_gone_only_after_the_peer_closed_and_all_was_read():
+    import socket
+
+    from harness.transport.stream import StreamTransport
+
+    ours, theirs = socket.socketpair()
+    transport = StreamTransport(ours)
+    assert not transport.peer_gone()
+    theirs.sendall(b"\x00\x00\x00\x04abcd")
+    theirs.close()
+    assert not transport.peer_gone()  # its last PDU is still to be read
+    assert transport.recv_pdu(timeout=2) == b"abcd"
+    assert transport.peer_gone()
+    transport.close()
+    assert transport.peer_gone()

@@ -268,6 +268,24 @@ def test_notify_ends_delete_pending_when_the_directory_is_deleted(server):
         assert not (server.share_dir / "doomed").exists()
 
 
+def test_a_notify_that_arrives_after_the_delete_ends_delete_pending_at_once(server):
+    """smbtorture smb2.notify.rmdir1-4 send their CHANGE_NOTIFY without waiting for the interim
+    response, then delete the directory from another connection: when the delete reaches the server
+    first, the request arrives on a directory already being deleted and must end DELETE_PENDING at
+    once (it hung, waiting for a change that never comes)."""
+    (server.share_dir / "doomed").mkdir()
+    with _client(server) as a, _client(server) as b:
+        sa, sb = a.share("share"), b.share("share")
+        watcher = sa.open("doomed", DIR_ACCESS, CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE).file_id
+        other = sb.open("doomed", AccessMask.DELETE | AccessMask.FILE_READ_ATTRIBUTES, CreateDisposition.OPEN,
+                        CreateOptions.DIRECTORY_FILE | CreateOptions.DELETE_ON_CLOSE).file_id
+        sb.close_file(other)
+        mid = sa.notify_request(watcher, cn.FILE_NAME | cn.DIR_NAME)
+        assert sa.notify_result(mid, timeout=5)[0] == NtStatus.DELETE_PENDING
+        sa.close_file(watcher)
+        assert not (server.share_dir / "doomed").exists()
+
+
 def test_notify_cleanup_when_a_new_session_replaces_the_old_one(server):
     """smbtorture smb2.notify.session-reconnect: a SESSION_SETUP naming the session as its
     PreviousSessionId closes the old session's opens; their waiting requests end NOTIFY_CLEANUP."""
@@ -342,3 +360,27 @@ def test_two_opens_against_a_byte_model(server, ops):
             assert got == expected, (kind, who, offset, length, exclusive, held)
         for fid in fids:
             share.close_file(fid)
+
+
+def test_a_notify_inside_a_compound_chain_fails_internal_error_and_the_chain_completes(server):
+    """MS-SMB2 3.3.5.2.7 (Windows, smbd; smbtorture smb2.compound.interim2): CREATE, CHANGE_NOTIFY,
+    QUERY_INFO related in one compound. The notify cannot go asynchronous in the middle of a chain:
+    it fails STATUS_INTERNAL_ERROR and the other two succeed in the same response (it hung waiting
+    for a change). The withdrawn request leaves no watch behind: a change later completes nothing."""
+    all_ff = b"\xff" * 16
+    with _client(server) as a:
+        sa = a.share("share")
+        chain = [(Command.CREATE, m.CreateRequest(name="interim", desired_access=DIR_ACCESS | AccessMask.DELETE,
+                                                  share_access=7, create_disposition=CreateDisposition.CREATE,
+                                                  create_options=CreateOptions.DIRECTORY_FILE)),
+                 (Command.CHANGE_NOTIFY, m.ChangeNotifyRequest(file_id=all_ff, flags=cn.WATCH_TREE,
+                                                               output_buffer_length=0x1000,
+                                                               completion_filter=cn.FILE_NAME)),
+                 (Command.QUERY_INFO, m.QueryInfoRequest(info_type=1, file_info_class=4, output_buffer_length=0x1000,
+                                                         file_id=all_ff))]
+        created, notified, info = a.compound(chain, sa.tree_id)
+        assert [r.header.status for r in (created, notified, info)] == \
+            [NtStatus.SUCCESS, NtStatus.INTERNAL_ERROR, NtStatus.SUCCESS]
+        with server.lock:
+            assert not server.state.notify.watched() or all(not w.requests for w in server.state.notify.watched())
+        sa.close_file(created.body.file_id)

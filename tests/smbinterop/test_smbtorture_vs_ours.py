@@ -106,10 +106,10 @@ def test_smbtorture_slow(suite, tmp_path, record_property):
     run_suite(suite, tmp_path, record_property)
 
 
-# Measured: smb2.durable-open takes ~2 s or ~37 s, about half and half. In the slow runs one break
-# waits out the 35 s a server may wait for an acknowledgment (MS-SMB2 <246>, Windows' value); which
-# test, and whether it is a break to a client that has just disconnected, is not pinned down yet.
-# Such waits under load passed pytest's default 120 s in a fresh-clone run.
+# smb2.durable-open once took ~37 s in about half the runs: its oplock/lease tests disconnect right
+# after a break was sent to them, and the break was waited out (35 s). The server now settles a break
+# at the end of the connection that carried it; the suite takes about a second. The 600 s stay for
+# smb2.session and smb2.multichannel under load.
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("suite", RECONNECT)
 def test_smbtorture_reconnect_suites(suite, tmp_path, record_property):

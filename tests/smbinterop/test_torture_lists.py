@@ -64,7 +64,7 @@ def test_listed_names_must_be_tests_of_the_suite():
 
 def test_list_files_are_one_test_per_line_with_reasons(tmp_path):
     known, flapping = tl.read_list(tl.KNOWNFAIL), tl.read_list(tl.FLAPPING)
-    assert known and flapping and not set(known) & set(flapping)
+    assert known and not set(known) & set(flapping)  # flapping may be empty: nothing flaps today
     bad = tmp_path / "kf"
     for text, message in [("^smb2\\.session\\..*  # all of it\n", "not one full smbtorture test name"),
                           ("smb2.a.b\n", "needs its reason"),

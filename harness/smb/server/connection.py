@@ -36,6 +36,8 @@ the types they share in :mod:`.model`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .. import messages as m
 from ..compound import build_compound, split_compound
 from ..constants import (
@@ -109,6 +111,9 @@ class ServerConnection:
         self.pending: dict[int, Pending] = {}
         self.outbox: list[bytes] = []
         self.closed = False
+        # Set by the I/O adapter: has the peer certainly gone (Transport.peer_gone)? Asked when
+        # another connection's request depends on this one being alive (a durable reconnect).
+        self.peer_gone: Callable[[], bool] = lambda: False
         # RDMA (SMB Direct only): the adapter's RDMA port, and tokens the next reply must invalidate
         # (rdma_channel.py).  RDMATransformIds stays empty: RDMA transforms are declined.
         self.rdma: ServerRdmaPort | None = None
@@ -157,6 +162,9 @@ class ServerConnection:
             reply = self._handle(element, index, related, encrypted_session is not None)
             if reply is None:  # CANCEL: no response
                 continue
+            if reply.status == NtStatus.PENDING and reply.async_id and index < len(elements) - 1 \
+                    and header.command != Command.CREATE:
+                reply = self._no_async_inside_a_chain(reply)
             replies.append((header, reply))
         oplocks.resume(self.state)  # acknowledgments and closes above may let waiting requests go on
         if not replies:
@@ -178,6 +186,7 @@ class ServerConnection:
                 del self.state.sessions[session.session_id]
         self.sessions.clear()
         oplocks.drop_waiting(self.state, connection=self)
+        oplocks.settle_unheard(self.state)  # breaks this connection carried: nobody can acknowledge them now
         oplocks.resume(self.state)
 
     def _consume_credits(self, header: Header) -> None:
@@ -395,6 +404,19 @@ class ServerConnection:
         self.state.next_async += 1
         self.pending[pending.async_id] = pending
         return Reply(NtStatus.PENDING, m.ErrorResponse(), async_id=pending.async_id, tree_id=tree_id)
+
+    def _no_async_inside_a_chain(self, reply: Reply) -> Reply:
+        """Only the last request of a compound, or a CREATE waiting for an oplock break, may go
+        asynchronous: Windows fails any other with STATUS_INTERNAL_ERROR in the compound response
+        (MS-SMB2 3.3.5.2.7 and its product notes; smbd does the same). A CHANGE_NOTIFY in the middle
+        of a chain would otherwise hold the whole compound response back until a change comes
+        (smbtorture smb2.compound.interim2 hung on it). The request is withdrawn as if never made."""
+        pending = self.pending.pop(reply.async_id, None)
+        if pending is not None:
+            oplocks.drop_waiting(self.state, pending=pending)
+            if pending.on_drop is not None:
+                pending.on_drop()
+        return Reply(NtStatus.INTERNAL_ERROR, m.ErrorResponse(), tree_id=reply.tree_id)
 
     def complete_async(self, pending: Pending, status: int, body: m.Message) -> None:
         self.pending.pop(pending.async_id, None)

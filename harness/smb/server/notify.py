@@ -36,6 +36,12 @@ def change_notify(conn, session, tree, header, request: m.ChangeNotifyRequest, e
     if fs is None:
         raise Fail(NtStatus.FILE_CLOSED, "open not claimed by a session")
     state = conn.state
+    if any(other.delete_on_close for other in state.opens_by_path.get(opened.path, [opened])):
+        # The directory is already being deleted (another open's delete-on-close has closed, or is
+        # set): a request arriving now ends at once as the waiting ones did (delete_pending below);
+        # it would otherwise wait for a change that never comes (smbtorture smb2.notify.rmdir1-4,
+        # when the other client's delete reaches the server before this request).
+        raise Fail(NtStatus.DELETE_PENDING, "CHANGE_NOTIFY on a directory being deleted")
     token = state.next_async  # the async id go_async gives it, should it wait
     new_watch = id(opened) not in state.notify.watches
     outcome = state.notify.request(id(opened), fs, fs.relative(opened.path), request.flags,

@@ -119,9 +119,58 @@ def _close_detached(state, opened: Open) -> None:
     _forget_detached(state, opened)
 
 
+def _settle_oplock(state, event: OplockBreak, opened: Open) -> None:
+    """§3.3.4.6: an oplock break no connection can carry completes now; a durable open losing BATCH
+    is closed (its client could not take the break, so it must not find the handle again)."""
+    if event.new_level < OplockLevel.BATCH and opened.durable is not None:
+        _close_detached(state, opened)
+    elif event.ack_required:
+        table(state).ack_oplock(event.open_id, event.new_level)
+
+
+def _settle_lease(state, event: LeaseBreak, holders: list[Open]) -> None:
+    """§3.3.4.7: nobody can hear the break. A persistent open keeps its lease at the new state; any
+    other holder is closed, so its client's reconnect finds nothing and the new open gets what it
+    asked for (smbtorture smb2.durable-open.lease: RWH, as Windows and smbd grant it once the first
+    client is gone)."""
+    for holder in holders:
+        if holder.durable is None or not holder.durable.persistent:
+            _close_detached(state, holder)
+    caching = table(state)
+    if event.ack_required and caching.lease_state(event.lease):
+        caching.ack_lease(event.lease, event.new_state)
+
+
+def _lease_target(holders: list[Open]):
+    """§3.3.4.7: a connection of the lease's client: a holder's own, else another live channel of
+    its session (multichannel: one channel gone does not make the client unreachable)."""
+    return next((t for t in map(_oplock_target, holders) if t is not None), None)
+
+
+def _lease_holders(state, lease: LeaseId) -> list[Open]:
+    return [o for o in _all_opens(state) if table(state).lease_of(o.persistent) == lease]
+
+
+def settle_unheard(state) -> None:
+    """A connection has gone: breaks in flight that no remaining connection can acknowledge are
+    settled now as §3.3.4.6-7 settle a break that could not be sent, instead of waiting out the
+    acknowledgment timer. A client that disconnects right after its open was broken (smbtorture
+    smb2.durable-open.oplock and .lease, where the second open can reach the server before the
+    first connection's end) would otherwise hold the new open back for the whole break timeout."""
+    for event in table(state).in_flight():
+        if isinstance(event, OplockBreak):
+            opened = _find_open(state, event.open_id)
+            if opened is not None and (_oplock_target(opened) is None or opened.session is None):
+                _settle_oplock(state, event, opened)
+        else:
+            holders = _lease_holders(state, event.lease)
+            if holders and _lease_target(holders) is None:
+                _settle_lease(state, event, holders)
+    sync(state)
+
+
 def deliver(state, events: list[Break]) -> None:
     """Send the table's break events (or settle them where nobody can hear them)."""
-    caching = table(state)
     for event in events:
         if isinstance(event, OplockBreak):
             opened = _find_open(state, event.open_id)
@@ -129,28 +178,17 @@ def deliver(state, events: list[Break]) -> None:
                 continue
             target = _oplock_target(opened)
             if target is None or opened.session is None:
-                if event.new_level < OplockLevel.BATCH and opened.durable is not None:
-                    _close_detached(state, opened)  # §3.3.4.6: nobody can acknowledge, BATCH goes
-                elif event.ack_required:
-                    caching.ack_oplock(event.open_id, event.new_level)
+                _settle_oplock(state, event, opened)
                 continue
             header = Header(command=Command.OPLOCK_BREAK, flags=HeaderFlags.SERVER_TO_REDIR,
                             message_id=UNSOLICITED_MESSAGE_ID, session_id=opened.session.session_id)
             body: m.Message = m.OplockBreakNotification(file_id=opened.file_id, oplock_level=event.new_level)
             target.send_unsolicited(header, body, None, False)
         elif isinstance(event, LeaseBreak):
-            holders = [o for o in _all_opens(state) if caching.lease_of(o.persistent) == event.lease]
-            target = next((o.connection for o in holders if _live(o.connection)), None)
+            holders = _lease_holders(state, event.lease)
+            target = _lease_target(holders)
             if target is None:
-                # §3.3.4.7: nobody can hear the break. A persistent open keeps its lease at the new
-                # state; any other holder is closed, so its client's reconnect finds nothing and the
-                # new open gets what it asked for (smbtorture smb2.durable-open.lease: RWH, as
-                # Windows and smbd grant it once the first client is gone).
-                for holder in holders:
-                    if holder.durable is None or not holder.durable.persistent:
-                        _close_detached(state, holder)
-                if event.ack_required and caching.lease_state(event.lease):
-                    caching.ack_lease(event.lease, event.new_state)
+                _settle_lease(state, event, holders)
                 continue
             header = Header(command=Command.OPLOCK_BREAK, flags=HeaderFlags.SERVER_TO_REDIR,
                             message_id=UNSOLICITED_MESSAGE_ID, session_id=0)
@@ -294,8 +332,9 @@ def adopt(state, opened: Open, client_guid: bytes, lease_version: int) -> None:
 def ack_lease(conn, lease_key: bytes, lease_state: int) -> int:
     """The lease acknowledgment checked by the table; the lease state afterwards, or Fail."""
     state = conn.state
-    status, new_state = table(state).ack_lease(lease_id(conn, lease_key), lease_state)
-    sync(state)
+    caching = table(state)
+    status, new_state = caching.ack_lease(lease_id(conn, lease_key), lease_state, now(state))
+    deliver(state, caching.take_followups())  # the next step of a two-step break (syncs the opens)
     if status != NtStatus.SUCCESS:
         raise Fail(status, "lease break acknowledgment")
     return new_state
@@ -312,4 +351,4 @@ def ack_oplock(conn, opened: Open, level: int) -> int:
 
 
 __all__ = ["Waiting", "adopt", "deliver", "grant", "next_deadline", "on_close", "on_timer",
-           "on_write", "resume", "wait_or_go", "set_detached_closer", "ack_lease", "ack_oplock"]
+           "on_write", "resume", "settle_unheard", "wait_or_go", "set_detached_closer", "ack_lease", "ack_oplock"]
