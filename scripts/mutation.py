@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES: dict[str, list[str]] = {
     "harness/smb/keys.py": ["tests/smb/test_smb_keys.py"],
     "harness/smb/framing.py": ["tests/smb/test_smb_framing.py", "tests/smb/test_smb_pitfalls.py"],
-    "harness/smb/header.py": ["tests/smb/test_smb_roundtrip.py", "tests/smb/test_smb_malformed.py",
+    "harness/smb/header.py": ["tests/smb/test_smb_header.py", "tests/smb/test_smb_roundtrip.py", "tests/smb/test_smb_malformed.py",
                               "tests/smb/test_smb_pitfalls.py", "tests/smb/test_smb_known_answer.py"],
     "harness/smb/crypto.py": ["tests/smb/test_smb_known_answer.py", "tests/smb/test_smb_crypto_interop.py",
                               "tests/smb/test_smb_malformed.py", "tests/smb/test_smb_pitfalls.py"],
