@@ -45,7 +45,8 @@ MODULES: dict[str, list[str]] = {
     "wrappers/smbdirect/messages.py": ["tests/smbdirect/test_messages.py", "tests/smbdirect/test_core.py"],
     # the func_test port (quicfunc) shares one connection across cases in order: a subset run per
     # mutant would fail for that reason alone, so it is not in the selection.
-    "wrappers/quic/uapi.py": ["tests/quic/test_badinput.py", "tests/quic/test_basic.py"],
+    "wrappers/quic/uapi.py": ["tests/quic/test_uapi_layout.py", "tests/quic/test_badinput.py",
+                              "tests/quic/test_basic.py"],
 }
 
 #: what a scratch copy needs: the packages, the tests, the project files.
