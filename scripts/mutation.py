@@ -38,7 +38,7 @@ MODULES: dict[str, list[str]] = {
     "harness/smb/framing.py": ["tests/smb/test_smb_framing.py", "tests/smb/test_smb_pitfalls.py"],
     "harness/smb/header.py": ["tests/smb/test_smb_header.py", "tests/smb/test_smb_roundtrip.py", "tests/smb/test_smb_malformed.py",
                               "tests/smb/test_smb_pitfalls.py", "tests/smb/test_smb_known_answer.py"],
-    "harness/smb/crypto.py": ["tests/smb/test_smb_known_answer.py", "tests/smb/test_smb_crypto_interop.py",
+    "harness/smb/crypto.py": ["tests/smb/test_smb_crypto_edges.py", "tests/smb/test_smb_known_answer.py", "tests/smb/test_smb_crypto_interop.py",
                               "tests/smb/test_smb_malformed.py", "tests/smb/test_smb_pitfalls.py"],
     "wrappers/addressing.py": ["tests/test_addressing.py"],
     "wrappers/pcapfile.py": ["tests/test_pcapfile.py", "tests/test_packets.py"],
