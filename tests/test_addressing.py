@@ -185,3 +185,11 @@ def test_network_validation_messages():
     assert Network(default_iface=1).my_address(V6) == "fd00::5357:5f01"
     with pytest.raises(ValueError, match="SOCKET_WRAPPER_DEFAULT_IFACE"):
         Network(default_iface=0)
+
+
+def test_sockaddr_tuples():
+    """The address tuple Python's socket API returns: 4 items for IPv6 (flowinfo, scope id), 2 for IPv4."""
+    from wrappers.addressing import sockaddr
+
+    assert sockaddr(V6, "fd00::5357:5f0a", 445) == ("fd00::5357:5f0a", 445, 0, 0)
+    assert sockaddr(V4, "127.0.0.10", 445) == ("127.0.0.10", 445)
