@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import struct
 
 import pytest
@@ -40,6 +41,11 @@ def _msg(command: int = Command.READ, *, flags: int = 0, status: int = 0, messag
     return Header(command, status=status, flags=flags, message_id=message_id, session_id=session_id).pack() + body
 
 
+def _whole(message: str) -> str:
+    """A pytest.raises pattern that matches exactly ``message``."""
+    return "^" + re.escape(message) + "$"
+
+
 def _key_for(cipher: int) -> bytes:
     return KEY32 if cipher in crypto.AES256_CIPHERS else KEY16
 
@@ -49,9 +55,9 @@ def _key_for(cipher: int) -> bytes:
 def test_preauth_hash_rules():
     msg = _msg(Command.NEGOTIATE)
     assert crypto.preauth_update(PREAUTH, msg) == hashlib.sha512(PREAUTH + msg).digest()
-    with pytest.raises(ValueError, match="strip the transport header"):
+    with pytest.raises(ValueError, match=_whole("preauth hash input must start with 0xFE 'SMB' (strip the transport header)")):
         crypto.preauth_update(PREAUTH, b"\x00\x00\x00\x50" + msg)
-    with pytest.raises(ValueError, match="64 bytes"):
+    with pytest.raises(ValueError, match=_whole("preauth hash value is 64 bytes (SHA-512)")):
         crypto.PreauthIntegrity(bytes(63))
     conn = crypto.PreauthIntegrity()
     assert conn.value == bytes(64)
@@ -84,7 +90,7 @@ def test_kdf_blocks_and_lengths(bits):
 
 @pytest.mark.parametrize("bits", [0, -8, 12, 127])
 def test_kdf_refuses_lengths(bits):
-    with pytest.raises(ValueError, match="positive multiple of 8"):
+    with pytest.raises(ValueError, match=_whole("length must be a positive multiple of 8 bits")):
         crypto.kdf(KEY16, b"L\0", b"C\0", bits)
 
 
@@ -112,6 +118,7 @@ def test_30_keys(dialect):
 @pytest.mark.parametrize("cipher", ALL_CIPHERS + [Cipher.NONE])
 def test_311_keys(cipher):
     keys = crypto.derive_session_keys(Dialect.SMB_3_1_1, KEY32, PREAUTH, cipher)
+    assert keys.session_key == KEY16
     assert keys.signing == _sp800_108(KEY16, b"SMBSigningKey\0", PREAUTH, 128)
     assert keys.application == _sp800_108(KEY16, b"SMBAppKey\0", PREAUTH, 128)
     if cipher == Cipher.NONE:
@@ -128,7 +135,7 @@ def test_311_keys(cipher):
 
 def test_311_needs_the_preauth_hash():
     for bad in (None, bytes(63)):
-        with pytest.raises(ValueError, match="64-byte session preauth hash"):
+        with pytest.raises(ValueError, match=_whole("3.1.1 key derivation needs the 64-byte session preauth hash")):
             crypto.derive_session_keys(Dialect.SMB_3_1_1, KEY16, bad)
 
 
@@ -178,9 +185,11 @@ def _reference_mac(message: bytes, key: bytes, algorithm: int) -> bytes:
 
 @pytest.mark.parametrize("algorithm", list(SigningAlgorithm))
 @pytest.mark.parametrize("command,flags", [(Command.READ, 0), (Command.READ, 1), (Command.CANCEL, 0),
-                                           (Command.CANCEL, 1)])
-def test_signatures_match_their_definition(algorithm, command, flags):
-    msg = _msg(command, flags=flags | 0x20, message_id=0x0102030405)
+                                           (Command.CANCEL, 1), (Command.READ, 0x80000001)])
+@pytest.mark.parametrize("message_id", [0x0102030405, 1 << 63])
+def test_signatures_match_their_definition(algorithm, command, flags, message_id):
+    """Flags and MessageId are unsigned: bit 31 and bit 63 set must sign like any other value."""
+    msg = _msg(command, flags=flags | 0x20, message_id=message_id)
     signed = crypto.sign_message(msg, KEY16, algorithm)
     assert Header.unpack(signed).flags == flags | 0x20 | HeaderFlags.SIGNED  # other flags kept
     assert signed[64:] == msg[64:] and signed[:48] == (msg[:16] + struct.pack("<I", flags | 0x28) + msg[20:48])
@@ -193,8 +202,13 @@ def test_signatures_match_their_definition(algorithm, command, flags):
 
 def test_signing_refusals():
     for call in (crypto.sign_message, crypto.compute_signature):
-        with pytest.raises(SMBProtocolError, match="shorter than an SMB2 header"):
+        with pytest.raises(SMBProtocolError) as e:
             call(bytes(63), KEY16, SigningAlgorithm.AES_CMAC)
+        assert e.value.message == "cannot sign: shorter than an SMB2 header"
+    bare = Header(Command.ECHO, message_id=3).pack()  # a header alone (64 bytes) is signable
+    assert crypto.sign_message(bare, KEY16, SigningAlgorithm.AES_CMAC)[48:] == \
+        crypto.compute_signature(crypto.sign_message(bare, KEY16, SigningAlgorithm.AES_CMAC), KEY16,
+                                 SigningAlgorithm.AES_CMAC)
     with pytest.raises(ValueError, match="unknown signing algorithm 7"):
         crypto.sign_message(_msg(), KEY16, 7)
     signed = bytearray(crypto.sign_message(_msg(Command.WRITE, message_id=42), KEY16, SigningAlgorithm.AES_CMAC))
@@ -253,15 +267,15 @@ def test_nonce_generator():
         crypto.NonceGenerator(Cipher.AES_128_CCM, salt=b"SALT")
     gen.counter = (1 << 64) - 1
     assert gen.next() == b"\xff" * 8 + b"SALT"
-    with pytest.raises(OverflowError, match="nonce space exhausted"):
+    with pytest.raises(OverflowError, match=_whole("nonce space exhausted: the session must be re-established")):
         gen.next()
 
 
 def test_what_is_never_encrypted():
-    with pytest.raises(ValueError, match="NEGOTIATE is never encrypted"):
+    with pytest.raises(ValueError, match=_whole("NEGOTIATE is never encrypted (§3.2.4.1.8)")):
         crypto.refuse_to_encrypt(_msg(Command.NEGOTIATE))
     binding = Header(Command.SESSION_SETUP).pack() + b"\x19\x00\x01"
-    with pytest.raises(ValueError, match="binding SESSION_SETUP"):
+    with pytest.raises(ValueError, match=_whole("a binding SESSION_SETUP request is never encrypted (§3.2.4.1.8)")):
         crypto.refuse_to_encrypt(binding)
     crypto.refuse_to_encrypt(Header(Command.SESSION_SETUP).pack() + b"\x19\x00\x00")  # not binding
     crypto.refuse_to_encrypt(Header(Command.SESSION_SETUP, flags=1).pack() + b"\x09\x00\x01")  # a response
@@ -297,9 +311,10 @@ def test_decrypt_refusals(cipher):
         crypto.decrypt_message(bytes(bad), key, cipher)
     with pytest.raises(SMBDecryptionError, match=f"OriginalMessageSize {len(good) - 52} but {len(good) - 53} bytes"):
         crypto.decrypt_message(good[:-1], key, cipher)
-    with pytest.raises(SMBDecryptionError, match=f"decryption failed \\({Cipher(cipher).name}, session "
-                                                 "0x0000000000000005\\)"):
+    with pytest.raises(SMBDecryptionError) as e:
         crypto.decrypt_message(good, bytes(len(key)), cipher)
+    assert e.value.message == (f"decryption failed ({Cipher(cipher).name}, session 0x0000000000000005): "
+                               "wrong key, cipher or tampered message")
     other = crypto.encrypt_message(_msg(session_id=6), key, cipher, 5, bytes(n))
     with pytest.raises(SMBDecryptionError, match="inner SessionId 0x0000000000000006 differs"):
         crypto.decrypt_message(other, key, cipher)
