@@ -36,16 +36,17 @@ ROOT = Path(__file__).resolve().parent.parent
 MODULES: dict[str, list[str]] = {
     "harness/smb/keys.py": ["tests/smb/test_smb_keys.py"],
     "harness/smb/framing.py": ["tests/smb/test_smb_framing.py", "tests/smb/test_smb_pitfalls.py"],
-    "harness/smb/header.py": ["tests/smb/test_smb_roundtrip.py", "tests/smb/test_smb_malformed.py",
+    "harness/smb/header.py": ["tests/smb/test_smb_header.py", "tests/smb/test_smb_roundtrip.py", "tests/smb/test_smb_malformed.py",
                               "tests/smb/test_smb_pitfalls.py", "tests/smb/test_smb_known_answer.py"],
-    "harness/smb/crypto.py": ["tests/smb/test_smb_known_answer.py", "tests/smb/test_smb_crypto_interop.py",
+    "harness/smb/crypto.py": ["tests/smb/test_smb_crypto_edges.py", "tests/smb/test_smb_known_answer.py", "tests/smb/test_smb_crypto_interop.py",
                               "tests/smb/test_smb_malformed.py", "tests/smb/test_smb_pitfalls.py"],
     "wrappers/addressing.py": ["tests/test_addressing.py"],
-    "wrappers/pcapfile.py": ["tests/test_pcapfile.py", "tests/test_packets.py"],
+    "wrappers/pcapfile.py": ["tests/test_pcapfile_edges.py", "tests/test_pcapfile.py", "tests/test_packets.py"],
     "wrappers/smbdirect/messages.py": ["tests/smbdirect/test_messages.py", "tests/smbdirect/test_core.py"],
     # the func_test port (quicfunc) shares one connection across cases in order: a subset run per
     # mutant would fail for that reason alone, so it is not in the selection.
-    "wrappers/quic/uapi.py": ["tests/quic/test_badinput.py", "tests/quic/test_basic.py"],
+    "wrappers/quic/uapi.py": ["tests/quic/test_uapi_layout.py", "tests/quic/test_badinput.py",
+                              "tests/quic/test_basic.py"],
 }
 
 #: what a scratch copy needs: the packages, the tests, the project files.

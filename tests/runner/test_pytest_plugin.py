@@ -14,7 +14,9 @@ pytest_plugins = ["pytester"]
 
 # Once pyproject declares the pytest11 entry point the plugin loads by itself; `-p` would register it twice.
 _LOADED = any(ep.value == "harness.pytest_plugin" for ep in metadata.entry_points(group="pytest11"))
-P = () if _LOADED else ("-p", "harness.pytest_plugin")
+# The inner runs collect in file order: pytest-randomly (loaded by its entry point into every pytester
+# run too) would shuffle the cells these tests list and count in order.
+P = (() if _LOADED else ("-p", "harness.pytest_plugin")) + ("-p", "no:randomly")
 
 MATRIX = """
 id: {id}

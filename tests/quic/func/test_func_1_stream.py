@@ -23,7 +23,7 @@ from wrappers.quic import (
     quic_sendmsg,
 )
 
-from .funcserver import expect_errno
+from ..funcserver import expect_errno
 
 MSG_SYN, MSG_FIN = MSG_STREAM_NEW, MSG_STREAM_FIN
 

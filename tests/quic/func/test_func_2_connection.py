@@ -24,7 +24,7 @@ from wrappers.quic import (
     sockaddr_in,
 )
 
-from .funcserver import expect_errno
+from ..funcserver import expect_errno
 
 
 def cid_get(c, dest):
