@@ -220,7 +220,10 @@ def test_smbclient_reaches_python_server(procs: Procs, sockdir: Path, pcaps, net
     server.finish()
     assert client.popen.returncode != 0  # our sniffer hangs up; smbclient says so
     pcaps.assert_tolerant(pcap, tolerate=MIXED_TOLERATES)
-    assert tsharkutil.count_frames(pcap, display_filter="smb2.cmd == 0 || smb.cmd == 0x72") >= 1
+    # smbclient's cwrap logs its NEGOTIATE after the send: our server's ACK and FIN may precede it in the file,
+    # and tshark's sequence analysis then calls it a spurious retransmission and decodes no SMB in it
+    assert tsharkutil.count_frames(pcap, display_filter="smb2.cmd == 0 || smb.cmd == 0x72",
+                                   options=tsharkutil.ORDER_FREE) >= 1
 
 
 @pytest.mark.parametrize("fam", ["ipv4", "ipv6"])
