@@ -34,6 +34,7 @@ import os
 import selectors
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -331,8 +332,6 @@ class Engine:
                         if mask & selectors.EVENT_READ and reader:
                             reader()
                     except Exception:  # one bad connection must not stop the engine
-                        import traceback
-
                         traceback.print_exc()
                 now = time.monotonic()
                 while self._timers and self._timers[0][0] <= now:
@@ -348,8 +347,6 @@ class Engine:
                             lk.core.timer(now)
                             self.flush(lk, now)
                         except Exception:
-                            import traceback
-
                             traceback.print_exc()
                 self.cond.notify_all()
 
