@@ -59,7 +59,7 @@ def _draining(sock) -> float:
     return 3 * sock._conn.quic.probe_timeout()
 
 
-@pytest.mark.parametrize("how", ["shutdown"])
+@pytest.mark.parametrize("how", ["shutdown", "close"])
 def test_a_blocked_recv_sees_the_peers_close_without_the_draining_period(net, pki, slow_link, how):
     c, s, ls = open_pair("psk", pki, timeout=20)
     try:

@@ -100,6 +100,7 @@ class Wire:
         self.rebinder: Callable[[str], tuple | None] | None = None  # set by a path that can move
         self.rebinds = 0
         self.rebinds_skipped = 0
+        self.in_flight_until = 0.0  # when the last delayed datagram leaves (the path stays open till then)
 
     def out(self, data: bytes, now: float, send: Callable[[bytes], None]) -> None:
         imp = impair.impairer_for("udp", self.local[:2], self.peer[:2], "out") if impair.current() else None
@@ -114,6 +115,7 @@ class Wire:
             if d.at <= now:
                 self._emit(payload, send)
             else:
+                self.in_flight_until = max(self.in_flight_until, d.at)
                 self.schedule(d.at, self._later(payload, send))
 
     def inbound(self, data: list[bytes], now: float, peer: tuple | None = None) -> list[bytes]:
