@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
 import time
 
 import pytest
@@ -26,11 +27,13 @@ from wrappers.quic import (
     QUIC_SOCKOPT_EVENT,
     SOL_QUIC,
     EventOption,
+    client_handshake,
     quic_recvmsg,
     quic_sendmsg,
+    server_handshake,
 )
 
-from .conftest import close_all, open_pair
+from .conftest import close_all, emulated, open_pair, quic_socket
 
 DELAY = 1.0
 
@@ -101,3 +104,64 @@ def test_the_close_event_comes_with_the_peers_code_at_once(net, pki, slow_link):
         assert e.value.errno == errno.ENOTCONN
     finally:
         close_all(c, s, ls)
+
+
+def test_datagrams_sent_before_a_reset_close_are_read(net):
+    """The carrier itself: a peer that closes with datagrams of ours unread in its end resets the
+    connection, and Linux reports ECONNRESET once, ahead of what the peer sent before closing. The
+    path reads those datagrams and then the end, instead of taking the reset for the end."""
+    from wrappers.quic import carriers as CR
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ours.setblocking(False)
+    path = CR.SeqpacketPath(ours, CR.Wire(None, ("127.0.0.1", 1), ("127.0.0.2", 2), lambda at, cb: None))
+    try:
+        path.send(b"HANDSHAKE_DONE, never read", 0.0)
+        theirs.send(b"client Finished")
+        theirs.send(b"CONNECTION_CLOSE")
+        theirs.close()  # with our datagram unread: ECONNRESET on our end
+        assert path.read() == [b"client Finished", b"CONNECTION_CLOSE", b""]
+    finally:
+        path.close()
+
+
+@pytest.mark.parametrize("carrier", ["seqpacket", "udp"])
+def test_clients_that_close_right_after_the_handshake(pki, carrier):
+    """A client that closes as soon as its handshake returns, in a loop against one listener, often
+    before it has read the server's last flight: every server handshake completes and every server
+    sees its client's close (the Finished and the close came after the reset and were lost)."""
+    n = 60
+    with emulated(carrier):
+        ls = quic_socket()
+        ls.bind(("127.0.0.11", 4450))
+        ls.listen(8)
+        seen: list[object] = []
+
+        def serve() -> None:
+            for _ in range(n):
+                ls.settimeout(20)
+                s, _ = ls.accept()
+                try:
+                    server_handshake(s, pki["psk"], None, timeout=20)
+                    s.settimeout(20)
+                    while s.recv(16) is not None:
+                        pass
+                except OSError as e:
+                    seen.append(e.errno if e.errno != errno.ENOTCONN else "closed")
+                finally:
+                    s.close()
+
+        t = threading.Thread(target=serve, daemon=True)
+        t.start()
+        try:
+            for _ in range(n):
+                c = quic_socket()
+                c.connect(("127.0.0.11", 4450))
+                try:
+                    client_handshake(c, pki["psk"], timeout=20)
+                finally:
+                    c.close()
+            t.join(30)
+        finally:
+            ls.close()
+        assert seen == ["closed"] * n, seen

@@ -416,13 +416,20 @@ class SeqpacketPath:
 
 
 def _recv_some(sock: Any) -> list[bytes]:
-    """Up to 64 datagrams; b"" last on EOF or a dead connection."""
+    """Up to 64 datagrams; b"" last on EOF or a dead connection.
+
+    A peer that closes its end while datagrams of ours sit unread in it (a client that hangs up
+    right after its handshake, before reading the server's last flight) leaves ECONNRESET on our
+    end, and Linux reports that error once, *before* the datagrams the peer sent ahead of its close
+    (its Finished, its CONNECTION_CLOSE). They are still queued: read on, the end comes as EOF."""
     out = []
     for _ in range(64):
         try:
             d = sock.recv(65536)
         except BlockingIOError:
             break
+        except ConnectionResetError:
+            continue
         except OSError:
             out.append(b"")
             break
