@@ -12,7 +12,7 @@
  *   qtest sink-connect / source-listen ...    the same, the other way round (the server sends)
  *   qtest idle HOST PORT PSK MSG              connect with a 3 s idle timeout and a 1.5 s keepalive,
  *                                             print "connected", wait for a line on stdin, then as client
- *   qtest accept-loop HOST PORT PSK N         accept and handshake N clients, one after the other
+ *   qtest accept-loop HOST PORT PSK N         accept and handshake N clients, one after the other, each until it closes
  *   qtest handshakes HOST PORT PSK N          N connections (socket, connect, handshake, close); print the rate
  *   qtest garbage HOST PORT PSK               connect, then write bytes into the fd behind the library's
  *                                             back (a raw write(2)); print what the next calls get
@@ -582,6 +582,11 @@ static int mode_accept_loop(const char *host, const char *port, const char *psk,
 			die("accept");
 		if (handshake(c, 1, psk))
 			die("server handshake");
+		char b[8];
+		while (recv(c, b, sizeof(b), 0) >= 0) /* until the client's close: ENOTCONN */
+			;
+		if (errno != ENOTCONN)
+			die("waiting for the client's close");
 		close(c);
 	}
 	printf("accepted %d\n", n);
@@ -596,10 +601,7 @@ static int mode_handshakes(const char *host, const char *port, const char *psk, 
 		int fd = connect_one(host, port, psk);
 		if (i > 0) /* the first one also starts this host's daemon: not timed */
 			spent += now_s() - t0;
-		char b[8]; /* the server closes first: both ends finished their handshake */
-		while (recv(fd, b, sizeof(b), 0) >= 0)
-			;
-		close(fd);
+		close(fd); /* at once: the server waits for this close */
 	}
 	printf("handshakes %d in %.3f s: %.1f/s\n", n - 1, spent, (n - 1) / spent);
 	return 0;
