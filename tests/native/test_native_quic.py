@@ -171,7 +171,7 @@ def test_python_sink_sha256_matches_native_source(qtest, sockdir, peers, psk):
     sent = src.expect("sent", timeout=120)
     got = sink.expect("received", timeout=120)
     assert sent.split()[1:] == got.split()[1:]
-    src.kill()
+    src.finish()  # the source waits for the sink's one-byte answer, then closes; the sink waits for that
     sink.finish()
     assert hashlib.sha256(b"").hexdigest() != got.split()[2]
 
