@@ -258,11 +258,14 @@ class Engine:
                     self.unwatch(fd)
                 release_endpoint(ep)
                 closing.append(ep.close)
-        if in_flight > time.monotonic():
-            self.schedule(in_flight + 0.001, lambda: [close() for close in closing])
-        else:
+        def close_all() -> None:
             for close in closing:
                 close()
+
+        if in_flight > time.monotonic():
+            self.schedule(in_flight + 0.001, close_all)
+        else:
+            close_all()
         self.cond.notify_all()
 
     # -- inbound ----------------------------------------------------------------------------------
