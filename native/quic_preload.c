@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -61,7 +62,7 @@ enum {
 	F_SOCKET, F_BIND, F_CONNECT, F_LISTEN, F_ACCEPT, F_ACCEPT4, F_GETSOCKNAME, F_GETPEERNAME,
 	F_SETSOCKOPT, F_GETSOCKOPT, F_SENDMSG, F_SEND, F_SENDTO, F_WRITE, F_WRITEV, F_RECVMSG, F_RECV,
 	F_RECVFROM, F_READ, F_READV, F_READ_CHK, F_RECV_CHK, F_RECVFROM_CHK, F_SHUTDOWN, F_CLOSE, F_DUP,
-	F_DUP2, F_DUP3, F_FCNTL, F_COUNT
+	F_DUP2, F_DUP3, F_FCNTL, F_IOCTL, F_SENDMMSG, F_RECVMMSG, F_COUNT
 };
 static const struct override {
 	const char *name;
@@ -96,6 +97,9 @@ static const struct override {
 	[F_DUP2] = {"dup2", "the copy is a QUIC fd too; the fd it replaces is not any more"},
 	[F_DUP3] = {"dup3", "as dup2, with O_CLOEXEC"},
 	[F_FCNTL] = {"fcntl", "F_DUPFD/F_DUPFD_CLOEXEC make QUIC copies; the rest passes on"},
+	[F_IOCTL] = {"ioctl", "QUIC: SIOCINQ/FIONREAD and SIOCOUTQ count the daemon's queues; the rest (FIONBIO) passes on"},
+	[F_SENDMMSG] = {"sendmmsg", "QUIC: one sendmsg per message, as the kernel's loop does"},
+	[F_RECVMMSG] = {"recvmmsg", "QUIC: one recvmsg per message, as the kernel's loop does"},
 };
 static void *next_fn[F_COUNT];
 
@@ -720,6 +724,84 @@ WQ_EXPORT int fcntl(int fd, int cmd, ...)
 	if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC))
 		mark(r, is_quic(fd) ? marked(fd) : 0);
 	return r;
+}
+
+/* ---- ioctl and the multi-message calls ------------------------------------------------------------- */
+WQ_EXPORT int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	va_start(ap, req);
+	void *arg = va_arg(ap, void *); /* every ioctl argument fits a pointer */
+	va_end(ap);
+	if (!is_quic(fd) || (req != FIONREAD && req != TIOCOUTQ)) /* SIOCINQ == FIONREAD, SIOCOUTQ == TIOCOUTQ */
+		return NEXT(F_IOCTL, int (*)(int, unsigned long, void *))(fd, req, arg);
+	if (arg == NULL)
+		return wq_set_errno(EFAULT);
+	int value = 0;
+	struct wq_call c;
+	wq_call_init(&c, WQD_IOCTL, (int)req, 0, 0);
+	c.out = &value;
+	c.out_cap = sizeof(value);
+	if (wq_rpc(fd, &c) < 0)
+		return -1;
+	memcpy(arg, &value, sizeof(value));
+	return 0;
+}
+
+/* The kernel's sendmmsg/recvmmsg are loops over sendmsg/recvmsg: the count of messages done, or
+ * the first call's error when none was. recvmmsg: MSG_WAITFORONE makes every call after the first
+ * non-blocking; a timeout is checked after each message, as the kernel does. */
+WQ_EXPORT int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
+{
+	if (!is_quic(fd))
+		return NEXT(F_SENDMMSG, int (*)(int, struct mmsghdr *, unsigned int, int))(fd, v, n, flags);
+	if (v == NULL && n > 0)
+		return wq_set_errno(EFAULT);
+	unsigned int i;
+	for (i = 0; i < n && i < UIO_MAXIOV; i++) {
+		ssize_t r = quic_send(fd, v[i].msg_hdr.msg_iov, v[i].msg_hdr.msg_iovlen, &v[i].msg_hdr, flags);
+		if (r < 0)
+			return i > 0 ? (int)i : -1;
+		v[i].msg_len = (unsigned int)r;
+	}
+	return (int)i;
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+WQ_EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct timespec *timeout)
+{
+	if (!is_quic(fd))
+		return NEXT(F_RECVMMSG, int (*)(int, struct mmsghdr *, unsigned int, int, struct timespec *))(
+			fd, v, n, flags, timeout);
+	if (v == NULL && n > 0)
+		return wq_set_errno(EFAULT);
+	if (timeout != NULL && (timeout->tv_sec < 0 || timeout->tv_nsec < 0 || timeout->tv_nsec >= 1000000000L))
+		return wq_set_errno(EINVAL);
+	double end = timeout != NULL ? mono_now() + (double)timeout->tv_sec + (double)timeout->tv_nsec / 1e9 : 0;
+	int each = flags & ~MSG_WAITFORONE;
+	unsigned int i;
+	for (i = 0; i < n && i < UIO_MAXIOV; i++) {
+		ssize_t r = quic_recv(fd, &v[i].msg_hdr, each);
+		if (r < 0) {
+			if (i > 0) /* what was read is returned; the error shows at the next call */
+				break;
+			return -1;
+		}
+		v[i].msg_len = (unsigned int)r;
+		if (flags & MSG_WAITFORONE)
+			each |= MSG_DONTWAIT;
+		if (timeout != NULL && mono_now() >= end) {
+			i++;
+			break;
+		}
+	}
+	return (int)i;
 }
 
 /* ---- wirecheck's own call (not quic.ko's) -------------------------------------------------------- */

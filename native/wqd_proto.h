@@ -22,6 +22,7 @@ enum wqd_op {
 	WQD_RECVMSG = 11,
 	WQD_SHUTDOWN = 12,
 	WQD_HANDSHAKE = 13,
+	WQD_IOCTL = 14, /* a = request (SIOCINQ/FIONREAD, SIOCOUTQ); the reply data is the int */
 	/* IPPROTO_SMBDIRECT fds only (smbd_calls.c) */
 	WQD_SMBD_REGISTER = 32,
 	WQD_SMBD_DEREGISTER = 33,

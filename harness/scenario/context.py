@@ -159,7 +159,9 @@ class Context:
         self.cell = cell
         self.scenario_dir = Path(cell.scenario.path).parent
         self.socket_dir = socket_dir
-        self.outdir = Path(outdir)
+        # absolute: the cell's processes run in the work directory, and so do the QUIC daemons their
+        # first socket starts, which open the key logs by the names given here
+        self.outdir = Path(outdir).resolve()
         self.stem = stem
         self.work = Path(socket_dir + ".work")  # scratch beside the socket directory, removed with it
         self.work.mkdir(mode=0o700, exist_ok=True)

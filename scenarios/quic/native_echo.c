@@ -93,7 +93,7 @@ int main(int argc, char **argv)
 		int l = socket(AF_INET, SOCK_DGRAM, IPPROTO_QUIC_);
 		if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 4))
 			return fail("listen");
-		for (;;) { /* a client whose handshake failed (it came too early) tries again */
+		for (;;) { /* a client whose attempt failed (it came too early, or its handshake timed out) tries again */
 			int c = accept(l, NULL, NULL);
 			if (c < 0)
 				return fail("accept");
@@ -102,6 +102,10 @@ int main(int argc, char **argv)
 				continue;
 			}
 			ssize_t n = xfer(c, buf, sizeof(buf), &sid, &flags, 0);
+			if (n < 0 && errno == ENOTCONN) { /* that client gave up (its handshake timed out first) */
+				close(c);
+				continue;
+			}
 			if (n < 0)
 				return fail("recv");
 			for (ssize_t i = 0; i < n; i++)

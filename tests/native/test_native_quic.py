@@ -33,6 +33,24 @@ def test_socket_bind_listen_options_errnos(qtest, sockdir, peers, sanitize):
     assert len(lines) == 35, p.describe()  # every case ran (a crash or an early exit shows here)
 
 
+@pytest.mark.parametrize("sanitize", [False, True], ids=["plain", "asan"])
+def test_fionread_siocoutq_sendmmsg_recvmmsg(qtest, sockdir, peers, psk, sanitize):
+    """ioctl FIONREAD (SIOCINQ) counts what the daemon has queued for reading, SIOCOUTQ what was written
+    and not acknowledged, EINVAL on a listener, FIONBIO passes on; sendmmsg and recvmmsg are loops over
+    sendmsg/recvmsg (three messages on three streams in one call each, MSG_WAITFORONE, EAGAIN)."""
+    env = net_env(sanitize=sanitize)
+    srv = peers.start("mmsg-server", exec_argv(sockdir, 12, str(qtest), "mmsg-server", HOST, "4443", psk), env)
+    srv.expect("ready")
+    cli = peers.start("mmsg-client", exec_argv(sockdir, 11, str(qtest), "mmsg-client", HOST, "4443", psk), env)
+    cli.expect("done", timeout=60)
+    srv.expect("done", timeout=60)
+    cli.finish(rc=None)
+    srv.finish(rc=None)
+    for p, cases in ((srv, 6), (cli, 4)):
+        oks = [ln for ln in p.lines if ln.startswith("ok ")]
+        assert p.p.returncode == 0 and len(oks) == cases, p.describe()
+
+
 @pytest.mark.parametrize("mode", ["plain", "fork", "dup", "pass", "pass-asan"])
 def test_native_client_native_server(qtest, sockdir, peers, psk, mode, tmp_path):
     """fork: the child echoes on the fd its parent accepted (and closed); dup: on a dup of a dup, the
@@ -171,7 +189,7 @@ def test_python_sink_sha256_matches_native_source(qtest, sockdir, peers, psk):
     sent = src.expect("sent", timeout=120)
     got = sink.expect("received", timeout=120)
     assert sent.split()[1:] == got.split()[1:]
-    src.kill()
+    src.finish()  # the source waits for the sink's one-byte answer, then closes; the sink waits for that
     sink.finish()
     assert hashlib.sha256(b"").hexdigest() != got.split()[2]
 

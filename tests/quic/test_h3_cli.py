@@ -83,5 +83,8 @@ def test_gtlsclient_gets_from_wirecheck_h3_serve(server, tmp_path):
     dl.mkdir()
     r = subprocess.run([client, "-q", "--exit-on-all-streams-close", f"--download={dl}", "127.0.0.1", str(port),
                         f"https://localhost:{port}/f.bin"], capture_output=True, timeout=30)
-    assert r.returncode == 0, r.stderr[-2000:]
+    why = (r.stdout[-2000:] + r.stderr[-2000:]).decode(errors="replace") + "\nserver:\n" + \
+        (tmp_path / "serve.log").read_text(errors="replace")
+    assert r.returncode == 0, why
+    assert (dl / "f.bin").exists(), why  # seen once missing after exit 0 (real UDP, loaded machine)
     assert (dl / "f.bin").read_bytes() == (www / "f.bin").read_bytes()

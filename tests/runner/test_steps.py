@@ -202,3 +202,25 @@ def test_when_list_is_any_of(tmp_path):
     assert not expect_applies(item, a, {"X": "2"}) and expect_applies(item, a, {"X": "1"})
     assert expect_applies(item, b, {})
     assert not expect_applies({"when": [{"mode": "c"}], "value": {}}, b, {})
+
+
+def test_processes_get_absolute_capture_paths_with_a_relative_results_dir(tmp_path, monkeypatch):
+    """`wirecheck check` from a checkout writes under the relative `results/`, while the cell's
+    processes run in its work directory (and so do the QUIC daemons their first socket starts): the
+    pcap and key log names they get must be absolute (a native QUIC server's daemon could not open
+    the relative key log, its TLS never answered the ClientHello, and the client hung 60 s)."""
+    p = tmp_path / "sc/tcp/001.yaml"
+    p.parent.mkdir(parents=True)
+    p.write_text(textwrap.dedent("""
+        id: tcp/001
+        description: x
+        groups: [quick]
+        steps:
+          - host.run: {host: 11, as: e, argv: [python, -c, "import os, json; print(json.dumps({k: os.environ[k] for k in ('SOCKET_WRAPPER_PCAP_FILE', 'SSLKEYLOGFILE', 'WIRECHECK_SMB_KEYS')}))"]}
+        """).lstrip())
+    monkeypatch.chdir(tmp_path)
+    (cell,) = load_file(p).cells()
+    r = run_isolated(cell, "results", ladder=False)
+    assert r["status"] == "pass", r
+    paths = [r["results"]["e"][k] for k in ("SOCKET_WRAPPER_PCAP_FILE", "SSLKEYLOGFILE", "WIRECHECK_SMB_KEYS")]
+    assert all(os.path.isabs(x) and x.startswith(str(tmp_path / "results")) for x in paths), paths

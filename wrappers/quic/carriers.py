@@ -100,6 +100,7 @@ class Wire:
         self.rebinder: Callable[[str], tuple | None] | None = None  # set by a path that can move
         self.rebinds = 0
         self.rebinds_skipped = 0
+        self.in_flight_until = 0.0  # when the last delayed datagram leaves (the path stays open till then)
 
     def out(self, data: bytes, now: float, send: Callable[[bytes], None]) -> None:
         imp = impair.impairer_for("udp", self.local[:2], self.peer[:2], "out") if impair.current() else None
@@ -114,6 +115,7 @@ class Wire:
             if d.at <= now:
                 self._emit(payload, send)
             else:
+                self.in_flight_until = max(self.in_flight_until, d.at)
                 self.schedule(d.at, self._later(payload, send))
 
     def inbound(self, data: list[bytes], now: float, peer: tuple | None = None) -> list[bytes]:
@@ -414,13 +416,20 @@ class SeqpacketPath:
 
 
 def _recv_some(sock: Any) -> list[bytes]:
-    """Up to 64 datagrams; b"" last on EOF or a dead connection."""
+    """Up to 64 datagrams; b"" last on EOF or a dead connection.
+
+    A peer that closes its end while datagrams of ours sit unread in it (a client that hangs up
+    right after its handshake, before reading the server's last flight) leaves ECONNRESET on our
+    end, and Linux reports that error once, *before* the datagrams the peer sent ahead of its close
+    (its Finished, its CONNECTION_CLOSE). They are still queued: read on, the end comes as EOF."""
     out = []
     for _ in range(64):
         try:
             d = sock.recv(65536)
         except BlockingIOError:
             break
+        except ConnectionResetError:
+            continue
         except OSError:
             out.append(b"")
             break

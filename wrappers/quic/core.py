@@ -273,6 +273,13 @@ class Connection(ResumptionMixin):
                 self.peer_init = {0: bidi, 2: uni}
             elif isinstance(ev, qe.ConnectionTerminated):
                 self._on_terminated(ev, evs)
+        if not self.closed:
+            # The peer's CONNECTION_CLOSE (or a close aioquic began on a protocol error): quic.ko's
+            # socket is CLOSED at once; aioquic would say so only after its draining period, three
+            # probe timeouts, which grow with the RTT estimate (seconds on a loaded machine).
+            held = q.close_begun()
+            if held is not None:
+                self._on_terminated(held, evs)
         if remote is not None:
             now_limits = q.remote_stream_limits
             for t, old, new in ((0, remote[0], now_limits[0]), (2, remote[1], now_limits[1])):

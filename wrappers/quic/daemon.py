@@ -337,6 +337,10 @@ class Daemon:
             with eng.lock:
                 e.refresh(fd)
             return P.Reply(0), None
+        if op == P.OP_IOCTL:
+            with eng.lock:
+                value = _ioctl(qs, req.a)
+            return P.Reply(0, data=struct.pack("<i", value)), None
         if op == P.OP_HANDSHAKE:
             _handshake(qs, req.a, req.data)
             with eng.lock:
@@ -414,6 +418,24 @@ def _getsockopt(qs: Any, level: int, opt: int, optlen: int, arg: bytes) -> bytes
         if opt in ints:
             return struct.pack("<i", ints[opt])[:optlen]
     return bytes(max(0, min(optlen, 4096)))
+
+
+SIOCINQ, SIOCOUTQ = 0x541B, 0x5411  # FIONREAD and TIOCOUTQ: the same numbers on sockets
+
+
+def _ioctl(qs: Any, request: int) -> int:
+    """quic.ko's socket ioctls (caller holds the engine lock): SIOCINQ (FIONREAD) the bytes queued for
+    reading (stream data, events, datagrams, handshake messages), SIOCOUTQ the bytes written and not
+    yet acknowledged; EINVAL on a listener, as quic.ko."""
+    if qs._listener is not None:
+        raise OSError(errno.EINVAL, "ioctl on a listening socket")
+    if request == SIOCINQ:
+        qs._drain()
+        return sum(len(e[3]) for e in qs._q)
+    if request == SIOCOUTQ:
+        c = qs._conn
+        return int(c.buffered_bytes()) if c is not None and c.quic is not None else 0
+    raise OSError(errno.ENOTTY, f"ioctl {request:#x} is not a QUIC socket ioctl")
 
 
 def _handshake(qs: Any, role: int, text: bytes) -> None:

@@ -34,6 +34,7 @@ import os
 import selectors
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -238,10 +239,15 @@ class Engine:
         except OSError:
             pass
         self.links.pop(link.id, None)
-        for path in {id(p): p for p in [link.path, *link.paths.values(), *link.old_paths] if p is not None}.values():
+        paths = list({id(p): p for p in [link.path, *link.paths.values(), *link.old_paths] if p is not None}.values())
+        # Datagrams an impairment delays are on the wire already: the last one (the close, often)
+        # still reaches the peer, so the sockets that carry them close only after it has left.
+        in_flight = max([getattr(getattr(p, "wire", None), "in_flight_until", 0.0) for p in paths] + [0.0])
+        closing: list[Callable[[], None]] = []
+        for path in paths:
             for fd in path.fds() if hasattr(path, "fds") else ([path.fileno()] if hasattr(path, "sock") else []):
                 self.unwatch(fd)
-            path.close()
+            closing.append(path.close)
         ep = link.endpoint
         if ep is not None:
             ep.links.pop(link.peer, None)
@@ -250,8 +256,16 @@ class Engine:
             if ep.refs <= 0 and ep.listener is None:
                 for fd in ep.fds():
                     self.unwatch(fd)
-                ep.close()
                 release_endpoint(ep)
+                closing.append(ep.close)
+        def close_all() -> None:
+            for close in closing:
+                close()
+
+        if in_flight > time.monotonic():
+            self.schedule(in_flight + 0.001, close_all)
+        else:
+            close_all()
         self.cond.notify_all()
 
     # -- inbound ----------------------------------------------------------------------------------
@@ -331,8 +345,6 @@ class Engine:
                         if mask & selectors.EVENT_READ and reader:
                             reader()
                     except Exception:  # one bad connection must not stop the engine
-                        import traceback
-
                         traceback.print_exc()
                 now = time.monotonic()
                 while self._timers and self._timers[0][0] <= now:
@@ -348,8 +360,6 @@ class Engine:
                             lk.core.timer(now)
                             self.flush(lk, now)
                         except Exception:
-                            import traceback
-
                             traceback.print_exc()
                 self.cond.notify_all()
 

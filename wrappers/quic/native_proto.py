@@ -33,6 +33,7 @@ MAX_CALL = 64 * 1024 * 1024 + 4096  # the largest request (a send of up to 64 Mi
 OP_SOCKET, OP_BIND, OP_CONNECT, OP_LISTEN, OP_ACCEPT = 1, 2, 3, 4, 5
 OP_GETSOCKNAME, OP_GETPEERNAME, OP_SETSOCKOPT, OP_GETSOCKOPT = 6, 7, 8, 9
 OP_SENDMSG, OP_RECVMSG, OP_SHUTDOWN, OP_HANDSHAKE = 10, 11, 12, 13
+OP_IOCTL = 14
 # IPPROTO_SMBDIRECT fds only (wirecheck's own calls, as the Python socket's register/deregister/rdma_read):
 # REGISTER data = addr u64, len u64, access u32, d = the caller's pid, reply = one Buffer Descriptor V1;
 # DEREGISTER data = token u32; RDMA_READ a = length, data = offset u64 + descriptors, reply = the bytes.

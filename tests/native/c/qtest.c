@@ -12,8 +12,12 @@
  *   qtest sink-connect / source-listen ...    the same, the other way round (the server sends)
  *   qtest idle HOST PORT PSK MSG              connect with a 3 s idle timeout and a 1.5 s keepalive,
  *                                             print "connected", wait for a line on stdin, then as client
- *   qtest accept-loop HOST PORT PSK N         accept and handshake N clients, one after the other
+ *   qtest accept-loop HOST PORT PSK N         accept and handshake N clients, one after the other, each until it closes
  *   qtest handshakes HOST PORT PSK N          N connections (socket, connect, handshake, close); print the rate
+ *   qtest mmsg-server HOST PORT PSK           accept one client; FIONREAD until its three one-stream
+ *                                             messages are queued, take them with one recvmmsg; answer
+ *   qtest mmsg-client HOST PORT PSK           connect; sendmmsg three messages on streams 0, 4, 8 (FIN);
+ *                                             read the answer; SIOCOUTQ, FIONREAD on a listener
  *   qtest garbage HOST PORT PSK               connect, then write bytes into the fd behind the library's
  *                                             back (a raw write(2)); print what the next calls get
  */
@@ -31,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -582,6 +587,11 @@ static int mode_accept_loop(const char *host, const char *port, const char *psk,
 			die("accept");
 		if (handshake(c, 1, psk))
 			die("server handshake");
+		char b[8];
+		while (recv(c, b, sizeof(b), 0) >= 0) /* until the client's close: ENOTCONN */
+			;
+		if (errno != ENOTCONN)
+			die("waiting for the client's close");
 		close(c);
 	}
 	printf("accepted %d\n", n);
@@ -596,13 +606,110 @@ static int mode_handshakes(const char *host, const char *port, const char *psk, 
 		int fd = connect_one(host, port, psk);
 		if (i > 0) /* the first one also starts this host's daemon: not timed */
 			spent += now_s() - t0;
-		char b[8]; /* the server closes first: both ends finished their handshake */
-		while (recv(fd, b, sizeof(b), 0) >= 0)
-			;
-		close(fd);
+		close(fd); /* at once: the server waits for this close */
 	}
 	printf("handshakes %d in %.3f s: %.1f/s\n", n - 1, spent, (n - 1) / spent);
 	return 0;
+}
+
+static const char *const mmsg_text[3] = {"first", "second!", "third..."}; /* 5 + 7 + 8 = 20 bytes */
+
+static void fill_mmsg(struct mmsghdr *v, struct iovec *iov, char (*cbuf)[CMSG_SPACE(sizeof(struct quic_stream_info))],
+		      char (*bufs)[64], int sending)
+{
+	memset(v, 0, 4 * sizeof(*v));
+	for (int i = 0; i < 4; i++) {
+		iov[i].iov_base = sending ? (void *)mmsg_text[i % 3] : bufs[i];
+		iov[i].iov_len = sending ? strlen(mmsg_text[i % 3]) : sizeof(bufs[i]);
+		v[i].msg_hdr.msg_iov = &iov[i];
+		v[i].msg_hdr.msg_iovlen = 1;
+		v[i].msg_hdr.msg_control = cbuf[i];
+		v[i].msg_hdr.msg_controllen = sizeof(cbuf[i]);
+		memset(cbuf[i], 0, sizeof(cbuf[i]));
+		if (sending) {
+			struct cmsghdr *c = CMSG_FIRSTHDR(&v[i].msg_hdr);
+			c->cmsg_level = SOL_QUIC;
+			c->cmsg_type = QUIC_STREAM_INFO;
+			c->cmsg_len = CMSG_LEN(sizeof(struct quic_stream_info));
+			struct quic_stream_info info = {.stream_id = 4 * i, .stream_flags = MSG_QUIC_STREAM_NEW | MSG_QUIC_STREAM_FIN};
+			memcpy(CMSG_DATA(c), &info, sizeof(info));
+		}
+	}
+}
+
+static int mode_mmsg_server(const char *host, const char *port, const char *psk)
+{
+	int lfd;
+	int c = accept_one(host, port, psk, &lfd);
+	int q = -1;
+	check(ioctl(lfd, FIONREAD, &q) == -1 && errno == EINVAL, "FIONREAD on a listener -> EINVAL");
+	if (handshake(c, 1, psk))
+		die("server handshake");
+	int avail = 0;
+	for (int i = 0; i < 1000 && avail < 20; i++) { /* the client's three messages, 20 bytes in all */
+		struct pollfd p = {c, POLLIN, 0};
+		poll(&p, 1, 20);
+		if (ioctl(c, FIONREAD, &avail) != 0)
+			die("FIONREAD");
+	}
+	check(avail == 20, "FIONREAD counts the three queued messages (20 bytes)");
+	struct mmsghdr v[4];
+	struct iovec iov[4];
+	char cbuf[4][CMSG_SPACE(sizeof(struct quic_stream_info))];
+	char bufs[4][64];
+	fill_mmsg(v, iov, cbuf, bufs, 0);
+	int n = recvmmsg(c, v, 4, MSG_WAITFORONE, NULL);
+	check(n == 3, "recvmmsg takes the three messages in one call (MSG_WAITFORONE: no wait for a fourth)");
+	int good = 0;
+	for (int i = 0; i < n && i < 3; i++) {
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&v[i].msg_hdr);
+		struct quic_stream_info info = {0};
+		if (cm != NULL && cm->cmsg_type == QUIC_STREAM_INFO)
+			memcpy(&info, CMSG_DATA(cm), sizeof(info));
+		good += v[i].msg_len == strlen(mmsg_text[i]) && memcmp(bufs[i], mmsg_text[i], v[i].msg_len) == 0 &&
+			info.stream_id == 4 * i && (info.stream_flags & MSG_QUIC_STREAM_FIN);
+	}
+	check(good == 3, "each message: its bytes, its stream id and FIN");
+	check(ioctl(c, FIONREAD, &avail) == 0 && avail == 0, "FIONREAD is 0 once read");
+	check(recvmmsg(c, v, 4, MSG_DONTWAIT, NULL) == -1 && errno == EAGAIN, "recvmmsg on an empty queue, MSG_DONTWAIT -> EAGAIN");
+	if (send_stream(c, "ok", 2, 1, MSG_QUIC_STREAM_NEW | MSG_QUIC_STREAM_FIN) != 2)
+		die("answer");
+	char b[8];
+	while (recv(c, b, sizeof(b), 0) >= 0) /* until the client closes */
+		;
+	close(c);
+	close(lfd);
+	printf("done %d failures\n", failures);
+	return failures ? 1 : 0;
+}
+
+static int mode_mmsg_client(const char *host, const char *port, const char *psk)
+{
+	int fd = connect_one(host, port, psk);
+	struct mmsghdr v[4];
+	struct iovec iov[4];
+	char cbuf[4][CMSG_SPACE(sizeof(struct quic_stream_info))];
+	char bufs[4][64];
+	fill_mmsg(v, iov, cbuf, bufs, 1);
+	int n = sendmmsg(fd, v, 3, 0);
+	check(n == 3 && v[0].msg_len == 5 && v[1].msg_len == 7 && v[2].msg_len == 8, "sendmmsg sends three messages");
+	int out = -1;
+	check(ioctl(fd, TIOCOUTQ, &out) == 0 && out >= 0 && out <= 20, "SIOCOUTQ: bytes written and not yet acknowledged");
+	int nb = 1;
+	check(ioctl(fd, FIONBIO, &nb) == 0 && (fcntl(fd, F_GETFL) & O_NONBLOCK), "FIONBIO passes on: the fd is non-blocking");
+	nb = 0;
+	ioctl(fd, FIONBIO, &nb);
+	char buf[16];
+	int64_t sid = -1;
+	uint32_t flags = 0;
+	ssize_t r;
+	do
+		r = recv_stream(fd, buf, sizeof(buf), &sid, &flags);
+	while (r >= 0 && (flags & 0x80000000u));
+	check(r == 2 && memcmp(buf, "ok", 2) == 0, "the server's answer");
+	close(fd);
+	printf("done %d failures\n", failures);
+	return failures ? 1 : 0;
 }
 
 static int mode_garbage(const char *host, const char *port, const char *psk)
@@ -640,6 +747,10 @@ int main(int argc, char **argv)
 		return mode_source(argv[2], argv[3], argv[4], argv[5], 1);
 	if (argc >= 6 && strcmp(argv[1], "idle") == 0)
 		return mode_idle(argv[2], argv[3], argv[4], argv[5]);
+	if (argc >= 5 && strcmp(argv[1], "mmsg-server") == 0)
+		return mode_mmsg_server(argv[2], argv[3], argv[4]);
+	if (argc >= 5 && strcmp(argv[1], "mmsg-client") == 0)
+		return mode_mmsg_client(argv[2], argv[3], argv[4]);
 	if (argc >= 6 && strcmp(argv[1], "accept-loop") == 0)
 		return mode_accept_loop(argv[2], argv[3], argv[4], atoi(argv[5]));
 	if (argc >= 6 && strcmp(argv[1], "handshakes") == 0)

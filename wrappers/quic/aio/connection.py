@@ -476,6 +476,20 @@ class KoQuicConnection(QuicConnection):
     def one_rtt_crypto(self) -> Any:
         return one_rtt_crypto(self)
 
+    def close_begun(self) -> Any:
+        """The ConnectionTerminated aioquic holds back while it is closing or draining (the peer's
+        CONNECTION_CLOSE, or a close aioquic started itself on a protocol error), else None.
+
+        aioquic hands that event out only when the closing or draining period (three probe timeouts,
+        RFC 9000 10.2) is over; quic.ko's socket is CLOSED, and tells the application, at once."""
+        if self._close_event is None or self._state.name not in ("CLOSING", "DRAINING"):
+            return None
+        return self._close_event
+
+    def probe_timeout(self) -> float:
+        """The current probe timeout (RFC 9002 6.2.1), which sets the length of the closing period."""
+        return float(self._loss.get_probe_timeout())
+
     def receive_fingerprint(self) -> tuple:
         """Changes whenever a received datagram had an effect (a packet number, an ACK to send, a
         close, a state change): a datagram that leaves it unchanged was dropped as undecodable."""
