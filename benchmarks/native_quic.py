@@ -155,36 +155,50 @@ def tcp_bulk(size: int) -> float:
     return size / dt / 1e6
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", default="32MiB")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--handshakes", type=int, default=20)
-    args = ap.parse_args(argv)
-    size = _size(args.size)
+def run(size: int, repeat: int, handshakes: int) -> dict:
+    """Bulk (native, python, tcp) and handshake rates (native, python), kinds interleaved, medians
+    and ratios against the Python transfer / the Python client."""
     with tempfile.TemporaryDirectory(prefix="wc-nbench-") as d:
         tmp = Path(d)
         qtest = build(tmp)
         runs: dict[str, list[float]] = {"native": [], "python": [], "tcp": []}
-        hs: dict[str, list[float]] = {}
+        hs: dict[str, list[float]] = {"native": [], "python": []}
         port = 5000
-        for _ in range(args.repeat):
+        for _ in range(repeat):
             for kind in ("native", "python"):
                 port += 1
                 runs[kind].append(quic_bulk(kind, qtest, size, tmp, port))
             runs["tcp"].append(tcp_bulk(size))
             for kind in ("native", "python"):
                 port += 1
-                hs.setdefault(kind, []).append(handshake_rate(kind, qtest, args.handshakes, tmp, port))
+                hs[kind].append(handshake_rate(kind, qtest, handshakes, tmp, port))
     med = {k: statistics.median(v) for k, v in runs.items()}
-    print(f"bulk, one stream, {size >> 20} MiB in 64 KiB writes, median of {args.repeat}:")
+    hmed = {k: statistics.median(v) for k, v in hs.items()}
+    return {"size": size, "repeat": repeat, "handshakes": handshakes, "bulk": runs, "bulk_median": med,
+            "handshake_runs": hs, "handshake_median": hmed,
+            "native_vs_python": med["native"] / med["python"], "native_vs_tcp": med["native"] / med["tcp"],
+            "handshakes_native_vs_python": hmed["native"] / hmed["python"]}
+
+
+def format_results(r: dict) -> str:
+    med, hmed = r["bulk_median"], r["handshake_median"]
+    out = [f"bulk, one stream, {r['size'] >> 20} MiB in 64 KiB writes, median of {r['repeat']}:"]
     for k in ("native", "python", "tcp"):
-        print(f"  {k:7s} {med[k]:8.1f} MB/s  {med[k] / med['python']:6.2f}x python  runs "
-              + " ".join(f"{x:.1f}" for x in runs[k]))
-    print(f"handshakes (PSK), {args.handshakes} in a row, median of {args.repeat}:")
+        out.append(f"  {k:7s} {med[k]:8.1f} MB/s  {med[k] / med['python']:6.2f}x python  runs "
+                   + " ".join(f"{x:.1f}" for x in r["bulk"][k]))
+    out.append(f"handshakes (PSK), {r['handshakes']} in a row, median of {r['repeat']}:")
     for k in ("native", "python"):
-        m = statistics.median(hs[k])
-        print(f"  {k:7s} {m:8.1f} /s    {m / statistics.median(hs['python']):6.2f}x python")
+        out.append(f"  {k:7s} {hmed[k]:8.1f} /s    {hmed[k] / hmed['python']:6.2f}x python")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="32MiB")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--handshakes", type=int, default=20)
+    args = ap.parse_args(argv)
+    print(format_results(run(_size(args.size), args.repeat, args.handshakes)))
     return 0
 
 

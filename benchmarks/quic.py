@@ -539,7 +539,8 @@ def idle_memory(count: int, pki: dict[str, str]) -> dict:
     return {"connections": count, "python_kib": (m1 - m0) / count / 1024, "rss_kib": (r1 - r0) / count / 1024}
 
 
-def main(argv: list[str] | None = None) -> int:
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line with its defaults filled in (also what benchmarks/report.py passes)."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.quic", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="16 MiB, 20 handshakes, 50 idle connections, 1 repeat")
     p.add_argument("--size", type=_size, help="bulk bytes (default 128MiB)")
@@ -560,6 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     a.repeat = a.repeat or (1 if a.quick else 3)
     a.paths = a.paths or (10 if a.quick else 30)
     a.loss_size = a.loss_size or (2 * 1024**2 if a.quick else 8 * 1024**2)
+    return a
+
+
+def run(a: argparse.Namespace) -> dict[str, Any]:
+    """Every measurement ``a.only`` asks for; medians and ratios (against aioquic, and for bulk
+    against ngtcp2 and quic.ko's published figure) in the returned dict."""
     only = set((a.only or "bulk,handshakes,memory,paths,loss").split(","))
     kinds = [k for k in (a.kinds or ",".join(KINDS)).split(",") if k]
     tmp = tempfile.mkdtemp(prefix="wqbench-")
@@ -592,43 +599,61 @@ def main(argv: list[str] | None = None) -> int:
             results["loss"] = lossy(a, pki, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    ng = results.get("bulk", {}).get("ngtcp2")
+    if ng:
+        for k, v in results["bulk"].items():
+            if k != "ngtcp2":
+                v["vs_ngtcp2"] = v["median"] / ng["median"]
+                v["vs_quic_ko"] = v["median"] / QUIC_KO_MBPS
+    return results
+
+
+def format_results(results: dict[str, Any], repeat: int) -> str:
+    """The tables, as ``python -m benchmarks.quic`` prints them."""
+    out: list[str] = []
     unit = {"bulk": "MB/s", "handshakes": "handshakes/s"}
     for task in ("bulk", "handshakes"):
         if task in results:
-            print(f"{task} ({unit[task]}; ratio vs aioquic asyncio over loopback UDP, target >= 1.0x):")
+            out.append(f"{task} ({unit[task]}; ratio vs aioquic asyncio over loopback UDP, target >= 1.0x):")
             for k, v in results[task].items():
                 ratio = f"{v['ratio']:.2f}x" if v["ratio"] is not None else "-"
-                print(f"  {k:9s} {v['median']:10.2f}  {ratio}")
+                out.append(f"  {k:9s} {v['median']:10.2f}  {ratio}")
     ng = results.get("bulk", {}).get("ngtcp2")
     if ng:
-        print(f"bulk against ngtcp2 gtlsclient/gtlsserver over real loopback UDP ({ng['median']:.2f} MB/s, this run; "
-              f"target for emu-pcap >= 0.5x) and quic.ko's published {QUIC_KO_MBPS:.0f} MB/s (3.83 Gbit/s):")
+        out.append(f"bulk against ngtcp2 gtlsclient/gtlsserver over real loopback UDP ({ng['median']:.2f} MB/s, "
+                   f"this run; target for emu-pcap >= 0.5x) and quic.ko's published {QUIC_KO_MBPS:.0f} MB/s "
+                   f"(3.83 Gbit/s):")
         for k, v in results["bulk"].items():
             if k != "ngtcp2":
-                ratio = v["median"] / ng["median"]
+                ratio = v["vs_ngtcp2"]
                 verdict = f"  target >= 0.5x {'PASS' if ratio >= 0.5 else 'MISS'}" if k == "emu-pcap" else ""
-                print(f"  {k:9s} {ratio:.3f}x ngtcp2  {v['median'] / QUIC_KO_MBPS:.4f}x quic.ko{verdict}")
-                results["bulk"][k]["vs_ngtcp2"] = ratio
-                results["bulk"][k]["vs_quic_ko"] = v["median"] / QUIC_KO_MBPS
+                out.append(f"  {k:9s} {ratio:.3f}x ngtcp2  {v['vs_quic_ko']:.4f}x quic.ko{verdict}")
     if "memory" in results:
         m = results["memory"]
-        print(f"idle memory ({m['connections']} connections; target <= 200 KiB per connection): "
-              f"per end (one process's socket + engine state) python {m['python_kib'] / 2:.1f} KiB, "
-              f"rss {m['rss_kib'] / 2:.1f} KiB; both ends in one process: python {m['python_kib']:.1f} KiB, "
-              f"rss {m['rss_kib']:.1f} KiB")
+        out.append(f"idle memory ({m['connections']} connections; target <= 200 KiB per connection): "
+                   f"per end (one process's socket + engine state) python {m['python_kib'] / 2:.1f} KiB, "
+                   f"rss {m['rss_kib'] / 2:.1f} KiB; both ends in one process: python {m['python_kib']:.1f} KiB, "
+                   f"rss {m['rss_kib']:.1f} KiB")
     if "paths" in results:
         r = results["paths"]
-        print(f"paths (emulated carrier, median of {r['count']}; ratios vs a baseline of this run):")
-        print(f"  migration to echo on the new path {r['migration_ms']:.2f} ms = {r['migration_ratio']:.2f}x "
-              f"a plain echo round trip ({r['echo_ms']:.2f} ms)")
-        print(f"  connection to first echo: full {r['full_ms']:.2f} ms, resumed {r['resumed_ms']:.2f} ms "
-              f"({r['resumed_ratio']:.2f}x), 0-RTT {r['zero_rtt_ms']:.2f} ms ({r['zero_rtt_ratio']:.2f}x)")
+        out.append(f"paths (emulated carrier, median of {r['count']}; ratios vs a baseline of this run):")
+        out.append(f"  migration to echo on the new path {r['migration_ms']:.2f} ms = {r['migration_ratio']:.2f}x "
+                   f"a plain echo round trip ({r['echo_ms']:.2f} ms)")
+        out.append(f"  connection to first echo: full {r['full_ms']:.2f} ms, resumed {r['resumed_ms']:.2f} ms "
+                   f"({r['resumed_ratio']:.2f}x), 0-RTT {r['zero_rtt_ms']:.2f} ms ({r['zero_rtt_ratio']:.2f}x)")
     if "loss" in results:
         r = results["loss"]
-        print(f"loss (emulated carrier, {r['size'] / 1024**2:.0f} MiB one stream, loss each way, median of "
-              f"{a.repeat}; ratio vs the same transfer without loss in this run):")
+        out.append(f"loss (emulated carrier, {r['size'] / 1024**2:.0f} MiB one stream, loss each way, median of "
+                   f"{repeat}; ratio vs the same transfer without loss in this run):")
         for k, v in r["rates"].items():
-            print(f"  loss {k:4s} {v['median']:8.2f} MB/s  {v['ratio']:.2f}x")
+            out.append(f"  loss {k:4s} {v['median']:8.2f} MB/s  {v['ratio']:.2f}x")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = options(argv)
+    results = run(a)
+    print(format_results(results, a.repeat))
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=2)

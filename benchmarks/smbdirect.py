@@ -208,6 +208,50 @@ def bench_smb2(count: int, rounds: int, socket_dir: str) -> dict[str, tuple[floa
     return best
 
 
+def mechanisms(count: int) -> dict[str, float]:
+    """MB/s of the three mechanisms, on the network the caller has activated."""
+    return {"tcp": bench_tcp(count, 4450), "smbd-inline": bench_smbd(count, 4451, False),
+            "smbd-rdma": bench_smbd(count, 4452, True)}
+
+
+def pcap_cost(count: int, repeat: int) -> dict:
+    """What the capture costs SMB Direct: the three mechanisms on a fresh emulated network without
+    and with a pcap, runs interleaved (load from elsewhere hits both alike), medians; the cost is
+    1 - with/without. The capture must hold records, or it measured nothing."""
+    import shutil
+    import statistics
+
+    samples: dict[str, dict[str, list[float]]] = {"off": {}, "on": {}}
+    records = 0
+    for _ in range(repeat):
+        for mode in ("off", "on"):
+            d = tempfile.mkdtemp(prefix="wcsdb-", dir="/tmp")
+            pcap = os.path.join(d, "smbd.pcap") if mode == "on" else None
+            try:
+                os.mkdir(os.path.join(d, "s"), 0o700)
+                with wrappers.activate(os.path.join(d, "s"), iface=11, pcap=pcap):
+                    got = mechanisms(count)
+                if pcap is not None:
+                    records = os.path.getsize(pcap)
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            for k, v in got.items():
+                samples[mode].setdefault(k, []).append(v)
+    if records <= 24 + count * MIB:  # a pcap header and less than one direction's payload
+        raise RuntimeError(f"the SMB Direct capture holds {records} bytes for {count} MiB moved: not recording")
+    med = {m: {k: statistics.median(v) for k, v in kinds.items()} for m, kinds in samples.items()}
+    return {"count": count, "repeat": repeat, "median": med, "samples": samples,
+            "cost": {k: 1 - med["on"][k] / med["off"][k] for k in med["off"]}}
+
+
+def format_pcap_cost(r: dict) -> str:
+    lines = [f"SMB Direct mechanisms, {r['count']} x 1 MiB, pcap off and on (median of {r['repeat']}, interleaved):"]
+    for k, cost in r["cost"].items():
+        lines.append(f"  {k:12s} {r['median']['off'][k]:8.1f} MB/s without, {r['median']['on'][k]:8.1f} MB/s with "
+                     f"the pcap: costs {cost:.0%}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=64)
@@ -218,8 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     os.environ["WIRECHECK_SMBDIRECT_RDMA"] = a.rdma
     d = tempfile.mkdtemp(prefix="wcsdb-", dir="/tmp")
     with wrappers.activate(d, iface=11, pcap=a.pcap):
-        res = {"tcp": bench_tcp(a.count, 4450), "smbd-inline": bench_smbd(a.count, 4451, False),
-               "smbd-rdma": bench_smbd(a.count, 4452, True)}
+        res = mechanisms(a.count)
         smb2 = bench_smb2(a.count, a.rounds, d)
     for k, v in res.items():
         print(f"{k:15s} {v:8.1f} MB/s")

@@ -4,6 +4,7 @@ run covers every target the benchmarks define (timing itself is never asserted).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -26,8 +27,7 @@ def test_readme_section_is_the_recorded_run() -> None:
 
 def test_recorded_run_has_every_target_the_code_defines() -> None:
     labels = {t["label"] for s in _record()["sections"] for t in s["targets"]}
-    expected = {t[0] for t in transport.TARGETS} | {
-        "pcap assertions faster than tshark -Y once per check", "pcap assertions faster than a pyshark loop"}
+    expected = {t[0] for t in transport.TARGETS} | report.TARGET_LABELS
     missing = expected - labels
     assert not missing, f"the recorded run predates these targets: {sorted(missing)}"
     assert {s["name"] for s in _record()["sections"]} == set(report.SECTIONS)
@@ -74,6 +74,12 @@ def test_report_runs_every_section_small(monkeypatch, capsys, tmp_path: Path) ->
     assert record["report"] == out.rstrip("\n")
     labels = [t["label"] for s in record["sections"] for t in s["targets"]]
     assert set(labels) >= {t[0] for t in transport.TARGETS}
-    assert len(labels) == len(transport.TARGETS) + 2
+    assert len(labels) == len(transport.TARGETS) + len(report.TARGET_LABELS)
+    assert {s["name"] for s in record["sections"]} == set(report.SECTIONS)
     for label in labels:
         assert sum(line.strip().startswith(label) for line in out.splitlines()) == 1, label
+    infos = [i for s in record["sections"] for i in s["info"]]
+    assert any("quic.ko" in i["label"] for i in infos) and any("native" in i["label"] for i in infos)
+    for i in infos:  # after the targets, each with its measured ratio
+        line = next(ln for ln in out.split("no target set) ==", 1)[1].splitlines() if ln.strip().startswith(i["label"]))
+        assert line.rstrip().endswith(i["value"]) and re.fullmatch(r"[\d.]+x", i["value"]), line
