@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.pcap_fast_capture import fast_smb_tcp_capture  # noqa: E402
 from harness.pcap import Absent, Before, Capture, Count, First, Values  # noqa: E402
+from harness.pcap.capture import pyshark_event_loop  # noqa: E402
 
 STREAMS = 8
 
@@ -70,6 +71,7 @@ def pyshark_loop(path: Path, **kw) -> tuple[float, list[bool]]:
     seen_neg = False
     neg_per_stream: dict[str, int] = {}
     streams: set[str] = set()
+    kw.setdefault("eventloop", pyshark_event_loop())
     with pyshark.FileCapture(str(path), keep_packets=False, **kw) as pc:
         for pkt in pc:
             if "TCP" in pkt:
@@ -197,7 +199,8 @@ def _json_loop(path: Path) -> tuple[float, list]:
 
     t = time.perf_counter()
     n = 0
-    with pyshark.FileCapture(str(path), keep_packets=False, use_json=True, include_raw=False) as pc:
+    with pyshark.FileCapture(str(path), keep_packets=False, use_json=True, include_raw=False,
+                             eventloop=pyshark_event_loop()) as pc:
         for pkt in pc:
             n += "SMB2" in pkt
     return time.perf_counter() - t, [n]

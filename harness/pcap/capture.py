@@ -10,6 +10,7 @@ looks (`pyshark()`), with the same decryption options.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -364,8 +365,26 @@ class Capture:
         for d in self.options.decode_as:
             k, _, v = d.rpartition(",")
             decode[k] = v
+        kwargs.setdefault("eventloop", pyshark_event_loop())
         return pyshark.FileCapture(str(self.path), display_filter=display_filter, override_prefs=prefs or None,
                                    decode_as=decode or None, **kwargs)
+
+
+def pyshark_event_loop() -> asyncio.AbstractEventLoop:
+    """The loop pyshark should run tshark on: the thread's current one while it is usable, else a new one
+    made current.
+
+    pyshark asks asyncio for the current loop, and in the main thread that raises "There is no current
+    event loop" once anything in the process has run asyncio.run() (which leaves no loop set), or gives
+    a closed loop if someone closed it: whether pyshark worked then depended on what ran before it."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+    return loop
 
 
 def frame_span(t: Table, rows: Sequence[int]) -> str:

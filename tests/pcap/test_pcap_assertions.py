@@ -131,3 +131,30 @@ def test_pcap_pyshark_door(enc_capture):
     with cap.pyshark(display_filter="smb2.cmd == 3") as pc:
         pkts = list(pc)
     assert len(pkts) == 2 and int(pkts[0].smb2.cmd) == 3
+
+
+
+AFTER_ASYNCIO_RUN = """
+import asyncio, sys
+from harness.pcap import Capture
+
+async def nothing():
+    return None
+
+asyncio.run(nothing())  # leaves the main thread without a current loop
+with Capture(sys.argv[1], smb_keys=sys.argv[2]).pyshark(display_filter="smb2.cmd == 3") as pc:
+    print(len(list(pc)))
+"""
+
+
+def test_pcap_pyshark_door_after_asyncio_run(enc_capture):
+    """pyshark asks asyncio for the thread's current loop; after an asyncio.run() in the same process the
+    main thread has none, and the door failed with "There is no current event loop" (a random order put
+    such a test first). Run in a fresh interpreter, so that nothing else in this process decides it."""
+    import subprocess
+    import sys
+
+    path, keyfile, _ = enc_capture
+    res = subprocess.run([sys.executable, "-c", AFTER_ASYNCIO_RUN, str(path), str(keyfile)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.split() == ["2"], res.stderr[-2000:]
