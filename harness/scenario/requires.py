@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,21 @@ class Unmet:
         return self.missing and under_ci()
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def setting_path(setting: str, default: str) -> str:
+    """A folder outside the repository that a scenario needs (a vendored source tree, say): the
+    environment variable ``setting`` when set, else ``default``, relative to the repository root."""
+    return os.path.normpath(os.path.join(REPO_ROOT, os.environ.get(setting) or default))
+
+
+def _pkg_config_has(name: str) -> bool:
+    if shutil.which("pkg-config") is None:
+        return False
+    return subprocess.run(["pkg-config", "--exists", name], check=False, timeout=30).returncode == 0
+
+
 def under_ci() -> bool:
     return bool(os.environ.get("CI"))
 
@@ -67,6 +83,13 @@ def check(requires: dict[str, Any], *, section: str | None = None, needs_tshark:
     for mod in requires.get("modules", []):
         if not _module_present(mod):
             return Unmet(f"requires Python module {mod} (not installed)", missing=True)
+    for name in requires.get("pkg_config", []):
+        if not _pkg_config_has(name):
+            return Unmet(f"requires the development files of {name} (pkg-config does not know it)", missing=True)
+    for p in requires.get("paths", []):
+        where = setting_path(p["setting"], p["default"])
+        if not os.path.isdir(where):
+            return Unmet(f"requires the folder {where} (set {p['setting']})", missing=True)
     if missing_ops:
         return Unmet(f"operation {', '.join(sorted(missing_ops))} not available yet "
                      "(its capability has not registered it)", missing=True)

@@ -80,6 +80,11 @@ SCENARIO = {
                 "transports": {"type": "array", "items": {"type": "string"}},
                 "programs": {"type": "array", "items": {"type": "string", "minLength": 1}},
                 "modules": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "pkg_config": {"type": "array", "items": {"type": "string", "minLength": 1}},
+                "paths": {"type": "array", "items": {
+                    "type": "object", "additionalProperties": False, "required": ["setting", "default"],
+                    "properties": {"setting": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
+                                   "default": {"type": "string", "minLength": 1}}}},
                 "sections": {"type": "array", "items": {"type": "string", "pattern": NAME_PATTERN}},
             },
         },

@@ -47,6 +47,42 @@ def build_library() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+_LXIN_BUILT: dict[Path, Path] = {}
+
+
+def build_lxin(out: Path) -> Path:
+    """lxin/quic's libquic.so, func_test and its keys, built by the vendored build.sh into ``out`` (once per
+    process: the quicfunc cases and the native tests each ask for it)."""
+    if VENDOR not in _LXIN_BUILT:
+        need_toolchain()
+        build_library()
+        r = subprocess.run(["bash", str(VENDOR / "build.sh"), str(out)], capture_output=True, text=True,
+                           timeout=600, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert (out / "func_test").exists() and (out / "libquic.so").exists()
+        _LXIN_BUILT[VENDOR] = out
+    return _LXIN_BUILT[VENDOR]
+
+
+def start_c_func_server(peers: Peers, lxin: Path, sockdir: Path, mode: str, env: dict[str, str],
+                        iface: int = 12, port: int = 1234) -> Peer:
+    """func_test's server (``mode`` psk or cert, with the keys build.sh made) under `wirecheck exec` on
+    interface ``iface``; returns once its listener is up. func_test prints nothing when it listens: the
+    sign is the listener's name in the socket directory (U, the interface and the port in hex: the
+    seqpacket carrier's name for a bound UDP address)."""
+    keys = lxin / "keys"
+    files = [keys / "server-psk.txt"] if mode == "psk" else [keys / "server-key.pem", keys / "server-cert.pem"]
+    # stdbuf: func_test's printf lines (HANDSHAKE DONE, TEST DONE, its errors) as they happen, not at exit
+    srv = peers.start("func_server", exec_argv(sockdir, iface, "stdbuf", "-oL", str(lxin / "func_test"), "server",
+                                               f"127.0.0.{iface}", str(port), *map(str, files)), env)
+    listener = sockdir / f"U{iface:02X}{port:04X}"
+    deadline = time.monotonic() + 30
+    while not listener.exists() and time.monotonic() < deadline and srv.p.poll() is None:
+        time.sleep(0.05)
+    assert listener.exists(), srv.describe()
+    return srv
+
+
 def compile_c(src: Path, out: Path, *extra: str) -> Path:
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "gnutls"], capture_output=True, text=True,
                            check=True).stdout.split()

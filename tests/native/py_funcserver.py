@@ -38,7 +38,7 @@ def main() -> int:
     else:
         server_handshake(c, files[0], files[1], timeout=30)
     print("HANDSHAKE DONE", flush=True)
-    srv = FuncServer(c, echo_all=True)
+    srv = FuncServer(c)
     srv.run()  # until the client's close
     print("TEST DONE" if not srv.errors else f"errors: {srv.errors}", flush=True)
     return 0 if not srv.errors else 1

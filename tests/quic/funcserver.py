@@ -44,13 +44,12 @@ class FuncServer(threading.Thread):
     up) goes to ``errors`` as text; the ``func`` fixture fails the test case during which it
     happened.  Only after the CLOSE group's "client close" may the loop end (it closed on purpose).
 
-    ``echo_all``: echo everything the stream carried up to its FIN, as func_test.c's server does (its
-    C client sends "quic " and "test11" in two calls and expects "quic test11"); the Python port of
-    the client expects only the last piece back."""
+    The echo is everything the stream carried up to its FIN, as func_test.c's server does: its client
+    (the C one and the Python port alike) sends "quic " and "test11" in two calls and expects
+    "quic test11"."""
 
-    def __init__(self, sock: QuicSocket, carrier: str = "seqpacket", echo_all: bool = False):
+    def __init__(self, sock: QuicSocket, carrier: str = "seqpacket"):
         super().__init__(daemon=True, name="func-server")
-        self.echo_all = echo_all
         self.s = sock
         self.carrier = carrier
         self.stop = False
@@ -132,11 +131,11 @@ class FuncServer(threading.Thread):
         elif b"client close" in acc:
             self.closing = True
             s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_CONNECTION_CLOSE, ConnectionClose(10, 0, b"this is app err").pack())
-            quic_sendmsg(s, acc if self.echo_all else data, out_sid, out_flags)
+            quic_sendmsg(s, acc, out_sid, out_flags)
             time.sleep(0.1)
             s.shutdown(socket.SHUT_WR)
             return
-        quic_sendmsg(s, acc if self.echo_all else data, out_sid, out_flags)
+        quic_sendmsg(s, acc, out_sid, out_flags)
 
 
 @dataclass

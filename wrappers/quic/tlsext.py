@@ -60,10 +60,22 @@ PSK_CIPHER = CipherSuite.AES_128_GCM_SHA256
 """GnuTLS hashes an external PSK's binder with SHA-256, so the PSK is bound to a SHA-256 suite."""
 
 
+class _ExternalPskTicket(SessionTicket):
+    """A ticket whose obfuscated_ticket_age is 0, as RFC 8446 section 4.2.11 asks of an externally
+    established identity. aioquic would send the ticket's age in milliseconds; GnuTLS (libquic's
+    server) takes a PSK identity with a non-zero age for a resumption ticket of its own, fails to
+    decrypt it, ignores the PSK without a word and then lacks a certificate ("Insufficient
+    credentials")."""
+
+    @property
+    def obfuscated_age(self) -> int:
+        return 0
+
+
 def psk_ticket(identity: bytes, key: bytes, server_name: str = "") -> SessionTicket:
     """An external PSK dressed as an aioquic session ticket (see the module docstring)."""
     now = datetime.datetime.now(datetime.UTC)
-    return SessionTicket(
+    return _ExternalPskTicket(
         age_add=0, cipher_suite=PSK_CIPHER, not_valid_before=now - datetime.timedelta(seconds=1),
         not_valid_after=now + datetime.timedelta(days=3650), resumption_secret=bytes(key),
         server_name=server_name, ticket=bytes(identity),

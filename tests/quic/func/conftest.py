@@ -9,7 +9,10 @@ until the end of the run, so any test that ran after these cases in the same pro
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,12 +23,72 @@ from ..conftest import MODES, close_all, emulated, open_pair
 
 #: the func_test port runs on the default carrier and on the udp one (carriers.py), each in both modes;
 #: "raw-psk" (the handshake is libquic's on both ends: the application's TLS over the raw interface)
-#: runs the same 98 cases on the default carrier.
-FUNC_PARAMS = [(m, c) for c in ("seqpacket", "udp") for m in MODES] + [("raw-psk", "seqpacket")]
+#: runs the same 98 cases on the default carrier; "c-server-psk" and "c-server-cert" run them against
+#: lxin/quic's own func_test server (C, libquic's handshake, built from the vendored sources) in a
+#: process of its own under `wirecheck exec`, on the same emulated network.
+FUNC_PARAMS = ([(m, c) for c in ("seqpacket", "udp") for m in MODES] + [("raw-psk", "seqpacket")]
+               + [("c-server-psk", "seqpacket"), ("c-server-cert", "seqpacket")])
+
+
+class CFuncServer:
+    """func_test's C server process seen as the ``server`` of a Session: ``errors`` are the lines it
+    printed besides its two status lines (it prints only on a failure) and a non-zero exit; it is
+    ``closing`` once it printed "TEST DONE" (it got "client close" and will exit)."""
+
+    def __init__(self, peer: Any):
+        self.peer = peer
+        self.stop = False
+
+    @property
+    def errors(self) -> list[str]:
+        errs = [f"func_test server: {ln}" for ln in self.peer.lines if ln not in ("HANDSHAKE DONE", "TEST DONE")]
+        rc = self.peer.p.poll()
+        if rc not in (None, 0):
+            errs.append(f"func_test server exited {rc}: {self.peer.describe()}")
+        return errs
+
+    @property
+    def closing(self) -> bool:
+        return "TEST DONE" in self.peer.lines
+
+    def is_alive(self) -> bool:
+        return self.peer.p.poll() is None
+
+    def join(self, timeout: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.peer.p.wait(timeout=timeout)
+
+
+def c_server_pair(mode: str, net: Any, tmp: Path, setup: Callable[[QuicSocket], None]) -> tuple:
+    """A client QuicSocket in this process, handshaken with func_test's C server (interface 12)."""
+    from native.nativeutil import Peers, build_lxin, net_env, start_c_func_server
+
+    from wrappers.quic import client_handshake
+
+    from ..conftest import quic_socket
+
+    lxin = build_lxin(tmp / "lxin")
+    peers = Peers(tmp)
+    peer = start_c_func_server(peers, lxin, Path(net.socket_dir), mode, net_env())
+    c = quic_socket()
+    try:
+        setup(c)
+        c.connect(("127.0.0.12", 1234))
+        if mode == "psk":
+            client_handshake(c, str(lxin / "keys" / "client-psk.txt"), timeout=30)
+        else:
+            client_handshake(c, None, "server.test", cafile=str(lxin / "keys" / "ca-cert.pem"), timeout=30)
+        peer.expect("HANDSHAKE DONE")
+    except BaseException:
+        c.close()
+        peers.close()
+        raise
+    return c, CFuncServer(peer), peers
 
 
 @pytest.fixture(scope="package", params=FUNC_PARAMS, ids=[f"{m}-{c}" for m, c in FUNC_PARAMS])
-def func(request: pytest.FixtureRequest, pki: dict[str, str]) -> Iterator[Any]:
+def func(request: pytest.FixtureRequest, pki: dict[str, str],
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The func_test connection for one mode and carrier, shared by test_func_1..4 in order (STREAM,
     CONNECTION, NOTIFICATION, CLOSE), as tests/func_test.c runs its groups on one connection. Both
     ends set max_datagram_frame_size = 1400 and keep every other default.  The server side's
@@ -40,19 +103,30 @@ def func(request: pytest.FixtureRequest, pki: dict[str, str]) -> Iterator[Any]:
         s.setsockopt(SOL_QUIC, QUIC_SOCKOPT_TRANSPORT_PARAM, TransportParam(max_datagram_frame_size=1400).pack())
 
     with emulated(carrier) as n:
-        c, s, ls = open_pair(mode, pki, setup_listener=tp, setup_client=tp)
+        peers = None
+        if mode.startswith("c-server-"):
+            c, srv, peers = c_server_pair(mode.removeprefix("c-server-"), n,
+                                          tmp_path_factory.mktemp("func-c-server"), tp)
+            others: list = []
+        else:
+            c, s, ls = open_pair(mode, pki, setup_listener=tp, setup_client=tp)
+            srv = FuncServer(s, carrier)
+            srv.start()
+            others = [s, ls]
         c.settimeout(5)
-        srv = FuncServer(s, carrier)
-        srv.start()
-        sess = Session(c, srv, [s, ls])
+        sess = Session(c, srv, others)
         sess.memo["net"] = n
         sess.memo["carrier"] = carrier
         try:
             yield sess
         finally:
             srv.stop = True
-            srv.join(2)
-            close_all(c, s, ls)
+            srv.join(2 if peers is None else 10)  # the C server sleeps 1 s after "client close"
+            close_all(c, *others)
+            if peers is not None:
+                alive = srv.is_alive()
+                peers.close()
+                assert not alive, "func_test's C server still running after the CLOSE group"
         assert not srv.is_alive(), "func server thread still running after stop"
         assert not srv.errors, srv.errors
 
