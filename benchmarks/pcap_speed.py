@@ -71,7 +71,7 @@ def pyshark_loop(path: Path, **kw) -> tuple[float, list[bool]]:
     seen_neg = False
     neg_per_stream: dict[str, int] = {}
     streams: set[str] = set()
-    kw.setdefault("eventloop", pyshark_event_loop())
+    pyshark_event_loop()
     with pyshark.FileCapture(str(path), keep_packets=False, **kw) as pc:
         for pkt in pc:
             if "TCP" in pkt:
@@ -199,8 +199,8 @@ def _json_loop(path: Path) -> tuple[float, list]:
 
     t = time.perf_counter()
     n = 0
-    with pyshark.FileCapture(str(path), keep_packets=False, use_json=True, include_raw=False,
-                             eventloop=pyshark_event_loop()) as pc:
+    pyshark_event_loop()
+    with pyshark.FileCapture(str(path), keep_packets=False, use_json=True, include_raw=False) as pc:
         for pkt in pc:
             n += "SMB2" in pkt
     return time.perf_counter() - t, [n]

@@ -365,18 +365,20 @@ class Capture:
         for d in self.options.decode_as:
             k, _, v = d.rpartition(",")
             decode[k] = v
-        kwargs.setdefault("eventloop", pyshark_event_loop())
+        pyshark_event_loop()
         return pyshark.FileCapture(str(self.path), display_filter=display_filter, override_prefs=prefs or None,
                                    decode_as=decode or None, **kwargs)
 
 
 def pyshark_event_loop() -> asyncio.AbstractEventLoop:
-    """The loop pyshark should run tshark on: the thread's current one while it is usable, else a new one
-    made current.
+    """Make sure the thread has a usable current event loop before pyshark looks for one (and return it).
 
     pyshark asks asyncio for the current loop, and in the main thread that raises "There is no current
     event loop" once anything in the process has run asyncio.run() (which leaves no loop set), or gives
-    a closed loop if someone closed it: whether pyshark worked then depended on what ran before it."""
+    a closed loop if someone closed it: whether pyshark worked then depended on what ran before it.
+    The loop is not handed to pyshark (``eventloop=``): pyshark installs its SafeChildWatcher on the
+    loop only when it picks the loop itself, and with asyncio's default ThreadedChildWatcher a tshark
+    that exits can be reported as "crashed (retcode: 255)"."""
     try:
         loop = asyncio.get_event_loop_policy().get_event_loop()
     except RuntimeError:
