@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 
 def _missing(program: str, apt: str) -> None:
@@ -122,18 +123,27 @@ server smb encrypt = required
             del self.env[key]
         subprocess.run([self.smbpasswd, "-s", "-a", "-c", str(self.conf), USER], input=f"{PASSWORD}\n{PASSWORD}\n",
                        text=True, env=self.env, check=True, capture_output=True, timeout=30)
-        self.log = open(tree / "smbd.out", "wb")
-        self.proc = subprocess.Popen([self.smbd, "--foreground", "--no-process-group", "-s", str(self.conf)],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_port(self.port, 30, self.proc)
-        except Exception:
-            self.stop()
-            raise
+        self.proc, self.log = launch_logged([self.smbd, "--foreground", "--no-process-group", "-s", str(self.conf)],
+                                            tree / "smbd.out", self.port, env=self.env)
 
     def stop(self) -> None:
         stop_group(self.proc)
         self.log.close()
+
+
+def launch_logged(argv: list[str], log_path: Path, port: int,
+                  env: dict[str, str] | None = None) -> tuple[subprocess.Popen, IO[bytes]]:
+    """Start a server in its own session with its output in `log_path`, and wait until it listens on
+    `port`; a server that does not come up is stopped (group and log) before the error goes on."""
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_port(port, 30, proc)
+    except Exception:
+        stop_group(proc)
+        log.close()
+        raise
+    return proc, log
 
 
 def stop_group(proc: subprocess.Popen) -> None:

@@ -39,7 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import torture_lists as tl  # noqa: E402
 
-from harness.peers.smb_samba import PASSWORD, USER, Smbd, free_port, need, stop_group, wait_port  # noqa: E402
+from harness.peers.smb_samba import PASSWORD, USER, Smbd, free_port, launch_logged, need, stop_group  # noqa: E402
 
 COMPARE_TSV = HERE / "compare.tsv"
 
@@ -106,13 +106,7 @@ class OurServe:
                 "--share", f"share={share}" + (":ca" if reconnect else ""), "--user", f"{USER}:{PASSWORD}"]
         if reconnect:
             argv.append("--multichannel")
-        self.log = open(tree / "serve.out", "wb")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_port(self.port, 30, self.proc)
-        except Exception:
-            self.stop()
-            raise
+        self.proc, self.log = launch_logged(argv, tree / "serve.out", self.port)
 
     def stop(self) -> None:
         stop_group(self.proc)
