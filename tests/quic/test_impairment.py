@@ -16,7 +16,11 @@ from .conftest import close_all, open_pair
 
 @pytest.fixture
 def impaired():
-    impair.configure("seed=7; out: loss=10% dup=2% reorder=5% corrupt=1%; match: udp")
+    # Random losses alone do not make the check certain: the flows are keyed by their ephemeral ports,
+    # which differ from run to run, and a 256 KiB transfer is about 20 datagrams in all, none of them
+    # lost in about one run in eight at 10%. Datagrams 4 and 6 of every flow are therefore dropped as
+    # well (past the first flight, inside the transfer), and the random aspects ride on top.
+    impair.configure("seed=7; out: loss=10% drop=4,6 dup=2% reorder=5% corrupt=1%; match: udp")
     yield
     impair.configure(None)
     impair.reset()
@@ -45,7 +49,8 @@ def test_transfer_survives_loss_dup_reorder_corruption(net, pki, impaired, mode)
         joined(t, 20)
         assert bytes(got) == blob
         history = [h for imp in list(impair.flows().values()) for h in list(getattr(imp, "history", []))]
-        reasons = {r for h in history for r in h.reasons}
-        assert "loss" in reasons
+        dropped = [h for h in history if not h.deliveries]
+        assert {"drop-list"} <= {r for h in dropped for r in h.reasons}
+        assert len(dropped) >= 4, [str(h) for h in history]  # 2 a direction at least
     finally:
         close_all(c, s, ls)
