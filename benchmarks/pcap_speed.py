@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.pcap_fast_capture import fast_smb_tcp_capture  # noqa: E402
 from harness.pcap import Absent, Before, Capture, Count, First, Values  # noqa: E402
-from harness.pcap.capture import pyshark_event_loop  # noqa: E402
+from harness.pcap.capture import pyshark_event_loop, quiet_child_signals  # noqa: E402
 
 STREAMS = 8
 
@@ -73,6 +73,7 @@ def pyshark_loop(path: Path, **kw) -> tuple[float, list[bool]]:
     streams: set[str] = set()
     pyshark_event_loop()
     with pyshark.FileCapture(str(path), keep_packets=False, **kw) as pc:
+        quiet_child_signals()
         for pkt in pc:
             if "TCP" in pkt:
                 tcp = pkt.tcp
@@ -201,6 +202,7 @@ def _json_loop(path: Path) -> tuple[float, list]:
     n = 0
     pyshark_event_loop()
     with pyshark.FileCapture(str(path), keep_packets=False, use_json=True, include_raw=False) as pc:
+        quiet_child_signals()
         for pkt in pc:
             n += "SMB2" in pkt
     return time.perf_counter() - t, [n]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -366,8 +368,10 @@ class Capture:
             k, _, v = d.rpartition(",")
             decode[k] = v
         pyshark_event_loop()
-        return pyshark.FileCapture(str(self.path), display_filter=display_filter, override_prefs=prefs or None,
-                                   decode_as=decode or None, **kwargs)
+        cap = pyshark.FileCapture(str(self.path), display_filter=display_filter, override_prefs=prefs or None,
+                                  decode_as=decode or None, **kwargs)
+        quiet_child_signals()
+        return cap
 
 
 def pyshark_event_loop() -> asyncio.AbstractEventLoop:
@@ -387,6 +391,23 @@ def pyshark_event_loop() -> asyncio.AbstractEventLoop:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
     return loop
+
+
+def quiet_child_signals() -> None:
+    """Call after making a pyshark capture: keep the process's other children from flooding stderr.
+
+    In the main thread pyshark attaches a SafeChildWatcher to the current loop, which leaves a SIGCHLD
+    handler there, and asyncio's handler writes one byte to the loop's wakeup socket per signal. While
+    the loop is not running nobody reads it: after about 280 child exits (the socket's buffer) every
+    further exit of any child of the process printed "Exception ignored when trying to write to the
+    signal wakeup fd: BlockingIOError" (130 such warnings in one CI run of the test suite). Nothing is
+    lost by not warning: the bytes already queued wake the watcher when the loop next runs, and it then
+    checks all of its children."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    fd = signal.set_wakeup_fd(-1)
+    if fd != -1:
+        signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
 
 
 def frame_span(t: Table, rows: Sequence[int]) -> str:

@@ -163,3 +163,28 @@ def test_pcap_pyshark_door_after_asyncio_run(enc_capture):
     res = subprocess.run([sys.executable, "-c", AFTER_ASYNCIO_RUN, str(path), str(keyfile)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.split() == ["2", "2"], res.stderr[-2000:]
+
+
+MANY_CHILDREN_AFTER_PYSHARK = """
+import subprocess, sys
+from harness.pcap import Capture
+
+with Capture(sys.argv[1], smb_keys=sys.argv[2]).pyshark(display_filter="smb2.cmd == 3") as pc:
+    print(len(list(pc)))
+for _ in range(400):  # more child exits than the loop's wakeup socket holds
+    subprocess.run(["true"], check=True)
+"""
+
+
+def test_pcap_pyshark_door_leaves_child_exits_quiet(enc_capture):
+    """pyshark leaves a SIGCHLD handler on the loop, whose wakeup socket nobody reads between captures:
+    every child exit past the first ~280 printed a BlockingIOError warning (130 in one CI run). In a
+    fresh interpreter, so that no earlier test has set the loop up."""
+    import subprocess
+    import sys
+
+    path, keyfile, _ = enc_capture
+    res = subprocess.run([sys.executable, "-c", MANY_CHILDREN_AFTER_PYSHARK, str(path), str(keyfile)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.split() == ["2"], res.stderr[-2000:]
+    assert "wakeup fd" not in res.stderr and "BlockingIOError" not in res.stderr, res.stderr[-2000:]
