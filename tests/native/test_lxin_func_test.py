@@ -53,8 +53,10 @@ def test_func_test_all_98_cases(lxin, sockdir, peers, mode, server):
     server. Measured on a 2-core machine: 98/98 in all four runs, 30-35 s each."""
     srv, cli, rc = _run(lxin, sockdir, peers, mode, 300, server)
     passed = [ln for ln in cli.lines if PASS.match(ln)]
+    daemon_log = sockdir / ".quicd.log"  # the QUIC daemon serving the C programs' sockets
     assert rc == 0 and len(passed) == 98 and not [ln for ln in cli.lines if "FAIL" in ln], (
-        f"{cli.describe()}\n{srv.describe()}")
+        f"{cli.describe()}\n{srv.describe()}\n[quic daemon log]\n"
+        + (daemon_log.read_text(errors="replace")[-4000:] if daemon_log.exists() else "(none)"))
     # the server saw the whole run: the client's "client close" reached it (the C server and the
     # Python one both say so) and it ended without an error of its own
     assert srv.finish(timeout=30, rc=0) == 0 and "TEST DONE" in srv.lines, srv.describe()
