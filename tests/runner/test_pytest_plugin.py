@@ -2,8 +2,10 @@
 the step, fixtures, collection errors with line and column, xdist."""
 from __future__ import annotations
 
+import re
 import textwrap
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 import tsharkutil
@@ -17,6 +19,14 @@ _LOADED = any(ep.value == "harness.pytest_plugin" for ep in metadata.entry_point
 # The inner runs collect in file order: pytest-randomly (loaded by its entry point into every pytester
 # run too) would shuffle the cells these tests list and count in order.
 P = (() if _LOADED else ("-p", "harness.pytest_plugin")) + ("-p", "no:randomly")
+
+# Every inner run is a subprocess. An in-process run (pytester.runpytest) restores sys.modules after
+# it, dropping each module it imported first, while the parent package keeps the dropped module as
+# an attribute: a later `from . import connection` in a re-imported multiprocessing.queues then binds
+# the stale multiprocessing.connection, and every spawn Process given a Queue fails to pickle
+# ("rebuild_connection ... not the same object"), in whatever test the worker runs next (a CI run lost
+# three benchmark tests so). A re-imported cryptography backend did the same to aioquic before.
+IN_PROCESS_RUN = re.compile(r"\.(runpytest|inline_run|runpytest_inprocess|inline_genitems)\(")
 
 MATRIX = """
 id: {id}
@@ -43,7 +53,7 @@ def tree(pytester):
 
 
 def test_cells_are_items_with_cell_ids(tree):
-    res = tree.runpytest(*P, "scenarios", "--collect-only", "-q")
+    res = tree.runpytest_subprocess(*P, "scenarios", "--collect-only", "-q")
     ids = [line for line in res.outlines if "::" in line]
     assert ids == ["scenarios/tcp/001.yaml::tcp/001", "scenarios/tcp/002.yaml::tcp/002",
                    "scenarios/udp/001.yaml::udp/001", "scenarios/udp/002.yaml::udp/002[ipv4-a]",
@@ -52,7 +62,7 @@ def test_cells_are_items_with_cell_ids(tree):
 
 def test_outcomes_skip_reasons_and_failure_naming_the_step(tree, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
-    res = tree.runpytest(*P, "scenarios", "-rs")
+    res = tree.runpytest_subprocess(*P, "scenarios", "-rs")
     res.assert_outcomes(passed=4, failed=1, skipped=1)
     out = res.stdout.str()
     assert "tcp/002 failed: step 0 host.run (002.yaml:5): run1 exited with status 3, expected 0" in out
@@ -62,7 +72,7 @@ def test_outcomes_skip_reasons_and_failure_naming_the_step(tree, monkeypatch):
 
 def test_missing_requirement_fails_under_ci(tree, monkeypatch):
     monkeypatch.setenv("CI", "true")
-    res = tree.runpytest(*P, "scenarios", "-rs")
+    res = tree.runpytest_subprocess(*P, "scenarios", "-rs")
     res.assert_outcomes(passed=4, failed=2)
     assert "requires program no-such-program-wirecheck (not found in PATH) (a failure under CI)" in res.stdout.str()
 
@@ -70,7 +80,7 @@ def test_missing_requirement_fails_under_ci(tree, monkeypatch):
 def test_group_selection(tree):
     (tree.path / "scenarios/tcp/001.yaml").write_text(
         (tree.path / "scenarios/tcp/001.yaml").read_text().replace("[auto, quick]", "[slow]"))
-    res = tree.runpytest(*P, "scenarios", "--wirecheck-group", "slow")
+    res = tree.runpytest_subprocess(*P, "scenarios", "--wirecheck-group", "slow")
     res.assert_outcomes(passed=1)
 
 
@@ -78,7 +88,7 @@ def test_schema_errors_are_collection_errors_with_positions(pytester):
     p = pytester.path / "scenarios/tcp/001.yaml"
     p.parent.mkdir(parents=True)
     p.write_text("id: tcp/001\ndescription: x\ngroups: [q]\nsteps:\n  - nope.op: {}\n")
-    res = pytester.runpytest(*P, "scenarios")
+    res = pytester.runpytest_subprocess(*P, "scenarios")
     res.assert_outcomes(errors=1)
     assert f"{p}:5:5: unknown operation 'nope.op'" in res.stdout.str()
 
@@ -113,7 +123,7 @@ def test_wirecheck_net_fixture_runs_processes_and_captures(pytester):
             cap = net.capture()
             cap.check(Count("udp.dstport == 7", eq=4), Count("udp.srcport == 7", eq=4))
     """)
-    res = pytester.runpytest(*P, "test_user.py")
+    res = pytester.runpytest_subprocess(*P, "test_user.py")
     res.assert_outcomes(passed=1)
 
 
@@ -124,7 +134,7 @@ def test_wirecheck_run_fixture(tree):
             r = wirecheck_run("scenarios/tcp/002.yaml")
             assert r["status"] == "fail" and "exited with status 3" in r["reason"]
     """)
-    res = tree.runpytest(*P, "test_run.py")
+    res = tree.runpytest_subprocess(*P, "test_run.py")
     res.assert_outcomes(passed=1)
 
 
@@ -132,7 +142,7 @@ def test_knownfail_is_strict_xfail_and_flapping_is_xfail(tree, monkeypatch):
     monkeypatch.delenv("CI", raising=False)  # udp/001 is "not run" only outside CI
     (tree.path / "scenarios/knownfail").write_text("^tcp/002  # bug 7\n^tcp/001  # fixed already\n")
     (tree.path / "scenarios/flapping").write_text("^udp/002\\[ipv4-a\\]\n")
-    res = tree.runpytest(*P, "scenarios")
+    res = tree.runpytest_subprocess(*P, "scenarios")
     res.assert_outcomes(passed=2, failed=1, skipped=1, xfailed=1, xpassed=1)
     assert "[XPASS(strict)] knownfail: fixed already" in res.stdout.str()
 
@@ -160,8 +170,6 @@ def test_wirecheck_smb_fixture_reference_server_and_client(pytester):
             cap = srv.capture()
             cap.check(Count("smb2.header.transform.msg_size", min=1), Count("smb2.cmd == 9", min=1))
     """)
-    # in a subprocess: pytester's in-process runs restore sys.modules afterwards, and a re-imported
-    # cryptography backend then refuses aioquic's AES-ECB header protection in a later in-process run
     res = pytester.runpytest_subprocess(*P, "test_smb.py")
     res.assert_outcomes(passed=2)
 
@@ -185,3 +193,13 @@ def test_wirecheck_quic_pair_fixture(pytester):
     """)
     res = pytester.runpytest_subprocess(*P, "test_q.py")
     res.assert_outcomes(passed=1)
+
+
+def test_no_test_runs_pytest_in_process() -> None:
+    """The rule above, kept: a test file that ran pytester in-process would break whichever test
+    the same worker ran after it, depending on the random order."""
+    tests = Path(__file__).resolve().parents[1]
+    offenders = [f"{f.relative_to(tests)}:{n}" for f in sorted(tests.rglob("*.py"))
+                 for n, line in enumerate(f.read_text().splitlines(), 1)
+                 if IN_PROCESS_RUN.search(line) and "IN_PROCESS_RUN" not in line]
+    assert offenders == []
