@@ -24,7 +24,9 @@ CHECKSUM_OPTS: tuple[str, ...] = (
 )  # fmt: skip
 
 #: QUIC on an ephemeral port that tshark's UDP port table gives to another dissector (79 of the ports
-#: 10000-60000: quake3, eobi, ...) is found only when heuristics run first; queries about QUIC use it.
+#: 10000-60000: quake3, eobi, ...) is found only when heuristics run first; queries about QUIC use it,
+#: and so do queries about TLS or with a TLS key log (in a QUIC capture the handshake is QUIC's), as
+#: the pcap library does.
 QUIC_FIRST: tuple[str, ...] = ("-o", "udp.try_heuristic_first:TRUE")
 
 #: Dissect every segment's payload where it stands in the file.  In a capture that cwrap writes to
@@ -67,6 +69,11 @@ def run_tshark(args: Sequence[str], *, timeout: float = 120) -> str:
     return proc.stdout
 
 
+def _about_quic(display_filter: str | None, names: Sequence[str], options: Sequence[str]) -> bool:
+    words = (display_filter or "", *names, *options)
+    return any("quic" in t or "tls" in t for t in words)
+
+
 def fields(
     path: str | os.PathLike[str],
     names: Sequence[str],
@@ -79,7 +86,7 @@ def fields(
 
     Repeated fields come comma-separated in one cell, as tshark prints them.
     """
-    if any("quic" in t for t in (display_filter or "", *names)):
+    if _about_quic(display_filter, names, options):
         options = (*QUIC_FIRST, *options)
     args = ["-r", os.fspath(path), "-n", *options, "-T", "fields", "-E", "separator=\t"]
     for name in names:

@@ -101,6 +101,11 @@ def test_quic_on_a_port_tshark_gives_to_another_protocol(pki):
         finally:
             close_all(c, s, ls)
         assert fields(n.pcap, ["quic.version"], display_filter="quic.header_form == 1")
+        # a query that names only TLS (the handshake inside QUIC's CRYPTO frames) must find it too
+        # (a CI run once saw "ClientHello in frames []" from a listener that landed on such a port)
+        hellos = fields(n.pcap, ["frame.number"], display_filter="tls.handshake.type == 1",
+                        options=["-o", f"tls.keylog_file:{n.keys}"])
+        assert len(hellos) == 1, hellos
         cap = Capture(n.pcap, keylog=n.keys)
         assert cap.count("quic.stream.stream_id") >= 2
         assert Capture(n.pcap).count("quic.header_form == 1") >= 2
