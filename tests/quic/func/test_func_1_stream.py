@@ -23,7 +23,7 @@ from wrappers.quic import (
     quic_sendmsg,
 )
 
-from ..funcserver import expect_errno
+from ..funcserver import await_peer_stop_sending, expect_errno, send_then_reset
 
 MSG_SYN, MSG_FIN = MSG_STREAM_NEW, MSG_STREAM_FIN
 
@@ -254,9 +254,7 @@ def test31(func):
 
 def test32(func):
     """reset a opened stream"""
-    c = func.c
-    quic_sendmsg(c, b"quic test32", 444, MSG_SYN)
-    c.setsockopt(SOL_QUIC, QUIC_SOCKOPT_STREAM_RESET, ErrInfo(444, 1).pack())
+    send_then_reset(func.c, b"quic test32", 444, MSG_SYN)  # one datagram: see send_then_reset
 
 
 def test33(func):
@@ -273,7 +271,7 @@ def test35(func):
     """not allowed to send data on a reset stream by peer stop_sending"""
     c = func.c
     quic_sendmsg(c, b"client stop_sending", 418, MSG_SYN)
-    time.sleep(1)
+    await_peer_stop_sending(c, 418)  # func_test.c: sleep(1)
     expect_errno(lambda: quic_sendmsg(c, b"quic test35", 418, 0), errno.ENOSTR)
 
 
