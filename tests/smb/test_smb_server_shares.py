@@ -164,7 +164,7 @@ def test_create_write_read_close(connected):
 
 def test_names_stay_inside_the_share(connected):
     pair, tree, fs = connected
-    assert _create(pair, tree, "..\\outside", CreateDisposition.CREATE)[0] == NtStatus.ACCESS_DENIED
+    assert _create(pair, tree, "..\\outside", CreateDisposition.CREATE)[0] == NtStatus.OBJECT_PATH_SYNTAX_BAD
     assert _create(pair, tree, "C:\\x", CreateDisposition.CREATE)[0] == NtStatus.OBJECT_NAME_INVALID
     assert _create(pair, tree, "nodir\\x", CreateDisposition.CREATE)[0] == NtStatus.OBJECT_PATH_NOT_FOUND
     assert _create(pair, tree, "missing", CreateDisposition.OPEN)[0] == NtStatus.OBJECT_NAME_NOT_FOUND

@@ -365,8 +365,9 @@ def test_tampered_ciphertext_disconnects(tmp_path):
 
 
 @pytest.mark.parametrize("name, status", [
-    ("..\\outside.txt", NtStatus.ACCESS_DENIED),
-    ("a\\..\\..\\outside.txt", NtStatus.ACCESS_DENIED),
+    ("..\\outside.txt", NtStatus.OBJECT_PATH_SYNTAX_BAD),
+    ("a\\..\\..\\outside.txt", NtStatus.OBJECT_PATH_SYNTAX_BAD),
+    ("..\\..\\..", NtStatus.OBJECT_PATH_SYNTAX_BAD),  # smbtorture smb2.mkdir
     ("\\abs.txt", NtStatus.INVALID_PARAMETER),
     ("C:\\windows", NtStatus.OBJECT_NAME_INVALID),
     ("escape\\passwd", NtStatus.ACCESS_DENIED),
@@ -377,6 +378,34 @@ def test_names_never_leave_the_share(tmp_path, name, status):
     pair, tree = connected(state)
     assert pair.create(tree, name, CreateDisposition.OPEN).header.status == status
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_a_file_id_is_closed_on_another_tree_connect_of_the_session(tmp_path):
+    """smbtorture smb2.tcon: a FileId used with the TreeId of a second tree connect of the same session
+    is FILE_CLOSED, as with Samba and Windows; with its own tree connect it keeps working."""
+    state = make_state(tmp_path)
+    pair, tree = connected(state)
+    other = pair.tree()
+    assert other != tree
+    file_id = pair.create(tree, "tcon.txt", CreateDisposition.CREATE).body.file_id
+    write = m.WriteRequest(file_id=file_id, offset=0, data=b"abcd")
+    assert pair.request(Command.WRITE, write, other).header.status == NtStatus.FILE_CLOSED
+    assert pair.request(Command.CLOSE, m.CloseRequest(file_id=file_id), other).header.status == NtStatus.FILE_CLOSED
+    assert pair.request(Command.WRITE, write, tree).header.status == NtStatus.SUCCESS
+    assert pair.request(Command.CLOSE, m.CloseRequest(file_id=file_id), tree).header.status == NtStatus.SUCCESS
+    assert (tmp_path / "share" / "tcon.txt").read_bytes() == b"abcd"
+
+
+@pytest.mark.parametrize("run", range(4))
+def test_session_ids_fit_in_32_bits(tmp_path, run):
+    """smbtorture smb2.session-id keeps the SessionId in 32 bits and sends it back: ids stay below
+    2**32 (never 0), whatever a server's random start."""
+    state = make_state(tmp_path)
+    pair, _ = connected(state)
+    second, _ = connected(state)
+    for session in (pair.session, second.session):
+        assert 0 < session.session_id < 2**32
+    assert pair.session.session_id != second.session.session_id
 
 
 def test_symlink_out_is_hidden_from_listing(tmp_path):

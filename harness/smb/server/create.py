@@ -313,7 +313,7 @@ def replay_contexts(opened: Open) -> list:
 
 
 def _close(conn, session, tree, header, request: m.CloseRequest, related, encrypted) -> Reply:
-    opened = open_for(session, request.file_id, related)
+    opened = open_for(session, tree, request.file_id, related)
     write_time.on_close(conn.state, opened)  # before POSTQUERY_ATTRIB reads the times
     response = m.CloseResponse()
     if request.flags & CloseFlags.POSTQUERY_ATTRIB:

@@ -30,38 +30,38 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
     if code == FSCTL_CREATE_OR_GET_OBJECT_ID and tree.fs is not None:
         # FILE_OBJECTID_BUFFER (MS-FSCC 2.3.7, 2.1.3.1): ObjectId from the inode, the rest zero.
         # smbtorture smb2.replay uses it as its IOCTL for channel-sequence checks.
-        opened = open_for(session, request.file_id, related)
+        opened = open_for(session, tree, request.file_id, related)
         st = stat_open(opened)
         output = struct.pack("<QQ", st.file_id, st.volume_id) + bytes(48)
         if request.max_output_response < len(output):
             raise Fail(NtStatus.BUFFER_TOO_SMALL, "output buffer too small")
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, output, b"", 0))
     if code == Fsctl.SRV_REQUEST_RESUME_KEY and tree.fs is not None:
-        opened = open_for(session, request.file_id, related)
+        opened = open_for(session, tree, request.file_id, related)
         output = opened.file_id + opened.file_id[:8] + struct.pack("<I", 0) + bytes(4)
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, output[:32], b"", 0))
     if code == FSCTL_GET_COMPRESSION and tree.fs is not None:
-        open_for(session, request.file_id, related)
+        open_for(session, tree, request.file_id, related)
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<H", 0), b"", 0))
     if code == FSCTL_SET_COMPRESSION and tree.fs is not None:
-        open_for(session, request.file_id, related)
+        open_for(session, tree, request.file_id, related)
         if len(request.input) < 2:
             raise Fail(NtStatus.INVALID_PARAMETER, "SET_COMPRESSION input")
         if struct.unpack_from("<H", request.input)[0] != 0:  # only COMPRESSION_FORMAT_NONE
             raise Fail(NtStatus.NOT_SUPPORTED, "no compression on this file system")
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, b"", b"", 0))
     if code == Fsctl.FILE_LEVEL_TRIM and tree.fs is not None:
-        open_for(session, request.file_id, related)  # a hint; nothing to trim on a plain file system
+        open_for(session, tree, request.file_id, related)  # a hint; nothing to trim on a plain file system
         if len(request.input) < 8:
             raise Fail(NtStatus.INVALID_PARAMETER, "FILE_LEVEL_TRIM input")
         ranges = struct.unpack_from("<I", request.input, 4)[0]
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<I", ranges), b"", 0))
     if code in (Fsctl.SRV_COPYCHUNK, Fsctl.SRV_COPYCHUNK_WRITE) and tree.fs is not None:
-        return _copychunk(conn, session, request, related)
+        return _copychunk(conn, session, tree, request, related)
     if code == FSCTL_LMR_REQUEST_RESILIENCY:
         # §3.3.5.15.9: NETWORK_RESILIENCY_REQUEST {Timeout (ms), Reserved}; the open becomes resilient
         # (its LOCKs are sequence-checked, locking.py); keeping it across a lost connection is not offered.
-        opened = open_for(session, request.file_id, related)
+        opened = open_for(session, tree, request.file_id, related)
         if conn.dialect == Dialect.SMB_2_0_2:
             raise Fail(NtStatus.INVALID_DEVICE_REQUEST, "no resiliency on 2.0.2")
         if len(request.input) < 8:
@@ -90,10 +90,10 @@ COPYCHUNK_MAX_TOTAL = 16 * 1024 * 1024
 
 INVALID_VIEW_SIZE = 0xC000001F
 
-def _copychunk(conn, session, request: m.IoctlRequest, related) -> Reply:
+def _copychunk(conn, session, tree, request: m.IoctlRequest, related) -> Reply:
     """FSCTL_SRV_COPYCHUNK(_WRITE) (§3.3.5.15.6): server-side copy between two opens of the session.
     Limit violations answer INVALID_PARAMETER *with* an IOCTL response carrying the limits."""
-    target = open_for(session, request.file_id, related)
+    target = open_for(session, tree, request.file_id, related)
     if request.max_output_response < 12:
         raise Fail(NtStatus.INVALID_PARAMETER, "MaxOutputResponse < 12")
     data = request.input
