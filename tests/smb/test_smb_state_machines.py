@@ -481,6 +481,64 @@ def test_unrelated_compound(state):
     assert [e.header.status for e in split_compound(reply)] == [0, 0]
 
 
+def _statuses(pair, tree, elements, related) -> list[int]:
+    """Send (command, body, session id or None) elements as one compound, RELATED per ``related``."""
+    raws = []
+    for command, body, session_id in elements:
+        raw = bytearray(pair.client.build(command, body, pair.session, tree)[0])
+        if session_id is not None:
+            raw[40:48] = struct.pack("<Q", session_id)
+        raws.append(bytes(raw))
+    (reply,) = pair.server.receive_pdu(pair.client.seal(raws, pair.session, tree, related=related))
+    return [e.header.status for e in split_compound(reply)]
+
+
+def _create_new(name):
+    return (Command.CREATE, m.CreateRequest(name=name, desired_access=AccessMask.GENERIC_ALL, share_access=7,
+                                            create_disposition=CreateDisposition.OPEN_IF), None)
+
+
+CLOSE_PREVIOUS = (Command.CLOSE, m.CloseRequest(file_id=ALL_FF), None)
+
+
+@pytest.mark.parametrize(("related", "expected"), [
+    # smbtorture smb2.compound.unrelated1: in an unrelated element the all-0xFF FileId is no open
+    ([False, False, False], [0, NtStatus.FILE_CLOSED, NtStatus.FILE_CLOSED]),
+    # invalid3: an unrelated element ends what a related one after it may inherit
+    ([False, False, True], [0, NtStatus.FILE_CLOSED, NtStatus.FILE_CLOSED]),
+    # invalid1 and related9: a related first element, and the related ones after it, are INVALID_PARAMETER
+    ([True, True, False], [NtStatus.INVALID_PARAMETER, NtStatus.INVALID_PARAMETER, NtStatus.FILE_CLOSED]),
+    ([False, True, True], [0, 0, NtStatus.FILE_CLOSED]),  # related all along: the first CLOSE closes it
+])
+def test_compound_related_and_unrelated_file_ids(state, related, expected):
+    pair, tree = connected(state)
+    assert _statuses(pair, tree, [_create_new("c.txt"), CLOSE_PREVIOUS, CLOSE_PREVIOUS], related) == expected
+
+
+def test_related_element_after_a_bad_session_is_invalid_parameter(state):
+    """smbtorture smb2.compound.invalid2: an unrelated element names no session (USER_SESSION_DELETED);
+    a related element after it inherits that non-session and is INVALID_PARAMETER, as with Samba."""
+    pair, tree = connected(state)
+    no_session = (Command.CLOSE, m.CloseRequest(file_id=ALL_FF), 2**64 - 1)
+    assert _statuses(pair, tree, [_create_new("s.txt"), no_session, CLOSE_PREVIOUS], [False, False, True]) == [
+        0, NtStatus.USER_SESSION_DELETED, NtStatus.INVALID_PARAMETER]
+
+
+def test_every_response_of_a_compound_is_padded_to_8_bytes(state, tmp_path):
+    """§3.3.4.1.3: the last response of a compound is padded too (smbtorture smb2.compound.compound-padding
+    reads 3 bytes twice in one compound and wants 24-byte bodies for both); a lone response is not."""
+    (tmp_path / "share" / "p.txt").write_bytes(b"123")
+    pair, tree = connected(state)
+    file_id = pair.create(tree, "p.txt", CreateDisposition.OPEN).body.file_id
+    read = (Command.READ, m.ReadRequest(file_id=file_id, length=3, offset=0))
+    raws = [pair.client.build(*read, pair.session, tree)[0] for _ in range(2)]
+    (reply,) = pair.server.receive_pdu(pair.client.seal(raws, pair.session, tree))
+    elements = split_compound(reply)
+    assert [len(e.raw) for e in elements] == [64 + 24, 64 + 24]
+    assert [r.body.data for r in pair.client.receive(reply, pair.sessions)] == [b"123", b"123"]
+    assert len(pair.request(*read, tree).raw) == 64 + 19
+
+
 def test_change_notify_async_and_cancel(state):
     pair, tree = connected(state)
     dir_id = pair.create(tree, "", CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE).body.file_id
