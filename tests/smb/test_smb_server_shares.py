@@ -30,7 +30,10 @@ from harness.smb.constants import (
     OplockLevel,
 )
 from harness.smb.messages.create_contexts import (
+    ALSI,
     DH2Q,
+    TWRP,
+    CreateContext,
     DurableHandleReconnectV2,
     DurableHandleRequestV2,
     LeaseV2,
@@ -251,6 +254,53 @@ def test_set_info_times_attributes_and_end_of_file(connected):
     assert _set_info(pair, tree, file_id, 20, struct.pack("<Q", 4)).header.status == NtStatus.SUCCESS
     assert _read(pair, tree, file_id, 100).body.data == b"0123"
     assert fs.stat(fs.resolve("f")).end_of_file == 4
+
+
+def test_allocation_size_context_reserves_whole_units(connected):
+    """The AlSi create context (MS-SMB2 2.2.13.2.6) on a new file: the file reports that much
+    allocated, in 4 KiB units, until its data needs more (smbtorture smb2.durable-open.alloc-size)."""
+    pair, tree, _fs = connected
+    alsi = CreateContext(ALSI, struct.pack("<Q", 4097))
+    created = pair.create(tree, "alloc.bin", CreateDisposition.CREATE, contexts=[alsi])
+    assert created.header.status == NtStatus.SUCCESS
+    assert (created.body.allocation_size, created.body.end_of_file) == (8192, 0)
+    file_id = created.body.file_id
+    assert _write(pair, tree, file_id, b"x").header.status == NtStatus.SUCCESS
+    standard = fscc.FileStandardInformation.unpack(_query(pair, tree, file_id, 5).body.output)
+    assert (standard.allocation_size, standard.end_of_file) == (8192, 1)
+    assert _write(pair, tree, file_id, b"y" * 9000).header.status == NtStatus.SUCCESS
+    standard = fscc.FileStandardInformation.unpack(_query(pair, tree, file_id, 5).body.output)
+    assert standard.allocation_size >= 9000 and standard.allocation_size % 4096 == 0
+    assert _close(pair, tree, file_id) == NtStatus.SUCCESS
+    # an overwrite without the context gives the reservation up; a short context is refused, creating nothing
+    again = pair.create(tree, "alloc.bin", CreateDisposition.OVERWRITE_IF)
+    assert again.body.allocation_size == 0
+    assert _close(pair, tree, again.body.file_id) == NtStatus.SUCCESS
+    short = pair.create(tree, "short.bin", CreateDisposition.CREATE, contexts=[CreateContext(ALSI, b"\x01")])
+    assert short.header.status == NtStatus.INVALID_PARAMETER
+    assert "short.bin" not in _names(_fs)
+
+
+def test_previous_version_context_finds_no_snapshot(connected):
+    """A TWrp context asks for a snapshot of the file; the share keeps none: OBJECT_NAME_NOT_FOUND (as
+    smbtorture smb2.create.blob expects), and nothing is created."""
+    pair, tree, fs = connected
+    twrp = CreateContext(TWRP, struct.pack("<Q", 10000))
+    assert pair.create(tree, "tw.bin", CreateDisposition.OPEN_IF, contexts=[twrp]).header.status == \
+        NtStatus.OBJECT_NAME_NOT_FOUND
+    assert "tw.bin" not in _names(fs)
+
+
+@pytest.mark.parametrize("name", [b"x", b"abc"])
+def test_create_context_names_shorter_than_4_bytes_are_refused(connected, name):
+    """MS-SMB2 3.3.5.9 create context validation (smbtorture smb2.create.blob, "bad tag length");
+    unknown names of 4 bytes or more are ignored."""
+    pair, tree, fs = connected
+    bad = pair.create(tree, "ctx.bin", CreateDisposition.CREATE, contexts=[CreateContext(name, b"")])
+    assert bad.header.status == NtStatus.INVALID_PARAMETER
+    assert "ctx.bin" not in _names(fs)
+    unknown = pair.create(tree, "ctx.bin", CreateDisposition.CREATE, contexts=[CreateContext(b"Zzzz", b"")])
+    assert unknown.header.status == NtStatus.SUCCESS
 
 
 def test_durable_open_survives_a_lost_connection(share):
