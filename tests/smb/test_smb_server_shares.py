@@ -303,6 +303,38 @@ def test_create_context_names_shorter_than_4_bytes_are_refused(connected, name):
     assert unknown.header.status == NtStatus.SUCCESS
 
 
+def _ioctl(pair, tree, code, file_id, data=b"", max_output=4096):
+    return pair.request(Command.IOCTL, m.IoctlRequest(ctl_code=code, file_id=file_id, input=data,
+                                                      max_output_response=max_output), tree)
+
+
+def test_copychunk_reads_an_execute_only_source_and_keeps_the_chunks_before_a_bad_one(connected):
+    """FSCTL_SRV_COPYCHUNK: a source opened with FILE_EXECUTE (no FILE_READ_DATA) may be copied from
+    (smbtorture smb2.ioctl.copy_chunk_bad_access); a chunk past the source's end is INVALID_VIEW_SIZE
+    with a response counting the chunks copied before it, which stay copied (copy_chunk_src_exceed_multi)."""
+    pair, tree, fs = connected
+    pattern = bytes(range(256)) * 32  # 8192 bytes
+    _status, writer = _create(pair, tree, "src.bin", CreateDisposition.CREATE)
+    _write(pair, tree, writer, pattern)
+    _close(pair, tree, writer)
+    source = pair.create(tree, "src.bin", CreateDisposition.OPEN,
+                         access=AccessMask.FILE_EXECUTE | AccessMask.FILE_READ_ATTRIBUTES).body.file_id
+    _status, target = _create(pair, tree, "dst.bin", CreateDisposition.CREATE)
+    key = _ioctl(pair, tree, 0x00140078, source).body.output[:24]  # FSCTL_SRV_REQUEST_RESUME_KEY
+
+    def copy(*chunks):
+        data = key + struct.pack("<II", len(chunks), 0) + b"".join(struct.pack("<QQII", *c, 0) for c in chunks)
+        return _ioctl(pair, tree, 0x001440F2, target, data)  # FSCTL_SRV_COPYCHUNK
+
+    whole = copy((0, 0, 4096))
+    assert whole.header.status == NtStatus.SUCCESS
+    assert struct.unpack("<III", whole.body.output) == (1, 0, 4096)
+    partial = copy((0, 8192, 4096), (4096, 12288, 8192))  # the second reaches past the source's 8192 bytes
+    assert partial.header.status == 0xC000001F  # STATUS_INVALID_VIEW_SIZE
+    assert struct.unpack("<III", partial.body.output) == (1, 0, 4096)
+    assert _read(pair, tree, target, 65536).body.data == pattern[:4096] + bytes(4096) + pattern[:4096]
+
+
 def test_durable_open_survives_a_lost_connection(share):
     """DH2Q with a HANDLE lease: the open is detached when the connection goes, DH2C gets it back
     on a new connection with the data written before (MS-SMB2 §3.3.5.9.10, §3.3.5.9.12, §3.3.7.1)."""

@@ -18,7 +18,7 @@ from ..errors import SMBProtocolError
 from .breaks import break_others
 from .locking import check_io
 from .model import ALL_FF, Disconnect, Fail, Handler, Reply
-from .opens import WRITE_RIGHTS, open_for, share_of, stat_open
+from .opens import READ_RIGHTS, WRITE_RIGHTS, open_for, share_of, stat_open
 
 
 def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encrypted) -> Reply:
@@ -88,7 +88,7 @@ COPYCHUNK_MAX_CHUNK = 1024 * 1024
 
 COPYCHUNK_MAX_TOTAL = 16 * 1024 * 1024
 
-INVALID_VIEW_SIZE = 0xC000001F
+INVALID_VIEW_SIZE = NtStatus.INVALID_VIEW_SIZE
 
 def _copychunk(conn, session, tree, request: m.IoctlRequest, related) -> Reply:
     """FSCTL_SRV_COPYCHUNK(_WRITE) (§3.3.5.15.6): server-side copy between two opens of the session.
@@ -114,7 +114,10 @@ def _copychunk(conn, session, tree, request: m.IoctlRequest, related) -> Reply:
         raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "unknown resume key")
     if source.is_dir or target.is_dir:
         raise Fail(NtStatus.INVALID_PARAMETER, "copychunk on a directory")
-    if not source.access & AccessMask.FILE_READ_DATA:
+    # The source must be readable: MS-SMB2 3.3.5.15.6 names FILE_READ_DATA, but a read is allowed with
+    # FILE_EXECUTE too (as READ itself allows it here); Samba and Windows copy from such an open
+    # (smbtorture smb2.ioctl.copy_chunk_bad_access).
+    if not source.access & READ_RIGHTS:
         raise Fail(NtStatus.ACCESS_DENIED, "source not readable")
     if not target.access & WRITE_RIGHTS or (request.ctl_code == Fsctl.SRV_COPYCHUNK
                                             and not target.access & AccessMask.FILE_READ_DATA):
@@ -122,14 +125,18 @@ def _copychunk(conn, session, tree, request: m.IoctlRequest, related) -> Reply:
     size = share_of(source).fstat(source.handle).end_of_file
     written = bytes_written = 0
     for source_offset, target_offset, length in chunks:
-        if source_offset + length > size:
-            raise Fail(INVALID_VIEW_SIZE, "chunk beyond the source's end")
-        # Byte-range locks bind a server-side copy as they bind READ and WRITE: FILE_LOCK_CONFLICT,
-        # with the SRV_COPYCHUNK_RESPONSE of what was copied before (smbtorture copy_chunk_*_lock).
+        # A chunk past the source's end (INVALID_VIEW_SIZE) or in a byte-range lock (locks bind a
+        # server-side copy as they bind READ and WRITE: FILE_LOCK_CONFLICT) stops the copy; the chunks
+        # before it stay copied and the SRV_COPYCHUNK_RESPONSE says so (smbtorture
+        # copy_chunk_src_exceed_multi, copy_chunk_*_lock).
         try:
+            if source_offset + length > size:
+                raise Fail(INVALID_VIEW_SIZE, "chunk beyond the source's end")
             check_io(conn.state, source, source_offset, length, write=False)
             check_io(conn.state, target, target_offset, length, write=True)
         except Fail as exc:
+            if written:
+                break_others(conn, target)
             output = struct.pack("<III", written, 0, bytes_written)
             return Reply(exc.status, m.IoctlResponse(request.ctl_code, target.file_id, output, b"", 0))
         block = share_of(source).pread(source.handle, length, source_offset)
