@@ -21,6 +21,7 @@ Rules this model keeps (MS-SMB2 §3.2):
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -351,8 +352,9 @@ class ClientConnection:
         return b"".join(parts)
 
     def seal(self, raws: list[bytes], session: ClientSession | None, tree_id: int = 0,
-             related: bool = False) -> bytes:
-        """Chain, sign and (when required) encrypt requests into one PDU."""
+             related: bool | Sequence[bool] = False) -> bytes:
+        """Chain, sign and (when required) encrypt requests into one PDU (``related``: as
+        :func:`~harness.smb.compound.build_compound` takes it)."""
         chain = build_compound(raws, related) if len(raws) > 1 else raws[0]
         if session is None or session.keys is None:
             return chain

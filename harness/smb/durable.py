@@ -14,7 +14,8 @@ Rules this module enforces:
 4. When a connection is lost (§3.3.7.1) a durable open is kept, detached from session and tree, for
    its timeout (persistent opens too); a non-durable open is closed.
 5. DHnC / DH2C give a detached open back only to a session of the same user (else
-   STATUS_ACCESS_DENIED), with the same CreateGuid for v2 and, when the open has a lease, the same
+   STATUS_ACCESS_DENIED), with the same CreateGuid for DH2C (a v1 open's is all zeros) and, when
+   the open has a lease, the same
    ClientGuid (else STATUS_OBJECT_NAME_NOT_FOUND, §3.3.5.9.12: without a lease the ClientGuid may
    change, smbtorture durable-v2-open.reopen2 relies on it); an open still attached to a session, an unknown FileId and an
    expired open are STATUS_OBJECT_NAME_NOT_FOUND.  A v2 persistent open needs the PERSISTENT flag in
@@ -298,7 +299,10 @@ def find_reconnect(conn, session, request, kind: str, ctx, table: DurableTable):
     if info.lease_version and info.client_guid != conn.client_guid:
         raise Reject(NtStatus.OBJECT_NAME_NOT_FOUND, "another ClientGuid")
     if kind == "reconnect2":
-        if info.version != 2 or info.create_guid != ctx.create_guid:
+        # A v1 (DHnQ) open has no CreateGuid: it compares as all zeros, so a DH2C with a zero
+        # CreateGuid reconnects it, as with Samba (smbtorture smb2.durable-open.reopen2-lease)
+        create_guid = info.create_guid if info.version == 2 else bytes(16)
+        if create_guid != bytes(ctx.create_guid):
             raise Reject(NtStatus.OBJECT_NAME_NOT_FOUND, "CreateGuid does not match")
         if info.persistent and not ctx.flags & DHANDLE_FLAG_PERSISTENT:
             raise Reject(NtStatus.OBJECT_NAME_NOT_FOUND, "persistent open, DH2C without PERSISTENT")
@@ -332,7 +336,10 @@ def find_reconnect(conn, session, request, kind: str, ctx, table: DurableTable):
 
 
 def reconnect_contexts(opened) -> list:
-    """Response contexts of a successful reconnect (§3.3.5.9.7/.12 "Response Construction")."""
+    """Response contexts of a successful reconnect (§3.3.5.9.7/.12 "Response Construction"): the
+    lease, if the open has one, and no durable-handle response: only Windows Vista/2008/7/2008 R2
+    send SMB2_CREATE_DURABLE_HANDLE_RESPONSE after a reconnect (the product note on §3.3.5.9.7);
+    later Windows and Samba do not (smbtorture smb2.durable-open.reopen1a-lease checks it)."""
     info = opened.durable
     out = []
     if info.lease_version == 2:
@@ -340,6 +347,4 @@ def reconnect_contexts(opened) -> list:
                            epoch=opened.lease_epoch).to_context())
     elif info.lease_version == 1:
         out.append(LeaseV1(lease_key=opened.lease_key, lease_state=opened.lease_state).to_context())
-    if info.version == 1:
-        out.append(DurableHandleResponse().to_context())
     return out

@@ -10,9 +10,9 @@ The contract every share keeps:
 
 - SMB names use ``\\``; ``/`` is accepted too.  A leading separator is stripped (§2.2.13: names are
   relative to the share), drive letters, ``:`` streams and NUL are refused (OBJECT_NAME_INVALID).
-- ``..`` may not climb above the share root (OBJECT_PATH_SYNTAX_BAD in Windows; we answer
-  ACCESS_DENIED as Samba does for paths outside the share).  A share with symlinks checks the real
-  path too: a symlink pointing out of the share is ACCESS_DENIED.
+- ``..`` may not climb above the share root: OBJECT_PATH_SYNTAX_BAD, as Windows and Samba's smbd
+  answer it (smbtorture smb2.mkdir creates ``..\\..\\..`` and expects that status).  A share with
+  symlinks checks the real path too: a symlink pointing out of the share is ACCESS_DENIED.
 - Lookup is case-insensitive as on Windows: a component that does not exist with its exact
   spelling resolves to the one entry that matches it ignoring case (exact matches win).
 - :meth:`Share.resolve` returns a *path*: an opaque string the share understands, unique across
@@ -191,8 +191,8 @@ class Share(ABC):
             if part in ("", "."):
                 continue
             if part == "..":
-                if not parts:
-                    raise ShareError(NtStatus.ACCESS_DENIED, f"{name!r} climbs out of the share")
+                if not parts:  # above the share's root: a malformed path, as Samba and Windows judge it
+                    raise ShareError(NtStatus.OBJECT_PATH_SYNTAX_BAD, f"{name!r} climbs out of the share")
                 parts.pop()
                 continue
             if ":" in part or any(ch in part for ch in '<>"|*?'):

@@ -297,6 +297,40 @@ def test_v1_durable_needs_batch_and_reconnects_with_dhnc(server):
     again.close()
 
 
+def test_v1_durable_open_reconnects_without_a_durable_response_and_by_dh2c_with_zero_create_guid(server):
+    """A reconnect answers with no SMB2_CREATE_DURABLE_HANDLE_RESPONSE (only Windows 2008 R2 and older
+    sent one; smbtorture smb2.durable-open.reopen1a-lease).  A v1 open has no CreateGuid: a DH2C with
+    an all-zero CreateGuid reconnects it, one with any other CreateGuid does not (reopen2-lease)."""
+    client = _client(server)
+    share = client.share("share")
+    batch = m.CreateRequest(name="v1z.bin", desired_access=RW, share_access=7,
+                            create_disposition=CreateDisposition.OPEN_IF, requested_oplock_level=OplockLevel.BATCH,
+                            contexts=[DurableHandleRequest().to_context()])
+    file_id = share.client.request(Command.CREATE, batch, share.tree_id).body.file_id
+    _drop(client)
+    _wait_detached(server, _pid(file_id))
+
+    def reconnect(context):
+        again = _client(server)
+        again_share = again.share("share")
+        body = m.CreateRequest(name="v1z.bin", desired_access=RW, share_access=7,
+                               create_disposition=CreateDisposition.OPEN, contexts=[context])
+        return again, again.wait(again.send(Command.CREATE, body, again_share.tree_id))
+
+    again, ok = reconnect(DurableHandleReconnect(file_id=file_id).to_context())
+    assert ok.header.status == NtStatus.SUCCESS
+    assert find_context(ok.body.contexts, DHNQ) is None
+    _drop(again)
+    _wait_detached(server, _pid(file_id))
+    other, refused = reconnect(DurableHandleReconnectV2(file_id=file_id, create_guid=b"g" * 16).to_context())
+    assert refused.header.status == NtStatus.OBJECT_NAME_NOT_FOUND
+    other.close()
+    last, ok = reconnect(DurableHandleReconnectV2(file_id=file_id, create_guid=bytes(16)).to_context())
+    assert ok.header.status == NtStatus.SUCCESS
+    assert find_context(ok.body.contexts, DHNQ) is None and find_context(ok.body.contexts, DH2Q) is None
+    last.close()
+
+
 def test_v1_and_v2_contexts_together_are_invalid(server):
     client = _client(server)
     share = client.share("share")

@@ -62,7 +62,7 @@ def test_server_failures_disconnect_and_status(tmp_path):
 
 def test_share_and_durable_refusals_are_status_errors(tmp_path):
     share = _caught(lambda: LocalShare(str(tmp_path)).resolve("..\\etc\\passwd"))
-    assert isinstance(share, ShareError) and share.status == NtStatus.ACCESS_DENIED
+    assert isinstance(share, ShareError) and share.status == NtStatus.OBJECT_PATH_SYNTAX_BAD
 
     class Conn:
         dialect = Dialect.SMB_3_1_1

@@ -30,7 +30,10 @@ from harness.smb.constants import (
     OplockLevel,
 )
 from harness.smb.messages.create_contexts import (
+    ALSI,
     DH2Q,
+    TWRP,
+    CreateContext,
     DurableHandleReconnectV2,
     DurableHandleRequestV2,
     LeaseV2,
@@ -164,7 +167,7 @@ def test_create_write_read_close(connected):
 
 def test_names_stay_inside_the_share(connected):
     pair, tree, fs = connected
-    assert _create(pair, tree, "..\\outside", CreateDisposition.CREATE)[0] == NtStatus.ACCESS_DENIED
+    assert _create(pair, tree, "..\\outside", CreateDisposition.CREATE)[0] == NtStatus.OBJECT_PATH_SYNTAX_BAD
     assert _create(pair, tree, "C:\\x", CreateDisposition.CREATE)[0] == NtStatus.OBJECT_NAME_INVALID
     assert _create(pair, tree, "nodir\\x", CreateDisposition.CREATE)[0] == NtStatus.OBJECT_PATH_NOT_FOUND
     assert _create(pair, tree, "missing", CreateDisposition.OPEN)[0] == NtStatus.OBJECT_NAME_NOT_FOUND
@@ -251,6 +254,85 @@ def test_set_info_times_attributes_and_end_of_file(connected):
     assert _set_info(pair, tree, file_id, 20, struct.pack("<Q", 4)).header.status == NtStatus.SUCCESS
     assert _read(pair, tree, file_id, 100).body.data == b"0123"
     assert fs.stat(fs.resolve("f")).end_of_file == 4
+
+
+def test_allocation_size_context_reserves_whole_units(connected):
+    """The AlSi create context (MS-SMB2 2.2.13.2.6) on a new file: the file reports that much
+    allocated, in 4 KiB units, until its data needs more (smbtorture smb2.durable-open.alloc-size)."""
+    pair, tree, _fs = connected
+    alsi = CreateContext(ALSI, struct.pack("<Q", 4097))
+    created = pair.create(tree, "alloc.bin", CreateDisposition.CREATE, contexts=[alsi])
+    assert created.header.status == NtStatus.SUCCESS
+    assert (created.body.allocation_size, created.body.end_of_file) == (8192, 0)
+    file_id = created.body.file_id
+    assert _write(pair, tree, file_id, b"x").header.status == NtStatus.SUCCESS
+    standard = fscc.FileStandardInformation.unpack(_query(pair, tree, file_id, 5).body.output)
+    assert (standard.allocation_size, standard.end_of_file) == (8192, 1)
+    assert _write(pair, tree, file_id, b"y" * 9000).header.status == NtStatus.SUCCESS
+    standard = fscc.FileStandardInformation.unpack(_query(pair, tree, file_id, 5).body.output)
+    assert standard.allocation_size >= 9000 and standard.allocation_size % 4096 == 0
+    assert _close(pair, tree, file_id) == NtStatus.SUCCESS
+    # an overwrite without the context gives the reservation up; a short context is refused, creating nothing
+    again = pair.create(tree, "alloc.bin", CreateDisposition.OVERWRITE_IF)
+    assert again.body.allocation_size == 0
+    assert _close(pair, tree, again.body.file_id) == NtStatus.SUCCESS
+    short = pair.create(tree, "short.bin", CreateDisposition.CREATE, contexts=[CreateContext(ALSI, b"\x01")])
+    assert short.header.status == NtStatus.INVALID_PARAMETER
+    assert "short.bin" not in _names(_fs)
+
+
+def test_previous_version_context_finds_no_snapshot(connected):
+    """A TWrp context asks for a snapshot of the file; the share keeps none: OBJECT_NAME_NOT_FOUND (as
+    smbtorture smb2.create.blob expects), and nothing is created."""
+    pair, tree, fs = connected
+    twrp = CreateContext(TWRP, struct.pack("<Q", 10000))
+    assert pair.create(tree, "tw.bin", CreateDisposition.OPEN_IF, contexts=[twrp]).header.status == \
+        NtStatus.OBJECT_NAME_NOT_FOUND
+    assert "tw.bin" not in _names(fs)
+
+
+@pytest.mark.parametrize("name", [b"x", b"abc"])
+def test_create_context_names_shorter_than_4_bytes_are_refused(connected, name):
+    """MS-SMB2 3.3.5.9 create context validation (smbtorture smb2.create.blob, "bad tag length");
+    unknown names of 4 bytes or more are ignored."""
+    pair, tree, fs = connected
+    bad = pair.create(tree, "ctx.bin", CreateDisposition.CREATE, contexts=[CreateContext(name, b"")])
+    assert bad.header.status == NtStatus.INVALID_PARAMETER
+    assert "ctx.bin" not in _names(fs)
+    unknown = pair.create(tree, "ctx.bin", CreateDisposition.CREATE, contexts=[CreateContext(b"Zzzz", b"")])
+    assert unknown.header.status == NtStatus.SUCCESS
+
+
+def _ioctl(pair, tree, code, file_id, data=b"", max_output=4096):
+    return pair.request(Command.IOCTL, m.IoctlRequest(ctl_code=code, file_id=file_id, input=data,
+                                                      max_output_response=max_output), tree)
+
+
+def test_copychunk_reads_an_execute_only_source_and_keeps_the_chunks_before_a_bad_one(connected):
+    """FSCTL_SRV_COPYCHUNK: a source opened with FILE_EXECUTE (no FILE_READ_DATA) may be copied from
+    (smbtorture smb2.ioctl.copy_chunk_bad_access); a chunk past the source's end is INVALID_VIEW_SIZE
+    with a response counting the chunks copied before it, which stay copied (copy_chunk_src_exceed_multi)."""
+    pair, tree, fs = connected
+    pattern = bytes(range(256)) * 32  # 8192 bytes
+    _status, writer = _create(pair, tree, "src.bin", CreateDisposition.CREATE)
+    _write(pair, tree, writer, pattern)
+    _close(pair, tree, writer)
+    source = pair.create(tree, "src.bin", CreateDisposition.OPEN,
+                         access=AccessMask.FILE_EXECUTE | AccessMask.FILE_READ_ATTRIBUTES).body.file_id
+    _status, target = _create(pair, tree, "dst.bin", CreateDisposition.CREATE)
+    key = _ioctl(pair, tree, 0x00140078, source).body.output[:24]  # FSCTL_SRV_REQUEST_RESUME_KEY
+
+    def copy(*chunks):
+        data = key + struct.pack("<II", len(chunks), 0) + b"".join(struct.pack("<QQII", *c, 0) for c in chunks)
+        return _ioctl(pair, tree, 0x001440F2, target, data)  # FSCTL_SRV_COPYCHUNK
+
+    whole = copy((0, 0, 4096))
+    assert whole.header.status == NtStatus.SUCCESS
+    assert struct.unpack("<III", whole.body.output) == (1, 0, 4096)
+    partial = copy((0, 8192, 4096), (4096, 12288, 8192))  # the second reaches past the source's 8192 bytes
+    assert partial.header.status == 0xC000001F  # STATUS_INVALID_VIEW_SIZE
+    assert struct.unpack("<III", partial.body.output) == (1, 0, 4096)
+    assert _read(pair, tree, target, 65536).body.data == pattern[:4096] + bytes(4096) + pattern[:4096]
 
 
 def test_durable_open_survives_a_lost_connection(share):

@@ -365,8 +365,9 @@ def test_tampered_ciphertext_disconnects(tmp_path):
 
 
 @pytest.mark.parametrize("name, status", [
-    ("..\\outside.txt", NtStatus.ACCESS_DENIED),
-    ("a\\..\\..\\outside.txt", NtStatus.ACCESS_DENIED),
+    ("..\\outside.txt", NtStatus.OBJECT_PATH_SYNTAX_BAD),
+    ("a\\..\\..\\outside.txt", NtStatus.OBJECT_PATH_SYNTAX_BAD),
+    ("..\\..\\..", NtStatus.OBJECT_PATH_SYNTAX_BAD),  # smbtorture smb2.mkdir
     ("\\abs.txt", NtStatus.INVALID_PARAMETER),
     ("C:\\windows", NtStatus.OBJECT_NAME_INVALID),
     ("escape\\passwd", NtStatus.ACCESS_DENIED),
@@ -377,6 +378,34 @@ def test_names_never_leave_the_share(tmp_path, name, status):
     pair, tree = connected(state)
     assert pair.create(tree, name, CreateDisposition.OPEN).header.status == status
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_a_file_id_is_closed_on_another_tree_connect_of_the_session(tmp_path):
+    """smbtorture smb2.tcon: a FileId used with the TreeId of a second tree connect of the same session
+    is FILE_CLOSED, as with Samba and Windows; with its own tree connect it keeps working."""
+    state = make_state(tmp_path)
+    pair, tree = connected(state)
+    other = pair.tree()
+    assert other != tree
+    file_id = pair.create(tree, "tcon.txt", CreateDisposition.CREATE).body.file_id
+    write = m.WriteRequest(file_id=file_id, offset=0, data=b"abcd")
+    assert pair.request(Command.WRITE, write, other).header.status == NtStatus.FILE_CLOSED
+    assert pair.request(Command.CLOSE, m.CloseRequest(file_id=file_id), other).header.status == NtStatus.FILE_CLOSED
+    assert pair.request(Command.WRITE, write, tree).header.status == NtStatus.SUCCESS
+    assert pair.request(Command.CLOSE, m.CloseRequest(file_id=file_id), tree).header.status == NtStatus.SUCCESS
+    assert (tmp_path / "share" / "tcon.txt").read_bytes() == b"abcd"
+
+
+@pytest.mark.parametrize("run", range(4))
+def test_session_ids_fit_in_32_bits(tmp_path, run):
+    """smbtorture smb2.session-id keeps the SessionId in 32 bits and sends it back: ids stay below
+    2**32 (never 0), whatever a server's random start."""
+    state = make_state(tmp_path)
+    pair, _ = connected(state)
+    second, _ = connected(state)
+    for session in (pair.session, second.session):
+        assert 0 < session.session_id < 2**32
+    assert pair.session.session_id != second.session.session_id
 
 
 def test_symlink_out_is_hidden_from_listing(tmp_path):
@@ -450,6 +479,64 @@ def test_unrelated_compound(state):
                                                               create_disposition=3), pair.session, tree)[0]]
     (reply,) = pair.server.receive_pdu(pair.client.seal(raws, pair.session, tree, related=False))
     assert [e.header.status for e in split_compound(reply)] == [0, 0]
+
+
+def _statuses(pair, tree, elements, related) -> list[int]:
+    """Send (command, body, session id or None) elements as one compound, RELATED per ``related``."""
+    raws = []
+    for command, body, session_id in elements:
+        raw = bytearray(pair.client.build(command, body, pair.session, tree)[0])
+        if session_id is not None:
+            raw[40:48] = struct.pack("<Q", session_id)
+        raws.append(bytes(raw))
+    (reply,) = pair.server.receive_pdu(pair.client.seal(raws, pair.session, tree, related=related))
+    return [e.header.status for e in split_compound(reply)]
+
+
+def _create_new(name):
+    return (Command.CREATE, m.CreateRequest(name=name, desired_access=AccessMask.GENERIC_ALL, share_access=7,
+                                            create_disposition=CreateDisposition.OPEN_IF), None)
+
+
+CLOSE_PREVIOUS = (Command.CLOSE, m.CloseRequest(file_id=ALL_FF), None)
+
+
+@pytest.mark.parametrize(("related", "expected"), [
+    # smbtorture smb2.compound.unrelated1: in an unrelated element the all-0xFF FileId is no open
+    ([False, False, False], [0, NtStatus.FILE_CLOSED, NtStatus.FILE_CLOSED]),
+    # invalid3: an unrelated element ends what a related one after it may inherit
+    ([False, False, True], [0, NtStatus.FILE_CLOSED, NtStatus.FILE_CLOSED]),
+    # invalid1 and related9: a related first element, and the related ones after it, are INVALID_PARAMETER
+    ([True, True, False], [NtStatus.INVALID_PARAMETER, NtStatus.INVALID_PARAMETER, NtStatus.FILE_CLOSED]),
+    ([False, True, True], [0, 0, NtStatus.FILE_CLOSED]),  # related all along: the first CLOSE closes it
+])
+def test_compound_related_and_unrelated_file_ids(state, related, expected):
+    pair, tree = connected(state)
+    assert _statuses(pair, tree, [_create_new("c.txt"), CLOSE_PREVIOUS, CLOSE_PREVIOUS], related) == expected
+
+
+def test_related_element_after_a_bad_session_is_invalid_parameter(state):
+    """smbtorture smb2.compound.invalid2: an unrelated element names no session (USER_SESSION_DELETED);
+    a related element after it inherits that non-session and is INVALID_PARAMETER, as with Samba."""
+    pair, tree = connected(state)
+    no_session = (Command.CLOSE, m.CloseRequest(file_id=ALL_FF), 2**64 - 1)
+    assert _statuses(pair, tree, [_create_new("s.txt"), no_session, CLOSE_PREVIOUS], [False, False, True]) == [
+        0, NtStatus.USER_SESSION_DELETED, NtStatus.INVALID_PARAMETER]
+
+
+def test_every_response_of_a_compound_is_padded_to_8_bytes(state, tmp_path):
+    """§3.3.4.1.3: the last response of a compound is padded too (smbtorture smb2.compound.compound-padding
+    reads 3 bytes twice in one compound and wants 24-byte bodies for both); a lone response is not."""
+    (tmp_path / "share" / "p.txt").write_bytes(b"123")
+    pair, tree = connected(state)
+    file_id = pair.create(tree, "p.txt", CreateDisposition.OPEN).body.file_id
+    read = (Command.READ, m.ReadRequest(file_id=file_id, length=3, offset=0))
+    raws = [pair.client.build(*read, pair.session, tree)[0] for _ in range(2)]
+    (reply,) = pair.server.receive_pdu(pair.client.seal(raws, pair.session, tree))
+    elements = split_compound(reply)
+    assert [len(e.raw) for e in elements] == [64 + 24, 64 + 24]
+    assert [r.body.data for r in pair.client.receive(reply, pair.sessions)] == [b"123", b"123"]
+    assert len(pair.request(*read, tree).raw) == 64 + 19
 
 
 def test_change_notify_async_and_cancel(state):

@@ -24,7 +24,8 @@ import torture_lists as tl
 from conftest import OurServer
 from peers_smb import PASSWORD, USER, need
 
-FAST = ["smb2.connect", "smb2.rw", "smb2.credits", "smb2.ioctl", "smb2.getinfo", "smb2.read", "smb2.lock"]
+FAST = ["smb2.connect", "smb2.rw", "smb2.credits", "smb2.ioctl", "smb2.getinfo", "smb2.read", "smb2.lock",
+        "smb2.tcon", "smb2.mkdir", "smb2.session-id", "smb2.compound"]
 # File metadata: security descriptors and access checks, streams, EAs, DOS attributes, SET_INFO rules.
 FILES = ["smb2.streams", "smb2.ea", "smb2.acls", "smb2.sdread", "smb2.maximum_allowed", "smb2.openattr",
          "smb2.winattr", "smb2.dosmode", "smb2.setinfo"]

@@ -83,7 +83,9 @@ _OWN_RESPONSE_STATUSES: dict[int, set[int]] = {
     Command.SESSION_SETUP: {NtStatus.MORE_PROCESSING_REQUIRED},
     Command.READ: {NtStatus.BUFFER_OVERFLOW},
     Command.QUERY_INFO: {NtStatus.BUFFER_OVERFLOW},
-    Command.IOCTL: {NtStatus.BUFFER_OVERFLOW, NtStatus.INVALID_PARAMETER},
+    # a server-side copy that stops at a bad chunk answers with an SRV_COPYCHUNK_RESPONSE (§3.3.5.15.6.1)
+    Command.IOCTL: {NtStatus.BUFFER_OVERFLOW, NtStatus.INVALID_PARAMETER, NtStatus.INVALID_VIEW_SIZE,
+                    NtStatus.FILE_LOCK_CONFLICT},
     Command.QUERY_DIRECTORY: {NtStatus.BUFFER_OVERFLOW},
     Command.CHANGE_NOTIFY: {NtStatus.BUFFER_OVERFLOW, NtStatus.NOTIFY_ENUM_DIR},
 }

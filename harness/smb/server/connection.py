@@ -8,7 +8,10 @@ Rules this state machine enforces, in the order a request meets them (MS-SMB2 §
    check drops the connection (§3.3.5.2.1.1).  0xFC compressed messages are never negotiated, so
    they drop it too.
 3. Every element of a compound is handled in order; related elements inherit SessionId, TreeId and
-   FileId from the previous one, and fail with its status if it failed (§3.3.5.2.7.2).
+   FileId from the previous one, and fail with its status if it failed (§3.3.5.2.7.2).  As Samba
+   and Windows do: a related first element is INVALID_PARAMETER and so are the related ones after
+   it; a related element whose inherited session is no session is INVALID_PARAMETER; in an
+   unrelated element an all-0xFF FileId is just an unknown FileId (FILE_CLOSED).
 4. Credits (§3.3.5.2.3): MessageId..MessageId+CreditCharge-1 must lie in the granted window and be
    unused, else the connection is dropped; CANCEL consumes nothing.  Each response grants
    max(1, CreditRequest) while the outstanding window stays <= MAX_CREDITS.
@@ -63,9 +66,11 @@ from ..crypto import (
 from ..errors import SMBProtocolError
 from ..header import HEADER_SIZE, Header
 from ..rdma_channel import ServerRdmaPort
+from ..wire import pad8
 from . import channels, oplocks
 from .dispatch import dispatch
 from .model import (
+    ALL_FF,
     MAX_CREDITS,
     SMALL_MTU_SIZE,
     Disconnect,
@@ -219,13 +224,21 @@ class ServerConnection:
             self._cancel(header)
             return None
         if header.is_related:
-            if index == 0:
+            if index == 0:  # nothing to relate to; the related elements after it fail alike (as Samba)
+                related.status = NtStatus.INVALID_PARAMETER
                 return error_reply(NtStatus.INVALID_PARAMETER)
             if related.status:
                 return Reply(related.status, m.ErrorResponse(), session_id=related.session_id,
                              tree_id=related.tree_id)
             header.session_id = related.session_id
             header.tree_id = related.tree_id
+            if header.command != Command.SESSION_SETUP and not self._has_session(header.session_id):
+                # The session it inherits is no session here (the previous element named a bad one):
+                # Samba and Windows answer INVALID_PARAMETER, not USER_SESSION_DELETED.
+                return error_reply(NtStatus.INVALID_PARAMETER)
+        else:  # an unrelated element stands alone: an all-0xFF FileId names no open (§3.3.5.2.7.1)
+            related.file_id = ALL_FF
+            related.status = 0
         try:
             if header.command == Command.NEGOTIATE:
                 reply = negotiate(self, header, element.raw)
@@ -293,6 +306,10 @@ class ServerConnection:
             related.status = reply.status
         return reply
 
+    def _has_session(self, session_id: int) -> bool:
+        session = self.state.sessions.get(session_id)
+        return session is not None and session.valid and self.sessions.get(session_id) is session
+
     def _session_for(self, header: Header, raw: bytes, encrypted: bool) -> Session:
         session = self.state.sessions.get(header.session_id)
         if session is None or not session.valid or self.sessions.get(header.session_id) is not session:
@@ -316,6 +333,10 @@ class ServerConnection:
         for header, reply in replies:
             raws.append(self._pack_one(header, reply))
             related_flags.append(header.is_related)
+        if len(raws) > 1:
+            # §3.3.4.1.3: the last response of a compound is padded to 8 bytes too, as Windows and
+            # Samba do (smbtorture smb2.compound.compound-padding measures the last READ of a chain)
+            raws[-1] += bytes(pad8(len(raws[-1])))
         chain = build_compound(raws, related_flags) if len(raws) > 1 else raws[0]
         out = []
         for (_header, reply), element in zip(replies, split_compound(chain), strict=True):

@@ -40,10 +40,12 @@ from ..constants import (
 from ..errors import SMBProtocolError
 from ..fscc_lists import split_stream
 from ..messages.create_contexts import (
+    ALSI,
     APP_INSTANCE_ID,
     MXAC,
     QFID,
     RQLS,
+    TWRP,
     AppInstanceId,
     LeaseV1,
     LeaseV2,
@@ -80,6 +82,9 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     """``waiting``: the Pending of a CREATE run again after the breaks it waited for (oplocks.py)."""
     state = conn.state
     options = request.create_options
+    # MS-SMB2 3.3.5.9, create context validation: a context name shorter than 4 bytes is refused.
+    if any(len(context.name) < 4 for context in request.contexts):
+        raise Fail(NtStatus.INVALID_PARAMETER, "create context name shorter than 4 bytes")
     # A durable reconnect skips path validation and open execution (§3.3.5.9.7, .12): it comes first.
     expire_durable(state)
     try:
@@ -117,6 +122,9 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         return streams.create_stream(conn, session, tree, request, path, stream)
     fs = tree.fs
     creator, eas = fsec.new_file_contexts(request)
+    allocation = _allocation_size(request)
+    if find_context(request.contexts, TWRP):  # MS-SMB2 2.2.13.2.7: a previous version (snapshot) of the file
+        raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "no previous versions: the share keeps no snapshots")
     disposition = request.create_disposition
     lease = _lease_request(conn, request, path)
     app_instance = _close_previous_instance(conn, tree, request, path)
@@ -202,7 +210,8 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     except OSError as exc:
         raise os_error(exc) from exc
     if action != CreateAction.OPENED:
-        fsec.record_new(state, st, request.file_attributes, is_dir, created=action == CreateAction.CREATED)
+        fsec.record_new(state, st, request.file_attributes, is_dir, created=action == CreateAction.CREATED,
+                        allocation=allocation)
     state.next_file_id += 1
     opened = Open(state.next_file_id, state.next_file_id, path, handle, is_dir, granted, request.share_access,
                   session, tree, conn, delete_on_close=bool(options & CreateOptions.DELETE_ON_CLOSE), fs=fs)
@@ -225,6 +234,17 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     if opened.durable is not None:
         opened.durable.create_action = int(action)  # a replayed CREATE answers with the original action
     return create_reply(opened, file_meta(conn, st), oplock, action, contexts)
+
+
+def _allocation_size(request: m.CreateRequest) -> int:
+    """The AllocationSize of an SMB2_CREATE_ALLOCATION_SIZE context (MS-SMB2 2.2.13.2.6: one 8-byte
+    little-endian count of bytes), 0 without one; a shorter context is INVALID_PARAMETER."""
+    context = find_context(request.contexts, ALSI)
+    if context is None:
+        return 0
+    if len(context.data) < 8:
+        raise Fail(NtStatus.INVALID_PARAMETER, "AllocationSize context shorter than 8 bytes")
+    return int.from_bytes(context.data[:8], "little")
 
 
 def check_overwrite(old: int, requested: int) -> None:
@@ -313,7 +333,7 @@ def replay_contexts(opened: Open) -> list:
 
 
 def _close(conn, session, tree, header, request: m.CloseRequest, related, encrypted) -> Reply:
-    opened = open_for(session, request.file_id, related)
+    opened = open_for(session, tree, request.file_id, related)
     write_time.on_close(conn.state, opened)  # before POSTQUERY_ATTRIB reads the times
     response = m.CloseResponse()
     if request.flags & CloseFlags.POSTQUERY_ATTRIB:

@@ -44,7 +44,7 @@ def _entry(conn, info_class: int, name: str, st: FileMeta, index: int, ea_size: 
 
 
 def _query_directory(conn, session, tree, header, request: m.QueryDirectoryRequest, related, encrypted) -> Reply:
-    opened = open_for(session, request.file_id, related)
+    opened = open_for(session, tree, request.file_id, related)
     if not opened.is_dir:
         raise Fail(NtStatus.INVALID_PARAMETER, "QUERY_DIRECTORY on a file")
     if request.file_information_class not in fscc.DIRECTORY_CLASSES:

@@ -201,14 +201,21 @@ def new_attributes(requested: int, is_dir: bool) -> int:
     return int(attributes | FileAttributes.DIRECTORY) if is_dir else int(attributes | FileAttributes.ARCHIVE)
 
 
-def record_new(state, meta, requested: int, is_dir: bool, created: bool) -> None:
+def record_new(state, meta, requested: int, is_dir: bool, created: bool, allocation: int = 0) -> None:
     """What a created or overwritten file keeps beside the share's metadata: its attributes, and for
-    a new file its creation time, fixed now (a POSIX file system has no birth time to ask later)."""
+    a new file its creation time, fixed now (a POSIX file system has no birth time to ask later).
+    ``allocation``: the AllocationSize the CREATE asked for (the AlSi create context, MS-SMB2
+    2.2.13.2.6); the file reports at least that much allocated, in whole 4 KiB units, as a server
+    that reserves the space does, until its data needs more (as SET_INFO FileAllocationInformation)."""
     key = (meta.volume_id, meta.file_id)
     override = {} if created else state.meta_overrides.get(key, {})
     override["attributes"] = new_attributes(requested, is_dir)
     if created:
         override["creation_time"] = meta.creation_time
+    if is_dir or not allocation:
+        override.pop("allocation_size", None)  # an overwrite gives the old reservation up
+    else:
+        override["allocation_size"] = -(-allocation // 4096) * 4096
     state.meta_overrides[key] = override
 
 

@@ -18,7 +18,7 @@ from ..errors import SMBProtocolError
 from .breaks import break_others
 from .locking import check_io
 from .model import ALL_FF, Disconnect, Fail, Handler, Reply
-from .opens import WRITE_RIGHTS, open_for, share_of, stat_open
+from .opens import READ_RIGHTS, WRITE_RIGHTS, open_for, share_of, stat_open
 
 
 def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encrypted) -> Reply:
@@ -30,38 +30,38 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
     if code == FSCTL_CREATE_OR_GET_OBJECT_ID and tree.fs is not None:
         # FILE_OBJECTID_BUFFER (MS-FSCC 2.3.7, 2.1.3.1): ObjectId from the inode, the rest zero.
         # smbtorture smb2.replay uses it as its IOCTL for channel-sequence checks.
-        opened = open_for(session, request.file_id, related)
+        opened = open_for(session, tree, request.file_id, related)
         st = stat_open(opened)
         output = struct.pack("<QQ", st.file_id, st.volume_id) + bytes(48)
         if request.max_output_response < len(output):
             raise Fail(NtStatus.BUFFER_TOO_SMALL, "output buffer too small")
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, output, b"", 0))
     if code == Fsctl.SRV_REQUEST_RESUME_KEY and tree.fs is not None:
-        opened = open_for(session, request.file_id, related)
+        opened = open_for(session, tree, request.file_id, related)
         output = opened.file_id + opened.file_id[:8] + struct.pack("<I", 0) + bytes(4)
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, opened.file_id, output[:32], b"", 0))
     if code == FSCTL_GET_COMPRESSION and tree.fs is not None:
-        open_for(session, request.file_id, related)
+        open_for(session, tree, request.file_id, related)
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<H", 0), b"", 0))
     if code == FSCTL_SET_COMPRESSION and tree.fs is not None:
-        open_for(session, request.file_id, related)
+        open_for(session, tree, request.file_id, related)
         if len(request.input) < 2:
             raise Fail(NtStatus.INVALID_PARAMETER, "SET_COMPRESSION input")
         if struct.unpack_from("<H", request.input)[0] != 0:  # only COMPRESSION_FORMAT_NONE
             raise Fail(NtStatus.NOT_SUPPORTED, "no compression on this file system")
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, b"", b"", 0))
     if code == Fsctl.FILE_LEVEL_TRIM and tree.fs is not None:
-        open_for(session, request.file_id, related)  # a hint; nothing to trim on a plain file system
+        open_for(session, tree, request.file_id, related)  # a hint; nothing to trim on a plain file system
         if len(request.input) < 8:
             raise Fail(NtStatus.INVALID_PARAMETER, "FILE_LEVEL_TRIM input")
         ranges = struct.unpack_from("<I", request.input, 4)[0]
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<I", ranges), b"", 0))
     if code in (Fsctl.SRV_COPYCHUNK, Fsctl.SRV_COPYCHUNK_WRITE) and tree.fs is not None:
-        return _copychunk(conn, session, request, related)
+        return _copychunk(conn, session, tree, request, related)
     if code == FSCTL_LMR_REQUEST_RESILIENCY:
         # §3.3.5.15.9: NETWORK_RESILIENCY_REQUEST {Timeout (ms), Reserved}; the open becomes resilient
         # (its LOCKs are sequence-checked, locking.py); keeping it across a lost connection is not offered.
-        opened = open_for(session, request.file_id, related)
+        opened = open_for(session, tree, request.file_id, related)
         if conn.dialect == Dialect.SMB_2_0_2:
             raise Fail(NtStatus.INVALID_DEVICE_REQUEST, "no resiliency on 2.0.2")
         if len(request.input) < 8:
@@ -88,12 +88,12 @@ COPYCHUNK_MAX_CHUNK = 1024 * 1024
 
 COPYCHUNK_MAX_TOTAL = 16 * 1024 * 1024
 
-INVALID_VIEW_SIZE = 0xC000001F
+INVALID_VIEW_SIZE = NtStatus.INVALID_VIEW_SIZE
 
-def _copychunk(conn, session, request: m.IoctlRequest, related) -> Reply:
+def _copychunk(conn, session, tree, request: m.IoctlRequest, related) -> Reply:
     """FSCTL_SRV_COPYCHUNK(_WRITE) (§3.3.5.15.6): server-side copy between two opens of the session.
     Limit violations answer INVALID_PARAMETER *with* an IOCTL response carrying the limits."""
-    target = open_for(session, request.file_id, related)
+    target = open_for(session, tree, request.file_id, related)
     if request.max_output_response < 12:
         raise Fail(NtStatus.INVALID_PARAMETER, "MaxOutputResponse < 12")
     data = request.input
@@ -114,7 +114,10 @@ def _copychunk(conn, session, request: m.IoctlRequest, related) -> Reply:
         raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "unknown resume key")
     if source.is_dir or target.is_dir:
         raise Fail(NtStatus.INVALID_PARAMETER, "copychunk on a directory")
-    if not source.access & AccessMask.FILE_READ_DATA:
+    # The source must be readable: MS-SMB2 3.3.5.15.6 names FILE_READ_DATA, but a read is allowed with
+    # FILE_EXECUTE too (as READ itself allows it here); Samba and Windows copy from such an open
+    # (smbtorture smb2.ioctl.copy_chunk_bad_access).
+    if not source.access & READ_RIGHTS:
         raise Fail(NtStatus.ACCESS_DENIED, "source not readable")
     if not target.access & WRITE_RIGHTS or (request.ctl_code == Fsctl.SRV_COPYCHUNK
                                             and not target.access & AccessMask.FILE_READ_DATA):
@@ -122,14 +125,18 @@ def _copychunk(conn, session, request: m.IoctlRequest, related) -> Reply:
     size = share_of(source).fstat(source.handle).end_of_file
     written = bytes_written = 0
     for source_offset, target_offset, length in chunks:
-        if source_offset + length > size:
-            raise Fail(INVALID_VIEW_SIZE, "chunk beyond the source's end")
-        # Byte-range locks bind a server-side copy as they bind READ and WRITE: FILE_LOCK_CONFLICT,
-        # with the SRV_COPYCHUNK_RESPONSE of what was copied before (smbtorture copy_chunk_*_lock).
+        # A chunk past the source's end (INVALID_VIEW_SIZE) or in a byte-range lock (locks bind a
+        # server-side copy as they bind READ and WRITE: FILE_LOCK_CONFLICT) stops the copy; the chunks
+        # before it stay copied and the SRV_COPYCHUNK_RESPONSE says so (smbtorture
+        # copy_chunk_src_exceed_multi, copy_chunk_*_lock).
         try:
+            if source_offset + length > size:
+                raise Fail(INVALID_VIEW_SIZE, "chunk beyond the source's end")
             check_io(conn.state, source, source_offset, length, write=False)
             check_io(conn.state, target, target_offset, length, write=True)
         except Fail as exc:
+            if written:
+                break_others(conn, target)
             output = struct.pack("<III", written, 0, bytes_written)
             return Reply(exc.status, m.IoctlResponse(request.ctl_code, target.file_id, output, b"", 0))
         block = share_of(source).pread(source.handle, length, source_offset)

@@ -17,11 +17,11 @@ from .readwrite import check_charge
 
 
 def _lock(conn, session, tree, header, request: m.LockRequest, related, encrypted) -> Reply:
-    return locking.lock(conn, session, tree, header, request, encrypted, open_for(session, request.file_id, related))
+    return locking.lock(conn, session, tree, header, request, encrypted, open_for(session, tree, request.file_id, related))
 
 
 def _change_notify(conn, session, tree, header, request: m.ChangeNotifyRequest, related, encrypted) -> Reply:
-    opened = open_for(session, request.file_id, related)
+    opened = open_for(session, tree, request.file_id, related)
     if request.output_buffer_length > conn.max_size:  # §3.3.5.19, in its order: the size, then the charge
         raise Fail(NtStatus.INVALID_PARAMETER, "OutputBufferLength above MaxTransactSize")
     check_charge(conn, header, request.output_buffer_length)
@@ -33,7 +33,7 @@ def _oplock_break_ack(conn, session, tree, header, request, related, encrypted) 
     if isinstance(request, m.LeaseBreakAcknowledgment):
         state = oplocks.ack_lease(conn, request.lease_key, request.lease_state)
         return Reply(NtStatus.SUCCESS, m.LeaseBreakResponse(lease_key=request.lease_key, lease_state=state))
-    opened = open_for(session, request.file_id, related)
+    opened = open_for(session, tree, request.file_id, related)
     level = oplocks.ack_oplock(conn, opened, request.oplock_level)
     return Reply(NtStatus.SUCCESS, m.OplockBreakResponse(file_id=opened.file_id, oplock_level=level))
 

@@ -5,7 +5,8 @@ Why apart from the handlers: CREATE, CLOSE, TREE_DISCONNECT, LOGOFF and a lost c
 or hand over opens, and every handler looks its open up by FileId; one module keeps the rules:
 
 - A FileId of all 0xFF in a related compound element means the previous element's FileId
-  (§3.3.5.2.7.2); an unknown or stale FileId is STATUS_FILE_CLOSED.
+  (§3.3.5.2.7.2); an unknown or stale FileId, or one used on another tree connect than its open's,
+  is STATUS_FILE_CLOSED.
 - Generic access bits are mapped to file rights at CREATE (§3.3.5.9 via MS-FSCC).
 - LOGOFF and TREE_DISCONNECT close every open; a lost connection detaches durable opens instead,
   so a reconnect can claim them (§3.3.7.1).
@@ -107,12 +108,19 @@ def os_error(exc: OSError) -> Fail:
     return Fail(table.get(exc.errno or 0, NtStatus.ACCESS_DENIED), str(exc))
 
 
-def open_for(session, request_file_id: bytes, related) -> Open:
+def open_for(session, tree, request_file_id: bytes, related) -> Open:
+    """The open a request names by FileId, in ``session``'s open table (§3.3.5.2.7.2 for the
+    related-compound FileId).  An open of the session that was made on another tree connect of it is
+    not found either: Samba and Windows answer FILE_CLOSED for a FileId used with the wrong TreeId
+    (smbtorture smb2.tcon writes through a second tree connect and expects a failure), although the
+    lookup MS-SMB2 3.3.5.13 and its siblings describe keys on the session alone."""
     file_id = related.file_id if request_file_id == ALL_FF else request_file_id
     persistent, volatile = struct.unpack("<QQ", file_id)
     found = session.opens.get(volatile)
     if found is None or found.persistent != persistent:
         raise Fail(NtStatus.FILE_CLOSED, "unknown FileId")
+    if found.tree is not tree:
+        raise Fail(NtStatus.FILE_CLOSED, "FileId of another tree connect")
     return found
 
 
@@ -236,6 +244,7 @@ def attach(conn, session, tree, opened: Open, contexts: list, action: int = Crea
         opened.volatile = state.next_file_id
         opened.session, opened.tree = session, tree
         session.opens[opened.volatile] = opened
+    opened.tree = tree  # a replay may come on another tree connect of the same session
     if opened.durable is None:
         raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "not a durable open")
     opened.connection = conn

@@ -106,7 +106,7 @@ def _fs_info(tree, info_class: int) -> tuple[bytes, bool]:
 
 
 def _query_info(conn, session, tree, header, request: m.QueryInfoRequest, related, encrypted) -> Reply:
-    opened = open_for(session, request.file_id, related)
+    opened = open_for(session, tree, request.file_id, related)
     if request.output_buffer_length > conn.max_size:
         raise Fail(NtStatus.INVALID_PARAMETER, "OutputBufferLength > MaxTransactSize")
     if (request.info_type == InfoType.FILE and request.file_info_class in (4, 18, 34, 35)

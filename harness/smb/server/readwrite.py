@@ -30,7 +30,7 @@ from .opens import (
 MAX_FILE_SIZE = 0xFFFFFFF0000  # Samba's MAXFILESIZE: no byte may be written at or past it
 
 def _read(conn, session, tree, header, request: m.ReadRequest, related, encrypted) -> Reply:
-    opened = open_for(session, request.file_id, related)
+    opened = open_for(session, tree, request.file_id, related)
     if opened.is_dir:
         raise Fail(NtStatus.INVALID_DEVICE_REQUEST, "READ on a directory")
     if not opened.access & READ_RIGHTS:
@@ -67,7 +67,7 @@ def check_charge(conn, header: Header, length: int) -> None:
 
 
 def _write(conn, session, tree, header, request: m.WriteRequest, related, encrypted) -> Reply:
-    opened = open_for(session, request.file_id, related)
+    opened = open_for(session, tree, request.file_id, related)
     if opened.is_dir:
         raise Fail(NtStatus.INVALID_DEVICE_REQUEST, "WRITE on a directory")
     if not opened.access & WRITE_RIGHTS:
@@ -99,7 +99,7 @@ def _write(conn, session, tree, header, request: m.WriteRequest, related, encryp
 
 
 def _flush(conn, session, tree, header, request: m.FlushRequest, related, encrypted) -> Reply:
-    opened = open_for(session, request.file_id, related)
+    opened = open_for(session, tree, request.file_id, related)
     if not opened.is_dir and not opened.access & (WRITE_RIGHTS):
         raise Fail(NtStatus.ACCESS_DENIED, "FLUSH needs write access")
     write_time.now(conn.state, opened)  # a pending write-time update happens now

@@ -30,7 +30,7 @@ from .opens import (
 
 def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, encrypted,
               waiting: Pending | None = None) -> Reply:
-    opened = open_for(session, request.file_id, related)
+    opened = open_for(session, tree, request.file_id, related)
     if request.info_type == InfoType.SECURITY:
         try:
             file_security.set_descriptor(conn, session, opened, share_of(opened), request.additional_information,

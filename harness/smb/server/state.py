@@ -34,7 +34,10 @@ class ServerState:
         # ENDED_SESSIONS_KEPT of them: a signed request for one gets a *signed*
         # USER_SESSION_DELETED, as a client that signs insists on (see :meth:`end_session`).
         self.ended_sessions: dict[int, Session] = {}
-        self.next_session = int.from_bytes(os.urandom(4), "little") << 16 | 1
+        # SessionIds stay below 2**32, as Samba's do: smbtorture (smb2.session-id) keeps a session's id in
+        # a 32-bit variable and sends it back, so a larger id comes back truncated.  The random start
+        # keeps a restarted server from handing out the ids of its previous run.
+        self.next_session = (int.from_bytes(os.urandom(2), "little") & 0x7FFF) << 16 | 1
         self.next_file_id = 1
         self.next_async = 1
         self.opens_by_path: dict[str, list[Open]] = {}
