@@ -231,7 +231,7 @@ steps:
 
 def test_ctrl_c_stops_children_removes_socket_dirs_and_prints_partial_summary(tmp_path):
     sc(tmp_path, **{"tcp/001": PASS, "tcp/002": SLOW, "tcp/003": PASS})
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1")
     proc = subprocess.Popen([*WIRECHECK, "check", "--plain", "--scenarios",
                              str(tmp_path / "sc"), "--results", str(tmp_path / "results")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
@@ -244,7 +244,12 @@ def test_ctrl_c_stops_children_removes_socket_dirs_and_prints_partial_summary(tm
     pid = int(re.search(r"started bg \(pid (\d+)", text).group(1))
     sockdir = re.search(r"socket directory (\S+),", text).group(1)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        out, err = proc.communicate(timeout=30)
+        raise AssertionError(f"wirecheck check still running 60 s after SIGINT\n{out}\n{err}") from None
     assert proc.returncode == 1, out + err
     lines = out.splitlines()
     assert "Interrupted!" in lines
