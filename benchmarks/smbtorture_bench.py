@@ -98,9 +98,11 @@ def run_test(test: str, port: int, pid: int, seconds: int, server: str) -> Resul
     program = need("smbtorture", "samba-testsuite")
     before = tree_cpu(pid)
     began = time.monotonic()
-    res = subprocess.run([program, "//127.0.0.1/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
-                          "--target=samba3", f"--option=torture:timelimit={seconds}", f"smb2.bench.{test}"],
-                         capture_output=True, text=True, timeout=seconds * 10 + 120)
+    # smbtorture makes a smbtortureXXXXXX directory where it runs: not in the caller's checkout
+    with tempfile.TemporaryDirectory(prefix="wirecheck-smbtorture-") as cwd:
+        res = subprocess.run([program, "//127.0.0.1/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+                              "--target=samba3", f"--option=torture:timelimit={seconds}", f"smb2.bench.{test}"],
+                             capture_output=True, text=True, timeout=seconds * 10 + 120, cwd=cwd)
     elapsed = time.monotonic() - began
     if res.returncode != 0 or f"success: {test}" not in res.stdout:
         raise RuntimeError(f"smb2.bench.{test} against {server}: exit {res.returncode}\n{res.stdout[-2000:]}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import socket
 import struct
-import time
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -90,17 +89,23 @@ def test_checksum_verifies_to_zero(data: bytes) -> None:
     assert internet_checksum(data, csum.to_bytes(2, "big")) == 0
 
 
-def test_checksum_fast_on_64k() -> None:
-    """It runs on every emulated TCP send: must be far faster than a per-word Python loop."""
+def test_checksum_of_large_chunks_uses_the_compiled_fold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It runs on every emulated TCP send, so chunks above 64 bytes go through the C fold that setup
+    builds (wrappers/_csum.c), not Python's integer arithmetic. How much faster that is is measured by
+    `make bench` (the transport section's pcap cost), never timed in a test: this test asserted a
+    5x ratio of two wall-clock times and failed on a loaded machine."""
+    assert packets._c_fold is not None, "wrappers/_csum was not built: run make setup"
+    calls: list[int] = []
+    fold = packets._c_fold
+
+    def counted(chunk):  # type: ignore[no-untyped-def]
+        calls.append(memoryview(chunk).nbytes)
+        return fold(chunk)
+
+    monkeypatch.setattr(packets, "_c_fold", counted)
     data = random.Random(1).randbytes(65536)
-    t0 = time.perf_counter()
-    naive_checksum(data)
-    naive = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for _ in range(10):
-        internet_checksum(data)
-    fast = (time.perf_counter() - t0) / 10
-    assert fast * 5 < naive, f"internet_checksum took {fast * 1e6:.0f} us, naive {naive * 1e6:.0f} us"
+    assert internet_checksum(data) == naive_checksum(data)
+    assert calls == [65536]
 
 
 # ---------------------------------------------------------------------------------------------

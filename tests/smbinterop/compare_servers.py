@@ -81,16 +81,18 @@ def count(output: str, returncode: int | None) -> Count:
 
 def smbtorture(port: int, suite: str, timeout: float = TIMEOUT) -> Count:
     program = need("smbtorture", "samba-testsuite")
-    proc = subprocess.Popen([program, "//127.0.0.1/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
-                             "--target=samba3", suite], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-        return count(out, proc.returncode)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=30)
-        return count(out, None)
+    # smbtorture makes a smbtortureXXXXXX directory where it runs: not in the caller's checkout
+    with tempfile.TemporaryDirectory(prefix="wirecheck-smbtorture-") as cwd:
+        proc = subprocess.Popen([program, "//127.0.0.1/share", "-p", str(port), "-U", f"{USER}%{PASSWORD}",
+                                 "--target=samba3", suite], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, start_new_session=True, cwd=cwd)
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+            return count(out, proc.returncode)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate(timeout=30)
+            return count(out, None)
 
 
 class OurServe:
