@@ -153,11 +153,11 @@ def await_peer_stop_sending(c: QuicSocket, sid: int, timeout: float = 20.0) -> N
     acknowledged that reset, so the stream is released (a send on it is then ENOSTR; while the reset
     is in flight it is EINVAL, as for a stream we reset ourselves).
 
-    func_test.c sleeps 1 s after asking its server for STOP_SENDING and then expects ENOSTR; the
-    kernel's softirq answers in microseconds. Here the server may be lxin's C program behind the
-    engine daemon, and on a loaded machine its answer took longer than that second: the next send
-    went out as data, the server echoed it later, and every following case read the wrong reply.
-    So the case waits for the condition itself (our engine's view of the stream), with a deadline.
+    func_test.c sleeps 1 s after asking its server for STOP_SENDING and then expects ENOSTR. Here the
+    server may be lxin's C program behind the engine daemon, whose answer can take longer; had it come
+    after that second, the next send would have gone out as data and every following case would read
+    the wrong reply (the failures seen were test32's, see send_then_reset, but the sleep was a guess
+    too). So the case waits for the condition itself (our engine's view of the stream), with a deadline.
     The stream must be open when this is called (the caller's sendmsg opened it) and one whose
     receiving side is done (a unidirectional stream of ours, as func_test's 418)."""
     deadline = time.monotonic() + timeout
