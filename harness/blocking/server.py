@@ -1,6 +1,7 @@
 """Threaded I/O adapter around the sans-IO server (harness/smb/server.py).
 
-One accept thread, one thread per connection.  All protocol state changes run under one server
+One accept thread, one thread per connection, taking requests in the order they arrived across
+connections (harness/blocking/arrival.py).  All protocol state changes run under one server
 lock: sessions and opens are shared between connections (breaks, change notifications), and the
 sans-IO core is not thread-safe by design.  Output for *another* connection (an oplock break, an
 async completion) is sent through that connection's send lock, so frames never interleave.
@@ -12,6 +13,7 @@ import functools
 import threading
 import time
 
+from harness.blocking.arrival import ArrivalOrder
 from harness.blocking.inotify import ShareWatcher
 from harness.blocking.netif import describe
 from harness.smb.keys import SessionKeyRecord
@@ -56,6 +58,9 @@ class SMBServer:
         self._send_locks: dict[int, threading.Lock] = share_with._send_locks if share_with else {}
         self._transports: dict[int, Transport] = share_with._transports if share_with else {}
         self._threads: list[threading.Thread] = []
+        # Requests of different connections in the order they arrived (harness/blocking/arrival.py);
+        # shared with ``share_with``, whose connections share the state.
+        self.arrivals: ArrivalOrder = share_with.arrivals if share_with else ArrivalOrder()
         self._stop = threading.Event()
         self._accept_thread: threading.Thread | None = None
         # One timer thread for break acknowledgment deadlines (harness/smb/server/oplocks.py): it
@@ -154,12 +159,14 @@ class SMBServer:
         if transport.supports_rdma:
             connection.rdma = transport  # the RDMA port of harness/smb/rdma_channel.py
         transport.max_recv = PRE_NEGOTIATE_LIMIT
+        self.arrivals.add(key, transport.whole_pdu_waiting)
         try:
             while not self._stop.is_set():
                 try:
                     pdu = transport.recv_pdu(timeout=self.idle_timeout)
                 except (TimeoutError, TransportError, OSError):
                     return
+                self.arrivals.received(key)
                 self.lock.acquire()
                 try:
                     try:
@@ -179,6 +186,7 @@ class SMBServer:
                     send_lock.acquire()
                 finally:
                     self.lock.release()
+                    self.arrivals.handled(key)
                 try:
                     for reply in replies:
                         if invalidate is not None:  # RDMA_V1_INVALIDATE: SEND with Invalidate
@@ -191,6 +199,7 @@ class SMBServer:
         except (TransportError, OSError, TimeoutError):
             return
         finally:
+            self.arrivals.remove(key)
             with self.lock:
                 connection.close()
                 self._timer_wake.notify_all()

@@ -56,6 +56,13 @@ class Transport:
         False when unknown (a transport that cannot tell says so)."""
         return False
 
+    def whole_pdu_waiting(self) -> bool:
+        """True when the next PDU has arrived whole and is still unread, so that ``recv_pdu`` would
+        return it without waiting for the peer.  Asked by another thread than the reader (the
+        server's cross-connection order, harness/blocking/server.py): it only looks, never reads,
+        never blocks.  False when unknown (a transport that cannot tell says so)."""
+        return False
+
     def close(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 

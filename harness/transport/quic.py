@@ -114,6 +114,10 @@ class QuicTransport(StreamTransport):
                 raise
             raise TransportError(str(exc)) from exc
 
+    def whole_pdu_waiting(self) -> bool:
+        """Unknown here: the socket's pending bytes are QUIC messages of any stream, not SMB's."""
+        return False
+
     def _read_exact(self, count: int, first_timeout: float | None) -> bytes:
         quic = _quic()
         self.sock.settimeout(first_timeout)

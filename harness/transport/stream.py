@@ -45,6 +45,7 @@ class StreamTransport(Transport):
         except OSError:
             pass
         self._closed = False
+        self._frame_left: int | None = None  # bytes of the frame being read still unread; None between frames
 
     # ---------------------------------------------------------------- sending
 
@@ -116,6 +117,8 @@ class StreamTransport(Transport):
             if n == 0:
                 raise TransportClosed("peer closed the connection" + (" mid-frame" if got else ""))
             got += n
+            if self._frame_left is not None:
+                self._frame_left -= n
             if got < count:
                 self.sock.settimeout(self.io_timeout)
         # a bytearray: every consumer only needs bytes-like (slices, struct, memoryview), and a copy
@@ -137,7 +140,13 @@ class StreamTransport(Transport):
         if length > self.max_recv:
             self.close()
             raise FrameTooLarge(f"frame of {length} bytes exceeds the limit of {self.max_recv}")
-        return kind, self._read_exact(length, self.io_timeout) if length else b""
+        if not length:
+            return kind, b""
+        self._frame_left = length
+        try:
+            return kind, self._read_exact(length, self.io_timeout)
+        finally:
+            self._frame_left = None
 
     def recv_pdu(self, timeout: float | None = None) -> bytes:
         while True:
@@ -147,6 +156,20 @@ class StreamTransport(Transport):
             if kind == NBSS_KEEPALIVE and self.framing is Framing.NBSS:
                 continue
             raise TransportError(f"unexpected frame type 0x{kind:02x}")
+
+    def whole_pdu_waiting(self) -> bool:
+        """The kernel holds the rest of the frame being read, or at least a next frame's 4-byte
+        header (taken for the whole frame until the reader has read the header and knows the
+        length: reading or peeking here could race the reader)."""
+        if self._closed:
+            return False
+        try:
+            unread = array.array("i", [0])
+            fcntl.ioctl(self.sock.fileno(), termios.FIONREAD, unread)
+        except (OSError, ValueError):
+            return False
+        left = self._frame_left
+        return unread[0] >= (4 if left is None else left) > 0
 
     def peer_gone(self) -> bool:
         """The peer's FIN or RST has arrived and no byte is left unread (poll with POLLRDHUP, then
