@@ -75,7 +75,10 @@ def count(output: str, returncode: int | None) -> Count:
     results = tl.parse(output)
     passed = sum(o == "success" for o in results.values())
     ran = sum(o in ("success", "failure", "error", "xfail") for o in results.values())
-    note = "timeout" if returncode is None else ""
+    note = ""
+    if returncode is None:  # name the test it hung in: the next thing anyone asks
+        started = [line[6:].strip() for line in output.splitlines() if line.startswith("test: ")]
+        note = f"timeout in {started[-1]}" if started and started[-1] not in results else "timeout"
     return Count(passed, ran, note)
 
 

@@ -79,3 +79,12 @@ def test_known_tests_from_the_listing():
               "smb2.ioctl.copy-chunk streams.copy-chunk streams\nsmb2.ioctl-on-stream.x.x\n"
     assert tl.known_tests(listing, "smb2.ioctl") == ["bug14788.VALIDATE_NEGOTIATE", "copy-chunk streams"]
     assert tl.known_tests(listing, "smb2.connect") == ["connect"]
+
+
+def test_a_comparison_that_timed_out_names_the_test_it_hung_in():
+    import compare_servers as cs
+
+    hung = "test: valid-req\nsuccess: valid-req\ntest: basedir\n"
+    assert cs.count(hung, None) == cs.Count(1, 1, "timeout in basedir")
+    assert cs.count(hung + "success: basedir\n", None).note == "timeout"
+    assert cs.count(hung + "success: basedir\n", 0).note == ""
