@@ -26,6 +26,11 @@ The contract every share keeps:
   keeps it, removing the last name drops it.  A handle on a named stream is a
   :class:`StreamHandle`, which every data method (pread, pwrite, ftruncate, fstat, close) accepts
   like a handle on the file itself.
+- Sparse files (MS-FSCC 2.3.33, 2.3.85): :meth:`Share.allocated_ranges` says which bytes of a file
+  hold storage and :meth:`Share.zero_range` zeros a range, giving its storage back when asked.  A
+  share whose ``sparse_files`` is true really keeps holes (the server then announces
+  FILE_SUPPORTS_SPARSE_FILES); the defaults hold every byte and write zeros.  Whether a file *is*
+  sparse (its FILE_ATTRIBUTE_SPARSE_FILE) is the server's business, not the share's.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import holes
 from .constants import FileAttributes, NtStatus
 from .errors import SMBStatusError
 from .fscc import filetime_from_unix_ns
@@ -168,6 +174,9 @@ def stream_meta(meta: FileMeta, data: bytearray, unit: int = 4096) -> FileMeta:
     meta.end_of_file = len(data)
     meta.allocation_size = -(-len(data) // unit) * unit
     return meta
+
+
+ZERO_CHUNK = 1 << 20  # zeros are written this much at a time
 
 
 def _folded(name: str) -> str:
@@ -315,6 +324,27 @@ class Share(ABC):
     def link(self, existing: str, new: str) -> None:
         """A hard link: ``new`` names the file ``existing`` names (EEXIST if taken, EPERM for a
         directory)."""
+
+    # -------------------------------------------------------------------------------- sparse files
+
+    sparse_files = False  # holes are made and found (FILE_SUPPORTS_SPARSE_FILES is announced)
+
+    def allocated_ranges(self, handle: Any, offset: int, end: int) -> list[tuple[int, int]]:
+        """(offset, length) of each run of bytes in [offset, end) of an open file that holds
+        storage, in order; ``end`` is at most the file's size.  Without holes: all of them."""
+        return [(offset, end - offset)] if end > offset else []
+
+    def zero_range(self, handle: Any, offset: int, length: int, deallocate: bool) -> None:
+        """Bytes [offset, offset+length) of an open file read as zeros afterwards; the size stays
+        (bytes past the end are no bytes of the file).  ``deallocate``: their storage may go, as a
+        sparse file's does (a hole); otherwise it stays.  This default writes zeros."""
+        end = min(offset + length, self.fstat(handle).end_of_file)
+        zeros = bytes(min(ZERO_CHUNK, max(0, end - offset)))
+        while offset < end:
+            written = self.pwrite(handle, memoryview(zeros)[:end - offset], offset)
+            if written <= 0:
+                raise OSError(errno.EIO, "short write of zeros")
+            offset += written
 
     def list_streams(self, path: str) -> list[tuple[str, int]]:
         """(name, size) of the file's named data streams, in creation order."""
@@ -517,3 +547,31 @@ class LocalShare(Share):
         if isinstance(handle, StreamHandle):
             return handle.ftruncate(size)
         os.ftruncate(handle, size)
+
+    # Sparse files from what the host file system holds (harness.smb.holes); streams live in memory
+    # and hold every byte.
+    sparse_files = True
+
+    def allocated_ranges(self, handle: Any, offset: int, end: int) -> list[tuple[int, int]]:
+        if isinstance(handle, StreamHandle):
+            return super().allocated_ranges(handle, offset, end)
+        return holes.data_ranges(handle, offset, end)
+
+    def zero_range(self, handle: Any, offset: int, length: int, deallocate: bool) -> None:
+        """A hole punched where the host can (whole blocks go, partial ones read as zeros), zeros
+        written where it cannot or where the range must stay allocated."""
+        if deallocate and not isinstance(handle, StreamHandle):
+            st = os.fstat(handle)
+            end = min(offset + length, st.st_size)  # past the end there is nothing to give back
+            if end <= offset:
+                return
+            if end == st.st_size:  # to the end of the file: its last block goes too
+                unit = st.st_blksize or 4096
+                end = -(-end // unit) * unit
+            try:
+                holes.punch_hole(handle, offset, end - offset)
+                return
+            except OSError as exc:
+                if exc.errno not in holes.REFUSED:
+                    raise
+        super().zero_range(handle, offset, length, deallocate)

@@ -12,6 +12,13 @@ share a path.  A node is a directory or a file (a ``bytearray``); a handle point
 renamed or deleted file stays readable through handles opened before, as on POSIX.  No symlinks,
 so every path is inside the share.  Failures are ``OSError`` with the errno a POSIX file system
 would give.
+
+Sparse files: a file's bytes are all in its ``bytearray``; which blocks of UNIT bytes hold no
+storage (holes) is tracked beside them, block by block as a local file system does.  Only
+:meth:`MemoryShare.zero_range` with ``deallocate`` makes holes (blocks wholly inside the range, the
+file's last block when the range reaches the end); a write into a hole allocates its blocks, a file
+grown by a write or a new end of file is allocated throughout.  The allocation size reports the
+allocated blocks, FSCTL_QUERY_ALLOCATED_RANGES the runs between holes.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class _Node:
     birth_ns: int = 0
     links: int = 1
     extras: FileExtras = field(default_factory=FileExtras)  # security descriptor, EAs, named streams
+    holes: set[int] = field(default_factory=set)  # blocks (of UNIT bytes) without storage
 
 
 @dataclass
@@ -107,8 +115,8 @@ class MemoryShare(Share):
         size = 0 if node.is_dir else len(node.data)
         return FileMeta(filetime_from_unix_ns(node.birth_ns), filetime_from_unix_ns(node.access_ns),
                         filetime_from_unix_ns(node.write_ns), filetime_from_unix_ns(node.change_ns), size,
-                        -(-size // UNIT) * UNIT, int(attributes), node.is_dir, node.file_id, node.links,
-                        self.volume_id)
+                        (-(-size // UNIT) - len(node.holes)) * UNIT, int(attributes), node.is_dir, node.file_id,
+                        node.links, self.volume_id)
 
     @staticmethod
     def _open_handle(handle: Any) -> _Handle:
@@ -297,6 +305,8 @@ class MemoryShare(Share):
         if end > len(node.data):
             self._resize(node, end, "")
         node.data[offset:end] = data
+        if node.holes and end > offset:  # the blocks written to hold storage now
+            node.holes.difference_update(range(offset // UNIT, (end - 1) // UNIT + 1))
         node.write_ns = node.change_ns = self.clock()
         return len(data)
 
@@ -323,6 +333,44 @@ class MemoryShare(Share):
         node.change_ns = self.clock()
         self._touch_dir(new)
 
+    # -------------------------------------------------------------------------------- sparse files
+
+    sparse_files = True
+
+    def allocated_ranges(self, handle: Any, offset: int, end: int) -> list[tuple[int, int]]:
+        if isinstance(handle, StreamHandle):
+            return super().allocated_ranges(handle, offset, end)
+        node = self._open_handle(handle).node
+        end = min(end, len(node.data))
+        ranges: list[tuple[int, int]] = []
+        position = offset
+        if end > offset:
+            first, last = offset // UNIT, (end - 1) // UNIT
+            for block in sorted(b for b in node.holes if first <= b <= last):
+                start = max(block * UNIT, offset)
+                if start > position:
+                    ranges.append((position, start - position))
+                position = max(position, min((block + 1) * UNIT, end))
+        if position < end:
+            ranges.append((position, end - position))
+        return ranges
+
+    def zero_range(self, handle: Any, offset: int, length: int, deallocate: bool) -> None:
+        if isinstance(handle, StreamHandle):
+            return super().zero_range(handle, offset, length, deallocate)
+        opened = self._open_handle(handle)
+        if not opened.writable:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        node = opened.node
+        size = len(node.data)
+        end = min(offset + length, size)
+        if end <= offset:
+            return
+        node.data[offset:end] = bytes(end - offset)
+        if deallocate:  # whole blocks inside the range; the last one also when the range reaches the end
+            node.holes.update(range(-(-offset // UNIT), -(-size // UNIT) if end == size else end // UNIT))
+        node.write_ns = node.change_ns = self.clock()
+
     def _resize(self, node: _Node, size: int, path: str) -> None:
         grow = size - len(node.data)
         if grow > 0 and self._used() + grow > self.capacity:
@@ -331,6 +379,7 @@ class MemoryShare(Share):
             node.data.extend(bytes(grow))
         else:
             del node.data[size:]
+            node.holes = {block for block in node.holes if block * UNIT < size}
         node.write_ns = node.change_ns = self.clock()
 
 

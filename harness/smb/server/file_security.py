@@ -196,8 +196,9 @@ def make_new(conn, session, fs, path: str, want_dir: bool, request: m.CreateRequ
 
 def new_attributes(requested: int, is_dir: bool) -> int:
     """A created or overwritten file's attributes: those asked for, with ARCHIVE on a file
-    (MS-FSA 2.1.5.1.2.1); NORMAL alone means none."""
-    attributes = requested & 0x7FA7 & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
+    (MS-FSA 2.1.5.1.2.1); NORMAL alone means none.  SPARSE_FILE is not taken: only FSCTL_SET_SPARSE
+    makes a file sparse (Windows and Samba; smbtorture smb2.ioctl.sparse_file_attr)."""
+    attributes = requested & 0x7FA7 & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL & ~FileAttributes.SPARSE_FILE
     return int(attributes | FileAttributes.DIRECTORY) if is_dir else int(attributes | FileAttributes.ARCHIVE)
 
 

@@ -4,13 +4,15 @@ VALIDATE_NEGOTIATE_INFO disconnects on any mismatch with what NEGOTIATE saw (a d
 §3.3.5.15.12); QUERY_NETWORK_INTERFACE_INFO lists the addresses the server really listens on
 (§3.3.5.15.11, from ``ServerConfig.listeners``), so that a client can bind further channels to
 them, over SMB Direct where an address is RDMA_CAPABLE; SRV_COPYCHUNK copies
-between two opens of the session within Samba's limits (§3.3.5.15.6); the rest answer what
-smbtorture expects of a plain file system.  Pipes and DFS are not served.
+between two opens of the session within Samba's limits (§3.3.5.15.6); SET_SPARSE,
+QUERY_ALLOCATED_RANGES and SET_ZERO_DATA are the sparse-file FSCTLs of :mod:`.sparse`; the rest
+answer what smbtorture expects of a plain file system.  Pipes and DFS are not served.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 from .. import messages as m
 from ..constants import AccessMask, Capabilities, Command, Dialect, Fsctl, InterfaceCapability, NtStatus
@@ -19,6 +21,11 @@ from .breaks import break_others
 from .locking import check_io
 from .model import ALL_FF, Disconnect, Fail, Handler, Reply
 from .opens import READ_RIGHTS, WRITE_RIGHTS, open_for, share_of, stat_open
+from .sparse import query_allocated_ranges, set_sparse, set_zero_data
+
+SPARSE_FSCTLS: dict[int, Callable[..., Reply]] = {
+    Fsctl.SET_SPARSE: set_sparse, Fsctl.QUERY_ALLOCATED_RANGES: query_allocated_ranges,
+    Fsctl.SET_ZERO_DATA: set_zero_data}
 
 
 def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encrypted) -> Reply:
@@ -58,6 +65,8 @@ def _ioctl(conn, session, tree, header, request: m.IoctlRequest, related, encryp
         return Reply(NtStatus.SUCCESS, m.IoctlResponse(code, request.file_id, struct.pack("<I", ranges), b"", 0))
     if code in (Fsctl.SRV_COPYCHUNK, Fsctl.SRV_COPYCHUNK_WRITE) and tree.fs is not None:
         return _copychunk(conn, session, tree, request, related)
+    if code in SPARSE_FSCTLS and tree.fs is not None:
+        return SPARSE_FSCTLS[code](conn, open_for(session, tree, request.file_id, related), request)
     if code == FSCTL_LMR_REQUEST_RESILIENCY:
         # §3.3.5.15.9: NETWORK_RESILIENCY_REQUEST {Timeout (ms), Reserved}; the open becomes resilient
         # (its LOCKs are sequence-checked, locking.py); keeping it across a lost connection is not offered.

@@ -20,6 +20,7 @@ from ..vfs import short_name
 from . import file_security, streams
 from .model import Fail, Handler, Open, Reply
 from .opens import file_meta, open_for, os_error, share_of, stat_open
+from .sparse import FILE_SUPPORTS_SPARSE_FILES
 
 
 def _file_info(conn, tree, opened: Open, info_class: int) -> tuple[bytes, bool]:
@@ -92,8 +93,9 @@ def _fs_info(tree, info_class: int) -> tuple[bytes, bool]:
     if info_class == 7:
         return fscc.FileFsFullSizeInformation(space.total_units, space.available_units, space.free_units, 1,
                                                  space.unit_size).pack(), False
-    if info_class == 5:
-        return fscc.FileFsAttributeInformation(0x0000000F, 255, "NTFS").pack(), True
+    if info_class == 5:  # case-sensitive search, case-preserved names, Unicode names, ACLs; sparse files
+        attributes = 0x0000000F | (FILE_SUPPORTS_SPARSE_FILES if tree.fs.sparse_files else 0)
+        return fscc.FileFsAttributeInformation(attributes, 255, "NTFS").pack(), True
     if info_class == 4:
         return fscc.FileFsDeviceInformation(7, 0x20).pack(), False
     if info_class == 11:  # FileFsSectorSizeInformation (MS-FSCC §2.5.8)

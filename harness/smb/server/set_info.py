@@ -61,7 +61,10 @@ def _set_info(conn, session, tree, header, request: m.SetInfoRequest, related, e
             if basic.change_time not in (0, 0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFE):
                 override["change_time"] = basic.change_time
             if basic.file_attributes:
-                attributes = basic.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
+                # SPARSE_FILE stays as it is: FSCTL_SET_SPARSE alone changes it (sparse.py)
+                sparse = override.get("attributes", st.attributes) & FileAttributes.SPARSE_FILE
+                attributes = (basic.file_attributes & ~FileAttributes.DIRECTORY & ~FileAttributes.NORMAL
+                              & ~FileAttributes.SPARSE_FILE) | sparse
                 if opened.is_dir:
                     attributes |= FileAttributes.DIRECTORY
                 override["attributes"] = int(attributes or FileAttributes.NORMAL)
