@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.scenario import Cell, ScenarioError, load_tree
-from harness.scenario.cellproc import run_isolated, stop_all
+from harness.scenario.cellproc import allow_cells, run_isolated, stop_all
 from harness.scenario.model import substitute
 from harness.scenario.requires import check as check_requires
 
@@ -348,6 +348,7 @@ def run_check(opts: Options, out: Output | None = None) -> int:
     """The whole `wirecheck check`; returns the exit status (0 ok, 1 failures/interrupted, 2 bad input)."""
     out = out or Output(progress=opts.progress)
     runner = Runner(opts, out)
+    allow_cells()  # a stop_all() of an earlier, interrupted run in this process ends here
     previous = None
     if threading.current_thread() is threading.main_thread():
         def on_term(_sig: int, _frame: object) -> None:

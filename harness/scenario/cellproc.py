@@ -28,6 +28,8 @@ from .startup import describe, startup
 
 _ACTIVE: dict[int, Any] = {}
 _ACTIVE_LOCK = threading.Lock()
+#: set by stop_all() (under _ACTIVE_LOCK): a cell registered after it is killed as it registers
+_STOPPING = False
 KILL_MARGIN = 5.0
 #: what a cell leaves in its results directory (and -L's `.rerunK` copies): removed before it runs again
 CELL_FILES = r"\.(full|json|pcap|pcapng|keys|smbkeys|ladder|ladder\.svg|ladder\.html|out\.bad|notrun)(\.rerun\d+)?"
@@ -137,14 +139,28 @@ def _start_cell(args: dict[str, Any], full: Path) -> Any:
 
 
 def stop_all() -> None:
-    """Kill every running cell process group (Ctrl-C). Their runners then remove the socket dirs."""
+    """Kill every running cell process group (Ctrl-C). Their runners then remove the socket dirs.
+
+    Also every cell that registers from now on, until :func:`allow_cells`: a cell runs from its fork
+    on, while the thread that started it adds it to _ACTIVE only when it runs again (a forked cell
+    is at its first steps within milliseconds), so a Ctrl-C in between would miss it, and it would
+    run on after the interrupted run, which waits for its thread at exit."""
+    global _STOPPING
     with _ACTIVE_LOCK:
+        _STOPPING = True
         procs = list(_ACTIVE.values())
     for p in procs:
         _killpg(p, signal.SIGTERM)
     time.sleep(0.2)
     for p in procs:
         _killpg(p, signal.SIGKILL)
+
+
+def allow_cells() -> None:
+    """Undo stop_all() for a new run in this process: cells started from now on run."""
+    global _STOPPING
+    with _ACTIVE_LOCK:
+        _STOPPING = False
 
 
 def run_isolated(cell: Cell, outdir: str | Path, *, section_vars: dict[str, str] | None = None,
@@ -174,6 +190,9 @@ def run_isolated(cell: Cell, outdir: str | Path, *, section_vars: dict[str, str]
         popen = _start_cell(args, full)
         with _ACTIVE_LOCK:
             _ACTIVE[popen.pid] = popen
+            stopping = _STOPPING
+        if stopping:  # stop_all() ran while this cell was starting and could not see it
+            _killpg(popen)
         try:
             popen.wait(timeout=timeout + KILL_MARGIN)
         except subprocess.TimeoutExpired:

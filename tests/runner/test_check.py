@@ -260,6 +260,81 @@ def test_ctrl_c_stops_children_removes_socket_dirs_and_prints_partial_summary(tm
     assert "Interrupted!" in (tmp_path / "results/check.log").read_text()
 
 
+# Holds the cell tcp/002 between its fork and its registration in cellproc._ACTIVE until the runner's
+# stop_all() has run: the interleaving a Ctrl-C meets when it lands while the worker thread that
+# started the cell has not run again yet (a forked cell runs its steps at once, in parallel).
+CTRL_C_BEFORE_REGISTRATION = """
+import threading
+from harness.runner import run
+from harness.scenario import cellproc
+stopped = threading.Event()
+start_cell, stop_all = cellproc._start_cell, run.stop_all
+def held_start(args, full):
+    popen = start_cell(args, full)
+    if args["stem"] == "002":
+        stopped.wait(60)
+    return popen
+def noted_stop():
+    stop_all()
+    stopped.set()
+cellproc._start_cell, run.stop_all = held_start, noted_stop
+from harness.cli import main
+main()
+"""
+
+
+def _kill_group_of(pid: int) -> None:
+    """SIGKILL the process group of `pid` (a cell's: the cell and its children), unless it is ours."""
+    try:
+        group = os.getpgid(pid)
+        if group != os.getpgrp():
+            os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_ctrl_c_between_a_cells_start_and_its_registration_still_stops_it(tmp_path):
+    """stop_all() kills the cells it knows; a cell forked before it but registered after it must die
+    too, or it runs on (here a 600 s sleep), its socket directory stays, and `wirecheck check`,
+    having printed its partial summary, never exits: it waits for the cell's worker thread."""
+    sc(tmp_path, **{"tcp/001": PASS, "tcp/002": SLOW, "tcp/003": PASS})
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1")
+    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_BEFORE_REGISTRATION, "check", "--plain", "--scenarios",
+                             str(tmp_path / "sc"), "--results", str(tmp_path / "results")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    full = tmp_path / "results/tcp/002.full"
+    pid = None
+    try:
+        deadline = time.monotonic() + 60
+        while not (full.exists() and "step 1 sleep" in full.read_text()):
+            assert time.monotonic() < deadline, "the slow cell never started"
+            time.sleep(0.1)
+        text = full.read_text()
+        pid = int(re.search(r"started bg \(pid (\d+)", text).group(1))
+        sockdir = re.search(r"socket directory (\S+),", text).group(1)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            # the cell holds the fork server's "alive" pipe, and the fork server (like the resource
+            # tracker) holds our stdout and stderr: no end of output while the cell lives
+            _kill_group_of(pid)
+            out, err = proc.communicate(timeout=30)
+            raise AssertionError(f"wirecheck check still running 30 s after SIGINT\n{out}\n{err}") from None
+        assert proc.returncode == 1, out + err
+        lines = out.splitlines()
+        assert "Interrupted!" in lines and "Ran: tcp/001" in lines and "tcp/003" not in out
+        assert not os.path.exists(sockdir)
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    finally:
+        if pid is not None:
+            _kill_group_of(pid)
+        if proc.returncode is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
 @pytest.mark.peer
 def test_shipped_quick_cells_on_the_emulated_network(tmp_path):
     tsharkutil.tshark_path()  # skips on a laptop without tshark, fails under CI
