@@ -88,11 +88,13 @@ class Capture:
         self._diag = DIAG_FIELDS + (("nbss.continuation_data", "nbss.type", "tcp.srcport", "tcp.dstport")
                                     if self.smb_ports else ())
         self._table: Table | None = None
+        self._seen: tuple[Table, frozenset[str]] | None = None  # protocols_seen() of that table
         self._tshark_frames: dict[str, set[int]] = {}
         self._valid_filters: set[str] = set()
         self._pending: list[Assertion] = []
         self._token = next(_TOKENS)
         self.passes = 0  # tshark field passes run so far (the one-pass promise is tested)
+        self.discarded_passes = 0  # passes read while the SMB port search ran, dropped as it found ports
         self.detect_smb = detect_smb
         self.detected_smb_ports: list[int] | None = None  # None: not searched yet
 
@@ -116,10 +118,20 @@ class Capture:
         for q in queries:
             fields |= q.fields()
         self._check_names(queries, fields)
-        self._detect_smb_ports(fields, queries)
-        filters = {q.filter for q in queries if q.filter and q.filter not in self._valid_filters}
+        if self._wants_smb_search(fields, queries):
+            table = self._read_while_searching(fields, queries)
+            if table is not None:
+                return table
+        return self._read(fields, queries)
+
+    def _missing(self, fields: Iterable[str]) -> list[str]:
         have = set(self._table.columns) if self._table else set()
-        missing = [f for f in dict.fromkeys([*BASE_FIELDS, *self._diag, *sorted(fields)]) if f not in have]
+        return [f for f in dict.fromkeys([*BASE_FIELDS, *self._diag, *sorted(fields)]) if f not in have]
+
+    def _read(self, fields: set[str], queries: list[Query]) -> Table:
+        """The pass `load` needs (if any) with the current options, and tshark's own frame sets."""
+        filters = {q.filter for q in queries if q.filter and q.filter not in self._valid_filters}
+        missing = self._missing(fields)
         if missing:
             if "frame.number" not in missing:
                 missing.insert(0, "frame.number")
@@ -148,30 +160,64 @@ class Capture:
         assert self._table is not None
         return self._table
 
-    def _detect_smb_ports(self, fields: Iterable[str], queries: Iterable[Query]) -> None:
-        """Before the first question about SMB: decode SMB on whatever TCP port it was found on."""
+    def _wants_smb_search(self, fields: Iterable[str], queries: Iterable[Query]) -> bool:
+        """Before the first question about SMB: look for SMB on TCP ports other than 139/445."""
         if not self.detect_smb or self.detected_smb_ports is not None:
-            return
+            return False
         texts = [*fields, *(q.filter or "" for q in queries)]
-        if not any("smb" in t or "nbss" in t for t in texts):
-            return
-        found = [p for p in ts.smb_tcp_ports(self.path, timeout=self.timeout) if p not in self.smb_ports]
+        return any("smb" in t or "nbss" in t for t in texts)
+
+    def _read_while_searching(self, fields: set[str], queries: list[Query]) -> Table | None:
+        """Search for SMB ports (tshark.smb_tcp_ports) and decode SMB on what it finds, as before the
+        first SMB question; meanwhile read the pass this load needs with the current options.
+
+        Why at the same time: the search is a tshark run of its own (~0.7 s on 20,000 frames, as
+        long as the pass), and on most captures it finds nothing (SMB on 445), in which case the
+        pass read meanwhile is exactly the one that would have been read after it. When it does
+        find ports, that pass was dissected without them: it is dropped (not counted in `passes`,
+        counted in `discarded_passes`) and None returned, for `load` to read again. When a glance at
+        the file says SMB runs on another port (tshark.smb_elsewhere_likely), the pass waits instead.
+        Errors keep their order: the search's own failure first, then the pass's (which a found port
+        makes moot, as it would have been read with other options)."""
+        search = ts.SmbPortSearch(self.path, timeout=self.timeout)
+        table: Table | None = None
+        failure: Exception | None = None
+        before = (set(self._valid_filters), self.passes)
+        try:
+            if self._missing(fields) and not ts.smb_elsewhere_likely(self.path):
+                try:
+                    table = self._read(fields, queries)
+                except Exception as e:  # surfaced after the search's outcome, as if read after it
+                    failure = e
+            found = [p for p in search.result() if p not in self.smb_ports]
+        finally:
+            search.close()
         self.detected_smb_ports = found
-        if not found:
-            return
-        self.options.decode_as = [*self.options.decode_as, *(f"tcp.port=={p},nbss" for p in found)]
-        self.smb_ports += found
-        self._diag = DIAG_FIELDS + ("nbss.continuation_data", "nbss.type", "tcp.srcport", "tcp.dstport")
-        self._table = None  # anything read before was dissected without those ports
-        self._tshark_frames = {}
+        if found:
+            self.options.decode_as = [*self.options.decode_as, *(f"tcp.port=={p},nbss" for p in found)]
+            self.smb_ports += found
+            self._diag = DIAG_FIELDS + ("nbss.continuation_data", "nbss.type", "tcp.srcport", "tcp.dstport")
+            self._table = None  # anything read before was dissected without those ports
+            self._tshark_frames = {}
+            if self.passes != before[1]:
+                self.discarded_passes += self.passes - before[1]
+                self._valid_filters, self.passes = before
+            return None
+        if failure is not None:
+            raise failure
+        return table
 
     def protocols_seen(self) -> set[str]:
         """Which of smb2 / quic / smb_direct at least one frame was dissected as."""
         t = self.load()
+        if self._seen is not None and self._seen[0] is t:
+            return set(self._seen[1])
         seen: set[str] = set()
-        for r in range(len(t)):
-            for stack in t.values("frame.protocols", r):
+        col = t.columns["frame.protocols"] if len(t) else ()
+        for cell in set(col) if isinstance(col, list) else (col[r] for r in range(len(t))):
+            for stack in cell:  # each distinct cell once: frames share their protocol chain
                 seen |= set(str(stack).split(":")) & set(ts.CHECKED_PROTOCOLS)
+        self._seen = (t, frozenset(seen))
         return seen
 
     def _vacuous(self, a: Assertion, result: Result) -> Result:

@@ -17,6 +17,8 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from typing import Any
 
 from .tshark import AGG, field_catalogue
 
@@ -66,17 +68,25 @@ def field_type(field: str) -> str:
 
 _ABSENT, _ONE, _OTHER = 0, 1, 2
 _INTERN_LIMIT = 200_000  # distinct cell texts interned per column; unique-per-frame values stop there
+_BATCH = 4096  # rows turned into columns at a time
+_MEMO_LIMIT = 4096  # distinct cell texts of a numeric column remembered with their value (flags, commands)
+_NO_FIT = object()  # a cell kept aside (several values, not a number, beyond 64 bits)
 
 
 class NumColumn:
     """A column of int (array 'q') or float (array 'd') cells: `col[row]` is a tuple like a list
     column's. Cells with several values, or ints beyond 64 bits, go to a side dict."""
 
-    __slots__ = ("vals", "state", "other", "conv")
+    __slots__ = ("vals", "state", "other", "conv", "fast", "memo")
 
-    def __init__(self, typecode: str, conv):
+    def __init__(self, typecode: str, conv, fast: Callable[[str], int | float] | None = None):
         self.other: dict[int, tuple] = {}
-        self.vals, self.state, self.conv = array(typecode), bytearray(), conv
+        self.vals: array[Any] = array(typecode)
+        self.state, self.conv = bytearray(), conv
+        # `fast(text)`: int or float, the same value as conv's for any text it accepts (ValueError
+        # otherwise; conv then decides): int() accepts only decimal, where parse_int agrees
+        self.fast = fast
+        self.memo: dict[str, Any] = {}  # cell text -> its value, or _NO_FIT (extend_texts)
 
     def append_text(self, cell: str) -> None:
         if not cell:
@@ -94,6 +104,59 @@ class NumColumn:
         self.vals.append(0)
         self.state.append(_OTHER)
         self.other[len(self.state) - 1] = tuple(self.conv(v) for v in cell.split(AGG))
+
+    def extend_texts(self, cells: Sequence[str]) -> None:
+        """`append_text` for each cell, in bulk (one loop, no call per cell for the common ones)."""
+        fast, conv = self.fast, self.conv
+        if fast is None:
+            for cell in cells:
+                self.append_text(cell)
+            return
+        n, typecode = len(cells), self.vals.typecode
+        if not any(cells):  # a field this stretch of the capture does not have
+            self.vals.extend(array(typecode, bytes(self.vals.itemsize * n)))
+            self.state += bytes(n)  # _ABSENT
+            return
+        if all(cells) and AGG not in "".join(cells):  # one plain value each: converted in C
+            try:
+                plain = array(typecode, map(fast, cells))
+            except (ValueError, OverflowError):
+                pass  # a hex value, one beyond 64 bits...: cell by cell below
+            else:
+                self.vals.extend(plain)
+                self.state += bytes([_ONE]) * n
+                return
+        ints = typecode == "q"
+        base, other, memo = len(self.state), self.other, self.memo
+        vals: list = []
+        add = vals.append
+        state = bytearray(len(cells))  # _ABSENT
+        for i, cell in enumerate(cells):
+            if not cell:
+                add(0)
+                continue
+            v = memo.get(cell)
+            if v is None:
+                v = _NO_FIT
+                if AGG not in cell:
+                    try:
+                        v = fast(cell)
+                    except ValueError:
+                        v = conv(cell)
+                    # what array.append takes (the rest raised TypeError or OverflowError there)
+                    if not ((type(v) is int and -(1 << 63) <= v < (1 << 63)) if ints else type(v) is float):
+                        v = _NO_FIT
+                if len(memo) < _MEMO_LIMIT:
+                    memo[cell] = v
+            if v is _NO_FIT:
+                add(0)
+                state[i] = _OTHER
+                other[base + i] = tuple(conv(x) for x in cell.split(AGG))
+            else:
+                add(v)
+                state[i] = _ONE
+        self.vals.extend(vals)
+        self.state += state
 
     def __getitem__(self, row: int) -> tuple:
         st = self.state[row]
@@ -125,13 +188,30 @@ class ObjColumn(list):
                 self.cache[cell] = t
         self.append(t)
 
+    def extend_texts(self, cells: Sequence[str]) -> None:
+        """`append_text` for each cell, in bulk."""
+        if not any(cells):
+            self.extend([self.cache[""]] * len(cells))
+            return
+        cache, conv = self.cache, self.conv
+        out: list[tuple] = []
+        add = out.append
+        for cell in cells:
+            t = cache.get(cell)
+            if t is None:
+                t = tuple(conv(v) for v in cell.split(AGG))
+                if len(cache) < _INTERN_LIMIT:
+                    cache[cell] = t
+            add(t)
+        self.extend(out)
+
 
 def new_column(field: str):
     ftype = field_type(field)
     if ftype in _INT_TYPES:
-        return NumColumn("q", converter(field))
+        return NumColumn("q", converter(field), fast=int)
     if ftype in _FLOAT_TYPES:
-        return NumColumn("d", converter(field))
+        return NumColumn("d", converter(field), fast=float)
     return ObjColumn(converter(field))
 
 
@@ -169,9 +249,15 @@ class Table:
     def from_rows(cls, fields: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
         cols = [new_column(f) for f in fields]
         appends = [c.append_text for c in cols]
-        for row in rows:
-            for app, cell in zip(appends, row, strict=False):
-                app(cell)
+        nf, it = len(fields), iter(rows)
+        while chunk := list(islice(it, _BATCH)):
+            if all(len(row) >= nf for row in chunk):  # column by column (a row too long: extra cells ignored)
+                for col, cells in zip(cols, zip(*chunk, strict=False), strict=False):
+                    col.extend_texts(cells)
+                continue
+            for row in chunk:  # a short row fills only its first columns, as cell-by-cell appends do
+                for app, cell in zip(appends, row, strict=False):
+                    app(cell)
         columns = dict(zip(fields, cols, strict=True))
         fn = columns["frame.number"]
         numbers = fn.vals if isinstance(fn, NumColumn) else array("q", (v[0] for v in fn))

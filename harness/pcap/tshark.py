@@ -7,15 +7,17 @@ through `run()` which turns stderr into a typed, readable exception.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 # Field and record separators for `-T fields`. Control characters, because Info columns, expert
 # messages and file names contain commas and tabs.
@@ -80,11 +82,56 @@ def clean_stderr(text: str) -> str:
 @functools.cache
 def version_string() -> str:
     try:
-        out = subprocess.run([find_tshark(), "--version"], capture_output=True, text=True, timeout=60).stdout
+        exe = find_tshark()
     except PcapError:
         return "?"
+    memo = _version_memo(exe)
+    if memo is not None:
+        try:
+            known = memo.read_text().strip()
+            if known:
+                return known
+        except OSError:
+            pass
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60).stdout
     m = re.search(r"TShark \(Wireshark\) (\S+)", out)
-    return m.group(1) if m else "?"
+    ver = m.group(1) if m else "?"
+    if memo is not None and ver != "?":
+        _write_atomically(memo, lambda tmp: tmp.write_text(ver + "\n"))
+    return ver
+
+
+def _version_memo(exe: str) -> Path | None:
+    """Where the version of this tshark binary is remembered: `tshark --version` costs ~0.2 s (it
+    initialises libwireshark) and its answer is compiled into the binary, so it is keyed by the
+    binary file itself (path, inode, size, mtime). None for a script: a wrapper may run any tshark."""
+    try:
+        real = os.path.realpath(exe)
+        st = os.stat(real)
+        with open(real, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                return None
+    except OSError:
+        return None
+    key = hashlib.sha256(f"{real}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
+    return _cache_dir() / f"tshark-version-{key[:24]}.txt"
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> bool:
+    """Write a cache file through a temporary sibling and a rename (concurrent writers each finish
+    theirs; a reader never sees half a file). False when the cache cannot be written."""
+    # one temporary file per writer, thread included: two threads sharing one would write into the
+    # file the other has already renamed into place
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        write(tmp)
+        tmp.replace(path)
+        return True
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False  # a read-only home only costs a re-run next time
 
 
 @dataclass(frozen=True)
@@ -99,42 +146,127 @@ def _cache_dir() -> Path:
     return Path(base) / "wirecheck"
 
 
+# column pseudo-fields work with -e but are not listed by -G fields (tshark 4.0)
+_COLUMN_FIELDS = frozenset({"_ws.col.Info", "_ws.col.Protocol", "_ws.col.Source", "_ws.col.Destination",
+                            "_ws.col.No.", "_ws.col.Time", "_ws.col.Length"})
+
+
+class FieldCatalogue(Mapping[str, FieldInfo]):
+    """Every field and protocol name of one tshark build (`tshark -G fields`), read-only, by name.
+
+    Why not a dict: 236k names cost ~0.5 s to load into one in every process (more than a small
+    capture's tshark pass), and a run asks about a few dozen. So the names live in an SQLite index
+    on disk, each looked up when first asked (then remembered). Without the index (no sqlite3, a
+    cache that cannot be written, an unknown version) the catalogue is a dict as before."""
+
+    def __init__(self, db: Any = None, entries: dict[str, FieldInfo] | None = None):
+        self._conn, self._entries = db, entries
+        self._memo: dict[str, FieldInfo | None] = {}
+        self._lock = threading.Lock()
+
+    def _find(self, name: str) -> FieldInfo | None:
+        if name in _COLUMN_FIELDS:
+            return FieldInfo(name, "FT_STRING")
+        if self._entries is not None:
+            return self._entries.get(name)
+        try:
+            return self._memo[name]
+        except KeyError:
+            pass
+        with self._lock:
+            row = self._conn.execute("SELECT ftype, base FROM fields WHERE name = ?", (name,)).fetchone()
+        info = FieldInfo(name, row[0], row[1]) if row else None
+        self._memo[name] = info
+        return info
+
+    def __getitem__(self, name: str) -> FieldInfo:
+        info = self._find(name) if isinstance(name, str) else None
+        if info is None:
+            raise KeyError(name)
+        return info
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self._find(name) is not None
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        info = self._find(name) if isinstance(name, str) else None
+        return default if info is None else info
+
+    def _all(self) -> dict[str, FieldInfo]:
+        if self._entries is None:
+            with self._lock:
+                rows = self._conn.execute("SELECT name, ftype, base FROM fields").fetchall()
+            self._entries = {n: FieldInfo(n, f, b) for n, f, b in rows}
+        return {**self._entries, **{c: FieldInfo(c, "FT_STRING") for c in _COLUMN_FIELDS}}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+
+def _g_fields() -> dict[str, FieldInfo]:
+    """`tshark -G fields`: name -> FieldInfo, the first entry of a name kept (names repeat)."""
+    res = subprocess.run([find_tshark(), "-G", "fields"], capture_output=True, text=True, timeout=120)
+    out: dict[str, FieldInfo] = {}
+    for ln in res.stdout.splitlines():
+        parts = ln.split("\t")
+        if parts[0] == "F" and len(parts) > 3:
+            out.setdefault(parts[2], FieldInfo(parts[2], parts[3], parts[5] if len(parts) > 5 else ""))
+        elif parts[0] == "P" and len(parts) > 2:
+            out.setdefault(parts[2], FieldInfo(parts[2], "PROTOCOL"))
+    return out
+
+
+def _open_index(path: Path) -> Any:
+    """A read-only connection to a catalogue index, or None when it is missing or unreadable."""
+    if not path.exists():
+        return None
+    try:
+        import sqlite3
+
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+        conn.execute("SELECT ftype, base FROM fields LIMIT 1").fetchall()
+        return conn
+    except Exception:  # no sqlite3, a damaged or foreign file: built again
+        return None
+
+
+def _write_index(tmp: Path, entries: dict[str, FieldInfo]) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(tmp)
+    try:
+        conn.execute("CREATE TABLE fields (name TEXT PRIMARY KEY, ftype TEXT NOT NULL, base TEXT NOT NULL) "
+                     "WITHOUT ROWID")
+        conn.executemany("INSERT INTO fields VALUES (?, ?, ?)", ((i.abbrev, i.ftype, i.base) for i in entries.values()))
+        conn.commit()
+    except sqlite3.Error as e:
+        raise OSError(f"cannot write {tmp}: {e}") from e
+    finally:
+        conn.close()
+
+
 @functools.cache
-def field_catalogue() -> dict[str, FieldInfo]:
-    """All field and protocol names of this tshark (`tshark -G fields`), cached on disk per version
+def field_catalogue() -> Mapping[str, FieldInfo]:
+    """All field and protocol names of this tshark (`tshark -G fields`), indexed on disk per version
     because it is 236k lines and the same for every run of one tshark build."""
     ver = version_string()
-    cache = _cache_dir() / f"tshark-{ver}-fields-v3.tsv"
-    text = None
-    if ver != "?" and cache.exists():
-        text = cache.read_text()
-    if text is None:
-        res = subprocess.run([find_tshark(), "-G", "fields"], capture_output=True, text=True, timeout=120)
-        lines = []
-        for ln in res.stdout.splitlines():
-            parts = ln.split("\t")
-            if parts[0] == "F" and len(parts) > 3:
-                lines.append(f"{parts[2]}\t{parts[3]}\t{parts[5] if len(parts) > 5 else ''}")
-            elif parts[0] == "P" and len(parts) > 2:
-                lines.append(f"{parts[2]}\tPROTOCOL")
-        text = "\n".join(lines)
-        if ver != "?":
-            try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(text)
-                tmp.replace(cache)
-            except OSError:
-                pass  # a read-only home only costs a re-run of -G fields next time
-    out: dict[str, FieldInfo] = {}
-    for ln in text.splitlines():
-        name, ftype, base = (ln.split("\t") + ["", ""])[:3]
-        out.setdefault(name, FieldInfo(name, ftype, base))
-    # column pseudo-fields work with -e but are not listed by -G fields (tshark 4.0)
-    for col in ("_ws.col.Info", "_ws.col.Protocol", "_ws.col.Source", "_ws.col.Destination",
-                "_ws.col.No.", "_ws.col.Time", "_ws.col.Length"):
-        out[col] = FieldInfo(col, "FT_STRING")
-    return out
+    index = _cache_dir() / f"tshark-{ver}-fields-v4.sqlite"
+    if ver != "?" and (conn := _open_index(index)) is not None:
+        return FieldCatalogue(db=conn)
+    entries = _g_fields()
+    if ver != "?":
+        try:
+            import sqlite3  # noqa: F401  (an interpreter without it keeps the dict)
+        except ImportError:
+            return FieldCatalogue(entries=entries)
+        if _write_atomically(index, lambda tmp: _write_index(tmp, entries)):
+            conn = _open_index(index)
+            if conn is not None:
+                return FieldCatalogue(db=conn)
+    return FieldCatalogue(entries=entries)
 
 
 def unknown_fields(names: Iterable[str]) -> list[str]:
@@ -236,52 +368,129 @@ def run(args: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, path: str | os
     return res.stdout
 
 
-def fields_pass(path: str | os.PathLike, fields: Sequence[str], options: Options, *,
-                display_filter: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Iterator[list[str]]:
-    """One `-T fields` pass: rows, one string per requested field (multi-values joined by AGG).
-
-    A generator that reads tshark's stdout line by line: a million-frame capture is ~100 MB of
-    text, and holding it (plus one list per row) would cost more memory than the table itself.
-    Errors (bad field, damaged file) are raised once tshark has finished, like `run()` does."""
+def _fields_args(path: str | os.PathLike, fields: Sequence[str], options: Options,
+                 display_filter: str | None) -> list[str]:
     args = ["-r", str(path), "-n", *options.args(mentions_quic(display_filter, *fields)), "-T", "fields",
             "-E", f"separator={SEP}", "-E", f"aggregator={AGG}", "-E", "occurrence=a", "-E", "quote=n"]
     if display_filter:
         args += ["-Y", display_filter]
     for f in fields:
         args += ["-e", f]
-    n = len(fields)
-    exe = find_tshark()
-    with tempfile.TemporaryFile("w+", errors="replace") as err:
-        proc = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=err, text=True, errors="replace",
-                                bufsize=1 << 20)
-        fired: list[bool] = []
-        def on_timeout() -> None:
-            fired.append(True)
-            proc.kill()
-        timer = threading.Timer(timeout, on_timeout)
-        timer.start()
-        try:
-            assert proc.stdout is not None
-            for ln in proc.stdout:
-                ln = ln.rstrip("\n")
-                if not ln:
-                    continue
-                parts = ln.split(SEP)
-                if len(parts) != n:  # a value holding a newline: rejoin conservatively
-                    parts = (parts + [""] * n)[:n]
-                yield parts
-            rc = proc.wait()
-        finally:
-            timer.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        if fired:
-            raise TsharkFailed(f"tshark did not finish within {timeout:.0f} s on {path}")
-        err.seek(0)
-        problem = explain(err.read(), path)
+    return args
+
+
+def _split_rows(lines: list[str], n: int) -> list[list[str]]:
+    """`-T fields` lines (no newline) -> rows of n strings; empty lines skipped."""
+    rows = [ln.split(SEP) for ln in lines if ln]
+    for i, parts in enumerate(rows):
+        if len(parts) != n:  # a value holding a newline: rejoin conservatively
+            rows[i] = (parts + [""] * n)[:n]
+    return rows
+
+
+def _start(args: Sequence[str], stdout: Any, stderr: Any, timeout: float) -> tuple[subprocess.Popen, list[bool],
+                                                                                  threading.Timer]:
+    proc = subprocess.Popen([find_tshark(), *args], stdout=stdout, stderr=stderr, text=True, errors="replace",
+                            bufsize=1 << 20)
+    fired: list[bool] = []
+
+    def on_timeout() -> None:
+        fired.append(True)
+        proc.kill()
+    timer = threading.Timer(timeout, on_timeout)
+    timer.start()
+    return proc, fired, timer
+
+
+def _stop(proc: subprocess.Popen, timer: threading.Timer) -> None:
+    timer.cancel()
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def _outcome(rc: int, fired: list[bool], err: IO[str], path: str | os.PathLike, timeout: float) -> None:
+    """Raise what a finished pass's status and stderr mean (nothing when it succeeded)."""
+    if fired:
+        raise TsharkFailed(f"tshark did not finish within {timeout:.0f} s on {path}")
+    err.seek(0)
+    problem = explain(err.read(), path)
     if rc != 0 or isinstance(problem, BadCapture | UnknownField):
         raise problem or TsharkFailed(f"tshark exited with status {rc} and no message")
+
+
+#: characters of tshark output parsed at a time (rows are split and handed out a chunk at a time)
+_CHUNK = 1 << 18
+
+
+def _rows_of(out: IO[str], n: int) -> Iterator[list[str]]:
+    """The rows of `-T fields` text read from `out` a chunk at a time (text mode: newlines are
+    translated as iterating its lines would)."""
+    carry = ""
+    while True:
+        text = out.read(_CHUNK)
+        if not text:
+            break
+        lines = (carry + text).split("\n")
+        carry = lines.pop()
+        yield from _split_rows(lines, n)
+    yield from _split_rows([carry], n)
+
+
+def fields_pass(path: str | os.PathLike, fields: Sequence[str], options: Options, *,
+                display_filter: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Iterator[list[str]]:
+    """One `-T fields` pass: rows, one string per requested field (multi-values joined by AGG).
+
+    A generator that reads tshark's stdout a chunk at a time (split into lines and fields in bulk,
+    not a line per call): a million-frame capture is ~100 MB of text, and holding it (plus one list
+    per row) would cost more memory than the table itself.
+    Errors (bad field, damaged file) are raised once tshark has finished, like `run()` does."""
+    args = _fields_args(path, fields, options, display_filter)
+    n = len(fields)
+    with tempfile.TemporaryFile("w+", errors="replace") as err:
+        proc, fired, timer = _start(args, subprocess.PIPE, err, timeout)
+        try:
+            assert proc.stdout is not None
+            yield from _rows_of(proc.stdout, n)
+            rc = proc.wait()
+        finally:
+            _stop(proc, timer)
+        _outcome(rc, fired, err, path, timeout)
+
+
+class BackgroundPass:
+    """A `-T fields` pass running while the caller does something else (its output goes to a
+    temporary file, so tshark never waits for a reader); `rows()` waits for it and returns what
+    `fields_pass` would have yielded, or raises what it would have raised."""
+
+    def __init__(self, path: str | os.PathLike, fields: Sequence[str], options: Options, *,
+                 display_filter: str | None = None, timeout: float = DEFAULT_TIMEOUT):
+        self.path, self.n, self.timeout = path, len(fields), timeout
+        args = _fields_args(path, fields, options, display_filter)
+        self._out = tempfile.TemporaryFile("w+", errors="replace")
+        self._err = tempfile.TemporaryFile("w+", errors="replace")
+        try:
+            self._proc, self._fired, self._timer = _start(args, self._out, self._err, timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def rows(self) -> Iterator[list[str]]:
+        """Wait for tshark, raise its failure, then the rows (read from the file a chunk at a time)."""
+        try:
+            rc = self._proc.wait()
+        finally:
+            _stop(self._proc, self._timer)
+        _outcome(rc, self._fired, self._err, self.path, self.timeout)
+        self._out.seek(0)
+        return _rows_of(self._out, self.n)
+
+    def close(self) -> None:
+        """Stop tshark if it still runs and drop its output."""
+        if hasattr(self, "_proc"):
+            _stop(self._proc, self._timer)
+        self._out.close()
+        self._err.close()
 
 
 @functools.lru_cache(maxsize=512)
@@ -337,6 +546,17 @@ _SYN_FILTER = "tcp.flags.syn == 1 && tcp.flags.ack == 0"
 _DETECT_DISABLED = ("nbss", "smb", "smb2", "tls", "quic", "http", "infiniband", "dcerpc")
 
 
+_DETECT_FIELDS = ("tcp.stream", "tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack")
+_DETECT_FILTER = f"({_SYN_FILTER}) || ({SMB_MAGIC_FILTER})"
+
+
+def _detect_options() -> Options:
+    args = []
+    for proto in _DETECT_DISABLED:
+        args += ["--disable-protocol", proto]
+    return Options(prefs={"tcp.desegment_tcp_streams": "FALSE"}, extra=args)
+
+
 def smb_tcp_ports(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) -> list[int]:
     """The server ports of TCP connections that carry SMB, found by the SMB magic after the 4-byte
     transport header, whatever the port; 139 and 445 excluded (tshark reads those already).
@@ -345,12 +565,26 @@ def smb_tcp_ports(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) 
     as bare TCP data, so every SMB question would be answered "none" on such a capture. The server
     port is the one the connection's SYN went to; without a captured SYN, the port the first SMB
     message went to (a client speaks first in SMB: NEGOTIATE)."""
-    args = []
-    for proto in _DETECT_DISABLED:
-        args += ["--disable-protocol", proto]
-    rows = fields_pass(path, ["tcp.stream", "tcp.srcport", "tcp.dstport", "tcp.flags.syn", "tcp.flags.ack"],
-                       Options(prefs={"tcp.desegment_tcp_streams": "FALSE"}, extra=args),
-                       display_filter=f"({_SYN_FILTER}) || ({SMB_MAGIC_FILTER})", timeout=timeout)
+    return _smb_ports_of(fields_pass(path, list(_DETECT_FIELDS), _detect_options(), display_filter=_DETECT_FILTER,
+                                     timeout=timeout))
+
+
+class SmbPortSearch:
+    """`smb_tcp_ports` in a tshark of its own, started now: `result()` waits for it (and raises
+    what smb_tcp_ports would); `close()` stops it. Lets a caller read another pass meanwhile."""
+
+    def __init__(self, path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT):
+        self._pass = BackgroundPass(path, list(_DETECT_FIELDS), _detect_options(), display_filter=_DETECT_FILTER,
+                                    timeout=timeout)
+
+    def result(self) -> list[int]:
+        return _smb_ports_of(self._pass.rows())
+
+    def close(self) -> None:
+        self._pass.close()
+
+
+def _smb_ports_of(rows: Iterable[list[str]]) -> list[int]:
     syn_port: dict[str, int] = {}
     first_smb: dict[str, int] = {}
     for stream, _sport, dport, syn, ack in rows:
@@ -360,6 +594,41 @@ def smb_tcp_ports(path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT) 
             first_smb.setdefault(stream, int(dport))
     ports = {syn_port.get(stream, port) for stream, port in first_smb.items()}
     return sorted(ports - SMB_DEFAULT_PORTS)
+
+
+_SMB_MAGICS = (b"\xfeSMB", b"\xfdSMB", b"\xfcSMB", b"\xffSMB")
+
+
+def smb_elsewhere_likely(path: str | os.PathLike, limit: int = 1 << 20, hits: int = 64) -> bool:
+    """A guess from the first `limit` bytes of the file: does SMB run on a TCP port other than 139
+    and 445 (so that `smb_tcp_ports` will probably find one)? True when an SMB magic sits 4 bytes into
+    a TCP payload whose header (found backwards by its data offset) names neither port.
+
+    Only a guess, and used only as one: it decides whether a pass is worth reading while the port
+    search runs (a wrong guess costs that pass or the overlap), never what a check answers."""
+    try:
+        with open(path, "rb") as f:
+            buf = f.read(limit)
+    except OSError:
+        return False  # tshark will say what is wrong with the file
+    seen = 0
+    for magic in _SMB_MAGICS:
+        i = buf.find(magic, 28)
+        while i != -1 and seen < hits:
+            p = i - 4  # the start of the TCP payload: a 4-byte Direct TCP / NBSS header, first byte 0
+            if buf[p] == 0:
+                for hl in range(20, 64, 4):
+                    h = p - hl
+                    if h < 0:
+                        break
+                    if buf[h + 12] >> 4 == hl // 4:
+                        seen += 1
+                        ports = {int.from_bytes(buf[h:h + 2], "big"), int.from_bytes(buf[h + 2:h + 4], "big")}
+                        if ports.isdisjoint(SMB_DEFAULT_PORTS):
+                            return True
+                        break
+            i = buf.find(magic, i + 1)
+    return False
 
 
 #: The protocols a check can be about, as tshark names them in frame.protocols.
