@@ -35,6 +35,21 @@ exactly them, through overriding, never by editing aioquic:
    STREAM and CRYPTO frame lengths as two-byte varints; ``_write_stream_frame`` and
    ``_write_crypto_frame`` write the four-byte form when a datagram may be larger.
 
+8. PATH_CHALLENGE retransmission (RFC 9000 8.2.1, 8.2.2, 8.2.4, 13.3). A PATH_RESPONSE goes out once and
+   is never retransmitted: the validating end is to send more PATH_CHALLENGE frames. aioquic sends one
+   when the active path changes (a peer's NAT rebinding or migration, a server move seen by our
+   client) and another only when that challenge's *packet* is declared lost; a lost PATH_RESPONSE
+   (the challenge acknowledged) leaves the path unvalidated until aioquic abandons it at its deadline,
+   three times max(PTO, PTO of a new path). quic.ko's path timer sends a new challenge each time it
+   fires and gives up after three. Here the deadline window is cut in three (``PATH_CHALLENGES``):
+   at one and at two thirds, if the active path is still not validated, aioquic is made to write a new
+   challenge with new data (``local_challenge_sent`` down, ``datagrams_to_send``/``get_timer``/
+   ``handle_timer`` below); the deadline and what happens then stay aioquic's. Every challenge sent
+   stays acceptable: aioquic keeps the last few in ``local_challenges`` and validates on a response to
+   any of them (8.2.3), and a new one is never sent if that would push an earlier one out. A response
+   that matches none is ignored (19.18 allows, not requires, PROTOCOL_VIOLATION; quic.ko ignores it),
+   so a late answer never closes the connection.
+
 External PSK binders need ``tlsext.external_psk`` around every call that runs TLS code.
 
 With rawtls.py this module is the aioquic boundary (the package wrappers/quic/aio): only these two
@@ -289,6 +304,69 @@ class KoQuicConnection(QuicConnection):
             self._network_paths.insert(0, new_path)
         elif new_path in self._network_paths:
             self._network_paths.remove(new_path)  # not ours, or older than what we have: no move
+
+    # -- PATH_CHALLENGE retransmission (8. above) ------------------------------------------------------
+    #: quic.ko's path timer sends a PATH_CHALLENGE three times, then gives the path up
+    PATH_CHALLENGES = 3
+    _pc_path: Any = None  # the active path whose validation is being retransmitted for
+    _pc_deadline: float | None = None  # ... and aioquic's abandon deadline for it (a new one: a new validation)
+    _pc_period = 0.0
+    _pc_next: float | None = None  # when the next PATH_CHALLENGE is due (None: no more)
+    _pc_left = 0
+
+    def _path_in_validation(self) -> Any:
+        """The active path while it waits for a PATH_RESPONSE (a challenge went out and aioquic's
+        abandon deadline is set), else None."""
+        if self._state.name in ("CLOSING", "DRAINING", "TERMINATED") or not self._network_paths:
+            return None
+        path = self._network_paths[0]
+        if path.is_validated or path.validation_deadline is None:
+            return None
+        return path
+
+    def _challenge_due(self) -> float | None:
+        """When the next PATH_CHALLENGE goes out, None when none is due (validated, abandoned, closed)."""
+        if self._pc_next is None:
+            return None
+        path = self._path_in_validation()
+        if path is None or path is not self._pc_path or path.validation_deadline != self._pc_deadline:
+            return None
+        return self._pc_next
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        out = super().datagrams_to_send(now)
+        path = self._path_in_validation()
+        if path is None:
+            self._pc_path = self._pc_next = None
+        elif path is not self._pc_path or path.validation_deadline != self._pc_deadline:
+            # aioquic has just written the first challenge and set its deadline: now + 3 x max(PTO,
+            # PTO of a new path). Challenge again at one and two thirds of that, before it expires.
+            assert path.validation_deadline is not None
+            self._pc_path, self._pc_deadline = path, path.validation_deadline
+            self._pc_period = (path.validation_deadline - now) / self.PATH_CHALLENGES
+            self._pc_next = now + self._pc_period
+            self._pc_left = self.PATH_CHALLENGES - 1
+        return out
+
+    def get_timer(self) -> float | None:
+        t = super().get_timer()
+        due = self._challenge_due()
+        if due is not None and (t is None or due < t):
+            return due
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        super().handle_timer(now)  # may abandon the validation at its deadline: then nothing is due
+        due = self._challenge_due()
+        if due is None or now < due:
+            return
+        path = self._pc_path
+        # aioquic writes a PATH_CHALLENGE with new data into the next packet on the path once this
+        # flag is down; never so many that aioquic's list of sent challenges would drop one
+        if path.local_challenges.maxlen is None or len(path.local_challenges) < path.local_challenges.maxlen:
+            path.local_challenge_sent = False
+        self._pc_left -= 1
+        self._pc_next = due + self._pc_period if self._pc_left > 0 else None
 
     # -- stream limits -------------------------------------------------------------------------
     def set_local_stream_limits(self, bidi: int, uni: int) -> None:
