@@ -90,7 +90,16 @@ class QuicDataMixin(QuicSocketParts):
         if deadline is not None and deadline - time.monotonic() <= 0 or self._timeout == 0.0:
             raise err(errno.EAGAIN)
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        r, _, _ = select.select([self], [], [], remaining)
+        # Another thread may close the socket between the queue check and this wait (a server
+        # thread reading while the test or the program tears the connection down): that is the
+        # EBADF a kernel socket gives a read on a closed fd, not select()'s ValueError for fd -1.
+        fd = self.fileno()
+        if fd < 0:
+            raise err(errno.EBADF, "the socket was closed")
+        try:
+            r, _, _ = select.select([fd], [], [], remaining)
+        except (ValueError, OSError) as e:
+            raise err(errno.EBADF, f"the socket was closed while waiting ({e})") from None
         if not r and deadline is not None and time.monotonic() >= deadline:
             raise err(errno.EAGAIN, "timed out")
 
