@@ -229,34 +229,68 @@ steps:
 """
 
 
-def test_ctrl_c_stops_children_removes_socket_dirs_and_prints_partial_summary(tmp_path):
+def _kill_group_of(pid: int) -> None:
+    """SIGKILL the process group of `pid` (a cell's: the cell and its children), unless it is ours."""
+    try:
+        group = os.getpgid(pid)
+        if group != os.getpgrp():
+            os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _interrupt_during_slow_cell(tmp_path: Path, launcher: list[str], grace: float) -> tuple[str, int, str]:
+    """Run `wirecheck check` (started by ``launcher``) on tcp/001 (passes), tcp/002 (a 600 s cell) and
+    tcp/003, send SIGINT once tcp/002 runs its sleep, and return (stdout, the cell's pid, its socket
+    directory) after asserting the run ended with status 1 within ``grace`` seconds. A run still going
+    then is aborted with every thread's stack (faulthandler) in the failure; the cell is always killed."""
     sc(tmp_path, **{"tcp/001": PASS, "tcp/002": SLOW, "tcp/003": PASS})
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1")
-    proc = subprocess.Popen([*WIRECHECK, "check", "--plain", "--scenarios",
-                             str(tmp_path / "sc"), "--results", str(tmp_path / "results")],
+    proc = subprocess.Popen([*launcher, "check", "--plain", "--scenarios", str(tmp_path / "sc"),
+                             "--results", str(tmp_path / "results")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
     full = tmp_path / "results/tcp/002.full"
-    deadline = time.monotonic() + 60
-    while not (full.exists() and "step 1 sleep" in full.read_text()):
-        assert time.monotonic() < deadline, "the slow cell never started"
-        time.sleep(0.1)
-    text = full.read_text()
-    pid = int(re.search(r"started bg \(pid (\d+)", text).group(1))
-    sockdir = re.search(r"socket directory (\S+),", text).group(1)
-    proc.send_signal(signal.SIGINT)
+    pid = None
     try:
-        out, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
-        out, err = proc.communicate(timeout=30)
-        raise AssertionError(f"wirecheck check still running 60 s after SIGINT\n{out}\n{err}") from None
-    assert proc.returncode == 1, out + err
+        deadline = time.monotonic() + 60
+        while not (full.exists() and "step 1 sleep" in full.read_text()):
+            assert time.monotonic() < deadline, "the slow cell never started"
+            time.sleep(0.1)
+        text = full.read_text()
+        pid = int(re.search(r"started bg \(pid (\d+)", text).group(1))
+        sockdir = re.search(r"socket directory (\S+),", text).group(1)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, err = proc.communicate(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            # the cell holds the fork server's "alive" pipe, and the fork server (like the resource
+            # tracker) holds our stdout and stderr: no end of output while the cell lives
+            _kill_group_of(pid)
+            out, err = proc.communicate(timeout=30)
+            raise AssertionError(f"wirecheck check still running {grace:.0f} s after SIGINT\n{out}\n{err}") from None
+        assert proc.returncode == 1, out + err
+        return out, pid, sockdir
+    finally:
+        if pid is not None:
+            _kill_group_of(pid)
+        if proc.returncode is None:
+            proc.kill()
+            proc.communicate(timeout=30)
+
+
+def _assert_cell_gone(pid: int, sockdir: str) -> None:
+    assert not os.path.exists(sockdir)
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_ctrl_c_stops_children_removes_socket_dirs_and_prints_partial_summary(tmp_path):
+    out, pid, sockdir = _interrupt_during_slow_cell(tmp_path, WIRECHECK, grace=60)
     lines = out.splitlines()
     assert "Interrupted!" in lines
     assert "Ran: tcp/001" in lines and "Passed all 1 tests" in lines
     assert "tcp/003" not in out
-    assert not os.path.exists(sockdir)
-    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    _assert_cell_gone(pid, sockdir)
     assert "Interrupted!" in (tmp_path / "results/check.log").read_text()
 
 
@@ -283,56 +317,15 @@ main()
 """
 
 
-def _kill_group_of(pid: int) -> None:
-    """SIGKILL the process group of `pid` (a cell's: the cell and its children), unless it is ours."""
-    try:
-        group = os.getpgid(pid)
-        if group != os.getpgrp():
-            os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 def test_ctrl_c_between_a_cells_start_and_its_registration_still_stops_it(tmp_path):
     """stop_all() kills the cells it knows; a cell forked before it but registered after it must die
     too, or it runs on (here a 600 s sleep), its socket directory stays, and `wirecheck check`,
     having printed its partial summary, never exits: it waits for the cell's worker thread."""
-    sc(tmp_path, **{"tcp/001": PASS, "tcp/002": SLOW, "tcp/003": PASS})
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONFAULTHANDLER="1")
-    proc = subprocess.Popen([sys.executable, "-c", CTRL_C_BEFORE_REGISTRATION, "check", "--plain", "--scenarios",
-                             str(tmp_path / "sc"), "--results", str(tmp_path / "results")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
-    full = tmp_path / "results/tcp/002.full"
-    pid = None
-    try:
-        deadline = time.monotonic() + 60
-        while not (full.exists() and "step 1 sleep" in full.read_text()):
-            assert time.monotonic() < deadline, "the slow cell never started"
-            time.sleep(0.1)
-        text = full.read_text()
-        pid = int(re.search(r"started bg \(pid (\d+)", text).group(1))
-        sockdir = re.search(r"socket directory (\S+),", text).group(1)
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
-            # the cell holds the fork server's "alive" pipe, and the fork server (like the resource
-            # tracker) holds our stdout and stderr: no end of output while the cell lives
-            _kill_group_of(pid)
-            out, err = proc.communicate(timeout=30)
-            raise AssertionError(f"wirecheck check still running 30 s after SIGINT\n{out}\n{err}") from None
-        assert proc.returncode == 1, out + err
-        lines = out.splitlines()
-        assert "Interrupted!" in lines and "Ran: tcp/001" in lines and "tcp/003" not in out
-        assert not os.path.exists(sockdir)
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
-    finally:
-        if pid is not None:
-            _kill_group_of(pid)
-        if proc.returncode is None:
-            proc.kill()
-            proc.communicate(timeout=30)
+    out, pid, sockdir = _interrupt_during_slow_cell(tmp_path, [sys.executable, "-c", CTRL_C_BEFORE_REGISTRATION],
+                                                    grace=30)
+    lines = out.splitlines()
+    assert "Interrupted!" in lines and "Ran: tcp/001" in lines and "tcp/003" not in out
+    _assert_cell_gone(pid, sockdir)
 
 
 @pytest.mark.peer
