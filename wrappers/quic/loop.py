@@ -19,7 +19,8 @@ Paths. A link sends on ``Link.path``; a link whose peer moved also knows the pee
 migrates itself (a client, or a quic.ko server on the seqpacket carrier) sends on its new path at
 once, forgets the peer paths it knew (everything goes on the new path) and keeps reading the old
 ones until the first datagram arrives on the new one (then the migration is complete and the old
-paths are closed). New paths towards us come from three places: a listener's arrivals (a known
+paths are closed; a server's paths at its first address stay, as its listener still holds that
+address: ``Link.home_paths``). New paths towards us come from three places: a listener's arrivals (a known
 destination connection ID: the client migrated or its NAT rebound), a client's rendezvous listener
 (a server that moved, carriers.open_rendezvous) and a moved server's own listener on its new name.
 A NAT rebinding is the carrier's business (carriers.py): the path object stays, its socket changes.
@@ -62,6 +63,11 @@ class Link:
         self.endpoint: Any = None
         self.paths: dict[Any, Any] = {}  # peer address -> path, for a server whose client moved
         self.old_paths: list[Any] = []  # a migrating client's previous paths, closed when it is done
+        # A moved server's paths at its first address, which its listener still holds: open (and
+        # read) until the connection ends. quic.ko finds a connection by its CID on the listener's
+        # port, so a client whose validation of the new server address fails and that falls back
+        # to the last validated one (RFC 9000 9.3.2) still reaches the server there.
+        self.home_paths: list[Any] = []
         self.app_end: Any = None  # server side: the app end of the pair, until accept() takes it
         self.odcid: bytes | None = None
         self.open_path: Callable[[tuple], Any] | None = None  # client: a path to a new server address
@@ -239,7 +245,8 @@ class Engine:
         except OSError:
             pass
         self.links.pop(link.id, None)
-        paths = list({id(p): p for p in [link.path, *link.paths.values(), *link.old_paths] if p is not None}.values())
+        paths = list({id(p): p for p in [link.path, *link.paths.values(), *link.old_paths, *link.home_paths]
+                      if p is not None}.values())
         # Datagrams an impairment delays are on the wire already: the last one (the close, often)
         # still reaches the peer, so the sockets that carry them close only after it has left.
         in_flight = max([getattr(getattr(p, "wire", None), "in_flight_until", 0.0) for p in paths] + [0.0])

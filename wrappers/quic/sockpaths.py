@@ -132,7 +132,8 @@ class QuicPathsMixin(QuicSocketParts):
     def _migrate_server(self, link: Link, c: Any, new_local: tuple) -> None:
         """A quic.ko server moves to ``new_local`` after the handshake: a new path from that name to
         the client's rendezvous listener (carriers.open_rendezvous), a fresh destination CID, and the
-        old paths kept until the first packet arrives on the new one (the client validates the new
+        old paths kept until the first packet arrives on the new one (those at the listener's
+        address for good: a client that gives the new address up comes back there) (the client validates the new
         server address with PATH_CHALLENGE, aio/connection.py). Only the seqpacket carrier can open a path
         from the server's side; on the others this is EOPNOTSUPP."""
         if self._carrier != "seqpacket":
@@ -169,7 +170,11 @@ class QuicPathsMixin(QuicSocketParts):
                 raise
             path = CR.SeqpacketPath(s, CR.Wire(self._cfg, local, c.addr, eng.schedule), addressing=addressing)
             path.rendezvous = lst
-            link.old_paths += [link.path, *link.paths.values()]
+            # the paths at the address the listener holds stay (Link.home_paths); those at an address
+            # of an earlier move go when this one completes, as quic.ko releases that UDP socket
+            home = link.home_paths[0].wire.local if link.home_paths else link.path.wire.local
+            for p in (link.path, *link.paths.values()):
+                (link.home_paths if p.wire.local == home else link.old_paths).append(p)
             link.paths = {}
             link.path = path
             self._watch_path(link, path, None)
