@@ -7,9 +7,7 @@ client abandons the new path and sends to the last validated address again, the 
 one (RFC 9000 9.3.2). The listener still holds that address and quic.ko finds the connection by its
 CID there, so the client's packets arrive. The emulation used to close the server's paths at its
 first address once the move completed: the client's packets went nowhere, an idle server never
-sent again, and both ends died at the idle timeout. That is how lxin's func_test (C client, Python
-server) lost its connection under load: a starved process answers the challenge too late, right
-after the server-migration test, and the next test waited 30 s for ENOTCONN.
+sent again, and both ends died at the idle timeout.
 
 Here every datagram to or from the server's new port is first 1 s late (``out: delay``), then lost for
 6 s: the response to the client's challenge cannot arrive within the window, and nothing from the
