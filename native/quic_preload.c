@@ -33,6 +33,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -62,7 +63,7 @@ enum {
 	F_SOCKET, F_BIND, F_CONNECT, F_LISTEN, F_ACCEPT, F_ACCEPT4, F_GETSOCKNAME, F_GETPEERNAME,
 	F_SETSOCKOPT, F_GETSOCKOPT, F_SENDMSG, F_SEND, F_SENDTO, F_WRITE, F_WRITEV, F_RECVMSG, F_RECV,
 	F_RECVFROM, F_READ, F_READV, F_READ_CHK, F_RECV_CHK, F_RECVFROM_CHK, F_SHUTDOWN, F_CLOSE, F_DUP,
-	F_DUP2, F_DUP3, F_FCNTL, F_IOCTL, F_SENDMMSG, F_RECVMMSG, F_COUNT
+	F_DUP2, F_DUP3, F_FCNTL, F_IOCTL, F_SENDMMSG, F_RECVMMSG, F_SPLICE, F_SENDFILE, F_SENDFILE64, F_COUNT
 };
 static const struct override {
 	const char *name;
@@ -100,6 +101,10 @@ static const struct override {
 	[F_IOCTL] = {"ioctl", "QUIC: SIOCINQ/FIONREAD and SIOCOUTQ count the daemon's queues; the rest (FIONBIO) passes on"},
 	[F_SENDMMSG] = {"sendmmsg", "QUIC: one sendmsg per message, as the kernel's loop does"},
 	[F_RECVMMSG] = {"recvmmsg", "QUIC: one recvmsg per message, as the kernel's loop does"},
+	[F_SPLICE] = {"splice", "QUIC with a pipe: a write (pipe -> QUIC) or a read (QUIC -> pipe), as quic.ko's missing splice ops make it"},
+	[F_SENDFILE] = {"sendfile", "QUIC out_fd: the file's bytes sent as by write; QUIC in_fd: a read into a pipe, else EINVAL"},
+	[F_SENDFILE64] = {"sendfile64", "as sendfile (a separate name of it in glibc)"},
+	/* tee is not here: it needs two pipes, so the kernel refuses a QUIC fd (EINVAL) before touching it */
 };
 static void *next_fn[F_COUNT];
 
@@ -802,6 +807,209 @@ WQ_EXPORT int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, str
 		}
 	}
 	return (int)i;
+}
+
+/* ---- splice and sendfile -----------------------------------------------------------------------------
+ * quic.ko has no splice_read and no sendpage, so the kernel moves spliced or sent-file bytes into a QUIC
+ * socket with a plain sendmsg (no cmsgs: what write() does) and out of one with a recvmsg (what read()
+ * does). Passed on, these calls would act on the pair itself (garbage for the daemon), so a call with a
+ * QUIC fd on one end is done here with quic_send / quic_recv_plain. Errnos and their order are the
+ * kernel's (checked against a unix socket on Linux 6.18). Blocking as in the kernel: the QUIC side by the
+ * QUIC fd's O_NONBLOCK only (SPLICE_F_NONBLOCK does not reach a socket), the pipe side by
+ * SPLICE_F_NONBLOCK or the pipe's O_NONBLOCK. Each call moves at most WQ_SPLICE_MAX bytes through the
+ * pipe (a short count, which splice may return); sendfile loops to count, as the kernel does. */
+#define WQ_SPLICE_MAX 65536
+#define WQ_SPLICE_FLAGS 0xfu /* SPLICE_F_MOVE | _NONBLOCK | _MORE | _GIFT; any other bit is EINVAL */
+#define WQ_MAX_RW 0x7ffff000u /* the kernel's MAX_RW_COUNT on 4 KiB pages: sendfile's count is cut to it */
+
+static int is_pipe(int fd)
+{
+	struct stat st;
+	return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
+}
+
+/* Our own pipes and the caller's pipe: straight to the kernel, past every wrapper. */
+static ssize_t raw_read(int fd, void *buf, size_t len)
+{
+	return syscall(SYS_read, fd, buf, len);
+}
+
+/* pipe -> QUIC, without losing bytes: tee() copies the pipe's head into a private pipe (consuming
+ * nothing), that copy is sent, and only the bytes the send took are then read off the caller's pipe. An
+ * EAGAIN, an error or a short send leaves the rest in the pipe. (Another reader of the same pipe between
+ * the tee and the read would break this; the kernel holds the pipe's lock, we cannot.) */
+static ssize_t splice_to_quic(int in, int out, size_t len, unsigned int flags)
+{
+	int nb = (flags & SPLICE_F_NONBLOCK) || nonblocking(in);
+	size_t n = len < WQ_SPLICE_MAX ? len : WQ_SPLICE_MAX;
+	int copy[2];
+	if (pipe2(copy, O_CLOEXEC) != 0)
+		return -1;
+	unsigned char *buf = malloc(n);
+	/* tee waits for data as splice does (EAGAIN when non-blocking), 0 at an empty pipe with no writer;
+	 * the private pipe is empty, so it never waits for room there */
+	ssize_t r = buf == NULL ? wq_set_errno(ENOMEM) : tee(in, copy[1], n, nb ? SPLICE_F_NONBLOCK : 0);
+	for (ssize_t got = 0, k; r > 0 && got < r; got += k)
+		if ((k = raw_read(copy[0], buf + got, (size_t)(r - got))) <= 0)
+			r = wq_set_errno(EIO); /* cannot happen: the copy is all there */
+	if (r > 0) {
+		struct iovec iov = {buf, (size_t)r};
+		r = quic_send(out, &iov, 1, NULL, 0); /* write()'s path: O_NONBLOCK, SIGPIPE, errnos */
+	}
+	for (ssize_t done = 0, k; r > 0 && done < r; done += k) /* consume exactly what was sent */
+		if ((k = raw_read(in, buf, (size_t)(r - done))) <= 0)
+			break; /* only if another reader took them */
+	int e = errno;
+	syscall(SYS_close, copy[0]);
+	syscall(SYS_close, copy[1]);
+	free(buf);
+	errno = e;
+	return r;
+}
+
+/* QUIC -> pipe: wait for room in the pipe as the kernel does, then read at most the room through read()'s
+ * path, so writing what was read cannot fall short (a message's rest stays queued, as after a short
+ * read()). */
+static ssize_t splice_from_quic(int in, int out, size_t len, int nb)
+{
+	size_t room;
+	for (;;) {
+		struct pollfd p = {out, POLLOUT, 0};
+		int queued = 0;
+		long size = syscall(SYS_fcntl, out, F_GETPIPE_SZ);
+		if (poll(&p, 1, 0) < 0 || size < 0 || syscall(SYS_ioctl, out, FIONREAD, &queued) < 0)
+			return -1;
+		if (p.revents & POLLERR) { /* no reader: the kernel's SIGPIPE and EPIPE */
+			raise(SIGPIPE);
+			return wq_set_errno(EPIPE);
+		}
+		if ((p.revents & POLLOUT) && size > queued) {
+			room = (size_t)(size - queued);
+			break;
+		}
+		if (nb)
+			return wq_set_errno(EAGAIN);
+		/* full (10 ms steps in the unlikely case of a free slot but no free byte) */
+		if (poll(&p, 1, (p.revents & POLLOUT) ? 10 : -1) < 0)
+			return -1; /* EINTR, as the kernel's wait for room */
+	}
+	size_t n = len < room ? len : room;
+	n = n < WQ_SPLICE_MAX ? n : WQ_SPLICE_MAX;
+	unsigned char *buf = malloc(n);
+	if (buf == NULL)
+		return wq_set_errno(ENOMEM);
+	ssize_t r = quic_recv_plain(in, buf, n, 0);
+	for (ssize_t done = 0, k; r > 0 && done < r; done += k > 0 ? k : 0) {
+		k = syscall(SYS_write, out, buf + done, (size_t)(r - done));
+		if (k < 0 && errno == EAGAIN) { /* pipe slots ran out before its bytes: wait, lose nothing */
+			struct pollfd p = {out, POLLOUT, 0};
+			poll(&p, 1, 10);
+		} else if (k < 0 && errno != EINTR) {
+			r = -1; /* the reader left meanwhile: the bytes are gone, as a kernel splice's would be */
+		}
+	}
+	int e = errno;
+	free(buf);
+	errno = e;
+	return r;
+}
+
+/* file -> QUIC: pieces of the file (pread at *offset, or read at the file position, set back by what a
+ * send did not take) sent through write()'s path until count, EOF or a short send. The bytes sent, or
+ * -1 when none were. */
+static ssize_t sendfile_to_quic(int out, int in, int64_t *offset, size_t count)
+{
+	struct stat st;
+	if (fstat(in, &st) != 0)
+		return -1;
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
+		return wq_set_errno(EINVAL); /* the kernel: in_fd must be a file (not a pipe or socket) */
+	if (count > WQ_MAX_RW)
+		count = WQ_MAX_RW;
+	unsigned char *buf = malloc(WQ_SPLICE_MAX);
+	if (buf == NULL)
+		return wq_set_errno(ENOMEM);
+	size_t sent = 0;
+	ssize_t r = 0;
+	while (sent < count) {
+		size_t n = count - sent < WQ_SPLICE_MAX ? count - sent : WQ_SPLICE_MAX;
+		ssize_t k = offset ? pread(in, buf, n, (off_t)(*offset + (int64_t)sent)) : raw_read(in, buf, n);
+		if (k <= 0) {
+			r = k;
+			break;
+		}
+		struct iovec iov = {buf, (size_t)k};
+		r = quic_send(out, &iov, 1, NULL, 0);
+		sent += r > 0 ? (size_t)r : 0;
+		if (r < k) {
+			int e = errno;
+			if (offset == NULL)
+				lseek(in, -(off_t)(k - (r > 0 ? r : 0)), SEEK_CUR);
+			errno = e;
+			break;
+		}
+	}
+	int e = errno;
+	free(buf);
+	if (offset != NULL)
+		*offset += (int64_t)sent;
+	errno = e;
+	return sent > 0 ? (ssize_t)sent : r < 0 ? -1 : 0;
+}
+
+/* sendfile/sendfile64 with a QUIC fd on one end. A QUIC in_fd: an offset is ESPIPE (a socket has no
+ * position); into a pipe it is the read splice does; into anything else EINVAL (the kernel's in_fd
+ * must be a file unless out_fd is a pipe). */
+static ssize_t quic_sendfile(int out, int in, int64_t *offset, size_t count)
+{
+	if (!is_quic(in))
+		return sendfile_to_quic(out, in, offset, count);
+	if (offset != NULL)
+		return wq_set_errno(ESPIPE);
+	if (!is_pipe(out))
+		return wq_set_errno(EINVAL);
+	return count == 0 ? 0 : splice_from_quic(in, out, count, nonblocking(in) || nonblocking(out));
+}
+
+WQ_EXPORT ssize_t splice(int in, loff_t *off_in, int out, loff_t *off_out, size_t len, unsigned int flags)
+{
+	int to_quic = is_quic(out) && is_pipe(in), from_quic = !to_quic && is_quic(in) && is_pipe(out);
+	if (!to_quic && !from_quic) /* no QUIC fd, or no pipe: the kernel refuses it before touching either */
+		return NEXT(F_SPLICE, ssize_t (*)(int, loff_t *, int, loff_t *, size_t, unsigned int))(
+			in, off_in, out, off_out, len, flags);
+	if (len == 0)
+		return 0;
+	if (flags & ~WQ_SPLICE_FLAGS)
+		return wq_set_errno(EINVAL);
+	if ((to_quic ? off_in : off_out) != NULL) /* an offset on the pipe's side */
+		return wq_set_errno(ESPIPE);
+	if ((to_quic ? off_out : off_in) != NULL) /* an offset on the socket's side */
+		return wq_set_errno(EINVAL);
+	if (to_quic)
+		return splice_to_quic(in, out, len, flags);
+	return splice_from_quic(in, out, len, (flags & SPLICE_F_NONBLOCK) || nonblocking(out));
+}
+
+WQ_EXPORT ssize_t sendfile(int out, int in, off_t *offset, size_t count)
+{
+	if (!is_quic(out) && !is_quic(in))
+		return NEXT(F_SENDFILE, ssize_t (*)(int, int, off_t *, size_t))(out, in, offset, count);
+	int64_t o = offset != NULL ? (int64_t)*offset : 0;
+	ssize_t r = quic_sendfile(out, in, offset != NULL ? &o : NULL, count);
+	if (offset != NULL)
+		*offset = (off_t)o;
+	return r;
+}
+
+WQ_EXPORT ssize_t sendfile64(int out, int in, off64_t *offset, size_t count)
+{
+	if (!is_quic(out) && !is_quic(in))
+		return NEXT(F_SENDFILE64, ssize_t (*)(int, int, off64_t *, size_t))(out, in, offset, count);
+	int64_t o = offset != NULL ? (int64_t)*offset : 0;
+	ssize_t r = quic_sendfile(out, in, offset != NULL ? &o : NULL, count);
+	if (offset != NULL)
+		*offset = (off64_t)o;
+	return r;
 }
 
 /* ---- wirecheck's own call (not quic.ko's) -------------------------------------------------------- */

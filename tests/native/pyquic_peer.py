@@ -9,6 +9,11 @@
                                                MiB and at the end "received N SHA256", or "closed N errno"
     pyquic_peer.py source HOST PORT PSK NBYTES connect, send NBYTES in 64 KiB messages with FIN; print
                                                "sent N SHA256" (qtest source's data: same bytes, same hash)
+    pyquic_peer.py splice-sink HOST PORT PSK   as sink, but print "connected" and read nothing until a
+                                               line on stdin (the sender's flow control fills up), and
+                                               answer "spliced back to you" (qtest splice-client)
+    pyquic_peer.py flood HOST PORT PSK         accept one client and send to it without blocking until
+                                               the send would block: print "flood held N" (or "flood not-held N")
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import errno
 import hashlib
 import socket
 import sys
+import time
 
 from wrappers.quic import (
     IPPROTO_QUIC,
@@ -88,10 +94,13 @@ def client(host: str, port: str, psk: str) -> int:
     return 0
 
 
-def sink(host: str, port: str, psk: str) -> int:
+def sink(host: str, port: str, psk: str, hold: bool = False, answer: bytes = b"k") -> int:
     s = _listen(host, port)
     c, _ = s.accept()
     server_handshake(c, psk, None, "smb", timeout=30)
+    if hold:
+        print("connected", flush=True)
+        sys.stdin.readline()
     h = hashlib.sha256()
     total = mark = 0
     while True:
@@ -107,7 +116,7 @@ def sink(host: str, port: str, psk: str) -> int:
             print(f"got {total}", flush=True)
         if fin:
             print(f"received {total} {h.hexdigest()}", flush=True)
-            c.sendmsg([b"k"], [stream_info_cmsg(1, MSG_STREAM_NEW | MSG_STREAM_FIN)])  # as qtest sink
+            c.sendmsg([answer], [stream_info_cmsg(1, MSG_STREAM_NEW | MSG_STREAM_FIN)])  # "k": as qtest sink
             try:
                 c.recv(16)  # until the source closes
             except OSError:
@@ -189,10 +198,40 @@ def handshakes(host: str, port: str, psk: str) -> int:
     return 0
 
 
+def splice_sink(host: str, port: str, psk: str) -> int:
+    return sink(host, port, psk, hold=True, answer=b"spliced back to you")
+
+
+def flood(host: str, port: str, psk: str) -> int:
+    """Send 64 KiB messages on stream 1 without blocking to a client that reads nothing, until the
+    send would block (twice, 0.5 s apart) or 64 MiB went: print "held N" or "not held N"."""
+    s = _listen(host, port)
+    print("ready", flush=True)
+    c, _ = s.accept()
+    server_handshake(c, psk, None, "smb", timeout=30)
+    c.setblocking(False)
+    chunk, sent, limit, tries = b"f" * 65536, 0, 64 << 20, 0
+    while sent < limit:
+        try:
+            c.sendmsg([chunk], [stream_info_cmsg(1, MSG_STREAM_NEW if sent == 0 else 0)])
+            sent += len(chunk)
+            tries = 0
+        except OSError as e:  # EAGAIN, or ENOSPC: the stream's own flow control (quic.ko, with a cmsg)
+            if e.errno not in (errno.EAGAIN, errno.ENOSPC):
+                raise
+            tries += 1
+            if tries == 2:
+                print(f"flood held {sent}", flush=True)
+                return 0
+            time.sleep(0.5)
+    print(f"flood not-held {sent}", flush=True)
+    return 0
+
+
 def main() -> int:
     role, host, port, psk = sys.argv[1:5]
     return {"server": server, "client": client, "sink": sink, "source": source, "accept-loop": accept_loop,
-            "handshakes": handshakes}[role](host, port, psk)
+            "handshakes": handshakes, "splice-sink": splice_sink, "flood": flood}[role](host, port, psk)
 
 
 if __name__ == "__main__":

@@ -219,6 +219,36 @@ def test_a_program_writing_garbage_into_its_fd_is_cut_off_alone(qtest, sockdir, 
     other_srv.finish()
 
 
+@pytest.mark.parametrize("sanitize", [False, True], ids=["plain", "asan"])
+def test_splice_sendfile_tee_on_a_quic_fd(qtest, sockdir, peers, psk, sanitize, tmp_path):
+    """quic.ko has no splice_read and no sendpage: splice and sendfile into a QUIC socket are writes, out
+    of one into a pipe reads. The C client splices a pipe into its stream (a full stream: EAGAIN with
+    nothing taken from the pipe; a child writing the pipe until EOF), sendfiles 1 MiB with and without
+    an offset, and the sink's sha256 matches; the sink's answer comes back through splice and sendfile
+    into a pipe. Errnos: no pipe at either end, offsets, a QUIC in_fd for sendfile, tee."""
+    import os
+
+    data = tmp_path / "file.bin"
+    data.write_bytes(os.urandom(1 << 20))
+    env = net_env(sanitize=sanitize)
+    sink = peers.start("pysink", exec_argv(sockdir, 12, python(), PYPEER, "splice-sink", HOST, "4444", psk), env)
+    sink.expect("ready")
+    cli = peers.start("splice-client", exec_argv(sockdir, 11, str(qtest), "splice-client", HOST, "4444", psk,
+                                                 str(data)), env)
+    sink.expect("connected")
+    cli.expect("ok non-blocking QUIC fd full", timeout=120)
+    sink.say("go")  # the sink reads from now on: the blocked sends go through
+    sent = cli.expect("sent", timeout=120)
+    got = sink.expect("received", timeout=120)
+    cli.expect("done", timeout=60)
+    cli.finish()
+    sink.finish()
+    assert sent.split()[1:] == got.split()[1:], (sent, got)
+    assert int(sent.split()[1]) > (1 << 20) + 300000 + 65536
+    oks = [ln for ln in cli.lines if ln.startswith("ok ")]
+    assert len(oks) == 21 and not [ln for ln in cli.lines if ln.startswith("FAIL")], cli.describe()
+
+
 def test_every_override_is_in_the_table_and_exported(qtest):
     """The one table of overridden libc entry points (with reasons) matches the library's exports."""
     import ctypes
@@ -294,3 +324,23 @@ def test_a_stopped_program_keeps_its_connection_alive(qtest, sockdir, peers, psk
                   options=["-o", f"tls.keylog_file:{tmp_path / 'stop.keys'}"])
     pings = [float(r[0]) for r in rows if r[0] and stopped_at < float(r[0]) < stopped_at + 6]
     assert len(pings) >= 2, rows  # PINGs from the stopped client's engine during the stop
+
+
+def test_a_native_program_that_reads_nothing_holds_the_sender_back(qtest, sockdir, peers, psk):
+    """Flow control reaches a native receiver: the program connects and then reads nothing (qtest idle,
+    waiting on stdin); a Python server sending to it without blocking must meet EAGAIN, as towards
+    quic.ko, once the stream's window and the receive buffer are full. The daemon, which checks the
+    program's readiness on every arrival, used to take every item out of the engine's pair, so credit
+    kept coming back: the sender was never held and the daemon queued whatever came (64 MiB here,
+    256 MiB in a longer run)."""
+    env = net_env()
+    srv = peers.start("pyflood", exec_argv(sockdir, 12, python(), PYPEER, "flood", HOST, "4450", psk), env)
+    srv.expect("ready")
+    cli = peers.start("cidle", exec_argv(sockdir, 11, str(qtest), "idle", HOST, "4450", psk, "x"), env)
+    cli.expect("connected")
+    line = srv.expect("flood ", timeout=120)
+    assert line.startswith("flood held "), f"{line}\n{srv.describe()}"
+    held = int(line.split()[2])
+    assert 0 < held < 32 << 20, line  # stream window + the pair's buffer + the socket's queue
+    srv.finish(timeout=30)
+    cli.p.kill()

@@ -32,6 +32,13 @@ from .sockparts import QuicSocketParts
 SOL_SOCKET = socket.SOL_SOCKET
 
 
+#: What a socket holds outside the engine's pair, in bytes and in items (each one message: a STREAM
+#: frame's data, an event, a datagram or a handshake message): with the pair's own buffer, the
+#: receive buffer (quic.ko's default rcvbuf is 1 MiB).
+QUEUE_BYTES = 1 << 20
+QUEUE_ITEMS = 1024
+
+
 class QuicDataMixin(QuicSocketParts):
     """The send and receive calls of QuicSocket; self is the socket."""
 
@@ -104,7 +111,13 @@ class QuicDataMixin(QuicSocketParts):
             raise err(errno.EAGAIN, "timed out")
 
     def _drain(self) -> None:
-        while True:
+        """Move items from the engine's pair into this socket's queue, up to ``QUEUE_BYTES`` and
+        ``QUEUE_ITEMS``: the engine returns stream credit as the pair takes items (loop.py), so what
+        stays in the pair is what holds the sender back. Unbounded, a reader that calls in now and
+        then (the QUIC daemon checks readiness on every arrival for a native program) would take
+        everything, and a peer could send without limit to a program that reads nothing."""
+        room = QUEUE_BYTES - sum(len(e[3]) for e in self._q) if self._q else QUEUE_BYTES
+        while room > 0 and len(self._q) < QUEUE_ITEMS:
             try:
                 m = _socket.socket.recv(self, 1 << 17)
             except BlockingIOError:
@@ -133,6 +146,7 @@ class QuicDataMixin(QuicSocketParts):
                 self._nev += 1
             else:
                 self._q.append(entry)
+            room -= len(entry[3])
 
     def recvmsg(self, bufsize: int = 65536, ancbufsize: int = 0, flags: int = 0) -> tuple[bytes, list, int, Any]:  # type: ignore[override]
         if self._state == C.LISTENING:

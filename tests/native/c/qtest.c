@@ -20,6 +20,12 @@
  *                                             read the answer; SIOCOUTQ, FIONREAD on a listener
  *   qtest garbage HOST PORT PSK               connect, then write bytes into the fd behind the library's
  *                                             back (a raw write(2)); print what the next calls get
+ *   qtest splice-client HOST PORT PSK FILE    (peer: pyquic_peer.py splice-sink) splice/sendfile/tee
+ *                                             errnos; a non-blocking splice into a
+ *                                             stream whose flow control is full; pipe -> QUIC splices
+ *                                             (a child writing the pipe), sendfile of FILE with and
+ *                                             without an offset, FIN: print "sent N sha256"; then the
+ *                                             answer spliced QUIC -> pipe in pieces
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -36,7 +42,9 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -712,6 +720,206 @@ static int mode_mmsg_client(const char *host, const char *port, const char *psk)
 	return failures ? 1 : 0;
 }
 
+/* ---- splice / sendfile / tee ---- */
+#define SPLICE_REPLY "spliced back to you" /* pyquic_peer.py splice-sink's answer */
+
+/* The client's stream bytes are a function of their position, whoever writes them (a child into a pipe). */
+static void pattern(unsigned char *b, size_t n, unsigned long long at)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = (unsigned char)(((at + i) * 2654435761ull) >> 13);
+}
+
+static int queued(int fd)
+{
+	int n = -1;
+	return ioctl(fd, FIONREAD, &n) == 0 ? n : -1;
+}
+
+static void set_nonblocking(int fd, int on)
+{
+	int fl = fcntl(fd, F_GETFL);
+	fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK);
+}
+
+static int mode_splice_client(const char *host, const char *port, const char *psk, const char *path)
+{
+	int fd = connect_one(host, port, psk);
+	int file = open(path, O_RDONLY), devnull = open("/dev/null", O_WRONLY), p[2];
+	if (file < 0 || devnull < 0 || pipe(p))
+		die("open/pipe");
+	loff_t off = 0;
+	off_t o = 0;
+	check(fails_with(splice(fd, NULL, devnull, NULL, 16, 0), EINVAL), "splice QUIC -> /dev/null (no pipe) -> EINVAL");
+	check(fails_with(splice(file, NULL, fd, NULL, 16, 0), EINVAL), "splice file -> QUIC (no pipe) -> EINVAL");
+	check(fails_with(splice(p[0], &off, fd, NULL, 16, 0), ESPIPE), "splice from a pipe with an offset -> ESPIPE");
+	check(fails_with(splice(p[0], NULL, fd, &off, 16, 0), EINVAL), "splice into QUIC with an offset -> EINVAL");
+	check(fails_with(splice(fd, &off, p[1], NULL, 16, 0), EINVAL), "splice from QUIC with an offset -> EINVAL");
+	check(fails_with(sendfile(devnull, fd, NULL, 16), EINVAL), "sendfile, QUIC in_fd, out_fd not a pipe -> EINVAL");
+	check(fails_with(sendfile(p[1], fd, &o, 16), ESPIPE), "sendfile, QUIC in_fd with an offset -> ESPIPE");
+	check(fails_with(sendfile(fd, p[0], NULL, 16), EINVAL), "sendfile from a pipe into QUIC -> EINVAL");
+	check(fails_with(tee(fd, p[1], 16, 0), EINVAL) && fails_with(tee(p[0], fd, 16, 0), EINVAL),
+	      "tee with a QUIC end -> EINVAL (the kernel's: tee needs two pipes)");
+
+	gnutls_hash_hd_t h;
+	gnutls_hash_init(&h, GNUTLS_DIG_SHA256);
+	unsigned long long sent = 0;
+	static unsigned char buf[65536];
+	/* open stream 0: write, splice and sendfile (no cmsg) go to it, quic.ko's active stream */
+	pattern(buf, 1, sent);
+	if (send_stream(fd, buf, 1, 0, MSG_QUIC_STREAM_NEW) != 1)
+		die("open stream 0");
+	gnutls_hash(h, buf, 1);
+	sent += 1;
+
+	/* the sink reads nothing yet: non-blocking writes until EAGAIN, in rounds 200 ms apart until a round's
+	 * first write fails too (ACKs of what was in flight no longer free room: the stream stays full) */
+	set_nonblocking(fd, 1);
+	int full = 0;
+	for (int round = 0; round < 100 && !full && sent < (256ull << 20); round++) {
+		usleep(round ? 200000 : 0);
+		for (int n = 0;; n++) {
+			pattern(buf, sizeof(buf), sent);
+			ssize_t r = write(fd, buf, sizeof(buf));
+			if (r < 0) {
+				if (errno != EAGAIN)
+					die("non-blocking write");
+				full = n == 0;
+				break;
+			}
+			gnutls_hash(h, buf, (size_t)r);
+			sent += (unsigned long long)r;
+		}
+	}
+	check(full, "non-blocking writes until EAGAIN (flow control and send buffer full)");
+	int q[2];
+	if (pipe(q))
+		die("pipe");
+	pattern(buf, sizeof(buf), sent);
+	if (write(q[1], buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+		die("fill the pipe");
+	check(fails_with(splice(q[0], NULL, fd, NULL, sizeof(buf), 0), EAGAIN) && queued(q[0]) == (int)sizeof(buf),
+	      "non-blocking QUIC fd full: splice pipe -> QUIC is EAGAIN, nothing taken from the pipe");
+	set_nonblocking(fd, 0); /* the test lets the sink read now */
+	size_t moved = 0;
+	while (queued(q[0]) > 0) {
+		ssize_t r = splice(q[0], NULL, fd, NULL, 1 << 20, SPLICE_F_MORE);
+		if (r <= 0)
+			die("splice pipe -> QUIC");
+		moved += (size_t)r;
+	}
+	check(moved == sizeof(buf), "blocking again: the pipe's 65536 bytes spliced into the stream");
+	gnutls_hash(h, buf, sizeof(buf));
+	sent += sizeof(buf);
+
+	/* a child writes the pipe in uneven pieces; splice until its EOF (waiting for data in between) */
+	const unsigned long long child_bytes = 300000, base = sent;
+	int w[2];
+	if (pipe(w))
+		die("pipe");
+	pid_t kid = fork();
+	if (kid == 0) {
+		close(w[0]);
+		for (unsigned long long at = 0; at < child_bytes;) {
+			size_t n = 1000 + (size_t)(at % 6000);
+			n = n < child_bytes - at ? n : (size_t)(child_bytes - at);
+			pattern(buf, n, base + at);
+			if (write(w[1], buf, n) != (ssize_t)n)
+				_exit(1);
+			at += n;
+			if (at % 7 == 0)
+				usleep(1000);
+		}
+		_exit(0);
+	}
+	close(w[1]);
+	unsigned long long got = 0;
+	for (;;) {
+		ssize_t r = splice(w[0], NULL, fd, NULL, 100000, 0);
+		if (r < 0)
+			die("splice from the child's pipe");
+		if (r == 0)
+			break;
+		got += (unsigned long long)r;
+	}
+	int st = -1;
+	waitpid(kid, &st, 0);
+	check(got == child_bytes && WIFEXITED(st) && WEXITSTATUS(st) == 0, "pipe -> QUIC splices until the writer's EOF: 300000 bytes");
+	for (unsigned long long at = 0; at < child_bytes; at += sizeof(buf)) {
+		size_t n = child_bytes - at < sizeof(buf) ? (size_t)(child_bytes - at) : sizeof(buf);
+		pattern(buf, n, base + at);
+		gnutls_hash(h, buf, n);
+	}
+	sent += child_bytes;
+
+	/* sendfile: the whole file with an offset, a middle piece without, the tail by sendfile64 past EOF */
+	struct stat fst;
+	if (fstat(file, &fst))
+		die("fstat");
+	size_t fsize = (size_t)fst.st_size;
+	off_t fo = 0;
+	unsigned long long fsent = 0;
+	while ((size_t)fo < fsize) {
+		ssize_t r = sendfile(fd, file, &fo, fsize - (size_t)fo);
+		if (r <= 0)
+			die("sendfile");
+		fsent += (unsigned long long)r;
+	}
+	check(fsent == fsize && (size_t)fo == fsize && lseek(file, 0, SEEK_CUR) == 0,
+	      "sendfile with an offset: the whole file, *offset advanced, the file position untouched");
+	lseek(file, 4096, SEEK_SET);
+	ssize_t mid = sendfile(fd, file, NULL, 10000);
+	check(mid == 10000 && lseek(file, 0, SEEK_CUR) == 14096, "sendfile without an offset: from the file position, which advances");
+	off64_t o64 = (off64_t)fsize - 5000;
+	ssize_t tail = sendfile64(fd, file, &o64, 100000);
+	check(tail == 5000 && o64 == (off64_t)fsize, "sendfile64 past EOF: the last 5000 bytes");
+	for (size_t at = 0; at < fsize; at += sizeof(buf)) {
+		ssize_t n = pread(file, buf, fsize - at < sizeof(buf) ? fsize - at : sizeof(buf), (off_t)at);
+		gnutls_hash(h, buf, n > 0 ? (size_t)n : 0);
+	}
+	if (pread(file, buf, 10000, 4096) != 10000)
+		die("pread");
+	gnutls_hash(h, buf, 10000);
+	if (pread(file, buf, 5000, (off_t)fsize - 5000) != 5000)
+		die("pread");
+	gnutls_hash(h, buf, 5000);
+	sent += fsize + 15000;
+	check(send_stream(fd, "", 0, 0, MSG_QUIC_STREAM_FIN) == 0, "FIN");
+	unsigned char d[32];
+	char hx[65];
+	gnutls_hash_deinit(h, d);
+	hex(d, 32, hx);
+	printf("sent %llu %s\n", sent, hx);
+	fflush(stdout);
+
+	/* QUIC -> pipe: the sink's answer, in pieces */
+	int r2[2];
+	if (pipe(r2))
+		die("pipe");
+	set_nonblocking(r2[1], 1);
+	while (write(r2[1], buf, 4096) > 0)
+		;
+	set_nonblocking(r2[1], 0);
+	check(fails_with(splice(fd, NULL, r2[1], NULL, 100, SPLICE_F_NONBLOCK), EAGAIN), "splice QUIC -> a full pipe, SPLICE_F_NONBLOCK -> EAGAIN");
+	set_nonblocking(r2[0], 1);
+	while (read(r2[0], buf, sizeof(buf)) > 0)
+		;
+	set_nonblocking(r2[0], 0);
+	char msg[64] = {0};
+	ssize_t a = splice(fd, NULL, r2[1], NULL, 5, 0); /* waits for the answer */
+	check(a == 5 && read(r2[0], msg, 5) == 5, "splice QUIC -> pipe, len 5: 5 bytes, the rest stays queued");
+	ssize_t b = sendfile(r2[1], fd, NULL, 4096);
+	ssize_t k = b > 0 ? read(r2[0], msg + 5, sizeof(msg) - 6) : -1;
+	check(b == (ssize_t)strlen(SPLICE_REPLY) - 5 && k == b && strcmp(msg, SPLICE_REPLY) == 0,
+	      "sendfile QUIC -> pipe: the rest of the answer (a read); the answer byte-exact");
+	set_nonblocking(fd, 1);
+	check(fails_with(splice(fd, NULL, r2[1], NULL, 100, 0), EAGAIN), "splice from a non-blocking QUIC fd, nothing queued -> EAGAIN");
+	close(fd);
+	printf("done %d failures\n", failures);
+	fflush(stdout);
+	return failures ? 1 : 0;
+}
+
 static int mode_garbage(const char *host, const char *port, const char *psk)
 {
 	int fd = connect_one(host, port, psk);
@@ -755,6 +963,8 @@ int main(int argc, char **argv)
 		return mode_accept_loop(argv[2], argv[3], argv[4], atoi(argv[5]));
 	if (argc >= 6 && strcmp(argv[1], "handshakes") == 0)
 		return mode_handshakes(argv[2], argv[3], argv[4], atoi(argv[5]));
+	if (argc >= 6 && strcmp(argv[1], "splice-client") == 0)
+		return mode_splice_client(argv[2], argv[3], argv[4], argv[5]);
 	if (argc >= 5 && strcmp(argv[1], "garbage") == 0)
 		return mode_garbage(argv[2], argv[3], argv[4]);
 	if (argc >= 6 && strcmp(argv[1], "source") == 0)
