@@ -70,8 +70,8 @@ class Network:
     def _v4_base(self) -> int:
         return int(ipaddress.IPv4Address(self.ipv4_network))
 
-    @property
-    def ipv4_broadcast(self) -> str:
+    @functools.cached_property
+    def ipv4_broadcast(self) -> str:  # every sendto asks (is_broadcast)
         # cwrap uses the class-A broadcast of the network: 127.255.255.255 / 10.255.255.255.
         return self.ipv4_network.split(".")[0] + ".255.255.255"
 
@@ -180,7 +180,14 @@ def parse_socket_name(name: str) -> ParsedName | None:
 
     cwrap reads the name back with sscanf("%c%02X%04X") and rejects interfaces 0 and > 64.
     """
-    base = name.rsplit("/", 1)[-1]
+    parsed = parse_name_tuple(name)
+    return None if parsed is None else ParsedName(*parsed)
+
+
+def parse_name_tuple(name: str) -> tuple[int, int, int, int] | None:
+    """parse_socket_name() as a plain (family, sotype, iface, port) tuple: every accept and
+    received datagram names its peer this way, and a frozen dataclass costs more to build."""
+    base = name.rpartition("/")[2]
     if len(base) != 7 or base[0] not in _BY_LETTER:
         return None
     try:
@@ -191,7 +198,7 @@ def parse_socket_name(name: str) -> ParsedName | None:
     if not 1 <= iface <= MAX_IFACE:
         return None
     family, sotype = _BY_LETTER[base[0]]
-    return ParsedName(family, sotype, iface, port)
+    return family, sotype, iface, port
 
 
 def sockaddr(family: int, host: str, port: int) -> tuple:

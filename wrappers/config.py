@@ -25,7 +25,10 @@ class Config:
     pcap_file: str | None = None
 
     def path(self, name: str) -> str:
-        return os.path.join(self.socket_dir, name)
+        # os.path.join, for a plain file name and without its generality (every bind and
+        # connect asks)
+        d = self.socket_dir
+        return d + name if d.endswith("/") else f"{d}/{name}"
 
 
 def parse_iface(value: str | None, var: str = "SOCKET_WRAPPER_DEFAULT_IFACE") -> int:

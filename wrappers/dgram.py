@@ -277,9 +277,19 @@ class DatagramMixin(SocketParts):
             return data[:bufsize], src
         rec = self._sw_rec
         anc = _socket_mod.CMSG_SPACE(_UCRED.size) if rec is not None else 0
+        # A blocking socket sleeps in the kernel: one recvmsg instead of a failing one and poll().
+        blocking = self._sw_timeout is None and not flags & _MSG_DONTWAIT
         while True:
-            data, ancdata, _flags, src_path = self._io(
-                lambda: _orig_socket.recvmsg(self, max(bufsize, 1), anc, flags | _MSG_DONTWAIT), _POLLIN, flags)
+            msg = None
+            if blocking:
+                try:
+                    msg = _orig_socket.recvmsg(self, max(bufsize, 1), anc, flags)
+                except BlockingIOError:
+                    pass  # a dup of this socket made the fd non-blocking: poll below
+            if msg is None:
+                msg = self._io(lambda: _orig_socket.recvmsg(self, max(bufsize, 1), anc, flags | _MSG_DONTWAIT),
+                               _POLLIN, flags)
+            data, ancdata, _flags, src_path = msg
             data = data[:bufsize] if bufsize else b""
             src = self._addr_of(src_path)
             if flags & _MSG_PEEK:

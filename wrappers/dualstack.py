@@ -43,7 +43,7 @@ import os
 import socket
 import stat
 
-from .addressing import Network, parse_socket_name, socket_name
+from .addressing import Network, parse_name_tuple, parse_socket_name, socket_name
 from .origsocket import orig_socket as _orig_socket
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
@@ -157,14 +157,15 @@ def other(family: int) -> int:
 def peer_view(net: Network, sock_family: int, reach: frozenset[int], unix_name: str) -> tuple | None:
     """The address a socket reports for a peer known by its unix name (module docstring: "What a
     peer is called"); None when the name is not one of cwrap's."""
-    parsed = parse_socket_name(unix_name)
+    parsed = parse_name_tuple(unix_name)
     if parsed is None:
         return None
-    family = parsed.family if parsed.family in reach or not reach else other(parsed.family)
-    host = net.iface_address(family, parsed.iface)
+    name_family, _sotype, iface, port = parsed
+    family = name_family if name_family in reach or not reach else other(name_family)
+    host = net.iface_address(family, iface)
     if sock_family == AF_INET6:
-        return (mapped(host) if family == AF_INET else host, parsed.port, 0, 0)
-    return (host, parsed.port)
+        return (mapped(host) if family == AF_INET else host, port, 0, 0)
+    return (host, port)
 
 
 def accepted_local(net: Network, family: int, local: tuple | None, iface: int, peer: tuple) -> tuple | None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .addressing import parse_socket_name
-from .sockdir import private_dir
+from .sockdir import current_pid, private_dir
 
 
 @dataclass
@@ -33,7 +33,7 @@ class SocketMeta:
     bound_path: str | None = None
     bound_ino: int | None = None
     autobound: bool = False
-    owner_pid: int = field(default_factory=os.getpid)
+    owner_pid: int = field(default_factory=current_pid)
     peer: tuple | None = None  # what getpeername() reports
     peer_path: str | None = None
     unix_connected: bool = False  # UDP connect() is deferred until the first send, as cwrap does
@@ -60,6 +60,7 @@ class SocketMeta:
     closed: bool = False
     refs: int = 0  # open Python objects (dups) in this process
     inodes: set[int] = field(default_factory=set)  # registry keys (a rebind adds one)
+    pending_fd: int | None = None  # registered by fd, its inode not looked up yet (register_fd)
     # impairments
     shaper: Any = None  # stream_shaper.StreamShaper once a connection is impaired
     inbox: deque = field(default_factory=deque)  # duplicated incoming datagrams
@@ -92,6 +93,10 @@ class SocketMeta:
 
 _registry: dict[int, SocketMeta] = {}
 _registry_lock = threading.Lock()
+#: fd -> meta of sockets registered with register_fd(): most sockets live and die in one process
+#: without a dup, fromfd, fd passing or fork, and never need their inode; the first lookup
+#: (or a detach) files them all under it.
+_pending: dict[int, SocketMeta] = {}
 
 
 def inode_of(fd: int) -> int:
@@ -105,7 +110,34 @@ def register(fd: int, meta: SocketMeta) -> None:
         meta.inodes.add(ino)
 
 
+def register_fd(fd: int, meta: SocketMeta) -> None:
+    """register(), without the fstat until somebody looks the socket up (flush_pending).
+
+    Only for a socket whose descriptor ``fd`` stays open until forget(meta) (its close) or until
+    flush_pending() (its detach): the inode is read from the descriptor when it is needed."""
+    with _registry_lock:
+        _pending[fd] = meta
+        meta.pending_fd = fd
+
+
+def flush_pending() -> None:
+    """File every register_fd() socket under its inode (before a lookup, a detach, a fork)."""
+    if not _pending:
+        return
+    with _registry_lock:
+        for fd, meta in _pending.items():
+            meta.pending_fd = None
+            try:
+                ino = inode_of(fd)
+            except OSError:
+                continue
+            _registry[ino] = meta
+            meta.inodes.add(ino)
+        _pending.clear()
+
+
 def lookup(fd: int) -> SocketMeta | None:
+    flush_pending()
     try:
         return _registry.get(inode_of(fd))
     except OSError:
@@ -114,6 +146,11 @@ def lookup(fd: int) -> SocketMeta | None:
 
 def forget(meta: SocketMeta) -> None:
     with _registry_lock:
+        fd = meta.pending_fd
+        if fd is not None:
+            if _pending.get(fd) is meta:
+                del _pending[fd]
+            meta.pending_fd = None
         for ino in meta.inodes:
             if _registry.get(ino) is meta:
                 del _registry[ino]
@@ -123,6 +160,8 @@ def forget(meta: SocketMeta) -> None:
 def mark_all_shared() -> None:
     """After fork() every socket is held by two processes."""
     for m in _registry.values():
+        m.shared = True
+    for m in _pending.values():
         m.shared = True
 
 

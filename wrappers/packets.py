@@ -48,6 +48,8 @@ __all__ = [
     "build_udp",
     "internet_checksum",
     "packet_bytes",
+    "tcp_endpoints",
+    "tcp_segment",
 ]
 
 # TCP header flag bits (RFC 9293 §3.1).
@@ -279,19 +281,36 @@ def build_tcp(
     offset 5.  The ack number is written as given, also without the ACK flag, so that the caller
     stays in control of what the capture shows.
     """
-    family, src_ip, dst_ip, sport, dport = _endpoints(src, dst)
+    return tcp_segment(_endpoints(src, dst), seq, ack, flags, payload, window)
+
+
+def tcp_endpoints(src: Address, dst: Address) -> tuple[int, bytes, bytes, int, int]:
+    """``src`` and ``dst`` checked and packed once, for any number of tcp_segment() calls
+    (a TcpFlow keeps one per direction)."""
+    return _endpoints(src, dst)
+
+
+def tcp_segment(ends: tuple[int, bytes, bytes, int, int], seq: int, ack: int, flags: int,
+                payload: Buffer = b"", window: int = 65535) -> Packet:
+    """build_tcp() between endpoints from tcp_endpoints(): the same packet, minus the address
+    look-ups (every logged segment of an emulated connection comes through here)."""
+    family, src_ip, dst_ip, sport, dport = ends
     if not 0 <= flags <= 0xFF:
         raise ValueError(f"TCP flags out of range: {flags:#x}")
     if not 0 <= window <= 0xFFFF:
         raise ValueError(f"TCP window out of range: {window}")
-    length = TCP_HEADER_LEN + memoryview(payload).nbytes
+    kind = type(payload)
+    length = TCP_HEADER_LEN + (len(payload) if kind is bytes else memoryview(payload).nbytes)
     seq &= 0xFFFFFFFF
     ack &= 0xFFFFFFFF
     if _c_tcp_headers is not None and length <= _MAX_IP_PAYLOAD[family]:
         # The same bytes as below (tests/test_packets.py compares them), ~20x faster.
-        v6 = family == socket.AF_INET6
-        return [_c_tcp_headers(v6, src_ip, dst_ip, sport, dport, seq, ack, flags, window,
-                               0 if v6 else _next_ipv4_id(), payload), _no_copy(payload)]
+        if family == socket.AF_INET6:
+            head = _c_tcp_headers(True, src_ip, dst_ip, sport, dport, seq, ack, flags, window, 0, payload)
+        else:
+            head = _c_tcp_headers(False, src_ip, dst_ip, sport, dport, seq, ack, flags, window,
+                                  next(_ipv4_ids) & 0xFFFF, payload)
+        return [head, memoryview(payload) if kind is bytearray else payload]
     ip = _ip_header(family, src_ip, dst_ip, IPPROTO_TCP, length)
     tcp = _TCP.pack(sport, dport, seq, ack, 5 << 4, flags, window, 0, 0)
     csum = internet_checksum(_pseudo_header(family, src_ip, dst_ip, IPPROTO_TCP, length), tcp, payload)

@@ -103,6 +103,8 @@ def _refuse(path: str, found: str) -> ValueError:
 #: The most buffers one writev() takes (Linux UIO_MAXIOV); longer record lists are written in
 #: several calls, each ending on a record boundary.
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+#: Events of at most this many packets of two buffers each fit in one writev() (write_packets).
+_FAST_PACKETS = IOV_MAX // 3
 
 
 def _writev_all(fd: int, buffers: Sequence[Buffer], total: int = -1) -> None:
@@ -185,9 +187,16 @@ class PcapWriter:
         ``ts`` is seconds since the epoch; by default the time of this call, so that under
         ``locked()`` the timestamps follow the order of the records.
         """
-        fd = self.fileno()
-        sec, usec = _timestamp(ts)
-        length = sum(map(_nbytes, buffers))
+        fd = self._fd
+        if fd is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        sec, usec = divmod(time.time_ns() // 1000, 1_000_000) if ts is None else _timestamp(ts)
+        if len(buffers) == 2:  # (headers, payload) from build_udp/build_tcp: the usual record
+            head, payload = buffers
+            length = (len(head) if type(head) is bytes else _nbytes(head)) \
+                + (len(payload) if type(payload) is bytes else _nbytes(payload))
+        else:
+            length = sum(map(_nbytes, buffers))
         if length > SNAPLEN:
             raise ValueError(f"packet of {length} bytes exceeds the snaplen {SNAPLEN}")
         _writev_all(fd, [_RECORD_HEADER.pack(sec, usec, length, length), *buffers], _RECORD_HEADER.size + length)
@@ -195,11 +204,31 @@ class PcapWriter:
     def write_packets(self, packets: Sequence[Sequence[Buffer]], ts: float | None = None) -> None:
         """Append one record per packet, all in one ``writev()`` (so all of them or, on a failing
         disk, a prefix), in the order given; each record gets the same timestamp (``ts`` or now)."""
-        fd = self.fileno()
-        sec, usec = _timestamp(ts)
+        fd = self._fd
+        if fd is None:
+            raise ValueError(f"{self.path}: writer is closed")
+        sec, usec = divmod(time.time_ns() // 1000, 1_000_000) if ts is None else _timestamp(ts)
         iov: list[Buffer] = []
         total = 0
         pack = _RECORD_HEADER.pack
+        if type(packets) is list and len(packets) <= _FAST_PACKETS:
+            # The usual event (a handshake, a FIN and its ACK, a send's segments): packets of two
+            # buffers (headers, payload) from build_tcp/build_udp, few enough for one writev.
+            for buffers in packets:
+                if len(buffers) != 2:
+                    break
+                head, payload = buffers
+                length = (len(head) if type(head) is bytes else _nbytes(head)) \
+                    + (len(payload) if type(payload) is bytes else _nbytes(payload))
+                if length > SNAPLEN:
+                    raise ValueError(f"packet of {length} bytes exceeds the snaplen {SNAPLEN}")
+                iov += (pack(sec, usec, length, length), head, payload)
+                total += length
+            else:
+                if iov:
+                    _writev_all(fd, iov, total + _RECORD_HEADER.size * len(packets))
+                return
+            iov, total = [], 0
         for buffers in packets:
             length = sum(map(_nbytes, buffers))
             if length > SNAPLEN:

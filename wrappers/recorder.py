@@ -31,7 +31,7 @@ from contextlib import AbstractContextManager
 
 from . import packets
 from .pcapfile import get_writer
-from .sockdir import private_dir
+from .sockdir import current_pid, private_dir
 
 _LOCAL = threading.local()
 
@@ -87,7 +87,7 @@ class Recorder:
         """Does the process at the other end log its own sends into our file?"""
         if not pid:
             return False
-        if pid == os.getpid():
+        if pid == current_pid():
             return True
         cached = self._cache.get(pid)
         if cached is None:
@@ -147,10 +147,11 @@ def recorder_for(pcap_path: str | None, socket_dir: str) -> Recorder | None:
         return None
     # Every new socket asks: an absolute path is looked up as given (realpath() costs a dozen
     # system calls), a relative one through realpath, since it depends on the working directory.
-    fast = (pcap_path, socket_dir) if os.path.isabs(pcap_path) else None
-    rec = _recorders_by_name.get(fast) if fast else None
+    # Only absolute paths are ever filed by name, so a hit needs no isabs() first.
+    rec = _recorders_by_name.get((pcap_path, socket_dir))
     if rec is not None:
         return rec
+    fast = (pcap_path, socket_dir) if os.path.isabs(pcap_path) else None
     key = (os.path.realpath(pcap_path), socket_dir)
     rec = _recorders.get(key)
     if rec is None:

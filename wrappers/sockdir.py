@@ -20,6 +20,23 @@ MAX_DIR_LEN = 99
 PRIVATE_SUBDIR = ".wirecheck"
 """Our own bookkeeping (logger markers, reset markers) lives here; cwrap never looks at it."""
 
+_pid = os.getpid()
+
+
+def _new_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_new_pid)
+
+
+def current_pid() -> int:
+    """os.getpid() without the system call (glibc no longer caches it): every emulated socket
+    asks, at creation, at close and when it classifies its peer. Kept right across os.fork()."""
+    return _pid
+
+
 _UNIX_TYPE: dict[int, int] = {socket.SOCK_STREAM: 1, socket.SOCK_DGRAM: 2, socket.SOCK_SEQPACKET: 5}
 _SO_ACCEPTCON = 0x10000
 _SS_UNCONNECTED = 1

@@ -45,6 +45,7 @@ from .sockbase import (
     _IPPROTO_TCP,
     _IPPROTO_UDP,
     _MSG_DONTWAIT,
+    _MSG_PEEK,
     _POLLOUT,
     _SOL_SOCKET,
     _TYPE_MASK,
@@ -64,7 +65,7 @@ from .sockbase import (
     _remote_cache,
     _stable,
 )
-from .sockdir import is_in_use
+from .sockdir import current_pid, is_in_use
 from .sockopts import OptionsMixin
 from .stream import StreamMixin
 
@@ -100,8 +101,7 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
             type = SOCK_STREAM
         base_type = type & _TYPE_MASK
         proto = 0 if proto == -1 else proto
-        allowed: dict[int, tuple[int, int]] = {SOCK_STREAM: (0, _IPPROTO_TCP), SOCK_DGRAM: (0, _IPPROTO_UDP)}
-        if base_type not in allowed or proto not in allowed[base_type]:
+        if base_type not in _ALLOWED or proto not in _ALLOWED[base_type]:
             raise _oserror(errno.EPROTONOSUPPORT, "socket_wrapper emulates TCP and UDP only")
         _orig_socket.__init__(self, AF_UNIX, type & ~_socket_mod.SOCK_NONBLOCK, 0)
         meta = SocketMeta(family, base_type, proto, cfg.socket_dir)
@@ -109,8 +109,8 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
             meta.v6only = dualstack.default_v6only()  # the kernel copies the sysctl at socket()
         else:
             meta.reach = _V4_ONLY
-        self._emulate(cfg, meta)
-        self._set_timeout(0.0 if type & _socket_mod.SOCK_NONBLOCK else _socket_mod.getdefaulttimeout())
+        self._emulate(cfg, meta, fresh=True)
+        self._set_timeout(0.0 if type & _socket_mod.SOCK_NONBLOCK else _socket_mod.getdefaulttimeout(), fresh=True)
         if base_type == SOCK_STREAM:
             self._set_buffers()
 
@@ -134,20 +134,28 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
             if meta.accepted:
                 meta.peer_logs = self._sw_rec.peer_logs(meta.peer_pid)
 
-    def _emulate(self, cfg: Config, meta: SocketMeta) -> None:
+    def _emulate(self, cfg: Config, meta: SocketMeta, fresh: bool = False) -> None:
+        """Make this object the emulated socket ``meta`` describes; every caller then sets the fd's
+        mode (_set_timeout). ``fresh``: a new socket (socket(), accept()), the only object on its
+        descriptor, registered without looking up its inode until somebody asks (meta.register_fd)."""
         self._sw = meta
         self._sw_cfg = cfg
         self._sw_rec: Recorder | None = recorder_for(cfg.pcap_file, cfg.socket_dir)
         meta.refs += 1
-        _orig_socket.settimeout(self, 0.0)
-        metamod.register(self.fileno(), meta)
+        if fresh:
+            metamod.register_fd(self.fileno(), meta)
+        else:
+            metamod.register(self.fileno(), meta)
 
     def _set_buffers(self) -> None:
-        for opt in (_socket_mod.SO_SNDBUF, _socket_mod.SO_RCVBUF):
-            try:
-                _orig_socket.setsockopt(self, _SOL_SOCKET, opt, _UNIX_BUF)
-            except OSError:
-                pass
+        try:
+            _orig_socket.setsockopt(self, _SOL_SOCKET, _SO_SNDBUF, _UNIX_BUF)
+        except OSError:
+            pass
+        try:
+            _orig_socket.setsockopt(self, _SOL_SOCKET, _SO_RCVBUF, _UNIX_BUF)
+        except OSError:
+            pass
 
     @property
     def family(self) -> _socket_mod.AddressFamily:  # type: ignore[override]
@@ -193,15 +201,21 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
             return super().getblocking()
         return self._sw_timeout != 0.0
 
-    def _set_timeout(self, value: float | None) -> None:
+    def _set_timeout(self, value: float | None, fresh: bool = False) -> None:
         """Keep the application's timeout; make the fd blocking only for a blocking socket.
 
         A blocking socket's fast path then sleeps in the kernel (fewer, fuller send() calls);
         a timeout is emulated over a non-blocking fd with poll(), because CPython would poll
         before each call otherwise. Paths that must not block pass MSG_DONTWAIT explicitly.
+
+        ``fresh``: the fd was just made by socket() or accept() and nothing else holds it, so
+        its mode is the one CPython's own timeout says (no dup can have changed O_NONBLOCK):
+        when that is already the one wanted, the ioctl is skipped.
         """
         self._sw_timeout = value
-        _orig_socket.settimeout(self, None if value is None else 0.0)
+        mode = None if value is None else 0.0
+        if not fresh or _orig_socket.gettimeout(self) != mode:
+            _orig_socket.settimeout(self, mode)
 
     def _deadline(self) -> float | None:
         t = self._sw_timeout
@@ -368,7 +382,8 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
         for port in _autobind.candidates():
             path = self._path(fam, iface, port)
             twin_path = self._path(dualstack.other(fam), iface, port) if twin else None
-            if os.path.lexists(path) or (twin_path and os.path.lexists(twin_path)):
+            # Without a twin, bind() itself refuses a taken name (EADDRINUSE, below): no lstat first.
+            if twin_path and (os.path.lexists(path) or os.path.lexists(twin_path)):
                 continue
             try:
                 self._bind_unix(path)
@@ -398,15 +413,19 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
         """The unix path and the emulated tuple of a destination, or the errno cwrap gives."""
         m = self._sw
         assert m is not None
-        key = (self._sw_cfg, m.family, m.sotype, m.v6only, m.reach, address) if type(address) is tuple else None
+        cfg = self._sw_cfg
+        # Keyed by the configuration's identity (hashing the frozen dataclass costs more than the
+        # rest of the look-up); the entry holds the configuration, so its id cannot be reused
+        # while the entry lives.
+        key = (id(cfg), m.family, m.sotype, m.v6only, m.reach, address) if type(address) is tuple else None
         hit = _remote_cache.get(key) if key is not None else None
-        if hit is not None:
-            return hit
+        if hit is not None and hit[2] is cfg:
+            return hit[0], hit[1]
         result = self._remote_uncached(address, what)
         if key is not None and result[1][0] == address[0]:  # a literal address: no DNS answer to go stale
             if len(_remote_cache) >= 4096:
                 _remote_cache.clear()
-            _remote_cache[key] = result
+            _remote_cache[key] = (result[0], result[1], cfg)
         return result
 
     def _remote_uncached(self, address: Any, what: str) -> tuple[str, tuple]:
@@ -508,7 +527,10 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
             try:
                 data = _orig_recv(self, bufsize, flags if self._sw_timeout is None else flags | _MSG_DONTWAIT)
                 if data or not bufsize:
-                    return data  # EOF and errors take the full path below
+                    return data
+                if not flags & _MSG_PEEK:
+                    self._on_eof()  # what the full path does with the EOF, without asking again
+                return data
             except BlockingIOError:
                 if self._sw_timeout == 0.0 or flags & _MSG_DONTWAIT:
                     raise
@@ -532,7 +554,11 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
                 n = _orig_recv_into(self, buffer, nbytes,
                                     flags if self._sw_timeout is None else flags | _MSG_DONTWAIT)
                 if n:
-                    return n  # EOF and errors take the full path below
+                    return n
+                if nbytes and not flags & _MSG_PEEK:
+                    self._on_eof()  # what the full path does with the EOF, without asking again
+                    return 0
+                # nbytes 0 (the buffer's size) and errors take the full path below
             except BlockingIOError:
                 if self._sw_timeout == 0.0 or flags & _MSG_DONTWAIT:
                     raise
@@ -558,6 +584,7 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
 
     def detach(self) -> int:
         if self._sw is not None and not self._sw_closed:
+            metamod.flush_pending()  # the fd leaves us: file the socket under its inode now
             self._sw_closed = True
             self._sw.refs -= 1
             self._sw.shared = True
@@ -594,11 +621,7 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
         m.refs -= 1
         if m.refs > 0:
             return
-        try:
-            ino: int | None = metamod.inode_of(self.fileno())
-        except OSError:
-            ino = None
-        if not self._fin_owner(m, ino, locked):
+        if not self._fin_owner(m, locked):
             metamod.forget(m)
             return
         if m.shaper is not None and not locked:
@@ -613,7 +636,7 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
         if m.autobound and m.accepted is False and m.peer_path:
             markers.remove_reset_marker(m)
             markers.forget_acceptor(m)
-        if m.bound_path and not m.accepted and m.owner_pid == os.getpid():
+        if m.bound_path and not m.accepted and m.owner_pid == current_pid():
             try:
                 if m.bound_ino is None or os.stat(m.bound_path).st_ino == m.bound_ino:
                     os.unlink(m.bound_path)
@@ -624,7 +647,7 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
             dualstack.close_twin_sender(m.twin_sender)
         metamod.forget(m)
 
-    def _fin_owner(self, m: SocketMeta, ino: int | None, locked: bool) -> bool:
+    def _fin_owner(self, m: SocketMeta, locked: bool) -> bool:
         """Is this close the one that puts the FIN on the wire (the last reference anywhere)?
 
         A socket that crossed fork() or SCM_RIGHTS may be held by other processes; the kernel
@@ -636,7 +659,11 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
         sender of SCM_RIGHTS whose socket is still in flight (held by no process) finds no
         handover and leaves the FIN to the receiver, as before.
         """
-        if not (m.shared or m.passed) or ino is None:
+        if not (m.shared or m.passed):
+            return True  # nobody else can hold it: no need to know its inode
+        try:
+            ino = metamod.inode_of(self.fileno())
+        except OSError:
             return True
         if metamod.others_hold(ino):
             if locked and not m.passed and m.flow is not None:
@@ -666,6 +693,8 @@ class WrappedSocket(StreamMixin, DatagramMixin, DualStackMixin, OptionsMixin, _s
 
 
 _V4_ONLY, _V6_ONLY, _DUAL = dualstack.V4_ONLY, dualstack.V6_ONLY, dualstack.DUAL
+_SO_SNDBUF, _SO_RCVBUF = _socket_mod.SO_SNDBUF, _socket_mod.SO_RCVBUF
+_ALLOWED: dict[int, tuple[int, int]] = {SOCK_STREAM: (0, _IPPROTO_TCP), SOCK_DGRAM: (0, _IPPROTO_UDP)}
 
 _protocol_hooks: dict[int, Callable[..., Any]] = {}
 

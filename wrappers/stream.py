@@ -13,6 +13,7 @@ silent blackhole.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import socket as _socket_mod
@@ -38,6 +39,7 @@ from .sockbase import (
     _oserror,
     _schedule,
 )
+from .tcplog import TcpFlow
 
 
 class StreamMixin(SocketParts):
@@ -70,8 +72,6 @@ class StreamMixin(SocketParts):
         # append remain, so a peer that wants the lock (an acceptor closing at once) waits less.
         flow = handshake = None
         if rec is not None:
-            from .tcplog import TcpFlow
-
             flow = TcpFlow(*self._wire(peer))
             handshake = flow.handshake("local")
 
@@ -123,8 +123,6 @@ class StreamMixin(SocketParts):
         rec = self._sw_rec
         if rec is not None:
             if flow is None:
-                from .tcplog import TcpFlow
-
                 flow = TcpFlow(*self._wire(peer))
                 handshake = flow.handshake("local")
             m.peer_logs = None  # decided at the first receive: the acceptor may not be the listener's creator
@@ -137,8 +135,6 @@ class StreamMixin(SocketParts):
         m = self._sw
         if rec is None or m is None or m.local is None:
             return
-        from .tcplog import TcpFlow
-
         syn = TcpFlow(*self._wire(peer)).handshake("local")[0]
         rec.write([syn])
         rec.icmp_unreachable(syn, m.family)
@@ -185,14 +181,12 @@ class StreamMixin(SocketParts):
                         peer=peer, peer_path=unix_addr, unix_connected=True, accepted=True,
                         bound_path=m.bound_path)  # the listener's name: never unlinked by a child
         cm.options = {k: v for k, v in m.options.items() if k[0] != _SOL_SOCKET}
-        child._emulate(self._sw_cfg, cm)
-        child._set_timeout(_socket_mod.getdefaulttimeout())  # as CPython: the default, not the listener's
+        child._emulate(self._sw_cfg, cm, fresh=True)
+        child._set_timeout(_socket_mod.getdefaulttimeout(), fresh=True)  # as CPython: the default, not the listener's
         if m.sotype == SOCK_STREAM:
             child._set_buffers()
         rec = child._sw_rec
         if rec is not None:
-            from .tcplog import TcpFlow
-
             cm.peer_pid = child._peer_pid()
             cm.peer_logs = rec.peer_logs(cm.peer_pid)
             if m.shared:
@@ -401,7 +395,18 @@ class StreamMixin(SocketParts):
                 self._on_reset_received()
                 raise
 
-        n = self._io(attempt, _POLLIN, flags)
+        n = None
+        if self._sw_timeout is None and not flags & _MSG_DONTWAIT and m.cut is None and impair.current() is None:
+            # A blocking socket sleeps in the kernel: one recv instead of a failing one and poll().
+            try:
+                n = _orig_socket.recv_into(self, view, nbytes, flags)
+            except BlockingIOError:
+                pass  # a dup of this socket made the fd non-blocking: poll below
+            except ConnectionResetError:
+                self._on_reset_received()
+                raise
+        if n is None:
+            n = self._io(attempt, _POLLIN, flags)
         if flags & _MSG_PEEK:
             return n
         if n == 0 and nbytes:
@@ -455,18 +460,11 @@ class StreamMixin(SocketParts):
                 rec.write(m.flow.rst("in"))
 
     def _inq(self) -> int:
-        import fcntl
-
         try:
             buf = fcntl.ioctl(self.fileno(), _SIOCINQ, b"\0\0\0\0")
             return int.from_bytes(buf, "little")
         except OSError:
             return 0
-
-    def _peer_shut(self) -> bool:
-        p = select.poll()
-        p.register(self.fileno(), _POLLRDHUP)
-        return any(ev & (_POLLRDHUP | select.POLLHUP) for _, ev in p.poll(0))
 
     def _log_fin_out_locked(self, closing: bool = False) -> None:
         """Our FIN (and the peer kernel's ACK of it), with the ack number the peer kernel would use.
@@ -488,8 +486,19 @@ class StreamMixin(SocketParts):
         rec = self._sw_rec
         if rec is None or m.flow is None or m.fin_sent:
             return
-        unread = self._inq()
-        peer_fin = not m.fin_seen and self._peer_shut()
+        if m.fin_seen:
+            # Somebody read the peer's EOF, which a unix stream reports only once its queue is
+            # empty, and nothing can follow a FIN: no unread bytes, no FIONREAD to ask.
+            unread, peer_fin = 0, False
+        else:
+            # One poll says both whether the peer shut its side and whether anything is unread
+            # (no POLLIN: nothing queued, no FIONREAD needed).
+            p = select.poll()
+            p.register(self.fileno(), _POLLIN | _POLLRDHUP)
+            ready = p.poll(0)
+            ev = ready[0][1] if ready else 0
+            peer_fin = bool(ev & (_POLLRDHUP | select.POLLHUP))
+            unread = self._inq() if ev & _POLLIN else 0
         counted = m.flow.remote_seq
         m.flow.note_received(unread + peer_fin)
         if closing and unread:

@@ -41,7 +41,8 @@ from .packets import (
     Buffer,
     Packet,
     address_family,
-    build_tcp,
+    tcp_endpoints,
+    tcp_segment,
 )
 
 __all__ = ["Direction", "Packet", "TcpFlow"]
@@ -59,14 +60,44 @@ class TcpFlow:
     """
 
     def __init__(self, local: Address, remote: Address, *, window: int = 65535) -> None:
-        if address_family(local) != address_family(remote):
-            raise ValueError(f"mixed address families: {local!r} -> {remote!r}")
-        self.local = local
-        self.remote = remote
-        self.family = address_family(local)
+        self._local = local
+        self._remote = remote
+        self._ends = self._endpoints()
+        self.family = self._ends[0][0]
         self.window = window
         self.local_seq = 0
         self.remote_seq = 0
+
+    def _endpoints(self) -> tuple:
+        """(out, in): the two directions' packets.tcp_endpoints, checked and packed once."""
+        local, remote = self._local, self._remote
+        try:
+            out = tcp_endpoints(local, remote)
+        except ValueError:
+            if address_family(local) != address_family(remote):
+                raise ValueError(f"mixed address families: {local!r} -> {remote!r}") from None
+            raise
+        family, local_ip, remote_ip, local_port, remote_port = out
+        return out, (family, remote_ip, local_ip, remote_port, local_port)
+
+    @property
+    def local(self) -> Address:
+        return self._local
+
+    @local.setter
+    def local(self, value: Address) -> None:
+        self._local = value
+        self._ends = self._endpoints()
+        self.family = self._ends[0][0]
+
+    @property
+    def remote(self) -> Address:
+        return self._remote
+
+    @remote.setter
+    def remote(self, value: Address) -> None:
+        self._remote = value
+        self._ends = self._endpoints()
 
     # -- the numbers -------------------------------------------------------------------------
 
@@ -93,16 +124,20 @@ class TcpFlow:
 
     def _segment(self, direction: Direction, flags: int, payload: Buffer = b"") -> Packet:
         """One segment with the current numbers, then advance the sender's counter."""
+        ends = self._ends
+        count = (len(payload) if type(payload) is bytes else memoryview(payload).nbytes) \
+            + bool(flags & SYN) + bool(flags & FIN)
         if direction == "out":
-            src, dst, seq, ack = self.local, self.remote, self.local_seq, self.remote_seq
+            seq, ack = self.local_seq, self.remote_seq
+            packet = tcp_segment(ends[0], seq, ack if flags & ACK else 0, flags, payload, self.window)
+            self.local_seq = (seq + count) % _MOD
         elif direction == "in":
-            src, dst, seq, ack = self.remote, self.local, self.remote_seq, self.local_seq
+            seq, ack = self.remote_seq, self.local_seq
+            packet = tcp_segment(ends[1], seq, ack if flags & ACK else 0, flags, payload, self.window)
+            self.remote_seq = (seq + count) % _MOD
         else:
             raise ValueError(f"direction must be 'out' or 'in', not {direction!r}")
-        if not flags & ACK:
-            ack = 0  # only the very first SYN; a nonzero ack without ACK is an expert warning
-        packet = build_tcp(src, dst, seq=seq, ack=ack, flags=flags, payload=payload, window=self.window)
-        self.advance(direction, memoryview(payload).nbytes + bool(flags & SYN) + bool(flags & FIN))
+        # (an ack of 0 without ACK: only the very first SYN; a nonzero one is an expert warning)
         return packet
 
     def handshake(self, initiator: Literal["local", "remote"] = "local") -> list[Packet]:
