@@ -3,10 +3,11 @@
 aioquic promises nothing about names that start with an underscore, yet quic.ko's rules need a few of
 them: its stream rules, receive credit and key update state (connection.py: KoQuicConnection), and
 the raw handshake mode where the application's TLS library drives the handshake (rawtls.py:
-RawQuicConnection). Keeping both here, with ``AIOQUIC_PRIVATE`` listing every private name they use by
-the aioquic object that holds it, lets tests/quic/test_aioquic_private.py check each name on real
-aioquic objects: an upgrade that renames or removes one fails there, by name, instead of changing
-behaviour quietly (an override of a vanished method is simply never called).
+RawQuicConnection), and the previous receive keys a key update keeps (keyphase.py). Keeping them
+here, with ``AIOQUIC_PRIVATE`` listing every private name they use by the aioquic object that holds
+it, lets tests/quic/test_aioquic_private.py check each name on real aioquic objects: an upgrade that
+renames or removes one fails there, by name, instead of changing behaviour quietly (an override of a
+vanished method is simply never called).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 from .connection import KoQuicConnection, key_update_requested, one_rtt_crypto
 from .rawtls import RawQuicConnection
 
-# Every aioquic private name the package uses (connection.py and rawtls.py), by the aioquic class (or object) that holds it.
+# Every aioquic private name the package uses (connection.py, rawtls.py, keyphase.py), by the aioquic
+# class (or object) that holds it.
 # "attributes" are read or written on instances; "methods" are overridden or called.
 AIOQUIC_PRIVATE: dict[str, dict[str, tuple[str, ...]]] = {
     "aioquic.quic.connection.QuicConnection": {
@@ -44,7 +46,7 @@ AIOQUIC_PRIVATE: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "aioquic.quic.stream.QuicStreamSender": {"attributes": ("_buffer", "_buffer_stop"), "methods": ()},
     "aioquic.quic.stream.QuicStreamReceiver": {"attributes": ("_final_size",), "methods": ()},
-    "aioquic.quic.crypto.CryptoPair": {"attributes": ("_update_key_requested",), "methods": ()},
+    "aioquic.quic.crypto.CryptoPair": {"attributes": ("_update_key_requested",), "methods": ("_update_key",)},
 }
 
 

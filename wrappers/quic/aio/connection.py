@@ -50,11 +50,14 @@ exactly them, through overriding, never by editing aioquic:
    that matches none is ignored (19.18 allows, not requires, PROTOCOL_VIOLATION; quic.ko ignores it),
    so a late answer never closes the connection.
 
+9. The previous 1-RTT receive keys stay after a key update (keyphase.py, RFC 9001 6.5), as quic.ko
+   keeps them: packets the peer sent before it saw our update are read, not dropped as undecryptable.
+
 External PSK binders need ``tlsext.external_psk`` around every call that runs TLS code.
 
-With rawtls.py this module is the aioquic boundary (the package wrappers/quic/aio): only these two
-touch aioquic's private attributes and override its private methods; everything else goes through the
-public methods below (``stream``, ``remote_stream_limits``, ``one_rtt_crypto``, ...). The package's
+With rawtls.py and keyphase.py this module is the aioquic boundary (the package wrappers/quic/aio):
+only these touch aioquic's private attributes and override its private methods; everything else goes
+through the public methods below (``stream``, ``remote_stream_limits``, ``one_rtt_crypto``, ...). The package's
 ``AIOQUIC_PRIVATE`` lists every private name they use.
 """
 
@@ -71,6 +74,7 @@ from aioquic.quic.packet_builder import QuicDeliveryState
 from aioquic.quic.stream import QuicStream
 
 from ..tlsext import external_psk
+from .keyphase import keep_previous_keys
 
 TP_DISABLE_1RTT_ENCRYPTION = 0xBAAD
 #: the largest two-byte varint: aioquic's own frame writers hold lengths up to this
@@ -246,6 +250,7 @@ class KoQuicConnection(QuicConnection):
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
+        keep_previous_keys(self._cryptos[tls.Epoch.ONE_RTT])  # 9. above
         if self.request_client_cert:
             # aioquic's server can ask for a client certificate only through this private switch
             self.tls._request_client_certificate = True
