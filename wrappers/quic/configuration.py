@@ -12,7 +12,7 @@ import socket
 
 from aioquic.quic.configuration import QuicConfiguration
 
-from . import tlsext
+from . import congestion, tlsext
 from .sockparts import QuicSocketParts
 
 MAX_DATAGRAM = int(os.environ.get("WIRECHECK_QUIC_MTU", "1452") or 1452)
@@ -50,8 +50,9 @@ def quic_configuration(sock: QuicSocketParts, is_client: bool, alpns: str | list
     cfg.max_datagram_frame_size = tp.max_datagram_frame_size or None
     if is_client and o.token:
         cfg.token = o.token
-    if o.cfg.congestion_control_algo == 1:
-        cfg.congestion_control_algorithm = "cubic"
+    # quic.ko's algorithms: 0 New Reno (its own, congestion.py: no delay-based slow-start exit, the
+    # path's segment size), 1 CUBIC (aioquic's)
+    cfg.congestion_control_algorithm = "cubic" if o.cfg.congestion_control_algo == 1 else congestion.NAME
     if is_client and o.cfg.version:
         # the first Initial goes out in CONFIG.version (V2 included); an unknown version gets a Version
         # Negotiation from the listener and the client retries with a version both know (RFC 9000 6)
