@@ -44,7 +44,7 @@ AIOQUIC_PRIVATE: dict[str, dict[str, tuple[str, ...]]] = {
         "attributes": ("_request_client_certificate",),
         "methods": ("_client_handle_new_session_ticket",),
     },
-    "aioquic.quic.stream.QuicStreamSender": {"attributes": ("_buffer", "_buffer_stop"), "methods": ()},
+    "aioquic.quic.stream.QuicStreamSender": {"attributes": ("_buffer", "_buffer_stop", "_pending"), "methods": ()},
     "aioquic.quic.stream.QuicStreamReceiver": {"attributes": ("_final_size",), "methods": ()},
     "aioquic.quic.crypto.CryptoPair": {"attributes": ("_update_key_requested",), "methods": ("_update_key",)},
 }
