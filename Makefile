@@ -37,7 +37,7 @@ lint-imports: setup
 interop-figures:
 	@python3 scripts/interop_figures.py
 
-# smbtorture's 36 server-semantics suites against smbd and against `wirecheck serve` in one run (~11 minutes
+# smbtorture's 38 server-semantics suites against smbd and against `wirecheck serve` in one run (~12 minutes
 # on two cores); stores tests/smbinterop/compare.tsv and regenerates the README's comparison table
 interop-compare: setup
 	@.venv/bin/python tests/smbinterop/compare_servers.py --write

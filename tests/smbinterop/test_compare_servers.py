@@ -1,6 +1,6 @@
 """The smbd-vs-ours comparison (compare_servers.py) run in full, against the run the README shows.
 
-Slow (about a quarter of an hour on two cores): every one of the 36 suites against a fresh smbd and a
+Slow (about a quarter of an hour on two cores): every one of the 38 suites against a fresh smbd and a
 fresh `wirecheck serve`.  Our count per suite may not fall below the stored run's (compare.tsv) by
 more than the suite's flapping tests; smbd's counts are reported, not judged (they are the reference).
 The fresh rows go to ``$WIRECHECK_RESULTS/compare.tsv`` when that variable is set, so a CI run leaves

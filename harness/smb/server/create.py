@@ -34,6 +34,7 @@ from ..constants import (
     CreateOptions,
     Dialect,
     FileAttributes,
+    HeaderFlags,
     NtStatus,
     OplockLevel,
 )
@@ -104,12 +105,19 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
         raise Fail(NtStatus.BAD_IMPERSONATION_LEVEL, "bad ImpersonationLevel")
     if request.name.startswith("\\"):
         raise Fail(NtStatus.INVALID_PARAMETER, "CREATE name must be relative to the share")
+    if _replay_of_waiting_create(conn, header, intent):
+        # smbd's answer (its replay cache holds the CreateGuid while the original is in progress);
+        # Windows answers ACCESS_DENIED (smbtorture smb2.replay.dhv2-pending1*-sane / -windows).
+        raise Fail(NtStatus.FILE_NOT_AVAILABLE, "replay of a CREATE still waiting for a break")
     try:
         found = durable.find_replay(conn, header, request, intent, state.durable)
         if found is not None:
-            return attach(conn, session, tree, found, replay_contexts(found), found.durable.create_action)
+            return _replayed(conn, session, tree, request, found)
     except durable.Reject as exc:
         raise Fail(exc.status, str(exc)) from exc
+    replayed = _replay_of_nondurable(conn, session, header, request, intent)
+    if replayed is not None:
+        return replayed
     try:
         base_name, stream = split_stream(request.name)
         path = tree.fs.resolve(base_name)
@@ -178,6 +186,8 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
                 lambda pending: _create(conn, session, tree, header, request, related, encrypted, pending),
                 waiting, lease=ident)
             if parked is not None:
+                if intent.version == 2 and parked.async_id in conn.pending:
+                    conn.pending[parked.async_id].create_guid = intent.create_guid
                 return parked
             _check_sharing(state, path, granted, request.share_access)
             streams.delete_conflict(state.opens_by_path.get(path, []), None, granted, request.share_access)
@@ -233,6 +243,8 @@ def _create(conn, session, tree, header, request: m.CreateRequest, related, encr
     contexts += durable.grant(conn, session, tree, request, intent, opened, state.durable)
     if opened.durable is not None:
         opened.durable.create_action = int(action)  # a replayed CREATE answers with the original action
+    elif intent.version == 2 and intent.create_guid:
+        opened.replay_key, opened.replay_action = (conn.client_guid, intent.create_guid), int(action)
     return create_reply(opened, file_meta(conn, st), oplock, action, contexts)
 
 
@@ -318,6 +330,61 @@ def _check_sharing(state, path: str, access: int, share: int, stream: str | None
             raise Fail(NtStatus.SHARING_VIOLATION, "share mode conflict")
         if other.delete_on_close:
             raise Fail(NtStatus.DELETE_PENDING, "delete pending")
+
+
+def _replay_of_waiting_create(conn, header, intent) -> bool:
+    """A replayed DH2Q CREATE whose original (same CreateGuid, same client) still waits for the
+    breaks it caused: it is in progress, so there is no open to hand back yet."""
+    if intent.version != 2 or not intent.create_guid or not header.flags & HeaderFlags.REPLAY_OPERATION:
+        return False
+    return any(item.pending.create_guid == intent.create_guid
+               and getattr(item.pending.connection, "client_guid", None) == conn.client_guid
+               for item in conn.state.waiting)
+
+
+def _replay_of_nondurable(conn, session, header, request, intent) -> Reply | None:
+    """A replayed DH2Q CREATE whose original was granted no durability (no BATCH oplock, no HANDLE
+    lease): still the same open, with the original's answer, while it is open on this session.
+    smbd keeps every DH2Q CreateGuid in its replay cache, durable or not (smbtorture
+    smb2.replay.dhv2-pending1n-*: the replay after the original completed gets the same FileId)."""
+    if intent.version != 2 or not intent.create_guid or not header.flags & HeaderFlags.REPLAY_OPERATION:
+        return None
+    key = (conn.client_guid, intent.create_guid)
+    found = next((o for o in session.opens.values() if o.replay_key == key), None)
+    if found is None:
+        return None
+    lease_ctx = find_context(request.contexts, RQLS) if request.requested_oplock_level == OplockLevel.LEASE else None
+    if (lease_ctx is None) != (found.lease_key is None) or (
+            lease_ctx is not None and len(lease_ctx.data) >= 16 and lease_ctx.data[:16] != found.lease_key):
+        raise Fail(NtStatus.ACCESS_DENIED, "replay asks for another lease than the original")
+    contexts = []
+    if lease_ctx is not None and len(lease_ctx.data) == 52:
+        contexts.append(LeaseV2(lease_key=found.lease_key, lease_state=found.lease_state,
+                                epoch=found.lease_epoch).to_context())
+    elif lease_ctx is not None:
+        contexts.append(LeaseV1(lease_key=found.lease_key, lease_state=found.lease_state).to_context())
+    try:
+        st = stat_open(found)
+    except OSError as exc:
+        raise os_error(exc) from exc
+    oplock = OplockLevel.LEASE if found.lease_key is not None else found.oplock
+    return create_reply(found, file_meta(conn, st), oplock, found.replay_action, contexts)
+
+
+def _replayed(conn, session, tree, request, found: Open) -> Reply:
+    """The durable open a replayed DH2Q names.  A replay asking for a weaker oplock than the open holds
+    is answered with that level, and without durability when the level could not have had it (the
+    open keeps what it has; smbtorture smb2.replay.replay-dhv2-oplock2, as smbd and Windows)."""
+    info = found.durable
+    if info is None:
+        raise Fail(NtStatus.OBJECT_NAME_NOT_FOUND, "not a durable open")
+    requested = request.requested_oplock_level
+    weaker = found.lease_key is None and requested != OplockLevel.LEASE and requested < found.oplock
+    contexts = durable.reconnect_contexts(found) if weaker else replay_contexts(found)
+    reply = attach(conn, session, tree, found, contexts, info.create_action)
+    if weaker and isinstance(reply.body, m.CreateResponse):
+        reply.body.oplock_level = requested
+    return reply
 
 
 def replay_contexts(opened: Open) -> list:

@@ -159,6 +159,10 @@ class Open:
     mode: int = 0  # FileModeInformation (MS-FSCC §2.4.26) as SET_INFO last set it
     deletes_file: bool = False  # the file's delete is pending until this open (of a stream) closes
     stream: str | None = None  # a named data stream of the file at ``path`` (streams.py); None: the file
+    # (ClientGuid, CreateGuid) of a DH2Q CREATE that did not become durable, and the CreateAction it
+    # answered: a replay of that CREATE gets this open back (create.py, as smbd's replay cache does)
+    replay_key: tuple[bytes, bytes] | None = None
+    replay_action: int = 0
 
     @property
     def stream_key(self) -> str | None:
@@ -203,6 +207,7 @@ class Pending:
     connection: Any = None
     on_cancel: Callable[[], None] | None = None
     on_drop: Callable[[], None] | None = None
+    create_guid: bytes = b""  # a waiting DH2Q CREATE's CreateGuid: a replay of it meets it (create.py)
 
 
 @dataclass

@@ -245,9 +245,13 @@ def resume(state) -> None:
 
 
 def drop_waiting(state, pending: Pending | None = None, connection=None) -> None:
-    """A waiting request was cancelled, or its connection is gone."""
+    """A waiting request was cancelled, or its connection is gone.  A DH2Q CREATE whose connection
+    went stays parked, unanswerable (:func:`resume` drops it when its breaks are over): until then
+    it is in progress, and a replay of it on another channel is told so (create.py; smbd does the
+    same, smbtorture smb2.replay.dhv2-pending2*-sane)."""
     state.waiting = [w for w in state.waiting
-                     if w.pending is not pending and (connection is None or w.pending.connection is not connection)]
+                     if w.pending is not pending and (connection is None or w.pending.connection is not connection
+                                                      or w.pending.create_guid)]
 
 
 def next_deadline(state) -> float | None:
