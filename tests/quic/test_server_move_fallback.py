@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from wrappers import impair
 from wrappers.quic import (
     MSG_STREAM_FIN,
@@ -30,17 +28,9 @@ from wrappers.quic import (
 )
 
 from .conftest import close_all, emulated, open_pair
-from .test_adv_migration import _recv_data
+from .test_adv_migration import _no_impairments, _recv_data  # noqa: F401 - the autouse fixture resets impairments
 
 BLACKHOLE = 6
-
-
-@pytest.fixture(autouse=True)
-def _no_impairments():
-    impair.reset()
-    yield
-    impair.configure(None)
-    impair.reset()
 
 
 def test_client_falls_back_to_the_servers_first_address_when_validation_fails(pki):
