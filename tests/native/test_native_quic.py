@@ -343,4 +343,4 @@ def test_a_native_program_that_reads_nothing_holds_the_sender_back(qtest, sockdi
     held = int(line.split()[2])
     assert 0 < held < 32 << 20, line  # stream window + the pair's buffer + the socket's queue
     srv.finish(timeout=30)
-    cli.p.kill()
+    cli.kill()  # the whole process group: qtest itself, not only the `wirecheck exec` in front of it
