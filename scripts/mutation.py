@@ -41,7 +41,7 @@ MODULES: dict[str, list[str]] = {
     "harness/smb/crypto.py": ["tests/smb/test_smb_crypto_edges.py", "tests/smb/test_smb_known_answer.py", "tests/smb/test_smb_crypto_interop.py",
                               "tests/smb/test_smb_malformed.py", "tests/smb/test_smb_pitfalls.py"],
     "wrappers/addressing.py": ["tests/test_addressing.py"],
-    "wrappers/pcapfile.py": ["tests/test_pcapfile_edges.py", "tests/test_pcapfile.py", "tests/test_packets.py"],
+    "wrappers/pcapfile.py": ["tests/test_pcapfile_edges.py", "tests/test_pcapfile.py", "tests/test_packets.py", "tests/test_pcap_lock.py"],
     "wrappers/smbdirect/messages.py": ["tests/smbdirect/test_messages.py", "tests/smbdirect/test_core.py"],
     # the func_test port (quicfunc) shares one connection across cases in order: a subset run per
     # mutant would fail for that reason alone, so it is not in the selection.

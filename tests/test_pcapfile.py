@@ -209,7 +209,46 @@ def test_get_writer_shares_one_writer_per_realpath(tmp_path: Path, monkeypatch: 
 # locking
 
 
-def test_lock_excludes_other_processes(tmp_path: Path) -> None:
+@pytest.fixture
+def flock_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback lock, as where there is no /dev/shm or no C extension: flock on the capture."""
+    monkeypatch.setattr(pcapfile, "_LOCK_DIR", None)
+
+
+@pytest.fixture
+def private_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared lock, its files in a directory of this test's own."""
+    if pcapfile._c_lock_acquire is None:
+        pytest.skip("the C extension is not built")
+    locks = tmp_path / "locks"
+    monkeypatch.setattr(pcapfile, "_LOCK_DIR", str(locks))
+    return locks
+
+
+def _in_child(check) -> int:
+    """Run ``check()`` in a forked child; its return value is the exit code."""
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            code = check()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_shared_lock_excludes_other_processes(tmp_path: Path, private_locks: Path) -> None:
+    w = PcapWriter(tmp_path / "a.pcap")
+    with w.locked():
+        assert _in_child(lambda: 0 if pcapfile._c_lock_acquire(w._shm, False) is None else 2) == 0
+    assert _in_child(lambda: 0 if pcapfile._c_lock_acquire(w._shm, False) is False else 2) == 0
+    with w.locked():  # the child exited holding it: the lock is taken over, not stuck
+        pass
+    w.close()
+
+
+def test_lock_excludes_other_processes(tmp_path: Path, flock_only: None) -> None:
     path = tmp_path / "a.pcap"
     w = PcapWriter(path)
     probe = os.open(path, os.O_RDONLY)
@@ -243,7 +282,27 @@ def test_lock_excludes_threads(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_forked_child_locks_against_its_parent(tmp_path: Path) -> None:
+def test_forked_child_shares_the_shared_lock_with_its_parent(tmp_path: Path, private_locks: Path) -> None:
+    """The mapping survives fork: a child finds the lock a parent's thread holds taken."""
+    w = get_writer(tmp_path / "a.pcap")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with w.locked():
+            holding.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    holding.wait(10)
+    code = _in_child(lambda: 0 if pcapfile._c_lock_acquire(w._shm, False) is None else 2)
+    release.set()
+    t.join()
+    assert code == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_locks_against_its_parent(tmp_path: Path, flock_only: None) -> None:
     """flock belongs to an open file description: a child must not share the parent's, or the lock
     would not exclude them.  And a thread lock held at fork time must not deadlock the child."""
     w = get_writer(tmp_path / "a.pcap")

@@ -1,6 +1,6 @@
 """wrappers.pcapfile at its edges: what each foreign header is called, a short writev resumed at every
-boundary, the snaplen limit, the flock descriptor (same inode, close-on-exec, and its fallback when
-/proc is not there), what a forked child resets, where the temporary file of an atomic creation lives,
+boundary, the snaplen limit, the fallback lock's flock descriptor (same inode, close-on-exec, and its
+fallback when /proc is not there), what a forked child resets, where the temporary file of an atomic creation lives,
 the grace for a file another writer created empty, and a header that arrives while we take the lock.
 
 Mutation testing of pcapfile.py showed these unchecked; tests/test_pcapfile.py covers the main paths.
@@ -75,6 +75,12 @@ def test_snaplen_is_the_limit(tmp_path: Path) -> None:
     assert (tmp_path / "a.pcap").stat().st_size == 24 + 16 + SNAPLEN
 
 
+@pytest.fixture
+def flock_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback lock (no /dev/shm, no C extension): flock on a description of the capture."""
+    monkeypatch.setattr(pcapfile, "_LOCK_DIR", None)
+
+
 def _same_file_cloexec(w: PcapWriter) -> None:
     lock_fd = w._lock_fd
     assert lock_fd is not None
@@ -83,7 +89,7 @@ def _same_file_cloexec(w: PcapWriter) -> None:
     assert fcntl.fcntl(lock_fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
 
 
-def test_lock_descriptor_follows_the_open_file_not_the_name(tmp_path: Path) -> None:
+def test_lock_descriptor_follows_the_open_file_not_the_name(tmp_path: Path, flock_only: None) -> None:
     path = tmp_path / "a.pcap"
     w = PcapWriter(path)
     os.unlink(path)
@@ -94,7 +100,7 @@ def test_lock_descriptor_follows_the_open_file_not_the_name(tmp_path: Path) -> N
     w.close()
 
 
-def test_lock_descriptor_without_proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lock_descriptor_without_proc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flock_only: None) -> None:
     real = os.open
 
     def no_proc(p, *a, **k):
@@ -111,7 +117,7 @@ def test_lock_descriptor_without_proc(tmp_path: Path, monkeypatch: pytest.Monkey
     w.close()
 
 
-def test_after_fork_in_child_resets_the_locks(tmp_path: Path) -> None:
+def test_after_fork_in_child_resets_the_locks(tmp_path: Path, flock_only: None) -> None:
     """What the at-fork hook does in a child, run here directly (a forked child's own coverage is not
     recorded): a fresh thread lock, the lock descriptor shared with the parent closed and forgotten."""
     w = PcapWriter(tmp_path / "a.pcap")
@@ -134,7 +140,7 @@ def test_after_fork_in_child_resets_the_locks(tmp_path: Path) -> None:
     w.close()
 
 
-def test_module_after_fork_resets_every_live_writer(tmp_path: Path) -> None:
+def test_module_after_fork_resets_every_live_writer(tmp_path: Path, flock_only: None) -> None:
     a, b = PcapWriter(tmp_path / "a.pcap"), PcapWriter(tmp_path / "b.pcap")
     for w in (a, b):
         with w.locked():

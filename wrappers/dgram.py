@@ -16,7 +16,7 @@ import socket as _socket_mod
 import time
 from typing import Any
 
-from . import addressing
+from . import addressing, packets
 from . import meta as metamod
 from .addressing import parse_socket_name, sockaddr
 from .dualstack import peer_view
@@ -140,6 +140,10 @@ class DatagramMixin(SocketParts):
         rec = self._sw_rec
         connected = m.peer is not None
         twin = self._twin_sender_for(path) if m.twin_path is not None else None
+        # The record is built once, before the pcap lock and whatever retries a full receiver
+        # queue costs: under the lock only the send and one append remain (its timestamp is taken
+        # there, so timestamps still follow the order of the records).
+        pkt = self._udp_record(peer, payload) if rec is not None else None
 
         def attempt() -> None:
             try:
@@ -153,10 +157,7 @@ class DatagramMixin(SocketParts):
                 else:
                     _orig_socket.sendto(self, payload, flags | _MSG_DONTWAIT, path)
             except FileNotFoundError:
-                if rec is not None:
-                    from .packets import build_udp
-
-                    pkt = build_udp(*self._wire(peer), payload)
+                if rec is not None and pkt is not None:
                     rec.write([pkt])
                     rec.icmp_unreachable(pkt, m.family)
                 raise _oserror(errno.EHOSTUNREACH) from None
@@ -164,8 +165,8 @@ class DatagramMixin(SocketParts):
                 if e.errno == errno.EPROTOTYPE:
                     raise _oserror(errno.EHOSTUNREACH, "not a datagram socket at that address") from None
                 raise
-            if rec is not None:
-                rec.udp(*self._wire(peer), payload)
+            if rec is not None and pkt is not None:
+                rec.writer.write_packet(pkt)
 
         def locked_attempt() -> None:
             if rec is None:
@@ -218,6 +219,21 @@ class DatagramMixin(SocketParts):
                     continue
                 time.sleep(delay)
                 delay = min(delay * 2, 0.005)
+
+    def _udp_record(self, peer: tuple, payload: Any) -> list:
+        """The pcap record of a datagram to ``peer``; the packed endpoints are kept per socket for
+        its last destination (a NAT rebinding or a bind changes ``m.local`` and so the key)."""
+        m = self._sw
+        assert m is not None
+        cached = m.udp_ends
+        if cached is not None and cached[0] == peer and cached[1] == m.local:
+            ends = cached[2]
+        else:
+            ends = packets.udp_endpoints(*self._wire(peer))
+            m.udp_ends = (peer, m.local, ends)
+        if type(payload) is not bytes:
+            payload = bytes(payload)
+        return packets.udp_datagram(ends, payload)
 
     def _rebind(self, change: str) -> None:
         """NAT rebinding: the peer starts seeing this socket from a new port and/or address.

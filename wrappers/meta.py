@@ -54,6 +54,7 @@ class SocketMeta:
     peer_logs: bool | None = False  # None: not known yet (socket_wrapper._peer_logs)
     passed_seq: tuple[int, int] | None = None  # TcpFlow counters carried across fd passing
     peer_pid: int | None = None
+    udp_ends: tuple | None = None  # (peer, local, packed endpoints) of the last datagram logged (dgram.py)
     fin_sent: bool = False
     fin_seen: bool = False
     reset: bool = False

@@ -338,6 +338,23 @@ def build_udp(src: Address, dst: Address, payload: Buffer = b"") -> Packet:
     return [ip + udp, _no_copy(payload)]
 
 
+def udp_endpoints(src: Address, dst: Address) -> tuple[int, bytes, bytes, int, int]:
+    """``src`` and ``dst`` checked and packed once, for any number of udp_datagram() calls (an
+    emulated UDP socket keeps the last destination's)."""
+    return _endpoints(src, dst)
+
+
+def udp_datagram(ends: tuple[int, bytes, bytes, int, int], payload: bytes) -> Packet:
+    """build_udp() between endpoints from udp_endpoints(), for a ``bytes`` payload: the same
+    packet, minus the address look-ups (every logged datagram of an emulated socket comes here)."""
+    family, src_ip, dst_ip, sport, dport = ends
+    if _c_udp_headers is not None and UDP_HEADER_LEN + len(payload) <= _MAX_IP_PAYLOAD[family]:
+        if family == socket.AF_INET6:
+            return [_c_udp_headers(True, src_ip, dst_ip, sport, dport, 0, payload), payload]
+        return [_c_udp_headers(False, src_ip, dst_ip, sport, dport, next(_ipv4_ids) & 0xFFFF, payload), payload]
+    return build_udp((socket.inet_ntop(family, src_ip), sport), (socket.inet_ntop(family, dst_ip), dport), payload)
+
+
 def build_icmp_unreachable(original_packet: Buffer | Iterable[Buffer], family: int) -> bytes:
     """The ICMP error a host would return for ``original_packet`` (as built by build_tcp/build_udp).
 

@@ -25,25 +25,74 @@ because of three rules, all kept here:
   process can be descheduled between its ``send()`` and the record of it, and the peer's reply
   could then be logged first.  The socket wrapper therefore holds ``writer.locked()`` around
   "send syscall + record write", and the receiver takes the same lock before logging, so a reply
-  can never appear in the capture before the request that caused it.  The lock is a
-  ``threading.Lock`` (threads share the descriptor) plus ``flock(LOCK_EX)`` (processes).
+  can never appear in the capture before the request that caused it.
 
-fork: the child inherits the append descriptor, which stays safe thanks to O_APPEND.  The
-threading lock is replaced in the child (another thread may have held it at fork time), and the
-flock is taken on a descriptor the child opens for itself, because flock locks belong to an open
-file description and a parent and child sharing one would not exclude each other.
+**The lock.**  One mutual exclusion for every thread of every process that appends to one
+capture file.  It is a robust, process-shared pthread mutex (``wrappers/_csum.c``) in a 64-byte
+file under ``/dev/shm/wirecheck-pcap-locks/``, named after the capture's device and inode (the
+file our descriptor appends to, not its name), which each writer maps on its first hold.  Why not
+``flock`` on the capture any more: a hold cost two system calls, on every logged send, datagram,
+handshake and close; the mutex costs two atomic instructions when nobody else holds it, and a
+futex wait and wake when somebody does, as flock's wait queue did.  A waiter first yields the CPU
+a few times: the usual holder is a peer that our own wake-up preempted on this CPU in the middle
+of its short hold (a send wakes its receiver, which reacts and wants the lock), and a yield lets
+it finish without two more context switches and a wake-up call.
+
+Why order still holds.  The guarantee rests on one property only: while any thread anywhere
+holds the lock, no other thread of any process that appends to the file holds it.  The mutex
+gives that for all users that map the same lock file, and they all do: the file's name is a
+function of the capture's inode, which every writer of the capture shares (a writer that opened
+a replaced name writes to another inode, i.e. another capture, as before); it is created with
+its mutex initialised in a private file and then ``link()``-ed into place, so no user ever sees
+an uninitialised one, and a creator that loses the race uses the winner's.  Threads: the mutex
+belongs to the thread that took it, so threads of one process exclude each other too (a waiting
+thread sleeps without the GIL).  fork: the mapping is shared with the child, so parent and child
+exclude each other; a lock a parent's thread holds at fork stays that thread's, and the child
+waits for it like anyone else.  Death: a holder that dies (even by SIGKILL) is noticed by the
+kernel (robust futex list); the next taker gets EOWNERDEAD, marks the mutex consistent and goes
+on, as flock would have been released.  Whatever the holder had appended is whole (one
+``writev`` each) or absent.  Atomicity of a record is not the lock's job at all: it is the
+O_APPEND rule above, unchanged.  Hence "send, append" under the lock still happens as one step
+for every other logger, and a reply, which can only be sent after its request arrived, can only
+be logged after the request's record (tests/test_pcap_lock.py makes the requester stall between
+its send and its record and checks every reply still follows).
+
+Life of a lock file.  Each process that maps one also holds a shared ``flock`` on it, for as long
+as the writer lives (children inherit it).  Whoever creates a new lock file first removes the
+ones nobody holds (those of finished captures), under an exclusive ``flock`` across the unlink;
+a process that opened a name just before it was removed notices after its own ``flock`` (the
+name no longer leads to its inode) and starts over, so two users of one capture can never end
+up on two lock files.  An inode number is only reused once the old file is closed everywhere,
+so a leftover lock of a dead capture that a new capture inherits is free (or its holder is dead,
+see above).
+
+Where there is no shared lock (no ``/dev/shm``, or the C extension was not built) the lock is the
+previous one: a ``threading.Lock`` plus ``flock(LOCK_EX)`` on a description of the capture of
+this process's own.  All writers of a capture must then be of the same kind (one checkout, one
+build): a flock user and a mutex user do not exclude each other.  If the lock file cannot be
+made (``/dev/shm`` full, or not writable), the writer warns and falls back to flock.  Unlike
+flock, a wait for the mutex is not interrupted by a signal (Ctrl-C acts once the lock is free).
+
+fork: the child inherits the append descriptor, which stays safe thanks to O_APPEND.  With the
+flock fallback, the threading lock is replaced in the child (another thread may have held it at
+fork time), and the flock is taken on a descriptor the child opens for itself, because flock
+locks belong to an open file description and a parent and child sharing one would not exclude
+each other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import mmap
 import os
 import struct
 import sys
 import tempfile
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
@@ -145,16 +194,18 @@ class _Held:
         self._writer = writer
 
     def __enter__(self) -> None:
-        w = self._writer
-        w._thread_lock.acquire()
-        try:
-            fcntl.flock(w._lock_fd if w._lock_fd is not None else w._lock_descriptor(), fcntl.LOCK_EX)
-        except BaseException:
-            w._thread_lock.release()
-            raise
+        shm = self._writer._shm
+        if shm is not None:
+            _c_lock_acquire(shm)  # the mutex is owned by a thread: it excludes threads too
+        else:
+            self._writer._acquire_slow()
 
     def __exit__(self, *exc: object) -> None:
         w = self._writer
+        shm = w._shm
+        if shm is not None:
+            _c_lock_release(shm)
+            return
         try:
             fcntl.flock(w._lock_fd, fcntl.LOCK_UN)  # type: ignore[arg-type]
         finally:
@@ -169,6 +220,9 @@ class PcapWriter:
         self._fd: int | None = _open_for_append(self.path)
         self._thread_lock = threading.Lock()
         self._lock_fd: int | None = None  # this process's own description for flock
+        self._shm: mmap.mmap | None = None  # the shared capture lock, once mapped
+        self._shm_fd: int | None = None  # its file, held with a shared flock while mapped
+        self._no_shm = False  # the shared lock could not be had: flock (see _acquire_slow)
         self._held = _Held(self)
         _live_writers.add(self)
 
@@ -249,6 +303,31 @@ class PcapWriter:
         """
         return self._held
 
+    def _acquire_slow(self) -> None:
+        """The first hold in this process maps the shared lock; without one (no /dev/shm, no C
+        extension) every hold comes here: the thread lock, then flock on our own description."""
+        if _LOCK_DIR is not None and _c_lock_acquire is not None and not self._no_shm:
+            with self._thread_lock:
+                if self._shm is None and not self._no_shm:
+                    try:
+                        self._shm_fd, self._shm = _map_shared_lock(os.fstat(self.fileno()))
+                    except OSError as e:
+                        # /dev/shm full or not ours to write: flock still orders this process's
+                        # records, but not against writers that use the shared lock.
+                        warnings.warn(f"{self.path}: no shared capture lock ({e}); using flock, "
+                                      "which does not order against other writers' shared lock",
+                                      RuntimeWarning, stacklevel=3)
+                        self._no_shm = True
+            if self._shm is not None:
+                _c_lock_acquire(self._shm)
+                return
+        self._thread_lock.acquire()
+        try:
+            fcntl.flock(self._lock_fd if self._lock_fd is not None else self._lock_descriptor(), fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+
     def _lock_descriptor(self) -> int:
         if self._lock_fd is None:
             fd = self.fileno()
@@ -268,10 +347,14 @@ class PcapWriter:
 
     def close(self) -> None:
         """Close the descriptors.  Do not close a writer obtained from get_writer(): it is shared."""
-        for fd in (self._lock_fd, self._fd):
+        if self._shm is not None:
+            with contextlib.suppress(BufferError):
+                self._shm.close()
+            self._shm = None
+        for fd in (self._lock_fd, self._shm_fd, self._fd):
             if fd is not None:
                 os.close(fd)
-        self._fd = self._lock_fd = None
+        self._fd = self._lock_fd = self._shm_fd = None
 
     def __enter__(self) -> PcapWriter:
         return self
@@ -341,6 +424,121 @@ def _check_or_init_header(path: str, fd: int) -> None:
     problem = _describe_header(head)
     if problem is not None:
         raise _refuse(path, problem)
+
+
+# ---------------------------------------------------------------------------------------------
+# The shared capture lock
+
+try:
+    from ._csum import lock_acquire as _c_lock_acquire
+    from ._csum import lock_init as _c_lock_init
+    from ._csum import lock_release as _c_lock_release
+    from ._csum import lock_size as _c_lock_size
+except ImportError:  # no C compiler at install time: flock on the capture itself
+    _c_lock_acquire = _c_lock_init = _c_lock_release = _c_lock_size = None  # type: ignore[assignment]
+
+#: Where the shared locks live: one small file per capture file, named after the capture's device
+#: and inode (the open file, not its name), on tmpfs; None where there is no /dev/shm.
+_LOCK_DIR: str | None = "/dev/shm/wirecheck-pcap-locks" if os.path.isdir("/dev/shm") else None
+_LOCK_BYTES = 64
+
+
+def _lock_path(st: os.stat_result) -> str:
+    return f"{_LOCK_DIR}/{st.st_dev:x}-{st.st_ino:x}.lock"
+
+
+def _map_shared_lock(capture: os.stat_result) -> tuple[int, mmap.mmap]:
+    """(fd, mapping) of the shared lock of the capture file ``capture``, created if need be.
+
+    Every process that maps it holds a shared flock on its file for as long as it does (the
+    descriptor stays open; forked children share it), so a lock file nobody holds is unused and
+    may be removed (_sweep_unused_locks).  A file removed between our open and our flock is
+    noticed (its name no longer leads to our inode) and we start over with the new one: all users
+    of one capture therefore always map the same file.
+    """
+    _make_lock_dir(_LOCK_DIR)  # type: ignore[arg-type]
+    path = _lock_path(capture)
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            _create_shared_lock(path)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            st = os.fstat(fd)
+            try:
+                same = os.stat(path).st_ino == st.st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            if st.st_size != _LOCK_BYTES:
+                raise ValueError(f"{path}: not a capture lock ({st.st_size} bytes); remove it")
+            return fd, mmap.mmap(fd, _LOCK_BYTES)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            raise
+    raise OSError(errno.EAGAIN, f"{path}: the capture lock keeps being replaced")
+
+
+def _make_lock_dir(directory: str) -> None:
+    """The lock directory, sticky and world-writable like /tmp: writers of one capture may run as
+    different users, and each must be able to create the lock of a new capture."""
+    if os.path.isdir(directory):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(directory)
+        os.chmod(directory, 0o1777)
+
+
+def _create_shared_lock(path: str) -> None:
+    """Initialise a lock in a private file, then link it in place: the name never shows an
+    uninitialised mutex.  Who loses the race to another creator just uses theirs."""
+    directory = os.path.dirname(path)
+    _sweep_unused_locks(directory)
+    tmp_fd, tmp = tempfile.mkstemp(dir=directory, prefix=".lock-", suffix=".tmp")
+    try:
+        os.fchmod(tmp_fd, 0o666)  # writers of one capture may run as different users
+        # Written, not ftruncate()d: a full tmpfs then fails here with ENOSPC instead of killing
+        # us with SIGBUS when the mapping first touches a page that cannot be had.
+        _writev_all(tmp_fd, [bytes(_LOCK_BYTES)], _LOCK_BYTES)
+        with mmap.mmap(tmp_fd, _LOCK_BYTES) as m:
+            _c_lock_init(m)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.close(tmp_fd)
+        os.unlink(tmp)
+
+
+def _sweep_unused_locks(directory: str) -> None:
+    """Remove the lock files no process maps (no shared flock on them): those of captures that are
+    finished.  Runs when a new lock is made, so the directory holds about one file per capture in
+    use.  The exclusive flock is held across the unlink, so nobody can start using a file we
+    remove without noticing (see _map_shared_lock)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not name.endswith(".lock"):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                os.unlink(path)
+        except OSError:
+            pass  # in use, or already gone
+        finally:
+            os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------

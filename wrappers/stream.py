@@ -80,18 +80,19 @@ class StreamMixin(SocketParts):
                 if rec is None:
                     _orig_socket.connect(self, path)
                 else:
-                    with rec.locked():
-                        # never wait for a listener's backlog while holding the pcap lock
-                        blocking = self._sw_timeout is None
-                        if blocking:
-                            _orig_socket.settimeout(self, 0.0)
-                        try:
+                    # Never wait for a listener's backlog while holding the pcap lock; the mode
+                    # is switched outside the hold, which keeps only the connect and one append.
+                    blocking = self._sw_timeout is None
+                    if blocking:
+                        _orig_socket.settimeout(self, 0.0)
+                    try:
+                        with rec.locked():
                             _orig_socket.connect(self, path)
-                        finally:
-                            if blocking:
-                                _orig_socket.settimeout(self, None)
-                        self._connected(peer, path, flow, handshake)
-                        return
+                            self._connected(peer, path, flow, handshake)
+                    finally:
+                        if blocking:
+                            _orig_socket.settimeout(self, None)
+                    return
             except FileNotFoundError:
                 self._log_failed_connect(peer)
                 raise _oserror(errno.EHOSTUNREACH) from None
