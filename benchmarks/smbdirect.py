@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import socket
 import struct
 import tempfile
@@ -34,6 +35,15 @@ import time
 import wrappers
 
 MIB = 1 << 20
+#: Process CPU seconds (every thread: client, server, SMB Direct engine) of the last bench_tcp or
+#: bench_smbd timed loop. Both ends run in this process, so on a machine that other work loads
+#: this is the steadier measure: the wall clock also counts the time other processes had the CPUs.
+last_cpu = 0.0
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _recv_exact(s: socket.socket, n: int) -> bytes:
@@ -49,6 +59,7 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
 
 
 def bench_tcp(count: int, port: int) -> float:
+    global last_cpu
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.bind(("127.0.0.11", port))
     srv.listen()
@@ -69,7 +80,7 @@ def bench_tcp(count: int, port: int) -> float:
     t.start()
     c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     c.connect(("127.0.0.11", port))
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     for i in range(count):
         if i % 2 == 0:
             c.sendall(b"R")
@@ -79,6 +90,7 @@ def bench_tcp(count: int, port: int) -> float:
             c.sendall(b"W" + payload)
             _recv_exact(c, 4)
     dt = time.perf_counter() - t0
+    last_cpu = _cpu() - c0
     c.close()
     t.join()
     srv.close()
@@ -86,6 +98,7 @@ def bench_tcp(count: int, port: int) -> float:
 
 
 def bench_smbd(count: int, port: int, rdma: bool) -> float:
+    global last_cpu
     from wrappers import smbdirect as sd
 
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM, sd.IPPROTO_SMBDIRECT)
@@ -116,7 +129,7 @@ def bench_smbd(count: int, port: int, rdma: bool) -> float:
     c.settimeout(30)
     c.connect(("127.0.0.11", port))
     dest = bytearray(MIB)
-    t0 = time.perf_counter()
+    c0, t0 = _cpu(), time.perf_counter()
     for i in range(count):
         if i % 2 == 0:
             if rdma:
@@ -137,6 +150,7 @@ def bench_smbd(count: int, port: int, rdma: bool) -> float:
                 c.send(b"W" + payload[:-1])  # stays within MaxFragmentedSize (1 MiB)
                 c.recv()
     dt = time.perf_counter() - t0
+    last_cpu = _cpu() - c0
     c.close()
     t.join()
     srv.close()
@@ -208,20 +222,29 @@ def bench_smb2(count: int, rounds: int, socket_dir: str) -> dict[str, tuple[floa
     return best
 
 
-def mechanisms(count: int) -> dict[str, float]:
-    """MB/s of the three mechanisms, on the network the caller has activated."""
-    return {"tcp": bench_tcp(count, 4450), "smbd-inline": bench_smbd(count, 4451, False),
-            "smbd-rdma": bench_smbd(count, 4452, True)}
+def mechanisms(count: int, cpu: dict[str, float] | None = None) -> dict[str, float]:
+    """MB/s of the three mechanisms, on the network the caller has activated; ``cpu`` gets the
+    process CPU microseconds per MB of each."""
+    runs = {"tcp": lambda: bench_tcp(count, 4450), "smbd-inline": lambda: bench_smbd(count, 4451, False),
+            "smbd-rdma": lambda: bench_smbd(count, 4452, True)}
+    out = {}
+    for k, run in runs.items():
+        out[k] = run()
+        if cpu is not None:
+            cpu[k] = last_cpu * 1e6 / (count * MIB / 1e6)
+    return out
 
 
 def pcap_cost(count: int, repeat: int) -> dict:
     """What the capture costs SMB Direct: the three mechanisms on a fresh emulated network without
     and with a pcap, runs interleaved (load from elsewhere hits both alike), medians; the cost is
-    1 - with/without. The capture must hold records, or it measured nothing."""
+    1 - with/without, and in CPU 1 - CPU without/with (process CPU per MB: both ends and the engine
+    run in this process). The capture must hold records, or it measured nothing."""
     import shutil
     import statistics
 
     samples: dict[str, dict[str, list[float]]] = {"off": {}, "on": {}}
+    cpu_samples: dict[str, dict[str, list[float]]] = {"off": {}, "on": {}}
     records = 0
     for _ in range(repeat):
         for mode in ("off", "on"):
@@ -229,19 +252,24 @@ def pcap_cost(count: int, repeat: int) -> dict:
             pcap = os.path.join(d, "smbd.pcap") if mode == "on" else None
             try:
                 os.mkdir(os.path.join(d, "s"), 0o700)
+                cpu: dict[str, float] = {}
                 with wrappers.activate(os.path.join(d, "s"), iface=11, pcap=pcap):
-                    got = mechanisms(count)
+                    got = mechanisms(count, cpu)
                 if pcap is not None:
                     records = os.path.getsize(pcap)
             finally:
                 shutil.rmtree(d, ignore_errors=True)
             for k, v in got.items():
                 samples[mode].setdefault(k, []).append(v)
+                cpu_samples[mode].setdefault(k, []).append(cpu[k])
     if records <= 24 + count * MIB:  # a pcap header and less than one direction's payload
         raise RuntimeError(f"the SMB Direct capture holds {records} bytes for {count} MiB moved: not recording")
     med = {m: {k: statistics.median(v) for k, v in kinds.items()} for m, kinds in samples.items()}
+    cpu_med = {m: {k: statistics.median(v) for k, v in kinds.items()} for m, kinds in cpu_samples.items()}
     return {"count": count, "repeat": repeat, "median": med, "samples": samples,
-            "cost": {k: 1 - med["on"][k] / med["off"][k] for k in med["off"]}}
+            "cost": {k: 1 - med["on"][k] / med["off"][k] for k in med["off"]},
+            "cpu_median": cpu_med, "cpu_samples": cpu_samples,
+            "cpu_cost": {k: 1 - cpu_med["off"][k] / cpu_med["on"][k] for k in cpu_med["off"]}}
 
 
 def format_pcap_cost(r: dict) -> str:
@@ -249,6 +277,11 @@ def format_pcap_cost(r: dict) -> str:
     for k, cost in r["cost"].items():
         lines.append(f"  {k:12s} {r['median']['off'][k]:8.1f} MB/s without, {r['median']['on'][k]:8.1f} MB/s with "
                      f"the pcap: costs {cost:.0%}")
+    if "cpu_cost" in r:
+        lines.append("  CPU time of both ends (process CPU per MB moved), the steadier measure on a loaded machine:")
+        for k, cost in r["cpu_cost"].items():
+            lines.append(f"  {k:12s} {r['cpu_median']['off'][k]:8.0f} us/MB without, {r['cpu_median']['on'][k]:6.0f} "
+                         f"us/MB with the pcap: costs {cost:.0%} in CPU")
     return "\n".join(lines)
 
 

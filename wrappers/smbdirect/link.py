@@ -29,6 +29,7 @@ import time
 from collections import deque
 from typing import Any
 
+from .. import packets
 from . import constants as C
 from . import rawmsg, roce
 from .core import ACTIVE, Connection, Established, MessageReceived, Params, Send, Terminated
@@ -41,6 +42,8 @@ RX_PAUSE_BYTES = 8 * 1024 * 1024
 CARRIER_BUF = 4 * 1024 * 1024
 DISC_CLOSE, DISC_VIOLATION, DISC_ACCESS = 0, 1, 2
 _MSG_TRUNC = int(socket.MSG_TRUNC)
+_SEND, _SEND_INV, _TOKEN = bytes([OP_SEND]), bytes([OP_SEND_INV]), struct.Struct("<I")
+_NO_FDS: list[int] = []  # shared, never modified: a carrier message without descriptors
 
 
 def rdma_mode_forced() -> str:
@@ -79,6 +82,8 @@ class Link:
         self.listener: Any = None
         self.qpn = random.randint(0x100, 0xFFFFFF)
         self.peer_qpn = 0
+        self._flow = (-1, 0)  # (peer QPN, UDP source port) of the capture's records
+        self._ends: tuple[int, Any] = (-1, None)  # (peer QPN, endpoints of our SEND records)
         self.psn = random.randint(0, 0xFFFFF)
         self.peer_pid = 0
         self._hello_in = False
@@ -116,18 +121,36 @@ class Link:
             self.outq.popleft()
 
     def _post(self, sends: list[Send]) -> None:
-        for s in sends:
-            if s.invalidate_token is not None:
-                frame = bytes([OP_SEND_INV]) + struct.pack("<I", s.invalidate_token) + s.data
-            else:
-                frame = bytes([OP_SEND]) + s.data
+        if sends:
             if self.rec is not None:
-                op = roce.SEND_ONLY if s.invalidate_token is None else roce.SEND_ONLY_INVALIDATE
-                ext = b"" if s.invalidate_token is None else roce.ieth(s.invalidate_token)
-                self._record([(self.local, self.peer, roce.ib_packet(op, self.peer_qpn, self._next_psn(), ext, s.data,
-                                                                     ack_req=True, solicited=True))])
-            self.outq.append((frame, []))
+                self._log_sends(sends)
+            out = self.outq
+            for s in sends:
+                if s.invalidate_token is not None:
+                    out.append((_SEND_INV + _TOKEN.pack(s.invalidate_token) + s.data, _NO_FDS))
+                else:
+                    out.append((_SEND + s.data, _NO_FDS))
         self.flush()
+
+    def _log_sends(self, sends: list[Send]) -> None:
+        """One SEND_ONLY record per SEND, in order, all of one batch under one hold of the capture
+        lock and in one append, before any of them goes out: the peer cannot answer what it has
+        not received, so no reply is logged before its request. Built before the lock is taken."""
+        psn = self._next_psn(len(sends))  # reserved at once: an RDMA in an app thread takes PSNs too
+        qp, ends, send_only = self.peer_qpn, self._send_ends(), roce.send_only
+        pkts = [packets.udp_datagram(ends, send_only(qp, psn + i, s.data, s.invalidate_token)) for i, s in enumerate(sends)]
+        rec = self.rec
+        try:
+            with rec.locked():
+                rec.write(pkts)
+        except (OSError, ValueError):
+            pass
+
+    def _send_ends(self) -> Any:
+        """The IP/UDP endpoints of our SENDs' records, resolved once per peer QPN."""
+        if self._ends[0] != self.peer_qpn:
+            self._ends = (self.peer_qpn, packets.udp_endpoints(self._udp(self.local), (self.peer[0], roce.ROCE_PORT)))
+        return self._ends[1]
 
     def _next_psn(self, n: int = 1) -> int:
         p = self.psn
@@ -149,8 +172,10 @@ class Link:
         """RoCEv2's UDP source port is flow entropy (IBTA Annex A17); a RoCE NIC derives it from
         its QPs. We derive it from both QP numbers alike, so the two directions of one connection
         share a port and a capture reader can group a connection's frames by UDP port (tshark has
-        no connection number for InfiniBand)."""
-        return (addr[0], roce.flow_port(self.qpn, self.peer_qpn))
+        no connection number for InfiniBand). Computed once per peer QPN (every record asks)."""
+        if self._flow[0] != self.peer_qpn:
+            self._flow = (self.peer_qpn, roce.flow_port(self.qpn, self.peer_qpn))
+        return (addr[0], self._flow[1])
 
     # -- carrier input (engine thread) ---------------------------------------------------------
     def on_readable(self) -> None:

@@ -20,8 +20,14 @@ import struct
 _NR = {"x86_64": (46, 47), "aarch64": (211, 212), "arm64": (211, 212)}.get(platform.machine())
 
 
+# Decided once: a preloaded library is loaded when the process starts and stays whatever
+# os.environ says later (a process that edits LD_PRELOAD for its children does not load or unload
+# it), and every carrier message asks.
+_PRELOADED = "socket_wrapper" in os.environ.get("LD_PRELOAD", "") and _NR is not None
+
+
 def cwrap_preloaded() -> bool:
-    return "socket_wrapper" in os.environ.get("LD_PRELOAD", "") and _NR is not None
+    return _PRELOADED
 
 
 class _IOVec(ctypes.Structure):

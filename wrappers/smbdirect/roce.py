@@ -39,6 +39,9 @@ AETH_NAK_REMOTE_ACCESS = 0x62  # NAK code 2 = remote access error
 _BTH = struct.Struct(">BBHI I")  # opcode, se|m|pad|tver, pkey, (rsvd8|destqp24), (a|rsvd7|psn24)
 _RETH = struct.Struct(">QII")
 _AETH = struct.Struct(">I")
+_BTH_IETH = struct.Struct(">BBHII I")  # BTH + IETH (the R_Key a SEND with Invalidate invalidates)
+_ICRC = struct.Struct("<I")  # not the real ICRC (a CRC-32 of the headers); tshark does not check it
+_PAD = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
 def rdma_pcap_mode() -> str:
@@ -57,6 +60,22 @@ def ib_packet(opcode: int, dest_qp: int, psn: int, ext: bytes, payload: bytes | 
     head = hdr + ext
     icrc = struct.pack("<I", zlib.crc32(head) & 0xFFFFFFFF)  # not the real ICRC; tshark does not check it
     return [head, payload, b"\0" * pad + icrc]
+
+
+def send_only(dest_qp: int, psn: int, message: bytes, invalidate: int | None = None) -> bytes:
+    """The UDP payload of the packet that carries one SMBD message: SEND_ONLY (SEND_ONLY_INVALIDATE
+    with IETH when ``invalidate`` is a token) with SE and AckReq, the message, pad and ICRC.
+
+    The same bytes as ``b"".join(ib_packet(...))`` for that packet, built with one join: every
+    SMBD message is one of these (a 1 MiB inline message is hundreds of them), so the capture's
+    cost per SEND is mostly this function and its record."""
+    pad = -len(message) % 4
+    if invalidate is None:
+        head = _BTH.pack(SEND_ONLY, 0x80 | pad << 4, 0xFFFF, dest_qp & 0xFFFFFF, 0x80000000 | (psn & 0xFFFFFF))
+    else:
+        head = _BTH_IETH.pack(SEND_ONLY_INVALIDATE, 0x80 | pad << 4, 0xFFFF, dest_qp & 0xFFFFFF,
+                              0x80000000 | (psn & 0xFFFFFF), invalidate & 0xFFFFFFFF)
+    return b"".join((head, message, _PAD[pad], _ICRC.pack(zlib.crc32(head))))
 
 
 def udp_record(src: tuple, dst: tuple, parts: list[bytes | memoryview]) -> list[bytes | memoryview]:
