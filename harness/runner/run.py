@@ -9,7 +9,10 @@ from a seed printed in the header), `--exact-order` keeps the command line's, `-
 end times, `-d` copies each cell's log (.full) to stdout after its line.
 
 Each cell runs in its own process and socket directory (harness.scenario.cellproc), so workers are
-threads that wait on those processes. On Ctrl-C (or SIGTERM) every cell process group is killed, their
+threads that wait on those processes. The cells of all sections of an iteration share the -j N
+workers (a section's last, slow cell no longer leaves the others idle), the longest first; what each
+section prints is held back until the sections before it have printed their summaries, so the output
+reads as one section after the other. On Ctrl-C (or SIGTERM) every cell process group is killed, their
 socket directories removed, `Interrupted!` and the partial summary printed.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +87,38 @@ def _needs_tshark(cell: Cell) -> bool:
     return any("pcap" in item for item in (cell.scenario.data.get("expect") or []))
 
 
+class _Plan:
+    """One section of one iteration: its cells, reports, and what it prints (held back while an
+    earlier section is still printing, see :meth:`Runner.plan_section`)."""
+
+    def __init__(self, section: config.Section, rdir: Path, out: Output, live: bool):
+        self.section = section
+        self.rdir = rdir
+        self.out = out
+        self.live = live
+        self.held: list[str] = []
+        self.reports: list[CellReport] = []
+        self.todo: list[Cell] = []
+        self.expected: dict[str, float] = {}   # check.time: seconds each cell took when it last passed
+        self.finish: Callable[[Cell, dict], None] = lambda cell, raw: None
+        self.pending = 0        # cells queued or running
+        self.started = False    # a cell of it has started
+        self.closed = False     # its summary is printed
+
+    def say(self, text: str = "") -> None:
+        if self.live:
+            self.out.line(text)
+        else:
+            self.held.append(text)
+
+    def go_live(self) -> None:
+        if not self.live:
+            self.live = True
+            for text in self.held:
+                self.out.line(text)
+            self.held = []
+
+
 class Runner:
     def __init__(self, opts: Options, out: Output):
         self.opts = opts
@@ -132,7 +168,14 @@ class Runner:
         base = Path(self.opts.results)
         return base / section.name if section.name else base
 
-    def run_section(self, section: config.Section) -> list[CellReport]:
+    def plan_section(self, section: config.Section, live: bool) -> _Plan:
+        """A section's selection, header, not-run and expunged lines, and the cells it will run.
+
+        Nothing runs here: the cells of every section go into one queue (:meth:`run_plans`), so that
+        a section's slow last cell does not leave the other workers idle until it ends. What a
+        section prints is held back until the sections before it have printed their summaries
+        (``live``: this is the section printing now), so the output is the same as one section
+        after the other."""
         opts = self.opts
         ordering = "random" if opts.randomize else "exact" if opts.exact_order else "sorted"
         seed = None if opts.seed is None else opts.seed + self.iteration
@@ -140,16 +183,17 @@ class Runner:
                      order=ordering, seed=seed)
         rdir = self.report_dir(section)
         rdir.mkdir(parents=True, exist_ok=True)
+        plan = _Plan(section, rdir, self.out, live)
         shown = {k: v for k, v in section.vars.items() if k != "AREAS"}
         if opts.randomize:
             shown["RANDOM_SEED"] = f"{seed} (-r --seed {opts.seed})"
         for line in header_lines(section.name, shown):
-            self.out.line(line)
+            plan.say(line)
         width = max([len(c.id) for c, _ in sel.cells] + [7])
         order = {c.id: i for i, (c, _) in enumerate(sel.cells)}
         prev = report.read_times(rdir / "check.time")
-        reports: list[CellReport] = []
-        self.current = (section, reports)
+        plan.expected = prev
+        reports = plan.reports
         props = {"SECTION": section.label, "CHECK_OPTIONS": " ".join(sys.argv[1:]),
                  "SCENARIOS": str(Path(opts.scenarios).resolve()), "JOBS": str(opts.jobs),
                  **{k: v for k, v in section.vars.items()}}
@@ -161,7 +205,7 @@ class Runner:
             """Print lines in selection order, whatever order -j finishes cells in."""
             ready[index] = text
             while printed["next"] in ready:
-                self.out.line(ready.pop(printed["next"]))
+                plan.say(ready.pop(printed["next"]))
                 printed["next"] += 1
 
         def finish(cell: Cell, raw: dict) -> None:
@@ -183,9 +227,8 @@ class Runner:
             emit(order[cell.id], text)
             report.write_xunit(rdir / "result.xml", reports, section.label, self.started, props, rdir,
                                opts.xunit_quiet)
-            self.out.advance()
 
-        todo: list[Cell] = []
+        plan.finish = finish
         for cell, expunged in sel.cells:
             if expunged:
                 r = CellReport(cell.id, cell.scenario.id, cell.scenario.area, cell.file_stem, cell.labels,
@@ -207,35 +250,78 @@ class Runner:
                 else:
                     finish(cell, {"status": "notrun", "reason": found.reason, "started": now, "ended": now})
                 continue
-            todo.append(cell)
-        if opts.list_only:
-            return reports
-        self.out.start(len(todo), f"section {section.label}")
+            plan.todo.append(cell)
+        return plan
+
+    def queue_order(self, plans: list[_Plan]) -> list[tuple[_Plan, Cell]]:
+        """Every section's cells in one queue. With -j N (N > 1) and the default order, the longest
+        first (longest-processing-time scheduling), so that a slow cell does not start last and run
+        alone at the end: first the cells with no time on record (new ones, or a results directory
+        without check.time), the longest scenario timeout first (a scenario that allows itself long
+        expects to take long), then the others by the time they took when they last passed. -r and
+        --exact-order keep their order, and so does -j 1 (the order does not change its length)."""
+        queue = [(plan, cell) for plan in plans for cell in plan.todo]
+        if self.opts.jobs <= 1 or self.opts.randomize or self.opts.exact_order:
+            return queue
+
+        def key(item: tuple[_Plan, Cell]) -> tuple[int, float]:
+            plan, cell = item
+            known = plan.expected.get(cell.id)
+            return (0, -float(cell.scenario.timeout)) if known is None else (1, -known)
+
+        return sorted(queue, key=key)   # stable: cells that tie keep the listed order
+
+    def run_plans(self, plans: list[_Plan]) -> None:
+        """Run the cells of every planned section on -j N workers, and each section's summary (in
+        section order) once its last cell finished."""
+        queue = self.queue_order(plans)
+        for plan in plans:
+            plan.pending = len(plan.todo)
+        self.out.start(len(queue), "section " + ", ".join(p.section.label for p in plans if p.todo))
         try:
-            self._run_cells(todo, rdir, section, finish)
+            self._close_sections(plans)
+            self._run_cells(queue, plans)
         finally:
             self.out.stop()
-        return reports
 
-    def _run_cells(self, todo: list[Cell], rdir: Path, section: config.Section, finish) -> None:
-        running: dict[Future, Cell] = {}
+    def _close_sections(self, plans: list[_Plan], interrupted: bool = False) -> None:
+        """Summaries of the sections, in order, whose cells have all finished; the section after the
+        last one summarised prints what it held back and from then on prints as it goes."""
+        for plan in plans:
+            if plan.closed:
+                continue
+            plan.go_live()
+            if plan.pending and not interrupted:
+                return
+            plan.closed = True
+            self.section_reports.append((plan.section, plan.reports))
+            self.all_reports += plan.reports
+            if not self.opts.list_only:
+                self.finish_section(plan.section, plan.reports, interrupted=interrupted and plan.pending > 0)
+
+    def _run_cells(self, queue: list[tuple[_Plan, Cell]], plans: list[_Plan]) -> None:
+        running: dict[Future, tuple[_Plan, Cell]] = {}
         pool = ThreadPoolExecutor(max_workers=max(1, self.opts.jobs))
-        queue = list(todo)
+        queue = list(queue)
         try:
             while queue or running:
                 while queue and len(running) < max(1, self.opts.jobs):
-                    cell = queue.pop(0)
-                    fut = pool.submit(self.run_cell, cell, rdir / cell.scenario.area, section.vars)
-                    running[fut] = cell
-                self.out.running([c.id for c in running.values()])
+                    plan, cell = queue.pop(0)
+                    plan.started = True
+                    fut = pool.submit(self.run_cell, cell, plan.rdir / cell.scenario.area, plan.section.vars)
+                    running[fut] = (plan, cell)
+                self.out.running([c.id for _, c in running.values()])
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    cell = running.pop(fut)
+                    plan, cell = running.pop(fut)
                     try:
                         raw = fut.result()
                     except Exception as e:  # noqa: BLE001 - an infrastructure error fails the cell
                         raw = {"status": "fail", "reason": f"runner error: {type(e).__name__}: {e}"}
-                    finish(cell, raw)
+                    plan.finish(cell, raw)
+                    plan.pending -= 1
+                    self.out.advance()
+                    self._close_sections(plans)
         except KeyboardInterrupt:
             self.interrupted = True
             stop_all()
@@ -279,25 +365,25 @@ class Runner:
         sel_unknown = select(self.scenarios, self.opts.tests, self.opts.groups, [], [], None).unknown
         for t in sel_unknown:
             self.out.line(f"{t} - unknown test, ignored")
+        plans: list[_Plan] = []
         try:
             for iteration in range(max(1, self.opts.iterations)):
                 self.iteration = iteration
-                failed = False
+                plans = []
                 for section in self.sections:
-                    reports = self.run_section(section)
-                    self.section_reports.append((section, reports))
-                    self.all_reports += reports
-                    failed |= any(r.failed for r in reports)
-                    if not self.opts.list_only:
-                        self.finish_section(section, reports)
-                if self.opts.list_only or (failed and self.opts.iterate_stop):
+                    plans.append(self.plan_section(section, live=not plans))
+                if self.opts.list_only:
+                    self._close_sections(plans)
+                    break
+                self.run_plans(plans)
+                failed = any(r.failed for plan in plans for r in plan.reports)
+                if failed and self.opts.iterate_stop:
                     break
         except KeyboardInterrupt:
-            section, reports = self.current
-            if (section, reports) not in self.section_reports:
-                self.section_reports.append((section, reports))
-                self.all_reports += reports
-                self.finish_section(section, reports, interrupted=True)
+            # the sections up to the last one that started a cell: the finished ones summarised as
+            # usual, the others as interrupted; sections that had not started are left out
+            last = max([i for i, p in enumerate(plans) if p.started] + [0])
+            self._close_sections(plans[:last + 1], interrupted=True)
             self.out.line("Interrupted!")
         if self.opts.list_only:
             return 0

@@ -53,9 +53,13 @@ def _killpg(popen: Any, sig: int = signal.SIGKILL) -> None:
 
 #: What a cell process imports before its first step: the fork server imports them once, so a
 #: cell starts in milliseconds instead of re-importing them (about a second on a loaded 2-core
-#: machine, measured as "cell process ready after" in each .full).
+#: machine, measured as "cell process ready after" in each .full). "harness.cli": a forked child
+#: runs the parent's main script again before its target (multiprocessing's "__main__" preload
+#: would spare that, but Python 3.11's fork server never receives the script's path), and for
+#: `wirecheck` that script imports harness.cli (click, the runner, SMB message classes): 0.17 s of
+#: CPU per cell, unless the fork server has imported it already.
 PRELOAD = ["harness.scenario.cellproc", "harness.scenario.context", "harness.scenario.execute",
-           "harness.scenario.loader", "harness.scenario.marks"]
+           "harness.scenario.loader", "harness.scenario.marks", "harness.cli"]
 _fork_ctx: Any = None
 _fork_ctx_lock = threading.Lock()
 
