@@ -6,7 +6,9 @@ evaluating the same assertions in the same run: what a user writes with tshark a
 >= 50x); and the peak memory for a 1,000,000-packet capture with 10 fields (target <= 500 MB).
 
 Prints ratios measured in the same run and memory peaks, never pass/fail on wall-clock time
-(machines differ; ratios travel). Both sides must reach the same 10 answers, or the run fails.
+(machines differ; ratios travel), and beside each time the CPU seconds it took (Python and
+tshark), which a shared machine distorts less. Both sides must reach the same 10 answers, or the
+run fails.
 
     .venv/bin/python -m benchmarks.pcap_speed                 # 20k packets, then 1M for memory
     .venv/bin/python -m benchmarks.pcap_speed --big 0         # speed only
@@ -140,6 +142,25 @@ def tshark_per_check(path: Path, streams: int = STREAMS) -> tuple[float, list[bo
     return time.perf_counter() - t, ok
 
 
+class _Cpu:
+    """CPU seconds of this process and of its finished children since the last lap: on a shared
+    machine the wall-clock times above mostly measure the scheduler, CPU time much less."""
+
+    def __init__(self) -> None:
+        self._last = self._now()
+
+    @staticmethod
+    def _now() -> tuple[float, float]:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+    def lap(self) -> str:
+        now = self._now()
+        me, kids = now[0] - self._last[0], now[1] - self._last[1]
+        self._last = now
+        return f"{me + kids:.2f} s (Python {me:.2f} s, tshark {kids:.2f} s)"
+
+
 def memory_child(path: str) -> None:
     """Run in a fresh process: read the big capture with the 10 assertions, report peaks as JSON."""
     t = time.perf_counter()
@@ -166,16 +187,19 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory() as d:
         path = fast_smb_tcp_capture(Path(d) / "bench.pcap", a.packets, STREAMS)
+        cpu = _Cpu()
         ours, ok, passes = library(path)
+        ours_cpu = cpu.lap()
         frames = len(Capture(path).table)
         print(f"capture: {frames} packets, {STREAMS} TCP connections, 10 assertions")
-        print(f"library (Capture, {passes} tshark pass): {ours:.2f} s, answers {ok}")
+        print(f"library (Capture, {passes} tshark pass): {ours:.2f} s, answers {ok}; CPU {ours_cpu}")
+        cpu.lap()
         per_check, ok_t = tshark_per_check(path)
-        print(f"tshark -r FILE -Y FILTER once per check (10 runs): {per_check:.2f} s, answers {ok_t}")
+        print(f"tshark -r FILE -Y FILTER once per check (10 runs): {per_check:.2f} s, answers {ok_t}; CPU {cpu.lap()}")
         base, ok2 = 0.0, ok
         if a.pyshark:
             base, ok2 = pyshark_loop(path)
-            print(f"pyshark FileCapture loop (default PDML): {base:.1f} s, answers {ok2}")
+            print(f"pyshark FileCapture loop (default PDML): {base:.1f} s, answers {ok2}; CPU {cpu.lap()}")
         if ok_t != ok or (a.pyshark and ok2 != ok):
             sys.exit("the sides disagree: the benchmark is measuring different questions")
         print(f"ratio: library is {per_check / ours:.1f}x faster than tshark -Y once per check")

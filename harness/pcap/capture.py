@@ -14,10 +14,11 @@ import asyncio
 import os
 import signal
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import rawscan
 from . import tshark as ts
 from .assertions import Assertion, Context, Count, Result, excerpt_frames, format_failure
 from .keys import SmbKey, embedded_secrets, keylog_randoms, load_smb_keys
@@ -128,8 +129,9 @@ class Capture:
         have = set(self._table.columns) if self._table else set()
         return [f for f in dict.fromkeys([*BASE_FIELDS, *self._diag, *sorted(fields)]) if f not in have]
 
-    def _read(self, fields: set[str], queries: list[Query]) -> Table:
-        """The pass `load` needs (if any) with the current options, and tshark's own frame sets."""
+    def _read(self, fields: set[str], queries: list[Query], on_start: Callable[[], object] | None = None) -> Table:
+        """The pass `load` needs (if any) with the current options, and tshark's own frame sets;
+        `on_start` is called once that pass's tshark runs."""
         filters = {q.filter for q in queries if q.filter and q.filter not in self._valid_filters}
         missing = self._missing(fields)
         if missing:
@@ -138,7 +140,8 @@ class Capture:
             flt = ("frame or " + " or ".join(f"({f})" for f in sorted(filters))) if filters else None
             try:  # rows stream from tshark: its errors surface while the table is being built
                 table = Table.from_rows(missing, ts.fields_pass(self.path, missing, self.options,
-                                                                display_filter=flt, timeout=self.timeout))
+                                                                display_filter=flt, timeout=self.timeout,
+                                                                on_start=on_start))
             except ts.TsharkFailed:
                 self._diagnose_filters(filters)
                 raise
@@ -178,15 +181,21 @@ class Capture:
         counted in `discarded_passes`) and None returned, for `load` to read again. When a glance at
         the file says SMB runs on another port (tshark.smb_elsewhere_likely), the pass waits instead.
         Errors keep their order: the search's own failure first, then the pass's (which a found port
-        makes moot, as it would have been read with other options)."""
-        search = ts.SmbPortSearch(self.path, timeout=self.timeout)
+        makes moot, as it would have been read with other options).
+
+        The search runs only when the file's own bytes do not prove that it finds nothing
+        (rawscan.no_smb_elsewhere, ~2 us a frame, read once tshark runs the pass: tshark takes
+        longer to start than that takes on 20,000 frames): on a proven file it would only have cost
+        as much CPU as the pass, for the same answer."""
+        want_pass = bool(self._missing(fields)) and not ts.smb_elsewhere_likely(self.path)
+        search = SearchUnlessProven(self.path, timeout=self.timeout, beside=want_pass)
         table: Table | None = None
         failure: Exception | None = None
         before = (set(self._valid_filters), self.passes)
         try:
-            if self._missing(fields) and not ts.smb_elsewhere_likely(self.path):
+            if want_pass:
                 try:
-                    table = self._read(fields, queries)
+                    table = self._read(fields, queries, on_start=search.start)
                 except Exception as e:  # surfaced after the search's outcome, as if read after it
                     failure = e
             found = [p for p in search.result() if p not in self.smb_ports]
@@ -418,6 +427,64 @@ class Capture:
                                   decode_as=decode or None, **kwargs)
         quiet_child_signals()
         return cap
+
+
+class SearchUnlessProven:
+    """The SMB port search (tshark.SmbPortSearch), started only when the capture's bytes do not prove
+    that it finds no port (rawscan.no_smb_elsewhere); `result()` and `close()` as SmbPortSearch's.
+
+    `start()` begins: with `beside`, the proof is read in a thread of its own, for the caller to read
+    a pass meanwhile (a search the proof cannot spare then starts as soon as that is known). The
+    caller starts it once that pass's tshark runs, so that the thread does not hold the
+    interpreter while the pass is being started; `result()` starts it if nobody did."""
+
+    def __init__(self, path: str | os.PathLike, *, timeout: float, beside: bool = False):
+        self.path, self.timeout, self.beside = path, timeout, beside
+        self._search: ts.SmbPortSearch | None = None
+        self._error: BaseException | None = None
+        self._started = self._closed = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started or self._closed:
+                return
+            if self.beside:
+                thread = threading.Thread(target=self._decide, name="smb-port-proof", daemon=True)
+                thread.start()  # if it cannot start, result() tries again (and raises), never skips
+                self._thread, self._started = thread, True
+                return
+            self._started = True
+        self._decide()
+
+    def _decide(self) -> None:
+        try:
+            if rawscan.no_smb_elsewhere(self.path):
+                return
+            with self._lock:
+                if not self._closed:
+                    self._search = ts.SmbPortSearch(self.path, timeout=self.timeout)
+        except BaseException as e:  # raised by result(), in the caller's thread
+            self._error = e
+
+    def _wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self) -> list[int]:
+        self.start()
+        self._wait()
+        if self._error is not None:
+            raise self._error
+        return [] if self._search is None else self._search.result()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True  # no search starts after this
+        self._wait()
+        if self._search is not None:
+            self._search.close()
 
 
 def pyshark_event_loop() -> asyncio.AbstractEventLoop:

@@ -126,37 +126,47 @@ class NumColumn:
                 self.vals.extend(plain)
                 self.state += bytes([_ONE]) * n
                 return
-        ints = typecode == "q"
-        base, other, memo = len(self.state), self.other, self.memo
-        vals: list = []
-        add = vals.append
-        state = bytearray(len(cells))  # _ABSENT
-        for i, cell in enumerate(cells):
-            if not cell:
-                add(0)
-                continue
-            v = memo.get(cell)
-            if v is None:
-                v = _NO_FIT
-                if AGG not in cell:
-                    try:
-                        v = fast(cell)
-                    except ValueError:
-                        v = conv(cell)
-                    # what array.append takes (the rest raised TypeError or OverflowError there)
-                    if not ((type(v) is int and -(1 << 63) <= v < (1 << 63)) if ints else type(v) is float):
-                        v = _NO_FIT
-                if len(memo) < _MEMO_LIMIT:
-                    memo[cell] = v
-            if v is _NO_FIT:
-                add(0)
-                state[i] = _OTHER
-                other[base + i] = tuple(conv(x) for x in cell.split(AGG))
-            else:
-                add(v)
-                state[i] = _ONE
-        self.vals.extend(vals)
-        self.state += state
+        # the general case (some cells empty, hex, several values): each distinct text converted
+        # once (cells repeat: flags, commands, ids), the column then built by C-level maps
+        value_of: dict[str, Any] = {"": 0}
+        state_of: dict[str, int] = {"": _ABSENT}
+        aside: set[str] = set()
+        for cell in set(cells):
+            if cell:
+                v = self._value(cell, fast)
+                if v is _NO_FIT:
+                    value_of[cell], state_of[cell] = 0, _OTHER
+                    aside.add(cell)
+                else:
+                    value_of[cell], state_of[cell] = v, _ONE
+        base = len(self.state)
+        self.vals.extend(array(typecode, map(value_of.__getitem__, cells)))
+        self.state += bytes(map(state_of.__getitem__, cells))
+        if aside:
+            other = self.other
+            for i, cell in enumerate(cells):
+                if cell in aside:
+                    other[base + i] = tuple(conv(x) for x in cell.split(AGG))
+
+    def _value(self, cell: str, fast: Callable[[str], int | float]) -> Any:
+        """A non-empty cell's value as the array stores it, or _NO_FIT (kept aside: several values,
+        not a number, beyond 64 bits), remembered for the next cells with that text."""
+        memo = self.memo
+        v = memo.get(cell)
+        if v is None:
+            v = _NO_FIT
+            if AGG not in cell:
+                try:
+                    v = fast(cell)
+                except ValueError:
+                    v = self.conv(cell)
+                # what array.append takes (the rest raised TypeError or OverflowError there)
+                ints = self.vals.typecode == "q"
+                if not ((type(v) is int and -(1 << 63) <= v < (1 << 63)) if ints else type(v) is float):
+                    v = _NO_FIT
+            if len(memo) < _MEMO_LIMIT:
+                memo[cell] = v
+        return v
 
     def __getitem__(self, row: int) -> tuple:
         st = self.state[row]
@@ -194,6 +204,12 @@ class ObjColumn(list):
             self.extend([self.cache[""]] * len(cells))
             return
         cache, conv = self.cache, self.conv
+        new = set(cells).difference(cache)
+        if len(cache) + len(new) <= _INTERN_LIMIT:  # every text interned: the column by a C-level map
+            for cell in new:
+                cache[cell] = tuple(conv(v) for v in cell.split(AGG))
+            self.extend(map(cache.__getitem__, cells))
+            return
         out: list[tuple] = []
         add = out.append
         for cell in cells:

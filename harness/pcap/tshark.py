@@ -438,19 +438,23 @@ def _rows_of(out: IO[str], n: int) -> Iterator[list[str]]:
 
 
 def fields_pass(path: str | os.PathLike, fields: Sequence[str], options: Options, *,
-                display_filter: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Iterator[list[str]]:
+                display_filter: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                on_start: Callable[[], object] | None = None) -> Iterator[list[str]]:
     """One `-T fields` pass: rows, one string per requested field (multi-values joined by AGG).
 
     A generator that reads tshark's stdout a chunk at a time (split into lines and fields in bulk,
     not a line per call): a million-frame capture is ~100 MB of text, and holding it (plus one list
     per row) would cost more memory than the table itself.
-    Errors (bad field, damaged file) are raised once tshark has finished, like `run()` does."""
+    Errors (bad field, damaged file) are raised once tshark has finished, like `run()` does.
+    `on_start()` is called once tshark runs (work the caller does while tshark starts up)."""
     args = _fields_args(path, fields, options, display_filter)
     n = len(fields)
     with tempfile.TemporaryFile("w+", errors="replace") as err:
         proc, fired, timer = _start(args, subprocess.PIPE, err, timeout)
         try:
             assert proc.stdout is not None
+            if on_start is not None:
+                on_start()
             yield from _rows_of(proc.stdout, n)
             rc = proc.wait()
         finally:
