@@ -10,7 +10,9 @@ kind signs). The same client over each transport, runs interleaved, medians repo
 is smbprotocol (the Python SMB client people use) against Samba's smbd over real loopback TCP, in
 the same run. Ratios: emulated QUIC against emulated TCP (target >= 0.5x), each against
 smbprotocol -> smbd. Client start-up (interpreter, negotiate, session setup, tree connect) is not
-timed: the client reports its own WRITE and READ phases. Timing is printed, never asserted.
+timed: the client reports its own WRITE and READ phases. Timing is printed, never asserted. For the
+emulated kinds it also prints the CPU time both ends spent per MB moved (the server process and the
+client's write and read phases), which a loaded machine distorts less than MB/s.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from .smb import SMBPROTOCOL
 HOST = "127.0.0.20"
 PORTS = {"tcp": 445, "quic": 443}
 
-#: the client, run under ``wirecheck exec``: prints "WRITE_SECONDS READ_SECONDS"
+#: the client, run under ``wirecheck exec``: prints "WRITE_SECONDS READ_SECONDS CPU_SECONDS" (the CPU
+#: time of its process, every thread, over the two phases)
 CLIENT = r"""
 import sys, time
 from harness.blocking.client import SMBClient
@@ -52,15 +55,17 @@ while True:  # the server may still be starting: its listener answers "refused" 
         time.sleep(0.1)
 with client:
     with client.share("share") as share:
+        c = time.process_time()
         t = time.perf_counter()
         share.write_from(f"{transport}.bin", (chunk for _ in range(size >> 20)))
         w = time.perf_counter() - t
         t = time.perf_counter()
         total = sum(len(block) for block in share.iter_read(f"{transport}.bin"))
         r = time.perf_counter() - t
+        c = time.process_time() - c
         assert total == size, total
         share.remove(f"{transport}.bin")
-print(w, r)
+print(w, r, c)
 """
 
 
@@ -113,14 +118,24 @@ class EmulatedServer:
             argv += ["--pcap", str(self.pcap)]
         return [*argv, "--"]
 
-    def client(self, transport: str, size: int, ca: str, timeout: float) -> tuple[float, float]:
+    def client(self, transport: str, size: int, ca: str, timeout: float) -> tuple[float, float, float]:
+        """(write seconds, read seconds, CPU seconds of both ends): the server's over the client's
+        run (its handshake and tree connect are a few milliseconds), the client's over the write and
+        read phases only, as its start-up (the interpreter, imports) would otherwise dominate."""
         argv = self.exec_argv(21) + [sys.executable, "-c", CLIENT, transport, HOST, str(PORTS[transport]), str(size),
                                      USER, PASSWORD, ca]
+        cpu = self.server_cpu()
         result = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=timeout)
+        cpu = self.server_cpu() - cpu
         if result.returncode:
             raise RuntimeError(f"{transport} client: {result.stderr[-2000:]}")
-        write, read = map(float, result.stdout.split()[-2:])
-        return write, read
+        write, read, client_cpu = map(float, result.stdout.split()[-3:])
+        return write, read, cpu + client_cpu
+
+    def server_cpu(self) -> float:
+        """CPU seconds (user + system, every thread) used so far by the server's processes: its
+        session, as ``wirecheck exec`` runs ``wirecheck serve`` as a child."""
+        return _session_cpu(self.proc.pid)
 
     def stop(self) -> None:
         import signal
@@ -134,6 +149,25 @@ class EmulatedServer:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+
+
+def _session_cpu(sid: int) -> float:
+    """CPU seconds of the live processes of session ``sid`` (from /proc; 0 where it is missing).
+    CPU time is what a loaded machine distorts least: wall-clock rates on two shared cores mostly
+    measure the scheduler."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # field 6 of stat, the session id (fields here start at 3, state)
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 def smbprotocol(port: int, size: int, timeout: float) -> tuple[float, float]:
@@ -154,7 +188,7 @@ def run(size_mib: int, repeat: int, pcap: bool = True, timeout: float = 900.0,
     from quic.certs import make_pki  # tests/quic/certs.py
 
     size = size_mib << 20
-    samples: dict[str, dict[str, list[float]]] = {k: {"write": [], "read": []} for k in kinds}
+    samples: dict[str, dict[str, list[float]]] = {k: {"write": [], "read": [], "cpu_us_per_mb": []} for k in kinds}
     with tempfile.TemporaryDirectory(prefix="smbquic-") as tmp:
         work = Path(tmp)
         pki = make_pki(str(work))
@@ -163,13 +197,17 @@ def run(size_mib: int, repeat: int, pcap: bool = True, timeout: float = 900.0,
         try:
             for _ in range(repeat):
                 for kind in kinds:
+                    cpu_note = ""
                     if smbd is not None and kind == "smbprotocol-smbd":
                         w, r = smbprotocol(smbd.port, size, timeout)
                     else:
-                        w, r = server.client(kind[4:], size, pki["ca"], timeout)
+                        w, r, cpu = server.client(kind[4:], size, pki["ca"], timeout)
+                        # both ends, per MB written and read
+                        samples[kind]["cpu_us_per_mb"].append(cpu / (2 * size / 1e6) * 1e6)
+                        cpu_note = f"  CPU {samples[kind]['cpu_us_per_mb'][-1]:7.0f} us/MB"
                     samples[kind]["write"].append(size / w / 1e6)
                     samples[kind]["read"].append(size / r / 1e6)
-                    print(f"  {kind:17s} write {size / w / 1e6:8.2f} MB/s  read {size / r / 1e6:8.2f} MB/s",
+                    print(f"  {kind:17s} write {size / w / 1e6:8.2f} MB/s  read {size / r / 1e6:8.2f} MB/s{cpu_note}",
                           file=sys.stderr, flush=True)
             if server.proc.poll() is not None:
                 raise RuntimeError(f"wirecheck serve exited: {server.proc.stderr.read().decode()[-2000:]}")
@@ -178,6 +216,9 @@ def run(size_mib: int, repeat: int, pcap: bool = True, timeout: float = 900.0,
             if smbd is not None:
                 smbd.stop()
     med = {k: {d: statistics.median(v[d]) for d in ("write", "read")} for k, v in samples.items()}
+    for k, v in samples.items():
+        if v["cpu_us_per_mb"]:
+            med[k]["cpu_us_per_mb"] = statistics.median(v["cpu_us_per_mb"])
     for v in med.values():
         v["both"] = 2 / (1 / v["write"] + 1 / v["read"])  # the write+read of the file, as one rate
 
@@ -194,7 +235,9 @@ def report(r: dict[str, Any]) -> str:
     lines = [f"SMB 3.1.1 {r['size_mib']} MiB write + read, signed, two processes (median of {r['repeat']}; "
              f"pcap {'on' if r['pcap'] else 'off'} for the emulated kinds):"]
     for k, v in m.items():
-        lines.append(f"  {k:17s} write {v['write']:8.2f} MB/s  read {v['read']:8.2f} MB/s  both {v['both']:8.2f} MB/s")
+        cpu = f"  CPU {v['cpu_us_per_mb']:6.0f} us/MB" if "cpu_us_per_mb" in v else ""
+        lines.append(f"  {k:17s} write {v['write']:8.2f} MB/s  read {v['read']:8.2f} MB/s  both {v['both']:8.2f} MB/s"
+                     f"{cpu}")
     def x(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}x"
 

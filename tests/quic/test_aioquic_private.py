@@ -40,6 +40,7 @@ def _live_objects() -> dict[str, object]:
         "aioquic.quic.stream.QuicStreamSender": stream.sender,
         "aioquic.quic.stream.QuicStreamReceiver": stream.receiver,
         "aioquic.quic.crypto.CryptoPair": CryptoPair(),
+        "aioquic.quic.recovery.QuicPacketRecovery": q._loss,
     }
 
 

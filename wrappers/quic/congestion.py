@@ -14,6 +14,16 @@ carrier:
   the emulated carrier moved to 64 KiB datagrams (configuration.path_datagram_size), so its additive
   increase is 45 times too small. Here the MSS is the largest datagram sent so far.
 
+Pacing (``KoPacer``, for either algorithm, as quic.ko paces both): quic.ko's rate, twice the window
+per smoothed RTT, and each packet charged by its size. aioquic's pacer charges every packet as one
+datagram of the size the connection started with (1452 bytes): on the emulated carrier a 64 KiB
+datagram then cost a 45th of its time, and the bucket (a quarter of the window, at most 16
+datagrams) let out three datagrams per pass, so a 1 MiB write went out over five passes of the
+engine's loop, each a timer wake-up; with the path's datagram size instead, an 80-byte SMB
+response would cost 64 KiB of time. aioquic calls the pacer before it knows a packet's size, so a
+packet is charged one path datagram while the packets of a pass are built and settled to its
+real size when they are sent (``settle``). The bucket keeps aioquic's bounds, in path datagrams.
+
 Everything else is aioquic's Reno (and quic.ko's): the window halves once per loss episode (a
 recovery period ends with the first acknowledgment of a packet sent after it began), never below two
 segments, and persistent congestion resets it to that minimum. Selected by configuration.py for
@@ -31,6 +41,7 @@ from aioquic.quic.congestion.base import (
     register_congestion_control,
 )
 from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.quic.recovery import K_MICRO_SECOND, K_SECOND, QuicPacketPacer
 
 NAME = "quic.ko-reno"
 
@@ -84,6 +95,66 @@ class KoRenoCongestionControl(QuicCongestionControl):
 
     def on_rtt_measurement(self, *, now: float, rtt: float) -> None:
         """quic.ko's Reno does not look at RTT samples (no delay-based slow-start exit)."""
+
+
+class KoPacer(QuicPacketPacer):
+    """aioquic's token bucket (in seconds) at quic.ko's rate, charging packets by their size."""
+
+    #: quic.ko's rate is N x window / smoothed RTT with N = 2 (cong.c, quic_cong_pace_update)
+    N = 2
+
+    def __init__(self, *, max_datagram_size: int) -> None:
+        super().__init__(max_datagram_size=max_datagram_size)
+        self.datagram_size = max_datagram_size  # the path's: raised after the handshake
+        self.rate = 0.0  # bytes per second, 0 until the first RTT sample
+        self.window = 0
+        self.provisional = 0.0  # seconds charged for the packets built this pass, until settle()
+
+    def set_datagram_size(self, size: int) -> None:
+        """The path's datagram size grew (aio/connection.py raise_datagram_size)."""
+        self.datagram_size = size
+        if self.rate:
+            self._set_bounds()
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        self.rate = self.N * congestion_window / max(smoothed_rtt, K_MICRO_SECOND)
+        self.window = congestion_window
+        self._set_bounds()
+
+    def _set_bounds(self) -> None:
+        """aioquic's bounds in path datagrams: one packet's charge, and a bucket of a quarter of the
+        window, between 2 and 16 datagrams."""
+        size = self.datagram_size
+        self.packet_time = max(K_MICRO_SECOND, min(size / self.rate, K_SECOND))
+        self.bucket_max = max(2 * size, min(self.window // 4, 16 * size)) / self.rate
+        if self.bucket_time > self.bucket_max:
+            self.bucket_time = self.bucket_max
+
+    def next_send_time(self, now: float) -> float | None:  # type: ignore[override]  # aioquic's returns None too
+        """None while nothing is owed (quic.ko sends when its pacing time is not in the future),
+        else when the debt is paid."""
+        if self.packet_time is None:
+            return None
+        self.update_bucket(now=now)
+        if self.bucket_time < 0:
+            return now - self.bucket_time
+        return None
+
+    def update_after_send(self, now: float) -> None:
+        if self.packet_time is None:
+            return
+        self.update_bucket(now=now)
+        self.bucket_time -= self.packet_time
+        self.provisional += self.packet_time
+
+    def settle(self, sent_bytes: int) -> None:
+        """The packets of this pass went out as ``sent_bytes`` bytes of datagrams: replace their
+        provisional charge by what those bytes take at the pacing rate."""
+        if self.packet_time is None or not self.rate:
+            self.provisional = 0.0
+            return
+        self.bucket_time = min(self.bucket_time + self.provisional - sent_bytes / self.rate, self.bucket_max)
+        self.provisional = 0.0
 
 
 register_congestion_control(NAME, KoRenoCongestionControl)

@@ -65,6 +65,27 @@ exactly them, through overriding, never by editing aioquic:
     takes it whole would wait for ever (tried: lossy transfers stalled). Flow control still cuts
     frames as aioquic does.
 
+11. Pacing by packet size (congestion.py ``KoPacer``: quic.ko's rate, twice the window per smoothed
+    RTT). aioquic's pacer charges every packet as one datagram of the starting size (1452 bytes),
+    so on the emulated carrier, where datagrams grow to 64 KiB after the handshake
+    (``raise_datagram_size``), its bucket let three datagrams out per pass and a 1 MiB write took
+    five timer wake-ups of the engine. The pacer is told the path's datagram size; a packet is
+    charged one such datagram while a pass builds packets (aioquic asks before it knows the size)
+    and settled to its real size when the pass sends them (``_flush_builder``), so a small response
+    is not charged 64 KiB of time. ``datagrams_to_send`` then recomputes aioquic's pacing timer from
+    the settled bucket.
+
+12. ACK frequency (RFC 9000 13.2.2: a receiver SHOULD send an ACK after at least two ack-eliciting
+    packets). aioquic holds every ACK for its ACK delay unless data goes the other way, so a bulk
+    sender (an SMB client writing, its peer answering only every MiB) waited for the receiver's
+    timer, one engine wake-up, before its send buffer and window were freed. Here a pass that finds
+    two or more ack-eliciting 1-RTT packets unacknowledged sends the ACK (``unacked_eliciting``):
+    the engine reads every datagram waiting on a path before it sends, so that is one ACK per
+    batch of arrivals, never more than one per two packets; one packet alone still waits for the delay.
+
+13. Stream send buffers (sendbuf.py): the messages the application wrote, kept whole, instead of one
+    bytearray that each write, frame and acknowledgment copied (``send_stream_data``).
+
 External PSK binders need ``tlsext.external_psk`` around every call that runs TLS code.
 
 With rawtls.py and keyphase.py this module is the aioquic boundary (the package wrappers/quic/aio):
@@ -85,8 +106,10 @@ from aioquic.quic.packet import QuicFrameType, decode_packet_number
 from aioquic.quic.packet_builder import QuicDeliveryState
 from aioquic.quic.stream import QuicStream
 
+from ..congestion import KoPacer
 from ..tlsext import external_psk
 from .keyphase import keep_previous_keys
+from .sendbuf import chunked, unacked_bytes
 
 TP_DISABLE_1RTT_ENCRYPTION = 0xBAAD
 #: the largest two-byte varint: aioquic's own frame writers hold lengths up to this
@@ -143,6 +166,17 @@ def key_update_requested(pair: Any) -> bool:
 class KoQuicConnection(QuicConnection):
     """aioquic's connection with quic.ko's adjustments, and the public view of aioquic's private
     state that core.py, sock.py and loop.py need (they touch nothing private of aioquic)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ko_pacer = KoPacer(max_datagram_size=self._max_datagram_size)
+        self._loss._pacer = self._ko_pacer
+
+    # -- pacing (11. above) ----------------------------------------------------------------------------
+    def _flush_builder(self, builder: Any, network_path: Any, peer_cid: bytes, now: float) -> list[tuple[bytes, Any]]:
+        out = super()._flush_builder(builder, network_path, peer_cid, now)
+        self._ko_pacer.settle(sum(len(d) for d, _ in out))
+        return out
 
     external_psk = False
     request_client_cert = False
@@ -350,8 +384,30 @@ class KoQuicConnection(QuicConnection):
             return None
         return self._pc_next
 
+    # -- ACK frequency (12. above), and packets taken (receive_fingerprint) -------------------------------
+    unacked_eliciting = 0  # ack-eliciting 1-RTT packets received since our last ACK frame
+    packets_taken = 0  # packets whose payload aioquic processed (decrypted, not duplicates)
+
+    def _payload_received(self, context: Any, plain: bytes, crypto_frame_required: bool = False) -> tuple[bool, bool]:
+        self.packets_taken += 1
+        eliciting, probing = super()._payload_received(context, plain, crypto_frame_required)
+        if eliciting and context.epoch == tls.Epoch.ONE_RTT:
+            self.unacked_eliciting += 1
+        return eliciting, probing
+
+    def _write_ack_frame(self, builder: Any, space: Any, now: float) -> None:
+        super()._write_ack_frame(builder, space, now)
+        if space is self._spaces.get(tls.Epoch.ONE_RTT):
+            self.unacked_eliciting = 0
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        if self.unacked_eliciting >= 2:
+            self.ack_now()
         out = super().datagrams_to_send(now)
+        if self._pacing_at is not None:
+            # aioquic set the pacing timer while the packets held a full datagram's charge each;
+            # settled to their real sizes, the wait may be shorter (or over)
+            self._pacing_at = self._loss._pacer.next_send_time(now) or now
         path = self._path_in_validation()
         if path is None:
             self._pc_path = self._pc_next = None
@@ -515,6 +571,7 @@ class KoQuicConnection(QuicConnection):
         size = min(size, self.peer_max_udp_payload)
         if size > self._max_datagram_size:
             self._max_datagram_size = size
+            self._ko_pacer.set_datagram_size(size)
 
     # -- frames longer than 16383 bytes (7. below) --------------------------------------------------
     # aioquic writes the Length of STREAM and CRYPTO frames as a two-byte varint, so a frame in a
@@ -609,10 +666,11 @@ class KoQuicConnection(QuicConnection):
         return float(self._loss.get_probe_timeout())
 
     def receive_fingerprint(self) -> tuple:
-        """Changes whenever a received datagram had an effect (a packet number, an ACK to send, a
-        close, a state change): a datagram that leaves it unchanged was dropped as undecodable."""
-        return (tuple((s.largest_received_packet, len(s.ack_queue)) for s in self._spaces.values()),
-                self._close_event is not None, self._state)
+        """Changes whenever a received datagram had an effect (a packet taken: decrypted and not a
+        duplicate, a close, a state change): a datagram that leaves it unchanged was dropped as
+        undecodable. Three attributes, not a walk over the packet spaces: it is read twice per
+        datagram."""
+        return self.packets_taken, self._close_event is not None, self._state
 
     def ack_now(self) -> None:
         """Send every pending ACK with the next packet instead of after the ACK delay."""
@@ -630,7 +688,13 @@ class KoQuicConnection(QuicConnection):
 
     def send_buffered_bytes(self) -> int:
         """Bytes written to streams and not yet acknowledged, over all streams."""
-        return sum(len(s.sender._buffer) for s in self._streams.values())
+        return sum(unacked_bytes(s.sender) for s in self._streams.values())
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """aioquic's, with the stream's send buffer a list of messages (13. above, sendbuf.py)."""
+        stream = self._get_or_create_stream_for_send(stream_id)
+        chunked(stream.sender)
+        stream.sender.write(data, end_stream=end_stream)
 
     def stream_flow_blocked(self, stream_id: int) -> bool:
         """Whether the stream's send buffer already reaches the peer's MAX_STREAM_DATA."""
