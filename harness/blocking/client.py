@@ -19,10 +19,10 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from harness.smb import change_notify, fscc, rdma_channel
 from harness.smb import messages as m
-from harness.smb.auth import Initiator
+from harness.smb import rdma_channel
 from harness.smb.client import (
     CIPHER_NAMES,
     DEFAULT_CIPHERS,
@@ -48,6 +48,9 @@ from harness.smb.constants import (
 from harness.smb.keys import keys_file_text
 from harness.smb.messages.create_contexts import RQLS, LeaseV1, LeaseV2, find_context, parse_lease
 from harness.transport import Transport, connect
+
+if TYPE_CHECKING:  # the directory, stat and notify codecs load when first used (most clients never do)
+    from harness.smb import fscc
 
 ALL_FF = b"\xff" * 16
 CHUNK = 4 * 1024 * 1024  # per READ/WRITE (capped by MaxReadSize/MaxWriteSize)
@@ -116,6 +119,8 @@ class SMBClient:
         self.conn.receive_negotiate(self.transport.recv_pdu(self.timeout))
 
     def _login(self, previous_session_id: int = 0) -> None:
+        from harness.smb.auth import Initiator  # pyspnego: not needed before SESSION_SETUP
+
         initiator = Initiator(self.username, self.password, hostname=self.host)
         session = ClientSession(initiator=initiator, previous_session_id=previous_session_id)
         token = initiator.step(None)
@@ -576,6 +581,8 @@ class Share:
         created = self.open(path, AccessMask.FILE_LIST_DIRECTORY if hasattr(AccessMask, "FILE_LIST_DIRECTORY")
                             else AccessMask.FILE_READ_DATA | AccessMask.FILE_READ_ATTRIBUTES | AccessMask.SYNCHRONIZE,
                             CreateDisposition.OPEN, CreateOptions.DIRECTORY_FILE)
+        from harness.smb import fscc
+
         entries: list[DirEntry] = []
         entry_class = fscc.FileIdBothDirectoryInformation
         try:
@@ -607,6 +614,8 @@ class Share:
         self.close_file(created.file_id)
 
     def stat(self, path: str) -> fscc.FileAllInformation:
+        from harness.smb import fscc
+
         created = self.open(path, AccessMask.FILE_READ_ATTRIBUTES | AccessMask.SYNCHRONIZE, CreateDisposition.OPEN)
         try:
             body = m.QueryInfoRequest(file_id=created.file_id, info_type=InfoType.FILE,
@@ -650,6 +659,8 @@ class Share:
     def notify_request(self, dir_id: bytes, completion_filter: int, *, watch_tree: bool = False,
                        buffer_length: int = 65536) -> int:
         """Send a CHANGE_NOTIFY on an open directory (MS-SMB2 2.2.35); its MessageId."""
+        from harness.smb import change_notify
+
         body = m.ChangeNotifyRequest(file_id=dir_id, flags=change_notify.WATCH_TREE if watch_tree else 0,
                                      output_buffer_length=buffer_length, completion_filter=completion_filter)
         return self.client.send(Command.CHANGE_NOTIFY, body, self.tree_id)
@@ -660,6 +671,8 @@ class Share:
         status = response.header.status
         if status != NtStatus.SUCCESS:
             return status, []
+        from harness.smb import change_notify
+
         return status, change_notify.decode(response.body_as(m.ChangeNotifyResponse).output)
 
     def disconnect(self) -> None:

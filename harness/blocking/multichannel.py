@@ -38,7 +38,6 @@ from harness.blocking.client import SMBClient, inline_io_limit
 from harness.smb import messages as m
 from harness.smb import rdma_channel
 from harness.smb import reconnect as rc
-from harness.smb.auth import Initiator
 from harness.smb.client import ClientConnection, ClientSession, Response, SMBError
 from harness.smb.constants import (
     UNSOLICITED_MESSAGE_ID,
@@ -198,6 +197,8 @@ class MultiChannelClient(SMBClient):
         conn.receive_negotiate(transport.recv_pdu(self.timeout))
         if conn.dialect != primary.dialect:
             raise SMBError(NtStatus.INVALID_PARAMETER, Command.NEGOTIATE, "channel negotiated another dialect")
+        from harness.smb.auth import Initiator  # pyspnego: not needed before SESSION_SETUP
+
         initiator = Initiator(username or self.username, password or self.password, hostname=self.host)
         preauth = conn.preauth.for_session() if conn.dialect == Dialect.SMB_3_1_1 else None
         token = initiator.step(None)

@@ -42,26 +42,33 @@ def _emit(obj: dict) -> None:
 
 
 def run_server(a: argparse.Namespace) -> int:
-    from harness.blocking.server import SMBServer
-    from harness.smb.server import ServerConfig, ShareConfig
+    """Listen first (both listeners), say so, then load and start the SMB server, as smb_ops' server
+    does: its modules take most of a second to import, and a client connecting meanwhile waits in
+    the listen backlog instead of the cell waiting for the import before it starts the client."""
     from harness.transport import listen
 
-    user, password = a.user.split(":", 1)
-    config = ServerConfig(shares={a.share: ShareConfig(a.share, a.path, False)}, users={user: password},
-                          state_dir=a.state_dir, multichannel=a.multichannel, max_size=a.max_size)
     listener = quic_listener(a) if a.transport == "quic" else listen(a.transport, a.addr, a.port)
-    server = SMBServer(config, transport=a.transport, listener=listener)
-    servers = [server]
+    channel_listener = None
     if a.channel_port:
         if a.channel_transport == "quic":
             second = argparse.Namespace(**{**vars(a), "port": a.channel_port})
             channel_listener = quic_listener(second)
         else:
             channel_listener = listen(a.channel_transport, a.addr, a.channel_port)
+    _emit({"state": "listening", "address": a.addr, "port": listener.address[1]})
+
+    from harness.blocking.server import SMBServer
+    from harness.smb.server import ServerConfig, ShareConfig
+
+    user, password = a.user.split(":", 1)
+    config = ServerConfig(shares={a.share: ShareConfig(a.share, a.path, False)}, users={user: password},
+                          state_dir=a.state_dir, multichannel=a.multichannel, max_size=a.max_size)
+    server = SMBServer(config, transport=a.transport, listener=listener)
+    servers = [server]
+    if channel_listener is not None:
         servers.append(SMBServer(config, transport=a.channel_transport, listener=channel_listener, share_with=server))
     for s in servers:
         s.start()
-    _emit({"state": "listening", "address": a.addr, "port": server.port})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while True:

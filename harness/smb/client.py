@@ -23,10 +23,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import messages as m
-from .auth import Initiator
 from .compound import build_compound, split_compound
 from .constants import (
     PROTOCOL_ID_TRANSFORM,
@@ -61,6 +60,9 @@ from .crypto import (
 from .errors import SMBProtocolError, SMBStatusError
 from .header import HEADER_SIZE, Header
 from .keys import SessionKeyRecord
+
+if TYPE_CHECKING:  # pyspnego (and cryptography's x509 with it) loads at the first SESSION_SETUP
+    from .auth import Initiator
 
 CIPHER_NAMES = {"aes-128-ccm": Cipher.AES_128_CCM, "aes-128-gcm": Cipher.AES_128_GCM,
                 "aes-256-ccm": Cipher.AES_256_CCM, "aes-256-gcm": Cipher.AES_256_GCM}

@@ -47,12 +47,14 @@ Rules (client, §3.2.4.6/§3.2.4.7/§3.2.5.12):
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import messages as m
 from .constants import Channel, Dialect, NtStatus
 from .errors import Disconnect, Fail, SMBProtocolError
-from .vfs import Share
+
+if TYPE_CHECKING:  # the client does not need the file system behind the server's pread
+    from .vfs import Share
 
 #: Client: READ/WRITE larger than this use an RDMA channel (ours, like Windows' 4 KiB..64 KiB
 #: range: below it the register + RDMA + invalidate round costs more than inline data).
