@@ -220,9 +220,27 @@ def native_quic_section(quick: bool) -> Section:
     ])
 
 
+SCENARIOS_QUICK = "wirecheck check -g quick -j 2 under 30 s"
+SCENARIOS_LIMIT = 30.0
+
+
+def scenarios_section(quick: bool) -> Section:
+    """The scenario runner: `wirecheck check -g quick -j 2` in a temporary results directory, its wall
+    time against the target, the cells and their start-up (benchmarks/scenarios.py). The same in
+    --quick: the group is the small one already (`-g auto` takes minutes; run it by hand)."""
+    from benchmarks import scenarios
+
+    _progress("scenarios: wirecheck check -g quick -j 2 in a temporary results directory")
+    r = scenarios.run("quick", 2)
+    ok = r["status"] == 0 and r["wall"] <= SCENARIOS_LIMIT
+    return Section("scenarios", "The scenario runner: wirecheck check -g quick -j 2", scenarios.format_result(r),
+                   [Target(SCENARIOS_QUICK, f"{r['wall']:.1f} s", f"<= {SCENARIOS_LIMIT:g} s", ok)])
+
+
 #: every target label a section defines besides benchmarks/transport.py's (a record without one is stale)
 TARGET_LABELS = {"pcap assertions faster than tshark -Y once per check", "pcap assertions faster than a pyshark loop",
-                 QUIC_VS_NGTCP2, QUIC_PCAP_BULK, QUIC_PCAP_HANDSHAKES, SMB_QUIC_VS_TCP, *SMBD_PCAP.values()}
+                 QUIC_VS_NGTCP2, QUIC_PCAP_BULK, QUIC_PCAP_HANDSHAKES, SMB_QUIC_VS_TCP, *SMBD_PCAP.values(),
+                 SCENARIOS_QUICK}
 
 
 #: name -> section function, in the order they run and print
@@ -233,6 +251,7 @@ SECTIONS: dict[str, Callable[[bool], Section]] = {
     "smb_quic": smb_quic_section,
     "smbdirect_pcap": smbdirect_pcap_section,
     "native_quic": native_quic_section,
+    "scenarios": scenarios_section,
 }
 
 
