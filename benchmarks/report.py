@@ -222,16 +222,20 @@ def native_quic_section(quick: bool) -> Section:
 
 SCENARIOS_QUICK = "wirecheck check -g quick -j 2 under 30 s"
 SCENARIOS_LIMIT = 30.0
+#: groups left out: --quick leaves out lxin's func_test (quic/005, ~30 s of its own sleeps per section),
+#: so the report's smoke test stays small; the full report runs the whole quick group
+SCENARIOS_EXCLUDE = {"quick": "native", "full": ""}
 
 
 def scenarios_section(quick: bool) -> Section:
     """The scenario runner: `wirecheck check -g quick -j 2` in a temporary results directory, its wall
-    time against the target, the cells and their start-up (benchmarks/scenarios.py). The same in
-    --quick: the group is the small one already (`-g auto` takes minutes; run it by hand)."""
+    time against the target, the cells and their start-up (benchmarks/scenarios.py); --quick leaves
+    out the native group (`-g auto` takes minutes; run it by hand)."""
     from benchmarks import scenarios
 
-    _progress("scenarios: wirecheck check -g quick -j 2 in a temporary results directory")
-    r = scenarios.run("quick", 2)
+    exclude = SCENARIOS_EXCLUDE["quick" if quick else "full"]
+    _progress(f"scenarios: wirecheck check -g quick{' -x ' + exclude if exclude else ''} -j 2 in a temporary results directory")
+    r = scenarios.run("quick", 2, exclude)
     ok = r["status"] == 0 and r["wall"] <= SCENARIOS_LIMIT
     return Section("scenarios", "The scenario runner: wirecheck check -g quick -j 2", scenarios.format_result(r),
                    [Target(SCENARIOS_QUICK, f"{r['wall']:.1f} s", f"<= {SCENARIOS_LIMIT:g} s", ok)])

@@ -54,13 +54,15 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run(group: str = "quick", jobs: int = 2) -> dict[str, Any]:
-    """Run `wirecheck check --plain -g GROUP -j JOBS` from the repository root (scenario settings are
-    relative to it) into a temporary results directory; the wall time and the summary of its matrix."""
+def run(group: str = "quick", jobs: int = 2, exclude: str = "") -> dict[str, Any]:
+    """Run `wirecheck check --plain -g GROUP [-x EXCLUDE] -j JOBS` from the repository root (scenario
+    settings are relative to it) into a temporary results directory; the wall time and the summary of
+    its matrix."""
     wirecheck = Path(sys.executable).parent / "wirecheck"
     argv = [str(wirecheck)] if wirecheck.exists() else [sys.executable, "-c", "from harness.cli import main; main()"]
     with tempfile.TemporaryDirectory(prefix="wc-bench-scenarios-") as tmp:
-        cmd = argv + ["check", "--plain", "-g", group, "-j", str(jobs), "--results", tmp]
+        cmd = argv + ["check", "--plain", "-g", group, *(["-x", exclude] if exclude else []), "-j", str(jobs),
+                      "--results", tmp]
         t0 = time.monotonic()
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
         wall = time.monotonic() - t0
@@ -70,7 +72,7 @@ def run(group: str = "quick", jobs: int = 2) -> dict[str, Any]:
             matrix = {}
     summary = summarize(cells(matrix))
     passed = [line for line in proc.stdout.splitlines() if line.startswith("Passed all")]
-    return {"group": group, "jobs": jobs, "wall": wall, "status": proc.returncode, "passed_lines": len(passed),
+    return {"group": group + (f" -x {exclude}" if exclude else ""), "jobs": jobs, "wall": wall, "status": proc.returncode, "passed_lines": len(passed),
             "tail": proc.stdout.splitlines()[-20:] + proc.stderr.splitlines()[-10:], **summary}
 
 
