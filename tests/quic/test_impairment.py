@@ -48,9 +48,14 @@ def test_transfer_survives_loss_dup_reorder_corruption(net, pki, impaired, mode)
                 break
         joined(t, 20)
         assert bytes(got) == blob
-        history = [h for imp in list(impair.flows().values()) for h in list(getattr(imp, "history", []))]
-        dropped = [h for h in history if not h.deliveries]
-        assert {"drop-list"} <= {r for h in dropped for r in h.reasons}
-        assert len(dropped) >= 4, [str(h) for h in history]  # 2 a direction at least
+        flows = [list(getattr(imp, "history", [])) for imp in list(impair.flows().values())]
+        history = [h for hist in flows for h in hist]
+        # Datagrams 4 and 6 of every flow were dropped, in both directions. Not "4 drops": how many
+        # datagrams the receiving side sends depends on how its ACKs coalesce, and a fresh-clone run
+        # saw the server's flow end after 6 datagrams (drops 4, 6 and 4: 3).
+        listed = [h for h in history if h.index in (4, 6)]
+        assert listed and all(not h.deliveries and "drop-list" in h.reasons for h in listed), \
+            [str(h) for h in history]
+        assert sum(1 for hist in flows if len(hist) > 4) >= 2, [str(h) for h in history]
     finally:
         close_all(c, s, ls)
